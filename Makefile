@@ -1,0 +1,58 @@
+# aiproxy — every target creates .venv on first use, so a fresh clone needs only Python 3.11+.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+PROTO_DIR := api/proto
+PROTO_FILES := $(wildcard $(PROTO_DIR)/aiproxypb/v1/*.proto)
+PYTEST_ARGS ?=
+
+.PHONY: help venv proto proto-check run test bench bench-peers bench-logdb lint fmt clean docker-build up down logs
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install aiproxy with dev tools
+
+proto: $(STAMP)  ## regenerate pkg/aiproxypb from api/proto
+	$(PY) -m grpc_tools.protoc -I $(PROTO_DIR) --python_out=pkg --pyi_out=pkg --grpc_python_out=pkg $(PROTO_FILES)
+
+proto-check: $(STAMP)  ## fail when the committed stubs drift from the .proto files
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -I $(PROTO_DIR) --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTO_FILES) && \
+	for f in $$(cd $$tmp && find . -name '*.py*' -type f); do \
+	  cmp -s $$tmp/$$f pkg/$$f || { echo "proto-check: pkg/$$f is stale; run 'make proto'"; rm -rf $$tmp; exit 1; }; \
+	done; rm -rf $$tmp; echo "proto-check: stubs up to date"
+
+run: $(STAMP)  ## run the gateway with embedded defaults (REST :8123, gRPC :50051)
+	$(BIN)/aiproxy serve
+
+test: $(STAMP)  ## run the whole test suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## gateway vs direct-to-upstream latency/throughput table
+	$(PY) test/bench/bench_gateway.py
+
+bench-peers: $(STAMP)  ## bench plus LiteLLM's proxy in the same table
+	$(PY) test/bench/bench_gateway.py --peers
+
+bench-logdb: $(STAMP)  ## log store ingest/search benchmark
+	$(PY) test/bench/bench_logdb.py
+
+lint: $(STAMP)  ## ruff check
+	$(BIN)/ruff check internal cmd test
+
+fmt: $(STAMP)  ## ruff format + fix
+	$(BIN)/ruff check --fix internal cmd test
+	$(BIN)/ruff format internal cmd test
+
+clean:  ## remove caches and the venv
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,12 @@
+"""Settings: dynaconf in, frozen dataclasses out. The only package that touches dynaconf."""
+
+from aiproxy.config.settings import (
+    ConfigError,
+    ProviderSettings,
+    Settings,
+    TLSSettings,
+    load_settings,
+    parse_key_list,
+)
+
+__all__ = ["ConfigError", "ProviderSettings", "Settings", "TLSSettings", "load_settings", "parse_key_list"]

@@ -1,0 +1,213 @@
+"""Load settings from configs/settings.toml < .env < environment into frozen dataclasses."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dynaconf import Dynaconf
+
+_REPO_SETTINGS = Path(__file__).resolve().parents[3] / "configs" / "settings.toml"
+PROVIDER_KINDS = ("openrouter", "openai", "gemini", "mock")
+
+
+class ConfigError(Exception):
+    """Bad configuration: start-up stops with this one-line message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    name: str
+    kind: str
+    base_url: str = ""
+    api_key: str = ""
+    api_key_env: str = ""
+    api_key_required: bool = True
+    referer: str = ""
+    title: str = ""
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    max_connections: int = 256
+    max_keepalive_connections: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+    hsts_max_age: int = 31536000
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8123
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    workers: int = 1
+    api_keys: tuple[str, ...] = ()
+    admin_api_keys: tuple[str, ...] = ()
+    models_require_auth: bool = False
+    key_hash_secret: str = ""
+    config_path: str = "configs/config.yml"
+    cors_allow_origins: tuple[str, ...] = ("*",)
+    max_body_bytes: int = 20 * 1024 * 1024
+    shutdown_grace_seconds: float = 20.0
+    log_level: str = "INFO"
+    log_dir: str = "logs"
+    request_log_enabled: bool = True
+    request_log_retention: str = "30 days"
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    providers: dict[str, ProviderSettings] = field(default_factory=dict)
+    # Every LOGDB_* setting, lower-cased without the prefix; aiproxy.logstore interprets them.
+    logdb: dict[str, Any] = field(default_factory=dict)
+    # Where settings were read from, for error messages.
+    source: str = ""
+
+
+def parse_key_list(raw: Any) -> tuple[str, ...]:
+    """Seed rules for API_KEYS: comma separated, each item stripped of spaces and of one pair of
+    matching surrounding quotes; empty items dropped."""
+    if raw is None:
+        return ()
+    if isinstance(raw, list | tuple):
+        items = [str(x) for x in raw]
+    else:
+        items = str(raw).split(",")
+    keys = []
+    for item in items:
+        item = item.strip()
+        if len(item) >= 2 and item[0] == item[-1] and item[0] in "\"'":
+            item = item[1:-1].strip()
+        if item:
+            keys.append(item)
+    return tuple(keys)
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"setting {name.upper()}={value!r} is not a boolean (use true or false)")
+
+
+def _as_int(name: str, value: Any, minimum: int | None = None) -> int:
+    try:
+        number = int(str(value).replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"setting {name.upper()}={value!r} is not an integer") from None
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"setting {name.upper()}={number} must be at least {minimum}")
+    return number
+
+
+def _as_float(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name.upper()}={value!r} is not a number") from None
+
+
+def _settings_file(env: dict[str, str]) -> Path:
+    explicit = env.get("SETTINGS_FILE")
+    candidates = [Path(explicit)] if explicit else [Path("configs/settings.toml"), _REPO_SETTINGS]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"settings file not found ({candidates[0]}); set SETTINGS_FILE or run from the project root")
+
+
+def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dict[str, str]) -> ProviderSettings:
+    raw = {str(k).lower(): v for k, v in raw.items()}
+    kind = str(raw.get("kind", name)).lower()
+    if kind not in PROVIDER_KINDS:
+        raise ConfigError(f"provider {name!r}: kind {kind!r} is unknown (use one of {', '.join(PROVIDER_KINDS)})")
+    key_env = str(raw.get("api_key_env", ""))
+    api_key = str(raw.get("api_key") or (env.get(key_env, "") if key_env else "")).strip()
+    merged = {**upstream, **raw}
+    return ProviderSettings(
+        name=name,
+        kind=kind,
+        base_url=str(raw.get("base_url", "")).rstrip("/"),
+        api_key=api_key,
+        api_key_env=key_env,
+        api_key_required=_as_bool(f"providers__{name}__api_key_required", raw.get("api_key_required", kind != "mock")),
+        referer=str(raw.get("referer", "")),
+        title=str(raw.get("title", "")),
+        connect_timeout=_as_float("upstream__connect_timeout", merged.get("connect_timeout", 10.0)),
+        read_timeout=_as_float("upstream__read_timeout", merged.get("read_timeout", 300.0)),
+        max_connections=_as_int("upstream__max_connections", merged.get("max_connections", 256), 1),
+        max_keepalive_connections=_as_int(
+            "upstream__max_keepalive_connections", merged.get("max_keepalive_connections", 64), 0
+        ),
+    )
+
+
+def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = ".env") -> Settings:
+    """Read settings; raise ConfigError with one clear line when something is wrong."""
+    env = dict(os.environ if env is None else env)
+    path = _settings_file(env)
+    dotenv = Path(dotenv_path) if dotenv_path else None
+    raw = Dynaconf(
+        settings_files=[str(path)],
+        environments=True,
+        envvar_prefix=False,
+        load_dotenv=bool(dotenv and dotenv.is_file()),
+        dotenv_path=str(dotenv) if dotenv else None,
+        merge_enabled=True,
+    )
+    # The .env file may carry provider keys too (OPENROUTER_API_KEY=...): env wins over it.
+    lookup = {**{k: str(v) for k, v in raw.as_dict().items() if not isinstance(v, dict | list)}, **env}
+
+    def get(name: str, default: Any = None) -> Any:
+        return raw.get(name, default)
+
+    upstream = {str(k).lower(): v for k, v in (get("upstream") or {}).items()}
+    providers = {str(n).lower(): _provider(str(n).lower(), dict(p), upstream, lookup) for n, p in (get("providers") or {}).items()}
+    origins = get("cors_allow_origins", "*")
+    tls = TLSSettings(
+        cert_file=str(get("tls_cert_file", "") or ""),
+        key_file=str(get("tls_key_file", "") or ""),
+        client_ca_file=str(get("tls_client_ca_file", "") or ""),
+        hsts_max_age=_as_int("hsts_max_age", get("hsts_max_age", 31536000), 0),
+    )
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError("TLS needs both TLS_CERT_FILE and TLS_KEY_FILE (only one is set)")
+    level = str(get("log_level", "INFO")).upper()
+    if level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"setting LOG_LEVEL={level!r} is not a log level (use DEBUG, INFO, WARNING or ERROR)")
+    logdb = {k.lower()[len("logdb_"):]: v for k, v in raw.as_dict().items() if k.lower().startswith("logdb_")}
+    return Settings(
+        host=str(get("host", "127.0.0.1")),
+        port=_as_int("port", get("port", 8123), 0),
+        grpc_host=str(get("grpc_host", "127.0.0.1")),
+        grpc_port=_as_int("grpc_port", get("grpc_port", 50051), 0),
+        workers=_as_int("workers", get("workers", 1), 1),
+        api_keys=parse_key_list(get("api_keys", "")),
+        admin_api_keys=parse_key_list(get("admin_api_keys", "")),
+        models_require_auth=_as_bool("models_require_auth", get("models_require_auth", False)),
+        key_hash_secret=str(get("key_hash_secret", "") or ""),
+        config_path=str(get("config_path", "configs/config.yml")),
+        cors_allow_origins=tuple(o.strip() for o in str(origins).split(",") if o.strip()),
+        max_body_bytes=_as_int("max_body_bytes", get("max_body_bytes", 20 * 1024 * 1024), 1024),
+        shutdown_grace_seconds=_as_float("shutdown_grace_seconds", get("shutdown_grace_seconds", 20)),
+        log_level=level,
+        log_dir=str(get("log_dir", "logs")),
+        request_log_enabled=_as_bool("request_log_enabled", get("request_log_enabled", True)),
+        request_log_retention=str(get("request_log_retention", "30 days")),
+        tls=tls,
+        providers=providers,
+        logdb=logdb,
+        source=str(path),
+    )

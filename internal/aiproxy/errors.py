@@ -1,0 +1,175 @@
+"""The one domain error tree. Each error knows its OpenAI error body, HTTP status and gRPC code.
+
+The gRPC servicers raise these; `aiproxy.rpc.status` maps them to a gRPC status plus an
+`ErrorDetail` trailer, and the REST facade maps that back to the same HTTP status and body.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+# HTTP status -> gRPC code, for upstream errors (the inverse of grpc-gateway's table).
+_HTTP_TO_GRPC = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    409: grpc.StatusCode.ABORTED,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+# gRPC code -> HTTP status, grpc-gateway's table; used when a status carries no ErrorDetail.
+GRPC_TO_HTTP = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+}
+
+
+def grpc_code_for_http(status: int) -> grpc.StatusCode:
+    if status in _HTTP_TO_GRPC:
+        return _HTTP_TO_GRPC[status]
+    return grpc.StatusCode.FAILED_PRECONDITION if 400 <= status < 500 else grpc.StatusCode.INTERNAL
+
+
+def error_type_for_http(status: int) -> str:
+    """OpenAI's `error.type` for a status when the upstream did not name one."""
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 404:
+        return "not_found_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "invalid_request_error" if status < 500 else "server_error"
+
+
+class GatewayError(Exception):
+    """Base of every error a client may see. Subclasses fix status, type and code."""
+
+    http_status: int = 500
+    error_type: str = "server_error"
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        http_status: int | None = None,
+        error_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        if http_status is not None:
+            self.http_status = http_status
+        if error_type is not None:
+            self.error_type = error_type
+        self.headers = headers or {}
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return grpc_code_for_http(self.http_status)
+
+    def to_body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(GatewayError):
+    http_status = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    http_status = 401
+    error_type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    http_status = 403
+    error_type = "permission_error"
+    default_code = "permission_denied"
+
+
+class NotFound(GatewayError):
+    http_status = 404
+    error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    default_code = "model_not_found"
+
+
+class PayloadTooLarge(GatewayError):
+    http_status = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class ProviderNotConfigured(GatewayError):
+    """The alias maps to a provider the operator has not given a key or URL."""
+
+    http_status = 503
+    error_type = "server_error"
+    default_code = "provider_not_configured"
+
+
+class UpstreamError(GatewayError):
+    """The upstream answered with an error status; status and body are normalised."""
+
+    error_type = "server_error"
+
+
+class UpstreamTimeout(GatewayError):
+    http_status = 504
+    error_type = "server_error"
+    default_code = "upstream_timeout"
+
+
+class UpstreamUnreachable(GatewayError):
+    http_status = 502
+    error_type = "server_error"
+    default_code = "upstream_unreachable"
+
+
+class UpstreamMisconfigured(GatewayError):
+    """The upstream rejected the gateway's own provider key: an operator problem, never a client 401."""
+
+    http_status = 502
+    error_type = "server_error"
+    default_code = "upstream_auth_failed"
+
+
+class UpstreamBadResponse(GatewayError):
+    http_status = 502
+    error_type = "server_error"
+    default_code = "bad_upstream_response"

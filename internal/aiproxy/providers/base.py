@@ -1,0 +1,62 @@
+"""The one interface every upstream provider implements.
+
+Providers speak OpenAI-shaped dicts on both sides: they receive the client's request body
+(with `model` already rewritten to the upstream id) and return OpenAI response bodies or
+stream chunks. A provider that talks another API (Gemini) translates inside its module.
+Errors are raised as aiproxy.errors.GatewayError subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Upstream response headers a client may act on; everything else stays at the gateway.
+FORWARDED_HEADER_PREFIXES = ("x-ratelimit-",)
+FORWARDED_HEADERS = ("retry-after", "retry-after-ms")
+
+
+def forwardable_headers(headers) -> dict[str, str]:
+    """The subset of upstream headers that reach the client (rate-limit and retry hints)."""
+    out = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in FORWARDED_HEADERS or lower.startswith(FORWARDED_HEADER_PREFIXES):
+            out[lower] = value
+    return out
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    body: dict  # OpenAI chat request; `model` is the upstream model id
+    request_id: str
+    model_alias: str = ""  # what the client asked for (for messages, never sent upstream)
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    body: dict  # OpenAI `chat.completion`
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class UpstreamStream(Protocol):
+    """An open streaming call. Iterating yields OpenAI `chat.completion.chunk` dicts."""
+
+    headers: dict[str, str]
+
+    def __aiter__(self) -> AsyncIterator[dict]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Provider(Protocol):
+    name: str
+
+    async def complete(self, request: UpstreamRequest) -> UpstreamResponse: ...
+
+    async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
+        """Send the request and check the status; errors before the first chunk raise here."""
+        ...
+
+    async def aclose(self) -> None: ...

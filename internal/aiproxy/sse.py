@@ -1,0 +1,50 @@
+"""Incremental Server-Sent Events decoder: bytes in any split, whole events out.
+
+Events end at a blank line (`\\n\\n`, `\\r\\n\\r\\n` or `\\r\\r`); comment lines (`: …`) are
+skipped; the `data` lines of one event are joined with newlines, as the SSE spec says.
+"""
+
+from __future__ import annotations
+
+import re
+
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_LINE_SPLIT = re.compile(rb"\r\n|\n|\r")
+
+
+class SSEDecoder:
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """Return the `data` payloads of every event completed by this chunk."""
+        self._buffer += chunk
+        events: list[str] = []
+        while True:
+            match = _EVENT_END.search(self._buffer)
+            if match is None:
+                # A lone "\r" at the end may be the first half of "\r\n": wait for more.
+                return events
+            raw, self._buffer = self._buffer[: match.start()], self._buffer[match.end() :]
+            data = _event_data(raw)
+            if data is not None:
+                events.append(data)
+
+    def flush(self) -> list[str]:
+        """Payload of a final event that the upstream did not terminate with a blank line."""
+        raw, self._buffer = self._buffer, b""
+        data = _event_data(raw.rstrip(b"\r\n"))
+        return [data] if data is not None else []
+
+
+def _event_data(raw: bytes) -> str | None:
+    data_lines = []
+    for line in _LINE_SPLIT.split(raw):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            data_lines.append(value[1:] if value.startswith(b" ") else value)
+    if not data_lines:
+        return None
+    return b"\n".join(data_lines).decode("utf-8")
