@@ -56,3 +56,20 @@ fmt: $(STAMP)  ## ruff format + fix
 clean:  ## remove caches and the venv
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# --- containers: Traefik + Let's Encrypt in front of aiproxy (guide: docs/https.md) ---
+COMPOSE ?= docker compose -f deployments/docker-compose.yml --env-file .env
+IMAGE   ?= aiproxy:latest
+
+docker-build:  ## build the container image from deployments/Dockerfile
+	docker build -f deployments/Dockerfile -t $(IMAGE) .
+
+up:  ## start Traefik + aiproxy over HTTPS (run deployments/scripts/setup-https.sh first)
+	@test -f .env || { echo "up: no .env here; run deployments/scripts/setup-https.sh first (docs/https.md)"; exit 1; }
+	$(COMPOSE) up -d --build
+
+down:  ## stop and remove the containers (certificates and logs are kept)
+	$(COMPOSE) down
+
+logs:  ## follow the Traefik and aiproxy container logs
+	$(COMPOSE) logs -f --tail=200
