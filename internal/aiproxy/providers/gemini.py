@@ -1,0 +1,136 @@
+"""The `gemini` provider: Google's Generative Language API v1beta, called directly over httpx.
+
+OpenAI chat requests are translated to `models/{model}:generateContent` (or
+`:streamGenerateContent?alt=sse`) and the answers back to OpenAI bodies and chunks; the
+translation lives in gemini_translate / gemini_response / gemini_errors, this module only
+moves bytes. The key travels in the `x-goog-api-key` header, never in the URL (URLs get logged).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from aiproxy.config import ProviderSettings
+from aiproxy.errors import GatewayError, InvalidRequest, UpstreamBadResponse
+from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers
+from aiproxy.providers.gemini_errors import gemini_error, parse_error_body
+from aiproxy.providers.gemini_response import StreamTranslator, to_openai_response
+from aiproxy.providers.gemini_translate import gemini_model_id, to_gemini_request
+from aiproxy.providers.http import make_http_client
+from aiproxy.providers.openai_compat import transport_error
+from aiproxy.sse import SSEDecoder
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+
+
+class GeminiProvider:
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.name = settings.name
+        self._key_env = settings.api_key_env
+        if not settings.base_url:
+            settings = dataclasses.replace(settings, base_url=DEFAULT_BASE_URL)
+        headers = {"content-type": "application/json"}
+        if settings.api_key:
+            headers["x-goog-api-key"] = settings.api_key
+        self._client = make_http_client(settings, headers)
+
+    def _prepare(self, body: dict, method: str) -> tuple[str, str, bytes]:
+        """(model id, URL path, JSON payload) for one call."""
+        model = gemini_model_id(str(body.get("model") or ""))
+        if not model:
+            raise InvalidRequest("'model' is required.", param="model")
+        path = f"/v1beta/models/{quote(model, safe='-._~')}:{method}"
+        return model, path, orjson.dumps(to_gemini_request(body))
+
+    def _error(self, status: int, body: bytes, headers) -> GatewayError:
+        return gemini_error(status, parse_error_body(body), headers, self._key_env)
+
+    async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
+        model, path, payload = self._prepare(request.body, "generateContent")
+        try:
+            response = await self._client.post(path, content=payload)
+        except httpx.HTTPError as exc:
+            raise transport_error(self.name, exc) from None
+        if response.status_code >= 400:
+            raise self._error(response.status_code, response.content, response.headers)
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise UpstreamBadResponse("The Gemini API returned a body that is not JSON.") from None
+        if not isinstance(data, dict):
+            raise UpstreamBadResponse("The Gemini API returned JSON that is not an object.")
+        return UpstreamResponse(body=to_openai_response(data, model), headers=forwardable_headers(response.headers))
+
+    async def open_stream(self, request: UpstreamRequest) -> GeminiStream:
+        model, path, payload = self._prepare(request.body, "streamGenerateContent")
+        include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
+        http_request = self._client.build_request(
+            "POST", path, params={"alt": "sse"}, content=payload, headers={"accept": "text/event-stream"}
+        )
+        try:
+            response = await self._client.send(http_request, stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(self.name, exc) from None
+        if response.status_code >= 400:
+            try:
+                body = await response.aread()
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                await response.aclose()
+            raise self._error(response.status_code, body, response.headers)
+        return GeminiStream(self.name, self._key_env, response, StreamTranslator(model, include_usage))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class GeminiStream:
+    """An open `streamGenerateContent?alt=sse` call; iterating yields OpenAI chunks."""
+
+    def __init__(self, provider: str, key_env: str, response: httpx.Response, translator: StreamTranslator) -> None:
+        self._provider = provider
+        self._key_env = key_env
+        self._response = response
+        self._translator = translator
+        self.headers = forwardable_headers(response.headers)
+
+    async def __aiter__(self) -> AsyncIterator[dict]:
+        decoder = SSEDecoder()
+        try:
+            # aiter_bytes, not aiter_raw: Google may gzip the event stream.
+            async for raw in self._response.aiter_bytes():
+                for data in decoder.feed(raw):
+                    for chunk in self._translate(data):
+                        yield chunk
+            for data in decoder.flush():
+                for chunk in self._translate(data):
+                    yield chunk
+            for chunk in self._translator.finish():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise transport_error(self._provider, exc) from None
+        finally:
+            await self._response.aclose()
+
+    def _translate(self, data: str) -> list[dict]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamBadResponse("The Gemini API sent a stream event that is not JSON.") from None
+        if not isinstance(event, dict):
+            raise UpstreamBadResponse("The Gemini API sent a stream event that is not an object.")
+        error = event.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            status = code if isinstance(code, int) and 400 <= code <= 599 else 502
+            raise gemini_error(status, error, {}, self._key_env)
+        return self._translator.feed(event)
+
+    async def aclose(self) -> None:
+        await self._response.aclose()

@@ -1,0 +1,79 @@
+"""Gemini error bodies (`{"error":{"code","message","status","details"}}`, google.rpc.Status) ->
+the gateway's domain errors, following wire-formats.md §4.6 with one deliberate change: a
+rejected or missing Gemini key is the operator's problem (502), never a 401 for the client."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+
+from aiproxy.errors import GatewayError, UpstreamError, UpstreamMisconfigured, error_type_for_http
+from aiproxy.providers.base import forwardable_headers
+
+_TYPE_PREFIX = "type.googleapis.com/google.rpc."
+_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED"})
+_CODES = {404: "model_not_found", 504: "timeout"}
+
+
+def parse_error_body(body: bytes) -> dict:
+    """The `error` object of a Gemini error body (plain or wrapped in an array), or {}."""
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return {}
+    if isinstance(parsed, list) and parsed:
+        parsed = parsed[0]
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def gemini_error(status: int, error: dict, headers, key_env: str) -> GatewayError:
+    """The domain error for a Gemini HTTP status and its `error` object."""
+    message = error.get("message") if isinstance(error.get("message"), str) else ""
+    details = [d for d in error.get("details") or () if isinstance(d, dict)]
+    if status in (401, 403) or _detail_reasons(details) & _KEY_REASONS:
+        hint = f" Check {key_env}." if key_env else ""
+        return UpstreamMisconfigured(
+            f"The Gemini API rejected the gateway's API key ({message or f'HTTP {status}'}).{hint}"
+        )
+    forwarded = forwardable_headers(headers)
+    code = _CODES.get(status)
+    if status in (402, 429):
+        # 402 is Gemini's exhausted prepaid balance: OpenAI clients know that as a 429 insufficient_quota.
+        code = "insufficient_quota" if status == 402 or _per_day_quota(details) else "rate_limit_exceeded"
+        status = 429
+        forwarded = {**_retry_headers(details), **forwarded}
+    return UpstreamError(
+        message or f"The Gemini API answered HTTP {status}.",
+        http_status=status,
+        error_type=error_type_for_http(status),
+        code=code,
+        headers=forwarded,
+    )
+
+
+def _detail_reasons(details: list[dict]) -> set[str]:
+    return {d.get("reason") for d in details if d.get("@type") == _TYPE_PREFIX + "ErrorInfo"}
+
+
+def _per_day_quota(details: list[dict]) -> bool:
+    for detail in details:
+        if detail.get("@type") == _TYPE_PREFIX + "QuotaFailure":
+            for violation in detail.get("violations") or ():
+                if "PerDay" in str(violation.get("quotaId", "")):
+                    return True
+    return False
+
+
+def _retry_headers(details: list[dict]) -> dict[str, str]:
+    """retry-after (whole seconds, rounded up) and retry-after-ms from RetryInfo.retryDelay ("22s", "1.5s")."""
+    for detail in details:
+        if detail.get("@type") == _TYPE_PREFIX + "RetryInfo":
+            delay = str(detail.get("retryDelay", ""))
+            try:
+                seconds = float(delay[:-1]) if delay.endswith("s") else float(delay)
+            except ValueError:
+                return {}
+            return {"retry-after": str(math.ceil(seconds)), "retry-after-ms": str(round(seconds * 1000))}
+    return {}

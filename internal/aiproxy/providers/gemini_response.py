@@ -1,0 +1,218 @@
+"""Gemini `GenerateContentResponse` -> OpenAI `chat.completion`, and the SSE stream -> OpenAI chunks.
+
+Pure dict work; tables from wire-formats.md §4.2–4.5, choices in docs/gemini.md.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+
+from aiproxy.errors import UpstreamBadResponse
+from aiproxy.providers.gemini_ids import new_tool_call_id
+
+_CONTENT_FILTER = frozenset(
+    {"SAFETY", "RECITATION", "LANGUAGE", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"}
+    | {"IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "IMAGE_OTHER", "NO_IMAGE"}
+)
+# Safety ratings worth naming in a block explanation.
+_NOTABLE_PROBABILITY = frozenset({"MEDIUM", "HIGH"})
+
+
+def finish_reason(gemini_reason: str | None, has_tool_calls: bool) -> str:
+    """OpenAI's enum for a Gemini finishReason; unknown and malformed-call reasons become `stop`."""
+    if gemini_reason == "MAX_TOKENS":
+        return "length"
+    if gemini_reason in _CONTENT_FILTER:
+        return "content_filter"
+    return "tool_calls" if has_tool_calls else "stop"
+
+
+def usage(metadata: dict | None) -> dict:
+    """OpenAI usage from usageMetadata: reasoning counts inside completion tokens, as OpenAI does."""
+    metadata = metadata or {}
+    prompt = metadata.get("promptTokenCount", 0) + metadata.get("toolUsePromptTokenCount", 0)
+    thoughts = metadata.get("thoughtsTokenCount", 0)
+    completion = metadata.get("candidatesTokenCount", 0) + thoughts
+    total = metadata.get("totalTokenCount", 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": total if total == prompt + completion else prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": metadata.get("cachedContentTokenCount", 0)},
+        "completion_tokens_details": {"reasoning_tokens": thoughts},
+    }
+
+
+def block_explanation(feedback: dict) -> str:
+    """The answer text for a prompt Gemini refused to process (promptFeedback.blockReason)."""
+    reason = feedback.get("blockReason") or "BLOCK_REASON_UNSPECIFIED"
+    text = f"Gemini blocked this prompt and generated no answer (blockReason: {reason})."
+    flagged = [
+        f"{rating.get('category')} ({rating.get('probability')})"
+        for rating in feedback.get("safetyRatings") or []
+        if rating.get("blocked") or rating.get("probability") in _NOTABLE_PROBABILITY
+    ]
+    if flagged:
+        text += " Flagged: " + ", ".join(flagged) + "."
+    return text
+
+
+def _tool_call(function_call: dict, signature: str | None) -> dict:
+    return {
+        "id": new_tool_call_id(signature, function_call.get("id")),
+        "type": "function",
+        "function": {
+            "name": function_call.get("name", ""),
+            "arguments": orjson.dumps(function_call.get("args") or {}).decode(),
+        },
+    }
+
+
+def _logprobs(result: dict | None) -> dict | None:
+    if not result:
+        return None
+    tops = result.get("topCandidates") or []
+    content = []
+    for position, chosen in enumerate(result.get("chosenCandidates") or []):
+        alternatives = tops[position].get("candidates", []) if position < len(tops) else []
+        content.append(
+            {
+                **_token_logprob(chosen),
+                "top_logprobs": [_token_logprob(alternative) for alternative in alternatives],
+            }
+        )
+    return {"content": content, "refusal": None}
+
+
+def _token_logprob(candidate: dict) -> dict:
+    token = candidate.get("token", "")
+    return {"token": token, "logprob": candidate.get("logProbability", 0.0), "bytes": list(token.encode())}
+
+
+def _split_parts(candidate: dict) -> tuple[list[str], list[dict]]:
+    """Visible text (thoughts dropped) and OpenAI tool calls of one candidate."""
+    texts, calls = [], []
+    for part in (candidate.get("content") or {}).get("parts") or ():
+        if "functionCall" in part:
+            calls.append(_tool_call(part["functionCall"], part.get("thoughtSignature")))
+        elif part.get("text") and not part.get("thought"):
+            texts.append(part["text"])
+    return texts, calls
+
+
+def to_openai_response(data: dict, model: str) -> dict:
+    """A `chat.completion` for a non-streaming Gemini answer."""
+    candidates = data.get("candidates") or []
+    if candidates:
+        choices = [_choice(candidate, position) for position, candidate in enumerate(candidates)]
+        choices.sort(key=lambda choice: choice["index"])
+    else:
+        explanation = block_explanation(data.get("promptFeedback") or {})
+        message = {"role": "assistant", "content": explanation, "refusal": None}
+        choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": "content_filter"}]
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": usage(data.get("usageMetadata")),
+    }
+
+
+def _choice(candidate: dict, position: int) -> dict:
+    texts, calls = _split_parts(candidate)
+    message: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    return {
+        "index": candidate.get("index", position),
+        "message": message,
+        "logprobs": _logprobs(candidate.get("logprobsResult")),
+        "finish_reason": finish_reason(candidate.get("finishReason"), bool(calls)),
+    }
+
+
+class _ChoiceState:
+    __slots__ = ("tool_calls", "finished")
+
+    def __init__(self) -> None:
+        self.tool_calls = 0
+        self.finished = False
+
+
+class StreamTranslator:
+    """Gemini SSE events in, OpenAI chunks out: role first, deltas, one finish chunk per choice,
+    then (when the client asked) one usage chunk built from the last, cumulative usageMetadata."""
+
+    __slots__ = ("_base", "_include_usage", "_choices", "_usage")
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self._base = {
+            "id": "chatcmpl-" + uuid.uuid4().hex,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+        self._include_usage = include_usage
+        self._choices: dict[int, _ChoiceState] = {}
+        self._usage: dict | None = None
+
+    def feed(self, event: dict) -> list[dict]:
+        """The OpenAI chunks for one Gemini event."""
+        if event.get("usageMetadata"):
+            self._usage = event["usageMetadata"]
+        candidates = event.get("candidates")
+        if not candidates:
+            feedback = event.get("promptFeedback")
+            return self._blocked(feedback) if feedback and feedback.get("blockReason") else []
+        out: list[dict] = []
+        for position, candidate in enumerate(candidates):
+            index = candidate.get("index", position)
+            state = self._choices.get(index)
+            if state is None:
+                state = self._choices[index] = _ChoiceState()
+                out.append(self._chunk(index, {"role": "assistant", "content": ""}))
+            if state.finished:
+                continue
+            texts, calls = _split_parts(candidate)
+            if texts:
+                delta = {"content": "".join(texts)}
+                out.append(self._chunk(index, delta, logprobs=_logprobs(candidate.get("logprobsResult"))))
+            for call in calls:
+                out.append(self._chunk(index, {"tool_calls": [{"index": state.tool_calls, **call}]}))
+                state.tool_calls += 1
+            reason = candidate.get("finishReason")
+            if reason:
+                state.finished = True
+                out.append(self._chunk(index, {}, finish_reason=finish_reason(reason, state.tool_calls > 0)))
+        return out
+
+    def finish(self) -> list[dict]:
+        """Called when the upstream closed the stream: the usage chunk, or an error if it was cut short."""
+        if not self._choices or not all(state.finished for state in self._choices.values()):
+            raise UpstreamBadResponse("The Gemini stream ended before the answer was finished.")
+        if not self._include_usage:
+            return []
+        return [{**self._base, "choices": [], "usage": usage(self._usage)}]
+
+    def _blocked(self, feedback: dict) -> list[dict]:
+        state = self._choices[0] = _ChoiceState()
+        state.finished = True
+        return [
+            self._chunk(0, {"role": "assistant", "content": ""}),
+            self._chunk(0, {"content": block_explanation(feedback)}),
+            self._chunk(0, {}, finish_reason="content_filter"),
+        ]
+
+    def _chunk(self, index: int, delta: dict, *, logprobs: dict | None = None, finish_reason: str | None = None) -> dict:
+        chunk = {
+            **self._base,
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
+        }
+        if self._include_usage:
+            chunk["usage"] = None
+        return chunk

@@ -1,0 +1,324 @@
+"""OpenAI Chat Completions -> Gemini v1beta `GenerateContentRequest`: pure dict work, no I/O.
+
+The choices behind each rule are written down in docs/gemini.md; the tables follow
+wire-formats.md §4.1. Anything Gemini cannot honour is dropped (Gemini rejects unknown
+fields with 400), and a request Gemini would reject for a reason we can name is refused here
+with an OpenAI 400 instead of a less helpful upstream message.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+
+import orjson
+from loguru import logger
+
+from aiproxy.errors import InvalidRequest
+from aiproxy.providers.gemini_ids import SKIP_SIGNATURE, decode_tool_call_id
+
+# OpenAI parameter -> generationConfig field, copied as they are.
+_GENERATION_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "topP",
+    "top_k": "topK",  # not OpenAI, but sent by clients written for OpenRouter; Gemini has it
+    "n": "candidateCount",
+    "seed": "seed",
+    "presence_penalty": "presencePenalty",
+    "frequency_penalty": "frequencyPenalty",
+    "logprobs": "responseLogprobs",
+    "top_logprobs": "logprobs",
+}
+# Fields this module reads itself; every other key of the body is dropped with a debug log.
+_HANDLED = frozenset(
+    {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "stop"}
+    | {"response_format", "tools", "tool_choice", "reasoning_effort"}
+    | _GENERATION_FIELDS.keys()
+)
+# reasoning_effort -> thinkingBudget, the budgets Google's own OpenAI endpoint uses (wire-formats §3.7).
+_THINKING_BUDGET = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576, "max": 24576}
+_TOOL_CHOICE_MODE = {"none": "NONE", "auto": "AUTO", "required": "ANY"}
+_AUDIO_MIME = {"mp3": "audio/mp3", "wav": "audio/wav"}
+
+
+def gemini_model_id(model: str) -> str:
+    """The id that goes into the URL path: `models/` is optional on the way in."""
+    return model[7:] if model.startswith("models/") else model
+
+
+def to_gemini_request(body: dict) -> dict:
+    """The Gemini request body for an OpenAI chat request (the model goes into the URL)."""
+    system_parts, contents = _contents(body.get("messages"))
+    request: dict = {"contents": contents}
+    if system_parts:
+        request["systemInstruction"] = {"parts": system_parts}
+    tools = body.get("tools")
+    if tools:
+        request["tools"] = [{"functionDeclarations": [_function_declaration(tool) for tool in tools]}]
+    tool_config = _tool_config(body.get("tool_choice"))
+    if tool_config is not None:
+        request["toolConfig"] = tool_config
+    config = _generation_config(body)
+    if config:
+        request["generationConfig"] = config
+    dropped = [key for key, value in body.items() if key not in _HANDLED and value is not None]
+    if dropped:
+        logger.debug("gemini: dropping parameters Gemini cannot honour: {}", ", ".join(sorted(dropped)))
+    return request
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+def _contents(messages) -> tuple[list[dict], list[dict]]:
+    """systemInstruction parts and the merged user/model turns."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
+    system: list[dict] = []
+    contents: list[dict] = []
+    call_names: dict[str, str] = {}  # tool_call_id -> function name, from earlier assistant turns
+    for position, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidRequest(f"messages[{position}] must be an object.", param="messages")
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.extend(_text_parts(message.get("content"), position))
+            continue
+        if role == "user":
+            gemini_role, parts = "user", _user_parts(message.get("content"), position)
+        elif role == "assistant":
+            gemini_role, parts = "model", _assistant_parts(message, position, call_names)
+        elif role == "tool":
+            gemini_role, parts = "user", [_function_response(message, position, call_names)]
+        else:
+            raise InvalidRequest(f"messages[{position}].role {role!r} is not supported.", param="messages")
+        if not parts:
+            continue
+        if contents and contents[-1]["role"] == gemini_role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": gemini_role, "parts": parts})
+    if not contents:
+        raise InvalidRequest(
+            "The request has no user or assistant message with content; Gemini needs at least one.",
+            param="messages",
+        )
+    return system, contents
+
+
+def _text_of(content, position: int) -> list[str]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        raise InvalidRequest(f"messages[{position}].content must be a string or an array.", param="messages")
+    texts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            texts.append(part.get("text") or "")
+        elif kind != "refusal":  # an assistant's earlier refusal is not context Gemini can use
+            raise InvalidRequest(
+                f"messages[{position}].content: part type {kind!r} is not allowed in this message.", param="messages"
+            )
+    return texts
+
+
+def _text_parts(content, position: int) -> list[dict]:
+    return [{"text": text} for text in _text_of(content, position) if text]
+
+
+def _user_parts(content, position: int) -> list[dict]:
+    if content is None or isinstance(content, str):
+        return _text_parts(content, position)
+    if not isinstance(content, list):
+        raise InvalidRequest(f"messages[{position}].content must be a string or an array.", param="messages")
+    parts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if part.get("text"):
+                parts.append({"text": part["text"]})
+        elif kind == "image_url":
+            parts.append(_image_part(part.get("image_url"), position))
+        elif kind == "input_audio":
+            parts.append(_audio_part(part.get("input_audio"), position))
+        elif kind == "file":
+            parts.append(_file_part(part.get("file"), position))
+        else:
+            raise InvalidRequest(f"messages[{position}].content: part type {kind!r} is not supported.", param="messages")
+    return parts
+
+
+def _image_part(image, position: int) -> dict:
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest(f"messages[{position}]: image_url.url is missing.", param="messages")
+    if url.startswith("data:"):
+        mime, data = _data_url(url, position)
+        return {"inlineData": {"mimeType": mime, "data": data}}
+    if url.startswith(("https://", "http://")):
+        # Gemini fetches public and signed URLs itself; the gateway never fetches (docs/gemini.md).
+        file_data = {"fileUri": url}
+        mime = mimetypes.guess_type(url.split("?", 1)[0])[0]
+        if mime:
+            file_data["mimeType"] = mime
+        return {"fileData": file_data}
+    raise InvalidRequest(f"messages[{position}]: image_url must be an http(s) or data: URL.", param="messages")
+
+
+def _data_url(url: str, position: int) -> tuple[str, str]:
+    header, comma, data = url[5:].partition(",")
+    params = header.split(";")
+    if not comma or "base64" not in params[1:]:
+        raise InvalidRequest(f"messages[{position}]: a data: URL must be base64 encoded (data:<mime>;base64,…).", param="messages")
+    return params[0] or "application/octet-stream", data
+
+
+def _audio_part(audio, position: int) -> dict:
+    if not isinstance(audio, dict) or not audio.get("data"):
+        raise InvalidRequest(f"messages[{position}]: input_audio.data is missing.", param="messages")
+    fmt = str(audio.get("format") or "wav").lower()
+    return {"inlineData": {"mimeType": _AUDIO_MIME.get(fmt, f"audio/{fmt}"), "data": audio["data"]}}
+
+
+def _file_part(file, position: int) -> dict:
+    if not isinstance(file, dict):
+        raise InvalidRequest(f"messages[{position}]: file part is missing its 'file' object.", param="messages")
+    data = file.get("file_data")
+    if not data:
+        if file.get("file_id"):
+            raise InvalidRequest(
+                "file_id refers to OpenAI's file store, which Gemini cannot read; send the file as file_data.",
+                param="messages",
+            )
+        raise InvalidRequest(f"messages[{position}]: file.file_data is missing.", param="messages")
+    if data.startswith("data:"):
+        mime, data = _data_url(data, position)
+    else:  # bare base64, as some clients send: the filename tells the type
+        mime = mimetypes.guess_type(file.get("filename") or "")[0] or "application/pdf"
+    return {"inlineData": {"mimeType": mime, "data": data}}
+
+
+def _assistant_parts(message: dict, position: int, call_names: dict[str, str]) -> list[dict]:
+    parts = _text_parts(message.get("content"), position)
+    calls = message.get("tool_calls") or []
+    signed = False
+    for call in calls:
+        part = _function_call_part(call, position)
+        call_names[call["id"]] = part["functionCall"]["name"]
+        signed = signed or "thoughtSignature" in part
+        parts.append(part)
+    if calls and not signed:
+        # History Gemini did not write (another model, a rebuilt transcript): Gemini 3 would answer
+        # 400 "missing thought_signature" without this documented bypass value.
+        next(p for p in parts if "functionCall" in p)["thoughtSignature"] = SKIP_SIGNATURE
+    return parts
+
+
+def _function_call_part(call, position: int) -> dict:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not function.get("name") or not call.get("id"):
+        raise InvalidRequest(f"messages[{position}].tool_calls: each call needs an id and function.name.", param="messages")
+    arguments = function.get("arguments") or "{}"
+    try:
+        args = orjson.loads(arguments) if isinstance(arguments, str) else arguments
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            f"messages[{position}].tool_calls: arguments of {function['name']!r} are not valid JSON.", param="messages"
+        ) from None
+    if not isinstance(args, dict):
+        raise InvalidRequest(
+            f"messages[{position}].tool_calls: arguments of {function['name']!r} must be a JSON object.", param="messages"
+        )
+    signature, gemini_id = decode_tool_call_id(call["id"])
+    function_call = {"name": function["name"], "args": args}
+    if gemini_id:
+        function_call["id"] = gemini_id
+    part: dict = {"functionCall": function_call}
+    if signature:
+        part["thoughtSignature"] = signature
+    return part
+
+
+def _function_response(message: dict, position: int, call_names: dict[str, str]) -> dict:
+    call_id = message.get("tool_call_id")
+    name = call_names.get(call_id) if isinstance(call_id, str) else None
+    if name is None:
+        raise InvalidRequest(
+            f"messages[{position}]: tool_call_id {call_id!r} does not match a tool call of an earlier assistant message.",
+            param="messages",
+        )
+    text = "".join(_text_of(message.get("content"), position))
+    response = None
+    if text.startswith("{"):
+        try:
+            response = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            response = None
+    if not isinstance(response, dict):
+        response = {"result": text}
+    function_response = {"name": name, "response": response}
+    gemini_id = decode_tool_call_id(call_id)[1]
+    if gemini_id:
+        function_response["id"] = gemini_id
+    return {"functionResponse": function_response}
+
+
+# --- tools ---------------------------------------------------------------------------------------
+
+
+def _function_declaration(tool) -> dict:
+    function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+    if not isinstance(function, dict) or not function.get("name"):
+        raise InvalidRequest("Gemini supports only tools of type 'function' with a name.", param="tools")
+    declaration = {"name": function["name"], "description": function.get("description") or ""}
+    if function.get("parameters"):
+        declaration["parametersJsonSchema"] = function["parameters"]
+    return declaration
+
+
+def _tool_config(choice) -> dict | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        mode = _TOOL_CHOICE_MODE.get(choice)
+        if mode is None:
+            raise InvalidRequest(f"tool_choice {choice!r} is not supported.", param="tool_choice")
+        return {"functionCallingConfig": {"mode": mode}}
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind == "function" and isinstance(choice.get("function"), dict) and choice["function"].get("name"):
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice["function"]["name"]]}}
+    if kind == "allowed_tools" and isinstance(choice.get("allowed_tools"), dict):
+        allowed = choice["allowed_tools"]
+        names = [t["function"]["name"] for t in allowed.get("tools") or [] if isinstance(t, dict) and t.get("function")]
+        mode = "ANY" if allowed.get("mode") == "required" else "VALIDATED"
+        return {"functionCallingConfig": {"mode": mode, "allowedFunctionNames": names}}
+    raise InvalidRequest("tool_choice is not a form Gemini can honour.", param="tool_choice")
+
+
+# --- generationConfig ----------------------------------------------------------------------------
+
+
+def _generation_config(body: dict) -> dict:
+    config = {gemini: body[openai] for openai, gemini in _GENERATION_FIELDS.items() if body.get(openai) is not None}
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is not None:
+        config["maxOutputTokens"] = max_tokens
+    stop = body.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if schema:
+            config["responseJsonSchema"] = schema
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        if effort not in _THINKING_BUDGET:
+            raise InvalidRequest(f"reasoning_effort {effort!r} is not supported.", param="reasoning_effort")
+        config["thinkingConfig"] = {"thinkingBudget": _THINKING_BUDGET[effort]}
+    return config
