@@ -16,7 +16,7 @@ import httpx
 import orjson
 
 from aiproxy.config import ProviderSettings
-from aiproxy.errors import GatewayError, InvalidRequest, UpstreamBadResponse
+from aiproxy.errors import GatewayError, InvalidRequest, UpstreamBadResponse, UpstreamUnreachable
 from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers
 from aiproxy.providers.gemini_errors import gemini_error, parse_error_body
 from aiproxy.providers.gemini_response import StreamTranslator, to_openai_response
@@ -113,8 +113,12 @@ class GeminiStream:
                     yield chunk
             for chunk in self._translator.finish():
                 yield chunk
-        except httpx.HTTPError as exc:
+        except httpx.TimeoutException as exc:
             raise transport_error(self._provider, exc) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamUnreachable(
+                f"The connection to the Gemini API broke before the answer was finished ({type(exc).__name__})."
+            ) from None
         finally:
             await self._response.aclose()
 
