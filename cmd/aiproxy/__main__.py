@@ -1,0 +1,3 @@
+from aiproxy.entrypoints.aiproxy import main
+
+raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""Client API keys: parsing the Authorization header and constant-time key checks."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from aiproxy.errors import AuthenticationFailed
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key: str | None  # never logged; only its hash is
+    admin: bool = False
+
+
+def bearer_key(header: str | None) -> str:
+    """The key of an `Authorization: Bearer <key>` header; the seed's four messages on failure."""
+    if not header:
+        raise AuthenticationFailed("Missing Authorization header")
+    scheme, sep, key = header.partition(" ")
+    if not sep:
+        raise AuthenticationFailed("Invalid Authorization header format. Expected 'Bearer <key>'")
+    if scheme.lower() != "bearer":
+        raise AuthenticationFailed("Invalid Authorization scheme. Expected 'Bearer'")
+    return key.strip()
+
+
+class KeyRing:
+    def __init__(self, keys: tuple[str, ...], admin_keys: tuple[str, ...]) -> None:
+        self._keys = [k.encode() for k in keys]
+        self._admin = [k.encode() for k in admin_keys]
+
+    @staticmethod
+    def _matches(candidate: bytes, keys: list[bytes]) -> bool:
+        found = False
+        for key in keys:  # no early exit: the time taken does not tell which key matched
+            found |= hmac.compare_digest(candidate, key)
+        return found
+
+    def authenticate(self, header: str | None) -> Caller:
+        key = bearer_key(header)
+        candidate = key.encode()
+        admin = self._matches(candidate, self._admin)
+        if not (admin or self._matches(candidate, self._keys)):
+            raise AuthenticationFailed("Invalid or missing API Key")
+        return Caller(key=key, admin=admin)

@@ -1,0 +1,63 @@
+"""Fold a stream of chat.completion.chunk dicts into the chat.completion it amounts to, for the
+request log (content, tool calls by index, finish reason and usage per choice)."""
+
+from __future__ import annotations
+
+
+class StreamAssembler:
+    __slots__ = ("_envelope", "_choices", "_usage")
+
+    def __init__(self) -> None:
+        self._envelope: dict = {}
+        self._choices: dict[int, dict] = {}
+        self._usage: dict | None = None
+
+    def add(self, chunk: dict) -> None:
+        if not self._envelope:
+            self._envelope = {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint") if k in chunk}
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = usage
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            state = self._choices.setdefault(
+                choice.get("index", 0), {"role": "assistant", "content": [], "tool_calls": {}, "finish_reason": None}
+            )
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                state["content"].append(delta["content"])
+            if isinstance(delta.get("refusal"), str):
+                state.setdefault("refusal", []).append(delta["refusal"])
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    self._add_tool_call(state["tool_calls"], call)
+            if choice.get("finish_reason"):
+                state["finish_reason"] = choice["finish_reason"]
+
+    @staticmethod
+    def _add_tool_call(calls: dict[int, dict], delta: dict) -> None:
+        call = calls.setdefault(delta.get("index", len(calls)), {"id": None, "type": "function",
+                                                                  "function": {"name": "", "arguments": ""}})
+        if delta.get("id"):
+            call["id"] = delta["id"]
+        function = delta.get("function") or {}
+        if function.get("name"):
+            call["function"]["name"] += function["name"]
+        if isinstance(function.get("arguments"), str):
+            call["function"]["arguments"] += function["arguments"]
+
+    def result(self) -> dict:
+        choices = []
+        for index in sorted(self._choices):
+            state = self._choices[index]
+            message: dict = {"role": "assistant", "content": "".join(state["content"]) or None}
+            if "refusal" in state:
+                message["refusal"] = "".join(state["refusal"])
+            if state["tool_calls"]:
+                message["tool_calls"] = [state["tool_calls"][i] for i in sorted(state["tool_calls"])]
+            choices.append({"index": index, "message": message, "finish_reason": state["finish_reason"]})
+        body = {"object": "chat.completion", **self._envelope, "choices": choices}
+        if self._usage is not None:
+            body["usage"] = self._usage
+        return body

@@ -1,0 +1,126 @@
+"""Chat orchestration, transport-free: validate, route, call the provider, record the exchange.
+The gRPC servicer drives it; dicts in, dicts out (OpenAI JSON shapes)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from loguru import logger
+
+from aiproxy.auth import Caller
+from aiproxy.chat.assemble import StreamAssembler
+from aiproxy.chat.record import Exchange, RequestLog
+from aiproxy.chat.validate import validate_chat_request
+from aiproxy.config import ProviderSettings
+from aiproxy.errors import GatewayError, InvalidRequest, ProviderNotConfigured
+from aiproxy.identity import KeyHasher
+from aiproxy.providers import Provider, build_provider
+from aiproxy.providers.base import UpstreamRequest
+from aiproxy.routing import ModelRouter
+
+CLIENT_CLOSED = 499  # nginx's convention for a request the client gave up on
+
+
+@dataclass(slots=True)
+class Call:
+    exchange: Exchange
+    provider: Provider
+    upstream: UpstreamRequest
+
+
+class ChatGateway:
+    def __init__(
+        self,
+        router: ModelRouter,
+        provider_settings: dict[str, ProviderSettings],
+        request_log: RequestLog,
+        hasher: KeyHasher,
+        server_id: str,
+    ) -> None:
+        self.router = router
+        self._settings = provider_settings
+        self._providers: dict[str, Provider] = {}
+        self._log = request_log
+        self._hash = hasher
+        self.server_id = server_id
+
+    def _provider(self, name: str, alias: str) -> Provider:
+        provider = self._providers.get(name)
+        if provider is not None:
+            return provider
+        settings = self._settings.get(name)
+        if settings is None:
+            raise ProviderNotConfigured(f"Model '{alias}' maps to provider '{name}', which is not configured.")
+        if settings.api_key_required and not settings.api_key:
+            raise ProviderNotConfigured(
+                f"Model '{alias}' needs the '{name}' provider, which has no API key: the operator must set "
+                f"{settings.api_key_env or 'its api_key'}."
+            )
+        provider = self._providers[name] = build_provider(settings)
+        return provider
+
+    def begin(self, body: dict, caller: Caller | None, request_id: str, transport: str, stream: bool) -> Exchange:
+        return Exchange(
+            request_id=request_id,
+            transport=transport,
+            server_id=self.server_id,
+            api_key_hash=self._hash(caller.key) if caller else None,
+            request=body,
+            model_original=body.get("model") if isinstance(body.get("model"), str) else None,
+            stream=stream,
+        )
+
+    def prepare(self, exchange: Exchange) -> Call:
+        body = exchange.request
+        validate_chat_request(body)
+        if exchange.stream != bool(body.get("stream")):
+            rpc = "StreamChatCompletion" if body.get("stream") else "CreateChatCompletion"
+            raise InvalidRequest(f"'stream' is {bool(body.get('stream'))}: call {rpc}", param="stream")
+        route = self.router.resolve(body["model"])
+        exchange.model_mapped = route.model
+        exchange.provider = route.provider
+        provider = self._provider(route.provider, body["model"])
+        upstream_body = dict(body)
+        upstream_body["model"] = route.model
+        return Call(exchange, provider, UpstreamRequest(upstream_body, exchange.request_id, body["model"]))
+
+    def finish(self, exchange: Exchange, exc: BaseException | None = None) -> None:
+        if isinstance(exc, GatewayError):
+            exchange.fail(exc)
+        elif isinstance(exc, asyncio.CancelledError):
+            exchange.status_code = CLIENT_CLOSED
+            exchange.error = {"message": "client cancelled the request", "type": "cancelled", "code": None}
+        elif exc is not None:
+            exchange.status_code = 500
+            exchange.error = {"message": "internal error", "type": "server_error", "code": None}
+            logger.opt(exception=exc).error("chat request failed", request_id=exchange.request_id)
+        self._log.write(exchange)
+
+    async def complete(self, call: Call) -> tuple[dict, dict[str, str]]:
+        result = await call.provider.complete(call.upstream)
+        call.exchange.response = result.body
+        return result.body, result.headers
+
+    async def open_stream(self, call: Call) -> tuple[AsyncIterator[dict], dict[str, str]]:
+        stream = await call.provider.open_stream(call.upstream)
+        return self._relay(call.exchange, stream), stream.headers
+
+    @staticmethod
+    async def _relay(exchange: Exchange, stream) -> AsyncIterator[dict]:
+        assembler = StreamAssembler()
+        try:
+            async for chunk in stream:
+                if exchange.first_token is None:
+                    exchange.first_token = time.perf_counter()
+                assembler.add(chunk)
+                yield chunk
+        finally:
+            exchange.response = assembler.result()
+            await stream.aclose()
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()

@@ -1,0 +1,84 @@
+"""Exchange records: what one chat call did, written as one JSON line (design.md's request
+log record, schema aiproxy.request.v1). ChatService writes them, so REST and gRPC log alike."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from aiproxy.errors import GatewayError
+from aiproxy.logsetup import write_request_record
+
+SCHEMA = "aiproxy.request.v1"
+ENDPOINT = "/v1/chat/completions"
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    transport: str
+    server_id: str
+    api_key_hash: str | None = None
+    request: dict | None = None
+    model_original: str | None = None
+    model_mapped: str | None = None
+    provider: str | None = None
+    stream: bool = False
+    ts: str = field(default_factory=utc_now_iso)
+    started: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+    status_code: int = 200
+    response: dict | None = None
+    error: dict | None = None
+
+    def fail(self, exc: GatewayError) -> None:
+        self.status_code = exc.http_status
+        self.error = {"message": exc.message, "type": exc.error_type, "code": exc.code}
+        if self.response is None:
+            self.response = exc.to_body()
+
+    def record(self) -> dict:
+        latency = (time.perf_counter() - self.started) * 1000
+        response = self.response if isinstance(self.response, dict) else None
+        choices = (response or {}).get("choices") or []
+        first = choices[0] if choices and isinstance(choices[0], dict) else {}
+        usage = (response or {}).get("usage")
+        return {
+            "schema": SCHEMA,
+            "request_id": self.request_id,
+            "ts": self.ts,
+            "server_id": self.server_id,
+            "transport": self.transport,
+            "endpoint": ENDPOINT,
+            "api_key_hash": self.api_key_hash,
+            "model_original": self.model_original,
+            "model_mapped": self.model_mapped,
+            "provider": self.provider,
+            "stream": self.stream,
+            "status_code": self.status_code,
+            "latency_ms": round(latency, 3),
+            "ttft_ms": round((self.first_token - self.started) * 1000, 3) if self.first_token else None,
+            "usage": usage if isinstance(usage, dict) else None,
+            "finish_reason": first.get("finish_reason"),
+            "error": self.error,
+            "request": self.request,
+            "response": response,
+        }
+
+
+class RequestLog:
+    """Serialises exchange records and hands them to the background writer."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def write(self, exchange: Exchange) -> None:
+        if self.enabled:
+            write_request_record(orjson.dumps(exchange.record(), default=str).decode())

@@ -1,0 +1,114 @@
+"""`aiproxy serve`: load settings, make sure the gateway is not left open, run the cells."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from loguru import logger
+
+from aiproxy import __version__
+from aiproxy.config import ConfigError, Settings, load_settings
+
+DOTENV = Path(".env")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiproxy", description="OpenAI-compatible LLM gateway (REST + gRPC).")
+    parser.add_argument("--version", action="version", version=f"aiproxy {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the gateway (the default command)",
+                                description="Run the gateway. Flags override settings and environment.")
+    serve.add_argument("--host", help="REST listen address (HOST)")
+    serve.add_argument("--port", type=int, help="REST port (PORT)")
+    serve.add_argument("--grpc-host", help="gRPC listen address (GRPC_HOST)")
+    serve.add_argument("--grpc-port", type=int, help="gRPC port, 0 to disable TCP (GRPC_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes sharing the ports (WORKERS)")
+    serve.add_argument("--config", help="model mapping file (CONFIG_PATH)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    pairs = {"HOST": args.host, "PORT": args.port, "GRPC_HOST": args.grpc_host, "GRPC_PORT": args.grpc_port,
+             "WORKERS": args.workers, "CONFIG_PATH": args.config}
+    return {k: str(v) for k, v in pairs.items() if v is not None}
+
+
+def ensure_client_key(settings: Settings) -> Settings:
+    """No key configured: never run open. Generate one, keep it in .env, and show it once."""
+    if settings.api_keys:
+        return settings
+    key = f"sk-aiproxy-{secrets.token_urlsafe(24)}"
+    lines = DOTENV.read_text(encoding="utf-8").splitlines() if DOTENV.is_file() else []
+    lines = [line for line in lines if not line.startswith("API_KEYS=")] + [f"API_KEYS={key}"]
+    DOTENV.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.chmod(DOTENV, 0o600)
+    print(
+        f"\nNo API_KEYS configured: generated a development key and saved it in {DOTENV.resolve()}:\n\n"
+        f"    {key}\n\nUse it as the Bearer token (OpenAI SDK: api_key=...).\n",
+        file=sys.stderr,
+    )
+    os.environ["API_KEYS"] = key
+    return load_settings()
+
+
+def _run_cell(settings: Settings) -> None:
+    from aiproxy.cell import serve_cell
+    from aiproxy.logsetup import configure_logging
+
+    configure_logging(settings)
+    try:
+        asyncio.run(serve_cell(settings))
+    except ConfigError as exc:
+        logger.error(str(exc))
+        raise SystemExit(2) from None
+
+
+def _run_workers(settings: Settings) -> int:
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_run_cell, args=(settings,), name=f"aiproxy-cell-{i}")
+                for i in range(settings.workers)]
+    for child in children:
+        child.start()
+
+    def forward(signum, _frame):
+        for child in children:
+            if child.is_alive():
+                os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+    return max((child.exitcode or 0) for child in children)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.update(_overrides(args) if args.command == "serve" else {})
+    try:
+        settings = ensure_client_key(load_settings())
+        from aiproxy.cell import build_gateway, http_ssl_context
+
+        build_gateway(settings)  # validate mappings and providers before any worker starts
+        http_ssl_context(settings)
+    except (ConfigError, RuntimeError) as exc:
+        print(f"aiproxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if settings.workers > 1:
+        return _run_workers(settings)
+    try:
+        _run_cell(settings)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def console() -> None:
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The aiohttp application: request ids, CORS, HSTS, OpenAI-shaped errors, routes."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from loguru import logger
+
+from aiproxy import __version__
+from aiproxy.config import Settings
+from aiproxy.httpapi.chat_routes import REJECT, STUB, add_chat_routes
+from aiproxy.httpapi.errors import error_body, json_response
+from aiproxypb.v1 import chat_pb2_grpc
+
+CHANNEL = web.AppKey("grpc_channel", grpc.aio.Channel)
+EXPOSED_HEADERS = "X-Request-ID, Retry-After, X-RateLimit-Limit-Requests, X-RateLimit-Remaining-Requests, " \
+                  "X-RateLimit-Reset-Requests, X-RateLimit-Limit-Tokens, X-RateLimit-Remaining-Tokens, " \
+                  "X-RateLimit-Reset-Tokens"
+_MAX_REQUEST_ID = 128
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-ID")
+    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
+        return given
+    return f"req_{uuid.uuid4().hex}"
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    request["request_id"] = _request_id(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status)
+        message = {
+            404: f"Unknown path {request.path}. This gateway serves the OpenAI API under /v1.",
+            405: f"Method {request.method} is not allowed on {request.path}.",
+        }.get(exc.status, exc.reason)
+        return json_response(error_body(message, "invalid_request_error", code=code), exc.status)
+    except Exception:
+        logger.exception("unhandled error in HTTP handler", request_id=request["request_id"])
+        return json_response(error_body("The gateway hit an internal error.", "server_error"), 500)
+
+
+def _cors_middleware(origins: tuple[str, ...]):
+    allow_any = "*" in origins
+
+    def allowed(origin: str | None) -> str | None:
+        if not origin:
+            return None
+        return "*" if allow_any else (origin if origin in origins else None)
+
+    @web.middleware
+    async def cors(request: web.Request, handler):
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS":
+            allow = allowed(origin) or ("*" if allow_any else None)
+            if allow is None:
+                return await handler(request)
+            return web.Response(
+                status=200 if not origin else 204,
+                headers={
+                    "Access-Control-Allow-Origin": allow,
+                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                    "Access-Control-Allow-Headers": request.headers.get(
+                        "Access-Control-Request-Headers", "Content-Type, Authorization"
+                    ),
+                    "Access-Control-Max-Age": "86400",
+                    "Vary": "Origin",
+                },
+            )
+        request["cors_origin"] = allowed(origin)
+        return await handler(request)
+
+    return cors
+
+
+def _make_on_prepare(settings: Settings):
+    hsts = f"max-age={settings.tls.hsts_max_age}; includeSubDomains" if settings.tls.enabled else None
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["X-Request-ID"] = request.get("request_id") or _request_id(request)
+        origin = request.get("cors_origin")
+        if origin:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+            if origin != "*":
+                response.headers["Vary"] = "Origin"
+        if hsts:
+            response.headers["Strict-Transport-Security"] = hsts
+
+    return on_prepare
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "version": __version__})
+
+
+async def ready(request: web.Request) -> web.Response:
+    stub = health_pb2_grpc.HealthStub(request.app[CHANNEL])
+    try:
+        answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+    except grpc.aio.AioRpcError as exc:
+        return json_response({"status": "unavailable", "detail": exc.code().name}, 503)
+    serving = answer.status == health_pb2.HealthCheckResponse.SERVING
+    return json_response({"status": "ready" if serving else "not_serving"}, 200 if serving else 503)
+
+
+def create_app(settings: Settings, channel: grpc.aio.Channel, reject) -> web.Application:
+    middlewares = [errors_middleware]
+    if settings.cors_allow_origins:
+        middlewares.append(_cors_middleware(settings.cors_allow_origins))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    app[CHANNEL] = channel
+    app[STUB] = chat_pb2_grpc.ChatServiceStub(channel)
+    app[REJECT] = reject
+    app.on_response_prepare.append(_make_on_prepare(settings))
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    add_chat_routes(app)
+    try:
+        from aiproxy.httpapi.logs_routes import add_log_routes
+    except ImportError:  # the log store routes land separately
+        add_log_routes = None
+    if add_log_routes is not None:
+        from aiproxypb.v1 import logs_pb2_grpc
+
+        add_log_routes(app, lambda: logs_pb2_grpc.LogServiceStub(channel))
+    return app

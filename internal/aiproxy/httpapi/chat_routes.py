@@ -1,0 +1,128 @@
+"""OpenAI REST -> ChatService: /v1/chat/completions (JSON and SSE) and /v1/models."""
+
+from __future__ import annotations
+
+import grpc
+import orjson
+from aiohttp import web
+
+from aiproxy.errors import GatewayError, InvalidRequest, PayloadTooLarge
+from aiproxy.httpapi import sse
+from aiproxy.httpapi.errors import json_response, rpc_error_parts, rpc_error_response
+from aiproxy.protojson import json_to_message, message_to_json
+from aiproxy.providers.base import forwardable_headers
+from aiproxy.rpc.chat_service import TRANSPORT_KEY
+from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
+
+STUB = web.AppKey("chat_stub", chat_pb2_grpc.ChatServiceStub)
+# Called for requests refused before they can become an RPC (unparseable or oversized bodies):
+# reject(request, error) checks the key first (401 wins) and writes the request log record.
+REJECT = web.AppKey("reject_body", object)
+
+
+def rpc_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+    metadata = [("x-request-id", request["request_id"]), (TRANSPORT_KEY, "http")]
+    authorization = request.headers.get("Authorization")
+    if authorization:
+        metadata.append(("authorization", authorization))
+    return tuple(metadata)
+
+
+async def _read_json_object(request: web.Request) -> dict:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(
+            f"The request body is larger than this gateway accepts ({exc.max_size} bytes); "
+            "send a smaller request or raise MAX_BODY_BYTES."
+        ) from None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request ({exc}). Send a JSON object, "
+            "see https://platform.openai.com/docs/api-reference/chat/create"
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"The request body must be a JSON object, not {type(body).__name__}.")
+    return body
+
+
+def _forwarded(metadata) -> dict[str, str]:
+    return forwardable_headers(dict(metadata or ()))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    try:
+        body = await _read_json_object(request)
+    except GatewayError as exc:
+        return request.app[REJECT](request, exc)
+    message = json_to_message(body, chat_pb2.ChatCompletionRequest)
+    stub = request.app[STUB]
+    if body.get("stream") is True:
+        return await _stream(request, stub, message)
+    call = stub.CreateChatCompletion(message, metadata=rpc_metadata(request))
+    try:
+        response = await call
+        headers = _forwarded(await call.initial_metadata())
+    except grpc.aio.AioRpcError as exc:
+        return rpc_error_response(exc)
+    finally:
+        call.cancel()  # no-op when finished; stops the upstream call if this handler was cancelled
+    return json_response(message_to_json(response), headers=headers)
+
+
+async def _stream(request: web.Request, stub, message) -> web.StreamResponse:
+    call = stub.StreamChatCompletion(message, metadata=rpc_metadata(request))
+    try:
+        # Nothing is sent before the first chunk, so errors before it keep their HTTP status.
+        try:
+            first = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            return rpc_error_response(exc)
+        response = web.StreamResponse(status=200, headers={**sse.HEADERS, **_forwarded(await call.initial_metadata())})
+        await response.prepare(request)
+        chunk = first
+        try:
+            while chunk is not grpc.aio.EOF:
+                await response.write(sse.event(message_to_json(chunk)))
+                chunk = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            _, body, _ = rpc_error_parts(exc)
+            await response.write(sse.event(body))
+        await response.write(sse.DONE)
+        await response.write_eof()
+        return response
+    finally:
+        call.cancel()
+
+
+async def list_models(request: web.Request) -> web.Response:
+    try:
+        response = await request.app[STUB].ListModels(chat_pb2.ListModelsRequest(), metadata=rpc_metadata(request))
+    except grpc.aio.AioRpcError as exc:
+        return rpc_error_response(exc)
+    return json_response(
+        {"object": "list", "data": [_model_json(m) for m in response.data]}
+    )
+
+
+async def get_model(request: web.Request) -> web.Response:
+    model_id = request.match_info["model_id"]
+    try:
+        model = await request.app[STUB].GetModel(chat_pb2.GetModelRequest(id=model_id), metadata=rpc_metadata(request))
+    except grpc.aio.AioRpcError as exc:
+        return rpc_error_response(exc)
+    return json_response(_model_json(model))
+
+
+def _model_json(model: chat_pb2.Model) -> dict:
+    return {"id": model.id, "object": model.object, "created": model.created, "owned_by": model.owned_by}
+
+
+def add_chat_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model_id:.+}", get_model)
+
+

@@ -1,0 +1,54 @@
+"""HTTP error answers, always in OpenAI's shape: from domain errors and from gRPC statuses."""
+
+from __future__ import annotations
+
+import grpc
+import orjson
+from aiohttp import web
+
+from aiproxy.errors import GRPC_TO_HTTP, GatewayError, error_type_for_http
+from aiproxy.rpc.status import ERROR_TRAILER
+from aiproxypb.v1 import common_pb2
+
+
+def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def json_response(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
+def error_response(exc: GatewayError) -> web.Response:
+    return json_response(exc.to_body(), exc.http_status, exc.headers)
+
+
+def detail_of(exc: grpc.aio.AioRpcError) -> common_pb2.ErrorDetail | None:
+    for key, value in exc.trailing_metadata() or ():
+        if key == ERROR_TRAILER:
+            return common_pb2.ErrorDetail.FromString(value)
+    return None
+
+
+def rpc_error_parts(exc: grpc.aio.AioRpcError) -> tuple[int, dict, dict[str, str]]:
+    """(HTTP status, OpenAI error body, headers) for a failed RPC."""
+    detail = detail_of(exc)
+    if detail is not None:
+        body = error_body(
+            detail.message,
+            detail.type,
+            detail.param if detail.HasField("param") else None,
+            detail.code if detail.HasField("code") else None,
+        )
+        return detail.http_status or 500, body, dict(detail.headers)
+    status = GRPC_TO_HTTP.get(exc.code(), 500)
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        message = "The gateway's backend is unavailable; retry shortly."
+    else:
+        message = exc.details() or exc.code().name.lower()
+    return status, error_body(message, error_type_for_http(status), code=exc.code().name.lower()), {}
+
+
+def rpc_error_response(exc: grpc.aio.AioRpcError) -> web.Response:
+    status, body, headers = rpc_error_parts(exc)
+    return json_response(body, status, headers)

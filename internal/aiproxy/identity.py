@@ -1,0 +1,71 @@
+"""Stable identities: this server's id (seed §7.3 rules) and the keyed hash of client API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import socket
+import uuid
+from pathlib import Path
+
+
+def _read_or_create(path: Path, make: callable) -> str | None:
+    """Read a one-line file, creating it atomically (O_EXCL) when missing; None if unwritable."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker won the race
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+    value = make()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def resolve_server_id(db_dir: str | Path, env: dict[str, str] | None = None) -> str:
+    """LOGDB_SERVER_ID, else <db_dir>/.server_id (created with a new UUID4), else a UUID5 of the host."""
+    env = os.environ if env is None else env
+    explicit = (env.get("LOGDB_SERVER_ID") or "").strip()
+    if explicit:
+        return explicit
+    value = _read_or_create(Path(db_dir) / ".server_id", lambda: str(uuid.uuid4()))
+    if value:
+        return value
+    flavour = env.get("LOGDB_ENV") or env.get("ENV") or "dev"
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"ai-proxy|{socket.gethostname()}|{flavour}"))
+
+
+class KeyHasher:
+    """HMAC-SHA256 of a client key under a per-deployment secret: stable across restarts and
+    workers, useless for recovering the key. The secret comes from KEY_HASH_SECRET or from
+    <log_dir>/.key_hash_secret, created once."""
+
+    def __init__(self, secret: str, log_dir: str | Path) -> None:
+        if not secret:
+            secret = _read_or_create(Path(log_dir) / ".key_hash_secret", lambda: secrets.token_hex(32)) or ""
+        if not secret:
+            raise RuntimeError(f"cannot create {Path(log_dir) / '.key_hash_secret'}; set KEY_HASH_SECRET")
+        self._secret = secret.encode()
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, key: str | None) -> str | None:
+        if not key:
+            return None
+        digest = self._cache.get(key)
+        if digest is None:
+            digest = "kh_" + hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()[:32]
+            if len(self._cache) < 10_000:  # bounded: unknown keys from attackers must not grow memory
+                self._cache[key] = digest
+        return digest

@@ -1,0 +1,290 @@
+"""Lossless JSON <-> protobuf for the OpenAI-shaped messages of chat.proto.
+
+The conventions (documented in common.proto) make one generic converter serve every message:
+  * a JSON key is the proto field of the same name;
+  * `extra_json` collects every key the typed fields cannot hold exactly (unknown keys, nulls,
+    values of another type), so a body survives the trip unchanged;
+  * a string field `<key>_json` holds the arbitrary JSON value of `<key>`;
+  * a oneof `<key>` is a JSON union: its string / list-wrapper / message / NullValue member is
+    picked by the JSON value's type.
+A value is stored typed only when it converts back to exactly the same JSON; otherwise it
+travels in `extra_json` (so do empty arrays and objects, which proto cannot tell from absent). Doubles holding whole numbers are emitted as JSON integers, as
+protojson does (JSON itself does not tell 1 from 1.0).
+
+Plans are compiled once per message type, so a conversion is a few dict lookups per key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+_T = FieldDescriptor
+_INT_TYPES = {_T.TYPE_INT64, _T.TYPE_INT32, _T.TYPE_UINT32, _T.TYPE_UINT64, _T.TYPE_SINT64, _T.TYPE_SINT32}
+_FLOAT_TYPES = {_T.TYPE_DOUBLE, _T.TYPE_FLOAT}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_NULL_VALUE = "google.protobuf.NullValue"
+EXTRA = "extra_json"
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return field.is_repeated
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return (
+        _is_repeated(field)
+        and field.type == _T.TYPE_MESSAGE
+        and field.message_type.GetOptions().map_entry
+    )
+
+
+def _list_wrapper_field(desc: Descriptor) -> FieldDescriptor | None:
+    """A message with exactly one repeated non-map field is a JSON array in a oneof."""
+    if len(desc.fields) == 1 and _is_repeated(desc.fields[0]) and not _is_map(desc.fields[0]):
+        return desc.fields[0]
+    return None
+
+
+# --- JSON -> proto -------------------------------------------------------------------------
+
+_MISMATCH = object()
+
+
+def _scalar_ok(field: FieldDescriptor, value: Any) -> bool:
+    t = field.type
+    if t == _T.TYPE_STRING:
+        return type(value) is str
+    if t == _T.TYPE_BOOL:
+        return type(value) is bool
+    if t in _INT_TYPES:
+        return type(value) is int and _INT64_MIN <= value <= _INT64_MAX
+    if t in _FLOAT_TYPES:
+        return type(value) in (int, float) and (type(value) is float or abs(value) < 2**53)
+    return False
+
+
+class _Plan:
+    """Per-message-type conversion plan: JSON key -> setter."""
+
+    __slots__ = ("desc", "has_extra", "setters", "getters")
+
+    def __init__(self, desc: Descriptor) -> None:
+        self.desc = desc
+        self.has_extra = EXTRA in desc.fields_by_name
+        self.setters: dict[str, Any] = {}
+        self.getters: dict[str, tuple[str, Any]] = {}  # proto field name -> (json key, emitter)
+        for field in desc.fields:
+            if field.name == EXTRA:
+                continue
+            oneof = field.containing_oneof
+            if oneof is not None and not oneof.name.startswith("_"):
+                continue  # union members are handled per oneof below
+            key = field.name[: -len("_json")] if field.name.endswith("_json") else field.name
+            self.setters[key] = _field_setter(field)
+            self.getters[field.name] = (key, _field_emitter(field))
+        for oneof in desc.oneofs:
+            if oneof.name.startswith("_"):  # synthetic oneof of a proto3 `optional` field
+                continue
+            self.setters[oneof.name] = _union_setter(oneof)
+            for member in oneof.fields:
+                self.getters[member.name] = (oneof.name, _union_emitter(member))
+
+
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan(desc: Descriptor) -> _Plan:
+    plan = _PLANS.get(desc.full_name)
+    if plan is None:
+        plan = _PLANS[desc.full_name] = _Plan(desc)
+    return plan
+
+
+def _field_setter(field: FieldDescriptor):
+    name = field.name
+    if name.endswith("_json") and field.type == _T.TYPE_STRING:
+
+        def set_json(msg, value):
+            setattr(msg, name, orjson.dumps(value).decode())
+            return True
+
+        return set_json
+    if _is_map(field):
+        value_field = field.message_type.fields_by_name["value"]
+
+        def set_map(msg, value):
+            if type(value) is not dict or not value or not all(_scalar_ok(value_field, v) for v in value.values()):
+                return False
+            getattr(msg, name).update(value)
+            return True
+
+        return set_map
+    if _is_repeated(field):
+        if field.type == _T.TYPE_MESSAGE:
+            sub = field.message_type
+
+            def set_messages(msg, value):
+                if type(value) is not list or not value or not all(type(v) is dict for v in value):
+                    return False
+                container = getattr(msg, name)
+                for item in value:
+                    container.add().CopyFrom(json_to_message(item, sub._concrete_class))
+                return True
+
+            return set_messages
+
+        def set_scalars(msg, value):
+            if type(value) is not list or not value or not all(_scalar_ok(field, v) for v in value):
+                return False
+            getattr(msg, name).extend(value)
+            return True
+
+        return set_scalars
+    if field.type == _T.TYPE_MESSAGE:
+        sub = field.message_type
+
+        def set_message(msg, value):
+            if type(value) is not dict:
+                return False
+            child = getattr(msg, name)
+            child.SetInParent()
+            return _fill(child, value, _plan(sub))
+
+        return set_message
+
+    def set_scalar(msg, value):
+        if not _scalar_ok(field, value):
+            return False
+        setattr(msg, name, value)
+        return True
+
+    return set_scalar
+
+
+def _union_setter(oneof):
+    by_kind: dict[str, FieldDescriptor] = {}
+    for member in oneof.fields:
+        if member.type == _T.TYPE_STRING:
+            by_kind["str"] = member
+        elif member.type == _T.TYPE_ENUM and member.enum_type.full_name == _NULL_VALUE:
+            by_kind["null"] = member
+        elif member.type == _T.TYPE_MESSAGE:
+            by_kind["list" if _list_wrapper_field(member.message_type) else "dict"] = member
+
+    def set_union(msg, value):
+        kind = "null" if value is None else {str: "str", list: "list", dict: "dict"}.get(type(value))
+        member = by_kind.get(kind)
+        if member is None:
+            return False
+        if kind == "str":
+            setattr(msg, member.name, value)
+            return True
+        if kind == "null":
+            setattr(msg, member.name, 0)
+            return True
+        child = getattr(msg, member.name)
+        if kind == "list":
+            inner = _list_wrapper_field(member.message_type)
+            child.SetInParent()
+            return _field_setter(inner)(child, value)
+        child.SetInParent()
+        return _fill(child, value, _plan(member.message_type))
+
+    return set_union
+
+
+def _fill(msg: Message, data: dict, plan: _Plan) -> bool:
+    """Fill msg from data; False when data has keys msg cannot keep and it has no extra_json."""
+    extra = None
+    setters = plan.setters
+    for key, value in data.items():
+        setter = setters.get(key)
+        if setter is not None and value is not None and setter(msg, value):
+            continue
+        if setter is not None:
+            # A failed setter may have written part of the value: clear it before keeping it raw.
+            _clear_key(msg, plan, key)
+        if not plan.has_extra:
+            return False
+        if extra is None:
+            extra = {}
+        extra[key] = value
+    if extra:
+        setattr(msg, EXTRA, orjson.dumps(extra).decode())
+    return True
+
+
+def _clear_key(msg: Message, plan: _Plan, key: str) -> None:
+    for field_name, (json_key, _) in plan.getters.items():
+        if json_key == key:
+            msg.ClearField(field_name)
+
+
+def json_to_message(data: dict, cls: type[Message]) -> Message:
+    """Convert an OpenAI-shaped JSON object to a message of type cls, losslessly."""
+    msg = cls()
+    if not _fill(msg, data, _plan(cls.DESCRIPTOR)):
+        raise ValueError(f"{cls.DESCRIPTOR.name} has no extra_json to keep unknown keys")
+    return msg
+
+
+# --- proto -> JSON -------------------------------------------------------------------------
+
+
+def _number(value: float) -> int | float:
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def _field_emitter(field: FieldDescriptor):
+    if field.name.endswith("_json") and field.type == _T.TYPE_STRING:
+        return lambda value: orjson.loads(value)
+    if _is_map(field):
+        value_field = field.message_type.fields_by_name["value"]
+        if value_field.type in _FLOAT_TYPES:
+            return lambda value: {k: _number(v) for k, v in value.items()}
+        return dict
+    if _is_repeated(field):
+        if field.type == _T.TYPE_MESSAGE:
+            return lambda value: [message_to_json(item) for item in value]
+        if field.type in _FLOAT_TYPES:
+            return lambda value: [_number(v) for v in value]
+        return list
+    if field.type == _T.TYPE_MESSAGE:
+        return message_to_json
+    if field.type in _FLOAT_TYPES:
+        return _number
+    return None  # str, int, bool: as they are
+
+
+def _union_emitter(member: FieldDescriptor):
+    if member.type == _T.TYPE_ENUM:
+        return lambda value: None
+    if member.type == _T.TYPE_MESSAGE:
+        inner = _list_wrapper_field(member.message_type)
+        if inner is not None:
+            emit_inner = _field_emitter(inner)
+            name = inner.name
+            return lambda value: (emit_inner or list)(getattr(value, name))
+        return message_to_json
+    return None
+
+
+def message_to_json(msg: Message) -> dict:
+    """Convert a message back to the JSON object it was made from."""
+    getters = _plan(msg.DESCRIPTOR).getters
+    out: dict[str, Any] = {}
+    extra = None
+    for field, value in msg.ListFields():
+        name = field.name
+        if name == EXTRA:
+            extra = value
+            continue
+        key, emit = getters[name]
+        out[key] = emit(value) if emit is not None else value
+    if extra:
+        out.update(orjson.loads(extra))
+    return out

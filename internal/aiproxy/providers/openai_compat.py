@@ -1,0 +1,172 @@
+"""Providers that speak the OpenAI Chat Completions wire format: `openai` (any compatible
+server: OpenAI, vLLM, Ollama, llama.cpp…) and `openrouter` (the same plus attribution headers
+and its own error shapes). Bodies pass through untouched apart from `model`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+
+from aiproxy.config import ProviderSettings
+from aiproxy.errors import (
+    GatewayError,
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamMisconfigured,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    error_type_for_http,
+)
+from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers
+from aiproxy.providers.http import make_http_client
+from aiproxy.sse import SSEDecoder
+
+_JSON = {"content-type": "application/json"}
+
+
+def transport_error(provider: str, exc: httpx.HTTPError) -> GatewayError:
+    """Timeouts -> 504, everything else on the wire (refused, reset, DNS) -> 502."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"The upstream provider '{provider}' did not answer in time.")
+    return UpstreamUnreachable(f"The upstream provider '{provider}' is unreachable: {type(exc).__name__}.")
+
+
+def upstream_error(provider: str, status: int, body: bytes, headers: dict[str, str], key_env: str) -> GatewayError:
+    """Normalise an upstream error (OpenAI or OpenRouter shape) to the OpenAI error body."""
+    error: dict = {}
+    try:
+        parsed = orjson.loads(body) if body else {}
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            error = parsed["error"]
+    except orjson.JSONDecodeError:
+        pass
+    message = error.get("message") if isinstance(error.get("message"), str) else None
+    if status == 401:
+        # The provider rejected the gateway's own key: the operator must fix it, not the client.
+        hint = f" Check {key_env}." if key_env else ""
+        return UpstreamMisconfigured(f"The upstream provider '{provider}' rejected the gateway's API key.{hint}")
+    code = error.get("code")
+    metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
+    if not isinstance(code, str):  # OpenRouter sends the HTTP status as an integer code
+        code = metadata.get("error_type") if isinstance(metadata.get("error_type"), str) else None
+    error_type = error.get("type") if isinstance(error.get("type"), str) else error_type_for_http(status)
+    param = error.get("param") if isinstance(error.get("param"), str) else None
+    return UpstreamError(
+        message or f"The upstream provider '{provider}' answered HTTP {status}.",
+        http_status=status,
+        error_type=error_type,
+        code=code,
+        param=param,
+        headers=forwardable_headers(headers),
+    )
+
+
+def stream_chunk_error(provider: str, chunk: dict) -> GatewayError:
+    """OpenRouter's mid-stream failure: a chunk with `error` (numeric or string code)."""
+    error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+    code = error.get("code")
+    status = code if isinstance(code, int) and 400 <= code <= 599 else 502
+    body = orjson.dumps({"error": error})
+    return upstream_error(provider, status, body, {}, "")
+
+
+class OpenAICompatibleProvider:
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.name = settings.name
+        self._settings = settings
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if settings.api_key:
+            headers["authorization"] = f"Bearer {settings.api_key}"
+        if settings.kind == "openrouter":
+            if settings.referer:
+                headers["http-referer"] = settings.referer
+            if settings.title:
+                headers["x-title"] = settings.title
+        self._client = make_http_client(settings, headers)
+
+    def _error(self, status: int, body: bytes, headers) -> GatewayError:
+        return upstream_error(self.name, status, body, headers, self._settings.api_key_env)
+
+    async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
+        try:
+            response = await self._client.post("/chat/completions", content=orjson.dumps(request.body))
+        except httpx.HTTPError as exc:
+            raise transport_error(self.name, exc) from None
+        if response.status_code >= 400:
+            raise self._error(response.status_code, response.content, response.headers)
+        if not response.content.strip():
+            raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned an empty body.")
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned a body that is not JSON.") from None
+        if not isinstance(body, dict):
+            raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned JSON that is not an object.")
+        return UpstreamResponse(body=body, headers=forwardable_headers(response.headers))
+
+    async def open_stream(self, request: UpstreamRequest) -> _OpenAIStream:
+        http_request = self._client.build_request(
+            "POST", "/chat/completions", content=orjson.dumps(request.body), headers={"accept": "text/event-stream"}
+        )
+        try:
+            response = await self._client.send(http_request, stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(self.name, exc) from None
+        if response.status_code >= 400:
+            try:
+                body = await response.aread()
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                await response.aclose()
+            raise self._error(response.status_code, body, response.headers)
+        return _OpenAIStream(self.name, response)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class _OpenAIStream:
+    """Event-aligned chunks from an OpenAI-style SSE body, whatever the network splits."""
+
+    def __init__(self, provider: str, response: httpx.Response) -> None:
+        self._provider = provider
+        self._response = response
+        self.headers = forwardable_headers(response.headers)
+
+    async def __aiter__(self) -> AsyncIterator[dict]:
+        decoder = SSEDecoder()
+        try:
+            async for raw in self._response.aiter_raw():
+                for data in decoder.feed(raw):
+                    chunk = self._parse(data)
+                    if chunk is None:
+                        return
+                    yield chunk
+            for data in decoder.flush():
+                chunk = self._parse(data)
+                if chunk is None:
+                    return
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise transport_error(self._provider, exc) from None
+        finally:
+            await self._response.aclose()
+
+    def _parse(self, data: str) -> dict | None:
+        if data.strip() == "[DONE]":
+            return None
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamBadResponse(f"The upstream provider '{self._provider}' sent a stream event that is not JSON.") from None
+        if not isinstance(chunk, dict):
+            raise UpstreamBadResponse(f"The upstream provider '{self._provider}' sent a stream event that is not an object.")
+        if chunk.get("error"):
+            raise stream_chunk_error(self._provider, chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        await self._response.aclose()

@@ -1,0 +1,101 @@
+"""ChatService servicer: proto <-> OpenAI dicts around aiproxy.chat.ChatGateway."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+
+from aiproxy.chat.gateway import ChatGateway
+from aiproxy.errors import GatewayError, NotFound
+from aiproxy.protojson import json_to_message, message_to_json
+from aiproxy.rpc.interceptor import CURRENT_CALLER, metadata_value
+from aiproxy.rpc.status import REQUEST_ID, abort_with
+from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
+
+TRANSPORT_KEY = "x-aiproxy-transport"  # set by the REST facade: "http"
+MODELS_CREATED = 1677610602  # the seed's fixed `created` for listed models
+_MAX_REQUEST_ID = 128
+
+
+def request_id_of(context: grpc.aio.ServicerContext) -> str:
+    """The client's x-request-id when it is sane, else a new one."""
+    given = metadata_value(context, REQUEST_ID)
+    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
+        return given
+    return f"req_{uuid.uuid4().hex}"
+
+
+def transport_of(context: grpc.aio.ServicerContext) -> str:
+    return "http" if metadata_value(context, TRANSPORT_KEY) == "http" else "grpc"
+
+
+class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
+    def __init__(self, gateway: ChatGateway) -> None:
+        self._gateway = gateway
+        self._models = [
+            chat_pb2.Model(id=r.alias, object="model", created=MODELS_CREATED, owned_by=r.provider)
+            for r in gateway.router.aliases
+        ]
+
+    def log_rejection(self, method: str, context, exc: GatewayError, request) -> None:
+        """Auth refusals of chat calls still get a request log record (status 401/403)."""
+        if not method.endswith("ChatCompletion"):
+            return
+        body = message_to_json(request) if request is not None else None
+        exchange = self._gateway.begin(
+            body or {}, None, request_id_of(context), transport_of(context), method.endswith("StreamChatCompletion")
+        )
+        self._gateway.finish(exchange, exc)
+
+    async def CreateChatCompletion(self, request, context):
+        request_id = request_id_of(context)
+        exchange = self._gateway.begin(
+            message_to_json(request), CURRENT_CALLER.get(), request_id, transport_of(context), stream=False
+        )
+        failure: BaseException | None = None
+        try:
+            call = self._gateway.prepare(exchange)
+            body, headers = await self._gateway.complete(call)
+            await context.send_initial_metadata(((REQUEST_ID, request_id), *headers.items()))
+            return json_to_message(body, chat_pb2.ChatCompletion)
+        except GatewayError as exc:
+            failure = exc
+            await abort_with(context, exc, request_id)
+        except BaseException as exc:  # cancellation and bugs are logged too
+            failure = exc
+            raise
+        finally:
+            self._gateway.finish(exchange, failure)
+
+    async def StreamChatCompletion(self, request, context):
+        request_id = request_id_of(context)
+        body = message_to_json(request)
+        exchange = self._gateway.begin(body, CURRENT_CALLER.get(), request_id, transport_of(context), stream=True)
+        failure: BaseException | None = None
+        try:
+            call = self._gateway.prepare(exchange)
+            chunks, headers = await self._gateway.open_stream(call)
+            await context.send_initial_metadata(((REQUEST_ID, request_id), *headers.items()))
+            async for chunk in chunks:
+                yield json_to_message(chunk, chat_pb2.ChatCompletionChunk)
+        except GatewayError as exc:
+            failure = exc
+            await abort_with(context, exc, request_id)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self._gateway.finish(exchange, failure)
+
+    async def ListModels(self, request, context):
+        return chat_pb2.ListModelsResponse(object="list", data=self._models)
+
+    async def GetModel(self, request, context):
+        for model in self._models:
+            if model.id == request.id:
+                return model
+        await abort_with(context, NotFound(f"The model `{request.id}` does not exist.", param="model",
+                                           code="model_not_found"))
+
+

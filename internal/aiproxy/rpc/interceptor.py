@@ -1,0 +1,123 @@
+"""Authentication, once, for every RPC: `authorization: Bearer <key>` metadata.
+
+The interceptor wraps each method handler so the check runs inside the RPC's own task and
+the authenticated caller is visible to the servicer through `CURRENT_CALLER`. LogService
+methods need an admin key; ListModels/GetModel are public unless MODELS_REQUIRE_AUTH.
+Health and reflection are always public.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+
+import grpc
+
+from aiproxy.auth import Caller, KeyRing
+from aiproxy.errors import AuthenticationFailed, PermissionDenied
+from aiproxy.rpc.status import abort_with
+
+CURRENT_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
+
+_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_MODEL_METHODS = ("/aiproxy.v1.ChatService/ListModels", "/aiproxy.v1.ChatService/GetModel")
+_ADMIN_PREFIX = "/aiproxy.v1.LogService/"
+
+
+def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value
+    return None
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, keys: KeyRing, models_require_auth: bool, on_reject=None) -> None:
+        """on_reject(method, context, error, request) is told of every refused call (for the request log)."""
+        self._keys = keys
+        self._models_require_auth = models_require_auth
+        self._on_reject = on_reject
+
+    def _policy(self, method: str) -> str:
+        if method.startswith(_PUBLIC_PREFIXES):
+            return "public"
+        if method in _MODEL_METHODS and not self._models_require_auth:
+            return "optional"
+        return "admin" if method.startswith(_ADMIN_PREFIX) else "client"
+
+    def _authenticate(self, policy: str, context) -> Caller | None:
+        header = metadata_value(context, "authorization")
+        if policy == "optional" and not header:
+            return None
+        caller = self._keys.authenticate(header)
+        if policy == "admin" and not caller.admin:
+            raise PermissionDenied("This API reads everyone's request logs: it needs an admin key (ADMIN_API_KEYS).")
+        return caller
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        policy = self._policy(method)
+        if handler is None or policy == "public":
+            return handler
+        authenticate, on_reject = self._authenticate, self._on_reject
+
+        async def admit(request, context) -> bool:
+            try:
+                CURRENT_CALLER.set(authenticate(policy, context))
+                return True
+            except (AuthenticationFailed, PermissionDenied) as exc:
+                if isinstance(exc, AuthenticationFailed):
+                    exc.headers["www-authenticate"] = 'Bearer realm="aiproxy"'
+                if on_reject is not None:
+                    on_reject(method, context, exc, request)
+                await abort_with(context, exc, metadata_value(context, "x-request-id"))
+                return False
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary_unary(request, context):
+                if await admit(request, context):
+                    return await inner(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def unary_stream(request, context):
+                if not await admit(request, context):
+                    return
+                result = inner_stream(request, context)
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                else:
+                    await result
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(request_iterator, context):
+                if await admit(None, context):
+                    return await inner_su(request_iterator, context)
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary, handler.request_deserializer, handler.response_serializer
+            )
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(request_iterator, context):
+            if not await admit(None, context):
+                return
+            async for item in inner_ss(request_iterator, context):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, handler.request_deserializer, handler.response_serializer
+        )

@@ -1,0 +1,92 @@
+"""The grpc.aio server: ChatService, LogService, standard health checking and reflection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from aiproxy.auth import KeyRing
+from aiproxy.config import Settings
+from aiproxy.rpc.chat_service import ChatServicer
+from aiproxy.rpc.interceptor import AuthInterceptor
+from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
+
+SERVICE_NAMES = ("aiproxy.v1.ChatService",)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise RuntimeError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials:
+    tls = settings.tls
+    key, cert = _read(tls.key_file, "key file"), _read(tls.cert_file, "certificate file")
+    if tls.client_ca_file:
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=_read(tls.client_ca_file, "client CA file"), require_client_auth=True
+        )
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
+class GrpcServer:
+    """One cell's gRPC server: a unix socket for the in-process REST facade, plus the public TCP port."""
+
+    def __init__(self, settings: Settings, chat: ChatServicer, unix_socket: str) -> None:
+        self._settings = settings
+        self.unix_socket = unix_socket
+        interceptor = AuthInterceptor(
+            KeyRing(settings.api_keys, settings.admin_api_keys), settings.models_require_auth, chat.log_rejection
+        )
+        limit = settings.max_body_bytes + 1024 * 1024
+        self.server = grpc.aio.server(
+            interceptors=[interceptor],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 1),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ],
+        )
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, self.server)
+        names = list(SERVICE_NAMES)
+        try:
+            from aiproxy.rpc.log_service import add_log_service
+        except ImportError:  # the log store is optional at import time only while it is being built
+            add_log_service = None
+        if add_log_service is not None:
+            add_log_service(self.server, settings)
+            names.append("aiproxy.v1.LogService")
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name, *names[1:],
+             health.SERVICE_NAME, reflection.SERVICE_NAME],
+            self.server,
+        )
+        self._names = names
+        self.server.add_insecure_port(f"unix:{unix_socket}")
+        self.tcp_port = None
+        if settings.grpc_port:
+            address = f"{settings.grpc_host}:{settings.grpc_port}"
+            if settings.tls.enabled:
+                self.tcp_port = self.server.add_secure_port(address, server_credentials(settings))
+            else:
+                self.tcp_port = self.server.add_insecure_port(address)
+            if not self.tcp_port:
+                raise RuntimeError(f"cannot listen for gRPC on {address}; is the port in use? set GRPC_PORT")
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in ("", *self._names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        for name in ("", *self._names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
