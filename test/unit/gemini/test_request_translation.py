@@ -1,0 +1,339 @@
+"""OpenAI chat request -> Gemini GenerateContentRequest: the exact upstream body for each rule
+of wire-formats.md §4.1 and each request-side edge case of §4.7."""
+
+import pytest
+
+from aiproxy.errors import InvalidRequest
+from aiproxy.providers.gemini_ids import SKIP_SIGNATURE, new_tool_call_id
+from aiproxy.providers.gemini_translate import gemini_model_id, to_gemini_request
+
+USER_HI = {"role": "user", "content": "Hi"}
+
+
+def translate(**body):
+    return to_gemini_request({"model": "gemini-2.5-flash", **body})
+
+
+def test_plain_user_message():
+    assert translate(messages=[USER_HI]) == {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
+
+
+def test_system_and_developer_messages_all_go_to_system_instruction_in_order():
+    messages = [
+        {"role": "system", "content": "Be terse."},
+        USER_HI,
+        {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
+        {"role": "assistant", "content": "Salut"},
+        {"role": "system", "content": "Never use emoji."},
+        {"role": "user", "content": "Again"},
+    ]
+    assert translate(messages=messages) == {
+        "systemInstruction": {"parts": [{"text": "Be terse."}, {"text": "Answer in French."}, {"text": "Never use emoji."}]},
+        "contents": [
+            {"role": "user", "parts": [{"text": "Hi"}]},
+            {"role": "model", "parts": [{"text": "Salut"}]},
+            {"role": "user", "parts": [{"text": "Again"}]},
+        ],
+    }
+
+
+def test_sampling_parameters_map_to_generation_config():
+    body = translate(
+        messages=[USER_HI], temperature=0.3, top_p=0.9, max_tokens=100, stop="END", n=2, seed=7,
+        presence_penalty=0.5, frequency_penalty=-0.5, logprobs=True, top_logprobs=3, top_k=40,
+    )
+    assert body["generationConfig"] == {
+        "temperature": 0.3, "topP": 0.9, "maxOutputTokens": 100, "stopSequences": ["END"], "candidateCount": 2,
+        "seed": 7, "presencePenalty": 0.5, "frequencyPenalty": -0.5, "responseLogprobs": True, "logprobs": 3,
+        "topK": 40,
+    }
+
+
+def test_max_completion_tokens_wins_and_stop_list_is_kept():
+    body = translate(messages=[USER_HI], max_tokens=10, max_completion_tokens=20, stop=["a", "b"])
+    assert body["generationConfig"] == {"maxOutputTokens": 20, "stopSequences": ["a", "b"]}
+
+
+def test_unsupported_parameters_are_dropped_and_nulls_ignored():
+    body = translate(
+        messages=[USER_HI], user="u1", metadata={"k": "v"}, store=True, service_tier="auto", logit_bias={"1": 2},
+        parallel_tool_calls=False, safety_identifier="s", prompt_cache_key="p", temperature=None, stream=False,
+        stream_options={"include_usage": True}, modalities=["text"], verbosity="low",
+    )
+    assert body == {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
+
+
+@pytest.mark.parametrize(("effort", "budget"), [("none", 0), ("minimal", 1024), ("low", 1024), ("medium", 8192), ("high", 24576)])
+def test_reasoning_effort_maps_to_thinking_budget(effort, budget):
+    body = translate(messages=[USER_HI], reasoning_effort=effort)
+    assert body["generationConfig"] == {"thinkingConfig": {"thinkingBudget": budget}}
+
+
+def test_unknown_reasoning_effort_is_a_400():
+    with pytest.raises(InvalidRequest) as error:
+        translate(messages=[USER_HI], reasoning_effort="extreme")
+    assert error.value.param == "reasoning_effort"
+
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize(
+    ("response_format", "config"),
+    [
+        ({"type": "json_object"}, {"responseMimeType": "application/json"}),
+        (
+            {"type": "json_schema", "json_schema": {"name": "city", "strict": True, "schema": SCHEMA}},
+            {"responseMimeType": "application/json", "responseJsonSchema": SCHEMA},
+        ),
+        ({"type": "json_schema", "json_schema": {"name": "anything"}}, {"responseMimeType": "application/json"}),
+        ({"type": "text"}, None),
+    ],
+)
+def test_response_format(response_format, config):
+    body = translate(messages=[USER_HI], response_format=response_format)
+    assert body.get("generationConfig") == config
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "Weather by city", "parameters": SCHEMA, "strict": True},
+}
+
+
+def test_tools_become_one_tool_with_function_declarations():
+    no_params = {"type": "function", "function": {"name": "now"}}
+    body = translate(messages=[USER_HI], tools=[WEATHER_TOOL, no_params])
+    assert body["tools"] == [
+        {
+            "functionDeclarations": [
+                {"name": "get_weather", "description": "Weather by city", "parametersJsonSchema": SCHEMA},
+                {"name": "now", "description": ""},
+            ]
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("choice", "config"),
+    [
+        ("none", {"mode": "NONE"}),
+        ("auto", {"mode": "AUTO"}),
+        ("required", {"mode": "ANY"}),
+        ({"type": "function", "function": {"name": "get_weather"}}, {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}),
+        (
+            {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [WEATHER_TOOL]}},
+            {"mode": "ANY", "allowedFunctionNames": ["get_weather"]},
+        ),
+        (
+            {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [WEATHER_TOOL]}},
+            {"mode": "VALIDATED", "allowedFunctionNames": ["get_weather"]},
+        ),
+    ],
+)
+def test_tool_choice(choice, config):
+    body = translate(messages=[USER_HI], tools=[WEATHER_TOOL], tool_choice=choice)
+    assert body["toolConfig"] == {"functionCallingConfig": config}
+
+
+def test_custom_tools_are_refused():
+    with pytest.raises(InvalidRequest) as error:
+        translate(messages=[USER_HI], tools=[{"type": "custom", "custom": {"name": "grammar"}}])
+    assert error.value.param == "tools"
+
+
+# --- content parts ----------------------------------------------------------------------------------
+
+
+def user_parts(*parts):
+    return translate(messages=[{"role": "user", "content": list(parts)}])["contents"][0]["parts"]
+
+
+def test_image_data_url_becomes_inline_data():
+    parts = user_parts(
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
+    )
+    assert parts == [{"text": "What is this?"}, {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}]
+
+
+def test_image_http_url_becomes_file_data_and_is_never_fetched():
+    parts = user_parts(
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg?size=large"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/render"}},
+    )
+    assert parts == [
+        {"fileData": {"fileUri": "https://example.com/cat.jpg?size=large", "mimeType": "image/jpeg"}},
+        {"fileData": {"fileUri": "https://example.com/render"}},
+    ]
+
+
+@pytest.mark.parametrize(
+    "url", ["data:image/png,rawbytes", "data:image/png;base64", "file:///etc/passwd", "ftp://example.com/a.png", ""]
+)
+def test_bad_image_urls_are_a_400(url):
+    with pytest.raises(InvalidRequest) as error:
+        user_parts({"type": "image_url", "image_url": {"url": url}})
+    assert error.value.http_status == 400
+    assert error.value.param == "messages"
+
+
+def test_input_audio_and_pdf_file_become_inline_data():
+    parts = user_parts(
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+        {"type": "input_audio", "input_audio": {"data": "SUQz", "format": "mp3"}},
+        {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0="}},
+        {"type": "file", "file": {"filename": "notes.txt", "file_data": "aGVsbG8="}},
+    )
+    assert parts == [
+        {"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}},
+        {"inlineData": {"mimeType": "audio/mp3", "data": "SUQz"}},
+        {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0="}},
+        {"inlineData": {"mimeType": "text/plain", "data": "aGVsbG8="}},
+    ]
+
+
+def test_file_id_is_a_400():
+    with pytest.raises(InvalidRequest, match="file_id"):
+        user_parts({"type": "file", "file": {"file_id": "file-abc"}})
+
+
+# --- §4.7 edge cases ----------------------------------------------------------------------------------
+
+
+def test_consecutive_same_role_messages_are_merged():
+    messages = [
+        {"role": "user", "content": "one"},
+        {"role": "user", "content": [{"type": "text", "text": "two"}]},
+        {"role": "assistant", "content": "three"},
+        {"role": "assistant", "content": "four"},
+        {"role": "user", "content": "five"},
+    ]
+    assert translate(messages=messages)["contents"] == [
+        {"role": "user", "parts": [{"text": "one"}, {"text": "two"}]},
+        {"role": "model", "parts": [{"text": "three"}, {"text": "four"}]},
+        {"role": "user", "parts": [{"text": "five"}]},
+    ]
+
+
+def tool_call(call_id, name, arguments):
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def test_parallel_tool_results_become_one_user_turn_and_a_following_user_message_joins_it():
+    messages = [
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                tool_call("call_a", "get_weather", '{"city":"Paris"}'),
+                tool_call("call_b", "get_weather", '{"city":"Rome"}'),
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_b", "content": '{"temp": 21}'},
+        {"role": "tool", "tool_call_id": "call_a", "content": "sunny, 18 degrees"},
+        {"role": "user", "content": "Which is warmer?"},
+    ]
+    assert translate(messages=messages)["contents"] == [
+        {"role": "user", "parts": [{"text": "Weather in Paris and Rome?"}]},
+        {
+            "role": "model",
+            "parts": [
+                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": SKIP_SIGNATURE},
+                {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
+            ],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {"functionResponse": {"name": "get_weather", "response": {"temp": 21}}},
+                {"functionResponse": {"name": "get_weather", "response": {"result": "sunny, 18 degrees"}}},
+                {"text": "Which is warmer?"},
+            ],
+        },
+    ]
+
+
+def test_thought_signature_and_gemini_call_id_survive_the_round_trip_through_the_tool_call_id():
+    signed = new_tool_call_id("CikBcsjaSIG+/==", "gemini-call-7")
+    plain = new_tool_call_id()
+    messages = [
+        USER_HI,
+        {
+            "role": "assistant",
+            "content": "Let me check.",
+            "tool_calls": [tool_call(signed, "lookup", '{"q":1}'), tool_call(plain, "lookup", "")],
+        },
+        {"role": "tool", "tool_call_id": signed, "content": [{"type": "text", "text": "42"}]},
+        {"role": "tool", "tool_call_id": plain, "content": "43"},
+    ]
+    assert translate(messages=messages)["contents"][1:] == [
+        {
+            "role": "model",
+            "parts": [
+                {"text": "Let me check."},
+                {"functionCall": {"name": "lookup", "args": {"q": 1}, "id": "gemini-call-7"}, "thoughtSignature": "CikBcsjaSIG+/=="},
+                {"functionCall": {"name": "lookup", "args": {}}},
+            ],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {"functionResponse": {"name": "lookup", "response": {"result": "42"}, "id": "gemini-call-7"}},
+                {"functionResponse": {"name": "lookup", "response": {"result": "43"}}},
+            ],
+        },
+    ]
+
+
+def test_unknown_tool_call_id_is_a_400_naming_it():
+    messages = [USER_HI, {"role": "tool", "tool_call_id": "call_nowhere", "content": "x"}]
+    with pytest.raises(InvalidRequest, match="call_nowhere") as error:
+        translate(messages=messages)
+    assert error.value.param == "messages"
+    assert error.value.to_body()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("arguments", ["{not json", "[1, 2]"])
+def test_tool_call_arguments_must_be_a_json_object(arguments):
+    messages = [USER_HI, {"role": "assistant", "tool_calls": [tool_call("call_x", "f", arguments)]}]
+    with pytest.raises(InvalidRequest, match="arguments of 'f'"):
+        translate(messages=messages)
+
+
+def test_empty_text_parts_and_empty_messages_are_dropped():
+    messages = [
+        {"role": "system", "content": ""},
+        {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "Hi"}]},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "again"},
+    ]
+    assert translate(messages=messages) == {"contents": [{"role": "user", "parts": [{"text": "Hi"}, {"text": "again"}]}]}
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "system", "content": "You are helpful."}],
+        [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}],
+        [],
+    ],
+    ids=["system-only", "all-empty", "no-messages"],
+)
+def test_nothing_left_to_send_is_a_400(messages):
+    with pytest.raises(InvalidRequest) as error:
+        translate(messages=messages)
+    assert error.value.to_body() == {
+        "error": {"message": error.value.message, "type": "invalid_request_error", "param": "messages", "code": None}
+    }
+
+
+def test_unknown_role_is_a_400():
+    with pytest.raises(InvalidRequest, match="'function'"):
+        translate(messages=[{"role": "function", "name": "f", "content": "x"}])
+
+
+def test_model_prefix_is_stripped():
+    assert gemini_model_id("models/gemini-2.5-flash") == "gemini-2.5-flash"
+    assert gemini_model_id("gemini-2.5-flash") == "gemini-2.5-flash"
