@@ -1,0 +1,223 @@
+"""Dialog grouping: threading by content, with the seed's time-window rule as the fallback.
+
+A request continues the earlier request whose messages plus answer are exactly its own
+messages up to its last assistant turn (`thread_prefix_hash == thread_next_hash`, same key,
+within LOGDB_DIALOG_LOOKBACK_DAYS), and joins that request's dialog: across model switches,
+pauses and partition boundaries. When several earlier requests match (identical parallel
+conversations), the latest one not yet continued is taken, so parallel conversations with the
+same key stay apart. A first turn (no assistant message; stored prefix hash "") starts a dialog. Requests without
+chat messages, and continuations whose parent was never logged, use the seed's rule: same
+key, endpoint and mapped model, gap to the previous request at most `--window`.
+
+Rows are processed in (ts, request_id) order, each decision depending only on earlier rows,
+so ids are deterministic and re-running over the same rows updates nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from aiproxy.logstore.partitions import day_of
+from aiproxy.logstore.store import Store
+
+CHUNK = 1000
+DEFAULT_WINDOW_S = 1800
+
+
+def parse_window(text: str | None) -> int:
+    """Seed rules: Ns, Nm, Nh, bare seconds; `…ms` is 1 s; unparsable is 30 min; at least 1."""
+    raw = (text or "").strip().lower()
+    if raw.endswith("ms"):
+        return 1
+    m = re.fullmatch(r"(\d+)([smh]?)", raw)
+    if not m:
+        return DEFAULT_WINDOW_S
+    return max(1, int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)])
+
+
+def window_dialog_id(api_key_hash: str | None, endpoint: str | None, model_mapped: str | None, first_ts: int) -> str:
+    """The seed's formula: dlg- + 16 hex of sha256("<key>|<endpoint>|<model>|<first_ts>")."""
+    key = f"{api_key_hash or ''}|{endpoint or ''}|{model_mapped or ''}|{first_ts}"
+    return "dlg-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def thread_dialog_id(root_request_id: str, root_server_id: str) -> str:
+    """A conversation's id comes from its first request, so two conversations never share one."""
+    return "dlg-" + hashlib.sha256(f"thread|{root_server_id}|{root_request_id}".encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class _Entry:
+    ts: int
+    request_id: str
+    server_id: str
+    api_key_hash: str | None
+    endpoint: str | None
+    model_mapped: str | None
+    prefix: str | None
+    next: str | None
+    dialog_id: str | None
+    parent: str | None
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.ts, self.request_id)
+
+
+_COLUMNS = (
+    "ts, request_id, server_id, api_key_hash, endpoint, model_mapped, thread_prefix_hash, thread_next_hash,"
+    " dialog_id, dialog_parent_id"
+)
+
+
+class _Assigner:
+    def __init__(self, store: Store, window_s: int) -> None:
+        self.store = store
+        self.window_s = window_s
+        self.lookback_s = store.settings.dialog_lookback_days * 86400
+        self.updated = 0
+        self.chunk_keys: set[tuple[str, str]] = set()
+
+    def _files(self, first_ts: int, last_ts: int):
+        return [p.path for p in self.store.existing(day_of(max(0, first_ts)), day_of(last_ts))]
+
+    def _query(self, first_ts: int, last_ts: int, where: str, args: list) -> list[_Entry]:
+        out = []
+        for path in self._files(first_ts, last_ts):
+            db = self.store.database(path)
+            cursor = db.execute_sql(f"SELECT {_COLUMNS} FROM requests WHERE {where}", args)
+            out.extend(_Entry(*row) for row in cursor.fetchall())
+        return out
+
+    def _in_list(self, column: str, values: list[str]) -> tuple[str, list]:
+        return f"{column} IN ({', '.join('?' * len(values))})", values
+
+    def chunk(self, rows: list[_Entry]) -> list[_Entry]:
+        """Decide dialog_id and parent for rows (sorted); returns the rows whose values changed."""
+        first, last = rows[0].ts - self.lookback_s, rows[-1].ts
+        prefixes = sorted({r.prefix for r in rows if r.prefix})
+        stored: list[_Entry] = []
+        for i in range(0, len(prefixes), 500):
+            stored.extend(self._query(first, last, *self._in_list("thread_next_hash", prefixes[i : i + 500])))
+        ids = sorted({e.request_id for e in stored})
+        children: list[_Entry] = []
+        for i in range(0, len(ids), 500):
+            children.extend(self._query(first, last, *self._in_list("dialog_parent_id", ids[i : i + 500])))
+        in_chunk = self.chunk_keys = {(r.request_id, r.server_id) for r in rows}
+        by_next: dict[str, list[_Entry]] = {}
+        for entry in stored:
+            if (entry.request_id, entry.server_id) not in in_chunk:
+                by_next.setdefault(entry.next, []).append(entry)
+        claims: dict[str, list[tuple[int, str]]] = {}
+        for child in children:
+            if (child.request_id, child.server_id) not in in_chunk:
+                claims.setdefault(child.parent, []).append(child.order)
+        changed = []
+        for row in rows:
+            old = (row.dialog_id, row.parent)
+            parent = self._parent(row, by_next.get(row.prefix, ()) if row.prefix else (), claims)
+            if parent is not None:
+                row.parent = parent.request_id
+                row.dialog_id = parent.dialog_id or thread_dialog_id(parent.request_id, parent.server_id)
+                claims.setdefault(parent.request_id, []).append(row.order)
+            elif row.prefix == "":  # a first turn
+                row.parent, row.dialog_id = None, thread_dialog_id(row.request_id, row.server_id)
+            else:
+                row.parent, row.dialog_id = None, self._window_dialog(row, rows)
+            if row.next:
+                by_next.setdefault(row.next, []).append(row)
+            if (row.dialog_id, row.parent) != old:
+                changed.append(row)
+        return changed
+
+    def _parent(self, row: _Entry, candidates, claims) -> _Entry | None:
+        usable = [
+            c
+            for c in candidates
+            if c.order < row.order and c.ts >= row.ts - self.lookback_s and c.api_key_hash == row.api_key_hash
+        ]
+        if not usable:
+            return None
+        free = [c for c in usable if not any(o < row.order for o in claims.get(c.request_id, ()))]
+        return max(free or usable, key=lambda c: c.order)
+
+    def _window_dialog(self, row: _Entry, chunk_rows: list[_Entry]) -> str:
+        def same_group(e: _Entry) -> bool:
+            return (e.api_key_hash or "", e.endpoint or "", e.model_mapped or "") == (
+                row.api_key_hash or "",
+                row.endpoint or "",
+                row.model_mapped or "",
+            )
+
+        earlier = [e for e in chunk_rows if e.order < row.order and same_group(e) and e.dialog_id]
+        where = "api_key_hash IS ? AND endpoint IS ? AND model_mapped IS ? AND ts BETWEEN ? AND ? AND dialog_id IS NOT NULL"
+        args = [row.api_key_hash, row.endpoint, row.model_mapped, row.ts - self.window_s, row.ts]
+        earlier += [
+            e
+            for e in self._query(row.ts - self.window_s, row.ts, where, args)
+            if e.order < row.order and (e.request_id, e.server_id) not in self.chunk_keys
+        ]
+        earlier = [e for e in earlier if e.ts >= row.ts - self.window_s]
+        if earlier:
+            return max(earlier, key=lambda e: e.order).dialog_id
+        return window_dialog_id(row.api_key_hash, row.endpoint, row.model_mapped, row.ts)
+
+    def write(self, path, changed: list[_Entry]) -> None:
+        if not changed:
+            return
+        db = self.store.database(path)
+        with db.atomic("IMMEDIATE"):
+            db.connection().executemany(
+                "UPDATE requests SET dialog_id = ?, dialog_parent_id = ? WHERE request_id = ? AND server_id = ?",
+                [(r.dialog_id, r.parent, r.request_id, r.server_id) for r in changed],
+            )
+        self.updated += len(changed)
+
+
+def _run(store: Store, since: date | None, to: date | None, window: str | None, only_pending: bool) -> dict[str, int]:
+    assigner = _Assigner(store, parse_window(window or store.settings.dialog_window))
+    per_file: dict[str, int] = {}
+    pending = " AND dialog_id IS NULL" if only_pending else ""
+    for part in store.existing(since, to):
+        db = store.database(part.path)
+        before = assigner.updated
+        after: tuple[int, str] = (-1, "")
+        while True:
+            cursor = db.execute_sql(
+                f"SELECT {_COLUMNS} FROM requests WHERE (ts > ? OR (ts = ? AND request_id > ?)){pending}"
+                " ORDER BY ts, request_id LIMIT ?",
+                (after[0], after[0], after[1], CHUNK),
+            )
+            rows = [_Entry(*r) for r in cursor.fetchall()]
+            if not rows:
+                break
+            assigner.write(part.path, assigner.chunk(rows))
+            after = rows[-1].order
+        per_file[str(part.path)] = assigner.updated - before
+    return per_file
+
+
+def assign(store: Store, since: date | None = None, to: date | None = None, window: str | None = None) -> dict[str, int]:
+    """Recompute dialogs of every row in range; returns rows updated per partition file."""
+    return _run(store, since, to, window, only_pending=False)
+
+
+def assign_pending(store: Store, since: date | None = None, window: str | None = None) -> dict[str, int]:
+    """Give a dialog to rows that have none yet (new rows), from `since` on."""
+    return _run(store, since, None, window, only_pending=True)
+
+
+def clear(store: Store, since: date | None = None, to: date | None = None) -> dict[str, int]:
+    out = {}
+    for part in store.existing(since, to):
+        db = store.database(part.path)
+        with db.atomic("IMMEDIATE"):
+            cursor = db.execute_sql(
+                "UPDATE requests SET dialog_id = NULL, dialog_parent_id = NULL WHERE dialog_id IS NOT NULL"
+            )
+        out[str(part.path)] = cursor.rowcount
+    return out
+

@@ -1,0 +1,120 @@
+"""What a request says, in two forms: text fragments for the FTS index, and a normalised
+message list whose hashes thread requests into dialogs.
+
+Text comes from every message and content part, tool-call names and arguments, legacy
+`prompt`, Gemini `contents`, and the answer (choices, top-level `content`, Gemini candidates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+MAX_FRAGMENT_CHARS = 20_000
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content.strip()
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part.strip())
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"].strip())
+        return "\n".join(p for p in parts if p)
+    return ""
+
+
+def _tool_calls(message: dict) -> list[tuple[str, str]]:
+    calls = []
+    for call in message.get("tool_calls") or ():
+        if isinstance(call, dict):
+            function = call.get("function") if isinstance(call.get("function"), dict) else {}
+            calls.append((str(function.get("name") or ""), str(function.get("arguments") or "")))
+    return calls
+
+
+def _message_text(message: dict) -> str:
+    text = _content_text(message.get("content"))
+    calls = "\n".join(f"{name} {args}".strip() for name, args in _tool_calls(message))
+    return f"{text}\n{calls}".strip() if calls else text
+
+
+def _answer_message(response: Any) -> dict | None:
+    if not isinstance(response, dict):
+        return None
+    for choice in response.get("choices") or ():
+        if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
+            return choice["message"]
+    return None
+
+
+def extract_fragments(request: Any, response: Any) -> list[tuple[str, str]]:
+    """(role, text) pairs to index: distinct, non-empty, each at most MAX_FRAGMENT_CHARS."""
+    found: list[tuple[str, str]] = []
+    if isinstance(request, dict):
+        for message in request.get("messages") or ():
+            if isinstance(message, dict):
+                found.append((str(message.get("role") or "user"), _message_text(message)))
+        if isinstance(request.get("prompt"), str):
+            found.append(("user", request["prompt"].strip()))
+        for content in request.get("contents") or ():
+            if isinstance(content, dict):
+                found.append(("user", _content_text(content.get("parts"))))
+    if isinstance(response, dict):
+        answers = [
+            _message_text(choice["message"])
+            for choice in response.get("choices") or ()
+            if isinstance(choice, dict) and isinstance(choice.get("message"), dict)
+        ]
+        found.append(("assistant", "\n\n".join(a for a in answers if a)))
+        if isinstance(response.get("content"), str):
+            found.append(("assistant", response["content"].strip()))
+        candidates = response.get("candidates")
+        if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+            content = candidates[0].get("content")
+            if isinstance(content, dict):
+                found.append(("assistant", _content_text(content.get("parts"))))
+    out: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for role, text in found:
+        pair = (role, text[:MAX_FRAGMENT_CHARS])
+        if pair[1] and pair not in seen:
+            seen.add(pair)
+            out.append(pair)
+    return out
+
+
+def _normalised(message: dict) -> list:
+    """A message as the next turn will send it back: role, text, tool calls, tool call id."""
+    return [
+        str(message.get("role") or ""),
+        _content_text(message.get("content")),
+        _tool_calls(message),
+        str(message.get("tool_call_id") or ""),
+    ]
+
+
+def _digest(messages: list[list]) -> str:
+    return hashlib.sha256(orjson.dumps(messages)).hexdigest()[:32]
+
+
+def thread_hashes(request: Any, response: Any) -> tuple[str | None, str | None]:
+    """(prefix, next): the conversation this request continues (its messages up to the last
+    assistant turn; "" for a first turn) and the one its answer leads to (its messages plus the
+    answer). A request continues another when its prefix equals the other's next. (None, None)
+    for requests without chat messages."""
+    if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
+        return None, None
+    messages = [_normalised(m) for m in request["messages"] if isinstance(m, dict)]
+    if not messages:
+        return None, None
+    last_assistant = max((i for i, m in enumerate(messages) if m[0] == "assistant"), default=-1)
+    prefix = _digest(messages[: last_assistant + 1]) if last_assistant >= 0 else ""
+    answer = _answer_message(response)
+    following = _digest([*messages, _normalised(answer)]) if answer is not None else None
+    return prefix, following

@@ -1,0 +1,71 @@
+"""FTS5 index maintenance for operators: build (index what is missing), rebuild, drop.
+
+Ingest keeps the index current row by row; these commands exist for stores ingested with
+FTS off, after `merge`, or to reclaim space. Every partition file found in range is visited,
+whatever its granularity (the seed's `fts drop` ignored weekly files).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import orjson
+
+from aiproxy.logstore.database import FTS_TABLE, create_fts, drop_fts, has_fts
+from aiproxy.logstore.fragments import extract_fragments
+from aiproxy.logstore.store import Store
+from aiproxy.logstore.writer import INSERT_FRAGMENT
+
+_BATCH = 500
+
+
+def _index_missing(db) -> tuple[int, int]:
+    """Index rows that have no fragment yet; returns (fragments indexed, requests without text)."""
+    done = {r[0] for r in db.execute_sql(f"SELECT DISTINCT request_id FROM {FTS_TABLE}")}
+    indexed = skipped = 0
+    last_rowid = 0
+    while True:
+        batch = db.execute_sql(
+            "SELECT rowid, request_id, endpoint, model_original, model_mapped, request_json, response_json"
+            " FROM requests WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (last_rowid, _BATCH),
+        ).fetchall()
+        if not batch:
+            break
+        last_rowid = batch[-1][0]
+        rows = []
+        for _rowid, request_id, endpoint, model_original, model_mapped, request_json, response_json in batch:
+            if request_id in done:
+                continue
+            fragments = extract_fragments(orjson.loads(request_json), orjson.loads(response_json))
+            skipped += not fragments
+            rows.extend(
+                (request_id, role, text, endpoint, model_original or "", model_mapped or "") for role, text in fragments
+            )
+        with db.atomic("IMMEDIATE"):
+            db.connection().executemany(INSERT_FRAGMENT, rows)
+        indexed += len(rows)
+    db.execute_sql(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES('optimize')")
+    return indexed, skipped
+
+
+def build(store: Store, since: date | None = None, to: date | None = None, *, rebuild: bool = False) -> dict[str, dict]:
+    out = {}
+    for part in store.existing(since, to):
+        db = store.database(part.path)
+        if rebuild:
+            drop_fts(db)
+        create_fts(db)
+        indexed, skipped = _index_missing(db)
+        out[str(part.path)] = {"indexed": indexed, "skipped": skipped}
+    return out
+
+
+def drop(store: Store, since: date | None = None, to: date | None = None) -> dict[str, bool]:
+    out = {}
+    for part in store.existing(since, to):
+        db = store.database(part.path)
+        existed = has_fts(db)
+        drop_fts(db)
+        out[str(part.path)] = existed
+    return out

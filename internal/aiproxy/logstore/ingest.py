@@ -1,0 +1,224 @@
+"""Ingest request logs into the store: incremental, idempotent, parallel over files.
+
+Per file: resume at its checkpoint, read complete records, turn them into rows, buffer rows
+per partition (bounded by LOGDB_BATCH_ROWS / LOGDB_BATCH_KB and, across partitions, by
+LOGDB_MEMORY_MB shared between workers), flush, then move the checkpoint.
+
+Records outside --since/--to are not inserted, and the checkpoint never moves past the first
+of them, so a later run without the filter still gets them (the seed lost them for good).
+A corrupt record is counted, reported as file:line and skipped; the checkpoint moves past it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from aiproxy.logstore import checkpoints
+from aiproxy.logstore.dialogs import assign_pending
+from aiproxy.logstore.partitions import day_of
+from aiproxy.logstore.readers import read_jsonl, read_seed_log
+from aiproxy.logstore.records import (
+    InvalidRecord,
+    Row,
+    from_gateway_record,
+    from_seed_record,
+    is_seed_exchange,
+)
+from aiproxy.logstore.store import Store
+from aiproxy.logstore.writer import insert_rows
+
+MAX_PROBLEMS = 100
+Progress = Callable[[int], None]  # called with bytes read since the last call
+
+
+@dataclass
+class IngestReport:
+    files_scanned: int = 0
+    files_ingested: int = 0
+    rows_inserted: int = 0
+    rows_skipped: int = 0  # decodable but unusable records, plus duplicates of stored rows
+    rows_filtered: int = 0  # outside --since/--to; read again by a later run
+    records_corrupt: int = 0
+    problems: list[str] = field(default_factory=list)  # "file:line: reason", the first MAX_PROBLEMS
+    elapsed_s: float = 0.0
+    first_day: date | None = None  # earliest partition day that received rows
+
+    def as_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "first_day"}
+        out["elapsed_s"] = round(self.elapsed_s, 3)
+        out["rows_per_s"] = round(self.rows_inserted / self.elapsed_s, 1) if self.elapsed_s else 0.0
+        return out
+
+    def merge(self, other: IngestReport) -> None:
+        for name in ("files_scanned", "files_ingested", "rows_inserted", "rows_skipped", "rows_filtered", "records_corrupt"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.problems.extend(other.problems[: MAX_PROBLEMS - len(self.problems)])
+        if other.first_day and (self.first_day is None or other.first_day < self.first_day):
+            self.first_day = other.first_day
+
+
+def is_jsonl(path: Path) -> bool:
+    return path.name.endswith(".jsonl") or ".jsonl." in path.name
+
+
+def _is_seed_log(path: Path) -> bool:
+    return path.name.endswith(".log") or ".log." in path.name
+
+
+def discover_sources(source: Path) -> list[Path]:
+    """Log files under `source` (or `source` itself): gateway *.jsonl and the seed's *.log, *.log.N."""
+    source = Path(source).absolute()
+    if source.is_file():
+        return [source]
+    found = []
+    for root, _dirs, files in os.walk(source):
+        for name in files:
+            path = Path(root) / name
+            if is_jsonl(path) or _is_seed_log(path):
+                found.append(path)
+    return sorted(found)
+
+
+class _Batches:
+    """Rows buffered per partition day, flushed by size."""
+
+    def __init__(self, store: Store, budget_bytes: int, report: IngestReport) -> None:
+        self.store = store
+        self.settings = store.settings
+        self.budget = budget_bytes
+        self.report = report
+        self.rows: dict[date, list[Row]] = {}
+        self.sizes: dict[date, int] = {}
+        self.total = 0
+
+    def add(self, row: Row) -> None:
+        day = day_of(row.ts)
+        self.rows.setdefault(day, []).append(row)
+        size = row.size()
+        self.sizes[day] = self.sizes.get(day, 0) + size
+        self.total += size
+        if len(self.rows[day]) >= self.settings.batch_rows or self.sizes[day] >= self.settings.batch_kb * 1024:
+            self._flush_day(day)
+        elif self.total >= self.budget:
+            self.flush()
+
+    def _flush_day(self, day: date) -> None:
+        rows = self.rows.pop(day)
+        self.total -= self.sizes.pop(day)
+        db = self.store.partition_for_day(day)
+        for server_id in {r.values["server_id"] for r in rows}:
+            self.store.note_server(db, server_id)
+        inserted = insert_rows(db, rows, fts_enabled=self.settings.fts_enabled)
+        self.report.rows_inserted += len(inserted)
+        self.report.rows_skipped += len(rows) - len(inserted)
+        if inserted and (self.report.first_day is None or day < self.report.first_day):
+            self.report.first_day = day
+
+    def flush(self) -> None:
+        for day in list(self.rows):
+            self._flush_day(day)
+
+
+def _in_range(ts: int, since: date | None, to: date | None) -> bool:
+    day = day_of(ts)
+    return (since is None or day >= since) and (to is None or day <= to)
+
+
+def ingest_file(
+    store: Store,
+    path: Path,
+    *,
+    since: date | None = None,
+    to: date | None = None,
+    budget_bytes: int,
+    progress: Progress | None = None,
+) -> IngestReport:
+    report = IngestReport(files_scanned=1)
+    control = store.control()
+    point = checkpoints.resume_point(control, path)
+    reader = read_jsonl if is_jsonl(path) else read_seed_log
+    batches = _Batches(store, budget_bytes, report)
+    safe = checkpoints.Checkpoint(point.offset, point.line, point.corrupt)
+    blocked = False  # a filtered record was seen: the checkpoint stays before it
+    last_offset = point.offset
+    with open(path, "rb") as stream:
+        for item in reader(stream, point.offset, point.line):
+            if progress is not None:
+                progress(item.end - last_offset)
+            last_offset = item.end
+            if item.error is not None:
+                report.records_corrupt += 1
+                safe.corrupt += 0 if blocked else 1
+                _problem(report, path, item.line, item.error)
+            elif item.record is not None:
+                try:
+                    if reader is read_jsonl:
+                        row = from_gateway_record(item.record, store.server_id)
+                    elif is_seed_exchange(item.record):
+                        row = from_seed_record(item.record, store.server_id)
+                    else:
+                        row = None  # another seed event (routing, model usage): not a request row
+                except InvalidRecord as exc:
+                    report.rows_skipped += 1
+                    _problem(report, path, item.line, str(exc))
+                    row = None
+                if row is not None:
+                    if _in_range(row.ts, since, to):
+                        batches.add(row)
+                    else:
+                        report.rows_filtered += 1
+                        blocked = True
+            if not blocked:
+                safe.offset, safe.line = item.end, item.lines
+    batches.flush()
+    if safe.offset != point.offset or safe.corrupt != point.corrupt:
+        checkpoints.save(control, path, safe)
+    if report.rows_inserted or report.rows_skipped or report.records_corrupt:
+        report.files_ingested = 1
+    return report
+
+
+def _problem(report: IngestReport, path: Path, line: int, reason: str) -> None:
+    if len(report.problems) < MAX_PROBLEMS:
+        report.problems.append(f"{path}:{line}: {reason}")
+
+
+def ingest(
+    store: Store,
+    source: Path,
+    *,
+    since: date | None = None,
+    to: date | None = None,
+    progress: Progress | None = None,
+    files: list[Path] | None = None,
+) -> IngestReport:
+    """Ingest every log file under `source`; then thread new rows into dialogs when grouping is on."""
+    started = time.perf_counter()
+    files = discover_sources(source) if files is None else files
+    workers = max(1, min(store.settings.import_parallelism, len(files)))
+    budget = store.settings.memory_mb * 1024 * 1024 // (2 * workers)  # half for buffers, half for everything else
+    total = IngestReport()
+    lock = threading.Lock()
+
+    def run(path: Path) -> None:
+        part = ingest_file(store, path, since=since, to=to, budget_bytes=budget, progress=progress)
+        with lock:
+            total.merge(part)
+
+    if workers == 1:
+        for path in files:
+            run(path)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="logdb-ingest") as pool:
+            list(pool.map(run, files))
+    if store.settings.grouping_enabled and total.first_day is not None:
+        assign_pending(store, since=total.first_day)
+    total.elapsed_s = time.perf_counter() - started
+    return total

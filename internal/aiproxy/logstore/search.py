@@ -1,0 +1,182 @@
+"""Search over all partitions in range: FTS5 syntax, bm25 ranking, snippets, filters, cursors.
+
+Without a query, requests come newest first. With one, each partition returns its best
+matches (bm25, one hit per request: its best fragment) after the cursor; the merge keeps the
+best `limit` overall. bm25 statistics are per partition, which ranks as well as one big table
+in practice and keeps each query small. A query is checked against an empty in-memory FTS5
+table first, so bad syntax becomes InvalidQuery and never an SQL error from a partition.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+
+from aiproxy.logstore.database import FTS_TABLE, has_fts
+from aiproxy.logstore.errors import InvalidQuery
+from aiproxy.logstore.store import Store
+
+MAX_LIMIT = 500
+SNIPPET_TOKENS = 16
+_RESULT_COLUMNS = (
+    "r.request_id, r.server_id, r.ts, r.ts_iso, r.endpoint, r.model_original, r.model_mapped, r.provider,"
+    " r.transport, r.stream, r.status_code, r.latency_ms, r.ttft_ms, r.api_key_hash, r.dialog_id,"
+    " r.prompt_tokens, r.completion_tokens, r.total_tokens, r.finish_reason"
+)
+RESULT_FIELDS = tuple(c.strip()[2:] for c in _RESULT_COLUMNS.split(","))
+
+
+@dataclass(slots=True)
+class SearchFilters:
+    since: date | None = None
+    to: date | None = None
+    model: str | None = None  # matches model_original or model_mapped
+    provider: str | None = None
+    api_key_hash: str | None = None
+    status_code: int | None = None
+    dialog_id: str | None = None
+
+
+@dataclass(slots=True)
+class Hit:
+    fields: dict[str, Any]
+    score: float | None = None
+    snippet: str = ""
+
+    @property
+    def sort_key(self) -> tuple:
+        if self.score is None:
+            return (-self.fields["ts"], _desc(self.fields["request_id"]))
+        return (self.score, self.fields["request_id"])
+
+
+@dataclass(slots=True)
+class SearchPage:
+    hits: list[Hit] = field(default_factory=list)
+    next_cursor: str = ""
+    partitions: int = 0
+
+
+def _desc(text: str) -> tuple:
+    return tuple(-ord(ch) for ch in text) + (1,)
+
+
+def validate_query(query: str) -> None:
+    """Raise InvalidQuery unless `query` parses as FTS5 for request_text_index's columns."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(
+            f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(request_id UNINDEXED, role, content, endpoint,"
+            " model_original, model_mapped)"
+        )
+        conn.execute(f"SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?", (query,)).fetchall()
+    except sqlite3.Error as exc:
+        raise InvalidQuery(f"invalid search query {query!r}: {exc}", param="q") from None
+    finally:
+        conn.close()
+
+
+def encode_cursor(key: tuple) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, ranked: bool) -> tuple | None:
+    if not cursor:
+        return None
+    try:
+        value = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        first, request_id = value
+        if not isinstance(request_id, str) or not isinstance(first, int | float) or (not ranked and not isinstance(first, int)):
+            raise ValueError
+        return (float(first) if ranked else int(first), request_id)
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidQuery("invalid cursor (use next_cursor from the previous page)", param="cursor") from None
+
+
+def filter_clauses(filters: SearchFilters) -> tuple[list[str], list[Any]]:
+    clauses, args = [], []
+    if filters.since:
+        clauses.append("r.ts >= ?")
+        args.append(int(datetime(filters.since.year, filters.since.month, filters.since.day, tzinfo=UTC).timestamp()))
+    if filters.to:
+        clauses.append("r.ts < ?")
+        args.append(int(datetime(filters.to.year, filters.to.month, filters.to.day, tzinfo=UTC).timestamp()) + 86400)
+    if filters.model:
+        clauses.append("(r.model_original = ? OR r.model_mapped = ?)")
+        args += [filters.model, filters.model]
+    for column in ("provider", "api_key_hash", "status_code", "dialog_id"):
+        value = getattr(filters, column)
+        if value is not None and value != "":
+            clauses.append(f"r.{column} = ?")
+            args.append(value)
+    return clauses, args
+
+
+def _hit(row: tuple, score: float | None = None, snippet: str = "") -> Hit:
+    return Hit(dict(zip(RESULT_FIELDS, row, strict=True)), score, snippet)
+
+
+def _ranked(db, query: str, filters: SearchFilters, after: tuple | None, limit: int) -> list[Hit]:
+    clauses, args = filter_clauses(filters)
+    where = " AND ".join([f"{FTS_TABLE} MATCH ?", *clauses])
+    sql = (
+        f"SELECT bm25({FTS_TABLE}) AS score, snippet({FTS_TABLE}, 2, '[', ']', '…', {SNIPPET_TOKENS}), {_RESULT_COLUMNS}"
+        f" FROM {FTS_TABLE} JOIN requests r ON r.request_id = {FTS_TABLE}.request_id WHERE {where} ORDER BY score"
+    )
+    hits: list[Hit] = []
+    seen: set[tuple[str, str]] = set()
+    for score, snippet, *row in db.execute_sql(sql, [query, *args]):
+        hit = _hit(tuple(row), score, snippet)
+        key = (hit.fields["request_id"], hit.fields["server_id"])
+        if key in seen:
+            continue
+        seen.add(key)
+        if after is not None and hit.sort_key <= after:
+            continue
+        hits.append(hit)
+        if len(hits) >= limit:
+            break
+    return hits
+
+
+def _recent(db, filters: SearchFilters, after: tuple | None, limit: int) -> list[Hit]:
+    clauses, args = filter_clauses(filters)
+    if after is not None:
+        clauses.append("(r.ts < ? OR (r.ts = ? AND r.request_id < ?))")
+        args += [after[0], after[0], after[1]]
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT {_RESULT_COLUMNS} FROM requests r {where} ORDER BY r.ts DESC, r.request_id DESC LIMIT ?"
+    return [_hit(row) for row in db.execute_sql(sql, [*args, limit])]
+
+
+def search(store: Store, query: str = "", filters: SearchFilters | None = None, *, limit: int = 20, cursor: str = "") -> SearchPage:
+    filters = filters or SearchFilters()
+    limit = max(1, min(int(limit or 20), MAX_LIMIT))
+    query = (query or "").strip()
+    ranked = bool(query)
+    if ranked:
+        validate_query(query)
+    after = decode_cursor(cursor, ranked)
+    page = SearchPage()
+    candidates: list[Hit] = []
+    for part in reversed(store.existing(filters.since, filters.to)):
+        db = store.database(part.path)
+        page.partitions += 1
+        if ranked:
+            if has_fts(db):
+                candidates += _ranked(db, query, filters, after, limit)
+        else:
+            candidates += _recent(db, filters, after, limit)
+    page.hits = heapq.nsmallest(limit, candidates, key=lambda h: h.sort_key)
+    if len(page.hits) == limit:
+        last = page.hits[-1]
+        page.next_cursor = encode_cursor(
+            (last.score, last.fields["request_id"]) if ranked else (last.fields["ts"], last.fields["request_id"])
+        )
+    return page

@@ -1,0 +1,112 @@
+"""Typed view of the LOGDB_* settings.
+
+`aiproxy.config` hands every LOGDB_* value over as-is (strings when they come from the
+environment); this module is the one place that coerces them and fills in defaults, so the
+CLI also works without a settings file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GRANULARITIES = ("daily", "weekly", "monthly")
+
+
+class LogStoreConfigError(ValueError):
+    """A LOGDB_* value that cannot be used."""
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise LogStoreConfigError(f"LOGDB_{name.upper()}={value!r} is not a boolean")
+
+
+def _int(name: str, value: Any, minimum: int) -> int:
+    try:
+        number = int(str(value).strip().replace("_", ""))
+    except ValueError:
+        raise LogStoreConfigError(f"LOGDB_{name.upper()}={value!r} is not an integer") from None
+    if number < minimum:
+        raise LogStoreConfigError(f"LOGDB_{name.upper()}={number} must be at least {minimum}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class LogStoreSettings:
+    enabled: bool = False
+    fts_enabled: bool = True
+    grouping_enabled: bool = True
+    partition_granularity: str = "daily"
+    dir: str = "logs/db"
+    memory_mb: int = 256
+    batch_rows: int = 2000
+    batch_kb: int = 4096
+    import_parallelism: int = 2
+    server_id: str = ""
+    env: str = ""
+    busy_timeout_ms: int = 5000
+    wal_autocheckpoint_pages: int = 1000
+    sqlite_cache_kb: int = 0
+    dialog_window: str = "30m"
+    dialog_lookback_days: int = 30
+    live_interval_s: float = 1.0
+
+    @property
+    def base(self) -> Path:
+        return Path(self.dir).absolute()
+
+    @classmethod
+    def from_mapping(cls, raw: dict[str, Any] | None, environ: dict[str, str] | None = None) -> LogStoreSettings:
+        """Build from `Settings.logdb` (or nothing); LOGDB_* environment variables fill gaps."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {k[len("LOGDB_"):].lower(): v for k, v in environ.items() if k.startswith("LOGDB_")}
+        values.update({str(k).lower(): v for k, v in (raw or {}).items()})
+        if "env" not in values and environ.get("ENV"):
+            values["env"] = environ["ENV"]
+        defaults = cls()
+        granularity = str(values.get("partition_granularity", defaults.partition_granularity)).strip().lower()
+        if granularity not in GRANULARITIES:
+            raise LogStoreConfigError(
+                f"LOGDB_PARTITION_GRANULARITY={granularity!r} is unknown (use {', '.join(GRANULARITIES)})"
+            )
+        try:
+            interval = float(values.get("live_interval_s", defaults.live_interval_s))
+        except ValueError:
+            raise LogStoreConfigError("LOGDB_LIVE_INTERVAL_S is not a number") from None
+        return cls(
+            enabled=_bool("enabled", values.get("enabled", defaults.enabled)),
+            fts_enabled=_bool("fts_enabled", values.get("fts_enabled", defaults.fts_enabled)),
+            grouping_enabled=_bool("grouping_enabled", values.get("grouping_enabled", defaults.grouping_enabled)),
+            partition_granularity=granularity,
+            dir=str(values.get("dir") or defaults.dir),
+            memory_mb=_int("memory_mb", values.get("memory_mb", defaults.memory_mb), 8),
+            batch_rows=_int("batch_rows", values.get("batch_rows", defaults.batch_rows), 1),
+            batch_kb=_int("batch_kb", values.get("batch_kb", defaults.batch_kb), 1),
+            import_parallelism=_int("import_parallelism", values.get("import_parallelism", defaults.import_parallelism), 1),
+            server_id=str(values.get("server_id") or "").strip(),
+            env=str(values.get("env") or "").strip(),
+            busy_timeout_ms=_int("busy_timeout_ms", values.get("busy_timeout_ms", defaults.busy_timeout_ms), 0),
+            wal_autocheckpoint_pages=_int(
+                "wal_autocheckpoint_pages", values.get("wal_autocheckpoint_pages", defaults.wal_autocheckpoint_pages), 0
+            ),
+            sqlite_cache_kb=_int("sqlite_cache_kb", values.get("sqlite_cache_kb", defaults.sqlite_cache_kb), 0),
+            dialog_window=str(values.get("dialog_window") or defaults.dialog_window),
+            dialog_lookback_days=_int(
+                "dialog_lookback_days", values.get("dialog_lookback_days", defaults.dialog_lookback_days), 0
+            ),
+            live_interval_s=max(0.05, interval),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> LogStoreSettings:
+        """From an `aiproxy.config.Settings`: `settings.logdb` plus `settings.log_dir` for a relative default."""
+        return cls.from_mapping(getattr(settings, "logdb", None) or {})

@@ -1,0 +1,76 @@
+"""A log store directory: its settings, server id, control DB and partition files.
+
+One `Store` per process and directory. Databases are opened (created, migrated) once and
+cached; peewee gives each thread its own connection to each file, so ingest workers and the
+LogService can use one Store concurrently.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+from pathlib import Path
+
+from peewee import SqliteDatabase
+
+from aiproxy.logstore import partitions
+from aiproxy.logstore.database import create_fts, has_fts, open_database
+from aiproxy.logstore.server_identity import resolve_server_id, server_row
+from aiproxy.logstore.settings import LogStoreSettings
+
+
+class Store:
+    def __init__(self, settings: LogStoreSettings) -> None:
+        self.settings = settings
+        self.base = settings.base
+        self._dbs: dict[Path, SqliteDatabase] = {}
+        self._lock = threading.Lock()
+        self._server_id: str | None = None
+        self._known_servers: set[tuple[Path, str]] = set()
+
+    @property
+    def server_id(self) -> str:
+        if self._server_id is None:
+            self._server_id = resolve_server_id(self.settings)
+        return self._server_id
+
+    def database(self, path: Path, *, create: bool = True) -> SqliteDatabase:
+        path = Path(path).absolute()
+        with self._lock:
+            db = self._dbs.get(path)
+            if db is None:
+                db = open_database(path, self.settings, create=create)
+                self._dbs[path] = db
+            return db
+
+    def control(self) -> SqliteDatabase:
+        return self.database(partitions.control_path(self.base))
+
+    def partition_path(self, day: date) -> Path:
+        return partitions.partition_path(self.base, day, self.settings.partition_granularity)
+
+    def partition_for_day(self, day: date, *, with_fts: bool = False) -> SqliteDatabase:
+        db = self.database(self.partition_path(day))
+        if with_fts and not has_fts(db):
+            create_fts(db)
+        return db
+
+    def existing(self, since: date | None = None, to: date | None = None) -> list[partitions.PartitionFile]:
+        return partitions.discover(self.base, since, to)
+
+    def note_server(self, db: SqliteDatabase, server_id: str) -> None:
+        """Insert the `servers` row once per file and server id (seed: in every DB touched)."""
+        key = (Path(db.database), server_id)
+        if key in self._known_servers:
+            return
+        db.execute_sql(
+            "INSERT OR IGNORE INTO servers (server_id, hostname, env, first_seen_ts) VALUES (?, ?, ?, ?)",
+            server_row(server_id, self.settings),
+        )
+        self._known_servers.add(key)
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._dbs.values():
+                db.close()
+            self._dbs.clear()
