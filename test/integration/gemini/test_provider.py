@@ -1,0 +1,297 @@
+"""GeminiProvider against the fake Gemini server over real HTTP on 127.0.0.1: the exact request
+Gemini receives and the exact OpenAI body the gateway hands on."""
+
+import time
+from unittest.mock import ANY
+
+import orjson
+import pytest
+
+from aiproxy.errors import (
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamMisconfigured,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from aiproxy.providers.base import UpstreamRequest
+from aiproxy.providers.gemini import GeminiProvider
+from aiproxy.providers.gemini_ids import new_tool_call_id
+from aiproxy.testing.fake_gemini import (
+    DEFAULT_KEY,
+    FakeGemini,
+    JsonReply,
+    StreamReply,
+    blocked_prompt,
+    error_reply,
+    function_call_response,
+    rate_limited,
+    text_response,
+    text_stream,
+    usage_metadata,
+)
+
+pytestmark = pytest.mark.anyio
+MODEL = "gemini-2.5-flash"
+USAGE = {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6,
+         "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+
+
+def req(**body):
+    return UpstreamRequest(body={"model": MODEL, **body}, request_id="req-1", model_alias="gemini-flash")
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+async def collect(stream):
+    return [chunk async for chunk in stream]
+
+
+def deltas(chunks):
+    return [(c["choices"][0]["delta"], c["choices"][0]["finish_reason"]) if c["choices"] else ("usage", c["usage"]) for c in chunks]
+
+
+async def test_plain_completion(fake, provider):
+    fake.enqueue(text_response("Hello!", usage=usage_metadata(4, 2)))
+    result = await provider.complete(req(messages=[{"role": "system", "content": "Be brief."}, user("Hi")], temperature=0.5, user="u-1"))
+
+    sent = fake.requests[-1]
+    assert sent.path == f"/v1beta/models/{MODEL}:generateContent"
+    assert sent.query == {}
+    assert sent.headers["x-goog-api-key"] == DEFAULT_KEY
+    assert sent.headers["content-type"] == "application/json"
+    assert "authorization" not in sent.headers
+    assert sent.json == {
+        "contents": [{"role": "user", "parts": [{"text": "Hi"}]}],
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "generationConfig": {"temperature": 0.5},
+    }
+    assert result.body == {
+        "id": ANY, "object": "chat.completion", "created": ANY, "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!", "refusal": None},
+                     "logprobs": None, "finish_reason": "stop"}],
+        "usage": USAGE,
+    }
+
+
+async def test_streamed_completion(fake, provider):
+    fake.enqueue(text_stream(["Hel", "lo ", "world"], prompt_tokens=4))
+    stream = await provider.open_stream(req(messages=[user("Hi")], stream=True, stream_options={"include_usage": True}))
+    chunks = await collect(stream)
+
+    sent = fake.requests[-1]
+    assert (sent.path, sent.query) == (f"/v1beta/models/{MODEL}:streamGenerateContent", {"alt": "sse"})
+    assert sent.json == {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
+    assert deltas(chunks) == [
+        ({"role": "assistant", "content": ""}, None),
+        ({"content": "Hel"}, None),
+        ({"content": "lo "}, None),
+        ({"content": "world"}, None),
+        ({}, "stop"),
+        ("usage", {**USAGE, "completion_tokens": 3, "total_tokens": 7}),
+    ]
+    assert len({c["id"] for c in chunks}) == 1
+
+
+async def test_default_echo_answers_without_a_script(fake, provider):
+    result = await provider.complete(req(messages=[user("ping")]))
+    assert result.body["choices"][0]["message"]["content"] == "echo: ping"
+    chunks = await collect(await provider.open_stream(req(messages=[user("ping")], stream=True)))
+    assert "".join(d.get("content", "") for d, _ in deltas(chunks)) == "echo: ping"
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
+async def test_tool_call_round_trip_keeps_the_thought_signature(gemini_settings, streamed):
+    async with FakeGemini(require_thought_signatures=True) as fake:
+        provider = GeminiProvider(gemini_settings(fake))
+        fake.enqueue(function_call_response(("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"}),
+                                            thought_signature="c2lnbmF0dXJlLTE="))
+        fake.enqueue(text_response("Paris is warmer."))
+        messages = [user("Paris or Rome?")]
+        first = req(messages=messages, tools=[WEATHER], tool_choice="auto", stream=streamed)
+        if streamed:
+            chunks = await collect(await provider.open_stream(first))
+            calls = [d["tool_calls"][0] for d, _ in deltas(chunks) if "tool_calls" in d]
+            assert [c["index"] for c in calls] == [0, 1]
+            assert deltas(chunks)[-1] == ({}, "tool_calls")
+            for call in calls:
+                del call["index"]
+        else:
+            message = (await provider.complete(first)).body["choices"][0]["message"]
+            calls = message["tool_calls"]
+            assert message["content"] is None
+        assert [c["function"] for c in calls] == [
+            {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+            {"name": "get_weather", "arguments": '{"city":"Rome"}'},
+        ]
+        messages += [
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": calls[0]["id"], "content": '{"temp": 24}'},
+            {"role": "tool", "tool_call_id": calls[1]["id"], "content": '{"temp": 19}'},
+        ]
+        answer = await provider.complete(req(messages=messages, tools=[WEATHER]))
+        assert answer.body["choices"][0]["message"]["content"] == "Paris is warmer."
+        assert fake.last_json["contents"][1:] == [
+            {"role": "model", "parts": [
+                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2lnbmF0dXJlLTE="},
+                {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
+            ]},
+            {"role": "user", "parts": [
+                {"functionResponse": {"name": "get_weather", "response": {"temp": 24}}},
+                {"functionResponse": {"name": "get_weather", "response": {"temp": 19}}},
+            ]},
+        ]
+        assert fake.last_json["tools"] == [{"functionDeclarations": [
+            {"name": "get_weather", "description": "Weather", "parametersJsonSchema": WEATHER["function"]["parameters"]}]}]
+        await provider.aclose()
+
+
+async def test_a_dropped_signature_is_what_gemini_3_rejects(gemini_settings):
+    """The fake enforces signatures like Gemini 3: a forged one gets the real 400 through to the client."""
+    async with FakeGemini(require_thought_signatures=True) as fake:
+        provider = GeminiProvider(gemini_settings(fake))
+        forged = new_tool_call_id("bm90LWlzc3VlZA==")
+        messages = [user("x"), {"role": "assistant", "tool_calls": [
+            {"id": forged, "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": forged, "content": "1"}]
+        with pytest.raises(UpstreamError) as error:
+            await provider.complete(req(messages=messages))
+        assert error.value.http_status == 400
+        assert error.value.message.startswith("Function call is missing a thought_signature")
+        await provider.aclose()
+
+
+async def test_json_schema_output(fake, provider):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    fake.enqueue(text_response('{"city": "Paris"}'))
+    result = await provider.complete(req(messages=[user("Capital of France?")], response_format={
+        "type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": schema}}))
+    assert fake.last_json["generationConfig"] == {"responseMimeType": "application/json", "responseJsonSchema": schema}
+    assert orjson.loads(result.body["choices"][0]["message"]["content"]) == {"city": "Paris"}
+
+
+async def test_image_is_sent_inline(fake, provider):
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    await provider.complete(req(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "Describe"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+    ]}]))
+    assert fake.last_json["contents"] == [{"role": "user", "parts": [
+        {"text": "Describe"}, {"inlineData": {"mimeType": "image/png", "data": png}}]}]
+
+
+async def test_gemini_400_reaches_the_client_as_a_400(fake, provider):
+    with pytest.raises(UpstreamError) as error:
+        await provider.complete(req(messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@not-base64@@"}}]}]))
+    assert error.value.http_status == 400
+    assert error.value.to_body()["error"]["type"] == "invalid_request_error"
+    assert "Base64 decoding failed" in error.value.message
+
+
+async def test_safety_block(fake, provider):
+    fake.enqueue(blocked_prompt(), blocked_prompt())
+    result = await provider.complete(req(messages=[user("something dangerous")]))
+    choice = result.body["choices"][0]
+    assert choice["finish_reason"] == "content_filter"
+    assert choice["message"]["content"].startswith("Gemini blocked this prompt")
+    chunks = await collect(await provider.open_stream(req(messages=[user("again")], stream=True)))
+    assert deltas(chunks)[-1] == ({}, "content_filter")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
+async def test_rate_limit(fake, provider, streamed):
+    fake.enqueue(rate_limited("7s"))
+    with pytest.raises(UpstreamError) as error:
+        if streamed:
+            await provider.open_stream(req(messages=[user("x")], stream=True))
+        else:
+            await provider.complete(req(messages=[user("x")]))
+    assert error.value.http_status == 429
+    assert error.value.code == "rate_limit_exceeded"
+    assert error.value.headers == {"retry-after": "7", "retry-after-ms": "7000"}
+
+
+@pytest.mark.parametrize("key", ["wrong-key", ""], ids=["rejected", "missing"])
+async def test_rejected_or_missing_key_is_an_operator_error(fake, gemini_settings, key):
+    provider = GeminiProvider(gemini_settings(fake, api_key=key))
+    with pytest.raises(UpstreamMisconfigured) as error:
+        await provider.complete(req(messages=[user("x")]))
+    assert error.value.http_status == 502
+    assert "Check GEMINI_API_KEY" in error.value.message
+    await provider.aclose()
+
+
+async def test_unavailable_and_mid_stream_error_event(fake, provider):
+    fake.enqueue(error_reply(503, "UNAVAILABLE", "The model is overloaded. Please try again later."))
+    with pytest.raises(UpstreamError) as error:
+        await provider.complete(req(messages=[user("x")]))
+    assert (error.value.http_status, error.value.message) == (503, "The model is overloaded. Please try again later.")
+
+    fake.enqueue(StreamReply([{"candidates": [{"content": {"role": "model", "parts": [{"text": "par"}]}, "index": 0}]},
+                              {"error": {"code": 503, "message": "overloaded mid-way", "status": "UNAVAILABLE"}}]))
+    stream = await provider.open_stream(req(messages=[user("x")], stream=True))
+    got = []
+    with pytest.raises(UpstreamError) as error:
+        async for chunk in stream:
+            got.append(chunk)
+    assert [d for d, _ in deltas(got)] == [{"role": "assistant", "content": ""}, {"content": "par"}]
+    assert (error.value.http_status, error.value.message) == (503, "overloaded mid-way")
+
+
+async def test_truncated_stream_and_stream_without_finish(fake, provider):
+    cut = text_stream(["one ", "two"])
+    cut.events[-1]["candidates"][0].pop("finishReason")
+    cut.cut = True
+    stream = await provider.open_stream(req(messages=[user("x")], stream=True))  # default echo first
+    await collect(stream)
+    fake.enqueue(cut)
+    with pytest.raises(UpstreamUnreachable, match="broke before the answer was finished"):
+        await collect(await provider.open_stream(req(messages=[user("x")], stream=True)))
+
+    unfinished = text_stream(["one"])
+    unfinished.events[-1]["candidates"][0].pop("finishReason")
+    fake.enqueue(unfinished)
+    with pytest.raises(UpstreamBadResponse, match="ended before the answer was finished"):
+        await collect(await provider.open_stream(req(messages=[user("x")], stream=True)))
+
+
+async def test_timeouts(fake, gemini_settings):
+    provider = GeminiProvider(gemini_settings(fake, read_timeout=0.2))
+    fake.enqueue(JsonReply(text_response("late"), delay=1.0))
+    with pytest.raises(UpstreamTimeout):
+        await provider.complete(req(messages=[user("x")]))
+    slow = text_stream(["a", "b"])
+    slow.delay = 0.5
+    fake.enqueue(slow)
+    with pytest.raises(UpstreamTimeout):
+        await collect(await provider.open_stream(req(messages=[user("x")], stream=True)))
+    await provider.aclose()
+
+
+async def test_unreachable(gemini_settings):
+    async with FakeGemini() as fake:
+        settings = gemini_settings(fake)
+    provider = GeminiProvider(settings)  # the port is closed now
+    with pytest.raises(UpstreamUnreachable):
+        await provider.complete(req(messages=[user("x")]))
+    await provider.aclose()
+
+
+async def test_aclose_stops_a_running_stream_promptly(fake, provider):
+    slow = text_stream([f"w{i} " for i in range(20)])
+    slow.delay = 0.3
+    fake.enqueue(slow)
+    stream = await provider.open_stream(req(messages=[user("x")], stream=True))
+    iterator = aiter(stream)
+    assert (await anext(iterator))["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    started = time.perf_counter()
+    await stream.aclose()
+    await iterator.aclose()
+    assert time.perf_counter() - started < 0.2
