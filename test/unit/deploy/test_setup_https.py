@@ -56,7 +56,10 @@ def test_first_run_writes_env_from_template(parse_env, project_dir: Path):
     salt = APR1.match(env["TRAEFIK_DASHBOARD_AUTH"]).group(1)
     if shutil.which("openssl"):
         expected = subprocess.run(
-            ["openssl", "passwd", "-apr1", "-salt", salt, password], capture_output=True, text=True, check=True
+            ["openssl", "passwd", "-apr1", "-salt", salt, password],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         assert env["TRAEFIK_DASHBOARD_AUTH"] == "admin:" + expected
     # Directories the compose file mounts.
@@ -104,8 +107,17 @@ def test_existing_env_values_are_kept_and_only_missing_ones_filled(parse_env, pr
 def test_explicit_options_replace_domain_and_dashboard_password(parse_env, project_dir: Path):
     assert run(project_dir, "--ip", "203.0.113.7", "--email", "ops@my-mail.org").returncode == 0
     first = parse_env(project_dir / ".env")
-    result = run(project_dir, "--service", "sslip.io", "--name", "gw", "--ip", "198.51.100.20",
-                 "--dashboard-password", "correct horse battery")
+    result = run(
+        project_dir,
+        "--service",
+        "sslip.io",
+        "--name",
+        "gw",
+        "--ip",
+        "198.51.100.20",
+        "--dashboard-password",
+        "correct horse battery",
+    )
     assert result.returncode == 0, result.stderr
     env = parse_env(project_dir / ".env")
     assert env["DOMAIN"] == "gw.198.51.100.20.sslip.io"
@@ -127,13 +139,25 @@ def test_password_hash_works_without_apache_utils(parse_env, project_dir: Path, 
     """The hash is htpasswd's apr1 whichever tool made it: openssl, or the pure-python fallback."""
     if not shutil.which("openssl"):
         pytest.skip("openssl is needed to cross-check the hash")
-    result = run(project_dir, "--ip", "203.0.113.7", "--email", "ops@my-mail.org",
-                 "--dashboard-password", "s3cret-Pa$$word", env={"SETUP_HTPASSWD_TOOL": tool})
+    result = run(
+        project_dir,
+        "--ip",
+        "203.0.113.7",
+        "--email",
+        "ops@my-mail.org",
+        "--dashboard-password",
+        "s3cret-Pa$$word",
+        env={"SETUP_HTPASSWD_TOOL": tool},
+    )
     assert result.returncode == 0, result.stderr
     auth = parse_env(project_dir / ".env")["TRAEFIK_DASHBOARD_AUTH"]
     salt = APR1.match(auth).group(1)
-    expected = subprocess.run(["openssl", "passwd", "-apr1", "-salt", salt, "s3cret-Pa$$word"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+    expected = subprocess.run(
+        ["openssl", "passwd", "-apr1", "-salt", salt, "s3cret-Pa$$word"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert auth == "admin:" + expected
 
 
@@ -171,6 +195,8 @@ def test_written_env_reads_the_same_in_dotenv_and_bash(parse_env, project_dir: P
         assert loaded[key] == expected[key]
     sourced = subprocess.run(
         ["bash", "-c", 'set -a; . "$1"; printf "%s" "$TRAEFIK_DASHBOARD_AUTH"', "_", str(env_file)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert sourced == expected["TRAEFIK_DASHBOARD_AUTH"]

@@ -62,6 +62,8 @@ def test_help_exits_zero_and_shows_usage(script: Path):
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_unknown_option_fails(script: Path):
-    result = subprocess.run(["bash", str(script), "--no-such-option"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["bash", str(script), "--no-such-option"], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode != 0
     assert "unknown option" in result.stderr
