@@ -1,11 +1,14 @@
-"""Shared fixtures: one fake upstream and one real gateway process per test session."""
+"""Shared fixtures: one fake upstream and one real gateway process per test session. Every
+response the SDK clients receive is validated against OpenAI's OpenAPI schemas at teardown."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from aiproxy.testing.fake_openai import FakeOpenAIUpstream
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
+from aiproxy.testing.recording import AsyncRecordingTransport, Captured, RecordingTransport
 
 
 @pytest.fixture(scope="session")
@@ -29,13 +32,38 @@ def gateway(upstream, tmp_path_factory):
         yield gw
 
 
-@pytest.fixture()
-def client(gateway):
-    openai = pytest.importorskip("openai")
-    return openai.OpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+@pytest.fixture(scope="session")
+def openai_schemas():
+    from aiproxy.testing.openapi import OpenAISchemas
+
+    return OpenAISchemas()
 
 
 @pytest.fixture()
-def async_client(gateway):
+def captured(openai_schemas):
+    """Responses seen by the SDK clients of this test; all must match OpenAI's schemas."""
+    log: list[Captured] = []
+    yield log
+    checked = 0
+    for response in log:
+        for schema, document in response.documents():
+            openai_schemas.validate(schema, document)
+            checked += 1
+    assert not log or checked, "responses were captured but none could be validated"
+
+
+@pytest.fixture()
+def client(gateway, captured):
     openai = pytest.importorskip("openai")
-    return openai.AsyncOpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    http_client = httpx.Client(transport=RecordingTransport(captured))
+    with openai.OpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=20,
+                       http_client=http_client) as sdk:
+        yield sdk
+
+
+@pytest.fixture()
+def async_client(gateway, captured):
+    openai = pytest.importorskip("openai")
+    http_client = httpx.AsyncClient(transport=AsyncRecordingTransport(captured))
+    return openai.AsyncOpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=20,
+                              http_client=http_client)

@@ -69,6 +69,7 @@ class MockProvider:
             message = {
                 "role": "assistant",
                 "content": None,
+                "refusal": None,
                 "tool_calls": [
                     {
                         "id": f"call_{digest}",

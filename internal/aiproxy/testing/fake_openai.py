@@ -5,7 +5,8 @@ plain echo completion when the script is empty. Replies cover what the gateway m
 JSON bodies, SSE streams split at arbitrary byte boundaries, OpenRouter error shapes (numeric
 `code`, mid-stream `finish_reason: "error"` chunks), rate-limit headers, and hanging calls
 whose cancellation is observed. Runs on its own event loop in a thread, so sync and async
-tests can use it alike; `python -m aiproxy.testing.fake_openai --port N` serves it standalone.
+tests can use it alike; `python -m aiproxy.testing.fake_openai --port N` serves it standalone
+(`--stream-chunks 20` makes the default streamed reply longer, as benchmarks want).
 """
 
 from __future__ import annotations
@@ -104,10 +105,19 @@ def text_chunks(pieces: list[str], model: str = "upstream/model", usage: bool = 
     return chunks
 
 
+DEFAULT_PIECES = ["Hello", " from", " upstream"]
+
+
+def stream_pieces(count: int) -> list[str]:
+    """The content deltas of the default streamed reply: the classic three, or `count` words."""
+    return DEFAULT_PIECES if count == len(DEFAULT_PIECES) else [f" word{i}" for i in range(count)]
+
+
 class FakeOpenAIUpstream:
-    def __init__(self, port: int = 0, latency: float = 0.0) -> None:
+    def __init__(self, port: int = 0, latency: float = 0.0, stream_chunks: int = len(DEFAULT_PIECES)) -> None:
         self.port = port
         self.latency = latency
+        self.stream_pieces = stream_pieces(stream_chunks)
         self.script: deque = deque()
         self.received: list[Received] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,7 +166,7 @@ class FakeOpenAIUpstream:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             parsed = None
-        item = Received(request.path, dict(request.headers), raw, parsed)
+        item = Received(request.path, {k.lower(): v for k, v in request.headers.items()}, raw, parsed)
         self.received.append(item)
         reply = self.script.popleft() if self.script else None
         try:
@@ -170,7 +180,7 @@ class FakeOpenAIUpstream:
     async def _answer(self, request, reply, parsed) -> web.StreamResponse:
         if reply is None:
             if isinstance(parsed, dict) and parsed.get("stream"):
-                reply = StreamReply(text_chunks(["Hello", " from", " upstream"], model=str(parsed.get("model"))))
+                reply = StreamReply(text_chunks(self.stream_pieces, model=str(parsed.get("model"))))
             else:
                 model = parsed.get("model") if isinstance(parsed, dict) else "upstream/model"
                 reply = JSONReply(completion(model=str(model)))
@@ -228,8 +238,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Fake OpenAI-compatible upstream for tests and benchmarks.")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--stream-chunks", type=int, default=len(DEFAULT_PIECES),
+                        help="content deltas in the default streamed reply")
     args = parser.parse_args()
-    server = FakeOpenAIUpstream(args.port, args.latency_ms / 1000).start()
+    server = FakeOpenAIUpstream(args.port, args.latency_ms / 1000, args.stream_chunks).start()
     print(server.base_url, flush=True)
     threading.Event().wait()
 
