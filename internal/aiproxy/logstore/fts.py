@@ -19,8 +19,10 @@ from aiproxy.logstore.writer import INSERT_FRAGMENT
 _BATCH = 500
 
 
-def _index_missing(db) -> tuple[int, int]:
-    """Index rows that have no fragment yet; returns (fragments indexed, requests without text)."""
+def index_missing(db) -> tuple[int, int]:
+    """Index rows that have no fragment yet (creating the FTS table if needed); returns
+    (fragments indexed, requests without text)."""
+    create_fts(db)
     done = {r[0] for r in db.execute_sql(f"SELECT DISTINCT request_id FROM {FTS_TABLE}")}
     indexed = skipped = 0
     last_rowid = 0
@@ -55,8 +57,7 @@ def build(store: Store, since: date | None = None, to: date | None = None, *, re
         db = store.database(part.path)
         if rebuild:
             drop_fts(db)
-        create_fts(db)
-        indexed, skipped = _index_missing(db)
+        indexed, skipped = index_missing(db)
         out[str(part.path)] = {"indexed": indexed, "skipped": skipped}
     return out
 

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-import orjson
-
 from aiproxy.logstore.database import REQUEST_COLUMNS, has_fts
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.search import SearchFilters, decode_cursor, encode_cursor, filter_clauses
@@ -19,11 +17,8 @@ _DETAIL_COLUMNS = tuple(c for c in REQUEST_COLUMNS if c not in ("thread_prefix_h
 
 
 def _detail(row: tuple) -> dict[str, Any]:
-    out = dict(zip(_DETAIL_COLUMNS, row, strict=True))
-    out["request"] = orjson.loads(out.pop("request_json"))
-    out["response"] = orjson.loads(out.pop("response_json"))
-    out["error"] = orjson.loads(out["error"]) if out.get("error") else None
-    return out
+    """A stored row by column name; request_json, response_json and error stay JSON text."""
+    return dict(zip(_DETAIL_COLUMNS, row, strict=True))
 
 
 def get_request(store: Store, request_id: str) -> dict[str, Any]:

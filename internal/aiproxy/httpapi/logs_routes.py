@@ -1,0 +1,83 @@
+"""REST routes of the LogService (GET /v1/logs/...): query string -> proto, one RPC, proto ->
+JSON. The caller's Authorization header travels as `authorization` metadata; the LogService
+decides. `*_json` fields (JSON text in proto) come back as JSON values under the base name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+from aiohttp import web
+
+from aiproxy.errors import InvalidRequest
+from aiproxy.httpapi.errors import error_response, json_response, rpc_error_response
+from aiproxy.logstore.protomap import message_to_json
+from aiproxypb.v1 import logs_pb2
+
+
+def _filter(query) -> logs_pb2.LogFilter:
+    message = logs_pb2.LogFilter(
+        since=query.get("since", ""),
+        to=query.get("to", ""),
+        model=query.get("model", ""),
+        provider=query.get("provider", ""),
+        api_key_hash=query.get("api_key_hash", ""),
+        dialog_id=query.get("dialog_id", ""),
+    )
+    if query.get("status_code"):
+        message.status_code = _int(query, "status_code")
+    return message
+
+
+def _int(query, name: str, default: int = 0) -> int:
+    raw = query.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest(f"query parameter {name}={raw!r} is not an integer", param=name) from None
+
+
+def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
+    """GET /v1/logs/requests[?q=…], /v1/logs/requests/{id}, /v1/logs/dialogs[/{id}], /v1/logs/stats."""
+
+    def handler(build: Callable[[web.Request], tuple[str, object]]):
+        async def handle(request: web.Request) -> web.Response:
+            try:
+                method, message = build(request)
+            except InvalidRequest as exc:
+                return error_response(exc)
+            metadata = (("authorization", request.headers["Authorization"]),) if "Authorization" in request.headers else ()
+            try:
+                reply = await getattr(stub_factory(), method)(message, metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                return rpc_error_response(exc)
+            return json_response(message_to_json(reply))
+
+        return handle
+
+    def search(request: web.Request):
+        q = request.query
+        return "SearchRequests", logs_pb2.SearchRequestsRequest(
+            q=q.get("q", ""), filter=_filter(q), limit=_int(q, "limit"), cursor=q.get("cursor", "")
+        )
+
+    def get_request(request: web.Request):
+        return "GetRequest", logs_pb2.GetRequestRequest(request_id=request.match_info["request_id"])
+
+    def list_dialogs(request: web.Request):
+        q = request.query
+        return "ListDialogs", logs_pb2.ListDialogsRequest(filter=_filter(q), limit=_int(q, "limit"), cursor=q.get("cursor", ""))
+
+    def get_dialog(request: web.Request):
+        return "GetDialog", logs_pb2.GetDialogRequest(dialog_id=request.match_info["dialog_id"])
+
+    def stats(request: web.Request):
+        return "Stats", logs_pb2.StatsRequest(since=request.query.get("since", ""), to=request.query.get("to", ""))
+
+    app.router.add_get("/v1/logs/requests", handler(search))
+    app.router.add_get("/v1/logs/requests/{request_id}", handler(get_request))
+    app.router.add_get("/v1/logs/dialogs", handler(list_dialogs))
+    app.router.add_get("/v1/logs/dialogs/{dialog_id}", handler(get_dialog))
+    app.router.add_get("/v1/logs/stats", handler(stats))

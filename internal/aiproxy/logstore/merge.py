@@ -1,0 +1,42 @@
+"""`merge`: copy every partition under a directory into one SQLite file (seed §7.7), fixed:
+the control DB and the destination itself are never sources, columns are copied by name (not
+`SELECT *` order, so seed files and newer files mix), and the FTS index is brought up to date.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiproxy.logstore import partitions
+from aiproxy.logstore.database import open_database
+from aiproxy.logstore.fts import index_missing
+from aiproxy.logstore.models import BASE_MODELS
+from aiproxy.logstore.settings import LogStoreSettings
+
+
+def merge(source_dir: Path, dest: Path, settings: LogStoreSettings) -> dict:
+    dest = Path(dest).absolute()
+    sources = [
+        p
+        for p in sorted(Path(source_dir).absolute().rglob("*.sqlite3"))
+        if p.name != partitions.CONTROL_DB and p.resolve() != dest.resolve()
+    ]
+    db = open_database(dest, settings)
+    for number, source in enumerate(sources):
+        alias = f"src{number}"
+        db.execute_sql(f"ATTACH DATABASE ? AS {alias}", (str(source),))
+        try:
+            with db.atomic("IMMEDIATE"):
+                for model in BASE_MODELS:
+                    table = model._meta.table_name
+                    theirs = {r[1] for r in db.execute_sql(f'PRAGMA {alias}.table_info("{table}")')}
+                    columns = ", ".join(f'"{f.column_name}"' for f in model._meta.sorted_fields if f.column_name in theirs)
+                    if columns:
+                        db.execute_sql(f'INSERT OR IGNORE INTO main."{table}" ({columns}) SELECT {columns} FROM {alias}."{table}"')
+        finally:
+            db.execute_sql(f"DETACH DATABASE {alias}")
+    indexed, _ = index_missing(db)
+    total = db.execute_sql("SELECT COUNT(*) FROM requests").fetchone()[0]
+    integrity = db.execute_sql("PRAGMA integrity_check").fetchone()[0]
+    db.close()
+    return {"sources": len(sources), "total_requests": total, "fragments_indexed": indexed, "integrity": integrity}

@@ -1,0 +1,140 @@
+"""Log store results as LogService messages. Used by the servicer and by the local CLI, so
+`logdb search --json` prints the same JSON whether it reads files or asks a server."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+from google.protobuf.json_format import MessageToDict
+
+from aiproxy.logstore.errors import InvalidQuery
+from aiproxy.logstore.partitions import parse_day
+from aiproxy.logstore.queries import DialogSummary
+from aiproxy.logstore.search import Hit, SearchFilters
+from aiproxypb.v1 import logs_pb2
+
+
+def iso_utc(ts: int | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else ""
+
+
+def day_arg(text: str, name: str) -> date | None:
+    if not text:
+        return None
+    try:
+        return parse_day(text)
+    except ValueError as exc:
+        raise InvalidQuery(str(exc), param=name) from None
+
+
+def filters_from_proto(message: logs_pb2.LogFilter) -> SearchFilters:
+    return SearchFilters(
+        since=day_arg(message.since, "since"),
+        to=day_arg(message.to, "to"),
+        model=message.model or None,
+        provider=message.provider or None,
+        api_key_hash=message.api_key_hash or None,
+        status_code=message.status_code if message.HasField("status_code") else None,
+        dialog_id=message.dialog_id or None,
+    )
+
+
+def summary(fields: dict[str, Any], score: float | None = None, snippet: str = "") -> logs_pb2.RequestSummary:
+    out = logs_pb2.RequestSummary(
+        request_id=fields["request_id"],
+        server_id=fields["server_id"] or "",
+        ts=fields.get("ts_iso") or iso_utc(fields["ts"]),
+        ts_unix=fields["ts"],
+        endpoint=fields["endpoint"] or "",
+        model_original=fields["model_original"] or "",
+        model_mapped=fields["model_mapped"] or "",
+        provider=fields["provider"] or "",
+        transport=fields["transport"] or "",
+        stream=bool(fields["stream"]),
+        status_code=fields["status_code"] or 0,
+        latency_ms=fields["latency_ms"] or 0.0,
+        api_key_hash=fields["api_key_hash"] or "",
+        dialog_id=fields["dialog_id"] or "",
+        finish_reason=fields["finish_reason"] or "",
+        snippet=snippet,
+    )
+    for name in ("ttft_ms", "prompt_tokens", "completion_tokens", "total_tokens"):
+        if fields.get(name) is not None:
+            setattr(out, name, fields[name])
+    if score is not None:
+        out.score = score
+    return out
+
+
+def hit_to_proto(hit: Hit) -> logs_pb2.RequestSummary:
+    return summary(hit.fields, hit.score, hit.snippet)
+
+
+def record_to_proto(detail: dict[str, Any]) -> logs_pb2.RequestRecord:
+    return logs_pb2.RequestRecord(
+        summary=summary(detail),
+        request_json=detail["request_json"],
+        response_json=detail["response_json"],
+        error_json=detail["error"] or "",
+        dialog_parent_id=detail.get("dialog_parent_id") or "",
+    )
+
+
+def dialog_summary(d: DialogSummary) -> logs_pb2.DialogSummary:
+    return logs_pb2.DialogSummary(
+        dialog_id=d.dialog_id,
+        requests=d.requests,
+        first_ts=iso_utc(d.first_ts),
+        last_ts=iso_utc(d.last_ts),
+        api_key_hash=d.api_key_hash or "",
+        models=d.models,
+        first_request_id=d.first_request_id,
+    )
+
+
+def stats_to_proto(stats: dict[str, Any]) -> logs_pb2.StatsResponse:
+    return logs_pb2.StatsResponse(
+        partitions=stats["partitions"],
+        fts_partitions=stats["fts_partitions"],
+        requests=stats["requests"],
+        dialogs=stats["dialogs"],
+        bytes=stats["bytes"],
+        first_ts=iso_utc(stats["first_ts"]),
+        last_ts=iso_utc(stats["last_ts"]),
+        by_model=stats["by_model"],
+        by_provider=stats["by_provider"],
+        by_status=stats["by_status"],
+        server_id=stats["server_id"],
+    )
+
+
+_JSON_FIELDS = ("request_json", "response_json", "error_json")
+
+
+def _unwrap_json(value: Any) -> Any:
+    """Replace `x_json` text fields by the parsed value under `x`, recursively."""
+    if isinstance(value, list):
+        return [_unwrap_json(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        if key in _JSON_FIELDS:
+            out[key[: -len("_json")]] = orjson.loads(item) if item else None
+        else:
+            out[key] = _unwrap_json(item)
+    return out
+
+
+def message_to_json(message) -> dict:
+    """A LogService reply as the JSON that REST and `logdb --json` print."""
+    return _unwrap_json(
+        MessageToDict(
+            message,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+            unquote_int64_if_possible=True,
+        )
+    )

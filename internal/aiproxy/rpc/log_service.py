@@ -1,0 +1,54 @@
+"""LogService servicer: each call runs the LogApi operation in a worker thread (SQLite work
+never blocks the event loop). Admin-key checks happen in the server's auth interceptor."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+
+from aiproxy.errors import GatewayError
+from aiproxy.logstore.api import LogApi
+from aiproxy.logstore.settings import LogStoreSettings
+from aiproxy.logstore.store import Store
+from aiproxy.rpc.status import abort_with
+from aiproxypb.v1 import logs_pb2_grpc
+
+
+class LogServicer(logs_pb2_grpc.LogServiceServicer):
+    def __init__(self, api: LogApi) -> None:
+        self._api = api
+
+    async def _call(self, operation, request, context: grpc.aio.ServicerContext):
+        try:
+            return await asyncio.to_thread(operation, request)
+        except GatewayError as exc:
+            await abort_with(context, exc)
+
+    async def SearchRequests(self, request, context):
+        return await self._call(self._api.search_requests, request, context)
+
+    async def GetRequest(self, request, context):
+        return await self._call(self._api.get_request, request, context)
+
+    async def ListDialogs(self, request, context):
+        return await self._call(self._api.list_dialogs, request, context)
+
+    async def GetDialog(self, request, context):
+        return await self._call(self._api.get_dialog, request, context)
+
+    async def Ingest(self, request, context):
+        return await self._call(self._api.ingest, request, context)
+
+    async def BuildIndex(self, request, context):
+        return await self._call(self._api.build_index, request, context)
+
+    async def Stats(self, request, context):
+        return await self._call(self._api.stats, request, context)
+
+
+def add_log_service(server: grpc.aio.Server, settings) -> None:
+    """Register LogService on `server` for the store configured in `settings` (aiproxy.config.Settings)."""
+    store = Store(LogStoreSettings.from_mapping(settings.logdb))
+    logs_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(LogApi(store, Path(settings.log_dir))), server)
