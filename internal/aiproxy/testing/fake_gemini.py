@@ -41,7 +41,7 @@ _PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateConten
 
 # --- the v1beta request messages (field -> nested message, [message] when repeated, None for scalars
 # and free-form Struct/Value fields), from generative_service.proto, content.proto and safety.proto.
-_MESSAGES: dict[str, dict[str, Any]] = {
+REQUEST_MESSAGES: dict[str, dict[str, Any]] = {
     "GenerateContentRequest": {
         "model": None, "systemInstruction": "Content", "contents": ["Content"], "tools": ["Tool"],
         "toolConfig": "ToolConfig", "safetySettings": ["SafetySetting"], "generationConfig": "GenerationConfig",
@@ -93,7 +93,7 @@ def _snake(name: str) -> str:
 
 
 # Each message's accepted JSON names (camelCase and snake_case) -> canonical camelCase name.
-_NAMES = {message: {**{f: f for f in fields}, **{_snake(f): f for f in fields}} for message, fields in _MESSAGES.items()}
+_NAMES = {message: {**{f: f for f in fields}, **{_snake(f): f for f in fields}} for message, fields in REQUEST_MESSAGES.items()}
 
 
 class FakeGeminiError(Exception):
@@ -216,7 +216,7 @@ def text_stream(pieces: list[str], finish: str = "STOP", prompt_tokens: int = 4,
 def _check_fields(value: Any, message: str, path: str) -> None:
     """Unknown JSON names anywhere in the message tree -> the real API's 400."""
     names = _NAMES[message]
-    fields = _MESSAGES[message]
+    fields = REQUEST_MESSAGES[message]
     if not isinstance(value, dict):
         raise _invalid(f'Invalid value at \'{path or "request"}\': expected an object for {message}.', path)
     for key, item in value.items():
@@ -234,13 +234,13 @@ def _check_fields(value: Any, message: str, path: str) -> None:
 
 
 def _invalid(message: str, path: str = "") -> FakeGeminiError:
-    violation = {"field": path, "description": message}
+    violation = {"field": path, "description": message} if path else {"description": message}
     return FakeGeminiError(400, "INVALID_ARGUMENT", message, [{"@type": _RPC + "BadRequest", "fieldViolations": [violation]}])
 
 
 def _canonical(value: Any, message: str) -> Any:
     """The request with camelCase names throughout, so the semantic checks read one spelling."""
-    fields, names = _MESSAGES[message], _NAMES[message]
+    fields, names = REQUEST_MESSAGES[message], _NAMES[message]
     out = {}
     for key, item in value.items():
         name = names[key]
