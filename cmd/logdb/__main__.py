@@ -1,0 +1,3 @@
+from aiproxy.entrypoints.logdb import main
+
+raise SystemExit(main())

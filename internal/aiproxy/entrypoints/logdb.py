@@ -1,0 +1,62 @@
+"""`logdb`: the log store CLI. Explicit commands always run; the LOGDB_* switches only decide
+what the gateway does on its own. Exit codes: 0 ok, 1 failure or not found, 2 usage error or
+invalid query."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import grpc
+
+from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_USAGE
+from aiproxy.logstore.errors import InvalidQuery, LogNotFound
+from aiproxy.logstore.settings import LogStoreConfigError
+
+# Each module offers register(subparsers). `bundle create|verify|import|transfer|pull` lives in
+# aiproxy.logstore.bundles_cli and is picked up when that module is present.
+COMMAND_MODULES = (
+    "aiproxy.logstore.cli.admin_cmd",
+    "aiproxy.logstore.cli.ingest_cmd",
+    "aiproxy.logstore.cli.index_cmd",
+    "aiproxy.logstore.cli.dialogs_cmd",
+    "aiproxy.logstore.cli.query_cmd",
+    "aiproxy.logstore.bundles_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="logdb", description="aiproxy log store: ingest, search, dialogs, maintenance.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+_GRPC_EXIT = {grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (InvalidQuery, LogStoreConfigError) as exc:
+        print(f"logdb: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except LogNotFound as exc:
+        print(f"logdb: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except grpc.RpcError as exc:
+        print(f"logdb: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return _GRPC_EXIT.get(exc.code(), EXIT_FAILED)
+
+
+def console() -> None:
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`logdb` subcommands, one module per group; each offers `register(subparsers)`."""

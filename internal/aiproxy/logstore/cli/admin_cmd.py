@@ -1,0 +1,62 @@
+"""`logdb init` and `logdb merge` (the seed's commands, outputs and exit codes)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aiproxy.logstore.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    day,
+    emit,
+    json_option,
+    open_store,
+    store_options,
+)
+from aiproxy.logstore.merge import merge
+from aiproxy.logstore.partitions import utc_today
+
+
+def run_init(args: argparse.Namespace) -> int:
+    store, _ = open_store(args)
+    try:
+        path = store.partition_path(args.date or utc_today())
+        db = store.database(path)
+        store.control()
+        integrity = db.execute_sql("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        store.close()
+    emit(args, {"path": str(path), "integrity": integrity}, lambda: f"{path}\n{integrity}")
+    return EXIT_OK if integrity == "ok" else EXIT_FAILED
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    store, _ = open_store(args)
+    result = merge(Path(args.source), Path(args.dest), store.settings)
+    emit(
+        args,
+        result,
+        lambda: f"sources={result['sources']} total_requests={result['total_requests']} integrity={result['integrity']}",
+    )
+    return EXIT_OK if result["integrity"] == "ok" else EXIT_FAILED
+
+
+def register(subparsers) -> None:
+    init = subparsers.add_parser(
+        "init", help="create a day's partition and the control DB", description="Create the partition of --date (UTC)."
+    )
+    init.add_argument("--date", type=day, metavar="YYYY-MM-DD", help="UTC day (default: today, UTC)")
+    store_options(init)
+    json_option(init)
+    init.set_defaults(func=run_init)
+    merge_parser = subparsers.add_parser(
+        "merge",
+        help="merge every partition under a directory into one file",
+        description="Copy servers, requests and ingest_sources from every *.sqlite3 under --from (not the control "
+        "DB, not the target) into --to, then index the merged rows.",
+    )
+    merge_parser.add_argument("--from", dest="source", required=True, metavar="DIR")
+    merge_parser.add_argument("--to", dest="dest", required=True, metavar="FILE")
+    json_option(merge_parser)
+    merge_parser.set_defaults(func=run_merge)

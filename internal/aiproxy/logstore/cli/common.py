@@ -1,0 +1,119 @@
+"""What every `logdb` command shares: settings, the store, local-or-remote LogService calls,
+output (--json) and exit codes (0 ok, 1 failure or not found, 2 usage or invalid query)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from aiproxy.logstore.api import LogApi
+from aiproxy.logstore.partitions import parse_day
+from aiproxy.logstore.protomap import message_to_json
+from aiproxy.logstore.settings import LogStoreSettings
+from aiproxy.logstore.store import Store
+from aiproxypb.v1 import logs_pb2
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def load_config() -> tuple[dict, str]:
+    """(LOGDB_* mapping, log dir) from the settings file when there is one, else the environment."""
+    from aiproxy.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError:
+        return {}, os.environ.get("LOG_DIR", "logs")
+    return dict(settings.logdb), settings.log_dir
+
+
+def day(text: str):
+    try:
+        return parse_day(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def store_options(parser: argparse.ArgumentParser, *, out_help: str = "log store directory (LOGDB_DIR, logs/db)") -> None:
+    parser.add_argument("--out", "--db", dest="out", metavar="DIR", help=out_help)
+
+
+def range_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", type=day, metavar="YYYY-MM-DD", help="first UTC day (inclusive)")
+    parser.add_argument("--to", type=day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
+
+
+def json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def remote_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--remote", metavar="HOST:PORT", help="ask this LogService instead of reading local files")
+    parser.add_argument("--api-key", help="admin key for --remote (default: env AIPROXY_API_KEY)")
+
+
+def open_store(args: argparse.Namespace) -> tuple[Store, str]:
+    """The store named by --out (else the settings) and the configured log directory."""
+    raw, log_dir = load_config()
+    if getattr(args, "out", None):
+        raw = {**raw, "dir": args.out}
+    return Store(LogStoreSettings.from_mapping(raw)), log_dir
+
+
+def call(args: argparse.Namespace, method: str, request) -> dict:
+    """Run one LogService operation, locally or on --remote; returns its JSON form."""
+    if getattr(args, "remote", None):
+        return message_to_json(_remote_call(args, method, request))
+    store, log_dir = open_store(args)
+    try:
+        api = LogApi(store, Path(getattr(args, "source", None) or log_dir))
+        return message_to_json(getattr(api, _LOCAL[method])(request))
+    finally:
+        store.close()
+
+
+_LOCAL = {
+    "SearchRequests": "search_requests",
+    "GetRequest": "get_request",
+    "ListDialogs": "list_dialogs",
+    "GetDialog": "get_dialog",
+    "Ingest": "ingest",
+    "BuildIndex": "build_index",
+    "Stats": "stats",
+}
+
+
+def _remote_call(args: argparse.Namespace, method: str, request):
+    import grpc
+
+    from aiproxypb.v1 import logs_pb2_grpc
+
+    key = args.api_key or os.environ.get("AIPROXY_API_KEY", "")
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
+    with grpc.insecure_channel(args.remote) as channel:
+        return getattr(logs_pb2_grpc.LogServiceStub(channel), method)(request, metadata=metadata, timeout=300)
+
+
+def emit(args: argparse.Namespace, payload, text: Callable[[], str] | None = None) -> None:
+    if getattr(args, "json", False) or text is None:
+        print(json.dumps(payload, ensure_ascii=False, indent=None if not sys.stdout.isatty() else 2))
+    else:
+        print(text())
+
+
+def filter_message(args: argparse.Namespace) -> logs_pb2.LogFilter:
+    message = logs_pb2.LogFilter(
+        since=str(args.since or ""),
+        to=str(args.to or ""),
+        model=getattr(args, "model", None) or "",
+        provider=getattr(args, "provider", None) or "",
+        api_key_hash=getattr(args, "api_key_hash", None) or "",
+        dialog_id=getattr(args, "dialog", None) or "",
+    )
+    if getattr(args, "status", None) is not None:
+        message.status_code = args.status
+    return message

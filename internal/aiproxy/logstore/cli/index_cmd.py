@@ -1,0 +1,56 @@
+"""`logdb fts build|rebuild|drop`: FTS5 index maintenance for operators."""
+
+from __future__ import annotations
+
+import argparse
+
+from aiproxy.logstore.cli.common import (
+    EXIT_OK,
+    call,
+    emit,
+    json_option,
+    range_options,
+    remote_options,
+    store_options,
+)
+from aiproxypb.v1 import logs_pb2
+
+_ACTIONS = {
+    "build": logs_pb2.BuildIndexRequest.BUILD,
+    "rebuild": logs_pb2.BuildIndexRequest.REBUILD,
+    "drop": logs_pb2.BuildIndexRequest.DROP,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    request = logs_pb2.BuildIndexRequest(action=_ACTIONS[args.action], since=str(args.since or ""), to=str(args.to or ""))
+    result = call(args, "BuildIndex", request)
+
+    def text() -> str:
+        lines = []
+        for part in result["partitions"]:
+            if args.action == "drop":
+                lines.append(f"{part['path']} fts dropped" if part["dropped"] else f"{part['path']} no fts")
+            else:
+                lines.append(f"{part['path']} indexed={part['indexed']} skipped={part['skipped']}")
+        return "\n".join(lines) or "no partitions in range"
+
+    emit(args, result, text)
+    return EXIT_OK
+
+
+def register(subparsers) -> None:
+    fts = subparsers.add_parser("fts", help="full-text index maintenance", description="FTS5 index maintenance.")
+    actions = fts.add_subparsers(dest="action", required=True, metavar="{build,rebuild,drop}")
+    helps = {
+        "build": "index rows not indexed yet (ingest indexes new rows itself)",
+        "rebuild": "drop and re-create the index from the stored rows",
+        "drop": "drop the index (rows stay)",
+    }
+    for name, text in helps.items():
+        parser = actions.add_parser(name, help=text, description=text)
+        store_options(parser)
+        range_options(parser)
+        json_option(parser)
+        remote_options(parser)
+        parser.set_defaults(func=run)

@@ -1,0 +1,56 @@
+"""`logdb ingest`: read request logs into the store (the seed's flags)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from aiproxy.logstore.cli.common import (
+    EXIT_OK,
+    call,
+    json_option,
+    open_store,
+    range_options,
+    remote_options,
+    store_options,
+)
+from aiproxy.logstore.cli.progress import ProgressBar
+from aiproxy.logstore.ingest import discover_sources, ingest
+from aiproxypb.v1 import logs_pb2
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.remote:
+        request = logs_pb2.IngestRequest(since=str(args.since or ""), to=str(args.to or ""))
+        print(json.dumps(call(args, "Ingest", request)))
+        return EXIT_OK
+    store, log_dir = open_store(args)
+    try:
+        source = Path(args.source or log_dir)
+        files = discover_sources(source)
+        bar = ProgressBar(sum(f.stat().st_size for f in files), "ingest")
+        report = ingest(store, source, since=args.since, to=args.to, progress=bar.advance, files=files)
+        bar.close()
+    finally:
+        store.close()
+    summary = report.as_dict()
+    if not args.json:
+        print(f"ingest_elapsed_s={summary['elapsed_s']} rows_inserted={report.rows_inserted} rps={summary['rows_per_s']}")
+    print(json.dumps(summary, ensure_ascii=False))
+    return EXIT_OK
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "ingest",
+        help="ingest request logs (*.jsonl and the seed's *.log) into the store",
+        description="Ingest request logs incrementally: per-file checkpoints, corrupt records reported and "
+        "skipped, --since/--to limit what is inserted without making later runs skip anything.",
+    )
+    parser.add_argument("--from", dest="source", metavar="DIR", help="log directory or file (default: LOG_DIR, logs)")
+    store_options(parser)
+    range_options(parser)
+    json_option(parser)
+    remote_options(parser)
+    parser.set_defaults(func=run)

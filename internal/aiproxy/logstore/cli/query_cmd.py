@@ -1,0 +1,81 @@
+"""`logdb search`, `logdb show`, `logdb stats`: reading the store (locally or --remote)."""
+
+from __future__ import annotations
+
+import argparse
+
+from aiproxy.logstore.cli.common import (
+    EXIT_OK,
+    call,
+    emit,
+    filter_message,
+    json_option,
+    range_options,
+    remote_options,
+    store_options,
+)
+from aiproxypb.v1 import logs_pb2
+
+
+def run_search(args: argparse.Namespace) -> int:
+    request = logs_pb2.SearchRequestsRequest(
+        q=" ".join(args.query), filter=filter_message(args), limit=args.limit, cursor=args.cursor or ""
+    )
+    result = call(args, "SearchRequests", request)
+
+    def text() -> str:
+        rows = []
+        for hit in result["results"]:
+            head = f"{hit['ts']}  {hit['request_id']}  {hit['model_mapped'] or hit['model_original']}  {hit['status_code']}"
+            rows.append(f"{head}  {hit['dialog_id']}\n    {hit['snippet']}" if hit["snippet"] else head)
+        if result["next_cursor"]:
+            rows.append(f"next: --cursor {result['next_cursor']}")
+        return "\n".join(rows) or "no matches"
+
+    emit(args, result, text)
+    return EXIT_OK
+
+
+def run_show(args: argparse.Namespace) -> int:
+    if args.dialog:
+        result = call(args, "GetDialog", logs_pb2.GetDialogRequest(dialog_id=args.id))
+    else:
+        result = call(args, "GetRequest", logs_pb2.GetRequestRequest(request_id=args.id))
+    emit(args, result)
+    return EXIT_OK
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    result = call(args, "Stats", logs_pb2.StatsRequest(since=str(args.since or ""), to=str(args.to or "")))
+    emit(args, result)
+    return EXIT_OK
+
+
+def register(subparsers) -> None:
+    search = subparsers.add_parser(
+        "search",
+        help="full-text search (FTS5 syntax) ranked by bm25",
+        description="Search requests. FTS5 syntax: AND OR NOT, NEAR(a b, 5), \"phrases\", prefix*, content:term. "
+        "No query lists the newest requests. An invalid query exits with 2.",
+    )
+    search.add_argument("query", nargs="*", help="FTS5 query")
+    search.add_argument("--model", help="model_original or model_mapped")
+    search.add_argument("--provider")
+    search.add_argument("--key-hash", dest="api_key_hash", help="api_key_hash")
+    search.add_argument("--status", type=int, help="HTTP status code")
+    search.add_argument("--dialog", help="dialog id")
+    search.add_argument("--limit", type=int, default=20)
+    search.add_argument("--cursor", help="next_cursor of the previous page")
+    search.set_defaults(func=run_search)
+    show = subparsers.add_parser("show", help="one request (or --dialog: a dialog's turns)", description="Show a stored request.")
+    show.add_argument("id", help="request id (or dialog id with --dialog)")
+    show.add_argument("--dialog", action="store_true", help="the id is a dialog id: print its turns in order")
+    show.set_defaults(func=run_show)
+    stats = subparsers.add_parser("stats", help="store statistics", description="Partitions, rows, models, statuses.")
+    range_options(stats)
+    stats.set_defaults(func=run_stats)
+    for parser in (search, show, stats):
+        store_options(parser)
+        json_option(parser)
+        remote_options(parser)
+    range_options(search)
