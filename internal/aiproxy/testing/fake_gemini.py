@@ -364,6 +364,11 @@ class FakeGemini:
         """Script the next answers, in order; a dict is a 200 JSON body."""
         self._replies.extend(JsonReply(r) if isinstance(r, dict) else r for r in replies)
 
+    def reset(self) -> None:
+        """Forget recorded requests and unused scripted replies (between tests sharing one server)."""
+        self.requests.clear()
+        self._replies.clear()
+
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("POST", "/{tail:.*}", self._handle)

@@ -1,0 +1,229 @@
+"""The official openai SDK against the real gateway process with a `gemini:` mapping, served by the
+fake Gemini v1beta server (which, like Gemini 3, insists on thought signatures). Every response the
+SDK receives is checked against OpenAI's schemas by the `captured` fixture (test/conftest.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import openai
+import pydantic
+import pytest
+
+from aiproxy.testing.fake_gemini import (
+    FakeGemini,
+    StreamReply,
+    blocked_prompt,
+    candidate,
+    function_call_response,
+    rate_limited,
+    response,
+    text_response,
+    text_stream,
+    usage_metadata,
+)
+from aiproxy.testing.gateway import CLIENT_KEY, UPSTREAM_KEYS, GatewayProcess
+from aiproxy.testing.recording import RecordingTransport
+
+MODEL = "gemini-test"  # mapped to gemini:gemini-2.5-flash by the gateway fixture's defaults
+UPSTREAM_MODEL = "gemini-2.5-flash"
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+SIGNATURE = base64.b64encode(b"opaque-gemini-3-thought-signature").decode()
+
+
+@pytest.fixture(scope="module")
+def gemini_server():
+    with FakeGemini(UPSTREAM_KEYS["GEMINI_API_KEY"], require_thought_signatures=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gemini_gateway(gemini_server, tmp_path_factory):
+    with GatewayProcess(tmp_path_factory.mktemp("gemini-gateway"), gemini_url=gemini_server.base_url) as gateway:
+        yield gateway
+
+
+@pytest.fixture()
+def fake(gemini_server):
+    gemini_server.reset()
+    yield gemini_server
+    gemini_server.reset()
+
+
+@pytest.fixture()
+def client(gemini_gateway, captured):
+    http_client = httpx.Client(transport=RecordingTransport(captured))
+    with openai.OpenAI(base_url=gemini_gateway.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=20,
+                       http_client=http_client) as sdk:
+        yield sdk
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def test_plain_chat_is_logged_like_any_other(client, fake, gemini_gateway):
+    fake.enqueue(text_response("Bonjour!", usage=usage_metadata(5, 2, thoughts=7, cached=3)))
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "system", "content": "Answer in French."}, user("Hello")], max_tokens=50
+    )
+    reply = raw.parse()
+    assert reply.choices[0].message.content == "Bonjour!"
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.model == UPSTREAM_MODEL
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (5, 9, 14)
+    assert reply.usage.completion_tokens_details.reasoning_tokens == 7
+    assert reply.usage.prompt_tokens_details.cached_tokens == 3
+    sent = fake.requests[0]
+    assert sent.path == f"/v1beta/models/{UPSTREAM_MODEL}:generateContent"
+    assert sent.headers["x-goog-api-key"] == UPSTREAM_KEYS["GEMINI_API_KEY"]
+    assert sent.json == {
+        "contents": [{"role": "user", "parts": [{"text": "Hello"}]}],
+        "systemInstruction": {"parts": [{"text": "Answer in French."}]},
+        "generationConfig": {"maxOutputTokens": 50},
+    }
+    record = gemini_gateway.wait_for_record(raw.headers["x-request-id"])
+    assert (record["provider"], record["model_original"], record["finish_reason"]) == ("gemini", MODEL, "stop")
+    assert record["usage"]["total_tokens"] == 14
+    assert record["response"]["choices"][0]["message"]["content"] == "Bonjour!"
+
+
+def test_streamed_chat(client, fake):
+    fake.enqueue(text_stream(["The capital", " is", " Paris."], prompt_tokens=6))
+    chunks = list(client.chat.completions.create(
+        model=MODEL, messages=[user("Capital of France?")], stream=True, stream_options={"include_usage": True}
+    ))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The capital is Paris."
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 6
+    assert len({c.id for c in chunks}) == 1
+    assert fake.requests[0].query == {"alt": "sse"}
+
+
+def test_streamed_tool_call_round_trip(client, fake):
+    fake.enqueue(
+        StreamReply([
+            response([candidate([{"text": "Let me check."}], finish=None)]),
+            function_call_response(("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"}),
+                                   thought_signature=SIGNATURE),
+        ]),
+        text_stream(["Paris: 24°C, Rome: 19°C."]),
+    )
+    messages = [user("Weather in Paris and Rome?")]
+    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER_TOOL], stream=True))
+    calls: dict[int, dict] = {}
+    for chunk in chunks:
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            call = calls.setdefault(delta.index, {"id": delta.id, "type": "function",
+                                                  "function": {"name": delta.function.name, "arguments": ""}})
+            call["function"]["arguments"] += delta.function.arguments or ""
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["tool_calls"]
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls.values()] == [
+        ("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"})]
+    messages += [
+        {"role": "assistant", "content": "Let me check.", "tool_calls": [calls[0], calls[1]]},
+        {"role": "tool", "tool_call_id": calls[1]["id"], "content": '{"celsius": 19}'},
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": '{"celsius": 24}'},
+    ]
+    final = list(client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER_TOOL], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in final) == "Paris: 24°C, Rome: 19°C."
+    assert fake.requests[1].json["contents"][1:] == [
+        {"role": "model", "parts": [
+            {"text": "Let me check."},
+            {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": SIGNATURE},
+            {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
+        ]},
+        {"role": "user", "parts": [
+            {"functionResponse": {"name": "get_weather", "response": {"celsius": 19}}},
+            {"functionResponse": {"name": "get_weather", "response": {"celsius": 24}}},
+        ]},
+    ]
+
+
+class City(pydantic.BaseModel):
+    name: str
+    population_millions: float
+
+
+def test_json_schema_output(client, fake):
+    fake.enqueue(text_response('{"name": "Paris", "population_millions": 2.1}'))
+    parsed = client.chat.completions.parse(model=MODEL, messages=[user("Biggest French city?")], response_format=City)
+    assert parsed.choices[0].message.parsed == City(name="Paris", population_millions=2.1)
+    config = fake.requests[0].json["generationConfig"]
+    assert config["responseMimeType"] == "application/json"
+    assert config["responseJsonSchema"]["properties"] == {
+        "name": {"title": "Name", "type": "string"},
+        "population_millions": {"title": "Population Millions", "type": "number"},
+    }
+
+
+def test_image(client, fake):
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake-image-bytes").decode()
+    fake.enqueue(text_response("A tiny test image."))
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}", "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/photo.jpg"}},
+    ]}])
+    assert reply.choices[0].message.content == "A tiny test image."
+    assert fake.requests[0].json["contents"] == [{"role": "user", "parts": [
+        {"text": "What is this?"},
+        {"inlineData": {"mimeType": "image/png", "data": png}},
+        {"fileData": {"fileUri": "https://example.com/photo.jpg", "mimeType": "image/jpeg"}},
+    ]}]
+
+
+def test_safety_block(client, fake):
+    fake.enqueue(blocked_prompt("SAFETY"), blocked_prompt("PROHIBITED_CONTENT"))
+    reply = client.chat.completions.create(model=MODEL, messages=[user("something harmful")])
+    assert reply.choices[0].finish_reason == "content_filter"
+    assert reply.choices[0].message.content.startswith("Gemini blocked this prompt and generated no answer (blockReason: SAFETY)")
+    chunks = list(client.chat.completions.create(model=MODEL, messages=[user("again")], stream=True))
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    assert "PROHIBITED_CONTENT" in "".join(c.choices[0].delta.content or "" for c in chunks)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_rate_limit(client, fake, stream):
+    fake.enqueue(rate_limited("13s"))
+    with pytest.raises(openai.RateLimitError) as error:
+        client.chat.completions.create(model=MODEL, messages=[user("x")], stream=stream)
+    assert error.value.status_code == 429
+    assert error.value.response.headers["retry-after"] == "13"
+    assert error.value.body["code"] == "rate_limit_exceeded"
+    assert error.value.body["message"].startswith("You exceeded your current quota")
+
+
+def test_rejected_gemini_key_is_a_502_for_the_operator_not_a_401(client, fake):
+    key = fake.api_key
+    fake.api_key = "a-key-the-gateway-does-not-have"
+    try:
+        with pytest.raises(openai.InternalServerError) as error:
+            client.chat.completions.create(model=MODEL, messages=[user("x")])
+    finally:
+        fake.api_key = key
+    assert error.value.status_code == 502
+    assert error.value.body["code"] == "upstream_auth_failed"
+    assert "GEMINI_API_KEY" in error.value.body["message"]
+
+
+def test_a_stream_cut_mid_way_ends_with_an_error_event(client, fake):
+    cut = text_stream(["partial ", "answer"])
+    cut.events[-1]["candidates"][0].pop("finishReason")
+    cut.cut = True
+    fake.enqueue(cut)
+    received = []
+    with pytest.raises(openai.APIError):
+        for chunk in client.chat.completions.create(model=MODEL, messages=[user("x")], stream=True):
+            received.append(chunk.choices[0].delta.content or "")
+    assert "".join(received) == "partial answer"
