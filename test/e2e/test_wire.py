@@ -1,0 +1,199 @@
+"""Raw HTTP against the gateway: lossless forwarding, SSE framing at every byte boundary,
+request ids, CORS, and OpenAI error bodies for every malformed request."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+
+from aiproxy.sse import SSEDecoder
+from aiproxy.testing.fake_openai import StreamReply, text_chunks
+from aiproxy.testing.gateway import CLIENT_KEY
+
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+U = [{"role": "user", "content": "hi"}]
+
+# Varied bodies a client may send; each must reach the upstream identical except `model`.
+LOSSLESS_BODIES = [
+    {"messages": U},
+    {"messages": [{"role": "system", "content": "terse"}, {"role": "developer", "content": "be nice"}, *U]},
+    {"messages": U, "temperature": 0.7, "top_p": 0.9, "max_tokens": 64, "n": 2, "seed": 42},
+    {"messages": U, "temperature": 1, "presence_penalty": -0.5, "frequency_penalty": 1.25},
+    {"messages": U, "stop": "\n\n"},
+    {"messages": U, "stop": ["END", "STOP"]},
+    {"messages": U, "max_completion_tokens": 9007199254740991, "logprobs": True, "top_logprobs": 5},
+    {"messages": U, "logit_bias": {"50256": -100, "1234": 5}},
+    {"messages": U, "user": "user-1", "metadata": {"tenant": "acme", "run": "7"}},
+    {"messages": U, "response_format": {"type": "json_object"}},
+    {"messages": U, "response_format": {"type": "text"}},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "file", "file": {"filename": "a.pdf",
+                                                                        "file_data": "data:application/pdf;base64,JVBER"}}]}]},
+    {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                                                         "function": {"name": "f", "arguments": "{}"}}]},
+                  {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "42"}]}]},
+    {"messages": U, "tool_choice": "required", "parallel_tool_calls": False,
+     "tools": [{"type": "function", "function": {"name": "f", "strict": True,
+                                                 "parameters": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0}}}}}]},
+    {"messages": U, "tool_choice": {"type": "function", "function": {"name": "f"}}, "tools": []},
+    {"messages": U, "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}},
+    {"messages": U, "provider": {"order": ["openai", "azure"], "allow_fallbacks": False}, "models": ["a", "b"],
+     "route": "fallback", "transforms": ["middle-out"], "top_k": 40, "min_p": 0.05, "repetition_penalty": 1.1},
+    {"messages": U, "reasoning": {"effort": "high", "exclude": True}, "reasoning_effort": "low", "verbosity": "low"},
+    {"messages": U, "seed": None, "temperature": None, "stop": None, "user": None},
+    {"messages": U, "n": "2", "temperature": "0.5", "max_tokens": 1.5},
+    {"messages": [{"role": "user", "name": "alice", "content": "héllo ✓ 漢字 \u0000 \"quotes\" {braces}"}]},
+    {"messages": [{"role": "assistant", "content": "", "refusal": "no", "reasoning_details": [{"type": "reasoning.text", "text": "t"}]}, *U]},
+    {"messages": U, "stream_options": None, "service_tier": "flex", "store": False, "modalities": ["text"],
+     "prediction": {"type": "content", "content": "x"}, "web_search_options": {}, "safety_identifier": "s",
+     "prompt_cache_key": "k", "audio": {"voice": "alloy", "format": "mp3"}},
+    {"messages": U, "max": 2**63 - 1, "neg": -(2**63), "float_exp": 1e-7, "nested": {"list": [1, 1.5, None, True, "x", []]}},
+]
+
+
+def strictly_equal(a, b) -> bool:
+    """JSON equality that tells ints from floats (1 != 1.0) and True from 1."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(strictly_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(strictly_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.parametrize("body", LOSSLESS_BODIES, ids=range(len(LOSSLESS_BODIES)))
+def test_request_reaches_upstream_losslessly(gateway, fake, body):
+    sent = {"model": "gpt-test", **body}
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, content=orjson.dumps(sent), timeout=10)
+    assert response.status_code == 200, response.text
+    upstream = orjson.loads(fake.received[0].body)
+    assert upstream.pop("model") == "openai/gpt-4o"
+    sent.pop("model")
+    assert strictly_equal(upstream, sent), (upstream, sent)
+
+
+def test_stream_split_at_every_byte_boundary(gateway, fake):
+    events = text_chunks(["Zwölf", " Boxkämpfer", " jagen", " 🐍", " quer"], model="m")
+    payload = StreamReply(events).payload()
+    expected = [orjson.loads(orjson.dumps(e)) for e in events]
+    body = orjson.dumps({"model": "gpt-test", "messages": U, "stream": True})
+    with httpx.Client(base_url=gateway.base_url, headers=AUTH, timeout=10) as http:
+        for cut in [*range(1, len(payload)), None]:
+            # One stream cut at each single offset, then one stream sent a byte per write.
+            splits = [cut] if cut else list(range(1, len(payload)))
+            fake.push(StreamReply(events, splits=splits))
+            response = http.post("/chat/completions", content=body)
+            assert response.status_code == 200
+            assert response.content.endswith(b"data: [DONE]\n\n")
+            decoder = SSEDecoder()
+            datas = decoder.feed(response.content)
+            assert datas[-1] == "[DONE]"
+            got = [orjson.loads(d) for d in datas[:-1]]
+            assert got == expected, f"cut at {cut}"
+            assert response.content.count(b"\n\n") == len(events) + 1
+
+
+def test_request_id_is_echoed_and_logged(gateway, fake):
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers={**AUTH, "X-Request-ID": "trace-123"},
+                          json={"model": "gpt-test", "messages": U})
+    assert response.headers["x-request-id"] == "trace-123"
+    assert gateway.wait_for_record("trace-123")["status_code"] == 200
+    generated = httpx.get(f"{gateway.root_url}/health").headers["x-request-id"]
+    assert generated.startswith("req_")
+
+
+def test_health_and_ready(gateway):
+    health = httpx.get(f"{gateway.root_url}/health").json()
+    assert health["status"] == "ok" and health["version"]
+    assert httpx.get(f"{gateway.root_url}/ready").json() == {"status": "ready"}
+
+
+def test_cors_preflight_and_headers(gateway):
+    preflight = httpx.options(f"{gateway.base_url}/chat/completions", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type"})
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "access-control-allow-credentials" not in preflight.headers
+    response = httpx.get(f"{gateway.base_url}/models", headers={"Origin": "https://app.example"})
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "X-Request-ID" in response.headers["access-control-expose-headers"]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "param"),
+    [
+        (b"{bad json", 400, None),
+        (b"[1, 2]", 400, None),
+        (b'"just a string"', 400, None),
+        (b'{"messages": [{"role": "user", "content": "x"}]}', 400, "model"),
+        (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', 400, "model"),
+        (b'{"model": "gpt-test"}', 400, "messages"),
+        (b'{"model": "gpt-test", "messages": "hello"}', 400, "messages"),
+        (b'{"model": "gpt-test", "messages": []}', 400, "messages"),
+        (b'{"model": "gpt-test", "messages": [{"content": "x"}]}', 400, "messages[0].role"),
+        (b'{"model": "gpt-test", "messages": ["x"]}', 400, "messages[0]"),
+        (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "stream"),
+        (b'{"model": "missing-model", "messages": [{"role": "user", "content": "x"}]}', 404, "model"),
+    ],
+)
+def test_malformed_requests_get_openai_errors(gateway, openai_schemas, content, status, param):
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, content=content)
+    assert response.status_code == status, response.text
+    body = response.json()
+    openai_schemas.validate("ErrorResponse", body)
+    assert body["error"]["param"] == param
+    assert "Traceback" not in response.text and "detail" not in body
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["status_code"] == status
+
+
+def test_bad_auth_is_logged_and_shaped(gateway, openai_schemas):
+    for headers, message in [({}, "Missing Authorization header"),
+                             ({"Authorization": "token"}, "Invalid Authorization header format"),
+                             ({"Authorization": "Basic abc"}, "Invalid Authorization scheme"),
+                             ({"Authorization": "Bearer nope"}, "Invalid or missing API Key")]:
+        response = httpx.post(f"{gateway.base_url}/chat/completions", headers=headers,
+                              json={"model": "gpt-test", "messages": U})
+        assert response.status_code == 401
+        assert response.json()["error"]["message"].startswith(message)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        openai_schemas.validate("ErrorResponse", response.json())
+        assert gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 401
+    # An unauthenticated client learns nothing about its body: 401 comes before 400.
+    assert httpx.post(f"{gateway.base_url}/chat/completions", content=b"{bad").status_code == 401
+
+
+def test_unknown_paths_and_methods(gateway, openai_schemas):
+    missing = httpx.get(f"{gateway.root_url}/v1/nothing")
+    assert missing.status_code == 404
+    openai_schemas.validate("ErrorResponse", missing.json())
+    wrong = httpx.get(f"{gateway.base_url}/chat/completions")
+    assert wrong.status_code == 405
+    openai_schemas.validate("ErrorResponse", wrong.json())
+
+
+def test_models_are_public_by_default(gateway):
+    assert httpx.get(f"{gateway.base_url}/models").status_code == 200
+    assert httpx.get(f"{gateway.base_url}/models", headers={"Authorization": "Bearer bad"}).status_code == 401
+
+
+def test_no_secret_in_any_log_file(gateway, fake):
+    from aiproxy.testing.gateway import ADMIN_KEY, UPSTREAM_KEYS
+
+    httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})
+    httpx.post(f"{gateway.base_url}/chat/completions", headers={"Authorization": "Bearer sk-wrong-guess-123"},
+               json={"model": "gpt-test", "messages": U})
+    logged = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "nokey-test", "messages": U})
+    gateway.wait_for_record(logged.headers["x-request-id"])  # the request log is written by a background thread
+    secrets = [CLIENT_KEY, ADMIN_KEY, "sk-wrong-guess-123", *UPSTREAM_KEYS.values()]
+    files = [p for p in gateway.log_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".jsonl" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in data, f"{secret[:6]}… leaked into {path}"
