@@ -1,0 +1,157 @@
+"""A gRPC client with the generated stubs: the same calls, errors and logs as over REST."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from aiproxy.testing.fake_openai import JSONReply, StreamReply, completion, text_chunks
+from aiproxy.testing.gateway import CLIENT_KEY
+from aiproxypb.v1 import chat_pb2, chat_pb2_grpc, common_pb2
+
+AUTH = (("authorization", f"Bearer {CLIENT_KEY}"),)
+
+
+@pytest.fixture()
+def channel(gateway):
+    with grpc.insecure_channel(gateway.grpc_target) as ch:
+        yield ch
+
+
+@pytest.fixture()
+def stub(channel):
+    return chat_pb2_grpc.ChatServiceStub(channel)
+
+
+def _request(**fields) -> chat_pb2.ChatCompletionRequest:
+    request = chat_pb2.ChatCompletionRequest(model=fields.pop("model", "gpt-test"), **fields)
+    if not request.messages:
+        request.messages.add(role="user", content_text="hello over gRPC")
+    return request
+
+
+def error_detail(err: grpc.RpcError) -> common_pb2.ErrorDetail:
+    for key, value in err.trailing_metadata():
+        if key == "aiproxy-error-bin":
+            return common_pb2.ErrorDetail.FromString(value)
+    raise AssertionError("no aiproxy-error-bin trailer")
+
+
+def test_unary_typed_request_and_response(stub, fake, gateway):
+    request = _request(temperature=0.2, max_tokens=30)
+    request.messages.add(role="assistant", content_null=0).tool_calls.add(
+        id="call_1", type="function", function=chat_pb2.FunctionCall(name="f", arguments="{}"))
+    request.messages.add(role="tool", tool_call_id="call_1", content_text="42")
+    request.tools.add(type="function", function=chat_pb2.FunctionDefinition(
+        name="f", parameters_json='{"type":"object"}'))
+    request.stop_list.items.extend(["A", "B"])
+    response, call = stub.CreateChatCompletion.with_call(request, metadata=(*AUTH, ("x-request-id", "grpc-1")))
+    assert response.choices[0].message.content_text == "Hello!"
+    assert response.usage.total_tokens == 7
+    assert dict(call.initial_metadata())["x-request-id"] == "grpc-1"
+    assert fake.received[0].json == {
+        "model": "openai/gpt-4o",
+        "messages": [
+            {"role": "user", "content": "hello over gRPC"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+        ],
+        "temperature": 0.2,
+        "max_tokens": 30,
+        "stop": ["A", "B"],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    }
+    record = gateway.wait_for_record("grpc-1")
+    assert record["transport"] == "grpc" and record["status_code"] == 200
+
+
+def test_streaming_with_usage(stub, fake):
+    fake.push(StreamReply(text_chunks(["a", "b", "c"])))
+    request = _request(stream=True, stream_options=chat_pb2.StreamOptions(include_usage=True))
+    chunks = list(stub.StreamChatCompletion(request, metadata=AUTH))
+    text = "".join(c.choices[0].delta.content_text for c in chunks if c.choices)
+    assert text == "abc"
+    assert not chunks[-1].choices and chunks[-1].usage.completion_tokens == 3
+    assert fake.received[0].json["stream"] is True
+
+
+def test_list_models_is_public(stub):
+    models = stub.ListModels(chat_pb2.ListModelsRequest())
+    assert {m.id for m in models.data} >= {"gpt-test", "mock"}
+    assert stub.GetModel(chat_pb2.GetModelRequest(id="mock")).owned_by == "mock"
+
+
+def test_unauthenticated(stub):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateChatCompletion(_request(), metadata=(("authorization", "Bearer nope"),))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_detail(err.value).http_status == 401
+
+
+def test_unknown_model_not_found(stub):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateChatCompletion(_request(model="unknown-thing"), metadata=AUTH)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_detail(err.value).code == "model_not_found"
+
+
+def test_invalid_argument_names_param(stub):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateChatCompletion(chat_pb2.ChatCompletionRequest(model="gpt-test"), metadata=AUTH)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_detail(err.value).param == "messages"
+
+
+def test_rate_limit_is_resource_exhausted_with_retry_hint(stub, fake):
+    fake.push(JSONReply({"error": {"code": 429, "message": "slow down"}}, status=429, headers={"Retry-After": "5"}))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateChatCompletion(_request(), metadata=AUTH)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert dict(err.value.trailing_metadata())["retry-after"] == "5"
+    assert error_detail(err.value).http_status == 429
+
+
+def test_mid_stream_failure_aborts_the_stream(stub, fake):
+    events = text_chunks(["ok"], usage=False)[:2]
+    events.append({"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                   "error": {"code": 502, "message": "provider died"},
+                   "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]})
+    fake.push(StreamReply(events))
+    received = []
+    with pytest.raises(grpc.RpcError) as err:
+        for chunk in stub.StreamChatCompletion(_request(stream=True), metadata=AUTH):
+            received.append(chunk)
+    assert len(received) == 2
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_detail(err.value).message == "provider died"
+
+
+def test_unary_rejects_stream_flag(stub):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateChatCompletion(_request(stream=True), metadata=AUTH)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_health_and_reflection(channel):
+    health = health_pb2_grpc.HealthStub(channel)
+    assert health.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.SERVING
+    assert health.Check(health_pb2.HealthCheckRequest(service="aiproxy.v1.ChatService")).status == \
+        health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answer = next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = {s.name for s in answer.list_services_response.service}
+    assert {"aiproxy.v1.ChatService", "grpc.health.v1.Health"} <= names
+
+
+def test_unary_and_stream_log_alike(stub, fake, gateway):
+    fake.push(JSONReply(completion("logged")))
+    stub.CreateChatCompletion(_request(), metadata=(*AUTH, ("x-request-id", "grpc-log-1")))
+    list(stub.StreamChatCompletion(_request(stream=True), metadata=(*AUTH, ("x-request-id", "grpc-log-2"))))
+    unary, streamed = gateway.wait_for_record("grpc-log-1"), gateway.wait_for_record("grpc-log-2")
+    assert unary["response"]["choices"][0]["message"]["content"] == "logged"
+    assert streamed["stream"] is True and streamed["ttft_ms"] is not None
+    assert streamed["response"]["choices"][0]["message"]["content"] == "Hello from upstream"
+    assert unary["api_key_hash"] == streamed["api_key_hash"] and unary["api_key_hash"].startswith("kh_")
