@@ -330,6 +330,7 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]  # lower-case names
     json: Any
+    cancelled: bool = False  # the client went away before the answer was complete
 
 
 class FakeGemini:
@@ -340,10 +341,14 @@ class FakeGemini:
         host: str = "127.0.0.1",
         port: int = 0,
         require_thought_signatures: bool = False,
+        latency: float = 0.0,
+        stream_chunks: int = 2,
     ) -> None:
         self.api_key = api_key
         self.host = host
         self.port = port
+        self.latency = latency  # seconds before every answer
+        self.stream_chunks = stream_chunks  # events in the default streamed answer
         self.requests: list[RecordedRequest] = []
         self._replies: collections.deque[JsonReply | StreamReply] = collections.deque()
         # Signatures this server handed out; None when replays need none (Gemini 2.x behaviour).
@@ -418,8 +423,9 @@ class FakeGemini:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = None
-        self.requests.append(RecordedRequest(request.method, request.path, dict(request.query),
-                                             {k.lower(): v for k, v in request.headers.items()}, body))
+        record = RecordedRequest(request.method, request.path, dict(request.query),
+                                 {k.lower(): v for k, v in request.headers.items()}, body)
+        self.requests.append(record)
         match = _PATH.match(request.path)
         try:
             if match is None:
@@ -432,16 +438,22 @@ class FakeGemini:
         except FakeGeminiError as error:
             return web.json_response(error.body, status=error.code, dumps=lambda o: orjson.dumps(o).decode())
         streaming = match["method"] == "streamGenerateContent"
-        reply = self._replies.popleft() if self._replies else _echo(body, streaming)
+        reply = self._replies.popleft() if self._replies else _echo(body, streaming, self.stream_chunks)
         self._remember_signatures(reply)
-        if not streaming:
-            if isinstance(reply, StreamReply):
-                raise web.HTTPInternalServerError(text="fake_gemini: a StreamReply was scripted for generateContent")
-            return await self._json(reply)
-        if isinstance(reply, JsonReply) and reply.status >= 400:
-            return await self._json(reply)
-        stream = reply if isinstance(reply, StreamReply) else StreamReply([reply.body], delay=reply.delay)
-        return await self._stream(request, stream, sse=request.query.get("alt") == "sse")
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            if not streaming:
+                if isinstance(reply, StreamReply):
+                    raise web.HTTPInternalServerError(text="fake_gemini: a StreamReply was scripted for generateContent")
+                return await self._json(reply)
+            if isinstance(reply, JsonReply) and reply.status >= 400:
+                return await self._json(reply)
+            stream = reply if isinstance(reply, StreamReply) else StreamReply([reply.body], delay=reply.delay)
+            return await self._stream(request, stream, sse=request.query.get("alt") == "sse")
+        except (asyncio.CancelledError, ConnectionResetError):
+            record.cancelled = True
+            raise
 
     def _check_key(self, request: web.Request) -> None:
         key = request.headers.get("x-goog-api-key") or request.query.get("key")
@@ -492,8 +504,9 @@ class FakeGemini:
         return out
 
 
-def _echo(request: dict, streaming: bool) -> JsonReply | StreamReply:
-    """The default answer: `echo: <last user text>`; streamed as two events with running usage."""
+def _echo(request: dict, streaming: bool, chunks: int) -> JsonReply | StreamReply:
+    """The default answer: `echo: <last user text>`; streamed in two halves with running usage,
+    then `chunks - 2` filler words (benchmarks want longer streams)."""
     contents = request.get("contents") or [{}]
     text = next((p["text"] for p in reversed(contents[-1].get("parts") or []) if "text" in p), "")
     answer = f"echo: {text}"
@@ -501,7 +514,8 @@ def _echo(request: dict, streaming: bool) -> JsonReply | StreamReply:
     if not streaming:
         return JsonReply(text_response(answer, usage=usage_metadata(prompt_tokens, len(answer.split()))))
     middle = len(answer) // 2
-    return text_stream([answer[:middle], answer[middle:]], prompt_tokens=prompt_tokens)
+    fillers = [f" word{i}" for i in range(2, chunks)]
+    return text_stream([answer[:middle], answer[middle:], *fillers], prompt_tokens=prompt_tokens)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -510,11 +524,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", default=DEFAULT_KEY)
     parser.add_argument("--require-thought-signatures", action="store_true")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before every answer")
+    parser.add_argument("--stream-chunks", type=int, default=2, help="events in the default streamed answer")
     args = parser.parse_args(argv)
 
     async def serve() -> None:
         fake = FakeGemini(args.api_key, host=args.host, port=args.port,
-                          require_thought_signatures=args.require_thought_signatures)
+                          require_thought_signatures=args.require_thought_signatures,
+                          latency=args.latency_ms / 1000, stream_chunks=args.stream_chunks)
         await fake.start()
         print(fake.base_url, flush=True)
         await asyncio.Event().wait()

@@ -4,6 +4,7 @@
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -117,13 +118,15 @@ def test_runs_from_a_thread_for_sync_code():
 
 
 def test_runs_as_a_process():
-    process = subprocess.Popen([sys.executable, "-m", "aiproxy.testing.fake_gemini", "--port", "0", "--api-key", "k"],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "aiproxy.testing.fake_gemini", "--port", "0", "--api-key", "k",
+                                "--latency-ms", "50", "--stream-chunks", "20"], stdout=subprocess.PIPE, text=True)
     try:
         base_url = process.stdout.readline().strip()
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", base_url)
-        response = httpx.post(base_url + GENERATE, json=HI, headers={"x-goog-api-key": "k"})
-        assert response.status_code == 200
+        started = time.perf_counter()
+        response = httpx.post(base_url + STREAM, params={"alt": "sse"}, json=HI, headers={"x-goog-api-key": "k"})
+        assert time.perf_counter() - started >= 0.05
+        assert response.content.count(b"data: ") == 20
     finally:
         process.terminate()
         process.wait(10)

@@ -4,6 +4,7 @@ Gemini receives and the exact OpenAI body the gateway hands on."""
 import time
 from unittest.mock import ANY
 
+import anyio
 import orjson
 import pytest
 
@@ -295,3 +296,8 @@ async def test_aclose_stops_a_running_stream_promptly(fake, provider):
     await stream.aclose()
     await iterator.aclose()
     assert time.perf_counter() - started < 0.2
+    for _ in range(150):  # the fake notices at its next write (every 0.3 s)
+        if fake.requests[-1].cancelled:
+            break
+        await anyio.sleep(0.02)
+    assert fake.requests[-1].cancelled  # the fake saw the connection go away
