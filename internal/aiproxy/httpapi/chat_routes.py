@@ -31,10 +31,10 @@ def rpc_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
 async def _read_json_object(request: web.Request) -> dict:
     try:
         raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
+    except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(
-            f"The request body is larger than this gateway accepts ({exc.max_size} bytes); "
-            "send a smaller request or raise MAX_BODY_BYTES."
+            f"The request body is larger than this gateway accepts ({request.client_max_size} bytes); "
+            "send a smaller request or ask the operator to raise MAX_BODY_BYTES."
         ) from None
     try:
         body = orjson.loads(raw)

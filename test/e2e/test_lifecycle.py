@@ -1,0 +1,197 @@
+"""Cancellation, graceful shutdown, workers, timeouts, body limits, development keys and
+key-hash stability: the gateway's behaviour over its whole life."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import httpx
+import pytest
+
+from aiproxy.testing.fake_openai import HangReply, StreamReply, text_chunks
+from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess, free_port
+from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
+
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+BODY = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
+CANCEL_BOUND = 0.1  # seconds from the client giving up to the upstream call being cancelled
+
+
+def test_rest_disconnect_cancels_upstream(gateway, fake):
+    fake.push(HangReply())
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json=BODY, timeout=0.5)
+    gave_up = time.monotonic()
+    cancelled = fake.wait_cancelled()
+    assert cancelled.cancelled_at - gave_up < CANCEL_BOUND
+
+
+def test_rest_stream_disconnect_cancels_upstream(gateway, fake):
+    fake.push(StreamReply(text_chunks(["first"], usage=False)[:2], done=False, hang_after=True))
+    with httpx.stream("POST", f"{gateway.base_url}/chat/completions", headers=AUTH,
+                      json={**BODY, "stream": True}, timeout=5) as response:
+        for line in response.iter_lines():
+            if "first" in line:
+                break
+    gave_up = time.monotonic()
+    assert fake.wait_cancelled().cancelled_at - gave_up < CANCEL_BOUND
+
+
+def test_grpc_cancel_cancels_upstream(gateway, fake):
+    fake.push(HangReply())
+    with grpc.insecure_channel(gateway.grpc_target) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        request = chat_pb2.ChatCompletionRequest(model="gpt-test")
+        request.messages.add(role="user", content_text="hi")
+        future = stub.CreateChatCompletion.future(request, metadata=(("authorization", f"Bearer {CLIENT_KEY}"),))
+        deadline = time.monotonic() + 5
+        while not fake.received and time.monotonic() < deadline:
+            time.sleep(0.005)
+        future.cancel()
+        gave_up = time.monotonic()
+    assert fake.wait_cancelled().cancelled_at - gave_up < CANCEL_BOUND
+
+
+def test_cancelled_request_is_logged_as_499(gateway, fake):
+    fake.push(HangReply())
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gateway.base_url}/chat/completions", headers={**AUTH, "X-Request-ID": "gave-up-1"},
+                   json=BODY, timeout=0.3)
+    assert gateway.wait_for_record("gave-up-1")["status_code"] == 499
+
+
+@pytest.fixture(scope="module")
+def strict_gateway(upstream, tmp_path_factory):
+    """Short upstream timeout, a tiny body limit and a provider on a closed port."""
+    mappings = {"gpt-test": "openrouter:openai/gpt-4o", "dead": "openai:gpt-4o"}
+    env = {"PROVIDERS__OPENROUTER__READ_TIMEOUT": "0.5", "MAX_BODY_BYTES": "4096",
+           "PROVIDERS__OPENAI__BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "OPENAI_API_KEY": "sk-openai-x"}
+    with GatewayProcess(tmp_path_factory.mktemp("strict"), upstream_url=upstream.base_url, mappings=mappings,
+                        env=env) as gw:
+        yield gw
+
+
+def test_upstream_timeout_is_504(strict_gateway, fake):
+    fake.push(HangReply())
+    response = httpx.post(f"{strict_gateway.base_url}/chat/completions", headers=AUTH, json=BODY, timeout=10)
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+
+
+def test_unreachable_upstream_is_502(strict_gateway):
+    response = httpx.post(f"{strict_gateway.base_url}/chat/completions", headers=AUTH,
+                          json={**BODY, "model": "dead"}, timeout=10)
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_unreachable"
+
+
+def test_body_over_limit_is_413_and_logged(strict_gateway):
+    big = {**BODY, "messages": [{"role": "user", "content": "x" * 10_000}]}
+    response = httpx.post(f"{strict_gateway.base_url}/chat/completions", headers=AUTH, json=big)
+    assert response.status_code == 413
+    assert "MAX_BODY_BYTES" in response.json()["error"]["message"]
+    assert strict_gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 413
+
+
+def test_sigterm_lets_streams_finish_and_exits_zero(upstream, fake, tmp_path):
+    gateway = GatewayProcess(tmp_path, upstream_url=upstream.base_url).start()
+    events = text_chunks([f" p{i}" for i in range(10)])
+    payload = StreamReply(events).payload()
+    # Cut the stream into pieces sent 150 ms apart, so SIGTERM lands in the middle of it.
+    fake.push(StreamReply(events, splits=[payload.index(b"\n\n", i * 100) + 2 for i in range(1, 8)], delay=0.15))
+    lines: list[str] = []
+    first = threading.Event()
+
+    def consume():
+        with httpx.stream("POST", f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={**BODY, "stream": True}, timeout=20) as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                first.set()
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    assert first.wait(10)
+    gateway.proc.send_signal(signal.SIGTERM)
+    reader.join(20)
+    assert gateway.proc.wait(20) == 0
+    assert [line for line in lines if line][-1] == "data: [DONE]"
+    assert any(" p9" in line for line in lines), "the stream was cut before its last chunk"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{gateway.root_url}/health", timeout=1)
+
+
+def test_workers_share_the_ports(upstream, tmp_path):
+    with GatewayProcess(tmp_path, upstream_url=upstream.base_url, workers=2) as gateway:
+        cells = subprocess.run(["pgrep", "-P", str(gateway.proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(cells) >= 2
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # every cell must be up before we count answers
+            ok = [httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                             json={**BODY, "model": "mock"}).status_code for _ in range(20)]
+            if all(code == 200 for code in ok):
+                break
+        assert all(code == 200 for code in ok)
+        with grpc.insecure_channel(gateway.grpc_target) as channel:
+            models = chat_pb2_grpc.ChatServiceStub(channel).ListModels(chat_pb2.ListModelsRequest())
+            assert models.data
+    assert gateway.proc.returncode == 0
+
+
+def test_key_hash_is_stable_across_restarts(upstream, tmp_path):
+    hashes = []
+    for attempt in range(2):
+        with GatewayProcess(tmp_path, upstream_url=upstream.base_url) as gateway:
+            rid = f"restart-{attempt}"
+            httpx.post(f"{gateway.base_url}/chat/completions", headers={**AUTH, "X-Request-ID": rid},
+                       json={**BODY, "model": "mock"})
+            hashes.append(gateway.wait_for_record(rid)["api_key_hash"])
+    assert hashes[0] == hashes[1] and CLIENT_KEY not in hashes[0]
+
+
+def test_no_key_configured_generates_a_dev_key(tmp_path):
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "PORT": str(port), "GRPC_PORT": "0", "LOG_DIR": str(tmp_path / "logs"),
+           "SETTINGS_FILE": str(GatewayProcess.__init__.__globals__["SETTINGS_FILE"])}
+    config = tmp_path / "configs"
+    config.mkdir()
+    (config / "config.yml").write_text('model_mappings:\n  "mock": "mock:echo"\n')
+    proc = subprocess.Popen([sys.executable, "-c", "from aiproxy.entrypoints.aiproxy import main; raise SystemExit(main())"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        key = next(line.split("=", 1)[1] for line in (tmp_path / ".env").read_text().splitlines()
+                   if line.startswith("API_KEYS="))
+        assert key.startswith("sk-aiproxy-")
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        body = {"model": "mock", "messages": [{"role": "user", "content": "x"}]}
+        assert httpx.post(url, json=body).status_code == 401
+        assert httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        stderr = proc.communicate(timeout=15)[1].decode()
+    assert key in stderr  # shown once to the operator on the terminal
+    assert proc.returncode == 0
+
+
+def test_bad_config_stops_startup_with_one_line(tmp_path):
+    (tmp_path / "config.yml").write_text('model_mappings:\n  "a": "mock:x"\n  "a": "mock:y"\n')
+    env = {"PATH": os.environ["PATH"], "API_KEYS": "k", "CONFIG_PATH": str(tmp_path / "config.yml"),
+           "SETTINGS_FILE": str(GatewayProcess.__init__.__globals__["SETTINGS_FILE"]), "LOG_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", "from aiproxy.entrypoints.aiproxy import main; raise SystemExit(main())"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "duplicate model mapping key 'a'" in result.stderr
+    assert "Traceback" not in result.stderr
