@@ -302,6 +302,9 @@ def _tool_config(choice) -> dict | None:
 
 def _generation_config(body: dict) -> dict:
     config = {gemini: body[openai] for openai, gemini in _GENERATION_FIELDS.items() if body.get(openai) is not None}
+    seed = config.get("seed")
+    if isinstance(seed, int) and not -(2**31) <= seed < 2**31:
+        config["seed"] = seed % 2**31  # OpenAI seeds are int64, Gemini's int32: fold, still deterministic
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")

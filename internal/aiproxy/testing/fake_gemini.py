@@ -343,12 +343,14 @@ class FakeGemini:
         require_thought_signatures: bool = False,
         latency: float = 0.0,
         stream_chunks: int = 2,
+        models: set[str] | None = None,
     ) -> None:
         self.api_key = api_key
         self.host = host
         self.port = port
         self.latency = latency  # seconds before every answer
         self.stream_chunks = stream_chunks  # events in the default streamed answer
+        self.models = models  # None: every model id exists
         self.requests: list[RecordedRequest] = []
         self._replies: collections.deque[JsonReply | StreamReply] = collections.deque()
         # Signatures this server handed out; None when replays need none (Gemini 2.x behaviour).
@@ -431,6 +433,13 @@ class FakeGemini:
             if match is None:
                 raise FakeGeminiError(404, "NOT_FOUND", f"Method not found: {request.path}")
             self._check_key(request)
+            if self.models is not None and match["model"] not in self.models:
+                raise FakeGeminiError(
+                    404, "NOT_FOUND",
+                    f"models/{match['model']} is not found for API version v1beta, or is not supported for "
+                    f"{match['method']}. Call ListModels to see the list of available models and their supported "
+                    "methods.",
+                )
             if not isinstance(body, dict):
                 raise _invalid("Invalid JSON payload received. Expected an object.")
             _check_fields(body, "GenerateContentRequest", "")

@@ -229,6 +229,16 @@ async def test_rejected_or_missing_key_is_an_operator_error(fake, gemini_setting
     await provider.aclose()
 
 
+async def test_unknown_model_is_a_404_model_not_found(gemini_settings):
+    async with FakeGemini(models={"gemini-2.5-pro"}) as fake:
+        provider = GeminiProvider(gemini_settings(fake))
+        with pytest.raises(UpstreamError) as error:
+            await provider.complete(req(messages=[user("x")]))
+        await provider.aclose()
+    assert (error.value.http_status, error.value.code) == (404, "model_not_found")
+    assert error.value.message.startswith(f"models/{MODEL} is not found for API version v1beta")
+
+
 async def test_unavailable_and_mid_stream_error_event(fake, provider):
     fake.enqueue(error_reply(503, "UNAVAILABLE", "The model is overloaded. Please try again later."))
     with pytest.raises(UpstreamError) as error:

@@ -54,6 +54,11 @@ def test_max_completion_tokens_wins_and_stop_list_is_kept():
     assert body["generationConfig"] == {"maxOutputTokens": 20, "stopSequences": ["a", "b"]}
 
 
+@pytest.mark.parametrize(("seed", "sent"), [(2**31 - 1, 2**31 - 1), (-(2**31), -(2**31)), (2**40 + 5, 5), (-1 - 2**31, 2**31 - 1)])
+def test_int64_seeds_fold_into_gemini_int32(seed, sent):
+    assert translate(messages=[USER_HI], seed=seed)["generationConfig"] == {"seed": sent}
+
+
 def test_unsupported_parameters_are_dropped_and_nulls_ignored():
     body = translate(
         messages=[USER_HI], user="u1", metadata={"k": "v"}, store=True, service_tier="auto", logit_bias={"1": 2},
