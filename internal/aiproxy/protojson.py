@@ -109,6 +109,8 @@ def _field_setter(field: FieldDescriptor):
     if name.endswith("_json") and field.type == _T.TYPE_STRING:
 
         def set_json(msg, value):
+            if value is None:  # null stays in extra_json: a typed "null" would read as a value
+                return False
             setattr(msg, name, orjson.dumps(value).decode())
             return True
 
@@ -203,7 +205,8 @@ def _fill(msg: Message, data: dict, plan: _Plan) -> bool:
     setters = plan.setters
     for key, value in data.items():
         setter = setters.get(key)
-        if setter is not None and value is not None and setter(msg, value):
+        # Setters refuse None unless a union has a NullValue member (content: null stays typed).
+        if setter is not None and setter(msg, value):
             continue
         if setter is not None:
             # A failed setter may have written part of the value: clear it before keeping it raw.

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from dynaconf import Dynaconf
+from dynaconf.utils.parse_conf import boolean_fix, parse_conf_data
+from dynaconf.vendor.dotenv import dotenv_values
 
 _REPO_SETTINGS = Path(__file__).resolve().parents[3] / "configs" / "settings.toml"
 PROVIDER_KINDS = ("openrouter", "openai", "gemini", "mock")
@@ -156,17 +158,19 @@ def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dic
 
 def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = ".env") -> Settings:
     """Read settings; raise ConfigError with one clear line when something is wrong."""
+    process_env = env is None
     env = dict(os.environ if env is None else env)
     path = _settings_file(env)
     dotenv = Path(dotenv_path) if dotenv_path else None
-    raw = Dynaconf(
-        settings_files=[str(path)],
-        environments=True,
-        envvar_prefix=False,
-        load_dotenv=bool(dotenv and dotenv.is_file()),
-        dotenv_path=str(dotenv) if dotenv else None,
-        merge_enabled=True,
-    )
+    dotenv_vars = {k: v for k, v in dotenv_values(dotenv).items() if v is not None} if dotenv and dotenv.is_file() else {}
+    if process_env:  # as python-dotenv's load_dotenv: .env fills the process environment, never overrides it
+        for key, value in dotenv_vars.items():
+            os.environ.setdefault(key, value)
+    # Dynaconf's own env loader reads os.environ; feed it `env` instead so an explicit env is honoured.
+    raw = Dynaconf(settings_files=[str(path)], environments=True, envvar_prefix=None, load_dotenv=False, merge_enabled=True)
+    overrides = {**dotenv_vars, **env}
+    if overrides:
+        raw.update({k: parse_conf_data(boolean_fix(v), tomlfy=True, box_settings=raw) for k, v in overrides.items()})
     # The .env file may carry provider keys too (OPENROUTER_API_KEY=...): env wins over it.
     lookup = {**{k: str(v) for k, v in raw.as_dict().items() if not isinstance(v, dict | list)}, **env}
 

@@ -122,7 +122,7 @@ def _hit(row: tuple, score: float | None = None, snippet: str = "") -> Hit:
     return Hit(dict(zip(RESULT_FIELDS, row, strict=True)), score, snippet)
 
 
-def _ranked(db, query: str, filters: SearchFilters, after: tuple | None, limit: int) -> list[Hit]:
+def ranked_hits(db, query: str, filters: SearchFilters, after: tuple | None, limit: int) -> list[Hit]:
     clauses, args = filter_clauses(filters)
     where = " AND ".join([f"{FTS_TABLE} MATCH ?", *clauses])
     sql = (
@@ -170,7 +170,7 @@ def search(store: Store, query: str = "", filters: SearchFilters | None = None, 
         page.partitions += 1
         if ranked:
             if has_fts(db):
-                candidates += _ranked(db, query, filters, after, limit)
+                candidates += ranked_hits(db, query, filters, after, limit)
         else:
             candidates += _recent(db, filters, after, limit)
     page.hits = heapq.nsmallest(limit, candidates, key=lambda h: h.sort_key)
