@@ -130,6 +130,16 @@ def _settings_file(env: dict[str, str]) -> Path:
     raise ConfigError(f"settings file not found ({candidates[0]}); set SETTINGS_FILE or run from the project root")
 
 
+def _beside_settings(config_path: str, settings_file: Path) -> str:
+    """A relative CONFIG_PATH is tried from the working directory, then from the project root of
+    the settings file, so `aiproxy serve` works from anywhere with the embedded defaults."""
+    candidate = Path(config_path)
+    if candidate.is_absolute() or candidate.exists():
+        return config_path
+    beside = settings_file.resolve().parent.parent / candidate
+    return str(beside) if beside.exists() else config_path
+
+
 def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dict[str, str]) -> ProviderSettings:
     raw = {str(k).lower(): v for k, v in raw.items()}
     kind = str(raw.get("kind", name)).lower()
@@ -202,7 +212,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         admin_api_keys=parse_key_list(get("admin_api_keys", "")),
         models_require_auth=_as_bool("models_require_auth", get("models_require_auth", False)),
         key_hash_secret=str(get("key_hash_secret", "") or ""),
-        config_path=str(get("config_path", "configs/config.yml")),
+        config_path=_beside_settings(str(get("config_path", "configs/config.yml")), path),
         cors_allow_origins=tuple(o.strip() for o in str(origins).split(",") if o.strip()),
         max_body_bytes=_as_int("max_body_bytes", get("max_body_bytes", 20 * 1024 * 1024), 1024),
         shutdown_grace_seconds=_as_float("shutdown_grace_seconds", get("shutdown_grace_seconds", 20)),

@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = ensure_client_key(load_settings())
         from aiproxy.cell import build_gateway, http_ssl_context
 
-        build_gateway(settings)  # validate mappings and providers before any worker starts
-        http_ssl_context(settings)
+        http_ssl_context(settings)  # validate certificates, mappings and providers before any worker starts
+        build_gateway(settings)
     except (ConfigError, RuntimeError) as exc:
         print(f"aiproxy: configuration error: {exc}", file=sys.stderr)
         return 2

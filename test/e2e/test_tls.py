@@ -1,0 +1,110 @@
+"""Native TLS: the REST facade and the gRPC server with a throwaway CA made by trustme."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+
+import grpc
+import httpx
+import openai
+import pytest
+
+from aiproxy.testing.gateway import CLIENT_KEY, SETTINGS_FILE, GatewayProcess
+from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
+
+trustme = pytest.importorskip("trustme")
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_files(ca, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tls")
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_path, key_path, ca_path = directory / "server.pem", directory / "server.key", directory / "ca.pem"
+    cert.private_key_pem.write_to_path(key_path)
+    cert.cert_chain_pems[0].write_to_path(cert_path)
+    for extra in cert.cert_chain_pems[1:]:
+        with open(cert_path, "ab") as handle:
+            handle.write(extra.bytes())
+    ca.cert_pem.write_to_path(ca_path)
+    return {"cert": cert_path, "key": key_path, "ca": ca_path}
+
+
+@pytest.fixture(scope="module")
+def tls_gateway(tls_files, upstream, tmp_path_factory):
+    env = {"TLS_CERT_FILE": str(tls_files["cert"]), "TLS_KEY_FILE": str(tls_files["key"])}
+    with GatewayProcess(tmp_path_factory.mktemp("tlsgw"), upstream_url=upstream.base_url, env=env) as gw:
+        yield gw
+
+
+def https(gw: GatewayProcess) -> str:
+    return f"https://127.0.0.1:{gw.port}/v1"
+
+
+def test_openai_sdk_over_https(tls_gateway, tls_files):
+    http_client = httpx.Client(verify=ssl.create_default_context(cafile=str(tls_files["ca"])))
+    client = openai.OpenAI(base_url=https(tls_gateway), api_key=CLIENT_KEY, max_retries=0, http_client=http_client)
+    reply = client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "secure"}])
+    assert reply.choices[0].message.content == "secure"
+    stream = client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "a b"}], stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "a b"
+    health = http_client.get(f"https://127.0.0.1:{tls_gateway.port}/health")
+    assert health.headers["strict-transport-security"].startswith("max-age=31536000")
+
+
+def test_plain_http_is_refused_on_the_tls_port(tls_gateway):
+    with pytest.raises(httpx.HTTPError):  # the TLS handshake fails: no plain-text answer at all
+        httpx.get(f"http://127.0.0.1:{tls_gateway.port}/health", timeout=3)
+
+
+def test_untrusted_certificate_is_rejected_by_clients(tls_gateway):
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"https://127.0.0.1:{tls_gateway.port}/health", timeout=3)
+
+
+def test_grpc_over_tls(tls_gateway, tls_files):
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls_files["ca"].read_bytes())
+    with grpc.secure_channel(tls_gateway.grpc_target, credentials) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        request = chat_pb2.ChatCompletionRequest(model="mock")
+        request.messages.add(role="user", content_text="over tls")
+        reply = stub.CreateChatCompletion(request, metadata=(("authorization", f"Bearer {CLIENT_KEY}"),))
+        assert reply.choices[0].message.content_text == "over tls"
+    with grpc.insecure_channel(tls_gateway.grpc_target) as plain:
+        with pytest.raises(grpc.RpcError):
+            chat_pb2_grpc.ChatServiceStub(plain).ListModels(chat_pb2.ListModelsRequest(), timeout=3)
+
+
+def test_grpc_mutual_tls(ca, tls_files, upstream, tmp_path):
+    env = {"TLS_CERT_FILE": str(tls_files["cert"]), "TLS_KEY_FILE": str(tls_files["key"]),
+           "TLS_CLIENT_CA_FILE": str(tls_files["ca"])}
+    client_cert = ca.issue_cert("client@example")
+    with GatewayProcess(tmp_path, upstream_url=upstream.base_url, env=env) as gw:
+        root = tls_files["ca"].read_bytes()
+        good = grpc.ssl_channel_credentials(root, client_cert.private_key_pem.bytes(),
+                                            client_cert.cert_chain_pems[0].bytes())
+        with grpc.secure_channel(gw.grpc_target, good) as channel:
+            assert chat_pb2_grpc.ChatServiceStub(channel).ListModels(chat_pb2.ListModelsRequest()).data
+        with grpc.secure_channel(gw.grpc_target, grpc.ssl_channel_credentials(root)) as channel:
+            with pytest.raises(grpc.RpcError):
+                chat_pb2_grpc.ChatServiceStub(channel).ListModels(chat_pb2.ListModelsRequest(), timeout=3)
+
+
+@pytest.mark.parametrize("problem", ["missing", "mismatched"])
+def test_bad_certificate_files_stop_startup_clearly(problem, ca, tls_files, tmp_path):
+    key = tmp_path / "nope.key" if problem == "missing" else tmp_path / "other.key"
+    if problem == "mismatched":
+        ca.issue_cert("other.example").private_key_pem.write_to_path(key)
+    env = {"PATH": os.environ["PATH"], "API_KEYS": "k", "SETTINGS_FILE": str(SETTINGS_FILE), "LOG_DIR": str(tmp_path),
+           "TLS_CERT_FILE": str(tls_files["cert"]), "TLS_KEY_FILE": str(key), "PORT": "0", "GRPC_PORT": "0"}
+    result = subprocess.run([sys.executable, "-c", "from aiproxy.entrypoints.aiproxy import main; raise SystemExit(main())"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "TLS_KEY_FILE" in result.stderr and "Traceback" not in result.stderr
