@@ -120,11 +120,13 @@ class JsonReply:
 
 @dataclass
 class StreamReply:
-    """SSE events; `cut` drops the connection after them instead of ending the response cleanly."""
+    """SSE events; `cut` drops the connection after them instead of ending the response cleanly;
+    `split` sends the bytes in pieces of that size (1 ms apart), so events arrive cut anywhere."""
 
     events: list[dict]
     delay: float = 0.0
     cut: bool = False
+    split: int = 0
 
 
 def error_body(code: int, status: str, message: str, details: list[dict] | None = None) -> dict:
@@ -501,9 +503,14 @@ class FakeGemini:
             if reply.delay:
                 await asyncio.sleep(reply.delay)
             if sse:
-                await out.write(b"data: " + orjson.dumps(event) + b"\r\n\r\n")
+                frame = b"data: " + orjson.dumps(event) + b"\r\n\r\n"
             else:
-                await out.write((b"[" if position == 0 else b",\r\n") + orjson.dumps(event))
+                frame = (b"[" if position == 0 else b",\r\n") + orjson.dumps(event)
+            step = reply.split or len(frame)
+            for start in range(0, len(frame), step):
+                await out.write(frame[start : start + step])
+                if reply.split:
+                    await asyncio.sleep(0.001)
         if reply.cut:
             request.transport.abort()  # no terminating chunk: the client sees a broken body
             return out

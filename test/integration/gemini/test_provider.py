@@ -24,9 +24,11 @@ from aiproxy.testing.fake_gemini import (
     JsonReply,
     StreamReply,
     blocked_prompt,
+    candidate,
     error_reply,
     function_call_response,
     rate_limited,
+    response,
     text_response,
     text_stream,
     usage_metadata,
@@ -94,6 +96,24 @@ async def test_streamed_completion(fake, provider):
         ("usage", {**USAGE, "completion_tokens": 3, "total_tokens": 7}),
     ]
     assert len({c["id"] for c in chunks}) == 1
+
+
+async def test_events_split_at_arbitrary_bytes_are_reassembled(fake, provider):
+    pieces = text_stream(["Grüße ", "aus ", "Köln 🎉"])
+    pieces.split = 7  # cuts inside "data:", inside UTF-8 sequences and between \r and \n
+    fake.enqueue(pieces)
+    chunks = await collect(await provider.open_stream(req(messages=[user("Hi")], stream=True)))
+    assert [d for d, _ in deltas(chunks)] == [
+        {"role": "assistant", "content": ""}, {"content": "Grüße "}, {"content": "aus "}, {"content": "Köln 🎉"}, {}]
+
+
+async def test_n_candidates_become_n_choices(fake, provider):
+    fake.enqueue(response([candidate([{"text": "A"}], index=0), candidate([{"text": "B"}], "MAX_TOKENS", index=1)],
+                          usage_metadata(3, 2)))
+    result = await provider.complete(req(messages=[user("x")], n=2))
+    assert fake.last_json["generationConfig"] == {"candidateCount": 2}
+    assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in result.body["choices"]] == [
+        (0, "A", "stop"), (1, "B", "length")]
 
 
 async def test_default_echo_answers_without_a_script(fake, provider):
