@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 
+import grpc
 import httpx
 import openai
 import pydantic
@@ -26,6 +27,7 @@ from aiproxy.testing.fake_gemini import (
 )
 from aiproxy.testing.gateway import CLIENT_KEY, UPSTREAM_KEYS, GatewayProcess
 from aiproxy.testing.recording import RecordingTransport
+from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 MODEL = "gemini-test"  # mapped to gemini:gemini-2.5-flash by the gateway fixture's defaults
 UPSTREAM_MODEL = "gemini-2.5-flash"
@@ -37,6 +39,7 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
+GRPC_AUTH = (("authorization", f"Bearer {CLIENT_KEY}"),)
 SIGNATURE = base64.b64encode(b"opaque-gemini-3-thought-signature").decode()
 
 
@@ -227,3 +230,33 @@ def test_a_stream_cut_mid_way_ends_with_an_error_event(client, fake):
         for chunk in client.chat.completions.create(model=MODEL, messages=[user("x")], stream=True):
             received.append(chunk.choices[0].delta.content or "")
     assert "".join(received) == "partial answer"
+
+
+def test_models_list_shows_the_gemini_alias(client):
+    assert client.models.retrieve(MODEL).owned_by == "gemini"
+    assert MODEL in {m.id for m in client.models.list().data}
+
+
+@pytest.fixture()
+def grpc_stub(gemini_gateway):
+    with grpc.insecure_channel(gemini_gateway.grpc_target) as channel:
+        yield chat_pb2_grpc.ChatServiceStub(channel)
+
+
+def test_grpc_behaves_the_same(grpc_stub, fake):
+    fake.enqueue(function_call_response(("get_weather", {"city": "Oslo"}), thought_signature=SIGNATURE),
+                 rate_limited("4s"))
+    request = chat_pb2.ChatCompletionRequest(model=MODEL, stream=True)
+    request.messages.add(role="user", content_text="Weather in Oslo?")
+    request.tools.add(type="function", function=chat_pb2.FunctionDefinition(
+        name="get_weather", parameters_json=json.dumps(WEATHER_TOOL["function"]["parameters"])))
+    chunks = list(grpc_stub.StreamChatCompletion(request, metadata=GRPC_AUTH))
+    call = next(tc for c in chunks for tc in c.choices[0].delta.tool_calls)
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Oslo"})
+    assert call.id.startswith("call_")
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    with pytest.raises(grpc.RpcError) as error:
+        grpc_stub.CreateChatCompletion(chat_pb2.ChatCompletionRequest(model=MODEL, messages=request.messages),
+                                       metadata=GRPC_AUTH)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert dict(error.value.trailing_metadata())["retry-after"] == "4"
