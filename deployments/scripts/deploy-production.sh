@@ -100,7 +100,7 @@ restore_files() {
     [[ -f backups/$backup ]] || { echo "no such backup: $backup" >&2; exit 1; }
     tmp=$(mktemp -d)
     tar -xzf "backups/$backup" -C "$tmp"
-    rsync -a --delete "${SYNC_EXCLUDES[@]}" "$tmp/" ./
+    rsync -a --checksum --delete "${SYNC_EXCLUDES[@]}" "$tmp/" ./
     rm -rf "$tmp"
     ts=${backup#aiproxy-}; ts=${ts%.tar.gz}
     if docker image inspect "aiproxy:backup-$ts" >/dev/null 2>&1; then
@@ -260,7 +260,8 @@ deploy() {
     trap 'on_error "$backup"' ERR
 
     step "Copying files (rsync)"
-    rsync -az --delete -e "${SSH_CMD[*]}" \
+    # --checksum: compare contents, not size+mtime (a same-size edit within one second is not missed).
+    rsync -az --checksum --delete -e "${SSH_CMD[*]}" \
         --exclude=/.env --exclude=/logs/ --exclude=/backups/ --exclude=/bundles/ \
         --exclude=/deployments/letsencrypt/ --exclude=/.git/ --exclude=/.venv/ \
         --exclude=__pycache__/ --exclude=.pytest_cache/ --exclude=.ruff_cache/ \
