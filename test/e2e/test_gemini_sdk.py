@@ -100,17 +100,21 @@ def test_plain_chat_is_logged_like_any_other(client, fake, gemini_gateway):
     assert record["response"]["choices"][0]["message"]["content"] == "Bonjour!"
 
 
-def test_streamed_chat(client, fake):
+def test_streamed_chat_is_logged_assembled(client, fake, gemini_gateway):
     fake.enqueue(text_stream(["The capital", " is", " Paris."], prompt_tokens=6))
-    chunks = list(client.chat.completions.create(
+    raw = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=[user("Capital of France?")], stream=True, stream_options={"include_usage": True}
-    ))
+    )
+    chunks = list(raw.parse())
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The capital is Paris."
     assert chunks[0].choices[0].delta.role == "assistant"
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 6
     assert len({c.id for c in chunks}) == 1
     assert fake.requests[0].query == {"alt": "sse"}
+    record = gemini_gateway.wait_for_record(raw.headers["x-request-id"])
+    assert (record["stream"], record["finish_reason"], record["usage"]["prompt_tokens"]) == (True, "stop", 6)
+    assert record["response"]["choices"][0]["message"]["content"] == "The capital is Paris."
 
 
 def test_streamed_tool_call_round_trip(client, fake):

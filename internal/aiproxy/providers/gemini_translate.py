@@ -251,7 +251,7 @@ def _function_response(message: dict, position: int, call_names: dict[str, str])
         )
     text = "".join(_text_of(message.get("content"), position))
     response = None
-    if text.startswith("{"):
+    if text.lstrip().startswith("{"):
         try:
             response = orjson.loads(text)
         except orjson.JSONDecodeError:
