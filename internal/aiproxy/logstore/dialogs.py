@@ -1,15 +1,16 @@
 """Dialog grouping: threading by content, with the seed's time-window rule as the fallback.
 
-A request continues the earlier request whose messages plus answer are exactly its own
-messages up to its last assistant turn (`thread_prefix_hash == thread_next_hash`, same key,
-within LOGDB_DIALOG_LOOKBACK_DAYS), and joins that request's dialog: across model switches,
-pauses and partition boundaries. When several earlier requests match (identical parallel
-conversations), the latest one not yet continued is taken, so parallel conversations with the
-same key stay apart. A first turn (no assistant message; stored prefix hash "") starts a dialog. Requests without
-chat messages, and continuations whose parent was never logged, use the seed's rule: same
-key, endpoint and mapped model, gap to the previous request at most `--window`.
+A request continues the earlier request (same key, within LOGDB_DIALOG_LOOKBACK_DAYS) whose
+messages plus answer are exactly its own messages up to its last assistant turn, and joins
+that request's dialog: across model switches, pauses and partition boundaries. If no request
+matches the whole history, one matching the last exchange is taken (clients trim history).
+When several earlier requests match (identical parallel conversations), the latest one not
+yet continued wins, so parallel conversations with the same key stay apart. A first turn (no
+assistant message) starts a dialog. Requests without chat messages, and continuations whose
+parent was never logged, use the seed's rule: same key, endpoint and mapped model, at most
+`--window` after the previous such request.
 
-Rows are processed in (ts, request_id) order, each decision depending only on earlier rows,
+Rows are processed in (ts, request_id) order and each decision depends only on earlier rows,
 so ids are deterministic and re-running over the same rows updates nothing.
 """
 
@@ -19,11 +20,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 from aiproxy.logstore.partitions import day_of
 from aiproxy.logstore.store import Store
 
 CHUNK = 1000
+_IN_CHUNK = 500
 DEFAULT_WINDOW_S = 1800
 
 
@@ -49,6 +52,12 @@ def thread_dialog_id(root_request_id: str, root_server_id: str) -> str:
     return "dlg-" + hashlib.sha256(f"thread|{root_server_id}|{root_request_id}".encode()).hexdigest()[:16]
 
 
+_COLUMNS = (
+    "ts, request_id, server_id, api_key_hash, endpoint, model_mapped, thread_prefix_hash, thread_next_hash,"
+    " thread_tail_prefix_hash, thread_tail_next_hash, dialog_id, dialog_parent_id"
+)
+
+
 @dataclass(slots=True)
 class _Entry:
     ts: int
@@ -59,6 +68,8 @@ class _Entry:
     model_mapped: str | None
     prefix: str | None
     next: str | None
+    tail_prefix: str | None
+    tail_next: str | None
     dialog_id: str | None
     parent: str | None
 
@@ -66,11 +77,13 @@ class _Entry:
     def order(self) -> tuple[int, str]:
         return (self.ts, self.request_id)
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.request_id, self.server_id)
 
-_COLUMNS = (
-    "ts, request_id, server_id, api_key_hash, endpoint, model_mapped, thread_prefix_hash, thread_next_hash,"
-    " dialog_id, dialog_parent_id"
-)
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return (self.api_key_hash or "", self.endpoint or "", self.model_mapped or "")
 
 
 class _Assigner:
@@ -78,47 +91,51 @@ class _Assigner:
         self.store = store
         self.window_s = window_s
         self.lookback_s = store.settings.dialog_lookback_days * 86400
+        self.partitions = store.existing()  # listed once per run; rows only land in existing files
         self.updated = 0
-        self.chunk_keys: set[tuple[str, str]] = set()
-
-    def _files(self, first_ts: int, last_ts: int):
-        return [p.path for p in self.store.existing(day_of(max(0, first_ts)), day_of(last_ts))]
 
     def _query(self, first_ts: int, last_ts: int, where: str, args: list) -> list[_Entry]:
+        since, to = day_of(max(0, first_ts)), day_of(last_ts)
         out = []
-        for path in self._files(first_ts, last_ts):
-            db = self.store.database(path)
-            cursor = db.execute_sql(f"SELECT {_COLUMNS} FROM requests WHERE {where}", args)
-            out.extend(_Entry(*row) for row in cursor.fetchall())
+        for part in self.partitions:
+            if part.overlaps(since, to):
+                with self.store.connected(part.path) as db:
+                    out.extend(_Entry(*row) for row in db.execute_sql(f"SELECT {_COLUMNS} FROM requests WHERE {where}", args))
         return out
 
-    def _in_list(self, column: str, values: list[str]) -> tuple[str, list]:
-        return f"{column} IN ({', '.join('?' * len(values))})", values
+    def _lookup(self, first_ts: int, last_ts: int, column: str, values: set[str]) -> list[_Entry]:
+        found = []
+        ordered = sorted(v for v in values if v)
+        for i in range(0, len(ordered), _IN_CHUNK):
+            chunk = ordered[i : i + _IN_CHUNK]
+            found += self._query(first_ts, last_ts, f"{column} IN ({', '.join('?' * len(chunk))})", chunk)
+        return found
 
     def chunk(self, rows: list[_Entry]) -> list[_Entry]:
         """Decide dialog_id and parent for rows (sorted); returns the rows whose values changed."""
         first, last = rows[0].ts - self.lookback_s, rows[-1].ts
-        prefixes = sorted({r.prefix for r in rows if r.prefix})
-        stored: list[_Entry] = []
-        for i in range(0, len(prefixes), 500):
-            stored.extend(self._query(first, last, *self._in_list("thread_next_hash", prefixes[i : i + 500])))
-        ids = sorted({e.request_id for e in stored})
-        children: list[_Entry] = []
-        for i in range(0, len(ids), 500):
-            children.extend(self._query(first, last, *self._in_list("dialog_parent_id", ids[i : i + 500])))
-        in_chunk = self.chunk_keys = {(r.request_id, r.server_id) for r in rows}
+        in_chunk = {r.key for r in rows}
+        stored = [e for e in self._lookup(first, last, "thread_next_hash", {r.prefix for r in rows}) if e.key not in in_chunk]
+        stored_tail = [
+            e for e in self._lookup(first, last, "thread_tail_next_hash", {r.tail_prefix for r in rows}) if e.key not in in_chunk
+        ]
         by_next: dict[str, list[_Entry]] = {}
+        by_tail: dict[str, list[_Entry]] = {}
         for entry in stored:
-            if (entry.request_id, entry.server_id) not in in_chunk:
-                by_next.setdefault(entry.next, []).append(entry)
+            by_next.setdefault(entry.next, []).append(entry)
+        for entry in stored_tail:
+            by_tail.setdefault(entry.tail_next, []).append(entry)
+        parent_ids = {e.request_id for e in stored + stored_tail}
         claims: dict[str, list[tuple[int, str]]] = {}
-        for child in children:
-            if (child.request_id, child.server_id) not in in_chunk:
+        for child in self._lookup(first, last, "dialog_parent_id", parent_ids):
+            if child.key not in in_chunk:
                 claims.setdefault(child.parent, []).append(child.order)
         changed = []
         for row in rows:
             old = (row.dialog_id, row.parent)
-            parent = self._parent(row, by_next.get(row.prefix, ()) if row.prefix else (), claims)
+            parent = self._parent(row, by_next.get(row.prefix or "", ()), claims) or self._parent(
+                row, by_tail.get(row.tail_prefix or "", ()), claims
+            )
             if parent is not None:
                 row.parent = parent.request_id
                 row.dialog_id = parent.dialog_id or thread_dialog_id(parent.request_id, parent.server_id)
@@ -126,9 +143,11 @@ class _Assigner:
             elif row.prefix == "":  # a first turn
                 row.parent, row.dialog_id = None, thread_dialog_id(row.request_id, row.server_id)
             else:
-                row.parent, row.dialog_id = None, self._window_dialog(row, rows)
+                row.parent, row.dialog_id = None, self._window_dialog(row, rows, in_chunk)
             if row.next:
                 by_next.setdefault(row.next, []).append(row)
+            if row.tail_next:
+                by_tail.setdefault(row.tail_next, []).append(row)
             if (row.dialog_id, row.parent) != old:
                 changed.append(row)
         return changed
@@ -144,32 +163,20 @@ class _Assigner:
         free = [c for c in usable if not any(o < row.order for o in claims.get(c.request_id, ()))]
         return max(free or usable, key=lambda c: c.order)
 
-    def _window_dialog(self, row: _Entry, chunk_rows: list[_Entry]) -> str:
-        def same_group(e: _Entry) -> bool:
-            return (e.api_key_hash or "", e.endpoint or "", e.model_mapped or "") == (
-                row.api_key_hash or "",
-                row.endpoint or "",
-                row.model_mapped or "",
-            )
-
-        earlier = [e for e in chunk_rows if e.order < row.order and same_group(e) and e.dialog_id]
+    def _window_dialog(self, row: _Entry, chunk_rows: list[_Entry], in_chunk: set) -> str:
+        start = row.ts - self.window_s
+        earlier = [e for e in chunk_rows if start <= e.ts and e.order < row.order and e.group == row.group]
         where = "api_key_hash IS ? AND endpoint IS ? AND model_mapped IS ? AND ts BETWEEN ? AND ? AND dialog_id IS NOT NULL"
-        args = [row.api_key_hash, row.endpoint, row.model_mapped, row.ts - self.window_s, row.ts]
-        earlier += [
-            e
-            for e in self._query(row.ts - self.window_s, row.ts, where, args)
-            if e.order < row.order and (e.request_id, e.server_id) not in self.chunk_keys
-        ]
-        earlier = [e for e in earlier if e.ts >= row.ts - self.window_s]
+        args = [row.api_key_hash, row.endpoint, row.model_mapped, start, row.ts]
+        earlier += [e for e in self._query(start, row.ts, where, args) if e.order < row.order and e.key not in in_chunk]
         if earlier:
             return max(earlier, key=lambda e: e.order).dialog_id
         return window_dialog_id(row.api_key_hash, row.endpoint, row.model_mapped, row.ts)
 
-    def write(self, path, changed: list[_Entry]) -> None:
+    def write(self, path: Path, changed: list[_Entry]) -> None:
         if not changed:
             return
-        db = self.store.database(path)
-        with db.atomic("IMMEDIATE"):
+        with self.store.connected(path) as db, db.atomic("IMMEDIATE"):
             db.connection().executemany(
                 "UPDATE requests SET dialog_id = ?, dialog_parent_id = ? WHERE request_id = ? AND server_id = ?",
                 [(r.dialog_id, r.parent, r.request_id, r.server_id) for r in changed],
@@ -182,16 +189,16 @@ def _run(store: Store, since: date | None, to: date | None, window: str | None, 
     per_file: dict[str, int] = {}
     pending = " AND dialog_id IS NULL" if only_pending else ""
     for part in store.existing(since, to):
-        db = store.database(part.path)
         before = assigner.updated
         after: tuple[int, str] = (-1, "")
         while True:
-            cursor = db.execute_sql(
-                f"SELECT {_COLUMNS} FROM requests WHERE (ts > ? OR (ts = ? AND request_id > ?)){pending}"
-                " ORDER BY ts, request_id LIMIT ?",
-                (after[0], after[0], after[1], CHUNK),
-            )
-            rows = [_Entry(*r) for r in cursor.fetchall()]
+            with store.connected(part.path) as db:
+                cursor = db.execute_sql(
+                    f"SELECT {_COLUMNS} FROM requests WHERE (ts > ? OR (ts = ? AND request_id > ?)){pending}"
+                    " ORDER BY ts, request_id LIMIT ?",
+                    (after[0], after[0], after[1], CHUNK),
+                )
+                rows = [_Entry(*r) for r in cursor.fetchall()]
             if not rows:
                 break
             assigner.write(part.path, assigner.chunk(rows))
@@ -213,11 +220,7 @@ def assign_pending(store: Store, since: date | None = None, window: str | None =
 def clear(store: Store, since: date | None = None, to: date | None = None) -> dict[str, int]:
     out = {}
     for part in store.existing(since, to):
-        db = store.database(part.path)
-        with db.atomic("IMMEDIATE"):
-            cursor = db.execute_sql(
-                "UPDATE requests SET dialog_id = NULL, dialog_parent_id = NULL WHERE dialog_id IS NOT NULL"
-            )
+        with store.connected(part.path) as db, db.atomic("IMMEDIATE"):
+            cursor = db.execute_sql("UPDATE requests SET dialog_id = NULL, dialog_parent_id = NULL WHERE dialog_id IS NOT NULL")
         out[str(part.path)] = cursor.rowcount
     return out
-

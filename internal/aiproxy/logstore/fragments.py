@@ -8,6 +8,7 @@ Text comes from every message and content part, tool-call names and arguments, l
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -103,18 +104,33 @@ def _digest(messages: list[list]) -> str:
     return hashlib.sha256(orjson.dumps(messages)).hexdigest()[:32]
 
 
-def thread_hashes(request: Any, response: Any) -> tuple[str | None, str | None]:
-    """(prefix, next): the conversation this request continues (its messages up to the last
-    assistant turn; "" for a first turn) and the one its answer leads to (its messages plus the
-    answer). A request continues another when its prefix equals the other's next. (None, None)
-    for requests without chat messages."""
+@dataclass(frozen=True, slots=True)
+class ThreadHashes:
+    """How a request links to the one it continues. `prefix` is its messages up to the last
+    assistant turn ("" for a first turn), `next` its messages plus its answer: a request
+    continues another when its prefix equals the other's next. The `tail_*` pair hashes only
+    the last exchange (the message before that assistant turn and the turn itself; the last
+    message and the answer), which still matches when a client trims old history."""
+
+    prefix: str | None = None
+    next: str | None = None
+    tail_prefix: str | None = None
+    tail_next: str | None = None
+
+
+def thread_hashes(request: Any, response: Any) -> ThreadHashes:
+    """All None for requests without chat messages."""
     if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
-        return None, None
+        return ThreadHashes()
     messages = [_normalised(m) for m in request["messages"] if isinstance(m, dict)]
     if not messages:
-        return None, None
+        return ThreadHashes()
     last_assistant = max((i for i, m in enumerate(messages) if m[0] == "assistant"), default=-1)
-    prefix = _digest(messages[: last_assistant + 1]) if last_assistant >= 0 else ""
     answer = _answer_message(response)
-    following = _digest([*messages, _normalised(answer)]) if answer is not None else None
-    return prefix, following
+    answer_norm = _normalised(answer) if answer is not None else None
+    return ThreadHashes(
+        prefix=_digest(messages[: last_assistant + 1]) if last_assistant >= 0 else "",
+        next=_digest([*messages, answer_norm]) if answer_norm else None,
+        tail_prefix=_digest(messages[last_assistant - 1 : last_assistant + 1]) if last_assistant >= 1 else None,
+        tail_next=_digest([messages[-1], answer_norm]) if answer_norm else None,
+    )

@@ -54,10 +54,10 @@ def index_missing(db) -> tuple[int, int]:
 def build(store: Store, since: date | None = None, to: date | None = None, *, rebuild: bool = False) -> dict[str, dict]:
     out = {}
     for part in store.existing(since, to):
-        db = store.database(part.path)
-        if rebuild:
-            drop_fts(db)
-        indexed, skipped = index_missing(db)
+        with store.connected(part.path) as db:
+            if rebuild:
+                drop_fts(db)
+            indexed, skipped = index_missing(db)
         out[str(part.path)] = {"indexed": indexed, "skipped": skipped}
     return out
 
@@ -65,8 +65,8 @@ def build(store: Store, since: date | None = None, to: date | None = None, *, re
 def drop(store: Store, since: date | None = None, to: date | None = None) -> dict[str, bool]:
     out = {}
     for part in store.existing(since, to):
-        db = store.database(part.path)
-        existed = has_fts(db)
-        drop_fts(db)
+        with store.connected(part.path) as db:
+            existed = has_fts(db)
+            drop_fts(db)
         out[str(part.path)] = existed
     return out

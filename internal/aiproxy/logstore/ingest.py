@@ -112,10 +112,10 @@ class _Batches:
     def _flush_day(self, day: date) -> None:
         rows = self.rows.pop(day)
         self.total -= self.sizes.pop(day)
-        db = self.store.partition_for_day(day)
-        for server_id in {r.values["server_id"] for r in rows}:
-            self.store.note_server(db, server_id)
-        inserted = insert_rows(db, rows, fts_enabled=self.settings.fts_enabled)
+        with self.store.connected(self.store.partition_path(day)) as db:
+            for server_id in {r.values["server_id"] for r in rows}:
+                self.store.note_server(db, server_id)
+            inserted = insert_rows(db, rows, fts_enabled=self.settings.fts_enabled)
         self.report.rows_inserted += len(inserted)
         self.report.rows_skipped += len(rows) - len(inserted)
         if inserted and (self.report.first_day is None or day < self.report.first_day):

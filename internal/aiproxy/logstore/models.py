@@ -53,10 +53,13 @@ class Request(_Base):
     total_tokens = IntegerField(null=True)
     finish_reason = TextField(null=True)
     error = TextField(null=True)  # JSON object {message,type,code} or NULL
-    # Dialog threading: hash of the conversation this request continues (its messages up to
-    # the last assistant turn) and of the conversation its answer leads to.
+    # Dialog threading (aiproxy.logstore.fragments.thread_hashes): the conversation this
+    # request continues and the one its answer leads to, over the whole history and over the
+    # last exchange only (for clients that trim history).
     thread_prefix_hash = TextField(null=True)
     thread_next_hash = TextField(null=True)
+    thread_tail_prefix_hash = TextField(null=True)
+    thread_tail_next_hash = TextField(null=True)
     dialog_parent_id = TextField(null=True)
 
     class Meta:
@@ -103,6 +106,7 @@ REQUEST_INDEXES = {
     "idx_requests_api": ("api_key_hash",),
     "idx_requests_dialog": ("dialog_id",),
     "idx_requests_thread_next": ("thread_next_hash",),
+    "idx_requests_thread_tail_next": ("thread_tail_next_hash",),
     "idx_requests_dialog_parent": ("dialog_parent_id",),
 }
 for _name, _columns in REQUEST_INDEXES.items():

@@ -13,7 +13,7 @@ from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.search import SearchFilters, decode_cursor, encode_cursor, filter_clauses
 from aiproxy.logstore.store import Store
 
-_DETAIL_COLUMNS = tuple(c for c in REQUEST_COLUMNS if c not in ("thread_prefix_hash", "thread_next_hash"))
+_DETAIL_COLUMNS = tuple(c for c in REQUEST_COLUMNS if not c.startswith("thread_"))
 
 
 def _detail(row: tuple) -> dict[str, Any]:
@@ -27,7 +27,8 @@ def get_request(store: Store, request_id: str) -> dict[str, Any]:
         raise InvalidQuery("request id is required", param="request_id")
     sql = f"SELECT {', '.join(_DETAIL_COLUMNS)} FROM requests WHERE request_id = ? ORDER BY server_id LIMIT 1"
     for part in reversed(store.existing()):
-        row = store.database(part.path).execute_sql(sql, (request_id,)).fetchone()
+        with store.connected(part.path) as db:
+            row = db.execute_sql(sql, (request_id,)).fetchone()
         if row is not None:
             return _detail(row)
     raise LogNotFound(f"request {request_id!r} is not in the log store", param="request_id")
@@ -40,7 +41,8 @@ def get_dialog(store: Store, dialog_id: str) -> list[dict[str, Any]]:
     sql = f"SELECT {', '.join(_DETAIL_COLUMNS)} FROM requests WHERE dialog_id = ? ORDER BY ts, request_id"
     turns = []
     for part in store.existing():
-        turns += [_detail(row) for row in store.database(part.path).execute_sql(sql, (dialog_id,))]
+        with store.connected(part.path) as db:
+            turns += [_detail(row) for row in db.execute_sql(sql, (dialog_id,))]
     if not turns:
         raise LogNotFound(f"dialog {dialog_id!r} is not in the log store", param="dialog_id")
     return sorted(turns, key=lambda t: (t["ts"], t["request_id"]))
@@ -72,7 +74,9 @@ def list_dialogs(
     )
     merged: dict[str, DialogSummary] = {}
     for part in store.existing(filters.since, filters.to):
-        for dialog_id, count, first, last, key, models, first_req in store.database(part.path).execute_sql(sql, args):
+        with store.connected(part.path) as db:
+            found_rows = db.execute_sql(sql, args).fetchall()
+        for dialog_id, count, first, last, key, models, first_req in found_rows:
             found = merged.get(dialog_id)
             model_list = sorted(set((models or "").split(",")) - {""})
             if found is None:
@@ -103,18 +107,18 @@ def stats(store: Store, since: date | None = None, to: date | None = None) -> di
     fts_partitions = 0
     dialog_ids: set[str] = set()  # dialogs cross partitions: count each once
     for part in parts:
-        db = store.database(part.path)
-        count, lo, hi = db.execute_sql("SELECT COUNT(*), MIN(ts), MAX(ts) FROM requests").fetchone()
-        totals["requests"] += count
-        dialog_ids.update(r[0] for r in db.execute_sql("SELECT DISTINCT dialog_id FROM requests WHERE dialog_id IS NOT NULL"))
-        totals["bytes"] += part.path.stat().st_size
-        fts_partitions += has_fts(db)
-        for model, n in db.execute_sql("SELECT COALESCE(model_mapped, ''), COUNT(*) FROM requests GROUP BY 1"):
-            models[model] += n
-        for provider, n in db.execute_sql("SELECT COALESCE(provider, ''), COUNT(*) FROM requests GROUP BY 1"):
-            providers[provider] += n
-        for status, n in db.execute_sql("SELECT COALESCE(status_code, 0), COUNT(*) FROM requests GROUP BY 1"):
-            statuses[str(status)] += n
+        with store.connected(part.path) as db:
+            count, lo, hi = db.execute_sql("SELECT COUNT(*), MIN(ts), MAX(ts) FROM requests").fetchone()
+            totals["requests"] += count
+            dialog_ids.update(r[0] for r in db.execute_sql("SELECT DISTINCT dialog_id FROM requests WHERE dialog_id IS NOT NULL"))
+            totals["bytes"] += part.path.stat().st_size
+            fts_partitions += has_fts(db)
+            for model, n in db.execute_sql("SELECT COALESCE(model_mapped, ''), COUNT(*) FROM requests GROUP BY 1"):
+                models[model] += n
+            for provider, n in db.execute_sql("SELECT COALESCE(provider, ''), COUNT(*) FROM requests GROUP BY 1"):
+                providers[provider] += n
+            for status, n in db.execute_sql("SELECT COALESCE(status_code, 0), COUNT(*) FROM requests GROUP BY 1"):
+                statuses[str(status)] += n
         if lo is not None:
             first_ts = lo if first_ts is None else min(first_ts, lo)
             last_ts = hi if last_ts is None else max(last_ts, hi)

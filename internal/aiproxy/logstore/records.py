@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -19,7 +20,8 @@ import orjson
 from aiproxy.logstore.database import REQUEST_COLUMNS
 from aiproxy.logstore.fragments import extract_fragments, thread_hashes
 
-SCHEMA_V1 = "aiproxy.request.v1"
+_EMPTY_ROW = dict.fromkeys(REQUEST_COLUMNS)
+_ROW_TUPLE = itemgetter(*REQUEST_COLUMNS)
 
 
 class InvalidRecord(ValueError):
@@ -36,7 +38,7 @@ class Row:
         return self.values["ts"]
 
     def as_tuple(self) -> tuple:
-        return tuple(self.values.get(c) for c in REQUEST_COLUMNS)
+        return _ROW_TUPLE({**_EMPTY_ROW, **self.values})
 
     def size(self) -> int:
         """Rough memory/transaction weight, for batch limits."""
@@ -74,9 +76,11 @@ def _str_or_none(value: Any) -> str | None:
 
 
 def _common(values: dict[str, Any], request: Any, response: Any) -> Row:
-    prefix, following = thread_hashes(request, response)
-    values["thread_prefix_hash"] = prefix
-    values["thread_next_hash"] = following
+    hashes = thread_hashes(request, response)
+    values["thread_prefix_hash"] = hashes.prefix
+    values["thread_next_hash"] = hashes.next
+    values["thread_tail_prefix_hash"] = hashes.tail_prefix
+    values["thread_tail_next_hash"] = hashes.tail_next
     return Row(values, extract_fragments(request, response))
 
 

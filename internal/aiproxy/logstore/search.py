@@ -123,25 +123,40 @@ def _hit(row: tuple, score: float | None = None, snippet: str = "") -> Hit:
 
 
 def ranked_hits(db, query: str, filters: SearchFilters, after: tuple | None, limit: int) -> list[Hit]:
+    """The best `limit` requests of one partition after `after`, by their best fragment's bm25.
+
+    Ranking reads only (rowid, request_id, score); snippets and request columns are fetched
+    for the winners alone, since computing a snippet for every match dominates otherwise."""
     clauses, args = filter_clauses(filters)
+    join = f" CROSS JOIN requests r ON r.request_id = {FTS_TABLE}.request_id" if clauses else ""
     where = " AND ".join([f"{FTS_TABLE} MATCH ?", *clauses])
     sql = (
-        f"SELECT bm25({FTS_TABLE}) AS score, snippet({FTS_TABLE}, 2, '[', ']', '…', {SNIPPET_TOKENS}), {_RESULT_COLUMNS}"
-        f" FROM {FTS_TABLE} JOIN requests r ON r.request_id = {FTS_TABLE}.request_id WHERE {where} ORDER BY score"
+        f"SELECT {FTS_TABLE}.rowid, {FTS_TABLE}.request_id, bm25({FTS_TABLE}) AS score FROM {FTS_TABLE}{join}"
+        f" WHERE {where} ORDER BY score"
     )
-    hits: list[Hit] = []
-    seen: set[tuple[str, str]] = set()
-    for score, snippet, *row in db.execute_sql(sql, [query, *args]):
-        hit = _hit(tuple(row), score, snippet)
-        key = (hit.fields["request_id"], hit.fields["server_id"])
-        if key in seen:
+    best: list[tuple[int, str, float]] = []
+    seen: set[str] = set()
+    for rowid, request_id, score in db.execute_sql(sql, [query, *args]):
+        if request_id in seen:
             continue
-        seen.add(key)
-        if after is not None and hit.sort_key <= after:
+        seen.add(request_id)
+        if after is not None and (score, request_id) <= after:
             continue
-        hits.append(hit)
-        if len(hits) >= limit:
+        best.append((rowid, request_id, score))
+        if len(best) >= limit:
             break
+    hits = []
+    for rowid, request_id, score in best:
+        snippet = db.execute_sql(
+            f"SELECT snippet({FTS_TABLE}, 2, '[', ']', '…', {SNIPPET_TOKENS}) FROM {FTS_TABLE}"
+            f" WHERE {FTS_TABLE} MATCH ? AND rowid = ?",
+            (query, rowid),
+        ).fetchone()
+        row = db.execute_sql(
+            f"SELECT {_RESULT_COLUMNS} FROM requests r WHERE r.request_id = ? ORDER BY r.server_id LIMIT 1", (request_id,)
+        ).fetchone()
+        if row is not None:
+            hits.append(_hit(row, score, snippet[0] if snippet else ""))
     return hits
 
 
@@ -166,13 +181,12 @@ def search(store: Store, query: str = "", filters: SearchFilters | None = None, 
     page = SearchPage()
     candidates: list[Hit] = []
     for part in reversed(store.existing(filters.since, filters.to)):
-        db = store.database(part.path)
         page.partitions += 1
-        if ranked:
-            if has_fts(db):
+        with store.connected(part.path) as db:
+            if not ranked:
+                candidates += _recent(db, filters, after, limit)
+            elif has_fts(db):
                 candidates += ranked_hits(db, query, filters, after, limit)
-        else:
-            candidates += _recent(db, filters, after, limit)
     page.hits = heapq.nsmallest(limit, candidates, key=lambda h: h.sort_key)
     if len(page.hits) == limit:
         last = page.hits[-1]

@@ -8,15 +8,20 @@ LogService can use one Store concurrently.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
 from peewee import SqliteDatabase
 
 from aiproxy.logstore import partitions
-from aiproxy.logstore.database import create_fts, has_fts, open_database
+from aiproxy.logstore.database import open_database
 from aiproxy.logstore.server_identity import resolve_server_id, server_row
 from aiproxy.logstore.settings import LogStoreSettings
+
+MAX_OPEN = 40  # connections per thread: a month of daily partitions plus a few
 
 
 class Store:
@@ -25,6 +30,7 @@ class Store:
         self.base = settings.base
         self._dbs: dict[Path, SqliteDatabase] = {}
         self._lock = threading.Lock()
+        self._local = threading.local()
         self._server_id: str | None = None
         self._known_servers: set[tuple[Path, str]] = set()
 
@@ -43,17 +49,25 @@ class Store:
                 self._dbs[path] = db
             return db
 
+    @contextmanager
+    def connected(self, path: Path) -> Iterator[SqliteDatabase]:
+        """A partition for one unit of work. Each thread keeps its MAX_OPEN most recently used
+        connections open (opening costs pragmas, closing the last one checkpoints the WAL) and
+        closes older ones, so scanning hundreds of partitions never holds hundreds of caches."""
+        db = self.database(path)
+        recent: OrderedDict[Path, SqliteDatabase] = self._local.__dict__.setdefault("recent", OrderedDict())
+        recent[Path(db.database)] = db
+        recent.move_to_end(Path(db.database))
+        while len(recent) > MAX_OPEN:
+            recent.popitem(last=False)[1].close()
+        yield db
+
     def control(self) -> SqliteDatabase:
         return self.database(partitions.control_path(self.base))
 
     def partition_path(self, day: date) -> Path:
         return partitions.partition_path(self.base, day, self.settings.partition_granularity)
 
-    def partition_for_day(self, day: date, *, with_fts: bool = False) -> SqliteDatabase:
-        db = self.database(self.partition_path(day))
-        if with_fts and not has_fts(db):
-            create_fts(db)
-        return db
 
     def existing(self, since: date | None = None, to: date | None = None) -> list[partitions.PartitionFile]:
         return partitions.discover(self.base, since, to)
