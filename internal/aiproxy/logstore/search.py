@@ -3,7 +3,7 @@
 Without a query, requests come newest first. With one, each partition returns its best
 matches (bm25, one hit per request: its best fragment) after the cursor; the merge keeps the
 best `limit` overall. bm25 statistics are per partition, which ranks as well as one big table
-in practice and keeps each query small. A query is checked against an empty in-memory FTS5
+in practice and keeps each query small. `a NEAR/N b` is accepted (fts_query). A query is checked against an empty in-memory FTS5
 table first, so bad syntax becomes InvalidQuery and never an SQL error from a partition.
 """
 
@@ -20,6 +20,7 @@ import orjson
 
 from aiproxy.logstore.database import FTS_TABLE, has_fts
 from aiproxy.logstore.errors import InvalidQuery
+from aiproxy.logstore.fts_query import to_fts5
 from aiproxy.logstore.store import Store
 
 MAX_LIMIT = 500
@@ -173,7 +174,7 @@ def _recent(db, filters: SearchFilters, after: tuple | None, limit: int) -> list
 def search(store: Store, query: str = "", filters: SearchFilters | None = None, *, limit: int = 20, cursor: str = "") -> SearchPage:
     filters = filters or SearchFilters()
     limit = max(1, min(int(limit or 20), MAX_LIMIT))
-    query = (query or "").strip()
+    query = to_fts5((query or "").strip())
     ranked = bool(query)
     if ranked:
         validate_query(query)

@@ -104,3 +104,11 @@ def seed_record(record: dict) -> dict:
 def seed_block(event: dict, local_time: str = "2025-09-10 12:00:00") -> str:
     """One record of the seed's endpoint log: prefix plus pretty JSON, as logging wrote it."""
     return f"{local_time} - INFO - {json.dumps(event, indent=2, ensure_ascii=False, default=str)}\n"
+
+
+def make_store(db_dir: Path, **settings: Any):
+    """A Store on `db_dir` with defaults plus `settings` (LOGDB_* names, lower-case, no prefix)."""
+    from aiproxy.logstore.settings import LogStoreSettings
+    from aiproxy.logstore.store import Store
+
+    return Store(LogStoreSettings.from_mapping({"dir": str(db_dir), "server_id": "srv-local", **settings}, {}))

@@ -1,0 +1,88 @@
+import hashlib
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from aiproxy.logstore.fragments import extract_fragments, thread_hashes
+from aiproxy.logstore.records import InvalidRecord, from_gateway_record, from_seed_record
+from aiproxy.testing.logrecords import chat_record, seed_record
+
+T0 = datetime(2025, 9, 10, 12, 0, tzinfo=UTC)
+
+
+def test_gateway_record_becomes_a_row_with_the_new_columns():
+    record = chat_record([{"role": "user", "content": "hi"}], "hello", ts=T0, stream=True, request_id="req-1")
+    row = from_gateway_record(record, "fallback")
+    v = row.values
+    assert (v["request_id"], v["server_id"], v["ts"]) == ("req-1", "srv-test", int(T0.timestamp()))
+    assert (v["provider"], v["transport"], v["stream"], v["ttft_ms"]) == ("openrouter", "http", 1, 3.0)
+    assert (v["prompt_tokens"], v["completion_tokens"], v["total_tokens"], v["finish_reason"]) == (10, 5, 15, "stop")
+    assert json.loads(v["request_json"]) == record["request"]
+    assert ("user", "hi") in row.fragments and ("assistant", "hello") in row.fragments
+
+
+def test_record_server_id_falls_back_to_the_store_identity():
+    record = chat_record([{"role": "user", "content": "hi"}], "x", ts=T0)
+    del record["server_id"]
+    assert from_gateway_record(record, "srv-store").values["server_id"] == "srv-store"
+
+
+def test_failed_request_keeps_its_error():
+    record = chat_record([{"role": "user", "content": "hi"}], "upstream down", ts=T0, status_code=502)
+    values = from_gateway_record(record, "s").values
+    assert values["status_code"] == 502 and json.loads(values["error"])["message"] == "upstream down"
+
+
+@pytest.mark.parametrize("field", ["request_id", "endpoint", "ts", "request"])
+def test_record_without_a_required_field_is_invalid(field):
+    record = chat_record([{"role": "user", "content": "hi"}], "x", ts=T0)
+    record[field] = None
+    with pytest.raises(InvalidRecord):
+        from_gateway_record(record, "s")
+
+
+def test_seed_record_id_is_the_seed_formula():
+    event = seed_record(chat_record([{"role": "user", "content": "hi"}], "x", ts=T0))
+    row = from_seed_record(event, "srv")
+    req = json.dumps(event["request"], ensure_ascii=False, sort_keys=True)
+    resp = json.dumps(event["response"], ensure_ascii=False, sort_keys=True)
+
+    def sha(text):
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    expected = sha(f"srv|{event['timestamp']}|/v1/chat/completions|{sha(req)}|{sha(resp)}")
+    assert row.values["request_id"] == expected
+    assert row.values["request_json"] == req and row.values["model_mapped"] == "openai/gpt-4o"
+
+
+def test_fragments_cover_parts_tool_calls_prompt_gemini_and_answers():
+    request = {
+        "messages": [
+            {"role": "system", "content": "  be brief  "},
+            {"role": "user", "content": [{"type": "text", "text": "part one"}, {"type": "image_url"}, {"text": "part two"}]},
+            {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "lookup", "arguments": '{"q":"paris"}'}}]},
+            {"role": "tool", "content": "sunny"},
+            {"role": "user", "content": "be brief"},
+        ],
+        "prompt": "legacy prompt",
+        "contents": [{"parts": [{"text": "gemini text"}]}],
+    }
+    response = {"choices": [{"message": {"content": "answer"}}, {"message": {"content": "second"}}], "content": "top"}
+    fragments = extract_fragments(request, response)
+    assert ("system", "be brief") in fragments and ("user", "be brief") in fragments
+    assert ("user", "part one\npart two") in fragments
+    assert ("assistant", 'lookup {"q":"paris"}') in fragments
+    assert ("assistant", "answer\n\nsecond") in fragments and ("assistant", "top") in fragments
+    assert ("user", "legacy prompt") in fragments and ("user", "gemini text") in fragments
+    assert len(fragments) == len(set(fragments))
+
+
+def test_thread_hashes_link_a_turn_to_the_next():
+    first = {"messages": [{"role": "user", "content": "q1"}]}
+    answer = {"choices": [{"message": {"role": "assistant", "content": "a1", "refusal": None}}]}
+    second = {"messages": [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}]}
+    h1, h2 = thread_hashes(first, answer), thread_hashes(second, None)
+    assert h1.prefix == "" and h2.prefix == h1.next and h2.tail_prefix == h1.tail_next
+    assert h2.next is None
+    assert thread_hashes({"prompt": "x"}, answer).prefix is None
