@@ -1,0 +1,118 @@
+"""Dialog threading on real partitions: model switches, pauses, midnight, parallel conversations."""
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+from aiproxy.logstore import dialogs
+from aiproxy.logstore.ingest import ingest
+from aiproxy.logstore.queries import get_dialog
+from aiproxy.testing.logrecords import chat_record, conversation, make_store, write_jsonl
+
+T0 = datetime(2025, 9, 10, 23, 40, tzinfo=UTC)
+
+
+def _dialogs(store) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for part in store.existing():
+        with sqlite3.connect(part.path) as conn:
+            for rid, did in conn.execute("SELECT request_id, dialog_id FROM requests ORDER BY ts, request_id"):
+                out.setdefault(did, []).append(rid)
+    return out
+
+
+def _snapshot(store):
+    rows = []
+    for part in store.existing():
+        with sqlite3.connect(part.path) as conn:
+            rows += conn.execute("SELECT request_id, dialog_id, dialog_parent_id FROM requests ORDER BY request_id").fetchall()
+    return sorted(rows)
+
+
+def _ingest(tmp_path, records, **settings):
+    write_jsonl(tmp_path / "logs" / "r.jsonl", records)
+    store = make_store(tmp_path / "db", **settings)
+    ingest(store, tmp_path / "logs")
+    return store
+
+
+def _ids(records):
+    return [r["request_id"] for r in records]
+
+
+def test_a_conversation_stays_one_dialog_across_midnight_pauses_and_model_switches(tmp_path):
+    turns = [("plan a trip", "where to?"), ("Lisbon", "nice"), ("budget?", "cheap"), ("hotels", "three options")]
+    records = conversation(turns, start=T0, gap_s=900)
+    records[2]["model_mapped"] = records[2]["response"]["model"] = "anthropic/claude"  # switch model mid-way
+    late = datetime.fromisoformat(records[3]["ts"].replace("Z", "+00:00")) + timedelta(days=3)
+    records[3]["ts"] = late.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # and come back days later
+    store = _ingest(tmp_path, records)
+    assert len(store.existing()) == 3
+    groups = _dialogs(store)
+    assert list(groups.values()) == [_ids(records)]
+    turns_back = get_dialog(store, next(iter(groups)))
+    assert [t["request_id"] for t in turns_back] == _ids(records)
+    assert turns_back[1]["dialog_parent_id"] == records[0]["request_id"]
+
+
+def test_parallel_conversations_with_the_same_key_never_merge(tmp_path):
+    a = conversation([("cats?", "meow"), ("more cats", "purr"), ("even more", "hiss")], start=T0, gap_s=60)
+    b = conversation([("dogs?", "woof"), ("more dogs", "bark"), ("even more", "growl")], start=T0 + timedelta(seconds=30), gap_s=60)
+    store = _ingest(tmp_path, sorted(a + b, key=lambda r: r["ts"]))
+    assert sorted(_dialogs(store).values()) == sorted([_ids(a), _ids(b)])
+
+
+def test_identical_parallel_conversations_stay_apart(tmp_path):
+    """Same key, same questions, same answers (a deterministic model): still two dialogs."""
+    a = conversation([("hi", "hello"), ("again", "hello again")], start=T0, gap_s=60)
+    b = conversation([("hi", "hello"), ("again", "hello again")], start=T0 + timedelta(seconds=10), gap_s=60)
+    store = _ingest(tmp_path, sorted(a + b, key=lambda r: r["ts"]))
+    groups = sorted(_dialogs(store).values(), key=len)
+    assert [len(g) for g in groups] == [2, 2]
+
+
+def test_different_keys_never_share_a_dialog(tmp_path):
+    a = conversation([("hi", "hello"), ("again", "hello again")], start=T0, gap_s=60, key="alice")
+    b = conversation([("hi", "hello"), ("again", "hello again")], start=T0, gap_s=60, key="bob")
+    store = _ingest(tmp_path, a + b)
+    assert sorted(_dialogs(store).values()) == sorted([_ids(a), _ids(b)])
+
+
+def test_trimmed_history_still_threads_on_the_last_exchange(tmp_path):
+    records = conversation([("one", "1"), ("two", "2"), ("three", "3")], start=T0, gap_s=60)
+    messages = records[2]["request"]["messages"]
+    records[2]["request"]["messages"] = messages[2:]  # the client dropped the oldest exchange
+    store = _ingest(tmp_path, records)
+    assert list(_dialogs(store).values()) == [_ids(records)]
+
+
+def test_window_rule_groups_requests_without_chat_messages(tmp_path):
+    records = []
+    for i, minutes in enumerate([0, 10, 25, 80]):
+        record = chat_record([], f"a{i}", ts=T0 + timedelta(minutes=minutes))
+        record["request"] = {"model": "gpt-4o", "prompt": f"completion {i}"}
+        records.append(record)
+    store = _ingest(tmp_path, records)
+    assert sorted(_dialogs(store).values(), key=len) == [_ids(records[3:]), _ids(records[:3])]
+    dialogs.assign(store, window="1h")
+    assert list(_dialogs(store).values()) == [_ids(records)]
+
+
+def test_ids_are_deterministic_and_rerunning_changes_nothing(tmp_path):
+    a = conversation([("x", "1"), ("y", "2"), ("z", "3")], start=T0, gap_s=600)
+    b = conversation([("p", "1"), ("q", "2")], start=T0, gap_s=700)
+    store = _ingest(tmp_path, a + b)
+    before = _snapshot(store)
+    assert sum(dialogs.assign(store).values()) == 0
+    assert sum(dialogs.clear(store).values()) == 5
+    assert sum(dialogs.assign(store).values()) == 5
+    assert _snapshot(store) == before
+    other = _ingest(tmp_path / "again", a + b)  # a fresh store computes the same ids
+    assert _snapshot(other) == before
+
+
+def test_grouping_off_leaves_dialogs_empty_until_assign(tmp_path):
+    records = conversation([("x", "1"), ("y", "2")], start=T0, gap_s=60)
+    store = _ingest(tmp_path, records, grouping_enabled=False)
+    assert list(_dialogs(store)) == [None]
+    dialogs.assign(store)
+    assert list(_dialogs(store).values()) == [_ids(records)]

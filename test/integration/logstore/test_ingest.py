@@ -1,0 +1,147 @@
+"""Ingest against real files and real SQLite partitions, including the seed §11 failures."""
+
+import json
+import sqlite3
+from datetime import UTC, date, datetime, timedelta
+
+from aiproxy.logstore.ingest import ingest
+from aiproxy.logstore.search import search
+from aiproxy.testing.logrecords import (
+    chat_record,
+    make_store,
+    seed_block,
+    seed_record,
+    write_jsonl,
+)
+
+T0 = datetime(2025, 9, 9, 10, 0, tzinfo=UTC)
+
+
+def _rows(store) -> int:
+    total = 0
+    for part in store.existing():
+        with sqlite3.connect(part.path) as conn:
+            total += conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+    return total
+
+
+def _records(n: int, start=T0, step=timedelta(minutes=1), **kwargs):
+    return [chat_record([{"role": "user", "content": f"question {i}"}], f"answer {i}", ts=start + i * step, **kwargs) for i in range(n)]
+
+
+def test_ingest_is_idempotent_and_resumes_from_its_checkpoint(tmp_path):
+    log = tmp_path / "logs" / "requests" / "requests-20250909-1.jsonl"
+    write_jsonl(log, _records(5))
+    store = make_store(tmp_path / "db")
+    first = ingest(store, tmp_path / "logs")
+    assert (first.files_scanned, first.rows_inserted, first.records_corrupt) == (1, 5, 0)
+    again = ingest(store, tmp_path / "logs")
+    assert again.rows_inserted == 0 and again.rows_skipped == 0  # nothing re-read: the checkpoint held
+    write_jsonl(log, _records(3, start=T0 + timedelta(hours=1)))
+    assert ingest(store, tmp_path / "logs").rows_inserted == 3
+    assert _rows(store) == 8
+
+
+def test_incomplete_last_line_waits_for_the_next_run(tmp_path):
+    log = tmp_path / "logs" / "requests.jsonl"
+    records = _records(2)
+    line = json.dumps(records[1]).encode()
+    write_jsonl(log, records[:1])
+    with open(log, "ab") as out:
+        out.write(line[:40])
+    store = make_store(tmp_path / "db")
+    report = ingest(store, log)
+    assert report.rows_inserted == 1 and report.records_corrupt == 0
+    with open(log, "ab") as out:
+        out.write(line[40:] + b"\n")
+    assert ingest(store, log).rows_inserted == 1
+    assert _rows(store) == 2
+
+
+def test_corrupt_record_is_reported_with_file_and_line_and_later_records_still_land(tmp_path):
+    log = tmp_path / "logs" / "r.jsonl"
+    write_jsonl(log, _records(2))
+    with open(log, "ab") as out:
+        out.write(b'{"request_id": "broken", "ts": \n')
+    write_jsonl(log, _records(2, start=T0 + timedelta(hours=2)))
+    store = make_store(tmp_path / "db")
+    report = ingest(store, tmp_path / "logs")
+    assert report.rows_inserted == 4 and report.records_corrupt == 1
+    assert report.problems[0].startswith(f"{log}:3: invalid JSON")
+    write_jsonl(log, _records(1, start=T0 + timedelta(hours=5)))
+    later = ingest(store, tmp_path / "logs")
+    assert later.rows_inserted == 1 and later.records_corrupt == 0  # the bad line is not re-reported
+
+
+def test_truncated_and_rotated_files_are_read_again_from_the_start(tmp_path):
+    log = tmp_path / "logs" / "r.jsonl"
+    write_jsonl(log, _records(4))
+    store = make_store(tmp_path / "db")
+    ingest(store, log)
+    write_jsonl(log, _records(1, start=T0 + timedelta(days=1)), mode="wb")  # truncated and rewritten
+    report = ingest(store, log)
+    assert report.rows_inserted == 1
+    rotated = _records(6, start=T0 + timedelta(days=2))  # replaced by a longer, different file
+    write_jsonl(log, rotated, mode="wb")
+    assert ingest(store, log).rows_inserted == 6
+    assert _rows(store) == 11
+
+
+def test_seed_11_1_a_brace_in_a_prompt_loses_nothing(tmp_path):
+    """The seed counted braces: `function f() {` lost that record and every later one, forever."""
+    records = [
+        chat_record([{"role": "user", "content": "function f() {"}], "missing } here", ts=T0),
+        chat_record([{"role": "user", "content": 'quote " and } { braces'}], "ok", ts=T0 + timedelta(minutes=1)),
+        *_records(2, start=T0 + timedelta(minutes=2)),
+    ]
+    log = tmp_path / "logs" / "v1_chat_completions.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(seed_block(seed_record(r)) for r in records), encoding="utf-8")
+    store = make_store(tmp_path / "db")
+    report = ingest(store, tmp_path / "logs")
+    assert (report.rows_inserted, report.records_corrupt) == (4, 0)
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(seed_block(seed_record(_records(1, start=T0 + timedelta(hours=1))[0])))
+    assert ingest(store, tmp_path / "logs").rows_inserted == 1
+    assert search(store, '"function f"').hits[0].fields["model_mapped"] == "openai/gpt-4o"
+
+
+def test_seed_11_9_date_filters_never_make_later_runs_skip_records(tmp_path):
+    """The seed moved the checkpoint past filtered records, losing them for good."""
+    log = tmp_path / "logs" / "r.jsonl"
+    write_jsonl(log, _records(6, step=timedelta(days=1)))  # 2025-09-09 .. 09-14
+    store = make_store(tmp_path / "db")
+    early = ingest(store, log, to=date(2025, 9, 10))
+    assert (early.rows_inserted, early.rows_filtered) == (2, 4)
+    late = ingest(store, log, since=date(2025, 9, 13))
+    assert late.rows_inserted == 2
+    rest = ingest(store, log)
+    assert rest.rows_inserted == 2 and _rows(store) == 6
+
+
+def test_seed_logs_and_gateway_logs_ingest_together_in_parallel(tmp_path):
+    logs = tmp_path / "logs"
+    for day in range(6):
+        write_jsonl(logs / "requests" / f"requests-2025091{day}-1.jsonl", _records(20, start=T0 + timedelta(days=day)))
+    seed = [seed_record(r) for r in _records(5, start=T0 + timedelta(days=7))]
+    (logs / "v1_chat_completions.log").write_text("".join(seed_block(e) for e in seed), encoding="utf-8")
+    (logs / "app.log").write_text("2025-09-10 12:00:00 - INFO - Application startup\n", encoding="utf-8")
+    store = make_store(tmp_path / "db", import_parallelism=3, batch_rows=7, memory_mb=8)
+    report = ingest(store, logs)
+    assert (report.files_scanned, report.rows_inserted, report.records_corrupt) == (8, 125, 0)
+    assert len(store.existing()) == 7  # six gateway days and the seed log's day
+    assert _rows(store) == 125
+
+
+def test_record_server_id_wins_and_dedup_is_per_server(tmp_path):
+    log = tmp_path / "logs" / "r.jsonl"
+    a = _records(1, request_id="same-id")[0]
+    b = {**a, "server_id": "srv-other"}
+    write_jsonl(log, [a, b, a])
+    store = make_store(tmp_path / "db")
+    report = ingest(store, log)
+    assert report.rows_inserted == 2 and report.rows_skipped == 1
+    with sqlite3.connect(store.existing()[0].path) as conn:
+        servers = sorted(r[0] for r in conn.execute("SELECT server_id FROM requests"))
+        known = sorted(r[0] for r in conn.execute("SELECT server_id FROM servers"))
+    assert servers == ["srv-other", "srv-test"] == known

@@ -1,0 +1,131 @@
+"""Incremental FTS, FTS5 syntax, filters, cursors and hostile queries on real partitions."""
+
+import sqlite3
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from aiproxy.logstore import fts
+from aiproxy.logstore.errors import InvalidQuery
+from aiproxy.logstore.ingest import ingest
+from aiproxy.logstore.search import SearchFilters, search
+from aiproxy.testing.logrecords import chat_record, make_store, write_jsonl
+
+T0 = datetime(2025, 9, 10, 8, 0, tzinfo=UTC)
+TEXTS = [
+    ("the database timeout happened during retry", "increase the timeout", "gpt-4o", "openrouter", 200),
+    ("machine learning basics", "start with linear models", "claude", "openrouter", 200),
+    ("what is the capital of France", "Paris is the capital", "gemini-flash", "gemini", 200),
+    ("error then a long pause and eventually a timeout", "check the network", "gpt-4o", "openrouter", 502),
+    ("kubernetes deployment strategy", "use rolling updates", "claude", "openrouter", 200),
+]
+
+
+@pytest.fixture
+def store(tmp_path):
+    records = [
+        chat_record([{"role": "user", "content": q}], a, ts=T0 + timedelta(hours=6 * i), model=m, mapped=f"{p}/{m}",
+                    provider=p, status_code=s, key=f"k{i % 2}")
+        for i, (q, a, m, p, s) in enumerate(TEXTS)
+    ]
+    write_jsonl(tmp_path / "logs" / "r.jsonl", records)
+    store = make_store(tmp_path / "db")
+    ingest(store, tmp_path / "logs")
+    return store
+
+
+def _ids(page):
+    return [h.fields["model_original"] + ":" + str(h.fields["status_code"]) for h in page.hits]
+
+
+def test_rows_are_searchable_as_soon_as_they_are_ingested(store, tmp_path):
+    """Seed §11: FTS was a full rebuild per run; here every inserted row is indexed at once."""
+    assert len(search(store, "timeout").hits) == 2
+    write_jsonl(tmp_path / "logs" / "r.jsonl", [chat_record([{"role": "user", "content": "zebra timeout"}], "ok", ts=T0)])
+    ingest(store, tmp_path / "logs")
+    assert len(search(store, "timeout").hits) == 3 and len(search(store, "zebra").hits) == 1
+    ingest(store, tmp_path / "logs")  # re-running indexes nothing twice
+    with sqlite3.connect(store.existing()[0].path) as conn:
+        counts = conn.execute("SELECT request_id, COUNT(*) FROM request_text_index GROUP BY request_id, role").fetchall()
+    assert all(n == 1 for _, n in counts)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("timeout AND retry", 1),
+        ("machine OR kubernetes", 2),
+        ("timeout NOT (retry OR increase)", 1),  # operators apply per message (one FTS row each)
+        ("NEAR(error timeout, 10)", 1),
+        ("error NEAR/10 timeout", 1),  # the seed README's FTS4 form is accepted
+        ('"capital of France"', 1),
+        ("kube*", 1),
+        ("role:assistant AND content:Paris", 1),
+        ("model_original:claude", 2),
+    ],
+)
+def test_fts5_syntax(store, query, expected):
+    assert len(search(store, query).hits) == expected
+
+
+def test_results_rank_by_bm25_and_carry_snippets(store):
+    page = search(store, "timeout")
+    assert page.hits[0].score <= page.hits[1].score
+    assert all("[timeout]" in h.snippet.lower() for h in page.hits)
+
+
+def test_filters(store):
+    assert _ids(search(store, "timeout", SearchFilters(status_code=502))) == ["gpt-4o:502"]
+    assert len(search(store, "", SearchFilters(provider="gemini")).hits) == 1
+    assert len(search(store, "", SearchFilters(model="openrouter/claude")).hits) == 2
+    assert len(search(store, "", SearchFilters(api_key_hash="kh-k0")).hits) == 3
+    assert len(search(store, "", SearchFilters(since=date(2025, 9, 11))).hits) == 2
+    assert len(search(store, "", SearchFilters(to=date(2025, 9, 10))).hits) == 3
+    dialog = search(store, "France").hits[0].fields["dialog_id"]
+    assert len(search(store, "", SearchFilters(dialog_id=dialog)).hits) == 1
+
+
+@pytest.mark.parametrize("query", ["", "timeout OR machine OR kubernetes OR capital OR error"])
+def test_cursor_paging_visits_every_hit_once(store, query):
+    seen, cursor = [], ""
+    for _ in range(10):
+        page = search(store, query, limit=2, cursor=cursor)
+        seen += [h.fields["request_id"] for h in page.hits]
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) == 5
+
+
+@pytest.mark.parametrize("query", ["a AND", '"open', "nosuchcolumn:x", "(", "'; DROP TABLE requests; --", "*"])
+def test_hostile_queries_raise_invalid_query_and_change_nothing(store, query):
+    with pytest.raises(InvalidQuery):
+        search(store, query)
+    assert len(search(store, "").hits) == 5
+
+
+def test_bad_cursor_is_invalid_query(store):
+    with pytest.raises(InvalidQuery):
+        search(store, "timeout", cursor="not-a-cursor")
+
+
+def test_fts_drop_build_rebuild(store):
+    dropped = fts.drop(store)
+    assert all(dropped.values())
+    assert search(store, "timeout").hits == []
+    built = fts.build(store)
+    assert sum(r["indexed"] for r in built.values()) > 0
+    assert len(search(store, "timeout").hits) == 2
+    assert sum(r["indexed"] for r in fts.build(store).values()) == 0  # build only adds what is missing
+    rebuilt = fts.build(store, rebuild=True)
+    assert sum(r["indexed"] for r in rebuilt.values()) == sum(r["indexed"] for r in built.values())
+    assert len(search(store, "timeout").hits) == 2
+
+
+def test_fts_disabled_store_is_indexed_by_build(tmp_path):
+    write_jsonl(tmp_path / "logs" / "r.jsonl", [chat_record([{"role": "user", "content": "late index"}], "x", ts=T0)])
+    store = make_store(tmp_path / "db", fts_enabled=False)
+    ingest(store, tmp_path / "logs")
+    assert search(store, "late").hits == []
+    fts.build(store)
+    assert len(search(store, "late").hits) == 1
