@@ -209,3 +209,18 @@ def test_bad_config_stops_startup_with_one_line(tmp_path):
     assert result.returncode == 2
     assert "duplicate model mapping key 'a'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_log_level_never_changes_the_log_format(upstream, tmp_path):
+    import orjson
+
+    with GatewayProcess(tmp_path, upstream_url=upstream.base_url, env={"LOG_LEVEL": "ERROR"}) as gateway:
+        response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={**BODY, "model": "mock"})
+        assert gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 200
+        httpx.post(f"{gateway.base_url}/chat/completions", content=b"{", headers=AUTH)
+    app_lines = (tmp_path / "logs" / "app.log").read_bytes().splitlines()
+    request_lines = [line for path in (tmp_path / "logs" / "requests").glob("*.jsonl")
+                     for line in path.read_bytes().splitlines()]
+    assert len(request_lines) == 2
+    for line in app_lines + request_lines:
+        assert isinstance(orjson.loads(line), dict)  # JSON lines, never ANSI or pretty-printed text
