@@ -15,7 +15,7 @@ Checks a deployment made with deployments/docker-compose.yml (or native TLS):
   3. https://DOMAIN/health answers 200 {"status":"ok",...} with a Strict-Transport-Security header
   4. /v1/chat/completions refuses a request without a key (401) and answers one with a key (200)
   5. https://traefik.DOMAIN/dashboard/ asks for a password (401 + WWW-Authenticate: Basic)
-  6. grpc.DOMAIN negotiates HTTP/2 (ALPN h2) over TLS
+  6. grpc.DOMAIN negotiates HTTP/2 (ALPN h2) over TLS (--grpc-host/--grpc-port for native TLS)
 Every check prints PASS or FAIL; the exit status is 1 when any failed.
 
 Options (defaults come from .env in the project directory):
@@ -25,6 +25,8 @@ Options (defaults come from .env in the project directory):
       --model NAME        model for the chat call (default: mock, the built-in provider)
       --http-port N       (default: HTTP_PORT or 80)
       --https-port N      (default: HTTPS_PORT or 443)
+      --grpc-host NAME    gRPC host name (default: grpc.DOMAIN; native TLS: DOMAIN)
+      --grpc-port N       gRPC port (default: the https port; native TLS: GRPC_PORT, e.g. 50051)
       --connect-ip IP     connect to IP instead of resolving DOMAIN (before DNS is ready)
       --ca-file PEM       trust this CA bundle instead of the system one
       --insecure          skip certificate verification (automatic with the staging CA)
@@ -205,18 +207,19 @@ check_dashboard() {
 }
 
 check_grpc() {
-    local host="grpc.$DOMAIN" out
-    out=$(openssl s_client -connect "$CONNECT_HOST:$HTTPS_PORT" -servername "$host" -alpn h2 </dev/null 2>/dev/null) || true
+    local out connect=$GRPC_HOST
+    [[ -z $CONNECT_IP ]] || connect=$CONNECT_IP
+    out=$(openssl s_client -connect "$connect:$GRPC_PORT" -servername "$GRPC_HOST" -alpn h2 </dev/null 2>/dev/null) || true
     if [[ $out == *"ALPN protocol: h2"* ]]; then
-        pass "gRPC: $host:$HTTPS_PORT negotiates HTTP/2 over TLS"
+        pass "gRPC: $GRPC_HOST:$GRPC_PORT negotiates HTTP/2 over TLS"
     else
-        fail "gRPC: $host:$HTTPS_PORT did not negotiate h2 (no TLS or no HTTP/2)"
+        fail "gRPC: $GRPC_HOST:$GRPC_PORT did not negotiate h2 (no TLS or no HTTP/2)"
     fi
 }
 
 main() {
-    local dir="" domain="" api_key="" http_port="" https_port="" connect_ip="" ca_file="" insecure=0
-    MODEL=mock ISSUER="Let's Encrypt" MIN_DAYS=14 SKIP="" TIMEOUT=20
+    local dir="" domain="" api_key="" http_port="" https_port="" grpc_host="" grpc_port="" ca_file="" insecure=0
+    MODEL=mock ISSUER="Let's Encrypt" MIN_DAYS=14 SKIP="" TIMEOUT=20 CONNECT_IP=""
     while (($#)); do
         case $1 in
             -h | --help) usage; exit 0 ;;
@@ -226,7 +229,9 @@ main() {
             --model) MODEL=${2:?--model needs a value}; shift 2 ;;
             --http-port) http_port=${2:?--http-port needs a value}; shift 2 ;;
             --https-port) https_port=${2:?--https-port needs a value}; shift 2 ;;
-            --connect-ip) connect_ip=${2:?--connect-ip needs a value}; shift 2 ;;
+            --grpc-host) grpc_host=${2:?--grpc-host needs a value}; shift 2 ;;
+            --grpc-port) grpc_port=${2:?--grpc-port needs a value}; shift 2 ;;
+            --connect-ip) CONNECT_IP=${2:?--connect-ip needs a value}; shift 2 ;;
             --ca-file) ca_file=${2:?--ca-file needs a value}; shift 2 ;;
             --insecure) insecure=1; shift ;;
             --issuer) ISSUER=${2:?--issuer needs a value}; shift 2 ;;
@@ -254,7 +259,9 @@ main() {
     HTTP_PORT=${HTTP_PORT:-80}
     HTTPS_PORT=${https_port:-$(env_get HTTPS_PORT "$env_file")}
     HTTPS_PORT=${HTTPS_PORT:-443}
-    [[ $HTTP_PORT =~ ^[0-9]+$ && $HTTPS_PORT =~ ^[0-9]+$ && $MIN_DAYS =~ ^[0-9]+$ ]] ||
+    GRPC_HOST=${grpc_host:-grpc.$DOMAIN}
+    GRPC_PORT=${grpc_port:-$HTTPS_PORT}
+    [[ $HTTP_PORT =~ ^[0-9]+$ && $HTTPS_PORT =~ ^[0-9]+$ && $GRPC_PORT =~ ^[0-9]+$ && $MIN_DAYS =~ ^[0-9]+$ ]] ||
         die "ports and --min-days must be numbers"
     if [[ $(env_get ACME_CA_SERVER "$env_file") == *staging* && -z $ca_file ]]; then
         echo "note: staging CA in .env: certificates are not trusted, verification is skipped"
@@ -265,19 +272,19 @@ main() {
     trap 'rm -f "$ERR_FILE"' EXIT
     CURL_OPTS=()
     CONNECT_HOST=$DOMAIN
-    if [[ -n $connect_ip ]]; then
-        CONNECT_HOST=$connect_ip
+    if [[ -n $CONNECT_IP ]]; then
+        CONNECT_HOST=$CONNECT_IP
         local host port
-        for host in "$DOMAIN" "traefik.$DOMAIN" "grpc.$DOMAIN"; do
+        for host in "$DOMAIN" "traefik.$DOMAIN"; do
             for port in "$HTTP_PORT" "$HTTPS_PORT"; do
-                CURL_OPTS+=(--resolve "$host:$port:$connect_ip")
+                CURL_OPTS+=(--resolve "$host:$port:$CONNECT_IP")
             done
         done
     fi
     [[ -z $ca_file ]] || CURL_OPTS+=(--cacert "$ca_file")
     ((insecure == 0)) || CURL_OPTS+=(--insecure)
 
-    echo "Testing https://$DOMAIN (http port $HTTP_PORT, https port $HTTPS_PORT${connect_ip:+, via $connect_ip})"
+    echo "Testing https://$DOMAIN (http port $HTTP_PORT, https port $HTTPS_PORT${CONNECT_IP:+, via $CONNECT_IP})"
     skipped redirect || check_redirect
     skipped cert || check_cert
     skipped health || check_health
