@@ -1,0 +1,139 @@
+"""LogService on a real grpc.aio server (127.0.0.1) and the REST routes in front of it."""
+
+import asyncio
+from datetime import UTC, datetime
+
+import aiohttp
+import grpc
+import pytest
+from aiohttp import web
+
+from aiproxy.config import Settings
+from aiproxy.httpapi.logs_routes import add_log_routes
+from aiproxy.rpc.log_service import add_log_service
+from aiproxy.rpc.status import ERROR_TRAILER
+from aiproxy.testing.logrecords import conversation, write_jsonl
+from aiproxypb.v1 import common_pb2, logs_pb2, logs_pb2_grpc
+
+T0 = datetime(2025, 9, 10, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    turns = [("explain the database timeout", "raise it"), ("and retries?", "use backoff"), ("thanks", "welcome")]
+    write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", conversation(turns, start=T0, gap_s=120))
+    return Settings(log_dir=str(tmp_path / "logs"), logdb={"dir": str(tmp_path / "logs" / "db"), "server_id": "srv-1"})
+
+
+async def _serve(settings):
+    server = grpc.aio.server()
+    add_log_service(server, settings)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def test_grpc_methods(settings):
+    async def scenario():
+        server, target = await _serve(settings)
+        try:
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub = logs_pb2_grpc.LogServiceStub(channel)
+                ingested = await stub.Ingest(logs_pb2.IngestRequest())
+                assert ingested.rows_inserted == 3
+                found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout"))
+                assert len(found.results) == 3 and "[timeout]" in found.results[0].snippet  # history repeats
+                assert found.results[0].HasField("score")
+                record = await stub.GetRequest(logs_pb2.GetRequestRequest(request_id=found.results[0].request_id))
+                assert '"explain the database timeout"' in record.request_json
+                listed = await stub.ListDialogs(logs_pb2.ListDialogsRequest())
+                assert [d.requests for d in listed.dialogs] == [3]
+                dialog = await stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id=listed.dialogs[0].dialog_id))
+                assert [t.summary.ts_unix for t in dialog.turns] == sorted(t.summary.ts_unix for t in dialog.turns)
+                assert len(dialog.turns) == 3 and dialog.turns[1].dialog_parent_id == dialog.turns[0].summary.request_id
+                stats = await stub.Stats(logs_pb2.StatsRequest())
+                assert (stats.requests, stats.dialogs, stats.server_id) == (3, 1, "srv-1")
+                built = await stub.BuildIndex(logs_pb2.BuildIndexRequest(action=logs_pb2.BuildIndexRequest.REBUILD))
+                assert built.partitions[0].indexed == 2 + 4 + 6  # every message of every turn
+
+                with pytest.raises(grpc.aio.AioRpcError) as bad:
+                    await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout AND"))
+                assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                detail = dict(bad.value.trailing_metadata())[ERROR_TRAILER]
+                assert common_pb2.ErrorDetail.FromString(detail).http_status == 400
+                with pytest.raises(grpc.aio.AioRpcError) as missing:
+                    await stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id="dlg-nope"))
+                assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+                with pytest.raises(grpc.aio.AioRpcError) as bad_date:
+                    await stub.Stats(logs_pb2.StatsRequest(since="yesterday"))
+                assert bad_date.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        finally:
+            await server.stop(None)
+
+    asyncio.run(scenario())
+
+
+def test_rest_routes_translate_to_the_log_service(settings):
+    async def scenario():
+        server, target = await _serve(settings)
+        channel = grpc.aio.insecure_channel(target)
+        seen_auth = []
+
+        async def record_auth(request, handler):  # what the facade forwards, seen at the gRPC side
+            return await handler(request)
+
+        app = web.Application(middlewares=[web.middleware(record_auth)])
+        add_log_routes(app, lambda: _RecordingStub(logs_pb2_grpc.LogServiceStub(channel), seen_auth))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        try:
+            await logs_pb2_grpc.LogServiceStub(channel).Ingest(logs_pb2.IngestRequest())
+            async with aiohttp.ClientSession(headers={"Authorization": "Bearer admin-key"}) as http:
+                async with http.get(f"{base}/v1/logs/requests", params={"q": "welcome", "limit": "5"}) as resp:
+                    body = await resp.json()
+                    assert resp.status == 200 and len(body["results"]) == 1
+                    hit = body["results"][0]
+                    assert isinstance(hit["ts_unix"], int) and hit["snippet"]
+                async with http.get(f"{base}/v1/logs/requests/{hit['request_id']}") as resp:
+                    detail = await resp.json()
+                    assert detail["request"]["messages"][-1]["content"] == "thanks"
+                    assert detail["response"]["choices"][0]["message"]["content"] == "welcome"
+                async with http.get(f"{base}/v1/logs/dialogs") as resp:
+                    dialog_id = (await resp.json())["dialogs"][0]["dialog_id"]
+                async with http.get(f"{base}/v1/logs/dialogs/{dialog_id}") as resp:
+                    assert len((await resp.json())["turns"]) == 3
+                async with http.get(f"{base}/v1/logs/stats") as resp:
+                    assert (await resp.json())["requests"] == 3
+                async with http.get(f"{base}/v1/logs/requests", params={"q": '"unterminated'}) as resp:
+                    error = (await resp.json())["error"]
+                    assert resp.status == 400 and error["code"] == "invalid_query" and error["param"] == "q"
+                async with http.get(f"{base}/v1/logs/requests/nope") as resp:
+                    assert resp.status == 404 and (await resp.json())["error"]["message"]
+                async with http.get(f"{base}/v1/logs/requests", params={"limit": "many"}) as resp:
+                    assert resp.status == 400
+            assert seen_auth and all(md == (("authorization", "Bearer admin-key"),) for md in seen_auth)
+        finally:
+            await runner.cleanup()
+            await channel.close()
+            await server.stop(None)
+
+    asyncio.run(scenario())
+
+
+class _RecordingStub:
+    """The real stub, noting the metadata each call carries."""
+
+    def __init__(self, stub, seen):
+        self._stub, self._seen = stub, seen
+
+    def __getattr__(self, name):
+        method = getattr(self._stub, name)
+
+        def call(request, metadata=()):
+            self._seen.append(tuple(metadata))
+            return method(request, metadata=metadata)
+
+        return call
