@@ -51,7 +51,9 @@ def gemini_server():
 
 @pytest.fixture(scope="module")
 def gemini_gateway(gemini_server, tmp_path_factory):
-    with GatewayProcess(tmp_path_factory.mktemp("gemini-gateway"), gemini_url=gemini_server.base_url) as gateway:
+    with GatewayProcess(
+        tmp_path_factory.mktemp("gemini-gateway"), gemini_url=gemini_server.base_url
+    ) as gateway:
         yield gateway
 
 
@@ -65,8 +67,13 @@ def fake(gemini_server):
 @pytest.fixture()
 def client(gemini_gateway, captured):
     http_client = httpx.Client(transport=RecordingTransport(captured))
-    with openai.OpenAI(base_url=gemini_gateway.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=20,
-                       http_client=http_client) as sdk:
+    with openai.OpenAI(
+        base_url=gemini_gateway.base_url,
+        api_key=CLIENT_KEY,
+        max_retries=0,
+        timeout=20,
+        http_client=http_client,
+    ) as sdk:
         yield sdk
 
 
@@ -77,7 +84,9 @@ def user(text):
 def test_plain_chat_is_logged_like_any_other(client, fake, gemini_gateway):
     fake.enqueue(text_response("Bonjour!", usage=usage_metadata(5, 2, thoughts=7, cached=3)))
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "system", "content": "Answer in French."}, user("Hello")], max_tokens=50
+        model=MODEL,
+        messages=[{"role": "system", "content": "Answer in French."}, user("Hello")],
+        max_tokens=50,
     )
     reply = raw.parse()
     assert reply.choices[0].message.content == "Bonjour!"
@@ -95,7 +104,11 @@ def test_plain_chat_is_logged_like_any_other(client, fake, gemini_gateway):
         "generationConfig": {"maxOutputTokens": 50},
     }
     record = gemini_gateway.wait_for_record(raw.headers["x-request-id"])
-    assert (record["provider"], record["model_original"], record["finish_reason"]) == ("gemini", MODEL, "stop")
+    assert (record["provider"], record["model_original"], record["finish_reason"]) == (
+        "gemini",
+        MODEL,
+        "stop",
+    )
     assert record["usage"]["total_tokens"] == 14
     assert record["response"]["choices"][0]["message"]["content"] == "Bonjour!"
 
@@ -103,12 +116,17 @@ def test_plain_chat_is_logged_like_any_other(client, fake, gemini_gateway):
 def test_streamed_chat_is_logged_assembled(client, fake, gemini_gateway):
     fake.enqueue(text_stream(["The capital", " is", " Paris."], prompt_tokens=6))
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[user("Capital of France?")], stream=True, stream_options={"include_usage": True}
+        model=MODEL,
+        messages=[user("Capital of France?")],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(raw.parse())
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The capital is Paris."
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "stop"
+    ]
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 6
     assert len({c.id for c in chunks}) == 1
     assert fake.requests[0].query == {"alt": "sse"}
@@ -119,41 +137,67 @@ def test_streamed_chat_is_logged_assembled(client, fake, gemini_gateway):
 
 def test_streamed_tool_call_round_trip(client, fake):
     fake.enqueue(
-        StreamReply([
-            response([candidate([{"text": "Let me check."}], finish=None)]),
-            function_call_response(("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"}),
-                                   thought_signature=SIGNATURE),
-        ]),
+        StreamReply(
+            [
+                response([candidate([{"text": "Let me check."}], finish=None)]),
+                function_call_response(
+                    ("get_weather", {"city": "Paris"}),
+                    ("get_weather", {"city": "Rome"}),
+                    thought_signature=SIGNATURE,
+                ),
+            ]
+        ),
         text_stream(["Paris: 24°C, Rome: 19°C."]),
     )
     messages = [user("Weather in Paris and Rome?")]
-    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER_TOOL], stream=True))
+    chunks = list(
+        client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER_TOOL], stream=True)
+    )
     calls: dict[int, dict] = {}
     for chunk in chunks:
         for delta in chunk.choices[0].delta.tool_calls or []:
-            call = calls.setdefault(delta.index, {"id": delta.id, "type": "function",
-                                                  "function": {"name": delta.function.name, "arguments": ""}})
+            call = calls.setdefault(
+                delta.index,
+                {
+                    "id": delta.id,
+                    "type": "function",
+                    "function": {"name": delta.function.name, "arguments": ""},
+                },
+            )
             call["function"]["arguments"] += delta.function.arguments or ""
     assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["tool_calls"]
     assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls.values()] == [
-        ("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"})]
+        ("get_weather", {"city": "Paris"}),
+        ("get_weather", {"city": "Rome"}),
+    ]
     messages += [
         {"role": "assistant", "content": "Let me check.", "tool_calls": [calls[0], calls[1]]},
         {"role": "tool", "tool_call_id": calls[1]["id"], "content": '{"celsius": 19}'},
         {"role": "tool", "tool_call_id": calls[0]["id"], "content": '{"celsius": 24}'},
     ]
-    final = list(client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER_TOOL], stream=True))
+    final = list(
+        client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER_TOOL], stream=True)
+    )
     assert "".join(c.choices[0].delta.content or "" for c in final) == "Paris: 24°C, Rome: 19°C."
     assert fake.requests[1].json["contents"][1:] == [
-        {"role": "model", "parts": [
-            {"text": "Let me check."},
-            {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": SIGNATURE},
-            {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
-        ]},
-        {"role": "user", "parts": [
-            {"functionResponse": {"name": "get_weather", "response": {"celsius": 19}}},
-            {"functionResponse": {"name": "get_weather", "response": {"celsius": 24}}},
-        ]},
+        {
+            "role": "model",
+            "parts": [
+                {"text": "Let me check."},
+                {
+                    "functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                    "thoughtSignature": SIGNATURE,
+                },
+                {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
+            ],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {"functionResponse": {"name": "get_weather", "response": {"celsius": 19}}},
+                {"functionResponse": {"name": "get_weather", "response": {"celsius": 24}}},
+            ],
+        },
     ]
 
 
@@ -164,7 +208,9 @@ class City(pydantic.BaseModel):
 
 def test_json_schema_output(client, fake):
     fake.enqueue(text_response('{"name": "Paris", "population_millions": 2.1}'))
-    parsed = client.chat.completions.parse(model=MODEL, messages=[user("Biggest French city?")], response_format=City)
+    parsed = client.chat.completions.parse(
+        model=MODEL, messages=[user("Biggest French city?")], response_format=City
+    )
     assert parsed.choices[0].message.parsed == City(name="Paris", population_millions=2.1)
     config = fake.requests[0].json["generationConfig"]
     assert config["responseMimeType"] == "application/json"
@@ -177,24 +223,42 @@ def test_json_schema_output(client, fake):
 def test_image(client, fake):
     png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake-image-bytes").decode()
     fake.enqueue(text_response("A tiny test image."))
-    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}", "detail": "low"}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/photo.jpg"}},
-    ]}])
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": f"data:image/png;base64,{png}", "detail": "low"},
+                    },
+                    {"type": "image_url", "image_url": {"url": "https://example.com/photo.jpg"}},
+                ],
+            }
+        ],
+    )
     assert reply.choices[0].message.content == "A tiny test image."
-    assert fake.requests[0].json["contents"] == [{"role": "user", "parts": [
-        {"text": "What is this?"},
-        {"inlineData": {"mimeType": "image/png", "data": png}},
-        {"fileData": {"fileUri": "https://example.com/photo.jpg", "mimeType": "image/jpeg"}},
-    ]}]
+    assert fake.requests[0].json["contents"] == [
+        {
+            "role": "user",
+            "parts": [
+                {"text": "What is this?"},
+                {"inlineData": {"mimeType": "image/png", "data": png}},
+                {"fileData": {"fileUri": "https://example.com/photo.jpg", "mimeType": "image/jpeg"}},
+            ],
+        }
+    ]
 
 
 def test_safety_block(client, fake):
     fake.enqueue(blocked_prompt("SAFETY"), blocked_prompt("PROHIBITED_CONTENT"))
     reply = client.chat.completions.create(model=MODEL, messages=[user("something harmful")])
     assert reply.choices[0].finish_reason == "content_filter"
-    assert reply.choices[0].message.content.startswith("Gemini blocked this prompt and generated no answer (blockReason: SAFETY)")
+    assert reply.choices[0].message.content.startswith(
+        "Gemini blocked this prompt and generated no answer (blockReason: SAFETY)"
+    )
     chunks = list(client.chat.completions.create(model=MODEL, messages=[user("again")], stream=True))
     assert chunks[-1].choices[0].finish_reason == "content_filter"
     assert "PROHIBITED_CONTENT" in "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -248,19 +312,26 @@ def grpc_stub(gemini_gateway):
 
 
 def test_grpc_behaves_the_same(grpc_stub, fake):
-    fake.enqueue(function_call_response(("get_weather", {"city": "Oslo"}), thought_signature=SIGNATURE),
-                 rate_limited("4s"))
+    fake.enqueue(
+        function_call_response(("get_weather", {"city": "Oslo"}), thought_signature=SIGNATURE),
+        rate_limited("4s"),
+    )
     request = chat_pb2.ChatCompletionRequest(model=MODEL, stream=True)
     request.messages.add(role="user", content_text="Weather in Oslo?")
-    request.tools.add(type="function", function=chat_pb2.FunctionDefinition(
-        name="get_weather", parameters_json=json.dumps(WEATHER_TOOL["function"]["parameters"])))
+    request.tools.add(
+        type="function",
+        function=chat_pb2.FunctionDefinition(
+            name="get_weather", parameters_json=json.dumps(WEATHER_TOOL["function"]["parameters"])
+        ),
+    )
     chunks = list(grpc_stub.StreamChatCompletion(request, metadata=GRPC_AUTH))
     call = next(tc for c in chunks for tc in c.choices[0].delta.tool_calls)
     assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Oslo"})
     assert call.id.startswith("call_")
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     with pytest.raises(grpc.RpcError) as error:
-        grpc_stub.CreateChatCompletion(chat_pb2.ChatCompletionRequest(model=MODEL, messages=request.messages),
-                                       metadata=GRPC_AUTH)
+        grpc_stub.CreateChatCompletion(
+            chat_pb2.ChatCompletionRequest(model=MODEL, messages=request.messages), metadata=GRPC_AUTH
+        )
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert dict(error.value.trailing_metadata())["retry-after"] == "4"

@@ -64,7 +64,9 @@ class GeminiProvider:
             raise UpstreamBadResponse("The Gemini API returned a body that is not JSON.") from None
         if not isinstance(data, dict):
             raise UpstreamBadResponse("The Gemini API returned JSON that is not an object.")
-        return UpstreamResponse(body=to_openai_response(data, model), headers=forwardable_headers(response.headers))
+        return UpstreamResponse(
+            body=to_openai_response(data, model), headers=forwardable_headers(response.headers)
+        )
 
     async def open_stream(self, request: UpstreamRequest) -> GeminiStream:
         model, path, payload = self._prepare(request.body, "streamGenerateContent")
@@ -93,7 +95,9 @@ class GeminiProvider:
 class GeminiStream:
     """An open `streamGenerateContent?alt=sse` call; iterating yields OpenAI chunks."""
 
-    def __init__(self, provider: str, key_env: str, response: httpx.Response, translator: StreamTranslator) -> None:
+    def __init__(
+        self, provider: str, key_env: str, response: httpx.Response, translator: StreamTranslator
+    ) -> None:
         self._provider = provider
         self._key_env = key_env
         self._response = response

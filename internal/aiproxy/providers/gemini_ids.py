@@ -44,4 +44,6 @@ def decode_tool_call_id(call_id: str) -> tuple[str | None, str | None]:
     if not isinstance(state, dict):
         return None, None
     signature, gemini_id = state.get("s"), state.get("i")
-    return (signature if isinstance(signature, str) else None), (gemini_id if isinstance(gemini_id, str) else None)
+    return (signature if isinstance(signature, str) else None), (
+        gemini_id if isinstance(gemini_id, str) else None
+    )

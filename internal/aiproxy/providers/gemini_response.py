@@ -125,7 +125,11 @@ def to_openai_response(data: dict, model: str) -> dict:
 
 def _choice(candidate: dict, position: int) -> dict:
     texts, calls = _split_parts(candidate)
-    message: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
+    message: dict = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+        "refusal": None,
+    }
     if calls:
         message["tool_calls"] = calls
     return {
@@ -208,10 +212,14 @@ class StreamTranslator:
             self._chunk(0, {}, finish_reason="content_filter"),
         ]
 
-    def _chunk(self, index: int, delta: dict, *, logprobs: dict | None = None, finish_reason: str | None = None) -> dict:
+    def _chunk(
+        self, index: int, delta: dict, *, logprobs: dict | None = None, finish_reason: str | None = None
+    ) -> dict:
         chunk = {
             **self._base,
-            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
+            "choices": [
+                {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+            ],
         }
         if self._include_usage:
             chunk["usage"] = None

@@ -35,7 +35,15 @@ _HANDLED = frozenset(
     | _GENERATION_FIELDS.keys()
 )
 # reasoning_effort -> thinkingBudget, the budgets Google's own OpenAI endpoint uses (wire-formats §3.7).
-_THINKING_BUDGET = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576, "max": 24576}
+_THINKING_BUDGET = {
+    "none": 0,
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 8192,
+    "high": 24576,
+    "xhigh": 24576,
+    "max": 24576,
+}
 _TOOL_CHOICE_MODE = {"none": "NONE", "auto": "AUTO", "required": "ANY"}
 _AUDIO_MIME = {"mp3": "audio/mp3", "wav": "audio/wav"}
 
@@ -119,7 +127,8 @@ def _text_of(content, position: int) -> list[str]:
             texts.append(part.get("text") or "")
         elif kind != "refusal":  # an assistant's earlier refusal is not context Gemini can use
             raise InvalidRequest(
-                f"messages[{position}].content: part type {kind!r} is not allowed in this message.", param="messages"
+                f"messages[{position}].content: part type {kind!r} is not allowed in this message.",
+                param="messages",
             )
     return texts
 
@@ -146,7 +155,9 @@ def _user_parts(content, position: int) -> list[dict]:
         elif kind == "file":
             parts.append(_file_part(part.get("file"), position))
         else:
-            raise InvalidRequest(f"messages[{position}].content: part type {kind!r} is not supported.", param="messages")
+            raise InvalidRequest(
+                f"messages[{position}].content: part type {kind!r} is not supported.", param="messages"
+            )
     return parts
 
 
@@ -164,14 +175,19 @@ def _image_part(image, position: int) -> dict:
         if mime:
             file_data["mimeType"] = mime
         return {"fileData": file_data}
-    raise InvalidRequest(f"messages[{position}]: image_url must be an http(s) or data: URL.", param="messages")
+    raise InvalidRequest(
+        f"messages[{position}]: image_url must be an http(s) or data: URL.", param="messages"
+    )
 
 
 def _data_url(url: str, position: int) -> tuple[str, str]:
     header, comma, data = url[5:].partition(",")
     params = header.split(";")
     if not comma or "base64" not in params[1:]:
-        raise InvalidRequest(f"messages[{position}]: a data: URL must be base64 encoded (data:<mime>;base64,…).", param="messages")
+        raise InvalidRequest(
+            f"messages[{position}]: a data: URL must be base64 encoded (data:<mime>;base64,…).",
+            param="messages",
+        )
     return params[0] or "application/octet-stream", data
 
 
@@ -184,7 +200,9 @@ def _audio_part(audio, position: int) -> dict:
 
 def _file_part(file, position: int) -> dict:
     if not isinstance(file, dict):
-        raise InvalidRequest(f"messages[{position}]: file part is missing its 'file' object.", param="messages")
+        raise InvalidRequest(
+            f"messages[{position}]: file part is missing its 'file' object.", param="messages"
+        )
     data = file.get("file_data")
     if not data:
         if file.get("file_id"):
@@ -219,17 +237,21 @@ def _assistant_parts(message: dict, position: int, call_names: dict[str, str]) -
 def _function_call_part(call, position: int) -> dict:
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict) or not function.get("name") or not call.get("id"):
-        raise InvalidRequest(f"messages[{position}].tool_calls: each call needs an id and function.name.", param="messages")
+        raise InvalidRequest(
+            f"messages[{position}].tool_calls: each call needs an id and function.name.", param="messages"
+        )
     arguments = function.get("arguments") or "{}"
     try:
         args = orjson.loads(arguments) if isinstance(arguments, str) else arguments
     except orjson.JSONDecodeError:
         raise InvalidRequest(
-            f"messages[{position}].tool_calls: arguments of {function['name']!r} are not valid JSON.", param="messages"
+            f"messages[{position}].tool_calls: arguments of {function['name']!r} are not valid JSON.",
+            param="messages",
         ) from None
     if not isinstance(args, dict):
         raise InvalidRequest(
-            f"messages[{position}].tool_calls: arguments of {function['name']!r} must be a JSON object.", param="messages"
+            f"messages[{position}].tool_calls: arguments of {function['name']!r} must be a JSON object.",
+            param="messages",
         )
     signature, gemini_id = decode_tool_call_id(call["id"])
     function_call = {"name": function["name"], "args": args}
@@ -288,10 +310,16 @@ def _tool_config(choice) -> dict | None:
         return {"functionCallingConfig": {"mode": mode}}
     kind = choice.get("type") if isinstance(choice, dict) else None
     if kind == "function" and isinstance(choice.get("function"), dict) and choice["function"].get("name"):
-        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice["function"]["name"]]}}
+        return {
+            "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice["function"]["name"]]}
+        }
     if kind == "allowed_tools" and isinstance(choice.get("allowed_tools"), dict):
         allowed = choice["allowed_tools"]
-        names = [t["function"]["name"] for t in allowed.get("tools") or [] if isinstance(t, dict) and t.get("function")]
+        names = [
+            t["function"]["name"]
+            for t in allowed.get("tools") or []
+            if isinstance(t, dict) and t.get("function")
+        ]
         mode = "ANY" if allowed.get("mode") == "required" else "VALIDATED"
         return {"functionCallingConfig": {"mode": mode, "allowedFunctionNames": names}}
     raise InvalidRequest("tool_choice is not a form Gemini can honour.", param="tool_choice")
@@ -301,7 +329,9 @@ def _tool_config(choice) -> dict | None:
 
 
 def _generation_config(body: dict) -> dict:
-    config = {gemini: body[openai] for openai, gemini in _GENERATION_FIELDS.items() if body.get(openai) is not None}
+    config = {
+        gemini: body[openai] for openai, gemini in _GENERATION_FIELDS.items() if body.get(openai) is not None
+    }
     seed = config.get("seed")
     if isinstance(seed, int) and not -(2**31) <= seed < 2**31:
         config["seed"] = seed % 2**31  # OpenAI seeds are int64, Gemini's int32: fold, still deterministic

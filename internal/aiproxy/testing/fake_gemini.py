@@ -43,21 +43,38 @@ _PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateConten
 # and free-form Struct/Value fields), from generative_service.proto, content.proto and safety.proto.
 REQUEST_MESSAGES: dict[str, dict[str, Any]] = {
     "GenerateContentRequest": {
-        "model": None, "systemInstruction": "Content", "contents": ["Content"], "tools": ["Tool"],
-        "toolConfig": "ToolConfig", "safetySettings": ["SafetySetting"], "generationConfig": "GenerationConfig",
+        "model": None,
+        "systemInstruction": "Content",
+        "contents": ["Content"],
+        "tools": ["Tool"],
+        "toolConfig": "ToolConfig",
+        "safetySettings": ["SafetySetting"],
+        "generationConfig": "GenerationConfig",
         "cachedContent": None,
     },
     "Content": {"parts": ["Part"], "role": None},
     "Part": {
-        "text": None, "inlineData": "Blob", "functionCall": "FunctionCall", "functionResponse": "FunctionResponse",
-        "fileData": "FileData", "executableCode": "ExecutableCode", "codeExecutionResult": "CodeExecutionResult",
-        "videoMetadata": "VideoMetadata", "thought": None, "thoughtSignature": None, "partMetadata": None,
+        "text": None,
+        "inlineData": "Blob",
+        "functionCall": "FunctionCall",
+        "functionResponse": "FunctionResponse",
+        "fileData": "FileData",
+        "executableCode": "ExecutableCode",
+        "codeExecutionResult": "CodeExecutionResult",
+        "videoMetadata": "VideoMetadata",
+        "thought": None,
+        "thoughtSignature": None,
+        "partMetadata": None,
     },
     "Blob": {"mimeType": None, "data": None},
     "FileData": {"mimeType": None, "fileUri": None},
     "FunctionCall": {"id": None, "name": None, "args": None},
     "FunctionResponse": {
-        "id": None, "name": None, "response": None, "parts": ["FunctionResponsePart"], "willContinue": None,
+        "id": None,
+        "name": None,
+        "response": None,
+        "parts": ["FunctionResponsePart"],
+        "willContinue": None,
         "scheduling": None,
     },
     "FunctionResponsePart": {"inlineData": "Blob"},
@@ -65,27 +82,61 @@ REQUEST_MESSAGES: dict[str, dict[str, Any]] = {
     "CodeExecutionResult": {"outcome": None, "output": None},
     "VideoMetadata": {"startOffset": None, "endOffset": None, "fps": None},
     "Tool": {
-        "functionDeclarations": ["FunctionDeclaration"], "googleSearchRetrieval": None, "codeExecution": None,
-        "googleSearch": None, "computerUse": None, "urlContext": None, "fileSearch": None, "googleMaps": None,
+        "functionDeclarations": ["FunctionDeclaration"],
+        "googleSearchRetrieval": None,
+        "codeExecution": None,
+        "googleSearch": None,
+        "computerUse": None,
+        "urlContext": None,
+        "fileSearch": None,
+        "googleMaps": None,
     },
     "FunctionDeclaration": {
-        "name": None, "description": None, "parameters": None, "parametersJsonSchema": None, "response": None,
-        "responseJsonSchema": None, "behavior": None,
+        "name": None,
+        "description": None,
+        "parameters": None,
+        "parametersJsonSchema": None,
+        "response": None,
+        "responseJsonSchema": None,
+        "behavior": None,
     },
     "ToolConfig": {"functionCallingConfig": "FunctionCallingConfig", "retrievalConfig": None},
     "FunctionCallingConfig": {"mode": None, "allowedFunctionNames": None},
     "SafetySetting": {"category": None, "threshold": None},
     "GenerationConfig": {
-        "candidateCount": None, "stopSequences": None, "maxOutputTokens": None, "temperature": None, "topP": None,
-        "topK": None, "seed": None, "responseMimeType": None, "responseSchema": None, "responseJsonSchema": None,
-        "responseJsonSchemaOrdered": None, "presencePenalty": None, "frequencyPenalty": None,
-        "responseLogprobs": None, "logprobs": None, "enableEnhancedCivicAnswers": None,
-        "responseModalities": None, "speechConfig": None, "thinkingConfig": "ThinkingConfig", "imageConfig": None,
+        "candidateCount": None,
+        "stopSequences": None,
+        "maxOutputTokens": None,
+        "temperature": None,
+        "topP": None,
+        "topK": None,
+        "seed": None,
+        "responseMimeType": None,
+        "responseSchema": None,
+        "responseJsonSchema": None,
+        "responseJsonSchemaOrdered": None,
+        "presencePenalty": None,
+        "frequencyPenalty": None,
+        "responseLogprobs": None,
+        "logprobs": None,
+        "enableEnhancedCivicAnswers": None,
+        "responseModalities": None,
+        "speechConfig": None,
+        "thinkingConfig": "ThinkingConfig",
+        "imageConfig": None,
         "mediaResolution": None,
     },
     "ThinkingConfig": {"includeThoughts": None, "thinkingBudget": None},
 }
-_DATA_FIELDS = ("text", "inlineData", "functionCall", "functionResponse", "fileData", "executableCode", "codeExecutionResult")
+_DATA_FIELDS = (
+    "text",
+    "inlineData",
+    "functionCall",
+    "functionResponse",
+    "fileData",
+    "executableCode",
+    "codeExecutionResult",
+)
 
 
 def _snake(name: str) -> str:
@@ -93,7 +144,10 @@ def _snake(name: str) -> str:
 
 
 # Each message's accepted JSON names (camelCase and snake_case) -> canonical camelCase name.
-_NAMES = {message: {**{f: f for f in fields}, **{_snake(f): f for f in fields}} for message, fields in REQUEST_MESSAGES.items()}
+_NAMES = {
+    message: {**{f: f for f in fields}, **{_snake(f): f for f in fields}}
+    for message, fields in REQUEST_MESSAGES.items()
+}
 
 
 class FakeGeminiError(Exception):
@@ -140,7 +194,9 @@ def error_reply(code: int, status: str, message: str, details: list[dict] | None
     return JsonReply(error_body(code, status, message, details), status=code)
 
 
-def rate_limited(retry_delay: str = "22s", quota_id: str = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier") -> JsonReply:
+def rate_limited(
+    retry_delay: str = "22s", quota_id: str = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
+) -> JsonReply:
     """429 RESOURCE_EXHAUSTED with QuotaFailure and RetryInfo, as the real API sends it."""
     return error_reply(
         429,
@@ -148,8 +204,17 @@ def rate_limited(retry_delay: str = "22s", quota_id: str = "GenerateRequestsPerM
         "You exceeded your current quota, please check your plan and billing details. For more information on "
         "this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
         [
-            {"@type": _RPC + "QuotaFailure", "violations": [{"quotaMetric": "generativelanguage.googleapis.com/"
-             "generate_content_free_tier_requests", "quotaId": quota_id, "quotaValue": "10"}]},
+            {
+                "@type": _RPC + "QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": "generativelanguage.googleapis.com/"
+                        "generate_content_free_tier_requests",
+                        "quotaId": quota_id,
+                        "quotaValue": "10",
+                    }
+                ],
+            },
             {"@type": _RPC + "RetryInfo", "retryDelay": retry_delay},
         ],
     )
@@ -157,8 +222,13 @@ def rate_limited(retry_delay: str = "22s", quota_id: str = "GenerateRequestsPerM
 
 def usage_metadata(prompt: int, candidates: int, thoughts: int = 0, cached: int = 0) -> dict:
     """usageMetadata with zero counters omitted, as the real API does."""
-    fields = {"promptTokenCount": prompt, "candidatesTokenCount": candidates, "thoughtsTokenCount": thoughts,
-              "cachedContentTokenCount": cached, "totalTokenCount": prompt + candidates + thoughts}
+    fields = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": candidates,
+        "thoughtsTokenCount": thoughts,
+        "cachedContentTokenCount": cached,
+        "totalTokenCount": prompt + candidates + thoughts,
+    }
     return {key: value for key, value in fields.items() if value}
 
 
@@ -180,7 +250,9 @@ def text_response(text: str, finish: str = "STOP", usage: dict | None = None) ->
     return response([candidate([{"text": text}], finish)], usage or usage_metadata(4, len(text.split())))
 
 
-def function_call_response(*calls: tuple[str, dict], thought_signature: str | None = None, text: str = "") -> dict:
+def function_call_response(
+    *calls: tuple[str, dict], thought_signature: str | None = None, text: str = ""
+) -> dict:
     """A model turn calling functions; like Gemini 3, only the first call carries the signature."""
     parts: list[dict] = [{"text": text}] if text else []
     for position, (name, args) in enumerate(calls):
@@ -197,18 +269,28 @@ def blocked_prompt(reason: str = "SAFETY") -> dict:
         {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True},
         {"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"},
     ]
-    return {"promptFeedback": {"blockReason": reason, "safetyRatings": ratings},
-            "usageMetadata": usage_metadata(8, 0), "modelVersion": "gemini-fake", "responseId": uuid.uuid4().hex[:22]}
+    return {
+        "promptFeedback": {"blockReason": reason, "safetyRatings": ratings},
+        "usageMetadata": usage_metadata(8, 0),
+        "modelVersion": "gemini-fake",
+        "responseId": uuid.uuid4().hex[:22],
+    }
 
 
-def text_stream(pieces: list[str], finish: str = "STOP", prompt_tokens: int = 4, thoughts: int = 0) -> StreamReply:
+def text_stream(
+    pieces: list[str], finish: str = "STOP", prompt_tokens: int = 4, thoughts: int = 0
+) -> StreamReply:
     """One event per piece, running usage in every event, finishReason on the last."""
     events, produced = [], 0
     for position, piece in enumerate(pieces):
         produced += len(piece.split()) or 1
         last = position == len(pieces) - 1
-        events.append(response([candidate([{"text": piece}], finish if last else None)],
-                               usage_metadata(prompt_tokens, produced, thoughts)))
+        events.append(
+            response(
+                [candidate([{"text": piece}], finish if last else None)],
+                usage_metadata(prompt_tokens, produced, thoughts),
+            )
+        )
     return StreamReply(events)
 
 
@@ -220,12 +302,14 @@ def _check_fields(value: Any, message: str, path: str) -> None:
     names = _NAMES[message]
     fields = REQUEST_MESSAGES[message]
     if not isinstance(value, dict):
-        raise _invalid(f'Invalid value at \'{path or "request"}\': expected an object for {message}.', path)
+        raise _invalid(f"Invalid value at '{path or 'request'}': expected an object for {message}.", path)
     for key, item in value.items():
         canonical = names.get(key)
         if canonical is None:
             where = f" at '{path}'" if path else ""
-            raise _invalid(f'Invalid JSON payload received. Unknown name "{key}"{where}: Cannot find field.', path)
+            raise _invalid(
+                f'Invalid JSON payload received. Unknown name "{key}"{where}: Cannot find field.', path
+            )
         nested = fields[canonical]
         child = f"{path}.{_snake(canonical)}" if path else _snake(canonical)
         if isinstance(nested, list):
@@ -237,7 +321,9 @@ def _check_fields(value: Any, message: str, path: str) -> None:
 
 def _invalid(message: str, path: str = "") -> FakeGeminiError:
     violation = {"field": path, "description": message} if path else {"description": message}
-    return FakeGeminiError(400, "INVALID_ARGUMENT", message, [{"@type": _RPC + "BadRequest", "fieldViolations": [violation]}])
+    return FakeGeminiError(
+        400, "INVALID_ARGUMENT", message, [{"@type": _RPC + "BadRequest", "fieldViolations": [violation]}]
+    )
 
 
 def _canonical(value: Any, message: str) -> Any:
@@ -278,7 +364,11 @@ def _check_semantics(request: dict, issued_signatures: set[str] | None) -> None:
                     "call parts of the function call turn."
                 )
         signature = calls[0].get("thoughtSignature")
-        if issued_signatures is not None and signature != SKIP_SIGNATURE and signature not in issued_signatures:
+        if (
+            issued_signatures is not None
+            and signature != SKIP_SIGNATURE
+            and signature not in issued_signatures
+        ):
             raise _invalid(
                 f"Function call is missing a thought_signature in functionCall parts. This is required for tools "
                 f"to work correctly, and missing thought_signature may lead to degraded model performance. "
@@ -289,37 +379,56 @@ def _check_semantics(request: dict, issued_signatures: set[str] | None) -> None:
     if "responseJsonSchema" in config and "responseSchema" in config:
         raise _invalid("response_schema and response_json_schema cannot both be set.", "generation_config")
     if "responseJsonSchema" in config and config.get("responseMimeType") != "application/json":
-        raise _invalid("response_mime_type must be application/json when response_json_schema is set.",
-                       "generation_config.response_mime_type")
+        raise _invalid(
+            "response_mime_type must be application/json when response_json_schema is set.",
+            "generation_config.response_mime_type",
+        )
     if len(config.get("stopSequences") or []) > 5:
-        raise _invalid("stop_sequences: at most 5 stop sequences are allowed.", "generation_config.stop_sequences")
+        raise _invalid(
+            "stop_sequences: at most 5 stop sequences are allowed.", "generation_config.stop_sequences"
+        )
 
 
 def _check_parts(parts: list[dict], path: str) -> None:
     if not parts:
-        raise _invalid(f"* GenerateContentRequest.{path}.parts: contents.parts must not be empty.\n", f"{path}.parts")
+        raise _invalid(
+            f"* GenerateContentRequest.{path}.parts: contents.parts must not be empty.\n", f"{path}.parts"
+        )
     for j, part in enumerate(parts):
         data = [name for name in _DATA_FIELDS if name in part]
         if not data:
             raise _invalid(
                 f"* GenerateContentRequest.{path}.parts[{j}].data: required oneof field 'data' must have one "
-                "initialized field\n", f"{path}.parts[{j}]")
+                "initialized field\n",
+                f"{path}.parts[{j}]",
+            )
         if len(data) > 1:
-            raise _invalid(f"Invalid JSON payload received. Oneof field 'data' is already set. Cannot set '{data[1]}'",
-                           f"{path}.parts[{j}]")
+            raise _invalid(
+                f"Invalid JSON payload received. Oneof field 'data' is already set. Cannot set '{data[1]}'",
+                f"{path}.parts[{j}]",
+            )
         blob = part.get("inlineData")
         if blob is not None:
             try:
                 base64.b64decode(blob.get("data") or "", validate=True)
             except (binascii.Error, ValueError):
-                raise _invalid(f"Invalid value at '{path}.parts[{j}].inline_data.data' (TYPE_BYTES), Base64 "
-                               "decoding failed", f"{path}.parts[{j}].inline_data.data") from None
+                raise _invalid(
+                    f"Invalid value at '{path}.parts[{j}].inline_data.data' (TYPE_BYTES), Base64 "
+                    "decoding failed",
+                    f"{path}.parts[{j}].inline_data.data",
+                ) from None
         if "functionResponse" in part and not isinstance(part["functionResponse"].get("response"), dict):
-            raise _invalid(f"Invalid value at '{path}.parts[{j}].function_response.response' (type.googleapis.com/"
-                           "google.protobuf.Struct)", f"{path}.parts[{j}].function_response.response")
+            raise _invalid(
+                f"Invalid value at '{path}.parts[{j}].function_response.response' (type.googleapis.com/"
+                "google.protobuf.Struct)",
+                f"{path}.parts[{j}].function_response.response",
+            )
         if "functionCall" in part and not isinstance(part["functionCall"].get("args", {}), dict):
-            raise _invalid(f"Invalid value at '{path}.parts[{j}].function_call.args' (type.googleapis.com/"
-                           "google.protobuf.Struct)", f"{path}.parts[{j}].function_call.args")
+            raise _invalid(
+                f"Invalid value at '{path}.parts[{j}].function_call.args' (type.googleapis.com/"
+                "google.protobuf.Struct)",
+                f"{path}.parts[{j}].function_call.args",
+            )
 
 
 # --- the server -----------------------------------------------------------------------------------
@@ -427,8 +536,13 @@ class FakeGemini:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = None
-        record = RecordedRequest(request.method, request.path, dict(request.query),
-                                 {k.lower(): v for k, v in request.headers.items()}, body)
+        record = RecordedRequest(
+            request.method,
+            request.path,
+            dict(request.query),
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+        )
         self.requests.append(record)
         match = _PATH.match(request.path)
         try:
@@ -437,7 +551,8 @@ class FakeGemini:
             self._check_key(request)
             if self.models is not None and match["model"] not in self.models:
                 raise FakeGeminiError(
-                    404, "NOT_FOUND",
+                    404,
+                    "NOT_FOUND",
                     f"models/{match['model']} is not found for API version v1beta, or is not supported for "
                     f"{match['method']}. Call ListModels to see the list of available models and their supported "
                     "methods.",
@@ -456,7 +571,9 @@ class FakeGemini:
                 await asyncio.sleep(self.latency)
             if not streaming:
                 if isinstance(reply, StreamReply):
-                    raise web.HTTPInternalServerError(text="fake_gemini: a StreamReply was scripted for generateContent")
+                    raise web.HTTPInternalServerError(
+                        text="fake_gemini: a StreamReply was scripted for generateContent"
+                    )
                 return await self._json(reply)
             if isinstance(reply, JsonReply) and reply.status >= 400:
                 return await self._json(reply)
@@ -470,15 +587,25 @@ class FakeGemini:
         key = request.headers.get("x-goog-api-key") or request.query.get("key")
         if not key:
             raise FakeGeminiError(
-                403, "PERMISSION_DENIED",
+                403,
+                "PERMISSION_DENIED",
                 "Method doesn't allow unregistered callers (callers without established identity). Please use "
                 "API Key or other form of API consumer identity to call this API.",
             )
         if key != self.api_key:
-            raise FakeGeminiError(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", [
-                {"@type": _RPC + "ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",
-                 "metadata": {"service": "generativelanguage.googleapis.com"}},
-            ])
+            raise FakeGeminiError(
+                400,
+                "INVALID_ARGUMENT",
+                "API key not valid. Please pass a valid API key.",
+                [
+                    {
+                        "@type": _RPC + "ErrorInfo",
+                        "reason": "API_KEY_INVALID",
+                        "domain": "googleapis.com",
+                        "metadata": {"service": "generativelanguage.googleapis.com"},
+                    },
+                ],
+            )
 
     def _remember_signatures(self, reply: JsonReply | StreamReply) -> None:
         if self._issued is None:
@@ -492,8 +619,11 @@ class FakeGemini:
     async def _json(self, reply: JsonReply) -> web.Response:
         if reply.delay:
             await asyncio.sleep(reply.delay)
-        return web.Response(body=orjson.dumps(reply.body), status=reply.status,
-                            headers={"content-type": "application/json; charset=UTF-8", **reply.headers})
+        return web.Response(
+            body=orjson.dumps(reply.body),
+            status=reply.status,
+            headers={"content-type": "application/json; charset=UTF-8", **reply.headers},
+        )
 
     async def _stream(self, request: web.Request, reply: StreamReply, sse: bool) -> web.StreamResponse:
         content_type = "text/event-stream" if sse else "application/json; charset=UTF-8"
@@ -545,9 +675,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     async def serve() -> None:
-        fake = FakeGemini(args.api_key, host=args.host, port=args.port,
-                          require_thought_signatures=args.require_thought_signatures,
-                          latency=args.latency_ms / 1000, stream_chunks=args.stream_chunks)
+        fake = FakeGemini(
+            args.api_key,
+            host=args.host,
+            port=args.port,
+            require_thought_signatures=args.require_thought_signatures,
+            latency=args.latency_ms / 1000,
+            stream_chunks=args.stream_chunks,
+        )
         await fake.start()
         print(fake.base_url, flush=True)
         await asyncio.Event().wait()

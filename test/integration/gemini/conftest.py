@@ -15,8 +15,14 @@ def gemini_settings():
     """Settings for a GeminiProvider pointed at a fake: `gemini_settings(fake, api_key=…, read_timeout=…)`."""
 
     def make(fake: FakeGemini, **overrides) -> ProviderSettings:
-        fields = {"name": "gemini", "kind": "gemini", "base_url": fake.base_url, "api_key": DEFAULT_KEY,
-                  "api_key_env": "GEMINI_API_KEY", **overrides}
+        fields = {
+            "name": "gemini",
+            "kind": "gemini",
+            "base_url": fake.base_url,
+            "api_key": DEFAULT_KEY,
+            "api_key_env": "GEMINI_API_KEY",
+            **overrides,
+        }
         return ProviderSettings(**fields)
 
     return make

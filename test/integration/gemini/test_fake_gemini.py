@@ -17,7 +17,10 @@ pytestmark = pytest.mark.anyio
 GENERATE = "/v1beta/models/gemini-2.5-flash:generateContent"
 STREAM = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
 HI = {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
-PROTOS = Path(__file__).resolve().parents[3].parent / "shared/specs/gemini-v1beta-protos/google/ai/generativelanguage/v1beta"
+PROTOS = (
+    Path(__file__).resolve().parents[3].parent
+    / "shared/specs/gemini-v1beta-protos/google/ai/generativelanguage/v1beta"
+)
 
 
 @pytest.fixture
@@ -35,20 +38,33 @@ async def test_unknown_fields_are_rejected_like_the_real_api(client):
     status, error = await error_of(client, {**HI, "top_k": 3})
     assert status == 400
     assert error == {
-        "code": 400, "status": "INVALID_ARGUMENT",
+        "code": 400,
+        "status": "INVALID_ARGUMENT",
         "message": 'Invalid JSON payload received. Unknown name "top_k": Cannot find field.',
-        "details": [{"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [
-            {"description": 'Invalid JSON payload received. Unknown name "top_k": Cannot find field.'}]}],
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [
+                    {"description": 'Invalid JSON payload received. Unknown name "top_k": Cannot find field.'}
+                ],
+            }
+        ],
     }
     _, nested = await error_of(client, {**HI, "generationConfig": {"maxTokens": 5}})
-    assert nested["message"] == 'Invalid JSON payload received. Unknown name "maxTokens" at \'generation_config\': Cannot find field.'
+    assert (
+        nested["message"]
+        == "Invalid JSON payload received. Unknown name \"maxTokens\" at 'generation_config': Cannot find field."
+    )
     _, deep = await error_of(client, {"contents": [{"role": "user", "parts": [{"text": "x", "name": "y"}]}]})
     assert deep["message"].endswith("at 'contents[0].parts[0]': Cannot find field.")
 
 
 async def test_snake_case_and_camel_case_are_both_accepted(client, fake):
-    body = {"system_instruction": {"parts": [{"text": "terse"}]}, "contents": [{"role": "user", "parts": [{"text": "Hi"}]}],
-            "generation_config": {"max_output_tokens": 5, "topP": 0.5}}
+    body = {
+        "system_instruction": {"parts": [{"text": "terse"}]},
+        "contents": [{"role": "user", "parts": [{"text": "Hi"}]}],
+        "generation_config": {"max_output_tokens": 5, "topP": 0.5},
+    }
     response = await client.post(GENERATE, json=body)
     assert response.status_code == 200
     assert fake.last_json == body
@@ -58,18 +74,39 @@ async def test_snake_case_and_camel_case_are_both_accepted(client, fake):
     ("body", "message"),
     [
         ({"contents": []}, "* GenerateContentRequest.contents: contents is not specified\n"),
-        ({"contents": [{"role": "user", "parts": []}]}, "* GenerateContentRequest.contents[0].parts: contents.parts must not be empty.\n"),
-        ({"contents": [{"role": "user", "parts": [{}]}]},
-         "* GenerateContentRequest.contents[0].parts[0].data: required oneof field 'data' must have one initialized field\n"),
-        ({"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]}, "Please use a valid role: user, model."),
-        ({"contents": [
-            {"role": "user", "parts": [{"text": "x"}]},
-            {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}, {"functionCall": {"name": "g", "args": {}}}]},
-            {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {}}}]},
-        ]}, "Please ensure that the number of function response parts is equal to the number of function call parts "
-            "of the function call turn."),
-        ({**HI, "generationConfig": {"responseJsonSchema": {"type": "object"}}},
-         "response_mime_type must be application/json when response_json_schema is set."),
+        (
+            {"contents": [{"role": "user", "parts": []}]},
+            "* GenerateContentRequest.contents[0].parts: contents.parts must not be empty.\n",
+        ),
+        (
+            {"contents": [{"role": "user", "parts": [{}]}]},
+            "* GenerateContentRequest.contents[0].parts[0].data: required oneof field 'data' must have one initialized field\n",
+        ),
+        (
+            {"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]},
+            "Please use a valid role: user, model.",
+        ),
+        (
+            {
+                "contents": [
+                    {"role": "user", "parts": [{"text": "x"}]},
+                    {
+                        "role": "model",
+                        "parts": [
+                            {"functionCall": {"name": "f", "args": {}}},
+                            {"functionCall": {"name": "g", "args": {}}},
+                        ],
+                    },
+                    {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {}}}]},
+                ]
+            },
+            "Please ensure that the number of function response parts is equal to the number of function call parts "
+            "of the function call turn.",
+        ),
+        (
+            {**HI, "generationConfig": {"responseJsonSchema": {"type": "object"}}},
+            "response_mime_type must be application/json when response_json_schema is set.",
+        ),
     ],
     ids=["no-contents", "empty-parts", "no-data", "bad-role", "response-count", "schema-without-mime"],
 )
@@ -94,7 +131,7 @@ async def test_sse_framing_has_crlf_separators_running_usage_and_no_done(client,
     assert response.headers["content-type"].startswith("text/event-stream")
     raw = response.content
     assert raw.endswith(b"\r\n\r\n") and b"[DONE]" not in raw and not raw.startswith(b":")
-    events = [orjson.loads(block[len(b"data: "):]) for block in raw.split(b"\r\n\r\n") if block]
+    events = [orjson.loads(block[len(b"data: ") :]) for block in raw.split(b"\r\n\r\n") if block]
     assert [e["usageMetadata"]["candidatesTokenCount"] for e in events] == [1, 2, 3]
     assert ["finishReason" in e["candidates"][0] for e in events] == [False, False, True]
 
@@ -118,13 +155,30 @@ def test_runs_from_a_thread_for_sync_code():
 
 
 def test_runs_as_a_process():
-    process = subprocess.Popen([sys.executable, "-m", "aiproxy.testing.fake_gemini", "--port", "0", "--api-key", "k",
-                                "--latency-ms", "50", "--stream-chunks", "20"], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiproxy.testing.fake_gemini",
+            "--port",
+            "0",
+            "--api-key",
+            "k",
+            "--latency-ms",
+            "50",
+            "--stream-chunks",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         base_url = process.stdout.readline().strip()
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", base_url)
         started = time.perf_counter()
-        response = httpx.post(base_url + STREAM, params={"alt": "sse"}, json=HI, headers={"x-goog-api-key": "k"})
+        response = httpx.post(
+            base_url + STREAM, params={"alt": "sse"}, json=HI, headers={"x-goog-api-key": "k"}
+        )
         assert time.perf_counter() - started >= 0.05
         assert response.content.count(b"data: ") == 20
     finally:

@@ -36,8 +36,13 @@ from aiproxy.testing.fake_gemini import (
 
 pytestmark = pytest.mark.anyio
 MODEL = "gemini-2.5-flash"
-USAGE = {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6,
-         "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+USAGE = {
+    "prompt_tokens": 4,
+    "completion_tokens": 2,
+    "total_tokens": 6,
+    "prompt_tokens_details": {"cached_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 0},
+}
 
 
 def req(**body):
@@ -53,12 +58,19 @@ async def collect(stream):
 
 
 def deltas(chunks):
-    return [(c["choices"][0]["delta"], c["choices"][0]["finish_reason"]) if c["choices"] else ("usage", c["usage"]) for c in chunks]
+    return [
+        (c["choices"][0]["delta"], c["choices"][0]["finish_reason"])
+        if c["choices"]
+        else ("usage", c["usage"])
+        for c in chunks
+    ]
 
 
 async def test_plain_completion(fake, provider):
     fake.enqueue(text_response("Hello!", usage=usage_metadata(4, 2)))
-    result = await provider.complete(req(messages=[{"role": "system", "content": "Be brief."}, user("Hi")], temperature=0.5, user="u-1"))
+    result = await provider.complete(
+        req(messages=[{"role": "system", "content": "Be brief."}, user("Hi")], temperature=0.5, user="u-1")
+    )
 
     sent = fake.requests[-1]
     assert sent.path == f"/v1beta/models/{MODEL}:generateContent"
@@ -72,16 +84,27 @@ async def test_plain_completion(fake, provider):
         "generationConfig": {"temperature": 0.5},
     }
     assert result.body == {
-        "id": ANY, "object": "chat.completion", "created": ANY, "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!", "refusal": None},
-                     "logprobs": None, "finish_reason": "stop"}],
+        "id": ANY,
+        "object": "chat.completion",
+        "created": ANY,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello!", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
         "usage": USAGE,
     }
 
 
 async def test_streamed_completion(fake, provider):
     fake.enqueue(text_stream(["Hel", "lo ", "world"], prompt_tokens=4))
-    stream = await provider.open_stream(req(messages=[user("Hi")], stream=True, stream_options={"include_usage": True}))
+    stream = await provider.open_stream(
+        req(messages=[user("Hi")], stream=True, stream_options={"include_usage": True})
+    )
     chunks = await collect(stream)
 
     sent = fake.requests[-1]
@@ -104,16 +127,27 @@ async def test_events_split_at_arbitrary_bytes_are_reassembled(fake, provider):
     fake.enqueue(pieces)
     chunks = await collect(await provider.open_stream(req(messages=[user("Hi")], stream=True)))
     assert [d for d, _ in deltas(chunks)] == [
-        {"role": "assistant", "content": ""}, {"content": "Grüße "}, {"content": "aus "}, {"content": "Köln 🎉"}, {}]
+        {"role": "assistant", "content": ""},
+        {"content": "Grüße "},
+        {"content": "aus "},
+        {"content": "Köln 🎉"},
+        {},
+    ]
 
 
 async def test_n_candidates_become_n_choices(fake, provider):
-    fake.enqueue(response([candidate([{"text": "A"}], index=0), candidate([{"text": "B"}], "MAX_TOKENS", index=1)],
-                          usage_metadata(3, 2)))
+    fake.enqueue(
+        response(
+            [candidate([{"text": "A"}], index=0), candidate([{"text": "B"}], "MAX_TOKENS", index=1)],
+            usage_metadata(3, 2),
+        )
+    )
     result = await provider.complete(req(messages=[user("x")], n=2))
     assert fake.last_json["generationConfig"] == {"candidateCount": 2}
     assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in result.body["choices"]] == [
-        (0, "A", "stop"), (1, "B", "length")]
+        (0, "A", "stop"),
+        (1, "B", "length"),
+    ]
 
 
 async def test_default_echo_answers_without_a_script(fake, provider):
@@ -123,16 +157,27 @@ async def test_default_echo_answers_without_a_script(fake, provider):
     assert "".join(d.get("content", "") for d, _ in deltas(chunks)) == "echo: ping"
 
 
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
 async def test_tool_call_round_trip_keeps_the_thought_signature(gemini_settings, streamed):
     async with FakeGemini(require_thought_signatures=True) as fake:
         provider = GeminiProvider(gemini_settings(fake))
-        fake.enqueue(function_call_response(("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"}),
-                                            thought_signature="c2lnbmF0dXJlLTE="))
+        fake.enqueue(
+            function_call_response(
+                ("get_weather", {"city": "Paris"}),
+                ("get_weather", {"city": "Rome"}),
+                thought_signature="c2lnbmF0dXJlLTE=",
+            )
+        )
         fake.enqueue(text_response("Paris is warmer."))
         messages = [user("Paris or Rome?")]
         first = req(messages=messages, tools=[WEATHER], tool_choice="auto", stream=streamed)
@@ -159,17 +204,35 @@ async def test_tool_call_round_trip_keeps_the_thought_signature(gemini_settings,
         answer = await provider.complete(req(messages=messages, tools=[WEATHER]))
         assert answer.body["choices"][0]["message"]["content"] == "Paris is warmer."
         assert fake.last_json["contents"][1:] == [
-            {"role": "model", "parts": [
-                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2lnbmF0dXJlLTE="},
-                {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
-            ]},
-            {"role": "user", "parts": [
-                {"functionResponse": {"name": "get_weather", "response": {"temp": 24}}},
-                {"functionResponse": {"name": "get_weather", "response": {"temp": 19}}},
-            ]},
+            {
+                "role": "model",
+                "parts": [
+                    {
+                        "functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                        "thoughtSignature": "c2lnbmF0dXJlLTE=",
+                    },
+                    {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
+                ],
+            },
+            {
+                "role": "user",
+                "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"temp": 24}}},
+                    {"functionResponse": {"name": "get_weather", "response": {"temp": 19}}},
+                ],
+            },
         ]
-        assert fake.last_json["tools"] == [{"functionDeclarations": [
-            {"name": "get_weather", "description": "Weather", "parametersJsonSchema": WEATHER["function"]["parameters"]}]}]
+        assert fake.last_json["tools"] == [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": "get_weather",
+                        "description": "Weather",
+                        "parametersJsonSchema": WEATHER["function"]["parameters"],
+                    }
+                ]
+            }
+        ]
         await provider.aclose()
 
 
@@ -178,9 +241,16 @@ async def test_a_dropped_signature_is_what_gemini_3_rejects(gemini_settings):
     async with FakeGemini(require_thought_signatures=True) as fake:
         provider = GeminiProvider(gemini_settings(fake))
         forged = new_tool_call_id("bm90LWlzc3VlZA==")
-        messages = [user("x"), {"role": "assistant", "tool_calls": [
-            {"id": forged, "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-            {"role": "tool", "tool_call_id": forged, "content": "1"}]
+        messages = [
+            user("x"),
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": forged, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": forged, "content": "1"},
+        ]
         with pytest.raises(UpstreamError) as error:
             await provider.complete(req(messages=messages))
         assert error.value.http_status == 400
@@ -191,26 +261,62 @@ async def test_a_dropped_signature_is_what_gemini_3_rejects(gemini_settings):
 async def test_json_schema_output(fake, provider):
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
     fake.enqueue(text_response('{"city": "Paris"}'))
-    result = await provider.complete(req(messages=[user("Capital of France?")], response_format={
-        "type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": schema}}))
-    assert fake.last_json["generationConfig"] == {"responseMimeType": "application/json", "responseJsonSchema": schema}
+    result = await provider.complete(
+        req(
+            messages=[user("Capital of France?")],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "strict": True, "schema": schema},
+            },
+        )
+    )
+    assert fake.last_json["generationConfig"] == {
+        "responseMimeType": "application/json",
+        "responseJsonSchema": schema,
+    }
     assert orjson.loads(result.body["choices"][0]["message"]["content"]) == {"city": "Paris"}
 
 
 async def test_image_is_sent_inline(fake, provider):
     png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-    await provider.complete(req(messages=[{"role": "user", "content": [
-        {"type": "text", "text": "Describe"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
-    ]}]))
-    assert fake.last_json["contents"] == [{"role": "user", "parts": [
-        {"text": "Describe"}, {"inlineData": {"mimeType": "image/png", "data": png}}]}]
+    await provider.complete(
+        req(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Describe"},
+                        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+                    ],
+                }
+            ]
+        )
+    )
+    assert fake.last_json["contents"] == [
+        {
+            "role": "user",
+            "parts": [{"text": "Describe"}, {"inlineData": {"mimeType": "image/png", "data": png}}],
+        }
+    ]
 
 
 async def test_gemini_400_reaches_the_client_as_a_400(fake, provider):
     with pytest.raises(UpstreamError) as error:
-        await provider.complete(req(messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@not-base64@@"}}]}]))
+        await provider.complete(
+            req(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image_url",
+                                "image_url": {"url": "data:image/png;base64,@@not-base64@@"},
+                            }
+                        ],
+                    }
+                ]
+            )
+        )
     assert error.value.http_status == 400
     assert error.value.to_body()["error"]["type"] == "invalid_request_error"
     assert "Base64 decoding failed" in error.value.message
@@ -263,10 +369,19 @@ async def test_unavailable_and_mid_stream_error_event(fake, provider):
     fake.enqueue(error_reply(503, "UNAVAILABLE", "The model is overloaded. Please try again later."))
     with pytest.raises(UpstreamError) as error:
         await provider.complete(req(messages=[user("x")]))
-    assert (error.value.http_status, error.value.message) == (503, "The model is overloaded. Please try again later.")
+    assert (error.value.http_status, error.value.message) == (
+        503,
+        "The model is overloaded. Please try again later.",
+    )
 
-    fake.enqueue(StreamReply([{"candidates": [{"content": {"role": "model", "parts": [{"text": "par"}]}, "index": 0}]},
-                              {"error": {"code": 503, "message": "overloaded mid-way", "status": "UNAVAILABLE"}}]))
+    fake.enqueue(
+        StreamReply(
+            [
+                {"candidates": [{"content": {"role": "model", "parts": [{"text": "par"}]}, "index": 0}]},
+                {"error": {"code": 503, "message": "overloaded mid-way", "status": "UNAVAILABLE"}},
+            ]
+        )
+    )
     stream = await provider.open_stream(req(messages=[user("x")], stream=True))
     got = []
     with pytest.raises(UpstreamError) as error:

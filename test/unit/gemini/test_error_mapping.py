@@ -29,7 +29,9 @@ def test_status_mapping(status, grpc_status, client_status, error_type, code):
     error = mapped(status, error_body(status, grpc_status, "upstream says no"))
     assert isinstance(error, UpstreamError)
     assert error.http_status == client_status
-    assert error.to_body() == {"error": {"message": "upstream says no", "type": error_type, "param": None, "code": code}}
+    assert error.to_body() == {
+        "error": {"message": "upstream says no", "type": error_type, "param": None, "code": code}
+    }
 
 
 def test_rate_limit_carries_retry_hints():
@@ -55,11 +57,25 @@ def test_per_day_quota_and_prepaid_balance_are_insufficient_quota():
 @pytest.mark.parametrize(
     ("status", "body"),
     [
-        (400, error_body(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
-                         [{"@type": RPC + "ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}])),
+        (
+            400,
+            error_body(
+                400,
+                "INVALID_ARGUMENT",
+                "API key not valid. Please pass a valid API key.",
+                [{"@type": RPC + "ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}],
+            ),
+        ),
         (403, error_body(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers.")),
-        (403, error_body(403, "PERMISSION_DENIED", "Requests to this API are blocked.",
-                         [{"@type": RPC + "ErrorInfo", "reason": "API_KEY_SERVICE_BLOCKED"}])),
+        (
+            403,
+            error_body(
+                403,
+                "PERMISSION_DENIED",
+                "Requests to this API are blocked.",
+                [{"@type": RPC + "ErrorInfo", "reason": "API_KEY_SERVICE_BLOCKED"}],
+            ),
+        ),
         (401, {}),
     ],
     ids=["key-invalid", "key-missing", "key-blocked", "bare-401"],

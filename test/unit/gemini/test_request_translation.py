@@ -28,7 +28,9 @@ def test_system_and_developer_messages_all_go_to_system_instruction_in_order():
         {"role": "user", "content": "Again"},
     ]
     assert translate(messages=messages) == {
-        "systemInstruction": {"parts": [{"text": "Be terse."}, {"text": "Answer in French."}, {"text": "Never use emoji."}]},
+        "systemInstruction": {
+            "parts": [{"text": "Be terse."}, {"text": "Answer in French."}, {"text": "Never use emoji."}]
+        },
         "contents": [
             {"role": "user", "parts": [{"text": "Hi"}]},
             {"role": "model", "parts": [{"text": "Salut"}]},
@@ -39,12 +41,30 @@ def test_system_and_developer_messages_all_go_to_system_instruction_in_order():
 
 def test_sampling_parameters_map_to_generation_config():
     body = translate(
-        messages=[USER_HI], temperature=0.3, top_p=0.9, max_tokens=100, stop="END", n=2, seed=7,
-        presence_penalty=0.5, frequency_penalty=-0.5, logprobs=True, top_logprobs=3, top_k=40,
+        messages=[USER_HI],
+        temperature=0.3,
+        top_p=0.9,
+        max_tokens=100,
+        stop="END",
+        n=2,
+        seed=7,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        logprobs=True,
+        top_logprobs=3,
+        top_k=40,
     )
     assert body["generationConfig"] == {
-        "temperature": 0.3, "topP": 0.9, "maxOutputTokens": 100, "stopSequences": ["END"], "candidateCount": 2,
-        "seed": 7, "presencePenalty": 0.5, "frequencyPenalty": -0.5, "responseLogprobs": True, "logprobs": 3,
+        "temperature": 0.3,
+        "topP": 0.9,
+        "maxOutputTokens": 100,
+        "stopSequences": ["END"],
+        "candidateCount": 2,
+        "seed": 7,
+        "presencePenalty": 0.5,
+        "frequencyPenalty": -0.5,
+        "responseLogprobs": True,
+        "logprobs": 3,
         "topK": 40,
     }
 
@@ -54,21 +74,36 @@ def test_max_completion_tokens_wins_and_stop_list_is_kept():
     assert body["generationConfig"] == {"maxOutputTokens": 20, "stopSequences": ["a", "b"]}
 
 
-@pytest.mark.parametrize(("seed", "sent"), [(2**31 - 1, 2**31 - 1), (-(2**31), -(2**31)), (2**40 + 5, 5), (-1 - 2**31, 2**31 - 1)])
+@pytest.mark.parametrize(
+    ("seed", "sent"), [(2**31 - 1, 2**31 - 1), (-(2**31), -(2**31)), (2**40 + 5, 5), (-1 - 2**31, 2**31 - 1)]
+)
 def test_int64_seeds_fold_into_gemini_int32(seed, sent):
     assert translate(messages=[USER_HI], seed=seed)["generationConfig"] == {"seed": sent}
 
 
 def test_unsupported_parameters_are_dropped_and_nulls_ignored():
     body = translate(
-        messages=[USER_HI], user="u1", metadata={"k": "v"}, store=True, service_tier="auto", logit_bias={"1": 2},
-        parallel_tool_calls=False, safety_identifier="s", prompt_cache_key="p", temperature=None, stream=False,
-        stream_options={"include_usage": True}, modalities=["text"], verbosity="low",
+        messages=[USER_HI],
+        user="u1",
+        metadata={"k": "v"},
+        store=True,
+        service_tier="auto",
+        logit_bias={"1": 2},
+        parallel_tool_calls=False,
+        safety_identifier="s",
+        prompt_cache_key="p",
+        temperature=None,
+        stream=False,
+        stream_options={"include_usage": True},
+        modalities=["text"],
+        verbosity="low",
     )
     assert body == {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
 
 
-@pytest.mark.parametrize(("effort", "budget"), [("none", 0), ("minimal", 1024), ("low", 1024), ("medium", 8192), ("high", 24576)])
+@pytest.mark.parametrize(
+    ("effort", "budget"), [("none", 0), ("minimal", 1024), ("low", 1024), ("medium", 8192), ("high", 24576)]
+)
 def test_reasoning_effort_maps_to_thinking_budget(effort, budget):
     body = translate(messages=[USER_HI], reasoning_effort=effort)
     assert body["generationConfig"] == {"thinkingConfig": {"thinkingBudget": budget}}
@@ -80,7 +115,12 @@ def test_unknown_reasoning_effort_is_a_400():
     assert error.value.param == "reasoning_effort"
 
 
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
 
 
 @pytest.mark.parametrize(
@@ -91,7 +131,10 @@ SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "require
             {"type": "json_schema", "json_schema": {"name": "city", "strict": True, "schema": SCHEMA}},
             {"responseMimeType": "application/json", "responseJsonSchema": SCHEMA},
         ),
-        ({"type": "json_schema", "json_schema": {"name": "anything"}}, {"responseMimeType": "application/json"}),
+        (
+            {"type": "json_schema", "json_schema": {"name": "anything"}},
+            {"responseMimeType": "application/json"},
+        ),
         ({"type": "text"}, None),
     ],
 )
@@ -102,7 +145,12 @@ def test_response_format(response_format, config):
 
 WEATHER_TOOL = {
     "type": "function",
-    "function": {"name": "get_weather", "description": "Weather by city", "parameters": SCHEMA, "strict": True},
+    "function": {
+        "name": "get_weather",
+        "description": "Weather by city",
+        "parameters": SCHEMA,
+        "strict": True,
+    },
 }
 
 
@@ -125,7 +173,10 @@ def test_tools_become_one_tool_with_function_declarations():
         ("none", {"mode": "NONE"}),
         ("auto", {"mode": "AUTO"}),
         ("required", {"mode": "ANY"}),
-        ({"type": "function", "function": {"name": "get_weather"}}, {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}),
+        (
+            {"type": "function", "function": {"name": "get_weather"}},
+            {"mode": "ANY", "allowedFunctionNames": ["get_weather"]},
+        ),
         (
             {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [WEATHER_TOOL]}},
             {"mode": "ANY", "allowedFunctionNames": ["get_weather"]},
@@ -159,7 +210,10 @@ def test_image_data_url_becomes_inline_data():
         {"type": "text", "text": "What is this?"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
     )
-    assert parts == [{"text": "What is this?"}, {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}]
+    assert parts == [
+        {"text": "What is this?"},
+        {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
+    ]
 
 
 def test_image_http_url_becomes_file_data_and_is_never_fetched():
@@ -174,7 +228,8 @@ def test_image_http_url_becomes_file_data_and_is_never_fetched():
 
 
 @pytest.mark.parametrize(
-    "url", ["data:image/png,rawbytes", "data:image/png;base64", "file:///etc/passwd", "ftp://example.com/a.png", ""]
+    "url",
+    ["data:image/png,rawbytes", "data:image/png;base64", "file:///etc/passwd", "ftp://example.com/a.png", ""],
 )
 def test_bad_image_urls_are_a_400(url):
     with pytest.raises(InvalidRequest) as error:
@@ -245,7 +300,10 @@ def test_parallel_tool_results_become_one_user_turn_and_a_following_user_message
         {
             "role": "model",
             "parts": [
-                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": SKIP_SIGNATURE},
+                {
+                    "functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                    "thoughtSignature": SKIP_SIGNATURE,
+                },
                 {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
             ],
         },
@@ -278,7 +336,10 @@ def test_thought_signature_and_gemini_call_id_survive_the_round_trip_through_the
             "role": "model",
             "parts": [
                 {"text": "Let me check."},
-                {"functionCall": {"name": "lookup", "args": {"q": 1}, "id": "gemini-call-7"}, "thoughtSignature": "CikBcsjaSIG+/=="},
+                {
+                    "functionCall": {"name": "lookup", "args": {"q": 1}, "id": "gemini-call-7"},
+                    "thoughtSignature": "CikBcsjaSIG+/==",
+                },
                 {"functionCall": {"name": "lookup", "args": {}}},
             ],
         },
@@ -314,7 +375,9 @@ def test_empty_text_parts_and_empty_messages_are_dropped():
         {"role": "assistant", "content": ""},
         {"role": "user", "content": "again"},
     ]
-    assert translate(messages=messages) == {"contents": [{"role": "user", "parts": [{"text": "Hi"}, {"text": "again"}]}]}
+    assert translate(messages=messages) == {
+        "contents": [{"role": "user", "parts": [{"text": "Hi"}, {"text": "again"}]}]
+    }
 
 
 @pytest.mark.parametrize(
@@ -330,7 +393,12 @@ def test_nothing_left_to_send_is_a_400(messages):
     with pytest.raises(InvalidRequest) as error:
         translate(messages=messages)
     assert error.value.to_body() == {
-        "error": {"message": error.value.message, "type": "invalid_request_error", "param": "messages", "code": None}
+        "error": {
+            "message": error.value.message,
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": None,
+        }
     }
 
 

@@ -8,7 +8,12 @@ import pytest
 from aiproxy.providers.gemini_ids import decode_tool_call_id
 from aiproxy.providers.gemini_response import block_explanation, finish_reason, to_openai_response, usage
 
-USAGE = {"promptTokenCount": 83, "candidatesTokenCount": 14, "thoughtsTokenCount": 104, "totalTokenCount": 201}
+USAGE = {
+    "promptTokenCount": 83,
+    "candidatesTokenCount": 14,
+    "thoughtsTokenCount": 104,
+    "totalTokenCount": 201,
+}
 OPENAI_USAGE = {
     "prompt_tokens": 83,
     "completion_tokens": 118,
@@ -19,45 +24,89 @@ OPENAI_USAGE = {
 
 
 def completion(choices, usage_body=OPENAI_USAGE):
-    return {"id": ANY, "object": "chat.completion", "created": ANY, "model": "gemini-2.5-flash",
-            "choices": choices, "usage": usage_body}
+    return {
+        "id": ANY,
+        "object": "chat.completion",
+        "created": ANY,
+        "model": "gemini-2.5-flash",
+        "choices": choices,
+        "usage": usage_body,
+    }
 
 
 def test_text_answer():
     data = {
-        "candidates": [{"content": {"role": "model", "parts": [{"text": "Hello"}, {"text": " there"}]},
-                        "finishReason": "STOP", "index": 0}],
-        "usageMetadata": USAGE, "modelVersion": "gemini-2.5-flash", "responseId": "abc",
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": "Hello"}, {"text": " there"}]},
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": USAGE,
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "abc",
     }
     body = to_openai_response(data, "gemini-2.5-flash")
-    assert body == completion([{"index": 0, "message": {"role": "assistant", "content": "Hello there", "refusal": None},
-                                "logprobs": None, "finish_reason": "stop"}])
+    assert body == completion(
+        [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello there", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ]
+    )
     assert re.fullmatch(r"chatcmpl-[0-9a-f]{32}", body["id"])
     assert body["id"] != to_openai_response(data, "gemini-2.5-flash")["id"]
 
 
 def test_function_calls_get_unique_ids_json_arguments_and_tool_calls_finish():
     data = {
-        "candidates": [{
-            "content": {"role": "model", "parts": [
-                {"functionCall": {"name": "getWeather", "args": {"location": "Tokyo"}}, "thoughtSignature": "CikBcsja"},
-                {"functionCall": {"name": "getTime"}},
-            ]},
-            "finishReason": "STOP", "index": 0, "finishMessage": "Model generated function call(s).",
-        }],
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [
+                        {
+                            "functionCall": {"name": "getWeather", "args": {"location": "Tokyo"}},
+                            "thoughtSignature": "CikBcsja",
+                        },
+                        {"functionCall": {"name": "getTime"}},
+                    ],
+                },
+                "finishReason": "STOP",
+                "index": 0,
+                "finishMessage": "Model generated function call(s).",
+            }
+        ],
         "usageMetadata": USAGE,
     }
     body = to_openai_response(data, "gemini-2.5-flash")
     calls = body["choices"][0]["message"]["tool_calls"]
-    assert body == completion([{
-        "index": 0,
-        "message": {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
-            {"id": ANY, "type": "function", "function": {"name": "getWeather", "arguments": '{"location":"Tokyo"}'}},
-            {"id": ANY, "type": "function", "function": {"name": "getTime", "arguments": "{}"}},
-        ]},
-        "logprobs": None,
-        "finish_reason": "tool_calls",
-    }])
+    assert body == completion(
+        [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "refusal": None,
+                    "tool_calls": [
+                        {
+                            "id": ANY,
+                            "type": "function",
+                            "function": {"name": "getWeather", "arguments": '{"location":"Tokyo"}'},
+                        },
+                        {"id": ANY, "type": "function", "function": {"name": "getTime", "arguments": "{}"}},
+                    ],
+                },
+                "logprobs": None,
+                "finish_reason": "tool_calls",
+            }
+        ]
+    )
     assert calls[0]["id"] != calls[1]["id"]
     assert all(call["id"].startswith("call_") for call in calls)
     assert decode_tool_call_id(calls[0]["id"]) == ("CikBcsja", None)
@@ -65,50 +114,94 @@ def test_function_calls_get_unique_ids_json_arguments_and_tool_calls_finish():
 
 
 def test_every_candidate_becomes_a_choice_in_index_order_and_thoughts_are_dropped():
-    data = {"candidates": [
-        {"content": {"parts": [{"text": "B"}]}, "finishReason": "MAX_TOKENS", "index": 1},
-        {"content": {"parts": [{"text": "thinking…", "thought": True}, {"text": "A"}]}, "finishReason": "STOP", "index": 0},
-    ]}
+    data = {
+        "candidates": [
+            {"content": {"parts": [{"text": "B"}]}, "finishReason": "MAX_TOKENS", "index": 1},
+            {
+                "content": {"parts": [{"text": "thinking…", "thought": True}, {"text": "A"}]},
+                "finishReason": "STOP",
+                "index": 0,
+            },
+        ]
+    }
     choices = to_openai_response(data, "gemini-2.5-flash")["choices"]
-    assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in choices] == [(0, "A", "stop"), (1, "B", "length")]
+    assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in choices] == [
+        (0, "A", "stop"),
+        (1, "B", "length"),
+    ]
 
 
 def test_safety_stop_without_content_is_an_empty_content_filter_answer():
-    data = {"candidates": [{"finishReason": "SAFETY", "index": 0, "safetyRatings": []}], "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}}
-    assert to_openai_response(data, "gemini-2.5-flash")["choices"] == [{
-        "index": 0, "message": {"role": "assistant", "content": "", "refusal": None},
-        "logprobs": None, "finish_reason": "content_filter",
-    }]
+    data = {
+        "candidates": [{"finishReason": "SAFETY", "index": 0, "safetyRatings": []}],
+        "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5},
+    }
+    assert to_openai_response(data, "gemini-2.5-flash")["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "content_filter",
+        }
+    ]
 
 
 def test_blocked_prompt_is_a_content_filter_answer_with_an_explanation():
     data = {
-        "promptFeedback": {"blockReason": "SAFETY", "safetyRatings": [
-            {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True},
-            {"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"},
-        ]},
+        "promptFeedback": {
+            "blockReason": "SAFETY",
+            "safetyRatings": [
+                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True},
+                {"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"},
+            ],
+        },
         "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8},
     }
-    explanation = ("Gemini blocked this prompt and generated no answer (blockReason: SAFETY). "
-                   "Flagged: HARM_CATEGORY_DANGEROUS_CONTENT (HIGH).")
-    assert to_openai_response(data, "gemini-2.5-flash") == completion(
-        [{"index": 0, "message": {"role": "assistant", "content": explanation, "refusal": None},
-          "logprobs": None, "finish_reason": "content_filter"}],
-        {"prompt_tokens": 8, "completion_tokens": 0, "total_tokens": 8,
-         "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}},
+    explanation = (
+        "Gemini blocked this prompt and generated no answer (blockReason: SAFETY). "
+        "Flagged: HARM_CATEGORY_DANGEROUS_CONTENT (HIGH)."
     )
-    assert block_explanation({"blockReason": "OTHER"}) == "Gemini blocked this prompt and generated no answer (blockReason: OTHER)."
+    assert to_openai_response(data, "gemini-2.5-flash") == completion(
+        [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": explanation, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "content_filter",
+            }
+        ],
+        {
+            "prompt_tokens": 8,
+            "completion_tokens": 0,
+            "total_tokens": 8,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+    )
+    assert (
+        block_explanation({"blockReason": "OTHER"})
+        == "Gemini blocked this prompt and generated no answer (blockReason: OTHER)."
+    )
 
 
 @pytest.mark.parametrize(
     ("gemini", "has_calls", "openai"),
     [
-        ("STOP", False, "stop"), ("STOP", True, "tool_calls"), ("MAX_TOKENS", False, "length"),
-        ("MAX_TOKENS", True, "length"), ("SAFETY", False, "content_filter"), ("RECITATION", False, "content_filter"),
-        ("LANGUAGE", False, "content_filter"), ("BLOCKLIST", False, "content_filter"),
-        ("PROHIBITED_CONTENT", False, "content_filter"), ("SPII", False, "content_filter"),
-        ("IMAGE_SAFETY", False, "content_filter"), ("MALFORMED_FUNCTION_CALL", False, "stop"),
-        ("OTHER", False, "stop"), ("FINISH_REASON_UNSPECIFIED", False, "stop"), ("SOMETHING_NEW", False, "stop"),
+        ("STOP", False, "stop"),
+        ("STOP", True, "tool_calls"),
+        ("MAX_TOKENS", False, "length"),
+        ("MAX_TOKENS", True, "length"),
+        ("SAFETY", False, "content_filter"),
+        ("RECITATION", False, "content_filter"),
+        ("LANGUAGE", False, "content_filter"),
+        ("BLOCKLIST", False, "content_filter"),
+        ("PROHIBITED_CONTENT", False, "content_filter"),
+        ("SPII", False, "content_filter"),
+        ("IMAGE_SAFETY", False, "content_filter"),
+        ("MALFORMED_FUNCTION_CALL", False, "stop"),
+        ("OTHER", False, "stop"),
+        ("FINISH_REASON_UNSPECIFIED", False, "stop"),
+        ("SOMETHING_NEW", False, "stop"),
         (None, False, "stop"),
     ],
 )
@@ -117,38 +210,76 @@ def test_finish_reasons(gemini, has_calls, openai):
 
 
 def test_usage_counts_thoughts_cached_and_tool_prompt_tokens():
-    metadata = {"promptTokenCount": 100, "cachedContentTokenCount": 60, "toolUsePromptTokenCount": 10,
-                "candidatesTokenCount": 20, "thoughtsTokenCount": 30, "totalTokenCount": 160}
+    metadata = {
+        "promptTokenCount": 100,
+        "cachedContentTokenCount": 60,
+        "toolUsePromptTokenCount": 10,
+        "candidatesTokenCount": 20,
+        "thoughtsTokenCount": 30,
+        "totalTokenCount": 160,
+    }
     assert usage(metadata) == {
-        "prompt_tokens": 110, "completion_tokens": 50, "total_tokens": 160,
-        "prompt_tokens_details": {"cached_tokens": 60}, "completion_tokens_details": {"reasoning_tokens": 30},
+        "prompt_tokens": 110,
+        "completion_tokens": 50,
+        "total_tokens": 160,
+        "prompt_tokens_details": {"cached_tokens": 60},
+        "completion_tokens_details": {"reasoning_tokens": 30},
     }
 
 
 def test_usage_total_is_the_sum_when_gemini_disagrees_and_missing_counters_are_zero():
     assert usage({"promptTokenCount": 4, "thoughtsTokenCount": 7, "totalTokenCount": 4})["total_tokens"] == 11
-    assert usage(None) == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
-                           "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+    assert usage(None) == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
 
 
 def test_logprobs_are_mapped():
-    data = {"candidates": [{
-        "content": {"parts": [{"text": "Hi!"}]}, "finishReason": "STOP", "index": 0,
-        "logprobsResult": {
-            "chosenCandidates": [{"token": "Hi", "logProbability": -0.1}, {"token": "!", "logProbability": -0.5}],
-            "topCandidates": [
-                {"candidates": [{"token": "Hi", "logProbability": -0.1}, {"token": "Hello", "logProbability": -2.5}]},
-                {"candidates": [{"token": "!", "logProbability": -0.5}]},
-            ],
-        },
-    }]}
+    data = {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": "Hi!"}]},
+                "finishReason": "STOP",
+                "index": 0,
+                "logprobsResult": {
+                    "chosenCandidates": [
+                        {"token": "Hi", "logProbability": -0.1},
+                        {"token": "!", "logProbability": -0.5},
+                    ],
+                    "topCandidates": [
+                        {
+                            "candidates": [
+                                {"token": "Hi", "logProbability": -0.1},
+                                {"token": "Hello", "logProbability": -2.5},
+                            ]
+                        },
+                        {"candidates": [{"token": "!", "logProbability": -0.5}]},
+                    ],
+                },
+            }
+        ]
+    }
     assert to_openai_response(data, "m")["choices"][0]["logprobs"] == {
         "content": [
-            {"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": [
-                {"token": "Hi", "logprob": -0.1, "bytes": [72, 105]},
-                {"token": "Hello", "logprob": -2.5, "bytes": [72, 101, 108, 108, 111]},
-            ]},
-            {"token": "!", "logprob": -0.5, "bytes": [33], "top_logprobs": [{"token": "!", "logprob": -0.5, "bytes": [33]}]},
+            {
+                "token": "Hi",
+                "logprob": -0.1,
+                "bytes": [72, 105],
+                "top_logprobs": [
+                    {"token": "Hi", "logprob": -0.1, "bytes": [72, 105]},
+                    {"token": "Hello", "logprob": -2.5, "bytes": [72, 101, 108, 108, 111]},
+                ],
+            },
+            {
+                "token": "!",
+                "logprob": -0.5,
+                "bytes": [33],
+                "top_logprobs": [{"token": "!", "logprob": -0.5, "bytes": [33]}],
+            },
         ],
         "refusal": None,
     }

@@ -8,9 +8,17 @@ from aiproxy.providers.gemini_response import StreamTranslator
 
 
 def event(parts=None, finish=None, index=0, usage=None, candidates=None):
-    cands = candidates if candidates is not None else [
-        {"content": {"role": "model", "parts": parts or []}, "index": index, **({"finishReason": finish} if finish else {})}
-    ]
+    cands = (
+        candidates
+        if candidates is not None
+        else [
+            {
+                "content": {"role": "model", "parts": parts or []},
+                "index": index,
+                **({"finishReason": finish} if finish else {}),
+            }
+        ]
+    )
     body = {"candidates": cands, "modelVersion": "gemini-2.5-flash", "responseId": "r1"}
     if usage:
         body["usageMetadata"] = usage
@@ -41,14 +49,25 @@ RUNNING = [
 
 
 def test_text_stream_with_usage_reports_running_totals_once():
-    chunks = run([event([{"text": "Hel"}], usage=RUNNING[0]), event([{"text": "lo"}], "STOP", usage=RUNNING[1])], include_usage=True)
+    chunks = run(
+        [event([{"text": "Hel"}], usage=RUNNING[0]), event([{"text": "lo"}], "STOP", usage=RUNNING[1])],
+        include_usage=True,
+    )
     assert shape(chunks) == [
         (0, {"role": "assistant", "content": ""}, None),
         (0, {"content": "Hel"}, None),
         (0, {"content": "lo"}, None),
         (0, {}, "stop"),
-        ("usage", {"prompt_tokens": 4, "completion_tokens": 15, "total_tokens": 19,
-                   "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 10}}),
+        (
+            "usage",
+            {
+                "prompt_tokens": 4,
+                "completion_tokens": 15,
+                "total_tokens": 19,
+                "prompt_tokens_details": {"cached_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 10},
+            },
+        ),
     ]
     assert [c["usage"] for c in chunks[:-1]] == [None] * 4
     first = chunks[0]
@@ -61,20 +80,45 @@ def test_text_stream_with_usage_reports_running_totals_once():
 
 def test_without_include_usage_there_is_no_usage_anywhere():
     chunks = run([event([{"text": "Hi"}], "STOP", usage=RUNNING[0])])
-    assert shape(chunks) == [(0, {"role": "assistant", "content": ""}, None), (0, {"content": "Hi"}, None), (0, {}, "stop")]
+    assert shape(chunks) == [
+        (0, {"role": "assistant", "content": ""}, None),
+        (0, {"content": "Hi"}, None),
+        (0, {}, "stop"),
+    ]
     assert all("usage" not in c for c in chunks)
 
 
 def test_tool_calls_stream_whole_with_stable_indexes_and_finish_as_tool_calls():
-    chunks = run([
-        event([{"text": "Checking."}]),
-        event([{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "SIG"}]),
-        event([{"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}}], "STOP"),
-    ])
-    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks if "tool_calls" in c["choices"][0]["delta"]]
+    chunks = run(
+        [
+            event([{"text": "Checking."}]),
+            event(
+                [
+                    {
+                        "functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                        "thoughtSignature": "SIG",
+                    }
+                ]
+            ),
+            event([{"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}}], "STOP"),
+        ]
+    )
+    calls = [
+        c["choices"][0]["delta"]["tool_calls"][0] for c in chunks if "tool_calls" in c["choices"][0]["delta"]
+    ]
     assert calls == [
-        {"index": 0, "id": calls[0]["id"], "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-        {"index": 1, "id": calls[1]["id"], "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'}},
+        {
+            "index": 0,
+            "id": calls[0]["id"],
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        },
+        {
+            "index": 1,
+            "id": calls[1]["id"],
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'},
+        },
     ]
     assert calls[0]["id"] != calls[1]["id"]
     assert decode_tool_call_id(calls[0]["id"]) == ("SIG", None)
@@ -83,33 +127,79 @@ def test_tool_calls_stream_whole_with_stable_indexes_and_finish_as_tool_calls():
 
 
 def test_empty_text_parts_and_thoughts_produce_no_delta():
-    chunks = run([event([{"text": "", "thoughtSignature": "x"}, {"text": "hmm", "thought": True}]), event([{"text": "ok"}], "MAX_TOKENS")])
-    assert shape(chunks) == [(0, {"role": "assistant", "content": ""}, None), (0, {"content": "ok"}, None), (0, {}, "length")]
+    chunks = run(
+        [
+            event([{"text": "", "thoughtSignature": "x"}, {"text": "hmm", "thought": True}]),
+            event([{"text": "ok"}], "MAX_TOKENS"),
+        ]
+    )
+    assert shape(chunks) == [
+        (0, {"role": "assistant", "content": ""}, None),
+        (0, {"content": "ok"}, None),
+        (0, {}, "length"),
+    ]
 
 
 def test_n_greater_than_one_keeps_per_choice_state():
-    chunks = run([
-        event(candidates=[{"content": {"parts": [{"text": "A"}]}, "index": 0},
-                          {"content": {"parts": [{"functionCall": {"name": "f", "args": {}}}]}, "index": 1}]),
-        event(candidates=[{"content": {"parts": [{"text": "B"}]}, "index": 0, "finishReason": "STOP"},
-                          {"content": {"parts": [{"functionCall": {"name": "g", "args": {}}}]}, "index": 1, "finishReason": "STOP"}]),
-    ])
+    chunks = run(
+        [
+            event(
+                candidates=[
+                    {"content": {"parts": [{"text": "A"}]}, "index": 0},
+                    {"content": {"parts": [{"functionCall": {"name": "f", "args": {}}}]}, "index": 1},
+                ]
+            ),
+            event(
+                candidates=[
+                    {"content": {"parts": [{"text": "B"}]}, "index": 0, "finishReason": "STOP"},
+                    {
+                        "content": {"parts": [{"functionCall": {"name": "g", "args": {}}}]},
+                        "index": 1,
+                        "finishReason": "STOP",
+                    },
+                ]
+            ),
+        ]
+    )
     got = shape(chunks)
     assert [(i, d.get("content"), [t["index"] for t in d.get("tool_calls", [])], f) for i, d, f in got] == [
-        (0, "", [], None), (0, "A", [], None), (1, "", [], None), (1, None, [0], None),
-        (0, "B", [], None), (0, None, [], "stop"), (1, None, [1], None), (1, None, [], "tool_calls"),
+        (0, "", [], None),
+        (0, "A", [], None),
+        (1, "", [], None),
+        (1, None, [0], None),
+        (0, "B", [], None),
+        (0, None, [], "stop"),
+        (1, None, [1], None),
+        (1, None, [], "tool_calls"),
     ]
 
 
 def test_blocked_prompt_streams_an_explanation_and_content_filter():
-    blocked = {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": 3}}
+    blocked = {
+        "promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+        "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": 3},
+    }
     chunks = run([blocked], include_usage=True)
     assert shape(chunks) == [
         (0, {"role": "assistant", "content": ""}, None),
-        (0, {"content": "Gemini blocked this prompt and generated no answer (blockReason: PROHIBITED_CONTENT)."}, None),
+        (
+            0,
+            {
+                "content": "Gemini blocked this prompt and generated no answer (blockReason: PROHIBITED_CONTENT)."
+            },
+            None,
+        ),
         (0, {}, "content_filter"),
-        ("usage", {"prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3,
-                   "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}),
+        (
+            "usage",
+            {
+                "prompt_tokens": 3,
+                "completion_tokens": 0,
+                "total_tokens": 3,
+                "prompt_tokens_details": {"cached_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0},
+            },
+        ),
     ]
 
 
@@ -120,7 +210,11 @@ def test_safety_stop_mid_answer():
 
 def test_events_after_the_finish_are_ignored():
     chunks = run([event([{"text": "done"}], "STOP"), event([{"text": "late"}], "STOP")])
-    assert shape(chunks) == [(0, {"role": "assistant", "content": ""}, None), (0, {"content": "done"}, None), (0, {}, "stop")]
+    assert shape(chunks) == [
+        (0, {"role": "assistant", "content": ""}, None),
+        (0, {"content": "done"}, None),
+        (0, {}, "stop"),
+    ]
 
 
 @pytest.mark.parametrize("events", [[], [event([{"text": "cut"}])]], ids=["no-events", "no-finish-reason"])

@@ -20,6 +20,11 @@ def test_signature_and_gemini_id_round_trip_in_an_id_safe_alphabet():
 
 
 def test_foreign_ids_decode_to_nothing():
-    for foreign in ["call_abc123", "call_0123456789abcdef01234567_!!notbase64", "toolu_01A09q90qw90lq917835lq9",
-                    "call_0123456789abcdef01234567_WzEsMl0", ""]:
+    for foreign in [
+        "call_abc123",
+        "call_0123456789abcdef01234567_!!notbase64",
+        "toolu_01A09q90qw90lq917835lq9",
+        "call_0123456789abcdef01234567_WzEsMl0",
+        "",
+    ]:
         assert decode_tool_call_id(foreign) == (None, None)
