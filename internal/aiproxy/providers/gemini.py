@@ -32,8 +32,9 @@ class GeminiProvider:
     def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.name
         self._key_env = settings.api_key_env
-        if not settings.base_url:
-            settings = dataclasses.replace(settings, base_url=DEFAULT_BASE_URL)
+        # Operators paste either the host or the versioned URL from Google's docs; both work.
+        base_url = (settings.base_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1beta")
+        settings = dataclasses.replace(settings, base_url=base_url)
         headers = {"content-type": "application/json"}
         if settings.api_key:
             headers["x-goog-api-key"] = settings.api_key

@@ -355,6 +355,13 @@ async def test_rejected_or_missing_key_is_an_operator_error(fake, gemini_setting
     await provider.aclose()
 
 
+async def test_base_url_may_carry_the_version_path(fake, gemini_settings):
+    provider = GeminiProvider(gemini_settings(fake, base_url=fake.base_url + "/v1beta/"))
+    await provider.complete(req(messages=[user("x")]))
+    await provider.aclose()
+    assert fake.requests[-1].path == f"/v1beta/models/{MODEL}:generateContent"
+
+
 async def test_unknown_model_is_a_404_model_not_found(gemini_settings):
     async with FakeGemini(models={"gemini-2.5-pro"}) as fake:
         provider = GeminiProvider(gemini_settings(fake))
