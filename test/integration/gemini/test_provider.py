@@ -150,6 +150,70 @@ async def test_n_candidates_become_n_choices(fake, provider):
     ]
 
 
+async def test_every_supported_parameter_is_a_field_gemini_accepts(fake, provider):
+    """A request using everything the translation knows passes the fake's proto field check."""
+    await provider.complete(
+        req(
+            messages=[
+                {"role": "developer", "content": "Be exact."},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Look"},
+                        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+                        {
+                            "type": "file",
+                            "file": {
+                                "filename": "a.pdf",
+                                "file_data": "data:application/pdf;base64,JVBERi0=",
+                            },
+                        },
+                    ],
+                },
+            ],
+            tools=[WEATHER],
+            tool_choice={"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [WEATHER]}},
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "object"}},
+            },
+            temperature=0.1,
+            top_p=0.5,
+            top_k=3,
+            n=1,
+            seed=2**40,
+            presence_penalty=0.1,
+            frequency_penalty=0.2,
+            logprobs=True,
+            top_logprobs=2,
+            max_completion_tokens=64,
+            stop=["END"],
+            reasoning_effort="low",
+            user="u",
+            metadata={"a": "b"},
+            parallel_tool_calls=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert set(fake.last_json["generationConfig"]) == {
+        "temperature",
+        "topP",
+        "topK",
+        "candidateCount",
+        "seed",
+        "presencePenalty",
+        "frequencyPenalty",
+        "responseLogprobs",
+        "logprobs",
+        "maxOutputTokens",
+        "stopSequences",
+        "responseMimeType",
+        "responseJsonSchema",
+        "thinkingConfig",
+    }
+
+
 async def test_default_echo_answers_without_a_script(fake, provider):
     result = await provider.complete(req(messages=[user("ping")]))
     assert result.body["choices"][0]["message"]["content"] == "echo: ping"
