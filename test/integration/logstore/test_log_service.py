@@ -78,11 +78,7 @@ def test_rest_routes_translate_to_the_log_service(settings):
         server, target = await _serve(settings)
         channel = grpc.aio.insecure_channel(target)
         seen_auth = []
-
-        async def record_auth(request, handler):  # what the facade forwards, seen at the gRPC side
-            return await handler(request)
-
-        app = web.Application(middlewares=[web.middleware(record_auth)])
+        app = web.Application()
         add_log_routes(app, lambda: _RecordingStub(logs_pb2_grpc.LogServiceStub(channel), seen_auth))
         runner = web.AppRunner(app)
         await runner.setup()

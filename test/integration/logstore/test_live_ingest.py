@@ -1,0 +1,84 @@
+"""Live ingestion as the gateway runs it: new request log lines become searchable within seconds,
+and the event loop keeps running while the worker thread ingests."""
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+from aiproxy.config import Settings
+from aiproxy.logstore.live import run_live_ingest
+from aiproxy.logstore.search import search
+from aiproxy.testing.logrecords import chat_record, conversation, make_store, write_jsonl
+
+T0 = datetime(2025, 9, 10, 9, 0, tzinfo=UTC)
+
+
+def _settings(tmp_path, **logdb):
+    return Settings(
+        log_dir=str(tmp_path / "logs"),
+        logdb={"enabled": "true", "dir": str(tmp_path / "logs" / "db"), "server_id": "srv-live", "live_interval_s": "0.2", **logdb},
+    )
+
+
+async def _wait_for(predicate, limit_s: float = 10.0) -> float:
+    started = time.monotonic()
+    while not await asyncio.to_thread(predicate):
+        assert time.monotonic() - started < limit_s, "not ingested in time"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_new_records_become_searchable_within_seconds(tmp_path):
+    log = tmp_path / "logs" / "requests" / "requests-20250910-123.jsonl"
+    reader = make_store(tmp_path / "logs" / "db")
+
+    async def scenario():
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_live_ingest(_settings(tmp_path), stop))
+        await asyncio.sleep(0.3)  # starts with no log file at all
+        turns = conversation([("first question about otters", "otters swim"), ("and beavers?", "they build")], start=T0)
+        write_jsonl(log, turns[:1])
+        await _wait_for(lambda: len(search(reader, "otters").hits) == 1)
+        write_jsonl(log, turns[1:])
+        await _wait_for(lambda: len(search(reader, "beavers").hits) == 1)
+        hits = search(reader, "otters").hits
+        assert len({h.fields["dialog_id"] for h in hits}) == 1 and len(hits) == 2  # one dialog, threaded live
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+
+
+def test_the_event_loop_is_not_blocked_while_ingesting(tmp_path):
+    records = [chat_record([{"role": "user", "content": f"bulk {i} " * 50}], "x" * 500, ts=T0 + timedelta(seconds=i)) for i in range(3000)]
+    write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", records)
+    reader = make_store(tmp_path / "logs" / "db")
+
+    async def scenario():
+        stop = asyncio.Event()
+        gaps = []
+
+        async def ticker():
+            last = time.monotonic()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        task = asyncio.create_task(run_live_ingest(_settings(tmp_path), stop))
+        await _wait_for(lambda: len(search(reader, "").hits) == 20 and search(reader, "bulk", limit=500).next_cursor != "", 60)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(task, tick), 10)
+        assert max(gaps) < 1.0, max(gaps)
+
+    asyncio.run(scenario())
+
+
+def test_disabled_live_ingest_returns_at_once(tmp_path):
+    async def scenario():
+        await asyncio.wait_for(run_live_ingest(_settings(tmp_path, enabled="false"), asyncio.Event()), 2)
+
+    asyncio.run(scenario())
+    assert not (tmp_path / "logs" / "db").exists()

@@ -1,0 +1,123 @@
+"""The `logdb` CLI as a user runs it: `python cmd/logdb …` in a subprocess, local and --remote."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from aiproxy.config import Settings
+from aiproxy.entrypoints.logdb import build_parser
+from aiproxy.rpc.log_service import add_log_service
+from aiproxy.testing.logrecords import conversation, write_jsonl
+
+REPO = Path(__file__).resolve().parents[3]
+T0 = datetime(2025, 9, 10, 22, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    turns = [("why does the build fail", "missing dependency"), ("which one?", "libfoo"), ("thanks", "bye")]
+    write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", conversation(turns, start=T0, gap_s=3600))
+    return tmp_path
+
+
+def logdb(workdir, *args, **env):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOGDB_")}
+    environ.update({"LOGDB_DIR": str(workdir / "logs" / "db"), "LOGDB_SERVER_ID": "srv-cli", **env})
+    return subprocess.run(
+        [sys.executable, str(REPO / "cmd" / "logdb"), *args], cwd=workdir, env=environ, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_ingest_search_show_dialogs_stats(workdir):
+    done = logdb(workdir, "ingest", "--from", "logs")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ingest_elapsed_s=")
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert (summary["files_scanned"], summary["rows_inserted"], summary["rows_skipped"]) == (1, 3, 0)
+
+    found = json.loads(logdb(workdir, "search", "libfoo", "--json").stdout)
+    assert len(found["results"]) == 2 and found["results"][0]["snippet"]
+    request_id = found["results"][0]["request_id"]
+    shown = json.loads(logdb(workdir, "show", request_id, "--json").stdout)
+    assert shown["summary"]["request_id"] == request_id and shown["request"]["messages"]
+
+    listed = json.loads(logdb(workdir, "dialogs", "list", "--json").stdout)
+    assert [d["requests"] for d in listed["dialogs"]] == [3]
+    turns = json.loads(logdb(workdir, "show", "--dialog", listed["dialogs"][0]["dialog_id"], "--json").stdout)["turns"]
+    assert len(turns) == 3
+
+    assigned = logdb(workdir, "dialogs", "assign", "--window", "10m")
+    assert assigned.returncode == 0 and assigned.stdout.count("updated=0") == 2  # threads cross midnight anyway
+    stats = json.loads(logdb(workdir, "stats", "--json").stdout)
+    assert (stats["requests"], stats["dialogs"], stats["partitions"], stats["server_id"]) == (3, 1, 2, "srv-cli")
+
+    drop = logdb(workdir, "fts", "drop", "--since", "2025-09-10", "--to", "2025-09-11")
+    assert drop.stdout.count("fts dropped") == 2
+    build = logdb(workdir, "fts", "build")
+    assert "indexed=" in build.stdout
+    assert logdb(workdir, "init", "--date", "2025-09-12").stdout.strip().endswith("ok")
+    merged = logdb(workdir, "merge", "--from", "logs/db", "--to", str(workdir / "merged.sqlite3"))
+    assert merged.returncode == 0 and merged.stdout.strip() == "sources=3 total_requests=3 integrity=ok"
+
+
+def test_explicit_commands_run_even_when_logdb_is_disabled(workdir):
+    done = logdb(workdir, "ingest", "--from", "logs", LOGDB_ENABLED="false", LOGDB_FTS_ENABLED="false")
+    assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1])["rows_inserted"] == 3
+
+
+def test_exit_codes(workdir):
+    logdb(workdir, "ingest", "--from", "logs")
+    bad = logdb(workdir, "search", "NEAR(")
+    assert bad.returncode == 2 and "invalid search query" in bad.stderr and "Traceback" not in bad.stderr
+    missing = logdb(workdir, "show", "req-nope")
+    assert missing.returncode == 1 and "not in the log store" in missing.stderr
+    date = logdb(workdir, "ingest", "--since", "10/09/2025")
+    assert date.returncode == 2 and "YYYY-MM-DD" in date.stderr
+    assert logdb(workdir).returncode == 2
+
+
+def _commands(parser, prefix=()):
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for name, sub in action.choices.items():
+            yield (*prefix, name), sub
+            yield from _commands(sub, (*prefix, name))
+
+
+def test_every_command_has_help():
+    commands = dict(_commands(build_parser()))
+    assert {("init",), ("ingest",), ("fts", "build"), ("fts", "rebuild"), ("fts", "drop"), ("dialogs", "assign"),
+            ("dialogs", "clear"), ("search",), ("show",), ("stats",), ("merge",)} <= set(commands)
+    for path in commands:
+        done = subprocess.run([sys.executable, str(REPO / "cmd" / "logdb"), *path, "--help"], capture_output=True, text=True)
+        assert done.returncode == 0 and done.stdout.startswith("usage: logdb"), path
+
+
+def test_remote_asks_a_log_service(workdir):
+    settings = Settings(log_dir=str(workdir / "logs"), logdb={"dir": str(workdir / "server-db"), "server_id": "srv-remote"})
+
+    async def scenario():
+        server = grpc.aio.server()
+        add_log_service(server, settings)
+        remote = ("--remote", f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+        await server.start()
+        try:
+            ingested = await asyncio.to_thread(logdb, workdir, "ingest", *remote)
+            assert ingested.returncode == 0 and json.loads(ingested.stdout)["rows_inserted"] == 3
+            found = json.loads((await asyncio.to_thread(logdb, workdir, "search", "libfoo", "--json", *remote)).stdout)
+            assert len(found["results"]) == 2
+            stats = await asyncio.to_thread(logdb, workdir, "stats", "--json", *remote, AIPROXY_API_KEY="k")
+            assert json.loads(stats.stdout)["server_id"] == "srv-remote"
+            bad = await asyncio.to_thread(logdb, workdir, "search", "a AND", *remote)
+            assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stderr
+            assert not (workdir / "logs" / "db").exists()  # nothing was read or written locally
+        finally:
+            await server.stop(None)
+
+    asyncio.run(scenario())
