@@ -510,25 +510,24 @@ class FakeGemini:
 
     def __enter__(self) -> FakeGemini:
         """Serve from a background thread with its own event loop (for sync tests and fixtures)."""
-        ready = threading.Event()
         self._loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self.start())
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self.stop())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-gemini", daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-gemini", daemon=True)
         self._thread.start()
-        ready.wait(10)
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), self._loop).result(10)  # start errors surface here
+        except BaseException:
+            self._stop_thread()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self.stop(), self._loop).result(10)
+        self._stop_thread()
+
+    def _stop_thread(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
