@@ -41,23 +41,34 @@ START = datetime(2025, 9, 1, tzinfo=UTC)
 MODELS = [("gpt-4o", "openai/gpt-4o"), ("claude", "anthropic/claude-3.5-sonnet"), ("gemini-flash", "gemini-2.0-flash"),
           ("llama", "meta-llama/llama-3.1-70b"), ("deepseek", "deepseek/deepseek-chat")]
 KEYS = [f"key-{i}" for i in range(12)]
-WORDS = ("timeout retry database index query server client request response error cache memory latency "
-         "python rust golang kubernetes docker network socket thread process deploy config token stream "
-         "model prompt answer function class module package release version migration schema table column "
-         "machine learning training dataset vector embedding search ranking partition sqlite journal wal "
-         "france paris capital history science music weather travel recipe garden finance budget invoice").split()
+TOPICS = ("timeout retry database index query server client request response error cache memory latency "
+          "python rust golang kubernetes docker network socket thread process deploy config token stream "
+          "model prompt answer function class module package release version migration schema table column "
+          "machine learning training dataset vector embedding search ranking partition sqlite journal wal "
+          "france paris capital history science music weather travel recipe garden finance budget invoice").split()
 QUERIES = ["timeout", "machine learning", "error AND retry", '"database index"', "kubernetes OR docker",
            "NEAR(timeout retry, 5)", "partit*", "content:invoice"]
 
 
-def _sentence(rng: random.Random, words: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
+def _vocabulary(rng: random.Random) -> tuple[list[str], list[float]]:
+    """Zipf-distributed words: 4,000 filler words with the topic words spread over ranks 40..2,000,
+    so a query term matches a realistic share of the records, not nearly all of them."""
+    syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "de", "pa", "zu", "ri", "be", "go", "an", "el"]
+    words = list(dict.fromkeys("".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(6000)))[:4000]
+    for i, topic in enumerate(TOPICS):
+        words.insert(40 + i * 20, topic)
+    return words, [1 / (rank + 1) for rank in range(len(words))]
+
+
+def _sentence(rng: random.Random, vocabulary: tuple[list[str], list[float]], words: int) -> str:
+    return " ".join(rng.choices(vocabulary[0], vocabulary[1], k=words)).capitalize() + "."
 
 
 def generate(logs: Path, n: int, seed: int = 7) -> int:
     """Write n records over DAYS days; returns bytes written."""
     rng = random.Random(seed)
-    pool = [_sentence(rng, rng.randint(8, 24)) for _ in range(4000)]
+    vocabulary = _vocabulary(rng)
+    pool = [_sentence(rng, vocabulary, rng.randint(8, 24)) for _ in range(20000)]
     per_day = n // DAYS
     written = 0
     made = 0

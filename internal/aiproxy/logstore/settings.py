@@ -69,7 +69,7 @@ class LogStoreSettings:
         """Build from `Settings.logdb` (or nothing); LOGDB_* environment variables fill gaps."""
         environ = dict(os.environ if environ is None else environ)
         values: dict[str, Any] = {k[len("LOGDB_"):].lower(): v for k, v in environ.items() if k.startswith("LOGDB_")}
-        values.update({str(k).lower(): v for k, v in (raw or {}).items()})
+        values.update({str(k).lower(): v for k, v in (raw or {}).items() if v is not None and v != ""})
         if "env" not in values and environ.get("ENV"):
             values["env"] = environ["ENV"]
         defaults = cls()
@@ -105,8 +105,3 @@ class LogStoreSettings:
             ),
             live_interval_s=max(0.05, interval),
         )
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> LogStoreSettings:
-        """From an `aiproxy.config.Settings`: `settings.logdb` plus `settings.log_dir` for a relative default."""
-        return cls.from_mapping(getattr(settings, "logdb", None) or {})
