@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -12,7 +13,10 @@ from pathlib import Path
 
 
 def _read_or_create(path: Path, make: callable) -> str | None:
-    """Read a one-line file, creating it atomically (O_EXCL) when missing; None if unwritable."""
+    """Read a one-line file, creating it when missing or empty; None if unwritable.
+
+    The value is written to a temporary file first and then hard-linked into place, so no
+    reader (another worker) ever sees a half-written file, and of two creators one wins."""
     try:
         value = path.read_text(encoding="utf-8").strip()
         if value:
@@ -21,17 +25,28 @@ def _read_or_create(path: Path, make: callable) -> str | None:
         pass
     except OSError:
         return None
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker won the race
-        return path.read_text(encoding="utf-8").strip() or None
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        value = make()
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            existing = path.read_text(encoding="utf-8").strip()
+            if existing:  # another worker won the race
+                return existing
+            os.replace(tmp, path)  # an empty leftover (a crash mid-write, `touch`): replace it
+        except OSError:  # a filesystem without hard links
+            os.replace(tmp, path)
+        return value
     except OSError:
         return None
-    value = make()
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
-    return value
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def resolve_server_id(db_dir: str | Path, env: dict[str, str] | None = None) -> str:

@@ -18,18 +18,22 @@ class StreamAssembler:
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._usage = usage
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict):
                 continue
             state = self._choices.setdefault(
-                choice.get("index", 0), {"role": "assistant", "content": [], "tool_calls": {}, "finish_reason": None}
+                _index(choice.get("index"), 0), {"role": "assistant", "content": [], "tool_calls": {}, "finish_reason": None}
             )
-            delta = choice.get("delta") or {}
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                delta = {}
             if isinstance(delta.get("content"), str):
                 state["content"].append(delta["content"])
             if isinstance(delta.get("refusal"), str):
                 state.setdefault("refusal", []).append(delta["refusal"])
-            for call in delta.get("tool_calls") or ():
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict):
                     self._add_tool_call(state["tool_calls"], call)
             if choice.get("finish_reason"):
@@ -37,12 +41,14 @@ class StreamAssembler:
 
     @staticmethod
     def _add_tool_call(calls: dict[int, dict], delta: dict) -> None:
-        call = calls.setdefault(delta.get("index", len(calls)), {"id": None, "type": "function",
-                                                                  "function": {"name": "", "arguments": ""}})
+        call = calls.setdefault(_index(delta.get("index"), len(calls)), {"id": None, "type": "function",
+                                                                          "function": {"name": "", "arguments": ""}})
         if delta.get("id"):
             call["id"] = delta["id"]
-        function = delta.get("function") or {}
-        if function.get("name"):
+        function = delta.get("function")
+        if not isinstance(function, dict):
+            return
+        if isinstance(function.get("name"), str):
             call["function"]["name"] += function["name"]
         if isinstance(function.get("arguments"), str):
             call["function"]["arguments"] += function["arguments"]
@@ -61,3 +67,9 @@ class StreamAssembler:
         if self._usage is not None:
             body["usage"] = self._usage
         return body
+
+
+def _index(value, default: int) -> int:
+    """Upstream chunks are only trusted to be dicts: a missing or malformed index counts as the default,
+    so the log's assembly can never break the client's stream."""
+    return value if type(value) is int else default

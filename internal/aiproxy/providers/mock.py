@@ -28,7 +28,8 @@ def _text_of(content) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return " ".join(p["text"] for p in content if isinstance(p, dict) and p.get("type") == "text"
+                        and isinstance(p.get("text"), str))
     return ""
 
 
@@ -61,10 +62,11 @@ class MockProvider:
                 code="rate_limit_exceeded" if status == 429 else "mock_error",
                 headers=headers,
             )
-        tools = body.get("tools") or []
+        tools = body.get("tools") if isinstance(body.get("tools"), list) else []
         answered = bool(messages) and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"
         if body.get("model") == "tools" and tools and not answered:
-            function = tools[0].get("function", {}) if isinstance(tools[0], dict) else {}
+            function = tools[0].get("function") if isinstance(tools[0], dict) else None
+            function = function if isinstance(function, dict) else {}
             digest = hashlib.sha256(prompt.encode()).hexdigest()[:24]
             message = {
                 "role": "assistant",

@@ -1,0 +1,187 @@
+"""aiproxy.chat.assemble.StreamAssembler: chunks in, the chat.completion they amount to out."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aiproxy.chat.assemble import StreamAssembler
+
+ENVELOPE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "gpt-4o",
+            "system_fingerprint": "fp_1"}
+
+
+def chunk(choices, **extra) -> dict:
+    return {**ENVELOPE, "choices": choices, **extra}
+
+
+def delta(index=0, finish=None, **fields) -> dict:
+    return {"index": index, "delta": fields, "logprobs": None, "finish_reason": finish}
+
+
+def assemble(chunks) -> dict:
+    assembler = StreamAssembler()
+    for item in chunks:
+        assembler.add(item)
+    return assembler.result()
+
+
+def test_text_stream():
+    body = assemble([
+        chunk([delta(role="assistant", content="")], usage=None),
+        chunk([delta(content="Hel")], usage=None),
+        chunk([delta(content="lo, ")], usage=None),
+        chunk([delta(content="world")], usage=None),
+        chunk([delta(finish="stop")], usage=None),
+    ])
+    assert body == {
+        "object": "chat.completion",
+        "id": "chatcmpl-1",
+        "created": 1700000000,
+        "model": "gpt-4o",
+        "system_fingerprint": "fp_1",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello, world"}, "finish_reason": "stop"}],
+    }
+
+
+def test_usage_chunk_with_no_choices():
+    usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7, "cost": 0.0001}
+    body = assemble([
+        chunk([delta(role="assistant", content="Hi")], usage=None),
+        chunk([delta(finish="stop")], usage=None),
+        chunk([], usage=usage),
+    ])
+    assert body["usage"] == usage
+    assert body["choices"][0]["message"]["content"] == "Hi"
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+def test_no_usage_key_when_the_stream_had_none():
+    assert "usage" not in assemble([chunk([delta(content="x", finish="stop")], usage=None)])
+
+
+def test_parallel_tool_calls_by_index_with_arguments_concatenated():
+    body = assemble([
+        chunk([delta(role="assistant", content=None)]),
+        chunk([delta(tool_calls=[{"index": 0, "id": "call_a", "type": "function",
+                                  "function": {"name": "get_weather", "arguments": ""}}])]),
+        chunk([delta(tool_calls=[{"index": 0, "function": {"arguments": "{\"city\":"}}])]),
+        chunk([delta(tool_calls=[{"index": 1, "id": "call_b", "type": "function",
+                                  "function": {"name": "get_time", "arguments": "{\"tz\""}}])]),
+        chunk([delta(tool_calls=[{"index": 0, "function": {"arguments": " \"Paris\"}"}},
+                                 {"index": 1, "function": {"arguments": ": \"CET\"}"}}])]),
+        chunk([delta(finish="tool_calls")]),
+    ])
+    message = body["choices"][0]["message"]
+    assert message["content"] is None
+    assert message["tool_calls"] == [
+        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+        {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{\"tz\": \"CET\"}"}},
+    ]
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_tool_calls_are_ordered_by_index_not_arrival():
+    body = assemble([
+        chunk([delta(tool_calls=[{"index": 1, "id": "second", "function": {"name": "b", "arguments": "{}"}}])]),
+        chunk([delta(tool_calls=[{"index": 0, "id": "first", "function": {"name": "a", "arguments": "{}"}}])]),
+    ])
+    assert [c["id"] for c in body["choices"][0]["message"]["tool_calls"]] == ["first", "second"]
+
+
+def test_n_greater_than_one_interleaved_choices():
+    body = assemble([
+        chunk([delta(0, role="assistant", content=""), delta(1, role="assistant", content="")]),
+        chunk([delta(1, content="B1 ")]),
+        chunk([delta(0, content="A1 ")]),
+        chunk([delta(0, content="A2"), delta(1, content="B2")]),
+        chunk([delta(1, finish="length")]),
+        chunk([delta(0, finish="stop")]),
+        chunk([], usage={"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5}),
+    ])
+    assert [c["index"] for c in body["choices"]] == [0, 1]
+    assert body["choices"][0]["message"]["content"] == "A1 A2"
+    assert body["choices"][1]["message"]["content"] == "B1 B2"
+    assert [c["finish_reason"] for c in body["choices"]] == ["stop", "length"]
+    assert body["usage"]["total_tokens"] == 5
+
+
+def test_refusal_is_assembled():
+    body = assemble([chunk([delta(role="assistant", refusal="I can't ")]), chunk([delta(refusal="help.", finish="stop")])])
+    message = body["choices"][0]["message"]
+    assert message["refusal"] == "I can't help." and message["content"] is None
+
+
+def test_null_deltas_and_openrouter_extras_are_tolerated():
+    body = assemble([
+        chunk([{"index": 0, "delta": None, "finish_reason": None, "native_finish_reason": None}], provider="X"),
+        chunk([{"index": 0, "delta": {"content": "ok", "reasoning": "r"}, "finish_reason": None}]),
+        chunk([{"index": 0, "delta": {}, "finish_reason": "stop", "native_finish_reason": "STOP"}]),
+        {"id": "chatcmpl-1", "choices": None},
+    ])
+    assert body["choices"][0]["message"]["content"] == "ok"
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+def test_envelope_comes_from_the_first_chunk():
+    body = assemble([chunk([delta(content="a")]), {**chunk([delta(content="b")]), "id": "other", "model": "x"}])
+    assert body["id"] == "chatcmpl-1" and body["model"] == "gpt-4o"
+
+
+def test_empty_stream():
+    assert assemble([]) == {"object": "chat.completion", "choices": []}
+
+
+# --- robustness: the assembler only feeds the request log; no upstream chunk may break the stream ---
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def maybe(good):
+    return st.one_of(good, good, JSON)
+
+
+TOOL_DELTA = st.fixed_dictionaries({}, optional={
+    "index": maybe(st.integers(0, 3)), "id": maybe(st.text(max_size=4)),
+    "function": maybe(st.fixed_dictionaries({}, optional={"name": maybe(st.text(max_size=4)),
+                                                          "arguments": maybe(st.text(max_size=4))}))})
+CHOICE = st.fixed_dictionaries({}, optional={
+    "index": maybe(st.integers(0, 2)),
+    "delta": maybe(st.fixed_dictionaries({}, optional={"content": maybe(st.text(max_size=4)),
+                                                       "refusal": maybe(st.text(max_size=4)),
+                                                       "tool_calls": maybe(st.lists(maybe(TOOL_DELTA), max_size=3))})),
+    "finish_reason": maybe(st.sampled_from(["stop", "length", "tool_calls"])),
+})
+CHUNK = st.fixed_dictionaries({}, optional={"id": JSON, "model": JSON, "choices": maybe(st.lists(maybe(CHOICE), max_size=3)),
+                                            "usage": maybe(st.fixed_dictionaries({"total_tokens": st.integers(0, 9)}))})
+
+
+@settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "60")), deadline=None, database=None)
+@given(st.lists(CHUNK, max_size=6))
+def test_property_no_chunk_sequence_makes_the_assembler_raise(chunks):
+    body = assemble(chunks)
+    assert body["object"] == "chat.completion"
+    assert [c["index"] for c in body["choices"]] == sorted({c["index"] for c in body["choices"]})
+    for choice in body["choices"]:
+        assert choice["message"]["content"] is None or isinstance(choice["message"]["content"], str)
+        for call in choice["message"].get("tool_calls", ()):
+            assert isinstance(call["function"]["name"], str) and isinstance(call["function"]["arguments"], str)
+
+
+def test_malformed_deltas_are_skipped_but_finish_reason_is_kept():
+    body = assemble([
+        chunk([{"index": 0, "delta": "not an object"}]),
+        chunk([{"index": None, "delta": {"content": "a", "tool_calls": [
+            {"index": None, "function": "f"}, {"index": 0, "function": {"name": 5, "arguments": ["x"]}}]}}]),
+        chunk([{"index": 0, "delta": None, "finish_reason": "stop"}]),
+        {"choices": {"index": 0}},
+    ])
+    (choice,) = body["choices"]
+    assert choice["message"]["content"] == "a"
+    assert choice["finish_reason"] == "stop"

@@ -1,0 +1,184 @@
+"""aiproxy.config.settings: settings.toml < .env < environment, and one clear ConfigError per bad value.
+
+Every test passes an explicit `env` dict, so nothing here reads or changes the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from aiproxy.config import ConfigError, load_settings, parse_key_list
+
+SETTINGS_FILE = str(Path(__file__).resolve().parents[3] / "configs" / "settings.toml")
+
+
+@pytest.fixture()
+def load(tmp_path):
+    """load(ENV=...) with the shipped settings.toml and a .env in tmp_path (empty unless written)."""
+    dotenv = tmp_path / ".env"
+
+    def _load(dotenv_text: str | None = None, **env: str):
+        if dotenv_text is not None:
+            dotenv.write_text(dotenv_text, encoding="utf-8")
+        return load_settings(env={"SETTINGS_FILE": SETTINGS_FILE, **env}, dotenv_path=str(dotenv))
+
+    return _load
+
+
+# --- parse_key_list -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw,keys",
+    [
+        (None, ()),
+        ("", ()),
+        ("k1", ("k1",)),
+        ("k1,k2", ("k1", "k2")),
+        (" k1 , k2 ,", ("k1", "k2")),
+        (",,k1,,", ("k1",)),
+        ('"k1",\'k2\'', ("k1", "k2")),
+        ('" k1 "', ("k1",)),
+        ("'k1\"", ("'k1\"",)),  # quotes that do not match are part of the key
+        ('"', ('"',)),
+        ('""', ()),
+        ("' '", ()),
+        (["a", " b ", "", "'c'"], ("a", "b", "c")),
+        (("x",), ("x",)),
+        (12345, ("12345",)),
+    ],
+)
+def test_parse_key_list(raw, keys):
+    assert parse_key_list(raw) == keys
+
+
+# --- load_settings ----------------------------------------------------------------------------
+
+
+def test_defaults_from_the_shipped_settings_file(load):
+    settings = load()
+    assert settings.port == 8123 and settings.grpc_port == 50051 and settings.workers == 1
+    assert settings.api_keys == () and settings.models_require_auth is False
+    assert settings.max_body_bytes == 20_971_520
+    assert settings.log_level == "INFO"
+    assert settings.tls.enabled is False
+    assert settings.source == SETTINGS_FILE
+    assert set(settings.providers) >= {"openrouter", "gemini", "openai", "local", "mock"}
+    assert settings.providers["mock"].api_key_required is False
+    assert settings.providers["openrouter"].api_key_required is True
+    assert settings.providers["local"].api_key_required is False
+    assert settings.providers["openrouter"].read_timeout == 300.0
+    assert settings.logdb["enabled"] is False
+
+
+def test_environment_overrides(load):
+    settings = load(PORT="9000", WORKERS="3", MODELS_REQUIRE_AUTH="yes", LOG_LEVEL="debug",
+                    API_KEYS="k1, 'k2' ,\"k3\",,", ADMIN_API_KEYS="adm", CORS_ALLOW_ORIGINS="https://a, https://b",
+                    LOGDB_ENABLED="true", LOGDB_SERVER_ID="srv-1")
+    assert settings.port == 9000 and settings.workers == 3
+    assert settings.models_require_auth is True
+    assert settings.log_level == "DEBUG"
+    assert settings.api_keys == ("k1", "k2", "k3")
+    assert settings.admin_api_keys == ("adm",)
+    assert settings.cors_allow_origins == ("https://a", "https://b")
+    assert settings.logdb["enabled"] is True and settings.logdb["server_id"] == "srv-1"
+
+
+@pytest.mark.parametrize("text,value", [("1", True), ("true", True), ("On", True), ("0", False), ("false", False),
+                                        ("off", False), ("no", False)])
+def test_booleans(load, text, value):
+    assert load(MODELS_REQUIRE_AUTH=text).models_require_auth is value
+
+
+@pytest.mark.parametrize(
+    "env,setting",
+    [
+        ({"MODELS_REQUIRE_AUTH": "maybe"}, "MODELS_REQUIRE_AUTH"),
+        ({"REQUEST_LOG_ENABLED": "sometimes"}, "REQUEST_LOG_ENABLED"),
+        ({"PORT": "abc"}, "PORT"),
+        ({"PORT": "-1"}, "PORT"),
+        ({"GRPC_PORT": "5x"}, "GRPC_PORT"),
+        ({"WORKERS": "0"}, "WORKERS"),
+        ({"WORKERS": "two"}, "WORKERS"),
+        ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES"),
+        ({"HSTS_MAX_AGE": "forever"}, "HSTS_MAX_AGE"),
+        ({"SHUTDOWN_GRACE_SECONDS": "soon"}, "SHUTDOWN_GRACE_SECONDS"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"UPSTREAM__MAX_CONNECTIONS": "lots"}, "UPSTREAM__MAX_CONNECTIONS"),
+        ({"UPSTREAM__READ_TIMEOUT": "long"}, "UPSTREAM__READ_TIMEOUT"),
+        ({"PROVIDERS__OPENROUTER__API_KEY_REQUIRED": "perhaps"}, "PROVIDERS__OPENROUTER__API_KEY_REQUIRED"),
+    ],
+)
+def test_bad_values_are_config_errors_naming_the_setting(load, env, setting):
+    with pytest.raises(ConfigError) as info:
+        load(**env)
+    message = str(info.value)
+    assert setting in message
+    assert "\n" not in message
+
+
+def test_nested_provider_settings_from_the_environment(load):
+    settings = load(PROVIDERS__OPENROUTER__BASE_URL="http://127.0.0.1:9000/api/v1/",
+                    UPSTREAM__CONNECT_TIMEOUT="2.5", PROVIDERS__OPENROUTER__READ_TIMEOUT="7")
+    openrouter = settings.providers["openrouter"]
+    assert openrouter.base_url == "http://127.0.0.1:9000/api/v1"  # trailing slash dropped
+    assert openrouter.api_key_env == "OPENROUTER_API_KEY"  # the rest of the table is kept (merged)
+    assert openrouter.title == "AI Proxy"
+    assert openrouter.connect_timeout == 2.5 and openrouter.read_timeout == 7.0
+    assert settings.providers["gemini"].connect_timeout == 2.5 and settings.providers["gemini"].read_timeout == 300.0
+
+
+def test_a_provider_can_be_added_from_the_environment(load):
+    settings = load(PROVIDERS__VLLM__KIND="openai", PROVIDERS__VLLM__BASE_URL="http://gpu:8000/v1",
+                    PROVIDERS__VLLM__API_KEY_ENV="VLLM_KEY", VLLM_KEY="vk")
+    vllm = settings.providers["vllm"]
+    assert (vllm.kind, vllm.base_url, vllm.api_key) == ("openai", "http://gpu:8000/v1", "vk")
+
+
+def test_unknown_provider_kind_is_a_config_error(load):
+    with pytest.raises(ConfigError, match="anthropic"):
+        load(PROVIDERS__CLAUDE__KIND="anthropic")
+
+
+def test_provider_api_key_comes_from_its_api_key_env(load):
+    settings = load(OPENROUTER_API_KEY=" sk-or-123 ", GEMINI_API_KEY="g-key")
+    assert settings.providers["openrouter"].api_key == "sk-or-123"
+    assert settings.providers["gemini"].api_key == "g-key"
+    assert settings.providers["openai"].api_key == ""
+    settings = load(PROVIDERS__OPENAI__API_KEY_ENV="MY_OPENAI", MY_OPENAI="sk-mine", OPENAI_API_KEY="sk-not-this")
+    assert settings.providers["openai"].api_key == "sk-mine"
+
+
+def test_dotenv_is_read_and_the_environment_wins_over_it(load):
+    settings = load('PORT=7000\nOPENROUTER_API_KEY=from-dotenv\nAPI_KEYS="a,b"\nWORKERS=2\n', WORKERS="5")
+    assert settings.port == 7000
+    assert settings.workers == 5
+    assert settings.providers["openrouter"].api_key == "from-dotenv"
+    assert settings.api_keys == ("a", "b")
+    settings = load(OPENROUTER_API_KEY="from-env")
+    assert settings.providers["openrouter"].api_key == "from-env"
+
+
+def test_an_explicit_env_neither_reads_nor_changes_the_process_environment(load, monkeypatch):
+    monkeypatch.setenv("PORT", "1111")
+    monkeypatch.delenv("AIPROXY_TEST_ONLY_KEY", raising=False)
+    settings = load("AIPROXY_TEST_ONLY_KEY=x\n")
+    assert settings.port == 8123
+    assert "AIPROXY_TEST_ONLY_KEY" not in os.environ
+
+
+def test_tls_needs_both_cert_and_key(load, tmp_path):
+    with pytest.raises(ConfigError, match="TLS_CERT_FILE and TLS_KEY_FILE"):
+        load(TLS_CERT_FILE=str(tmp_path / "cert.pem"))
+    with pytest.raises(ConfigError, match="TLS_CERT_FILE and TLS_KEY_FILE"):
+        load(TLS_KEY_FILE=str(tmp_path / "key.pem"))
+    tls = load(TLS_CERT_FILE="/c.pem", TLS_KEY_FILE="/k.pem", HSTS_MAX_AGE="0").tls
+    assert tls.enabled and (tls.cert_file, tls.key_file, tls.hsts_max_age) == ("/c.pem", "/k.pem", 0)
+
+
+def test_missing_settings_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="SETTINGS_FILE"):
+        load_settings(env={"SETTINGS_FILE": str(tmp_path / "missing.toml")}, dotenv_path=None)

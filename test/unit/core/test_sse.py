@@ -1,0 +1,132 @@
+"""aiproxy.sse.SSEDecoder: whole events out, whatever the chunking of the bytes in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aiproxy.sse import SSEDecoder
+
+OPENAI_STREAM = (
+    b": OPENROUTER PROCESSING\n\n"
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+    b": OPENROUTER PROCESSING\n\n"
+    b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"H\xc3\xa9llo \xf0\x9f\x8c\x8d"}}]}\n\n'
+    b'data: {"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}\n\n'
+    b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'
+    b"data: [DONE]\n\n"
+)
+OPENAI_EVENTS = [
+    '{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}',
+    '{"id":"c1","choices":[{"index":0,"delta":{"content":"Héllo 🌍"}}]}',
+    '{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}',
+    '{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}',
+    "[DONE]",
+]
+
+# Gemini's streamGenerateContent?alt=sse ends events with CRLF CRLF.
+GEMINI_STREAM = (
+    b'data: {"candidates": [{"content": {"parts": [{"text": "Hel"}],"role": "model"},"index": 0}]}\r\n\r\n'
+    b'data: {"candidates": [{"content": {"parts": [{"text": "lo"}],"role": "model"},"finishReason": "STOP",'
+    b'"index": 0}],"usageMetadata": {"promptTokenCount": 2,"candidatesTokenCount": 2,"totalTokenCount": 4}}\r\n\r\n'
+)
+GEMINI_EVENTS = [
+    '{"candidates": [{"content": {"parts": [{"text": "Hel"}],"role": "model"},"index": 0}]}',
+    '{"candidates": [{"content": {"parts": [{"text": "lo"}],"role": "model"},"finishReason": "STOP",'
+    '"index": 0}],"usageMetadata": {"promptTokenCount": 2,"candidatesTokenCount": 2,"totalTokenCount": 4}}',
+]
+
+MULTILINE_STREAM = b"event: message\nid: 7\nretry: 100\ndata: first line\ndata:second line\ndata:  two spaces\n: note\n\n"
+MULTILINE_EVENTS = ["first line\nsecond line\n two spaces"]
+
+STREAMS = {
+    "openai": (OPENAI_STREAM, OPENAI_EVENTS),
+    "gemini-crlf": (GEMINI_STREAM, GEMINI_EVENTS),
+    "multiline": (MULTILINE_STREAM, MULTILINE_EVENTS),
+    "cr-only": (b"data: a\r\rdata: b\rdata: c\r\r", ["a", "b\nc"]),
+}
+
+
+def decode(chunks) -> list[str]:
+    decoder = SSEDecoder()
+    events = []
+    for chunk in chunks:
+        events.extend(decoder.feed(chunk))
+    events.extend(decoder.flush())
+    return events
+
+
+@pytest.mark.parametrize("name", STREAMS)
+def test_whole_stream_in_one_chunk(name):
+    stream, expected = STREAMS[name]
+    assert decode([stream]) == expected
+
+
+@pytest.mark.parametrize("name", STREAMS)
+def test_split_at_every_byte_boundary(name):
+    stream, expected = STREAMS[name]
+    for cut in range(len(stream) + 1):
+        assert decode([stream[:cut], stream[cut:]]) == expected, f"cut at {cut}: {stream[:cut][-10:]!r}"
+
+
+@pytest.mark.parametrize("name", STREAMS)
+def test_one_byte_at_a_time(name):
+    stream, expected = STREAMS[name]
+    assert decode([stream[i : i + 1] for i in range(len(stream))]) == expected
+
+
+def test_openai_events_are_json_and_done():
+    events = decode([OPENAI_STREAM])
+    assert [json.loads(e)["id"] for e in events[:-1]] == ["c1"] * 4
+    assert events[-1] == "[DONE]"
+
+
+def test_events_arrive_as_soon_as_they_are_complete():
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: one\n") == []
+    assert decoder.feed(b"\ndata: tw") == ["one"]
+    assert decoder.feed(b"o\n\n") == ["two"]
+    assert decoder.flush() == []
+
+
+def test_a_crlf_event_is_not_ended_by_half_its_terminator():
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: x\r\n\r") == []
+    assert decoder.feed(b"\n") == ["x"]
+
+
+def test_comments_only_produce_no_events():
+    assert decode([b": OPENROUTER PROCESSING\n\n: keep-alive\n\n"]) == []
+    assert decode([b"event: ping\n\n"]) == []
+
+
+def test_flush_returns_an_unterminated_final_event():
+    decoder = SSEDecoder()
+    assert decoder.feed(b'data: {"a":1}\n\ndata: {"b":2}\n') == ['{"a":1}']
+    assert decoder.flush() == ['{"b":2}']
+    assert decoder.flush() == []  # flushing empties the buffer
+
+
+@pytest.mark.parametrize("tail", [b"data: last", b"data: last\n", b"data: last\r\n", b"data: last\r"])
+def test_flush_handles_any_partial_terminator(tail):
+    assert decode([b"data: first\n\n" + tail]) == ["first", "last"]
+
+
+def test_flush_of_a_partial_comment_or_nothing_is_empty():
+    assert SSEDecoder().flush() == []
+    decoder = SSEDecoder()
+    decoder.feed(b": still processing")
+    assert decoder.flush() == []
+
+
+def test_empty_data_field_is_an_empty_event():
+    assert decode([b"data:\n\n"]) == [""]
+    assert decode([b"data: \n\n"]) == [""]
+
+
+def test_multibyte_utf8_split_inside_a_character():
+    payload = "日本語 🌍".encode()
+    stream = b"data: " + payload + b"\n\n"
+    for cut in range(len(stream) + 1):
+        assert decode([stream[:cut], stream[cut:]]) == ["日本語 🌍"]
