@@ -1,0 +1,193 @@
+"""`bundle create`: a consistent, self-describing archive of the partitions in a date range.
+
+Every partition file overlapping [since, to] goes in once, whatever its granularity (the seed
+added a weekly file once per day). Each is copied with SQLite's online backup API, so a file
+the gateway is writing (WAL) is archived as one consistent snapshot, never as a torn copy of
+the main file without its WAL. The archive is written under a temporary name in the target
+directory and renamed when complete: a crash never leaves a half archive under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import sqlite3
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import orjson
+
+from aiproxy.logstore.bundles.manifest import DB_PREFIX, FORMAT, METADATA, RAW_PREFIX, sha256_file
+from aiproxy.logstore.database import SCHEMA_VERSION
+from aiproxy.logstore.ingest import discover_sources
+from aiproxy.logstore.partitions import day_of
+from aiproxy.logstore.store import Store
+
+COMPRESSLEVEL = 6  # gzip's and tar czf's default: the benchmark compares like with like
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    path: Path
+    bundle_id: str
+    sha256: str
+    files: int
+    rows: int
+    input_bytes: int  # uncompressed bytes archived
+    bytes: int  # archive size
+    elapsed_s: float
+
+    def as_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in self.__slots__}
+        out["path"] = str(self.path)
+        out["mb_per_s"] = round(self.input_bytes / 1e6 / self.elapsed_s, 1) if self.elapsed_s else 0.0
+        return out
+
+    def summary(self) -> str:
+        d = self.as_dict()
+        return (
+            f"{d['path']} files={d['files']} rows={d['rows']} bytes={d['bytes']} input_bytes={d['input_bytes']}"
+            f" elapsed_s={d['elapsed_s']:.3f} mb_per_s={d['mb_per_s']}"
+        )
+
+
+def snapshot(source: Path, target: Path, busy_timeout_s: float = 5.0) -> int:
+    """Copy a (possibly live, WAL) database with the online backup API; returns its request rows.
+    The copy uses a rollback journal, so it is one self-contained file."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=busy_timeout_s)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode=DELETE")
+        has_requests = dst.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='requests'").fetchone()
+        return dst.execute("SELECT COUNT(*) FROM requests").fetchone()[0] if has_requests else 0
+    finally:
+        dst.close()
+        src.close()
+
+
+def output_path(out: str | Path, server_id: str, since: date, to: date, now: datetime) -> Path:
+    """`--out` as given, or a generated name inside it when it is a directory (or ends in /)."""
+    path = Path(out).absolute()
+    if not (path.is_dir() or str(out).endswith(("/", os.sep))):
+        return path
+    server = re.sub(r"[^A-Za-z0-9._-]", "_", server_id)[:40] or "unknown"
+    return path / f"logs_{server}_{since:%Y%m%d}-{to:%Y%m%d}_{now:%Y%m%dT%H%M%SZ}.tgz"
+
+
+def raw_log_files(raw_dir: Path, since: date) -> list[Path]:
+    """Request log files that may hold records of the range: modified on or after `since`
+    (the seed also dropped files modified after `to`, which still hold the range's first records)."""
+    return [p for p in discover_sources(raw_dir) if day_of(int(p.stat().st_mtime)) >= since]
+
+
+class _Archive:
+    """The tar stream plus the metadata entries of what went into it."""
+
+    def __init__(self, tar: tarfile.TarFile, mtime: float, progress: Progress | None) -> None:
+        self.tar, self.mtime, self.progress = tar, mtime, progress
+        self.entries: list[dict] = []
+
+    def add(self, name: str, path: Path, rows: int | None = None) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = path.stat().st_size, self.mtime, 0o644
+        with open(path, "rb") as stream:
+            reader = _HashingReader(stream, self.progress)
+            self.tar.addfile(info, reader)
+        entry = {"path": name, "sha256": reader.hexdigest(), "bytes": info.size}
+        if rows is not None:
+            entry["rows"] = rows
+        self.entries.append(entry)
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), self.mtime, 0o644
+        self.tar.addfile(info, io.BytesIO(data))
+
+
+class _HashingReader:
+    """A file object that hashes what tarfile reads from it: one pass per member. tarfile reads
+    exactly the size taken when the member was added, so a raw log growing meanwhile is fine."""
+
+    def __init__(self, stream, progress: Progress | None) -> None:
+        self._stream, self._progress, self._digest = stream, progress, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._digest.update(data)
+        if self._progress is not None:
+            self._progress(len(data))
+        return data
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def create_bundle(
+    store: Store,
+    since: date,
+    to: date,
+    out: str | Path,
+    *,
+    raw_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> CreateResult:
+    """Archive every partition overlapping [since, to] (and, with raw_dir, its request logs)."""
+    if since > to:
+        raise ValueError(f"--since {since} is after --to {to}")
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    partitions = store.existing(since, to)
+    raws = raw_log_files(raw_dir, since) if raw_dir is not None else []
+    final = output_path(out, store.server_id, since, to, now)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    rows = 0
+    try:
+        with tempfile.TemporaryDirectory(dir=final.parent, prefix=".bundle-snapshots-") as scratch:
+            with open(temp, "wb") as target:
+                tar = tarfile.open(fileobj=target, mode="w:gz", compresslevel=COMPRESSLEVEL)
+                archive = _Archive(tar, now.timestamp(), progress)
+                for number, part in enumerate(partitions):
+                    copy = Path(scratch) / f"{number}.sqlite3"
+                    count = snapshot(part.path, copy, store.settings.busy_timeout_ms / 1000)
+                    rows += count
+                    archive.add(DB_PREFIX + part.path.relative_to(store.base).as_posix(), copy, count)
+                    copy.unlink()
+                for path in raws:
+                    archive.add(RAW_PREFIX + path.relative_to(Path(raw_dir).absolute()).as_posix(), path)
+                metadata = {
+                    "format": FORMAT,
+                    "bundle_id": str(uuid.uuid4()),
+                    "created_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "server_id": store.server_id,
+                    "schema_version": SCHEMA_VERSION,
+                    "since": since.isoformat(),
+                    "to": to.isoformat(),
+                    "granularity": store.settings.partition_granularity,
+                    "include_raw": raw_dir is not None,
+                    "rows": rows,
+                    "files": archive.entries,
+                }
+                archive.add_bytes(METADATA, orjson.dumps(metadata, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+                tar.close()
+                target.flush()
+                os.fsync(target.fileno())
+        os.replace(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)
+    digest, size = sha256_file(final)
+    return CreateResult(
+        final, metadata["bundle_id"], digest, len(archive.entries), rows,
+        sum(e["bytes"] for e in archive.entries), size, time.perf_counter() - started,
+    )
+

@@ -1,0 +1,271 @@
+"""`bundle import`: merge a bundle's ROWS into the destination store, all or nothing.
+
+Stage (the destination is only read):
+  1. one streaming pass verifies the archive and copies its partition members into
+     `<dest>/incoming/import-*/` under generated names (never under a member's own name);
+  2. a bundle or member from a newer schema version is refused;
+  3. for every destination partition the rows belong to (the DESTINATION's granularity, by
+     each row's UTC day), a staged file is built holding only the rows the destination lacks
+     (dedup on the `requests` key: request id + server id), with their dialog ids, their FTS
+     fragments and the `servers` rows of the bundle.
+Commit: a new partition file appears atomically (hard link, never over a file the gateway
+created meanwhile); an existing one gets its staged rows in one transaction. If a commit step
+fails, the steps already done are undone (new files removed, exactly the inserted rowids
+deleted), so a failure anywhere leaves the destination as it was. Re-importing adds nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput, schema_number
+from aiproxy.logstore.bundles.verify import scan_bundle
+from aiproxy.logstore.database import (
+    FTS_TABLE,
+    REQUEST_COLUMNS,
+    SCHEMA_VERSION,
+    create_fts,
+    has_fts,
+    open_database,
+)
+from aiproxy.logstore.fts import index_missing
+from aiproxy.logstore.models import Server
+from aiproxy.logstore.store import Store
+
+INCOMING = "incoming"
+_SERVER_COLUMNS = tuple(f.column_name for f in Server._meta.sorted_fields)
+_FTS_COLUMNS = "request_id, role, content, endpoint, model_original, model_mapped"
+
+
+@dataclass
+class ImportResult:
+    bundle_id: str = ""
+    source_server_id: str = ""
+    rows_imported: int = 0
+    rows_skipped: int = 0
+    partitions: int = 0
+    new_partitions: int = 0
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        out = dict(self.__dict__)
+        out["elapsed_s"] = round(self.elapsed_s, 3)
+        out["rows_per_s"] = round(self.rows_imported / self.elapsed_s, 1) if self.elapsed_s else 0.0
+        return out
+
+
+@dataclass
+class _Target:
+    path: Path  # the destination partition
+    staged: Path  # the rows it lacks, with their FTS fragments
+    sources: list[tuple[Path, int, int]] = field(default_factory=list)  # (staged member, ts from, ts to)
+    rows: int = 0
+
+
+def incoming_dir(store: Store) -> Path:
+    path = store.base / INCOMING
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def import_bundle(bundle: Path, store: Store) -> ImportResult:
+    started = time.perf_counter()
+    staging = Path(tempfile.mkdtemp(prefix="import-", dir=incoming_dir(store)))
+    try:
+        report = scan_bundle(bundle, staging)
+        if not report.ok:
+            raise BundleError(f"{bundle} failed verification; nothing imported: " + "; ".join(report.problems[:5]))
+        meta = report.metadata
+        _refuse_newer(schema_number(meta.get("schema_version", 0)), "the bundle")
+        targets = _plan(store, list(report.staged.values()), staging)
+        result = ImportResult(str(meta.get("bundle_id", "")), str(meta.get("server_id", "")))
+        for target in targets:
+            _stage(store, target, result.source_server_id)
+        _commit(store, targets, result)
+        result.rows_skipped = sum(e.rows or 0 for e in report.entries.values()) - result.rows_imported
+        result.elapsed_s = time.perf_counter() - started
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _refuse_newer(version: int, what: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise UnusableInput(
+            f"{what} has log store schema version {version}, newer than this aiproxy's ({SCHEMA_VERSION}):"
+            " upgrade aiproxy here before importing it"
+        )
+
+
+def _columns(conn: sqlite3.Connection, schema: str, table: str, wanted: tuple[str, ...]) -> str:
+    """Columns of `wanted` that `schema.table` has, by name (files of older schemas have fewer)."""
+    present = {r[1] for r in conn.execute(f'PRAGMA {schema}.table_info("{table}")')}
+    return ", ".join(f'"{c}"' for c in wanted if c in present)
+
+
+def _plan(store: Store, members: list[Path], staging: Path) -> list[_Target]:
+    """Which destination partition each member's rows go to, by the rows' UTC days."""
+    targets: dict[Path, _Target] = {}
+    for member in members:
+        conn = sqlite3.connect(member)
+        try:
+            _refuse_newer(conn.execute("PRAGMA user_version").fetchone()[0], f"bundle member {member.name}")
+            days = [d for (d,) in conn.execute("SELECT DISTINCT ts / 86400 FROM requests ORDER BY 1")]
+        except sqlite3.DatabaseError as exc:
+            raise BundleError(f"a partition in the bundle is not a usable log database: {exc}") from None
+        finally:
+            conn.close()
+        by_path: dict[Path, list[int]] = {}
+        for day in days:
+            by_path.setdefault(store.partition_path(datetime.fromtimestamp(day * 86400, UTC).date()), []).append(day)
+        for path, group in by_path.items():
+            target = targets.setdefault(path, _Target(path, staging / f"target-{len(targets)}.sqlite3"))
+            target.sources.append((member, group[0] * 86400, (group[-1] + 1) * 86400))
+    return list(targets.values())
+
+
+def _stage(store: Store, target: _Target, source_server_id: str) -> None:
+    """Build target.staged: the rows of the sources that the destination partition lacks, with
+    their FTS fragments (copied from the bundle when it has them, else extracted)."""
+    db = open_database(target.staged, store.settings)
+    try:
+        conn = db.connection()
+        dest_exists = target.path.is_file()
+        absent = ""
+        with_fts = store.settings.fts_enabled
+        if dest_exists:
+            conn.execute("ATTACH DATABASE ? AS dest", (str(target.path),))
+            with_fts = with_fts or _has_table(conn, "dest", FTS_TABLE)
+            absent = (
+                " AND NOT EXISTS (SELECT 1 FROM dest.requests d WHERE d.request_id = s.request_id"
+                " AND d.server_id = s.server_id)"
+            )
+        if with_fts:
+            create_fts(db)
+        for member, ts_from, ts_to in target.sources:
+            conn.execute("ATTACH DATABASE ? AS src", (str(member),))
+            columns = _columns(conn, "src", "requests", REQUEST_COLUMNS)
+            servers = _columns(conn, "src", "servers", _SERVER_COLUMNS)
+            with db.atomic():
+                before = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM main.requests").fetchone()[0]
+                conn.execute(
+                    f"INSERT OR IGNORE INTO main.requests ({columns}) SELECT {columns} FROM src.requests s"
+                    f" WHERE s.ts >= ? AND s.ts < ?{absent}",
+                    (ts_from, ts_to),
+                )
+                if servers:
+                    conn.execute(f"INSERT OR IGNORE INTO main.servers ({servers}) SELECT {servers} FROM src.servers")
+                if with_fts and _has_table(conn, "src", FTS_TABLE):
+                    _copy_fragments(conn, "src", before)
+            conn.execute("DETACH DATABASE src")
+        if dest_exists:
+            conn.execute("DETACH DATABASE dest")
+        if source_server_id:
+            conn.execute("INSERT OR IGNORE INTO servers (server_id) VALUES (?)", (source_server_id,))
+        target.rows = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        if with_fts and target.rows:
+            index_missing(db)  # rows whose bundle file had no FTS index
+    finally:
+        db.close()
+
+
+def _has_table(conn: sqlite3.Connection, schema: str, table: str) -> bool:
+    return conn.execute(f"SELECT 1 FROM {schema}.sqlite_master WHERE name = ?", (table,)).fetchone() is not None
+
+
+def _copy_fragments(conn: sqlite3.Connection, schema: str, after_rowid: int) -> None:
+    """FTS fragments from `schema` for the rows main.requests gained after `after_rowid`."""
+    conn.execute(
+        f"INSERT INTO main.{FTS_TABLE} ({_FTS_COLUMNS}) SELECT {_FTS_COLUMNS} FROM {schema}.{FTS_TABLE}"
+        " WHERE request_id IN (SELECT request_id FROM main.requests WHERE rowid > ?)",
+        (after_rowid,),
+    )
+
+
+@dataclass
+class _Done:
+    path: Path
+    new: bool
+    created_dirs: list[Path] = field(default_factory=list)
+    rowids: tuple[int, int] = (0, 0)  # (before, after]: exactly the rows this import inserted
+    servers: frozenset[str] = frozenset()  # servers rows present before
+
+
+def _commit(store: Store, targets: list[_Target], result: ImportResult) -> None:
+    done: list[_Done] = []
+    try:
+        for target in targets:
+            if not target.rows:
+                continue
+            step = _link_new(target) if not target.path.exists() else None
+            if step is None:
+                step = _merge_existing(store, target)
+            done.append(step)
+            result.rows_imported += target.rows if step.new else step.rowids[1] - step.rowids[0]
+            result.partitions += 1
+            result.new_partitions += step.new
+    except BaseException:
+        for step in reversed(done):
+            _undo(store, step)
+        result.rows_imported = result.partitions = result.new_partitions = 0
+        raise
+
+
+def _link_new(target: _Target) -> _Done | None:
+    """Publish a staged file as a new partition; None when the partition appeared meanwhile."""
+    created = [p for p in reversed(target.path.parents) if not p.exists()]
+    target.path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(target.staged, target.path)
+    except FileExistsError:
+        return None
+    return _Done(target.path, True, created)
+
+
+def _merge_existing(store: Store, target: _Target) -> _Done:
+    db = store.database(target.path)
+    conn = db.connection()
+    conn.execute("ATTACH DATABASE ? AS staged", (str(target.staged),))
+    try:
+        columns = _columns(conn, "main", "requests", REQUEST_COLUMNS)
+        servers = _columns(conn, "main", "servers", _SERVER_COLUMNS)
+        with db.atomic("IMMEDIATE"):
+            before = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0]
+            known = frozenset(r[0] for r in conn.execute("SELECT server_id FROM servers"))
+            conn.execute(f"INSERT OR IGNORE INTO main.requests ({columns}) SELECT {columns} FROM staged.requests")
+            conn.execute(f"INSERT OR IGNORE INTO main.servers ({servers}) SELECT {servers} FROM staged.servers")
+            after = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0]
+            if after > before and _has_table(conn, "staged", FTS_TABLE):
+                create_fts(db)
+                _copy_fragments(conn, "staged", before)
+    finally:
+        conn.execute("DETACH DATABASE staged")
+    return _Done(target.path, False, rowids=(before, after), servers=known)
+
+
+def _undo(store: Store, step: _Done) -> None:
+    if step.new:
+        step.path.unlink(missing_ok=True)
+        for directory in reversed(step.created_dirs):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        return
+    db = store.database(step.path)
+    before, after = step.rowids
+    with db.atomic("IMMEDIATE"):
+        if has_fts(db):
+            db.execute_sql(
+                f"DELETE FROM {FTS_TABLE} WHERE request_id IN (SELECT request_id FROM requests WHERE rowid > ? AND rowid <= ?)",
+                (before, after),
+            )
+        db.execute_sql("DELETE FROM requests WHERE rowid > ? AND rowid <= ?", (before, after))
+        known = sorted(step.servers)
+        db.execute_sql(f"DELETE FROM servers WHERE server_id NOT IN ({', '.join('?' * len(known))})", known)

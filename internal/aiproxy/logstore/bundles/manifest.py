@@ -1,0 +1,109 @@
+"""The bundle format: a gzip tar holding `db/<partition path>` files, optional `raw/<log file>`
+files and a trailing `metadata.json` (the seed's layout and name), plus the checks every reader
+applies to member names and to the metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import orjson
+
+METADATA = "metadata.json"
+FORMAT = "aiproxy.logbundle.v1"
+DB_PREFIX = "db/"
+RAW_PREFIX = "raw/"
+CHUNK = 1024 * 1024
+
+_PARTITION_MEMBER = re.compile(r"^db/\d{4}/(?:\d{2}|W\d{2}|M\d{2})/ai_proxy_[0-9W]+\.sqlite3$")
+
+
+class BundleError(Exception):
+    """A bundle that cannot be used. `exit_code`: 1 for a bad bundle, 2 for unusable input."""
+
+    exit_code = 1
+
+
+class UnusableInput(BundleError):
+    """Not a readable gzip tar at all (missing, not gzip, truncated), or a schema we cannot read."""
+
+    exit_code = 2
+
+
+def unsafe_reason(name: str) -> str | None:
+    """Why a member name must never be written to disk (None when it is safe)."""
+    if not name or "\\" in name or "\x00" in name:
+        return "empty name or backslash/NUL in name"
+    path = PurePosixPath(name)
+    if path.is_absolute():
+        return "absolute path"
+    if ".." in path.parts:
+        return "'..' in path"
+    if not (name == METADATA or name.startswith((DB_PREFIX, RAW_PREFIX))):
+        return "outside db/, raw/ and metadata.json"
+    return None
+
+
+def is_partition_member(name: str) -> bool:
+    return bool(_PARTITION_MEMBER.match(name))
+
+
+def schema_number(value: Any) -> int:
+    """`schema_version` as an int: ours are ints, the seed wrote "v1"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"v?\d+", value):
+        return int(value.lstrip("v"))
+    raise BundleError(f"metadata.json: schema_version {value!r} is not a version number")
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    path: str
+    sha256: str
+    bytes: int
+    rows: int | None = None  # requests in a db/ file
+
+
+def parse_metadata(raw: bytes) -> tuple[dict[str, Any], dict[str, FileEntry]]:
+    """The metadata object and its file list by path; BundleError when it cannot be trusted."""
+    try:
+        meta = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BundleError(f"metadata.json is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("files"), list):
+        raise BundleError("metadata.json has no 'files' list")
+    entries: dict[str, FileEntry] = {}
+    for item in meta["files"]:
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise BundleError(f"metadata.json: file entry without a path: {item!r}")
+        sha, size = item.get("sha256"), item.get("bytes")
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha) or not isinstance(size, int):
+            raise BundleError(f"metadata.json: {item['path']} lacks a sha256 or a byte count")
+        if item["path"] in entries:
+            raise BundleError(f"metadata.json lists {item['path']} twice")
+        entries[item["path"]] = FileEntry(item["path"], sha, size, item.get("rows"))
+    schema_number(meta.get("schema_version", 0))
+    return meta, entries
+
+
+def copy_hashing(source: BinaryIO, target: BinaryIO | None, progress=None) -> tuple[str, int]:
+    """Copy a stream (or just read it when target is None); returns (sha256 hex, bytes)."""
+    digest, total = hashlib.sha256(), 0
+    while chunk := source.read(CHUNK):
+        digest.update(chunk)
+        total += len(chunk)
+        if target is not None:
+            target.write(chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return digest.hexdigest(), total
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    with open(path, "rb") as stream:
+        return copy_hashing(stream, None)

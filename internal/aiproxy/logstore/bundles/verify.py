@@ -1,0 +1,128 @@
+"""`bundle verify`: one streaming pass over the archive, checking every member against
+metadata.json (sha256 and bytes), reporting missing and unlisted members and refusing unsafe
+ones (absolute paths, `..`, links, devices). Nothing is ever extracted under a member's own
+name: the importer asks for db/ members to be staged under generated names in its own directory.
+
+Outcomes: ok; bad (a readable archive whose content cannot be trusted, including a missing or
+broken metadata.json); UnusableInput (missing file, not gzip, truncated or corrupt stream).
+"""
+
+from __future__ import annotations
+
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiproxy.logstore.bundles.manifest import (
+    METADATA,
+    BundleError,
+    FileEntry,
+    UnusableInput,
+    copy_hashing,
+    is_partition_member,
+    parse_metadata,
+    unsafe_reason,
+)
+
+MAX_METADATA_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class ScanReport:
+    path: Path
+    problems: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
+    entries: dict[str, FileEntry] = field(default_factory=dict)
+    staged: dict[str, Path] = field(default_factory=dict)  # db/ member -> staged copy
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict:
+        meta = self.metadata or {}
+        keys = ("bundle_id", "created_at", "server_id", "schema_version", "since", "to", "rows")
+        return {
+            "bundle": str(self.path),
+            "ok": self.ok,
+            "problems": self.problems,
+            "members": len(self.entries),
+            **{k: meta.get(k) for k in keys},
+        }
+
+
+def _member_kind(member: tarfile.TarInfo) -> str | None:
+    """What makes a member something other than a plain file (None for a plain file)."""
+    if member.isreg():
+        return None
+    if member.issym() or member.islnk():
+        return f"a link to {member.linkname!r}"
+    return "a directory" if member.isdir() else "a device, FIFO or other special file"
+
+
+def scan_bundle(path: Path, stage_dir: Path | None = None) -> ScanReport:
+    """Check a bundle; with `stage_dir`, also copy its partition members there (for import)."""
+    path = Path(path)
+    report = ScanReport(path)
+    seen: dict[str, tuple[str, int]] = {}
+    raw_metadata: bytes | None = None
+    try:
+        with tarfile.open(path, mode="r|gz") as tar:
+            for member in tar:
+                name = member.name
+                if member.isdir() and not unsafe_reason(name.rstrip("/") + "/"):
+                    continue  # directory entries (tar czf adds them) are never extracted
+                kind = _member_kind(member)
+                reason = unsafe_reason(name) or (kind and f"it is {kind}")
+                if reason:
+                    report.problems.append(f"unsafe member {name!r} refused: {reason}")
+                    continue
+                if name in seen or (name == METADATA and raw_metadata is not None):
+                    report.problems.append(f"member {name!r} appears twice")
+                    continue
+                stream = tar.extractfile(member)
+                if name == METADATA:
+                    raw_metadata = stream.read(MAX_METADATA_BYTES + 1)
+                    continue
+                if stage_dir is not None and is_partition_member(name):
+                    target_path = Path(stage_dir) / f"member-{len(report.staged)}.sqlite3"
+                    with open(target_path, "wb") as target:
+                        seen[name] = copy_hashing(stream, target)
+                    report.staged[name] = target_path
+                else:
+                    seen[name] = copy_hashing(stream, None)
+    except FileNotFoundError:
+        raise UnusableInput(f"{path}: no such file") from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise UnusableInput(f"{path}: not a readable gzip tar archive (truncated or corrupt?): {exc}") from None
+    _check_against_metadata(report, raw_metadata, seen)
+    return report
+
+
+def _check_against_metadata(report: ScanReport, raw_metadata: bytes | None, seen: dict[str, tuple[str, int]]) -> None:
+    if raw_metadata is None:
+        report.problems.append("metadata.json is missing: the members cannot be checked")
+        return
+    if len(raw_metadata) > MAX_METADATA_BYTES:
+        report.problems.append("metadata.json is implausibly large")
+        return
+    try:
+        report.metadata, report.entries = parse_metadata(raw_metadata)
+    except BundleError as exc:
+        report.problems.append(str(exc))
+        return
+    for name, entry in report.entries.items():
+        if unsafe_reason(name) or name == METADATA:
+            report.problems.append(f"metadata.json lists an unsafe path {name!r}")
+        elif name not in seen:
+            report.problems.append(f"missing member {name}")
+        elif seen[name][0] != entry.sha256:
+            report.problems.append(f"{name}: sha256 mismatch (archive {seen[name][0]}, metadata {entry.sha256})")
+        elif seen[name][1] != entry.bytes:
+            report.problems.append(f"{name}: {seen[name][1]} bytes, metadata says {entry.bytes}")
+        elif name.startswith("db/") and not is_partition_member(name):
+            report.problems.append(f"{name}: not a partition file name")
+    for name in sorted(set(seen) - set(report.entries)):
+        report.problems.append(f"unlisted member {name}")
