@@ -7,6 +7,96 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CreateBundleRequest(_message.Message):
+    __slots__ = ("since", "to", "include_raw")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_RAW_FIELD_NUMBER: _ClassVar[int]
+    since: str
+    to: str
+    include_raw: bool
+    def __init__(self, since: _Optional[str] = ..., to: _Optional[str] = ..., include_raw: _Optional[bool] = ...) -> None: ...
+
+class BundleInfo(_message.Message):
+    __slots__ = ("file_name", "total_bytes", "sha256", "bundle_id", "files", "rows")
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    file_name: str
+    total_bytes: int
+    sha256: str
+    bundle_id: str
+    files: int
+    rows: int
+    def __init__(self, file_name: _Optional[str] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., bundle_id: _Optional[str] = ..., files: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class BundleChunk(_message.Message):
+    __slots__ = ("info", "data")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    info: BundleInfo
+    data: bytes
+    def __init__(self, info: _Optional[_Union[BundleInfo, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class BundleUploadStart(_message.Message):
+    __slots__ = ("bundle_sha256", "total_bytes", "offset", "file_name")
+    BUNDLE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    bundle_sha256: str
+    total_bytes: int
+    offset: int
+    file_name: str
+    def __init__(self, bundle_sha256: _Optional[str] = ..., total_bytes: _Optional[int] = ..., offset: _Optional[int] = ..., file_name: _Optional[str] = ...) -> None: ...
+
+class BundleUploadChunk(_message.Message):
+    __slots__ = ("start", "data")
+    START_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    start: BundleUploadStart
+    data: bytes
+    def __init__(self, start: _Optional[_Union[BundleUploadStart, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ImportBundleResponse(_message.Message):
+    __slots__ = ("complete", "received_bytes", "resumed_from", "bundle_id", "source_server_id", "rows_imported", "rows_skipped", "partitions", "new_partitions")
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    ROWS_IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    NEW_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    complete: bool
+    received_bytes: int
+    resumed_from: int
+    bundle_id: str
+    source_server_id: str
+    rows_imported: int
+    rows_skipped: int
+    partitions: int
+    new_partitions: int
+    def __init__(self, complete: _Optional[bool] = ..., received_bytes: _Optional[int] = ..., resumed_from: _Optional[int] = ..., bundle_id: _Optional[str] = ..., source_server_id: _Optional[str] = ..., rows_imported: _Optional[int] = ..., rows_skipped: _Optional[int] = ..., partitions: _Optional[int] = ..., new_partitions: _Optional[int] = ...) -> None: ...
+
+class UploadOffsetRequest(_message.Message):
+    __slots__ = ("bundle_sha256", "total_bytes")
+    BUNDLE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    bundle_sha256: str
+    total_bytes: int
+    def __init__(self, bundle_sha256: _Optional[str] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
+class UploadOffsetResponse(_message.Message):
+    __slots__ = ("offset",)
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    def __init__(self, offset: _Optional[int] = ...) -> None: ...
+
 class LogFilter(_message.Message):
     __slots__ = ("since", "to", "model", "provider", "api_key_hash", "status_code", "dialog_id")
     SINCE_FIELD_NUMBER: _ClassVar[int]

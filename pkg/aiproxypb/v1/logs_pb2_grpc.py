@@ -74,6 +74,21 @@ class LogServiceStub:
                 request_serializer=aiproxypb_dot_v1_dot_logs__pb2.StatsRequest.SerializeToString,
                 response_deserializer=aiproxypb_dot_v1_dot_logs__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.CreateBundle = channel.unary_stream(
+                '/aiproxy.v1.LogService/CreateBundle',
+                request_serializer=aiproxypb_dot_v1_dot_logs__pb2.CreateBundleRequest.SerializeToString,
+                response_deserializer=aiproxypb_dot_v1_dot_logs__pb2.BundleChunk.FromString,
+                _registered_method=True)
+        self.ImportBundle = channel.stream_unary(
+                '/aiproxy.v1.LogService/ImportBundle',
+                request_serializer=aiproxypb_dot_v1_dot_logs__pb2.BundleUploadChunk.SerializeToString,
+                response_deserializer=aiproxypb_dot_v1_dot_logs__pb2.ImportBundleResponse.FromString,
+                _registered_method=True)
+        self.GetUploadOffset = channel.unary_unary(
+                '/aiproxy.v1.LogService/GetUploadOffset',
+                request_serializer=aiproxypb_dot_v1_dot_logs__pb2.UploadOffsetRequest.SerializeToString,
+                response_deserializer=aiproxypb_dot_v1_dot_logs__pb2.UploadOffsetResponse.FromString,
+                _registered_method=True)
 
 
 class LogServiceServicer:
@@ -133,6 +148,33 @@ class LogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateBundle(self, request, context):
+        """Bundles (docs/bundles.md): a .tgz of db/<partition path> files, optional raw/ logs and a
+        metadata.json. CreateBundle streams a new bundle of [since, to] from this server: one
+        `info` message, then the archive's bytes in order (the receiver checks info.sha256).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportBundle(self, request_iterator, context):
+        """Uploads a bundle and imports it here (rows merged, all or nothing). The first message is
+        `start`; `data` chunks follow from start.offset, which must not exceed GetUploadOffset's
+        answer. The receiver keeps what it got, so an interrupted upload resumes from there; when
+        all total_bytes are in it checks the sha256 (DATA_LOSS on a mismatch, the partial file is
+        dropped) and imports. A stream that ends early answers complete=false.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUploadOffset(self, request, context):
+        """How many bytes of the bundle with this sha256 the server already holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +212,21 @@ def add_LogServiceServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=aiproxypb_dot_v1_dot_logs__pb2.StatsRequest.FromString,
                     response_serializer=aiproxypb_dot_v1_dot_logs__pb2.StatsResponse.SerializeToString,
+            ),
+            'CreateBundle': grpc.unary_stream_rpc_method_handler(
+                    servicer.CreateBundle,
+                    request_deserializer=aiproxypb_dot_v1_dot_logs__pb2.CreateBundleRequest.FromString,
+                    response_serializer=aiproxypb_dot_v1_dot_logs__pb2.BundleChunk.SerializeToString,
+            ),
+            'ImportBundle': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportBundle,
+                    request_deserializer=aiproxypb_dot_v1_dot_logs__pb2.BundleUploadChunk.FromString,
+                    response_serializer=aiproxypb_dot_v1_dot_logs__pb2.ImportBundleResponse.SerializeToString,
+            ),
+            'GetUploadOffset': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUploadOffset,
+                    request_deserializer=aiproxypb_dot_v1_dot_logs__pb2.UploadOffsetRequest.FromString,
+                    response_serializer=aiproxypb_dot_v1_dot_logs__pb2.UploadOffsetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -366,6 +423,87 @@ class LogService:
             '/aiproxy.v1.LogService/Stats',
             aiproxypb_dot_v1_dot_logs__pb2.StatsRequest.SerializeToString,
             aiproxypb_dot_v1_dot_logs__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aiproxy.v1.LogService/CreateBundle',
+            aiproxypb_dot_v1_dot_logs__pb2.CreateBundleRequest.SerializeToString,
+            aiproxypb_dot_v1_dot_logs__pb2.BundleChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportBundle(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/aiproxy.v1.LogService/ImportBundle',
+            aiproxypb_dot_v1_dot_logs__pb2.BundleUploadChunk.SerializeToString,
+            aiproxypb_dot_v1_dot_logs__pb2.ImportBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUploadOffset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aiproxy.v1.LogService/GetUploadOffset',
+            aiproxypb_dot_v1_dot_logs__pb2.UploadOffsetRequest.SerializeToString,
+            aiproxypb_dot_v1_dot_logs__pb2.UploadOffsetResponse.FromString,
             options,
             channel_credentials,
             insecure,
