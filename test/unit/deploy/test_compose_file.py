@@ -87,6 +87,16 @@ def test_http_redirects_to_https_at_the_entry_point(traefik):
     assert f.get("entrypoints.web.http.redirections.entrypoint.permanent") == "true"
 
 
+def test_read_timeout_outlasts_the_slowest_completion(traefik):
+    """Traefik v3 cuts HTTP/1.1 requests, responses included, at readTimeout (default 60s); the gateway
+    waits up to 300s for an upstream, so the entry point must allow more."""
+    value = default(flags(traefik)["entrypoints.websecure.transport.respondingtimeouts.readtimeout"])
+    match = re.fullmatch(r"(\d+)(s|m)", value)
+    assert match, value
+    seconds = int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+    assert seconds == 0 or seconds > 300
+
+
 def test_lets_encrypt_http01(traefik):
     f = flags(traefik)
     assert f["certificatesresolvers.letsencrypt.acme.httpchallenge"] == "true"
