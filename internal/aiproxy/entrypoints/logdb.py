@@ -14,15 +14,14 @@ from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_USAGE
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.settings import LogStoreConfigError
 
-# Each module offers register(subparsers). `bundle create|verify|import|transfer|pull` lives in
-# aiproxy.logstore.bundles_cli and is picked up when that module is present.
+# Each module offers register(subparsers).
 COMMAND_MODULES = (
     "aiproxy.logstore.cli.admin_cmd",
     "aiproxy.logstore.cli.ingest_cmd",
     "aiproxy.logstore.cli.index_cmd",
     "aiproxy.logstore.cli.dialogs_cmd",
     "aiproxy.logstore.cli.query_cmd",
-    "aiproxy.logstore.bundles_cli",
+    "aiproxy.logstore.cli.bundle_cmd",
 )
 
 

@@ -1,6 +1,7 @@
 """`merge`: copy every partition under a directory into one SQLite file (seed §7.7), fixed:
-the control DB and the destination itself are never sources, columns are copied by name (not
-`SELECT *` order, so seed files and newer files mix), and the FTS index is brought up to date.
+the control DB, the destination itself and bundle staging files (`incoming/`) are never
+sources, columns are copied by name (not `SELECT *` order, so seed files and newer files mix),
+and the FTS index is brought up to date.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiproxy.logstore import partitions
+from aiproxy.logstore.bundles.importer import INCOMING
 from aiproxy.logstore.database import open_database
 from aiproxy.logstore.fts import index_missing
 from aiproxy.logstore.models import BASE_MODELS
@@ -16,10 +18,11 @@ from aiproxy.logstore.settings import LogStoreSettings
 
 def merge(source_dir: Path, dest: Path, settings: LogStoreSettings) -> dict:
     dest = Path(dest).absolute()
+    root = Path(source_dir).absolute()
     sources = [
         p
-        for p in sorted(Path(source_dir).absolute().rglob("*.sqlite3"))
-        if p.name != partitions.CONTROL_DB and p.resolve() != dest.resolve()
+        for p in sorted(root.rglob("*.sqlite3"))
+        if p.name != partitions.CONTROL_DB and p.resolve() != dest.resolve() and INCOMING not in p.relative_to(root).parts
     ]
     db = open_database(dest, settings)
     for number, source in enumerate(sources):

@@ -12,11 +12,12 @@ from aiproxy.errors import GatewayError
 from aiproxy.logstore.api import LogApi
 from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.logstore.store import Store
+from aiproxy.rpc.bundle_rpcs import BundleRpcs
 from aiproxy.rpc.status import abort_with
 from aiproxypb.v1 import logs_pb2_grpc
 
 
-class LogServicer(logs_pb2_grpc.LogServiceServicer):
+class LogServicer(BundleRpcs, logs_pb2_grpc.LogServiceServicer):
     def __init__(self, api: LogApi) -> None:
         self._api = api
 

@@ -18,6 +18,7 @@ FORMAT = "aiproxy.logbundle.v1"
 DB_PREFIX = "db/"
 RAW_PREFIX = "raw/"
 CHUNK = 1024 * 1024
+WIRE_CHUNK = 256 * 1024  # bytes per gRPC message, well under any message size limit
 
 _PARTITION_MEMBER = re.compile(r"^db/\d{4}/(?:\d{2}|W\d{2}|M\d{2})/ai_proxy_[0-9W]+\.sqlite3$")
 

@@ -1,0 +1,72 @@
+"""The receiving side of resumable uploads (LogService.ImportBundle): partial bundles live in
+`<logdb dir>/incoming/upload-<sha256>.part` until all their bytes are in and hash right.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import re
+from pathlib import Path
+from typing import BinaryIO
+
+from aiproxy.logstore.bundles.manifest import BundleError, sha256_file
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class UploadError(BundleError):
+    """A bad upload request: unknown offset, size mismatch, malformed checksum."""
+
+
+class UploadBusy(UploadError):
+    """The same bundle is being uploaded by another call right now."""
+
+
+class ChecksumMismatch(BundleError):
+    """All bytes arrived but they do not hash to the announced sha256."""
+
+
+class Uploads:
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def part(self, sha256: str) -> Path:
+        if not _SHA256.match(sha256 or ""):
+            raise UploadError(f"bundle_sha256 {sha256!r} is not a lower-case hex SHA-256")
+        return self.directory / f"upload-{sha256}.part"
+
+    def offset(self, sha256: str, total_bytes: int) -> int:
+        """Bytes already held; a partial file longer than the bundle is dropped."""
+        part = self.part(sha256)
+        held = part.stat().st_size if part.is_file() else 0
+        if held > total_bytes:
+            part.unlink()
+            return 0
+        return held
+
+    def open_at(self, sha256: str, total_bytes: int, offset: int) -> BinaryIO:
+        """The partial file, locked against a concurrent upload of the same bundle (in any
+        worker process) and positioned at `offset`, which may rewind but never skip ahead."""
+        held = self.offset(sha256, total_bytes)
+        if not 0 <= offset <= held:
+            raise UploadError(f"upload offset {offset} is past the {held} bytes held; resume from {held}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stream = open(self.part(sha256), "ab+")
+        try:
+            fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            stream.close()
+            raise UploadBusy(f"another upload of bundle {sha256} is in progress") from None
+        stream.truncate(offset)
+        return stream
+
+    def finish(self, sha256: str, total_bytes: int) -> Path:
+        """Check the complete upload; returns it renamed to `upload-<sha>.tgz`."""
+        part = self.part(sha256)
+        digest, size = sha256_file(part)
+        if (digest, size) != (sha256, total_bytes):
+            part.unlink()
+            raise ChecksumMismatch(f"upload is {size} bytes with sha256 {digest}, expected {total_bytes} and {sha256}")
+        done = part.with_suffix(".tgz")
+        part.replace(done)
+        return done

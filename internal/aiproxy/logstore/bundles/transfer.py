@@ -1,0 +1,97 @@
+"""`bundle transfer SRC DEST` to a local file or directory: resumable, checksum verified, and
+never overwriting a different file.
+
+Bytes go to `<dest>.part`. After an interruption the next run checks that the .part is a prefix
+of the source (else starts over) and appends the rest. The complete .part must hash like the
+source; it then appears under the final name atomically (a hard link, which fails rather than
+replace a file that appeared meanwhile). A DEST holding the same bytes is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiproxy.logstore.bundles.manifest import CHUNK, BundleError, copy_hashing, sha256_file
+
+
+class TransferError(BundleError):
+    """The copy cannot be completed safely (different file at DEST, checksum mismatch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    path: Path
+    bytes: int
+    sha256: str
+    resumed_from: int = 0
+    already_present: bool = False
+
+    def as_dict(self) -> dict:
+        return {"path": str(self.path), "bytes": self.bytes, "sha256": self.sha256,
+                "resumed_from": self.resumed_from, "already_present": self.already_present}
+
+
+def local_destination(name: str, dest: str | Path) -> Path:
+    """DEST itself, or DEST/<name> when DEST is a directory (or ends in /)."""
+    path = Path(dest).absolute()
+    if path.is_dir() or str(dest).endswith(("/", os.sep)):
+        path.mkdir(parents=True, exist_ok=True)
+        return path / name
+    return path
+
+
+def part_path(final: Path) -> Path:
+    return final.with_name(final.name + ".part")
+
+
+def publish(part: Path, final: Path, sha256: str, size: int) -> bool:
+    """Move a verified .part to `final`; False when `final` already holds these bytes.
+    TransferError when it holds different ones (the .part is kept)."""
+    try:
+        os.link(part, final)
+    except FileExistsError:
+        if sha256_file(final) != (sha256, size):
+            raise TransferError(f"{final} exists with different content: refusing to overwrite it") from None
+        part.unlink()
+        return False
+    part.unlink()
+    return True
+
+
+def _resume_offset(part: Path, source: Path) -> int:
+    """How many bytes of `part` are a prefix of `source` (0 when it is not a prefix)."""
+    if not part.is_file() or part.stat().st_size > source.stat().st_size:
+        return 0
+    with open(part, "rb") as held, open(source, "rb") as original:
+        while chunk := held.read(CHUNK):
+            if original.read(len(chunk)) != chunk:
+                return 0
+    return part.stat().st_size
+
+
+def transfer_local(source: Path, dest: str | Path, progress=None) -> TransferResult:
+    source = Path(source)
+    if not source.is_file():
+        raise TransferError(f"{source}: no such file")
+    sha, size = sha256_file(source)
+    final = local_destination(source.name, dest)
+    if final.exists():
+        if sha256_file(final) == (sha, size):
+            return TransferResult(final, size, sha, already_present=True)
+        raise TransferError(f"{final} exists with different content: refusing to overwrite it")
+    part = part_path(final)
+    offset = _resume_offset(part, source)
+    with open(source, "rb") as original, open(part, "r+b" if offset else "wb") as target:
+        original.seek(offset)
+        target.seek(offset)
+        target.truncate()
+        copy_hashing(original, target, progress)
+        target.flush()
+        os.fsync(target.fileno())
+    if sha256_file(part) != (sha, size):
+        part.unlink()
+        raise TransferError(f"{part}: checksum mismatch after copying (source changed?); run again")
+    already = not publish(part, final, sha, size)
+    return TransferResult(final, size, sha, resumed_from=offset, already_present=already)

@@ -1,0 +1,172 @@
+"""`logdb bundle create|verify|import|transfer|pull` (docs/bundles.md).
+
+Exit codes: 0 ok; 1 a bad bundle or a failed operation; 2 unusable input (missing file, not a
+gzip tar, truncated, a newer schema) or a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from pathlib import Path
+
+from aiproxy.logstore.bundles.create import create_bundle
+from aiproxy.logstore.bundles.importer import import_bundle
+from aiproxy.logstore.bundles.manifest import BundleError
+from aiproxy.logstore.bundles.remote import is_remote, pull, push
+from aiproxy.logstore.bundles.transfer import transfer_local
+from aiproxy.logstore.bundles.verify import scan_bundle
+from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_OK, day, emit, json_option, open_store
+from aiproxy.logstore.cli.progress import ProgressBar
+
+
+def _guarded(func):
+    """Bundle errors become one clear line on stderr and their exit code."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except BundleError as exc:
+            print(f"logdb: {exc}", file=sys.stderr)
+            return exc.exit_code
+
+    return run
+
+
+def _store(directory: str | None):
+    return open_store(argparse.Namespace(out=directory))
+
+
+def _include_raw(args: argparse.Namespace) -> bool:
+    return args.include_raw or os.environ.get("LOGDB_BUNDLE_INCLUDE_RAW", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@_guarded
+def run_create(args: argparse.Namespace) -> int:
+    store, log_dir = _store(args.db)
+    try:
+        total = sum(p.path.stat().st_size for p in store.existing(args.since, args.to))
+        bar = ProgressBar(total, "bundle create")
+        raw_dir = Path(args.raw or log_dir) if _include_raw(args) else None
+        result = create_bundle(store, args.since, args.to, args.out, raw_dir=raw_dir, progress=bar.advance)
+        bar.close()
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
+    finally:
+        store.close()
+    emit(args, result.as_dict(), result.summary)
+    return EXIT_OK
+
+
+def _verify(path: Path, args: argparse.Namespace) -> int:
+    report = scan_bundle(path)
+    emit(args, report.as_dict(), lambda: "\n".join([*report.problems, "ok" if report.ok else "fail"]))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+@_guarded
+def run_verify(args: argparse.Namespace) -> int:
+    return _verify(Path(args.bundle), args)
+
+
+@_guarded
+def run_import(args: argparse.Namespace) -> int:
+    store, _ = _store(args.dest)
+    try:
+        result = import_bundle(Path(args.bundle), store)
+    finally:
+        store.close()
+    out = result.as_dict()
+    emit(args, out, lambda: " ".join(f"{k}={out[k]}" for k in ("rows_imported", "rows_skipped", "partitions",
+                                                             "new_partitions", "source_server_id", "bundle_id")))
+    return EXIT_OK
+
+
+@_guarded
+def run_transfer(args: argparse.Namespace) -> int:
+    source = Path(args.src)
+    if not source.is_file():
+        raise BundleError(f"{source}: no such file")
+    bar = ProgressBar(source.stat().st_size, "bundle transfer")
+    if is_remote(args.dest):
+        out = push(source, args.dest, api_key=args.api_key, ca_file=args.ca_file, progress=bar.advance)
+        bar.close()
+        emit(args, out, lambda: " ".join(f"{k}={v}" for k, v in out.items()))
+        return EXIT_OK if out["complete"] else EXIT_FAILED
+    result = transfer_local(source, args.dest, progress=bar.advance)
+    bar.close()
+    out = result.as_dict()
+    emit(args, out, lambda: f"bytes={result.bytes} sha256={result.sha256} resumed_from={result.resumed_from} path={result.path}")
+    return _verify(result.path, args) if result.path.name.endswith((".tgz", ".tar.gz")) else EXIT_OK
+
+
+@_guarded
+def run_pull(args: argparse.Namespace) -> int:
+    result = pull(args.source, args.since, args.to, args.out, api_key=args.api_key, ca_file=args.ca_file,
+                  include_raw=args.include_raw)
+    emit(args, result.as_dict(), lambda: f"bytes={result.bytes} sha256={result.sha256} path={result.path}")
+    return _verify(result.path, args)
+
+
+def _remote_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api-key", help="admin key of the server (default: env AIPROXY_API_KEY)")
+    parser.add_argument("--ca-file", help="CA certificate for grpcs:// (default: the system roots)")
+
+
+def register(subparsers) -> None:
+    group = subparsers.add_parser(
+        "bundle", help="portable log bundles: create, verify, import, transfer, pull",
+        description="Portable log bundles (.tgz: db/<partition>, raw/<log>, metadata.json) for backups and moving "
+        "logs between servers. Exit codes: 0 ok, 1 bad bundle or failure, 2 unusable input.",
+    )
+    actions = group.add_subparsers(dest="action", required=True, metavar="{create,verify,import,transfer,pull}")
+
+    create = actions.add_parser("create", help="archive the partitions of a date range",
+                                description="Archive every partition overlapping --since..--to (consistent snapshots "
+                                "of live files), written under a temporary name and renamed when complete.")
+    create.add_argument("--since", type=day, required=True, metavar="YYYY-MM-DD", help="first UTC day")
+    create.add_argument("--to", type=day, required=True, metavar="YYYY-MM-DD", help="last UTC day")
+    create.add_argument("--out", required=True, metavar="PATH", help="archive file, or a directory to name one in")
+    create.add_argument("--db", metavar="DIR", help="log store directory (LOGDB_DIR, logs/db)")
+    create.add_argument("--include-raw", action="store_true",
+                        help="also archive request log files under raw/ (or LOGDB_BUNDLE_INCLUDE_RAW=true)")
+    create.add_argument("--raw", metavar="DIR", help="request log directory for --include-raw (LOG_DIR, logs)")
+    create.set_defaults(func=run_create)
+
+    verify = actions.add_parser("verify", help="check every member against metadata.json",
+                                description="Check sha256 and size of every member, missing and unlisted members, "
+                                "unsafe names. Prints the problems, then ok or fail.")
+    verify.add_argument("bundle")
+    verify.set_defaults(func=run_verify)
+
+    importer = actions.add_parser("import", help="merge a bundle's rows into a store (all or nothing)",
+                                  description="Verify, then merge the bundle's rows into the store's partitions "
+                                  "(dedup by request id, dialog ids kept, FTS updated). Nothing changes on failure.")
+    importer.add_argument("bundle")
+    importer.add_argument("--dest", metavar="DIR", help="log store directory (LOGDB_DIR, logs/db)")
+    importer.set_defaults(func=run_import)
+
+    transfer = actions.add_parser("transfer", help="copy a bundle to a file, directory or grpc://HOST:PORT",
+                                  description="Local DEST: resumable copy through DEST.part, checksum verified, never "
+                                  "over a different file. grpc(s)://HOST:PORT: resumable upload to that server's "
+                                  "LogService, which verifies and imports it (admin key).")
+    transfer.add_argument("src")
+    transfer.add_argument("dest")
+    _remote_options(transfer)
+    transfer.set_defaults(func=run_transfer)
+
+    pull_parser = actions.add_parser("pull", help="fetch a new bundle from a server",
+                                     description="Have a server create a bundle of --since..--to and download it.")
+    pull_parser.add_argument("--from", dest="source", required=True, metavar="grpc://HOST:PORT")
+    pull_parser.add_argument("--since", type=day, required=True, metavar="YYYY-MM-DD")
+    pull_parser.add_argument("--to", type=day, required=True, metavar="YYYY-MM-DD")
+    pull_parser.add_argument("--out", required=True, metavar="PATH", help="archive file or directory")
+    pull_parser.add_argument("--include-raw", action="store_true", help="also the server's request log files")
+    _remote_options(pull_parser)
+    pull_parser.set_defaults(func=run_pull)
+
+    for parser in (create, verify, importer, transfer, pull_parser):
+        json_option(parser)

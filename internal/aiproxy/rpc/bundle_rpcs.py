@@ -1,0 +1,120 @@
+"""LogService's bundle methods (CreateBundle, ImportBundle, GetUploadOffset), mixed into the
+LogService servicer, which provides `self._api` (the store and the log directory).
+
+Archive work (create, checksum, import) runs in worker threads; the event loop only moves
+chunks. Uploads are resumable: received bytes are kept under `<logdb dir>/incoming/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from aiproxy.errors import GatewayError
+from aiproxy.logstore.bundles.create import create_bundle
+from aiproxy.logstore.bundles.importer import import_bundle, incoming_dir
+from aiproxy.logstore.bundles.incoming import ChecksumMismatch, UploadBusy, UploadError, Uploads
+from aiproxy.logstore.bundles.manifest import WIRE_CHUNK, BundleError, UnusableInput
+from aiproxy.logstore.protomap import day_arg
+from aiproxy.rpc.status import abort_with
+from aiproxypb.v1 import logs_pb2
+
+_CODES = (
+    (ChecksumMismatch, grpc.StatusCode.DATA_LOSS),
+    (UploadBusy, grpc.StatusCode.ABORTED),
+    (UploadError, grpc.StatusCode.FAILED_PRECONDITION),
+    (UnusableInput, grpc.StatusCode.FAILED_PRECONDITION),
+    (BundleError, grpc.StatusCode.INVALID_ARGUMENT),
+)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception):
+    if isinstance(exc, GatewayError):
+        await abort_with(context, exc)
+    else:
+        await context.abort(next(code for kind, code in _CODES if isinstance(exc, kind)), str(exc))
+
+
+class BundleRpcs:
+    def _uploads(self) -> Uploads:
+        return Uploads(incoming_dir(self._api.store))
+
+    async def CreateBundle(self, request, context):
+        store = self._api.store
+        try:
+            since, to = day_arg(request.since, "since"), day_arg(request.to, "to")
+            if since is None or to is None:
+                raise BundleError("since and to (YYYY-MM-DD) are required")
+            scratch = Path(tempfile.mkdtemp(prefix="outgoing-", dir=incoming_dir(store)))
+        except (GatewayError, BundleError) as exc:
+            await _abort(context, exc)
+        try:
+            raw_dir = self._api.log_dir if request.include_raw else None
+            try:
+                result = await asyncio.to_thread(create_bundle, store, since, to, scratch, raw_dir=raw_dir)
+            except ValueError as exc:
+                await _abort(context, BundleError(str(exc)))
+            yield logs_pb2.BundleChunk(
+                info=logs_pb2.BundleInfo(
+                    file_name=result.path.name, total_bytes=result.bytes, sha256=result.sha256,
+                    bundle_id=result.bundle_id, files=result.files, rows=result.rows,
+                )
+            )
+            archive = await asyncio.to_thread(open, result.path, "rb")
+            try:
+                while data := await asyncio.to_thread(archive.read, WIRE_CHUNK):
+                    yield logs_pb2.BundleChunk(data=data)
+            finally:
+                archive.close()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    async def GetUploadOffset(self, request, context):
+        try:
+            offset = self._uploads().offset(request.bundle_sha256, request.total_bytes)
+        except BundleError as exc:
+            await _abort(context, exc)
+        return logs_pb2.UploadOffsetResponse(offset=offset)
+
+    async def ImportBundle(self, request_iterator, context):
+        uploads = self._uploads()
+        start, stream, received = None, None, 0
+        try:
+            async for message in request_iterator:
+                if start is None:
+                    if message.WhichOneof("kind") != "start":
+                        raise UploadError("the first message of an upload must be `start`")
+                    start, received = message.start, message.start.offset
+                    stream = uploads.open_at(start.bundle_sha256, start.total_bytes, start.offset)
+                    continue
+                if received + len(message.data) > start.total_bytes:
+                    raise UploadError(f"more than the announced {start.total_bytes} bytes")
+                await asyncio.to_thread(stream.write, message.data)
+                received += len(message.data)
+            if start is None:
+                raise UploadError("empty upload: no `start` message")
+        except BundleError as exc:
+            await _abort(context, exc)
+        finally:
+            if stream is not None:
+                stream.close()  # keeps every byte received, also when the client went away
+        reply = logs_pb2.ImportBundleResponse(received_bytes=received, resumed_from=start.offset)
+        if received < start.total_bytes:
+            return reply
+        try:
+            bundle = await asyncio.to_thread(uploads.finish, start.bundle_sha256, start.total_bytes)
+            try:
+                result = await asyncio.to_thread(import_bundle, bundle, self._api.store)
+            finally:
+                bundle.unlink(missing_ok=True)
+        except BundleError as exc:
+            await _abort(context, exc)
+        reply.complete = True
+        reply.bundle_id, reply.source_server_id = result.bundle_id, result.source_server_id
+        reply.rows_imported, reply.rows_skipped = result.rows_imported, result.rows_skipped
+        reply.partitions, reply.new_partitions = result.partitions, result.new_partitions
+        return reply
