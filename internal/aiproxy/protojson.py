@@ -11,7 +11,9 @@ A value is stored typed only when it converts back to exactly the same JSON; oth
 travels in `extra_json` (so do empty arrays and objects, which proto cannot tell from absent). Doubles holding whole numbers are emitted as JSON integers, as
 protojson does (JSON itself does not tell 1 from 1.0).
 
-Plans are compiled once per message type, so a conversion is a few dict lookups per key.
+Plans are compiled once per message type, so a conversion is a few dict lookups per key: plans
+are keyed by descriptor objects (not names) and type checks are chosen once per field, because
+every REST call converts each request, response and stream chunk twice (facade and servicer).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ _INT_TYPES = {_T.TYPE_INT64, _T.TYPE_INT32, _T.TYPE_UINT32, _T.TYPE_UINT64, _T.T
 _FLOAT_TYPES = {_T.TYPE_DOUBLE, _T.TYPE_FLOAT}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _NULL_VALUE = "google.protobuf.NullValue"
+_UNION_KINDS = {str: "str", list: "list", dict: "dict"}
 EXTRA = "extra_json"
 
 
@@ -54,29 +57,31 @@ def _list_wrapper_field(desc: Descriptor) -> FieldDescriptor | None:
 _MISMATCH = object()
 
 
-def _scalar_ok(field: FieldDescriptor, value: Any) -> bool:
+def _scalar_check(field: FieldDescriptor):
+    """A predicate: does a JSON value fit this scalar field exactly?"""
     t = field.type
     if t == _T.TYPE_STRING:
-        return type(value) is str
+        return lambda value: type(value) is str
     if t == _T.TYPE_BOOL:
-        return type(value) is bool
+        return lambda value: type(value) is bool
     if t in _INT_TYPES:
-        return type(value) is int and _INT64_MIN <= value <= _INT64_MAX
+        return lambda value: type(value) is int and _INT64_MIN <= value <= _INT64_MAX
     if t in _FLOAT_TYPES:
-        return type(value) in (int, float) and (type(value) is float or abs(value) < 2**53)
-    return False
+        return lambda value: type(value) is float or (type(value) is int and abs(value) < 2**53)
+    return lambda value: False
 
 
 class _Plan:
     """Per-message-type conversion plan: JSON key -> setter."""
 
-    __slots__ = ("desc", "has_extra", "setters", "getters")
+    __slots__ = ("desc", "has_extra", "setters", "getters", "emitters")
 
     def __init__(self, desc: Descriptor) -> None:
         self.desc = desc
         self.has_extra = EXTRA in desc.fields_by_name
         self.setters: dict[str, Any] = {}
         self.getters: dict[str, tuple[str, Any]] = {}  # proto field name -> (json key, emitter)
+        self.emitters: dict[FieldDescriptor, tuple[str, Any]] = {}  # the same, keyed as ListFields() answers
         for field in desc.fields:
             if field.name == EXTRA:
                 continue
@@ -92,15 +97,16 @@ class _Plan:
             self.setters[oneof.name] = _union_setter(oneof)
             for member in oneof.fields:
                 self.getters[member.name] = (oneof.name, _union_emitter(member))
+        self.emitters = {field: self.getters[field.name] for field in desc.fields if field.name in self.getters}
 
 
-_PLANS: dict[str, _Plan] = {}
+_PLANS: dict[Descriptor, _Plan] = {}
 
 
 def _plan(desc: Descriptor) -> _Plan:
-    plan = _PLANS.get(desc.full_name)
+    plan = _PLANS.get(desc)
     if plan is None:
-        plan = _PLANS[desc.full_name] = _Plan(desc)
+        plan = _PLANS[desc] = _Plan(desc)
     return plan
 
 
@@ -116,10 +122,10 @@ def _field_setter(field: FieldDescriptor):
 
         return set_json
     if _is_map(field):
-        value_field = field.message_type.fields_by_name["value"]
+        value_ok = _scalar_check(field.message_type.fields_by_name["value"])
 
         def set_map(msg, value):
-            if type(value) is not dict or not value or not all(_scalar_ok(value_field, v) for v in value.values()):
+            if type(value) is not dict or not value or not all(value_ok(v) for v in value.values()):
                 return False
             getattr(msg, name).update(value)
             return True
@@ -133,14 +139,18 @@ def _field_setter(field: FieldDescriptor):
                 if type(value) is not list or not value or not all(type(v) is dict for v in value):
                     return False
                 container = getattr(msg, name)
+                plan = _plan(sub)
                 for item in value:
-                    container.add().CopyFrom(json_to_message(item, sub._concrete_class))
+                    if not _fill(container.add(), item, plan):
+                        raise ValueError(f"{sub.name} has no extra_json to keep unknown keys")
                 return True
 
             return set_messages
 
+        item_ok = _scalar_check(field)
+
         def set_scalars(msg, value):
-            if type(value) is not list or not value or not all(_scalar_ok(field, v) for v in value):
+            if type(value) is not list or not value or not all(item_ok(v) for v in value):
                 return False
             getattr(msg, name).extend(value)
             return True
@@ -158,8 +168,10 @@ def _field_setter(field: FieldDescriptor):
 
         return set_message
 
+    value_ok = _scalar_check(field)
+
     def set_scalar(msg, value):
-        if not _scalar_ok(field, value):
+        if not value_ok(value):
             return False
         setattr(msg, name, value)
         return True
@@ -176,9 +188,10 @@ def _union_setter(oneof):
             by_kind["null"] = member
         elif member.type == _T.TYPE_MESSAGE:
             by_kind["list" if _list_wrapper_field(member.message_type) else "dict"] = member
+    set_list = _field_setter(_list_wrapper_field(by_kind["list"].message_type)) if "list" in by_kind else None
 
     def set_union(msg, value):
-        kind = "null" if value is None else {str: "str", list: "list", dict: "dict"}.get(type(value))
+        kind = "null" if value is None else _UNION_KINDS.get(type(value))
         member = by_kind.get(kind)
         if member is None:
             return False
@@ -190,9 +203,8 @@ def _union_setter(oneof):
             return True
         child = getattr(msg, member.name)
         if kind == "list":
-            inner = _list_wrapper_field(member.message_type)
             child.SetInParent()
-            return _field_setter(inner)(child, value)
+            return set_list(child, value)
         child.SetInParent()
         return _fill(child, value, _plan(member.message_type))
 
@@ -205,12 +217,13 @@ def _fill(msg: Message, data: dict, plan: _Plan) -> bool:
     setters = plan.setters
     for key, value in data.items():
         setter = setters.get(key)
-        # Setters refuse None unless a union has a NullValue member (content: null stays typed).
-        if setter is not None and setter(msg, value):
-            continue
         if setter is not None:
-            # A failed setter may have written part of the value: clear it before keeping it raw.
-            _clear_key(msg, plan, key)
+            # Setters refuse None unless a union has a NullValue member (content: null stays typed).
+            if setter(msg, value):
+                continue
+            if type(value) is dict or type(value) is list:
+                # A failed setter may have written part of an object or array: clear it before keeping it raw.
+                _clear_key(msg, plan, key)
         if not plan.has_extra:
             return False
         if extra is None:
@@ -278,16 +291,19 @@ def _union_emitter(member: FieldDescriptor):
 
 def message_to_json(msg: Message) -> dict:
     """Convert a message back to the JSON object it was made from."""
-    getters = _plan(msg.DESCRIPTOR).getters
+    emitters = _plan(msg.DESCRIPTOR).emitters
     out: dict[str, Any] = {}
     extra = None
     for field, value in msg.ListFields():
-        name = field.name
-        if name == EXTRA:
+        entry = emitters.get(field)
+        if entry is None:  # only extra_json has no emitter
             extra = value
             continue
-        key, emit = getters[name]
+        key, emit = entry
         out[key] = emit(value) if emit is not None else value
     if extra:
-        out.update(orjson.loads(extra))
+        keys = orjson.loads(extra)
+        if not isinstance(keys, dict):
+            raise ValueError("extra_json must hold a JSON object")
+        out.update(keys)
     return out
