@@ -178,7 +178,8 @@ def phase_search(work: Path, reps: int) -> dict:
             partitioned.append(time.perf_counter() - started)
             started = time.perf_counter()
             search_mod.validate_query(query)
-            search_mod.ranked_hits(single, query, filters, None, 20)
+            for score, request_id, rowid in search_mod.ranked_hits(single, query, filters, None, 20):
+                search_mod.ranked_hit(single, query, score, request_id, rowid)
             flat.append(time.perf_counter() - started)
     p50, p99 = _percentiles(partitioned)
     s50, s99 = _percentiles(flat)

@@ -31,8 +31,7 @@ def _pragmas(settings: LogStoreSettings) -> list[tuple[str, object]]:
         ("foreign_keys", 1),
         ("wal_autocheckpoint", settings.wal_autocheckpoint_pages),
     ]
-    if settings.sqlite_cache_kb:
-        pragmas.append(("cache_size", -settings.sqlite_cache_kb))
+    pragmas.append(("cache_size", -settings.sqlite_cache_kb))
     return pragmas
 
 
@@ -85,7 +84,7 @@ def open_database(path: Path, settings: LogStoreSettings, *, create: bool = True
 
 
 def has_fts(db: SqliteDatabase) -> bool:
-    return db.table_exists(FTS_TABLE)
+    return db.execute_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (FTS_TABLE,)).fetchone() is not None
 
 
 def create_fts(db: SqliteDatabase) -> None:

@@ -123,42 +123,40 @@ def _hit(row: tuple, score: float | None = None, snippet: str = "") -> Hit:
     return Hit(dict(zip(RESULT_FIELDS, row, strict=True)), score, snippet)
 
 
-def ranked_hits(db, query: str, filters: SearchFilters, after: tuple | None, limit: int) -> list[Hit]:
-    """The best `limit` requests of one partition after `after`, by their best fragment's bm25.
-
-    Ranking reads only (rowid, request_id, score); snippets and request columns are fetched
-    for the winners alone, since computing a snippet for every match dominates otherwise."""
+def ranked_hits(db, query: str, filters: SearchFilters, after: tuple | None, limit: int) -> list[tuple[float, str, int]]:
+    """One partition's best `limit` requests after `after`: (bm25 of the best fragment,
+    request_id, fragment rowid). Only these three columns are read while ranking."""
     clauses, args = filter_clauses(filters)
     join = f" CROSS JOIN requests r ON r.request_id = {FTS_TABLE}.request_id" if clauses else ""
     where = " AND ".join([f"{FTS_TABLE} MATCH ?", *clauses])
     sql = (
-        f"SELECT {FTS_TABLE}.rowid, {FTS_TABLE}.request_id, bm25({FTS_TABLE}) AS score FROM {FTS_TABLE}{join}"
+        f"SELECT bm25({FTS_TABLE}) AS score, {FTS_TABLE}.request_id, {FTS_TABLE}.rowid FROM {FTS_TABLE}{join}"
         f" WHERE {where} ORDER BY score"
     )
-    best: list[tuple[int, str, float]] = []
+    best: list[tuple[float, str, int]] = []
     seen: set[str] = set()
-    for rowid, request_id, score in db.execute_sql(sql, [query, *args]):
+    for score, request_id, rowid in db.execute_sql(sql, [query, *args]):
         if request_id in seen:
             continue
         seen.add(request_id)
-        if after is not None and (score, request_id) <= after:
-            continue
-        best.append((rowid, request_id, score))
-        if len(best) >= limit:
-            break
-    hits = []
-    for rowid, request_id, score in best:
-        snippet = db.execute_sql(
-            f"SELECT snippet({FTS_TABLE}, 2, '[', ']', '…', {SNIPPET_TOKENS}) FROM {FTS_TABLE}"
-            f" WHERE {FTS_TABLE} MATCH ? AND rowid = ?",
-            (query, rowid),
-        ).fetchone()
-        row = db.execute_sql(
-            f"SELECT {_RESULT_COLUMNS} FROM requests r WHERE r.request_id = ? ORDER BY r.server_id LIMIT 1", (request_id,)
-        ).fetchone()
-        if row is not None:
-            hits.append(_hit(row, score, snippet[0] if snippet else ""))
-    return hits
+        if after is None or (score, request_id) > after:
+            best.append((score, request_id, rowid))
+            if len(best) >= limit:
+                break
+    return best
+
+
+def ranked_hit(db, query: str, score: float, request_id: str, rowid: int) -> Hit | None:
+    """A winner's row and snippet (computed for the final page only: snippets are costly)."""
+    snippet = db.execute_sql(
+        f"SELECT snippet({FTS_TABLE}, 2, '[', ']', '…', {SNIPPET_TOKENS}) FROM {FTS_TABLE}"
+        f" WHERE {FTS_TABLE} MATCH ? AND rowid = ?",
+        (query, rowid),
+    ).fetchone()
+    row = db.execute_sql(
+        f"SELECT {_RESULT_COLUMNS} FROM requests r WHERE r.request_id = ? ORDER BY r.server_id LIMIT 1", (request_id,)
+    ).fetchone()
+    return _hit(row, score, snippet[0] if snippet else "") if row is not None else None
 
 
 def _recent(db, filters: SearchFilters, after: tuple | None, limit: int) -> list[Hit]:
@@ -180,15 +178,25 @@ def search(store: Store, query: str = "", filters: SearchFilters | None = None, 
         validate_query(query)
     after = decode_cursor(cursor, ranked)
     page = SearchPage()
-    candidates: list[Hit] = []
-    for part in reversed(store.existing(filters.since, filters.to)):
-        page.partitions += 1
-        with store.connected(part.path) as db:
-            if not ranked:
+    parts = list(reversed(store.existing(filters.since, filters.to)))
+    page.partitions = len(parts)
+    if ranked:
+        winners: list[tuple[float, str, int, object]] = []
+        for part in parts:
+            with store.connected(part.path) as db:
+                if has_fts(db):
+                    winners += [(*w, part.path) for w in ranked_hits(db, query, filters, after, limit)]
+        for score, request_id, rowid, path in heapq.nsmallest(limit, winners, key=lambda w: (w[0], w[1])):
+            with store.connected(path) as db:
+                hit = ranked_hit(db, query, score, request_id, rowid)
+            if hit is not None:
+                page.hits.append(hit)
+    else:
+        candidates: list[Hit] = []
+        for part in parts:
+            with store.connected(part.path) as db:
                 candidates += _recent(db, filters, after, limit)
-            elif has_fts(db):
-                candidates += ranked_hits(db, query, filters, after, limit)
-    page.hits = heapq.nsmallest(limit, candidates, key=lambda h: h.sort_key)
+        page.hits = heapq.nsmallest(limit, candidates, key=lambda h: h.sort_key)
     if len(page.hits) == limit:
         last = page.hits[-1]
         page.next_cursor = encode_cursor(

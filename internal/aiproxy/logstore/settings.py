@@ -55,7 +55,9 @@ class LogStoreSettings:
     env: str = ""
     busy_timeout_ms: int = 5000
     wal_autocheckpoint_pages: int = 1000
-    sqlite_cache_kb: int = 0
+    # Page cache per connection. Small on purpose: a process keeps up to MAX_OPEN partition
+    # connections per thread, and the OS page cache holds the files anyway.
+    sqlite_cache_kb: int = 1024
     dialog_window: str = "30m"
     dialog_lookback_days: int = 30
     live_interval_s: float = 1.0
@@ -98,7 +100,7 @@ class LogStoreSettings:
             wal_autocheckpoint_pages=_int(
                 "wal_autocheckpoint_pages", values.get("wal_autocheckpoint_pages", defaults.wal_autocheckpoint_pages), 0
             ),
-            sqlite_cache_kb=_int("sqlite_cache_kb", values.get("sqlite_cache_kb", defaults.sqlite_cache_kb), 0),
+            sqlite_cache_kb=_int("sqlite_cache_kb", values.get("sqlite_cache_kb", defaults.sqlite_cache_kb), 64),
             dialog_window=str(values.get("dialog_window") or defaults.dialog_window),
             dialog_lookback_days=_int(
                 "dialog_lookback_days", values.get("dialog_lookback_days", defaults.dialog_lookback_days), 0

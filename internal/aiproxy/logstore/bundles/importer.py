@@ -95,6 +95,8 @@ def import_bundle(bundle: Path, store: Store) -> ImportResult:
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            staging.parent.rmdir()  # leave no trace unless an upload is waiting there
 
 
 def _refuse_newer(version: int, what: str) -> None:
