@@ -70,7 +70,7 @@ def body_rejector(settings: Settings, gateway: ChatGateway):
         except AuthenticationFailed as auth_error:
             auth_error.headers["www-authenticate"] = 'Bearer realm="aiproxy"'
             exc = auth_error
-        exchange = gateway.begin({}, caller, request["request_id"], "http", stream=False)
+        exchange = gateway.begin(caller, request["request_id"], "http", stream=False)
         gateway.finish(exchange, exc)
         return error_response(exc)
 

@@ -155,3 +155,16 @@ def test_unary_and_stream_log_alike(stub, fake, gateway):
     assert streamed["stream"] is True and streamed["ttft_ms"] is not None
     assert streamed["response"]["choices"][0]["message"]["content"] == "Hello from upstream"
     assert unary["api_key_hash"] == streamed["api_key_hash"] and unary["api_key_hash"].startswith("kh_")
+
+
+@pytest.mark.parametrize("field", ["extra_json", "tools"])
+def test_broken_json_fields_are_invalid_argument(stub, gateway, field):
+    request = _request()
+    if field == "extra_json":
+        request.extra_json = "[1]"
+    else:
+        request.tools.add(type="function", function=chat_pb2.FunctionDefinition(name="f", parameters_json="{bad"))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateChatCompletion(request, metadata=(*AUTH, ("x-request-id", f"broken-{field}")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert gateway.wait_for_record(f"broken-{field}")["status_code"] == 400

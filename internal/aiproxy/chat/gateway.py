@@ -62,19 +62,22 @@ class ChatGateway:
         provider = self._providers[name] = build_provider(settings)
         return provider
 
-    def begin(self, body: dict, caller: Caller | None, request_id: str, transport: str, stream: bool) -> Exchange:
+    def begin(self, caller: Caller | None, request_id: str, transport: str, stream: bool) -> Exchange:
         return Exchange(
             request_id=request_id,
             transport=transport,
             server_id=self.server_id,
             api_key_hash=self._hash(caller.key) if caller else None,
-            request=body,
-            model_original=body.get("model") if isinstance(body.get("model"), str) else None,
             stream=stream,
         )
 
-    def prepare(self, exchange: Exchange) -> Call:
-        body = exchange.request
+    @staticmethod
+    def attach_body(exchange: Exchange, body: dict) -> None:
+        exchange.request = body
+        exchange.model_original = body.get("model") if isinstance(body.get("model"), str) else None
+
+    def prepare(self, exchange: Exchange, body: dict) -> Call:
+        self.attach_body(exchange, body)
         validate_chat_request(body)
         if exchange.stream != bool(body.get("stream")):
             rpc = "StreamChatCompletion" if body.get("stream") else "CreateChatCompletion"

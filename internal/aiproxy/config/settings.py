@@ -130,6 +130,15 @@ def _settings_file(env: dict[str, str]) -> Path:
     raise ConfigError(f"settings file not found ({candidates[0]}); set SETTINGS_FILE or run from the project root")
 
 
+_SECRETS = frozenset({"API_KEYS", "ADMIN_API_KEYS", "KEY_HASH_SECRET"})
+
+
+def _is_secret(name: str) -> bool:
+    """Keys are taken verbatim: TOML parsing would turn a key like `0x1F` or `true` into a number."""
+    upper = name.upper()
+    return upper in _SECRETS or upper.endswith("_API_KEY")
+
+
 def _beside_settings(config_path: str, settings_file: Path) -> str:
     """A relative CONFIG_PATH is tried from the working directory, then from the project root of
     the settings file, so `aiproxy serve` works from anywhere with the embedded defaults."""
@@ -180,7 +189,8 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
     raw = Dynaconf(settings_files=[str(path)], environments=True, envvar_prefix=None, load_dotenv=False, merge_enabled=True)
     overrides = {**dotenv_vars, **env}
     if overrides:
-        raw.update({k: parse_conf_data(boolean_fix(v), tomlfy=True, box_settings=raw) for k, v in overrides.items()})
+        raw.update({k: v if _is_secret(k) else parse_conf_data(boolean_fix(v), tomlfy=True, box_settings=raw)
+                    for k, v in overrides.items()})
     # The .env file may carry provider keys too (OPENROUTER_API_KEY=...): env wins over it.
     lookup = {**{k: str(v) for k, v in raw.as_dict().items() if not isinstance(v, dict | list)}, **env}
 

@@ -45,10 +45,14 @@ def ensure_client_key(settings: Settings) -> Settings:
     if settings.api_keys:
         return settings
     key = f"sk-aiproxy-{secrets.token_urlsafe(24)}"
-    lines = DOTENV.read_text(encoding="utf-8").splitlines() if DOTENV.is_file() else []
-    lines = [line for line in lines if not line.startswith("API_KEYS=")] + [f"API_KEYS={key}"]
-    DOTENV.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.chmod(DOTENV, 0o600)
+    try:
+        lines = DOTENV.read_text(encoding="utf-8").splitlines() if DOTENV.is_file() else []
+        lines = [line for line in lines if not line.startswith("API_KEYS=")] + [f"API_KEYS={key}"]
+        DOTENV.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        os.chmod(DOTENV, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"no API_KEYS configured and {DOTENV.resolve()} is not writable ({exc.strerror}); "
+                          "set API_KEYS") from None
     print(
         f"\nNo API_KEYS configured: generated a development key and saved it in {DOTENV.resolve()}:\n\n"
         f"    {key}\n\nUse it as the Bearer token (OpenAI SDK: api_key=...).\n",

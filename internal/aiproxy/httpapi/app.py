@@ -82,7 +82,8 @@ def _cors_middleware(origins: tuple[str, ...]):
 
 
 def _make_on_prepare(settings: Settings):
-    hsts = f"max-age={settings.tls.hsts_max_age}; includeSubDomains" if settings.tls.enabled else None
+    # No includeSubDomains: the gateway often lives on one subdomain and must not pin its siblings.
+    hsts = f"max-age={settings.tls.hsts_max_age}" if settings.tls.enabled else None
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["X-Request-ID"] = request.get("request_id") or _request_id(request)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import grpc
 
 from aiproxy.chat.gateway import ChatGateway
-from aiproxy.errors import GatewayError, NotFound
+from aiproxy.errors import GatewayError, InvalidRequest, NotFound
 from aiproxy.protojson import json_to_message, message_to_json
 from aiproxy.rpc.interceptor import CURRENT_CALLER, metadata_value
 from aiproxy.rpc.status import REQUEST_ID, abort_with
@@ -26,6 +27,14 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
     return f"req_{uuid.uuid4().hex}"
 
 
+def request_body(request: chat_pb2.ChatCompletionRequest) -> dict:
+    """The OpenAI JSON body of a request; gRPC clients may put broken JSON in the *_json fields."""
+    try:
+        return message_to_json(request)
+    except ValueError:
+        raise InvalidRequest("extra_json and the *_json fields must hold valid JSON (extra_json: an object)") from None
+
+
 def transport_of(context: grpc.aio.ServicerContext) -> str:
     return "http" if metadata_value(context, TRANSPORT_KEY) == "http" else "grpc"
 
@@ -42,20 +51,20 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         """Auth refusals of chat calls still get a request log record (status 401/403)."""
         if not method.endswith("ChatCompletion"):
             return
-        body = message_to_json(request) if request is not None else None
         exchange = self._gateway.begin(
-            body or {}, None, request_id_of(context), transport_of(context), method.endswith("StreamChatCompletion")
+            None, request_id_of(context), transport_of(context), method.endswith("StreamChatCompletion")
         )
+        if request is not None:
+            with contextlib.suppress(InvalidRequest):
+                self._gateway.attach_body(exchange, request_body(request))
         self._gateway.finish(exchange, exc)
 
     async def CreateChatCompletion(self, request, context):
         request_id = request_id_of(context)
-        exchange = self._gateway.begin(
-            message_to_json(request), CURRENT_CALLER.get(), request_id, transport_of(context), stream=False
-        )
+        exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id, transport_of(context), stream=False)
         failure: BaseException | None = None
         try:
-            call = self._gateway.prepare(exchange)
+            call = self._gateway.prepare(exchange, request_body(request))
             body, headers = await self._gateway.complete(call)
             await context.send_initial_metadata(((REQUEST_ID, request_id), *headers.items()))
             return json_to_message(body, chat_pb2.ChatCompletion)
@@ -70,11 +79,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
     async def StreamChatCompletion(self, request, context):
         request_id = request_id_of(context)
-        body = message_to_json(request)
-        exchange = self._gateway.begin(body, CURRENT_CALLER.get(), request_id, transport_of(context), stream=True)
+        exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id, transport_of(context), stream=True)
         failure: BaseException | None = None
         try:
-            call = self._gateway.prepare(exchange)
+            call = self._gateway.prepare(exchange, request_body(request))
             chunks, headers = await self._gateway.open_stream(call)
             await context.send_initial_metadata(((REQUEST_ID, request_id), *headers.items()))
             async for chunk in chunks:
