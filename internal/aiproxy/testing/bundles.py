@@ -1,0 +1,81 @@
+"""Helpers for bundle tests and benchmarks: stores with conversations in them, re-packing a
+bundle with edited members (to tamper with it for real), and fingerprints of a directory."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from aiproxy.logstore.ingest import ingest
+from aiproxy.testing.logrecords import conversation, make_store, write_jsonl
+
+T0 = datetime(2025, 9, 5, 12, 0, tzinfo=UTC)  # a Friday: a few days span two ISO weeks
+
+
+def filled_store(base: Path, *, server_id: str = "srv-a", days: int = 3, turns: int = 3, start: datetime = T0,
+                 topic: str = "sailing", **settings):
+    """A store (closed connections) holding one `turns`-turn conversation per day for `days` days."""
+    records = []
+    for day in range(days):
+        questions = [(f"day {day} question {i} about {topic}", f"answer {i} on {topic}") for i in range(turns)]
+        records += conversation(questions, start=start + timedelta(days=day), server_id=server_id, key=server_id)
+    write_jsonl(Path(base).parent / f"{Path(base).name}-logs" / "requests.jsonl", records, mode="wb")
+    store = make_store(base, server_id=server_id, **settings)
+    ingest(store, Path(base).parent / f"{Path(base).name}-logs")
+    store.close()
+    return store
+
+
+def read_members(bundle: Path) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    with tarfile.open(bundle, "r:gz") as tar:
+        return [(m, tar.extractfile(m).read() if m.isreg() else None) for m in tar.getmembers()]
+
+
+def write_members(bundle: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(bundle, "w:gz") as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return bundle
+
+
+def member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def repack(bundle: Path, out: Path, edit: Callable[[str, bytes], bytes | None] = lambda n, d: d,
+           *, fix_metadata: bool = False, metadata: Callable[[dict], dict] = lambda m: m) -> Path:
+    """Copy a bundle, passing each file's bytes through `edit` (None drops the member). With
+    `fix_metadata`, metadata.json is rewritten to match the edited members (a consistent but
+    forged bundle); `metadata` may change the metadata object further."""
+    members = []
+    for info, data in read_members(bundle):
+        if info.name == "metadata.json":
+            continue
+        edited = edit(info.name, data)
+        if edited is not None:
+            members.append((info, edited))
+    meta = orjson.loads(dict((i.name, d) for i, d in read_members(bundle))["metadata.json"])
+    if fix_metadata:
+        for entry in meta["files"]:
+            data = next((d for i, d in members if i.name == entry["path"]), None)
+            if data is not None:
+                entry["sha256"], entry["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
+    members.append(member("metadata.json", orjson.dumps(metadata(meta))))
+    return write_members(out, members)
+
+
+def tree_fingerprint(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` (SQLite's shared-memory files excluded: readers touch them)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file() and not p.name.endswith("-shm")
+    }

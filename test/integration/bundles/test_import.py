@@ -1,0 +1,138 @@
+"""`bundle import`: rows merged (not files skipped), dedup, dialogs and FTS kept, servers
+recorded, all or nothing, newer schemas refused, any partition granularity."""
+
+import sqlite3
+from datetime import date
+
+import pytest
+
+from aiproxy.entrypoints.logdb import main
+from aiproxy.logstore.bundles.create import create_bundle
+from aiproxy.logstore.bundles.importer import import_bundle
+from aiproxy.logstore.bundles.manifest import BundleError
+from aiproxy.logstore.search import search
+from aiproxy.testing.bundles import filled_store, repack, tree_fingerprint
+from aiproxy.testing.logrecords import make_store
+
+SEPTEMBER = (date(2025, 9, 1), date(2025, 9, 30))
+
+
+def rows(base):
+    """Every (request_id, server_id, dialog_id) under a store directory."""
+    found = set()
+    for path in (p for p in base.rglob("ai_proxy_*.sqlite3") if p.is_file()):
+        with sqlite3.connect(path) as conn:
+            found |= set(conn.execute("SELECT request_id, server_id, dialog_id FROM requests"))
+    return found
+
+
+def servers(path):
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT server_id FROM servers")}
+
+
+def test_import_merges_rows_keeps_dialogs_and_indexes_them(tmp_path, bundle):
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=2, topic="gardening")
+    before = rows(dest.base)
+    assert main(["bundle", "import", str(bundle), "--dest", str(dest.base)]) == 0
+    after = rows(dest.base)
+    source = rows(tmp_path / "a")
+    assert after == before | source  # same days, other server: rows merged into the same files
+    assert len({d for _, s, d in after if s == "srv-a"}) == 3  # one dialog per day, ids as in the bundle
+    store = make_store(dest.base)
+    assert {h.fields["server_id"] for h in search(store, "sailing").hits} == {"srv-a"}
+    assert {h.fields["server_id"] for h in search(store, "gardening").hits} == {"srv-b"}
+    assert "srv-a" in servers(dest.base / "2025/09/ai_proxy_20250905.sqlite3")
+    store.close()
+
+
+def test_reimport_changes_nothing(tmp_path, bundle, capsys):
+    dest = tmp_path / "b"
+    assert main(["bundle", "import", str(bundle), "--dest", str(dest)]) == 0
+    first = capsys.readouterr().out
+    assert "rows_imported=9 rows_skipped=0 partitions=3 new_partitions=3" in first
+    fingerprint = tree_fingerprint(dest)
+    assert main(["bundle", "import", str(bundle), "--dest", str(dest)]) == 0
+    assert "rows_imported=0 rows_skipped=9 partitions=0" in capsys.readouterr().out
+    assert tree_fingerprint(dest) == fingerprint
+
+
+@pytest.mark.parametrize(("source", "dest", "files", "dest_files"), [
+    ("weekly", "daily", ["2025/W36/ai_proxy_2025W36.sqlite3", "2025/W37/ai_proxy_2025W37.sqlite3"], 5),
+    ("monthly", "weekly", ["2025/M09/ai_proxy_202509.sqlite3"], 2),
+    ("daily", "monthly", [f"2025/09/ai_proxy_202509{d:02d}.sqlite3" for d in range(5, 10)], 1),
+])
+def test_weekly_and_monthly_partitions(tmp_path, source, dest, files, dest_files):
+    store = filled_store(tmp_path / "a", days=5, partition_granularity=source)  # Fri 5th .. Tue 9th September
+    result = create_bundle(store, *SEPTEMBER, tmp_path / "a.tgz")
+    assert result.files == len(files) and result.rows == 15  # each file once (the seed: once per day)
+    target = make_store(tmp_path / "b", partition_granularity=dest)
+    assert import_bundle(result.path, target).rows_imported == 15
+    assert len(target.existing()) == dest_files  # rows land where the destination's layout puts them
+    assert rows(tmp_path / "b") == rows(tmp_path / "a")
+    assert import_bundle(result.path, target).rows_imported == 0
+    target.close()
+
+
+def _newer_schema(meta):
+    meta["schema_version"] = 99
+    return meta
+
+
+def test_a_bundle_from_a_newer_schema_is_refused(tmp_path, bundle, capsys):
+    newer = repack(bundle, tmp_path / "newer.tgz", metadata=_newer_schema)
+    assert main(["bundle", "import", str(newer), "--dest", str(tmp_path / "b")]) == 2
+    assert "schema version 99, newer than this aiproxy's" in capsys.readouterr().err
+    assert not list((tmp_path / "b").rglob("*.sqlite3"))
+
+
+def test_a_partition_from_a_newer_schema_is_refused(tmp_path, bundle, capsys):
+    def bump(name, data):
+        if not name.endswith("20250907.sqlite3"):
+            return data
+        path = tmp_path / "member.sqlite3"
+        path.write_bytes(data)
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA user_version = 99")
+        return path.read_bytes()
+
+    newer = repack(bundle, tmp_path / "newer.tgz", bump, fix_metadata=True)
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=1)
+    fingerprint = tree_fingerprint(dest.base)
+    assert main(["bundle", "import", str(newer), "--dest", str(dest.base)]) == 2
+    assert "newer than this aiproxy's" in capsys.readouterr().err
+    assert tree_fingerprint(dest.base) == fingerprint
+
+
+def test_a_failure_on_the_last_partition_leaves_the_destination_byte_for_byte(tmp_path, bundle, capsys):
+    # A consistent bundle (checksums match) whose third partition is not a database.
+    corrupt = repack(bundle, tmp_path / "corrupt.tgz",
+                     lambda n, d: b"\0" * len(d) if n.endswith("20250907.sqlite3") else d, fix_metadata=True)
+    assert main(["bundle", "verify", str(corrupt)]) == 0
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=2)  # holds the 5th and 6th already
+    fingerprint = tree_fingerprint(dest.base)
+    assert main(["bundle", "import", str(corrupt), "--dest", str(dest.base)]) == 1
+    assert "not a usable log database" in capsys.readouterr().err
+    assert tree_fingerprint(dest.base) == fingerprint
+
+
+def test_a_failure_while_committing_undoes_the_partitions_already_committed(tmp_path, bundle):
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=1)  # the 5th exists: merged into
+    before_rows = rows(dest.base)
+    blocker = dest.base / "2025/09/ai_proxy_20250907.sqlite3"
+    blocker.mkdir(parents=True)  # the third target cannot be written
+    store = make_store(dest.base)
+    with pytest.raises(Exception):  # noqa: B017 - whatever SQLite says about a directory
+        import_bundle(bundle, store)
+    store.close()
+    assert rows(dest.base) == before_rows
+    assert not (dest.base / "2025/09/ai_proxy_20250906.sqlite3").exists()
+    assert servers(dest.base / "2025/09/ai_proxy_20250905.sqlite3") == {"srv-b"}
+    assert not (dest.base / "incoming").exists()
+
+
+def test_an_unverifiable_bundle_is_not_imported(tmp_path, bundle):
+    tampered = repack(bundle, tmp_path / "t.tgz", lambda n, d: d + b"x" if n.endswith("20250906.sqlite3") else d)
+    with pytest.raises(BundleError, match="failed verification"):
+        import_bundle(tampered, make_store(tmp_path / "b"))
+    assert not list((tmp_path / "b").rglob("ai_proxy_*"))

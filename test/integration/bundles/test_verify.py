@@ -1,0 +1,97 @@
+"""`bundle verify` on good, tampered, incomplete, unsafe and unreadable bundles (exit 0/1/2)."""
+
+import gzip
+import tarfile
+
+import pytest
+
+from aiproxy.entrypoints.logdb import main
+from aiproxy.logstore.bundles.manifest import UnusableInput
+from aiproxy.logstore.bundles.verify import scan_bundle
+from aiproxy.testing.bundles import member, read_members, repack, write_members
+
+FIRST_DB = "db/2025/09/ai_proxy_20250905.sqlite3"
+
+
+def test_a_fresh_bundle_verifies(bundle, capsys):
+    assert main(["bundle", "verify", str(bundle)]) == 0
+    assert capsys.readouterr().out.strip() == "ok"
+
+
+def test_a_tampered_member_fails(tmp_path, bundle, capsys):
+    def flip(name, data):
+        return data[:-1] + bytes([data[-1] ^ 1]) if name == FIRST_DB else data
+
+    bad = repack(bundle, tmp_path / "bad.tgz", flip)
+    assert main(["bundle", "verify", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert f"{FIRST_DB}: sha256 mismatch" in out and out.strip().endswith("fail")
+
+
+def test_a_wrong_byte_count_fails(tmp_path, bundle):
+    def grow(meta):
+        meta["files"][0]["bytes"] += 1
+        return meta
+
+    report = scan_bundle(repack(bundle, tmp_path / "bad.tgz", metadata=grow))
+    assert any("bytes, metadata says" in p for p in report.problems)
+
+
+def test_missing_and_unlisted_members_are_reported(tmp_path, bundle):
+    bad = repack(bundle, tmp_path / "bad.tgz", lambda n, d: None if n == FIRST_DB else d)
+    members = read_members(bad) + [member("raw/extra.jsonl", b"{}\n")]
+    report = scan_bundle(write_members(tmp_path / "bad2.tgz", members))
+    assert f"missing member {FIRST_DB}" in report.problems and "unlisted member raw/extra.jsonl" in report.problems
+
+
+def test_a_missing_metadata_json_is_a_clear_failure_not_a_crash(tmp_path, bundle, capsys):
+    members = [m for m in read_members(bundle) if m[0].name != "metadata.json"]
+    bad = write_members(tmp_path / "bad.tgz", members)
+    assert main(["bundle", "verify", str(bad)]) == 1
+    assert "metadata.json is missing" in capsys.readouterr().out
+
+
+def test_a_broken_metadata_json_fails(tmp_path, bundle):
+    members = [(i, b"{oops" if i.name == "metadata.json" else d) for i, d in read_members(bundle)]
+    assert "not valid JSON" in scan_bundle(write_members(tmp_path / "bad.tgz", members)).problems[0]
+
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/evil", "db/../../x"])
+def test_unsafe_member_names_are_refused_and_never_written(tmp_path, bundle, name, capsys):
+    bad = write_members(tmp_path / "bad.tgz", read_members(bundle) + [member(name, b"pwned")])
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    assert main(["bundle", "verify", str(bad)]) == 1
+    assert f"unsafe member {name!r} refused" in capsys.readouterr().out
+    assert main(["bundle", "import", str(bad), "--dest", str(workdir / "db")]) == 1
+    assert not (tmp_path / "x").exists() and not list(workdir.rglob("x"))
+
+
+def test_links_and_devices_are_refused(tmp_path, bundle):
+    link = tarfile.TarInfo("db/2025/09/ai_proxy_20250901.sqlite3")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    device = tarfile.TarInfo("raw/dev")
+    device.type = tarfile.CHRTYPE
+    report = scan_bundle(write_members(tmp_path / "bad.tgz", read_members(bundle) + [(link, None), (device, None)]))
+    assert any("is a link to '/etc/passwd'" in p for p in report.problems)
+    assert any("device" in p for p in report.problems)
+
+
+def test_a_truncated_archive_is_unusable_input(tmp_path, bundle, capsys):
+    data = bundle.read_bytes()
+    cut = tmp_path / "cut.tgz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnusableInput):
+        scan_bundle(cut)
+    assert main(["bundle", "verify", str(cut)]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_gzip_or_not_there_is_unusable_input(tmp_path, capsys):
+    text = tmp_path / "notes.tgz"
+    text.write_text("hello")
+    assert main(["bundle", "verify", str(text)]) == 2
+    assert main(["bundle", "verify", str(tmp_path / "nope.tgz")]) == 2
+    plain_gzip = tmp_path / "plain.tgz"
+    plain_gzip.write_bytes(gzip.compress(b"not a tar archive" * 100))
+    assert main(["bundle", "verify", str(plain_gzip)]) == 2

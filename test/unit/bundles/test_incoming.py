@@ -1,0 +1,53 @@
+"""Server-side partial uploads: offsets, rewinds, checksums, one upload of a bundle at a time."""
+
+import hashlib
+
+import pytest
+
+from aiproxy.logstore.bundles.incoming import ChecksumMismatch, UploadBusy, UploadError, Uploads
+
+DATA = bytes(range(256)) * 100
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+def test_upload_in_two_parts_then_finish(tmp_path):
+    uploads = Uploads(tmp_path / "incoming")
+    assert uploads.offset(SHA, len(DATA)) == 0
+    with uploads.open_at(SHA, len(DATA), 0) as stream:
+        stream.write(DATA[:1000])
+    assert uploads.offset(SHA, len(DATA)) == 1000
+    with uploads.open_at(SHA, len(DATA), 1000) as stream:
+        stream.write(DATA[1000:])
+    done = uploads.finish(SHA, len(DATA))
+    assert done.read_bytes() == DATA and done.name == f"upload-{SHA}.tgz"
+
+
+def test_rewind_is_allowed_skipping_ahead_is_not(tmp_path):
+    uploads = Uploads(tmp_path)
+    with uploads.open_at(SHA, len(DATA), 0) as stream:
+        stream.write(DATA[:500])
+    with pytest.raises(UploadError, match="resume from 500"):
+        uploads.open_at(SHA, len(DATA), 600)
+    with uploads.open_at(SHA, len(DATA), 100) as stream:
+        stream.write(DATA[100:200])
+    assert uploads.offset(SHA, len(DATA)) == 200
+
+
+def test_wrong_bytes_are_dropped_on_finish(tmp_path):
+    uploads = Uploads(tmp_path)
+    with uploads.open_at(SHA, len(DATA), 0) as stream:
+        stream.write(b"x" * len(DATA))
+    with pytest.raises(ChecksumMismatch):
+        uploads.finish(SHA, len(DATA))
+    assert uploads.offset(SHA, len(DATA)) == 0
+
+
+def test_a_concurrent_upload_of_the_same_bundle_is_refused(tmp_path):
+    uploads = Uploads(tmp_path)
+    with uploads.open_at(SHA, len(DATA), 0), pytest.raises(UploadBusy):
+        uploads.open_at(SHA, len(DATA), 0)
+
+
+def test_a_malformed_checksum_never_becomes_a_path(tmp_path):
+    with pytest.raises(UploadError):
+        Uploads(tmp_path).offset("../../etc/passwd", 10)

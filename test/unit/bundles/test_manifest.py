@@ -1,0 +1,62 @@
+"""Member-name safety, metadata parsing and schema versions of the bundle format."""
+
+import orjson
+import pytest
+
+from aiproxy.logstore.bundles.manifest import (
+    BundleError,
+    is_partition_member,
+    parse_metadata,
+    schema_number,
+    unsafe_reason,
+)
+
+
+@pytest.mark.parametrize("name", ["../x", "db/../../etc/passwd", "/etc/passwd", "db\\..\\x", "", "other/file", "db/a\x00b"])
+def test_unsafe_names_are_refused(name):
+    assert unsafe_reason(name)
+
+
+@pytest.mark.parametrize("name", ["metadata.json", "db/2025/09/ai_proxy_20250905.sqlite3", "raw/requests/a.jsonl"])
+def test_bundle_names_are_safe(name):
+    assert unsafe_reason(name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("db/2025/09/ai_proxy_20250905.sqlite3", True),
+        ("db/2025/W36/ai_proxy_2025W36.sqlite3", True),
+        ("db/2025/M09/ai_proxy_202509.sqlite3", True),
+        ("db/control.sqlite3", False),
+        ("db/2025/09/evil.sqlite3", False),
+    ],
+)
+def test_partition_member_names(name, expected):
+    assert is_partition_member(name) is expected
+
+
+def test_schema_version_accepts_ours_and_the_seeds():
+    assert schema_number(1) == 1 and schema_number("v1") == 1
+    with pytest.raises(BundleError):
+        schema_number("latest")
+
+
+def _meta(**changes):
+    entry = {"path": "db/2025/09/ai_proxy_20250905.sqlite3", "sha256": "0" * 64, "bytes": 10, "rows": 2}
+    return orjson.dumps({"schema_version": 1, "files": [entry], **changes})
+
+
+def test_metadata_parses_into_entries():
+    meta, entries = parse_metadata(_meta())
+    assert entries["db/2025/09/ai_proxy_20250905.sqlite3"].rows == 2 and meta["schema_version"] == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"[]", b'{"files": 3}', orjson.dumps({"files": [{"path": "x"}]}),
+     orjson.dumps({"files": [{"path": "x", "sha256": "0" * 64, "bytes": 1}] * 2})],
+)
+def test_broken_metadata_is_a_bundle_error(raw):
+    with pytest.raises(BundleError):
+        parse_metadata(raw)

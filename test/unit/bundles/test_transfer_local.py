@@ -1,0 +1,52 @@
+"""Local `bundle transfer`: directories, resume through .part, never over a different file."""
+
+import os
+
+import pytest
+
+from aiproxy.logstore.bundles.transfer import TransferError, transfer_local
+
+DATA = os.urandom(3 * 1024 * 1024 + 17)
+
+
+@pytest.fixture()
+def source(tmp_path):
+    path = tmp_path / "src" / "logs.tgz"
+    path.parent.mkdir()
+    path.write_bytes(DATA)
+    return path
+
+
+def test_into_a_directory_keeps_the_name(tmp_path, source):
+    (tmp_path / "dest").mkdir()
+    result = transfer_local(source, tmp_path / "dest")
+    assert result.path == tmp_path / "dest" / "logs.tgz" and result.path.read_bytes() == DATA
+    assert not (tmp_path / "dest" / "logs.tgz.part").exists()
+
+
+def test_a_trailing_slash_creates_the_directory(tmp_path, source):
+    result = transfer_local(source, f"{tmp_path}/new/")
+    assert result.path == tmp_path / "new" / "logs.tgz"
+
+
+def test_an_interrupted_copy_resumes_from_the_part_file(tmp_path, source):
+    dest = tmp_path / "copy.tgz"
+    (tmp_path / "copy.tgz.part").write_bytes(DATA[: len(DATA) // 2])  # what a killed copy leaves
+    result = transfer_local(source, dest)
+    assert result.resumed_from == len(DATA) // 2 and dest.read_bytes() == DATA
+
+
+def test_a_part_file_that_is_not_a_prefix_starts_over(tmp_path, source):
+    (tmp_path / "copy.tgz.part").write_bytes(b"garbage" * 1000)
+    result = transfer_local(source, tmp_path / "copy.tgz")
+    assert result.resumed_from == 0 and (tmp_path / "copy.tgz").read_bytes() == DATA
+
+
+def test_the_same_file_is_left_alone_a_different_one_is_refused(tmp_path, source):
+    dest = tmp_path / "copy.tgz"
+    transfer_local(source, dest)
+    assert transfer_local(source, dest).already_present
+    dest.write_bytes(b"other")
+    with pytest.raises(TransferError, match="refusing to overwrite"):
+        transfer_local(source, dest)
+    assert dest.read_bytes() == b"other"
