@@ -1,0 +1,81 @@
+"""`bundle create`: consistent snapshots of live WAL files, metadata, atomic output, raw logs."""
+
+import json
+import sqlite3
+import tarfile
+from datetime import date
+
+import orjson
+
+from aiproxy.entrypoints.logdb import main
+from aiproxy.logstore.bundles.create import create_bundle
+from aiproxy.testing.bundles import filled_store, read_members
+from aiproxy.testing.logrecords import make_store
+
+SEPTEMBER = (date(2025, 9, 1), date(2025, 9, 30))
+
+
+def test_metadata_describes_every_member(bundle):
+    members = dict((i.name, d) for i, d in read_members(bundle))
+    meta = orjson.loads(members.pop("metadata.json"))
+    assert meta["format"] == "aiproxy.logbundle.v1" and meta["server_id"] == "srv-a" and meta["schema_version"] == 1
+    assert len(meta["bundle_id"]) == 36 and meta["created_at"].endswith("Z")
+    assert (meta["since"], meta["to"], meta["rows"]) == ("2025-09-01", "2025-09-30", 9)
+    assert sorted(members) == sorted(f["path"] for f in meta["files"]) == [
+        f"db/2025/09/ai_proxy_202509{d:02d}.sqlite3" for d in (5, 6, 7)
+    ]
+    assert all(f["rows"] == 3 and f["bytes"] == len(members[f["path"]]) for f in meta["files"])
+    assert list(members)[-1:] != ["metadata.json"]  # metadata.json comes last, as in the seed
+
+
+def test_a_live_wal_database_is_archived_consistently(tmp_path):
+    store = filled_store(tmp_path / "a", days=1)
+    path = store.existing()[0].path
+    writer = sqlite3.connect(path)
+    writer.execute("PRAGMA wal_autocheckpoint = 0")  # committed rows stay in the WAL only
+    writer.execute("INSERT INTO requests (request_id, server_id, ts, endpoint, request_json, response_json)"
+                   " SELECT request_id || '-copy', server_id, ts, endpoint, request_json, response_json FROM requests")
+    writer.commit()
+    assert (path.parent / (path.name + "-wal")).stat().st_size > 0
+    result = create_bundle(store, *SEPTEMBER, tmp_path / "live.tgz")
+    writer.close()
+    assert result.rows == 6  # a copy of the main file alone would hold 3
+    member = tmp_path / "member.sqlite3"
+    member.write_bytes(dict((i.name, d) for i, d in read_members(result.path))["db/2025/09/ai_proxy_20250905.sqlite3"])
+    with sqlite3.connect(member) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 6
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_out_directory_gets_a_generated_name_and_no_temporary_files_remain(tmp_path, source_store, capsys, monkeypatch):
+    monkeypatch.setenv("LOGDB_SERVER_ID", "srv-a")
+    out = tmp_path / "backups"
+    out.mkdir()
+    args = ["bundle", "create", "--since", "2025-09-06", "--to", "2025-09-06", "--out", f"{out}/", "--db",
+            str(source_store.base)]
+    assert main(args) == 0
+    summary = capsys.readouterr().out
+    (archive,) = out.iterdir()
+    assert archive.name.startswith("logs_srv-a_20250906-20250906_") and archive.suffix == ".tgz"
+    assert f"{archive} files=1 rows=3 " in summary and "mb_per_s=" in summary
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_include_raw_adds_the_request_logs(tmp_path, source_store):
+    raw_dir = tmp_path / "a-logs"
+    result = create_bundle(make_store(source_store.base), date(2000, 1, 1), date(2100, 1, 1), tmp_path / "r.tgz",
+                           raw_dir=raw_dir)
+    with tarfile.open(result.path) as tar:
+        names = tar.getnames()
+    assert "raw/requests.jsonl" in names and len([n for n in names if n.startswith("db/")]) == 3
+
+
+def test_an_empty_range_makes_an_empty_but_valid_bundle(tmp_path, source_store, capsys):
+    out = tmp_path / "empty.tgz"
+    assert main(["bundle", "create", "--since", "2024-01-01", "--to", "2024-01-02", "--out", str(out),
+                 "--db", str(source_store.base)]) == 0
+    assert main(["bundle", "verify", str(out)]) == 0
+    assert main(["bundle", "create", "--since", "2024-01-02", "--to", "2024-01-01", "--out", str(out)]) == 1
+    assert "is after" in capsys.readouterr().err

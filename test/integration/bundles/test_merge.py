@@ -1,0 +1,32 @@
+"""`logdb merge` (issue 5): never the control DB, the destination or bundle staging files;
+columns by name across schema versions; FTS built; counts and integrity printed."""
+
+import sqlite3
+
+from aiproxy.entrypoints.logdb import main
+from aiproxy.testing.bundles import filled_store
+
+SEED_FILE_DDL = """
+CREATE TABLE requests (request_id TEXT PRIMARY KEY, server_id TEXT NOT NULL, ts INTEGER NOT NULL, endpoint TEXT NOT NULL,
+  model_original TEXT, model_mapped TEXT, status_code INTEGER, latency_ms REAL, api_key_hash TEXT,
+  request_json TEXT NOT NULL, response_json TEXT NOT NULL, dialog_id TEXT);
+INSERT INTO requests VALUES ('seed-row', 'srv-seed', 1757505600, '/v1/chat/completions', 'gpt-4', 'openai/gpt-4', 200,
+  1.5, '123', '{"messages": [{"content": "an old seed prompt", "role": "user"}]}', '{"model": "openai/gpt-4"}', 'dlg-x');
+"""
+
+
+def test_merge_takes_partitions_only_by_column_name_and_indexes_them(tmp_path, capsys):
+    store = filled_store(tmp_path / "db", days=2)
+    seed = tmp_path / "db/2025/09/ai_proxy_20250910.sqlite3"
+    with sqlite3.connect(seed) as conn:
+        conn.executescript(SEED_FILE_DDL)
+    staging = tmp_path / "db/incoming/import-x/target-0.sqlite3"
+    staging.parent.mkdir(parents=True)
+    staging.write_bytes(store.existing()[0].path.read_bytes())
+    dest = tmp_path / "db/merged.sqlite3"
+    for _ in range(2):  # the second run finds the merged file below --from and must skip it
+        assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(dest)]) == 0
+        assert capsys.readouterr().out.strip() == "sources=3 total_requests=7 integrity=ok"
+    with sqlite3.connect(dest) as conn:
+        assert conn.execute("SELECT dialog_id FROM requests WHERE request_id = 'seed-row'").fetchone() == ("dlg-x",)
+        assert conn.execute("SELECT COUNT(*) FROM request_text_index WHERE request_text_index MATCH 'seed'").fetchone()[0]
