@@ -51,7 +51,7 @@ class Uploads:
         if not 0 <= offset <= held:
             raise UploadError(f"upload offset {offset} is past the {held} bytes held; resume from {held}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        stream = open(self.part(sha256), "ab+")
+        stream = open(self.part(sha256), "ab+", buffering=0)  # every chunk reaches the file at once
         try:
             fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

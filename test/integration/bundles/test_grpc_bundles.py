@@ -1,0 +1,147 @@
+"""Bundles over gRPC against the real gateway process: ImportBundle (resumable, checksum
+checked by the receiver, admin only), GetUploadOffset, CreateBundle (pull)."""
+
+import hashlib
+import sqlite3
+import threading
+from datetime import date
+
+import grpc
+import pytest
+
+from aiproxy.entrypoints.logdb import main
+from aiproxy.logstore.bundles.remote import pull, push
+from aiproxy.logstore.bundles.verify import scan_bundle
+from aiproxy.testing.gateway import ADMIN_KEY, CLIENT_KEY, GatewayProcess
+from aiproxypb.v1 import logs_pb2, logs_pb2_grpc
+
+ADMIN = (("authorization", f"Bearer {ADMIN_KEY}"),)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with GatewayProcess(tmp_path_factory.mktemp("b"), env={"LOGDB_SERVER_ID": "srv-b"}) as gw:
+        yield gw
+
+
+@pytest.fixture()
+def stub(server):
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        yield logs_pb2_grpc.LogServiceStub(channel)
+
+
+def url(server) -> str:
+    return f"grpc://{server.grpc_target}"
+
+
+def stored_rows(server) -> set:
+    found = set()
+    for path in (server.log_dir / "db").rglob("ai_proxy_*.sqlite3"):
+        with sqlite3.connect(path) as conn:
+            found |= set(conn.execute("SELECT request_id, server_id, dialog_id FROM requests"))
+    return found
+
+
+def upload(bundle_bytes: bytes, sha: str, offset: int, end: int, *, piece: int = 1000):
+    yield logs_pb2.BundleUploadChunk(start=logs_pb2.BundleUploadStart(bundle_sha256=sha, total_bytes=len(bundle_bytes),
+                                                                      offset=offset))
+    for i in range(offset, end, piece):
+        yield logs_pb2.BundleUploadChunk(data=bundle_bytes[i : min(i + piece, end)])
+
+
+def test_push_imports_and_a_second_push_adds_nothing(server, bundle, tmp_path):
+    reply = push(bundle, url(server), api_key=ADMIN_KEY)
+    assert reply["complete"] and reply["rows_imported"] == 9 and reply["source_server_id"] == "srv-a"
+    assert len({r for r in stored_rows(server) if r[1] == "srv-a"}) == 9
+    again = push(bundle, url(server), api_key=ADMIN_KEY)
+    assert again["complete"] and again["rows_imported"] == 0 and again["rows_skipped"] == 9
+    assert not list((server.log_dir / "db" / "incoming").glob("upload-*"))
+
+
+def test_an_upload_interrupted_by_the_client_resumes_where_the_server_stopped(server, stub, tmp_path):
+    from aiproxy.logstore.bundles.create import create_bundle
+    from aiproxy.testing.bundles import filled_store
+
+    store = filled_store(tmp_path / "c", server_id="srv-c", days=2, topic="falconry")
+    bundle = create_bundle(store, date(2025, 9, 1), date(2025, 9, 30), tmp_path / "c.tgz").path
+    data = bundle.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    half = len(data) // 2
+    sent_half, hang = threading.Event(), threading.Event()
+
+    def interrupted():
+        yield from upload(data, sha, 0, half)
+        sent_half.set()
+        hang.wait(10)  # the client stalls mid-stream, then goes away
+
+    future = stub.ImportBundle.future(interrupted(), metadata=ADMIN)
+    assert sent_half.wait(10)
+    request = logs_pb2.UploadOffsetRequest(bundle_sha256=sha, total_bytes=len(data))
+    held = 0
+    for _ in range(100):
+        held = stub.GetUploadOffset(request, metadata=ADMIN).offset
+        if held == half:
+            break
+        threading.Event().wait(0.05)
+    future.cancel()
+    hang.set()
+    assert held == half
+    reply = push(bundle, url(server), api_key=ADMIN_KEY)
+    assert reply["resumed_from"] == half and reply["complete"] and reply["rows_imported"] == 6
+    assert len({r for r in stored_rows(server) if r[1] == "srv-c"}) == 6
+
+
+def test_a_stream_that_ends_early_answers_incomplete(server, stub, bundle):
+    data = bundle.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    reply = stub.ImportBundle(upload(data, sha, 0, 100), metadata=ADMIN)
+    assert not reply.complete and reply.received_bytes == 100
+    finished = stub.ImportBundle(upload(data, sha, 100, len(data)), metadata=ADMIN)
+    assert finished.complete and finished.resumed_from == 100
+
+
+def test_the_receiver_checks_the_checksum(server, stub, bundle):
+    data = bundle.read_bytes()
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.ImportBundle(upload(data, wrong, 0, len(data)), metadata=ADMIN)
+    assert failure.value.code() == grpc.StatusCode.DATA_LOSS
+    offset = stub.GetUploadOffset(logs_pb2.UploadOffsetRequest(bundle_sha256=wrong, total_bytes=len(data)), metadata=ADMIN)
+    assert offset.offset == 0  # the bad bytes are gone
+
+
+def test_skipping_ahead_is_refused(server, stub, bundle):
+    data = bundle.read_bytes()
+    sha = hashlib.sha256(data + b"!").hexdigest()
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.ImportBundle(upload(data, sha, 50, 60), metadata=ADMIN)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "resume from 0" in failure.value.details()
+
+
+@pytest.mark.parametrize(("key", "code"), [(CLIENT_KEY, grpc.StatusCode.PERMISSION_DENIED),
+                                           ("", grpc.StatusCode.UNAUTHENTICATED)])
+def test_only_admin_keys_may_import_or_pull(server, bundle, tmp_path, key, code, monkeypatch):
+    monkeypatch.delenv("AIPROXY_API_KEY", raising=False)
+    with pytest.raises(grpc.RpcError) as failure:
+        push(bundle, url(server), api_key=key)
+    assert failure.value.code() == code
+    with pytest.raises(grpc.RpcError) as failure:
+        pull(url(server), date(2025, 9, 1), date(2025, 9, 30), tmp_path / "x.tgz", api_key=key)
+    assert failure.value.code() == code
+
+
+def test_cli_transfer_to_grpc_and_pull(server, bundle, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AIPROXY_API_KEY", ADMIN_KEY)
+    assert main(["bundle", "transfer", str(bundle), url(server)]) == 0
+    assert "complete=True" in capsys.readouterr().out
+    out = tmp_path / "pulled"
+    out.mkdir()
+    assert main(["bundle", "pull", "--from", url(server), "--since", "2025-09-01", "--to", "2025-09-30",
+                 "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith("ok")
+    (pulled,) = out.iterdir()
+    report = scan_bundle(pulled)
+    assert report.ok and report.metadata["server_id"] == "srv-b" and report.metadata["rows"] >= 9
+    assert main(["bundle", "pull", "--from", url(server), "--since", "2025-09-02", "--to", "2025-09-01",
+                 "--out", str(out)]) == 2  # INVALID_ARGUMENT from the server
+    assert "is after" in capsys.readouterr().err
