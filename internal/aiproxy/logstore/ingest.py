@@ -35,6 +35,7 @@ from aiproxy.logstore.store import Store
 from aiproxy.logstore.writer import insert_rows
 
 MAX_PROBLEMS = 100
+CHECKPOINT_EVERY = 8 * 1024 * 1024  # bytes between intermediate checkpoints of a long file
 Progress = Callable[[int], None]  # called with bytes read since the last call
 
 
@@ -147,7 +148,7 @@ def ingest_file(
     batches = _Batches(store, budget_bytes, report)
     safe = checkpoints.Checkpoint(point.offset, point.line, point.corrupt)
     blocked = False  # a filtered record was seen: the checkpoint stays before it
-    last_offset = point.offset
+    last_offset = saved = point.offset
     with open(path, "rb") as stream:
         for item in reader(stream, point.offset, point.line):
             if progress is not None:
@@ -177,8 +178,11 @@ def ingest_file(
                         blocked = True
             if not blocked:
                 safe.offset, safe.line = item.end, item.lines
+            if batches.total == 0 and safe.offset - saved >= CHECKPOINT_EVERY:
+                checkpoints.save(control, path, safe)  # everything read so far is stored: a crash resumes here
+                saved = safe.offset
     batches.flush()
-    if safe.offset != point.offset or safe.corrupt != point.corrupt:
+    if safe.offset != saved or safe.corrupt != point.corrupt:
         checkpoints.save(control, path, safe)
     if report.rows_inserted or report.rows_skipped or report.records_corrupt:
         report.files_ingested = 1
