@@ -135,6 +135,17 @@ def test_streamed_chat_is_logged_assembled(client, fake, gemini_gateway):
     assert record["response"]["choices"][0]["message"]["content"] == "The capital is Paris."
 
 
+def test_stream_usage_is_logged_even_when_the_client_did_not_ask(client, fake, gemini_gateway):
+    fake.enqueue(text_stream(["Short", " answer."], prompt_tokens=4))
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[user("Anything")], stream=True
+    )
+    chunks = list(raw.parse())
+    assert all(c.choices and c.usage is None for c in chunks)  # nothing the client did not ask for
+    record = gemini_gateway.wait_for_record(raw.headers["x-request-id"])
+    assert record["usage"]["prompt_tokens"] == 4
+
+
 def test_streamed_tool_call_round_trip(client, fake):
     fake.enqueue(
         StreamReply(

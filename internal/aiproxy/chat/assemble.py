@@ -53,7 +53,8 @@ class StreamAssembler:
         if isinstance(function.get("arguments"), str):
             call["function"]["arguments"] += function["arguments"]
 
-    def result(self) -> dict:
+    def result(self, fallback_usage: dict | None = None) -> dict:
+        """The assembled completion; `fallback_usage` fills in usage the stream did not carry."""
         choices = []
         for index in sorted(self._choices):
             state = self._choices[index]
@@ -64,8 +65,9 @@ class StreamAssembler:
                 message["tool_calls"] = [state["tool_calls"][i] for i in sorted(state["tool_calls"])]
             choices.append({"index": index, "message": message, "finish_reason": state["finish_reason"]})
         body = {"object": "chat.completion", **self._envelope, "choices": choices}
-        if self._usage is not None:
-            body["usage"] = self._usage
+        usage = self._usage if self._usage is not None else fallback_usage
+        if usage is not None:
+            body["usage"] = usage
         return body
 
 

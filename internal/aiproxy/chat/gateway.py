@@ -121,7 +121,7 @@ class ChatGateway:
                 assembler.add(chunk)
                 yield chunk
         finally:
-            exchange.response = assembler.result()
+            exchange.response = assembler.result(fallback_usage=stream.usage)
             await stream.aclose()
 
     async def aclose(self) -> None:

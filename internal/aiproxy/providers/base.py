@@ -44,6 +44,9 @@ class UpstreamStream(Protocol):
     """An open streaming call. Iterating yields OpenAI `chat.completion.chunk` dicts."""
 
     headers: dict[str, str]
+    # Token usage the upstream reported but the stream did not carry to the client (Gemini sends
+    # running totals whether or not usage was asked for); read after iterating, for the request log.
+    usage: dict | None
 
     def __aiter__(self) -> AsyncIterator[dict]: ...
 

@@ -105,6 +105,10 @@ class GeminiStream:
         self._translator = translator
         self.headers = forwardable_headers(response.headers)
 
+    @property
+    def usage(self) -> dict | None:
+        return self._translator.usage
+
     async def __aiter__(self) -> AsyncIterator[dict]:
         decoder = SSEDecoder()
         try:

@@ -195,6 +195,11 @@ class StreamTranslator:
                 out.append(self._chunk(index, {}, finish_reason=finish_reason(reason, state.tool_calls > 0)))
         return out
 
+    @property
+    def usage(self) -> dict | None:
+        """The final usage in OpenAI's shape, whether or not it was streamed."""
+        return usage(self._usage) if self._usage else None
+
     def finish(self) -> list[dict]:
         """Called when the upstream closed the stream: the usage chunk, or an error if it was cut short."""
         if not self._choices or not all(state.finished for state in self._choices.values()):

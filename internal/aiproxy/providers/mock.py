@@ -123,6 +123,7 @@ class MockProvider:
 
 class _MockStream:
     headers: dict[str, str] = {}
+    usage = None  # usage is streamed when asked for
 
     def __init__(self, envelope: dict, plan: dict, directives: dict[str, int], body: dict) -> None:
         self._envelope = envelope

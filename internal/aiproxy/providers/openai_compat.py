@@ -142,6 +142,7 @@ class _OpenAIStream:
         self._provider = provider
         self._response = response
         self.headers = forwardable_headers(response.headers)
+        self.usage = None  # usage arrives in the stream itself
 
     async def __aiter__(self) -> AsyncIterator[dict]:
         decoder = SSEDecoder()
