@@ -146,7 +146,7 @@ class _OpenAIStream:
 
     async def __aiter__(self) -> AsyncIterator[dict]:
         decoder = SSEDecoder()
-        body = self._response.aiter_raw()
+        body = self._response.aiter_bytes()  # decoded: an upstream may gzip its event stream
         try:
             async for raw in body:
                 for data in decoder.feed(raw):
