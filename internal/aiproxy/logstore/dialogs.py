@@ -10,7 +10,7 @@ assistant message) starts a dialog. Requests without chat messages, and continua
 parent was never logged, use the seed's rule: same key, endpoint and mapped model, at most
 `--window` after the previous such request.
 
-Rows are processed in (ts, request_id) order and each decision depends only on earlier rows,
+Rows are processed in (ts, ts_iso, request_id) order and each decision depends only on earlier rows,
 so ids are deterministic and re-running over the same rows updates nothing.
 """
 
@@ -53,7 +53,7 @@ def thread_dialog_id(root_request_id: str, root_server_id: str) -> str:
 
 
 _COLUMNS = (
-    "ts, request_id, server_id, api_key_hash, endpoint, model_mapped, thread_prefix_hash, thread_next_hash,"
+    "ts, COALESCE(ts_iso, ''), request_id, server_id, api_key_hash, endpoint, model_mapped, thread_prefix_hash, thread_next_hash,"
     " thread_tail_prefix_hash, thread_tail_next_hash, dialog_id, dialog_parent_id"
 )
 
@@ -61,6 +61,7 @@ _COLUMNS = (
 @dataclass(slots=True)
 class _Entry:
     ts: int
+    ts_iso: str  # µs precision: requests of one second still come in order
     request_id: str
     server_id: str
     api_key_hash: str | None
@@ -74,8 +75,8 @@ class _Entry:
     parent: str | None
 
     @property
-    def order(self) -> tuple[int, str]:
-        return (self.ts, self.request_id)
+    def order(self) -> tuple[int, str, str]:
+        return (self.ts, self.ts_iso, self.request_id)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -126,7 +127,7 @@ class _Assigner:
         for entry in stored_tail:
             by_tail.setdefault(entry.tail_next, []).append(entry)
         parent_ids = {e.request_id for e in stored + stored_tail}
-        claims: dict[str, list[tuple[int, str]]] = {}
+        claims: dict[str, list[tuple[int, str, str]]] = {}
         for child in self._lookup(first, last, "dialog_parent_id", parent_ids):
             if child.key not in in_chunk:
                 claims.setdefault(child.parent, []).append(child.order)
@@ -190,13 +191,13 @@ def _run(store: Store, since: date | None, to: date | None, window: str | None, 
     pending = " AND dialog_id IS NULL" if only_pending else ""
     for part in store.existing(since, to):
         before = assigner.updated
-        after: tuple[int, str] = (-1, "")
+        after: tuple[int, str, str] = (-1, "", "")
         while True:
             with store.connected(part.path) as db:
                 cursor = db.execute_sql(
-                    f"SELECT {_COLUMNS} FROM requests WHERE (ts > ? OR (ts = ? AND request_id > ?)){pending}"
-                    " ORDER BY ts, request_id LIMIT ?",
-                    (after[0], after[0], after[1], CHUNK),
+                    f"SELECT {_COLUMNS} FROM requests WHERE (ts, COALESCE(ts_iso, ''), request_id) > (?, ?, ?){pending}"
+                    " ORDER BY ts, COALESCE(ts_iso, ''), request_id LIMIT ?",
+                    (*after, CHUNK),
                 )
                 rows = [_Entry(*r) for r in cursor.fetchall()]
             if not rows:

@@ -38,14 +38,14 @@ def get_dialog(store: Store, dialog_id: str) -> list[dict[str, Any]]:
     """The turns of a dialog in order (all partitions: dialogs cross midnight)."""
     if not dialog_id:
         raise InvalidQuery("dialog id is required", param="dialog_id")
-    sql = f"SELECT {', '.join(_DETAIL_COLUMNS)} FROM requests WHERE dialog_id = ? ORDER BY ts, request_id"
+    sql = f"SELECT {', '.join(_DETAIL_COLUMNS)} FROM requests WHERE dialog_id = ? ORDER BY ts, ts_iso, request_id"
     turns = []
     for part in store.existing():
         with store.connected(part.path) as db:
             turns += [_detail(row) for row in db.execute_sql(sql, (dialog_id,))]
     if not turns:
         raise LogNotFound(f"dialog {dialog_id!r} is not in the log store", param="dialog_id")
-    return sorted(turns, key=lambda t: (t["ts"], t["request_id"]))
+    return sorted(turns, key=lambda t: (t["ts"], t["ts_iso"] or "", t["request_id"]))
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ import base64
 import heapq
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import orjson
@@ -21,6 +21,7 @@ import orjson
 from aiproxy.logstore.database import FTS_TABLE, has_fts
 from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.fts_query import to_fts5
+from aiproxy.logstore.partitions import day_bounds
 from aiproxy.logstore.store import Store
 
 MAX_LIMIT = 500
@@ -102,12 +103,13 @@ def decode_cursor(cursor: str, ranked: bool) -> tuple | None:
 
 def filter_clauses(filters: SearchFilters) -> tuple[list[str], list[Any]]:
     clauses, args = [], []
-    if filters.since:
+    start, end = day_bounds(filters.since, filters.to)
+    if start is not None:
         clauses.append("r.ts >= ?")
-        args.append(int(datetime(filters.since.year, filters.since.month, filters.since.day, tzinfo=UTC).timestamp()))
-    if filters.to:
+        args.append(start)
+    if end is not None:
         clauses.append("r.ts < ?")
-        args.append(int(datetime(filters.to.year, filters.to.month, filters.to.day, tzinfo=UTC).timestamp()) + 86400)
+        args.append(end)
     if filters.model:
         clauses.append("(r.model_original = ? OR r.model_mapped = ?)")
         args += [filters.model, filters.model]

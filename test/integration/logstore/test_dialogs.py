@@ -116,3 +116,11 @@ def test_grouping_off_leaves_dialogs_empty_until_assign(tmp_path):
     assert list(_dialogs(store)) == [None]
     dialogs.assign(store)
     assert list(_dialogs(store).values()) == [_ids(records)]
+
+
+def test_turns_within_one_second_thread_in_microsecond_order(tmp_path):
+    records = conversation([("a", "1"), ("b", "2"), ("c", "3")], start=T0, gap_s=0.001)
+    for record, rid in zip(records, ["req-z", "req-m", "req-a"], strict=True):  # ids sort against time
+        record["request_id"] = rid
+    store = _ingest(tmp_path, records)
+    assert list(_dialogs(store).values()) == [["req-z", "req-m", "req-a"]]
