@@ -15,7 +15,7 @@ def _dialogs(store) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for part in store.existing():
         with sqlite3.connect(part.path) as conn:
-            for rid, did in conn.execute("SELECT request_id, dialog_id FROM requests ORDER BY ts, request_id"):
+            for rid, did in conn.execute("SELECT request_id, dialog_id FROM requests ORDER BY ts, ts_iso, request_id"):
                 out.setdefault(did, []).append(rid)
     return out
 
