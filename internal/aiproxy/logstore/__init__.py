@@ -1,6 +1,8 @@
 """The log store: date-partitioned SQLite files with FTS5, fed from the gateway's request logs.
 
 Modules, one job each: settings (LOGDB_*), models/database (schema, pragmas, migrations),
-partitions (file layout), store (open files), readers/records/checkpoints/writer/ingest
-(ingestion), fts (index maintenance), search, dialogs, queries, merge, live (background ingest).
+partitions (file layout), server_identity, store (open files), readers/records/fragments/
+checkpoints/writer/ingest (ingestion), fts and fts_query (index maintenance, query syntax),
+search, dialogs, queries (single requests, dialogs, stats), merge, live (background ingest),
+api/protomap (LogService operations as protos), cli (logdb commands), bundles (docs/bundles.md).
 """
