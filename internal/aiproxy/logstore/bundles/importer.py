@@ -7,7 +7,8 @@ Stage (the destination is only read):
   3. for every destination partition the rows belong to (the DESTINATION's granularity, by
      each row's UTC day), a staged file is built holding only the rows the destination lacks
      (dedup on the `requests` key: request id + server id), with their dialog ids, their FTS
-     fragments and the `servers` rows of the bundle.
+     fragments and the `servers` rows of the bundle. A partition the destination lacks, made
+     of exactly one member, is that member file itself (migrated if older): no row copying.
 Commit: a new partition file appears atomically (hard link, never over a file the gateway
 created meanwhile); an existing one gets its staged rows in one transaction. If a commit step
 fails, the steps already done are undone (new files removed, exactly the inserted rowids
@@ -68,6 +69,13 @@ class _Target:
     staged: Path  # the rows it lacks, with their FTS fragments
     sources: list[tuple[Path, int, int]] = field(default_factory=list)  # (staged member, ts from, ts to)
     rows: int = 0
+    whole_member: bool = False  # one member holding exactly this partition's rows
+
+    @property
+    def adoptable(self) -> bool:
+        """A new partition made of one whole member: the member file becomes the partition
+        (its rows and FTS index as they are), instead of copying row by row."""
+        return self.whole_member and not self.path.exists()
 
 
 def incoming_dir(store: Store) -> Path:
@@ -131,14 +139,21 @@ def _plan(store: Store, members: list[Path], staging: Path) -> list[_Target]:
         for path, group in by_path.items():
             target = targets.setdefault(path, _Target(path, staging / f"target-{len(targets)}.sqlite3"))
             target.sources.append((member, group[0] * 86400, (group[-1] + 1) * 86400))
+            target.whole_member = len(by_path) == 1 and len(target.sources) == 1
     return list(targets.values())
 
 
 def _stage(store: Store, target: _Target, source_server_id: str) -> None:
     """Build target.staged: the rows of the sources that the destination partition lacks, with
     their FTS fragments (copied from the bundle when it has them, else extracted)."""
-    db = open_database(target.staged, store.settings)
+    if target.adoptable:
+        target.sources[0][0].replace(target.staged)
+    db = open_database(target.staged, store.settings)  # migrates a member of an older schema
     try:
+        if target.adoptable:
+            _adopt(db, store, source_server_id)
+            target.rows = db.execute_sql("SELECT COUNT(*) FROM requests").fetchone()[0]
+            return
         conn = db.connection()
         dest_exists = target.path.is_file()
         absent = ""
@@ -152,6 +167,7 @@ def _stage(store: Store, target: _Target, source_server_id: str) -> None:
             )
         if with_fts:
             create_fts(db)
+        unindexed = False
         for member, ts_from, ts_to in target.sources:
             conn.execute("ATTACH DATABASE ? AS src", (str(member),))
             columns = _columns(conn, "src", "requests", REQUEST_COLUMNS)
@@ -167,16 +183,25 @@ def _stage(store: Store, target: _Target, source_server_id: str) -> None:
                     conn.execute(f"INSERT OR IGNORE INTO main.servers ({servers}) SELECT {servers} FROM src.servers")
                 if with_fts and _has_table(conn, "src", FTS_TABLE):
                     _copy_fragments(conn, "src", before)
+                else:
+                    unindexed = True
             conn.execute("DETACH DATABASE src")
         if dest_exists:
             conn.execute("DETACH DATABASE dest")
         if source_server_id:
             conn.execute("INSERT OR IGNORE INTO servers (server_id) VALUES (?)", (source_server_id,))
         target.rows = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-        if with_fts and target.rows:
+        if with_fts and unindexed and target.rows:
             index_missing(db)  # rows whose bundle file had no FTS index
     finally:
         db.close()
+
+
+def _adopt(db, store: Store, source_server_id: str) -> None:
+    if source_server_id:
+        db.execute_sql("INSERT OR IGNORE INTO servers (server_id) VALUES (?)", (source_server_id,))
+    if store.settings.fts_enabled and not has_fts(db):
+        index_missing(db)
 
 
 def _has_table(conn: sqlite3.Connection, schema: str, table: str) -> bool:
