@@ -8,7 +8,7 @@ PROTO_DIR := api/proto
 PROTO_FILES := $(wildcard $(PROTO_DIR)/aiproxypb/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: help venv proto proto-check run test bench bench-peers bench-logdb lint fmt clean docker-build up down logs
+.PHONY: help venv proto proto-check run test bench bench-peers bench-logdb lint fmt clean docker-build up down logs bench-bundles
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -73,3 +73,6 @@ down:  ## stop and remove the containers (certificates and logs are kept)
 
 logs:  ## follow the Traefik and aiproxy container logs
 	$(COMPOSE) logs -f --tail=200
+
+bench-bundles: $(STAMP)  ## bundle create vs tar czf, bundle import rows/s (ROWS=1000000)
+	$(PY) test/bench/bench_bundles.py --rows $(or $(ROWS),1000000)
