@@ -1,9 +1,11 @@
 """`bundle import`: rows merged (not files skipped), dedup, dialogs and FTS kept, servers
 recorded, all or nothing, newer schemas refused, any partition granularity."""
 
+import hashlib
 import sqlite3
-from datetime import date
+from datetime import UTC, date, datetime
 
+import orjson
 import pytest
 
 from aiproxy.entrypoints.logdb import main
@@ -11,7 +13,7 @@ from aiproxy.logstore.bundles.create import create_bundle
 from aiproxy.logstore.bundles.importer import import_bundle
 from aiproxy.logstore.bundles.manifest import BundleError
 from aiproxy.logstore.search import search
-from aiproxy.testing.bundles import filled_store, repack, tree_fingerprint
+from aiproxy.testing.bundles import filled_store, member, repack, tree_fingerprint, write_members
 from aiproxy.testing.logrecords import make_store
 
 SEPTEMBER = (date(2025, 9, 1), date(2025, 9, 30))
@@ -136,3 +138,35 @@ def test_an_unverifiable_bundle_is_not_imported(tmp_path, bundle):
     with pytest.raises(BundleError, match="failed verification"):
         import_bundle(tampered, make_store(tmp_path / "b"))
     assert not list((tmp_path / "b").rglob("ai_proxy_*"))
+
+
+SEED_DDL = """
+CREATE TABLE servers (server_id TEXT PRIMARY KEY, hostname TEXT, env TEXT, first_seen_ts INTEGER);
+CREATE TABLE requests (request_id TEXT PRIMARY KEY, server_id TEXT NOT NULL, ts INTEGER NOT NULL, endpoint TEXT NOT NULL,
+  model_original TEXT, model_mapped TEXT, status_code INTEGER, latency_ms REAL, api_key_hash TEXT,
+  request_json TEXT NOT NULL, response_json TEXT NOT NULL, dialog_id TEXT);
+INSERT INTO servers VALUES ('srv-seed', 'old-host', 'prod', 1757505600);
+INSERT INTO requests VALUES ('seed-row', 'srv-seed', 1757505600, '/v1/chat/completions', 'gpt-4', 'openai/gpt-4', 200,
+  1.5, '123', '{"messages": [{"content": "an old seed prompt", "role": "user"}]}', '{"model": "openai/gpt-4"}', 'dlg-seed');
+"""
+
+
+@pytest.mark.parametrize("day_already_held", [False, True])
+def test_a_bundle_written_by_the_seed_imports_by_column_name_and_gets_indexed(tmp_path, day_already_held):
+    path = tmp_path / "seed.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(SEED_DDL)
+    data = path.read_bytes()
+    name = "db/2025/09/ai_proxy_20250910.sqlite3"
+    meta = {"bundle_id": "ab" * 16, "created_at": "2025-09-11T00:00:00Z", "server_id": "srv-seed", "schema_version": "v1",
+            "include_raw": False, "files": [{"path": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}]}
+    bundle = write_members(tmp_path / "seed.tgz", [member(name, data), member("metadata.json", orjson.dumps(meta))])
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=1, start=datetime(2025, 9, 10, 8, tzinfo=UTC)) \
+        if day_already_held else make_store(tmp_path / "b")
+    result = import_bundle(bundle, make_store(dest.base))
+    assert result.rows_imported == 1 and result.source_server_id == "srv-seed"
+    store = make_store(dest.base)
+    (hit,) = search(store, "seed").hits
+    assert (hit.fields["request_id"], hit.fields["dialog_id"]) == ("seed-row", "dlg-seed")
+    assert servers(dest.base / "2025/09/ai_proxy_20250910.sqlite3") >= {"srv-seed"}
+    store.close()

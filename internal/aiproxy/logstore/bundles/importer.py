@@ -146,11 +146,12 @@ def _plan(store: Store, members: list[Path], staging: Path) -> list[_Target]:
 def _stage(store: Store, target: _Target, source_server_id: str) -> None:
     """Build target.staged: the rows of the sources that the destination partition lacks, with
     their FTS fragments (copied from the bundle when it has them, else extracted)."""
-    if target.adoptable:
+    adopt = target.adoptable
+    if adopt:
         target.sources[0][0].replace(target.staged)
     db = open_database(target.staged, store.settings)  # migrates a member of an older schema
     try:
-        if target.adoptable:
+        if adopt:
             _adopt(db, store, source_server_id)
             target.rows = db.execute_sql("SELECT COUNT(*) FROM requests").fetchone()[0]
             return
