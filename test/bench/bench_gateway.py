@@ -36,6 +36,7 @@ DOC = REPO_ROOT / "docs" / "benchmarks.md"
 SECTION = "## Gateway"
 LATENCIES_MS = (0, 50)
 CONCURRENCY = (1, 16, 64)
+ROUNDS_AT_C1 = 3
 STREAM_CHUNKS = 20
 MESSAGES = [{"role": "system", "content": "You are a concise assistant."},
             {"role": "user", "content": "Say hello to the benchmark."}]
@@ -157,9 +158,8 @@ def body_for(model: str, stream: bool) -> dict:
     return body
 
 
-def measure(loadgen: LoadGenerator, target: Target, latency_ms: int, stream: bool, concurrency: int,
-            quick: bool, bench_pids: list[int]) -> Row:
-    requests, seconds = budget(latency_ms, stream, concurrency, quick)
+def run_slice(loadgen: LoadGenerator, target: Target, latency_ms: int, stream: bool, concurrency: int,
+              requests: int, seconds: float, bench_pids: list[int]) -> dict:
     job = {
         "kind": target.kind,
         "url" if target.kind == "rest" else "target": target.address,
@@ -168,27 +168,50 @@ def measure(loadgen: LoadGenerator, target: Target, latency_ms: int, stream: boo
         "stream": stream,
         "concurrency": concurrency,
         "requests": requests,
-        "warmup": min(max(concurrency * 2, 20), requests),
+        "warmup": min(max(concurrency * 2, 10), requests),
         "max_seconds": seconds,
         "cpu_pids": target.cpu_pids,
         "bench_pids": bench_pids,
     }
     answer = loadgen.run(job)
-    lat, ttft, n = answer["latency_ms"], answer["ttft_ms"], len(answer["latency_ms"])
     if answer["errors"]:
         print(f"bench: {target.name}: {answer['errors']} errors, first: {answer['first_error']}",
               file=sys.stderr, flush=True)
+    return answer
+
+
+def to_row(target: Target, latency_ms: int, stream: bool, concurrency: int, slices: list[dict]) -> Row:
+    """One table row from the slices of one scenario (pooled samples, summed times)."""
+    lat = [v for a in slices for v in a["latency_ms"]]
+    ttft = [v for a in slices for v in a["ttft_ms"]]
+    total = {key: sum(a[key] for a in slices) for key in ("errors", "elapsed_s", "cpu_s", "client_cpu_s",
+                                                           "others_cpu_s")}
+    n = len(lat)
     if not n:
-        raise RuntimeError(f"{target.name}: no successful request ({answer['first_error']})")
+        raise RuntimeError(f"{target.name}: no successful request ({slices[0]['first_error']})")
     return Row(
         latency_ms=latency_ms, stream=stream, concurrency=concurrency, path=target.name, n=n,
-        errors=answer["errors"], p50=percentile(lat, 50), p99=percentile(lat, 99),
+        errors=total["errors"], p50=percentile(lat, 50), p99=percentile(lat, 99),
         ttft_p50=percentile(ttft, 50) if ttft else None,
-        rps=n / answer["elapsed_s"],
-        cpu_ms=answer["cpu_s"] * 1000 / n if target.cpu_pids else None,
-        client_cpu_pct=100 * answer["client_cpu_s"] / answer["elapsed_s"],
-        others_pct=100 * answer["others_cpu_s"] / answer["elapsed_s"],
+        rps=n / total["elapsed_s"],
+        cpu_ms=total["cpu_s"] * 1000 / n if target.cpu_pids else None,
+        client_cpu_pct=100 * total["client_cpu_s"] / total["elapsed_s"],
+        others_pct=100 * total["others_cpu_s"] / total["elapsed_s"],
     )
+
+
+def measure_scenario(loadgen: LoadGenerator, targets: list[Target], latency_ms: int, stream: bool,
+                     concurrency: int, quick: bool, bench_pids: list[int]) -> list[Row]:
+    """All targets of one scenario. At c=1 (where the latency targets are read) the budget is cut into
+    interleaved rounds, so direct and gateway see the same moments of a shared machine."""
+    requests, seconds = budget(latency_ms, stream, concurrency, quick)
+    rounds = ROUNDS_AT_C1 if concurrency == 1 and not quick else 1
+    slices: dict[str, list[dict]] = {t.name: [] for t in targets}
+    for _ in range(rounds):
+        for target in targets:
+            slices[target.name].append(run_slice(loadgen, target, latency_ms, stream, concurrency,
+                                                 max(requests // rounds, 1), seconds / rounds, bench_pids))
+    return [to_row(t, latency_ms, stream, concurrency, slices[t.name]) for t in targets]
 
 
 def compare(rows: list[Row]) -> None:
@@ -304,7 +327,8 @@ Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} with `{command}` ({e
 Everything shares the same cores: fake upstream(s), the gateway (one cell: aiohttp facade → unix-socket
 gRPC → ChatService → httpx, request logging on), LiteLLM when present, and one load-generator process with
 keep-alive clients (aiohttp for REST, grpc.aio for gRPC). "direct" is the load generator talking to the fake
-upstream itself. Streams carry {STREAM_CHUNKS} content chunks (plus the role, finish and usage chunks).
+upstream itself. Streams carry {STREAM_CHUNKS} content chunks (plus the role, finish and usage chunks). At c=1
+each row pools {ROUNDS_AT_C1} rounds interleaved with the other paths' (full runs), so all paths see the same load.
 "added" = path minus direct at the same upstream latency, mode and concurrency; TTFT = time to the first
 SSE event / stream message; gateway CPU = utime+stime of the gateway process (all threads, from
 /proc/<pid>/stat) over the measured phase ÷ requests; client CPU % = the load generator's own CPU use
@@ -386,11 +410,11 @@ def main() -> int:
                                       descendants(litellm.proc.pid)))
             for stream in (False, True):
                 for concurrency in CONCURRENCY:
-                    for target in targets:
-                        row = measure(loadgen, target, latency, stream, concurrency, args.quick, bench_pids)
+                    for row in measure_scenario(loadgen, targets, latency, stream, concurrency, args.quick,
+                                                bench_pids):
                         rows.append(row)
                         print(f"bench: {latency:>2} ms {'stream' if stream else 'json  '} c={concurrency:<2} "
-                              f"{target.name:<13} n={row.n:<5} p50={row.p50:7.2f} ms  {row.rps:7.0f} req/s"
+                              f"{row.path:<13} n={row.n:<5} p50={row.p50:7.2f} ms  {row.rps:7.0f} req/s"
                               + (f"  cpu={row.cpu_ms:.2f} ms/req" if row.cpu_ms is not None else ""),
                               file=sys.stderr, flush=True)
     finally:
