@@ -21,8 +21,7 @@ from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardabl
 from aiproxy.providers.gemini_errors import gemini_error, parse_error_body
 from aiproxy.providers.gemini_response import StreamTranslator, to_openai_response
 from aiproxy.providers.gemini_translate import gemini_model_id, to_gemini_request
-from aiproxy.providers.http import make_http_client
-from aiproxy.providers.openai_compat import transport_error
+from aiproxy.providers.http import make_http_client, send_streaming, transport_error
 from aiproxy.sse import SSEDecoder
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -75,18 +74,7 @@ class GeminiProvider:
         http_request = self._client.build_request(
             "POST", path, params={"alt": "sse"}, content=payload, headers={"accept": "text/event-stream"}
         )
-        try:
-            response = await self._client.send(http_request, stream=True)
-        except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc) from None
-        if response.status_code >= 400:
-            try:
-                body = await response.aread()
-            except httpx.HTTPError:
-                body = b""
-            finally:
-                await response.aclose()
-            raise self._error(response.status_code, body, response.headers)
+        response = await send_streaming(self._client, http_request, self.name, self._error)
         return GeminiStream(self.name, self._key_env, response, StreamTranslator(model, include_usage))
 
     async def aclose(self) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import ssl
+from collections.abc import Callable
 
 import httpx
 
 from aiproxy.config import ProviderSettings
+from aiproxy.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
 
 
 @functools.cache
@@ -36,3 +38,33 @@ def make_http_client(settings: ProviderSettings, headers: dict[str, str] | None 
         trust_env=False,
         verify=_tls_context(),
     )
+
+
+def transport_error(provider: str, exc: httpx.HTTPError) -> GatewayError:
+    """Timeouts -> 504, everything else on the wire (refused, reset, DNS) -> 502."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"The upstream provider '{provider}' did not answer in time.")
+    return UpstreamUnreachable(f"The upstream provider '{provider}' is unreachable: {type(exc).__name__}.")
+
+
+async def send_streaming(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    provider: str,
+    error: Callable[[int, bytes, httpx.Headers], GatewayError],
+) -> httpx.Response:
+    """Send a streaming request. An error status is read whole and raised as `error(...)` before
+    anything is streamed, so the client still gets a proper HTTP status."""
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise transport_error(provider, exc) from None
+    if response.status_code >= 400:
+        try:
+            body = await response.aread()
+        except httpx.HTTPError:
+            body = b""
+        finally:
+            await response.aclose()
+        raise error(response.status_code, body, response.headers)
+    return response

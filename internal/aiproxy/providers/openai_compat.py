@@ -16,12 +16,10 @@ from aiproxy.errors import (
     UpstreamBadResponse,
     UpstreamError,
     UpstreamMisconfigured,
-    UpstreamTimeout,
-    UpstreamUnreachable,
     error_type_for_http,
 )
 from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers
-from aiproxy.providers.http import make_http_client
+from aiproxy.providers.http import make_http_client, send_streaming, transport_error
 from aiproxy.sse import SSEDecoder
 
 _JSON = {"content-type": "application/json"}
@@ -29,13 +27,6 @@ _JSON = {"content-type": "application/json"}
 # connection (a half-read response is closed instead, costing a new TCP+TLS handshake per stream).
 # An upstream that keeps the body open longer than this is cut off as before.
 _DRAIN_AFTER_DONE_SECONDS = 0.05
-
-
-def transport_error(provider: str, exc: httpx.HTTPError) -> GatewayError:
-    """Timeouts -> 504, everything else on the wire (refused, reset, DNS) -> 502."""
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(f"The upstream provider '{provider}' did not answer in time.")
-    return UpstreamUnreachable(f"The upstream provider '{provider}' is unreachable: {type(exc).__name__}.")
 
 
 def upstream_error(provider: str, status: int, body: bytes, headers: dict[str, str], key_env: str) -> GatewayError:
@@ -117,18 +108,7 @@ class OpenAICompatibleProvider:
         http_request = self._client.build_request(
             "POST", self._chat_url, content=orjson.dumps(request.body), headers={"accept": "text/event-stream"}
         )
-        try:
-            response = await self._client.send(http_request, stream=True)
-        except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc) from None
-        if response.status_code >= 400:
-            try:
-                body = await response.aread()
-            except httpx.HTTPError:
-                body = b""
-            finally:
-                await response.aclose()
-            raise self._error(response.status_code, body, response.headers)
+        response = await send_streaming(self._client, http_request, self.name, self._error)
         return _OpenAIStream(self.name, response)
 
     async def aclose(self) -> None:
