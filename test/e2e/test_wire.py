@@ -10,6 +10,7 @@ import pytest
 from aiproxy.sse import SSEDecoder
 from aiproxy.testing.fake_openai import StreamReply, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY
+from aiproxy.testing.jsoncompare import strict_equal
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 U = [{"role": "user", "content": "hi"}]
@@ -53,17 +54,6 @@ LOSSLESS_BODIES = [
 ]
 
 
-def strictly_equal(a, b) -> bool:
-    """JSON equality that tells ints from floats (1 != 1.0) and True from 1."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(strictly_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(strictly_equal(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
 @pytest.mark.parametrize("body", LOSSLESS_BODIES, ids=range(len(LOSSLESS_BODIES)))
 def test_request_reaches_upstream_losslessly(gateway, fake, body):
     sent = {"model": "gpt-test", **body}
@@ -72,7 +62,7 @@ def test_request_reaches_upstream_losslessly(gateway, fake, body):
     upstream = orjson.loads(fake.received[0].body)
     assert upstream.pop("model") == "openai/gpt-4o"
     sent.pop("model")
-    assert strictly_equal(upstream, sent), (upstream, sent)
+    assert strict_equal(upstream, sent), (upstream, sent)
 
 
 def test_stream_split_at_every_byte_boundary(gateway, fake):

@@ -10,7 +10,6 @@ in [-2**63, 2**64), finite floats, strings without lone surrogates.
 from __future__ import annotations
 
 import copy
-import math
 import os
 
 import orjson
@@ -19,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiproxy.protojson import json_to_message, message_to_json
+from aiproxy.testing.jsoncompare import strict_equal
 from aiproxypb.v1 import chat_pb2
 
 DOUBLE_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
@@ -28,19 +28,6 @@ CHUNK = chat_pb2.ChatCompletionChunk
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def strict_equal(a, b) -> bool:
-    """JSON equality that also compares types: 1 != 1.0, 0 != False, key sets must match."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(strict_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and math.isnan(a):
-        return math.isnan(b)
-    return a == b
 
 
 def first_difference(a, b, path="$") -> str | None:
