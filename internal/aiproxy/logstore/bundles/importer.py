@@ -93,7 +93,11 @@ def import_bundle(bundle: Path, store: Store) -> ImportResult:
             raise BundleError(f"{bundle} failed verification; nothing imported: " + "; ".join(report.problems[:5]))
         meta = report.metadata
         _refuse_newer(schema_number(meta.get("schema_version", 0)), "the bundle")
-        targets = _plan(store, list(report.staged.values()), staging)
+        members = list(report.staged.values())
+        targets = _plan(store, members, staging)
+        if store.settings.fts_enabled:
+            for member in members:
+                _index_member(member, store)
         result = ImportResult(str(meta.get("bundle_id", "")), str(meta.get("server_id", "")))
         for target in targets:
             _stage(store, target, result.source_server_id)
@@ -143,66 +147,66 @@ def _plan(store: Store, members: list[Path], staging: Path) -> list[_Target]:
     return list(targets.values())
 
 
-def _stage(store: Store, target: _Target, source_server_id: str) -> None:
-    """Build target.staged: the rows of the sources that the destination partition lacks, with
-    their FTS fragments (copied from the bundle when it has them, else extracted)."""
-    adopt = target.adoptable
-    if adopt:
-        target.sources[0][0].replace(target.staged)
-    db = open_database(target.staged, store.settings)  # migrates a member of an older schema
+def _index_member(member: Path, store: Store) -> None:
+    """Give a staged member without an FTS index (seed-era, or FTS off at the source) one, so
+    every later step copies fragments instead of extracting them."""
+    db = open_database(member, store.settings)  # also migrates an older member
     try:
-        if adopt:
-            _adopt(db, store, source_server_id)
-            target.rows = db.execute_sql("SELECT COUNT(*) FROM requests").fetchone()[0]
-            return
-        conn = db.connection()
-        dest_exists = target.path.is_file()
-        absent = ""
-        with_fts = store.settings.fts_enabled
-        if dest_exists:
-            conn.execute("ATTACH DATABASE ? AS dest", (str(target.path),))
-            with_fts = with_fts or _has_table(conn, "dest", FTS_TABLE)
-            absent = (
-                " AND NOT EXISTS (SELECT 1 FROM dest.requests d WHERE d.request_id = s.request_id"
-                " AND d.server_id = s.server_id)"
-            )
-        if with_fts:
-            create_fts(db)
-        unindexed = False
-        for member, ts_from, ts_to in target.sources:
-            conn.execute("ATTACH DATABASE ? AS src", (str(member),))
-            columns = _columns(conn, "src", "requests", REQUEST_COLUMNS)
-            servers = _columns(conn, "src", "servers", _SERVER_COLUMNS)
-            with db.atomic():
-                before = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM main.requests").fetchone()[0]
-                conn.execute(
-                    f"INSERT OR IGNORE INTO main.requests ({columns}) SELECT {columns} FROM src.requests s"
-                    f" WHERE s.ts >= ? AND s.ts < ?{absent}",
-                    (ts_from, ts_to),
-                )
-                if servers:
-                    conn.execute(f"INSERT OR IGNORE INTO main.servers ({servers}) SELECT {servers} FROM src.servers")
-                if with_fts and _has_table(conn, "src", FTS_TABLE):
-                    _copy_fragments(conn, "src", before)
-                else:
-                    unindexed = True
-            conn.execute("DETACH DATABASE src")
-        if dest_exists:
-            conn.execute("DETACH DATABASE dest")
-        if source_server_id:
-            conn.execute("INSERT OR IGNORE INTO servers (server_id) VALUES (?)", (source_server_id,))
-        target.rows = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-        if with_fts and unindexed and target.rows:
-            index_missing(db)  # rows whose bundle file had no FTS index
+        if not has_fts(db):
+            index_missing(db)
     finally:
         db.close()
 
 
-def _adopt(db, store: Store, source_server_id: str) -> None:
-    if source_server_id:
-        db.execute_sql("INSERT OR IGNORE INTO servers (server_id) VALUES (?)", (source_server_id,))
-    if store.settings.fts_enabled and not has_fts(db):
-        index_missing(db)
+def _stage(store: Store, target: _Target, source_server_id: str) -> None:
+    """Build target.staged: the rows of the sources that the destination partition lacks, with
+    their FTS fragments and `servers` rows; or, when adoptable, the whole member as it is."""
+    adopt = target.adoptable
+    if adopt:
+        target.sources[0][0].replace(target.staged)
+    db = open_database(target.staged, store.settings)
+    try:
+        conn = db.connection()
+        if source_server_id:
+            conn.execute("INSERT OR IGNORE INTO servers (server_id) VALUES (?)", (source_server_id,))
+        if not adopt:
+            _copy_sources(db, store, target)
+        target.rows = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+    finally:
+        db.close()
+
+
+def _copy_sources(db, store: Store, target: _Target) -> None:
+    conn = db.connection()
+    dest_exists = target.path.is_file()
+    absent, with_fts = "", store.settings.fts_enabled
+    if dest_exists:
+        conn.execute("ATTACH DATABASE ? AS dest", (str(target.path),))
+        with_fts = with_fts or _has_table(conn, "dest", FTS_TABLE)
+        absent = (
+            " AND NOT EXISTS (SELECT 1 FROM dest.requests d WHERE d.request_id = s.request_id"
+            " AND d.server_id = s.server_id)"
+        )
+    if with_fts:
+        create_fts(db)
+    for member, ts_from, ts_to in target.sources:
+        conn.execute("ATTACH DATABASE ? AS src", (str(member),))
+        columns = _columns(conn, "src", "requests", REQUEST_COLUMNS)
+        servers = _columns(conn, "src", "servers", _SERVER_COLUMNS)
+        with db.atomic():
+            before = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM main.requests").fetchone()[0]
+            conn.execute(
+                f"INSERT OR IGNORE INTO main.requests ({columns}) SELECT {columns} FROM src.requests s"
+                f" WHERE s.ts >= ? AND s.ts < ?{absent}",
+                (ts_from, ts_to),
+            )
+            if servers:
+                conn.execute(f"INSERT OR IGNORE INTO main.servers ({servers}) SELECT {servers} FROM src.servers")
+            if with_fts and _has_table(conn, "src", FTS_TABLE):
+                _copy_fragments(conn, "src", before)
+        conn.execute("DETACH DATABASE src")
+    if dest_exists:
+        conn.execute("DETACH DATABASE dest")
 
 
 def _has_table(conn: sqlite3.Connection, schema: str, table: str) -> bool:
