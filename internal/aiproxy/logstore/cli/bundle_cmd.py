@@ -23,7 +23,7 @@ from aiproxy.logstore.cli.progress import ProgressBar
 
 
 def _guarded(func):
-    """Bundle errors become one clear line on stderr and their exit code."""
+    """Bundle and file-system errors become one clear line on stderr and an exit code."""
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
@@ -32,6 +32,9 @@ def _guarded(func):
         except BundleError as exc:
             print(f"logdb: {exc}", file=sys.stderr)
             return exc.exit_code
+        except OSError as exc:  # a full disk, a directory we may not write
+            print(f"logdb: {exc}", file=sys.stderr)
+            return EXIT_FAILED
 
     return run
 
