@@ -23,10 +23,10 @@ from datetime import date
 from pathlib import Path
 
 from aiproxy.logstore.partitions import day_of
+from aiproxy.logstore.sqltools import IN_CHUNK, IN_LIST, padded
 from aiproxy.logstore.store import Store
 
 CHUNK = 1000
-_IN_CHUNK = 500
 DEFAULT_WINDOW_S = 1800
 
 
@@ -41,7 +41,9 @@ def parse_window(text: str | None) -> int:
     return max(1, int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)])
 
 
-def window_dialog_id(api_key_hash: str | None, endpoint: str | None, model_mapped: str | None, first_ts: int) -> str:
+def window_dialog_id(
+    api_key_hash: str | None, endpoint: str | None, model_mapped: str | None, first_ts: int
+) -> str:
     """The seed's formula: dlg- + 16 hex of sha256("<key>|<endpoint>|<model>|<first_ts>")."""
     key = f"{api_key_hash or ''}|{endpoint or ''}|{model_mapped or ''}|{first_ts}"
     return "dlg-" + hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -101,24 +103,34 @@ class _Assigner:
         for part in self.partitions:
             if part.overlaps(since, to):
                 with self.store.connected(part.path) as db:
-                    out.extend(_Entry(*row) for row in db.execute_sql(f"SELECT {_COLUMNS} FROM requests WHERE {where}", args))
+                    out.extend(
+                        _Entry(*row)
+                        for row in db.execute_sql(f"SELECT {_COLUMNS} FROM requests WHERE {where}", args)
+                    )
         return out
 
     def _lookup(self, first_ts: int, last_ts: int, column: str, values: set[str]) -> list[_Entry]:
         found = []
         ordered = sorted(v for v in values if v)
-        for i in range(0, len(ordered), _IN_CHUNK):
-            chunk = ordered[i : i + _IN_CHUNK]
-            found += self._query(first_ts, last_ts, f"{column} IN ({', '.join('?' * len(chunk))})", chunk)
+        for i in range(0, len(ordered), IN_CHUNK):
+            found += self._query(
+                first_ts, last_ts, f"{column} IN {IN_LIST}", padded(ordered[i : i + IN_CHUNK])
+            )
         return found
 
     def chunk(self, rows: list[_Entry]) -> list[_Entry]:
         """Decide dialog_id and parent for rows (sorted); returns the rows whose values changed."""
         first, last = rows[0].ts - self.lookback_s, rows[-1].ts
         in_chunk = {r.key for r in rows}
-        stored = [e for e in self._lookup(first, last, "thread_next_hash", {r.prefix for r in rows}) if e.key not in in_chunk]
+        stored = [
+            e
+            for e in self._lookup(first, last, "thread_next_hash", {r.prefix for r in rows})
+            if e.key not in in_chunk
+        ]
         stored_tail = [
-            e for e in self._lookup(first, last, "thread_tail_next_hash", {r.tail_prefix for r in rows}) if e.key not in in_chunk
+            e
+            for e in self._lookup(first, last, "thread_tail_next_hash", {r.tail_prefix for r in rows})
+            if e.key not in in_chunk
         ]
         by_next: dict[str, list[_Entry]] = {}
         by_tail: dict[str, list[_Entry]] = {}
@@ -169,7 +181,11 @@ class _Assigner:
         earlier = [e for e in chunk_rows if start <= e.ts and e.order < row.order and e.group == row.group]
         where = "api_key_hash IS ? AND endpoint IS ? AND model_mapped IS ? AND ts BETWEEN ? AND ? AND dialog_id IS NOT NULL"
         args = [row.api_key_hash, row.endpoint, row.model_mapped, start, row.ts]
-        earlier += [e for e in self._query(start, row.ts, where, args) if e.order < row.order and e.key not in in_chunk]
+        earlier += [
+            e
+            for e in self._query(start, row.ts, where, args)
+            if e.order < row.order and e.key not in in_chunk
+        ]
         if earlier:
             return max(earlier, key=lambda e: e.order).dialog_id
         return window_dialog_id(row.api_key_hash, row.endpoint, row.model_mapped, row.ts)
@@ -185,30 +201,44 @@ class _Assigner:
         self.updated += len(changed)
 
 
-def _run(store: Store, since: date | None, to: date | None, window: str | None, only_pending: bool) -> dict[str, int]:
+def _run(
+    store: Store, since: date | None, to: date | None, window: str | None, only_pending: bool
+) -> dict[str, int]:
     assigner = _Assigner(store, parse_window(window or store.settings.dialog_window))
     per_file: dict[str, int] = {}
     pending = " AND dialog_id IS NULL" if only_pending else ""
     for part in store.existing(since, to):
         before = assigner.updated
-        after: tuple[int, str, str] = (-1, "", "")
+        after = -1
         while True:
+            # Chunks end on a whole second (the ts index orders seconds; Python orders within).
             with store.connected(part.path) as db:
-                cursor = db.execute_sql(
-                    f"SELECT {_COLUMNS} FROM requests WHERE (ts, COALESCE(ts_iso, ''), request_id) > (?, ?, ?){pending}"
-                    " ORDER BY ts, COALESCE(ts_iso, ''), request_id LIMIT ?",
-                    (*after, CHUNK),
-                )
-                rows = [_Entry(*r) for r in cursor.fetchall()]
-            if not rows:
-                break
+                rows = [
+                    _Entry(*r)
+                    for r in db.execute_sql(
+                        f"SELECT {_COLUMNS} FROM requests WHERE ts > ?{pending} ORDER BY ts LIMIT ?",
+                        (after, CHUNK),
+                    )
+                ]
+                if not rows:
+                    break
+                after = rows[-1].ts
+                rows = [r for r in rows if r.ts < after]
+                rows += [
+                    _Entry(*r)
+                    for r in db.execute_sql(
+                        f"SELECT {_COLUMNS} FROM requests WHERE ts = ?{pending}", (after,)
+                    )
+                ]
+            rows.sort(key=lambda r: r.order)
             assigner.write(part.path, assigner.chunk(rows))
-            after = rows[-1].order
         per_file[str(part.path)] = assigner.updated - before
     return per_file
 
 
-def assign(store: Store, since: date | None = None, to: date | None = None, window: str | None = None) -> dict[str, int]:
+def assign(
+    store: Store, since: date | None = None, to: date | None = None, window: str | None = None
+) -> dict[str, int]:
     """Recompute dialogs of every row in range; returns rows updated per partition file."""
     return _run(store, since, to, window, only_pending=False)
 
@@ -222,6 +252,8 @@ def clear(store: Store, since: date | None = None, to: date | None = None) -> di
     out = {}
     for part in store.existing(since, to):
         with store.connected(part.path) as db, db.atomic("IMMEDIATE"):
-            cursor = db.execute_sql("UPDATE requests SET dialog_id = NULL, dialog_parent_id = NULL WHERE dialog_id IS NOT NULL")
+            cursor = db.execute_sql(
+                "UPDATE requests SET dialog_id = NULL, dialog_parent_id = NULL WHERE dialog_id IS NOT NULL"
+            )
         out[str(part.path)] = cursor.rowcount
     return out

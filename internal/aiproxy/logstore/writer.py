@@ -12,31 +12,39 @@ from peewee import SqliteDatabase
 
 from aiproxy.logstore.database import FTS_TABLE, REQUEST_COLUMNS, create_fts, has_fts
 from aiproxy.logstore.records import Row
+from aiproxy.logstore.sqltools import IN_CHUNK, IN_LIST, padded
 
-INSERT_REQUEST = (
-    f"INSERT OR IGNORE INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
-)
+INSERT_REQUEST = f"INSERT OR IGNORE INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
 INSERT_FRAGMENT = (
     f"INSERT INTO {FTS_TABLE} (request_id, role, content, endpoint, model_original, model_mapped)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
-_LOOKUP_CHUNK = 500
 
 
 def fts_rows(rows: list[Row]):
     for row in rows:
         v = row.values
         for role, text in row.fragments:
-            yield (v["request_id"], role, text, v["endpoint"], v["model_original"] or "", v["model_mapped"] or "")
+            yield (
+                v["request_id"],
+                role,
+                text,
+                v["endpoint"],
+                v["model_original"] or "",
+                v["model_mapped"] or "",
+            )
 
 
 def _existing(conn, rows: list[Row]) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
-    ids = list({r.values["request_id"] for r in rows})
-    for i in range(0, len(ids), _LOOKUP_CHUNK):
-        chunk = ids[i : i + _LOOKUP_CHUNK]
-        sql = f"SELECT request_id, server_id FROM requests WHERE request_id IN ({', '.join('?' * len(chunk))})"
-        found.update(conn.execute(sql, chunk).fetchall())
+    ids = sorted({r.values["request_id"] for r in rows})
+    for i in range(0, len(ids), IN_CHUNK):
+        found.update(
+            conn.execute(
+                f"SELECT request_id, server_id FROM requests WHERE request_id IN {IN_LIST}",
+                padded(ids[i : i + IN_CHUNK]),
+            )
+        )
     return found
 
 
