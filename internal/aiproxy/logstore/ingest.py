@@ -127,6 +127,13 @@ class _Batches:
             self._flush_day(day)
 
 
+def _row_of(record, seed_format: bool, server_id: str) -> Row | None:
+    """The row of a decoded record; None for the seed's other events (routing, model usage)."""
+    if not seed_format:
+        return from_gateway_record(record, server_id)
+    return from_seed_record(record, server_id) if is_seed_exchange(record) else None
+
+
 def _in_range(ts: int, since: date | None, to: date | None) -> bool:
     day = day_of(ts)
     return (since is None or day >= since) and (to is None or day <= to)
@@ -156,26 +163,21 @@ def ingest_file(
             last_offset = item.end
             if item.error is not None:
                 report.records_corrupt += 1
-                safe.corrupt += 0 if blocked else 1
+                if not blocked:  # the checkpoint's count covers the records before it
+                    safe.corrupt += 1
                 _problem(report, path, item.line, item.error)
             elif item.record is not None:
                 try:
-                    if reader is read_jsonl:
-                        row = from_gateway_record(item.record, store.server_id)
-                    elif is_seed_exchange(item.record):
-                        row = from_seed_record(item.record, store.server_id)
-                    else:
-                        row = None  # another seed event (routing, model usage): not a request row
+                    row = _row_of(item.record, reader is read_seed_log, store.server_id)
                 except InvalidRecord as exc:
                     report.rows_skipped += 1
                     _problem(report, path, item.line, str(exc))
                     row = None
-                if row is not None:
-                    if _in_range(row.ts, since, to):
-                        batches.add(row)
-                    else:
-                        report.rows_filtered += 1
-                        blocked = True
+                if row is not None and _in_range(row.ts, since, to):
+                    batches.add(row)
+                elif row is not None:
+                    report.rows_filtered += 1
+                    blocked = True
             if not blocked:
                 safe.offset, safe.line = item.end, item.lines
             if batches.total == 0 and safe.offset - saved >= CHECKPOINT_EVERY:
