@@ -10,6 +10,7 @@ import httpx
 
 from aiproxy.config import ProviderSettings
 from aiproxy.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
+from aiproxy.providers.aiohttp_transport import AiohttpTransport
 
 
 @functools.cache
@@ -25,18 +26,14 @@ def make_http_client(settings: ProviderSettings, headers: dict[str, str] | None 
         write=settings.read_timeout,
         pool=settings.connect_timeout,
     )
-    limits = httpx.Limits(
-        max_connections=settings.max_connections,
-        max_keepalive_connections=settings.max_keepalive_connections,
-    )
+    transport = AiohttpTransport(max_connections=settings.max_connections, ssl_context=_tls_context())
     return httpx.AsyncClient(
         base_url=settings.base_url,
         headers=headers or {},
         timeout=timeout,
-        limits=limits,
+        transport=transport,
         # Upstreams are configured by the operator; never pick up proxies from the environment.
         trust_env=False,
-        verify=_tls_context(),
     )
 
 
