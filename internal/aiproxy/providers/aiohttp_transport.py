@@ -44,7 +44,7 @@ class _ResponseStream(httpx.AsyncByteStream):
         try:
             async for chunk in content.iter_any():
                 yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             # aiohttp raises a broken connection's error before handing out the bytes that came
             # with it; deliver those first, as httpx would (a cut stream keeps its partial answer).
             leftover = b"".join(getattr(content, "_buffer", ()))
@@ -90,7 +90,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 skip_auto_headers=("Content-Type",),
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _httpx_error(exc, request) from None
         return httpx.Response(
             status_code=response.status,
