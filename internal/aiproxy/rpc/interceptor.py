@@ -37,6 +37,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._keys = keys
         self._models_require_auth = models_require_auth
         self._on_reject = on_reject
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def _policy(self, method: str) -> str:
         if method.startswith(_PUBLIC_PREFIXES):
@@ -55,10 +56,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return caller
 
     async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:  # unknown method: not cached, so random names cannot grow the cache
+                return None
+            wrapped = self._wrapped[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(self, method: str, handler):
+        """The method's handler with authentication in front, built once per method."""
         policy = self._policy(method)
-        if handler is None or policy == "public":
+        if policy == "public":
             return handler
         authenticate, on_reject = self._authenticate, self._on_reject
 
