@@ -1,9 +1,11 @@
 """`make bench`: the gateway against direct-to-upstream, measured in one run.
 
 Processes: two fake upstreams (aiproxy.testing.fake_openai, 0 ms and 50 ms latency, streams of 20
-content chunks), one real gateway per upstream (aiproxy.testing.gateway.GatewayProcess: `gpt-test`
--> openrouter -> fake upstream, request logging on), and one load-generator process (loadgen.py,
-keep-alive aiohttp / grpc.aio clients). `--peers` adds LiteLLM's proxy on the same upstreams.
+content chunks) and two fake Gemini APIs (aiproxy.testing.fake_gemini, the same latencies); one real
+gateway per latency (aiproxy.testing.gateway.GatewayProcess, request logging on: `gpt-test` -> openrouter
+-> fake upstream, `gemini-test` -> gemini -> fake Gemini), one more with native TLS on the 0 ms upstream,
+and one load-generator process (loadgen.py, keep-alive aiohttp / grpc.aio clients). `--peers` adds
+LiteLLM's proxy on the same upstreams.
 
 For every upstream latency, stream mode and concurrency (1, 16, 64) it runs direct, aiproxy REST,
 aiproxy gRPC (and LiteLLM) back to back, and reports p50/p99 latency, added latency over direct,
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import orjson
 
-from aiproxy.testing.gateway import CLIENT_KEY, REPO_ROOT, GatewayProcess
+from aiproxy.testing.gateway import CLIENT_KEY, REPO_ROOT, UPSTREAM_KEYS, GatewayProcess
 
 BENCH_DIR = REPO_ROOT / ".bench"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
@@ -53,6 +55,7 @@ class Target:
     model: str
     headers: dict[str, str] = field(default_factory=dict)
     cpu_pids: list[int] = field(default_factory=list)
+    ca_file: str | None = None  # HTTPS targets: the CA the load generator trusts
 
 
 @dataclass
@@ -98,11 +101,25 @@ def budget(latency_ms: int, stream: bool, concurrency: int, quick: bool) -> tupl
 # --- processes -------------------------------------------------------------------------------
 
 
-def start_upstream(latency_ms: int, log_dir: Path) -> tuple[subprocess.Popen, str]:
+def tls_files(workdir: Path) -> tuple[dict[str, str], str]:
+    """A throwaway CA and server certificate (trustme) for the HTTPS gateway."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    paths = {name: workdir / f"tls-{name}.pem" for name in ("cert", "key", "ca")}
+    cert.cert_chain_pems[0].write_to_path(paths["cert"])
+    cert.private_key_pem.write_to_path(paths["key"])
+    ca.cert_pem.write_to_path(paths["ca"])
+    return {"TLS_CERT_FILE": str(paths["cert"]), "TLS_KEY_FILE": str(paths["key"])}, str(paths["ca"])
+
+
+def start_upstream(latency_ms: int, log_dir: Path, module: str = "fake_openai",
+                   extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aiproxy.testing.fake_openai", "--port", "0", "--latency-ms", str(latency_ms),
-         "--stream-chunks", str(STREAM_CHUNKS)],
-        stdout=subprocess.PIPE, stderr=(log_dir / f"upstream-{latency_ms}ms.log").open("wb"),
+        [sys.executable, "-m", f"aiproxy.testing.{module}", "--port", "0", "--latency-ms", str(latency_ms),
+         "--stream-chunks", str(STREAM_CHUNKS), *extra],
+        stdout=subprocess.PIPE, stderr=(log_dir / f"{module}-{latency_ms}ms.log").open("wb"),
     )
     url = proc.stdout.readline().decode().strip()
     if not url.startswith("http"):
@@ -172,6 +189,7 @@ def run_slice(loadgen: LoadGenerator, target: Target, latency_ms: int, stream: b
         "max_seconds": seconds,
         "cpu_pids": target.cpu_pids,
         "bench_pids": bench_pids,
+        "ca_file": target.ca_file,
     }
     answer = loadgen.run(job)
     if answer["errors"]:
@@ -297,6 +315,26 @@ def targets_report(rows: list[Row], peers: bool) -> str:
     return "\n".join(out)
 
 
+def routes_report(rows: list[Row]) -> str:
+    """What the Gemini translation and TLS add, each against its plain-HTTP OpenRouter twin."""
+    out = []
+    for stream in (False, True):
+        mode = "streamed" if stream else "non-stream"
+        base, gemini = _find(rows, "aiproxy REST", 0, stream, 1), _find(rows, "aiproxy REST Gemini", 0, stream, 1)
+        if base and gemini:
+            delta = gemini.p50 - base.p50
+            out.append(f"- Gemini route vs OpenRouter route, REST, c=1, {mode}: p50 {gemini.p50:.2f} vs "
+                       f"{base.p50:.2f} ms = **{delta:+.2f} ms** (target ≤ +0.3 ms): {verdict(delta <= 0.3)}")
+        for concurrency in (1, 64):
+            plain, tls = _find(rows, "aiproxy REST", 0, stream, concurrency), _find(rows, "aiproxy HTTPS", 0, stream,
+                                                                                     concurrency)
+            if plain and tls:
+                cpu = f", gateway CPU {tls.cpu_ms:.2f} vs {plain.cpu_ms:.2f} ms/req" if tls.cpu_ms and plain.cpu_ms else ""
+                out.append(f"- HTTPS vs HTTP (keep-alive), c={concurrency}, {mode}: p50 {tls.p50:.2f} vs "
+                           f"{plain.p50:.2f} ms = **{tls.p50 - plain.p50:+.2f} ms**{cpu}")
+    return "\n".join(out)
+
+
 def noise(rows: list[Row]) -> str:
     mean = sum(r.others_pct for r in rows) / len(rows)
     worst = max(rows, key=lambda r: r.others_pct)
@@ -341,6 +379,10 @@ SSE event / stream message; gateway CPU = utime+stime of the gateway process (al
 Targets (issue 2; reported, never asserted):
 
 {targets_report(rows, peers)}
+
+Routes (issue 3: the Gemini translation; issue 6: what native TLS costs):
+
+{routes_report(rows)}
 """
 
 
@@ -374,15 +416,23 @@ def main() -> int:
     BENCH_DIR.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-", dir=BENCH_DIR))
     upstreams: dict[int, tuple[subprocess.Popen, str]] = {}
+    geminis: dict[int, tuple[subprocess.Popen, str]] = {}
     gateways: dict[int, GatewayProcess] = {}
+    tls_gateway: GatewayProcess | None = None
     litellm = None
     loadgen = None
     rows: list[Row] = []
     try:
         for latency in LATENCIES_MS:
             upstreams[latency] = start_upstream(latency, workdir)
-            gateways[latency] = GatewayProcess(workdir / f"gateway-{latency}ms", upstream_url=upstreams[latency][1])
+            geminis[latency] = start_upstream(latency, workdir, "fake_gemini",
+                                              ("--api-key", UPSTREAM_KEYS["GEMINI_API_KEY"]))
+            gateways[latency] = GatewayProcess(workdir / f"gateway-{latency}ms", upstream_url=upstreams[latency][1],
+                                               gemini_url=geminis[latency][1])
             gateways[latency].start()
+        # The same gateway with native TLS, on the 0 ms upstream: what HTTPS costs.
+        tls_env, ca_file = tls_files(workdir)
+        tls_gateway = GatewayProcess(workdir / "gateway-tls", upstream_url=upstreams[0][1], env=tls_env).start()
         if args.peers:
             from peers import LiteLLMProxy, PeerUnavailable
 
@@ -393,7 +443,8 @@ def main() -> int:
                 print(f"bench: LiteLLM is unavailable, continuing without it: {exc}", file=sys.stderr, flush=True)
                 litellm = None
         loadgen = LoadGenerator()
-        bench_pids = [proc.pid for proc, _ in upstreams.values()] + [gw.proc.pid for gw in gateways.values()]
+        bench_pids = [proc.pid for proc, _ in [*upstreams.values(), *geminis.values()]]
+        bench_pids += [gw.proc.pid for gw in [*gateways.values(), tls_gateway]]
         if litellm is not None:
             bench_pids += descendants(litellm.proc.pid)
         auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -403,7 +454,13 @@ def main() -> int:
                 Target("direct", "rest", f"{upstreams[latency][1]}/chat/completions", "upstream-model"),
                 Target("aiproxy REST", "rest", f"{gw.base_url}/chat/completions", "gpt-test", auth, [gw.proc.pid]),
                 Target("aiproxy gRPC", "grpc", gw.grpc_target, "gpt-test", auth, [gw.proc.pid]),
+                Target("aiproxy REST Gemini", "rest", f"{gw.base_url}/chat/completions", "gemini-test", auth,
+                       [gw.proc.pid]),
             ]
+            if latency == 0:
+                targets.append(Target("aiproxy HTTPS", "rest",
+                                      f"https://127.0.0.1:{tls_gateway.port}/v1/chat/completions", "gpt-test", auth,
+                                      [tls_gateway.proc.pid], ca_file))
             if litellm is not None:
                 targets.append(Target("LiteLLM", "rest", f"{litellm.base_url}/chat/completions",
                                       f"bench-{latency}ms", {"Authorization": f"Bearer {litellm.master_key}"},
@@ -422,9 +479,9 @@ def main() -> int:
             loadgen.close()
         if litellm is not None:
             litellm.stop()
-        for gw in gateways.values():
+        for gw in [*gateways.values(), *([tls_gateway] if tls_gateway else [])]:
             gw.stop()
-        for proc, _ in upstreams.values():
+        for proc, _ in [*upstreams.values(), *geminis.values()]:
             proc.terminate()
             proc.wait(10)
     compare(rows)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import sys
 import time
 
@@ -151,7 +152,8 @@ async def drive(call, concurrency: int, requests: int, deadline: float | None) -
 async def run_job(job: dict) -> dict:
     concurrency = job["concurrency"]
     if job["kind"] == "rest":
-        connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=60)
+        tls = ssl.create_default_context(cafile=job["ca_file"]) if job.get("ca_file") else True
+        connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=60, ssl=tls)
         timeout = aiohttp.ClientTimeout(total=60)
         client = aiohttp.ClientSession(connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",))
         call = rest_caller(job, client)
