@@ -73,9 +73,10 @@ def repack(bundle: Path, out: Path, edit: Callable[[str, bytes], bytes | None] =
 
 
 def tree_fingerprint(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root` (SQLite's shared-memory files excluded: readers touch them)."""
+    """sha256 of every file under `root`, except what a mere reader of a WAL database leaves
+    behind: the shared-memory file and an empty -wal file (a reader killed before closing)."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(Path(root).rglob("*"))
-        if p.is_file() and not p.name.endswith("-shm")
+        if p.is_file() and not p.name.endswith("-shm") and not (p.name.endswith("-wal") and not p.stat().st_size)
     }

@@ -2,7 +2,12 @@
 recorded, all or nothing, newer schemas refused, any partition granularity."""
 
 import hashlib
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from datetime import UTC, date, datetime
 
 import orjson
@@ -170,3 +175,25 @@ def test_a_bundle_written_by_the_seed_imports_by_column_name_and_gets_indexed(tm
     assert (hit.fields["request_id"], hit.fields["dialog_id"]) == ("seed-row", "dlg-seed")
     assert servers(dest.base / "2025/09/ai_proxy_20250910.sqlite3") >= {"srv-seed"}
     store.close()
+
+
+def test_an_import_killed_half_way_leaves_the_destination_unchanged_and_a_rerun_completes(tmp_path):
+    source = filled_store(tmp_path / "a", days=6, turns=80)  # long histories: staging takes a while
+    bundle = create_bundle(source, *SEPTEMBER, tmp_path / "a.tgz").path
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=6, turns=2)  # every day held: the row merge path
+    fingerprint = tree_fingerprint(dest.base)
+    before = rows(dest.base)
+    command = [sys.executable, "-c", "from aiproxy.entrypoints.logdb import main; raise SystemExit(main())",
+               "bundle", "import", str(bundle), "--dest", str(dest.base)]
+    env = {**os.environ, "LOGDB_SERVER_ID": "srv-b"}
+    process = subprocess.Popen(command, env=env)
+    deadline = time.monotonic() + 30
+    while not list((dest.base / "incoming").glob("import-*/target-0.sqlite3")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)  # mid-staging: the first staged partition is being built
+    process.wait()
+    assert {k: v for k, v in tree_fingerprint(dest.base).items() if not k.startswith("incoming")} == fingerprint
+    assert rows(dest.base) == before
+    assert subprocess.run(command, env=env).returncode == 0  # the rerun also clears the dead run's scratch files
+    assert rows(dest.base) == before | rows(tmp_path / "a")
+    assert not (dest.base / "incoming").exists()

@@ -86,7 +86,9 @@ def incoming_dir(store: Store) -> Path:
 
 def import_bundle(bundle: Path, store: Store) -> ImportResult:
     started = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix="import-", dir=incoming_dir(store)))
+    incoming = incoming_dir(store)
+    _remove_abandoned(incoming)
+    staging = Path(tempfile.mkdtemp(prefix=f"import-{os.getpid()}-", dir=incoming))
     try:
         report = scan_bundle(bundle, staging)
         if not report.ok:
@@ -109,6 +111,25 @@ def import_bundle(bundle: Path, store: Store) -> ImportResult:
         shutil.rmtree(staging, ignore_errors=True)
         with contextlib.suppress(OSError):
             staging.parent.rmdir()  # leave no trace unless an upload is waiting there
+
+
+def _remove_abandoned(incoming: Path) -> None:
+    """Staging directories of imports whose process died (killed mid-import): the destination
+    was never touched by them, only their scratch files remain."""
+    for staging in incoming.glob("import-*-*"):
+        pid = staging.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _refuse_newer(version: int, what: str) -> None:
