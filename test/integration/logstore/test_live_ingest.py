@@ -82,3 +82,17 @@ def test_disabled_live_ingest_returns_at_once(tmp_path):
 
     asyncio.run(scenario())
     assert not (tmp_path / "logs" / "db").exists()
+
+
+def test_one_process_ingests_at_a_time_and_another_takes_over(tmp_path):
+    from aiproxy.logstore.live import LiveIngester
+
+    write_jsonl(tmp_path / "logs" / "requests" / "r.jsonl", conversation([("lock", "step")], start=T0))
+    first = LiveIngester(make_store(tmp_path / "logs" / "db"), tmp_path / "logs" / "requests")
+    second = LiveIngester(make_store(tmp_path / "logs" / "db"), tmp_path / "logs" / "requests")
+    assert first.run_once().rows_inserted == 1
+    assert second.run_once() is None  # the first holds the lock
+    first.close()  # as when its process exits
+    write_jsonl(tmp_path / "logs" / "requests" / "r.jsonl", conversation([("again", "more")], start=T0))
+    assert second.run_once().rows_inserted == 1
+    second.close()
