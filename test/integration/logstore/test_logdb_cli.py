@@ -121,3 +121,30 @@ def test_remote_asks_a_log_service(workdir):
             await server.stop(None)
 
     asyncio.run(scenario())
+
+
+def test_remote_over_tls(workdir):
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_file = workdir / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    settings = Settings(log_dir=str(workdir / "logs"), logdb={"dir": str(workdir / "server-db"), "server_id": "srv-tls"})
+
+    async def scenario():
+        server = grpc.aio.server()
+        add_log_service(server, settings)
+        credentials = grpc.ssl_server_credentials([(cert.private_key_pem.bytes(), cert.cert_chain_pems[0].bytes())])
+        remote = ("--remote", f"127.0.0.1:{server.add_secure_port('127.0.0.1:0', credentials)}")
+        await server.start()
+        try:
+            done = await asyncio.to_thread(logdb, workdir, "stats", "--json", *remote, "--ca-file", str(ca_file))
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["server_id"] == "srv-tls"
+            plain = await asyncio.to_thread(logdb, workdir, "stats", *remote)
+            assert plain.returncode == 1 and "UNAVAILABLE" in plain.stderr
+        finally:
+            await server.stop(None)
+
+    asyncio.run(scenario())

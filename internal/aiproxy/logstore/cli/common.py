@@ -54,6 +54,8 @@ def json_option(parser: argparse.ArgumentParser) -> None:
 def remote_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remote", metavar="HOST:PORT", help="ask this LogService instead of reading local files")
     parser.add_argument("--api-key", help="admin key for --remote (default: env AIPROXY_API_KEY)")
+    parser.add_argument("--tls", action="store_true", help="--remote speaks TLS (system CA roots)")
+    parser.add_argument("--ca-file", metavar="PEM", help="--remote speaks TLS, trusting these CA certificates")
 
 
 def open_store(args: argparse.Namespace) -> tuple[Store, str]:
@@ -94,7 +96,12 @@ def _remote_call(args: argparse.Namespace, method: str, request):
 
     key = args.api_key or os.environ.get("AIPROXY_API_KEY", "")
     metadata = (("authorization", f"Bearer {key}"),) if key else ()
-    with grpc.insecure_channel(args.remote) as channel:
+    if args.tls or args.ca_file:
+        roots = Path(args.ca_file).read_bytes() if args.ca_file else None
+        channel = grpc.secure_channel(args.remote, grpc.ssl_channel_credentials(root_certificates=roots))
+    else:
+        channel = grpc.insecure_channel(args.remote)
+    with channel:
         return getattr(logs_pb2_grpc.LogServiceStub(channel), method)(request, metadata=metadata, timeout=300)
 
 
