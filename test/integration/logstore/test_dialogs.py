@@ -124,3 +124,25 @@ def test_turns_within_one_second_thread_in_microsecond_order(tmp_path):
         record["request_id"] = rid
     store = _ingest(tmp_path, records)
     assert list(_dialogs(store).values()) == [["req-z", "req-m", "req-a"]]
+
+
+def test_dialog_listing_pages_newest_first_with_complete_counts(tmp_path):
+    from aiproxy.logstore.queries import list_dialogs
+
+    long_one = conversation([(f"day {d}", f"ok {d}") for d in range(5)], start=T0, gap_s=86400, key="k-long")
+    daily = []
+    for d in range(5):
+        for n in range(2):
+            start = T0 + timedelta(days=d, minutes=n - 60)  # before that day's long turn
+            daily += conversation([(f"short {d}-{n}", "fine")], start=start, key=f"k-{d}-{n}")
+    store = _ingest(tmp_path, long_one + daily)
+    page, cursor = list_dialogs(store, limit=2)
+    assert page[0].requests == 5 and page[0].first_request_id == long_one[0]["request_id"]  # completed from older files
+    assert page[0].last_ts >= page[1].last_ts
+    seen = [d.dialog_id for d in page]
+    while cursor:
+        more, cursor = list_dialogs(store, limit=2, cursor=cursor)
+        seen += [d.dialog_id for d in more]
+    assert len(seen) == len(set(seen)) == 11
+    counts = {d.dialog_id: d.requests for d in list_dialogs(store, limit=50)[0]}
+    assert sorted(counts.values()) == [1] * 10 + [5]
