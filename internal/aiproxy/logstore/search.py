@@ -21,7 +21,7 @@ import orjson
 from aiproxy.logstore.database import FTS_TABLE, has_fts
 from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.fts_query import to_fts5
-from aiproxy.logstore.partitions import day_bounds
+from aiproxy.logstore.partitions import day_bounds, day_of
 from aiproxy.logstore.store import Store
 
 MAX_LIMIT = 500
@@ -94,11 +94,17 @@ def decode_cursor(cursor: str, ranked: bool) -> tuple | None:
     try:
         value = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         first, request_id = value
-        if not isinstance(request_id, str) or not isinstance(first, int | float) or (not ranked and not isinstance(first, int)):
+        if (
+            not isinstance(request_id, str)
+            or not isinstance(first, int | float)
+            or (not ranked and not isinstance(first, int))
+        ):
             raise ValueError
         return (float(first) if ranked else int(first), request_id)
     except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidQuery("invalid cursor (use next_cursor from the previous page)", param="cursor") from None
+        raise InvalidQuery(
+            "invalid cursor (use next_cursor from the previous page)", param="cursor"
+        ) from None
 
 
 def filter_clauses(filters: SearchFilters) -> tuple[list[str], list[Any]]:
@@ -125,7 +131,9 @@ def _hit(row: tuple, score: float | None = None, snippet: str = "") -> Hit:
     return Hit(dict(zip(RESULT_FIELDS, row, strict=True)), score, snippet)
 
 
-def ranked_hits(db, query: str, filters: SearchFilters, after: tuple | None, limit: int) -> list[tuple[float, str, int]]:
+def ranked_hits(
+    db, query: str, filters: SearchFilters, after: tuple | None, limit: int
+) -> list[tuple[float, str, int]]:
     """One partition's best `limit` requests after `after`: (bm25 of the best fragment,
     request_id, fragment rowid). Only these three columns are read while ranking."""
     clauses, args = filter_clauses(filters)
@@ -156,7 +164,8 @@ def ranked_hit(db, query: str, score: float, request_id: str, rowid: int) -> Hit
         (query, rowid),
     ).fetchone()
     row = db.execute_sql(
-        f"SELECT {_RESULT_COLUMNS} FROM requests r WHERE r.request_id = ? ORDER BY r.server_id LIMIT 1", (request_id,)
+        f"SELECT {_RESULT_COLUMNS} FROM requests r WHERE r.request_id = ? ORDER BY r.server_id LIMIT 1",
+        (request_id,),
     ).fetchone()
     return _hit(row, score, snippet[0] if snippet else "") if row is not None else None
 
@@ -171,7 +180,9 @@ def _recent(db, filters: SearchFilters, after: tuple | None, limit: int) -> list
     return [_hit(row) for row in db.execute_sql(sql, [*args, limit])]
 
 
-def search(store: Store, query: str = "", filters: SearchFilters | None = None, *, limit: int = 20, cursor: str = "") -> SearchPage:
+def search(
+    store: Store, query: str = "", filters: SearchFilters | None = None, *, limit: int = 20, cursor: str = ""
+) -> SearchPage:
     filters = filters or SearchFilters()
     limit = max(1, min(int(limit or 20), MAX_LIMIT))
     query = to_fts5((query or "").strip())
@@ -194,14 +205,26 @@ def search(store: Store, query: str = "", filters: SearchFilters | None = None, 
             if hit is not None:
                 page.hits.append(hit)
     else:
-        candidates: list[Hit] = []
-        for part in parts:
-            with store.connected(part.path) as db:
-                candidates += _recent(db, filters, after, limit)
-        page.hits = heapq.nsmallest(limit, candidates, key=lambda h: h.sort_key)
+        # Newest first; stop once no unread partition can hold a newer row than the page's last.
+        unread = sorted(parts, key=lambda p: (p.last_day, p.first_day))
+        while unread:
+            with store.connected(unread.pop().path) as db:
+                page.hits = heapq.nsmallest(
+                    limit, page.hits + _recent(db, filters, after, limit), key=lambda h: h.sort_key
+                )
+            newest_unread = max((p.last_day for p in unread), default=None)
+            if (
+                len(page.hits) == limit
+                and newest_unread is not None
+                and day_of(page.hits[-1].fields["ts"]) > newest_unread
+            ):
+                break
+        page.partitions -= len(unread)
     if len(page.hits) == limit:
         last = page.hits[-1]
         page.next_cursor = encode_cursor(
-            (last.score, last.fields["request_id"]) if ranked else (last.fields["ts"], last.fields["request_id"])
+            (last.score, last.fields["request_id"])
+            if ranked
+            else (last.fields["ts"], last.fields["request_id"])
         )
     return page

@@ -129,3 +129,10 @@ def test_fts_disabled_store_is_indexed_by_build(tmp_path):
     assert search(store, "late").hits == []
     fts.build(store)
     assert len(search(store, "late").hits) == 1
+
+
+def test_listing_newest_first_reads_only_the_partitions_it_needs(store):
+    page = search(store, "", limit=2)
+    assert page.partitions == 1 and len(page.hits) == 2  # the two newest rows are in the newest file
+    assert page.hits[0].fields["ts"] >= page.hits[1].fields["ts"]
+    assert search(store, "", limit=5).partitions == 2
