@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiproxy.config import ConfigError
+
 GRANULARITIES = ("daily", "weekly", "monthly")
 
 
-class LogStoreConfigError(ValueError):
-    """A LOGDB_* value that cannot be used."""
+class LogStoreConfigError(ConfigError, ValueError):
+    """A LOGDB_* value that cannot be used (a ConfigError: the gateway stops with this line)."""
 
 
 def _bool(name: str, value: Any) -> bool:
