@@ -6,8 +6,11 @@ format is always JSON."""
 from __future__ import annotations
 
 import os
+import queue
 import sys
+import threading
 from datetime import UTC, datetime
+from multiprocessing.context import BaseContext
 from pathlib import Path
 
 import orjson
@@ -57,6 +60,28 @@ class _UtcDailyRotation:
         return False
 
 
+class _ThreadQueueContext(BaseContext):
+    """loguru's `enqueue=True` with an in-process queue. loguru's writer thread still does every
+    write off the event loop, but the hand-off is a `queue.SimpleQueue` instead of the default
+    multiprocessing pipe, which pickles each record, writes it through a pipe and unpickles it in
+    the thread (~50-90 us of CPU per record). Safe because nothing logs across processes here:
+    each worker is spawned and calls configure_logging itself, with its own files."""
+
+    _name = "thread"
+
+    def SimpleQueue(self):  # noqa: N802 - loguru calls the multiprocessing context's names
+        return queue.SimpleQueue()
+
+    def Event(self):  # noqa: N802
+        return threading.Event()
+
+    def Lock(self):  # noqa: N802
+        return threading.Lock()
+
+
+_QUEUE_CONTEXT = _ThreadQueueContext()
+
+
 def request_log_path(log_dir: str | Path) -> str:
     # loguru fills {time} when it opens a file, so each rotation gets the new date.
     return str(Path(log_dir) / REQUEST_LOG_DIR / f"requests-{{time:YYYYMMDD!UTC}}-{os.getpid()}.jsonl")
@@ -74,6 +99,7 @@ def configure_logging(settings: Settings, *, stderr: bool = True) -> None:
         format=_app_json,
         filter=_is_app_record,
         enqueue=True,
+        context=_QUEUE_CONTEXT,
         rotation="100 MB",
         retention=settings.request_log_retention,
     )
@@ -85,6 +111,7 @@ def configure_logging(settings: Settings, *, stderr: bool = True) -> None:
             format="{message}",
             filter=_is_request_record,
             enqueue=True,
+            context=_QUEUE_CONTEXT,
             rotation=_UtcDailyRotation(),
             retention=settings.request_log_retention,
             encoding="utf-8",
