@@ -1,0 +1,48 @@
+"""The provider httpx client (aiproxy.providers.http) against a real local server: cookies an
+upstream sets are kept and sent back exactly as plain httpx does, though responses without
+Set-Cookie skip httpx's cookie parsing."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from aiproxy.config import ProviderSettings
+from aiproxy.providers.http import make_http_client
+
+
+async def _exchange() -> list[str | None]:
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.json_response({"ok": True})
+        if request.query.get("set"):
+            response.set_cookie("session", request.query["set"])
+        return response
+
+    app = web.Application()
+    app.router.add_get("/x", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    client = make_http_client(ProviderSettings(name="t", kind="openai", base_url=f"http://127.0.0.1:{port}"))
+    try:
+        await client.get("/x")  # no cookie yet, none set
+        await client.get("/x")
+        await client.get("/x", params={"set": "abc"})  # sets one
+        await client.get("/x")  # sends it back
+        await client.get("/x", params={"set": "def"})  # replaces it
+        await client.get("/x")
+        assert client.cookies.get("session") == "def"
+    finally:
+        await client.aclose()
+        await runner.cleanup()
+    return seen
+
+
+def test_upstream_cookies_behave_as_in_plain_httpx() -> None:
+    assert asyncio.run(_exchange()) == [None, None, None, "session=abc", "session=abc", "session=def"]
