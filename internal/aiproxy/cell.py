@@ -22,7 +22,10 @@ from aiproxy.config import ConfigError, Settings
 from aiproxy.errors import AuthenticationFailed, GatewayError
 from aiproxy.httpapi.app import create_app
 from aiproxy.httpapi.errors import error_response
-from aiproxy.identity import KeyHasher, resolve_server_id
+from aiproxy.identity import KeyHasher
+from aiproxy.logstore.live import run_live_ingest
+from aiproxy.logstore.server_identity import resolve_server_id
+from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.routing import ModelRouter
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.server import GrpcServer
@@ -48,13 +51,13 @@ def http_ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 def build_gateway(settings: Settings) -> ChatGateway:
     router = ModelRouter.from_file(settings.config_path, set(settings.providers))
-    db_dir = settings.logdb.get("dir", str(Path(settings.log_dir) / "db"))
     return ChatGateway(
         router,
         settings.providers,
         RequestLog(settings.request_log_enabled),
         KeyHasher(settings.key_hash_secret, settings.log_dir),
-        resolve_server_id(db_dir),
+        # The same identity the log store stamps on its rows.
+        resolve_server_id(LogStoreSettings.from_mapping(settings.logdb)),
     )
 
 
@@ -128,11 +131,5 @@ async def serve_cell(settings: Settings, stop: asyncio.Event | None = None) -> N
 
 
 def _start_background(settings: Settings, stop: asyncio.Event) -> list[asyncio.Task]:
-    if str(settings.logdb.get("enabled", "false")).lower() not in ("1", "true", "yes", "on"):
-        return []
-    try:
-        from aiproxy.logstore.live import run_live_ingest
-    except ImportError:
-        logger.warning("LOGDB_ENABLED is set but the log store is not available in this build")
-        return []
+    # Live ingestion returns at once unless LOGDB_ENABLED.
     return [asyncio.create_task(run_live_ingest(settings, stop), name="live-ingest")]

@@ -5,8 +5,10 @@ from aiproxy.config.settings import (
     ProviderSettings,
     Settings,
     TLSSettings,
+    as_bool,
+    as_int,
     load_settings,
     parse_key_list,
 )
 
-__all__ = ["ConfigError", "ProviderSettings", "Settings", "TLSSettings", "load_settings", "parse_key_list"]
+__all__ = ["as_bool", "as_int", "ConfigError", "ProviderSettings", "Settings", "TLSSettings", "load_settings", "parse_key_list"]

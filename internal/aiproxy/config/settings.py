@@ -93,7 +93,8 @@ def parse_key_list(raw: Any) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def _as_bool(name: str, value: Any) -> bool:
+def as_bool(name: str, value: Any, error: type[ConfigError] = ConfigError) -> bool:
+    """A boolean setting from TOML, .env or the environment; `error` names the setting on failure."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -101,16 +102,16 @@ def _as_bool(name: str, value: Any) -> bool:
         return True
     if text in ("0", "false", "no", "off", ""):
         return False
-    raise ConfigError(f"setting {name.upper()}={value!r} is not a boolean (use true or false)")
+    raise error(f"setting {name.upper()}={value!r} is not a boolean (use true or false)")
 
 
-def _as_int(name: str, value: Any, minimum: int | None = None) -> int:
+def as_int(name: str, value: Any, minimum: int | None = None, error: type[ConfigError] = ConfigError) -> int:
     try:
-        number = int(str(value).replace("_", ""))
+        number = int(str(value).strip().replace("_", ""))
     except ValueError:
-        raise ConfigError(f"setting {name.upper()}={value!r} is not an integer") from None
+        raise error(f"setting {name.upper()}={value!r} is not an integer") from None
     if minimum is not None and number < minimum:
-        raise ConfigError(f"setting {name.upper()}={number} must be at least {minimum}")
+        raise error(f"setting {name.upper()}={number} must be at least {minimum}")
     return number
 
 
@@ -163,13 +164,13 @@ def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dic
         base_url=str(raw.get("base_url", "")).rstrip("/"),
         api_key=api_key,
         api_key_env=key_env,
-        api_key_required=_as_bool(f"providers__{name}__api_key_required", raw.get("api_key_required", kind != "mock")),
+        api_key_required=as_bool(f"providers__{name}__api_key_required", raw.get("api_key_required", kind != "mock")),
         referer=str(raw.get("referer", "")),
         title=str(raw.get("title", "")),
         connect_timeout=_as_float("upstream__connect_timeout", merged.get("connect_timeout", 10.0)),
         read_timeout=_as_float("upstream__read_timeout", merged.get("read_timeout", 300.0)),
-        max_connections=_as_int("upstream__max_connections", merged.get("max_connections", 256), 1),
-        max_keepalive_connections=_as_int(
+        max_connections=as_int("upstream__max_connections", merged.get("max_connections", 256), 1),
+        max_keepalive_connections=as_int(
             "upstream__max_keepalive_connections", merged.get("max_keepalive_connections", 64), 0
         ),
     )
@@ -204,7 +205,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         cert_file=str(get("tls_cert_file", "") or ""),
         key_file=str(get("tls_key_file", "") or ""),
         client_ca_file=str(get("tls_client_ca_file", "") or ""),
-        hsts_max_age=_as_int("hsts_max_age", get("hsts_max_age", 31536000), 0),
+        hsts_max_age=as_int("hsts_max_age", get("hsts_max_age", 31536000), 0),
     )
     if bool(tls.cert_file) != bool(tls.key_file):
         raise ConfigError("TLS needs both TLS_CERT_FILE and TLS_KEY_FILE (only one is set)")
@@ -214,21 +215,21 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
     logdb = {k.lower()[len("logdb_"):]: v for k, v in raw.as_dict().items() if k.lower().startswith("logdb_")}
     return Settings(
         host=str(get("host", "127.0.0.1")),
-        port=_as_int("port", get("port", 8123), 0),
+        port=as_int("port", get("port", 8123), 0),
         grpc_host=str(get("grpc_host", "127.0.0.1")),
-        grpc_port=_as_int("grpc_port", get("grpc_port", 50051), 0),
-        workers=_as_int("workers", get("workers", 1), 1),
+        grpc_port=as_int("grpc_port", get("grpc_port", 50051), 0),
+        workers=as_int("workers", get("workers", 1), 1),
         api_keys=parse_key_list(get("api_keys", "")),
         admin_api_keys=parse_key_list(get("admin_api_keys", "")),
-        models_require_auth=_as_bool("models_require_auth", get("models_require_auth", False)),
+        models_require_auth=as_bool("models_require_auth", get("models_require_auth", False)),
         key_hash_secret=str(get("key_hash_secret", "") or ""),
         config_path=_beside_settings(str(get("config_path", "configs/config.yml")), path),
         cors_allow_origins=tuple(o.strip() for o in str(origins).split(",") if o.strip()),
-        max_body_bytes=_as_int("max_body_bytes", get("max_body_bytes", 20 * 1024 * 1024), 1024),
+        max_body_bytes=as_int("max_body_bytes", get("max_body_bytes", 20 * 1024 * 1024), 1024),
         shutdown_grace_seconds=_as_float("shutdown_grace_seconds", get("shutdown_grace_seconds", 20)),
         log_level=level,
         log_dir=str(get("log_dir", "logs")),
-        request_log_enabled=_as_bool("request_log_enabled", get("request_log_enabled", True)),
+        request_log_enabled=as_bool("request_log_enabled", get("request_log_enabled", True)),
         request_log_retention=str(get("request_log_retention", "30 days")),
         tls=tls,
         providers=providers,

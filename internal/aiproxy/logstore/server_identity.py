@@ -9,29 +9,13 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
 
-from aiproxy.logstore.partitions import SERVER_ID_FILE
+from aiproxy import identity
 from aiproxy.logstore.settings import LogStoreSettings
 
 
 def resolve_server_id(settings: LogStoreSettings) -> str:
-    if settings.server_id:
-        return settings.server_id
-    path = settings.base / SERVER_ID_FILE
-    try:
-        existing = path.read_text(encoding="utf-8").strip()
-        if existing:
-            return existing
-    except OSError:
-        pass
-    new_id = str(uuid.uuid4())
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(new_id + "\n", encoding="utf-8")
-        return new_id
-    except OSError:
-        return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"ai-proxy|{socket.gethostname()}|{settings.env or 'dev'}"))
+    return identity.resolve_server_id(settings.base, {"LOGDB_SERVER_ID": settings.server_id, "LOGDB_ENV": settings.env})
 
 
 def server_row(server_id: str, settings: LogStoreSettings) -> tuple[str, str, str, int]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiproxy.config import ConfigError
+from aiproxy.config import ConfigError, as_bool, as_int
 
 GRANULARITIES = ("daily", "weekly", "monthly")
 
@@ -22,24 +22,11 @@ class LogStoreConfigError(ConfigError, ValueError):
 
 
 def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise LogStoreConfigError(f"LOGDB_{name.upper()}={value!r} is not a boolean")
+    return as_bool(f"logdb_{name}", value, LogStoreConfigError)
 
 
 def _int(name: str, value: Any, minimum: int) -> int:
-    try:
-        number = int(str(value).strip().replace("_", ""))
-    except ValueError:
-        raise LogStoreConfigError(f"LOGDB_{name.upper()}={value!r} is not an integer") from None
-    if number < minimum:
-        raise LogStoreConfigError(f"LOGDB_{name.upper()}={number} must be at least {minimum}")
-    return number
+    return as_int(f"logdb_{name}", value, minimum, LogStoreConfigError)
 
 
 @dataclass(frozen=True, slots=True)

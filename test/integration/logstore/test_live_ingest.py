@@ -41,6 +41,8 @@ def test_new_records_become_searchable_within_seconds(tmp_path):
         await _wait_for(lambda: len(search(reader, "otters").hits) == 1)
         write_jsonl(log, turns[1:])
         await _wait_for(lambda: len(search(reader, "beavers").hits) == 1)
+        # Rows are searchable as soon as they are inserted; threading them follows in the same round.
+        await _wait_for(lambda: all(h.fields["dialog_id"] for h in search(reader, "otters").hits))
         hits = search(reader, "otters").hits
         assert len({h.fields["dialog_id"] for h in hits}) == 1 and len(hits) == 2  # one dialog, threaded live
         stop.set()
