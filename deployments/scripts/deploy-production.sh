@@ -49,28 +49,12 @@ step() { printf '\n==> %s\n' "$*"; }
 # The part that runs on the server: `bash -s -- DEPLOY_PATH ACTION [ARGS]` reads it from stdin.
 read -r -d '' REMOTE_LIB <<'REMOTE' || true
 set -euo pipefail
+# env_get KEY [FILE]: from lib/dotenv.sh, sent ahead of this part
 DEPLOY_PATH=$1; ACTION=$2; shift 2
 
 # Files a deploy owns; everything else on the server (secrets, certificates, data) is left alone.
 SYNC_EXCLUDES=(--exclude=/.env --exclude=/logs/ --exclude=/backups/ --exclude=/bundles/
     --exclude=/deployments/letsencrypt/ --exclude=/.git/ --exclude=/.venv/)
-
-env_get() {
-    [[ -f .env ]] || return 0
-    awk -v key="$1" '
-        {
-            line = $0
-            sub(/^[ \t]+/, "", line)
-            sub(/^export[ \t]+/, "", line)
-            if (index(line, key "=") == 1) { val = substr(line, length(key) + 2); found = 1 }
-        }
-        END {
-            if (!found) exit
-            sub(/[ \t\r]+$/, "", val)
-            if (val ~ /^".*"$/ || val ~ /^'\''.*'\''$/) val = substr(val, 2, length(val) - 2)
-            print val
-        }' .env
-}
 
 compose() {
     if docker compose version >/dev/null 2>&1; then
@@ -235,7 +219,9 @@ SSH_CMD=()
 remote() {
     local args
     args=$(printf '%q ' "$DEPLOY_PATH" "$@")
-    "${SSH_CMD[@]}" "$DEPLOY_HOST" "bash -s -- $args" <<<"$REMOTE_LIB"
+    # The server gets the shared .env reader (lib/dotenv.sh) followed by the remote part.
+    "${SSH_CMD[@]}" "$DEPLOY_HOST" "bash -s -- $args" <<<"$(cat "$SCRIPT_DIR/lib/dotenv.sh")
+$REMOTE_LIB"
 }
 
 deploy() {

@@ -51,24 +51,8 @@ info() { echo "$PROG: $*"; }
 PLACEHOLDER_DOMAINS=" aiproxy.example.com your-domain.com localhost "
 PLACEHOLDER_EMAILS=" admin@example.com your-email@example.com "
 
-# Print the value of KEY in FILE (last active assignment wins, surrounding quotes removed).
-env_get() {
-    local key=$1 file=$2
-    [[ -f $file ]] || return 0
-    awk -v key="$key" '
-        {
-            line = $0
-            sub(/^[ \t]+/, "", line)
-            sub(/^export[ \t]+/, "", line)
-            if (index(line, key "=") == 1) { val = substr(line, length(key) + 2); found = 1 }
-        }
-        END {
-            if (!found) exit
-            sub(/[ \t\r]+$/, "", val)
-            if (val ~ /^".*"$/ || val ~ /^'\''.*'\''$/) val = substr(val, 2, length(val) - 2)
-            print val
-        }' "$file"
-}
+# shellcheck source-path=SCRIPTDIR source=lib/dotenv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/dotenv.sh"
 
 # Quote VALUE for .env: bare when it only has safe characters, else single quotes (literal for
 # docker compose, python-dotenv and bash alike).

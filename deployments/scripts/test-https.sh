@@ -40,24 +40,8 @@ EOF
 
 die() { echo "$PROG: error: $*" >&2; exit 2; }
 
-# Value of KEY in the .env file (last active assignment, quotes removed); empty when absent.
-env_get() {
-    local key=$1 file=$2
-    [[ -f $file ]] || return 0
-    awk -v key="$key" '
-        {
-            line = $0
-            sub(/^[ \t]+/, "", line)
-            sub(/^export[ \t]+/, "", line)
-            if (index(line, key "=") == 1) { val = substr(line, length(key) + 2); found = 1 }
-        }
-        END {
-            if (!found) exit
-            sub(/[ \t\r]+$/, "", val)
-            if (val ~ /^".*"$/ || val ~ /^'\''.*'\''$/) val = substr(val, 2, length(val) - 2)
-            print val
-        }' "$file"
-}
+# shellcheck source-path=SCRIPTDIR source=lib/dotenv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/dotenv.sh"
 
 PASSED=0
 FAILED=0
