@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RuntimeError) as exc:
         print(f"aiproxy: configuration error: {exc}", file=sys.stderr)
         return 2
+    if os.environ.get("GEMINI_AS_IS", "").strip().lower() == "true":
+        print("aiproxy: GEMINI_AS_IS is ignored: Gemini answers are always translated to the OpenAI format "
+              "(see docs/gemini.md)", file=sys.stderr)
     if settings.workers > 1:
         return _run_workers(settings)
     try:
