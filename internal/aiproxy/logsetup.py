@@ -93,16 +93,17 @@ def configure_logging(settings: Settings, *, stderr: bool = True) -> None:
         logger.add(sys.stderr, level=settings.log_level, format=_app_json, filter=_is_app_record, enqueue=False)
     log_dir = Path(settings.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    logger.add(
-        str(log_dir / "app.log"),
-        level=settings.log_level,
-        format=_app_json,
-        filter=_is_app_record,
-        enqueue=True,
-        context=_QUEUE_CONTEXT,
-        rotation="100 MB",
-        retention=settings.request_log_retention,
-    )
+    if settings.enable_file_logging:
+        logger.add(
+            str(log_dir / "app.log"),
+            level=settings.log_level,
+            format=_app_json,
+            filter=_is_app_record,
+            enqueue=True,
+            context=_QUEUE_CONTEXT,
+            rotation="100 MB",
+            retention=settings.request_log_retention,
+        )
     if settings.request_log_enabled:
         (log_dir / REQUEST_LOG_DIR).mkdir(parents=True, exist_ok=True)
         logger.add(

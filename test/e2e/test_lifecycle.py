@@ -224,3 +224,10 @@ def test_log_level_never_changes_the_log_format(upstream, tmp_path):
     assert len(request_lines) == 2
     for line in app_lines + request_lines:
         assert isinstance(orjson.loads(line), dict)  # JSON lines, never ANSI or pretty-printed text
+
+
+def test_enable_file_logging_false_keeps_app_log_off(upstream, tmp_path):
+    with GatewayProcess(tmp_path, upstream_url=upstream.base_url, env={"ENABLE_FILE_LOGGING": "false"}) as gateway:
+        response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={**BODY, "model": "mock"})
+        gateway.wait_for_record(response.headers["x-request-id"])  # the request log still works
+    assert not (tmp_path / "logs" / "app.log").exists()

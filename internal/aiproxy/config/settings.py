@@ -64,6 +64,7 @@ class Settings:
     shutdown_grace_seconds: float = 20.0
     log_level: str = "INFO"
     log_dir: str = "logs"
+    enable_file_logging: bool = True
     request_log_enabled: bool = True
     request_log_retention: str = "30 days"
     tls: TLSSettings = field(default_factory=TLSSettings)
@@ -229,6 +230,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         shutdown_grace_seconds=_as_float("shutdown_grace_seconds", get("shutdown_grace_seconds", 20)),
         log_level=level,
         log_dir=str(get("log_dir", "logs")),
+        enable_file_logging=as_bool("enable_file_logging", get("enable_file_logging", True)),
         request_log_enabled=as_bool("request_log_enabled", get("request_log_enabled", True)),
         request_log_retention=str(get("request_log_retention", "30 days")),
         tls=tls,
