@@ -20,8 +20,21 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[str]:
         """Return the `data` payloads of every event completed by this chunk."""
-        self._buffer += chunk
-        events: list[str] = []
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" not in buffer:
+            # The common case (LF-only framing, one `data: ` line per event): split once, no regex.
+            *raws, self._buffer = buffer.split(b"\n\n")
+            events = []
+            for raw in raws:
+                if raw.startswith(b"data: ") and b"\n" not in raw:
+                    events.append(raw[6:].decode("utf-8"))
+                else:
+                    data = _event_data(raw)
+                    if data is not None:
+                        events.append(data)
+            return events
+        self._buffer = buffer
+        events = []
         while True:
             match = _EVENT_END.search(self._buffer)
             if match is None:
