@@ -28,7 +28,17 @@ class _Cookies(httpx.Cookies):
 
 
 class _AsyncClient(httpx.AsyncClient):
-    """httpx.AsyncClient whose cookie store is a `_Cookies`."""
+    """httpx.AsyncClient whose cookie store is a `_Cookies`, and whose read responses are freed
+    by reference counting: httpx binds `response.stream` to the response (a reference cycle that
+    also holds the request, both header sets and the transport's response), so each call left
+    ~30 objects for the cyclic garbage collector, ~2% of the gateway's CPU."""
+
+    async def send(self, request: httpx.Request, **kwargs) -> httpx.Response:
+        response = await super().send(request, **kwargs)
+        if response.is_closed and response.is_stream_consumed:
+            # Read and closed (stream=False): the body is in response.content, the stream is spent.
+            response.stream = httpx.ByteStream(response.content)
+        return response
 
     @property
     def cookies(self) -> httpx.Cookies:

@@ -1,10 +1,12 @@
 """The provider httpx client (aiproxy.providers.http) against a real local server: cookies an
 upstream sets are kept and sent back exactly as plain httpx does, though responses without
-Set-Cookie skip httpx's cookie parsing."""
+Set-Cookie skip httpx's cookie parsing; a read response is freed by reference counting."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 from aiohttp import web
 
@@ -31,7 +33,15 @@ async def _exchange() -> list[str | None]:
     port = site._server.sockets[0].getsockname()[1]
     client = make_http_client(ProviderSettings(name="t", kind="openai", base_url=f"http://127.0.0.1:{port}"))
     try:
-        await client.get("/x")  # no cookie yet, none set
+        response = await client.get("/x")  # no cookie yet, none set
+        assert response.json() == {"ok": True}
+        alive = weakref.ref(response)
+        gc.disable()
+        try:
+            del response
+            assert alive() is None, "a read response should be freed without the cyclic GC"
+        finally:
+            gc.enable()
         await client.get("/x")
         await client.get("/x", params={"set": "abc"})  # sets one
         await client.get("/x")  # sends it back
