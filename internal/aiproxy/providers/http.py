@@ -38,7 +38,30 @@ class _AsyncClient(httpx.AsyncClient):
         if response.is_closed and response.is_stream_consumed:
             # Read and closed (stream=False): the body is in response.content, the stream is spent.
             response.stream = httpx.ByteStream(response.content)
+        elif not response.is_closed:
+            response.stream = _UnbindOnClose(response.stream, response)
         return response
+
+
+class _UnbindOnClose(httpx.AsyncByteStream):
+    """A streamed response's body that, once closed, detaches httpx's stream from the response
+    (httpx never reads the stream of a closed response again), breaking the same cycle."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, response: httpx.Response) -> None:
+        self._stream = stream
+        self._response: httpx.Response | None = response
+
+    async def __aiter__(self):
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._response is not None:
+                self._response.stream = httpx.ByteStream(b"")
+                self._response = None
 
     @property
     def cookies(self) -> httpx.Cookies:

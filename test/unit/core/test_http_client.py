@@ -35,11 +35,14 @@ async def _exchange() -> list[str | None]:
     try:
         response = await client.get("/x")  # no cookie yet, none set
         assert response.json() == {"ok": True}
-        alive = weakref.ref(response)
+        streamed = await client.send(client.build_request("GET", "/x"), stream=True)
+        assert [chunk async for chunk in streamed.aiter_bytes()] == [b'{"ok": true}']
+        await streamed.aclose()
+        alive = [weakref.ref(response), weakref.ref(streamed)]
         gc.disable()
         try:
-            del response
-            assert alive() is None, "a read response should be freed without the cyclic GC"
+            del response, streamed
+            assert [ref() for ref in alive] == [None, None], "closed responses should be freed without the cyclic GC"
         finally:
             gc.enable()
         await client.get("/x")
@@ -55,4 +58,4 @@ async def _exchange() -> list[str | None]:
 
 
 def test_upstream_cookies_behave_as_in_plain_httpx() -> None:
-    assert asyncio.run(_exchange()) == [None, None, None, "session=abc", "session=abc", "session=def"]
+    assert asyncio.run(_exchange()) == [None, None, None, None, "session=abc", "session=abc", "session=def"]
