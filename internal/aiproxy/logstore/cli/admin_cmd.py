@@ -19,21 +19,18 @@ from aiproxy.logstore.partitions import utc_today
 
 
 def run_init(args: argparse.Namespace) -> int:
-    store, _ = open_store(args)
-    try:
+    with open_store(args) as (store, _):
         path = store.partition_path(args.date or utc_today())
         db = store.database(path)
         store.control()
         integrity = db.execute_sql("PRAGMA integrity_check").fetchone()[0]
-    finally:
-        store.close()
     emit(args, {"path": str(path), "integrity": integrity}, lambda: f"{path}\n{integrity}")
     return EXIT_OK if integrity == "ok" else EXIT_FAILED
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    store, _ = open_store(args)
-    result = merge(Path(args.source), Path(args.dest), store.settings)
+    with open_store(args) as (store, _):
+        result = merge(Path(args.source), Path(args.dest), store.settings)
     emit(
         args,
         result,

@@ -49,17 +49,15 @@ def _include_raw(args: argparse.Namespace) -> bool:
 
 @_guarded
 def run_create(args: argparse.Namespace) -> int:
-    store, log_dir = _store(args.db)
     try:
-        total = sum(p.path.stat().st_size for p in store.existing(args.since, args.to))
-        bar = ProgressBar(total, "bundle create")
-        raw_dir = Path(args.raw or log_dir) if _include_raw(args) else None
-        result = create_bundle(store, args.since, args.to, args.out, raw_dir=raw_dir, progress=bar.advance)
-        bar.close()
+        with _store(args.db) as (store, log_dir):
+            total = sum(p.path.stat().st_size for p in store.existing(args.since, args.to))
+            bar = ProgressBar(total, "bundle create")
+            raw_dir = Path(args.raw or log_dir) if _include_raw(args) else None
+            result = create_bundle(store, args.since, args.to, args.out, raw_dir=raw_dir, progress=bar.advance)
+            bar.close()
     except ValueError as exc:
         raise BundleError(str(exc)) from None
-    finally:
-        store.close()
     emit(args, result.as_dict(), result.summary)
     return EXIT_OK
 
@@ -77,11 +75,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
 @_guarded
 def run_import(args: argparse.Namespace) -> int:
-    store, _ = _store(args.dest)
-    try:
+    with _store(args.dest) as (store, _):
         result = import_bundle(Path(args.bundle), store)
-    finally:
-        store.close()
     out = result.as_dict()
     emit(args, out, lambda: " ".join(f"{k}={out[k]}" for k in ("rows_imported", "rows_skipped", "partitions",
                                                              "new_partitions", "source_server_id", "bundle_id")))

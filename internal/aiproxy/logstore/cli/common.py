@@ -4,10 +4,11 @@ output (--json) and exit codes (0 ok, 1 failure or not found, 2 usage or invalid
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aiproxy.logstore.api import LogApi
@@ -58,24 +59,26 @@ def remote_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", metavar="PEM", help="--remote speaks TLS, trusting these CA certificates")
 
 
-def open_store(args: argparse.Namespace) -> tuple[Store, str]:
-    """The store named by --out (else the settings) and the configured log directory."""
+@contextlib.contextmanager
+def open_store(args: argparse.Namespace) -> Iterator[tuple[Store, str]]:
+    """The store named by --out (else the settings) and the configured log directory; closed on exit."""
     raw, log_dir = load_config()
     if getattr(args, "out", None):
         raw = {**raw, "dir": args.out}
-    return Store(LogStoreSettings.from_mapping(raw)), log_dir
+    store = Store(LogStoreSettings.from_mapping(raw))
+    try:
+        yield store, log_dir
+    finally:
+        store.close()
 
 
 def call(args: argparse.Namespace, method: str, request) -> dict:
     """Run one LogService operation, locally or on --remote; returns its JSON form."""
     if getattr(args, "remote", None):
         return message_to_json(_remote_call(args, method, request))
-    store, log_dir = open_store(args)
-    try:
+    with open_store(args) as (store, log_dir):
         api = LogApi(store, Path(getattr(args, "source", None) or log_dir))
         return message_to_json(getattr(api, _LOCAL[method])(request))
-    finally:
-        store.close()
 
 
 _LOCAL = {

@@ -20,21 +20,15 @@ from aiproxypb.v1 import logs_pb2
 
 
 def run_assign(args: argparse.Namespace) -> int:
-    store, _ = open_store(args)
-    try:
+    with open_store(args) as (store, _):
         result = dialogs.assign(store, args.since, args.to, args.window)
-    finally:
-        store.close()
     emit(args, result, lambda: "\n".join(f"{p} updated={n}" for p, n in result.items()) or "no partitions in range")
     return EXIT_OK
 
 
 def run_clear(args: argparse.Namespace) -> int:
-    store, _ = open_store(args)
-    try:
+    with open_store(args) as (store, _):
         result = dialogs.clear(store, args.since, args.to)
-    finally:
-        store.close()
     emit(args, result, lambda: "\n".join(f"{p} cleared={n}" for p, n in result.items()) or "no partitions in range")
     return EXIT_OK
 

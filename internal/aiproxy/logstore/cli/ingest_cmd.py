@@ -25,15 +25,12 @@ def run(args: argparse.Namespace) -> int:
         request = logs_pb2.IngestRequest(since=str(args.since or ""), to=str(args.to or ""))
         print(json.dumps(call(args, "Ingest", request)))
         return EXIT_OK
-    store, log_dir = open_store(args)
-    try:
+    with open_store(args) as (store, log_dir):
         source = Path(args.source or log_dir)
         files = discover_sources(source)
         bar = ProgressBar(sum(f.stat().st_size for f in files), "ingest")
         report = ingest(store, source, since=args.since, to=args.to, progress=bar.advance, files=files)
         bar.close()
-    finally:
-        store.close()
     summary = report.as_dict()
     if not args.json:
         print(f"ingest_elapsed_s={summary['elapsed_s']} rows_inserted={report.rows_inserted} rps={summary['rows_per_s']}")
