@@ -84,50 +84,34 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 await abort_with(context, exc, metadata_value(context, "x-request-id"))
                 return False
 
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            async def unary_unary(request, context):
-                if await admit(request, context):
+        def unary_response(inner, unary_request: bool):
+            async def behavior(request, context):
+                if await admit(request if unary_request else None, context):
                     return await inner(request, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            inner_stream = handler.unary_stream
+            return behavior
 
-            async def unary_stream(request, context):
-                if not await admit(request, context):
+        def streamed_response(inner, unary_request: bool):
+            async def behavior(request, context):
+                if not await admit(request if unary_request else None, context):
                     return
-                result = inner_stream(request, context)
+                result = inner(request, context)
                 if inspect.isasyncgen(result):
                     async for item in result:
                         yield item
-                else:
+                else:  # a servicer may also write with context.write() and return
                     await result
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_unary:
-            inner_su = handler.stream_unary
+            return behavior
 
-            async def stream_unary(request_iterator, context):
-                if await admit(None, context):
-                    return await inner_su(request_iterator, context)
-
-            return grpc.stream_unary_rpc_method_handler(
-                stream_unary, handler.request_deserializer, handler.response_serializer
-            )
-        inner_ss = handler.stream_stream
-
-        async def stream_stream(request_iterator, context):
-            if not await admit(None, context):
-                return
-            async for item in inner_ss(request_iterator, context):
-                yield item
-
-        return grpc.stream_stream_rpc_method_handler(
-            stream_stream, handler.request_deserializer, handler.response_serializer
+        kinds = (
+            ("unary_unary", unary_response, True, grpc.unary_unary_rpc_method_handler),
+            ("unary_stream", streamed_response, True, grpc.unary_stream_rpc_method_handler),
+            ("stream_unary", unary_response, False, grpc.stream_unary_rpc_method_handler),
+            ("stream_stream", streamed_response, False, grpc.stream_stream_rpc_method_handler),
         )
+        for attribute, guard, unary_request, build in kinds:
+            inner = getattr(handler, attribute)
+            if inner:
+                return build(guard(inner, unary_request), handler.request_deserializer, handler.response_serializer)
+        return handler
