@@ -84,3 +84,13 @@ class KeyHasher:
             if len(self._cache) < 10_000:  # bounded: unknown keys from attackers must not grow memory
                 self._cache[key] = digest
         return digest
+
+
+MAX_REQUEST_ID = 128
+
+
+def request_id(given: str | None) -> str:
+    """The client's request id (X-Request-ID header or x-request-id metadata) when it is sane, else a new one."""
+    if given and len(given) <= MAX_REQUEST_ID and given.isprintable():
+        return given
+    return f"req_{uuid.uuid4().hex}"

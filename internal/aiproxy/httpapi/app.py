@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,20 +11,16 @@ from aiproxy import __version__
 from aiproxy.config import Settings
 from aiproxy.httpapi.chat_routes import REJECT, STUB, add_chat_routes
 from aiproxy.httpapi.errors import error_body, json_response
+from aiproxy.identity import request_id
 from aiproxypb.v1 import chat_pb2_grpc
 
 CHANNEL = web.AppKey("grpc_channel", grpc.aio.Channel)
 EXPOSED_HEADERS = "X-Request-ID, Retry-After, X-RateLimit-Limit-Requests, X-RateLimit-Remaining-Requests, " \
                   "X-RateLimit-Reset-Requests, X-RateLimit-Limit-Tokens, X-RateLimit-Remaining-Tokens, " \
                   "X-RateLimit-Reset-Tokens"
-_MAX_REQUEST_ID = 128
-
 
 def _request_id(request: web.Request) -> str:
-    given = request.headers.get("X-Request-ID")
-    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
-        return given
-    return f"req_{uuid.uuid4().hex}"
+    return request_id(request.headers.get("X-Request-ID"))
 
 
 @web.middleware

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 
 import grpc
 
 from aiproxy.chat.gateway import ChatGateway
 from aiproxy.errors import GatewayError, InvalidRequest, NotFound
+from aiproxy.identity import request_id
 from aiproxy.protojson import json_to_message, message_to_json
 from aiproxy.rpc.interceptor import CURRENT_CALLER, metadata_value
 from aiproxy.rpc.status import REQUEST_ID, abort_with
@@ -16,15 +16,9 @@ from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 TRANSPORT_KEY = "x-aiproxy-transport"  # set by the REST facade: "http"
 MODELS_CREATED = 1677610602  # the seed's fixed `created` for listed models
-_MAX_REQUEST_ID = 128
-
 
 def request_id_of(context: grpc.aio.ServicerContext) -> str:
-    """The client's x-request-id when it is sane, else a new one."""
-    given = metadata_value(context, REQUEST_ID)
-    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
-        return given
-    return f"req_{uuid.uuid4().hex}"
+    return request_id(metadata_value(context, REQUEST_ID))
 
 
 def request_body(request: chat_pb2.ChatCompletionRequest) -> dict:
