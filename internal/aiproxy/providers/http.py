@@ -42,6 +42,14 @@ class _AsyncClient(httpx.AsyncClient):
             response.stream = _UnbindOnClose(response.stream, response)
         return response
 
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, cookies) -> None:
+        self._cookies = _Cookies(cookies)
+
 
 class _UnbindOnClose(httpx.AsyncByteStream):
     """A streamed response's body that, once closed, detaches httpx's stream from the response
@@ -62,14 +70,6 @@ class _UnbindOnClose(httpx.AsyncByteStream):
             if self._response is not None:
                 self._response.stream = httpx.ByteStream(b"")
                 self._response = None
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._cookies
-
-    @cookies.setter
-    def cookies(self, cookies) -> None:
-        self._cookies = _Cookies(cookies)
 
 
 @functools.cache

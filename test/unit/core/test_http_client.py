@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import http.cookiejar
 import weakref
+
+import pytest
 
 from aiohttp import web
 
@@ -57,5 +60,15 @@ async def _exchange() -> list[str | None]:
     return seen
 
 
-def test_upstream_cookies_behave_as_in_plain_httpx() -> None:
+def test_upstream_cookies_behave_as_in_plain_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = []
+    extract = http.cookiejar.CookieJar.extract_cookies
+
+    def counting_extract(jar, response, request):
+        parsed.append(request.get_full_url())
+        return extract(jar, response, request)
+
+    monkeypatch.setattr(http.cookiejar.CookieJar, "extract_cookies", counting_extract)
     assert asyncio.run(_exchange()) == [None, None, None, None, "session=abc", "session=abc", "session=def"]
+    # Only the two responses that set a cookie went through the cookie parser.
+    assert [url.rsplit("?", 1)[-1] for url in parsed] == ["set=abc", "set=def"]
