@@ -62,6 +62,7 @@ class Settings:
     cors_allow_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = 20 * 1024 * 1024
     shutdown_grace_seconds: float = 20.0
+    event_loop: str = "auto"
     log_level: str = "INFO"
     log_dir: str = "logs"
     enable_file_logging: bool = True
@@ -213,6 +214,9 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
     level = str(get("log_level", "INFO")).upper()
     if level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"setting LOG_LEVEL={level!r} is not a log level (use DEBUG, INFO, WARNING or ERROR)")
+    event_loop = str(get("event_loop", "auto")).lower()
+    if event_loop not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError(f"setting EVENT_LOOP={event_loop!r} is not one of auto, uvloop, asyncio")
     logdb = {k.lower()[len("logdb_"):]: v for k, v in raw.as_dict().items() if k.lower().startswith("logdb_")}
     return Settings(
         host=str(get("host", "127.0.0.1")),
@@ -228,6 +232,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         cors_allow_origins=tuple(o.strip() for o in str(origins).split(",") if o.strip()),
         max_body_bytes=as_int("max_body_bytes", get("max_body_bytes", 20 * 1024 * 1024), 1024),
         shutdown_grace_seconds=_as_float("shutdown_grace_seconds", get("shutdown_grace_seconds", 20)),
+        event_loop=event_loop,
         log_level=level,
         log_dir=str(get("log_dir", "logs")),
         enable_file_logging=as_bool("enable_file_logging", get("enable_file_logging", True)),

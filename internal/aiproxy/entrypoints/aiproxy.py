@@ -64,11 +64,13 @@ def ensure_client_key(settings: Settings) -> Settings:
 
 def _run_cell(settings: Settings) -> None:
     from aiproxy.cell import serve_cell
+    from aiproxy.eventloop import loop_factory
     from aiproxy.logsetup import configure_logging
 
     configure_logging(settings)
     try:
-        asyncio.run(serve_cell(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(serve_cell(settings))
     except ConfigError as exc:
         logger.error(str(exc))
         raise SystemExit(2) from None

@@ -64,6 +64,7 @@ def test_defaults_from_the_shipped_settings_file(load):
     assert settings.api_keys == () and settings.models_require_auth is False
     assert settings.max_body_bytes == 20_971_520
     assert settings.log_level == "INFO"
+    assert settings.event_loop == "auto"
     assert settings.tls.enabled is False
     assert settings.source == SETTINGS_FILE
     assert set(settings.providers) >= {"openrouter", "gemini", "openai", "local", "mock"}
@@ -107,6 +108,7 @@ def test_booleans(load, text, value):
         ({"HSTS_MAX_AGE": "forever"}, "HSTS_MAX_AGE"),
         ({"SHUTDOWN_GRACE_SECONDS": "soon"}, "SHUTDOWN_GRACE_SECONDS"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"EVENT_LOOP": "trio"}, "EVENT_LOOP"),
         ({"UPSTREAM__MAX_CONNECTIONS": "lots"}, "UPSTREAM__MAX_CONNECTIONS"),
         ({"UPSTREAM__READ_TIMEOUT": "long"}, "UPSTREAM__READ_TIMEOUT"),
         ({"PROVIDERS__OPENROUTER__API_KEY_REQUIRED": "perhaps"}, "PROVIDERS__OPENROUTER__API_KEY_REQUIRED"),
