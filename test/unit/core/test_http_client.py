@@ -10,7 +10,6 @@ import http.cookiejar
 import weakref
 
 import pytest
-
 from aiohttp import web
 
 from aiproxy.config import ProviderSettings
