@@ -2,11 +2,13 @@
 
 Events end at a blank line (`\\n\\n`, `\\r\\n\\r\\n` or `\\r\\r`); comment lines (`: …`) are
 skipped; the `data` lines of one event are joined with newlines, as the SSE spec says.
+`sse_batches` turns a body into batches of translated events, one batch per network read.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _LINE_SPLIT = re.compile(rb"\r\n|\n|\r")
@@ -61,3 +63,40 @@ def _event_data(raw: bytes) -> str | None:
     if not data_lines:
         return None
     return b"\n".join(data_lines).decode("utf-8")
+
+
+class EndOfStream(Exception):
+    """Raised by an event translator at the stream's end marker (OpenAI's `[DONE]`)."""
+
+
+async def sse_batches(body: AsyncIterable[bytes], translate: Callable[[str], list]) -> AsyncIterator[list]:
+    """For each read of `body`, the translations of the events it completed, as one batch (empty
+    batches are skipped). Ends at the end of the body or when `translate` raises EndOfStream; any
+    other exception is raised after the batch of the events before it, so an answer cut short by an
+    error event still reaches the client up to that event."""
+    async for events in _event_groups(body):
+        batch, stop = _translate_all(events, translate)
+        if batch:
+            yield batch
+        if isinstance(stop, EndOfStream):
+            return
+        if stop is not None:
+            raise stop
+
+
+async def _event_groups(body: AsyncIterable[bytes]) -> AsyncIterator[list[str]]:
+    """The events each read completes, then those a body without a final blank line leaves."""
+    decoder = SSEDecoder()
+    async for raw in body:
+        yield decoder.feed(raw)
+    yield decoder.flush()
+
+
+def _translate_all(events: Iterable[str], translate: Callable[[str], list]) -> tuple[list, Exception | None]:
+    batch: list = []
+    for data in events:
+        try:
+            batch += translate(data)
+        except Exception as exc:  # noqa: BLE001 - handed back, raised after the batch
+            return batch, exc
+    return batch, None

@@ -78,6 +78,26 @@ def test_streaming_with_usage(stub, fake):
     assert fake.received[0].json["stream"] is True
 
 
+def test_batched_stream_is_the_same_stream_in_fewer_messages(stub, fake, gateway):
+    request = _request(stream=True, stream_options=chat_pb2.StreamOptions(include_usage=True))
+    fake.push(StreamReply(text_chunks(["a", "b", "c"])))
+    single = list(stub.StreamChatCompletion(request, metadata=AUTH))
+    fake.push(StreamReply(text_chunks(["a", "b", "c"])))  # one write: the chunks arrive together
+    batches = list(stub.StreamChatCompletionBatches(request, metadata=(*AUTH, ("x-request-id", "grpc-batch-1"))))
+    flat = [chunk for batch in batches for chunk in batch.chunks]
+    assert flat == single and len(batches) < len(flat)
+    assert len(batches[0].chunks) == 1  # the first chunk goes alone (time to first token)
+    assert gateway.wait_for_record("grpc-batch-1")["response"]["choices"][0]["message"]["content"] == "abc"
+
+    # An upstream that pauses between events: each batch goes out when read, nothing waits for more.
+    reply = StreamReply(text_chunks(["a", "b", "c"]), delay=0.05)
+    payload = reply.payload()
+    reply.splits = [i + 2 for i in range(len(payload) - 1) if payload[i:i + 2] == b"\n\n"]
+    fake.push(reply)
+    batches = list(stub.StreamChatCompletionBatches(request, metadata=AUTH))
+    assert [len(batch.chunks) for batch in batches] == [1] * len(single)
+
+
 def test_list_models_is_public(stub):
     models = stub.ListModels(chat_pb2.ListModelsRequest())
     assert {m.id for m in models.data} >= {"gpt-test", "mock"}

@@ -73,20 +73,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, stub, message) -> web.StreamResponse:
-    call = stub.StreamChatCompletion(message, metadata=rpc_metadata(request))
+    # The batched RPC: chunks that arrived together cross the channel as one message and leave
+    # in one write, each still its own SSE event.
+    call = stub.StreamChatCompletionBatches(message, metadata=rpc_metadata(request))
     try:
-        # Nothing is sent before the first chunk, so errors before it keep their HTTP status.
+        # Nothing is sent before the first batch, so errors before it keep their HTTP status.
         try:
             first = await call.read()
         except grpc.aio.AioRpcError as exc:
             return rpc_error_response(exc)
         response = web.StreamResponse(status=200, headers={**sse.HEADERS, **_forwarded(await call.initial_metadata())})
         await response.prepare(request)
-        chunk = first
+        batch = first
         try:
-            while chunk is not grpc.aio.EOF:
-                await response.write(sse.event(message_to_json(chunk)))
-                chunk = await call.read()
+            while batch is not grpc.aio.EOF:
+                await response.write(b"".join([sse.event(message_to_json(chunk)) for chunk in batch.chunks]))
+                batch = await call.read()
         except grpc.aio.AioRpcError as exc:
             _, body, _ = rpc_error_parts(exc)
             await response.write(sse.event(body))

@@ -41,14 +41,17 @@ class UpstreamResponse:
 
 
 class UpstreamStream(Protocol):
-    """An open streaming call. Iterating yields OpenAI `chat.completion.chunk` dicts."""
+    """An open streaming call. Iterating yields batches: lists of OpenAI `chat.completion.chunk`
+    dicts that were ready together (decoded from one upstream read), in order, never empty. A
+    batch is handed on as soon as it is read, so batching adds no latency; it only saves per-message
+    work when the upstream is faster than the client."""
 
     headers: dict[str, str]
     # Token usage the upstream reported but the stream did not carry to the client (Gemini sends
     # running totals whether or not usage was asked for); read after iterating, for the request log.
     usage: dict | None
 
-    def __aiter__(self) -> AsyncIterator[dict]: ...
+    def __aiter__(self) -> AsyncIterator[list[dict]]: ...
 
     async def aclose(self) -> None: ...
 

@@ -22,7 +22,7 @@ from aiproxy.providers.gemini_errors import gemini_error, parse_error_body
 from aiproxy.providers.gemini_response import StreamTranslator, to_openai_response
 from aiproxy.providers.gemini_translate import gemini_model_id, to_gemini_request
 from aiproxy.providers.http import make_http_client, send_streaming, transport_error
-from aiproxy.sse import SSEDecoder
+from aiproxy.sse import sse_batches
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 
@@ -82,7 +82,8 @@ class GeminiProvider:
 
 
 class GeminiStream:
-    """An open `streamGenerateContent?alt=sse` call; iterating yields OpenAI chunks."""
+    """An open `streamGenerateContent?alt=sse` call; iterating yields batches of OpenAI chunks,
+    one per upstream read."""
 
     def __init__(
         self, provider: str, key_env: str, response: httpx.Response, translator: StreamTranslator
@@ -97,19 +98,14 @@ class GeminiStream:
     def usage(self) -> dict | None:
         return self._translator.usage
 
-    async def __aiter__(self) -> AsyncIterator[dict]:
-        decoder = SSEDecoder()
+    async def __aiter__(self) -> AsyncIterator[list[dict]]:
         try:
             # aiter_bytes, not aiter_raw: Google may gzip the event stream.
-            async for raw in self._response.aiter_bytes():
-                for data in decoder.feed(raw):
-                    for chunk in self._translate(data):
-                        yield chunk
-            for data in decoder.flush():
-                for chunk in self._translate(data):
-                    yield chunk
-            for chunk in self._translator.finish():
-                yield chunk
+            async for batch in sse_batches(self._response.aiter_bytes(), self._translate):
+                yield batch
+            batch = self._translator.finish()  # raises when the stream was cut short
+            if batch:
+                yield batch
         except httpx.TimeoutException as exc:
             raise transport_error(self._provider, exc) from None
         except httpx.HTTPError as exc:

@@ -147,25 +147,29 @@ class _MockStream:
         size = max(1, -(-len(text) // self._chunks))
         return [text[i : i + size] for i in range(0, len(text), size)]
 
-    async def __aiter__(self) -> AsyncIterator[dict]:
+    async def __aiter__(self) -> AsyncIterator[list[dict]]:
+        # One batch, or with delay_ms one per piece, as an upstream that pauses between tokens.
         message = self._plan["message"]
-        yield self._chunk({"role": "assistant", "content": "" if message["content"] is not None else None})
+        batch = [self._chunk({"role": "assistant", "content": "" if message["content"] is not None else None})]
         if message.get("tool_calls"):
             call = message["tool_calls"][0]
-            yield self._chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
-                                               "function": {"name": call["function"]["name"], "arguments": ""}}]})
-            yield self._chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]})
+            batch.append(self._chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                                      "function": {"name": call["function"]["name"], "arguments": ""}}]}))
+            batch.append(self._chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}))
         else:
             for piece in self._pieces(message["content"]):
                 if self._delay:
+                    yield batch
                     await asyncio.sleep(self._delay)
-                yield self._chunk({"content": piece})
-        yield self._chunk({}, self._plan["finish_reason"])
+                    batch = []
+                batch.append(self._chunk({"content": piece}))
+        batch.append(self._chunk({}, self._plan["finish_reason"]))
         if self._include_usage:
             usage_chunk = dict(self._envelope)
             usage_chunk["choices"] = []
             usage_chunk["usage"] = self._plan["usage"]
-            yield usage_chunk
+            batch.append(usage_chunk)
+        yield batch
 
     async def aclose(self) -> None:
         return None

@@ -20,7 +20,7 @@ from aiproxy.errors import (
 )
 from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers
 from aiproxy.providers.http import make_http_client, send_streaming, transport_error
-from aiproxy.sse import SSEDecoder
+from aiproxy.sse import EndOfStream, sse_batches
 
 _JSON = {"content-type": "application/json"}
 # After `data: [DONE]` the body normally ends at once; reading that end lets httpx keep the
@@ -116,7 +116,8 @@ class OpenAICompatibleProvider:
 
 
 class _OpenAIStream:
-    """Event-aligned chunks from an OpenAI-style SSE body, whatever the network splits."""
+    """Event-aligned chunks from an OpenAI-style SSE body, whatever the network splits; one batch
+    per upstream read."""
 
     def __init__(self, provider: str, response: httpx.Response) -> None:
         self._provider = provider
@@ -124,30 +125,20 @@ class _OpenAIStream:
         self.headers = forwardable_headers(response.headers)
         self.usage = None  # usage arrives in the stream itself
 
-    async def __aiter__(self) -> AsyncIterator[dict]:
-        decoder = SSEDecoder()
+    async def __aiter__(self) -> AsyncIterator[list[dict]]:
         body = self._response.aiter_bytes()  # decoded: an upstream may gzip its event stream
         try:
-            async for raw in body:
-                for data in decoder.feed(raw):
-                    chunk = self._parse(data)
-                    if chunk is None:
-                        await _read_to_end(body)
-                        return
-                    yield chunk
-            for data in decoder.flush():
-                chunk = self._parse(data)
-                if chunk is None:
-                    return
-                yield chunk
+            async for batch in sse_batches(body, self._parse):
+                yield batch
+            await _read_to_end(body)  # what follows [DONE], so the connection can be reused
         except httpx.HTTPError as exc:
             raise transport_error(self._provider, exc) from None
         finally:
             await self._response.aclose()
 
-    def _parse(self, data: str) -> dict | None:
+    def _parse(self, data: str) -> list[dict]:
         if data.strip() == "[DONE]":
-            return None
+            raise EndOfStream
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -156,7 +147,7 @@ class _OpenAIStream:
             raise UpstreamBadResponse(f"The upstream provider '{self._provider}' sent a stream event that is not an object.")
         if chunk.get("error"):
             raise stream_chunk_error(self._provider, chunk)
-        return chunk
+        return [chunk]
 
     async def aclose(self) -> None:
         await self._response.aclose()

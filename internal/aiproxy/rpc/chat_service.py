@@ -16,6 +16,8 @@ from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 TRANSPORT_KEY = "x-aiproxy-transport"  # set by the REST facade: "http"
 MODELS_CREATED = 1677610602  # the seed's fixed `created` for listed models
+# Chat RPCs -> whether they stream (their refusals are request-logged).
+_CHAT_METHODS = {"CreateChatCompletion": False, "StreamChatCompletion": True, "StreamChatCompletionBatches": True}
 
 def request_id_of(context: grpc.aio.ServicerContext) -> str:
     return request_id(metadata_value(context, REQUEST_ID))
@@ -43,11 +45,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
     def log_rejection(self, method: str, context, exc: GatewayError, request) -> None:
         """Auth refusals of chat calls still get a request log record (status 401/403)."""
-        if not method.endswith("ChatCompletion"):
+        name = method.rsplit("/", 1)[-1]
+        if name not in _CHAT_METHODS:
             return
-        exchange = self._gateway.begin(
-            None, request_id_of(context), transport_of(context), method.endswith("StreamChatCompletion")
-        )
+        exchange = self._gateway.begin(None, request_id_of(context), transport_of(context), _CHAT_METHODS[name])
         if request is not None:
             with contextlib.suppress(InvalidRequest):
                 self._gateway.attach_body(exchange, request_body(request))
@@ -72,15 +73,30 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             self._gateway.finish(exchange, failure)
 
     async def StreamChatCompletion(self, request, context):
+        async def write(chunks: list[chat_pb2.ChatCompletionChunk]) -> None:
+            for chunk in chunks:
+                await context.write(chunk)
+
+        await self._stream(request, context, write)
+
+    async def StreamChatCompletionBatches(self, request, context):
+        async def write(chunks: list[chat_pb2.ChatCompletionChunk]) -> None:
+            await context.write(chat_pb2.ChatCompletionChunkBatch(chunks=chunks))
+
+        await self._stream(request, context, write)
+
+    async def _stream(self, request, context, write) -> None:
+        # context.write() rather than yield: one coroutine for both RPCs, and a cancelled call
+        # raises CancelledError right here, so the request log records it as such.
         request_id = request_id_of(context)
         exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id, transport_of(context), stream=True)
         failure: BaseException | None = None
         try:
             call = self._gateway.prepare(exchange, request_body(request))
-            chunks, headers = await self._gateway.open_stream(call)
+            batches, headers = await self._gateway.open_stream(call)
             await context.send_initial_metadata(((REQUEST_ID, request_id), *headers.items()))
-            async for chunk in chunks:
-                yield json_to_message(chunk, chat_pb2.ChatCompletionChunk)
+            async for batch in batches:
+                await write([json_to_message(chunk, chat_pb2.ChatCompletionChunk) for chunk in batch])
         except GatewayError as exc:
             failure = exc
             await abort_with(context, exc, request_id)

@@ -277,6 +277,12 @@ class Choice(_message.Message):
     extra_json: str
     def __init__(self, index: _Optional[int] = ..., message: _Optional[_Union[ChatMessage, _Mapping]] = ..., finish_reason: _Optional[str] = ..., extra_json: _Optional[str] = ...) -> None: ...
 
+class ChatCompletionChunkBatch(_message.Message):
+    __slots__ = ("chunks",)
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[ChatCompletionChunk]
+    def __init__(self, chunks: _Optional[_Iterable[_Union[ChatCompletionChunk, _Mapping]]] = ...) -> None: ...
+
 class ChatCompletionChunk(_message.Message):
     __slots__ = ("id", "object", "created", "model", "choices", "usage", "system_fingerprint", "service_tier", "extra_json")
     ID_FIELD_NUMBER: _ClassVar[int]

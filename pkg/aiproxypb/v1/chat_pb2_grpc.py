@@ -48,6 +48,11 @@ class ChatServiceStub:
                 request_serializer=aiproxypb_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
                 response_deserializer=aiproxypb_dot_v1_dot_chat__pb2.ChatCompletionChunk.FromString,
                 _registered_method=True)
+        self.StreamChatCompletionBatches = channel.unary_stream(
+                '/aiproxy.v1.ChatService/StreamChatCompletionBatches',
+                request_serializer=aiproxypb_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
+                response_deserializer=aiproxypb_dot_v1_dot_chat__pb2.ChatCompletionChunkBatch.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/aiproxy.v1.ChatService/ListModels',
                 request_serializer=aiproxypb_dot_v1_dot_chat__pb2.ListModelsRequest.SerializeToString,
@@ -80,6 +85,15 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamChatCompletionBatches(self, request, context):
+        """The same stream, with the chunks that were ready together (one upstream read) in one message:
+        fewer messages when the upstream sends faster than the client reads. Never waits to fill a batch.
+        The REST facade uses it; each chunk still becomes its own SSE event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -104,6 +118,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.StreamChatCompletion,
                     request_deserializer=aiproxypb_dot_v1_dot_chat__pb2.ChatCompletionRequest.FromString,
                     response_serializer=aiproxypb_dot_v1_dot_chat__pb2.ChatCompletionChunk.SerializeToString,
+            ),
+            'StreamChatCompletionBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamChatCompletionBatches,
+                    request_deserializer=aiproxypb_dot_v1_dot_chat__pb2.ChatCompletionRequest.FromString,
+                    response_serializer=aiproxypb_dot_v1_dot_chat__pb2.ChatCompletionChunkBatch.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -174,6 +193,33 @@ class ChatService:
             '/aiproxy.v1.ChatService/StreamChatCompletion',
             aiproxypb_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
             aiproxypb_dot_v1_dot_chat__pb2.ChatCompletionChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamChatCompletionBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aiproxy.v1.ChatService/StreamChatCompletionBatches',
+            aiproxypb_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
+            aiproxypb_dot_v1_dot_chat__pb2.ChatCompletionChunkBatch.FromString,
             options,
             channel_credentials,
             insecure,

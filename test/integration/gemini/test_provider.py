@@ -54,7 +54,7 @@ def user(text):
 
 
 async def collect(stream):
-    return [chunk async for chunk in stream]
+    return [chunk async for batch in stream for chunk in batch]
 
 
 def deltas(chunks):
@@ -456,8 +456,8 @@ async def test_unavailable_and_mid_stream_error_event(fake, provider):
     stream = await provider.open_stream(req(messages=[user("x")], stream=True))
     got = []
     with pytest.raises(UpstreamError) as error:
-        async for chunk in stream:
-            got.append(chunk)
+        async for batch in stream:
+            got += batch
     assert [d for d, _ in deltas(got)] == [{"role": "assistant", "content": ""}, {"content": "par"}]
     assert (error.value.http_status, error.value.message) == (503, "overloaded mid-way")
 
@@ -507,7 +507,7 @@ async def test_aclose_stops_a_running_stream_promptly(fake, provider):
     fake.enqueue(slow)
     stream = await provider.open_stream(req(messages=[user("x")], stream=True))
     iterator = aiter(stream)
-    assert (await anext(iterator))["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert (await anext(iterator))[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     started = time.perf_counter()
     await stream.aclose()
     await iterator.aclose()

@@ -31,7 +31,7 @@ def stream(req: UpstreamRequest) -> list[dict]:
     async def collect():
         upstream = await PROVIDER.open_stream(req)
         try:
-            return [chunk async for chunk in upstream]
+            return [chunk async for batch in upstream for chunk in batch]
         finally:
             await upstream.aclose()
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
-from aiproxy.sse import SSEDecoder
+from aiproxy.sse import EndOfStream, SSEDecoder, sse_batches
 
 OPENAI_STREAM = (
     b": OPENROUTER PROCESSING\n\n"
@@ -130,3 +131,50 @@ def test_multibyte_utf8_split_inside_a_character():
     stream = b"data: " + payload + b"\n\n"
     for cut in range(len(stream) + 1):
         assert decode([stream[:cut], stream[cut:]]) == ["日本語 🌍"]
+
+
+def _batches(reads: list[bytes], translate) -> tuple[list[list], Exception | None]:
+    """Run sse_batches over these network reads: the batches it yielded and what it raised."""
+
+    async def body():
+        for raw in reads:
+            yield raw
+
+    async def run():
+        got = []
+        try:
+            async for batch in sse_batches(body(), translate):
+                got.append(batch)
+        except Exception as exc:  # noqa: BLE001 - returned for the assertion
+            return got, exc
+        return got, None
+
+    return asyncio.run(run())
+
+
+def _json_or_end(data: str) -> list:
+    if data == "[DONE]":
+        raise EndOfStream
+    value = json.loads(data)
+    if "error" in value:
+        raise RuntimeError(value["error"])
+    return [value]
+
+
+def test_one_batch_per_read_with_the_events_it_completed():
+    reads = [b'data: {"n": 1}\n\ndata: {"n": 2}\n\ndata: {"n"', b': 3}\n\n', b": keep-alive\n\n", b'data: {"n": 4}']
+    got, error = _batches(reads, _json_or_end)
+    # The comment-only read completes no event (no batch); the unterminated last event is flushed at the end.
+    assert got == [[{"n": 1}, {"n": 2}], [{"n": 3}], [{"n": 4}]] and error is None
+
+
+def test_end_of_stream_stops_and_drops_what_follows_it_in_the_same_read():
+    got, error = _batches([b'data: {"n": 1}\n\ndata: [DONE]\n\ndata: {"n": 2}\n\n', b'data: {"n": 3}\n\n'],
+                          _json_or_end)
+    assert got == [[{"n": 1}]] and error is None
+
+
+def test_an_error_event_is_raised_after_the_chunks_before_it():
+    got, error = _batches([b'data: {"n": 1}\n\ndata: {"error": "boom"}\n\ndata: {"n": 2}\n\n'], _json_or_end)
+    assert got == [[{"n": 1}]]
+    assert isinstance(error, RuntimeError) and str(error) == "boom"
