@@ -45,11 +45,15 @@ MESSAGES = [{"role": "system", "content": "You are a concise assistant."},
 # LiteLLM as measured on this 2-core machine (issue 2), used when --peers is not given.
 LITELLM_REFERENCE = {False: {"cpu_ms": 7.5, "rps": 135.0}, True: {"cpu_ms": 21.0, "rps": 48.0}}
 TARGETS = {"added_p50_ms": 1.0, "added_ttft_ms": 1.5, "cpu_ratio": 10.0, "rps_ratio": 10.0}
+# Issue 2 calibrates its latency targets with a bare aiohttp pass-through that "adds about 0.2 ms" on its
+# machine; measured in the same run here, the targets become multiples of what the pass-through adds.
+PASSTHROUGH = "aiohttp pass-through"
+PASSTHROUGH_REFERENCE_MS = 0.2
 
 
 @dataclass
 class Target:
-    name: str  # direct | aiproxy REST | aiproxy gRPC | LiteLLM
+    name: str  # direct | aiohttp pass-through | aiproxy REST | aiproxy gRPC | LiteLLM
     kind: str  # rest | grpc
     address: str  # URL of /chat/completions, or host:port for gRPC
     model: str
@@ -114,18 +118,26 @@ def tls_files(workdir: Path) -> tuple[dict[str, str], str]:
     return {"TLS_CERT_FILE": str(paths["cert"]), "TLS_KEY_FILE": str(paths["key"])}, str(paths["ca"])
 
 
-def start_upstream(latency_ms: int, log_dir: Path, module: str = "fake_openai",
-                   extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", f"aiproxy.testing.{module}", "--port", "0", "--latency-ms", str(latency_ms),
-         "--stream-chunks", str(STREAM_CHUNKS), *extra],
-        stdout=subprocess.PIPE, stderr=(log_dir / f"{module}-{latency_ms}ms.log").open("wb"),
-    )
+def _start_server(argv: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    """Start a helper server that prints its base URL on its first line; return it and the URL."""
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=log.open("wb"))
     url = proc.stdout.readline().decode().strip()
     if not url.startswith("http"):
         proc.kill()
-        raise RuntimeError(f"fake upstream did not start (printed {url!r})")
+        raise RuntimeError(f"{' '.join(argv[:2])} did not start (printed {url!r}; see {log})")
     return proc, url
+
+
+def start_upstream(latency_ms: int, log_dir: Path, module: str = "fake_openai",
+                   extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    return _start_server(["-m", f"aiproxy.testing.{module}", "--port", "0", "--latency-ms", str(latency_ms),
+                          "--stream-chunks", str(STREAM_CHUNKS), *extra], log_dir / f"{module}-{latency_ms}ms.log")
+
+
+def start_passthrough(upstream_url: str, log_dir: Path, name: str) -> tuple[subprocess.Popen, str]:
+    """The bare aiohttp pass-through (passthrough.py) in front of that upstream."""
+    return _start_server([str(Path(__file__).resolve().parent / "passthrough.py"), "--upstream", upstream_url],
+                         log_dir / f"{name}.log")
 
 
 class LoadGenerator:
@@ -280,15 +292,22 @@ def verdict(ok: bool | None) -> str:
 
 def targets_report(rows: list[Row], peers: bool) -> str:
     out = []
-    rest_c1 = _find(rows, "aiproxy REST", 0, False, 1)
-    if rest_c1 and rest_c1.added_p50 is not None:
-        out.append(f"- Added p50 latency, REST, c=1, non-stream, 0 ms upstream: **{rest_c1.added_p50:.2f} ms** "
-                   f"(target ≤ {TARGETS['added_p50_ms']} ms): {verdict(rest_c1.added_p50 <= TARGETS['added_p50_ms'])}")
-    rest_s1 = _find(rows, "aiproxy REST", 0, True, 1)
-    if rest_s1 and rest_s1.added_ttft is not None:
-        out.append(f"- Added time to first token, REST, c=1, streamed, 0 ms upstream: **{rest_s1.added_ttft:.2f} ms** "
-                   f"(target ≤ {TARGETS['added_ttft_ms']} ms): "
-                   f"{verdict(rest_s1.added_ttft <= TARGETS['added_ttft_ms'])}")
+    for stream, what, attribute, target in ((False, "p50 latency", "added_p50", TARGETS["added_p50_ms"]),
+                                            (True, "time to first token", "added_ttft", TARGETS["added_ttft_ms"])):
+        ours, floor = _find(rows, "aiproxy REST", 0, stream, 1), _find(rows, PASSTHROUGH, 0, stream, 1)
+        if ours is None or getattr(ours, attribute) is None:
+            continue
+        added = getattr(ours, attribute)
+        mode = "streamed" if stream else "non-stream"
+        out.append(f"- Added {what}, REST, c=1, {mode}, 0 ms upstream: **{added:.2f} ms** "
+                   f"(target ≤ {target} ms as written): {verdict(added <= target)}")
+        floor_added = getattr(floor, attribute) if floor else None
+        if floor_added and floor_added > 0:
+            allowed = target / PASSTHROUGH_REFERENCE_MS
+            out.append(f"  - calibrated: the bare aiohttp pass-through adds {floor_added:.2f} ms here (issue 2: "
+                       f"{PASSTHROUGH_REFERENCE_MS} ms), so the target is ≤ {allowed:.1f}× the pass-through = "
+                       f"{allowed * floor_added:.2f} ms; aiproxy adds **{added / floor_added:.1f}×**: "
+                       f"{verdict(added <= allowed * floor_added)}")
     for stream in (False, True):
         mode = "streamed" if stream else "non-stream"
         ours = _find(rows, "aiproxy REST", 0, stream, 64)
@@ -416,6 +435,7 @@ def main() -> int:
     BENCH_DIR.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-", dir=BENCH_DIR))
     upstreams: dict[int, tuple[subprocess.Popen, str]] = {}
+    passthroughs: dict[int, tuple[subprocess.Popen, str]] = {}
     geminis: dict[int, tuple[subprocess.Popen, str]] = {}
     gateways: dict[int, GatewayProcess] = {}
     tls_gateway: GatewayProcess | None = None
@@ -425,6 +445,7 @@ def main() -> int:
     try:
         for latency in LATENCIES_MS:
             upstreams[latency] = start_upstream(latency, workdir)
+            passthroughs[latency] = start_passthrough(upstreams[latency][1], workdir, f"passthrough-{latency}ms")
             geminis[latency] = start_upstream(latency, workdir, "fake_gemini",
                                               ("--api-key", UPSTREAM_KEYS["GEMINI_API_KEY"]))
             gateways[latency] = GatewayProcess(workdir / f"gateway-{latency}ms", upstream_url=upstreams[latency][1],
@@ -443,7 +464,7 @@ def main() -> int:
                 print(f"bench: LiteLLM is unavailable, continuing without it: {exc}", file=sys.stderr, flush=True)
                 litellm = None
         loadgen = LoadGenerator()
-        bench_pids = [proc.pid for proc, _ in [*upstreams.values(), *geminis.values()]]
+        bench_pids = [proc.pid for proc, _ in [*upstreams.values(), *passthroughs.values(), *geminis.values()]]
         bench_pids += [gw.proc.pid for gw in [*gateways.values(), tls_gateway]]
         if litellm is not None:
             bench_pids += descendants(litellm.proc.pid)
@@ -452,6 +473,8 @@ def main() -> int:
             gw = gateways[latency]
             targets = [
                 Target("direct", "rest", f"{upstreams[latency][1]}/chat/completions", "upstream-model"),
+                Target(PASSTHROUGH, "rest", f"{passthroughs[latency][1]}/chat/completions", "upstream-model",
+                       cpu_pids=[passthroughs[latency][0].pid]),
                 Target("aiproxy REST", "rest", f"{gw.base_url}/chat/completions", "gpt-test", auth, [gw.proc.pid]),
                 Target("aiproxy gRPC", "grpc", gw.grpc_target, "gpt-test", auth, [gw.proc.pid]),
                 Target("aiproxy REST Gemini", "rest", f"{gw.base_url}/chat/completions", "gemini-test", auth,
@@ -481,7 +504,7 @@ def main() -> int:
             litellm.stop()
         for gw in [*gateways.values(), *([tls_gateway] if tls_gateway else [])]:
             gw.stop()
-        for proc, _ in [*upstreams.values(), *geminis.values()]:
+        for proc, _ in [*upstreams.values(), *passthroughs.values(), *geminis.values()]:
             proc.terminate()
             proc.wait(10)
     compare(rows)
