@@ -90,10 +90,7 @@ def test_batched_stream_is_the_same_stream_in_fewer_messages(stub, fake, gateway
     assert gateway.wait_for_record("grpc-batch-1")["response"]["choices"][0]["message"]["content"] == "abc"
 
     # An upstream that pauses between events: each batch goes out when read, nothing waits for more.
-    reply = StreamReply(text_chunks(["a", "b", "c"]), delay=0.05)
-    payload = reply.payload()
-    reply.splits = [i + 2 for i in range(len(payload) - 1) if payload[i:i + 2] == b"\n\n"]
-    fake.push(reply)
+    fake.push(StreamReply(text_chunks(["a", "b", "c"]), per_event=True, delay=0.05))
     batches = list(stub.StreamChatCompletionBatches(request, metadata=AUTH))
     assert [len(batch.chunks) for batch in batches] == [1] * len(single)
 

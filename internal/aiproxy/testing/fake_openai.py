@@ -40,23 +40,33 @@ class RawReply:
 @dataclass
 class StreamReply:
     """`events` are chunk dicts or raw `data:` payload strings; `[DONE]` is appended unless
-    `done=False`. `splits` cuts the byte stream at those offsets (each piece is one write)."""
+    `done=False`. The stream is one write, or one write per event with `per_event` (a server
+    that flushes every token), or cut at the byte offsets in `splits`; `delay` pauses after each write."""
 
     events: list
     splits: list[int] | None = None
+    per_event: bool = False
     delay: float = 0.0
     done: bool = True
     headers: dict[str, str] = field(default_factory=dict)
     hang_after: bool = False  # keep the connection open after the events (cancellation tests)
 
-    def payload(self) -> bytes:
-        out = bytearray()
-        for item in self.events:
-            data = item if isinstance(item, str) else orjson.dumps(item).decode()
-            out += f"data: {data}\n\n".encode()
+    def frames(self) -> list[bytes]:
+        frames = [b"data: " + (item.encode() if isinstance(item, str) else orjson.dumps(item)) + b"\n\n"
+                  for item in self.events]
         if self.done:
-            out += b"data: [DONE]\n\n"
-        return bytes(out)
+            frames.append(b"data: [DONE]\n\n")
+        return frames
+
+    def payload(self) -> bytes:
+        return b"".join(self.frames())
+
+    def writes(self) -> list[bytes]:
+        if self.per_event:
+            return self.frames()
+        payload = self.payload()
+        cuts = [0, *sorted(set(self.splits or [])), len(payload)]
+        return [payload[start:end] for start, end in zip(cuts, cuts[1:], strict=False) if end > start]
 
 
 @dataclass
@@ -180,7 +190,7 @@ class FakeOpenAIUpstream:
     async def _answer(self, request, reply, parsed) -> web.StreamResponse:
         if reply is None:
             if isinstance(parsed, dict) and parsed.get("stream"):
-                reply = StreamReply(text_chunks(self.stream_pieces, model=str(parsed.get("model"))))
+                reply = StreamReply(text_chunks(self.stream_pieces, model=str(parsed.get("model"))), per_event=True)
             else:
                 model = parsed.get("model") if isinstance(parsed, dict) else "upstream/model"
                 reply = JSONReply(completion(model=str(model)))
@@ -195,13 +205,10 @@ class FakeOpenAIUpstream:
             return web.Response(status=504)
         response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", **reply.headers})
         await response.prepare(request)
-        payload = reply.payload()
-        cuts = [0, *sorted(set(reply.splits or [])), len(payload)]
-        for start, end in zip(cuts, cuts[1:], strict=False):
-            if end > start:
-                await response.write(payload[start:end])
-                if reply.delay:
-                    await asyncio.sleep(reply.delay)
+        for piece in reply.writes():
+            await response.write(piece)
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
         if reply.hang_after:
             await asyncio.sleep(30)
         await response.write_eof()
