@@ -64,7 +64,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     call = stub.CreateChatCompletion(message, metadata=rpc_metadata(request))
     try:
         response = await call
-        headers = _forwarded(await call.initial_metadata())
+        headers = _forwarded(await call.trailing_metadata())  # where the servicer puts them for the facade
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc)
     finally:

@@ -56,12 +56,19 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
     async def CreateChatCompletion(self, request, context):
         request_id = request_id_of(context)
-        exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id, transport_of(context), stream=False)
+        transport = transport_of(context)
+        exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id, transport, stream=False)
         failure: BaseException | None = None
         try:
             call = self._gateway.prepare(exchange, request_body(request))
             body, headers = await self._gateway.complete(call)
-            await context.send_initial_metadata(((REQUEST_ID, request_id), *headers.items()))
+            metadata = ((REQUEST_ID, request_id), *headers.items())
+            if transport == "http":
+                # The REST facade reads them from the trailers, which leave with the response:
+                # one C-core batch less per call (-0.2 ms at c=1, docs/benchmarks.md).
+                context.set_trailing_metadata(metadata)
+            else:
+                await context.send_initial_metadata(metadata)
             return json_to_message(body, chat_pb2.ChatCompletion)
         except GatewayError as exc:
             failure = exc
