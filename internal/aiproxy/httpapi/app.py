@@ -11,8 +11,9 @@ from aiproxy import __version__
 from aiproxy.config import Settings
 from aiproxy.httpapi.chat_routes import REJECT, STUB, add_chat_routes
 from aiproxy.httpapi.errors import error_body, json_response
+from aiproxy.httpapi.logs_routes import add_log_routes
 from aiproxy.identity import request_id
-from aiproxypb.v1 import chat_pb2_grpc
+from aiproxypb.v1 import chat_pb2_grpc, logs_pb2_grpc
 
 CHANNEL = web.AppKey("grpc_channel", grpc.aio.Channel)
 EXPOSED_HEADERS = "X-Request-ID, Retry-After, X-RateLimit-Limit-Requests, X-RateLimit-Remaining-Requests, " \
@@ -119,12 +120,5 @@ def create_app(settings: Settings, channel: grpc.aio.Channel, reject) -> web.App
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     add_chat_routes(app)
-    try:
-        from aiproxy.httpapi.logs_routes import add_log_routes
-    except ImportError:  # the log store routes land separately
-        add_log_routes = None
-    if add_log_routes is not None:
-        from aiproxypb.v1 import logs_pb2_grpc
-
-        add_log_routes(app, lambda: logs_pb2_grpc.LogServiceStub(channel))
+    add_log_routes(app, lambda: logs_pb2_grpc.LogServiceStub(channel))
     return app
