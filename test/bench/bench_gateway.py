@@ -48,12 +48,14 @@ TARGETS = {"added_p50_ms": 1.0, "added_ttft_ms": 1.5, "cpu_ratio": 10.0, "rps_ra
 # Issue 2 calibrates its latency targets with a bare aiohttp pass-through that "adds about 0.2 ms" on its
 # machine; measured in the same run here, the targets become multiples of what the pass-through adds.
 PASSTHROUGH = "aiohttp pass-through"
+# The same with design.md's facade -> grpc.aio unix-socket hop (raw bytes): the architecture's own floor.
+HOP_PASSTHROUGH = "+ gRPC hop pass-through"
 PASSTHROUGH_REFERENCE_MS = 0.2
 
 
 @dataclass
 class Target:
-    name: str  # direct | aiohttp pass-through | aiproxy REST | aiproxy gRPC | LiteLLM
+    name: str  # direct | the two pass-throughs | aiproxy REST | aiproxy gRPC | aiproxy REST Gemini | HTTPS | LiteLLM
     kind: str  # rest | grpc
     address: str  # URL of /chat/completions, or host:port for gRPC
     model: str
@@ -134,10 +136,10 @@ def start_upstream(latency_ms: int, log_dir: Path, module: str = "fake_openai",
                           "--stream-chunks", str(STREAM_CHUNKS), *extra], log_dir / f"{module}-{latency_ms}ms.log")
 
 
-def start_passthrough(upstream_url: str, log_dir: Path, name: str) -> tuple[subprocess.Popen, str]:
-    """The bare aiohttp pass-through (passthrough.py) in front of that upstream."""
-    return _start_server([str(Path(__file__).resolve().parent / "passthrough.py"), "--upstream", upstream_url],
-                         log_dir / f"{name}.log")
+def start_passthrough(upstream_url: str, log_dir: Path, name: str, grpc_hop: bool) -> tuple[subprocess.Popen, str]:
+    """A bare pass-through (passthrough.py) in front of that upstream, with or without the gRPC hop."""
+    argv = [str(Path(__file__).resolve().parent / "passthrough.py"), "--upstream", upstream_url]
+    return _start_server(argv + (["--grpc-hop"] if grpc_hop else []), log_dir / f"{name}.log")
 
 
 class LoadGenerator:
@@ -308,6 +310,11 @@ def targets_report(rows: list[Row], peers: bool) -> str:
                        f"{PASSTHROUGH_REFERENCE_MS} ms), so the target is ≤ {allowed:.1f}× the pass-through = "
                        f"{allowed * floor_added:.2f} ms; aiproxy adds **{added / floor_added:.1f}×**: "
                        f"{verdict(added <= allowed * floor_added)}")
+        hop = _find(rows, HOP_PASSTHROUGH, 0, stream, 1)
+        if hop is not None and getattr(hop, attribute) is not None:
+            out.append(f"  - the architecture's floor: the same pass-through with design.md's gRPC hop adds "
+                       f"{getattr(hop, attribute):.2f} ms; aiproxy's own work on top of it: "
+                       f"{added - getattr(hop, attribute):+.2f} ms")
     for stream in (False, True):
         mode = "streamed" if stream else "non-stream"
         ours = _find(rows, "aiproxy REST", 0, stream, 64)
@@ -435,7 +442,7 @@ def main() -> int:
     BENCH_DIR.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-", dir=BENCH_DIR))
     upstreams: dict[int, tuple[subprocess.Popen, str]] = {}
-    passthroughs: dict[int, tuple[subprocess.Popen, str]] = {}
+    passthroughs: dict[tuple[int, bool], tuple[subprocess.Popen, str]] = {}
     geminis: dict[int, tuple[subprocess.Popen, str]] = {}
     gateways: dict[int, GatewayProcess] = {}
     tls_gateway: GatewayProcess | None = None
@@ -445,7 +452,9 @@ def main() -> int:
     try:
         for latency in LATENCIES_MS:
             upstreams[latency] = start_upstream(latency, workdir)
-            passthroughs[latency] = start_passthrough(upstreams[latency][1], workdir, f"passthrough-{latency}ms")
+            for hop in (False, True):
+                passthroughs[latency, hop] = start_passthrough(upstreams[latency][1], workdir,
+                                                               f"passthrough-{latency}ms-{hop}", hop)
             geminis[latency] = start_upstream(latency, workdir, "fake_gemini",
                                               ("--api-key", UPSTREAM_KEYS["GEMINI_API_KEY"]))
             gateways[latency] = GatewayProcess(workdir / f"gateway-{latency}ms", upstream_url=upstreams[latency][1],
@@ -473,8 +482,9 @@ def main() -> int:
             gw = gateways[latency]
             targets = [
                 Target("direct", "rest", f"{upstreams[latency][1]}/chat/completions", "upstream-model"),
-                Target(PASSTHROUGH, "rest", f"{passthroughs[latency][1]}/chat/completions", "upstream-model",
-                       cpu_pids=[passthroughs[latency][0].pid]),
+                *(Target(HOP_PASSTHROUGH if hop else PASSTHROUGH, "rest",
+                         f"{passthroughs[latency, hop][1]}/chat/completions", "upstream-model",
+                         cpu_pids=[passthroughs[latency, hop][0].pid]) for hop in (False, True)),
                 Target("aiproxy REST", "rest", f"{gw.base_url}/chat/completions", "gpt-test", auth, [gw.proc.pid]),
                 Target("aiproxy gRPC", "grpc", gw.grpc_target, "gpt-test", auth, [gw.proc.pid]),
                 Target("aiproxy REST Gemini", "rest", f"{gw.base_url}/chat/completions", "gemini-test", auth,
