@@ -391,7 +391,8 @@ Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} with `{command}` ({e
 Everything shares the same cores: fake upstream(s), the gateway (one cell: aiohttp facade → unix-socket
 gRPC → ChatService → httpx, request logging on), LiteLLM when present, and one load-generator process with
 keep-alive clients (aiohttp for REST, grpc.aio for gRPC). "direct" is the load generator talking to the fake
-upstream itself. Streams carry {STREAM_CHUNKS} content chunks (plus the role, finish and usage chunks). At c=1
+upstream itself; the two pass-throughs are the baselines the targets are read against (see "The
+architecture's floor" below). The fake upstream writes one SSE event per write. Streams carry {STREAM_CHUNKS} content chunks (plus the role, finish and usage chunks). At c=1
 each row pools {ROUNDS_AT_C1} rounds interleaved with the other paths' (full runs), so all paths see the same load.
 "added" = path minus direct at the same upstream latency, mode and concurrency; TTFT = time to the first
 SSE event / stream message; gateway CPU = utime+stime of the gateway process (all threads, from
