@@ -81,6 +81,7 @@ def _make_on_prepare(settings: Settings):
     hsts = f"max-age={settings.tls.hsts_max_age}" if settings.tls.enabled else None
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = "aiproxy"  # not aiohttp's "Python/x.y aiohttp/x.y.z": no versions to fingerprint
         response.headers["X-Request-ID"] = request.get("request_id") or _request_id(request)
         origin = request.get("cors_origin")
         if origin:
