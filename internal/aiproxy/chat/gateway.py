@@ -22,9 +22,6 @@ from aiproxy.providers.base import UpstreamRequest
 from aiproxy.routing import ModelRouter
 
 CLIENT_CLOSED = 499  # nginx's convention for a request the client gave up on
-# Chunks per stream message (see _relay); chosen by same-run A/B in docs/benchmarks.md.
-BATCH_GROWTH = 8
-MAX_BATCH = 64
 
 
 @dataclass(slots=True)
@@ -119,18 +116,12 @@ class ChatGateway:
     async def _relay(exchange: Exchange, stream) -> AsyncIterator[list[dict]]:
         assembler = StreamAssembler()
         try:
-            # Batches of at most 1, 8, 64 chunks: the first event of a burst never waits while the
-            # rest is converted, and a long burst still crosses the gRPC hop in a few messages.
-            limit = 1
             async for batch in stream:
                 if exchange.first_token is None:
                     exchange.first_token = time.perf_counter()
                 for chunk in batch:
                     assembler.add(chunk)
-                while batch:
-                    yield batch[:limit]
-                    batch = batch[limit:]
-                    limit = min(limit * BATCH_GROWTH, MAX_BATCH)
+                yield batch
         finally:
             exchange.response = assembler.result(fallback_usage=stream.usage)
             await stream.aclose()
