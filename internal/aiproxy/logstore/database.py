@@ -8,10 +8,11 @@ seed tables in place. Later schema changes append a function to MIGRATIONS.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from peewee import SqliteDatabase
+from peewee import OperationalError, SqliteDatabase
 
 from aiproxy.logstore.models import BASE_MODELS, Request, RequestTextIndex
 from aiproxy.logstore.settings import LogStoreSettings
@@ -77,10 +78,27 @@ def open_database(path: Path, settings: LogStoreSettings, *, create: bool = True
     elif not path.is_file():
         raise FileNotFoundError(path)
     db = SqliteDatabase(str(path), pragmas=_pragmas(settings), check_same_thread=False, timeout=settings.busy_timeout_ms / 1000)
-    db.connect(reuse_if_open=True)
+    _connect(db, settings.busy_timeout_ms / 1000)
     if create:
         migrate(db)
     return db
+
+
+def _connect(db: SqliteDatabase, timeout_s: float) -> None:
+    """Connect and apply the pragmas, waiting out "database is locked" up to the busy timeout.
+    The pragmas can meet a lock that SQLite's busy handler does not wait for: it happened when the
+    live ingester created the day's new partition while a search opened the same file."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            db.connect(reuse_if_open=True)
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def has_fts(db: SqliteDatabase) -> bool:
