@@ -7,8 +7,8 @@ gateway per latency (aiproxy.testing.gateway.GatewayProcess, request logging on:
 and one load-generator process (loadgen.py, keep-alive aiohttp / grpc.aio clients). `--peers` adds
 LiteLLM's proxy on the same upstreams.
 
-For every upstream latency, stream mode and concurrency (1, 16, 64) it runs direct, aiproxy REST,
-aiproxy gRPC (and LiteLLM) back to back, and reports p50/p99 latency, added latency over direct,
+For every upstream latency, stream mode and concurrency (1, 16, 64) it runs direct, the pass-throughs,
+aiproxy REST, aiproxy gRPC (and LiteLLM) in interleaved rounds, and reports p50/p99 latency, added latency over direct,
 time to first token, requests per second and the gateway process's CPU per request
 (utime+stime from /proc/<pid>/stat over the measured phase / requests). Benchmarks are not tests:
 it prints targets and ratios, it never asserts. The table goes to stdout and to the "## Gateway"
@@ -38,7 +38,7 @@ DOC = REPO_ROOT / "docs" / "benchmarks.md"
 SECTION = "## Gateway"
 LATENCIES_MS = (0, 50)
 CONCURRENCY = (1, 16, 64)
-ROUNDS_AT_C1 = 3
+ROUNDS = 3  # interleaved rounds per scenario (full runs)
 STREAM_CHUNKS = 20
 MESSAGES = [{"role": "system", "content": "You are a concise assistant."},
             {"role": "user", "content": "Say hello to the benchmark."}]
@@ -234,13 +234,14 @@ def to_row(target: Target, latency_ms: int, stream: bool, concurrency: int, slic
 
 def measure_scenario(loadgen: LoadGenerator, targets: list[Target], latency_ms: int, stream: bool,
                      concurrency: int, quick: bool, bench_pids: list[int]) -> list[Row]:
-    """All targets of one scenario. At c=1 (where the latency targets are read) the budget is cut into
-    interleaved rounds, so direct and gateway see the same moments of a shared machine."""
+    """All targets of one scenario. The budget is cut into interleaved rounds, in reversed order every
+    other round, so every path (and LiteLLM) sees the same moments of a shared machine: the ratios
+    between rows are what the targets read."""
     requests, seconds = budget(latency_ms, stream, concurrency, quick)
-    rounds = ROUNDS_AT_C1 if concurrency == 1 and not quick else 1
+    rounds = 1 if quick else ROUNDS
     slices: dict[str, list[dict]] = {t.name: [] for t in targets}
-    for _ in range(rounds):
-        for target in targets:
+    for round_ in range(rounds):
+        for target in targets if round_ % 2 == 0 else targets[::-1]:
             slices[target.name].append(run_slice(loadgen, target, latency_ms, stream, concurrency,
                                                  max(requests // rounds, 1), seconds / rounds, bench_pids))
     return [to_row(t, latency_ms, stream, concurrency, slices[t.name]) for t in targets]
@@ -392,8 +393,9 @@ Everything shares the same cores: fake upstream(s), the gateway (one cell: aioht
 gRPC → ChatService → httpx, request logging on), LiteLLM when present, and one load-generator process with
 keep-alive clients (aiohttp for REST, grpc.aio for gRPC). "direct" is the load generator talking to the fake
 upstream itself; the two pass-throughs are the baselines the targets are read against (see "The
-architecture's floor" below). The fake upstream writes one SSE event per write. Streams carry {STREAM_CHUNKS} content chunks (plus the role, finish and usage chunks). At c=1
-each row pools {ROUNDS_AT_C1} rounds interleaved with the other paths' (full runs), so all paths see the same load.
+architecture's floor" below). The fake upstream writes one SSE event per write. Streams carry
+{STREAM_CHUNKS} content chunks (plus the role, finish and usage chunks). Each row pools {ROUNDS} rounds interleaved
+with the other paths' (in reversed order every other round; full runs), so all paths see the same load.
 "added" = path minus direct at the same upstream latency, mode and concurrency; TTFT = time to the first
 SSE event / stream message; gateway CPU = utime+stime of the gateway process (all threads, from
 /proc/<pid>/stat) over the measured phase ÷ requests; client CPU % = the load generator's own CPU use
