@@ -78,8 +78,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session_for_loop()
-        body = request.content if request.stream is None or isinstance(request.stream, httpx.ByteStream) \
-            else await request.aread()
+        body = await request.aread()  # at once when the body is known (always, for the providers' requests)
         try:
             response = await session.request(
                 request.method,

@@ -1,6 +1,7 @@
 """The provider httpx client (aiproxy.providers.http) against a real local server: cookies an
 upstream sets are kept and sent back exactly as plain httpx does, though responses without
-Set-Cookie skip httpx's cookie parsing; a read response is freed by reference counting."""
+Set-Cookie skip httpx's cookie parsing; a read response is freed by reference counting; what the
+direct send path skips (auth, redirects, event hooks) still works when a client uses it."""
 
 from __future__ import annotations
 
@@ -71,3 +72,48 @@ def test_upstream_cookies_behave_as_in_plain_httpx(monkeypatch: pytest.MonkeyPat
     assert asyncio.run(_exchange()) == [None, None, None, None, "session=abc", "session=abc", "session=def"]
     # Only the two responses that set a cookie went through the cookie parser.
     assert [url.rsplit("?", 1)[-1] for url in parsed] == ["set=abc", "set=def"]
+
+
+async def _with_httpx_features() -> dict:
+    seen: dict = {}
+
+    async def target(request: web.Request) -> web.Response:
+        seen["authorization"] = request.headers.get("Authorization")
+        return web.json_response({"ok": True})
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/target")
+
+    app = web.Application()
+    app.router.add_get("/target", target)
+    app.router.add_get("/moved", moved)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    client = make_http_client(ProviderSettings(name="t", kind="openai", base_url=f"http://127.0.0.1:{port}"))
+    hooked = []
+
+    async def on_response(response) -> None:
+        hooked.append(response.status_code)
+
+    try:
+        seen["plain redirect"] = (await client.get("/moved")).status_code  # not followed by default
+        client.auth = ("user", "secret")
+        client.event_hooks = {"response": [on_response]}
+        response = await client.get("/moved", follow_redirects=True)
+        seen["followed"] = (response.status_code, response.json(), [r.status_code for r in response.history])
+        seen["hooked"] = hooked
+    finally:
+        await client.aclose()
+        await runner.cleanup()
+    return seen
+
+
+def test_auth_redirects_and_event_hooks_still_take_httpx_path() -> None:
+    seen = asyncio.run(_with_httpx_features())
+    assert seen["plain redirect"] == 302
+    assert seen["followed"] == (200, {"ok": True}, [302])
+    assert seen["authorization"] == "Basic dXNlcjpzZWNyZXQ="
+    assert seen["hooked"] == [302, 200]
