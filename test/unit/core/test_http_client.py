@@ -6,6 +6,7 @@ direct send path skips (auth, redirects, event hooks) still works when a client 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import http.cookiejar
 import weakref
@@ -15,6 +16,23 @@ from aiohttp import web
 
 from aiproxy.config import ProviderSettings
 from aiproxy.providers.http import make_http_client
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: web.Application):
+    """The app on a free port of 127.0.0.1; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+
+
+def _client(base_url: str):
+    return make_http_client(ProviderSettings(name="t", kind="openai", base_url=base_url))
 
 
 async def _exchange() -> list[str | None]:
@@ -29,13 +47,7 @@ async def _exchange() -> list[str | None]:
 
     app = web.Application()
     app.router.add_get("/x", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    client = make_http_client(ProviderSettings(name="t", kind="openai", base_url=f"http://127.0.0.1:{port}"))
-    try:
+    async with _serving(app) as base_url, _client(base_url) as client:
         response = await client.get("/x")  # no cookie yet, none set
         assert response.json() == {"ok": True}
         streamed = await client.send(client.build_request("GET", "/x"), stream=True)
@@ -54,9 +66,6 @@ async def _exchange() -> list[str | None]:
         await client.get("/x", params={"set": "def"})  # replaces it
         await client.get("/x")
         assert client.cookies.get("session") == "def"
-    finally:
-        await client.aclose()
-        await runner.cleanup()
     return seen
 
 
@@ -87,27 +96,18 @@ async def _with_httpx_features() -> dict:
     app = web.Application()
     app.router.add_get("/target", target)
     app.router.add_get("/moved", moved)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    client = make_http_client(ProviderSettings(name="t", kind="openai", base_url=f"http://127.0.0.1:{port}"))
-    hooked = []
+    async with _serving(app) as base_url, _client(base_url) as client:
+        hooked = []
 
-    async def on_response(response) -> None:
-        hooked.append(response.status_code)
+        async def on_response(response) -> None:
+            hooked.append(response.status_code)
 
-    try:
         seen["plain redirect"] = (await client.get("/moved")).status_code  # not followed by default
         client.auth = ("user", "secret")
         client.event_hooks = {"response": [on_response]}
         response = await client.get("/moved", follow_redirects=True)
         seen["followed"] = (response.status_code, response.json(), [r.status_code for r in response.history])
         seen["hooked"] = hooked
-    finally:
-        await client.aclose()
-        await runner.cleanup()
     return seen
 
 
