@@ -24,17 +24,24 @@ class SSEDecoder:
         """Return the `data` payloads of every event completed by this chunk."""
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" not in buffer:
-            # The common case (LF-only framing, one `data: ` line per event): split once, no regex.
-            *raws, self._buffer = buffer.split(b"\n\n")
-            events = []
-            for raw in raws:
-                if raw.startswith(b"data: ") and b"\n" not in raw:
-                    events.append(raw[6:].decode("utf-8"))
-                else:
-                    data = _event_data(raw)
-                    if data is not None:
-                        events.append(data)
-            return events
+            separator, line_end = b"\n\n", b"\n"  # LF framing (OpenAI's)
+        elif buffer.count(b"\r") == buffer.count(b"\n") == buffer.count(b"\r\n"):
+            separator, line_end = b"\r\n\r\n", b"\r"  # CRLF framing (Gemini's)
+        else:
+            return self._feed_any_framing(buffer)  # mixed framings, lone CRs, a CRLF cut in half
+        # One framing, one `data: ` line per event (the common case): split once, no regex.
+        *raws, self._buffer = buffer.split(separator)
+        events = []
+        for raw in raws:
+            if raw.startswith(b"data: ") and line_end not in raw:
+                events.append(raw[6:].decode("utf-8"))
+            else:
+                data = _event_data(raw)
+                if data is not None:
+                    events.append(data)
+        return events
+
+    def _feed_any_framing(self, buffer: bytes) -> list[str]:
         self._buffer = buffer
         events = []
         while True:

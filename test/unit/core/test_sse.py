@@ -46,6 +46,9 @@ STREAMS = {
     "gemini-crlf": (GEMINI_STREAM, GEMINI_EVENTS),
     "multiline": (MULTILINE_STREAM, MULTILINE_EVENTS),
     "cr-only": (b"data: a\r\rdata: b\rdata: c\r\r", ["a", "b\nc"]),
+    "crlf-multiline": (MULTILINE_STREAM.replace(b"\n", b"\r\n"), MULTILINE_EVENTS),
+    # Every terminator in one stream: CRLF events, then LF, then CR, then CRLF again.
+    "mixed": (b"data: a\r\ndata: b\r\n\r\ndata: c\n\ndata: d\rdata: e\r\rdata: f\r\n\r\n", ["a\nb", "c", "d\ne", "f"]),
 }
 
 
