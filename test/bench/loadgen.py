@@ -2,7 +2,9 @@
 gateway's. It reads one JSON job per stdin line, runs it and answers one JSON line on stdout:
 
     job:    {"kind": "rest"|"grpc", "url"|"target", "headers", "body", "stream", "concurrency",
-             "requests", "warmup", "max_seconds", "cpu_pids", "bench_pids"}
+             "requests", "warmup", "max_seconds", "cpu_pids", "bench_pids",
+             "expect": what a JSON answer must contain, "stream_end": what a stream must end with
+             (REST only; default: OpenAI's '"choices"' and '[DONE]')}
     answer: {"latency_ms": [...], "ttft_ms": [...], "errors": n, "first_error", "elapsed_s",
              "cpu_s": CPU seconds the cpu_pids spent during the measured phase,
              "client_cpu_s": this process's own, "others_cpu_s": processes outside bench_pids}
@@ -63,6 +65,7 @@ class Result:
 def rest_caller(job: dict, session: aiohttp.ClientSession):
     url, headers, payload, stream = job["url"], job.get("headers", {}), orjson.dumps(job["body"]), job["stream"]
     headers = {"Content-Type": "application/json", **headers}
+    expect, stream_end = job.get("expect", '"choices"').encode(), job.get("stream_end", "[DONE]").encode()
 
     async def call(result: Result) -> None:
         start = time.perf_counter()
@@ -73,7 +76,7 @@ def rest_caller(job: dict, session: aiohttp.ClientSession):
             if not stream:
                 body = await response.read()
                 end = time.perf_counter()
-                if b'"choices"' not in body:
+                if expect not in body:
                     result.fail(f"unexpected body {body[:200]!r}")
                     return
                 result.latency.append((end - start) * 1000)
@@ -85,8 +88,8 @@ def rest_caller(job: dict, session: aiohttp.ClientSession):
                     first = time.perf_counter()
                 tail = (tail + data)[-64:]
             end = time.perf_counter()
-            if first is None or b"[DONE]" not in tail:
-                result.fail(f"stream did not end with [DONE]: {tail!r}")
+            if first is None or stream_end not in tail:
+                result.fail(f"stream did not end with {stream_end!r}: {tail!r}")
                 return
             result.latency.append((end - start) * 1000)
             result.ttft.append((first - start) * 1000)
