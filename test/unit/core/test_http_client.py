@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import gzip
 import http.cookiejar
 import weakref
 
@@ -117,3 +118,22 @@ def test_auth_redirects_and_event_hooks_still_take_httpx_path() -> None:
     assert seen["followed"] == (200, {"ok": True}, [302])
     assert seen["authorization"] == "Basic dXNlcjpzZWNyZXQ="
     assert seen["hooked"] == [302, 200]
+
+
+async def _gzipped() -> tuple:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=gzip.compress(b'{"ok": true}'),
+                            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+    app = web.Application()
+    app.router.add_get("/z", handler)
+    async with _serving(app) as base_url, _client(base_url) as client:
+        whole = (await client.get("/z")).json()
+        streamed = await client.send(client.build_request("GET", "/z"), stream=True)
+        pieces = b"".join([chunk async for chunk in streamed.aiter_bytes()])
+        await streamed.aclose()
+    return whole, pieces
+
+
+def test_a_gzipped_upstream_body_is_decoded_read_whole_or_streamed() -> None:
+    assert asyncio.run(_gzipped()) == ({"ok": True}, b'{"ok": true}')
