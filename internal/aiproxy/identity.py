@@ -49,17 +49,15 @@ def _read_or_create(path: Path, make: callable) -> str | None:
             tmp.unlink()
 
 
-def resolve_server_id(db_dir: str | Path, env: dict[str, str] | None = None) -> str:
-    """LOGDB_SERVER_ID, else <db_dir>/.server_id (created with a new UUID4), else a UUID5 of the host."""
-    env = os.environ if env is None else env
-    explicit = (env.get("LOGDB_SERVER_ID") or "").strip()
-    if explicit:
-        return explicit
+def resolve_server_id(db_dir: str | Path, explicit: str = "", env_name: str = "") -> str:
+    """`explicit` (LOGDB_SERVER_ID), else <db_dir>/.server_id (created with a new UUID4), else a
+    UUID5 of the host and `env_name` (LOGDB_ENV)."""
+    if explicit.strip():
+        return explicit.strip()
     value = _read_or_create(Path(db_dir) / ".server_id", lambda: str(uuid.uuid4()))
     if value:
         return value
-    flavour = env.get("LOGDB_ENV") or env.get("ENV") or "dev"
-    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"ai-proxy|{socket.gethostname()}|{flavour}"))
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"ai-proxy|{socket.gethostname()}|{env_name or 'dev'}"))
 
 
 class KeyHasher:

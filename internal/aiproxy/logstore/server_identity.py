@@ -15,7 +15,7 @@ from aiproxy.logstore.settings import LogStoreSettings
 
 
 def resolve_server_id(settings: LogStoreSettings) -> str:
-    return identity.resolve_server_id(settings.base, {"LOGDB_SERVER_ID": settings.server_id, "LOGDB_ENV": settings.env})
+    return identity.resolve_server_id(settings.base, settings.server_id, settings.env)
 
 
 def server_row(server_id: str, settings: LogStoreSettings) -> tuple[str, str, str, int]:

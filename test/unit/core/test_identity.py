@@ -85,35 +85,35 @@ def test_unwritable_log_dir_without_secret_is_an_error(tmp_path):
 
 def test_env_wins_over_the_file(tmp_path):
     (tmp_path / ".server_id").write_text("from-file\n")
-    assert resolve_server_id(tmp_path, env={"LOGDB_SERVER_ID": "  from-env  "}) == "from-env"
+    assert resolve_server_id(tmp_path, explicit="  from-env  ") == "from-env"
 
 
 def test_file_is_used_when_env_is_empty(tmp_path):
     (tmp_path / ".server_id").write_text("  from-file \n")
-    assert resolve_server_id(tmp_path, env={}) == "from-file"
-    assert resolve_server_id(tmp_path, env={"LOGDB_SERVER_ID": "   "}) == "from-file"
+    assert resolve_server_id(tmp_path) == "from-file"
+    assert resolve_server_id(tmp_path, explicit="   ") == "from-file"
 
 
 def test_a_new_uuid4_is_created_once_and_reused(tmp_path):
     db_dir = tmp_path / "logs" / "db"  # created on demand
-    first = resolve_server_id(db_dir, env={})
+    first = resolve_server_id(db_dir)
     assert uuid.UUID(first).version == 4
     assert (db_dir / ".server_id").read_text().strip() == first
-    assert resolve_server_id(db_dir, env={}) == first
+    assert resolve_server_id(db_dir) == first
 
 
 def test_unwritable_dir_falls_back_to_a_stable_host_uuid5(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    first = resolve_server_id(blocker / "db", env={"LOGDB_ENV": "prod"})
+    first = resolve_server_id(blocker / "db", env_name="prod")
     assert uuid.UUID(first).version == 5
-    assert resolve_server_id(blocker / "db", env={"LOGDB_ENV": "prod"}) == first
-    assert resolve_server_id(blocker / "db", env={"LOGDB_ENV": "dev"}) != first
+    assert resolve_server_id(blocker / "db", env_name="prod") == first
+    assert resolve_server_id(blocker / "db", env_name="dev") != first
 
 
 def test_an_empty_server_id_file_gets_a_new_uuid4(tmp_path):
     (tmp_path / ".server_id").write_text("\n")  # seed rule: the file's content only if non-empty
-    first = resolve_server_id(tmp_path, env={})
+    first = resolve_server_id(tmp_path)
     assert uuid.UUID(first).version == 4
     assert (tmp_path / ".server_id").read_text().strip() == first
 
@@ -124,7 +124,7 @@ def test_concurrent_creators_agree_on_one_value(tmp_path):
 
     def worker():
         barrier.wait()
-        results.append(resolve_server_id(tmp_path / "db", env={}))
+        results.append(resolve_server_id(tmp_path / "db"))
 
     threads = [threading.Thread(target=worker) for _ in range(16)]
     for thread in threads:
