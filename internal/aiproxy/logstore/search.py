@@ -141,7 +141,7 @@ def ranked_hits(
     where = " AND ".join([f"{FTS_TABLE} MATCH ?", *clauses])
     sql = (
         f"SELECT bm25({FTS_TABLE}) AS score, {FTS_TABLE}.request_id, {FTS_TABLE}.rowid FROM {FTS_TABLE}{join}"
-        f" WHERE {where} ORDER BY score"
+        f" WHERE {where} ORDER BY score, {FTS_TABLE}.request_id"
     )
     best: list[tuple[float, str, int]] = []
     seen: set[str] = set()

@@ -97,6 +97,24 @@ def test_cursor_paging_visits_every_hit_once(store, query):
     assert len(seen) == len(set(seen)) == 5
 
 
+def test_cursor_paging_over_tied_scores_loses_nothing(tmp_path):
+    """Requests sharing a system prompt score the same; paging must still visit each exactly once."""
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    records = [chat_record([system, {"role": "user", "content": f"question {i}"}], f"answer {i}",
+                           ts=T0 + timedelta(minutes=i)) for i in range(30)]
+    write_jsonl(tmp_path / "logs" / "r.jsonl", records)
+    store = make_store(tmp_path / "db")
+    ingest(store, tmp_path / "logs")
+    seen, cursor = [], ""
+    for _ in range(30):
+        page = search(store, "helpful", limit=4, cursor=cursor)
+        seen += [h.fields["request_id"] for h in page.hits]
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) == 30
+
+
 @pytest.mark.parametrize("query", ["a AND", '"open', "nosuchcolumn:x", "(", "'; DROP TABLE requests; --", "*"])
 def test_hostile_queries_raise_invalid_query_and_change_nothing(store, query):
     with pytest.raises(InvalidQuery):
