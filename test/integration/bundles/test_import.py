@@ -1,6 +1,7 @@
 """`bundle import`: rows merged (not files skipped), dedup, dialogs and FTS kept, servers
 recorded, all or nothing, newer schemas refused, any partition granularity."""
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -169,7 +170,9 @@ def test_a_bundle_written_by_the_seed_imports_by_column_name_and_gets_indexed(tm
     dest = filled_store(tmp_path / "b", server_id="srv-b", days=1, start=datetime(2025, 9, 10, 8, tzinfo=UTC)) \
         if day_already_held else make_store(tmp_path / "b")
     result = import_bundle(bundle, make_store(dest.base))
-    assert result.rows_imported == 1 and result.source_server_id == "srv-seed"
+    assert (result.rows_imported, result.rows_skipped, result.source_server_id) == (1, 0, "srv-seed")
+    again = import_bundle(bundle, make_store(dest.base))  # the seed's metadata has no row counts
+    assert (again.rows_imported, again.rows_skipped) == (0, 1)
     store = make_store(dest.base)
     (hit,) = search(store, "seed").hits
     assert (hit.fields["request_id"], hit.fields["dialog_id"]) == ("seed-row", "dlg-seed")
@@ -197,3 +200,72 @@ def test_an_import_killed_half_way_leaves_the_destination_unchanged_and_a_rerun_
     assert subprocess.run(command, env=env).returncode == 0  # the rerun also clears the dead run's scratch files
     assert rows(dest.base) == before | rows(tmp_path / "a")
     assert not (dest.base / "incoming").exists()
+
+
+def _edit_member(tmp_path, day: str, change):
+    """repack() editor: run `change(conn)` on the member of `day` (YYYYMMDD)."""
+    def edit(name, data):
+        if not name.endswith(f"{day}.sqlite3"):
+            return data
+        path = tmp_path / f"edit-{day}.sqlite3"
+        path.write_bytes(data)
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            change(conn)
+            conn.commit()
+        return path.read_bytes()
+    return edit
+
+
+def _damage_pages(name, data):
+    """Overwrite the header of every other page after the schema page: sums fixed, pages broken."""
+    if not name.endswith("20250905.sqlite3"):
+        return data
+    page = int.from_bytes(data[16:18], "big")
+    broken = bytearray(data)
+    for start in range(page, len(data), 2 * page):
+        broken[start:start + 8] = b"\xff" * 8
+    return bytes(broken)
+
+
+@pytest.mark.parametrize("day_already_held", [False, True])
+def test_a_member_with_damaged_pages_is_refused_and_the_destination_unchanged(tmp_path, bundle, capsys,
+                                                                                day_already_held):
+    damaged = repack(bundle, tmp_path / "damaged.tgz", _damage_pages, fix_metadata=True)
+    assert main(["bundle", "verify", str(damaged)]) == 0  # the archive itself is consistent
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=1) if day_already_held else make_store(tmp_path / "b")
+    fingerprint = tree_fingerprint(dest.base)
+    dest.close()
+    assert main(["bundle", "import", str(damaged), "--dest", str(dest.base)]) == 1
+    assert "damaged database pages" in capsys.readouterr().err
+    assert tree_fingerprint(dest.base) == fingerprint
+
+
+def test_a_member_lacking_the_schemas_columns_is_refused(tmp_path, bundle, capsys):
+    def strip(conn):
+        conn.execute("ALTER TABLE requests DROP COLUMN finish_reason")
+    broken = repack(bundle, tmp_path / "broken.tgz", _edit_member(tmp_path, "20250906", strip), fix_metadata=True)
+    assert main(["bundle", "import", str(broken), "--dest", str(tmp_path / "b")]) == 1
+    assert "lacks the log schema's columns finish_reason" in capsys.readouterr().err
+    assert not list((tmp_path / "b").rglob("ai_proxy_*"))
+
+
+def test_objects_a_member_carries_never_reach_the_store(tmp_path, bundle):
+    """A trigger in a member would run on every later insert into the partition: such a member's
+    rows are copied into a file the store creates, not adopted."""
+    def booby_trap(conn):
+        conn.execute("CREATE TRIGGER wipe AFTER INSERT ON requests BEGIN DELETE FROM requests"
+                     " WHERE rowid <> NEW.rowid; END")
+        conn.execute("CREATE VIEW everything AS SELECT * FROM requests")
+    trapped = repack(bundle, tmp_path / "trapped.tgz", _edit_member(tmp_path, "20250906", booby_trap),
+                     fix_metadata=True)
+    store = make_store(tmp_path / "b")
+    result = import_bundle(trapped, store)
+    assert result.rows_imported == len(rows(tmp_path / "a")) and result.rows_skipped == 0
+    partitions = sorted((tmp_path / "b").rglob("ai_proxy_*.sqlite3"))
+    assert len(partitions) == 3
+    for path in partitions:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("SELECT name FROM sqlite_master WHERE type IN ('trigger', 'view')").fetchall() == []
+    assert rows(tmp_path / "b") == rows(tmp_path / "a")
+    assert len(search(store, "", limit=500).hits) == result.rows_imported
+    store.close()

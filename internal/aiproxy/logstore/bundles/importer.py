@@ -3,12 +3,14 @@
 Stage (the destination is only read):
   1. one streaming pass verifies the archive and copies its partition members into
      `<dest>/incoming/import-*/` under generated names (never under a member's own name);
-  2. a bundle or member from a newer schema version is refused;
+  2. a bundle or member from a newer schema version is refused, and so is a member with damaged
+     pages or without the log schema's columns (members.py);
   3. for every destination partition the rows belong to (the DESTINATION's granularity, by
      each row's UTC day), a staged file is built holding only the rows the destination lacks
      (dedup on the `requests` key: request id + server id), with their dialog ids, their FTS
      fragments and the `servers` rows of the bundle. A partition the destination lacks, made
-     of exactly one member, is that member file itself (migrated if older): no row copying.
+     of exactly one member shaped exactly like a partition, is that member file itself: no
+     row copying.
 Commit: a new partition file appears atomically (hard link, never over a file the gateway
 created meanwhile); an existing one gets its staged rows in one transaction. If a commit step
 fails, the steps already done are undone (new files removed, exactly the inserted rowids
@@ -27,7 +29,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import peewee
+
 from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput, schema_number
+from aiproxy.logstore.bundles.members import has_partition_shape, member_problem
 from aiproxy.logstore.bundles.verify import scan_bundle
 from aiproxy.logstore.database import (
     FTS_TABLE,
@@ -68,8 +73,9 @@ class _Target:
     path: Path  # the destination partition
     staged: Path  # the rows it lacks, with their FTS fragments
     sources: list[tuple[Path, int, int]] = field(default_factory=list)  # (staged member, ts from, ts to)
-    rows: int = 0
-    whole_member: bool = False  # one member holding exactly this partition's rows
+    offered: int = 0  # rows the bundle holds for this partition
+    rows: int = 0  # rows staged: those the destination lacks
+    whole_member: bool = False  # one member, shaped as a partition, holding exactly this partition's rows
 
     @property
     def adoptable(self) -> bool:
@@ -96,15 +102,13 @@ def import_bundle(bundle: Path, store: Store) -> ImportResult:
         meta = report.metadata
         _refuse_newer(schema_number(meta.get("schema_version", 0)), "the bundle")
         members = list(report.staged.values())
-        targets = _plan(store, members, staging)
-        if store.settings.fts_enabled:
-            for member in members:
-                _index_member(member, store)
+        adoptable = {member for member in members if _prepare_member(member, store)}
+        targets = _plan(store, members, staging, adoptable)
         result = ImportResult(str(meta.get("bundle_id", "")), str(meta.get("server_id", "")))
         for target in targets:
             _stage(store, target, result.source_server_id)
         _commit(store, targets, result)
-        result.rows_skipped = sum(e.rows or 0 for e in report.entries.values()) - result.rows_imported
+        result.rows_skipped = sum(t.offered for t in targets) - result.rows_imported
         result.elapsed_s = time.perf_counter() - started
         return result
     finally:
@@ -146,35 +150,42 @@ def _columns(conn: sqlite3.Connection, schema: str, table: str, wanted: tuple[st
     return ", ".join(f'"{c}"' for c in wanted if c in present)
 
 
-def _plan(store: Store, members: list[Path], staging: Path) -> list[_Target]:
+def _plan(store: Store, members: list[Path], staging: Path, adoptable: set[Path]) -> list[_Target]:
     """Which destination partition each member's rows go to, by the rows' UTC days."""
     targets: dict[Path, _Target] = {}
     for member in members:
-        conn = sqlite3.connect(member)
-        try:
-            _refuse_newer(conn.execute("PRAGMA user_version").fetchone()[0], f"bundle member {member.name}")
-            days = [d for (d,) in conn.execute("SELECT DISTINCT ts / 86400 FROM requests ORDER BY 1")]
-        except sqlite3.DatabaseError as exc:
-            raise BundleError(f"a partition in the bundle is not a usable log database: {exc}") from None
-        finally:
-            conn.close()
-        by_path: dict[Path, list[int]] = {}
-        for day in days:
-            by_path.setdefault(store.partition_path(datetime.fromtimestamp(day * 86400, UTC).date()), []).append(day)
+        with contextlib.closing(sqlite3.connect(member)) as conn:
+            days = conn.execute("SELECT ts / 86400, COUNT(*) FROM requests GROUP BY 1 ORDER BY 1").fetchall()
+        by_path: dict[Path, list[tuple[int, int]]] = {}
+        for day, count in days:
+            path = store.partition_path(datetime.fromtimestamp(day * 86400, UTC).date())
+            by_path.setdefault(path, []).append((day, count))
         for path, group in by_path.items():
             target = targets.setdefault(path, _Target(path, staging / f"target-{len(targets)}.sqlite3"))
-            target.sources.append((member, group[0] * 86400, (group[-1] + 1) * 86400))
-            target.whole_member = len(by_path) == 1 and len(target.sources) == 1
+            target.sources.append((member, group[0][0] * 86400, (group[-1][0] + 1) * 86400))
+            target.offered += sum(count for _, count in group)
+            target.whole_member = len(by_path) == 1 and len(target.sources) == 1 and member in adoptable
     return list(targets.values())
 
 
-def _index_member(member: Path, store: Store) -> None:
-    """Give a staged member without an FTS index (seed-era, or FTS off at the source) one, so
-    every later step copies fragments instead of extracting them."""
-    db = open_database(member, store.settings)  # also migrates an older member
+def _prepare_member(member: Path, store: Store) -> bool:
+    """Check and migrate a staged member; True when it has a partition's exact shape (members.py).
+    A member without an FTS index (seed-era, or FTS off at the source) gets one while the store
+    indexes, so every later step copies fragments instead of extracting them."""
     try:
-        if not has_fts(db):
+        with contextlib.closing(sqlite3.connect(member)) as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        _refuse_newer(version, f"bundle member {member.name}")
+        db = open_database(member, store.settings)
+    except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
+        raise BundleError(f"a partition in the bundle is not a usable log database: {exc}") from None
+    try:
+        problem = member_problem(db.connection())
+        if problem:
+            raise BundleError(f"a partition in the bundle cannot be imported: {problem}")
+        if store.settings.fts_enabled and not has_fts(db):
             index_missing(db)
+        return has_partition_shape(db.connection())
     finally:
         db.close()
 
