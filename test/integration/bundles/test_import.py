@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 from datetime import UTC, date, datetime
+from types import SimpleNamespace
 
 import orjson
 import pytest
 
 from aiproxy.entrypoints.logdb import main
+from aiproxy.logstore.bundles import verify
 from aiproxy.logstore.bundles.create import create_bundle
 from aiproxy.logstore.bundles.importer import import_bundle
 from aiproxy.logstore.bundles.manifest import BundleError
@@ -269,3 +271,13 @@ def test_objects_a_member_carries_never_reach_the_store(tmp_path, bundle):
     assert rows(tmp_path / "b") == rows(tmp_path / "a")
     assert len(search(store, "", limit=500).hits) == result.rows_imported
     store.close()
+
+
+def test_a_member_that_would_fill_the_disk_is_refused_before_it_is_written(tmp_path, bundle, monkeypatch):
+    """A few MB of gzip can declare gigabytes of partition: the tar header's size is checked
+    against the free space of the staging disk before anything is unpacked."""
+    free = verify.SPARE_BYTES + 1000  # less than any member of the bundle
+    monkeypatch.setattr(verify.shutil, "disk_usage", lambda path: SimpleNamespace(free=free))
+    with pytest.raises(BundleError, match="free some space on that disk"):
+        import_bundle(bundle, make_store(tmp_path / "b"))
+    assert not list((tmp_path / "b").rglob("*.sqlite3"))

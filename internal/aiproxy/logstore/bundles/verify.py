@@ -9,6 +9,7 @@ broken metadata.json); UnusableInput (missing file, not gzip, truncated or corru
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 import zlib
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from aiproxy.logstore.bundles.manifest import (
 )
 
 MAX_METADATA_BYTES = 64 * 1024 * 1024
+SPARE_BYTES = 256 * 1024 * 1024  # left free on the disk an import stages on
 
 
 @dataclass
@@ -87,6 +89,7 @@ def scan_bundle(path: Path, stage_dir: Path | None = None) -> ScanReport:
                     raw_metadata = stream.read(MAX_METADATA_BYTES + 1)
                     continue
                 if stage_dir is not None and is_partition_member(name):
+                    _ensure_room(Path(stage_dir), member.size, name)
                     target_path = Path(stage_dir) / f"member-{len(report.staged)}.sqlite3"
                     with open(target_path, "wb") as target:
                         seen[name] = copy_hashing(stream, target)
@@ -99,6 +102,17 @@ def scan_bundle(path: Path, stage_dir: Path | None = None) -> ScanReport:
         raise UnusableInput(f"{path}: not a readable gzip tar archive (truncated or corrupt?): {exc}") from None
     _check_against_metadata(report, raw_metadata, seen)
     return report
+
+
+def _ensure_room(directory: Path, size: int, name: str) -> None:
+    """Refuse to stage a member that would fill the disk: a small archive can unpack to gigabytes
+    (its tar header says how many, before a byte is written)."""
+    free = shutil.disk_usage(directory).free
+    if size + SPARE_BYTES > free:
+        raise BundleError(
+            f"{name} unpacks to {size:,} bytes and {directory} has {free:,} bytes free (keeping"
+            f" {SPARE_BYTES:,} spare): free some space on that disk, or check where the bundle came from"
+        )
 
 
 def _check_against_metadata(report: ScanReport, raw_metadata: bytes | None, seen: dict[str, tuple[str, int]]) -> None:
