@@ -35,32 +35,52 @@ def fts_rows(rows: list[Row]):
             )
 
 
-def _existing(conn, rows: list[Row]) -> set[tuple[str, str]]:
-    found: set[tuple[str, str]] = set()
-    ids = sorted({r.values["request_id"] for r in rows})
+def _stored(conn, ids: list[str]) -> dict[tuple[str, str], str | None]:
+    """(request_id, server_id) -> ts_iso of the stored rows with these ids."""
+    found: dict[tuple[str, str], str | None] = {}
+    ids = sorted(set(ids))
     for i in range(0, len(ids), IN_CHUNK):
-        found.update(
-            conn.execute(
-                f"SELECT request_id, server_id FROM requests WHERE request_id IN {IN_LIST}",
-                padded(ids[i : i + IN_CHUNK]),
-            )
+        rows = conn.execute(
+            f"SELECT request_id, server_id, ts_iso FROM requests WHERE request_id IN {IN_LIST}",
+            padded(ids[i : i + IN_CHUNK]),
         )
+        found.update(((request_id, server_id), ts_iso) for request_id, server_id, ts_iso in rows)
     return found
 
 
+def reused_id(request_id: str, ts_iso: str) -> str:
+    """The row id of a later exchange that reused a request id (clients choose X-Request-ID):
+    derived from its own timestamp, so ingesting the same line again still finds it."""
+    return f"{request_id}@{ts_iso}"
+
+
+def _is_reuse(stored_ts: str | None, values: dict) -> bool:
+    """A stored row with this key is another exchange, not this record ingested again. Seed rows
+    (no ts_iso) have content-derived ids: the same id is the same exchange."""
+    return stored_ts is not None and values["ts_iso"] is not None and stored_ts != values["ts_iso"]
+
+
 def insert_rows(db: SqliteDatabase, rows: list[Row], *, fts_enabled: bool) -> list[Row]:
-    """Insert the rows not stored yet; returns those that were inserted."""
+    """Insert the rows not stored yet; returns those that were inserted. A row whose id another
+    exchange already holds is stored under reused_id()."""
     with_fts = has_fts(db) or fts_enabled
     if with_fts and not has_fts(db):
         create_fts(db)
     with db.atomic("IMMEDIATE"):
         conn = db.connection()
-        seen = _existing(conn, rows)
+        seen = _stored(conn, [r.values["request_id"] for r in rows])
+        reused = [r.values for r in rows if _is_reuse(seen.get((r.values["request_id"], r.values["server_id"])), r.values)]
+        if reused:
+            seen.update(_stored(conn, [reused_id(v["request_id"], v["ts_iso"]) for v in reused]))
         fresh = []
         for row in rows:
-            key = (row.values["request_id"], row.values["server_id"])
+            values = row.values
+            key = (values["request_id"], values["server_id"])
+            if key in seen and _is_reuse(seen[key], values):
+                values["request_id"] = reused_id(values["request_id"], values["ts_iso"])
+                key = (values["request_id"], values["server_id"])
             if key not in seen:
-                seen.add(key)
+                seen[key] = values["ts_iso"]
                 fresh.append(row)
         conn.executemany(INSERT_REQUEST, [r.as_tuple() for r in fresh])
         if with_fts:

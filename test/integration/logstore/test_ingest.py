@@ -145,3 +145,27 @@ def test_record_server_id_wins_and_dedup_is_per_server(tmp_path):
         servers = sorted(r[0] for r in conn.execute("SELECT server_id FROM requests"))
         known = sorted(r[0] for r in conn.execute("SELECT server_id FROM servers"))
     assert servers == ["srv-other", "srv-test"] == known
+
+
+def test_a_reused_request_id_keeps_every_exchange(tmp_path):
+    """Clients choose X-Request-ID and may reuse one: a different exchange under a stored id is
+    kept under `<id>@<its timestamp>`; the same lines ingested again still add nothing."""
+    log = tmp_path / "logs" / "r.jsonl"
+    first, second, third = (
+        chat_record([{"role": "user", "content": word}], "ok", ts=T0 + timedelta(seconds=i), request_id="dup-id")
+        for i, word in enumerate(("alpha", "bravo", "charlie"))
+    )
+    write_jsonl(log, [first, second])
+    store = make_store(tmp_path / "db")
+    assert ingest(store, log).rows_inserted == 2
+    write_jsonl(log, [third])  # appended: a later run, the id already stored
+    assert ingest(store, log).rows_inserted == 1
+    ids = {word: [h.fields["request_id"] for h in search(store, word).hits] for word in ("alpha", "bravo", "charlie")}
+    assert ids == {"alpha": ["dup-id"], "bravo": [f"dup-id@{second['ts']}"], "charlie": [f"dup-id@{third['ts']}"]}
+    copy = tmp_path / "copy" / "r.jsonl"  # the same lines under another name: no checkpoint to skip them
+    copy.parent.mkdir()
+    copy.write_bytes(log.read_bytes())
+    assert ingest(store, copy).rows_inserted == 0
+    fresh = make_store(tmp_path / "db2")  # all three in one batch: the same ids
+    assert ingest(fresh, copy).rows_inserted == 3
+    assert {h.fields["request_id"] for h in search(fresh, "ok").hits} == {"dup-id", *ids["bravo"], *ids["charlie"]}
