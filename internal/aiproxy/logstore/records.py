@@ -95,7 +95,9 @@ def from_gateway_record(record: Any, default_server_id: str) -> Row:
     if not isinstance(endpoint, str) or not endpoint:
         raise InvalidRecord("missing endpoint")
     request, response = record.get("request"), record.get("response")
-    if not isinstance(request, dict):
+    if request is None:  # a refused request whose body could not be read (bad JSON, too large)
+        request = {}
+    elif not isinstance(request, dict):
         raise InvalidRecord("request is not a JSON object")
     usage = record.get("usage") if isinstance(record.get("usage"), dict) else {}
     error = record.get("error")
@@ -111,7 +113,7 @@ def from_gateway_record(record: Any, default_server_id: str) -> Row:
         "status_code": _int_or_none(record.get("status_code")),
         "latency_ms": _float_or_none(record.get("latency_ms")),
         "api_key_hash": _str_or_none(record.get("api_key_hash")),
-        "request_json": orjson.dumps(request).decode(),
+        "request_json": orjson.dumps(record.get("request")).decode(),
         "response_json": orjson.dumps(response).decode(),
         "provider": _str_or_none(record.get("provider")),
         "transport": _str_or_none(record.get("transport")),

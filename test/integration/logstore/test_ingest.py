@@ -169,3 +169,14 @@ def test_a_reused_request_id_keeps_every_exchange(tmp_path):
     fresh = make_store(tmp_path / "db2")  # all three in one batch: the same ids
     assert ingest(fresh, copy).rows_inserted == 3
     assert {h.fields["request_id"] for h in search(fresh, "ok").hits} == {"dup-id", *ids["bravo"], *ids["charlie"]}
+
+
+def test_a_refused_request_without_a_readable_body_is_stored_with_its_status(tmp_path):
+    """The gateway logs a 400 for malformed JSON and a 413 with `"request": null`: still a row."""
+    refused = {**chat_record([], "bad JSON", ts=T0, status_code=400), "request": None, "model_original": None}
+    write_jsonl(tmp_path / "logs" / "r.jsonl", [refused])
+    store = make_store(tmp_path / "db")
+    report = ingest(store, tmp_path / "logs")
+    assert (report.rows_inserted, report.records_corrupt) == (1, 0)
+    (hit,) = search(store, "").hits
+    assert (hit.fields["status_code"], hit.fields["model_original"]) == (400, None)
