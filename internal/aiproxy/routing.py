@@ -2,6 +2,7 @@
 
 Resolution (design.md §3): exact alias, then case-insensitive exact alias, then the most
 specific matching shell pattern (most literal characters; file order breaks ties), `*` last.
+Patterns match case-insensitively too, so `GEMINI-2.0` finds `gemini-*` as `GPT-4` finds `gpt-4`.
 The mapping value splits on its first colon: `openrouter:deepseek/x:free`.
 """
 
@@ -25,6 +26,10 @@ class Route:
     alias: str  # the mapping key that matched (an alias or a pattern)
     provider: str
     model: str  # upstream model id
+
+    @property
+    def is_pattern(self) -> bool:
+        return bool(_PATTERN_CHARS & set(self.alias))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -70,8 +75,8 @@ class ModelRouter:
         self._folded: dict[str, Route] = {}
         patterns: list[tuple[int, int, re.Pattern[str], Route]] = []
         for order, (key, route) in enumerate(mappings.items()):
-            if _PATTERN_CHARS & set(key):
-                regex = re.compile(fnmatch.translate(key))  # case-sensitive on every OS
+            if route.is_pattern:
+                regex = re.compile(fnmatch.translate(key), re.IGNORECASE)  # the same on every OS
                 patterns.append((-_specificity(key), order, regex, route))
             else:
                 self._exact[key] = route

@@ -152,6 +152,12 @@ def test_models_list_and_get(client):
     assert ids["gpt-test"] == "openrouter" and ids["mock"] == "mock"
     assert not any("*" in name for name in ids)
     assert client.models.retrieve("gpt-test").owned_by == "openrouter"
+    # Whatever a chat request may name: a differently cased alias (as configured), a pattern's match.
+    assert client.models.retrieve("GPT-Test").id == "gpt-test"
+    assert client.models.retrieve("Pattern-X").model_dump(exclude_unset=True) == {
+        "id": "Pattern-X", "object": "model", "created": 1677610602, "owned_by": "openrouter",
+        "permission": [], "root": "Pattern-X", "parent": None,  # the earlier version's fields
+    }
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("nope")
 

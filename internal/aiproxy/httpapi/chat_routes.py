@@ -119,7 +119,9 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 def _model_json(model: chat_pb2.Model) -> dict:
-    return {"id": model.id, "object": model.object, "created": model.created, "owned_by": model.owned_by}
+    # permission/root/parent: the earlier version's fields, kept for the clients that read them.
+    return {"id": model.id, "object": model.object, "created": model.created, "owned_by": model.owned_by,
+            "permission": [], "root": model.id, "parent": None}
 
 
 def add_chat_routes(app: web.Application) -> None:

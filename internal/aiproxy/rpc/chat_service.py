@@ -7,7 +7,7 @@ import contextlib
 import grpc
 
 from aiproxy.chat.gateway import ChatGateway
-from aiproxy.errors import GatewayError, InvalidRequest, NotFound
+from aiproxy.errors import GatewayError, InvalidRequest
 from aiproxy.identity import request_id
 from aiproxy.protojson import json_to_message, message_to_json
 from aiproxy.rpc.interceptor import CURRENT_CALLER, metadata_value
@@ -127,10 +127,12 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         return chat_pb2.ListModelsResponse(object="list", data=self._models)
 
     async def GetModel(self, request, context):
-        for model in self._models:
-            if model.id == request.id:
-                return model
-        await abort_with(context, NotFound(f"The model `{request.id}` does not exist.", param="model",
-                                           code="model_not_found"))
+        """Any name a chat request may use: an alias (as configured) or a name a pattern maps."""
+        try:
+            route = self._gateway.router.resolve(request.id)
+        except GatewayError as exc:
+            await abort_with(context, exc)
+        model_id = request.id if route.is_pattern else route.alias
+        return chat_pb2.Model(id=model_id, object="model", created=MODELS_CREATED, owned_by=route.provider)
 
 

@@ -53,6 +53,12 @@ def test_case_insensitive_alias_beats_a_matching_pattern(tmp_path):
     assert router.resolve("Claude-Opus").provider == "openrouter"
 
 
+def test_patterns_match_case_insensitively_like_aliases(tmp_path):
+    router = router_of({"gemini-*": "gemini:gemini-2.0-flash-001", "gpt-4": "openrouter:openai/gpt-4"}, tmp_path)
+    assert router.resolve("GEMINI-1.5-PRO").provider == "gemini"
+    assert router.resolve("GPT-4").provider == "openrouter"
+
+
 def test_most_specific_pattern_wins_whatever_the_file_order(tmp_path):
     mappings = {
         "*": "openrouter:fallback",
