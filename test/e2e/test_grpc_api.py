@@ -152,6 +152,17 @@ def test_unary_rejects_stream_flag(stub):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_stream_rpc_streams_when_the_flag_is_unset_and_refuses_false(stub, fake):
+    fake.push(StreamReply(text_chunks(["a", "b"])))
+    chunks = list(stub.StreamChatCompletion(_request(), metadata=AUTH))
+    assert "".join(c.choices[0].delta.content_text for c in chunks if c.choices) == "ab"
+    assert fake.received[-1].json["stream"] is True
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.StreamChatCompletion(_request(stream=False), metadata=AUTH))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'stream' is false: call CreateChatCompletion" in err.value.details()
+
+
 def test_health_and_reflection(channel):
     health = health_pb2_grpc.HealthStub(channel)
     assert health.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.SERVING

@@ -79,9 +79,11 @@ class ChatGateway:
     def prepare(self, exchange: Exchange, body: dict) -> Call:
         self.attach_body(exchange, body)
         validate_chat_request(body)
+        if exchange.stream and "stream" not in body:
+            body["stream"] = True  # StreamChatCompletion says it: the upstream must be asked to stream
         if exchange.stream != bool(body.get("stream")):
             rpc = "StreamChatCompletion" if body.get("stream") else "CreateChatCompletion"
-            raise InvalidRequest(f"'stream' is {bool(body.get('stream'))}: call {rpc}", param="stream")
+            raise InvalidRequest(f"'stream' is {str(bool(body.get('stream'))).lower()}: call {rpc}", param="stream")
         route = self.router.resolve(body["model"])
         exchange.model_mapped = route.model
         exchange.provider = route.provider

@@ -80,6 +80,7 @@ class ChatServiceServicer:
 
     def StreamChatCompletion(self, request, context):
         """Streams chunks; stream_options.include_usage adds a final chunk with usage and no choices.
+        `stream` may be left unset (it is sent upstream as true); false is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
