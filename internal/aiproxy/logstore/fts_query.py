@@ -1,21 +1,45 @@
-"""Accept the FTS3/4 proximity form `a NEAR/N b` (and `a NEAR b`) that the seed's README
-shows, by rewriting it into FTS5's `NEAR(a b, N)`: FTS5 itself rejects `NEAR/N`. Everything
-else is passed through as FTS5 syntax; text inside double quotes is never touched."""
+"""From what a user types to an FTS5 query.
+
+- A term with punctuation (`gpt-4`, `what's`, `file.py`, `C++`) is searched as the phrase it spells
+  (`"gpt-4"`), where FTS5 would reject it (`no such column: 4`). Quoted phrases, parentheses,
+  operators (AND, OR, NOT, NEAR, `+`), prefixes (`term*`, `^term`), column filters (`role:user`,
+  `-role:user`) and column sets (`{a b}:`) keep their FTS5 meaning.
+- The FTS3/4 proximity form `a NEAR/N b` (and `a NEAR b`) that the seed's README shows becomes
+  FTS5's `NEAR(a b, N)`: FTS5 itself rejects `NEAR/N`.
+Text inside double quotes is never touched.
+"""
 
 from __future__ import annotations
 
 import re
+
+_TOKEN = re.compile(r'"(?:[^"]|"")*"?|[(),]|[^\s(),"]+')
+_BAREWORD = re.compile(r"\^?\w+\*?")
+_KEEP = re.compile(r"AND|OR|NOT|NEAR(?:/\d+)?|\+|\*|.*[{}].*")  # `*` alone stays an error
+_COLUMN_FILTER = re.compile(r"(-?\w+:)(.+)")
 
 _OPERAND = r'(?:"(?:[^"]|"")*"|[^\s()"]+)'
 # A NEAR pair, or else a whole quoted phrase (consumed so that its inside is never rewritten).
 _NEAR = re.compile(rf'({_OPERAND})\s+NEAR(?:/(\d+))?\s+({_OPERAND})|"(?:[^"]|"")*"')
 
 
-def to_fts5(query: str) -> str:
-    def rewrite(m: re.Match) -> str:
-        left, distance, right = m.group(1), m.group(2), m.group(3)
-        if left is None or left.startswith("NEAR(") or left.upper() in ("AND", "OR", "NOT"):
-            return m.group(0)
-        return f"NEAR({left} {right}, {distance})" if distance else f"NEAR({left} {right})"
+def _term(token: str) -> str:
+    if token.startswith('"') or token in "()," or _KEEP.fullmatch(token) or _BAREWORD.fullmatch(token):
+        return token
+    column = _COLUMN_FILTER.fullmatch(token)
+    if column:
+        return column.group(1) + _term(column.group(2))
+    prefix = token.endswith("*")
+    phrase = token[:-1] if prefix else token
+    return '"' + phrase.replace('"', '""') + '"' + ("*" if prefix else "")
 
-    return _NEAR.sub(rewrite, query)
+
+def _near(m: re.Match) -> str:
+    left, distance, right = m.group(1), m.group(2), m.group(3)
+    if left is None or left.startswith("NEAR(") or left.upper() in ("AND", "OR", "NOT"):
+        return m.group(0)
+    return f"NEAR({left} {right}, {distance})" if distance else f"NEAR({left} {right})"
+
+
+def to_fts5(query: str) -> str:
+    return _NEAR.sub(_near, _TOKEN.sub(lambda m: _term(m.group(0)), query))
