@@ -2,8 +2,8 @@
 
 - A term with punctuation (`gpt-4`, `what's`, `file.py`, `C++`) is searched as the phrase it spells
   (`"gpt-4"`), where FTS5 would reject it (`no such column: 4`). Quoted phrases, parentheses,
-  operators (AND, OR, NOT, NEAR, `+`), prefixes (`term*`, `^term`), column filters (`role:user`,
-  `-role:user`) and column sets (`{a b}:`) keep their FTS5 meaning.
+  operators (AND, OR, NOT, NEAR, `+`), prefixes (`term*`, `^term`), column filters on the index's
+  columns (`role:user`, `-role:user`) and column sets (`{a b}:`) keep their FTS5 meaning.
 - The FTS3/4 proximity form `a NEAR/N b` (and `a NEAR b`) that the seed's README shows becomes
   FTS5's `NEAR(a b, N)`: FTS5 itself rejects `NEAR/N`.
 Text inside double quotes is never touched.
@@ -16,7 +16,8 @@ import re
 _TOKEN = re.compile(r'"(?:[^"]|"")*"?|[(),]|[^\s(),"]+')
 _BAREWORD = re.compile(r"\^?\w+\*?")
 _KEEP = re.compile(r"AND|OR|NOT|NEAR(?:/\d+)?|\+|\*|.*[{}].*")  # `*` alone stays an error
-_COLUMN_FILTER = re.compile(r"(-?\w+:)(.+)")
+# Only the index's own columns: `https://…` or `note:` in pasted text is text.
+_COLUMN_FILTER = re.compile(r"(-?(?:role|content|endpoint|model_original|model_mapped|request_id):)(.+)")
 
 _OPERAND = r'(?:"(?:[^"]|"")*"|[^\s()"]+)'
 # A NEAR pair, or else a whole quoted phrase (consumed so that its inside is never rewritten).

@@ -115,7 +115,7 @@ def test_cursor_paging_over_tied_scores_loses_nothing(tmp_path):
     assert len(seen) == len(set(seen)) == 30
 
 
-@pytest.mark.parametrize("query", ["a AND", '"open', "nosuchcolumn:x", "(", "*", 'x"y'])
+@pytest.mark.parametrize("query", ["a AND", '"open', "(", "*", 'x"y', "NOT"])
 def test_broken_syntax_raises_invalid_query_and_changes_nothing(store, query):
     with pytest.raises(InvalidQuery):
         search(store, query)
@@ -124,7 +124,8 @@ def test_broken_syntax_raises_invalid_query_and_changes_nothing(store, query):
 
 @pytest.mark.parametrize(
     ("query", "expected"),
-    [("'; DROP TABLE requests; --", 0), ("timeout.", 2), ("France?", 1), ("content:Paris!", 1), ("gpt-4*", 2)],
+    [("'; DROP TABLE requests; --", 0), ("timeout.", 2), ("France?", 1), ("content:Paris!", 1), ("gpt-4*", 2),
+     ("https://kubernetes", 0), ("nosuchcolumn:x", 0)],
 )
 def test_terms_with_punctuation_are_searched_as_text(store, query, expected):
     """What users type (`gpt-4`, `what's`, a pasted SQL string) is a phrase, never FTS5 or SQL syntax."""
