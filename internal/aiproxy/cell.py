@@ -105,7 +105,13 @@ async def serve_cell(settings: Settings, stop: asyncio.Event | None = None) -> N
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context, reuse_port=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError:  # the port is taken: close what is open, so the process can say so and exit
+        await runner.cleanup()
+        await grpc_server.stop(0)
+        await channel.close()
+        raise
     background = _start_background(settings, stop)
     scheme = "https" if ssl_context else "http"
     logger.info(

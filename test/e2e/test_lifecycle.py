@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from aiproxy.testing.fake_openai import HangReply, StreamReply, text_chunks
-from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess, free_port
+from aiproxy.testing.gateway import CLIENT_KEY, COMMAND, GatewayProcess, free_port
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -176,7 +176,7 @@ def test_no_key_configured_generates_a_dev_key(tmp_path):
     config = tmp_path / "configs"
     config.mkdir()
     (config / "config.yml").write_text('model_mappings:\n  "mock": "mock:echo"\n')
-    proc = subprocess.Popen([sys.executable, "-c", "from aiproxy.entrypoints.aiproxy import main; raise SystemExit(main())"],
+    proc = subprocess.Popen(COMMAND,
                             cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
@@ -204,7 +204,7 @@ def test_bad_config_stops_startup_with_one_line(tmp_path):
     (tmp_path / "config.yml").write_text('model_mappings:\n  "a": "mock:x"\n  "a": "mock:y"\n')
     env = {"PATH": os.environ["PATH"], "API_KEYS": "k", "CONFIG_PATH": str(tmp_path / "config.yml"),
            "SETTINGS_FILE": str(GatewayProcess.__init__.__globals__["SETTINGS_FILE"]), "LOG_DIR": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-c", "from aiproxy.entrypoints.aiproxy import main; raise SystemExit(main())"],
+    result = subprocess.run(COMMAND,
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "duplicate model mapping key 'a'" in result.stderr
@@ -231,3 +231,15 @@ def test_enable_file_logging_false_keeps_app_log_off(upstream, tmp_path):
         response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={**BODY, "model": "mock"})
         gateway.wait_for_record(response.headers["x-request-id"])  # the request log still works
     assert not (tmp_path / "logs" / "app.log").exists()
+
+
+@pytest.mark.parametrize("taken", ["PORT", "GRPC_PORT"])
+def test_a_port_in_use_stops_startup_with_one_line_naming_the_setting(tmp_path, taken):
+    with socket.socket() as holder:  # a listener without SO_REUSEPORT: the gateway cannot share it
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        gateway = GatewayProcess(tmp_path, env={taken: str(holder.getsockname()[1])})
+        result = subprocess.run(COMMAND, cwd=tmp_path, env=gateway.env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert f"set {taken}" in result.stderr and "in use" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import multiprocessing
 import os
 import secrets
@@ -73,6 +74,12 @@ def _run_cell(settings: Settings) -> None:
             runner.run(serve_cell(settings))
     except ConfigError as exc:
         logger.error(str(exc))
+        raise SystemExit(2) from None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        logger.error(f"cannot listen for HTTP on {settings.host}:{settings.port}: the address is in use. Stop the other"
+                     " server, or set PORT (and HOST)")
         raise SystemExit(2) from None
 
 

@@ -9,12 +9,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aiproxy.auth import KeyRing
-from aiproxy.config import Settings
+from aiproxy.config import ConfigError, Settings
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.interceptor import AuthInterceptor
-from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
+from aiproxy.rpc.log_service import add_log_service
+from aiproxypb.v1 import chat_pb2_grpc
 
-SERVICE_NAMES = ("aiproxy.v1.ChatService",)
+SERVICE_NAMES = ("aiproxy.v1.ChatService", "aiproxy.v1.LogService")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -54,39 +55,38 @@ class GrpcServer:
             ],
         )
         chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, self.server)
-        names = list(SERVICE_NAMES)
-        try:
-            from aiproxy.rpc.log_service import add_log_service
-        except ImportError:  # the log store is optional at import time only while it is being built
-            add_log_service = None
-        if add_log_service is not None:
-            add_log_service(self.server, settings)
-            names.append("aiproxy.v1.LogService")
+        add_log_service(self.server, settings)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name, *names[1:],
-             health.SERVICE_NAME, reflection.SERVICE_NAME],
-            self.server,
-        )
-        self._names = names
-        self.server.add_insecure_port(f"unix:{unix_socket}")
-        self.tcp_port = None
-        if settings.grpc_port:
-            address = f"{settings.grpc_host}:{settings.grpc_port}"
+        reflection.enable_server_reflection([*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        self.tcp_port: int | None = None
+
+    def _listen(self) -> None:
+        self.server.add_insecure_port(f"unix:{self.unix_socket}")
+        settings = self._settings
+        if not settings.grpc_port:
+            return
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        try:
             if settings.tls.enabled:
                 self.tcp_port = self.server.add_secure_port(address, server_credentials(settings))
             else:
                 self.tcp_port = self.server.add_insecure_port(address)
-            if not self.tcp_port:
-                raise RuntimeError(f"cannot listen for gRPC on {address}; is the port in use? set GRPC_PORT")
+        except RuntimeError:  # grpc's "Failed to bind", which names no setting
+            raise ConfigError(f"cannot listen for gRPC on {address}: the address is in use. Stop the other server,"
+                              " or set GRPC_PORT (0 turns the gRPC listener off)") from None
 
     async def start(self) -> None:
+        try:
+            self._listen()
+        except BaseException:
+            await self.server.stop(None)  # else grpc.aio's finaliser runs on a closed loop and prints a traceback
+            raise
         await self.server.start()
-        for name in ("", *self._names):
+        for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float) -> None:
-        for name in ("", *self._names):
+        for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)

@@ -30,6 +30,10 @@ DEFAULT_MAPPINGS = {
 }
 
 
+# `aiproxy` from this interpreter, whether or not the package's console script is installed.
+COMMAND = (sys.executable, "-c", "from aiproxy.entrypoints.aiproxy import main; raise SystemExit(main())")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -97,7 +101,7 @@ class GatewayProcess:
         self.stderr_path = self.workdir / "gateway.stderr"
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from aiproxy.entrypoints.aiproxy import main; raise SystemExit(main())", "serve"],
+            [*COMMAND, "serve"],
             cwd=self.workdir,
             env=self.env,
             stdout=self._stderr,
