@@ -144,7 +144,10 @@ class GatewayProcess:
 
         records = []
         for path in sorted((self.log_dir / "requests").glob("*.jsonl")):
-            records += [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+            data = path.read_bytes()
+            # The writer thread may be mid-line: only lines it has finished are records.
+            complete = data[: data.rfind(b"\n") + 1]
+            records += [orjson.loads(line) for line in complete.splitlines() if line.strip()]
         return records
 
     def wait_for_record(self, request_id: str, timeout: float = 5.0) -> dict:
