@@ -67,6 +67,20 @@ def error_type_for_http(status: int) -> str:
     return "invalid_request_error" if status < 500 else "server_error"
 
 
+def clip(text: str, max_bytes: int) -> str:
+    """text cut to at most max_bytes of UTF-8, ending in a visible marker when cut: error messages
+    travel in gRPC metadata, which clients refuse beyond 16 KiB, and may quote client input."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= max_bytes:
+        return text
+    return data[: max(max_bytes - _CLIPPED_BYTES, 0)].decode("utf-8", "ignore") + _CLIPPED
+
+
+_CLIPPED = "…[truncated]"
+_CLIPPED_BYTES = len(_CLIPPED.encode())
+MAX_QUOTED_BYTES = 256  # a client value (model name, id) quoted in an error message
+
+
 class GatewayError(Exception):
     """Base of every error a client may see. Subclasses fix status, type and code."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from aiproxy.config import ConfigError
-from aiproxy.errors import ModelNotFound
+from aiproxy.errors import MAX_QUOTED_BYTES, ModelNotFound, clip
 
 _PATTERN_CHARS = set("*?[")
 
@@ -109,6 +109,6 @@ class ModelRouter:
             if regex.match(model):
                 return route
         raise ModelNotFound(
-            f"The model `{model}` does not exist or is not mapped by this gateway. GET /v1/models lists the models.",
+            f"The model `{clip(model, MAX_QUOTED_BYTES)}` does not exist or is not mapped by this gateway. GET /v1/models lists the models.",
             param="model",
         )

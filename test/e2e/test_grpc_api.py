@@ -196,3 +196,15 @@ def test_broken_json_fields_are_invalid_argument(stub, gateway, field):
         stub.CreateChatCompletion(request, metadata=(*AUTH, ("x-request-id", f"broken-{field}")))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert gateway.wait_for_record(f"broken-{field}")["status_code"] == 400
+
+
+def test_huge_error_messages_keep_their_code(stub, fake):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetModel(chat_pb2.GetModelRequest(id="x" * 100_000))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "does not exist" in err.value.details() and len(err.value.details()) < 1024
+    fake.push(JSONReply({"error": {"message": "日本" * 20_000}}, status=400))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateChatCompletion(_request(), metadata=AUTH)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_detail(err.value).message.endswith("…[truncated]")

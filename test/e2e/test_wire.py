@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from aiproxy.sse import SSEDecoder
-from aiproxy.testing.fake_openai import StreamReply, text_chunks
+from aiproxy.testing.fake_openai import JSONReply, StreamReply, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY
 from aiproxy.testing.jsoncompare import strict_equal
 
@@ -188,3 +188,18 @@ def test_no_secret_in_any_log_file(gateway, fake):
         data = path.read_bytes()
         for secret in secrets:
             assert secret.encode() not in data, f"{secret[:6]}… leaked into {path}"
+
+
+def test_huge_error_messages_keep_their_status(gateway, fake, openai_schemas):
+    """Messages beyond gRPC's 16 KiB metadata limit are clipped, not turned into a retryable 429."""
+    fake.push(JSONReply({"error": {"message": "e" * 30_000, "type": "invalid_request_error"}}, status=400))
+    upstream = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})
+    unknown = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "m" * 20_000, "messages": U})
+    path = httpx.get(f"{gateway.base_url}/models/{'x' * 7000}")
+    for response, status in ((upstream, 400), (unknown, 404), (path, 404)):
+        assert response.status_code == status, response.text[:300]
+        openai_schemas.validate("ErrorResponse", response.json())
+        assert len(response.json()["error"]["message"]) < 4096
+    assert upstream.json()["error"]["message"].endswith("…[truncated]")
+    assert unknown.json()["error"]["code"] == "model_not_found"
+    assert "does not exist" in unknown.json()["error"]["message"]  # the quoted name is clipped, not the sentence

@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import grpc
 
-from aiproxy.errors import GatewayError
+from aiproxy.errors import GatewayError, clip
 from aiproxypb.v1 import common_pb2
 
 ERROR_TRAILER = "aiproxy-error-bin"
 REQUEST_ID = "x-request-id"
 
 
+# gRPC clients drop a call whose metadata exceeds 16 KiB (grpc.absolute_max_metadata_size) and may
+# drop it above 8 KiB (the soft limit), reporting RESOURCE_EXHAUSTED instead of the error. The message
+# travels twice, base64 in the ErrorDetail and percent-encoded (up to 3 bytes a byte) as grpc-message,
+# so each copy is capped to keep all trailers together under 8 KiB whatever the message holds.
+MAX_DETAIL_MESSAGE_BYTES = 2048
+MAX_STATUS_MESSAGE_BYTES = 1024
+MAX_FIELD_BYTES = 256  # param, code, and each retry/rate-limit hint (a longer upstream hint is dropped)
+
+
+def _hints(exc: GatewayError) -> dict[str, str]:
+    return {k: v for k, v in exc.headers.items() if len(k) + len(v) <= MAX_FIELD_BYTES}
+
+
 def error_detail(exc: GatewayError) -> common_pb2.ErrorDetail:
-    detail = common_pb2.ErrorDetail(message=exc.message, type=exc.error_type, http_status=exc.http_status)
+    detail = common_pb2.ErrorDetail(
+        message=clip(exc.message, MAX_DETAIL_MESSAGE_BYTES), type=exc.error_type, http_status=exc.http_status
+    )
     if exc.param is not None:
-        detail.param = exc.param
+        detail.param = clip(exc.param, MAX_FIELD_BYTES)
     if exc.code is not None:
-        detail.code = str(exc.code)
-    detail.headers.update(exc.headers)
+        detail.code = clip(str(exc.code), MAX_FIELD_BYTES)
+    detail.headers.update(_hints(exc))
     return detail
 
 
@@ -26,9 +41,11 @@ def error_trailers(exc: GatewayError, request_id: str | None) -> tuple[tuple[str
     if request_id:
         trailers.append((REQUEST_ID, request_id))
     # Retry hints also as plain metadata, where gRPC clients expect them.
-    trailers.extend((k, v) for k, v in exc.headers.items())
+    trailers.extend(_hints(exc).items())
     return tuple(trailers)
 
 
 async def abort_with(context: grpc.aio.ServicerContext, exc: GatewayError, request_id: str | None = None):
-    await context.abort(exc.grpc_code, exc.message, trailing_metadata=error_trailers(exc, request_id))
+    await context.abort(
+        exc.grpc_code, clip(exc.message, MAX_STATUS_MESSAGE_BYTES), trailing_metadata=error_trailers(exc, request_id)
+    )

@@ -1,0 +1,28 @@
+"""Error trailers stay within what gRPC clients accept, whatever the message holds."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiproxy.errors import InvalidRequest, UpstreamError, clip
+from aiproxy.rpc.status import MAX_DETAIL_MESSAGE_BYTES, error_detail, error_trailers
+from aiproxypb.v1 import common_pb2
+
+SOFT_LIMIT = 8192  # grpc.max_metadata_size: clients may refuse trailers above it
+
+
+@pytest.mark.parametrize("message", ["e" * 30_000, "日本" * 20_000, "\U0001f40d" * 10_000])
+def test_huge_messages_are_clipped_to_fit_the_trailers(message):
+    exc = UpstreamError(message, http_status=400, param="p" * 5000, headers={"retry-after": "5", "x-ratelimit-x": "y" * 9000})
+    trailers = error_trailers(exc, "r" * 128)
+    assert sum(len(k) + len(v) for k, v in trailers) * 4 // 3 < SOFT_LIMIT  # -bin values travel base64-encoded
+    detail = common_pb2.ErrorDetail.FromString(dict(trailers)["aiproxy-error-bin"])
+    assert detail.message.endswith("…[truncated]") and detail.message.startswith(message[:100])
+    assert len(detail.message.encode()) <= MAX_DETAIL_MESSAGE_BYTES
+    assert detail.http_status == 400 and dict(detail.headers) == {"retry-after": "5"}
+
+
+def test_short_messages_are_untouched():
+    assert error_detail(InvalidRequest("bad 'model'", param="model")).message == "bad 'model'"
+    assert clip("héllo", 6) == "héllo"
+    assert clip("héllo wörld", 8).endswith("…[truncated]")  # never splits a character
