@@ -116,6 +116,13 @@ class GatewayError(Exception):
         return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
 
 
+class InternalError(GatewayError):
+    """A bug or an unexpected failure: the client gets this generic answer, the app log the traceback."""
+
+    def __init__(self) -> None:
+        super().__init__("The gateway hit an internal error.")
+
+
 class InvalidRequest(GatewayError):
     http_status = 400
     error_type = "invalid_request_error"

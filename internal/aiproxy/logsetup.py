@@ -9,6 +9,7 @@ import os
 import queue
 import sys
 import threading
+import traceback
 from datetime import UTC, datetime
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -33,7 +34,9 @@ def _app_json(record) -> str:
     if extra:
         entry.update(extra)
     if record["exception"] is not None:
-        entry["exception"] = repr(record["exception"].value)
+        kind, value, trace = record["exception"]
+        entry["exception"] = repr(value)
+        entry["traceback"] = "".join(traceback.format_exception(kind, value, trace))
     record["extra"]["_json"] = orjson.dumps(entry, default=str).decode()
     return "{extra[_json]}\n"
 

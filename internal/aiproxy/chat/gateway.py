@@ -8,8 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from loguru import logger
-
 from aiproxy.auth import Caller
 from aiproxy.chat.assemble import StreamAssembler
 from aiproxy.chat.record import Exchange, RequestLog
@@ -100,8 +98,7 @@ class ChatGateway:
             exchange.error = {"message": "client cancelled the request", "type": "cancelled", "code": None}
         elif exc is not None:
             exchange.status_code = 500
-            exchange.error = {"message": "internal error", "type": "server_error", "code": None}
-            logger.opt(exception=exc).error("chat request failed", request_id=exchange.request_id)
+            exchange.error = {"message": "internal error", "type": "server_error", "code": None}  # the RPC layer logs it
         self._log.write(exchange)
 
     async def complete(self, call: Call) -> tuple[dict, dict[str, str]]:

@@ -9,8 +9,9 @@ from loguru import logger
 
 from aiproxy import __version__
 from aiproxy.config import Settings
+from aiproxy.errors import InternalError
 from aiproxy.httpapi.chat_routes import REJECT, STUB, add_chat_routes
-from aiproxy.httpapi.errors import error_body, json_response
+from aiproxy.httpapi.errors import error_body, error_response, json_response
 from aiproxy.httpapi.logs_routes import add_log_routes
 from aiproxy.identity import request_id
 from aiproxypb.v1 import chat_pb2_grpc, logs_pb2_grpc
@@ -40,7 +41,7 @@ async def errors_middleware(request: web.Request, handler):
         return json_response(error_body(message, "invalid_request_error", code=code), exc.status)
     except Exception:
         logger.exception("unhandled error in HTTP handler", request_id=request["request_id"])
-        return json_response(error_body("The gateway hit an internal error.", "server_error"), 500)
+        return error_response(InternalError())
 
 
 def _cors_middleware(origins: tuple[str, ...]):

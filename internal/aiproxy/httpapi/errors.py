@@ -5,8 +5,9 @@ from __future__ import annotations
 import grpc
 import orjson
 from aiohttp import web
+from loguru import logger
 
-from aiproxy.errors import GRPC_TO_HTTP, GatewayError, error_type_for_http
+from aiproxy.errors import GRPC_TO_HTTP, GatewayError, InternalError, error_type_for_http
 from aiproxy.rpc.status import ERROR_TRAILER
 from aiproxypb.v1 import common_pb2
 
@@ -41,11 +42,14 @@ def rpc_error_parts(exc: grpc.aio.AioRpcError) -> tuple[int, dict, dict[str, str
             detail.code if detail.HasField("code") else None,
         )
         return detail.http_status or 500, body, dict(detail.headers)
+    # No trailer: the status comes from gRPC itself (a broken hop, a limit), and its details are
+    # internals for the app log, not for the client.
+    logger.warning("backend call failed without an error detail", grpc_code=exc.code().name, details=exc.details())
     status = GRPC_TO_HTTP.get(exc.code(), 500)
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
         message = "The gateway's backend is unavailable; retry shortly."
     else:
-        message = exc.details() or exc.code().name.lower()
+        message = InternalError().message
     return status, error_body(message, error_type_for_http(status), code=exc.code().name.lower()), {}
 
 

@@ -10,7 +10,7 @@ from aiproxy.chat.gateway import ChatGateway
 from aiproxy.errors import GatewayError, InvalidRequest
 from aiproxy.identity import request_id
 from aiproxy.protojson import json_to_message, message_to_json
-from aiproxy.rpc.interceptor import CURRENT_CALLER, metadata_value
+from aiproxy.rpc.interceptor import CURRENT_CALLER, CURRENT_REQUEST_ID, metadata_value
 from aiproxy.rpc.status import REQUEST_ID, abort_with
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
@@ -26,7 +26,8 @@ MAX_BATCH = 64
 
 
 def request_id_of(context: grpc.aio.ServicerContext) -> str:
-    return request_id(metadata_value(context, REQUEST_ID))
+    """The call's id, chosen once by the auth interceptor (which also logs unexpected errors with it)."""
+    return CURRENT_REQUEST_ID.get() or request_id(metadata_value(context, REQUEST_ID))
 
 
 def request_body(request: chat_pb2.ChatCompletionRequest) -> dict:

@@ -1,9 +1,13 @@
 """Authentication, once, for every RPC: `authorization: Bearer <key>` metadata.
 
 The interceptor wraps each method handler so the check runs inside the RPC's own task and
-the authenticated caller is visible to the servicer through `CURRENT_CALLER`. LogService
-methods need an admin key; ListModels/GetModel are public unless MODELS_REQUIRE_AUTH.
-Health and reflection are always public.
+the authenticated caller and the request id are visible to the servicer through `CURRENT_CALLER`
+and `CURRENT_REQUEST_ID`. LogService methods need an admin key; ListModels/GetModel are public
+unless MODELS_REQUIRE_AUTH. Health and reflection are always public.
+
+The wrapper is also every servicer's last line of defence: an unexpected exception is logged with
+its traceback and answered INTERNAL with a generic message (and ErrorDetail), never with grpc.aio's
+default details, which quote the exception to the client.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import contextvars
 import inspect
 
 import grpc
+from loguru import logger
 
 from aiproxy.auth import Caller, KeyRing
-from aiproxy.errors import AuthenticationFailed, PermissionDenied
-from aiproxy.rpc.status import abort_with
+from aiproxy.errors import AuthenticationFailed, InternalError, PermissionDenied
+from aiproxy.identity import request_id
+from aiproxy.rpc.status import REQUEST_ID, abort_with
 
 CURRENT_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
+CURRENT_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 _PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _MODEL_METHODS = ("/aiproxy.v1.ChatService/ListModels", "/aiproxy.v1.ChatService/GetModel")
@@ -73,6 +80,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         authenticate, on_reject = self._authenticate, self._on_reject
 
         async def admit(request, context) -> bool:
+            CURRENT_REQUEST_ID.set(request_id(metadata_value(context, REQUEST_ID)))
             try:
                 CURRENT_CALLER.set(authenticate(policy, context))
                 return True
@@ -81,13 +89,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     exc.headers["www-authenticate"] = 'Bearer realm="aiproxy"'
                 if on_reject is not None:
                     on_reject(method, context, exc, request)
-                await abort_with(context, exc, metadata_value(context, "x-request-id"))
+                await abort_with(context, exc, CURRENT_REQUEST_ID.get())
                 return False
+
+        async def fail(context, exc: Exception) -> None:
+            if isinstance(exc, grpc.aio.AbortError):  # the servicer aborted on purpose (GatewayError)
+                raise exc
+            rid = CURRENT_REQUEST_ID.get()
+            logger.opt(exception=exc).error("unhandled error in RPC", method=method, request_id=rid)
+            await abort_with(context, InternalError(), rid)
 
         def unary_response(inner, unary_request: bool):
             async def behavior(request, context):
                 if await admit(request if unary_request else None, context):
-                    return await inner(request, context)
+                    try:
+                        return await inner(request, context)
+                    except Exception as exc:  # not CancelledError: a cancelled call is no error
+                        await fail(context, exc)
 
             return behavior
 
@@ -95,12 +113,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             async def behavior(request, context):
                 if not await admit(request if unary_request else None, context):
                     return
-                result = inner(request, context)
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                else:  # a servicer may also write with context.write() and return
-                    await result
+                try:
+                    result = inner(request, context)
+                    if inspect.isasyncgen(result):
+                        async for item in result:
+                            yield item
+                    else:  # a servicer may also write with context.write() and return
+                        await result
+                except Exception as exc:
+                    await fail(context, exc)
 
             return behavior
 

@@ -1,0 +1,78 @@
+"""A servicer bug reaches neither gRPC nor REST clients: they get a generic INTERNAL / 500, the
+app log gets the traceback with the request id."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import orjson
+import pytest
+from loguru import logger
+
+from aiproxy.auth import KeyRing
+from aiproxy.httpapi.errors import rpc_error_parts
+from aiproxy.logsetup import _app_json
+from aiproxy.rpc.interceptor import AuthInterceptor
+from aiproxy.rpc.status import ERROR_TRAILER
+from aiproxypb.v1 import chat_pb2, chat_pb2_grpc, common_pb2
+
+KEY = "sk-unit-key"
+METADATA = (("authorization", f"Bearer {KEY}"), ("x-request-id", "bug-1"))
+
+
+class BuggyChat(chat_pb2_grpc.ChatServiceServicer):
+    async def CreateChatCompletion(self, request, context):
+        return request.n[0]  # TypeError: 'int' object is not subscriptable
+
+    async def StreamChatCompletion(self, request, context):
+        yield chat_pb2.ChatCompletionChunk(id="first")
+        raise KeyError("secret internals")
+
+
+@pytest.fixture
+def app_log():
+    lines: list[str] = []
+    sink = logger.add(lines.append, format=_app_json, level="ERROR")
+    yield lines
+    logger.remove(sink)
+
+
+def test_servicer_bugs_become_generic_internal_errors(app_log):
+    async def scenario():
+        server = grpc.aio.server(interceptors=[AuthInterceptor(KeyRing((KEY,), ()), False)])
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(BuggyChat(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = chat_pb2_grpc.ChatServiceStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as unary:
+                    await stub.CreateChatCompletion(chat_pb2.ChatCompletionRequest(), metadata=METADATA)
+                call = stub.StreamChatCompletion(chat_pb2.ChatCompletionRequest(), metadata=METADATA)
+                assert (await call.read()).id == "first"
+                with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                    await call.read()
+                return unary.value, streamed.value
+        finally:
+            await server.stop(None)
+
+    for err in asyncio.run(scenario()):
+        assert err.code() == grpc.StatusCode.INTERNAL
+        assert err.details() == "The gateway hit an internal error."
+        detail = common_pb2.ErrorDetail.FromString(dict(err.trailing_metadata())[ERROR_TRAILER])
+        assert (detail.http_status, detail.type) == (500, "server_error")
+        status, body, _ = rpc_error_parts(err)
+        assert status == 500 and body["error"]["message"] == "The gateway hit an internal error."
+    entries = [orjson.loads(str(line)) for line in app_log]
+    assert [e["request_id"] for e in entries] == ["bug-1", "bug-1"]
+    assert "not subscriptable" in entries[0]["traceback"] and "request.n[0]" in entries[0]["traceback"]
+    assert "secret internals" in entries[1]["exception"]
+
+
+def test_statuses_without_detail_do_not_leak_their_details():
+    err = grpc.aio.AioRpcError(grpc.StatusCode.UNKNOWN, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                               details="Unexpected <class 'TypeError'>: 'int' object is not subscriptable")
+    status, body, _ = rpc_error_parts(err)
+    assert status == 500 and body["error"]["message"] == "The gateway hit an internal error."
+    assert body["error"]["type"] == "server_error"
