@@ -57,6 +57,29 @@ def _list_wrapper_field(desc: Descriptor) -> FieldDescriptor | None:
 _MISMATCH = object()
 
 
+class JSONTooDeep(ValueError):
+    """orjson reads 1024 levels of nesting but writes only 254: a body it parsed may not be writable
+    (into extra_json here, or to the upstream later)."""
+
+    def __init__(self) -> None:
+        super().__init__("The request nests arrays or objects more than 254 levels deep; send a flatter body.")
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # for parsed JSON, only nesting beyond orjson's limit
+        raise JSONTooDeep from None
+
+
+def ensure_writable(data: dict) -> None:
+    """JSONTooDeep unless data can be written as JSON (for bodies rebuilt from JSON text a gRPC client sent)."""
+    try:
+        orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        raise JSONTooDeep from None
+
+
 def _scalar_check(field: FieldDescriptor):
     """A predicate: does a JSON value fit this scalar field exactly?"""
     t = field.type
@@ -117,7 +140,7 @@ def _field_setter(field: FieldDescriptor):
         def set_json(msg, value):
             if value is None:  # null stays in extra_json: a typed "null" would read as a value
                 return False
-            setattr(msg, name, orjson.dumps(value).decode())
+            setattr(msg, name, _dumps(value))
             return True
 
         return set_json
@@ -230,7 +253,7 @@ def _fill(msg: Message, data: dict, plan: _Plan) -> bool:
             extra = {}
         extra[key] = value
     if extra:
-        setattr(msg, EXTRA, orjson.dumps(extra).decode())
+        setattr(msg, EXTRA, _dumps(extra))
     return True
 
 

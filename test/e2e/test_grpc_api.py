@@ -185,11 +185,13 @@ def test_unary_and_stream_log_alike(stub, fake, gateway):
     assert unary["api_key_hash"] == streamed["api_key_hash"] and unary["api_key_hash"].startswith("kh_")
 
 
-@pytest.mark.parametrize("field", ["extra_json", "tools"])
+@pytest.mark.parametrize("field", ["extra_json", "tools", "deep"])
 def test_broken_json_fields_are_invalid_argument(stub, gateway, field):
     request = _request()
     if field == "extra_json":
         request.extra_json = "[1]"
+    elif field == "deep":  # orjson parses it but cannot write it to the upstream
+        request.extra_json = '{"x": ' + "[" * 500 + "]" * 500 + "}"
     else:
         request.tools.add(type="function", function=chat_pb2.FunctionDefinition(name="f", parameters_json="{bad"))
     with pytest.raises(grpc.RpcError) as err:

@@ -130,6 +130,11 @@ def test_cors_preflight_and_headers(gateway):
         (b'{"model": "gpt-test", "messages": ["x"]}', 400, "messages[0]"),
         (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "stream"),
         (b'{"model": "missing-model", "messages": [{"role": "user", "content": "x"}]}', 404, "model"),
+        # Nesting orjson parses but cannot write back (255..1024 levels), at the top and inside a message.
+        (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 500 + b"]" * 500 + b"}",
+         400, None),
+        (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x", "x": ' + b"[" * 300 + b"]" * 300 + b"}]}",
+         400, None),
     ],
 )
 def test_malformed_requests_get_openai_errors(gateway, openai_schemas, content, status, param):

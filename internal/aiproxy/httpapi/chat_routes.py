@@ -9,7 +9,7 @@ from aiohttp import web
 from aiproxy.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from aiproxy.httpapi import sse
 from aiproxy.httpapi.errors import json_response, rpc_error_parts, rpc_error_response
-from aiproxy.protojson import json_to_message, message_to_json
+from aiproxy.protojson import JSONTooDeep, json_to_message, message_to_json
 from aiproxy.providers.base import forwardable_headers
 from aiproxy.rpc.chat_service import TRANSPORT_KEY
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
@@ -52,12 +52,19 @@ def _forwarded(metadata) -> dict[str, str]:
     return forwardable_headers(dict(metadata or ()))
 
 
+def _to_message(body: dict) -> chat_pb2.ChatCompletionRequest:
+    try:
+        return json_to_message(body, chat_pb2.ChatCompletionRequest)
+    except JSONTooDeep as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         body = await _read_json_object(request)
+        message = _to_message(body)
     except GatewayError as exc:
         return request.app[REJECT](request, exc)
-    message = json_to_message(body, chat_pb2.ChatCompletionRequest)
     stub = request.app[STUB]
     if body.get("stream") is True:
         return await _stream(request, stub, message)

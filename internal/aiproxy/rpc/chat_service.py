@@ -9,7 +9,7 @@ import grpc
 from aiproxy.chat.gateway import ChatGateway
 from aiproxy.errors import GatewayError, InvalidRequest
 from aiproxy.identity import request_id
-from aiproxy.protojson import json_to_message, message_to_json
+from aiproxy.protojson import JSONTooDeep, ensure_writable, json_to_message, message_to_json
 from aiproxy.rpc.interceptor import CURRENT_CALLER, CURRENT_REQUEST_ID, metadata_value
 from aiproxy.rpc.status import REQUEST_ID, abort_with
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
@@ -30,10 +30,16 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
     return CURRENT_REQUEST_ID.get() or request_id(metadata_value(context, REQUEST_ID))
 
 
-def request_body(request: chat_pb2.ChatCompletionRequest) -> dict:
-    """The OpenAI JSON body of a request; gRPC clients may put broken JSON in the *_json fields."""
+def request_body(request: chat_pb2.ChatCompletionRequest, transport: str) -> dict:
+    """The OpenAI JSON body of a request; gRPC clients may put broken or too deeply nested JSON in
+    the *_json fields (the REST facade already refused such bodies, so only gRPC's are checked)."""
     try:
-        return message_to_json(request)
+        body = message_to_json(request)
+        if transport == "grpc":
+            ensure_writable(body)
+        return body
+    except JSONTooDeep as exc:
+        raise InvalidRequest(str(exc)) from None
     except ValueError:
         raise InvalidRequest("extra_json and the *_json fields must hold valid JSON (extra_json: an object)") from None
 
@@ -55,10 +61,11 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         name = method.rsplit("/", 1)[-1]
         if name not in _CHAT_METHODS:
             return
-        exchange = self._gateway.begin(None, request_id_of(context), transport_of(context), _CHAT_METHODS[name])
+        transport = transport_of(context)
+        exchange = self._gateway.begin(None, request_id_of(context), transport, _CHAT_METHODS[name])
         if request is not None:
             with contextlib.suppress(InvalidRequest):
-                self._gateway.attach_body(exchange, request_body(request))
+                self._gateway.attach_body(exchange, request_body(request, transport))
         self._gateway.finish(exchange, exc)
 
     async def CreateChatCompletion(self, request, context):
@@ -67,7 +74,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id, transport, stream=False)
         failure: BaseException | None = None
         try:
-            call = self._gateway.prepare(exchange, request_body(request))
+            call = self._gateway.prepare(exchange, request_body(request, transport))
             body, headers = await self._gateway.complete(call)
             metadata = ((REQUEST_ID, request_id), *headers.items())
             if transport == "http":
@@ -103,10 +110,11 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         # context.write() rather than yield: one coroutine for both RPCs, and a cancelled call
         # raises CancelledError right here, so the request log records it as such.
         request_id = request_id_of(context)
-        exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id, transport_of(context), stream=True)
+        transport = transport_of(context)
+        exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id, transport, stream=True)
         failure: BaseException | None = None
         try:
-            call = self._gateway.prepare(exchange, request_body(request))
+            call = self._gateway.prepare(exchange, request_body(request, transport))
             batches, headers = await self._gateway.open_stream(call)
             await context.send_initial_metadata(((REQUEST_ID, request_id), *headers.items()))
             limit = 1
