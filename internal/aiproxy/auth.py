@@ -6,6 +6,7 @@ import hmac
 from dataclasses import dataclass
 
 from aiproxy.errors import AuthenticationFailed
+from aiproxy.identity import metadata_safe
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,10 +15,18 @@ class Caller:
     admin: bool = False
 
 
+def ensure_readable(header: str) -> None:
+    """Refuse an Authorization value gRPC metadata cannot carry; no key of ours holds such characters.
+    The value is never quoted back."""
+    if not metadata_safe(header):
+        raise AuthenticationFailed("Invalid Authorization header: send 'Bearer <key>' in printable ASCII")
+
+
 def bearer_key(header: str | None) -> str:
     """The key of an `Authorization: Bearer <key>` header; the seed's four messages on failure."""
     if not header:
         raise AuthenticationFailed("Missing Authorization header")
+    ensure_readable(header)
     scheme, sep, key = header.partition(" ")
     if not sep:
         raise AuthenticationFailed("Invalid Authorization header format. Expected 'Bearer <key>'")

@@ -71,7 +71,6 @@ def body_rejector(settings: Settings, gateway: ChatGateway):
         try:
             caller = keys.authenticate(request.headers.get("Authorization"))
         except AuthenticationFailed as auth_error:
-            auth_error.headers["www-authenticate"] = 'Bearer realm="aiproxy"'
             exc = auth_error
         exchange = gateway.begin(caller, request["request_id"], "http", stream=False)
         gateway.finish(exchange, exc)

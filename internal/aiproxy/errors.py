@@ -133,6 +133,10 @@ class AuthenticationFailed(GatewayError):
     error_type = "invalid_request_error"
     default_code = "invalid_api_key"
 
+    def __init__(self, message: str, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("www-authenticate", 'Bearer realm="aiproxy"')
+
 
 class PermissionDenied(GatewayError):
     http_status = 403

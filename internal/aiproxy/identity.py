@@ -87,8 +87,13 @@ class KeyHasher:
 MAX_REQUEST_ID = 128
 
 
+def metadata_safe(value: str) -> bool:
+    """Whether gRPC metadata can carry value: printable ASCII only (no tab, no UTF-8)."""
+    return value.isascii() and value.isprintable()
+
+
 def request_id(given: str | None) -> str:
     """The client's request id (X-Request-ID header or x-request-id metadata) when it is sane, else a new one."""
-    if given and len(given) <= MAX_REQUEST_ID and given.isprintable():
+    if given and len(given) <= MAX_REQUEST_ID and metadata_safe(given):
         return given
     return f"req_{uuid.uuid4().hex}"

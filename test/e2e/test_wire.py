@@ -96,6 +96,28 @@ def test_request_id_is_echoed_and_logged(gateway, fake):
     assert health["server"] == "aiproxy" and response.headers["server"] == "aiproxy"  # no version numbers
 
 
+@pytest.mark.parametrize("given", ["é日本".encode(), b"tab\there", b"x" * 129])
+def test_unusable_request_ids_are_replaced(gateway, fake, given):
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=[*AUTH.items(), ("X-Request-ID", given)],
+                          json={"model": "gpt-test", "messages": U})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"].startswith("req_")
+    assert gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 200
+
+
+@pytest.mark.parametrize("authorization", [b"Bearer\t" + CLIENT_KEY.encode(), "Bearer ключ".encode(), b"Bearer \xff\xfe"])
+def test_unreadable_authorization_is_401(gateway, openai_schemas, authorization):
+    for method, path in (("POST", "/chat/completions"), ("GET", "/models"), ("GET", "/models/mock"),
+                         ("GET", "/logs/requests")):
+        response = httpx.request(method, gateway.base_url + path, headers=[("Authorization", authorization)],
+                                 json={"model": "gpt-test", "messages": U} if method == "POST" else None)
+        assert response.status_code == 401, (path, response.text)
+        body = response.json()
+        openai_schemas.validate("ErrorResponse", body)
+        assert body["error"]["code"] == "invalid_api_key" and response.headers["www-authenticate"].startswith("Bearer")
+        assert "ключ" not in response.text and CLIENT_KEY not in response.text
+
+
 def test_health_and_ready(gateway):
     health = httpx.get(f"{gateway.root_url}/health").json()
     assert health["status"] == "ok" and health["version"]

@@ -11,6 +11,8 @@ from dynaconf import Dynaconf
 from dynaconf.utils.parse_conf import boolean_fix, parse_conf_data
 from dynaconf.vendor.dotenv import dotenv_values
 
+from aiproxy.identity import metadata_safe
+
 _REPO_SETTINGS = Path(__file__).resolve().parents[3] / "configs" / "settings.toml"
 PROVIDER_KINDS = ("openrouter", "openai", "gemini", "mock")
 
@@ -93,6 +95,14 @@ def parse_key_list(raw: Any) -> tuple[str, ...]:
         if item:
             keys.append(item)
     return tuple(keys)
+
+
+def _client_keys(name: str, raw: Any) -> tuple[str, ...]:
+    keys = parse_key_list(raw)
+    if not all(metadata_safe(key) for key in keys):  # never quoted: it is a secret
+        raise ConfigError(f"setting {name} holds a key that is not printable ASCII, which no client can send; "
+                          "use letters, digits and punctuation")
+    return keys
 
 
 def as_bool(name: str, value: Any, error: type[ConfigError] = ConfigError) -> bool:
@@ -224,8 +234,8 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         grpc_host=str(get("grpc_host", "127.0.0.1")),
         grpc_port=as_int("grpc_port", get("grpc_port", 50051), 0),
         workers=as_int("workers", get("workers", 1), 1),
-        api_keys=parse_key_list(get("api_keys", "")),
-        admin_api_keys=parse_key_list(get("admin_api_keys", "")),
+        api_keys=_client_keys("API_KEYS", get("api_keys", "")),
+        admin_api_keys=_client_keys("ADMIN_API_KEYS", get("admin_api_keys", "")),
         models_require_auth=as_bool("models_require_auth", get("models_require_auth", False)),
         key_hash_secret=str(get("key_hash_secret", "") or ""),
         config_path=_beside_settings(str(get("config_path", "configs/config.yml")), path),

@@ -6,9 +6,10 @@ import grpc
 import orjson
 from aiohttp import web
 
-from aiproxy.errors import GatewayError, InvalidRequest, PayloadTooLarge
+from aiproxy.auth import ensure_readable
+from aiproxy.errors import AuthenticationFailed, GatewayError, InvalidRequest, PayloadTooLarge
 from aiproxy.httpapi import sse
-from aiproxy.httpapi.errors import json_response, rpc_error_parts, rpc_error_response
+from aiproxy.httpapi.errors import error_response, json_response, rpc_error_parts, rpc_error_response
 from aiproxy.protojson import JSONTooDeep, json_to_message, message_to_json
 from aiproxy.providers.base import forwardable_headers
 from aiproxy.rpc.chat_service import TRANSPORT_KEY
@@ -21,9 +22,11 @@ REJECT = web.AppKey("reject_body", object)
 
 
 def rpc_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """The call's metadata; AuthenticationFailed for an Authorization value metadata cannot carry."""
     metadata = [("x-request-id", request["request_id"]), (TRANSPORT_KEY, "http")]
     authorization = request.headers.get("Authorization")
     if authorization:
+        ensure_readable(authorization)
         metadata.append(("authorization", authorization))
     return tuple(metadata)
 
@@ -61,14 +64,15 @@ def _to_message(body: dict) -> chat_pb2.ChatCompletionRequest:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
+        metadata = rpc_metadata(request)
         body = await _read_json_object(request)
         message = _to_message(body)
     except GatewayError as exc:
         return request.app[REJECT](request, exc)
     stub = request.app[STUB]
     if body.get("stream") is True:
-        return await _stream(request, stub, message)
-    call = stub.CreateChatCompletion(message, metadata=rpc_metadata(request))
+        return await _stream(request, stub, message, metadata)
+    call = stub.CreateChatCompletion(message, metadata=metadata)
     try:
         response = await call
         headers = _forwarded(await call.trailing_metadata())  # where the servicer puts them for the facade
@@ -79,10 +83,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return json_response(message_to_json(response), headers=headers)
 
 
-async def _stream(request: web.Request, stub, message) -> web.StreamResponse:
+async def _stream(request: web.Request, stub, message, metadata) -> web.StreamResponse:
     # The batched RPC: chunks that arrived together cross the channel as one message and leave
     # in one write, each still its own SSE event.
-    call = stub.StreamChatCompletionBatches(message, metadata=rpc_metadata(request))
+    call = stub.StreamChatCompletionBatches(message, metadata=metadata)
     try:
         # Nothing is sent before the first batch, so errors before it keep their HTTP status.
         try:
@@ -111,6 +115,8 @@ async def list_models(request: web.Request) -> web.Response:
         response = await request.app[STUB].ListModels(chat_pb2.ListModelsRequest(), metadata=rpc_metadata(request))
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc)
+    except AuthenticationFailed as exc:
+        return error_response(exc)
     return json_response(
         {"object": "list", "data": [_model_json(m) for m in response.data]}
     )
@@ -122,6 +128,8 @@ async def get_model(request: web.Request) -> web.Response:
         model = await request.app[STUB].GetModel(chat_pb2.GetModelRequest(id=model_id), metadata=rpc_metadata(request))
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc)
+    except AuthenticationFailed as exc:
+        return error_response(exc)
     return json_response(_model_json(model))
 
 

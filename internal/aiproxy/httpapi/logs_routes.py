@@ -9,7 +9,8 @@ from collections.abc import Callable
 import grpc
 from aiohttp import web
 
-from aiproxy.errors import InvalidRequest
+from aiproxy.auth import ensure_readable
+from aiproxy.errors import GatewayError, InvalidRequest
 from aiproxy.httpapi.errors import error_response, json_response, rpc_error_response
 from aiproxy.logstore.protomap import message_to_json
 from aiproxypb.v1 import logs_pb2
@@ -44,11 +45,14 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
 
     def handler(build: Callable[[web.Request], tuple[str, object]]):
         async def handle(request: web.Request) -> web.Response:
+            authorization = request.headers.get("Authorization")
             try:
+                if authorization:
+                    ensure_readable(authorization)
                 method, message = build(request)
-            except InvalidRequest as exc:
+            except GatewayError as exc:  # an unreadable key (401, first) or a bad query (400)
                 return error_response(exc)
-            metadata = (("authorization", request.headers["Authorization"]),) if "Authorization" in request.headers else ()
+            metadata = (("authorization", authorization),) if authorization else ()
             try:
                 reply = await getattr(stub_factory(), method)(message, metadata=metadata)
             except grpc.aio.AioRpcError as exc:

@@ -85,8 +85,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 CURRENT_CALLER.set(authenticate(policy, context))
                 return True
             except (AuthenticationFailed, PermissionDenied) as exc:
-                if isinstance(exc, AuthenticationFailed):
-                    exc.headers["www-authenticate"] = 'Bearer realm="aiproxy"'
                 if on_reject is not None:
                     on_reject(method, context, exc, request)
                 await abort_with(context, exc, CURRENT_REQUEST_ID.get())

@@ -112,6 +112,8 @@ def test_booleans(load, text, value):
         ({"UPSTREAM__MAX_CONNECTIONS": "lots"}, "UPSTREAM__MAX_CONNECTIONS"),
         ({"UPSTREAM__READ_TIMEOUT": "long"}, "UPSTREAM__READ_TIMEOUT"),
         ({"PROVIDERS__OPENROUTER__API_KEY_REQUIRED": "perhaps"}, "PROVIDERS__OPENROUTER__API_KEY_REQUIRED"),
+        ({"API_KEYS": "ok,ключ"}, "API_KEYS"),  # no client could send it
+        ({"ADMIN_API_KEYS": "tab\tkey"}, "ADMIN_API_KEYS"),
     ],
 )
 def test_bad_values_are_config_errors_naming_the_setting(load, env, setting):
