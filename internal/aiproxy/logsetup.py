@@ -1,12 +1,14 @@
 """loguru sinks: the app log (JSON lines on stderr and in logs/app.log) and the request log
 (one JSON line per exchange in logs/requests/requests-YYYYMMDD-<pid>.jsonl, written by a
 background thread so the event loop never blocks on disk). LOG_LEVEL only filters; the
-format is always JSON."""
+format is always JSON, for the libraries' stdlib `logging` records too (aiohttp, grpc, asyncio)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
+import re
 import sys
 import threading
 import traceback
@@ -15,6 +17,7 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 from loguru import logger
 
 from aiproxy.config import Settings
@@ -27,7 +30,7 @@ def _app_json(record) -> str:
         "ts": record["time"].astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "level": record["level"].name,
         "msg": record["message"],
-        "logger": record["name"],
+        "logger": record["extra"].get("_logger") or record["name"],
         "pid": record["process"].id,
     }
     extra = {k: v for k, v in record["extra"].items() if not k.startswith("_")}
@@ -39,6 +42,35 @@ def _app_json(record) -> str:
         entry["traceback"] = "".join(traceback.format_exception(kind, value, trace))
     record["extra"]["_json"] = orjson.dumps(entry, default=str).decode()
     return "{extra[_json]}\n"
+
+
+# Library messages may quote raw request bytes (aiohttp's parser errors print the offending header
+# line): whatever follows these words on a line is cut.
+_SECRET_TAIL = re.compile(r"(?i)\b(authorization|bearer)\b[^\r\n]*")
+
+
+def _redact(text: str) -> str:
+    return _SECRET_TAIL.sub(r"\1 [redacted]", text)
+
+
+class _StdlibHandler(logging.Handler):
+    """stdlib `logging` -> the JSON app log, redacted. A malformed request from a client (aiohttp's
+    HttpProcessingError) is its problem, not the operator's: DEBUG, without the raw bytes."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        bound = logger.bind(_logger=record.name)
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            bound.debug(_redact(record.getMessage()), error=type(error).__name__, status=error.code)
+            return
+        if error is not None:
+            bound = bound.bind(exception=_redact(repr(error)),
+                               traceback=_redact("".join(traceback.format_exception(*record.exc_info))))
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        bound.log(level, _redact(record.getMessage()))
 
 
 def _is_request_record(record) -> bool:
@@ -92,6 +124,7 @@ def request_log_path(log_dir: str | Path) -> str:
 
 def configure_logging(settings: Settings, *, stderr: bool = True) -> None:
     logger.remove()
+    logging.basicConfig(handlers=[_StdlibHandler()], level=logger.level(settings.log_level).no, force=True)
     if stderr:
         logger.add(sys.stderr, level=settings.log_level, format=_app_json, filter=_is_app_record, enqueue=False)
     log_dir = Path(settings.log_dir)

@@ -226,6 +226,27 @@ def test_log_level_never_changes_the_log_format(upstream, tmp_path):
         assert isinstance(orjson.loads(line), dict)  # JSON lines, never ANSI or pretty-printed text
 
 
+def test_library_logs_are_json_without_keys(upstream, tmp_path):
+    """aiohttp's own parser errors quote the raw header line, key included; they must reach the app
+    log as JSON (at DEBUG: a client's malformed request) and without the key."""
+    import socket
+
+    import orjson
+
+    with GatewayProcess(tmp_path, upstream_url=upstream.base_url, env={"LOG_LEVEL": "DEBUG"}) as gateway:
+        raw = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_KEY.encode()
+               + b"\x00\r\nContent-Length: 2\r\n\r\n{}")
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+            sock.sendall(raw)
+            assert sock.recv(65536).startswith(b"HTTP/1.")
+    stderr = gateway.stderr_path.read_bytes()
+    entries = [orjson.loads(line) for line in stderr.splitlines() if line.strip()]  # every line is JSON
+    refused = [e for e in entries if e["msg"].startswith("Error handling request")]
+    assert refused and refused[0]["level"] == "DEBUG" and refused[0]["logger"] == "aiohttp.server"
+    for path in [p for p in tmp_path.rglob("*") if p.is_file()]:
+        assert CLIENT_KEY.encode() not in path.read_bytes(), f"the key leaked into {path}"
+
+
 def test_enable_file_logging_false_keeps_app_log_off(upstream, tmp_path):
     with GatewayProcess(tmp_path, upstream_url=upstream.base_url, env={"ENABLE_FILE_LOGGING": "false"}) as gateway:
         response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={**BODY, "model": "mock"})
