@@ -154,6 +154,12 @@ class ModelNotFound(NotFound):
     default_code = "model_not_found"
 
 
+class RequestTimeout(GatewayError):
+    http_status = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class PayloadTooLarge(GatewayError):
     http_status = 413
     error_type = "invalid_request_error"

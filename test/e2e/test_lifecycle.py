@@ -69,9 +69,9 @@ def test_cancelled_request_is_logged_as_499(gateway, fake):
 
 @pytest.fixture(scope="module")
 def strict_gateway(upstream, tmp_path_factory):
-    """Short upstream timeout, a tiny body limit and a provider on a closed port."""
+    """Short upstream and body timeouts, a tiny body limit and a provider on a closed port."""
     mappings = {"gpt-test": "openrouter:openai/gpt-4o", "dead": "openai:gpt-4o"}
-    env = {"PROVIDERS__OPENROUTER__READ_TIMEOUT": "0.5", "MAX_BODY_BYTES": "4096",
+    env = {"PROVIDERS__OPENROUTER__READ_TIMEOUT": "0.5", "MAX_BODY_BYTES": "4096", "REQUEST_BODY_TIMEOUT_SECONDS": "1",
            "PROVIDERS__OPENAI__BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "OPENAI_API_KEY": "sk-openai-x"}
     with GatewayProcess(tmp_path_factory.mktemp("strict"), upstream_url=upstream.base_url, mappings=mappings,
                         env=env) as gw:
@@ -98,6 +98,44 @@ def test_body_over_limit_is_413_and_logged(strict_gateway):
     assert response.status_code == 413
     assert "MAX_BODY_BYTES" in response.json()["error"]["message"]
     assert strict_gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 413
+
+
+def _raw_response(gateway: GatewayProcess, head: bytes) -> tuple[int, dict[str, str], dict, float]:
+    """Send raw bytes, read one HTTP response: status, headers, JSON body, seconds it took."""
+    import socket
+
+    import orjson
+
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock, sock.makefile("rb") as reader:
+        sock.sendall(head)
+        status = int(reader.readline().split()[1])
+        headers = {}
+        while line := reader.readline().rstrip(b"\r\n"):
+            name, _, value = line.decode().partition(": ")
+            headers[name.lower()] = value
+        body = orjson.loads(reader.read(int(headers["content-length"])))
+    return status, headers, body, time.monotonic() - started
+
+
+def _post_head(content_length: int) -> bytes:
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {content_length}\r\n\r\n").encode()
+
+
+def test_stalled_body_is_408_and_closed(strict_gateway):
+    status, headers, body, elapsed = _raw_response(strict_gateway, _post_head(100) + b'{"model"')
+    assert status == 408 and body["error"]["code"] == "request_timeout", body
+    assert "REQUEST_BODY_TIMEOUT_SECONDS" in body["error"]["message"]
+    assert 0.9 < elapsed < 5 and headers["connection"] == "close"
+    assert strict_gateway.wait_for_record(headers["x-request-id"])["status_code"] == 408
+
+
+def test_declared_oversized_body_is_413_before_reading(strict_gateway):
+    status, headers, body, elapsed = _raw_response(strict_gateway, _post_head(100_000_000))
+    assert status == 413 and body["error"]["code"] == "request_too_large", body
+    assert elapsed < 0.9  # not after the body timeout: nothing was waited for
+    assert headers["connection"] == "close"
 
 
 def test_sigterm_lets_streams_finish_and_exits_zero(upstream, fake, tmp_path):

@@ -63,6 +63,7 @@ class Settings:
     config_path: str = "configs/config.yml"
     cors_allow_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = 20 * 1024 * 1024
+    request_body_timeout_seconds: float = 60.0
     shutdown_grace_seconds: float = 20.0
     event_loop: str = "auto"
     log_level: str = "INFO"
@@ -132,6 +133,13 @@ def _as_float(name: str, value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"setting {name.upper()}={value!r} is not a number") from None
+
+
+def _positive(name: str, value: Any) -> float:
+    number = _as_float(name, value)
+    if not number > 0:
+        raise ConfigError(f"setting {name.upper()}={value!r} must be a positive number of seconds")
+    return number
 
 
 def _settings_file(env: dict[str, str]) -> Path:
@@ -241,6 +249,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         config_path=_beside_settings(str(get("config_path", "configs/config.yml")), path),
         cors_allow_origins=tuple(o.strip() for o in str(origins).split(",") if o.strip()),
         max_body_bytes=as_int("max_body_bytes", get("max_body_bytes", 20 * 1024 * 1024), 1024),
+        request_body_timeout_seconds=_positive("request_body_timeout_seconds", get("request_body_timeout_seconds", 60)),
         shutdown_grace_seconds=_as_float("shutdown_grace_seconds", get("shutdown_grace_seconds", 20)),
         event_loop=event_loop,
         log_level=level,

@@ -10,7 +10,7 @@ from loguru import logger
 from aiproxy import __version__
 from aiproxy.config import Settings
 from aiproxy.errors import InternalError
-from aiproxy.httpapi.chat_routes import REJECT, STUB, add_chat_routes
+from aiproxy.httpapi.chat_routes import BODY_TIMEOUT, REJECT, STUB, add_chat_routes
 from aiproxy.httpapi.errors import error_body, error_response, json_response
 from aiproxy.httpapi.logs_routes import add_log_routes
 from aiproxy.identity import request_id
@@ -118,6 +118,7 @@ def create_app(settings: Settings, channel: grpc.aio.Channel, reject) -> web.App
     app[CHANNEL] = channel
     app[STUB] = chat_pb2_grpc.ChatServiceStub(channel)
     app[REJECT] = reject
+    app[BODY_TIMEOUT] = settings.request_body_timeout_seconds
     app.on_response_prepare.append(_make_on_prepare(settings))
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)

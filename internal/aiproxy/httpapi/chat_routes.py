@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import orjson
 from aiohttp import web
 
 from aiproxy.auth import ensure_readable
-from aiproxy.errors import AuthenticationFailed, GatewayError, InvalidRequest, PayloadTooLarge
+from aiproxy.errors import AuthenticationFailed, GatewayError, InvalidRequest, PayloadTooLarge, RequestTimeout
 from aiproxy.httpapi import sse
 from aiproxy.httpapi.errors import error_response, json_response, rpc_error_parts, rpc_error_response
 from aiproxy.protojson import JSONTooDeep, json_to_message, message_to_json
@@ -19,6 +21,7 @@ STUB = web.AppKey("chat_stub", chat_pb2_grpc.ChatServiceStub)
 # Called for requests refused before they can become an RPC (unparseable or oversized bodies):
 # reject(request, error) checks the key first (401 wins) and writes the request log record.
 REJECT = web.AppKey("reject_body", object)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)  # REQUEST_BODY_TIMEOUT_SECONDS
 
 
 def rpc_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
@@ -31,14 +34,33 @@ def rpc_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     return tuple(metadata)
 
 
-async def _read_json_object(request: web.Request) -> dict:
+def _too_large(request: web.Request) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body is larger than this gateway accepts ({request.client_max_size} bytes); "
+        "send a smaller request or ask the operator to raise MAX_BODY_BYTES."
+    )
+
+
+async def _read_body(request: web.Request) -> bytes:
+    if (request.content_length or 0) > request.client_max_size:  # refused before a byte is read
+        raise _too_large(request)
+    timeout = request.app[BODY_TIMEOUT]
     try:
-        raw = await request.read()
+        if request.content.is_eof():  # the body came with the headers (the usual case): no timer
+            return await request.read()
+        async with asyncio.timeout(timeout):  # a slow or stalled body must not hold the connection
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(
-            f"The request body is larger than this gateway accepts ({request.client_max_size} bytes); "
-            "send a smaller request or ask the operator to raise MAX_BODY_BYTES."
+        raise _too_large(request) from None
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request body did not arrive within {timeout:g} seconds; send it at once "
+            "(the operator sets the limit with REQUEST_BODY_TIMEOUT_SECONDS)."
         ) from None
+
+
+async def _read_json_object(request: web.Request) -> dict:
+    raw = await _read_body(request)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -68,7 +90,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         body = await _read_json_object(request)
         message = _to_message(body)
     except GatewayError as exc:
-        return request.app[REJECT](request, exc)
+        response = request.app[REJECT](request, exc)
+        if not request.content.is_eof():  # close rather than read the rest of a refused body
+            response.force_close()
+        return response
     stub = request.app[STUB]
     if body.get("stream") is True:
         return await _stream(request, stub, message, metadata)

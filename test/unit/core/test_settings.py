@@ -107,6 +107,7 @@ def test_booleans(load, text, value):
         ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES"),
         ({"HSTS_MAX_AGE": "forever"}, "HSTS_MAX_AGE"),
         ({"SHUTDOWN_GRACE_SECONDS": "soon"}, "SHUTDOWN_GRACE_SECONDS"),
+        ({"REQUEST_BODY_TIMEOUT_SECONDS": "0"}, "REQUEST_BODY_TIMEOUT_SECONDS"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"EVENT_LOOP": "trio"}, "EVENT_LOOP"),
         ({"UPSTREAM__MAX_CONNECTIONS": "lots"}, "UPSTREAM__MAX_CONNECTIONS"),
