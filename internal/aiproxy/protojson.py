@@ -274,8 +274,21 @@ def json_to_message(data: dict, cls: type[Message]) -> Message:
 # --- proto -> JSON -------------------------------------------------------------------------
 
 
+class NonFiniteNumber(ValueError):
+    """A double holding NaN or ±Infinity, which JSON cannot express (a gRPC client can send them);
+    `param` is the JSON key that held it."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(f"{value} is not a JSON number")
+        self.param: str | None = None
+
+
 def _number(value: float) -> int | float:
-    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    if value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if value - value != 0:  # NaN and ±Infinity only; checked after the common whole-number case
+        raise NonFiniteNumber(value)
+    return value
 
 
 def _field_emitter(field: FieldDescriptor):
@@ -323,7 +336,11 @@ def message_to_json(msg: Message) -> dict:
             extra = value
             continue
         key, emit = entry
-        out[key] = emit(value) if emit is not None else value
+        try:
+            out[key] = emit(value) if emit is not None else value
+        except NonFiniteNumber as exc:
+            exc.param = exc.param or key  # the innermost key names it
+            raise
     if extra:
         keys = orjson.loads(extra)
         if not isinstance(keys, dict):

@@ -210,3 +210,13 @@ def test_huge_error_messages_keep_their_code(stub, fake):
         stub.CreateChatCompletion(_request(), metadata=AUTH)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_detail(err.value).message.endswith("…[truncated]")
+
+
+@pytest.mark.parametrize(("fields", "param"), [({"temperature": float("nan"), "top_p": float("inf")}, "temperature"),
+                                              ({"presence_penalty": float("-inf")}, "presence_penalty")])
+def test_nan_and_infinity_are_invalid_argument(stub, fake, fields, param):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateChatCompletion(_request(**fields), metadata=AUTH)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_detail(err.value).param == param and param in err.value.details()
+    assert not fake.received  # never sent upstream as null

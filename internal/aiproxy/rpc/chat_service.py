@@ -9,7 +9,7 @@ import grpc
 from aiproxy.chat.gateway import ChatGateway
 from aiproxy.errors import GatewayError, InvalidRequest
 from aiproxy.identity import request_id
-from aiproxy.protojson import JSONTooDeep, ensure_writable, json_to_message, message_to_json
+from aiproxy.protojson import JSONTooDeep, NonFiniteNumber, ensure_writable, json_to_message, message_to_json
 from aiproxy.rpc.interceptor import CURRENT_CALLER, CURRENT_REQUEST_ID, metadata_value
 from aiproxy.rpc.status import REQUEST_ID, abort_with
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
@@ -31,8 +31,9 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
 
 
 def request_body(request: chat_pb2.ChatCompletionRequest, transport: str) -> dict:
-    """The OpenAI JSON body of a request; gRPC clients may put broken or too deeply nested JSON in
-    the *_json fields (the REST facade already refused such bodies, so only gRPC's are checked)."""
+    """The OpenAI JSON body of a request. gRPC clients may send what JSON cannot hold: NaN or Infinity
+    in doubles, broken or too deeply nested JSON in the *_json fields (the REST facade already refused
+    such bodies, so only gRPC's nesting is checked)."""
     try:
         body = message_to_json(request)
         if transport == "grpc":
@@ -40,6 +41,9 @@ def request_body(request: chat_pb2.ChatCompletionRequest, transport: str) -> dic
         return body
     except JSONTooDeep as exc:
         raise InvalidRequest(str(exc)) from None
+    except NonFiniteNumber as exc:
+        raise InvalidRequest(f"'{exc.param}' must be a finite number: JSON has no NaN or Infinity",
+                             param=exc.param, code="invalid_value") from None
     except ValueError:
         raise InvalidRequest("extra_json and the *_json fields must hold valid JSON (extra_json: an object)") from None
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aiproxy.protojson import json_to_message, message_to_json
+from aiproxy.protojson import NonFiniteNumber, json_to_message, message_to_json
 from aiproxy.testing.jsoncompare import strict_equal
 from aiproxypb.v1 import chat_pb2
 
@@ -541,3 +541,12 @@ def test_property_any_chunk_round_trips_strictly(body):
                        JSON, max_size=6))
 def test_property_any_json_under_the_request_field_names_round_trips(body):
     assert_round_trip(body, REQ)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_doubles_have_no_json_and_name_their_key(value):
+    with pytest.raises(NonFiniteNumber) as info:
+        message_to_json(chat_pb2.ChatCompletionRequest(model="m", top_p=value))
+    assert info.value.param == "top_p"
+    assert message_to_json(chat_pb2.ChatCompletionRequest(top_p=1e300, temperature=0.5)) == {"top_p": 1e300,
+                                                                                               "temperature": 0.5}
