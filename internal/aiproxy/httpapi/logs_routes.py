@@ -30,14 +30,20 @@ def _filter(query) -> logs_pb2.LogFilter:
     return message
 
 
+_INT32_MAX = 2**31 - 1  # the proto fields (limit, status_code) are int32
+
+
 def _int(query, name: str, default: int = 0) -> int:
     raw = query.get(name)
     if raw in (None, ""):
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise InvalidRequest(f"query parameter {name}={raw!r} is not an integer", param=name) from None
+    if not 0 <= value <= _INT32_MAX:
+        raise InvalidRequest(f"query parameter {name}={raw} is out of range: use 0 to {_INT32_MAX}", param=name)
+    return value
 
 
 def add_log_routes(app: web.Application, stub_factory: Callable) -> None:

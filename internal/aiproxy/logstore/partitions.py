@@ -77,12 +77,19 @@ def discover(base: Path, since: date | None = None, to: date | None = None) -> l
     return sorted(found)
 
 
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def parse_day(text: str) -> date:
-    """A `YYYY-MM-DD` argument; ValueError with a readable message otherwise."""
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"invalid date {text!r}: use YYYY-MM-DD") from None
+    """A `YYYY-MM-DD` argument; ValueError with a readable message otherwise. The format is checked
+    first: date.fromisoformat also takes `20261126` and ISO weeks such as `2026-W48`."""
+    day = text.strip()
+    if _DAY.fullmatch(day):
+        try:
+            return date.fromisoformat(day)
+        except ValueError:
+            pass
+    raise ValueError(f"invalid date {text!r}: use YYYY-MM-DD")
 
 
 def utc_today() -> date:

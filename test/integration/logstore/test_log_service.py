@@ -108,8 +108,13 @@ def test_rest_routes_translate_to_the_log_service(settings):
                     assert resp.status == 400 and error["code"] == "invalid_query" and error["param"] == "q"
                 async with http.get(f"{base}/v1/logs/requests/nope") as resp:
                     assert resp.status == 404 and (await resp.json())["error"]["message"]
-                async with http.get(f"{base}/v1/logs/requests", params={"limit": "many"}) as resp:
-                    assert resp.status == 400
+                for route, params in (("requests", {"limit": "many"}), ("requests", {"limit": "99999999999"}),
+                                      ("requests", {"status_code": "99999999999"}), ("dialogs", {"limit": "-1"}),
+                                      ("requests", {"since": "20261126"}), ("stats", {"since": "2026-W48"}),
+                                      ("dialogs", {"to": "2026-W48-1"})):
+                    async with http.get(f"{base}/v1/logs/{route}", params=params) as resp:
+                        error = (await resp.json())["error"]
+                        assert resp.status == 400 and error["param"] == next(iter(params)), (params, error)
             assert seen_auth and all(md == (("authorization", "Bearer admin-key"),) for md in seen_auth)
         finally:
             await runner.cleanup()

@@ -38,8 +38,9 @@ def test_discover_finds_every_granularity_once_and_filters_by_overlap(tmp_path):
 
 def test_parse_day_rejects_garbage_with_a_readable_message():
     assert parse_day("2025-09-10") == date(2025, 9, 10)
-    with pytest.raises(ValueError, match="YYYY-MM-DD"):
-        parse_day("10/09/2025")
+    for garbage in ("10/09/2025", "20250910", "2025-W37", "2025-W37-3", "2025-09-31", "２０２５-09-10"):
+        with pytest.raises(ValueError, match="YYYY-MM-DD"):
+            parse_day(garbage)
 
 
 def test_day_bounds_cover_whole_utc_days():
