@@ -5,14 +5,16 @@ format is always JSON, for the libraries' stdlib `logging` records too (aiohttp,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import re
 import sys
 import threading
+import time
 import traceback
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
@@ -122,6 +124,17 @@ def request_log_path(log_dir: str | Path) -> str:
     return str(Path(log_dir) / REQUEST_LOG_DIR / f"requests-{{time:YYYYMMDD!UTC}}-{os.getpid()}.jsonl")
 
 
+def prune_request_logs(directory: Path, keep: timedelta) -> None:
+    """Delete the request log files of every process, this one's and earlier ones', last written
+    more than `keep` ago. loguru's own retention only sees this process's files: the names carry
+    the pid, so every restart used to leave files that were never removed."""
+    cutoff = time.time() - keep.total_seconds()
+    for path in directory.glob("requests-*-*.jsonl"):
+        with contextlib.suppress(FileNotFoundError):  # another worker pruned it first
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+
+
 def configure_logging(settings: Settings, *, stderr: bool = True) -> None:
     logger.remove()
     logging.basicConfig(handlers=[_StdlibHandler()], level=logger.level(settings.log_level).no, force=True)
@@ -141,7 +154,9 @@ def configure_logging(settings: Settings, *, stderr: bool = True) -> None:
             retention=settings.request_log_retention,
         )
     if settings.request_log_enabled:
-        (log_dir / REQUEST_LOG_DIR).mkdir(parents=True, exist_ok=True)
+        requests_dir = log_dir / REQUEST_LOG_DIR
+        requests_dir.mkdir(parents=True, exist_ok=True)
+        prune_request_logs(requests_dir, settings.request_log_retention)
         logger.add(
             request_log_path(log_dir),
             level=0,
@@ -150,7 +165,7 @@ def configure_logging(settings: Settings, *, stderr: bool = True) -> None:
             enqueue=True,
             context=_QUEUE_CONTEXT,
             rotation=_UtcDailyRotation(),
-            retention=settings.request_log_retention,
+            retention=lambda _own_files: prune_request_logs(requests_dir, settings.request_log_retention),
             encoding="utf-8",
         )
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +72,7 @@ class Settings:
     log_dir: str = "logs"
     enable_file_logging: bool = True
     request_log_enabled: bool = True
-    request_log_retention: str = "30 days"
+    request_log_retention: timedelta = timedelta(days=30)
     tls: TLSSettings = field(default_factory=TLSSettings)
     providers: dict[str, ProviderSettings] = field(default_factory=dict)
     # Every LOGDB_* setting, lower-cased without the prefix; aiproxy.logstore interprets them.
@@ -140,6 +142,18 @@ def _positive(name: str, value: Any) -> float:
     if not number > 0:
         raise ConfigError(f"setting {name.upper()}={value!r} must be a positive number of seconds")
     return number
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(second|minute|hour|day|week)s?", re.IGNORECASE)
+
+
+def as_duration(name: str, value: Any) -> timedelta:
+    """'30 days', '12 hours', '1 week': a positive number and a unit."""
+    match = _DURATION.fullmatch(str(value).strip())
+    if not match or not float(match.group(1)) > 0:
+        raise ConfigError(f"setting {name.upper()}={value!r} is not a duration: write it like '30 days', '12 hours'"
+                          " or '2 weeks'")
+    return timedelta(**{match.group(2).lower() + "s": float(match.group(1))})
 
 
 def _settings_file(env: dict[str, str]) -> Path:
@@ -256,7 +270,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         log_dir=str(get("log_dir", "logs")),
         enable_file_logging=as_bool("enable_file_logging", get("enable_file_logging", True)),
         request_log_enabled=as_bool("request_log_enabled", get("request_log_enabled", True)),
-        request_log_retention=str(get("request_log_retention", "30 days")),
+        request_log_retention=as_duration("request_log_retention", get("request_log_retention", "30 days")),
         tls=tls,
         providers=providers,
         logdb=logdb,

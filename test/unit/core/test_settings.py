@@ -6,6 +6,7 @@ Every test passes an explicit `env` dict, so nothing here reads or changes the p
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,9 @@ def test_booleans(load, text, value):
         ({"PROVIDERS__OPENROUTER__API_KEY_REQUIRED": "perhaps"}, "PROVIDERS__OPENROUTER__API_KEY_REQUIRED"),
         ({"API_KEYS": "ok,ключ"}, "API_KEYS"),  # no client could send it
         ({"ADMIN_API_KEYS": "tab\tkey"}, "ADMIN_API_KEYS"),
+        ({"REQUEST_LOG_RETENTION": "7"}, "REQUEST_LOG_RETENTION"),
+        ({"REQUEST_LOG_RETENTION": "forever"}, "REQUEST_LOG_RETENTION"),
+        ({"REQUEST_LOG_RETENTION": "0 days"}, "REQUEST_LOG_RETENTION"),
     ],
 )
 def test_bad_values_are_config_errors_naming_the_setting(load, env, setting):
@@ -187,3 +191,12 @@ def test_tls_needs_both_cert_and_key(load, tmp_path):
 def test_missing_settings_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="SETTINGS_FILE"):
         load_settings(env={"SETTINGS_FILE": str(tmp_path / "missing.toml")}, dotenv_path=None)
+
+
+@pytest.mark.parametrize(
+    ("text", "duration"),
+    [("30 days", timedelta(days=30)), ("1 week", timedelta(weeks=1)), ("12 Hours", timedelta(hours=12)),
+     ("1.5 day", timedelta(hours=36)), ("90 seconds", timedelta(seconds=90))],
+)
+def test_request_log_retention_is_a_duration(load, text, duration):
+    assert load(REQUEST_LOG_RETENTION=text).request_log_retention == duration

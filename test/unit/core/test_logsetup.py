@@ -1,0 +1,37 @@
+"""Request log retention covers the files of every process, not only the current one's."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import timedelta
+
+from loguru import logger
+
+from aiproxy.config import Settings
+from aiproxy.logsetup import REQUEST_LOG_DIR, configure_logging
+
+
+def _aged(path, days: float):
+    path.write_text("{}\n")
+    stamp = time.time() - days * 86400
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_start_up_prunes_request_logs_of_earlier_processes(tmp_path):
+    requests = tmp_path / REQUEST_LOG_DIR
+    requests.mkdir()
+    old_other_pid = _aged(requests / "requests-20200101-99999.jsonl", 40)
+    recent_other_pid = _aged(requests / "requests-20260101-99998.jsonl", 2)
+    unrelated = _aged(requests / "notes.txt", 40)
+    settings = Settings(log_dir=str(tmp_path), enable_file_logging=False, request_log_retention=timedelta(days=30))
+    root_handlers, root_level = logging.root.handlers[:], logging.root.level
+    try:
+        configure_logging(settings, stderr=False)
+    finally:
+        logger.remove()
+        logging.root.handlers[:], logging.root.level = root_handlers, root_level
+    assert not old_other_pid.exists()
+    assert recent_other_pid.exists() and unrelated.exists()
