@@ -3,6 +3,8 @@ message list whose hashes thread requests into dialogs.
 
 Text comes from every message and content part, tool-call names and arguments, legacy
 `prompt`, Gemini `contents`, and the answer (choices, top-level `content`, Gemini candidates).
+Records hold whatever a client or upstream sent, so every field is type-checked: text is taken
+where it has the expected shape and anything else is skipped, never an error.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from typing import Any
 import orjson
 
 MAX_FRAGMENT_CHARS = 20_000
+
+
+def _items(value: Any) -> list | tuple:
+    """`value` if it is a JSON array, else nothing to iterate."""
+    return value if isinstance(value, list) else ()
 
 
 def _content_text(content: Any) -> str:
@@ -32,7 +39,7 @@ def _content_text(content: Any) -> str:
 
 def _tool_calls(message: dict) -> list[tuple[str, str]]:
     calls = []
-    for call in message.get("tool_calls") or ():
+    for call in _items(message.get("tool_calls")):
         if isinstance(call, dict):
             function = call.get("function") if isinstance(call.get("function"), dict) else {}
             calls.append((str(function.get("name") or ""), str(function.get("arguments") or "")))
@@ -48,7 +55,7 @@ def _message_text(message: dict) -> str:
 def _answer_message(response: Any) -> dict | None:
     if not isinstance(response, dict):
         return None
-    for choice in response.get("choices") or ():
+    for choice in _items(response.get("choices")):
         if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
             return choice["message"]
     return None
@@ -58,18 +65,18 @@ def extract_fragments(request: Any, response: Any) -> list[tuple[str, str]]:
     """(role, text) pairs to index: distinct, non-empty, each at most MAX_FRAGMENT_CHARS."""
     found: list[tuple[str, str]] = []
     if isinstance(request, dict):
-        for message in request.get("messages") or ():
+        for message in _items(request.get("messages")):
             if isinstance(message, dict):
                 found.append((str(message.get("role") or "user"), _message_text(message)))
         if isinstance(request.get("prompt"), str):
             found.append(("user", request["prompt"].strip()))
-        for content in request.get("contents") or ():
+        for content in _items(request.get("contents")):
             if isinstance(content, dict):
                 found.append(("user", _content_text(content.get("parts"))))
     if isinstance(response, dict):
         answers = [
             _message_text(choice["message"])
-            for choice in response.get("choices") or ()
+            for choice in _items(response.get("choices"))
             if isinstance(choice, dict) and isinstance(choice.get("message"), dict)
         ]
         found.append(("assistant", "\n\n".join(a for a in answers if a)))
