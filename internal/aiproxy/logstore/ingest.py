@@ -161,23 +161,25 @@ def ingest_file(
             if progress is not None:
                 progress(item.end - last_offset)
             last_offset = item.end
-            if item.error is not None:
-                report.records_corrupt += 1
-                if not blocked:  # the checkpoint's count covers the records before it
-                    safe.corrupt += 1
-                _problem(report, path, item.line, item.error)
-            elif item.record is not None:
+            row, error = None, item.error
+            if error is None and item.record is not None:
                 try:
                     row = _row_of(item.record, reader is read_seed_log, store.server_id)
                 except InvalidRecord as exc:
                     report.rows_skipped += 1
                     _problem(report, path, item.line, str(exc))
-                    row = None
-                if row is not None and _in_range(row.ts, since, to):
-                    batches.add(row)
-                elif row is not None:
-                    report.rows_filtered += 1
-                    blocked = True
+                except Exception as exc:  # noqa: BLE001 - a shape nobody foresaw must not block every later record
+                    error = f"cannot read the record: {type(exc).__name__}: {exc}"
+            if error is not None:
+                report.records_corrupt += 1
+                if not blocked:  # the checkpoint's count covers the records before it
+                    safe.corrupt += 1
+                _problem(report, path, item.line, error)
+            elif row is not None and _in_range(row.ts, since, to):
+                batches.add(row)
+            elif row is not None:
+                report.rows_filtered += 1
+                blocked = True
             if not blocked:
                 safe.offset, safe.line = item.end, item.lines
             if batches.total == 0 and safe.offset - saved >= CHECKPOINT_EVERY:

@@ -57,11 +57,19 @@ def parse_ts(raw: Any) -> int:
     return int(moment.timestamp())
 
 
+_SQLITE_MIN_INT, _SQLITE_MAX_INT = -(2**63), 2**63 - 1
+
+
 def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None and not isinstance(value, bool) else None
-    except (TypeError, ValueError):
+    """None unless `value` is a number SQLite can store: a 2**64-1 token count from an upstream
+    would otherwise fail the insert of the whole batch, on every run."""
+    if value is None or isinstance(value, bool):
         return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if _SQLITE_MIN_INT <= number <= _SQLITE_MAX_INT else None
 
 
 def _float_or_none(value: Any) -> float | None:

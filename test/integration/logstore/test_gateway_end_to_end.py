@@ -82,3 +82,24 @@ def test_conversation_is_searchable_everywhere_and_one_dialog(gateway, tmp_path)
         )
         assert done.returncode == 0, done.stderr
         assert len(json.loads(done.stdout)["results"]) == 2  # "how long do narwhals live" and the turn after it
+
+
+def test_malformed_requests_never_stop_live_ingest(gateway):
+    auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    odd = httpx.post(f"{gateway.base_url}/chat/completions", headers=auth, json={
+        "model": "mock", "messages": [{"role": "user", "content": "x", "tool_calls": 5}]})
+    assert odd.status_code == 200, odd.text
+    assert httpx.post(f"{gateway.base_url}/chat/completions", headers=auth,
+                      json={"model": "mock", "messages": 1}).status_code == 400
+    later = httpx.post(f"{gateway.base_url}/chat/completions", headers=auth, json={
+        "model": "mock", "messages": [{"role": "user", "content": "okapi stripes"}]})
+    assert later.status_code == 200
+
+    def found():
+        resp = httpx.get(f"{gateway.root_url}/v1/logs/requests", params={"q": "okapi"},
+                         headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+        return resp.json()["results"]
+
+    assert len(_until(found)) == 1
+    stats = httpx.get(f"{gateway.root_url}/v1/logs/stats", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()
+    assert stats["requests"] == 3, stats

@@ -180,3 +180,27 @@ def test_a_refused_request_without_a_readable_body_is_stored_with_its_status(tmp
     assert (report.rows_inserted, report.records_corrupt) == (1, 0)
     (hit,) = search(store, "").hits
     assert (hit.fields["status_code"], hit.fields["model_original"]) == (400, None)
+
+
+def test_records_of_any_shape_never_block_the_records_after_them(tmp_path):
+    # What the gateway logs for `"messages": 1` (a 400) or a message with `"tool_calls": 5`, an
+    # upstream's `"choices": 5` and a 2**64-1 token count: rows, with whatever text they have.
+    odd = _records(4)
+    odd[0]["request"]["messages"] = 1
+    odd[1]["request"]["messages"] = [{"role": "user", "content": "odd tools", "tool_calls": 5}, "x", [1]]
+    odd[2]["response"] = {"id": "x", "object": "chat.completion", "choices": 5}
+    odd[3]["usage"] = {"prompt_tokens": 2**64 - 1}
+    # A record no row can be made of (orjson writes at most 255 levels of nesting) is corrupt.
+    unwritable = _records(1)[0]
+    unwritable["request"]["deep"] = json.loads("[" * 300 + "]" * 300)
+    log = tmp_path / "logs" / "r.jsonl"
+    write_jsonl(log, odd)
+    with open(log, "a") as out:
+        out.write(json.dumps(unwritable) + "\n")
+    write_jsonl(log, _records(1, start=T0 + timedelta(hours=1), key="after"))
+    store = make_store(tmp_path / "db")
+    report = ingest(store, tmp_path / "logs")
+    assert (report.rows_inserted, report.records_corrupt) == (5, 1), report.problems
+    assert report.problems[0].startswith(f"{log}:5: cannot read the record: ")
+    assert [hit.fields["request_id"] for hit in search(store, "odd tools").hits] == [odd[1]["request_id"]]
+    assert ingest(store, tmp_path / "logs").records_corrupt == 0  # the checkpoint moved past it
