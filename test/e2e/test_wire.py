@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from aiproxy.sse import SSEDecoder
-from aiproxy.testing.fake_openai import JSONReply, StreamReply, text_chunks
+from aiproxy.testing.fake_openai import JSONReply, RawReply, StreamReply, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY
 from aiproxy.testing.jsoncompare import strict_equal
 
@@ -230,3 +230,34 @@ def test_huge_error_messages_keep_their_status(gateway, fake, openai_schemas):
     assert upstream.json()["error"]["message"].endswith("…[truncated]")
     assert unknown.json()["error"]["code"] == "model_not_found"
     assert "does not exist" in unknown.json()["error"]["message"]  # the quoted name is clipped, not the sentence
+
+
+# 200 answers that are not a chat completion: a 502 the client can act on, and always a record.
+NOT_COMPLETIONS = [
+    b'{"id":"x","object":"chat.completion","choices":5}',
+    b'{"id":"x","object":"chat.completion","choices":null}',
+    b'{"id":"x","object":"chat.completion"}',
+    b"[1, 2]",
+    b"{not json",
+    b"",
+]
+
+
+@pytest.mark.parametrize("upstream_body", NOT_COMPLETIONS, ids=range(len(NOT_COMPLETIONS)))
+def test_upstream_200_that_is_not_a_completion_is_a_logged_502(gateway, fake, openai_schemas, upstream_body):
+    fake.push(RawReply(upstream_body))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})
+    assert response.status_code == 502, response.text
+    openai_schemas.validate("ErrorResponse", response.json())
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("server_error", "bad_upstream_response")
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["status_code"] == 502 and record["error"]["code"] == "bad_upstream_response"
+
+
+def test_upstream_body_too_deep_to_relay_is_still_logged(gateway, fake):
+    fake.push(RawReply(b'{"choices":[],"deep":' + b"[" * 300 + b"]" * 300 + b"}"))  # orjson writes 255 levels
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})
+    assert response.status_code == 500
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["status_code"] == 500 and record["request"] == {} and record["response"] is None

@@ -46,9 +46,12 @@ class Exchange:
 
     def record(self) -> dict:
         latency = (time.perf_counter() - self.started) * 1000
+        # An upstream body is only known to be a JSON object: its fields are type-checked here, so
+        # an odd shape can never cost the exchange its record.
         response = self.response if isinstance(self.response, dict) else None
-        choices = (response or {}).get("choices") or []
-        first = choices[0] if choices and isinstance(choices[0], dict) else {}
+        choices = (response or {}).get("choices")
+        first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        finish_reason = first.get("finish_reason")
         usage = (response or {}).get("usage")
         return {
             "schema": SCHEMA,
@@ -66,7 +69,7 @@ class Exchange:
             "latency_ms": round(latency, 3),
             "ttft_ms": round((self.first_token - self.started) * 1000, 3) if self.first_token else None,
             "usage": usage if isinstance(usage, dict) else None,
-            "finish_reason": first.get("finish_reason"),
+            "finish_reason": finish_reason if isinstance(finish_reason, str) else None,
             "error": self.error,
             "request": self.request,
             "response": response,
@@ -81,4 +84,9 @@ class RequestLog:
 
     def write(self, exchange: Exchange) -> None:
         if self.enabled:
-            write_request_record(orjson.dumps(exchange.record(), default=str).decode())
+            record = exchange.record()
+            try:
+                line = orjson.dumps(record, default=str)
+            except TypeError:  # a body nested deeper than orjson writes (255 levels): log the rest
+                line = orjson.dumps({**record, "request": {}, "response": None}, default=str)
+            write_request_record(line.decode())

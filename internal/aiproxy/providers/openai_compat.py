@@ -102,6 +102,8 @@ class OpenAICompatibleProvider:
             raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned a body that is not JSON.") from None
         if not isinstance(body, dict):
             raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned JSON that is not an object.")
+        if not isinstance(body.get("choices"), list):
+            raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned a body without a 'choices' list.")
         return UpstreamResponse(body=body, headers=forwardable_headers(response.headers))
 
     async def open_stream(self, request: UpstreamRequest) -> _OpenAIStream:
