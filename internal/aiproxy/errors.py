@@ -204,3 +204,9 @@ class UpstreamBadResponse(GatewayError):
     http_status = 502
     error_type = "server_error"
     default_code = "bad_upstream_response"
+
+
+class UpstreamStreamTruncated(UpstreamBadResponse):
+    """The upstream closed a stream before its end marker: the answer may be cut short."""
+
+    default_code = "upstream_stream_truncated"

@@ -261,3 +261,40 @@ def test_upstream_body_too_deep_to_relay_is_still_logged(gateway, fake):
     assert response.status_code == 500
     record = gateway.wait_for_record(response.headers["x-request-id"])
     assert record["status_code"] == 500 and record["request"] == {} and record["response"] is None
+
+
+def _sse_payloads(body: bytes) -> list:
+    decoder = SSEDecoder()
+    return [data if data == "[DONE]" else orjson.loads(data) for data in decoder.feed(body)]
+
+
+def test_stream_closed_without_done_ends_with_an_error_frame(gateway, fake):
+    # OpenAI and OpenRouter end every complete stream with [DONE]; this one stops after a token.
+    fake.push(StreamReply(text_chunks(["partial"], usage=False)[:2], done=False))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True})
+    assert response.status_code == 200
+    *chunks, error, done = _sse_payloads(response.content)
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["", "partial"]
+    assert error["error"]["code"] == "upstream_stream_truncated" and error["error"]["type"] == "server_error"
+    assert done == "[DONE]"
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["status_code"] == 502 and record["error"]["code"] == "upstream_stream_truncated"
+    assert record["response"]["choices"][0]["message"]["content"] == "partial"
+
+
+@pytest.mark.parametrize("reply", [
+    RawReply(b"{not json"),
+    RawReply(b""),
+    RawReply(orjson.dumps({"id": "x", "object": "chat.completion", "choices": []})),  # `stream` ignored
+    RawReply(b"<html>bad gateway</html>", content_type="text/html"),
+], ids=["not-json", "empty", "json-completion", "html"])
+def test_stream_request_answered_without_an_event_stream_is_a_502(gateway, fake, openai_schemas, reply):
+    fake.push(reply)
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True})
+    assert response.status_code == 502, response.text
+    openai_schemas.validate("ErrorResponse", response.json())
+    assert response.json()["error"]["code"] == "bad_upstream_response"
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["status_code"] == 502 and record["error"]["code"] == "bad_upstream_response"

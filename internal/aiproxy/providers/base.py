@@ -44,7 +44,9 @@ class UpstreamStream(Protocol):
     """An open streaming call. Iterating yields batches: lists of OpenAI `chat.completion.chunk`
     dicts that were ready together (decoded from one upstream read), in order, never empty. A
     batch is handed on as soon as it is read, so batching adds no latency; it only saves per-message
-    work when the upstream is faster than the client."""
+    work when the upstream is faster than the client. Iteration ends normally only when the
+    upstream marked its stream complete; a stream cut short raises UpstreamStreamTruncated, so it
+    is never relayed or logged as a finished answer."""
 
     headers: dict[str, str]
     # Token usage the upstream reported but the stream did not carry to the client (Gemini sends
@@ -62,7 +64,8 @@ class Provider(Protocol):
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse: ...
 
     async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
-        """Send the request and check the status; errors before the first chunk raise here."""
+        """Send the request and check the status and that the answer is an event stream; errors
+        before the first chunk raise here."""
         ...
 
     async def aclose(self) -> None: ...

@@ -10,7 +10,7 @@ import uuid
 
 import orjson
 
-from aiproxy.errors import UpstreamBadResponse
+from aiproxy.errors import UpstreamStreamTruncated
 from aiproxy.providers.gemini_ids import new_tool_call_id
 
 _CONTENT_FILTER = frozenset(
@@ -203,7 +203,7 @@ class StreamTranslator:
     def finish(self) -> list[dict]:
         """Called when the upstream closed the stream: the usage chunk, or an error if it was cut short."""
         if not self._choices or not all(state.finished for state in self._choices.values()):
-            raise UpstreamBadResponse("The Gemini stream ended before the answer was finished.")
+            raise UpstreamStreamTruncated("The Gemini stream ended before the answer was finished.")
         if not self._include_usage:
             return []
         return [{**self._base, "choices": [], "usage": usage(self._usage)}]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 
 from aiproxy.config import ProviderSettings
-from aiproxy.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
+from aiproxy.errors import GatewayError, UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
 from aiproxy.providers.aiohttp_transport import AiohttpTransport
 
 _SET_COOKIE_HEADERS = (b"set-cookie", b"set-cookie2")
@@ -114,7 +114,9 @@ async def send_streaming(
     error: Callable[[int, bytes, httpx.Headers], GatewayError],
 ) -> httpx.Response:
     """Send a streaming request. An error status is read whole and raised as `error(...)` before
-    anything is streamed, so the client still gets a proper HTTP status."""
+    anything is streamed, so the client still gets a proper HTTP status; so is a success that is
+    not an event stream (an upstream ignoring `stream`, a proxy's HTML page), which would
+    otherwise reach the client as an empty stream."""
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
@@ -127,4 +129,11 @@ async def send_streaming(
         finally:
             await response.aclose()
         raise error(response.status_code, body, response.headers)
+    content_type = response.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "text/event-stream":
+        await response.aclose()
+        raise UpstreamBadResponse(
+            f"The upstream provider '{provider}' answered a stream request with "
+            f"{content_type or 'no content type'}, not an event stream."
+        )
     return response

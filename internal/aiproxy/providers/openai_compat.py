@@ -16,6 +16,7 @@ from aiproxy.errors import (
     UpstreamBadResponse,
     UpstreamError,
     UpstreamMisconfigured,
+    UpstreamStreamTruncated,
     error_type_for_http,
 )
 from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers
@@ -119,11 +120,14 @@ class OpenAICompatibleProvider:
 
 class _OpenAIStream:
     """Event-aligned chunks from an OpenAI-style SSE body, whatever the network splits; one batch
-    per upstream read."""
+    per upstream read. OpenAI and OpenRouter end every complete stream with `data: [DONE]`, so a
+    body that ends without it was cut short (a dropped connection, a crashed upstream) and is
+    reported as an error rather than as a finished answer."""
 
     def __init__(self, provider: str, response: httpx.Response) -> None:
         self._provider = provider
         self._response = response
+        self._done = False  # `data: [DONE]` was seen
         self.headers = forwardable_headers(response.headers)
         self.usage = None  # usage arrives in the stream itself
 
@@ -132,6 +136,10 @@ class _OpenAIStream:
         try:
             async for batch in sse_batches(body, self._parse):
                 yield batch
+            if not self._done:
+                raise UpstreamStreamTruncated(
+                    f"The upstream provider '{self._provider}' closed the stream before it was finished."
+                )
             await _read_to_end(body)  # what follows [DONE], so the connection can be reused
         except httpx.HTTPError as exc:
             raise transport_error(self._provider, exc) from None
@@ -140,6 +148,7 @@ class _OpenAIStream:
 
     def _parse(self, data: str) -> list[dict]:
         if data.strip() == "[DONE]":
+            self._done = True
             raise EndOfStream
         try:
             chunk = orjson.loads(data)

@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from aiproxy.errors import (
-    UpstreamBadResponse,
     UpstreamError,
     UpstreamMisconfigured,
+    UpstreamStreamTruncated,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
@@ -475,7 +475,7 @@ async def test_truncated_stream_and_stream_without_finish(fake, provider):
     unfinished = text_stream(["one"])
     unfinished.events[-1]["candidates"][0].pop("finishReason")
     fake.enqueue(unfinished)
-    with pytest.raises(UpstreamBadResponse, match="ended before the answer was finished"):
+    with pytest.raises(UpstreamStreamTruncated, match="ended before the answer was finished"):
         await collect(await provider.open_stream(req(messages=[user("x")], stream=True)))
 
 

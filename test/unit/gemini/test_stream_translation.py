@@ -2,7 +2,7 @@
 
 import pytest
 
-from aiproxy.errors import UpstreamBadResponse
+from aiproxy.errors import UpstreamStreamTruncated
 from aiproxy.providers.gemini_ids import decode_tool_call_id
 from aiproxy.providers.gemini_response import StreamTranslator
 
@@ -222,5 +222,5 @@ def test_a_stream_that_ends_before_a_finish_reason_is_an_error(events):
     translator = StreamTranslator("m", include_usage=True)
     for e in events:
         translator.feed(e)
-    with pytest.raises(UpstreamBadResponse, match="ended before the answer was finished"):
+    with pytest.raises(UpstreamStreamTruncated, match="ended before the answer was finished"):
         translator.finish()
