@@ -283,6 +283,16 @@ def test_stream_closed_without_done_ends_with_an_error_frame(gateway, fake):
     assert record["response"]["choices"][0]["message"]["content"] == "partial"
 
 
+def test_stream_that_finished_without_done_is_complete(gateway, fake):
+    """Some OpenAI-compatible servers stop after the finish_reason chunk: nothing is missing."""
+    fake.push(StreamReply(text_chunks(["whole"], usage=False), done=False))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True})
+    *chunks, done = _sse_payloads(response.content)
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, "stop"] and done == "[DONE]"
+    assert gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 200
+
+
 @pytest.mark.parametrize("reply", [
     RawReply(b"{not json"),
     RawReply(b""),

@@ -120,14 +120,15 @@ class OpenAICompatibleProvider:
 
 class _OpenAIStream:
     """Event-aligned chunks from an OpenAI-style SSE body, whatever the network splits; one batch
-    per upstream read. OpenAI and OpenRouter end every complete stream with `data: [DONE]`, so a
-    body that ends without it was cut short (a dropped connection, a crashed upstream) and is
-    reported as an error rather than as a finished answer."""
+    per upstream read. OpenAI and OpenRouter end every complete stream with `data: [DONE]`; some
+    OpenAI-compatible servers stop after the chunk carrying `finish_reason`. A body that ends with
+    neither was cut short (a dropped connection, a crashed upstream) and is reported as an error
+    rather than as a finished answer."""
 
     def __init__(self, provider: str, response: httpx.Response) -> None:
         self._provider = provider
         self._response = response
-        self._done = False  # `data: [DONE]` was seen
+        self._done = False  # `data: [DONE]` or a finish_reason was seen
         self.headers = forwardable_headers(response.headers)
         self.usage = None  # usage arrives in the stream itself
 
@@ -158,6 +159,10 @@ class _OpenAIStream:
             raise UpstreamBadResponse(f"The upstream provider '{self._provider}' sent a stream event that is not an object.")
         if chunk.get("error"):
             raise stream_chunk_error(self._provider, chunk)
+        if not self._done:
+            choices = chunk.get("choices")
+            self._done = bool(choices and isinstance(choices, list) and isinstance(choices[0], dict)
+                              and choices[0].get("finish_reason"))
         return [chunk]
 
     async def aclose(self) -> None:
