@@ -32,7 +32,7 @@ from aiproxy.logstore.records import (
     is_seed_exchange,
 )
 from aiproxy.logstore.store import Store
-from aiproxy.logstore.writer import insert_rows
+from aiproxy.logstore.writer import held, insert_rows
 
 MAX_PROBLEMS = 100
 CHECKPOINT_EVERY = 8 * 1024 * 1024  # bytes between intermediate checkpoints of a long file
@@ -111,14 +111,20 @@ class _Batches:
             self.flush()
 
     def _flush_day(self, day: date) -> None:
-        rows = self.rows.pop(day)
+        batch = rows = self.rows.pop(day)
         self.total -= self.sizes.pop(day)
-        with self.store.connected(self.store.partition_path(day)) as db:
+        target = self.store.partition_path(day)
+        for other in self.store.existing(day, day):
+            if other.path != target:
+                with self.store.connected(other.path) as db:
+                    elsewhere = held(db.connection(), rows)
+                rows = [r for r in rows if (r.values["request_id"], r.values["server_id"]) not in elsewhere]
+        with self.store.connected(target) as db:
             for server_id in {r.values["server_id"] for r in rows}:
                 self.store.note_server(db, server_id)
             inserted = insert_rows(db, rows, fts_enabled=self.settings.fts_enabled)
         self.report.rows_inserted += len(inserted)
-        self.report.rows_skipped += len(rows) - len(inserted)
+        self.report.rows_skipped += len(batch) - len(inserted)
         if inserted and (self.report.first_day is None or day < self.report.first_day):
             self.report.first_day = day
 

@@ -60,6 +60,14 @@ def _is_reuse(stored_ts: str | None, values: dict) -> bool:
     return stored_ts is not None and values["ts_iso"] is not None and stored_ts != values["ts_iso"]
 
 
+def held(conn, rows: list[Row]) -> set[tuple[str, str]]:
+    """Keys of `rows` that this (other) partition already holds as the same exchange: a store
+    whose granularity changed has daily files beside weekly or monthly ones for the same days."""
+    stored = _stored(conn, [r.values["request_id"] for r in rows])
+    return {key for r in rows if (key := (r.values["request_id"], r.values["server_id"])) in stored
+            and not _is_reuse(stored[key], r.values)}
+
+
 def insert_rows(db: SqliteDatabase, rows: list[Row], *, fts_enabled: bool) -> list[Row]:
     """Insert the rows not stored yet; returns those that were inserted. A row whose id another
     exchange already holds is stored under reused_id()."""

@@ -204,3 +204,21 @@ def test_records_of_any_shape_never_block_the_records_after_them(tmp_path):
     assert report.problems[0].startswith(f"{log}:5: cannot read the record: ")
     assert [hit.fields["request_id"] for hit in search(store, "odd tools").hits] == [odd[1]["request_id"]]
     assert ingest(store, tmp_path / "logs").records_corrupt == 0  # the checkpoint moved past it
+
+
+def test_changing_the_granularity_never_doubles_rows(tmp_path):
+    """Daily files beside the weekly ones of the same days (the setting changed): lines read again
+    (a reset checkpoint, another copy of the file) are found in the weekly file, not stored twice."""
+    log = tmp_path / "logs" / "r.jsonl"
+    write_jsonl(log, _records(5))
+    weekly = make_store(tmp_path / "db", partition_granularity="weekly")
+    assert ingest(weekly, log).rows_inserted == 5
+    weekly.close()
+    copy = tmp_path / "again" / "r.jsonl"
+    copy.parent.mkdir()
+    copy.write_bytes(log.read_bytes())
+    write_jsonl(copy, _records(1, start=T0 + timedelta(hours=1), request_id="new-one"))
+    daily = make_store(tmp_path / "db", partition_granularity="daily")
+    report = ingest(daily, copy)
+    assert (report.rows_inserted, report.rows_skipped) == (1, 5)
+    assert _rows(daily) == 6 and len(search(daily, "").hits) == 6
