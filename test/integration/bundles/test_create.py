@@ -3,12 +3,12 @@
 import json
 import sqlite3
 import tarfile
-from datetime import date
+from datetime import UTC, date, datetime
 
 import orjson
 
 from aiproxy.entrypoints.logdb import main
-from aiproxy.logstore.bundles.create import create_bundle
+from aiproxy.logstore.bundles.create import bundle_name, create_bundle
 from aiproxy.testing.bundles import filled_store, read_members
 from aiproxy.testing.logrecords import make_store
 
@@ -77,5 +77,16 @@ def test_an_empty_range_makes_an_empty_but_valid_bundle(tmp_path, source_store, 
     assert main(["bundle", "create", "--since", "2024-01-01", "--to", "2024-01-02", "--out", str(out),
                  "--db", str(source_store.base)]) == 0
     assert main(["bundle", "verify", str(out)]) == 0
-    assert main(["bundle", "create", "--since", "2024-01-02", "--to", "2024-01-01", "--out", str(out)]) == 1
+    assert main(["bundle", "create", "--since", "2024-01-02", "--to", "2024-01-01", "--out", str(out)]) == 2  # a usage error
     assert "is after" in capsys.readouterr().err
+
+
+def test_bundles_created_in_the_same_second_get_different_names(tmp_path, source_store):
+    (tmp_path / "out").mkdir()
+    first, second = (create_bundle(source_store, *SEPTEMBER, f"{tmp_path}/out/").path for _ in range(2))
+    assert first != second and sorted((tmp_path / "out").iterdir()) == sorted([first, second])
+
+
+def test_bundle_names_pad_years_to_four_digits():
+    name = bundle_name("srv", date(1, 1, 1), date(2025, 9, 30), datetime(2025, 10, 1, tzinfo=UTC), "0123abcd-ef")
+    assert name == "logs_srv_00010101-20250930_20251001T000000Z_0123abcd.tgz"

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from aiproxy.logstore.bundles.manifest import UnusableInput
 from aiproxy.logstore.bundles.transfer import TransferError, transfer_local
 
 DATA = os.urandom(3 * 1024 * 1024 + 17)
@@ -27,6 +28,13 @@ def test_into_a_directory_keeps_the_name(tmp_path, source):
 def test_a_trailing_slash_creates_the_directory(tmp_path, source):
     result = transfer_local(source, f"{tmp_path}/new/")
     assert result.path == tmp_path / "new" / "logs.tgz"
+
+
+@pytest.mark.parametrize("dest", ["{tmp}/typo/new/", "{tmp}/typo/copy.tgz"])
+def test_a_missing_parent_directory_is_reported_not_created(tmp_path, source, dest):
+    with pytest.raises(UnusableInput, match="no such directory"):
+        transfer_local(source, dest.format(tmp=tmp_path))
+    assert not (tmp_path / "typo").exists()
 
 
 def test_an_interrupted_copy_resumes_from_the_part_file(tmp_path, source):

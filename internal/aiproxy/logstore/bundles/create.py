@@ -26,6 +26,7 @@ from pathlib import Path
 import orjson
 
 from aiproxy.logstore.bundles.manifest import DB_PREFIX, FORMAT, METADATA, RAW_PREFIX, sha256_file
+from aiproxy.logstore.bundles.transfer import local_destination
 from aiproxy.logstore.database import SCHEMA_VERSION
 from aiproxy.logstore.ingest import discover_sources
 from aiproxy.logstore.partitions import day_of
@@ -75,13 +76,12 @@ def snapshot(source: Path, target: Path, busy_timeout_s: float = 5.0) -> int:
         src.close()
 
 
-def output_path(out: str | Path, server_id: str, since: date, to: date, now: datetime) -> Path:
-    """`--out` as given, or a generated name inside it when it is a directory (or ends in /)."""
-    path = Path(out).absolute()
-    if not (path.is_dir() or str(out).endswith(("/", os.sep))):
-        return path
+def bundle_name(server_id: str, since: date, to: date, now: datetime, bundle_id: str) -> str:
+    """`logs_<server>_<since>-<to>_<created>_<id8>.tgz`: the bundle id's head keeps two bundles
+    of the same range created in the same second (two pulls) from claiming one name."""
     server = re.sub(r"[^A-Za-z0-9._-]", "_", server_id)[:40] or "unknown"
-    return path / f"logs_{server}_{since:%Y%m%d}-{to:%Y%m%d}_{now:%Y%m%dT%H%M%SZ}.tgz"
+    days = f"{since.isoformat().replace('-', '')}-{to.isoformat().replace('-', '')}"  # %Y does not pad year 1
+    return f"logs_{server}_{days}_{now:%Y%m%dT%H%M%SZ}_{bundle_id[:8]}.tgz"
 
 
 def raw_log_files(raw_dir: Path, since: date) -> list[Path]:
@@ -148,8 +148,8 @@ def create_bundle(
     now = datetime.now(UTC)
     partitions = store.existing(since, to)
     raws = raw_log_files(raw_dir, since) if raw_dir is not None else []
-    final = output_path(out, store.server_id, since, to, now)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    bundle_id = str(uuid.uuid4())
+    final = local_destination(bundle_name(store.server_id, since, to, now, bundle_id), out)
     temp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
     rows = 0
     try:
@@ -167,7 +167,7 @@ def create_bundle(
                     archive.add(RAW_PREFIX + path.relative_to(Path(raw_dir).absolute()).as_posix(), path)
                 metadata = {
                     "format": FORMAT,
-                    "bundle_id": str(uuid.uuid4()),
+                    "bundle_id": bundle_id,
                     "created_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "server_id": store.server_id,
                     "schema_version": SCHEMA_VERSION,
@@ -187,7 +187,7 @@ def create_bundle(
         temp.unlink(missing_ok=True)
     digest, size = sha256_file(final)
     return CreateResult(
-        final, metadata["bundle_id"], digest, len(archive.entries), rows,
+        final, bundle_id, digest, len(archive.entries), rows,
         sum(e["bytes"] for e in archive.entries), size, time.perf_counter() - started,
     )
 

@@ -80,24 +80,27 @@ def pull(
     url: str, since: date, to: date, out: str | Path, *,
     api_key: str | None = None, ca_file: str | None = None, include_raw: bool = False, progress=None,
 ) -> TransferResult:
-    """Have the server create a bundle of [since, to] and store it at `out` (file or directory)."""
+    """Have the server create a bundle of [since, to] and store it at `out` (file or directory).
+    `progress(bytes, total_bytes)` follows the download."""
     request = logs_pb2.CreateBundleRequest(since=since.isoformat(), to=to.isoformat(), include_raw=include_raw)
     with open_channel(url, ca_file) as channel:
         replies = logs_pb2_grpc.LogServiceStub(channel).CreateBundle(request, metadata=auth_metadata(api_key))
         info = next(replies).info
         final = local_destination(info.file_name, out)
         part = part_path(final)
-        digest = hashlib.sha256()
-        with open(part, "wb") as target:
-            for chunk in replies:
-                digest.update(chunk.data)
-                target.write(chunk.data)
-                if progress is not None:
-                    progress(len(chunk.data))
-            target.flush()
-            os.fsync(target.fileno())
-    if (digest.hexdigest(), part.stat().st_size) != (info.sha256, info.total_bytes):
-        part.unlink()
-        raise TransferError(f"pulled bundle does not match the server's sha256 {info.sha256}; nothing kept")
-    already = not publish(part, final, info.sha256, info.total_bytes)
+        try:
+            digest = hashlib.sha256()
+            with open(part, "wb") as target:
+                for chunk in replies:
+                    digest.update(chunk.data)
+                    target.write(chunk.data)
+                    if progress is not None:
+                        progress(len(chunk.data), info.total_bytes)
+                target.flush()
+                os.fsync(target.fileno())
+            if (digest.hexdigest(), part.stat().st_size) != (info.sha256, info.total_bytes):
+                raise TransferError(f"pulled bundle does not match the server's sha256 {info.sha256}; nothing kept")
+            already = not publish(part, final, info.sha256, info.total_bytes)
+        finally:
+            part.unlink(missing_ok=True)  # a pull cannot resume (each creates a new bundle): keep no partial file
     return TransferResult(final, info.total_bytes, info.sha256, already_present=already)

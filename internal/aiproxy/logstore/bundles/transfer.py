@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiproxy.logstore.bundles.manifest import CHUNK, BundleError, copy_hashing, sha256_file
+from aiproxy.logstore.bundles.manifest import CHUNK, BundleError, UnusableInput, copy_hashing, sha256_file
 
 
 class TransferError(BundleError):
@@ -34,12 +34,19 @@ class TransferResult:
 
 
 def local_destination(name: str, dest: str | Path) -> Path:
-    """DEST itself, or DEST/<name> when DEST is a directory (or ends in /)."""
+    """DEST itself, or DEST/<name> when DEST is a directory or ends in / (that last directory is
+    created, as rsync does). Its parent must exist: a typo in a path is reported, not created.
+    `name` must be a plain file name: on pull the server chooses it, never a directory."""
     path = Path(dest).absolute()
-    if path.is_dir() or str(dest).endswith(("/", os.sep)):
-        path.mkdir(parents=True, exist_ok=True)
-        return path / name
-    return path
+    is_dir = path.is_dir() or str(dest).endswith(("/", os.sep))
+    if not path.parent.is_dir():
+        raise UnusableInput(f"{path.parent}: no such directory (create it first)")
+    if not is_dir:
+        return path
+    if not name or name in (".", "..") or any(c in name for c in ("/", "\\", "\x00")):
+        raise TransferError(f"refusing file name {name!r}: not a plain file name")
+    path.mkdir(exist_ok=True)
+    return path / name
 
 
 def part_path(final: Path) -> Path:
@@ -74,7 +81,7 @@ def _resume_offset(part: Path, source: Path) -> int:
 def transfer_local(source: Path, dest: str | Path, progress=None) -> TransferResult:
     source = Path(source)
     if not source.is_file():
-        raise TransferError(f"{source}: no such file")
+        raise UnusableInput(f"{source}: no such file")
     sha, size = sha256_file(source)
     final = local_destination(source.name, dest)
     if final.exists():

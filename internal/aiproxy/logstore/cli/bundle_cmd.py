@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiproxy.logstore.bundles.create import create_bundle
 from aiproxy.logstore.bundles.importer import import_bundle
-from aiproxy.logstore.bundles.manifest import BundleError
+from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput
 from aiproxy.logstore.bundles.remote import is_remote, pull, push
 from aiproxy.logstore.bundles.transfer import transfer_local
 from aiproxy.logstore.bundles.verify import scan_bundle
@@ -56,16 +56,25 @@ def run_create(args: argparse.Namespace) -> int:
             raw_dir = Path(args.raw or log_dir) if _include_raw(args) else None
             result = create_bundle(store, args.since, args.to, args.out, raw_dir=raw_dir, progress=bar.advance)
             bar.close()
-    except ValueError as exc:
-        raise BundleError(str(exc)) from None
+    except ValueError as exc:  # an inverted range: a usage error
+        raise UnusableInput(str(exc)) from None
     emit(args, result.as_dict(), result.summary)
     return EXIT_OK
 
 
-def _verify(path: Path, args: argparse.Namespace) -> int:
-    report = scan_bundle(path)
-    emit(args, report.as_dict(), lambda: "\n".join([*report.problems, "ok" if report.ok else "fail"]))
-    return EXIT_OK if report.ok else EXIT_FAILED
+def _verify(path: Path, args: argparse.Namespace, *, discard: bool = False) -> int:
+    """Check a bundle and print the report; with `discard`, a bundle that fails (or cannot be
+    read) is removed, so a file this command fetched never passes for a good one."""
+    ok = False
+    try:
+        report = scan_bundle(path)
+        ok = report.ok
+        emit(args, report.as_dict(), lambda: "\n".join([*report.problems, "ok" if report.ok else "fail"]))
+    finally:
+        if discard and not ok:
+            path.unlink(missing_ok=True)
+            print(f"logdb: removed {path}: it failed verification", file=sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 @_guarded
@@ -87,7 +96,7 @@ def run_import(args: argparse.Namespace) -> int:
 def run_transfer(args: argparse.Namespace) -> int:
     source = Path(args.src)
     if not source.is_file():
-        raise BundleError(f"{source}: no such file")
+        raise UnusableInput(f"{source}: no such file")
     bar = ProgressBar(source.stat().st_size, "bundle transfer")
     if is_remote(args.dest):
         out = push(source, args.dest, api_key=args.api_key, ca_file=args.ca_file, progress=bar.advance)
@@ -103,10 +112,12 @@ def run_transfer(args: argparse.Namespace) -> int:
 
 @_guarded
 def run_pull(args: argparse.Namespace) -> int:
+    bar = ProgressBar(0, "bundle pull")  # the size comes with the server's first message
     result = pull(args.source, args.since, args.to, args.out, api_key=args.api_key, ca_file=args.ca_file,
-                  include_raw=args.include_raw)
+                  include_raw=args.include_raw, progress=bar.advance)
+    bar.close()
     emit(args, result.as_dict(), lambda: f"bytes={result.bytes} sha256={result.sha256} path={result.path}")
-    return _verify(result.path, args)
+    return _verify(result.path, args, discard=not result.already_present)
 
 
 def _remote_options(parser: argparse.ArgumentParser) -> None:

@@ -10,27 +10,32 @@ import time
 class ProgressBar:
     def __init__(self, total: int, label: str, stream=None) -> None:
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() and total > 0
+        self.enabled = self.stream.isatty()
         self.total = total
         self.label = label
         self.done = 0
         self._drawn = 0.0
+        self._shown = False
         self._lock = threading.Lock()
 
-    def advance(self, amount: int) -> None:
+    def advance(self, amount: int, total: int | None = None) -> None:
+        """`amount` more done; `total` when the size becomes known only now (a pull learns it
+        from the server's first message)."""
         if not self.enabled:
             return
         with self._lock:
             self.done += amount
+            if total is not None:
+                self.total = total
             now = time.monotonic()
-            if now - self._drawn >= 0.1 or self.done >= self.total:
-                self._drawn = now
+            if self.total > 0 and (now - self._drawn >= 0.1 or self.done >= self.total):
+                self._drawn, self._shown = now, True
                 fraction = min(1.0, self.done / self.total)
                 bar = "#" * int(fraction * 30)
                 self.stream.write(f"\r{self.label} [{bar:<30}] {fraction:6.1%}")
                 self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self._shown:
             self.stream.write("\n")
             self.stream.flush()
