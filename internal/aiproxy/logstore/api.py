@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiproxy.logstore import fts, queries
+from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.ingest import ingest
 from aiproxy.logstore.protomap import (
     day_arg,
@@ -67,6 +68,8 @@ class LogApi:
         )
 
     def build_index(self, request: logs_pb2.BuildIndexRequest) -> logs_pb2.BuildIndexResponse:
+        if request.action not in logs_pb2.BuildIndexRequest.Action.values():  # proto3 passes unknown numbers on
+            raise InvalidQuery(f"action {request.action} is not BUILD, REBUILD or DROP", param="action")
         since, to = day_arg(request.since, "since"), day_arg(request.to, "to")
         out = logs_pb2.BuildIndexResponse()
         if request.action == logs_pb2.BuildIndexRequest.DROP:

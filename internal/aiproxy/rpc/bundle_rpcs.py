@@ -17,18 +17,19 @@ import grpc
 from aiproxy.errors import GatewayError
 from aiproxy.logstore.bundles.create import create_bundle
 from aiproxy.logstore.bundles.importer import import_bundle, incoming_dir
-from aiproxy.logstore.bundles.incoming import ChecksumMismatch, UploadBusy, UploadError, Uploads
+from aiproxy.logstore.bundles.incoming import UploadBusy, UploadError, Uploads
 from aiproxy.logstore.bundles.manifest import WIRE_CHUNK, BundleError, UnusableInput
 from aiproxy.logstore.protomap import day_arg
 from aiproxy.rpc.status import abort_with
 from aiproxypb.v1 import logs_pb2
 
+# The same exit codes as a local command: `logdb` exits 2 on INVALID_ARGUMENT (unusable input,
+# a usage error) and 1 on the rest (a bad bundle, a checksum mismatch, a failed upload).
 _CODES = (
-    (ChecksumMismatch, grpc.StatusCode.DATA_LOSS),
     (UploadBusy, grpc.StatusCode.ABORTED),
     (UploadError, grpc.StatusCode.FAILED_PRECONDITION),
-    (UnusableInput, grpc.StatusCode.FAILED_PRECONDITION),
-    (BundleError, grpc.StatusCode.INVALID_ARGUMENT),
+    (UnusableInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (BundleError, grpc.StatusCode.DATA_LOSS),  # a bad bundle, ChecksumMismatch included
 )
 
 
@@ -48,7 +49,7 @@ class BundleRpcs:
         try:
             since, to = day_arg(request.since, "since"), day_arg(request.to, "to")
             if since is None or to is None:
-                raise BundleError("since and to (YYYY-MM-DD) are required")
+                raise UnusableInput("since and to (YYYY-MM-DD) are required")
             scratch = Path(tempfile.mkdtemp(prefix="outgoing-", dir=incoming_dir(store)))
         except (GatewayError, BundleError) as exc:
             await _abort(context, exc)
@@ -56,8 +57,8 @@ class BundleRpcs:
             raw_dir = self._api.log_dir if request.include_raw else None
             try:
                 result = await asyncio.to_thread(create_bundle, store, since, to, scratch, raw_dir=raw_dir)
-            except ValueError as exc:
-                await _abort(context, BundleError(str(exc)))
+            except ValueError as exc:  # an inverted range
+                await _abort(context, UnusableInput(str(exc)))
             yield logs_pb2.BundleChunk(
                 info=logs_pb2.BundleInfo(
                     file_name=result.path.name, total_bytes=result.bytes, sha256=result.sha256,
@@ -85,18 +86,21 @@ class BundleRpcs:
         start, stream, received = None, None, 0
         try:
             async for message in request_iterator:
+                is_start = message.WhichOneof("kind") == "start"
                 if start is None:
-                    if message.WhichOneof("kind") != "start":
-                        raise UploadError("the first message of an upload must be `start`")
+                    if not is_start:
+                        raise UnusableInput("the first message of an upload must be `start`")
                     start, received = message.start, message.start.offset
                     stream = uploads.open_at(start.bundle_sha256, start.total_bytes, start.offset)
                     continue
+                if is_start:
+                    raise UnusableInput("a second `start` message in one upload")
                 if received + len(message.data) > start.total_bytes:
                     raise UploadError(f"more than the announced {start.total_bytes} bytes")
                 await asyncio.to_thread(stream.write, message.data)
                 received += len(message.data)
             if start is None:
-                raise UploadError("empty upload: no `start` message")
+                raise UnusableInput("empty upload: no `start` message")
         except BundleError as exc:
             await _abort(context, exc)
         finally:
@@ -107,12 +111,16 @@ class BundleRpcs:
             return reply
         try:
             bundle = await asyncio.to_thread(uploads.finish, start.bundle_sha256, start.total_bytes)
-            try:
-                result = await asyncio.to_thread(import_bundle, bundle, self._api.store)
-            finally:
-                bundle.unlink(missing_ok=True)
         except BundleError as exc:
             await _abort(context, exc)
+        try:
+            result = await asyncio.to_thread(import_bundle, bundle, self._api.store)
+        except BundleError as exc:
+            # The client knows its bundle by name, not by where this server keeps uploads.
+            name = start.file_name or f"bundle {start.bundle_sha256}"
+            await _abort(context, type(exc)(str(exc).replace(str(bundle), name)))
+        finally:
+            bundle.unlink(missing_ok=True)
         reply.complete = True
         reply.bundle_id, reply.source_server_id = result.bundle_id, result.source_server_id
         reply.rows_imported, reply.rows_skipped = result.rows_imported, result.rows_skipped

@@ -12,6 +12,7 @@ import pytest
 from aiproxy.entrypoints.logdb import main
 from aiproxy.logstore.bundles.remote import pull, push
 from aiproxy.logstore.bundles.verify import scan_bundle
+from aiproxy.testing.bundles import repack
 from aiproxy.testing.gateway import ADMIN_KEY, CLIENT_KEY, GatewayProcess
 from aiproxypb.v1 import logs_pb2, logs_pb2_grpc
 
@@ -42,8 +43,9 @@ def stored_rows(server) -> set:
     return found
 
 
-def upload(bundle_bytes: bytes, sha: str, offset: int, end: int, *, piece: int = 1000):
-    yield logs_pb2.BundleUploadChunk(start=logs_pb2.BundleUploadStart(bundle_sha256=sha, total_bytes=len(bundle_bytes),
+def upload(bundle_bytes: bytes, sha: str, offset: int, end: int, *, piece: int = 1000, total: int | None = None):
+    total = len(bundle_bytes) if total is None else total
+    yield logs_pb2.BundleUploadChunk(start=logs_pb2.BundleUploadStart(bundle_sha256=sha, total_bytes=total,
                                                                       offset=offset))
     for i in range(offset, end, piece):
         yield logs_pb2.BundleUploadChunk(data=bundle_bytes[i : min(i + piece, end)])
@@ -145,3 +147,45 @@ def test_cli_transfer_to_grpc_and_pull(server, bundle, tmp_path, monkeypatch, ca
     assert main(["bundle", "pull", "--from", url(server), "--since", "2025-09-02", "--to", "2025-09-01",
                  "--out", str(out)]) == 2  # INVALID_ARGUMENT from the server
     assert "is after" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_remote_and_local_bundle_errors_exit_alike_and_name_no_server_path(server, bundle, tmp_path, damage, capsys,
+                                                                           monkeypatch):
+    monkeypatch.setenv("AIPROXY_API_KEY", ADMIN_KEY)
+    if damage == "flipped":  # a readable archive whose member does not match metadata.json: a bad bundle
+        bad = repack(bundle, tmp_path / "bad.tgz", lambda n, d: d[:-1] + bytes([d[-1] ^ 1]) if n.startswith("db/") else d)
+        expected = 1
+    else:  # not a complete gzip tar: unusable input
+        bad = tmp_path / "bad.tgz"
+        bad.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
+        expected = 2
+    assert main(["bundle", "import", str(bad), "--dest", str(tmp_path / "local-db")]) == expected
+    capsys.readouterr()
+    assert main(["bundle", "transfer", str(bad), url(server)]) == expected
+    err = capsys.readouterr().err
+    assert "bad.tgz" in err and "incoming" not in err and "upload-" not in err
+
+
+@pytest.mark.parametrize("total", [-1, -5])
+def test_negative_sizes_are_invalid_arguments(stub, total):
+    sha = hashlib.sha256(b"x").hexdigest()
+    for call in (lambda: stub.GetUploadOffset(logs_pb2.UploadOffsetRequest(bundle_sha256=sha, total_bytes=total),
+                                              metadata=ADMIN),
+                 lambda: stub.ImportBundle(upload(b"", sha, 0, 0, total=total), metadata=ADMIN)):
+        with pytest.raises(grpc.RpcError) as failure:
+            call()
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "negative" in failure.value.details()
+
+
+def test_a_second_start_message_is_refused(stub, bundle):
+    data = bundle.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+
+    def twice():
+        yield from upload(data, sha, 0, 100)
+        yield from upload(data, sha, 100, len(data))
+
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.ImportBundle(twice(), metadata=ADMIN)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "second `start`" in failure.value.details()

@@ -67,6 +67,9 @@ def test_grpc_methods(settings):
                 with pytest.raises(grpc.aio.AioRpcError) as bad_date:
                     await stub.Stats(logs_pb2.StatsRequest(since="yesterday"))
                 assert bad_date.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                with pytest.raises(grpc.aio.AioRpcError) as bad_action:
+                    await stub.BuildIndex(logs_pb2.BuildIndexRequest(action=99))  # not run as BUILD
+                assert bad_action.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         finally:
             await server.stop(None)
 

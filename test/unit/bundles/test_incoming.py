@@ -5,6 +5,7 @@ import hashlib
 import pytest
 
 from aiproxy.logstore.bundles.incoming import ChecksumMismatch, UploadBusy, UploadError, Uploads
+from aiproxy.logstore.bundles.manifest import UnusableInput
 
 DATA = bytes(range(256)) * 100
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -48,6 +49,12 @@ def test_a_concurrent_upload_of_the_same_bundle_is_refused(tmp_path):
         uploads.open_at(SHA, len(DATA), 0)
 
 
-def test_a_malformed_checksum_never_becomes_a_path(tmp_path):
-    with pytest.raises(UploadError):
-        Uploads(tmp_path).offset("../../etc/passwd", 10)
+@pytest.mark.parametrize("sha", ["../../etc/passwd", SHA + "\n", SHA.upper(), ""])
+def test_a_malformed_checksum_never_becomes_a_path(tmp_path, sha):
+    with pytest.raises(UnusableInput, match="not a lower-case hex SHA-256"):
+        Uploads(tmp_path).offset(sha, 10)
+
+
+def test_a_negative_size_is_refused(tmp_path):
+    with pytest.raises(UnusableInput, match="negative"):
+        Uploads(tmp_path).offset(SHA, -1)

@@ -9,13 +9,13 @@ import re
 from pathlib import Path
 from typing import BinaryIO
 
-from aiproxy.logstore.bundles.manifest import BundleError, sha256_file
+from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput, sha256_file
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class UploadError(BundleError):
-    """A bad upload request: unknown offset, size mismatch, malformed checksum."""
+    """An upload that cannot go on from here: an offset past the bytes held, more bytes than announced."""
 
 
 class UploadBusy(UploadError):
@@ -31,16 +31,18 @@ class Uploads:
         self.directory = Path(directory)
 
     def part(self, sha256: str) -> Path:
-        if not _SHA256.match(sha256 or ""):
-            raise UploadError(f"bundle_sha256 {sha256!r} is not a lower-case hex SHA-256")
+        if not _SHA256.fullmatch(sha256 or ""):  # it becomes a file name: no trailing newline either
+            raise UnusableInput(f"bundle_sha256 {sha256!r} is not a lower-case hex SHA-256")
         return self.directory / f"upload-{sha256}.part"
 
     def offset(self, sha256: str, total_bytes: int) -> int:
         """Bytes already held; a partial file longer than the bundle is dropped."""
         part = self.part(sha256)
+        if total_bytes < 0:
+            raise UnusableInput(f"total_bytes {total_bytes} is negative")
         held = part.stat().st_size if part.is_file() else 0
         if held > total_bytes:
-            part.unlink()
+            part.unlink(missing_ok=True)  # a concurrent call may have dropped it already
             return 0
         return held
 
