@@ -10,7 +10,7 @@ import sys
 
 import grpc
 
-from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_USAGE
+from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.settings import LogStoreConfigError
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InvalidQuery, LogStoreConfigError) as exc:
+    except (InvalidQuery, LogStoreConfigError, UsageError) as exc:
         print(f"logdb: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return EXIT_USAGE
     except LogNotFound as exc:

@@ -77,7 +77,8 @@ def test_an_empty_range_makes_an_empty_but_valid_bundle(tmp_path, source_store, 
     assert main(["bundle", "create", "--since", "2024-01-01", "--to", "2024-01-02", "--out", str(out),
                  "--db", str(source_store.base)]) == 0
     assert main(["bundle", "verify", str(out)]) == 0
-    assert main(["bundle", "create", "--since", "2024-01-02", "--to", "2024-01-01", "--out", str(out)]) == 2  # a usage error
+    assert main(["bundle", "create", "--since", "2024-01-02", "--to", "2024-01-01", "--out", str(out),
+                 "--db", str(source_store.base)]) == 2  # a usage error
     assert "is after" in capsys.readouterr().err
 
 

@@ -83,6 +83,31 @@ def test_exit_codes(workdir):
     assert logdb(workdir).returncode == 2
 
 
+@pytest.mark.parametrize("args", [
+    ("bundle", "create", "--since", "2025-09-01", "--to", "2025-09-30", "--db", "stores/nope", "--out", "b.tgz"),
+    ("ingest", "--from", "/nonexistent"),
+    ("merge", "--from", "/nope", "--to", "x.sqlite3"),
+    ("search", "--out", "typo", "paris"),
+    ("stats", "--db", "typo"),
+    ("dialogs", "list", "--out", "typo"),
+    ("fts", "build", "--out", "typo"),
+])
+def test_a_missing_path_is_a_usage_error_not_an_empty_success(workdir, args):
+    done = logdb(workdir, *args)
+    assert done.returncode == 2 and "no such" in done.stderr and "Traceback" not in done.stderr, done
+    assert sorted(p.name for p in workdir.iterdir()) == ["logs"]  # no empty bundle, store or merge file
+
+
+def test_a_search_over_a_dropped_index_says_so(workdir):
+    logdb(workdir, "ingest", "--from", "logs")
+    assert logdb(workdir, "fts", "drop").returncode == 0
+    done = logdb(workdir, "search", "libfoo")
+    assert done.returncode == 1 and "have no full-text index" in done.stderr and "logdb fts build" in done.stderr
+    logdb(workdir, "fts", "build")
+    assert logdb(workdir, "search", "libfoo").returncode == 0
+    assert logdb(workdir, "search", "zeppelin").returncode == 0  # indexed, no matches: a plain answer
+
+
 def _commands(parser, prefix=()):
     for action in parser._subparsers._group_actions if parser._subparsers else ():
         for name, sub in action.choices.items():

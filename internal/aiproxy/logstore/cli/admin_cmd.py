@@ -12,6 +12,7 @@ from aiproxy.logstore.cli.common import (
     emit,
     json_option,
     open_store,
+    require_path,
     store_options,
 )
 from aiproxy.logstore.merge import merge
@@ -19,7 +20,7 @@ from aiproxy.logstore.partitions import utc_today
 
 
 def run_init(args: argparse.Namespace) -> int:
-    with open_store(args) as (store, _):
+    with open_store(args, existing=False) as (store, _):
         path = store.partition_path(args.date or utc_today())
         db = store.database(path)
         store.control()
@@ -29,8 +30,9 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    with open_store(args) as (store, _):
-        result = merge(Path(args.source), Path(args.dest), store.settings)
+    source = require_path(Path(args.source), "directory", "check --from")
+    with open_store(args, existing=False) as (store, _):  # only for the settings
+        result = merge(source, Path(args.dest), store.settings)
     emit(
         args,
         result,

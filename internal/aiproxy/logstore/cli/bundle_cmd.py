@@ -39,8 +39,8 @@ def _guarded(func):
     return run
 
 
-def _store(directory: str | None):
-    return open_store(argparse.Namespace(out=directory))
+def _store(directory: str | None, *, existing: bool = True):
+    return open_store(argparse.Namespace(out=directory), existing=existing)
 
 
 def _include_raw(args: argparse.Namespace) -> bool:
@@ -84,7 +84,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 @_guarded
 def run_import(args: argparse.Namespace) -> int:
-    with _store(args.dest) as (store, _):
+    with _store(args.dest, existing=False) as (store, _):  # a restore may start a new store
         result = import_bundle(Path(args.bundle), store)
     out = result.as_dict()
     emit(args, out, lambda: " ".join(f"{k}={out[k]}" for k in ("rows_imported", "rows_skipped", "partitions",

@@ -21,6 +21,17 @@ from aiproxypb.v1 import logs_pb2
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+class UsageError(Exception):
+    """A command line that cannot work as given (a path that does not exist): exit 2."""
+
+
+def require_path(path: Path, what: str, hint: str) -> Path:
+    """`path` when it exists; else a UsageError naming it, so a typo is never an empty success."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such {what} ({hint})")
+    return path
+
+
 def load_config() -> tuple[dict, str]:
     """(LOGDB_* mapping, log dir) from the settings file when there is one, else the environment."""
     from aiproxy.config import ConfigError, load_settings
@@ -60,12 +71,17 @@ def remote_options(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def open_store(args: argparse.Namespace) -> Iterator[tuple[Store, str]]:
-    """The store named by --out (else the settings) and the configured log directory; closed on exit."""
+def open_store(args: argparse.Namespace, *, existing: bool = True) -> Iterator[tuple[Store, str]]:
+    """The store named by --out (else the settings) and the configured log directory; closed on exit.
+    Only commands that write (`existing=False`) may start a new store: reading a mistyped
+    directory would otherwise answer with an empty store."""
     raw, log_dir = load_config()
     if getattr(args, "out", None):
         raw = {**raw, "dir": args.out}
-    store = Store(LogStoreSettings.from_mapping(raw))
+    settings = LogStoreSettings.from_mapping(raw)
+    if existing:
+        require_path(settings.base, "log store directory", "pass an existing store with --db, or set LOGDB_DIR")
+    store = Store(settings)
     try:
         yield store, log_dir
     finally:
@@ -76,7 +92,7 @@ def call(args: argparse.Namespace, method: str, request) -> dict:
     """Run one LogService operation, locally or on --remote; returns its JSON form."""
     if getattr(args, "remote", None):
         return message_to_json(_remote_call(args, method, request))
-    with open_store(args) as (store, log_dir):
+    with open_store(args, existing=method != "Ingest") as (store, log_dir):
         api = LogApi(store, Path(getattr(args, "source", None) or log_dir))
         return message_to_json(getattr(api, _LOCAL[method])(request))
 

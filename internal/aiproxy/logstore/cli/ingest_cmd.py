@@ -13,6 +13,7 @@ from aiproxy.logstore.cli.common import (
     open_store,
     range_options,
     remote_options,
+    require_path,
     store_options,
 )
 from aiproxy.logstore.cli.progress import ProgressBar
@@ -25,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
         request = logs_pb2.IngestRequest(since=str(args.since or ""), to=str(args.to or ""))
         print(json.dumps(call(args, "Ingest", request)))
         return EXIT_OK
-    with open_store(args) as (store, log_dir):
-        source = Path(args.source or log_dir)
+    with open_store(args, existing=False) as (store, log_dir):
+        source = require_path(Path(args.source or log_dir), "log file or directory", "check --from, or LOG_DIR")
         files = discover_sources(source)
         bar = ProgressBar(sum(f.stat().st_size for f in files), "ingest")
         report = ingest(store, source, since=args.since, to=args.to, progress=bar.advance, files=files)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from aiproxy.logstore.cli.common import (
+    EXIT_FAILED,
     EXIT_OK,
     call,
     emit,
@@ -33,7 +35,19 @@ def run_search(args: argparse.Namespace) -> int:
         return "\n".join(rows) or "no matches"
 
     emit(args, result, text)
-    return EXIT_OK
+    return _check_index(args) if request.q and not result["results"] else EXIT_OK
+
+
+def _check_index(args: argparse.Namespace) -> int:
+    """A ranked search reads only indexed partitions, so after `fts drop` "no matches" would be
+    a wrong answer: say so, and exit 1 when partitions in range lack the index."""
+    stats = call(args, "Stats", logs_pb2.StatsRequest(since=str(args.since or ""), to=str(args.to or "")))
+    unindexed = stats["partitions"] - stats["fts_partitions"]
+    if not unindexed:
+        return EXIT_OK
+    print(f"logdb: {unindexed} of {stats['partitions']} partitions in range have no full-text index, so they were not"
+          " searched: run `logdb fts build` (with the same --db/--remote)", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -56,7 +70,8 @@ def register(subparsers) -> None:
         "search",
         help="full-text search (FTS5 syntax) ranked by bm25",
         description="Search requests. FTS5 syntax: AND OR NOT, NEAR(a b, 5), \"phrases\", prefix*, content:term. "
-        "No query lists the newest requests. An invalid query exits with 2.",
+        "No query lists the newest requests. An invalid query exits with 2; no matches while partitions in range "
+        "have no full-text index (after `fts drop`) exits with 1 and says so.",
     )
     search.add_argument("query", nargs="*", help="FTS5 query")
     search.add_argument("--model", help="model_original or model_mapped")
