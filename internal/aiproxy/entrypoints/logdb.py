@@ -1,11 +1,13 @@
 """`logdb`: the log store CLI. Explicit commands always run; the LOGDB_* switches only decide
 what the gateway does on its own. Exit codes: 0 ok, 1 failure or not found, 2 usage error or
-invalid query."""
+invalid query, 141 (128 + SIGPIPE, as for `cat`) when the reader of stdout went away (`| head`)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 import grpc
@@ -25,8 +27,22 @@ COMMAND_MODULES = (
 )
 
 
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
+class _Parser(argparse.ArgumentParser):
+    """Unknown options are reported with the usage of the command they were given to; argparse
+    otherwise passes them up and shows the top-level usage. Subcommand parsers inherit the class."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="logdb", description="aiproxy log store: ingest, search, dialogs, maintenance.")
+    parser = _Parser(prog="logdb", description="aiproxy log store: ingest, search, dialogs, maintenance.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -45,7 +61,14 @@ _GRPC_EXIT = {grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE}
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader has what it wanted (`logdb search … | head`): end quietly, as the Python docs
+        # advise, with stdout on devnull so the interpreter's last flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (InvalidQuery, LogStoreConfigError, UsageError) as exc:
         print(f"logdb: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return EXIT_USAGE

@@ -108,6 +108,26 @@ def test_a_search_over_a_dropped_index_says_so(workdir):
     assert logdb(workdir, "search", "zeppelin").returncode == 0  # indexed, no matches: a plain answer
 
 
+@pytest.mark.parametrize("json_flag", [(), ("--json",)])
+def test_a_reader_that_goes_away_ends_logdb_quietly(workdir, json_flag):
+    logdb(workdir, "ingest", "--from", "logs")
+    environ = {**os.environ, "LOGDB_DIR": str(workdir / "logs" / "db")}
+    reader_gone = subprocess.Popen([sys.executable, str(REPO / "cmd" / "logdb"), "search", "libfoo", *json_flag],
+                                   cwd=workdir, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader_gone.stdout.close()  # `| head` that has already exited
+    _, err = reader_gone.communicate(timeout=60)
+    assert reader_gone.returncode == 141 and err == b""  # 128 + SIGPIPE, no traceback
+
+
+@pytest.mark.parametrize("command", [("ingest",), ("bundle", "verify", "x.tgz"), ("fts", "build")])
+def test_an_unknown_option_shows_the_usage_of_its_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*command, "--bogus"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "unrecognized arguments: --bogus" in err
+    assert err.startswith(f"usage: logdb {' '.join(c for c in command if c != 'x.tgz')} ")
+
+
 def _commands(parser, prefix=()):
     for action in parser._subparsers._group_actions if parser._subparsers else ():
         for name, sub in action.choices.items():

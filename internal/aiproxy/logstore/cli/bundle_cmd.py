@@ -32,6 +32,8 @@ def _guarded(func):
         except BundleError as exc:
             print(f"logdb: {exc}", file=sys.stderr)
             return exc.exit_code
+        except BrokenPipeError:
+            raise  # stdout's reader went away: logdb's main ends quietly
         except OSError as exc:  # a full disk, a directory we may not write
             print(f"logdb: {exc}", file=sys.stderr)
             return EXIT_FAILED
