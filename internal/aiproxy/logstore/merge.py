@@ -1,6 +1,6 @@
 """`merge`: copy every partition under a directory into one SQLite file (seed §7.7), fixed:
-the control DB, the destination itself and bundle staging files (`incoming/`) are never
-sources, columns are copied by name (not `SELECT *` order, so seed files and newer files mix),
+only partition files (`ai_proxy_*.sqlite3`) are sources, never the control DB, an earlier merge
+output, the destination itself or bundle staging files (`incoming/`), columns are copied by name (not `SELECT *` order, so seed files and newer files mix),
 and the FTS index is brought up to date.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aiproxy.logstore import partitions
 from aiproxy.logstore.bundles.importer import INCOMING
 from aiproxy.logstore.database import open_database
 from aiproxy.logstore.fts import index_missing
@@ -21,8 +20,8 @@ def merge(source_dir: Path, dest: Path, settings: LogStoreSettings) -> dict:
     root = Path(source_dir).absolute()
     sources = [
         p
-        for p in sorted(root.rglob("*.sqlite3"))
-        if p.name != partitions.CONTROL_DB and p.resolve() != dest.resolve() and INCOMING not in p.relative_to(root).parts
+        for p in sorted(root.rglob("ai_proxy_*.sqlite3"))
+        if p.resolve() != dest.resolve() and INCOMING not in p.relative_to(root).parts
     ]
     db = open_database(dest, settings)
     for number, source in enumerate(sources):

@@ -12,7 +12,7 @@ from typing import Any
 from aiproxy.logstore.database import REQUEST_COLUMNS, has_fts
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.partitions import day_of
-from aiproxy.logstore.search import SearchFilters, decode_cursor, encode_cursor, filter_clauses
+from aiproxy.logstore.search import MAX_LIMIT, SearchFilters, decode_cursor, encode_cursor, filter_clauses
 from aiproxy.logstore.sqltools import IN_CHUNK, IN_LIST, padded
 from aiproxy.logstore.store import Store
 
@@ -109,7 +109,7 @@ def list_dialogs(
     first turn) from the unread partitions through the dialog_id index. A page therefore costs
     the newest partitions, not the whole store."""
     filters = filters or SearchFilters()
-    limit = max(1, min(int(limit or 20), 500))
+    limit = max(1, min(int(limit or 20), MAX_LIMIT))
     after = decode_cursor(cursor, ranked=False)
     after_key = (-after[0], after[1]) if after is not None else None
     clauses, args = filter_clauses(filters)
@@ -150,6 +150,12 @@ def _count_distinct_dialogs(store: Store, parts) -> int:
         seen.close()
 
 
+def _disk_bytes(path) -> int:
+    """A partition's size on disk: a live file's recent rows are in its -wal (and -shm) files."""
+    files = (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+    return sum(f.stat().st_size for f in files if f.exists())
+
+
 def stats(store: Store, since: date | None = None, to: date | None = None) -> dict[str, Any]:
     parts = store.existing(since, to)
     totals: Counter = Counter()
@@ -162,7 +168,7 @@ def stats(store: Store, since: date | None = None, to: date | None = None) -> di
         with store.connected(part.path) as db:
             count, lo, hi = db.execute_sql("SELECT COUNT(*), MIN(ts), MAX(ts) FROM requests").fetchone()
             totals["requests"] += count
-            totals["bytes"] += part.path.stat().st_size
+            totals["bytes"] += _disk_bytes(part.path)
             fts_partitions += has_fts(db)
             for model, n in db.execute_sql(
                 "SELECT COALESCE(model_mapped, ''), COUNT(*) FROM requests GROUP BY 1"

@@ -1,4 +1,5 @@
-"""`logdb merge` (issue 5): never the control DB, the destination or bundle staging files;
+"""`logdb merge` (issue 5): partition files only, never the control DB, an earlier merge output,
+the destination or bundle staging files;
 columns by name across schema versions; FTS built; counts and integrity printed."""
 
 import sqlite3
@@ -30,3 +31,11 @@ def test_merge_takes_partitions_only_by_column_name_and_indexes_them(tmp_path, c
     with sqlite3.connect(dest) as conn:
         assert conn.execute("SELECT dialog_id FROM requests WHERE request_id = 'seed-row'").fetchone() == ("dlg-x",)
         assert conn.execute("SELECT COUNT(*) FROM request_text_index WHERE request_text_index MATCH 'seed'").fetchone()[0]
+
+
+def test_an_earlier_merge_output_below_from_is_not_a_partition(tmp_path, capsys):
+    filled_store(tmp_path / "db", days=2)
+    assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(tmp_path / "db" / "all.sqlite3")]) == 0
+    capsys.readouterr()
+    assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(tmp_path / "elsewhere.sqlite3")]) == 0
+    assert capsys.readouterr().out.strip() == "sources=2 total_requests=6 integrity=ok"

@@ -52,8 +52,8 @@ def register(subparsers) -> None:
     merge_parser = subparsers.add_parser(
         "merge",
         help="merge every partition under a directory into one file",
-        description="Copy servers, requests and ingest_sources from every *.sqlite3 under --from (not the control "
-        "DB, not the target) into --to, then index the merged rows.",
+        description="Copy servers, requests and ingest_sources from every partition file (ai_proxy_*.sqlite3) under "
+        "--from (not the target, nothing under incoming/) into --to, then index the merged rows.",
     )
     merge_parser.add_argument("--from", dest="source", required=True, metavar="DIR")
     merge_parser.add_argument("--to", dest="dest", required=True, metavar="FILE")
