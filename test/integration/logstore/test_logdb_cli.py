@@ -52,6 +52,14 @@ def test_ingest_search_show_dialogs_stats(workdir):
     assert [d["requests"] for d in listed["dialogs"]] == [3]
     turns = json.loads(logdb(workdir, "show", "--dialog", listed["dialogs"][0]["dialog_id"], "--json").stdout)["turns"]
     assert len(turns) == 3
+    text = logdb(workdir, "show", "--dialog", listed["dialogs"][0]["dialog_id"]).stdout.splitlines()
+    assert text[0].startswith(listed["dialogs"][0]["dialog_id"]) and "3 turns" in text[0]
+    assert text[4:7] == [f"{turns[1]['summary']['ts']}  {turns[1]['summary']['request_id']}  openai/gpt-4o  200",
+                         "    user: which one?", "    assistant: libfoo"]
+    transcript = logdb(workdir, "show", request_id).stdout.splitlines()
+    assert transcript[0].startswith(shown["summary"]["ts"]) and transcript[1:5] == [
+        "    user: why does the build fail", "    assistant: missing dependency", "    user: which one?",
+        "    assistant: libfoo"]
 
     assigned = logdb(workdir, "dialogs", "assign", "--window", "10m")
     assert assigned.returncode == 0 and assigned.stdout.count("updated=0") == 2  # threads cross midnight anyway
@@ -126,6 +134,14 @@ def test_an_unknown_option_shows_the_usage_of_its_command(command, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "unrecognized arguments: --bogus" in err
     assert err.startswith(f"usage: logdb {' '.join(c for c in command if c != 'x.tgz')} ")
+
+
+@pytest.mark.parametrize("args", [("search", "--limit", "-5"), ("search", "--limit", "0"),
+                                  ("dialogs", "list", "--limit", "501"), ("search", "--limit", "many")])
+def test_a_page_size_out_of_range_is_a_usage_error(args, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(args)
+    assert exit_.value.code == 2 and "is not a number from 1 to 500" in capsys.readouterr().err
 
 
 def _commands(parser, prefix=()):

@@ -14,6 +14,7 @@ from pathlib import Path
 from aiproxy.logstore.api import LogApi
 from aiproxy.logstore.partitions import parse_day
 from aiproxy.logstore.protomap import message_to_json
+from aiproxy.logstore.search import MAX_LIMIT
 from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.logstore.store import Store
 from aiproxypb.v1 import logs_pb2
@@ -57,6 +58,21 @@ def store_options(parser: argparse.ArgumentParser, *, out_help: str = "log store
 def range_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", type=day, metavar="YYYY-MM-DD", help="first UTC day (inclusive)")
     parser.add_argument("--to", type=day, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
+
+
+def _page_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIMIT:  # the store would quietly make -5 into 1 and 0 into 20
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to {MAX_LIMIT}")
+    return value
+
+
+def paging_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=_page_size, default=20, metavar=f"1..{MAX_LIMIT}", help="page size (default 20)")
+    parser.add_argument("--cursor", help="next_cursor of the previous page")
 
 
 def json_option(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +145,17 @@ def emit(args: argparse.Namespace, payload, text: Callable[[], str] | None = Non
         print(json.dumps(payload, ensure_ascii=False, indent=None if not sys.stdout.isatty() else 2))
     else:
         print(text())
+
+
+def request_line(summary: dict) -> str:
+    """One request in listings: search hits, dialog turns."""
+    model = summary["model_mapped"] or summary["model_original"]
+    return f"{summary['ts']}  {summary['request_id']}  {model}  {summary['status_code']}"
+
+
+def dialog_line(summary: dict) -> str:
+    models = ",".join(summary["models"])
+    return f"{summary['dialog_id']}  {summary['requests']:>4} turns  {summary['first_ts']} .. {summary['last_ts']}  {models}"
 
 
 def filter_message(args: argparse.Namespace) -> logs_pb2.LogFilter:

@@ -8,10 +8,12 @@ from aiproxy.logstore import dialogs
 from aiproxy.logstore.cli.common import (
     EXIT_OK,
     call,
+    dialog_line,
     emit,
     filter_message,
     json_option,
     open_store,
+    paging_options,
     range_options,
     remote_options,
     store_options,
@@ -38,10 +40,7 @@ def run_list(args: argparse.Namespace) -> int:
     result = call(args, "ListDialogs", request)
 
     def text() -> str:
-        rows = [
-            f"{d['dialog_id']}  {d['requests']:>4} turns  {d['first_ts']} .. {d['last_ts']}  {','.join(d['models'])}"
-            for d in result["dialogs"]
-        ]
+        rows = [dialog_line(d) for d in result["dialogs"]]
         if result["next_cursor"]:
             rows.append(f"next: --cursor {result['next_cursor']}")
         return "\n".join(rows) or "no dialogs"
@@ -70,8 +69,7 @@ def register(subparsers) -> None:
     range_options(listing)
     listing.add_argument("--model")
     listing.add_argument("--key-hash", dest="api_key_hash")
-    listing.add_argument("--limit", type=int, default=20)
-    listing.add_argument("--cursor")
+    paging_options(listing)
     json_option(listing)
     remote_options(listing)
     listing.set_defaults(func=run_list)

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from aiproxy.logstore.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     call,
+    dialog_line,
     emit,
     filter_message,
     json_option,
+    paging_options,
     range_options,
     remote_options,
+    request_line,
     store_options,
 )
+from aiproxy.logstore.fragments import extract_fragments
 from aiproxypb.v1 import logs_pb2
 
 
@@ -28,7 +33,7 @@ def run_search(args: argparse.Namespace) -> int:
     def text() -> str:
         rows = []
         for hit in result["results"]:
-            head = f"{hit['ts']}  {hit['request_id']}  {hit['model_mapped'] or hit['model_original']}  {hit['status_code']}"
+            head = request_line(hit)
             rows.append(f"{head}  {hit['dialog_id']}\n    {hit['snippet']}" if hit["snippet"] else head)
         if result["next_cursor"]:
             rows.append(f"next: --cursor {result['next_cursor']}")
@@ -50,12 +55,34 @@ def _check_index(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+def _said(role: str, text: str, width: int | None = None) -> str:
+    text = " ".join(text.split())
+    return f"    {role}: {text if width is None or len(text) <= width else text[: width - 1] + '…'}"
+
+
+def _transcript(record: dict) -> list[str]:
+    """A request as text: its line, then every message (--json has the whole record)."""
+    said = extract_fragments(record["request"], None) + extract_fragments(None, record["response"])
+    lines = [request_line(record["summary"]), *(_said(role, text) for role, text in said)]
+    return lines + ([_said("error", json.dumps(record["error"]))] if record.get("error") else [])
+
+
+def _turn(record: dict) -> list[str]:
+    """A dialog turn: what it added (the last message sent, the answer), one line each."""
+    asked = extract_fragments(record["request"], None)[-1:]
+    answered = extract_fragments(None, record["response"])
+    lines = [request_line(record["summary"]), *(_said(role, text, 200) for role, text in asked + answered)]
+    return lines + ([_said("error", json.dumps(record["error"]), 200)] if record.get("error") else [])
+
+
 def run_show(args: argparse.Namespace) -> int:
     if args.dialog:
         result = call(args, "GetDialog", logs_pb2.GetDialogRequest(dialog_id=args.id))
+        emit(args, result, lambda: "\n".join([dialog_line(result["summary"]), *(
+            line for turn in result["turns"] for line in _turn(turn))]))
     else:
         result = call(args, "GetRequest", logs_pb2.GetRequestRequest(request_id=args.id))
-    emit(args, result)
+        emit(args, result, lambda: "\n".join(_transcript(result)))
     return EXIT_OK
 
 
@@ -79,8 +106,7 @@ def register(subparsers) -> None:
     search.add_argument("--key-hash", dest="api_key_hash", help="api_key_hash")
     search.add_argument("--status", type=int, help="HTTP status code")
     search.add_argument("--dialog", help="dialog id")
-    search.add_argument("--limit", type=int, default=20)
-    search.add_argument("--cursor", help="next_cursor of the previous page")
+    paging_options(search)
     search.set_defaults(func=run_search)
     show = subparsers.add_parser("show", help="one request (or --dialog: a dialog's turns)", description="Show a stored request.")
     show.add_argument("id", help="request id (or dialog id with --dialog)")
