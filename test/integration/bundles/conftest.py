@@ -1,5 +1,7 @@
 """A store with three days of conversations and a bundle of it, per test."""
 
+import io
+import sys
 from datetime import date
 
 import pytest
@@ -18,3 +20,21 @@ def bundle(tmp_path, source_store):
     result = create_bundle(source_store, date(2025, 9, 1), date(2025, 9, 30), tmp_path / "a.tgz")
     source_store.close()
     return result.path
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture()
+def terminal_stderr(monkeypatch):
+    """Call it in the test body (pytest's capture resets sys.stderr after fixtures ran): stderr
+    becomes a terminal, where commands draw their progress bars; read it with getvalue()."""
+
+    def install() -> _Terminal:
+        stream = _Terminal()
+        monkeypatch.setattr(sys, "stderr", stream)
+        return stream
+
+    return install

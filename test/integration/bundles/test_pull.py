@@ -76,3 +76,10 @@ def test_a_missing_output_directory_is_reported_not_created(server, bundle, tmp_
     server.data, server.file_name = bundle.read_bytes(), "logs_x.tgz"
     assert pull(server, f"{tmp_path}/typo/new/") == 2
     assert "no such directory" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+
+
+def test_pull_draws_a_progress_bar_on_a_terminal(server, bundle, tmp_path, terminal_stderr):
+    server.data, server.file_name = bundle.read_bytes(), "logs_x.tgz"
+    stderr = terminal_stderr()
+    assert pull(server, tmp_path) == 0
+    assert "bundle pull [" in stderr.getvalue() and "100.0%" in stderr.getvalue()

@@ -25,7 +25,14 @@ from pathlib import Path
 
 import orjson
 
-from aiproxy.logstore.bundles.manifest import DB_PREFIX, FORMAT, METADATA, RAW_PREFIX, sha256_file
+from aiproxy.logstore.bundles.manifest import (
+    DB_PREFIX,
+    FORMAT,
+    METADATA,
+    RAW_PREFIX,
+    ProgressReader,
+    sha256_file,
+)
 from aiproxy.logstore.bundles.transfer import local_destination
 from aiproxy.logstore.database import SCHEMA_VERSION
 from aiproxy.logstore.ingest import discover_sources
@@ -114,18 +121,17 @@ class _Archive:
         self.tar.addfile(info, io.BytesIO(data))
 
 
-class _HashingReader:
+class _HashingReader(ProgressReader):
     """A file object that hashes what tarfile reads from it: one pass per member. tarfile reads
     exactly the size taken when the member was added, so a raw log growing meanwhile is fine."""
 
     def __init__(self, stream, progress: Progress | None) -> None:
-        self._stream, self._progress, self._digest = stream, progress, hashlib.sha256()
+        super().__init__(stream, progress)
+        self._digest = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
+        data = super().read(size)
         self._digest.update(data)
-        if self._progress is not None:
-            self._progress(len(data))
         return data
 
     def hexdigest(self) -> str:

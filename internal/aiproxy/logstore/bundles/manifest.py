@@ -92,6 +92,19 @@ def parse_metadata(raw: bytes) -> tuple[dict[str, Any], dict[str, FileEntry]]:
     return meta, entries
 
 
+class ProgressReader:
+    """A binary stream that reports the bytes read through it: progress over an archive's bytes."""
+
+    def __init__(self, stream: BinaryIO, progress=None) -> None:
+        self._stream, self._progress = stream, progress
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if self._progress is not None:
+            self._progress(len(data))
+        return data
+
+
 def copy_hashing(source: BinaryIO, target: BinaryIO | None, progress=None) -> tuple[str, int]:
     """Copy a stream (or just read it when target is None); returns (sha256 hex, bytes)."""
     digest, total = hashlib.sha256(), 0
