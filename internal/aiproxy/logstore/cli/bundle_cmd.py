@@ -79,16 +79,14 @@ def _verify(path: Path, args: argparse.Namespace, *, discard: bool = False) -> i
     ok = False
     bar, feed = _archive_bar(scan_bundle, path, "bundle verify")
     try:
-        try:
-            report = scan_bundle(path, **feed)
-        finally:
-            bar.close()
+        report = scan_bundle(path, **feed)
         ok = report.ok
-        emit(args, report.as_dict(), lambda: "\n".join([*report.problems, "ok" if report.ok else "fail"]))
     finally:
+        bar.close()
         if discard and not ok:
             path.unlink(missing_ok=True)
             print(f"logdb: removed {path}: it failed verification", file=sys.stderr)
+    emit(args, report.as_dict(), lambda: "\n".join([*report.problems, "ok" if ok else "fail"]))
     return EXIT_OK if ok else EXIT_FAILED
 
 
