@@ -4,11 +4,7 @@ import pytest
 
 from aiproxy.entrypoints.logdb import main
 
-NEEDS_HOOK = pytest.mark.xfail(strict=True, reason="scan_bundle/import_bundle do not take `progress` yet (verify.py, "
-                               "importer.py): remove this mark when they do")
 
-
-@NEEDS_HOOK
 @pytest.mark.parametrize("command", [("verify",), ("import", "--dest", "{tmp}/db")])
 def test_verify_and_import_draw_a_progress_bar(bundle, tmp_path, terminal_stderr, command):
     args = [part.format(tmp=tmp_path) for part in command]

@@ -25,6 +25,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,13 +91,14 @@ def incoming_dir(store: Store) -> Path:
     return path
 
 
-def import_bundle(bundle: Path, store: Store) -> ImportResult:
+def import_bundle(bundle: Path, store: Store, progress: Callable[[int], None] | None = None) -> ImportResult:
+    """`progress(n)`: n more bytes of the archive read (its verification and staging pass)."""
     started = time.perf_counter()
     incoming = incoming_dir(store)
     _remove_abandoned(incoming)
     staging = Path(tempfile.mkdtemp(prefix=f"import-{os.getpid()}-", dir=incoming))
     try:
-        report = scan_bundle(bundle, staging)
+        report = scan_bundle(bundle, staging, progress)
         if not report.ok:
             raise BundleError(f"{bundle} failed verification; nothing imported: " + "; ".join(report.problems[:5]))
         meta = report.metadata

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from aiproxy.logstore.bundles.manifest import (
     METADATA,
     BundleError,
     FileEntry,
+    ProgressReader,
     UnusableInput,
     copy_hashing,
     is_partition_member,
@@ -64,14 +66,15 @@ def _member_kind(member: tarfile.TarInfo) -> str | None:
     return "a directory" if member.isdir() else "a device, FIFO or other special file"
 
 
-def scan_bundle(path: Path, stage_dir: Path | None = None) -> ScanReport:
-    """Check a bundle; with `stage_dir`, also copy its partition members there (for import)."""
+def scan_bundle(path: Path, stage_dir: Path | None = None, progress: Callable[[int], None] | None = None) -> ScanReport:
+    """Check a bundle; with `stage_dir`, also copy its partition members there (for import).
+    `progress(n)` is told of every n bytes of the archive read."""
     path = Path(path)
     report = ScanReport(path)
     seen: dict[str, tuple[str, int]] = {}
     raw_metadata: bytes | None = None
     try:
-        with tarfile.open(path, mode="r|gz") as tar:
+        with open(path, "rb") as raw, tarfile.open(fileobj=ProgressReader(raw, progress), mode="r|gz") as tar:
             for member in tar:
                 name = member.name
                 if member.isdir() and not unsafe_reason(name.rstrip("/") + "/"):

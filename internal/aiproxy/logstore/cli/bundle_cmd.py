@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import os
 import sys
 from pathlib import Path
@@ -65,21 +64,18 @@ def run_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _archive_bar(func, path: Path, label: str) -> tuple[ProgressBar, dict]:
-    """A progress bar over the archive's bytes, and the keyword that feeds it to `func`.
-    scan_bundle and import_bundle take `progress` once the hook lands in verify.py and
-    importer.py (another change owns them); until then they run without a bar."""
-    bar = ProgressBar(path.stat().st_size if path.is_file() else 0, label)
-    return bar, {"progress": bar.advance} if "progress" in inspect.signature(func).parameters else {}
+def _archive_bar(path: Path, label: str) -> ProgressBar:
+    """A progress bar over the archive's bytes (the one pass that reads it)."""
+    return ProgressBar(path.stat().st_size if path.is_file() else 0, label)
 
 
 def _verify(path: Path, args: argparse.Namespace, *, discard: bool = False) -> int:
     """Check a bundle and print the report; with `discard`, a bundle that fails (or cannot be
     read) is removed, so a file this command fetched never passes for a good one."""
     ok = False
-    bar, feed = _archive_bar(scan_bundle, path, "bundle verify")
+    bar = _archive_bar(path, "bundle verify")
     try:
-        report = scan_bundle(path, **feed)
+        report = scan_bundle(path, progress=bar.advance)
         ok = report.ok
     finally:
         bar.close()
@@ -97,10 +93,10 @@ def run_verify(args: argparse.Namespace) -> int:
 
 @_guarded
 def run_import(args: argparse.Namespace) -> int:
-    bar, feed = _archive_bar(import_bundle, Path(args.bundle), "bundle import")
+    bar = _archive_bar(Path(args.bundle), "bundle import")
     with _store(args.dest, existing=False) as (store, _):  # a restore may start a new store
         try:
-            result = import_bundle(Path(args.bundle), store, **feed)
+            result = import_bundle(Path(args.bundle), store, progress=bar.advance)
         finally:
             bar.close()
     out = result.as_dict()
