@@ -281,3 +281,17 @@ def test_a_member_that_would_fill_the_disk_is_refused_before_it_is_written(tmp_p
     with pytest.raises(BundleError, match="free some space on that disk"):
         import_bundle(bundle, make_store(tmp_path / "b"))
     assert not list((tmp_path / "b").rglob("*.sqlite3"))
+
+
+def test_after_a_granularity_change_a_reimport_adds_nothing(tmp_path, bundle):
+    """A weekly store switched to daily: the weekly files still hold the days, so the daily
+    partitions the import would create get none of their rows again."""
+    weekly = make_store(tmp_path / "b", partition_granularity="weekly")
+    first = import_bundle(bundle, weekly)
+    weekly.close()
+    daily = make_store(tmp_path / "b", partition_granularity="daily")
+    again = import_bundle(bundle, daily)
+    assert (again.rows_imported, again.rows_skipped) == (0, first.rows_imported)
+    assert rows(tmp_path / "b") == rows(tmp_path / "a")
+    assert len(search(daily, "", limit=500).hits) == first.rows_imported
+    daily.close()

@@ -7,7 +7,8 @@ Stage (the destination is only read):
      pages or without the log schema's columns (members.py);
   3. for every destination partition the rows belong to (the DESTINATION's granularity, by
      each row's UTC day), a staged file is built holding only the rows the destination lacks
-     (dedup on the `requests` key: request id + server id), with their dialog ids, their FTS
+     (dedup on the `requests` key: request id + server id, also against other partitions of
+     the same days when the store's granularity changed), with their dialog ids, their FTS
      fragments and the `servers` rows of the bundle. A partition the destination lacks, made
      of exactly one member shaped exactly like a partition, is that member file itself: no
      row copying.
@@ -77,12 +78,15 @@ class _Target:
     offered: int = 0  # rows the bundle holds for this partition
     rows: int = 0  # rows staged: those the destination lacks
     whole_member: bool = False  # one member, shaped as a partition, holding exactly this partition's rows
+    # Other destination partitions holding some of the same days (a store whose granularity
+    # changed): rows they hold are not imported again.
+    overlapping: list[Path] = field(default_factory=list)
 
     @property
     def adoptable(self) -> bool:
         """A new partition made of one whole member: the member file becomes the partition
         (its rows and FTS index as they are), instead of copying row by row."""
-        return self.whole_member and not self.path.exists()
+        return self.whole_member and not self.path.exists() and not self.overlapping
 
 
 def incoming_dir(store: Store) -> Path:
@@ -167,6 +171,11 @@ def _plan(store: Store, members: list[Path], staging: Path, adoptable: set[Path]
             target.sources.append((member, group[0][0] * 86400, (group[-1][0] + 1) * 86400))
             target.offered += sum(count for _, count in group)
             target.whole_member = len(by_path) == 1 and len(target.sources) == 1 and member in adoptable
+    for target in targets.values():
+        first = min(ts_from for _, ts_from, _ in target.sources) // 86400
+        last = max(ts_to for _, _, ts_to in target.sources) // 86400 - 1
+        span = [datetime.fromtimestamp(day * 86400, UTC).date() for day in (first, last)]
+        target.overlapping = [p.path for p in store.existing(*span) if p.path != target.path]
     return list(targets.values())
 
 
@@ -213,14 +222,17 @@ def _stage(store: Store, target: _Target, source_server_id: str) -> None:
 def _copy_sources(db, store: Store, target: _Target) -> None:
     conn = db.connection()
     dest_exists = target.path.is_file()
-    absent, with_fts = "", store.settings.fts_enabled
+    with_fts = store.settings.fts_enabled
+    holders = ([target.path] if dest_exists else []) + target.overlapping  # rows there are not copied
+    for i, path in enumerate(holders):
+        conn.execute(f"ATTACH DATABASE ? AS held{i}", (str(path),))
     if dest_exists:
-        conn.execute("ATTACH DATABASE ? AS dest", (str(target.path),))
-        with_fts = with_fts or _has_table(conn, "dest", FTS_TABLE)
-        absent = (
-            " AND NOT EXISTS (SELECT 1 FROM dest.requests d WHERE d.request_id = s.request_id"
-            " AND d.server_id = s.server_id)"
-        )
+        with_fts = with_fts or _has_table(conn, "held0", FTS_TABLE)
+    absent = "".join(
+        f" AND NOT EXISTS (SELECT 1 FROM held{i}.requests d WHERE d.request_id = s.request_id"
+        " AND d.server_id = s.server_id)"
+        for i in range(len(holders))
+    )
     if with_fts:
         create_fts(db)
     for member, ts_from, ts_to in target.sources:
@@ -239,8 +251,8 @@ def _copy_sources(db, store: Store, target: _Target) -> None:
             if with_fts and _has_table(conn, "src", FTS_TABLE):
                 _copy_fragments(conn, "src", before)
         conn.execute("DETACH DATABASE src")
-    if dest_exists:
-        conn.execute("DETACH DATABASE dest")
+    for i in range(len(holders)):
+        conn.execute(f"DETACH DATABASE held{i}")
 
 
 def _has_table(conn: sqlite3.Connection, schema: str, table: str) -> bool:
