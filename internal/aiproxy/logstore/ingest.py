@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aiproxy.logstore import checkpoints
 from aiproxy.logstore.dialogs import assign_pending
-from aiproxy.logstore.partitions import day_of
+from aiproxy.logstore.partitions import day_of, holding
 from aiproxy.logstore.readers import read_jsonl, read_seed_log
 from aiproxy.logstore.records import (
     InvalidRecord,
@@ -114,9 +114,9 @@ class _Batches:
         batch = rows = self.rows.pop(day)
         self.total -= self.sizes.pop(day)
         target = self.store.partition_path(day)
-        for other in self.store.existing(day, day):
-            if other.path != target:
-                with self.store.connected(other.path) as db:
+        for other in holding(self.store.base, day):
+            if other != target:
+                with self.store.connected(other) as db:
                     elsewhere = held(db.connection(), rows)
                 rows = [r for r in rows if (r.values["request_id"], r.values["server_id"]) not in elsewhere]
         with self.store.connected(target) as db:

@@ -34,6 +34,15 @@ def partition_path(base: Path, day: date, granularity: str = "daily") -> Path:
     raise ValueError(f"unknown partition granularity {granularity!r}")
 
 
+GRANULARITIES = ("daily", "weekly", "monthly")
+
+
+def holding(base: Path, day: date) -> list[Path]:
+    """The partition files that exist for `day`, whatever their granularity: three stat calls
+    instead of discovering the whole store."""
+    return [path for g in GRANULARITIES if (path := partition_path(base, day, g)).is_file()]
+
+
 def control_path(base: Path) -> Path:
     return Path(base) / CONTROL_DB
 

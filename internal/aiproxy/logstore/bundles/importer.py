@@ -46,6 +46,7 @@ from aiproxy.logstore.database import (
 )
 from aiproxy.logstore.fts import index_missing
 from aiproxy.logstore.models import Server
+from aiproxy.logstore.partitions import holding
 from aiproxy.logstore.store import Store
 
 INCOMING = "incoming"
@@ -172,10 +173,9 @@ def _plan(store: Store, members: list[Path], staging: Path, adoptable: set[Path]
             target.offered += sum(count for _, count in group)
             target.whole_member = len(by_path) == 1 and len(target.sources) == 1 and member in adoptable
     for target in targets.values():
-        first = min(ts_from for _, ts_from, _ in target.sources) // 86400
-        last = max(ts_to for _, _, ts_to in target.sources) // 86400 - 1
-        span = [datetime.fromtimestamp(day * 86400, UTC).date() for day in (first, last)]
-        target.overlapping = [p.path for p in store.existing(*span) if p.path != target.path]
+        days = range(min(s[1] for s in target.sources) // 86400, max(s[2] for s in target.sources) // 86400)
+        held = {p for d in days for p in holding(store.base, datetime.fromtimestamp(d * 86400, UTC).date())}
+        target.overlapping = sorted(held - {target.path})
     return list(targets.values())
 
 
