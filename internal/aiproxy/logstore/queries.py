@@ -110,7 +110,7 @@ def list_dialogs(
     the newest partitions, not the whole store."""
     filters = filters or SearchFilters()
     limit = max(1, min(int(limit or 20), MAX_LIMIT))
-    after = decode_cursor(cursor, ranked=False)
+    after = decode_cursor(cursor, "is")  # (last_ts, dialog_id)
     after_key = (-after[0], after[1]) if after is not None else None
     clauses, args = filter_clauses(filters)
     where = " AND ".join(["r.dialog_id IS NOT NULL", *clauses])

@@ -53,8 +53,14 @@ class Hit:
 
     @property
     def sort_key(self) -> tuple:
+        if self.score is None:  # newest first, to the µs (ts is whole seconds; seed rows have no ts_iso)
+            return (-self.fields["ts"], _desc(self.fields["ts_iso"] or ""), _desc(self.fields["request_id"]))
+        return (self.score, self.fields["request_id"])
+
+    @property
+    def cursor_key(self) -> tuple:
         if self.score is None:
-            return (-self.fields["ts"], _desc(self.fields["request_id"]))
+            return (self.fields["ts"], self.fields["ts_iso"] or "", self.fields["request_id"])
         return (self.score, self.fields["request_id"])
 
 
@@ -88,19 +94,21 @@ def encode_cursor(key: tuple) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, ranked: bool) -> tuple | None:
+# A cursor's parts by letter: f a number (bm25), i an integer, s a string.
+_CURSOR_PARTS = {"f": (int, float), "i": (int,), "s": (str,)}
+RANKED, LISTED = "fs", "iss"  # (score, request_id), (ts, ts_iso, request_id)
+
+
+def decode_cursor(cursor: str, shape: str) -> tuple | None:
+    """The key a next_cursor encodes, checked against `shape` (letters of _CURSOR_PARTS)."""
     if not cursor:
         return None
     try:
         value = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        first, request_id = value
-        if (
-            not isinstance(request_id, str)
-            or not isinstance(first, int | float)
-            or (not ranked and not isinstance(first, int))
-        ):
+        parts = list(zip(value, shape, strict=True))  # ValueError when the lengths differ
+        if any(isinstance(part, bool) or not isinstance(part, _CURSOR_PARTS[kind]) for part, kind in parts):
             raise ValueError
-        return (float(first) if ranked else int(first), request_id)
+        return tuple(float(part) if kind == "f" else part for part, kind in parts)
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise InvalidQuery(
             "invalid cursor (use next_cursor from the previous page)", param="cursor"
@@ -173,10 +181,12 @@ def ranked_hit(db, query: str, score: float, request_id: str, rowid: int) -> Hit
 def _recent(db, filters: SearchFilters, after: tuple | None, limit: int) -> list[Hit]:
     clauses, args = filter_clauses(filters)
     if after is not None:
-        clauses.append("(r.ts < ? OR (r.ts = ? AND r.request_id < ?))")
-        args += [after[0], after[0], after[1]]
+        clauses.append("(r.ts < ? OR (r.ts = ? AND (COALESCE(r.ts_iso, '') < ?"
+                       " OR (COALESCE(r.ts_iso, '') = ? AND r.request_id < ?))))")
+        args += [after[0], after[0], after[1], after[1], after[2]]
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"SELECT {_RESULT_COLUMNS} FROM requests r {where} ORDER BY r.ts DESC, r.request_id DESC LIMIT ?"
+    sql = (f"SELECT {_RESULT_COLUMNS} FROM requests r {where}"
+           " ORDER BY r.ts DESC, COALESCE(r.ts_iso, '') DESC, r.request_id DESC LIMIT ?")
     return [_hit(row) for row in db.execute_sql(sql, [*args, limit])]
 
 
@@ -189,7 +199,7 @@ def search(
     ranked = bool(query)
     if ranked:
         validate_query(query)
-    after = decode_cursor(cursor, ranked)
+    after = decode_cursor(cursor, RANKED if ranked else LISTED)
     page = SearchPage()
     parts = list(reversed(store.existing(filters.since, filters.to)))
     page.partitions = len(parts)
@@ -221,10 +231,5 @@ def search(
                 break
         page.partitions -= len(unread)
     if len(page.hits) == limit:
-        last = page.hits[-1]
-        page.next_cursor = encode_cursor(
-            (last.score, last.fields["request_id"])
-            if ranked
-            else (last.fields["ts"], last.fields["request_id"])
-        )
+        page.next_cursor = encode_cursor(page.hits[-1].cursor_key)
     return page

@@ -165,3 +165,21 @@ def test_listing_newest_first_reads_only_the_partitions_it_needs(store):
     assert page.partitions == 1 and len(page.hits) == 2  # the two newest rows are in the newest file
     assert page.hits[0].fields["ts"] >= page.hits[1].fields["ts"]
     assert search(store, "", limit=5).partitions == 2
+
+
+def test_listing_is_newest_first_to_the_microsecond_and_pages_in_that_order(tmp_path):
+    """ts is whole seconds: rows of one second are ordered by their µs timestamp, not by id."""
+    records = [chat_record([{"role": "user", "content": f"q{i}"}], "a", ts=T0 + timedelta(microseconds=1000 * i),
+                           request_id=f"id-{9 - i}") for i in range(6)]  # ids run against time
+    write_jsonl(tmp_path / "logs" / "r.jsonl", records)
+    store = make_store(tmp_path / "db")
+    ingest(store, tmp_path / "logs")
+    newest_first = [f"id-{9 - i}" for i in reversed(range(6))]
+    assert [h.fields["request_id"] for h in search(store, "", limit=10).hits] == newest_first
+    seen, cursor = [], ""
+    while True:
+        page = search(store, "", limit=4, cursor=cursor)
+        seen += [h.fields["request_id"] for h in page.hits]
+        if not (cursor := page.next_cursor):
+            break
+    assert seen == newest_first
