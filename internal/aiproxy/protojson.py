@@ -58,26 +58,23 @@ _MISMATCH = object()
 
 
 class JSONTooDeep(ValueError):
-    """orjson reads 1024 levels of nesting but writes only 254: a body it parsed may not be writable
+    """orjson reads 1024 levels of nesting but writes only 254: JSON it parsed may not be writable
     (into extra_json here, or to the upstream later)."""
 
     def __init__(self) -> None:
         super().__init__("The request nests arrays or objects more than 254 levels deep; send a flatter body.")
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> bytes:
+    """orjson.dumps for JSON that was parsed: the only way it fails is nesting (JSONTooDeep)."""
     try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:  # for parsed JSON, only nesting beyond orjson's limit
-        raise JSONTooDeep from None
-
-
-def ensure_writable(data: dict) -> None:
-    """JSONTooDeep unless data can be written as JSON (for bodies rebuilt from JSON text a gRPC client sent)."""
-    try:
-        orjson.dumps(data)
+        return orjson.dumps(value)
     except orjson.JSONEncodeError:
         raise JSONTooDeep from None
+
+
+def _dumps(value: Any) -> str:
+    return dumps(value).decode()
 
 
 def _scalar_check(field: FieldDescriptor):

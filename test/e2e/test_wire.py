@@ -157,6 +157,9 @@ def test_cors_preflight_and_headers(gateway):
          400, None),
         (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x", "x": ' + b"[" * 300 + b"]" * 300 + b"}]}",
          400, None),
+        # Writable on its own (252 levels) but not once inside the message list: refused where it is sent.
+        (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x", "x": ' + b"[" * 252 + b"]" * 252 + b"}]}",
+         400, None),
     ],
 )
 def test_malformed_requests_get_openai_errors(gateway, openai_schemas, content, status, param):
@@ -255,12 +258,14 @@ def test_upstream_200_that_is_not_a_completion_is_a_logged_502(gateway, fake, op
     assert record["status_code"] == 502 and record["error"]["code"] == "bad_upstream_response"
 
 
-def test_upstream_body_too_deep_to_relay_is_still_logged(gateway, fake):
-    fake.push(RawReply(b'{"choices":[],"deep":' + b"[" * 300 + b"]" * 300 + b"}"))  # orjson writes 255 levels
+def test_upstream_answer_too_deep_to_relay_is_a_logged_502(gateway, fake, openai_schemas):
+    fake.push(RawReply(b'{"choices":[],"deep":' + b"[" * 300 + b"]" * 300 + b"}"))  # orjson writes 254 levels
     response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})
-    assert response.status_code == 500
+    assert response.status_code == 502
+    openai_schemas.validate("ErrorResponse", response.json())
+    assert response.json()["error"]["code"] == "bad_upstream_response"
     record = gateway.wait_for_record(response.headers["x-request-id"])
-    assert record["status_code"] == 500 and record["request"] == {} and record["response"] is None
+    assert record["status_code"] == 502 and record["request"]["messages"] == U and record["response"] is None
 
 
 def _sse_payloads(body: bytes) -> list:

@@ -87,6 +87,9 @@ class RequestLog:
             record = exchange.record()
             try:
                 line = orjson.dumps(record, default=str)
-            except TypeError:  # a body nested deeper than orjson writes (255 levels): log the rest
-                line = orjson.dumps({**record, "request": {}, "response": None}, default=str)
+            except TypeError:  # a body nested deeper than orjson writes (254 levels): log the rest
+                try:
+                    line = orjson.dumps({**record, "response": None}, default=str)
+                except TypeError:
+                    line = orjson.dumps({**record, "request": {}, "response": None}, default=str)
             write_request_record(line.decode())

@@ -7,9 +7,9 @@ import contextlib
 import grpc
 
 from aiproxy.chat.gateway import ChatGateway
-from aiproxy.errors import GatewayError, InvalidRequest
+from aiproxy.errors import GatewayError, InvalidRequest, UpstreamBadResponse
 from aiproxy.identity import request_id
-from aiproxy.protojson import JSONTooDeep, NonFiniteNumber, ensure_writable, json_to_message, message_to_json
+from aiproxy.protojson import JSONTooDeep, NonFiniteNumber, json_to_message, message_to_json
 from aiproxy.rpc.interceptor import CURRENT_CALLER, CURRENT_REQUEST_ID, metadata_value
 from aiproxy.rpc.status import REQUEST_ID, abort_with
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
@@ -30,22 +30,27 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
     return CURRENT_REQUEST_ID.get() or request_id(metadata_value(context, REQUEST_ID))
 
 
-def request_body(request: chat_pb2.ChatCompletionRequest, transport: str) -> dict:
+def request_body(request: chat_pb2.ChatCompletionRequest) -> dict:
     """The OpenAI JSON body of a request. gRPC clients may send what JSON cannot hold: NaN or Infinity
-    in doubles, broken or too deeply nested JSON in the *_json fields (the REST facade already refused
-    such bodies, so only gRPC's nesting is checked)."""
+    in doubles, broken JSON in the *_json fields. (A body nested too deeply to send upstream is
+    refused where it is written, by the provider.)"""
     try:
-        body = message_to_json(request)
-        if transport == "grpc":
-            ensure_writable(body)
-        return body
-    except JSONTooDeep as exc:
-        raise InvalidRequest(str(exc)) from None
+        return message_to_json(request)
     except NonFiniteNumber as exc:
         raise InvalidRequest(f"'{exc.param}' must be a finite number: JSON has no NaN or Infinity",
                              param=exc.param, code="invalid_value") from None
     except ValueError:
         raise InvalidRequest("extra_json and the *_json fields must hold valid JSON (extra_json: an object)") from None
+
+
+def answer_message(body: dict, message_class):
+    """An upstream answer (or chunk) as a proto message; one nested too deeply to relay is a bad
+    upstream response, not the client's error."""
+    try:
+        return json_to_message(body, message_class)
+    except JSONTooDeep:
+        raise UpstreamBadResponse("The upstream answer nests JSON more than 254 levels deep; the gateway cannot"
+                                  " relay it.") from None
 
 
 def transport_of(context: grpc.aio.ServicerContext) -> str:
@@ -69,7 +74,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         exchange = self._gateway.begin(None, request_id_of(context), transport, _CHAT_METHODS[name])
         if request is not None:
             with contextlib.suppress(InvalidRequest):
-                self._gateway.attach_body(exchange, request_body(request, transport))
+                self._gateway.attach_body(exchange, request_body(request))
         self._gateway.finish(exchange, exc)
 
     async def CreateChatCompletion(self, request, context):
@@ -78,7 +83,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id, transport, stream=False)
         failure: BaseException | None = None
         try:
-            call = self._gateway.prepare(exchange, request_body(request, transport))
+            call = self._gateway.prepare(exchange, request_body(request))
             body, headers = await self._gateway.complete(call)
             metadata = ((REQUEST_ID, request_id), *headers.items())
             if transport == "http":
@@ -87,7 +92,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 context.set_trailing_metadata(metadata)
             else:
                 await context.send_initial_metadata(metadata)
-            return json_to_message(body, chat_pb2.ChatCompletion)
+            return answer_message(body, chat_pb2.ChatCompletion)
         except GatewayError as exc:
             failure = exc
             await abort_with(context, exc, request_id)
@@ -118,7 +123,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id, transport, stream=True)
         failure: BaseException | None = None
         try:
-            call = self._gateway.prepare(exchange, request_body(request, transport))
+            call = self._gateway.prepare(exchange, request_body(request))
             batches, headers = await self._gateway.open_stream(call)
             await context.send_initial_metadata(((REQUEST_ID, request_id), *headers.items()))
             limit = 1
@@ -126,7 +131,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 while batch:
                     part, batch = batch[:limit], batch[limit:]
                     limit = min(limit * BATCH_GROWTH, MAX_BATCH)
-                    await write([json_to_message(chunk, chat_pb2.ChatCompletionChunk) for chunk in part])
+                    await write([answer_message(chunk, chat_pb2.ChatCompletionChunk) for chunk in part])
         except GatewayError as exc:
             failure = exc
             await abort_with(context, exc, request_id)
