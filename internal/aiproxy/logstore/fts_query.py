@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import re
 
+from aiproxy.logstore.models import FTS_COLUMNS
+
 _TOKEN = re.compile(r'"(?:[^"]|"")*"?|[(),]|[^\s(),"]+')
 _BAREWORD = re.compile(r"\^?\w+\*?")
 _KEEP = re.compile(r"AND|OR|NOT|NEAR(?:/\d+)?|\+|\*|.*[{}].*")  # `*` alone stays an error
-# Only the index's own columns: `https://…` or `note:` in pasted text is text.
-_COLUMN_FILTER = re.compile(r"(-?(?:role|content|endpoint|model_original|model_mapped|request_id):)(.+)")
+# Only the index's own columns: `https://…` or `note:` in pasted text is text. A filter alone
+# (`content:` before a phrase or a group) stays as it is.
+_COLUMN_FILTER = re.compile(rf"(-?(?:{'|'.join(FTS_COLUMNS)}):)(.*)")
 
 _OPERAND = r'(?:"(?:[^"]|"")*"|[^\s()"]+)'
 # A NEAR pair, or else a whole quoted phrase (consumed so that its inside is never rewritten).
@@ -29,7 +32,7 @@ def _term(token: str) -> str:
         return token
     column = _COLUMN_FILTER.fullmatch(token)
     if column:
-        return column.group(1) + _term(column.group(2))
+        return column.group(1) + (_term(column.group(2)) if column.group(2) else "")
     prefix = token.endswith("*")
     phrase = token[:-1] if prefix else token
     return '"' + phrase.replace('"', '""') + '"' + ("*" if prefix else "")

@@ -96,6 +96,9 @@ class RequestTextIndex(FTS5Model):
         options = {"tokenize": "unicode61"}
 
 
+# The index's columns by name (request_id is stored, not indexed), for query checks and filters.
+FTS_COLUMNS = tuple(f.column_name for f in RequestTextIndex._meta.sorted_fields if f.column_name != "rowid")
+
 # The seed's index names, plus what search filters and dialog threading look up.
 REQUEST_INDEXES = {
     "idx_requests_ts": ("ts",),

@@ -21,6 +21,7 @@ import orjson
 from aiproxy.logstore.database import FTS_TABLE, has_fts
 from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.fts_query import to_fts5
+from aiproxy.logstore.models import FTS_COLUMNS
 from aiproxy.logstore.partitions import day_bounds, day_of
 from aiproxy.logstore.store import Store
 
@@ -80,8 +81,8 @@ def validate_query(query: str) -> None:
     conn = sqlite3.connect(":memory:")
     try:
         conn.execute(
-            f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(request_id UNINDEXED, role, content, endpoint,"
-            " model_original, model_mapped)"
+            f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5("
+            + ", ".join(f"{c} UNINDEXED" if c == "request_id" else c for c in FTS_COLUMNS) + ")"
         )
         conn.execute(f"SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?", (query,)).fetchall()
     except sqlite3.Error as exc:

@@ -62,6 +62,9 @@ def test_rows_are_searchable_as_soon_as_they_are_ingested(store, tmp_path):
         ("kube*", 1),
         ("role:assistant AND content:Paris", 1),
         ("model_original:claude", 2),
+        ('content:"capital of France"', 1),  # a column filter before a phrase or a group keeps both
+        ("content:(kubernetes OR basics)", 2),
+        ("role:assistant AND content:(Paris OR linear)", 2),
     ],
 )
 def test_fts5_syntax(store, query, expected):
