@@ -32,7 +32,7 @@ from aiproxy.logstore.records import (
     is_seed_exchange,
 )
 from aiproxy.logstore.store import Store
-from aiproxy.logstore.writer import held, insert_rows
+from aiproxy.logstore.writer import insert_rows, not_held
 
 MAX_PROBLEMS = 100
 CHECKPOINT_EVERY = 8 * 1024 * 1024  # bytes between intermediate checkpoints of a long file
@@ -117,8 +117,7 @@ class _Batches:
         for other in holding(self.store.base, day):
             if other != target:
                 with self.store.connected(other) as db:
-                    elsewhere = held(db.connection(), rows)
-                rows = [r for r in rows if (r.values["request_id"], r.values["server_id"]) not in elsewhere]
+                    rows = not_held(db.connection(), rows)
         with self.store.connected(target) as db:
             for server_id in {r.values["server_id"] for r in rows}:
                 self.store.note_server(db, server_id)

@@ -60,12 +60,33 @@ def _is_reuse(stored_ts: str | None, values: dict) -> bool:
     return stored_ts is not None and values["ts_iso"] is not None and stored_ts != values["ts_iso"]
 
 
-def held(conn, rows: list[Row]) -> set[tuple[str, str]]:
-    """Keys of `rows` that this (other) partition already holds as the same exchange: a store
-    whose granularity changed has daily files beside weekly or monthly ones for the same days."""
+def _stored_for(conn, rows: list[Row]) -> dict[tuple[str, str], str | None]:
+    """_stored() for the rows' ids, and for the reused_id() of rows whose id another exchange holds."""
     stored = _stored(conn, [r.values["request_id"] for r in rows])
-    return {key for r in rows if (key := (r.values["request_id"], r.values["server_id"])) in stored
-            and not _is_reuse(stored[key], r.values)}
+    reused = [v for r in rows if (v := r.values)["request_id"] != _row_id(v, stored)]
+    if reused:
+        stored.update(_stored(conn, [reused_id(v["request_id"], v["ts_iso"]) for v in reused]))
+    return stored
+
+
+def _row_id(values: dict, stored: dict[tuple[str, str], str | None]) -> str:
+    """The id the row is stored under: its own, or reused_id() when another exchange holds that."""
+    if _is_reuse(stored.get((values["request_id"], values["server_id"])), values):
+        return reused_id(values["request_id"], values["ts_iso"])
+    return values["request_id"]
+
+
+def not_held(conn, rows: list[Row]) -> list[Row]:
+    """The rows this (other) partition does not hold (a store whose granularity changed has daily
+    files beside weekly or monthly ones for the same days); a row reusing an id held there takes
+    its reused_id(), as insert_rows would give it."""
+    stored = _stored_for(conn, rows)
+    kept = []
+    for row in rows:
+        row.values["request_id"] = _row_id(row.values, stored)
+        if (row.values["request_id"], row.values["server_id"]) not in stored:
+            kept.append(row)
+    return kept
 
 
 def insert_rows(db: SqliteDatabase, rows: list[Row], *, fts_enabled: bool) -> list[Row]:
@@ -76,17 +97,12 @@ def insert_rows(db: SqliteDatabase, rows: list[Row], *, fts_enabled: bool) -> li
         create_fts(db)
     with db.atomic("IMMEDIATE"):
         conn = db.connection()
-        seen = _stored(conn, [r.values["request_id"] for r in rows])
-        reused = [r.values for r in rows if _is_reuse(seen.get((r.values["request_id"], r.values["server_id"])), r.values)]
-        if reused:
-            seen.update(_stored(conn, [reused_id(v["request_id"], v["ts_iso"]) for v in reused]))
+        seen = _stored_for(conn, rows)
         fresh = []
         for row in rows:
             values = row.values
+            values["request_id"] = _row_id(values, seen)
             key = (values["request_id"], values["server_id"])
-            if key in seen and _is_reuse(seen[key], values):
-                values["request_id"] = reused_id(values["request_id"], values["ts_iso"])
-                key = (values["request_id"], values["server_id"])
             if key not in seen:
                 seen[key] = values["ts_iso"]
                 fresh.append(row)

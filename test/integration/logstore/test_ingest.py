@@ -222,3 +222,19 @@ def test_changing_the_granularity_never_doubles_rows(tmp_path):
     report = ingest(daily, copy)
     assert (report.rows_inserted, report.rows_skipped) == (1, 5)
     assert _rows(daily) == 6 and len(search(daily, "").hits) == 6
+
+
+def test_a_reused_id_after_a_granularity_change_still_keeps_the_later_exchange(tmp_path):
+    log = tmp_path / "logs" / "r.jsonl"
+    first, later = (chat_record([{"role": "user", "content": w}], "ok", ts=T0 + timedelta(seconds=i), request_id="dup")
+                    for i, w in enumerate(("alpha", "bravo")))
+    write_jsonl(log, [first])
+    weekly = make_store(tmp_path / "db", partition_granularity="weekly")
+    assert ingest(weekly, log).rows_inserted == 1
+    weekly.close()
+    copy = tmp_path / "again" / "r.jsonl"
+    write_jsonl(copy, [first, later])
+    daily = make_store(tmp_path / "db", partition_granularity="daily")
+    assert (ingest(daily, copy).rows_inserted, _rows(daily)) == (1, 2)
+    assert ingest(daily, copy).rows_inserted == 0  # and again: nothing more
+    assert [h.fields["request_id"] for h in search(daily, "bravo").hits] == [f"dup@{later['ts']}"]
