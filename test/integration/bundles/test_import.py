@@ -295,3 +295,22 @@ def test_after_a_granularity_change_a_reimport_adds_nothing(tmp_path, bundle):
     assert rows(tmp_path / "b") == rows(tmp_path / "a")
     assert len(search(daily, "", limit=500).hits) == first.rows_imported
     daily.close()
+
+
+def test_a_member_with_a_constraint_of_its_own_is_copied_not_adopted(tmp_path, bundle):
+    """Same tables and columns, but a CHECK that would refuse every later insert of this store."""
+    def constrain(conn):
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'servers'").fetchone()[0]
+        conn.executescript(
+            "PRAGMA writable_schema = ON;"
+            f"UPDATE sqlite_master SET sql = '{sql[:-1]}, CHECK (server_id = ''srv-a''))' WHERE name = 'servers';"
+            "PRAGMA writable_schema = OFF;"
+        )
+    trapped = repack(bundle, tmp_path / "checked.tgz", _edit_member(tmp_path, "20250906", constrain), fix_metadata=True)
+    store = make_store(tmp_path / "b")
+    import_bundle(trapped, store)
+    with contextlib.closing(sqlite3.connect(tmp_path / "b/2025/09/ai_proxy_20250906.sqlite3")) as conn:
+        assert "CHECK" not in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'servers'").fetchone()[0]
+        conn.execute("INSERT INTO servers (server_id) VALUES ('srv-b')")  # this store's own server
+    assert rows(tmp_path / "b") == rows(tmp_path / "a")
+    store.close()

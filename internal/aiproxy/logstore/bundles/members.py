@@ -3,11 +3,10 @@ as it is.
 
 A member that passes the archive checks may still be damaged (its sha256 in metadata.json can be
 recomputed over flipped bytes) or lack the log schema's columns: it is refused. A member may also
-carry objects of its own (a trigger would run inside the destination partition on every later
-insert) or a seed-era schema (its primary key is the request id alone): only a member shaped
-exactly like a partition this code creates (the same tables and columns, the same indexes on the
-same columns, FTS present or not, nothing else) is adopted as a file; any other has its rows
-copied into a file the store creates.
+carry objects or constraints of its own (a trigger would run inside the destination partition on
+every later insert, a CHECK would refuse them) or a seed-era schema (its primary key is the request
+id alone): only a member whose schema is exactly that of a partition this code creates (FTS
+present or not) is adopted as a file; any other has its rows copied into a file the store creates.
 """
 
 from __future__ import annotations
@@ -15,34 +14,20 @@ from __future__ import annotations
 import functools
 import sqlite3
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiproxy.logstore.database import REQUEST_COLUMNS, create_fts, open_database
 from aiproxy.logstore.settings import LogStoreSettings
 
-
-@dataclass(frozen=True)
-class Shape:
-    """The schema objects of a log store file, as comparable values."""
-
-    objects: frozenset[tuple[str, str]]  # (type, name), SQLite's own sqlite_* objects left out
-    columns: frozenset[tuple[str, frozenset[str]]]  # (table, its column names: seed-era files order them apart)
-    indexes: tuple[tuple[str, tuple], ...]  # (index, (table, unique, partial, keys))
+Shape = frozenset  # of (type, name, table, SQL with its whitespace collapsed): every schema object
 
 
 def shape_of(conn: sqlite3.Connection) -> Shape:
-    objects = frozenset(conn.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite!_%' ESCAPE '!'"))
-    tables = sorted(name for kind, name in objects if kind == "table")
-    columns = frozenset((t, frozenset(r[1] for r in conn.execute(f'PRAGMA table_info("{t}")'))) for t in tables)
-    indexes = []
-    for table in tables:
-        for _, name, unique, _, partial in conn.execute(f'PRAGMA index_list("{table}")'):
-            # Keys by column name; an expression key has none and never matches ours.
-            keys = tuple((col, desc, coll) for _, _, col, desc, coll, key in
-                         conn.execute(f'PRAGMA index_xinfo("{name}")') if key)
-            indexes.append((name, (table, unique, partial, keys)))
-    return Shape(objects, columns, tuple(sorted(indexes)))
+    """The file's schema as a comparable value: tables with their columns, types and constraints
+    (CHECK, DEFAULT, COLLATE), indexes with their keys, triggers, views. SQLite keeps each object's
+    CREATE statement, so comparing those compares everything."""
+    rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")
+    return Shape((kind, name, table, " ".join(sql.split()) if sql else None) for kind, name, table, sql in rows)
 
 
 @functools.cache
