@@ -12,7 +12,7 @@ from typing import Any
 from aiproxy.logstore.database import REQUEST_COLUMNS, has_fts
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.partitions import day_of
-from aiproxy.logstore.search import MAX_LIMIT, SearchFilters, decode_cursor, encode_cursor, filter_clauses
+from aiproxy.logstore.search import SearchFilters, decode_cursor, encode_cursor, filter_clauses, page_size
 from aiproxy.logstore.sqltools import IN_CHUNK, IN_LIST, padded
 from aiproxy.logstore.store import Store
 
@@ -109,7 +109,7 @@ def list_dialogs(
     first turn) from the unread partitions through the dialog_id index. A page therefore costs
     the newest partitions, not the whole store."""
     filters = filters or SearchFilters()
-    limit = max(1, min(int(limit or 20), MAX_LIMIT))
+    limit = page_size(limit)
     after = decode_cursor(cursor, "is")  # (last_ts, dialog_id)
     after_key = (-after[0], after[1]) if after is not None else None
     clauses, args = filter_clauses(filters)

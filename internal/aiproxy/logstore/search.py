@@ -1,8 +1,10 @@
 """Search over all partitions in range: FTS5 syntax, bm25 ranking, snippets, filters, cursors.
 
-Without a query, requests come newest first. With one, each partition returns its best
-matches (bm25, one hit per request: its best fragment) after the cursor; the merge keeps the
-best `limit` overall. bm25 statistics are per partition, which ranks as well as one big table
+Without a query, requests come newest first, paged by a (ts, ts_iso, request id) cursor. With
+one, each partition returns its best matches (bm25, one hit per request: its best fragment) and
+the merge keeps the best overall; pages are by position (the cursor holds an offset), because a
+new row changes every bm25 score of its partition and a score-based cursor would then skip the
+rest of the results on a live store. bm25 statistics are per partition, which ranks as well as one big table
 in practice and keeps each query small. `a NEAR/N b` is accepted (fts_query). A query is checked against an empty in-memory FTS5
 table first, so bad syntax becomes InvalidQuery and never an SQL error from a partition.
 """
@@ -26,6 +28,8 @@ from aiproxy.logstore.partitions import day_bounds, day_of
 from aiproxy.logstore.store import Store
 
 MAX_LIMIT = 500
+DEFAULT_LIMIT = 20
+MAX_OFFSET = 10_000  # how deep ranked pages go: each page ranks everything before it again
 SNIPPET_TOKENS = 16
 _RESULT_COLUMNS = (
     "r.request_id, r.server_id, r.ts, r.ts_iso, r.endpoint, r.model_original, r.model_mapped, r.provider,"
@@ -54,15 +58,12 @@ class Hit:
 
     @property
     def sort_key(self) -> tuple:
-        if self.score is None:  # newest first, to the µs (ts is whole seconds; seed rows have no ts_iso)
-            return (-self.fields["ts"], _desc(self.fields["ts_iso"] or ""), _desc(self.fields["request_id"]))
-        return (self.score, self.fields["request_id"])
+        """Listing order: newest first, to the µs (ts is whole seconds; seed rows have no ts_iso)."""
+        return (-self.fields["ts"], _desc(self.fields["ts_iso"] or ""), _desc(self.fields["request_id"]))
 
     @property
     def cursor_key(self) -> tuple:
-        if self.score is None:
-            return (self.fields["ts"], self.fields["ts_iso"] or "", self.fields["request_id"])
-        return (self.score, self.fields["request_id"])
+        return (self.fields["ts"], self.fields["ts_iso"] or "", self.fields["request_id"])
 
 
 @dataclass(slots=True)
@@ -97,7 +98,7 @@ def encode_cursor(key: tuple) -> str:
 
 # A cursor's parts by letter: f a number (bm25), i an integer, s a string.
 _CURSOR_PARTS = {"f": (int, float), "i": (int,), "s": (str,)}
-RANKED, LISTED = "fs", "iss"  # (score, request_id), (ts, ts_iso, request_id)
+RANKED, LISTED = "i", "iss"  # (offset,), (ts, ts_iso, request_id)
 
 
 def decode_cursor(cursor: str, shape: str) -> tuple | None:
@@ -140,11 +141,18 @@ def _hit(row: tuple, score: float | None = None, snippet: str = "") -> Hit:
     return Hit(dict(zip(RESULT_FIELDS, row, strict=True)), score, snippet)
 
 
-def ranked_hits(
-    db, query: str, filters: SearchFilters, after: tuple | None, limit: int
-) -> list[tuple[float, str, int]]:
-    """One partition's best `limit` requests after `after`: (bm25 of the best fragment,
-    request_id, fragment rowid). Only these three columns are read while ranking."""
+def page_size(limit: int | None) -> int:
+    """A page size from a client: 0 or none means the default; InvalidQuery outside 1..MAX_LIMIT."""
+    if not limit:
+        return DEFAULT_LIMIT
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidQuery(f"limit must be between 1 and {MAX_LIMIT}, not {limit}", param="limit")
+    return limit
+
+
+def ranked_hits(db, query: str, filters: SearchFilters, limit: int) -> list[tuple[float, str, int]]:
+    """One partition's best `limit` requests: (bm25 of the best fragment, request_id, fragment
+    rowid). Only these three columns are read while ranking."""
     clauses, args = filter_clauses(filters)
     join = f" CROSS JOIN requests r ON r.request_id = {FTS_TABLE}.request_id" if clauses else ""
     where = " AND ".join([f"{FTS_TABLE} MATCH ?", *clauses])
@@ -158,10 +166,9 @@ def ranked_hits(
         if request_id in seen:
             continue
         seen.add(request_id)
-        if after is None or (score, request_id) > after:
-            best.append((score, request_id, rowid))
-            if len(best) >= limit:
-                break
+        best.append((score, request_id, rowid))
+        if len(best) >= limit:
+            break
     return best
 
 
@@ -195,12 +202,16 @@ def search(
     store: Store, query: str = "", filters: SearchFilters | None = None, *, limit: int = 20, cursor: str = ""
 ) -> SearchPage:
     filters = filters or SearchFilters()
-    limit = max(1, min(int(limit or 20), MAX_LIMIT))
+    limit = page_size(limit)
     query = to_fts5((query or "").strip())
     ranked = bool(query)
     if ranked:
         validate_query(query)
     after = decode_cursor(cursor, RANKED if ranked else LISTED)
+    offset = after[0] if ranked and after else 0
+    if offset > MAX_OFFSET:
+        raise InvalidQuery(f"ranked results are paged to the first {MAX_OFFSET:,}; narrow the query or the dates",
+                           param="cursor")
     page = SearchPage()
     parts = list(reversed(store.existing(filters.since, filters.to)))
     page.partitions = len(parts)
@@ -209,8 +220,9 @@ def search(
         for part in parts:
             with store.connected(part.path) as db:
                 if has_fts(db):
-                    winners += [(*w, part.path) for w in ranked_hits(db, query, filters, after, limit)]
-        for score, request_id, rowid, path in heapq.nsmallest(limit, winners, key=lambda w: (w[0], w[1])):
+                    winners += [(*w, part.path) for w in ranked_hits(db, query, filters, offset + limit)]
+        best = heapq.nsmallest(offset + limit, winners, key=lambda w: (w[0], w[1]))[offset:]
+        for score, request_id, rowid, path in best:
             with store.connected(path) as db:
                 hit = ranked_hit(db, query, score, request_id, rowid)
             if hit is not None:
@@ -232,5 +244,5 @@ def search(
                 break
         page.partitions -= len(unread)
     if len(page.hits) == limit:
-        page.next_cursor = encode_cursor(page.hits[-1].cursor_key)
+        page.next_cursor = encode_cursor((offset + limit,) if ranked else page.hits[-1].cursor_key)
     return page

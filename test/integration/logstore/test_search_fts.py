@@ -8,7 +8,7 @@ import pytest
 from aiproxy.logstore import fts
 from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.ingest import ingest
-from aiproxy.logstore.search import SearchFilters, search
+from aiproxy.logstore.search import SearchFilters, encode_cursor, search
 from aiproxy.testing.logrecords import chat_record, make_store, write_jsonl
 
 T0 = datetime(2025, 9, 10, 8, 0, tzinfo=UTC)
@@ -186,3 +186,32 @@ def test_listing_is_newest_first_to_the_microsecond_and_pages_in_that_order(tmp_
         if not (cursor := page.next_cursor):
             break
     assert seen == newest_first
+
+
+def test_ranked_paging_survives_new_rows_between_pages(tmp_path):
+    """A new row changes every bm25 score of its partition: pages are by position, so a live
+    store (the gateway ingesting meanwhile) still pages through every hit."""
+    log = tmp_path / "logs" / "r.jsonl"
+    write_jsonl(log, [chat_record([{"role": "user", "content": f"quokka number {i}"}], "ok", ts=T0 + timedelta(seconds=i))
+                      for i in range(23)])
+    store = make_store(tmp_path / "db")
+    ingest(store, log)
+    first = search(store, "quokka", limit=5)
+    write_jsonl(log, [chat_record([{"role": "user", "content": f"unrelated {i}"}], "fine", ts=T0 + timedelta(seconds=30 + i))
+                      for i in range(40)])
+    ingest(store, log)
+    seen, cursor = [h.fields["request_id"] for h in first.hits], first.next_cursor
+    while cursor:
+        page = search(store, "quokka", limit=5, cursor=cursor)
+        seen += [h.fields["request_id"] for h in page.hits]
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen)) == 23
+
+
+def test_page_size_is_checked(store):
+    assert len(search(store, "", limit=0).hits) == 5  # 0 (a proto's unset field) means the default
+    for bad in (-1, 501):
+        with pytest.raises(InvalidQuery, match="limit must be between 1 and 500"):
+            search(store, "", limit=bad)
+    with pytest.raises(InvalidQuery, match="paged to the first 10,000"):
+        search(store, "timeout", cursor=encode_cursor((20_000,)))
