@@ -293,8 +293,12 @@ def test_enable_file_logging_false_keeps_app_log_off(upstream, tmp_path):
 
 
 @pytest.mark.parametrize("taken", ["PORT", "GRPC_PORT"])
-def test_a_port_in_use_stops_startup_with_one_line_naming_the_setting(tmp_path, taken):
-    with socket.socket() as holder:  # a listener without SO_REUSEPORT: the gateway cannot share it
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "reuseport"])
+def test_a_port_in_use_stops_startup_with_one_line_naming_the_setting(tmp_path, taken, reuse_port):
+    """Also when the listener allows port sharing (a running aiproxy, a gRPC server): a second
+    gateway must not quietly split the traffic with it."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(reuse_port))
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         gateway = GatewayProcess(tmp_path, env={taken: str(holder.getsockname()[1])})

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import secrets
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -75,10 +76,10 @@ def _run_cell(settings: Settings) -> None:
     except ConfigError as exc:
         logger.error(str(exc))
         raise SystemExit(2) from None
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
+    except OSError as exc:  # the ports were free a moment ago (_ensure_free); something took one since
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise
-        logger.error(f"cannot listen for HTTP on {settings.host}:{settings.port}: the address is in use. Stop the other"
+        logger.error(f"cannot listen for HTTP on {settings.host}:{settings.port} ({exc.strerror}): stop the other"
                      " server, or set PORT (and HOST)")
         raise SystemExit(2) from None
 
@@ -102,6 +103,22 @@ def _run_workers(settings: Settings) -> int:
     return max((child.exitcode or 0) for child in children)
 
 
+def _ensure_free(host: str, port: int, setting: str) -> None:
+    """The cells listen with SO_REUSEPORT (workers share the ports), which would let this gateway
+    quietly share a port with another server that uses it too (a running aiproxy, any gRPC
+    server): a plain bind first proves that nobody listens there."""
+    if not port:
+        return
+    host = host.strip("[]")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is fine
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): stop the server using it,"
+                          f" or set {setting}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.update(_overrides(args) if args.command == "serve" else {})
@@ -111,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
         http_ssl_context(settings)  # validate certificates, mappings and providers before any worker starts
         build_gateway(settings)
+        _ensure_free(settings.host, settings.port, "PORT (and HOST)")
+        _ensure_free(settings.grpc_host, settings.grpc_port, "GRPC_PORT (0 turns the gRPC listener off)")
     except (ConfigError, RuntimeError) as exc:
         print(f"aiproxy: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -73,8 +73,8 @@ class GrpcServer:
             else:
                 self.tcp_port = self.server.add_insecure_port(address)
         except RuntimeError:  # grpc's "Failed to bind", which names no setting
-            raise ConfigError(f"cannot listen for gRPC on {address}: the address is in use. Stop the other server,"
-                              " or set GRPC_PORT (0 turns the gRPC listener off)") from None
+            raise ConfigError(f"cannot listen for gRPC on {address} (in use, not a local address, or not permitted):"
+                              " stop the other server, or set GRPC_HOST / GRPC_PORT (0 turns it off)") from None
 
     async def start(self) -> None:
         try:
