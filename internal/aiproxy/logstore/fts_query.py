@@ -3,7 +3,7 @@
 - A term with punctuation (`gpt-4`, `what's`, `file.py`, `C++`) is searched as the phrase it spells
   (`"gpt-4"`), where FTS5 would reject it (`no such column: 4`). Quoted phrases, parentheses,
   operators (AND, OR, NOT, NEAR, `+`), prefixes (`term*`, `^term`), column filters on the index's
-  columns (`role:user`, `-role:user`) and column sets (`{a b}:`) keep their FTS5 meaning.
+  indexed columns, in any case (`role:user`, `-Role:user`), and column sets (`{a b}:`) keep their FTS5 meaning.
 - The FTS3/4 proximity form `a NEAR/N b` (and `a NEAR b`) that the seed's README shows becomes
   FTS5's `NEAR(a b, N)`: FTS5 itself rejects `NEAR/N`.
 Text inside double quotes is never touched.
@@ -20,9 +20,9 @@ _BAREWORD = re.compile(r"\^?\w+\*?")
 _KEEP = re.compile(r"AND|OR|NOT|NEAR(?:/\d+)?|\+|\*|.*[{}].*")  # `*` alone stays an error
 # Only the index's own columns: `https://…` or `note:` in pasted text is text. A filter alone
 # (`content:` before a phrase or a group) stays as it is.
-_COLUMN_FILTER = re.compile(rf"(-?(?:{'|'.join(FTS_COLUMNS)}):)(.*)")
+_COLUMN_FILTER = re.compile(rf"(-?(?:{'|'.join(c for c in FTS_COLUMNS if c != 'request_id')}):)(.*)", re.IGNORECASE)
 
-_OPERAND = r'(?:"(?:[^"]|"")*"|[^\s()"]+)'
+_OPERAND = r'(?:"(?:[^"]|"")*"\*?|[^\s()"]+)'
 # A NEAR pair, or else a whole quoted phrase (consumed so that its inside is never rewritten).
 _NEAR = re.compile(rf'({_OPERAND})\s+NEAR(?:/(\d+))?\s+({_OPERAND})|"(?:[^"]|"")*"')
 

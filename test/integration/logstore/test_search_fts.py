@@ -65,6 +65,8 @@ def test_rows_are_searchable_as_soon_as_they_are_ingested(store, tmp_path):
         ('content:"capital of France"', 1),  # a column filter before a phrase or a group keeps both
         ("content:(kubernetes OR basics)", 2),
         ("role:assistant AND content:(Paris OR linear)", 2),
+        ("Role:assistant AND Content:Paris", 1),  # FTS5 column names ignore case
+        ("timeout* NEAR/3 retry", 1),
     ],
 )
 def test_fts5_syntax(store, query, expected):
