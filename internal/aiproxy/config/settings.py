@@ -144,16 +144,31 @@ def _positive(name: str, value: Any) -> float:
     return number
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(second|minute|hour|day|week)s?", re.IGNORECASE)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)", re.IGNORECASE)
+_DURATION_UNITS = {  # loguru's spellings, which this setting was first read with
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), timedelta(seconds=1)),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), timedelta(minutes=1)),
+    **dict.fromkeys(("h", "hour", "hours"), timedelta(hours=1)),
+    **dict.fromkeys(("d", "day", "days"), timedelta(days=1)),
+    **dict.fromkeys(("w", "week", "weeks"), timedelta(weeks=1)),
+    **dict.fromkeys(("month", "months"), timedelta(days=30)),
+    **dict.fromkeys(("y", "year", "years"), timedelta(days=365)),
+}
 
 
 def as_duration(name: str, value: Any) -> timedelta:
-    """'30 days', '12 hours', '1 week': a positive number and a unit."""
-    match = _DURATION.fullmatch(str(value).strip())
-    if not match or not float(match.group(1)) > 0:
+    """'30 days', '12h', '1 week, 3 days', '1 month': numbers with units, added up; positive."""
+    text = str(value).strip()
+    parts = _DURATION_PART.findall(text)
+    leftover = re.sub(r"[\s,]", "", _DURATION_PART.sub("", text))
+    try:
+        total = sum((float(n) * _DURATION_UNITS[unit.lower()] for n, unit in parts), timedelta())
+    except KeyError:
+        total = timedelta()
+    if not parts or leftover or total <= timedelta():
         raise ConfigError(f"setting {name.upper()}={value!r} is not a duration: write it like '30 days', '12 hours'"
-                          " or '2 weeks'")
-    return timedelta(**{match.group(2).lower() + "s": float(match.group(1))})
+                          " or '1 week, 3 days'")
+    return total
 
 
 def _settings_file(env: dict[str, str]) -> Path:

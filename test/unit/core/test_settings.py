@@ -119,6 +119,8 @@ def test_booleans(load, text, value):
         ({"REQUEST_LOG_RETENTION": "7"}, "REQUEST_LOG_RETENTION"),
         ({"REQUEST_LOG_RETENTION": "forever"}, "REQUEST_LOG_RETENTION"),
         ({"REQUEST_LOG_RETENTION": "0 days"}, "REQUEST_LOG_RETENTION"),
+        ({"REQUEST_LOG_RETENTION": "3 fortnights"}, "REQUEST_LOG_RETENTION"),
+        ({"REQUEST_LOG_RETENTION": "5 days please"}, "REQUEST_LOG_RETENTION"),
     ],
 )
 def test_bad_values_are_config_errors_naming_the_setting(load, env, setting):
@@ -196,7 +198,10 @@ def test_missing_settings_file_is_a_config_error(tmp_path):
 @pytest.mark.parametrize(
     ("text", "duration"),
     [("30 days", timedelta(days=30)), ("1 week", timedelta(weeks=1)), ("12 Hours", timedelta(hours=12)),
-     ("1.5 day", timedelta(hours=36)), ("90 seconds", timedelta(seconds=90))],
+     ("1.5 day", timedelta(hours=36)), ("90 seconds", timedelta(seconds=90)),
+     # loguru's spellings, which earlier versions passed through
+     ("7d", timedelta(days=7)), ("12h", timedelta(hours=12)), ("1 month", timedelta(days=30)),
+     ("1 year", timedelta(days=365)), ("1 week, 3 days", timedelta(days=10))],
 )
 def test_request_log_retention_is_a_duration(load, text, duration):
     assert load(REQUEST_LOG_RETENTION=text).request_log_retention == duration
