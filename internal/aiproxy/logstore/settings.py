@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aiproxy.config import ConfigError, as_bool, as_int
-
-GRANULARITIES = ("daily", "weekly", "monthly")
+from aiproxy.logstore.partitions import GRANULARITIES
 
 
 class LogStoreConfigError(ConfigError, ValueError):
