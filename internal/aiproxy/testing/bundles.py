@@ -72,6 +72,19 @@ def repack(bundle: Path, out: Path, edit: Callable[[str, bytes], bytes | None] =
     return write_members(out, members)
 
 
+def seed_weekly(bundle: Path, out: Path, copies: int = 7) -> Path:
+    """A copy of `bundle` as the seed wrote a weekly one: every db/ member archived, and listed
+    in metadata.json, `copies` times over (once per day of the range)."""
+    members, meta = [], None
+    for info, data in read_members(bundle):
+        if info.name == "metadata.json":
+            meta = orjson.loads(data)
+        else:
+            members += [(info, data)] * (copies if info.name.startswith("db/") else 1)
+    meta["files"] = [e for e in meta["files"] for _ in range(copies if e["path"].startswith("db/") else 1)]
+    return write_members(out, [*members, member("metadata.json", orjson.dumps(meta))])
+
+
 def tree_fingerprint(root: Path) -> dict[str, str]:
     """sha256 of every file under `root`, except what a mere reader of a WAL database leaves
     behind: the shared-memory file and an empty -wal file (a reader killed before closing)."""

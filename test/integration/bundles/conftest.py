@@ -1,4 +1,5 @@
-"""A store with three days of conversations and a bundle of it, per test."""
+"""A store with three days of conversations and a bundle of it, per test; a weekly bundle as
+the seed wrote it (the week's partition archived and listed once per day)."""
 
 import io
 import sys
@@ -7,7 +8,7 @@ from datetime import date
 import pytest
 
 from aiproxy.logstore.bundles.create import create_bundle
-from aiproxy.testing.bundles import filled_store
+from aiproxy.testing.bundles import filled_store, seed_weekly
 
 
 @pytest.fixture()
@@ -20,6 +21,14 @@ def bundle(tmp_path, source_store):
     result = create_bundle(source_store, date(2025, 9, 1), date(2025, 9, 30), tmp_path / "a.tgz")
     source_store.close()
     return result.path
+
+
+@pytest.fixture()
+def seed_weekly_bundle(tmp_path):
+    store = filled_store(tmp_path / "w", server_id="srv-w", days=3, topic="weaving", partition_granularity="weekly")
+    result = create_bundle(store, date(2025, 9, 1), date(2025, 9, 30), tmp_path / "w.tgz")
+    store.close()
+    return seed_weekly(result.path, tmp_path / "seed-weekly.tgz")
 
 
 class _Terminal(io.StringIO):

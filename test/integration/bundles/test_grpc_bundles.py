@@ -149,6 +149,13 @@ def test_cli_transfer_to_grpc_and_pull(server, bundle, tmp_path, monkeypatch, ca
     assert "is after" in capsys.readouterr().err
 
 
+def test_cli_transfer_of_a_seed_weekly_bundle_to_grpc(server, seed_weekly_bundle, monkeypatch, capsys):
+    monkeypatch.setenv("AIPROXY_API_KEY", ADMIN_KEY)
+    assert main(["bundle", "transfer", str(seed_weekly_bundle), url(server)]) == 0
+    assert "complete=True" in capsys.readouterr().out
+    assert len({r for r in stored_rows(server) if r[1] == "srv-w"}) == 9
+
+
 @pytest.mark.parametrize("damage", ["flipped", "truncated"])
 def test_remote_and_local_bundle_errors_exit_alike_and_name_no_server_path(server, bundle, tmp_path, damage, capsys,
                                                                            monkeypatch):

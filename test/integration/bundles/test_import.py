@@ -273,6 +273,16 @@ def test_objects_a_member_carries_never_reach_the_store(tmp_path, bundle):
     store.close()
 
 
+def test_a_seed_weekly_bundle_imports_its_repeated_member_once(tmp_path, seed_weekly_bundle):
+    """The seed archived a weekly partition once per day: seven identical copies are one member."""
+    store = make_store(tmp_path / "b")
+    result = import_bundle(seed_weekly_bundle, store)
+    assert (result.rows_imported, result.rows_skipped, result.source_server_id) == (9, 0, "srv-w")
+    assert rows(tmp_path / "b") == rows(tmp_path / "w")
+    assert import_bundle(seed_weekly_bundle, store).rows_imported == 0
+    store.close()
+
+
 def test_a_member_that_would_fill_the_disk_is_refused_before_it_is_written(tmp_path, bundle, monkeypatch):
     """A few MB of gzip can declare gigabytes of partition: the tar header's size is checked
     against the free space of the staging disk before anything is unpacked."""

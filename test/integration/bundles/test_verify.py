@@ -95,3 +95,26 @@ def test_a_file_that_is_not_gzip_or_not_there_is_unusable_input(tmp_path, capsys
     plain_gzip = tmp_path / "plain.tgz"
     plain_gzip.write_bytes(gzip.compress(b"not a tar archive" * 100))
     assert main(["bundle", "verify", str(plain_gzip)]) == 2
+
+
+WEEKLY_DB = "db/2025/W36/ai_proxy_2025W36.sqlite3"
+
+
+def test_a_seed_weekly_bundle_with_identical_repeated_members_verifies(seed_weekly_bundle, tmp_path, capsys):
+    assert [i.name for i, _ in read_members(seed_weekly_bundle)].count(WEEKLY_DB) == 7
+    assert main(["bundle", "verify", str(seed_weekly_bundle)]) == 0
+    assert capsys.readouterr().out.strip() == "ok"
+    (tmp_path / "stage").mkdir()
+    report = scan_bundle(seed_weekly_bundle, tmp_path / "stage")
+    assert list(report.entries) == [WEEKLY_DB] and list(report.staged) == [WEEKLY_DB]
+    assert len(list((tmp_path / "stage").iterdir())) == 1  # staged once
+
+
+def test_a_repeated_member_name_with_other_content_is_refused(seed_weekly_bundle, tmp_path, capsys):
+    members = read_members(seed_weekly_bundle)
+    last = max(i for i, (info, _) in enumerate(members) if info.name == WEEKLY_DB)
+    info, data = members[last]
+    members[last] = (tarfile.TarInfo(info.name), data[:-1] + bytes([data[-1] ^ 1]))
+    bad = write_members(tmp_path / "bad.tgz", members)
+    assert main(["bundle", "verify", str(bad)]) == 1
+    assert f"member {WEEKLY_DB!r} appears twice with different content" in capsys.readouterr().out

@@ -42,9 +42,11 @@ def test_schema_version_accepts_ours_and_the_seeds():
         schema_number("latest")
 
 
+ENTRY = {"path": "db/2025/09/ai_proxy_20250905.sqlite3", "sha256": "0" * 64, "bytes": 10, "rows": 2}
+
+
 def _meta(**changes):
-    entry = {"path": "db/2025/09/ai_proxy_20250905.sqlite3", "sha256": "0" * 64, "bytes": 10, "rows": 2}
-    return orjson.dumps({"schema_version": 1, "files": [entry], **changes})
+    return orjson.dumps({"schema_version": 1, "files": [ENTRY], **changes})
 
 
 def test_metadata_parses_into_entries():
@@ -55,8 +57,22 @@ def test_metadata_parses_into_entries():
 @pytest.mark.parametrize(
     "raw",
     [b"{not json", b"[]", b'{"files": 3}', orjson.dumps({"files": [{"path": "x"}]}),
-     orjson.dumps({"files": [{"path": "x", "sha256": "0" * 64, "bytes": 1}] * 2})],
+     orjson.dumps({"files": [{"path": "x", "sha256": "0" * 64, "bytes": 1}, {"path": "x", "sha256": "1" * 64,
+                                                                               "bytes": 1}]})],
 )
 def test_broken_metadata_is_a_bundle_error(raw):
     with pytest.raises(BundleError):
         parse_metadata(raw)
+
+
+
+def test_identical_repeated_entries_are_one_entry():
+    """The seed listed a weekly partition once per day of the range: the same path, sha256 and size."""
+    _, entries = parse_metadata(_meta(files=[ENTRY] * 7))
+    assert list(entries) == [ENTRY["path"]] and entries[ENTRY["path"]].rows == 2
+
+
+@pytest.mark.parametrize("change", [{"sha256": "1" * 64}, {"bytes": 11}, {"rows": 3}])
+def test_repeated_entries_that_differ_are_refused(change):
+    with pytest.raises(BundleError, match=f"lists {ENTRY['path']} twice"):
+        parse_metadata(_meta(files=[ENTRY, {**ENTRY, **change}]))
