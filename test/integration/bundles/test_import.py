@@ -19,7 +19,7 @@ from aiproxy.entrypoints.logdb import main
 from aiproxy.logstore.bundles import verify
 from aiproxy.logstore.bundles.create import create_bundle
 from aiproxy.logstore.bundles.importer import import_bundle
-from aiproxy.logstore.bundles.manifest import BundleError
+from aiproxy.logstore.bundles.manifest import BundleError, NoSpace
 from aiproxy.logstore.search import search
 from aiproxy.testing.bundles import filled_store, member, repack, tree_fingerprint, write_members
 from aiproxy.testing.logrecords import make_store
@@ -286,11 +286,26 @@ def test_a_seed_weekly_bundle_imports_its_repeated_member_once(tmp_path, seed_we
 def test_a_member_that_would_fill_the_disk_is_refused_before_it_is_written(tmp_path, bundle, monkeypatch):
     """A few MB of gzip can declare gigabytes of partition: the tar header's size is checked
     against the free space of the staging disk before anything is unpacked."""
-    free = verify.SPARE_BYTES + 1000  # less than any member of the bundle
-    monkeypatch.setattr(verify.shutil, "disk_usage", lambda path: SimpleNamespace(free=free))
-    with pytest.raises(BundleError, match="free some space on that disk"):
+    free = verify.MAX_SPARE_BYTES + 1000  # less than any member of the bundle
+    monkeypatch.setattr(verify.shutil, "disk_usage", lambda path: SimpleNamespace(free=free, total=10**12))
+    with pytest.raises(NoSpace, match="free some space on that disk") as failure:
         import_bundle(bundle, make_store(tmp_path / "b"))
+    assert failure.value.exit_code == 1 and "incoming" not in str(failure.value) and "the store's disk" in str(failure.value)
     assert not list((tmp_path / "b").rglob("*.sqlite3"))
+
+
+def test_a_small_disk_keeps_a_proportional_spare(tmp_path, bundle, monkeypatch):
+    """A 200 MiB volume with the bundle's worth of room: 5 % of it stays free, not 256 MiB."""
+    total = 200 * 1024 * 1024
+    monkeypatch.setattr(verify.shutil, "disk_usage", lambda path: SimpleNamespace(free=total // 2, total=total))
+    assert import_bundle(bundle, make_store(tmp_path / "b")).rows_imported == 9
+    assert verify.spare_bytes(total) == total // 20 and verify.spare_bytes(10**12) == verify.MAX_SPARE_BYTES
+
+
+def test_a_full_disk_is_exit_1_with_one_line(tmp_path, bundle, monkeypatch, capsys):
+    monkeypatch.setattr(verify.shutil, "disk_usage", lambda path: SimpleNamespace(free=4096, total=10**9))
+    assert main(["bundle", "import", str(bundle), "--dest", str(tmp_path / "b")]) == 1
+    assert "the store's disk has 4,096 bytes free" in capsys.readouterr().err
 
 
 def test_after_a_granularity_change_a_reimport_adds_nothing(tmp_path, bundle):

@@ -29,6 +29,10 @@ class BundleError(Exception):
     exit_code = 1
 
 
+class NoSpace(BundleError):
+    """The store's disk cannot take what a bundle would need (a failed operation, not a bad bundle)."""
+
+
 class UnusableInput(BundleError):
     """Not a readable gzip tar at all (missing, not gzip, truncated), or a schema we cannot read."""
 

@@ -4,7 +4,9 @@ ones (absolute paths, `..`, links, devices). Nothing is ever extracted under a m
 name: the importer asks for db/ members to be staged under generated names in its own directory.
 
 Outcomes: ok; bad (a readable archive whose content cannot be trusted, including a missing or
-broken metadata.json); UnusableInput (missing file, not gzip, truncated or corrupt stream).
+broken metadata.json); UnusableInput (missing file, not gzip, truncated or corrupt stream);
+NoSpace (when staging: a member would not fit on the store's disk, keeping a spare of
+min(256 MiB, 5 % of the disk); nothing of it is written).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aiproxy.logstore.bundles.manifest import (
     METADATA,
     BundleError,
     FileEntry,
+    NoSpace,
     ProgressReader,
     UnusableInput,
     copy_hashing,
@@ -30,7 +33,8 @@ from aiproxy.logstore.bundles.manifest import (
 )
 
 MAX_METADATA_BYTES = 64 * 1024 * 1024
-SPARE_BYTES = 256 * 1024 * 1024  # left free on the disk an import stages on
+MAX_SPARE_BYTES = 256 * 1024 * 1024  # left free on the disk an import stages on...
+SPARE_SHARE = 20  # ...or 1/20 (5 %) of that disk's size when less: small volumes stay usable
 
 
 @dataclass
@@ -98,7 +102,9 @@ def scan_bundle(path: Path, stage_dir: Path | None = None, progress: Callable[[i
                     raw_metadata = stream.read(MAX_METADATA_BYTES + 1)
                     continue
                 if stage_dir is not None and is_partition_member(name):
-                    _ensure_room(Path(stage_dir), member.size, name)
+                    # A small archive can unpack to gigabytes: its tar header says how many
+                    # before a byte is written.
+                    ensure_room(Path(stage_dir), member.size, f"{name} unpacks to")
                     target_path = Path(stage_dir) / f"member-{len(report.staged)}.sqlite3"
                     with open(target_path, "wb") as target:
                         seen[name] = copy_hashing(stream, target)
@@ -113,14 +119,21 @@ def scan_bundle(path: Path, stage_dir: Path | None = None, progress: Callable[[i
     return report
 
 
-def _ensure_room(directory: Path, size: int, name: str) -> None:
-    """Refuse to stage a member that would fill the disk: a small archive can unpack to gigabytes
-    (its tar header says how many, before a byte is written)."""
-    free = shutil.disk_usage(directory).free
-    if size + SPARE_BYTES > free:
-        raise BundleError(
-            f"{name} unpacks to {size:,} bytes and {directory} has {free:,} bytes free (keeping"
-            f" {SPARE_BYTES:,} spare): free some space on that disk, or check where the bundle came from"
+def spare_bytes(disk_total: int) -> int:
+    """What a bundle import leaves free on a disk of `disk_total` bytes."""
+    return min(MAX_SPARE_BYTES, disk_total // SPARE_SHARE)
+
+
+def ensure_room(directory: Path, size: int, what: str) -> None:
+    """Refuse `size` more bytes on the disk of `directory` when they would eat into its spare.
+    `what` starts the message ("x unpacks to"); it never names `directory`, which is the
+    server's own path when the caller is remote."""
+    usage = shutil.disk_usage(directory)
+    spare = spare_bytes(usage.total)
+    if size + spare > usage.free:
+        raise NoSpace(
+            f"{what} {size:,} bytes and the store's disk has {usage.free:,} bytes free (keeping {spare:,} spare):"
+            " free some space on that disk, or check where the bundle came from"
         )
 
 
