@@ -14,13 +14,13 @@ from pathlib import Path
 
 import grpc
 
-from aiproxy.errors import GatewayError
+from aiproxy.errors import GatewayError, clip
 from aiproxy.logstore.bundles.create import create_bundle
 from aiproxy.logstore.bundles.importer import import_bundle, incoming_dir
 from aiproxy.logstore.bundles.incoming import UploadBusy, UploadError, Uploads
 from aiproxy.logstore.bundles.manifest import WIRE_CHUNK, BundleError, NoSpace, UnusableInput
 from aiproxy.logstore.protomap import day_arg
-from aiproxy.rpc.status import abort_with
+from aiproxy.rpc.status import MAX_STATUS_MESSAGE_BYTES, abort_with
 from aiproxypb.v1 import logs_pb2
 
 # The same exit codes as a local command: `logdb` exits 2 on INVALID_ARGUMENT (unusable input,
@@ -38,7 +38,10 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception):
     if isinstance(exc, GatewayError):
         await abort_with(context, exc)
     else:
-        await context.abort(next(code for kind, code in _CODES if isinstance(exc, kind)), str(exc))
+        # Messages quote client input (a bundle_sha256, tar member names): clipped, as every
+        # status message is, to stay under gRPC's metadata limit.
+        code = next(code for kind, code in _CODES if isinstance(exc, kind))
+        await context.abort(code, clip(str(exc), MAX_STATUS_MESSAGE_BYTES))
 
 
 class BundleRpcs:

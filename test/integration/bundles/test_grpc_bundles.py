@@ -185,6 +185,15 @@ def test_negative_sizes_are_invalid_arguments(stub, total):
         assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "negative" in failure.value.details()
 
 
+def test_an_error_quoting_a_huge_client_value_still_arrives(stub):
+    """A 20 KB bundle_sha256 quoted whole would exceed gRPC's 16 KiB metadata limit."""
+    request = logs_pb2.UploadOffsetRequest(bundle_sha256="f" * 20_000, total_bytes=10)
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.GetUploadOffset(request, metadata=ADMIN)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.value.details().startswith("bundle_sha256 'fff") and failure.value.details().endswith("[truncated]")
+
+
 def test_a_second_start_message_is_refused(stub, bundle):
     data = bundle.read_bytes()
     sha = hashlib.sha256(data).hexdigest()

@@ -1,5 +1,6 @@
-"""How LogService's bundle methods report errors: a status code per kind of failure, the one
-`logdb` turns into the same exit code as the local command."""
+"""How LogService's bundle methods report errors: a status code per kind of failure (the one
+`logdb` turns into the same exit code as the local command) and a message that fits gRPC's
+metadata limit."""
 
 import asyncio
 
@@ -10,6 +11,7 @@ from aiproxy.entrypoints.logdb import _GRPC_EXIT
 from aiproxy.logstore.bundles.incoming import UploadError
 from aiproxy.logstore.bundles.manifest import BundleError, NoSpace, UnusableInput
 from aiproxy.rpc.bundle_rpcs import _abort
+from aiproxy.rpc.status import MAX_STATUS_MESSAGE_BYTES
 
 
 class _Aborted(Exception):
@@ -43,3 +45,7 @@ def test_each_failure_has_its_code_and_the_local_exit_code(exc, code):
     assert context.code == code and context.details == str(exc)
     assert _GRPC_EXIT.get(context.code, 1) == exc.exit_code  # a full disk: not "a bad bundle", still exit 1
 
+
+def test_a_message_quoting_client_input_is_clipped_to_fit_grpc_metadata():
+    context = aborted(UnusableInput(f"bundle_sha256 {'f' * 100_000!r} is not a lower-case hex SHA-256"))
+    assert len(context.details.encode()) <= MAX_STATUS_MESSAGE_BYTES and context.details.endswith("…[truncated]")
