@@ -185,6 +185,18 @@ def test_negative_sizes_are_invalid_arguments(stub, total):
         assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "negative" in failure.value.details()
 
 
+def test_an_upload_larger_than_the_free_disk_is_refused_before_writing(server, stub):
+    sha = hashlib.sha256(b"huge").hexdigest()
+    for call in (lambda: stub.GetUploadOffset(logs_pb2.UploadOffsetRequest(bundle_sha256=sha, total_bytes=2**62),
+                                              metadata=ADMIN),
+                 lambda: stub.ImportBundle(upload(b"x" * 10, sha, 0, 10, total=2**62), metadata=ADMIN)):
+        with pytest.raises(grpc.RpcError) as failure:
+            call()
+        assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "the store's disk has" in failure.value.details() and "incoming" not in failure.value.details()
+    assert not list((server.log_dir / "db" / "incoming").glob(f"upload-{sha}*"))
+
+
 def test_an_error_quoting_a_huge_client_value_still_arrives(stub):
     """A 20 KB bundle_sha256 quoted whole would exceed gRPC's 16 KiB metadata limit."""
     request = logs_pb2.UploadOffsetRequest(bundle_sha256="f" * 20_000, total_bytes=10)

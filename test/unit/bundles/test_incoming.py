@@ -1,11 +1,13 @@
 """Server-side partial uploads: offsets, rewinds, checksums, one upload of a bundle at a time."""
 
 import hashlib
+from types import SimpleNamespace
 
 import pytest
 
+from aiproxy.logstore.bundles import verify
 from aiproxy.logstore.bundles.incoming import ChecksumMismatch, UploadBusy, UploadError, Uploads
-from aiproxy.logstore.bundles.manifest import UnusableInput
+from aiproxy.logstore.bundles.manifest import NoSpace, UnusableInput
 
 DATA = bytes(range(256)) * 100
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -58,3 +60,18 @@ def test_a_malformed_checksum_never_becomes_a_path(tmp_path, sha):
 def test_a_negative_size_is_refused(tmp_path):
     with pytest.raises(UnusableInput, match="negative"):
         Uploads(tmp_path).offset(SHA, -1)
+
+
+def test_an_upload_that_cannot_fit_on_the_disk_is_refused_before_a_byte_is_written(tmp_path, monkeypatch):
+    """Only what is still to come counts: bytes held are on the disk already."""
+    total = 100 * 1024 * 1024  # a 100 MiB volume: 5 MiB spare
+    monkeypatch.setattr(verify.shutil, "disk_usage", lambda path: SimpleNamespace(free=len(DATA) // 2 + total // 20,
+                                                                                  total=total))
+    uploads = Uploads(tmp_path / "incoming")
+    with pytest.raises(NoSpace, match="the store's disk has"):
+        uploads.offset(SHA, len(DATA))
+    with pytest.raises(NoSpace):
+        uploads.open_at(SHA, len(DATA), 0)
+    assert not list((tmp_path / "incoming").iterdir())
+    (tmp_path / "incoming" / f"upload-{SHA}.part").write_bytes(DATA[: len(DATA) // 2])
+    assert uploads.offset(SHA, len(DATA)) == len(DATA) // 2  # the rest fits

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput, sha256_file
+from aiproxy.logstore.bundles.verify import ensure_room
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -36,14 +37,17 @@ class Uploads:
         return self.directory / f"upload-{sha256}.part"
 
     def offset(self, sha256: str, total_bytes: int) -> int:
-        """Bytes already held; a partial file longer than the bundle is dropped."""
+        """Bytes already held; a partial file longer than the bundle is dropped. NoSpace when the
+        rest of the upload would not fit on the store's disk (with the spare an import keeps)."""
         part = self.part(sha256)
         if total_bytes < 0:
             raise UnusableInput(f"total_bytes {total_bytes} is negative")
         held = part.stat().st_size if part.is_file() else 0
         if held > total_bytes:
             part.unlink(missing_ok=True)  # a concurrent call may have dropped it already
-            return 0
+            held = 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ensure_room(self.directory, total_bytes - held, f"an upload of {total_bytes:,} bytes needs")
         return held
 
     def open_at(self, sha256: str, total_bytes: int, offset: int) -> BinaryIO:
@@ -52,7 +56,6 @@ class Uploads:
         held = self.offset(sha256, total_bytes)
         if not 0 <= offset <= held:
             raise UploadError(f"upload offset {offset} is past the {held} bytes held; resume from {held}")
-        self.directory.mkdir(parents=True, exist_ok=True)
         stream = open(self.part(sha256), "ab+", buffering=0)  # every chunk reaches the file at once
         try:
             fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
