@@ -42,15 +42,28 @@ def rpc_error_parts(exc: grpc.aio.AioRpcError) -> tuple[int, dict, dict[str, str
             detail.code if detail.HasField("code") else None,
         )
         return detail.http_status or 500, body, dict(detail.headers)
-    # No trailer: the status comes from gRPC itself (a broken hop, a limit), and its details are
-    # internals for the app log, not for the client.
+    # No trailer: the status comes from gRPC itself (a broken hop, a limit such as a message or
+    # metadata size), and its details are internals for the app log, not for the client.
     logger.warning("backend call failed without an error detail", grpc_code=exc.code().name, details=exc.details())
-    status = GRPC_TO_HTTP.get(exc.code(), 500)
-    if exc.code() == grpc.StatusCode.UNAVAILABLE:
-        message = "The gateway's backend is unavailable; retry shortly."
-    else:
-        message = InternalError().message
-    return status, error_body(message, error_type_for_http(status), code=exc.code().name.lower()), {}
+    code = exc.code()
+    if code in _HOP_FAILURES:
+        status, message = _HOP_FAILURES[code]
+        return status, error_body(message, error_type_for_http(status), code=code.name.lower()), {}
+    # Anything else is the gateway's own failure, whatever grpc-gateway's table would say: the
+    # table's 429 for RESOURCE_EXHAUSTED (a size limit), 400 for INVALID_ARGUMENT or 401 would
+    # blame the client or invite SDK retries for something no retry or fix on its side can cure.
+    return 500, InternalError().to_body(), {}
+
+
+# The no-detail statuses that describe the hop to the backend rather than a bug, kept at
+# grpc-gateway's status: UNAVAILABLE (the backend is down or restarting, worth a retry) and
+# DEADLINE_EXCEEDED (it did not answer in time).
+_HOP_FAILURES = {
+    grpc.StatusCode.UNAVAILABLE: (GRPC_TO_HTTP[grpc.StatusCode.UNAVAILABLE],
+                                  "The gateway's backend is unavailable; retry shortly."),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (GRPC_TO_HTTP[grpc.StatusCode.DEADLINE_EXCEEDED],
+                                        "The gateway's backend did not answer in time."),
+}
 
 
 def rpc_error_response(exc: grpc.aio.AioRpcError) -> web.Response:

@@ -70,9 +70,26 @@ def test_servicer_bugs_become_generic_internal_errors(app_log):
     assert "secret internals" in entries[1]["exception"]
 
 
-def test_statuses_without_detail_do_not_leak_their_details():
-    err = grpc.aio.AioRpcError(grpc.StatusCode.UNKNOWN, grpc.aio.Metadata(), grpc.aio.Metadata(),
+# A status without an ErrorDetail never came from a servicer's GatewayError: only a broken hop to
+# the backend keeps grpc-gateway's status; everything else (a size limit's RESOURCE_EXHAUSTED
+# included, which the table would make a retryable 429) is the gateway's own 500.
+NO_DETAIL_STATUSES = [
+    (grpc.StatusCode.UNKNOWN, 500, "server_error", "The gateway hit an internal error."),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, 500, "server_error", "The gateway hit an internal error."),
+    (grpc.StatusCode.INVALID_ARGUMENT, 500, "server_error", "The gateway hit an internal error."),
+    (grpc.StatusCode.UNAUTHENTICATED, 500, "server_error", "The gateway hit an internal error."),
+    (grpc.StatusCode.CANCELLED, 500, "server_error", "The gateway hit an internal error."),
+    (grpc.StatusCode.UNIMPLEMENTED, 500, "server_error", "The gateway hit an internal error."),
+    (grpc.StatusCode.UNAVAILABLE, 503, "server_error", "The gateway's backend is unavailable; retry shortly."),
+    (grpc.StatusCode.DEADLINE_EXCEEDED, 504, "server_error", "The gateway's backend did not answer in time."),
+]
+
+
+@pytest.mark.parametrize("code, status, error_type, message", NO_DETAIL_STATUSES,
+                         ids=[c.name for c, *_ in NO_DETAIL_STATUSES])
+def test_statuses_without_detail_do_not_leak_their_details(code, status, error_type, message):
+    err = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(),
                                details="Unexpected <class 'TypeError'>: 'int' object is not subscriptable")
-    status, body, _ = rpc_error_parts(err)
-    assert status == 500 and body["error"]["message"] == "The gateway hit an internal error."
-    assert body["error"]["type"] == "server_error"
+    got_status, body, headers = rpc_error_parts(err)
+    assert (got_status, body["error"]["type"], body["error"]["message"]) == (status, error_type, message)
+    assert headers == {}
