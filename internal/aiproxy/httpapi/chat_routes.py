@@ -8,13 +8,12 @@ import grpc
 import orjson
 from aiohttp import web
 
-from aiproxy.auth import ensure_readable
 from aiproxy.errors import AuthenticationFailed, GatewayError, InvalidRequest, PayloadTooLarge, RequestTimeout
 from aiproxy.httpapi import sse
 from aiproxy.httpapi.errors import error_response, json_response, rpc_error_parts, rpc_error_response
+from aiproxy.httpapi.metadata import rpc_metadata
 from aiproxy.protojson import JSONTooDeep, json_to_message, message_to_json
 from aiproxy.providers.base import forwardable_headers
-from aiproxy.rpc.chat_service import TRANSPORT_KEY
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 STUB = web.AppKey("chat_stub", chat_pb2_grpc.ChatServiceStub)
@@ -22,16 +21,6 @@ STUB = web.AppKey("chat_stub", chat_pb2_grpc.ChatServiceStub)
 # reject(request, error) checks the key first (401 wins) and writes the request log record.
 REJECT = web.AppKey("reject_body", object)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)  # REQUEST_BODY_TIMEOUT_SECONDS
-
-
-def rpc_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
-    """The call's metadata; AuthenticationFailed for an Authorization value metadata cannot carry."""
-    metadata = [("x-request-id", request["request_id"]), (TRANSPORT_KEY, "http")]
-    authorization = request.headers.get("Authorization")
-    if authorization:
-        ensure_readable(authorization)
-        metadata.append(("authorization", authorization))
-    return tuple(metadata)
 
 
 def _too_large(request: web.Request) -> PayloadTooLarge:

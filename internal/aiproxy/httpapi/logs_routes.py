@@ -1,6 +1,6 @@
 """REST routes of the LogService (GET /v1/logs/...): query string -> proto, one RPC, proto ->
-JSON. The caller's Authorization header travels as `authorization` metadata; the LogService
-decides. `*_json` fields (JSON text in proto) come back as JSON values under the base name."""
+JSON. The caller's Authorization header and request id travel as metadata (`rpc_metadata`); the
+LogService decides. `*_json` fields (JSON text in proto) come back as JSON values under the base name."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Callable
 import grpc
 from aiohttp import web
 
-from aiproxy.auth import ensure_readable
 from aiproxy.errors import GatewayError, InvalidRequest
 from aiproxy.httpapi.errors import error_response, json_response, rpc_error_response
+from aiproxy.httpapi.metadata import rpc_metadata
 from aiproxy.logstore.protomap import message_to_json
 from aiproxypb.v1 import logs_pb2
 
@@ -51,14 +51,11 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
 
     def handler(build: Callable[[web.Request], tuple[str, object]]):
         async def handle(request: web.Request) -> web.Response:
-            authorization = request.headers.get("Authorization")
             try:
-                if authorization:
-                    ensure_readable(authorization)
+                metadata = rpc_metadata(request)
                 method, message = build(request)
             except GatewayError as exc:  # an unreadable key (401, first) or a bad query (400)
                 return error_response(exc)
-            metadata = (("authorization", authorization),) if authorization else ()
             try:
                 reply = await getattr(stub_factory(), method)(message, metadata=metadata)
             except grpc.aio.AioRpcError as exc:

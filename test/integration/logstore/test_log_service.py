@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 
 from aiproxy.config import Settings
+from aiproxy.httpapi.app import errors_middleware
 from aiproxy.httpapi.logs_routes import add_log_routes
 from aiproxy.rpc.log_service import add_log_service
 from aiproxy.rpc.status import ERROR_TRAILER
@@ -81,7 +82,7 @@ def test_rest_routes_translate_to_the_log_service(settings):
         server, target = await _serve(settings)
         channel = grpc.aio.insecure_channel(target)
         seen_auth = []
-        app = web.Application()
+        app = web.Application(middlewares=[errors_middleware])  # it gives each request its id
         add_log_routes(app, lambda: _RecordingStub(logs_pb2_grpc.LogServiceStub(channel), seen_auth))
         runner = web.AppRunner(app)
         await runner.setup()
@@ -90,7 +91,7 @@ def test_rest_routes_translate_to_the_log_service(settings):
         base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
         try:
             await logs_pb2_grpc.LogServiceStub(channel).Ingest(logs_pb2.IngestRequest())
-            async with aiohttp.ClientSession(headers={"Authorization": "Bearer admin-key"}) as http:
+            async with aiohttp.ClientSession(headers={"Authorization": "Bearer admin-key", "X-Request-ID": "rest-1"}) as http:
                 async with http.get(f"{base}/v1/logs/requests", params={"q": "welcome", "limit": "5"}) as resp:
                     body = await resp.json()
                     assert resp.status == 200 and len(body["results"]) == 1
@@ -118,7 +119,9 @@ def test_rest_routes_translate_to_the_log_service(settings):
                     async with http.get(f"{base}/v1/logs/{route}", params=params) as resp:
                         error = (await resp.json())["error"]
                         assert resp.status == 400 and error["param"] == next(iter(params)), (params, error)
-            assert seen_auth and all(md == (("authorization", "Bearer admin-key"),) for md in seen_auth)
+            # The chat routes' metadata: the client's request id reaches the interceptor's logs too.
+            expected = (("x-request-id", "rest-1"), ("x-aiproxy-transport", "http"), ("authorization", "Bearer admin-key"))
+            assert seen_auth and all(md == expected for md in seen_auth)
         finally:
             await runner.cleanup()
             await channel.close()

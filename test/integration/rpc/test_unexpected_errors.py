@@ -8,17 +8,26 @@ import asyncio
 import grpc
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from loguru import logger
 
 from aiproxy.auth import KeyRing
+from aiproxy.httpapi.app import errors_middleware
 from aiproxy.httpapi.errors import rpc_error_parts
+from aiproxy.httpapi.logs_routes import add_log_routes
 from aiproxy.logsetup import _app_json
 from aiproxy.rpc.interceptor import AuthInterceptor
 from aiproxy.rpc.status import ERROR_TRAILER
-from aiproxypb.v1 import chat_pb2, chat_pb2_grpc, common_pb2
+from aiproxypb.v1 import chat_pb2, chat_pb2_grpc, common_pb2, logs_pb2_grpc
 
 KEY = "sk-unit-key"
 METADATA = (("authorization", f"Bearer {KEY}"), ("x-request-id", "bug-1"))
+
+
+class BuggyLogs(logs_pb2_grpc.LogServiceServicer):
+    async def Stats(self, request, context):
+        raise RuntimeError("stats exploded")
 
 
 class BuggyChat(chat_pb2_grpc.ChatServiceServicer):
@@ -68,6 +77,31 @@ def test_servicer_bugs_become_generic_internal_errors(app_log):
     assert [e["request_id"] for e in entries] == ["bug-1", "bug-1"]
     assert "not subscriptable" in entries[0]["traceback"] and "request.n[0]" in entries[0]["traceback"]
     assert "secret internals" in entries[1]["exception"]
+
+
+def test_log_routes_carry_the_clients_request_id(app_log):
+    """GET /v1/logs/* sends the same metadata as the chat routes: the interceptor's log line for a
+    LogService bug has the id the client sent as X-Request-ID."""
+
+    async def scenario():
+        server = grpc.aio.server(interceptors=[AuthInterceptor(KeyRing((), (KEY,)), False)])
+        logs_pb2_grpc.add_LogServiceServicer_to_server(BuggyLogs(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                app = web.Application(middlewares=[errors_middleware])
+                add_log_routes(app, lambda: logs_pb2_grpc.LogServiceStub(channel))
+                async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+                    response = await client.get("/v1/logs/stats", headers=dict(METADATA[:1], **{"X-Request-ID": "logs-1"}))
+                    return response.status, await response.json()
+        finally:
+            await server.stop(None)
+
+    status, body = asyncio.run(scenario())
+    assert status == 500 and body["error"]["message"] == "The gateway hit an internal error."
+    entries = [orjson.loads(str(line)) for line in app_log]
+    assert [(e["msg"], e["request_id"]) for e in entries] == [("unhandled error in RPC", "logs-1")]
 
 
 # A status without an ErrorDetail never came from a servicer's GatewayError: only a broken hop to

@@ -1,0 +1,20 @@
+"""The gRPC metadata every REST route sends with its call: the client's request id, the transport,
+and its Authorization header, which the services' auth interceptor checks."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from aiproxy.auth import ensure_readable
+from aiproxy.rpc.chat_service import TRANSPORT_KEY
+from aiproxy.rpc.status import REQUEST_ID
+
+
+def rpc_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """The call's metadata; AuthenticationFailed for an Authorization value metadata cannot carry."""
+    metadata = [(REQUEST_ID, request["request_id"]), (TRANSPORT_KEY, "http")]
+    authorization = request.headers.get("Authorization")
+    if authorization:
+        ensure_readable(authorization)
+        metadata.append(("authorization", authorization))
+    return tuple(metadata)
