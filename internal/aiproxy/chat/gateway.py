@@ -13,7 +13,7 @@ from aiproxy.chat.assemble import StreamAssembler
 from aiproxy.chat.record import Exchange, RequestLog
 from aiproxy.chat.validate import validate_chat_request
 from aiproxy.config import ProviderSettings
-from aiproxy.errors import GatewayError, InvalidRequest, ProviderNotConfigured
+from aiproxy.errors import GatewayError, InternalError, InvalidRequest, ProviderNotConfigured
 from aiproxy.identity import KeyHasher
 from aiproxy.providers import Provider, build_provider
 from aiproxy.providers.base import UpstreamRequest
@@ -96,9 +96,8 @@ class ChatGateway:
         elif isinstance(exc, asyncio.CancelledError):
             exchange.status_code = CLIENT_CLOSED
             exchange.error = {"message": "client cancelled the request", "type": "cancelled", "code": None}
-        elif exc is not None:
-            exchange.status_code = 500
-            exchange.error = {"message": "internal error", "type": "server_error", "code": None}  # the RPC layer logs it
+        elif exc is not None:  # a bug: the RPC layer logs the traceback and answers InternalError
+            exchange.fail(InternalError())
         self._log.write(exchange)
 
     async def complete(self, call: Call) -> tuple[dict, dict[str, str]]:

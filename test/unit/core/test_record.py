@@ -1,11 +1,16 @@
-"""aiproxy.chat.record.Exchange.record: any response shape still gives a record."""
+"""aiproxy.chat.record.Exchange.record: any response shape still gives a record; ChatGateway.finish
+records failures as the client sees them."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from aiproxy.chat.record import Exchange
+from aiproxy.chat.gateway import ChatGateway
+from aiproxy.chat.record import Exchange, RequestLog
+from aiproxy.errors import InternalError
+from aiproxy.identity import KeyHasher
+from aiproxy.routing import ModelRouter
 
 ODD_RESPONSES = [
     {"id": "x", "object": "chat.completion", "choices": 5},
@@ -34,3 +39,23 @@ def test_record_of_a_well_formed_response():
     response = {"choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "length"}], "usage": usage}
     record = Exchange(request_id="r", transport="http", server_id="s", response=response).record()
     assert (record["finish_reason"], record["usage"]) == ("length", usage)
+
+
+class _Captured(RequestLog):
+    def __init__(self) -> None:
+        super().__init__(enabled=True)
+        self.records: list[dict] = []
+
+    def write(self, exchange: Exchange) -> None:
+        self.records.append(exchange.record())
+
+
+def test_an_unexpected_failure_is_recorded_as_the_client_is_answered(tmp_path):
+    log = _Captured()
+    gateway = ChatGateway(ModelRouter({}), {}, log, KeyHasher("secret", tmp_path), "s")
+    gateway.finish(gateway.begin(None, "r", "grpc", stream=False), KeyError("a bug"))
+    [record] = log.records
+    answer = InternalError()  # what the interceptor sends the client
+    assert record["status_code"] == answer.http_status
+    assert record["error"] == {"message": answer.message, "type": answer.error_type, "code": answer.code}
+    assert record["response"] == answer.to_body()
