@@ -8,7 +8,6 @@ import grpc
 
 from aiproxy.chat.gateway import ChatGateway
 from aiproxy.errors import GatewayError, InvalidRequest, UpstreamBadResponse
-from aiproxy.identity import request_id
 from aiproxy.protojson import JSONTooDeep, NonFiniteNumber, json_to_message, message_to_json
 from aiproxy.rpc.interceptor import CURRENT_CALLER, CURRENT_REQUEST_ID, metadata_value
 from aiproxy.rpc.status import REQUEST_ID, abort_with
@@ -26,8 +25,10 @@ MAX_BATCH = 64
 
 
 def request_id_of(context: grpc.aio.ServicerContext) -> str:
-    """The call's id, chosen once by the auth interceptor (which also logs unexpected errors with it)."""
-    return CURRENT_REQUEST_ID.get() or request_id(metadata_value(context, REQUEST_ID))
+    """The call's id, chosen once by the auth interceptor (which also logs unexpected errors with it).
+    Every ChatServicer is served behind AuthInterceptor (rpc.server.GrpcServer, its one construction
+    path), whose wrapper sets the id, never empty, before any method or log_rejection runs."""
+    return CURRENT_REQUEST_ID.get()
 
 
 def request_body(request: chat_pb2.ChatCompletionRequest) -> dict:
@@ -53,6 +54,10 @@ def answer_message(body: dict, message_class):
                                   " relay it.") from None
 
 
+def _model(model_id: str, provider: str) -> chat_pb2.Model:
+    return chat_pb2.Model(id=model_id, object="model", created=MODELS_CREATED, owned_by=provider)
+
+
 def transport_of(context: grpc.aio.ServicerContext) -> str:
     return "http" if metadata_value(context, TRANSPORT_KEY) == "http" else "grpc"
 
@@ -60,10 +65,7 @@ def transport_of(context: grpc.aio.ServicerContext) -> str:
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     def __init__(self, gateway: ChatGateway) -> None:
         self._gateway = gateway
-        self._models = [
-            chat_pb2.Model(id=r.alias, object="model", created=MODELS_CREATED, owned_by=r.provider)
-            for r in gateway.router.aliases
-        ]
+        self._models = [_model(r.alias, r.provider) for r in gateway.router.aliases]
 
     def log_rejection(self, method: str, context, exc: GatewayError, request) -> None:
         """Auth refusals of chat calls still get a request log record (status 401/403)."""
@@ -151,6 +153,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         except GatewayError as exc:
             await abort_with(context, exc)
         model_id = request.id if route.is_pattern else route.alias
-        return chat_pb2.Model(id=model_id, object="model", created=MODELS_CREATED, owned_by=route.provider)
+        return _model(model_id, route.provider)
 
 
