@@ -258,6 +258,32 @@ def test_upstream_200_that_is_not_a_completion_is_a_logged_502(gateway, fake, op
     assert record["status_code"] == 502 and record["error"]["code"] == "bad_upstream_response"
 
 
+# OpenRouter answers some failures with a 200 whose body holds only `error`: the client gets the
+# upstream's message, code and status (a numeric code), as for the same error inside a stream.
+ERRORS_IN_200 = [
+    ({"error": {"code": 429, "message": "Rate limit exceeded: free-models-per-min",
+                "metadata": {"error_type": "rate_limit_exceeded"}}}, 429, "rate_limit_error", "rate_limit_exceeded"),
+    ({"error": {"code": 400, "message": "This model's context is 8192 tokens"}}, 400, "invalid_request_error", None),
+    ({"error": {"code": "overloaded", "message": "Provider overloaded"}}, 502, "server_error", "overloaded"),
+    ({"error": "Provider returned error"}, 502, "server_error", None),
+]
+
+
+@pytest.mark.parametrize("upstream_body, status, error_type, code", ERRORS_IN_200, ids=range(len(ERRORS_IN_200)))
+def test_upstream_200_with_only_an_error_keeps_its_message(gateway, fake, openai_schemas, upstream_body, status,
+                                                           error_type, code):
+    fake.push(JSONReply(upstream_body, headers={"Retry-After": "4"}))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})
+    assert response.status_code == status, response.text
+    openai_schemas.validate("ErrorResponse", response.json())
+    error = response.json()["error"]
+    message = upstream_body["error"] if isinstance(upstream_body["error"], str) else upstream_body["error"]["message"]
+    assert (error["message"], error["type"], error["code"]) == (message, error_type, code)
+    assert response.headers["retry-after"] == "4"
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["status_code"] == status and record["error"]["message"] == message
+
+
 def test_upstream_answer_too_deep_to_relay_is_a_logged_502(gateway, fake, openai_schemas):
     fake.push(RawReply(b'{"choices":[],"deep":' + b"[" * 300 + b"]" * 300 + b"}"))  # orjson writes 254 levels
     response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})

@@ -60,13 +60,14 @@ def upstream_error(provider: str, status: int, body: bytes, headers: dict[str, s
     )
 
 
-def stream_chunk_error(provider: str, chunk: dict) -> GatewayError:
-    """OpenRouter's mid-stream failure: a chunk with `error` (numeric or string code)."""
+def embedded_error(provider: str, chunk: dict, headers=None, key_env: str = "") -> GatewayError:
+    """OpenRouter's failure inside a 200 answer: a stream chunk, or a whole body, with `error`
+    (numeric or string code); a numeric HTTP code becomes the status, anything else 502."""
     error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
     code = error.get("code")
     status = code if isinstance(code, int) and 400 <= code <= 599 else 502
     body = orjson.dumps({"error": error})
-    return upstream_error(provider, status, body, {}, "")
+    return upstream_error(provider, status, body, headers or {}, key_env)
 
 
 class OpenAICompatibleProvider:
@@ -104,6 +105,8 @@ class OpenAICompatibleProvider:
         if not isinstance(body, dict):
             raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned JSON that is not an object.")
         if not isinstance(body.get("choices"), list):
+            if body.get("error"):  # OpenRouter reports some failures as a 200 with only `error`
+                raise embedded_error(self.name, body, response.headers, self._settings.api_key_env)
             raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned a body without a 'choices' list.")
         return UpstreamResponse(body=body, headers=forwardable_headers(response.headers))
 
@@ -158,7 +161,7 @@ class _OpenAIStream:
         if not isinstance(chunk, dict):
             raise UpstreamBadResponse(f"The upstream provider '{self._provider}' sent a stream event that is not an object.")
         if chunk.get("error"):
-            raise stream_chunk_error(self._provider, chunk)
+            raise embedded_error(self._provider, chunk)
         if not self._done:
             choices = chunk.get("choices")
             self._done = bool(choices and isinstance(choices, list) and isinstance(choices[0], dict)
