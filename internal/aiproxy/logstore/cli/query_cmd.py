@@ -60,29 +60,23 @@ def _said(role: str, text: str, width: int | None = None) -> str:
     return f"    {role}: {text if width is None or len(text) <= width else text[: width - 1] + '…'}"
 
 
-def _transcript(record: dict) -> list[str]:
-    """A request as text: its line, then every message (--json has the whole record)."""
-    said = extract_fragments(record["request"], None) + extract_fragments(None, record["response"])
-    lines = [request_line(record["summary"]), *(_said(role, text) for role, text in said)]
-    return lines + ([_said("error", json.dumps(record["error"]))] if record.get("error") else [])
-
-
-def _turn(record: dict) -> list[str]:
-    """A dialog turn: what it added (the last message sent, the answer), one line each."""
-    asked = extract_fragments(record["request"], None)[-1:]
-    answered = extract_fragments(None, record["response"])
-    lines = [request_line(record["summary"]), *(_said(role, text, 200) for role, text in asked + answered)]
-    return lines + ([_said("error", json.dumps(record["error"]), 200)] if record.get("error") else [])
+def _exchange_lines(record: dict, *, last_asked: bool = False, width: int | None = None) -> list[str]:
+    """A request as text: its line, every message, its error (--json has the whole record). A dialog
+    turn passes last_asked (it added only the last message sent) and a width to clip lines to."""
+    asked = extract_fragments(record["request"], None)
+    said = (asked[-1:] if last_asked else asked) + extract_fragments(None, record["response"])
+    lines = [request_line(record["summary"]), *(_said(role, text, width) for role, text in said)]
+    return lines + ([_said("error", json.dumps(record["error"]), width)] if record.get("error") else [])
 
 
 def run_show(args: argparse.Namespace) -> int:
     if args.dialog:
         result = call(args, "GetDialog", logs_pb2.GetDialogRequest(dialog_id=args.id))
         emit(args, result, lambda: "\n".join([dialog_line(result["summary"]), *(
-            line for turn in result["turns"] for line in _turn(turn))]))
+            line for turn in result["turns"] for line in _exchange_lines(turn, last_asked=True, width=200))]))
     else:
         result = call(args, "GetRequest", logs_pb2.GetRequestRequest(request_id=args.id))
-        emit(args, result, lambda: "\n".join(_transcript(result)))
+        emit(args, result, lambda: "\n".join(_exchange_lines(result)))
     return EXIT_OK
 
 
