@@ -23,7 +23,8 @@ def ensure_readable(header: str) -> None:
 
 
 def bearer_key(header: str | None) -> str:
-    """The key of an `Authorization: Bearer <key>` header; the seed's four messages on failure."""
+    """The key of an `Authorization: Bearer <key>` header. Failures carry one of the five messages
+    clients see: the seed's four (a wrong key's is KeyRing.authenticate's) and an unreadable value's."""
     if not header:
         raise AuthenticationFailed("Missing Authorization header")
     ensure_readable(header)

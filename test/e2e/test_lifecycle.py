@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import orjson
 import pytest
 
 from aiproxy.testing.fake_openai import HangReply, StreamReply, text_chunks
@@ -102,10 +103,6 @@ def test_body_over_limit_is_413_and_logged(strict_gateway):
 
 def _raw_response(gateway: GatewayProcess, head: bytes) -> tuple[int, dict[str, str], dict, float]:
     """Send raw bytes, read one HTTP response: status, headers, JSON body, seconds it took."""
-    import socket
-
-    import orjson
-
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock, sock.makefile("rb") as reader:
         sock.sendall(head)
@@ -250,8 +247,6 @@ def test_bad_config_stops_startup_with_one_line(tmp_path):
 
 
 def test_log_level_never_changes_the_log_format(upstream, tmp_path):
-    import orjson
-
     with GatewayProcess(tmp_path, upstream_url=upstream.base_url, env={"LOG_LEVEL": "ERROR"}) as gateway:
         response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={**BODY, "model": "mock"})
         assert gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 200
@@ -267,10 +262,6 @@ def test_log_level_never_changes_the_log_format(upstream, tmp_path):
 def test_library_logs_are_json_without_keys(upstream, tmp_path):
     """aiohttp's own parser errors quote the raw header line, key included; they must reach the app
     log as JSON (at DEBUG: a client's malformed request) and without the key."""
-    import socket
-
-    import orjson
-
     with GatewayProcess(tmp_path, upstream_url=upstream.base_url, env={"LOG_LEVEL": "DEBUG"}) as gateway:
         raw = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_KEY.encode()
                + b"\x00\r\nContent-Length: 2\r\n\r\n{}")

@@ -17,8 +17,9 @@ from aiproxy.providers.base import forwardable_headers
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 STUB = web.AppKey("chat_stub", chat_pb2_grpc.ChatServiceStub)
-# Called for requests refused before they can become an RPC (unparseable or oversized bodies):
-# reject(request, error) checks the key first (401 wins) and writes the request log record.
+# Called for requests refused before they can become an RPC: an Authorization value metadata cannot
+# carry (401), a body that is too large (413), too slow to arrive (408), not a JSON object or nested
+# too deeply (400). reject(request, error) checks the key first (401 wins) and writes the request log record.
 REJECT = web.AppKey("reject_body", object)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)  # REQUEST_BODY_TIMEOUT_SECONDS
 

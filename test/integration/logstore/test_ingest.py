@@ -190,7 +190,7 @@ def test_records_of_any_shape_never_block_the_records_after_them(tmp_path):
     odd[1]["request"]["messages"] = [{"role": "user", "content": "odd tools", "tool_calls": 5}, "x", [1]]
     odd[2]["response"] = {"id": "x", "object": "chat.completion", "choices": 5}
     odd[3]["usage"] = {"prompt_tokens": 2**64 - 1}
-    # A record no row can be made of (orjson writes at most 255 levels of nesting) is corrupt.
+    # A record no row can be made of (orjson writes at most 254 levels of nesting) is corrupt.
     unwritable = _records(1)[0]
     unwritable["request"]["deep"] = json.loads("[" * 300 + "]" * 300)
     log = tmp_path / "logs" / "r.jsonl"

@@ -41,7 +41,7 @@ def failure(header) -> AuthenticationFailed:
         ("Bearer \udcff\udcfe", UNREADABLE),
     ],
 )
-def test_the_four_messages(header, message):
+def test_the_five_messages(header, message):
     error = failure(header)
     assert error.message == message
     assert error.http_status == 401
