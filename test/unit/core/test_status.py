@@ -25,4 +25,11 @@ def test_huge_messages_are_clipped_to_fit_the_trailers(message):
 def test_short_messages_are_untouched():
     assert error_detail(InvalidRequest("bad 'model'", param="model")).message == "bad 'model'"
     assert clip("héllo", 6) == "héllo"
-    assert clip("héllo wörld", 8).endswith("…[truncated]")  # never splits a character
+
+
+def test_clip_never_splits_a_character():
+    # 16 bytes leave 2 before the 14-byte marker: "h" and the first byte of "é", which is dropped.
+    clipped = clip("héllo wörld héllo wörld", 16)
+    assert clipped == "h…[truncated]"
+    data = clipped.encode("utf-8")  # strict: a split character would not encode
+    assert len(data) <= 16 and data.decode("utf-8") == clipped
