@@ -7,7 +7,7 @@ import asyncio
 import grpc
 import orjson
 from aiohttp import web
-from aiohttp.web_urldispatcher import _default_expect_handler  # no public name; its tests would catch a move
+from aiohttp.web_urldispatcher import _default_expect_handler  # no public name: test_lifecycle notices a move
 
 from aiproxy.errors import AuthenticationFailed, GatewayError, InvalidRequest, PayloadTooLarge, RequestTimeout
 from aiproxy.httpapi import sse
