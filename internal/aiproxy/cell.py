@@ -22,6 +22,7 @@ from aiproxy.config import ConfigError, Settings
 from aiproxy.errors import AuthenticationFailed, GatewayError
 from aiproxy.httpapi.app import create_app
 from aiproxy.httpapi.errors import error_response
+from aiproxy.httpapi.metadata import REQUEST_ID_KEY
 from aiproxy.identity import KeyHasher
 from aiproxy.logstore.live import run_live_ingest
 from aiproxy.logstore.server_identity import resolve_server_id
@@ -72,7 +73,7 @@ def body_rejector(settings: Settings, gateway: ChatGateway):
             caller = keys.authenticate(request.headers.get("Authorization"))
         except AuthenticationFailed as auth_error:
             exc = auth_error
-        exchange = gateway.begin(caller, request["request_id"], "http", stream=False)
+        exchange = gateway.begin(caller, request[REQUEST_ID_KEY], "http", stream=False)
         gateway.finish(exchange, exc)
         return error_response(exc)
 

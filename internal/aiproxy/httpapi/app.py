@@ -13,10 +13,12 @@ from aiproxy.errors import InternalError
 from aiproxy.httpapi.chat_routes import BODY_TIMEOUT, REJECT, STUB, add_chat_routes
 from aiproxy.httpapi.errors import error_body, error_response, json_response
 from aiproxy.httpapi.logs_routes import add_log_routes
+from aiproxy.httpapi.metadata import REQUEST_ID_KEY
 from aiproxy.identity import request_id
 from aiproxypb.v1 import chat_pb2_grpc, logs_pb2_grpc
 
 CHANNEL = web.AppKey("grpc_channel", grpc.aio.Channel)
+CORS_ORIGIN = web.RequestKey("cors_origin", str)  # the Access-Control-Allow-Origin this request gets, if any
 EXPOSED_HEADERS = "X-Request-ID, Retry-After, X-RateLimit-Limit-Requests, X-RateLimit-Remaining-Requests, " \
                   "X-RateLimit-Reset-Requests, X-RateLimit-Limit-Tokens, X-RateLimit-Remaining-Tokens, " \
                   "X-RateLimit-Reset-Tokens"
@@ -27,7 +29,7 @@ def _request_id(request: web.Request) -> str:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler):
-    request["request_id"] = _request_id(request)
+    request[REQUEST_ID_KEY] = _request_id(request)
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -40,7 +42,7 @@ async def errors_middleware(request: web.Request, handler):
         }.get(exc.status, exc.reason)
         return json_response(error_body(message, "invalid_request_error", code=code), exc.status)
     except Exception:
-        logger.exception("unhandled error in HTTP handler", request_id=request["request_id"])
+        logger.exception("unhandled error in HTTP handler", request_id=request[REQUEST_ID_KEY])
         return error_response(InternalError())
 
 
@@ -71,7 +73,7 @@ def _cors_middleware(origins: tuple[str, ...]):
                     "Vary": "Origin",
                 },
             )
-        request["cors_origin"] = allowed(origin)
+        request[CORS_ORIGIN] = allowed(origin)
         return await handler(request)
 
     return cors
@@ -83,8 +85,8 @@ def _make_on_prepare(settings: Settings):
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Server"] = "aiproxy"  # not aiohttp's "Python/x.y aiohttp/x.y.z": no versions to fingerprint
-        response.headers["X-Request-ID"] = request.get("request_id") or _request_id(request)
-        origin = request.get("cors_origin")
+        response.headers["X-Request-ID"] = request.get(REQUEST_ID_KEY) or _request_id(request)
+        origin = request.get(CORS_ORIGIN)
         if origin:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
