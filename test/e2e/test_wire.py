@@ -324,6 +324,19 @@ def test_stream_that_finished_without_done_is_complete(gateway, fake):
     assert gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 200
 
 
+def test_stream_with_a_choice_still_open_at_the_end_is_truncated(gateway, fake):
+    """n=2: choice 0 finished, choice 1 was cut off, no [DONE]: not a finished answer."""
+    def chunk(index, delta, finish=None):
+        return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+    fake.push(StreamReply([chunk(0, {"role": "assistant", "content": "a"}), chunk(1, {"role": "assistant", "content": "b"}),
+                           chunk(0, {}, "stop")], done=False))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True, "n": 2})
+    *_, error, done = _sse_payloads(response.content)
+    assert error["error"]["code"] == "upstream_stream_truncated" and done == "[DONE]"
+
+
 @pytest.mark.parametrize("reply", [
     RawReply(b"{not json"),
     RawReply(b""),

@@ -124,14 +124,16 @@ class OpenAICompatibleProvider:
 class _OpenAIStream:
     """Event-aligned chunks from an OpenAI-style SSE body, whatever the network splits; one batch
     per upstream read. OpenAI and OpenRouter end every complete stream with `data: [DONE]`; some
-    OpenAI-compatible servers stop after the chunk carrying `finish_reason`. A body that ends with
-    neither was cut short (a dropped connection, a crashed upstream) and is reported as an error
-    rather than as a finished answer."""
+    OpenAI-compatible servers stop after the chunks carrying every choice's `finish_reason`. A body
+    that ends with neither was cut short (a dropped connection, a crashed upstream) and is reported
+    as an error rather than as a finished answer."""
 
     def __init__(self, provider: str, response: httpx.Response) -> None:
         self._provider = provider
         self._response = response
-        self._done = False  # `data: [DONE]` or a finish_reason was seen
+        self._done = False  # `data: [DONE]` was seen
+        self._open: set[int] = set()  # choices seen whose finish_reason has not come yet
+        self._finished = False  # a finish_reason came
         self.headers = forwardable_headers(response.headers)
         self.usage = None  # usage arrives in the stream itself
 
@@ -140,7 +142,7 @@ class _OpenAIStream:
         try:
             async for batch in sse_batches(body, self._parse):
                 yield batch
-            if not self._done:
+            if not (self._done or (self._finished and not self._open)):
                 raise UpstreamStreamTruncated(
                     f"The upstream provider '{self._provider}' closed the stream before it was finished."
                 )
@@ -162,10 +164,16 @@ class _OpenAIStream:
             raise UpstreamBadResponse(f"The upstream provider '{self._provider}' sent a stream event that is not an object.")
         if chunk.get("error"):
             raise embedded_error(self._provider, chunk)
-        if not self._done:
-            choices = chunk.get("choices")
-            self._done = bool(choices and isinstance(choices, list) and isinstance(choices[0], dict)
-                              and choices[0].get("finish_reason"))
+        choices = chunk.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict):
+                    index = choice.get("index") if isinstance(choice.get("index"), int) else 0
+                    if choice.get("finish_reason"):
+                        self._finished = True
+                        self._open.discard(index)
+                    else:
+                        self._open.add(index)
         return [chunk]
 
     async def aclose(self) -> None:
