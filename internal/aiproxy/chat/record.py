@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
+from loguru import logger
 
 from aiproxy.errors import GatewayError
 from aiproxy.logsetup import write_request_record
@@ -84,12 +85,25 @@ class RequestLog:
 
     def write(self, exchange: Exchange) -> None:
         if self.enabled:
-            record = exchange.record()
-            try:
-                line = orjson.dumps(record, default=str)
-            except TypeError:  # a body nested deeper than orjson writes (254 levels): log the rest
-                try:
-                    line = orjson.dumps({**record, "response": None}, default=str)
-                except TypeError:
-                    line = orjson.dumps({**record, "request": {}, "response": None}, default=str)
-            write_request_record(line.decode())
+            write_request_record(_serialised(exchange.record()).decode())
+
+
+def _serialised(record: dict) -> bytes:
+    """The record as JSON. A body nested deeper than orjson writes (254 levels; the record adds one)
+    is left out (null), the other body kept, and the app log says so."""
+    try:
+        return orjson.dumps(record, default=str)
+    except TypeError:
+        pass
+    for dropped in (("request",), ("response",)):
+        try:
+            line = orjson.dumps({**record, **dict.fromkeys(dropped)}, default=str)
+            break
+        except TypeError:
+            continue
+    else:
+        dropped = ("request", "response")
+        line = orjson.dumps({**record, **dict.fromkeys(dropped)}, default=str)
+    logger.warning(f"request log record without its {' and '.join(dropped)}: nested too deeply to write",
+                   request_id=record.get("request_id"))
+    return line

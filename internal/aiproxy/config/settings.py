@@ -145,13 +145,13 @@ def _positive(name: str, value: Any) -> float:
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)", re.IGNORECASE)
-_DURATION_UNITS = {  # loguru's spellings, which this setting was first read with
+_DURATION_UNITS = {  # loguru's spellings and values, which this setting was first read with; no bare "m"
     **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), timedelta(seconds=1)),
-    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), timedelta(minutes=1)),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), timedelta(minutes=1)),
     **dict.fromkeys(("h", "hour", "hours"), timedelta(hours=1)),
     **dict.fromkeys(("d", "day", "days"), timedelta(days=1)),
     **dict.fromkeys(("w", "week", "weeks"), timedelta(weeks=1)),
-    **dict.fromkeys(("month", "months"), timedelta(days=30)),
+    **dict.fromkeys(("month", "months"), timedelta(seconds=2628000)),
     **dict.fromkeys(("y", "year", "years"), timedelta(days=365)),
 }
 
@@ -163,7 +163,7 @@ def as_duration(name: str, value: Any) -> timedelta:
     leftover = re.sub(r"[\s,]", "", _DURATION_PART.sub("", text))
     try:
         total = sum((float(n) * _DURATION_UNITS[unit.lower()] for n, unit in parts), timedelta())
-    except KeyError:
+    except (KeyError, OverflowError):  # an unknown unit; more than timedelta holds
         total = timedelta()
     if not parts or leftover or total <= timedelta():
         raise ConfigError(f"setting {name.upper()}={value!r} is not a duration: write it like '30 days', '12 hours'"

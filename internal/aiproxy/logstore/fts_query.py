@@ -4,6 +4,7 @@
   (`"gpt-4"`), where FTS5 would reject it (`no such column: 4`). Quoted phrases, parentheses,
   operators (AND, OR, NOT, NEAR, `+`), prefixes (`term*`, `^term`), column filters on the index's
   indexed columns, in any case (`role:user`, `-Role:user`), and column sets (`{a b}:`) keep their FTS5 meaning.
+- `-word` excludes the word (`alpha -banana` is FTS5's `alpha NOT banana`).
 - The FTS3/4 proximity form `a NEAR/N b` (and `a NEAR b`) that the seed's README shows becomes
   FTS5's `NEAR(a b, N)`: FTS5 itself rejects `NEAR/N`.
 Text inside double quotes is never touched.
@@ -33,6 +34,8 @@ def _term(token: str) -> str:
     column = _COLUMN_FILTER.fullmatch(token)
     if column:
         return column.group(1) + (_term(column.group(2)) if column.group(2) else "")
+    if token.startswith("-") and len(token) > 1:  # `-word` excludes, as search boxes do: FTS5's binary NOT
+        return "NOT " + _term(token[1:])
     prefix = token.endswith("*")
     phrase = token[:-1] if prefix else token
     return '"' + phrase.replace('"', '""') + '"' + ("*" if prefix else "")

@@ -209,6 +209,8 @@ def search(
         validate_query(query)
     after = decode_cursor(cursor, RANKED if ranked else LISTED)
     offset = after[0] if ranked and after else 0
+    if offset < 0:
+        raise InvalidQuery("invalid cursor (use next_cursor from the previous page)", param="cursor")
     if offset > MAX_OFFSET:
         raise InvalidQuery(f"ranked results are paged to the first {MAX_OFFSET:,}; narrow the query or the dates",
                            param="cursor")

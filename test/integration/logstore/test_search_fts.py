@@ -67,6 +67,7 @@ def test_rows_are_searchable_as_soon_as_they_are_ingested(store, tmp_path):
         ("role:assistant AND content:(Paris OR linear)", 2),
         ("Role:assistant AND Content:Paris", 1),  # FTS5 column names ignore case
         ("timeout* NEAR/3 retry", 1),
+        ("timeout -eventually", 1),  # `-word` excludes it (within a message, like every operator)
     ],
 )
 def test_fts5_syntax(store, query, expected):
@@ -217,3 +218,8 @@ def test_page_size_is_checked(store):
             search(store, "", limit=bad)
     with pytest.raises(InvalidQuery, match="paged to the first 10,000"):
         search(store, "timeout", cursor=encode_cursor((20_000,)))
+
+
+def test_a_forged_negative_ranked_cursor_is_invalid(store):
+    with pytest.raises(InvalidQuery, match="invalid cursor"):
+        search(store, "timeout", cursor=encode_cursor((-5,)))

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from aiproxy.chat.gateway import ChatGateway
-from aiproxy.chat.record import Exchange, RequestLog
+from aiproxy.chat.record import Exchange, RequestLog, _serialised
 from aiproxy.errors import InternalError
 from aiproxy.identity import KeyHasher
 from aiproxy.routing import ModelRouter
@@ -59,3 +59,16 @@ def test_an_unexpected_failure_is_recorded_as_the_client_is_answered(tmp_path):
     assert record["status_code"] == answer.http_status
     assert record["error"] == {"message": answer.message, "type": answer.error_type, "code": answer.code}
     assert record["response"] == answer.to_body()
+
+
+def test_a_body_too_deep_for_the_record_is_left_out_and_the_other_kept():
+    """The gateway accepts a body orjson can write (254 levels), and the record nests it one level
+    deeper: that body becomes null, the other body stays."""
+    deep: list = []
+    for _ in range(253):
+        deep = [deep]
+    record = {"request_id": "r1", "request": {"model": "m", "x": deep}, "response": {"choices": []}}
+    line = orjson.loads(_serialised(record))
+    assert line["request"] is None and line["response"] == {"choices": []}
+    line = orjson.loads(_serialised({**record, "request": {"model": "m"}, "response": {"x": deep}}))
+    assert line["request"] == {"model": "m"} and line["response"] is None
