@@ -12,6 +12,7 @@ from aiproxy.logstore.bundles.importer import INCOMING
 from aiproxy.logstore.database import open_database
 from aiproxy.logstore.fts import index_missing
 from aiproxy.logstore.models import BASE_MODELS
+from aiproxy.logstore.partitions import is_partition_name
 from aiproxy.logstore.settings import LogStoreSettings
 
 
@@ -21,7 +22,7 @@ def merge(source_dir: Path, dest: Path, settings: LogStoreSettings) -> dict:
     sources = [
         p
         for p in sorted(root.rglob("ai_proxy_*.sqlite3"))
-        if p.resolve() != dest.resolve() and INCOMING not in p.relative_to(root).parts
+        if is_partition_name(p.name) and p.resolve() != dest.resolve() and INCOMING not in p.relative_to(root).parts
     ]
     db = open_database(dest, settings)
     for number, source in enumerate(sources):

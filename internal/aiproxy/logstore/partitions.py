@@ -74,6 +74,11 @@ def _span(name: str) -> tuple[date, date] | None:
         return None
 
 
+def is_partition_name(name: str) -> bool:
+    """ai_proxy_YYYYMMDD / _YYYYWNN / _YYYYMM.sqlite3 naming a real day, week or month."""
+    return _span(name) is not None
+
+
 def discover(base: Path, since: date | None = None, to: date | None = None) -> list[PartitionFile]:
     """Every partition file under `base` overlapping [since, to], oldest first."""
     found = []

@@ -4,6 +4,8 @@ columns by name across schema versions; FTS built; counts and integrity printed.
 
 import sqlite3
 
+import pytest
+
 from aiproxy.entrypoints.logdb import main
 from aiproxy.testing.bundles import filled_store
 
@@ -33,9 +35,10 @@ def test_merge_takes_partitions_only_by_column_name_and_indexes_them(tmp_path, c
         assert conn.execute("SELECT COUNT(*) FROM request_text_index WHERE request_text_index MATCH 'seed'").fetchone()[0]
 
 
-def test_an_earlier_merge_output_below_from_is_not_a_partition(tmp_path, capsys):
+@pytest.mark.parametrize("earlier", ["all.sqlite3", "ai_proxy_all.sqlite3"])
+def test_an_earlier_merge_output_below_from_is_not_a_partition(tmp_path, capsys, earlier):
     filled_store(tmp_path / "db", days=2)
-    assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(tmp_path / "db" / "all.sqlite3")]) == 0
+    assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(tmp_path / "db" / earlier)]) == 0
     capsys.readouterr()
     assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(tmp_path / "elsewhere.sqlite3")]) == 0
     assert capsys.readouterr().out.strip() == "sources=2 total_requests=6 integrity=ok"
