@@ -15,6 +15,16 @@ from aiproxy.httpapi.metadata import rpc_metadata
 from aiproxy.logstore.protomap import message_to_json
 from aiproxypb.v1 import logs_pb2
 
+_FILTERS = ("since", "to", "model", "provider", "api_key_hash", "dialog_id", "status_code")
+
+
+def _known(query, *names: str) -> None:
+    """A misspelt parameter (`status=500`) would silently widen the answer: refuse it instead."""
+    unknown = sorted(set(query) - set(names))
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter {unknown[0]!r}; this endpoint takes {', '.join(names)}",
+                             param=unknown[0])
+
 
 def _filter(query) -> logs_pb2.LogFilter:
     message = logs_pb2.LogFilter(
@@ -66,6 +76,7 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
 
     def search(request: web.Request):
         q = request.query
+        _known(q, "q", *_FILTERS, "limit", "cursor")
         return "SearchRequests", logs_pb2.SearchRequestsRequest(
             q=q.get("q", ""), filter=_filter(q), limit=_int(q, "limit"), cursor=q.get("cursor", "")
         )
@@ -75,12 +86,14 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
 
     def list_dialogs(request: web.Request):
         q = request.query
+        _known(q, *_FILTERS, "limit", "cursor")
         return "ListDialogs", logs_pb2.ListDialogsRequest(filter=_filter(q), limit=_int(q, "limit"), cursor=q.get("cursor", ""))
 
     def get_dialog(request: web.Request):
         return "GetDialog", logs_pb2.GetDialogRequest(dialog_id=request.match_info["dialog_id"])
 
     def stats(request: web.Request):
+        _known(request.query, "since", "to")
         return "Stats", logs_pb2.StatsRequest(since=request.query.get("since", ""), to=request.query.get("to", ""))
 
     app.router.add_get("/v1/logs/requests", handler(search))

@@ -115,7 +115,8 @@ def test_rest_routes_translate_to_the_log_service(settings):
                 for route, params in (("requests", {"limit": "many"}), ("requests", {"limit": "99999999999"}),
                                       ("requests", {"status_code": "99999999999"}), ("dialogs", {"limit": "-1"}),
                                       ("requests", {"since": "20261126"}), ("stats", {"since": "2026-W48"}),
-                                      ("dialogs", {"to": "2026-W48-1"})):
+                                      ("dialogs", {"to": "2026-W48-1"}),
+                                      ("requests", {"status": "500"}), ("stats", {"limit": "5"})):  # misspelt, unknown
                     async with http.get(f"{base}/v1/logs/{route}", params=params) as resp:
                         error = (await resp.json())["error"]
                         assert resp.status == 400 and error["param"] == next(iter(params)), (params, error)
