@@ -214,9 +214,12 @@ def test_huge_error_messages_keep_their_code(stub, fake):
 
 @pytest.mark.parametrize(("fields", "param"), [({"temperature": float("nan"), "top_p": float("inf")}, "temperature"),
                                               ({"presence_penalty": float("-inf")}, "presence_penalty")])
-def test_nan_and_infinity_are_invalid_argument(stub, fake, fields, param):
+def test_nan_and_infinity_are_invalid_argument(stub, fake, gateway, fields, param):
+    rid = f"nan-{param}"
     with pytest.raises(grpc.RpcError) as err:
-        stub.CreateChatCompletion(_request(**fields), metadata=AUTH)
+        stub.CreateChatCompletion(_request(**fields), metadata=(*AUTH, ("x-request-id", rid)))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_detail(err.value).param == param and param in err.value.details()
     assert not fake.received  # never sent upstream as null
+    record = gateway.wait_for_record(rid)  # refused before the body could be read: still logged with its model
+    assert (record["status_code"], record["model_original"]) == (400, "gpt-test")

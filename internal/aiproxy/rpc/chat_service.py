@@ -7,6 +7,7 @@ import contextlib
 import grpc
 
 from aiproxy.chat.gateway import ChatGateway
+from aiproxy.chat.record import Exchange
 from aiproxy.errors import GatewayError, InvalidRequest, UpstreamBadResponse
 from aiproxy.protojson import JSONTooDeep, NonFiniteNumber, json_to_message, message_to_json
 from aiproxy.rpc.interceptor import CURRENT_CALLER, CURRENT_REQUEST_ID, metadata_value
@@ -79,10 +80,14 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 self._gateway.attach_body(exchange, request_body(request))
         self._gateway.finish(exchange, exc)
 
+    def _begin(self, request, context, stream: bool) -> Exchange:
+        exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id_of(context), transport_of(context), stream)
+        exchange.model_original = request.model or None  # logged even when the body is refused unread
+        return exchange
+
     async def CreateChatCompletion(self, request, context):
-        request_id = request_id_of(context)
-        transport = transport_of(context)
-        exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id, transport, stream=False)
+        exchange = self._begin(request, context, stream=False)
+        request_id, transport = exchange.request_id, exchange.transport
         failure: BaseException | None = None
         try:
             call = self._gateway.prepare(exchange, request_body(request))
@@ -120,9 +125,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def _stream(self, request, context, write) -> None:
         # context.write() rather than yield: one coroutine for both RPCs, and a cancelled call
         # raises CancelledError right here, so the request log records it as such.
-        request_id = request_id_of(context)
-        transport = transport_of(context)
-        exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id, transport, stream=True)
+        exchange = self._begin(request, context, stream=True)
+        request_id = exchange.request_id
         failure: BaseException | None = None
         try:
             call = self._gateway.prepare(exchange, request_body(request))
