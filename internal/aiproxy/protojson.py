@@ -24,6 +24,8 @@ import orjson
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from aiproxy.errors import InvalidRequest
+
 _T = FieldDescriptor
 _INT_TYPES = {_T.TYPE_INT64, _T.TYPE_INT32, _T.TYPE_UINT32, _T.TYPE_UINT64, _T.TYPE_SINT64, _T.TYPE_SINT32}
 _FLOAT_TYPES = {_T.TYPE_DOUBLE, _T.TYPE_FLOAT}
@@ -57,16 +59,19 @@ def _list_wrapper_field(desc: Descriptor) -> FieldDescriptor | None:
 _MISMATCH = object()
 
 
-class JSONTooDeep(ValueError):
-    """orjson reads 1024 levels of nesting but writes only 254: JSON it parsed may not be writable
-    (into extra_json here, or to the upstream later)."""
+class JSONTooDeep(InvalidRequest):
+    """orjson reads 1024 levels of nesting but writes only 254: a request it parsed may not be
+    writable (into extra_json here, or, wrapped by the gateway or a translation, to the upstream).
+    That is the client's error (400) wherever it shows; an upstream answer too deep to relay is
+    turned into a bad upstream response by its caller."""
 
     def __init__(self) -> None:
         super().__init__("The request nests arrays or objects more than 254 levels deep; send a flatter body.")
 
 
-def dumps(value: Any) -> bytes:
-    """orjson.dumps for JSON that was parsed: the only way it fails is nesting (JSONTooDeep)."""
+def dump_parsed(value: Any) -> bytes:
+    """orjson.dumps for JSON that was parsed (a request, an upstream body): the only way it fails is
+    nesting, as JSONTooDeep."""
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:
@@ -74,7 +79,7 @@ def dumps(value: Any) -> bytes:
 
 
 def _dumps(value: Any) -> str:
-    return dumps(value).decode()
+    return dump_parsed(value).decode()
 
 
 def _scalar_check(field: FieldDescriptor):

@@ -13,7 +13,7 @@ from aiproxy.errors import AuthenticationFailed, GatewayError, InvalidRequest, P
 from aiproxy.httpapi import sse
 from aiproxy.httpapi.errors import error_response, json_response, rpc_error_parts, rpc_error_response
 from aiproxy.httpapi.metadata import rpc_metadata
-from aiproxy.protojson import JSONTooDeep, json_to_message, message_to_json
+from aiproxy.protojson import json_to_message, message_to_json
 from aiproxy.providers.base import forwardable_headers
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
@@ -75,18 +75,11 @@ def _forwarded(metadata) -> dict[str, str]:
     return forwardable_headers(dict(metadata or ()))
 
 
-def _to_message(body: dict) -> chat_pb2.ChatCompletionRequest:
-    try:
-        return json_to_message(body, chat_pb2.ChatCompletionRequest)
-    except JSONTooDeep as exc:
-        raise InvalidRequest(str(exc)) from None
-
-
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         metadata = rpc_metadata(request)
         body = await _read_json_object(request)
-        message = _to_message(body)
+        message = json_to_message(body, chat_pb2.ChatCompletionRequest)  # JSONTooDeep is a 400
     except GatewayError as exc:
         response = request.app[REJECT](request, exc)
         if not request.content.is_eof():  # close rather than read the rest of a refused body

@@ -12,9 +12,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aiproxy.errors import InvalidRequest
-from aiproxy.protojson import JSONTooDeep, dumps
-
 # Upstream response headers a client may act on; everything else stays at the gateway.
 FORWARDED_HEADER_PREFIXES = ("x-ratelimit-",)
 FORWARDED_HEADERS = ("retry-after", "retry-after-ms")
@@ -28,15 +25,6 @@ def forwardable_headers(headers) -> dict[str, str]:
         if lower in FORWARDED_HEADERS or lower.startswith(FORWARDED_HEADER_PREFIXES):
             out[lower] = value
     return out
-
-
-def upstream_json(body: dict) -> bytes:
-    """The payload to send. The client's JSON was parsed (orjson reads 1024 levels deep) and must be
-    written (254 levels); wrapped by the gateway or a translation, a body can end up too deep to send."""
-    try:
-        return dumps(body)
-    except JSONTooDeep as exc:
-        raise InvalidRequest(str(exc)) from None
 
 
 @dataclass(slots=True)

@@ -17,7 +17,8 @@ import orjson
 
 from aiproxy.config import ProviderSettings
 from aiproxy.errors import GatewayError, InvalidRequest, UpstreamBadResponse, UpstreamUnreachable
-from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers, upstream_json
+from aiproxy.protojson import dump_parsed
+from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers
 from aiproxy.providers.gemini_errors import gemini_error, parse_error_body
 from aiproxy.providers.gemini_response import StreamTranslator, to_openai_response
 from aiproxy.providers.gemini_translate import gemini_model_id, to_gemini_request
@@ -45,7 +46,7 @@ class GeminiProvider:
         if not model:
             raise InvalidRequest("'model' is required.", param="model")
         path = f"/v1beta/models/{quote(model, safe='-._~')}:{method}"
-        return model, path, upstream_json(to_gemini_request(body))
+        return model, path, dump_parsed(to_gemini_request(body))
 
     def _error(self, status: int, body: bytes, headers) -> GatewayError:
         return gemini_error(status, parse_error_body(body), headers, self._key_env)

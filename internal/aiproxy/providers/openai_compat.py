@@ -19,7 +19,8 @@ from aiproxy.errors import (
     UpstreamStreamTruncated,
     error_type_for_http,
 )
-from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers, upstream_json
+from aiproxy.protojson import dump_parsed
+from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers
 from aiproxy.providers.http import make_http_client, send_streaming, transport_error
 from aiproxy.sse import EndOfStream, sse_batches
 
@@ -91,7 +92,7 @@ class OpenAICompatibleProvider:
 
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         try:
-            response = await self._client.post(self._chat_url, content=upstream_json(request.body))
+            response = await self._client.post(self._chat_url, content=dump_parsed(request.body))
         except httpx.HTTPError as exc:
             raise transport_error(self.name, exc) from None
         if response.status_code >= 400:
@@ -112,7 +113,7 @@ class OpenAICompatibleProvider:
 
     async def open_stream(self, request: UpstreamRequest) -> _OpenAIStream:
         http_request = self._client.build_request(
-            "POST", self._chat_url, content=upstream_json(request.body), headers={"accept": "text/event-stream"}
+            "POST", self._chat_url, content=dump_parsed(request.body), headers={"accept": "text/event-stream"}
         )
         response = await send_streaming(self._client, http_request, self.name, self._error)
         return _OpenAIStream(self.name, response)
