@@ -32,8 +32,12 @@ def _too_large(request: web.Request) -> PayloadTooLarge:
     )
 
 
+def _declared_too_large(request: web.Request) -> bool:
+    return (request.content_length or 0) > request.client_max_size
+
+
 async def _read_body(request: web.Request) -> bytes:
-    if (request.content_length or 0) > request.client_max_size:  # refused before a byte is read
+    if _declared_too_large(request):  # refused before a byte is read
         raise _too_large(request)
     timeout = request.app[BODY_TIMEOUT]
     try:
@@ -53,7 +57,7 @@ async def _read_body(request: web.Request) -> bytes:
 async def _expect_continue(request: web.Request) -> None:
     """`Expect: 100-continue`: invite the body only when it can be accepted; a declared size over
     the limit goes on to the handler, whose 413 then answers instead of the 100."""
-    if (request.content_length or 0) <= request.client_max_size:
+    if not _declared_too_large(request):
         await _default_expect_handler(request)  # aiohttp's: sends 100 Continue, refuses other expectations
 
 
