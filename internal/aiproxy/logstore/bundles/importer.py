@@ -28,7 +28,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import peewee
@@ -42,11 +41,12 @@ from aiproxy.logstore.database import (
     SCHEMA_VERSION,
     create_fts,
     has_fts,
+    migrate,
     open_database,
 )
 from aiproxy.logstore.fts import index_missing
 from aiproxy.logstore.models import Server
-from aiproxy.logstore.partitions import holding
+from aiproxy.logstore.partitions import day_of, holding
 from aiproxy.logstore.store import Store
 
 INCOMING = "incoming"
@@ -108,9 +108,8 @@ def import_bundle(bundle: Path, store: Store, progress: Callable[[int], None] | 
             raise BundleError(f"{bundle} failed verification; nothing imported: " + "; ".join(report.problems[:5]))
         meta = report.metadata
         _refuse_newer(schema_number(meta.get("schema_version", 0)), "the bundle")
-        members = list(report.staged.values())
-        adoptable = {member for member in members if _prepare_member(member, store)}
-        targets = _plan(store, members, staging, adoptable)
+        members = [_prepare_member(path, store) for path in report.staged.values()]
+        targets = _plan(store, members, staging)
         result = ImportResult(str(meta.get("bundle_id", "")), str(meta.get("server_id", "")))
         for target in targets:
             _stage(store, target, result.source_server_id)
@@ -157,48 +156,53 @@ def _columns(conn: sqlite3.Connection, schema: str, table: str, wanted: tuple[st
     return ", ".join(f'"{c}"' for c in wanted if c in present)
 
 
-def _plan(store: Store, members: list[Path], staging: Path, adoptable: set[Path]) -> list[_Target]:
+def _plan(store: Store, members: list[_Member], staging: Path) -> list[_Target]:
     """Which destination partition each member's rows go to, by the rows' UTC days."""
     targets: dict[Path, _Target] = {}
     for member in members:
-        with contextlib.closing(sqlite3.connect(member)) as conn:
-            days = conn.execute("SELECT ts / 86400, COUNT(*) FROM requests GROUP BY 1 ORDER BY 1").fetchall()
         by_path: dict[Path, list[tuple[int, int]]] = {}
-        for day, count in days:
-            path = store.partition_path(datetime.fromtimestamp(day * 86400, UTC).date())
-            by_path.setdefault(path, []).append((day, count))
+        for day, count in member.days:
+            by_path.setdefault(store.partition_path(day_of(day * 86400)), []).append((day, count))
         for path, group in by_path.items():
             target = targets.setdefault(path, _Target(path, staging / f"target-{len(targets)}.sqlite3"))
-            target.sources.append((member, group[0][0] * 86400, (group[-1][0] + 1) * 86400))
+            target.sources.append((member.path, group[0][0] * 86400, (group[-1][0] + 1) * 86400))
             target.offered += sum(count for _, count in group)
-            target.whole_member = len(by_path) == 1 and len(target.sources) == 1 and member in adoptable
+            target.whole_member = len(by_path) == 1 and len(target.sources) == 1 and member.adoptable
     for target in targets.values():
         days = range(min(s[1] for s in target.sources) // 86400, max(s[2] for s in target.sources) // 86400)
-        held = {p for d in days for p in holding(store.base, datetime.fromtimestamp(d * 86400, UTC).date())}
+        held = {p for d in days for p in holding(store.base, day_of(d * 86400))}
         target.overlapping = sorted(held - {target.path})
     return list(targets.values())
 
 
-def _prepare_member(member: Path, store: Store) -> bool:
-    """Check and migrate a staged member; True when it has a partition's exact shape (members.py).
-    A member without an FTS index (seed-era, or FTS off at the source) gets one while the store
-    indexes, so every later step copies fragments instead of extracting them."""
+@dataclass
+class _Member:
+    path: Path  # a staged bundle member, checked and migrated
+    days: list[tuple[int, int]]  # (UTC day number, rows)
+    adoptable: bool  # shaped exactly like a partition (members.py)
+
+
+def _prepare_member(path: Path, store: Store) -> _Member:
+    """Check and migrate a staged member, in one connection. A member without an FTS index
+    (seed-era, or FTS off at the source) gets one while the store indexes, so every later step
+    copies fragments instead of extracting them."""
+    db = None
     try:
-        with contextlib.closing(sqlite3.connect(member)) as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        _refuse_newer(version, f"bundle member {member.name}")
-        db = open_database(member, store.settings)
-    except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
-        raise BundleError(f"a partition in the bundle is not a usable log database: {exc}") from None
-    try:
+        db = open_database(path, store.settings, create=False)
+        _refuse_newer(db.execute_sql("PRAGMA user_version").fetchone()[0], f"bundle member {path.name}")
+        migrate(db)
         problem = member_problem(db.connection())
         if problem:
             raise BundleError(f"a partition in the bundle cannot be imported: {problem}")
         if store.settings.fts_enabled and not has_fts(db):
             index_missing(db)
-        return has_partition_shape(db.connection())
+        days = db.execute_sql("SELECT ts / 86400, COUNT(*) FROM requests GROUP BY 1 ORDER BY 1").fetchall()
+        return _Member(path, days, has_partition_shape(db.connection()))
+    except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
+        raise BundleError(f"a partition in the bundle is not a usable log database: {exc}") from None
     finally:
-        db.close()
+        if db is not None:
+            db.close()
 
 
 def _stage(store: Store, target: _Target, source_server_id: str) -> None:
