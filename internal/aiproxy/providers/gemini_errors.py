@@ -1,6 +1,7 @@
 """Gemini error bodies (`{"error":{"code","message","status","details"}}`, google.rpc.Status) ->
 the gateway's domain errors, following wire-formats.md §4.6 with one deliberate change: a
-rejected or missing Gemini key is the operator's problem (502), never a 401 for the client."""
+rejected or missing Gemini key is the operator's problem (502), never a 401 for the client.
+Other 403s (a file or tuned model the project may not read) reach the client as 403s."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from aiproxy.errors import GatewayError, UpstreamError, UpstreamMisconfigured, e
 from aiproxy.providers.base import forwardable_headers
 
 _TYPE_PREFIX = "type.googleapis.com/google.rpc."
-_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED"})
+# ErrorInfo reasons that mean the gateway's key or project is refused: the operator's to fix.
+_KEY_REASONS = frozenset({
+    "API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED",
+    "API_KEY_IP_ADDRESS_BLOCKED", "API_KEY_ANDROID_APP_BLOCKED", "API_KEY_IOS_APP_BLOCKED",
+    "SERVICE_DISABLED", "CONSUMER_SUSPENDED", "CONSUMER_INVALID",
+})
+# What a 403 without such a reason says when the key itself is missing or refused.
+_KEY_MESSAGES = ("api key", "unregistered callers")
 _CODES = {404: "model_not_found", 504: "timeout"}
 
 
@@ -32,7 +40,9 @@ def gemini_error(status: int, error: dict, headers, key_env: str) -> GatewayErro
     """The domain error for a Gemini HTTP status and its `error` object."""
     message = error.get("message") if isinstance(error.get("message"), str) else ""
     details = [d for d in error.get("details") or () if isinstance(d, dict)]
-    if status in (401, 403) or _detail_reasons(details) & _KEY_REASONS:
+    if status == 401 or _detail_reasons(details) & _KEY_REASONS or (
+        status == 403 and any(words in message.lower() for words in _KEY_MESSAGES)
+    ):
         hint = f" Check {key_env}." if key_env else ""
         return UpstreamMisconfigured(
             f"The Gemini API rejected the gateway's API key ({message or f'HTTP {status}'}).{hint}"
@@ -43,11 +53,13 @@ def gemini_error(status: int, error: dict, headers, key_env: str) -> GatewayErro
         # 402 is Gemini's exhausted prepaid balance: OpenAI clients know that as a 429 insufficient_quota.
         code = "insufficient_quota" if status == 402 or _per_day_quota(details) else "rate_limit_exceeded"
         status = 429
-        forwarded = {**_retry_headers(details), **forwarded}
+        if "retry-after" not in forwarded:  # Gemini's own header wins over RetryInfo, and goes alone
+            forwarded = {**_retry_headers(details), **forwarded}
     return UpstreamError(
         message or f"The Gemini API answered HTTP {status}.",
         http_status=status,
-        error_type=error_type_for_http(status),
+        # OpenAI answers an unknown model with invalid_request_error (wire-formats.md §1.6, §4.6).
+        error_type="invalid_request_error" if status == 404 else error_type_for_http(status),
         code=code,
         headers=forwarded,
     )

@@ -19,7 +19,7 @@ def mapped(status, body, headers=None):
     [
         (400, "INVALID_ARGUMENT", 400, "invalid_request_error", None),
         (400, "FAILED_PRECONDITION", 400, "invalid_request_error", None),
-        (404, "NOT_FOUND", 404, "not_found_error", "model_not_found"),
+        (404, "NOT_FOUND", 404, "invalid_request_error", "model_not_found"),  # as OpenAI's own 404
         (500, "INTERNAL", 500, "server_error", None),
         (503, "UNAVAILABLE", 503, "server_error", None),
         (504, "DEADLINE_EXCEEDED", 504, "server_error", "timeout"),
@@ -44,7 +44,8 @@ def test_rate_limit_carries_retry_hints():
 
 def test_upstream_retry_after_header_wins_over_retry_info():
     error = mapped(429, rate_limited("22s").body, {"Retry-After": "5"})
-    assert error.headers == {"retry-after": "5", "retry-after-ms": "22000"}
+    # no retry-after-ms from RetryInfo beside it: OpenAI SDKs read retry-after-ms first
+    assert error.headers == {"retry-after": "5"}
 
 
 def test_per_day_quota_and_prepaid_balance_are_insufficient_quota():
@@ -76,9 +77,18 @@ def test_per_day_quota_and_prepaid_balance_are_insufficient_quota():
                 [{"@type": RPC + "ErrorInfo", "reason": "API_KEY_SERVICE_BLOCKED"}],
             ),
         ),
+        (
+            403,
+            error_body(
+                403,
+                "PERMISSION_DENIED",
+                "Generative Language API has not been used in project 123 before or it is disabled.",
+                [{"@type": RPC + "ErrorInfo", "reason": "SERVICE_DISABLED"}],
+            ),
+        ),
         (401, {}),
     ],
-    ids=["key-invalid", "key-missing", "key-blocked", "bare-401"],
+    ids=["key-invalid", "key-missing", "key-blocked", "api-disabled", "bare-401"],
 )
 def test_rejected_gateway_key_is_an_operator_problem_never_a_401(status, body):
     error = mapped(status, body)
@@ -87,6 +97,15 @@ def test_rejected_gateway_key_is_an_operator_problem_never_a_401(status, body):
     assert error.to_body()["error"]["type"] == "server_error"
     assert error.to_body()["error"]["code"] == "upstream_auth_failed"
     assert "Check GEMINI_API_KEY." in error.message
+
+
+def test_a_403_about_what_the_request_names_is_the_clients():
+    """A Files API URI (or tuned model) the project may not read: the key is fine, the request is not."""
+    message = "You do not have permission to access the File abc or it may not exist."
+    error = mapped(403, error_body(403, "PERMISSION_DENIED", message))
+    assert isinstance(error, UpstreamError)
+    assert error.http_status == 403
+    assert error.to_body() == {"error": {"message": message, "type": "permission_error", "param": None, "code": None}}
 
 
 def test_error_bodies_wrapped_in_an_array_and_non_json_bodies():
