@@ -8,12 +8,14 @@ moves bytes. The key travels in the `x-goog-api-key` header, never in the URL (U
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
 
 import httpx
 import orjson
+from loguru import logger
 
 from aiproxy.config import ProviderSettings
 from aiproxy.errors import GatewayError, InvalidRequest, UpstreamBadResponse, UpstreamUnreachable
@@ -26,6 +28,20 @@ from aiproxy.providers.http import make_http_client, send_streaming, transport_e
 from aiproxy.sse import sse_batches
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+
+
+@contextlib.contextmanager
+def _readable_answer() -> Iterator[None]:
+    """The translators read Gemini's documented shapes. A type error while reading an answer means
+    the upstream (or a proxy in front of it) sent another shape: a 502 for the client, the
+    traceback for the operator, rather than the gateway's own internal error."""
+    try:
+        yield
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+        logger.opt(exception=exc).warning("gemini: an answer of an unexpected shape")
+        raise UpstreamBadResponse(
+            f"The Gemini API sent an answer the gateway cannot read ({type(exc).__name__})."
+        ) from None
 
 
 class GeminiProvider:
@@ -45,7 +61,9 @@ class GeminiProvider:
         model = gemini_model_id(str(body.get("model") or ""))
         if not model:
             raise InvalidRequest("'model' is required.", param="model")
-        path = f"/v1beta/models/{quote(model, safe='-._~')}:{method}"
+        # A tuned model lives under its own collection (wire-formats.md §3.1), every other under models/.
+        collection, name = model.split("/", 1) if model.startswith("tunedModels/") else ("models", model)
+        path = f"/v1beta/{collection}/{quote(name, safe='-._~')}:{method}"
         return model, path, dump_parsed(to_gemini_request(body))
 
     def _error(self, status: int, body: bytes, headers) -> GatewayError:
@@ -65,9 +83,9 @@ class GeminiProvider:
             raise UpstreamBadResponse("The Gemini API returned a body that is not JSON.") from None
         if not isinstance(data, dict):
             raise UpstreamBadResponse("The Gemini API returned JSON that is not an object.")
-        return UpstreamResponse(
-            body=to_openai_response(data, model), headers=forwardable_headers(response.headers)
-        )
+        with _readable_answer():
+            body = to_openai_response(data, model)
+        return UpstreamResponse(body=body, headers=forwardable_headers(response.headers))
 
     async def open_stream(self, request: UpstreamRequest) -> GeminiStream:
         model, path, payload = self._prepare(request.body, "streamGenerateContent")
@@ -104,7 +122,8 @@ class GeminiStream:
             # aiter_bytes, not aiter_raw: Google may gzip the event stream.
             async for batch in sse_batches(self._response.aiter_bytes(), self._translate):
                 yield batch
-            batch = self._translator.finish()  # raises when the stream was cut short
+            with _readable_answer():
+                batch = self._translator.finish()  # raises when the stream was cut short
             if batch:
                 yield batch
         except httpx.TimeoutException as exc:
@@ -128,7 +147,8 @@ class GeminiStream:
             code = error.get("code")
             status = code if isinstance(code, int) and 400 <= code <= 599 else 502
             raise gemini_error(status, error, {}, self._key_env)
-        return self._translator.feed(event)
+        with _readable_answer():
+            return self._translator.feed(event)
 
     async def aclose(self) -> None:
         await self._response.aclose()

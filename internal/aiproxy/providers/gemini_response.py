@@ -32,16 +32,21 @@ def finish_reason(gemini_reason: str | None, has_tool_calls: bool) -> str:
 
 def usage(metadata: dict | None) -> dict:
     """OpenAI usage from usageMetadata: reasoning counts inside completion tokens, as OpenAI does."""
-    metadata = metadata or {}
-    prompt = metadata.get("promptTokenCount", 0) + metadata.get("toolUsePromptTokenCount", 0)
-    thoughts = metadata.get("thoughtsTokenCount", 0)
-    completion = metadata.get("candidatesTokenCount", 0) + thoughts
-    total = metadata.get("totalTokenCount", 0)
+    metadata = metadata if isinstance(metadata, dict) else {}
+
+    def count(field: str) -> int:  # a count Gemini did not send (or sent as no number) is 0
+        value = metadata.get(field, 0)
+        return value if type(value) is int else 0
+
+    prompt = count("promptTokenCount") + count("toolUsePromptTokenCount")
+    thoughts = count("thoughtsTokenCount")
+    completion = count("candidatesTokenCount") + thoughts
+    total = count("totalTokenCount")
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": total if total == prompt + completion else prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": metadata.get("cachedContentTokenCount", 0)},
+        "prompt_tokens_details": {"cached_tokens": count("cachedContentTokenCount")},
         "completion_tokens_details": {"reasoning_tokens": thoughts},
     }
 
@@ -167,7 +172,7 @@ class StreamTranslator:
 
     def feed(self, event: dict) -> list[dict]:
         """The OpenAI chunks for one Gemini event."""
-        if event.get("usageMetadata"):
+        if isinstance(event.get("usageMetadata"), dict):
             self._usage = event["usageMetadata"]
         candidates = event.get("candidates")
         if not candidates:

@@ -48,6 +48,19 @@ _TOOL_CHOICE_MODE = {"none": "NONE", "auto": "AUTO", "required": "ANY"}
 _AUDIO_MIME = {"mp3": "audio/mp3", "wav": "audio/wav"}
 
 
+def _is_name(value) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _list_of(value, param: str) -> list:
+    """value when it is a list (or absent: []), else a 400 naming param."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidRequest(f"'{param}' must be a list here.", param=param)
+    return value
+
+
 def gemini_model_id(model: str) -> str:
     """The id that goes into the URL path: `models/` is optional on the way in."""
     return model[7:] if model.startswith("models/") else model
@@ -61,7 +74,8 @@ def to_gemini_request(body: dict) -> dict:
         request["systemInstruction"] = {"parts": system_parts}
     tools = body.get("tools")
     if tools:
-        request["tools"] = [{"functionDeclarations": [_function_declaration(tool) for tool in tools]}]
+        declarations = [_function_declaration(tool) for tool in _list_of(tools, "tools")]
+        request["tools"] = [{"functionDeclarations": declarations}]
     tool_config = _tool_config(body.get("tool_choice"))
     if tool_config is not None:
         request["toolConfig"] = tool_config
@@ -204,6 +218,10 @@ def _file_part(file, position: int) -> dict:
             f"messages[{position}]: file part is missing its 'file' object.", param="messages"
         )
     data = file.get("file_data")
+    if data and not isinstance(data, str):
+        raise InvalidRequest(
+            f"messages[{position}]: file.file_data must be a data: URL or base64 text.", param="messages"
+        )
     if not data:
         if file.get("file_id"):
             raise InvalidRequest(
@@ -221,6 +239,8 @@ def _file_part(file, position: int) -> dict:
 def _assistant_parts(message: dict, position: int, call_names: dict[str, str]) -> list[dict]:
     parts = _text_parts(message.get("content"), position)
     calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise InvalidRequest(f"messages[{position}].tool_calls must be a list.", param="messages")
     signed = False
     for call in calls:
         part = _function_call_part(call, position)
@@ -236,7 +256,7 @@ def _assistant_parts(message: dict, position: int, call_names: dict[str, str]) -
 
 def _function_call_part(call, position: int) -> dict:
     function = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(function, dict) or not function.get("name") or not call.get("id"):
+    if not isinstance(function, dict) or not _is_name(function.get("name")) or not _is_name(call.get("id")):
         raise InvalidRequest(
             f"messages[{position}].tool_calls: each call needs an id and function.name.", param="messages"
         )
@@ -315,14 +335,18 @@ def _tool_config(choice) -> dict | None:
         }
     if kind == "allowed_tools" and isinstance(choice.get("allowed_tools"), dict):
         allowed = choice["allowed_tools"]
-        names = [
-            t["function"]["name"]
-            for t in allowed.get("tools") or []
-            if isinstance(t, dict) and t.get("function")
-        ]
+        names = [_allowed_tool_name(tool) for tool in _list_of(allowed.get("tools"), "tool_choice")]
         mode = "ANY" if allowed.get("mode") == "required" else "VALIDATED"
         return {"functionCallingConfig": {"mode": mode, "allowedFunctionNames": names}}
     raise InvalidRequest("tool_choice is not a form Gemini can honour.", param="tool_choice")
+
+
+def _allowed_tool_name(tool) -> str:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not _is_name(name):
+        raise InvalidRequest("tool_choice.allowed_tools.tools: each tool needs function.name.", param="tool_choice")
+    return name
 
 
 # --- generationConfig ----------------------------------------------------------------------------
@@ -342,16 +366,20 @@ def _generation_config(body: dict) -> dict:
         config["maxOutputTokens"] = max_tokens
     stop = body.get("stop")
     if stop:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        stops = [stop] if isinstance(stop, str) else _list_of(stop, "stop")
+        if not all(isinstance(sequence, str) for sequence in stops):
+            raise InvalidRequest("'stop' must be a string or a list of strings.", param="stop")
+        config["stopSequences"] = stops
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"
-        schema = (response_format.get("json_schema") or {}).get("schema")
+        json_schema = response_format.get("json_schema")
+        schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
         if schema:
             config["responseJsonSchema"] = schema
     effort = body.get("reasoning_effort")
     if effort is not None:
-        if effort not in _THINKING_BUDGET:
+        if not isinstance(effort, str) or effort not in _THINKING_BUDGET:
             raise InvalidRequest(f"reasoning_effort {effort!r} is not supported.", param="reasoning_effort")
         config["thinkingConfig"] = {"thinkingBudget": _THINKING_BUDGET[effort]}
     return config

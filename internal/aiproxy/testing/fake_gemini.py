@@ -3,7 +3,8 @@
 It behaves like the real service where our gateway could tell the difference
 (wire-formats.md §3 and §4.8, the protos in shared/specs/gemini-v1beta-protos):
 
-* `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent` (`?alt=sse` gives SSE
+* `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent` (also under `tunedModels/`;
+  `?alt=sse` gives SSE
   events separated by `\\r\\n\\r\\n`, no `[DONE]`, no comments; without it a streamed JSON array);
 * the key in `x-goog-api-key` or `?key=`: missing -> 403 PERMISSION_DENIED, wrong -> 400 API_KEY_INVALID;
 * request bodies checked against the v1beta messages: camelCase or snake_case, an unknown field ->
@@ -25,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import math
 import re
 import threading
 import uuid
@@ -37,7 +39,9 @@ from aiohttp import web
 DEFAULT_KEY = "fake-gemini-key"
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 _RPC = "type.googleapis.com/google.rpc."
-_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")
+_PATH = re.compile(
+    r"^/v1beta/(?P<model>(?:models|tunedModels)/[^/:]+):(?P<method>generateContent|streamGenerateContent)$"
+)
 
 # --- the v1beta request messages (field -> nested message, [message] when repeated, None for scalars
 # and free-form Struct/Value fields), from generative_service.proto, content.proto and safety.proto.
@@ -127,6 +131,16 @@ REQUEST_MESSAGES: dict[str, dict[str, Any]] = {
         "mediaResolution": None,
     },
     "ThinkingConfig": {"includeThoughts": None, "thinkingBudget": None},
+}
+# Typed scalars the gateway fills from client input, checked as proto3 JSON parsing does.
+_SCALARS: dict[str, dict[str, str]] = {
+    "GenerationConfig": {
+        "candidateCount": "int32", "maxOutputTokens": "int32", "topK": "int32", "seed": "int32",
+        "logprobs": "int32", "temperature": "float", "topP": "float", "presencePenalty": "float",
+        "frequencyPenalty": "float", "responseLogprobs": "bool", "responseMimeType": "string",
+        "stopSequences": "strings",
+    },
+    "ThinkingConfig": {"includeThoughts": "bool", "thinkingBudget": "int32"},
 }
 _DATA_FIELDS = (
     "text",
@@ -317,6 +331,29 @@ def _check_fields(value: Any, message: str, path: str) -> None:
                 _check_fields(element, nested[0], f"{child}[{position}]")
         elif nested is not None:
             _check_fields(item, nested, child)
+        elif canonical in _SCALARS.get(message, {}) and not _scalar_ok(item, _SCALARS[message][canonical]):
+            kind = _SCALARS[message][canonical].upper().rstrip("S")
+            raise _invalid(f"Invalid value at '{child}' (TYPE_{kind}), {orjson.dumps(item).decode()}", child)
+
+
+def _scalar_ok(value: Any, kind: str) -> bool:
+    """Whether proto3 JSON parsing accepts value for a field of this kind (numbers may be strings)."""
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "strings":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if isinstance(value, bool):
+        return False
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        return False
+    if kind == "float":
+        return isinstance(number, int | float)
+    return (isinstance(number, int | float) and math.isfinite(number) and number == int(number)
+            and -(2**31) <= number < 2**31)
 
 
 def _invalid(message: str, path: str = "") -> FakeGeminiError:
@@ -548,11 +585,11 @@ class FakeGemini:
             if match is None:
                 raise FakeGeminiError(404, "NOT_FOUND", f"Method not found: {request.path}")
             self._check_key(request)
-            if self.models is not None and match["model"] not in self.models:
+            if self.models is not None and match["model"].removeprefix("models/") not in self.models:
                 raise FakeGeminiError(
                     404,
                     "NOT_FOUND",
-                    f"models/{match['model']} is not found for API version v1beta, or is not supported for "
+                    f"{match['model']} is not found for API version v1beta, or is not supported for "
                     f"{match['method']}. Call ListModels to see the list of available models and their supported "
                     "methods.",
                 )

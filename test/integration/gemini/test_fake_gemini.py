@@ -107,8 +107,25 @@ async def test_snake_case_and_camel_case_are_both_accepted(client, fake):
             {**HI, "generationConfig": {"responseJsonSchema": {"type": "object"}}},
             "response_mime_type must be application/json when response_json_schema is set.",
         ),
+        (
+            {**HI, "generationConfig": {"maxOutputTokens": 2**40}},
+            "Invalid value at 'generation_config.max_output_tokens' (TYPE_INT32), 1099511627776",
+        ),
+        (
+            {**HI, "generationConfig": {"temperature": "warm"}},
+            "Invalid value at 'generation_config.temperature' (TYPE_FLOAT), \"warm\"",
+        ),
+        (
+            {**HI, "generationConfig": {"thinkingConfig": {"includeThoughts": 1}}},
+            "Invalid value at 'generation_config.thinking_config.include_thoughts' (TYPE_BOOL), 1",
+        ),
+        (
+            {**HI, "generationConfig": {"stopSequences": ["ok", 5]}},
+            "Invalid value at 'generation_config.stop_sequences' (TYPE_STRING), [\"ok\",5]",
+        ),
     ],
-    ids=["no-contents", "empty-parts", "no-data", "bad-role", "response-count", "schema-without-mime"],
+    ids=["no-contents", "empty-parts", "no-data", "bad-role", "response-count", "schema-without-mime",
+         "int32-out-of-range", "float-not-a-number", "bool-not-a-bool", "stop-not-strings"],
 )
 async def test_requests_the_real_api_refuses(client, body, message):
     status, error = await error_of(client, body)

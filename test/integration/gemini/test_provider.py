@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from aiproxy.errors import (
+    UpstreamBadResponse,
     UpstreamError,
     UpstreamMisconfigured,
     UpstreamStreamTruncated,
@@ -426,6 +427,12 @@ async def test_base_url_may_carry_the_version_path(fake, gemini_settings):
     assert fake.requests[-1].path == f"/v1beta/models/{MODEL}:generateContent"
 
 
+async def test_a_tuned_model_is_called_under_tuned_models(fake, provider):
+    await provider.complete(UpstreamRequest(body={"model": "tunedModels/my-tuned-abc", "messages": [user("x")]},
+                                            request_id="req-1"))
+    assert fake.requests[-1].path == "/v1beta/tunedModels/my-tuned-abc:generateContent"
+
+
 async def test_unknown_model_is_a_404_model_not_found(gemini_settings):
     async with FakeGemini(models={"gemini-2.5-pro"}) as fake:
         provider = GeminiProvider(gemini_settings(fake))
@@ -476,6 +483,24 @@ async def test_truncated_stream_and_stream_without_finish(fake, provider):
     unfinished.events[-1]["candidates"][0].pop("finishReason")
     fake.enqueue(unfinished)
     with pytest.raises(UpstreamStreamTruncated, match="ended before the answer was finished"):
+        await collect(await provider.open_stream(req(messages=[user("x")], stream=True)))
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"candidates": 5}, {"candidates": ["s"]}, {"candidates": [{"content": {"parts": "x"}}]},
+     {"candidates": [{"content": {"parts": [{"functionCall": None}]}}]},
+     {"candidates": [{"content": {"parts": [{"text": "a"}]},
+                     "logprobsResult": {"topCandidates": 5, "chosenCandidates": [{"token": "a"}]}}]}],
+    ids=["candidates-int", "candidate-str", "parts-str", "call-null", "logprobs-int"],
+)
+async def test_answers_of_another_shape_are_a_bad_upstream_response(fake, provider, answer):
+    """Not the gateway's internal error (a 500): the client gets a 502 that names the upstream."""
+    fake.enqueue(JsonReply(answer))
+    with pytest.raises(UpstreamBadResponse, match="cannot read"):
+        await provider.complete(req(messages=[user("x")]))
+    fake.enqueue(StreamReply([answer]))
+    with pytest.raises(UpstreamBadResponse, match="cannot read"):
         await collect(await provider.open_stream(req(messages=[user("x")], stream=True)))
 
 

@@ -410,3 +410,34 @@ def test_unknown_role_is_a_400():
 def test_model_prefix_is_stripped():
     assert gemini_model_id("models/gemini-2.5-flash") == "gemini-2.5-flash"
     assert gemini_model_id("gemini-2.5-flash") == "gemini-2.5-flash"
+
+
+ASSISTANT_CALL = {"role": "assistant", "content": None,
+                  "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"tools": 5}, "tools"),
+        ({"tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": 5}}}, "tool_choice"),
+        ({"tool_choice": {"type": "allowed_tools", "allowed_tools": {"tools": [{"function": "f"}]}}}, "tool_choice"),
+        ({"tool_choice": {"type": "allowed_tools",
+                          "allowed_tools": {"tools": [{"type": "function", "function": {"description": "x"}}]}}},
+         "tool_choice"),
+        ({"stop": 5}, "stop"),
+        ({"stop": ["ok", 5]}, "stop"),
+        ({"reasoning_effort": ["low"]}, "reasoning_effort"),
+        ({"messages": [USER_HI, {**ASSISTANT_CALL, "tool_calls": 5}]}, "messages"),
+        ({"messages": [USER_HI, {**ASSISTANT_CALL, "tool_calls": [{**ASSISTANT_CALL["tool_calls"][0], "id": 123}]}]},
+         "messages"),
+        ({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_data": {"x": 1}}}]}]}, "messages"),
+    ],
+    ids=["tools-not-list", "allowed-tools-not-list", "allowed-tool-function-str", "allowed-tool-no-name",
+         "stop-int", "stop-list-with-int", "effort-list", "tool-calls-not-list", "tool-call-id-int", "file-data-object"],
+)
+def test_mistyped_fields_are_a_400_naming_the_param(body, param):
+    """Not a TypeError deep in the translation (which the client would see as a 500)."""
+    with pytest.raises(InvalidRequest) as error:
+        translate(**{"messages": [USER_HI], **body})
+    assert error.value.param == param

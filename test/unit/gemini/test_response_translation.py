@@ -6,7 +6,13 @@ from unittest.mock import ANY
 import pytest
 
 from aiproxy.providers.gemini_ids import decode_tool_call_id
-from aiproxy.providers.gemini_response import block_explanation, finish_reason, to_openai_response, usage
+from aiproxy.providers.gemini_response import (
+    StreamTranslator,
+    block_explanation,
+    finish_reason,
+    to_openai_response,
+    usage,
+)
 
 USAGE = {
     "promptTokenCount": 83,
@@ -283,3 +289,11 @@ def test_logprobs_are_mapped():
         ],
         "refusal": None,
     }
+
+
+
+def test_token_counts_that_are_not_numbers_count_zero():
+    assert usage({"promptTokenCount": "3", "candidatesTokenCount": None, "totalTokenCount": 2})["total_tokens"] == 0
+    translator = StreamTranslator("m", include_usage=True)
+    translator.feed({"usageMetadata": 5})
+    assert translator.usage is None
