@@ -131,13 +131,17 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         try:
             call = self._gateway.prepare(exchange, request_body(request))
             batches, headers = await self._gateway.open_stream(call)
-            await context.send_initial_metadata(((REQUEST_ID, request_id), *headers.items()))
-            limit = 1
-            async for batch in batches:
-                while batch:
-                    part, batch = batch[:limit], batch[limit:]
-                    limit = min(limit * BATCH_GROWTH, MAX_BATCH)
-                    await write([answer_message(chunk, chat_pb2.ChatCompletionChunk) for chunk in part])
+            # Closed here, not left to the garbage collector: a call cancelled (or failed) while
+            # writing leaves the relay suspended, and only closing it stops the upstream call and
+            # records the partial answer.
+            async with contextlib.aclosing(batches):
+                await context.send_initial_metadata(((REQUEST_ID, request_id), *headers.items()))
+                limit = 1
+                async for batch in batches:
+                    while batch:
+                        part, batch = batch[:limit], batch[limit:]
+                        limit = min(limit * BATCH_GROWTH, MAX_BATCH)
+                        await write([answer_message(chunk, chat_pb2.ChatCompletionChunk) for chunk in part])
         except GatewayError as exc:
             failure = exc
             await abort_with(context, exc, request_id)
