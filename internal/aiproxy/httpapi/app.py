@@ -23,6 +23,9 @@ EXPOSED_HEADERS = "X-Request-ID, Retry-After, X-RateLimit-Limit-Requests, X-Rate
                   "X-RateLimit-Reset-Requests, X-RateLimit-Limit-Tokens, X-RateLimit-Remaining-Tokens, " \
                   "X-RateLimit-Reset-Tokens"
 
+REQUEST_LINE_LIMIT = 64 * 1024
+
+
 def _request_id(request: web.Request) -> str:
     return request_id(request.headers.get("X-Request-ID"))
 
@@ -116,7 +119,13 @@ def create_app(settings: Settings, channel: grpc.aio.Channel, reject) -> web.App
     middlewares = [errors_middleware]
     if settings.cors_allow_origins:
         middlewares.append(_cors_middleware(settings.cors_allow_origins))
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=middlewares,
+        client_max_size=settings.max_body_bytes,
+        # Request lines up to 64 KiB (aiohttp: 8 KiB): a long /v1/logs search query must reach the
+        # handler, which answers in the OpenAI error format; only aiohttp's parser answers in plain text.
+        handler_args={"max_line_size": REQUEST_LINE_LIMIT},
+    )
     app[CHANNEL] = channel
     app[STUB] = chat_pb2_grpc.ChatServiceStub(channel)
     app[REJECT] = reject
