@@ -1,11 +1,17 @@
 """loguru sinks: the app log (JSON lines on stderr and in logs/app.log) and the request log
 (one JSON line per exchange in logs/requests/requests-YYYYMMDD-<pid>.jsonl, written by a
 background thread so the event loop never blocks on disk). LOG_LEVEL only filters; the
-format is always JSON, for the libraries' stdlib `logging` records too (aiohttp, grpc, asyncio)."""
+format is always JSON, for the libraries' stdlib `logging` records too (aiohttp, grpc, asyncio).
+
+Both files are written by `_LineFile`: whole lines, one unbuffered `os.write` each, never onto
+an unterminated tail (a line cut off by a full disk or a killed process stays a line of its own),
+and a failed write is one rate-limited JSON line in the app log instead of loguru's stderr dump
+of the record (which holds prompts and answers)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -14,6 +20,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -25,6 +32,8 @@ from loguru import logger
 from aiproxy.config import Settings
 
 REQUEST_LOG_DIR = "requests"
+APP_LOG_ROTATION_BYTES = 100 * 1024 * 1024
+REPORT_EVERY_S = 60.0  # at most one line per sink and interval about its failed writes
 
 
 def _app_json(record) -> str:
@@ -83,18 +92,205 @@ def _is_app_record(record) -> bool:
     return not record["extra"].get("_request_log", False)
 
 
-class _UtcDailyRotation:
-    """Rotate when the UTC date changes (loguru's "00:00" would use local time)."""
+def _is_app_file_record(record) -> bool:
+    # A failed app.log write is reported on stderr only: in app.log it would fail again.
+    return not record["extra"].get("_request_log", False) and not record["extra"].get("_stderr_only", False)
 
-    def __init__(self) -> None:
-        self._day = datetime.now(UTC).date()
 
-    def __call__(self, message, file) -> bool:
-        day = message.record["time"].astimezone(UTC).date()
-        if day != self._day:
-            self._day = day
-            return True
-        return False
+class _WriteFailures:
+    """A sink's failed writes, told as one app log line at once and then at most one per
+    REPORT_EVERY_S, each with the number of records dropped since the previous line; the
+    first good write after failures says so (within the same limit), and stop() tells what
+    is still untold."""
+
+    def __init__(self, what: str, report: Callable[..., None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.what = what
+        self._report = report
+        self._clock = clock
+        self._last = float("-inf")
+        self.dropped = 0  # records dropped since the last line
+        self.failing = False  # the last write failed
+        self._untold = False  # a failure or a recovery not reported yet
+        self._error = ""
+        self._path = ""
+
+    def failed(self, path: str, error: BaseException) -> None:
+        self.dropped += 1
+        self.failing = self._untold = True
+        self._path = path
+        # The OS error says what went wrong (ENOSPC, EROFS); anything else by its type only: its
+        # text could quote the record.
+        self._error = str(error) if isinstance(error, OSError) else type(error).__name__
+        self._tell(force=False)
+
+    def succeeded(self) -> None:
+        if self.failing:
+            self.failing = False
+            self._untold = True
+            self._tell(force=False)
+
+    def stop(self) -> None:
+        self._tell(force=True)
+
+    def _tell(self, *, force: bool) -> None:
+        now = self._clock()
+        if not self._untold or (not force and now - self._last < REPORT_EVERY_S):
+            return
+        if self.failing:
+            self._report("ERROR", f"{self.what} write failed: {self._error}", file=self._path, dropped=self.dropped)
+        else:
+            self._report("WARNING", f"{self.what} writes resumed", file=self._path, dropped=self.dropped)
+        self._last, self.dropped, self._untold = now, 0, False
+
+
+def _report_in_app_log(level: str, message: str, **fields) -> None:
+    logger.bind(_logger=__name__, **fields).log(level, message)
+
+
+def _report_on_stderr(level: str, message: str, **fields) -> None:
+    logger.bind(_logger=__name__, _stderr_only=True, **fields).log(level, message)
+
+
+class _LineFile:
+    """A loguru sink appending whole lines to a file, for a single writer thread (loguru's
+    `enqueue`). Each line is one `os.write` on an O_APPEND descriptor: no buffer keeps half a
+    line after a failure to write it later, and the lines of several processes sharing a file
+    (app.log with --workers) do not interleave. A line never lands on an unterminated tail:
+    when the file is opened, and after a failed write, a missing final newline is written
+    first, so a fragment left by a full disk or a killed process stays a (corrupt) line of its
+    own. A failed write drops that line, is told by `_WriteFailures`, and never raises: loguru
+    would print the whole record on stderr."""
+
+    def __init__(self, what: str, report: Callable[..., None]) -> None:
+        self.failures = _WriteFailures(what, report)
+        self._fd: int | None = None
+        self._path = ""
+        self._tail_unknown = False
+
+    def _path_for(self, message) -> str:
+        raise NotImplementedError
+
+    def _before_write(self, size: int) -> None:
+        """Rotation: called with the file open, before a line of `size` bytes goes in."""
+
+    def open(self, path: str) -> None:
+        """Open `path` for appending (creating it and its directory), then end its last line if
+        it has none. Raises OSError; when only that newline failed, the file is open and the
+        next write tries it again."""
+        self.close()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        self._fd, self._path, self._tail_unknown = fd, path, True
+        self._end_last_line()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def _end_last_line(self) -> None:
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            self._write_all(b"\n")
+        self._tail_unknown = False
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            if written <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[written:]
+
+    def write(self, message: str) -> None:
+        data = message.encode("utf-8", "replace")
+        path = self._path
+        try:
+            path = self._path_for(message)
+            if self._fd is None or path != self._path:
+                self.open(path)
+            self._before_write(len(data))
+            if self._tail_unknown:
+                self._end_last_line()
+            self._write_all(data)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the record is dropped and the gateway serves on
+            self._tail_unknown = True  # part of the line may be in the file
+            self.failures.failed(path, exc)
+            return
+        self.failures.succeeded()
+
+    def stop(self) -> None:
+        self.close()
+        self.failures.stop()
+
+
+class _RequestLogFile(_LineFile):
+    """requests-YYYYMMDD-<pid>.jsonl, by the UTC day of each record; on a new day the next file
+    is opened and the request logs past retention are deleted (every process's)."""
+
+    def __init__(self, directory: Path, keep: timedelta) -> None:
+        super().__init__("request log", _report_in_app_log)
+        self.directory = directory
+        self.keep = keep
+        self._pid = os.getpid()
+        self._day = (0.0, 0.0, "")  # [start, end) in epoch seconds of the last record's UTC day, its file
+
+    def file_of(self, moment: datetime) -> str:
+        return str(self.directory / f"requests-{moment.astimezone(UTC):%Y%m%d}-{self._pid}.jsonl")
+
+    def _path_for(self, message) -> str:
+        record = getattr(message, "record", None)
+        moment = record["time"] if record is not None else datetime.now(UTC)
+        stamp = moment.timestamp()
+        start, end, path = self._day
+        if not start <= stamp < end:
+            start = stamp - stamp % 86400  # UTC days are 86400 s in epoch time
+            path = self.file_of(moment)
+            self._day = (start, start + 86400, path)
+        return path
+
+    def open(self, path: str) -> None:
+        rotating = bool(self._path) and path != self._path
+        super().open(path)
+        if rotating:
+            with contextlib.suppress(OSError):
+                prune_request_logs(self.directory, self.keep)
+
+
+class _AppLogFile(_LineFile):
+    """app.log, shared by the workers: renamed to app.<time>.log past APP_LOG_ROTATION_BYTES
+    (loguru's naming), by whichever process gets there first; the others notice the rename
+    and reopen. Rotated files older than the retention are deleted."""
+
+    def __init__(self, path: Path, keep: timedelta) -> None:
+        super().__init__("app log", _report_on_stderr)
+        self.file = str(path)
+        self.keep = keep
+
+    def _path_for(self, message) -> str:
+        return self.file
+
+    def _before_write(self, size: int) -> None:
+        mine = os.fstat(self._fd)
+        try:
+            current = os.stat(self.file)
+        except FileNotFoundError:
+            current = None
+        if current is None or (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
+            self.open(self.file)  # another worker rotated it (or someone removed it)
+        elif mine.st_size and mine.st_size + size > APP_LOG_ROTATION_BYTES:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%d_%H-%M-%S_%f")
+            os.rename(self.file, str(Path(self.file).with_name(f"app.{stamp}.log")))
+            self.open(self.file)
+            self._prune()
+
+    def _prune(self) -> None:
+        cutoff = time.time() - self.keep.total_seconds()
+        for path in Path(self.file).parent.glob("app.*.log"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
 
 
 class _ThreadQueueContext(BaseContext):
@@ -119,11 +315,6 @@ class _ThreadQueueContext(BaseContext):
 _QUEUE_CONTEXT = _ThreadQueueContext()
 
 
-def request_log_path(log_dir: str | Path) -> str:
-    # loguru fills {time} when it opens a file, so each rotation gets the new date.
-    return str(Path(log_dir) / REQUEST_LOG_DIR / f"requests-{{time:YYYYMMDD!UTC}}-{os.getpid()}.jsonl")
-
-
 def prune_request_logs(directory: Path, keep: timedelta) -> None:
     """Delete the request log files of every process, this one's and earlier ones', last written
     more than `keep` ago. loguru's own retention only sees this process's files: the names carry
@@ -135,39 +326,44 @@ def prune_request_logs(directory: Path, keep: timedelta) -> None:
                 path.unlink()
 
 
+# A full disk is no reason to refuse to start: the sink tries again at its next line and reports.
+_TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _open_at_start(sink: _LineFile, path: str) -> None:
+    try:
+        sink.open(path)
+    except OSError as exc:
+        if exc.errno not in _TRANSIENT:
+            raise
+
+
 def configure_logging(settings: Settings, *, stderr: bool = True) -> None:
     logger.remove()
     logging.basicConfig(handlers=[_StdlibHandler()], level=logger.level(settings.log_level).no, force=True)
-    if stderr:
-        logger.add(sys.stderr, level=settings.log_level, format=_app_json, filter=_is_app_record, enqueue=False)
     log_dir = Path(settings.log_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    if settings.enable_file_logging:
-        logger.add(
-            str(log_dir / "app.log"),
-            level=settings.log_level,
-            format=_app_json,
-            filter=_is_app_record,
-            enqueue=True,
-            context=_QUEUE_CONTEXT,
-            rotation="100 MB",
-            retention=settings.request_log_retention,
-        )
+    keep = settings.request_log_retention
+    request_log = app_log = None
+    # Opened now: a line that a killed predecessor with this pid (PID 1 in a container) left
+    # unterminated is ended at once.
     if settings.request_log_enabled:
         requests_dir = log_dir / REQUEST_LOG_DIR
-        requests_dir.mkdir(parents=True, exist_ok=True)
-        prune_request_logs(requests_dir, settings.request_log_retention)
-        logger.add(
-            request_log_path(log_dir),
-            level=0,
-            format="{message}",
-            filter=_is_request_record,
-            enqueue=True,
-            context=_QUEUE_CONTEXT,
-            rotation=_UtcDailyRotation(),
-            retention=lambda _own_files: prune_request_logs(requests_dir, settings.request_log_retention),
-            encoding="utf-8",
-        )
+        prune_request_logs(requests_dir, keep)  # first: it may delete this pid's file of today
+        request_log = _RequestLogFile(requests_dir, keep)
+        _open_at_start(request_log, request_log.file_of(datetime.now(UTC)))
+    if settings.enable_file_logging:
+        app_log = _AppLogFile(log_dir / "app.log", keep)
+        _open_at_start(app_log, app_log.file)
+    # The request log first: loguru stops sinks in this order (at exit), so what the request
+    # log's thread reports while it drains its queue still reaches stderr and app.log.
+    if request_log is not None:
+        logger.add(request_log, level=0, format="{message}", filter=_is_request_record, enqueue=True,
+                   context=_QUEUE_CONTEXT)
+    if stderr:
+        logger.add(sys.stderr, level=settings.log_level, format=_app_json, filter=_is_app_record, enqueue=False)
+    if app_log is not None:
+        logger.add(app_log, level=settings.log_level, format=_app_json, filter=_is_app_file_record, enqueue=True,
+                   context=_QUEUE_CONTEXT)
 
 
 _request_logger = logger.bind(_request_log=True)

@@ -98,3 +98,38 @@ def test_one_process_ingests_at_a_time_and_another_takes_over(tmp_path):
     write_jsonl(tmp_path / "logs" / "requests" / "r.jsonl", conversation([("again", "more")], start=T0))
     assert second.run_once().rows_inserted == 1
     second.close()
+
+
+def test_a_fragment_left_by_a_killed_process_is_reported_and_ingest_goes_on(tmp_path):
+    """A process died mid-line; its successor (same pid: PID 1 in a container) writes on. The
+    fragment becomes a corrupt line of its own, reported once as file:line; the records written
+    after it are ingested, this round and the next."""
+    import logging
+    import os
+
+    import orjson
+    from loguru import logger
+
+    from aiproxy.logsetup import configure_logging, write_request_record
+    from aiproxy.logstore.live import LiveIngester
+
+    log = tmp_path / "logs" / "requests" / f"requests-{datetime.now(UTC):%Y%m%d}-{os.getpid()}.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b'{"schema":"aiproxy.request.v1","request_id":"killed-mid-write","ts":"2025-')
+    root_handlers, root_level = logging.root.handlers[:], logging.root.level
+    live = LiveIngester(make_store(tmp_path / "logs" / "db"), tmp_path / "logs" / "requests")
+    try:
+        configure_logging(Settings(log_dir=str(tmp_path / "logs"), enable_file_logging=False), stderr=False)
+        write_request_record(orjson.dumps(conversation([("after the crash", "fine")], start=T0)[0]).decode())
+        logger.complete()
+        first = live.run_once()
+        assert (first.rows_inserted, first.records_corrupt) == (1, 1)
+        assert first.problems[0].startswith(f"{log}:1: invalid JSON")
+        write_request_record(orjson.dumps(conversation([("and later", "still fine")], start=T0)[0]).decode())
+        logger.complete()
+        second = live.run_once()  # past the fragment for good: not reported again
+        assert (second.rows_inserted, second.records_corrupt, second.problems) == (1, 0, [])
+    finally:
+        live.close()
+        logger.remove()
+        logging.root.handlers[:], logging.root.level = root_handlers, root_level

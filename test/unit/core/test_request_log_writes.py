@@ -1,0 +1,223 @@
+"""The request log file on a bad day: a partial line left by a full disk or a killed process never
+swallows the next record, and a failed write is one JSON line in the app log (never the record)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from loguru import logger
+
+from aiproxy.config import Settings
+from aiproxy.logsetup import REQUEST_LOG_DIR, configure_logging, write_request_record
+from aiproxy.testing.logrecords import chat_record
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _today_file(log_dir: Path, pid: int | None = None) -> Path:
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    return log_dir / REQUEST_LOG_DIR / f"requests-{day}-{pid or os.getpid()}.jsonl"
+
+
+def _record(text: str) -> str:
+    return orjson.dumps(chat_record([{"role": "user", "content": text}], "answer", ts=datetime.now(UTC))).decode()
+
+
+@contextmanager
+def _logging(settings: Settings, *, stderr: bool = False):
+    root_handlers, root_level = logging.root.handlers[:], logging.root.level
+    try:
+        configure_logging(settings, stderr=stderr)
+        yield
+    finally:
+        logger.remove()
+        logging.root.handlers[:], logging.root.level = root_handlers, root_level
+
+
+def test_a_fragment_left_by_an_earlier_process_with_the_same_pid_stays_its_own_line(tmp_path):
+    # The gateway is PID 1 in its container: after a restart it appends to the file the killed
+    # process left with half a line at its end.
+    path = _today_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b'{"schema":"aiproxy.request.v1","request_id":"killed-mid-write","ts":"2026-')
+    record = _record("after the restart")
+    with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
+        write_request_record(record)
+        logger.complete()
+    lines = path.read_bytes().split(b"\n")
+    assert lines == [b'{"schema":"aiproxy.request.v1","request_id":"killed-mid-write","ts":"2026-', record.encode(), b""]
+
+
+def test_a_file_that_ends_with_a_newline_gets_no_empty_line(tmp_path):
+    path = _today_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b'{"earlier": 1}\n')
+    with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
+        write_request_record('{"later": 2}')
+        logger.complete()
+    assert path.read_bytes() == b'{"earlier": 1}\n{"later": 2}\n'
+
+
+# A child process whose files may not grow past a limit (RLIMIT_FSIZE: writes beyond it fail with
+# EFBIG, as a full disk fails them with ENOSPC): the first record is cut off mid-line, the next
+# ones fail outright, then the limit goes away and one more record is written.
+_FULL_DISK = textwrap.dedent("""
+    import json, resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    from loguru import logger
+    from aiproxy.config import Settings
+    from aiproxy.logsetup import configure_logging, write_request_record
+    log_dir, limit, app_log, lines = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+    records = json.loads(open(lines).read())
+    configure_logging(Settings(log_dir=log_dir, enable_file_logging=app_log))
+    logger.info("started")
+    logger.complete()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    for record in records[:-1]:
+        write_request_record(record)
+    logger.complete()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    write_request_record(records[-1])
+""")
+
+
+def _run_full_disk(tmp_path: Path, records: list[str], limit: int, *, app_log: bool) -> subprocess.CompletedProcess:
+    lines = tmp_path / "lines.json"
+    lines.write_text(json.dumps(records))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "internal"), str(REPO / "pkg")])}
+    return subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(tmp_path / "logs"), str(limit), "1" if app_log else "0", str(lines)],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+    )
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]  # fails on any line that is not JSON
+
+
+def test_a_record_cut_off_by_a_full_disk_never_swallows_the_next_one(tmp_path):
+    secret = "BODY-THAT-MUST-NOT-REACH-STDERR"
+    records = [_record(f"{secret} {i} " + "x" * 20000) for i in range(10)] + [_record("after the disk was freed")]
+    done = _run_full_disk(tmp_path, records, limit=5000, app_log=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = list((tmp_path / "logs" / REQUEST_LOG_DIR).glob("*.jsonl"))
+    assert len(files) == 1
+    lines = files[0].read_bytes().split(b"\n")
+    assert len(lines) == 3 and lines[2] == b""
+    assert lines[0] and records[0].encode().startswith(lines[0])  # the cut-off fragment, a line of its own
+    assert lines[1] == records[-1].encode()  # the record after it, intact
+
+    assert secret not in done.stderr and "Logging error" not in done.stderr
+    failures = [e for e in _json_lines(done.stderr) if "request log" in e["msg"]]
+    # Reported at once, then at most once per interval: the rest is counted in a line at exit.
+    assert failures[0]["level"] == "ERROR"
+    assert failures[0]["msg"] == "request log write failed: [Errno 27] File too large"
+    assert failures[0]["file"] == str(files[0]) and failures[0]["dropped"] == 1
+    assert len(failures) == 2 and failures[1]["dropped"] == 9
+    assert failures[1]["msg"] == "request log writes resumed"
+
+
+def test_an_app_log_on_the_same_full_disk_neither_recurses_nor_prints_records(tmp_path):
+    app_log = tmp_path / "logs" / "app.log"
+    app_log.parent.mkdir(parents=True)
+    app_log.write_text('{"msg": "earlier run"}\n' * 400)  # already past the limit: every app.log write fails
+    secret = "BODY-THAT-MUST-NOT-REACH-STDERR"
+    records = [_record(f"{secret} {i} " + "x" * 20000) for i in range(5)] + [_record("after")]
+    done = _run_full_disk(tmp_path, records, limit=5000, app_log=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert secret not in done.stderr and "Logging error" not in done.stderr
+    entries = _json_lines(done.stderr)
+    assert [e["msg"] for e in entries if e["msg"].startswith("request log")] == [
+        "request log write failed: [Errno 27] File too large", "request log writes resumed"]
+    app_failures = [e for e in entries if e["msg"].startswith("app log")]
+    assert app_failures[0]["msg"] == "app log write failed: [Errno 27] File too large"
+    assert app_failures[0]["file"] == str(app_log)
+    assert len(entries) <= 6, entries  # no line about a line about a failure
+    assert app_log.read_bytes().endswith(b"\n")
+
+
+def test_failures_are_told_at_once_then_once_per_interval_with_the_records_dropped():
+    from aiproxy.logsetup import REPORT_EVERY_S, _WriteFailures
+
+    now = [1000.0]
+    told = []
+    failures = _WriteFailures("request log", lambda level, msg, **fields: told.append((level, msg, fields)),
+                              clock=lambda: now[0])
+    full = OSError(28, "No space left on device")
+    failures.failed("/logs/r.jsonl", full)
+    for _ in range(99):
+        now[0] += 0.1
+        failures.failed("/logs/r.jsonl", full)
+    assert told == [("ERROR", "request log write failed: [Errno 28] No space left on device",
+                     {"file": "/logs/r.jsonl", "dropped": 1})]
+    now[0] = 1000.0 + REPORT_EVERY_S
+    failures.failed("/logs/r.jsonl", full)
+    assert told[1][2] == {"file": "/logs/r.jsonl", "dropped": 100}
+    failures.succeeded()  # within the interval: told later
+    failures.succeeded()
+    assert len(told) == 2
+    failures.stop()
+    assert told[2] == ("WARNING", "request log writes resumed", {"file": "/logs/r.jsonl", "dropped": 0})
+    failures.stop()
+    assert len(told) == 3
+
+
+def test_an_error_that_is_not_an_os_error_is_told_by_its_type_only():
+    from aiproxy.logsetup import _WriteFailures
+
+    told = []
+    failures = _WriteFailures("request log", lambda level, msg, **fields: told.append(msg))
+    failures.failed("/logs/r.jsonl", ValueError("a message quoting the record: SECRET"))
+    assert told == ["request log write failed: ValueError"]
+
+
+def test_app_log_rotates_by_size_and_reopens_a_file_another_worker_rotated(tmp_path, monkeypatch):
+    import aiproxy.logsetup as logsetup
+
+    monkeypatch.setattr(logsetup, "APP_LOG_ROTATION_BYTES", 2000)
+    stale = tmp_path / "app.2020-01-01_00-00-00_000000.log"
+    stale.write_text("{}\n")
+    os.utime(stale, (0, 0))
+    with _logging(Settings(log_dir=str(tmp_path), request_log_enabled=False)):
+        for i in range(30):
+            logger.info("line {} {}", i, "y" * 100)
+        logger.complete()
+        rotated = sorted(tmp_path.glob("app.*.log"))
+        assert rotated and not stale.exists()  # past the retention (30 days): deleted at rotation
+        assert (tmp_path / "app.log").stat().st_size <= 2000
+        (tmp_path / "app.log").rename(tmp_path / "app.by-another-worker.log")
+        logger.info("after the rename")
+        logger.complete()
+    assert b"after the rename" in (tmp_path / "app.log").read_bytes()
+    lines = [json.loads(line) for path in tmp_path.glob("app*.log") for line in path.read_bytes().splitlines()]
+    assert sorted(int(e["msg"].split()[1]) for e in lines if e["msg"].startswith("line")) == list(range(30))
+
+
+def test_a_full_disk_at_start_up_is_no_config_error(tmp_path, monkeypatch):
+    import errno
+
+    import aiproxy.logsetup as logsetup
+
+    path = _today_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b'{"cut off')
+    real_write = os.write
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(logsetup.os, "write", full)
+    with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
+        monkeypatch.setattr(logsetup.os, "write", real_write)  # space again before the first record
+        write_request_record('{"first": 1}')
+        logger.complete()
+    assert path.read_bytes() == b'{"cut off\n{"first": 1}\n'
