@@ -29,7 +29,7 @@ import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 from loguru import logger
 
-from aiproxy.config import Settings
+from aiproxy.config import ConfigError, Settings
 
 REQUEST_LOG_DIR = "requests"
 APP_LOG_ROTATION_BYTES = 100 * 1024 * 1024
@@ -339,28 +339,48 @@ def _open_at_start(sink: _LineFile, path: str) -> None:
 
 
 def configure_logging(settings: Settings, *, stderr: bool = True) -> None:
+    """Set up the sinks. A LOG_DIR where the enabled files cannot be written is a ConfigError
+    (raised with the stderr sink in place, so the caller can log it)."""
     logger.remove()
     logging.basicConfig(handlers=[_StdlibHandler()], level=logger.level(settings.log_level).no, force=True)
+
+    def add_stderr() -> int | None:
+        if not stderr:
+            return None
+        return logger.add(sys.stderr, level=settings.log_level, format=_app_json, filter=_is_app_record, enqueue=False)
+
+    stderr_sink = add_stderr()
     log_dir = Path(settings.log_dir)
     keep = settings.request_log_retention
     request_log = app_log = None
-    # Opened now: a line that a killed predecessor with this pid (PID 1 in a container) left
-    # unterminated is ended at once.
-    if settings.request_log_enabled:
-        requests_dir = log_dir / REQUEST_LOG_DIR
-        prune_request_logs(requests_dir, keep)  # first: it may delete this pid's file of today
-        request_log = _RequestLogFile(requests_dir, keep)
-        _open_at_start(request_log, request_log.file_of(datetime.now(UTC)))
-    if settings.enable_file_logging:
-        app_log = _AppLogFile(log_dir / "app.log", keep)
-        _open_at_start(app_log, app_log.file)
-    # The request log first: loguru stops sinks in this order (at exit), so what the request
-    # log's thread reports while it drains its queue still reaches stderr and app.log.
+    try:
+        # Opened now: a LOG_DIR that cannot be written stops start-up, and a line that a killed
+        # predecessor with this pid (PID 1 in a container) left unterminated is ended at once.
+        if settings.request_log_enabled:
+            requests_dir = log_dir / REQUEST_LOG_DIR
+            prune_request_logs(requests_dir, keep)  # first: it may delete this pid's file of today
+            request_log = _RequestLogFile(requests_dir, keep)
+            _open_at_start(request_log, request_log.file_of(datetime.now(UTC)))
+        if settings.enable_file_logging:
+            app_log = _AppLogFile(log_dir / "app.log", keep)
+            _open_at_start(app_log, app_log.file)
+    except OSError as exc:
+        for sink in (request_log, app_log):
+            if sink is not None:
+                sink.close()
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise ConfigError(
+            f"LOG_DIR={settings.log_dir} cannot be written ({where}{exc.strerror or exc}): set LOG_DIR to a writable"
+            " directory, or turn the log files off (ENABLE_FILE_LOGGING=false, REQUEST_LOG_ENABLED=false)"
+        ) from None
     if request_log is not None:
         logger.add(request_log, level=0, format="{message}", filter=_is_request_record, enqueue=True,
                    context=_QUEUE_CONTEXT)
-    if stderr:
-        logger.add(sys.stderr, level=settings.log_level, format=_app_json, filter=_is_app_record, enqueue=False)
+        if stderr_sink is not None:
+            # loguru stops sinks in the order they were added (at exit): stderr after the request
+            # log, so what the request log's thread reports while it drains its queue still shows.
+            logger.remove(stderr_sink)
+            add_stderr()
     if app_log is not None:
         logger.add(app_log, level=settings.log_level, format=_app_json, filter=_is_app_file_record, enqueue=True,
                    context=_QUEUE_CONTEXT)

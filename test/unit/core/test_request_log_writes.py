@@ -1,5 +1,6 @@
 """The request log file on a bad day: a partial line left by a full disk or a killed process never
-swallows the next record, and a failed write is one JSON line in the app log (never the record)."""
+swallows the next record, a failed write is one JSON line in the app log (never the record), and
+a LOG_DIR that cannot be written stops start-up with a ConfigError naming it."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import pytest
 from loguru import logger
 
-from aiproxy.config import Settings
+from aiproxy.config import ConfigError, Settings
 from aiproxy.logsetup import REQUEST_LOG_DIR, configure_logging, write_request_record
 from aiproxy.testing.logrecords import chat_record
 
@@ -145,6 +147,24 @@ def test_an_app_log_on_the_same_full_disk_neither_recurses_nor_prints_records(tm
     assert app_log.read_bytes().endswith(b"\n")
 
 
+def test_a_log_dir_under_a_regular_file_is_a_config_error(tmp_path):
+    (tmp_path / "somefile").write_text("not a directory")
+    log_dir = tmp_path / "somefile" / "logs"
+    with pytest.raises(ConfigError) as caught, _logging(Settings(log_dir=str(log_dir))):
+        pass
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"LOG_DIR={log_dir}" in message and "Not a directory" in message and "writable" in message
+
+
+def test_a_request_log_file_that_cannot_be_opened_is_a_config_error(tmp_path):
+    _today_file(tmp_path).mkdir(parents=True)  # the file's name is taken by a directory
+    with pytest.raises(ConfigError) as caught, _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
+        pass
+    message = str(caught.value)
+    assert f"LOG_DIR={tmp_path}" in message and "Is a directory" in message and "\n" not in message
+
+
 def test_failures_are_told_at_once_then_once_per_interval_with_the_records_dropped():
     from aiproxy.logsetup import REPORT_EVERY_S, _WriteFailures
 
@@ -221,3 +241,17 @@ def test_a_full_disk_at_start_up_is_no_config_error(tmp_path, monkeypatch):
         write_request_record('{"first": 1}')
         logger.complete()
     assert path.read_bytes() == b'{"cut off\n{"first": 1}\n'
+
+
+def test_a_log_dir_config_error_can_be_logged_on_stderr(tmp_path, capfd):
+    # The entrypoint logs a ConfigError from start-up: the stderr sink is in place when it is raised.
+    (tmp_path / "somefile").write_text("not a directory")
+    root_handlers, root_level = logging.root.handlers[:], logging.root.level
+    try:
+        with pytest.raises(ConfigError) as caught:
+            configure_logging(Settings(log_dir=str(tmp_path / "somefile" / "logs")))
+        logger.error(str(caught.value))
+    finally:
+        logger.remove()
+        logging.root.handlers[:], logging.root.level = root_handlers, root_level
+    assert [json.loads(line)["msg"] for line in capfd.readouterr().err.splitlines()] == [str(caught.value)]
