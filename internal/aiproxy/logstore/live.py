@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import os
 from pathlib import Path
 
 from loguru import logger
@@ -23,11 +24,34 @@ from aiproxy.logstore.store import Store
 LOCK_FILE = ".live-ingest.lock"
 
 
+def adopt_relative_checkpoints(store: Store) -> int:
+    """Make the checkpoints an earlier gateway stored under relative paths (`logs/requests/…`, with
+    the default LOG_DIR=logs) absolute, as `logdb ingest` stores them, so neither re-reads those
+    files. When the CLI has since made its own row for the same file, the one further on stays (a
+    resume point is checked against the file's head before use anyway). Returns the rows changed."""
+    control = store.control()
+    with control.atomic("IMMEDIATE"):
+        rows = control.execute_sql("SELECT source_path, bytes_ingested FROM ingest_sources").fetchall()
+        relative = [(path, offset) for path, offset in rows if not os.path.isabs(path)]
+        offsets = dict(rows)
+        for path, offset in relative:
+            absolute = str(Path(path).absolute())
+            if absolute in offsets and (offsets[absolute] or 0) >= (offset or 0):
+                control.execute_sql("DELETE FROM ingest_sources WHERE source_path = ?", (path,))
+                continue
+            control.execute_sql("DELETE FROM ingest_sources WHERE source_path = ?", (absolute,))
+            control.execute_sql("UPDATE ingest_sources SET source_path = ? WHERE source_path = ?", (absolute, path))
+            offsets[absolute] = offset
+    return len(relative)
+
+
 class LiveIngester:
     def __init__(self, store: Store, requests_dir: Path) -> None:
         self.store = store
-        self.requests_dir = Path(requests_dir)
+        # Absolute, as `logdb ingest` names files: both then find the same checkpoints.
+        self.requests_dir = Path(requests_dir).absolute()
         self._lock = None
+        self._adopted = False
 
     def _holds_lock(self) -> bool:
         if self._lock is None:
@@ -43,6 +67,9 @@ class LiveIngester:
         """One round; None when another process is the ingester."""
         if not self._holds_lock():
             return None
+        if not self._adopted:
+            adopt_relative_checkpoints(self.store)
+            self._adopted = True
         files = sorted(self.requests_dir.glob("*.jsonl")) if self.requests_dir.is_dir() else []
         report = ingest(self.store, self.requests_dir, files=files)
         if report.problems:

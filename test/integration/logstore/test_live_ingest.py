@@ -4,6 +4,7 @@ and the event loop keeps running while the worker thread ingests."""
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from aiproxy.config import Settings
 from aiproxy.logstore.live import run_live_ingest
@@ -98,6 +99,68 @@ def test_one_process_ingests_at_a_time_and_another_takes_over(tmp_path):
     write_jsonl(tmp_path / "logs" / "requests" / "r.jsonl", conversation([("again", "more")], start=T0))
     assert second.run_once().rows_inserted == 1
     second.close()
+
+
+def _source_paths(tmp_path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "logs" / "db" / "control.sqlite3") as control:
+        return [row[0] for row in control.execute("SELECT source_path FROM ingest_sources ORDER BY source_path")]
+
+
+def test_live_ingest_stores_absolute_paths_as_the_cli_does(tmp_path, monkeypatch):
+    from aiproxy.logstore.ingest import ingest
+    from aiproxy.logstore.live import LiveIngester
+
+    monkeypatch.chdir(tmp_path)  # LOG_DIR=logs, the default: relative to the gateway's directory
+    log = write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", conversation([("rel", "path")], start=T0))
+    store = make_store(Path("logs") / "db")
+    live = LiveIngester(store, Path("logs") / "requests")
+    assert live.run_once().rows_inserted == 1
+    live.close()
+    assert _source_paths(tmp_path) == [str(log)]
+    # `logdb ingest --from logs` finds the gateway's checkpoint: nothing is read again.
+    again = ingest(store, Path("logs"))
+    assert (again.rows_inserted, again.rows_skipped) == (0, 0)
+    assert _source_paths(tmp_path) == [str(log)]
+
+
+def test_relative_checkpoints_of_an_earlier_gateway_are_taken_over(tmp_path, monkeypatch):
+    from aiproxy.logstore.ingest import ingest
+    from aiproxy.logstore.live import LiveIngester
+
+    monkeypatch.chdir(tmp_path)
+    log = write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl",
+                      conversation([("one", "a"), ("two", "b")], start=T0))
+    store = make_store(Path("logs") / "db")
+    relative = Path("logs") / "requests" / log.name
+    ingest(store, Path("logs") / "requests", files=[relative])  # what the earlier live ingester stored
+    assert _source_paths(tmp_path) == [str(relative)]
+    live = LiveIngester(store, Path("logs") / "requests")
+    report = live.run_once()
+    live.close()
+    assert (report.rows_inserted, report.rows_skipped) == (0, 0)  # resumed, not read from 0 again
+    assert _source_paths(tmp_path) == [str(log)]
+    again = ingest(store, Path("logs"))
+    assert (again.rows_inserted, again.rows_skipped) == (0, 0)
+
+
+def test_when_the_cli_already_read_a_file_again_the_furthest_checkpoint_is_kept(tmp_path, monkeypatch):
+    from aiproxy.logstore.ingest import ingest
+    from aiproxy.logstore.live import LiveIngester
+
+    monkeypatch.chdir(tmp_path)
+    log = write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", conversation([("one", "a")], start=T0))
+    store = make_store(Path("logs") / "db")
+    ingest(store, Path("logs") / "requests", files=[Path("logs") / "requests" / log.name])  # the earlier gateway
+    write_jsonl(log, conversation([("two", "b")], start=T0 + timedelta(minutes=5)))
+    ingest(store, Path("logs"))  # an operator's `logdb ingest`: a second, absolute row, further on
+    assert len(_source_paths(tmp_path)) == 2
+    live = LiveIngester(store, Path("logs") / "requests")
+    report = live.run_once()
+    live.close()
+    assert (report.rows_inserted, report.rows_skipped) == (0, 0)
+    assert _source_paths(tmp_path) == [str(log)]
 
 
 def test_a_fragment_left_by_a_killed_process_is_reported_and_ingest_goes_on(tmp_path):
