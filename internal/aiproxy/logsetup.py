@@ -317,8 +317,8 @@ _QUEUE_CONTEXT = _ThreadQueueContext()
 
 def prune_request_logs(directory: Path, keep: timedelta) -> None:
     """Delete the request log files of every process, this one's and earlier ones', last written
-    more than `keep` ago. loguru's own retention only sees this process's files: the names carry
-    the pid, so every restart used to leave files that were never removed."""
+    more than `keep` ago. A retention of this process's files alone (loguru's, once) would leave
+    the files of every earlier process: the names carry the pid."""
     cutoff = time.time() - keep.total_seconds()
     for path in directory.glob("requests-*-*.jsonl"):
         with contextlib.suppress(FileNotFoundError):  # another worker pruned it first
