@@ -5,10 +5,13 @@ messages plus answer are exactly its own messages up to its last assistant turn,
 that request's dialog: across model switches, pauses and partition boundaries. If no request
 matches the whole history, one matching the last exchange is taken (clients trim history).
 When several earlier requests match (identical parallel conversations), the latest one not
-yet continued wins, so parallel conversations with the same key stay apart. A first turn (no
-assistant message) starts a dialog. Requests without chat messages, and continuations whose
-parent was never logged, use the seed's rule: same key, endpoint and mapped model, at most
-`--window` after the previous such request.
+yet continued wins, so parallel conversations with the same key stay apart. A request that
+continues none and whose history holds no earlier exchange starts a dialog: a first turn (no
+assistant message), or a conversation that opens with an assistant greeting (chat UIs send
+`[system, assistant "How can I help?", user …]`). Only requests without chat messages, and
+continuations whose parent was never logged (their history holds an exchange no stored request
+matches), use the seed's rule: same key, endpoint and mapped model, at most `--window` after
+the previous such request.
 
 Rows are processed in (ts, ts_iso, request_id) order and each decision depends only on earlier rows,
 so ids are deterministic and re-running over the same rows updates nothing.
@@ -22,6 +25,9 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import orjson
+
+from aiproxy.logstore.fragments import holds_exchange
 from aiproxy.logstore.partitions import day_of
 from aiproxy.logstore.sqltools import IN_CHUNK, IN_LIST, padded
 from aiproxy.logstore.store import Store
@@ -118,8 +124,21 @@ class _Assigner:
             )
         return found
 
-    def chunk(self, rows: list[_Entry]) -> list[_Entry]:
-        """Decide dialog_id and parent for rows (sorted); returns the rows whose values changed."""
+    def _holds_exchange(self, path: Path, row: _Entry) -> bool:
+        """Read only for requests that continue no stored one: the hashes cannot tell a history
+        with an unlogged exchange from one that opens with an assistant greeting."""
+        with self.store.connected(path) as db:
+            found = db.execute_sql(
+                "SELECT request_json FROM requests WHERE request_id = ? AND server_id = ?", (row.request_id, row.server_id)
+            ).fetchone()
+        try:
+            return found is not None and holds_exchange(orjson.loads(found[0] or "null"))
+        except orjson.JSONDecodeError:
+            return True  # as before this check: the window rule
+
+    def chunk(self, path: Path, rows: list[_Entry]) -> list[_Entry]:
+        """Decide dialog_id and parent for rows (sorted, all in the partition at `path`); returns
+        the rows whose values changed."""
         first, last = rows[0].ts - self.lookback_s, rows[-1].ts
         in_chunk = {r.key for r in rows}
         stored = [
@@ -153,7 +172,9 @@ class _Assigner:
                 row.parent = parent.request_id
                 row.dialog_id = parent.dialog_id or thread_dialog_id(parent.request_id, parent.server_id)
                 claims.setdefault(parent.request_id, []).append(row.order)
-            elif row.prefix == "":  # a first turn
+            elif row.prefix == "" or (row.prefix is not None and not self._holds_exchange(path, row)):
+                # A first turn, or one after an assistant greeting: a conversation of its own,
+                # which the window rule would glue to whatever the same key sent last.
                 row.parent, row.dialog_id = None, thread_dialog_id(row.request_id, row.server_id)
             else:
                 row.parent, row.dialog_id = None, self._window_dialog(row, rows, in_chunk)
@@ -231,7 +252,7 @@ def _run(
                     )
                 ]
             rows.sort(key=lambda r: r.order)
-            assigner.write(part.path, assigner.chunk(rows))
+            assigner.write(part.path, assigner.chunk(part.path, rows))
         per_file[str(part.path)] = assigner.updated - before
     return per_file
 

@@ -114,7 +114,7 @@ def _digest(messages: list[list]) -> str:
 @dataclass(frozen=True, slots=True)
 class ThreadHashes:
     """How a request links to the one it continues. `prefix` is its messages up to the last
-    assistant turn ("" for a first turn), `next` its messages plus its answer: a request
+    assistant turn ("" when it has none), `next` its messages plus its answer: a request
     continues another when its prefix equals the other's next. The `tail_*` pair hashes only
     the last exchange (the message before that assistant turn and the turn itself; the last
     message and the answer), which still matches when a client trims old history."""
@@ -141,3 +141,26 @@ def thread_hashes(request: Any, response: Any) -> ThreadHashes:
         tail_prefix=_digest(messages[last_assistant - 1 : last_assistant + 1]) if last_assistant >= 1 else None,
         tail_next=_digest([messages[-1], answer_norm]) if answer_norm else None,
     )
+
+
+# Roles that set a conversation up rather than ask something of the model.
+_SETUP_ROLES = frozenset({"system", "developer", "assistant"})
+
+
+def holds_exchange(request: Any) -> bool:
+    """Whether a chat request's history holds an earlier exchange: a message the model was asked
+    (user, tool or any other role that is not system, developer or assistant) followed later by
+    an assistant turn. A conversation that opens with an assistant greeting (`[system, assistant
+    "How can I help?", user ...]`, as chat UIs send) holds none: nothing was asked before it."""
+    if not isinstance(request, dict):
+        return False
+    asked = False
+    for message in _items(request.get("messages")):
+        if not isinstance(message, dict):
+            continue
+        role = str(message.get("role") or "")
+        if role == "assistant" and asked:
+            return True
+        if role not in _SETUP_ROLES:
+            asked = True
+    return False

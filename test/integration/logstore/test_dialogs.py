@@ -146,3 +146,43 @@ def test_dialog_listing_pages_newest_first_with_complete_counts(tmp_path):
     assert len(seen) == len(set(seen)) == 11
     counts = {d.dialog_id: d.requests for d in list_dialogs(store, limit=50)[0]}
     assert sorted(counts.values()) == [1] * 10 + [5]
+
+
+GREETING = [{"role": "system", "content": "Support bot"}, {"role": "assistant", "content": "Hi! How can I help?"}]
+
+
+def _opened_with(records, opening):
+    """The conversation as a chat UI sends it: every request starts with `opening`."""
+    for record in records:
+        record["request"]["messages"] = [*opening, *record["request"]["messages"]]
+    return records
+
+
+def test_conversations_that_open_with_an_assistant_greeting_are_dialogs_of_their_own(tmp_path):
+    """Chat UIs inject a greeting before the first question: the first request already holds an
+    assistant message, but no exchange, so it starts a dialog (the window rule merged them)."""
+    a = _opened_with(conversation([("my invoice 4411", "looking"), ("any news?", "paid")], start=T0, gap_s=120), GREETING)
+    b = _opened_with(conversation([("a pasta recipe", "carbonara"), ("vegetarian?", "pesto")],
+                                  start=T0 + timedelta(seconds=30), gap_s=120), GREETING)
+    c = _opened_with(conversation([("hello", "hi")], start=T0 + timedelta(seconds=60)), GREETING[1:])  # no system
+    store = _ingest(tmp_path, sorted(a + b + c, key=lambda r: r["ts"]))
+    assert sorted(_dialogs(store).values()) == sorted([_ids(a), _ids(b), _ids(c)])
+    parents = {rid: parent for rid, _, parent in _snapshot(store)}
+    assert parents[a[1]["request_id"]] == a[0]["request_id"] and parents[a[0]["request_id"]] is None
+    assert sum(dialogs.assign(store).values()) == 0  # and a re-run agrees
+
+
+def test_a_greeting_the_model_wrote_still_threads_on_the_request_that_asked_for_it(tmp_path):
+    opener = chat_record([GREETING[0]], GREETING[1]["content"], ts=T0)  # the UI asked the model for a greeting
+    turn = chat_record([*GREETING, {"role": "user", "content": "hello"}], "hi", ts=T0 + timedelta(seconds=5))
+    store = _ingest(tmp_path, [opener, turn])
+    assert list(_dialogs(store).values()) == [_ids([opener, turn])]
+
+
+def test_a_continuation_whose_parent_was_never_logged_still_joins_by_the_window_rule(tmp_path):
+    first = conversation([("start", "ok")], start=T0)
+    history = [{"role": "user", "content": "unlogged"}, {"role": "assistant", "content": "lost answer"}]
+    orphan = chat_record([*history, {"role": "user", "content": "go on"}], "sure", ts=T0 + timedelta(minutes=5))
+    late = chat_record([*history, {"role": "user", "content": "later"}], "hm", ts=T0 + timedelta(hours=2))
+    store = _ingest(tmp_path, [*first, orphan, late])
+    assert sorted(_dialogs(store).values()) == sorted([_ids([*first, orphan]), _ids([late])])
