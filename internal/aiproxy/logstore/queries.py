@@ -53,6 +53,10 @@ def get_dialog(store: Store, dialog_id: str) -> list[dict[str, Any]]:
 
 @dataclass(slots=True)
 class DialogSummary:
+    """A dialog as a whole: its turn count, first and last turn, models. `active_ts` is the last
+    turn that matched the listing's filter (the whole dialog's last_ts when there is none): the
+    order of a listing and what its cursor holds."""
+
     dialog_id: str
     requests: int
     first_ts: int
@@ -60,30 +64,45 @@ class DialogSummary:
     api_key_hash: str | None
     models: list[str] = field(default_factory=list)
     first_request_id: str = ""
+    first_key: tuple = ()  # (ts, ts_iso, request_id) of the first turn: the documented turn order
+    active_ts: int = 0
 
     @property
     def sort_key(self) -> tuple[int, str]:
-        return (-self.last_ts, self.dialog_id)
+        return (-self.active_ts, self.dialog_id)
 
     def merge(self, other: DialogSummary) -> None:
         """Fold in the same dialog's rows from another partition."""
         self.requests += other.requests
         self.models = sorted(set(self.models) | set(other.models))
-        if other.first_ts < self.first_ts:
-            self.first_ts, self.first_request_id = other.first_ts, other.first_request_id
+        if other.first_key < self.first_key:
+            self.first_ts, self.first_request_id, self.first_key = other.first_ts, other.first_request_id, other.first_key
         self.last_ts = max(self.last_ts, other.last_ts)
+        self.active_ts = max(self.active_ts, other.active_ts)
+        if self.api_key_hash is None or (other.api_key_hash is not None and other.api_key_hash < self.api_key_hash):
+            self.api_key_hash = other.api_key_hash  # MIN(), as within one partition
+
+    def describe_whole(self, whole: DialogSummary) -> None:
+        """Take the whole dialog's figures, keeping the order the filter gave it."""
+        self.requests, self.first_ts, self.last_ts = whole.requests, whole.first_ts, whole.last_ts
+        self.api_key_hash, self.models = whole.api_key_hash, whole.models
+        self.first_request_id, self.first_key = whole.first_request_id, whole.first_key
 
 
+# The first turn in (ts, ts_iso, request_id) order as one string that sorts that way: ts padded
+# (it is an integer), \x01 (below every printable character) between the parts.
+_FIRST_TURN = "MIN(printf('%020d', r.ts) || char(1) || COALESCE(r.ts_iso, '') || char(1) || r.request_id)"
 _DIALOG_AGGREGATE = (
     "SELECT r.dialog_id, COUNT(*), MIN(r.ts), MAX(r.ts), MIN(r.api_key_hash), GROUP_CONCAT(DISTINCT r.model_mapped),"
-    " MIN(r.ts || ' ' || r.request_id) FROM requests r WHERE {where} GROUP BY r.dialog_id"
+    f" {_FIRST_TURN} FROM requests r WHERE {{where}} GROUP BY r.dialog_id"
 )
 
 
 def _aggregate(store: Store, path, where: str, args: list, into: dict[str, DialogSummary]) -> None:
     with store.connected(path) as db:
         rows = db.execute_sql(_DIALOG_AGGREGATE.format(where=where), args).fetchall()
-    for dialog_id, count, first, last, key, models, first_request in rows:
+    for dialog_id, count, first, last, key, models, first_turn in rows:
+        ts, ts_iso, request_id = first_turn.split("\x01", 2)
         found = DialogSummary(
             dialog_id,
             count,
@@ -91,7 +110,9 @@ def _aggregate(store: Store, path, where: str, args: list, into: dict[str, Dialo
             last,
             key,
             sorted(set((models or "").split(",")) - {""}),
-            first_request.split(" ", 1)[1],
+            request_id,
+            (int(ts), ts_iso, request_id),
+            last,
         )
         if dialog_id in into:
             into[dialog_id].merge(found)
@@ -99,18 +120,31 @@ def _aggregate(store: Store, path, where: str, args: list, into: dict[str, Dialo
             into[dialog_id] = found
 
 
+def summarize_dialogs(store: Store, dialog_ids: list[str], parts=None) -> dict[str, DialogSummary]:
+    """Whole-dialog summaries of `dialog_ids`, from `parts` (default: every partition; dialogs
+    cross midnight), through the dialog_id index."""
+    found: dict[str, DialogSummary] = {}
+    for start in range(0, len(dialog_ids), IN_CHUNK):
+        ids = dialog_ids[start : start + IN_CHUNK]
+        for part in store.existing() if parts is None else parts:
+            _aggregate(store, part.path, f"r.dialog_id IN {IN_LIST}", padded(ids), found)
+    return found
+
+
 def list_dialogs(
     store: Store, filters: SearchFilters | None = None, *, limit: int = 20, cursor: str = ""
 ) -> tuple[list[DialogSummary], str]:
-    """Dialogs with activity in range, most recently active first; (page, next_cursor).
+    """Dialogs with a request that matches the filters, most recently active (in the filters)
+    first; (page, next_cursor). Each summary describes the whole dialog: all its turns, also
+    those outside the date range or of another model.
 
     Partitions are read newest first and reading stops once no unread partition can hold a
     more recent dialog than the page's last; the page's dialogs are then completed (counts,
-    first turn) from the unread partitions through the dialog_id index. A page therefore costs
+    first turn) from the other partitions through the dialog_id index. A page therefore costs
     the newest partitions, not the whole store."""
     filters = filters or SearchFilters()
     limit = page_size(limit)
-    after = decode_cursor(cursor, "is")  # (last_ts, dialog_id)
+    after = decode_cursor(cursor, "is")  # (active_ts, dialog_id)
     after_key = (-after[0], after[1]) if after is not None else None
     clauses, args = filter_clauses(filters)
     where = " AND ".join(["r.dialog_id IS NOT NULL", *clauses])
@@ -122,17 +156,20 @@ def list_dialogs(
         candidates = [d for d in seen.values() if after_key is None or d.sort_key > after_key]
         page = heapq.nsmallest(limit, candidates, key=lambda d: d.sort_key)
         newest_unread = max((p.last_day for p in unread), default=None)
-        if len(page) == limit and newest_unread is not None and day_of(page[-1].last_ts) > newest_unread:
+        if len(page) == limit and newest_unread is not None and day_of(page[-1].active_ts) > newest_unread:
             break
-    for start in range(0, len(page), IN_CHUNK):  # the rest of the page's dialogs, from older files
-        ids = [d.dialog_id for d in page[start : start + IN_CHUNK]]
-        rest: dict[str, DialogSummary] = {}
-        for part in unread:
-            _aggregate(store, part.path, f"{where} AND r.dialog_id IN {IN_LIST}", [*args, *padded(ids)], rest)
-        for summary in page[start : start + IN_CHUNK]:
+    ids = [d.dialog_id for d in page]
+    if clauses:  # the filter saw some rows only: count every turn, in every partition
+        whole = summarize_dialogs(store, ids)
+        for summary in page:
+            if summary.dialog_id in whole:  # else regrouped meanwhile (`dialogs assign`)
+                summary.describe_whole(whole[summary.dialog_id])
+    else:  # every row of the partitions read is counted: add the older files' rows
+        rest = summarize_dialogs(store, ids, unread)
+        for summary in page:
             if summary.dialog_id in rest:
                 summary.merge(rest[summary.dialog_id])
-    next_cursor = encode_cursor((page[-1].last_ts, page[-1].dialog_id)) if len(page) == limit else ""
+    next_cursor = encode_cursor((page[-1].active_ts, page[-1].dialog_id)) if len(page) == limit else ""
     return page, next_cursor
 
 

@@ -114,7 +114,9 @@ class LogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDialogs(self, request, context):
-        """Dialogs active in range, most recently active first.
+        """Dialogs with a request that matches the filter, ordered by their latest matching request
+        (newest first). Each summary describes the whole dialog: every turn, also those outside
+        since/to or of another model, as GetDialog returns them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

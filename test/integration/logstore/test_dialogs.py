@@ -124,6 +124,9 @@ def test_turns_within_one_second_thread_in_microsecond_order(tmp_path):
         record["request_id"] = rid
     store = _ingest(tmp_path, records)
     assert list(_dialogs(store).values()) == [["req-z", "req-m", "req-a"]]
+    from aiproxy.logstore.queries import list_dialogs
+
+    assert list_dialogs(store)[0][0].first_request_id == "req-z"  # (ts, ts_iso, request_id), not the lowest id
 
 
 def test_dialog_listing_pages_newest_first_with_complete_counts(tmp_path):
@@ -186,3 +189,32 @@ def test_a_continuation_whose_parent_was_never_logged_still_joins_by_the_window_
     late = chat_record([*history, {"role": "user", "content": "later"}], "hm", ts=T0 + timedelta(hours=2))
     store = _ingest(tmp_path, [*first, orphan, late])
     assert sorted(_dialogs(store).values()) == sorted([_ids([*first, orphan]), _ids([late])])
+
+
+def test_a_filtered_listing_describes_each_dialog_whole(tmp_path):
+    """since/to and model choose the dialogs; counts, first and last turn, models are the whole
+    dialog's, as GetDialog shows it (they counted only the rows inside the filter)."""
+    from aiproxy.logstore.queries import get_dialog, list_dialogs
+    from aiproxy.logstore.search import SearchFilters
+
+    long_one = conversation([(f"day {d}", f"ok {d}") for d in range(4)], start=T0, gap_s=86400, key="k-long")
+    long_one[3]["model_mapped"] = "anthropic/claude"
+    others = [conversation([(f"other {d}", "fine")], start=T0 + timedelta(days=d, minutes=5), key=f"k-{d}") for d in range(4)]
+    store = _ingest(tmp_path, long_one + [r for o in others for r in o])
+    day2 = (T0 + timedelta(days=2)).date()
+    for filters in (SearchFilters(since=day2, to=day2), SearchFilters(model="anthropic/claude"),
+                    SearchFilters(since=day2, to=day2, api_key_hash="kh-k-long")):
+        page, _ = list_dialogs(store, filters, limit=50)
+        whole = next(d for d in page if d.first_request_id == long_one[0]["request_id"])
+        assert whole.requests == len(get_dialog(store, whole.dialog_id)) == 4, filters
+        assert whole.last_ts == int(datetime.fromisoformat(long_one[3]["ts"]).timestamp())
+        assert whole.models == ["anthropic/claude", "openai/gpt-4o"]
+    page, cursor = list_dialogs(store, SearchFilters(since=day2, to=day2), limit=1)  # ordered by activity in range
+    assert page[0].dialog_id == _dialog_of(store, others[2][0]) and page[0].requests == 1
+    more, cursor = list_dialogs(store, SearchFilters(since=day2, to=day2), limit=1, cursor=cursor)
+    assert more[0].requests == 4 and cursor
+    assert list_dialogs(store, SearchFilters(since=day2, to=day2), limit=1, cursor=cursor) == ([], "")
+
+
+def _dialog_of(store, record):
+    return next(did for did, rids in _dialogs(store).items() if record["request_id"] in rids)
