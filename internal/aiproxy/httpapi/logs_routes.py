@@ -10,7 +10,7 @@ import grpc
 from aiohttp import web
 
 from aiproxy.errors import GatewayError, InvalidRequest
-from aiproxy.httpapi.errors import error_response, json_response, rpc_error_response
+from aiproxy.httpapi.errors import detail_of, error_response, json_response, rpc_error_response
 from aiproxy.httpapi.metadata import rpc_metadata
 from aiproxy.logstore.protomap import message_to_json
 from aiproxypb.v1 import logs_pb2
@@ -56,21 +56,44 @@ def _int(query, name: str, default: int = 0) -> int:
     return value
 
 
+def _rpc_error(exc: grpc.aio.AioRpcError) -> web.Response:
+    """The LogService's own errors carry their OpenAI body. A size limit hit on the way (a reply
+    larger than a gRPC message may be, before the service could say so) would otherwise be a bare
+    "internal error": say what happened and what to do instead."""
+    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and detail_of(exc) is None:
+        return error_response(GatewayError(
+            "The log service's answer is larger than one gRPC message between the gateway's facade and its "
+            "backend may be (MAX_BODY_BYTES + 1 MiB). Read dialogs in pages (limit, cursor), or read the "
+            "record on the gateway's host with `logdb show`.",
+            code="response_too_large",
+        ))
+    return rpc_error_response(exc)
+
+
 def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
     """GET /v1/logs/requests[?q=…], /v1/logs/requests/{id}, /v1/logs/dialogs[/{id}], /v1/logs/stats."""
 
-    def handler(build: Callable[[web.Request], tuple[str, object]]):
+    def handler(build: Callable[[web.Request], tuple[str, object, str | None]]):
+        """`build` gives the method, its request and, for a paged method whose pages the answer
+        should hold whole, the field that each page adds to (the answer is every page's)."""
+
         async def handle(request: web.Request) -> web.Response:
             try:
                 metadata = rpc_metadata(request)
-                method, message = build(request)
+                method, message, follow = build(request)
             except GatewayError as exc:  # an unreadable key (401, first) or a bad query (400)
                 return error_response(exc)
+            call = getattr(stub_factory(), method)
             try:
-                reply = await getattr(stub_factory(), method)(message, metadata=metadata)
+                answer = message_to_json(await call(message, metadata=metadata))
+                while follow and answer["next_cursor"]:
+                    message.cursor = answer["next_cursor"]
+                    page = message_to_json(await call(message, metadata=metadata))
+                    answer[follow] += page[follow]
+                    answer["next_cursor"] = page["next_cursor"]
             except grpc.aio.AioRpcError as exc:
-                return rpc_error_response(exc)
-            return json_response(message_to_json(reply))
+                return _rpc_error(exc)
+            return json_response(answer)
 
         return handle
 
@@ -79,22 +102,30 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
         _known(q, "q", *_FILTERS, "limit", "cursor")
         return "SearchRequests", logs_pb2.SearchRequestsRequest(
             q=q.get("q", ""), filter=_filter(q), limit=_int(q, "limit"), cursor=q.get("cursor", "")
-        )
+        ), None
 
     def get_request(request: web.Request):
-        return "GetRequest", logs_pb2.GetRequestRequest(request_id=request.match_info["request_id"])
+        return "GetRequest", logs_pb2.GetRequestRequest(request_id=request.match_info["request_id"]), None
 
     def list_dialogs(request: web.Request):
         q = request.query
         _known(q, *_FILTERS, "limit", "cursor")
-        return "ListDialogs", logs_pb2.ListDialogsRequest(filter=_filter(q), limit=_int(q, "limit"), cursor=q.get("cursor", ""))
+        message = logs_pb2.ListDialogsRequest(filter=_filter(q), limit=_int(q, "limit"), cursor=q.get("cursor", ""))
+        return "ListDialogs", message, None
 
     def get_dialog(request: web.Request):
-        return "GetDialog", logs_pb2.GetDialogRequest(dialog_id=request.match_info["dialog_id"])
+        """Every turn, as before paging (the facade follows the pages), unless the client pages
+        itself with `limit` or `cursor`: then one page and its next_cursor."""
+        q = request.query
+        _known(q, "limit", "cursor")
+        message = logs_pb2.GetDialogRequest(
+            dialog_id=request.match_info["dialog_id"], limit=_int(q, "limit"), cursor=q.get("cursor", "")
+        )
+        return "GetDialog", message, None if "limit" in q or "cursor" in q else "turns"
 
     def stats(request: web.Request):
         _known(request.query, "since", "to")
-        return "Stats", logs_pb2.StatsRequest(since=request.query.get("since", ""), to=request.query.get("to", ""))
+        return "Stats", logs_pb2.StatsRequest(since=request.query.get("since", ""), to=request.query.get("to", "")), None
 
     app.router.add_get("/v1/logs/requests", handler(search))
     app.router.add_get("/v1/logs/requests/{request_id}", handler(get_request))

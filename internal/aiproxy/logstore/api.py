@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
+
+from aiproxy.errors import GatewayError
 from aiproxy.logstore import fts, queries
-from aiproxy.logstore.errors import InvalidQuery
+from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.ingest import ingest
 from aiproxy.logstore.protomap import (
     day_arg,
@@ -19,16 +22,58 @@ from aiproxy.logstore.protomap import (
     record_to_proto,
     stats_to_proto,
 )
-from aiproxy.logstore.queries import DialogSummary
-from aiproxy.logstore.search import search
+from aiproxy.logstore.search import MAX_LIMIT, decode_cursor, encode_cursor, page_size, search
 from aiproxy.logstore.store import Store
 from aiproxypb.v1 import logs_pb2
 
+# A GetDialog page's bytes past its first turn: under gRPC's default 4 MiB receive limit, so a
+# client that never raised it still reads every page whose turns are smaller than that.
+DIALOG_PAGE_BYTES = 3 * 1024 * 1024
+_FRAME_BYTES = 16  # a repeated field's tag and length prefix (at most 6), rounded up
+_REPLY_HEADROOM = 1024  # next_cursor and framing around a reply checked against the limit
+
+
+class AnswerTooLarge(GatewayError):
+    """One stored record is larger than the server sends in one gRPC message: no page can hold
+    it. RESOURCE_EXHAUSTED as gRPC itself reports a size limit; 500 over REST (the client asked
+    for nothing wrong), with a message that says how to read it anyway."""
+
+    http_status = 500
+    error_type = "server_error"
+    default_code = "response_too_large"
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+
 
 class LogApi:
-    def __init__(self, store: Store, log_dir: Path) -> None:
+    """`max_message_bytes`: what the serving gRPC server sends at most in one message (None: no
+    limit, as for the local CLI); a reply that would exceed it is an AnswerTooLarge instead of a
+    transport failure the client cannot explain."""
+
+    def __init__(
+        self,
+        store: Store,
+        log_dir: Path,
+        *,
+        max_message_bytes: int | None = None,
+        page_bytes: int = DIALOG_PAGE_BYTES,
+    ) -> None:
         self.store = store
         self.log_dir = Path(log_dir)
+        self.max_message_bytes = max_message_bytes
+        self.page_bytes = page_bytes if max_message_bytes is None else min(page_bytes, max_message_bytes - _REPLY_HEADROOM)
+
+    def _check_size(self, size: int, request_id: str) -> None:
+        limit = self.max_message_bytes
+        if limit is not None and size + _REPLY_HEADROOM > limit:
+            raise AnswerTooLarge(
+                f"The stored record of request {request_id!r} is {size} bytes, more than the {limit} bytes this "
+                "gateway sends in one gRPC message (MAX_BODY_BYTES + 1 MiB). Read it on the gateway's host with "
+                f"`logdb show {request_id} --db <LOGDB_DIR>`, which has no such limit, or raise MAX_BODY_BYTES.",
+                param="request_id",
+            )
 
     def search_requests(self, request: logs_pb2.SearchRequestsRequest) -> logs_pb2.SearchRequestsResponse:
         page = search(self.store, request.q, filters_from_proto(request.filter), limit=request.limit, cursor=request.cursor)
@@ -37,7 +82,9 @@ class LogApi:
         )
 
     def get_request(self, request: logs_pb2.GetRequestRequest) -> logs_pb2.RequestRecord:
-        return record_to_proto(queries.get_request(self.store, request.request_id))
+        record = record_to_proto(queries.get_request(self.store, request.request_id))
+        self._check_size(record.ByteSize(), request.request_id)
+        return record
 
     def list_dialogs(self, request: logs_pb2.ListDialogsRequest) -> logs_pb2.ListDialogsResponse:
         page, cursor = queries.list_dialogs(
@@ -46,13 +93,34 @@ class LogApi:
         return logs_pb2.ListDialogsResponse(dialogs=[dialog_summary(d) for d in page], next_cursor=cursor)
 
     def get_dialog(self, request: logs_pb2.GetDialogRequest) -> logs_pb2.Dialog:
-        turns = queries.get_dialog(self.store, request.dialog_id)
-        models = sorted({t["model_mapped"] for t in turns if t["model_mapped"]})
-        head = DialogSummary(
-            request.dialog_id, len(turns), turns[0]["ts"], turns[-1]["ts"], turns[0]["api_key_hash"], models,
-            turns[0]["request_id"],
-        )
-        return logs_pb2.Dialog(summary=dialog_summary(head), turns=[record_to_proto(t) for t in turns])
+        """A page of a dialog's turns: at most `limit` (0: MAX_LIMIT) and, past the first turn,
+        at most page_bytes. Turns are read one at a time, so a page reads one row past its end
+        at most; the summary describes the whole dialog on every page."""
+        if not request.dialog_id:
+            raise InvalidQuery("dialog id is required", param="dialog_id")
+        limit = page_size(request.limit) if request.limit else MAX_LIMIT
+        after = decode_cursor(request.cursor, queries.TURN_CURSOR)
+        whole = queries.summarize_dialogs(self.store, [request.dialog_id]).get(request.dialog_id)
+        if whole is None:
+            raise LogNotFound(f"dialog {request.dialog_id!r} is not in the log store", param="dialog_id")
+        page = logs_pb2.Dialog(summary=dialog_summary(whole))
+        size = page.ByteSize()
+        keys = queries.dialog_turn_keys(self.store, request.dialog_id, after, limit + 1)
+        last = None
+        for key, path in keys[:limit]:
+            turn = queries.get_turn(self.store, path, key)
+            if turn is not None:  # else deleted since the keys were read
+                record = record_to_proto(turn)
+                grown = size + record.ByteSize() + _FRAME_BYTES
+                if page.turns and grown > self.page_bytes:
+                    break
+                self._check_size(grown, key[2])
+                page.turns.append(record)
+                size = grown
+            last = key
+        if last is not None and last != keys[-1][0]:  # turns after this page's
+            page.next_cursor = encode_cursor(last)
+        return page
 
     def ingest(self, request: logs_pb2.IngestRequest) -> logs_pb2.IngestResponse:
         report = ingest(self.store, self.log_dir, since=day_arg(request.since, "since"), to=day_arg(request.to, "to"))

@@ -51,6 +51,36 @@ def get_dialog(store: Store, dialog_id: str) -> list[dict[str, Any]]:
     return sorted(turns, key=lambda t: (t["ts"], t["ts_iso"] or "", t["request_id"]))
 
 
+# A dialog's turn order; server_id last, so two servers' rows under one id still have an order.
+_TURN_ORDER = "ts, COALESCE(ts_iso, ''), request_id, server_id"
+TURN_CURSOR = "isss"  # a dialog page's cursor: the last turn's (ts, ts_iso, request_id, server_id)
+
+
+def dialog_turn_keys(store: Store, dialog_id: str, after: tuple | None, count: int) -> list[tuple[tuple, Any]]:
+    """The next `count` turns of a dialog after the turn `after`, in turn order: each as its
+    (ts, ts_iso, request_id, server_id) and partition path. Only those columns are read, so a
+    page can fetch its turns one at a time and stop at its byte budget."""
+    where, args = "dialog_id = ?", [dialog_id]
+    if after is not None:
+        where += f" AND ({_TURN_ORDER}) > (?, ?, ?, ?)"
+        args += list(after)
+    sql = f"SELECT {_TURN_ORDER} FROM requests WHERE {where} ORDER BY {_TURN_ORDER} LIMIT ?"
+    found: list[tuple[tuple, Any]] = []
+    for part in store.existing():  # all partitions: dialogs cross midnight
+        with store.connected(part.path) as db:
+            found += [(tuple(row), part.path) for row in db.execute_sql(sql, [*args, count])]
+    found.sort(key=lambda item: item[0])
+    return found[:count]
+
+
+def get_turn(store: Store, path, key: tuple) -> dict[str, Any] | None:
+    """One stored row by its turn key (from dialog_turn_keys); None if it is gone."""
+    sql = f"SELECT {', '.join(_DETAIL_COLUMNS)} FROM requests WHERE request_id = ? AND server_id = ?"
+    with store.connected(path) as db:
+        row = db.execute_sql(sql, (key[2], key[3])).fetchone()
+    return _detail(row) if row is not None else None
+
+
 @dataclass(slots=True)
 class DialogSummary:
     """A dialog as a whole: its turn count, first and last turn, models. `active_ts` is the last

@@ -240,18 +240,24 @@ class ListDialogsResponse(_message.Message):
     def __init__(self, dialogs: _Optional[_Iterable[_Union[DialogSummary, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
 class GetDialogRequest(_message.Message):
-    __slots__ = ("dialog_id",)
+    __slots__ = ("dialog_id", "limit", "cursor")
     DIALOG_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
     dialog_id: str
-    def __init__(self, dialog_id: _Optional[str] = ...) -> None: ...
+    limit: int
+    cursor: str
+    def __init__(self, dialog_id: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class Dialog(_message.Message):
-    __slots__ = ("summary", "turns")
+    __slots__ = ("summary", "turns", "next_cursor")
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     TURNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
     summary: DialogSummary
     turns: _containers.RepeatedCompositeFieldContainer[RequestRecord]
-    def __init__(self, summary: _Optional[_Union[DialogSummary, _Mapping]] = ..., turns: _Optional[_Iterable[_Union[RequestRecord, _Mapping]]] = ...) -> None: ...
+    next_cursor: str
+    def __init__(self, summary: _Optional[_Union[DialogSummary, _Mapping]] = ..., turns: _Optional[_Iterable[_Union[RequestRecord, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
     __slots__ = ("since", "to")

@@ -123,7 +123,10 @@ class LogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDialog(self, request, context):
-        """One dialog with its turns in order.
+        """One dialog with its turns in order, a page at a time: a page holds at most `limit` turns
+        and, past its first turn, about 3 MiB (so it stays under gRPC's default 4 MiB receive limit
+        unless one turn is larger); follow next_cursor until it is empty. A turn larger than the
+        server's message limit is RESOURCE_EXHAUSTED, with a message that says how to read it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

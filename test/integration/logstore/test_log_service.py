@@ -145,3 +145,114 @@ class _RecordingStub:
             return method(request, metadata=metadata)
 
         return call
+
+
+PASTE = 150_000  # each turn pastes this much text, and resends the earlier pastes
+
+
+@pytest.fixture
+def big_settings(tmp_path):
+    """A six-turn dialog of ~3 MB in all (turn n ~n×150 KB), a gateway that sends at most ~1 MiB
+    per message (MAX_BODY_BYTES 1 KiB + 1 MiB), and one ~1.5 MB record no message can hold."""
+    turns = [(f"turn {n} please review\n" + chr(ord("a") + n) * PASTE, f"ok {n}") for n in range(6)]
+    records = conversation(turns, start=T0, gap_s=60)
+    huge = conversation([("huge " + "z" * 1_500_000, "fine")], start=T0.replace(hour=11), key="key-huge")
+    write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", records + huge)
+    settings = Settings(log_dir=str(tmp_path / "logs"), max_body_bytes=1024,
+                        logdb={"dir": str(tmp_path / "logs" / "db"), "server_id": "srv-1"})
+    return settings, [r["request_id"] for r in records], huge[0]["request_id"]
+
+
+async def _serve_limited(settings):
+    """As the gateway's server (rpc/server.py): replies beyond MAX_BODY_BYTES + 1 MiB fail to send."""
+    limit = settings.max_body_bytes + 1024 * 1024
+    server = grpc.aio.server(options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)])
+    add_log_service(server, settings)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}", limit
+
+
+def test_get_dialog_pages_stay_within_the_message_limit(big_settings):
+    settings, turn_ids, huge_id = big_settings
+
+    async def scenario():
+        server, target, limit = await _serve_limited(settings)
+        try:
+            async with grpc.aio.insecure_channel(target) as channel:  # gRPC's default 4 MiB receive limit
+                stub = logs_pb2_grpc.LogServiceStub(channel)
+                await stub.Ingest(logs_pb2.IngestRequest())
+                dialog_id = (await stub.GetRequest(logs_pb2.GetRequestRequest(request_id=turn_ids[0]))).summary.dialog_id
+                for page_size, expected in ((0, [3, 1, 1, 1]), (2, [2, 1, 1, 1, 1]), (4, [3, 1, 1, 1])):
+                    pages, cursor = [], ""
+                    while True:
+                        page = await stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id=dialog_id, limit=page_size, cursor=cursor))
+                        assert page.ByteSize() <= limit and page.summary.requests == 6
+                        pages.append([t.summary.request_id for t in page.turns])
+                        if not (cursor := page.next_cursor):
+                            break
+                    assert [len(p) for p in pages] == expected and sum(pages, []) == turn_ids, page_size
+
+                with pytest.raises(grpc.aio.AioRpcError) as too_large:
+                    await stub.GetRequest(logs_pb2.GetRequestRequest(request_id=huge_id))
+                assert too_large.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                detail = common_pb2.ErrorDetail.FromString(dict(too_large.value.trailing_metadata())[ERROR_TRAILER])
+                assert detail.http_status == 500 and detail.code == "response_too_large" and "logdb show" in detail.message
+                huge = (await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="huge"))).results[0]
+                with pytest.raises(grpc.aio.AioRpcError) as too_large:
+                    await stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id=huge.dialog_id))
+                assert too_large.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and huge_id in too_large.value.details()
+                with pytest.raises(grpc.aio.AioRpcError) as bad_cursor:
+                    await stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id=dialog_id, cursor="bm9wZQ"))
+                assert bad_cursor.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        finally:
+            await server.stop(None)
+
+    asyncio.run(scenario())
+
+
+def test_rest_returns_a_dialog_larger_than_one_message_whole(big_settings):
+    settings, turn_ids, huge_id = big_settings
+
+    async def scenario():
+        server, target, limit = await _serve_limited(settings)
+        channel = grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", limit)])  # as cell.py
+        narrow = grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 500_000)])
+        stubs = iter([])
+        app = web.Application(middlewares=[errors_middleware])
+        add_log_routes(app, lambda: next(stubs, None) or logs_pb2_grpc.LogServiceStub(channel))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        try:
+            await logs_pb2_grpc.LogServiceStub(channel).Ingest(logs_pb2.IngestRequest())
+            async with aiohttp.ClientSession(headers={"Authorization": "Bearer admin-key"}) as http:
+                async with http.get(f"{base}/v1/logs/requests/{turn_ids[0]}") as resp:
+                    dialog_id = (await resp.json())["summary"]["dialog_id"]
+                async with http.get(f"{base}/v1/logs/dialogs/{dialog_id}") as resp:  # 3 MB: four pages, one answer
+                    body = await resp.json()
+                    assert resp.status == 200 and [t["summary"]["request_id"] for t in body["turns"]] == turn_ids
+                    assert body["next_cursor"] == "" and body["summary"]["requests"] == 6
+                async with http.get(f"{base}/v1/logs/dialogs/{dialog_id}", params={"limit": "2"}) as resp:
+                    body = await resp.json()
+                    assert len(body["turns"]) == 2 and body["next_cursor"]
+                async with http.get(f"{base}/v1/logs/dialogs/{dialog_id}", params={"cursor": body["next_cursor"]}) as resp:
+                    assert [t["summary"]["request_id"] for t in (await resp.json())["turns"]] == turn_ids[2:3]
+                async with http.get(f"{base}/v1/logs/dialogs/{dialog_id}", params={"page": "2"}) as resp:
+                    assert resp.status == 400 and (await resp.json())["error"]["param"] == "page"
+                async with http.get(f"{base}/v1/logs/requests/{huge_id}") as resp:
+                    error = (await resp.json())["error"]
+                    assert resp.status == 500 and error["code"] == "response_too_large" and "logdb show" in error["message"]
+                stubs = iter([logs_pb2_grpc.LogServiceStub(narrow)])  # a facade whose channel takes less than a page
+                async with http.get(f"{base}/v1/logs/dialogs/{dialog_id}") as resp:
+                    error = (await resp.json())["error"]
+                    assert resp.status == 500 and error["code"] == "response_too_large" and "limit, cursor" in error["message"]
+        finally:
+            await runner.cleanup()
+            await channel.close()
+            await narrow.close()
+            await server.stop(None)
+
+    asyncio.run(scenario())

@@ -209,3 +209,37 @@ def test_remote_over_tls(workdir):
             await server.stop(None)
 
     asyncio.run(scenario())
+
+
+def test_remote_reads_records_and_dialogs_larger_than_grpc_defaults(tmp_path):
+    """A 4.5 MB turn (over gRPC's default 4 MiB receive limit) and a 9 MB dialog (pages of up to
+    3 MiB past their first turn): `show` and `show --dialog` read them from a gateway whole."""
+    turns = [(f"turn {n}\n" + chr(ord("a") + n) * 1_500_000, f"ok {n}") for n in range(3)]
+    records = conversation(turns, start=T0, gap_s=60)
+    write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", records)
+    settings = Settings(log_dir=str(tmp_path / "logs"), logdb={"dir": str(tmp_path / "server-db"), "server_id": "srv-big"})
+    limit = settings.max_body_bytes + 1024 * 1024
+
+    async def scenario():
+        server = grpc.aio.server(options=[("grpc.max_send_message_length", limit)])  # as rpc/server.py
+        add_log_service(server, settings)
+        remote = ("--remote", f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+        await server.start()
+        try:
+            assert (await asyncio.to_thread(logdb, tmp_path, "ingest", *remote)).returncode == 0
+            last = records[-1]["request_id"]
+            shown = await asyncio.to_thread(logdb, tmp_path, "show", last, "--json", *remote)
+            assert shown.returncode == 0, shown.stderr[-500:]
+            assert len(json.loads(shown.stdout)["request"]["messages"]) == 5
+            dialog_id = json.loads(shown.stdout)["summary"]["dialog_id"]
+            whole = await asyncio.to_thread(logdb, tmp_path, "show", "--dialog", dialog_id, "--json", *remote)
+            assert whole.returncode == 0, whole.stderr[-500:]
+            dialog = json.loads(whole.stdout)
+            assert [t["summary"]["request_id"] for t in dialog["turns"]] == [r["request_id"] for r in records]
+            assert dialog["next_cursor"] == "" and dialog["summary"]["requests"] == 3
+            text = await asyncio.to_thread(logdb, tmp_path, "show", "--dialog", dialog_id, *remote)
+            assert text.returncode == 0 and "3 turns" in text.stdout.splitlines()[0]
+        finally:
+            await server.stop(None)
+
+    asyncio.run(scenario())

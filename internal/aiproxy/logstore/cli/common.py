@@ -106,11 +106,33 @@ def open_store(args: argparse.Namespace, *, existing: bool = True) -> Iterator[t
 
 def call(args: argparse.Namespace, method: str, request) -> dict:
     """Run one LogService operation, locally or on --remote; returns its JSON form."""
+    with _service(args, method) as invoke:
+        return message_to_json(invoke(method, request))
+
+
+def call_all_pages(args: argparse.Namespace, method: str, request, items: str) -> dict:
+    """Run a paged operation (GetDialog) until its last page: the first page's JSON with every
+    page's `items`, and an empty next_cursor. One store or channel serves all pages."""
+    with _service(args, method) as invoke:
+        result = message_to_json(invoke(method, request))
+        while result["next_cursor"]:
+            request.cursor = result["next_cursor"]
+            page = message_to_json(invoke(method, request))
+            result[items] += page[items]
+            result["next_cursor"] = page["next_cursor"]
+    return result
+
+
+@contextlib.contextmanager
+def _service(args: argparse.Namespace, method: str) -> Iterator[Callable]:
+    """invoke(method, request) -> reply, on --remote or on the local store."""
     if getattr(args, "remote", None):
-        return message_to_json(_remote_call(args, method, request))
+        with _remote_channel(args) as invoke:
+            yield invoke
+        return
     with open_store(args, existing=method != "Ingest") as (store, log_dir):
         api = LogApi(store, Path(getattr(args, "source", None) or log_dir))
-        return message_to_json(getattr(api, _LOCAL[method])(request))
+        yield lambda name, request: getattr(api, _LOCAL[name])(request)
 
 
 _LOCAL = {
@@ -123,8 +145,14 @@ _LOCAL = {
     "Stats": "stats",
 }
 
+# What a reply may be: no limit of our own. The server bounds what it sends (the gateway: its
+# MAX_BODY_BYTES + 1 MiB, whatever this machine's settings say), and gRPC's default 4 MiB would
+# refuse a stored 6 MB request that the gateway accepted and sends.
+_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1)]
 
-def _remote_call(args: argparse.Namespace, method: str, request):
+
+@contextlib.contextmanager
+def _remote_channel(args: argparse.Namespace) -> Iterator[Callable]:
     import grpc
 
     from aiproxypb.v1 import logs_pb2_grpc
@@ -133,11 +161,13 @@ def _remote_call(args: argparse.Namespace, method: str, request):
     metadata = (("authorization", f"Bearer {key}"),) if key else ()
     if args.tls or args.ca_file:
         roots = Path(args.ca_file).read_bytes() if args.ca_file else None
-        channel = grpc.secure_channel(args.remote, grpc.ssl_channel_credentials(root_certificates=roots))
+        credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+        channel = grpc.secure_channel(args.remote, credentials, options=_CHANNEL_OPTIONS)
     else:
-        channel = grpc.insecure_channel(args.remote)
+        channel = grpc.insecure_channel(args.remote, options=_CHANNEL_OPTIONS)
     with channel:
-        return getattr(logs_pb2_grpc.LogServiceStub(channel), method)(request, metadata=metadata, timeout=300)
+        stub = logs_pb2_grpc.LogServiceStub(channel)
+        yield lambda method, request: getattr(stub, method)(request, metadata=metadata, timeout=300)
 
 
 def emit(args: argparse.Namespace, payload, text: Callable[[], str] | None = None) -> None:

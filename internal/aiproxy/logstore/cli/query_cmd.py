@@ -10,6 +10,7 @@ from aiproxy.logstore.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     call,
+    call_all_pages,
     dialog_line,
     emit,
     filter_message,
@@ -71,7 +72,7 @@ def _exchange_lines(record: dict, *, last_asked: bool = False, width: int | None
 
 def run_show(args: argparse.Namespace) -> int:
     if args.dialog:
-        result = call(args, "GetDialog", logs_pb2.GetDialogRequest(dialog_id=args.id))
+        result = call_all_pages(args, "GetDialog", logs_pb2.GetDialogRequest(dialog_id=args.id), "turns")
         emit(args, result, lambda: "\n".join([dialog_line(result["summary"]), *(
             line for turn in result["turns"] for line in _exchange_lines(turn, last_asked=True, width=200))]))
     else:
