@@ -36,15 +36,22 @@ CHUNK = 1000
 DEFAULT_WINDOW_S = 1800
 
 
-def parse_window(text: str | None) -> int:
-    """Seed rules: Ns, Nm, Nh, bare seconds; `…ms` is 1 s; unparsable is 30 min; at least 1."""
+MAX_WINDOW_S = 3650 * 86400  # ten years: beyond, `ts - window` leaves SQLite's 64-bit integers
+
+
+def parse_window(text: str | None, *, strict: bool = False) -> int:
+    """Seed rules: Ns, Nm, Nh, bare seconds; `…ms` is 1 s; unparsable is 30 min; at least 1 and
+    at most MAX_WINDOW_S (strict: a longer one is a ValueError, for a command line to refuse)."""
     raw = (text or "").strip().lower()
     if raw.endswith("ms"):
         return 1
     m = re.fullmatch(r"(\d+)([smh]?)", raw)
     if not m:
         return DEFAULT_WINDOW_S
-    return max(1, int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)])
+    seconds = max(1, int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)])
+    if seconds > MAX_WINDOW_S and strict:
+        raise ValueError(f"{text!r} is longer than the longest window, {MAX_WINDOW_S // 86400} days")
+    return min(seconds, MAX_WINDOW_S)
 
 
 def window_dialog_id(

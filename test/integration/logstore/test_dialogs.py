@@ -97,6 +97,17 @@ def test_window_rule_groups_requests_without_chat_messages(tmp_path):
     assert list(_dialogs(store).values()) == [_ids(records)]
 
 
+def test_a_window_too_long_to_compute_with_is_the_longest_one(tmp_path):
+    records = []
+    for i in range(2):
+        record = chat_record([], f"a{i}", ts=T0 + timedelta(days=i))
+        record["request"] = {"model": "gpt-4o", "prompt": f"completion {i}"}
+        records.append(record)
+    store = _ingest(tmp_path, records, grouping_enabled=False)
+    assert sum(dialogs.assign(store, window="99999999999999999999h").values()) == 2  # was an OverflowError
+    assert list(_dialogs(store).values()) == [_ids(records)]
+
+
 def test_ids_are_deterministic_and_rerunning_changes_nothing(tmp_path):
     a = conversation([("x", "1"), ("y", "2"), ("z", "3")], start=T0, gap_s=600)
     b = conversation([("p", "1"), ("q", "2")], start=T0, gap_s=700)

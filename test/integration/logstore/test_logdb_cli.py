@@ -144,6 +144,36 @@ def test_a_page_size_out_of_range_is_a_usage_error(args, capsys):
     assert exit_.value.code == 2 and "is not a number from 1 to 500" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (("search", "--status", "99999999999"), "out of range: use an HTTP status code from 0 to 2147483647"),
+    (("search", "--status", "-1"), "out of range"),
+    (("search", "--status", "five"), "is not an HTTP status code"),
+    (("dialogs", "assign", "--window", "99999999999999999999h"), "longer than the longest window, 3650 days"),
+])
+def test_a_number_out_of_range_is_a_usage_error_not_a_traceback(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_minus_word_in_a_search_is_query_text(capsys):
+    args = build_parser().parse_args(["search", "alpha", "--model", "m", "-banana", "beta", "--json", "-5"])
+    assert (args.query, args.model, args.json) == (["alpha", "-banana", "beta", "-5"], "m", True)
+    assert build_parser().parse_args(["search", "--dialog", "dlg-1", "alpha", "-x"]).query == ["alpha", "-x"]
+    for unknown in (["search", "alpha", "--bogus"], ["search", "alpha", "-banana", "--status=5x"]):
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args(unknown)
+        assert exit_.value.code == 2
+
+
+def test_search_excludes_a_minus_word(workdir):
+    logdb(workdir, "ingest", "--from", "logs")
+    assert len(json.loads(logdb(workdir, "search", "missing", "--json").stdout)["results"]) == 3
+    for args in (("missing", "-dependency", "--json"), ("missing", "--json", "-dependency")):
+        done = logdb(workdir, "search", *args)
+        assert done.returncode == 0 and json.loads(done.stdout)["results"] == [], done.stderr
+
+
 def _commands(parser, prefix=()):
     for action in parser._subparsers._group_actions if parser._subparsers else ():
         for name, sub in action.choices.items():

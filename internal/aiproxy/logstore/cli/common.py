@@ -70,6 +70,20 @@ def _page_size(text: str) -> int:
     return value
 
 
+INT32_MAX = 2**31 - 1  # LogFilter.status_code is an int32, as over REST
+
+
+def status_code(text: str) -> int:
+    """--status: an HTTP status; a number the filter cannot hold is a usage error, not a traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an HTTP status code (a number such as 500)") from None
+    if not 0 <= value <= INT32_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: use an HTTP status code from 0 to {INT32_MAX}")
+    return value
+
+
 def paging_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=_page_size, default=20, metavar=f"1..{MAX_LIMIT}", help="page size (default 20)")
     parser.add_argument("--cursor", help="next_cursor of the previous page")

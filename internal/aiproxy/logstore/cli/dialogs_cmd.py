@@ -21,6 +21,16 @@ from aiproxy.logstore.cli.common import (
 from aiproxypb.v1 import logs_pb2
 
 
+def _window(text: str) -> str:
+    """--window as the seed reads it (an unparsable one is 30m), but one too long to compute with
+    is a usage error rather than a traceback."""
+    try:
+        dialogs.parse_window(text, strict=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def run_assign(args: argparse.Namespace) -> int:
     with open_store(args) as (store, _):
         result = dialogs.assign(store, args.since, args.to, args.window)
@@ -57,7 +67,7 @@ def register(subparsers) -> None:
         help="(re)compute dialogs: threading by content, the --window rule as fallback",
         description="Recompute dialog ids in range; deterministic, so re-running updates nothing.",
     )
-    assign.add_argument("--window", help="fallback gap that splits dialogs: Ns, Nm, Nh or seconds (default 30m)")
+    assign.add_argument("--window", type=_window, help="fallback gap that splits dialogs: Ns, Nm, Nh or seconds (default 30m)")
     clear = actions.add_parser("clear", help="remove dialog ids in range", description="Remove dialog ids in range.")
     for parser, func in ((assign, run_assign), (clear, run_clear)):
         store_options(parser)

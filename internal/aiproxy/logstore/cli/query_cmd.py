@@ -19,6 +19,7 @@ from aiproxy.logstore.cli.common import (
     range_options,
     remote_options,
     request_line,
+    status_code,
     store_options,
 )
 from aiproxy.logstore.fragments import extract_fragments
@@ -87,6 +88,32 @@ def run_stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _query_word(text: str) -> bool:
+    """`-banana`: a word to exclude (`alpha -banana` is alpha NOT banana), not an option."""
+    return len(text) > 1 and text[0] == "-" and text[1] != "-"
+
+
+class _QueryWords:
+    """For `search`: a `-word` that is not one of its options is query text wherever it stands
+    (`logdb search alpha -banana --json`), where argparse would call it an unknown option. Real
+    options, `--anything` unknown, and `--` keep their meaning."""
+
+    def _parse_optional(self, arg_string):
+        if _query_word(arg_string) and arg_string not in self._option_string_actions:
+            return None  # a positional: part of the query
+        return super()._parse_optional(arg_string)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # The query's words after an option come back as extras (a positional takes one run of
+        # words): they belong to the query, in order; anything else is unknown, as everywhere.
+        namespace, extras = argparse.ArgumentParser.parse_known_args(self, args, namespace)
+        unknown = [word for word in extras if self._parse_optional(word) is not None]
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        namespace.query = [*(namespace.query or []), *extras]
+        return namespace, []
+
+
 def register(subparsers) -> None:
     search = subparsers.add_parser(
         "search",
@@ -95,11 +122,12 @@ def register(subparsers) -> None:
         "No query lists the newest requests. An invalid query exits with 2; no matches while partitions in range "
         "have no full-text index (after `fts drop`) exits with 1 and says so.",
     )
-    search.add_argument("query", nargs="*", help="FTS5 query")
+    search.__class__ = type("SearchParser", (_QueryWords, type(search)), {})
+    search.add_argument("query", nargs="*", help="FTS5 query; `alpha -banana` excludes banana (a -word is query text)")
     search.add_argument("--model", help="model_original or model_mapped")
     search.add_argument("--provider")
     search.add_argument("--key-hash", dest="api_key_hash", help="api_key_hash")
-    search.add_argument("--status", type=int, help="HTTP status code")
+    search.add_argument("--status", type=status_code, help="HTTP status code")
     search.add_argument("--dialog", help="dialog id")
     paging_options(search)
     search.set_defaults(func=run_search)
