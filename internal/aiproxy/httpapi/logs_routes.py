@@ -128,7 +128,8 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
         return "Stats", logs_pb2.StatsRequest(since=request.query.get("since", ""), to=request.query.get("to", "")), None
 
     app.router.add_get("/v1/logs/requests", handler(search))
-    app.router.add_get("/v1/logs/requests/{request_id}", handler(get_request))
+    # Request ids may come from clients (X-Request-ID) and hold a "/": the id is the rest of the path.
+    app.router.add_get("/v1/logs/requests/{request_id:.+}", handler(get_request))
     app.router.add_get("/v1/logs/dialogs", handler(list_dialogs))
     app.router.add_get("/v1/logs/dialogs/{dialog_id}", handler(get_dialog))
     app.router.add_get("/v1/logs/stats", handler(stats))

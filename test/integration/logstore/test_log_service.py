@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import aiohttp
 import grpc
 import pytest
+import yarl
 from aiohttp import web
 
 from aiproxy.config import Settings
@@ -253,6 +254,36 @@ def test_rest_returns_a_dialog_larger_than_one_message_whole(big_settings):
             await runner.cleanup()
             await channel.close()
             await narrow.close()
+            await server.stop(None)
+
+    asyncio.run(scenario())
+
+
+def test_rest_reads_a_request_whose_client_chosen_id_holds_a_slash(tmp_path):
+    records = conversation([("hello", "hi")], start=T0, request_id="team/a b")
+    write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", records)
+    settings = Settings(log_dir=str(tmp_path / "logs"), logdb={"dir": str(tmp_path / "logs" / "db"), "server_id": "srv-1"})
+
+    async def scenario():
+        server, target = await _serve(settings)
+        channel = grpc.aio.insecure_channel(target)
+        app = web.Application(middlewares=[errors_middleware])
+        add_log_routes(app, lambda: logs_pb2_grpc.LogServiceStub(channel))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        try:
+            await logs_pb2_grpc.LogServiceStub(channel).Ingest(logs_pb2.IngestRequest())
+            async with aiohttp.ClientSession() as http:
+                for path in ("team/a%20b", "team%2Fa%20b"):
+                    async with http.get(yarl.URL(f"{base}/v1/logs/requests/{path}", encoded=True)) as resp:
+                        assert resp.status == 200, (path, await resp.text())
+                        assert (await resp.json())["summary"]["request_id"] == "team/a b"
+        finally:
+            await runner.cleanup()
+            await channel.close()
             await server.stop(None)
 
     asyncio.run(scenario())
