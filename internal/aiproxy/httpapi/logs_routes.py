@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import grpc
 from aiohttp import web
+from loguru import logger
 
 from aiproxy.errors import GatewayError, InvalidRequest
 from aiproxy.httpapi.errors import detail_of, error_response, json_response, rpc_error_response
@@ -61,6 +62,7 @@ def _rpc_error(exc: grpc.aio.AioRpcError) -> web.Response:
     larger than a gRPC message may be, before the service could say so) would otherwise be a bare
     "internal error": say what happened and what to do instead."""
     if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and detail_of(exc) is None:
+        logger.warning("log service answer over a gRPC size limit", details=exc.details())
         return error_response(GatewayError(
             "The log service's answer is larger than one gRPC message between the gateway's facade and its "
             "backend may be (MAX_BODY_BYTES + 1 MiB). Read dialogs in pages (limit, cursor), or read the "
