@@ -1,5 +1,10 @@
-"""One cell: the grpc.aio server and the aiohttp facade on one event loop, the facade reaching
-the services through a unix-socket gRPC channel. `--workers N` runs N cells on shared ports."""
+"""One cell: the grpc.aio servers and the aiohttp facade on one event loop, the facade reaching
+the services through a unix-socket gRPC channel. `--workers N` runs N cells on shared ports.
+
+Shutdown (SIGTERM, SIGINT or SIGHUP): every listener stops accepting at once, then the requests,
+streams and RPCs in flight share one deadline, SHUTDOWN_GRACE_SECONDS away; what remains then is
+ended (a stream gets its error frame) and the process exits 0. A second signal ends it at once.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import ssl
+import struct
 import tempfile
 from pathlib import Path
 
@@ -29,7 +36,7 @@ from aiproxy.logstore.server_identity import resolve_server_id
 from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.routing import ModelRouter
 from aiproxy.rpc.chat_service import ChatServicer
-from aiproxy.rpc.server import GrpcServer
+from aiproxy.rpc.server import FINISH_SECONDS, GrpcServer
 
 
 def http_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -80,11 +87,132 @@ def body_rejector(settings: Settings, gateway: ChatGateway):
     return reject
 
 
-async def serve_cell(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    stop = stop or asyncio.Event()
+# The signals that stop a cell, all gracefully (SIGHUP too: there is no configuration reload).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# During a drain, a connection waiting for its next request is closed after this long: a request
+# already on its way on it (sent just before the signal, or by a client that has not yet seen the
+# listener close) is still answered, with `Connection: close`.
+IDLE_LINGER_SECONDS = 1.0
+# How long the drain start waits for the loop to accept the connections the kernel already completed
+# (closing the listening socket resets them).
+BACKLOG_SECONDS = 0.5
+POLL_SECONDS = 0.05
+
+
+class Shutdown:
+    """When to stop and how fast: `requested` starts the drain, `hurry` ends it at once."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.hurry = asyncio.Event()
+        self.reason = ""
+        self._signals = 0
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        name = signal.Signals(sig).name
+        if self._signals == 1:
+            self.request(name)
+        else:
+            self.now(f"second signal ({name})")
+
+    def request(self, reason: str) -> None:
+        if not self.requested.is_set():
+            self.reason = reason
+            self.requested.set()
+
+    def now(self, reason: str) -> None:
+        if self.requested.is_set() and not self.hurry.is_set():
+            logger.warning("stopping at once", reason=reason)
+        self.request(reason)
+        self.hurry.set()
+
+
+def _parked(conn) -> bool:
+    """The connection waits for its next request: aiohttp's RequestHandler awaits `_waiter` only
+    between requests. No public state says so; were it renamed, idle connections would wait for the
+    deadline instead (test_shutdown's test with an idle keep-alive connection would notice)."""
+    waiter = getattr(conn, "_waiter", None)
+    return waiter is not None and not waiter.done()
+
+
+def _accept_queue(sock) -> int:
+    """Connections waiting in a listening socket's accept queue; 0 if unknown. On Linux, TCP_INFO's
+    tcpi_unacked holds that count for a listening socket (as `ss -l` shows it in Recv-Q)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        return struct.unpack_from("8B6I", info)[12]
+    except (OSError, AttributeError, struct.error):
+        return 0
+
+
+class RestServer:
+    """The aiohttp side of a cell: its listener, and its part of the shutdown."""
+
+    def __init__(self, app: web.Application, settings: Settings, ssl_context: ssl.SSLContext | None) -> None:
+        self._settings = settings
+        self._ssl_context = ssl_context
+        self._draining_since: float | None = None
+        app.on_response_prepare.append(self._close_when_draining)
+        # shutdown_timeout only bounds the very end (close()): the drain itself is serve_cell's.
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                                     shutdown_timeout=FINISH_SECONDS)
+        self._site: web.TCPSite | None = None
+
+    async def _close_when_draining(self, request: web.Request, response: web.StreamResponse) -> None:
+        if self._draining_since is not None:  # the client takes its next request elsewhere
+            response.force_close()  # aiohttp closes the connection after this response
+            response.headers["Connection"] = "close"  # aiohttp set its headers before this hook runs
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        settings = self._settings
+        self._site = web.TCPSite(self._runner, settings.host, settings.port, ssl_context=self._ssl_context,
+                                 reuse_port=True)
+        try:
+            await self._site.start()
+        except OSError:  # the port is taken: close what is open, so the process can say so and exit
+            await self._runner.cleanup()
+            raise
+
+    async def stop_accepting(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._draining_since = loop.time()
+        # TCPSite keeps its asyncio server private; without it, only the first loop iteration accepts.
+        listening = getattr(getattr(self._site, "_server", None), "sockets", None) or ()
+        deadline = loop.time() + BACKLOG_SECONDS
+        await asyncio.sleep(0)
+        while loop.time() < deadline:
+            if not any(_accept_queue(sock) for sock in listening):
+                break
+            await asyncio.sleep(0.005)
+        if self._site is not None:
+            await self._site.stop()
+
+    def close_idle(self, now: float) -> None:
+        if self._draining_since is None or now - self._draining_since < IDLE_LINGER_SECONDS:
+            return
+        for conn in self._runner.server.connections:
+            if _parked(conn):
+                conn.force_close()
+
+    def connections(self) -> int:
+        return len(self._runner.server.connections)
+
+    async def close(self) -> None:
+        """Handlers still running get FINISH_SECONDS, then are cancelled; every connection closes."""
+        await self._runner.cleanup()
+
+
+async def serve_cell(settings: Settings, shutdown: Shutdown | None = None) -> None:
+    """Serve until a signal (or `shutdown`) says stop, then drain."""
+    shutdown = shutdown or Shutdown()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    shutdown.install(loop)
     ssl_context = http_ssl_context(settings)
     gateway = build_gateway(settings)
     socket_path = os.path.join(tempfile.gettempdir(), f"aiproxy-{os.getpid()}.sock")
@@ -99,20 +227,14 @@ async def serve_cell(settings: Settings, stop: asyncio.Event | None = None) -> N
             ("grpc.max_send_message_length", settings.max_body_bytes + 1024 * 1024),
         ],
     )
-    app = create_app(settings, channel, body_rejector(settings, gateway))
-    runner = web.AppRunner(
-        app, handler_cancellation=True, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context, reuse_port=True)
+    rest = RestServer(create_app(settings, channel, body_rejector(settings, gateway)), settings, ssl_context)
     try:
-        await site.start()
-    except OSError:  # the port is taken: close what is open, so the process can say so and exit
-        await runner.cleanup()
-        await grpc_server.stop(0)
+        await rest.start()
+    except OSError:
+        await grpc_server.stop()
         await channel.close()
         raise
-    background = _start_background(settings, stop)
+    background = _start_background(settings, shutdown)
     scheme = "https" if ssl_context else "http"
     logger.info(
         "aiproxy listening",
@@ -121,11 +243,18 @@ async def serve_cell(settings: Settings, stop: asyncio.Event | None = None) -> N
         tls=bool(ssl_context),
         server_id=gateway.server_id,
     )
-    await stop.wait()
-    logger.info("shutting down", grace_seconds=settings.shutdown_grace_seconds)
-    # Stop accepting, let in-flight HTTP requests and streams finish (bounded), then gRPC.
-    await runner.cleanup()
-    await grpc_server.stop(settings.shutdown_grace_seconds)
+    await shutdown.requested.wait()
+    grace = settings.shutdown_grace_seconds
+    started = loop.time()
+    logger.info("shutting down", reason=shutdown.reason, grace_seconds=grace)
+    await asyncio.gather(grpc_server.stop_accepting(grace), rest.stop_accepting())
+    drained = await _drain(rest, grpc_server, started + grace, shutdown.hurry)
+    if not drained:
+        logger.warning("ending what is still in flight", rest_connections=rest.connections(),
+                       grpc_calls=grpc_server.busy(), after_seconds=round(loop.time() - started, 3))
+    grpc_server.end_calls()  # UNAVAILABLE with an OpenAI error: the facade writes it as a 503 or an error frame
+    await rest.close()
+    await grpc_server.stop()
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
@@ -133,9 +262,25 @@ async def serve_cell(settings: Settings, stop: asyncio.Event | None = None) -> N
     await gateway.aclose()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
-    logger.info("stopped")
+    logger.info("stopped", after_seconds=round(loop.time() - started, 3))
 
 
-def _start_background(settings: Settings, stop: asyncio.Event) -> list[asyncio.Task]:
+async def _drain(rest: RestServer, grpc_server: GrpcServer, deadline: float, hurry: asyncio.Event) -> bool:
+    """Wait until nothing is in flight (True) or the deadline or a second signal (False)."""
+    loop = asyncio.get_running_loop()
+    while not hurry.is_set():
+        now = loop.time()
+        rest.close_idle(now)
+        if not rest.connections() and not grpc_server.busy():
+            return True
+        if now >= deadline:
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(POLL_SECONDS, deadline - now)):
+                await hurry.wait()
+    return False
+
+
+def _start_background(settings: Settings, shutdown: Shutdown) -> list[asyncio.Task]:
     # Live ingestion returns at once unless LOGDB_ENABLED.
-    return [asyncio.create_task(run_live_ingest(settings, stop), name="live-ingest")]
+    return [asyncio.create_task(run_live_ingest(settings, shutdown.requested), name="live-ingest")]

@@ -1,7 +1,16 @@
-"""The grpc.aio server: ChatService, LogService, standard health checking and reflection."""
+"""The grpc.aio servers: ChatService, LogService, standard health checking and reflection.
+
+A cell runs two of them over the same servicers: the public one on GRPC_HOST:GRPC_PORT and an
+internal one on a unix socket for the in-process REST facade. grpc.aio stops all of a server's
+ports at once, and a shutdown must stop the public port at once while the REST requests still
+draining keep reaching the services through the unix socket: hence two servers.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 from pathlib import Path
 
 import grpc
@@ -10,12 +19,23 @@ from grpc_reflection.v1alpha import reflection
 
 from aiproxy.auth import KeyRing
 from aiproxy.config import ConfigError, Settings
+from aiproxy.errors import GatewayError
 from aiproxy.rpc.chat_service import ChatServicer
-from aiproxy.rpc.interceptor import AuthInterceptor
+from aiproxy.rpc.interceptor import AuthInterceptor, metadata_value
 from aiproxy.rpc.log_service import add_log_service
+from aiproxy.rpc.status import REQUEST_ID, abort_with
 from aiproxypb.v1 import chat_pb2_grpc
 
 SERVICE_NAMES = ("aiproxy.v1.ChatService", "aiproxy.v1.LogService")
+# Calls that are no work to wait for: a health Watch stream lasts as long as its client wants.
+_NOT_WORK = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# After the calls were told to end: how long they get to send their status before grpc.aio cancels them.
+FINISH_SECONDS = 0.5
+
+
+def shutting_down() -> GatewayError:
+    return GatewayError("The gateway is shutting down and could not finish this request in time; retry it.",
+                        http_status=503, code="server_shutting_down")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -35,58 +55,193 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(key, cert)])
 
 
+class CallTracker(grpc.aio.ServerInterceptor):
+    """Knows every RPC in flight (its task), so that a shutdown can wait for them and, once the grace
+    period is over, end each with UNAVAILABLE and an OpenAI error saying why (the facade relays it as
+    a 503, or as the error frame of a stream) instead of grpc.aio's bare cancellation. Once the calls
+    were ended, a new one is refused the same way.
+
+    Every handler becomes a coroutine (streams write with context.write), so that the cancellation
+    always lands inside the wrapper, never in grpc.aio's own loop over a response generator."""
+
+    def __init__(self) -> None:
+        self._calls: dict[asyncio.Task, bool] = {}  # task -> whether it is work to wait for
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._ending = False
+
+    def busy(self) -> int:
+        """The calls in flight that a drain waits for."""
+        return sum(self._calls.values())
+
+    def end_all(self) -> None:
+        self._ending = True
+        for task in list(self._calls):
+            task.cancel()
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:  # unknown method: not cached
+                return None
+            wrapped = self._wrapped[method] = self._wrap(handler, not method.startswith(_NOT_WORK))
+        return wrapped
+
+    def _wrap(self, handler, work: bool):
+        kinds = (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+        )
+        for attribute, build, streamed in kinds:
+            inner = getattr(handler, attribute)
+            if inner:
+                run = _writing(inner) if streamed else inner
+                return build(self._tracked(run, work), handler.request_deserializer, handler.response_serializer)
+        return handler
+
+    def _tracked(self, run, work: bool):
+        calls = self._calls
+
+        async def behavior(request, context):
+            if self._ending:
+                await _refuse(context)
+            task = asyncio.current_task()
+            calls[task] = work
+            try:
+                return await run(request, context)
+            except asyncio.CancelledError:
+                if not self._ending or context.done():  # the client cancelled: nothing to tell it
+                    raise
+                task.uncancel()
+                await _refuse(context)
+            finally:
+                calls.pop(task, None)
+
+        return behavior
+
+
+def _writing(inner):
+    """A response-streaming handler as a coroutine that writes each message itself."""
+
+    async def run(request, context):
+        result = inner(request, context)
+        if not inspect.isasyncgen(result):  # already writes with context.write()
+            return await result
+        async with contextlib.aclosing(result) as messages:
+            async for message in messages:
+                await context.write(message)
+        return None
+
+    return run
+
+
+async def _refuse(context: grpc.aio.ServicerContext) -> None:
+    await abort_with(context, shutting_down(), metadata_value(context, REQUEST_ID))
+
+
+class _AllServers:
+    """Registers a service on several servers: the generated add_*_to_server functions call these."""
+
+    def __init__(self, *servers: grpc.aio.Server) -> None:
+        self._servers = servers
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        for server in self._servers:
+            server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service_name, method_handlers) -> None:
+        for server in self._servers:
+            server.add_registered_method_handlers(service_name, method_handlers)
+
+
 class GrpcServer:
-    """One cell's gRPC server: a unix socket for the in-process REST facade, plus the public TCP port."""
+    """One cell's gRPC servers: `internal` on a unix socket for the in-process REST facade, `public`
+    on the TCP port (None with GRPC_PORT=0). Shutdown, driven by aiproxy.cell:
+    stop_accepting() (health NOT_SERVING, the public port closes and refuses new calls), then the
+    calls in flight finish (busy() says how many), end_calls() ends the rest, stop() closes both."""
 
     def __init__(self, settings: Settings, chat: ChatServicer, unix_socket: str) -> None:
         self._settings = settings
         self.unix_socket = unix_socket
-        interceptor = AuthInterceptor(
-            KeyRing(settings.api_keys, settings.admin_api_keys), settings.models_require_auth, chat.log_rejection
-        )
+        self.calls = CallTracker()
+        interceptors = [
+            self.calls,
+            AuthInterceptor(
+                KeyRing(settings.api_keys, settings.admin_api_keys), settings.models_require_auth, chat.log_rejection
+            ),
+        ]
         limit = settings.max_body_bytes + 1024 * 1024
-        self.server = grpc.aio.server(
-            interceptors=[interceptor],
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 1),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ],
-        )
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, self.server)
-        add_log_service(self.server, settings)
+        sizes = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        self.internal = grpc.aio.server(interceptors=interceptors, options=sizes)
+        self.public: grpc.aio.Server | None = None
+        servers = [self.internal]
+        if settings.grpc_port:
+            self.public = grpc.aio.server(
+                interceptors=interceptors,
+                options=[*sizes, ("grpc.so_reuseport", 1), ("grpc.keepalive_permit_without_calls", 1)],
+            )
+            servers.append(self.public)
+            reflection.enable_server_reflection(
+                [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], self.public
+            )
+        both = _AllServers(*servers)
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, both)
+        add_log_service(both, settings)
         self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection([*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, both)
         self.tcp_port: int | None = None
+        self._public_stopping: asyncio.Task | None = None
 
     def _listen(self) -> None:
-        self.server.add_insecure_port(f"unix:{self.unix_socket}")
+        self.internal.add_insecure_port(f"unix:{self.unix_socket}")
         settings = self._settings
-        if not settings.grpc_port:
+        if self.public is None:
             return
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         try:
             if settings.tls.enabled:
-                self.tcp_port = self.server.add_secure_port(address, server_credentials(settings))
+                self.tcp_port = self.public.add_secure_port(address, server_credentials(settings))
             else:
-                self.tcp_port = self.server.add_insecure_port(address)
+                self.tcp_port = self.public.add_insecure_port(address)
         except RuntimeError:  # grpc's "Failed to bind", which names no setting
             raise ConfigError(f"cannot listen for gRPC on {address} (in use, not a local address, or not permitted):"
                               " stop the other server, or set GRPC_HOST / GRPC_PORT (0 turns it off)") from None
+
+    def _servers(self) -> list[grpc.aio.Server]:
+        return [server for server in (self.public, self.internal) if server is not None]
 
     async def start(self) -> None:
         try:
             self._listen()
         except BaseException:
-            await self.server.stop(None)  # else grpc.aio's finaliser runs on a closed loop and prints a traceback
+            for server in self._servers():  # else grpc.aio's finaliser runs on a closed loop and prints a traceback
+                await server.stop(None)
             raise
-        await self.server.start()
+        for server in self._servers():
+            await server.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float) -> None:
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(grace)
+    async def stop_accepting(self, grace: float) -> None:
+        """Health turns NOT_SERVING (Watch streams hear it, and the facade's /ready answers 503); the
+        public port closes and its connections get GOAWAY, so new calls go elsewhere while the calls
+        in flight go on. `grace` is only a backstop: end_calls() is what ends them."""
+        await self.health.enter_graceful_shutdown()
+        if self.public is not None:
+            self._public_stopping = asyncio.create_task(self.public.stop(grace + 2 * FINISH_SECONDS))
+            await asyncio.sleep(0)  # grpc.aio closes the listener as the task starts
+
+    def busy(self) -> int:
+        return self.calls.busy()
+
+    def end_calls(self) -> None:
+        self.calls.end_all()
+
+    async def stop(self) -> None:
+        """After end_calls(): the calls get FINISH_SECONDS to send their status, then grpc.aio cancels them."""
+        await asyncio.gather(*(server.stop(FINISH_SECONDS) for server in self._servers()))
+        if self._public_stopping is not None:
+            await self._public_stopping
