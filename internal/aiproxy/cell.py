@@ -151,7 +151,12 @@ def _accept_queue(sock) -> int:
 
 
 class RestServer:
-    """The aiohttp side of a cell: its listener, and its part of the shutdown."""
+    """The aiohttp side of a cell: its listener, and its part of the shutdown.
+
+    Idle connections: aiohttp's keep-alive timer is also the only bound on a request head that
+    never completes (it runs from the connection's start or its last response, and data does not
+    reset it), so it is REQUEST_BODY_TIMEOUT_SECONDS: a slow head, a slow body and an idle
+    keep-alive connection all end after that long."""
 
     def __init__(self, app: web.Application, settings: Settings, ssl_context: ssl.SSLContext | None) -> None:
         self._settings = settings
@@ -160,6 +165,7 @@ class RestServer:
         app.on_response_prepare.append(self._close_when_draining)
         # shutdown_timeout only bounds the very end (close()): the drain itself is serve_cell's.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                                     keepalive_timeout=settings.request_body_timeout_seconds,
                                      shutdown_timeout=FINISH_SECONDS)
         self._site: web.TCPSite | None = None
 

@@ -129,6 +129,28 @@ def test_stalled_body_is_408_and_closed(strict_gateway):
     assert strict_gateway.wait_for_record(headers["x-request-id"])["status_code"] == 408
 
 
+def test_unfinished_request_head_and_silent_connection_are_closed(strict_gateway):
+    """Was: a request head that never completes (slowloris, even one trickling a byte at a time) or
+    a connection that sends nothing kept its connection for aiohttp's default 3630 s."""
+    started = time.monotonic()
+    trickle = socket.create_connection(("127.0.0.1", strict_gateway.port), timeout=5)
+    silent = socket.create_connection(("127.0.0.1", strict_gateway.port), timeout=5)
+    trickle.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+    with trickle, silent:
+        for i in range(20):  # more header lines, each well within the timeout of the one before
+            try:
+                trickle.sendall(f"X-Slow-{i}: y\r\n".encode())
+            except OSError:  # closed by the gateway
+                break
+            time.sleep(0.2)
+        for sock in (trickle, silent):
+            try:
+                assert sock.recv(1024) == b""
+            except ConnectionResetError:
+                pass
+    assert time.monotonic() - started < 3.5  # REQUEST_BODY_TIMEOUT_SECONDS is 1 here
+
+
 @pytest.mark.parametrize("expect", [(), ("Expect: 100-continue",)], ids=["plain", "expect-100"])
 def test_declared_oversized_body_is_413_before_reading(strict_gateway, expect):
     """With `Expect: 100-continue` (curl sends it for bodies over 1 MB) the 413 comes instead of
