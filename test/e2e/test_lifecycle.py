@@ -272,6 +272,29 @@ def test_bad_config_stops_startup_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("blocked", ["log_dir", "requests_dir"])
+def test_unwritable_log_dir_stops_startup_with_one_line(tmp_path, workers, blocked):
+    """configure_logging runs in each cell: its failure is the same one-line configuration error,
+    exit 2, as any other, never a traceback."""
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    if blocked == "log_dir":
+        log_dir = in_the_way / "logs"
+    else:  # the parent can write LOG_DIR; only the cells, which also write request logs, cannot
+        log_dir = tmp_path / "logs"
+        log_dir.mkdir()
+        (log_dir / "requests").write_text("")
+    gateway = GatewayProcess(tmp_path, workers=workers, env={"LOG_DIR": str(log_dir), "KEY_HASH_SECRET": "k" * 32,
+                                                           "LOGDB_DIR": str(tmp_path / "db")})
+    result = subprocess.run([*COMMAND, "serve"], cwd=tmp_path, env=gateway.env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("aiproxy: configuration error: ")]
+    assert errors and all("LOG_DIR" in line for line in errors), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_log_level_never_changes_the_log_format(upstream, tmp_path):
     with GatewayProcess(tmp_path, upstream_url=upstream.base_url, env={"LOG_LEVEL": "ERROR"}) as gateway:
         response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={**BODY, "model": "mock"})

@@ -13,8 +13,6 @@ import socket
 import sys
 from pathlib import Path
 
-from loguru import logger
-
 from aiproxy import __version__
 from aiproxy.config import ConfigError, Settings, load_settings
 
@@ -64,29 +62,48 @@ def ensure_client_key(settings: Settings) -> Settings:
     return load_settings()
 
 
-def _run_cell(settings: Settings) -> None:
-    from aiproxy.cell import serve_cell
-    from aiproxy.eventloop import loop_factory
+def config_error(message: object) -> int:
+    """The one line a configuration problem gets on stderr, wherever start-up found it; exit code 2."""
+    print(f"aiproxy: configuration error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _configure_logging(settings: Settings) -> None:
     from aiproxy.logsetup import configure_logging
 
-    configure_logging(settings)
     try:
+        configure_logging(settings)
+    except OSError as exc:  # LOG_DIR cannot be created or written
+        raise ConfigError(f"LOG_DIR={settings.log_dir}: cannot write the logs there ({exc.strerror or exc})") from None
+
+
+def _run_cell(settings: Settings) -> int:
+    """Run one cell until it is stopped; its exit code. A configuration problem found on the way
+    (in the log directory, a port taken since main() probed it, a TLS file) is one line and 2."""
+    from aiproxy.cell import serve_cell
+    from aiproxy.eventloop import loop_factory
+
+    try:
+        _configure_logging(settings)
         with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
             runner.run(serve_cell(settings))
     except ConfigError as exc:
-        logger.error(str(exc))
-        raise SystemExit(2) from None
+        return config_error(exc)
     except OSError as exc:  # the ports were free a moment ago (_ensure_free); something took one since
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise
-        logger.error(f"cannot listen for HTTP on {settings.host}:{settings.port} ({exc.strerror}): stop the other"
-                     " server, or set PORT (and HOST)")
-        raise SystemExit(2) from None
+        return config_error(f"cannot listen for HTTP on {settings.host}:{settings.port} ({exc.strerror}): stop the"
+                            " other server, or set PORT (and HOST)")
+    return 0
+
+
+def _cell_process(settings: Settings) -> None:
+    sys.exit(_run_cell(settings))  # a multiprocessing target's return value is not its exit code
 
 
 def _run_workers(settings: Settings) -> int:
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_run_cell, args=(settings,), name=f"aiproxy-cell-{i}")
+    children = [context.Process(target=_cell_process, args=(settings,), name=f"aiproxy-cell-{i}")
                 for i in range(settings.workers)]
     for child in children:
         child.start()
@@ -131,18 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         _ensure_free(settings.host, settings.port, "PORT (and HOST)")
         _ensure_free(settings.grpc_host, settings.grpc_port, "GRPC_PORT (0 turns the gRPC listener off)")
     except (ConfigError, RuntimeError) as exc:
-        print(f"aiproxy: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return config_error(exc)
     if os.environ.get("GEMINI_AS_IS", "").strip().lower() == "true":
         print("aiproxy: GEMINI_AS_IS is ignored: Gemini answers are always translated to the OpenAI format "
               "(see docs/gemini.md)", file=sys.stderr)
     if settings.workers > 1:
         return _run_workers(settings)
-    try:
-        _run_cell(settings)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return _run_cell(settings)
 
 
 def console() -> None:

@@ -42,7 +42,7 @@ def _read(path: str, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise RuntimeError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials:
