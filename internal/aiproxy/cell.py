@@ -87,8 +87,12 @@ def body_rejector(settings: Settings, gateway: ChatGateway):
     return reject
 
 
-# The signals that stop a cell, all gracefully (SIGHUP too: there is no configuration reload).
+# The signals that stop a cell. In a worker cell the parent asks with SIGUSR1 (drain) and SIGUSR2 (at
+# once) rather than by repeating the operator's signal: a cell often gets that signal directly too (a
+# terminal's Ctrl-C reaches the whole process group, systemd signals the whole cgroup), and must not
+# count one signal twice as "stop at once".
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+PARENT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 # During a drain, a connection waiting for its next request is closed after this long: a request
 # already on its way on it (sent just before the signal, or by a client that has not yet seen the
 # listener close) is still answered, with `Connection: close`.
@@ -108,9 +112,15 @@ class Shutdown:
         self.reason = ""
         self._signals = 0
 
-    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+    def install(self, loop: asyncio.AbstractEventLoop, *, worker: bool) -> None:
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
+        if worker:
+            loop.add_signal_handler(signal.SIGUSR1, self.request, "asked by the parent process")
+            loop.add_signal_handler(signal.SIGUSR2, self.now, "asked by the parent process")
+        # A worker cell starts with these blocked (the parent's doing), so that a signal sent before the
+        # handlers existed waits for them instead of killing the cell.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS + PARENT_SIGNALS)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
@@ -214,11 +224,12 @@ class RestServer:
         await self._runner.cleanup()
 
 
-async def serve_cell(settings: Settings, shutdown: Shutdown | None = None) -> None:
-    """Serve until a signal (or `shutdown`) says stop, then drain."""
+async def serve_cell(settings: Settings, shutdown: Shutdown | None = None, *, parent_pid: int | None = None) -> None:
+    """Serve until a signal (or `shutdown`) says stop, then drain. `parent_pid`: this is a worker
+    cell of that process, and stops when it is gone."""
     shutdown = shutdown or Shutdown()
     loop = asyncio.get_running_loop()
-    shutdown.install(loop)
+    shutdown.install(loop, worker=parent_pid is not None)
     ssl_context = http_ssl_context(settings)
     gateway = build_gateway(settings)
     socket_path = os.path.join(tempfile.gettempdir(), f"aiproxy-{os.getpid()}.sock")
@@ -240,7 +251,7 @@ async def serve_cell(settings: Settings, shutdown: Shutdown | None = None) -> No
         await grpc_server.stop()
         await channel.close()
         raise
-    background = _start_background(settings, shutdown)
+    background = _start_background(settings, shutdown, parent_pid)
     scheme = "https" if ssl_context else "http"
     logger.info(
         "aiproxy listening",
@@ -287,6 +298,19 @@ async def _drain(rest: RestServer, grpc_server: GrpcServer, deadline: float, hur
     return False
 
 
-def _start_background(settings: Settings, shutdown: Shutdown) -> list[asyncio.Task]:
+async def _watch_parent(parent_pid: int, shutdown: Shutdown) -> None:
+    """A worker cell must not outlive its parent (it would keep the ports). On Linux the kernel sends
+    SIGTERM when the parent dies (PR_SET_PDEATHSIG, set at the cell's start); this covers the rest."""
+    while True:
+        await asyncio.sleep(1)
+        if os.getppid() != parent_pid:
+            break
+    shutdown.request("the parent process is gone")
+
+
+def _start_background(settings: Settings, shutdown: Shutdown, parent_pid: int | None) -> list[asyncio.Task]:
     # Live ingestion returns at once unless LOGDB_ENABLED.
-    return [asyncio.create_task(run_live_ingest(settings, shutdown.requested), name="live-ingest")]
+    tasks = [asyncio.create_task(run_live_ingest(settings, shutdown.requested), name="live-ingest")]
+    if parent_pid is not None:
+        tasks.append(asyncio.create_task(_watch_parent(parent_pid, shutdown), name="watch-parent"))
+    return tasks

@@ -275,8 +275,8 @@ def test_bad_config_stops_startup_with_one_line(tmp_path):
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("blocked", ["log_dir", "requests_dir"])
 def test_unwritable_log_dir_stops_startup_with_one_line(tmp_path, workers, blocked):
-    """configure_logging runs in each cell: its failure is the same one-line configuration error,
-    exit 2, as any other, never a traceback."""
+    """configure_logging runs in the cell (and in the parent with --workers): its failure is the same
+    one-line configuration error, exit 2, as any other, never a traceback or a restart loop."""
     in_the_way = tmp_path / "a-file"
     in_the_way.write_text("")
     if blocked == "log_dir":

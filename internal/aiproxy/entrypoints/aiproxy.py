@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
-import multiprocessing
 import os
 import secrets
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -77,7 +76,7 @@ def _configure_logging(settings: Settings) -> None:
         raise ConfigError(f"LOG_DIR={settings.log_dir}: cannot write the logs there ({exc.strerror or exc})") from None
 
 
-def _run_cell(settings: Settings) -> int:
+def _run_cell(settings: Settings, parent_pid: int | None = None) -> int:
     """Run one cell until it is stopped; its exit code. A configuration problem found on the way
     (in the log directory, a port taken since main() probed it, a TLS file) is one line and 2."""
     from aiproxy.cell import serve_cell
@@ -86,7 +85,7 @@ def _run_cell(settings: Settings) -> int:
     try:
         _configure_logging(settings)
         with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
-            runner.run(serve_cell(settings))
+            runner.run(serve_cell(settings, parent_pid=parent_pid))
     except ConfigError as exc:
         return config_error(exc)
     except OSError as exc:  # the ports were free a moment ago (_ensure_free); something took one since
@@ -97,27 +96,12 @@ def _run_cell(settings: Settings) -> int:
     return 0
 
 
-def _cell_process(settings: Settings) -> None:
-    sys.exit(_run_cell(settings))  # a multiprocessing target's return value is not its exit code
+def cell_process(settings: Settings, parent_pid: int) -> None:
+    """A worker cell's process (multiprocessing target): it stops when the parent goes away."""
+    from aiproxy.entrypoints.workers import die_with_parent
 
-
-def _run_workers(settings: Settings) -> int:
-    context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_cell_process, args=(settings,), name=f"aiproxy-cell-{i}")
-                for i in range(settings.workers)]
-    for child in children:
-        child.start()
-
-    def forward(signum, _frame):
-        for child in children:
-            if child.is_alive():
-                os.kill(child.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for child in children:
-        child.join()
-    return max((child.exitcode or 0) for child in children)
+    die_with_parent(parent_pid)
+    sys.exit(_run_cell(settings, parent_pid))  # a multiprocessing target's return value is not its exit code
 
 
 def _ensure_free(host: str, port: int, setting: str) -> None:
@@ -147,13 +131,17 @@ def main(argv: list[str] | None = None) -> int:
         build_gateway(settings)
         _ensure_free(settings.host, settings.port, "PORT (and HOST)")
         _ensure_free(settings.grpc_host, settings.grpc_port, "GRPC_PORT (0 turns the gRPC listener off)")
+        if settings.workers > 1:  # the parent's own JSON app log (no request log: it serves nothing)
+            _configure_logging(dataclasses.replace(settings, request_log_enabled=False))
     except (ConfigError, RuntimeError) as exc:
         return config_error(exc)
     if os.environ.get("GEMINI_AS_IS", "").strip().lower() == "true":
         print("aiproxy: GEMINI_AS_IS is ignored: Gemini answers are always translated to the OpenAI format "
               "(see docs/gemini.md)", file=sys.stderr)
     if settings.workers > 1:
-        return _run_workers(settings)
+        from aiproxy.entrypoints.workers import Supervisor
+
+        return Supervisor(settings, cell_process).run()
     return _run_cell(settings)
 
 
