@@ -240,8 +240,8 @@ async def serve_cell(settings: Settings, shutdown: Shutdown | None = None, *, pa
     channel = grpc.aio.insecure_channel(
         f"unix:{socket_path}",
         options=[
-            ("grpc.max_receive_message_length", settings.max_body_bytes + 1024 * 1024),
-            ("grpc.max_send_message_length", settings.max_body_bytes + 1024 * 1024),
+            ("grpc.max_receive_message_length", settings.grpc_message_bytes),
+            ("grpc.max_send_message_length", settings.grpc_message_bytes),
         ],
     )
     rest = RestServer(create_app(settings, channel, body_rejector(settings, gateway)), settings, ssl_context)

@@ -80,6 +80,12 @@ class Settings:
     # Where settings were read from, for error messages.
     source: str = ""
 
+    @property
+    def grpc_message_bytes(self) -> int:
+        """gRPC's message size limit, both ways, on every server and channel of the gateway: a body
+        of MAX_BODY_BYTES and the rest of its message (a stored record: also its answer)."""
+        return self.max_body_bytes + 1024 * 1024
+
 
 def parse_key_list(raw: Any) -> tuple[str, ...]:
     """Seed rules for API_KEYS: comma separated, each item stripped of spaces and of one pair of

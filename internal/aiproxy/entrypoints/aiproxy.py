@@ -67,23 +67,15 @@ def config_error(message: object) -> int:
     return 2
 
 
-def _configure_logging(settings: Settings) -> None:
-    from aiproxy.logsetup import configure_logging
-
-    try:
-        configure_logging(settings)
-    except OSError as exc:  # LOG_DIR cannot be created or written
-        raise ConfigError(f"LOG_DIR={settings.log_dir}: cannot write the logs there ({exc.strerror or exc})") from None
-
-
 def _run_cell(settings: Settings, parent_pid: int | None = None) -> int:
     """Run one cell until it is stopped; its exit code. A configuration problem found on the way
     (in the log directory, a port taken since main() probed it, a TLS file) is one line and 2."""
     from aiproxy.cell import serve_cell
     from aiproxy.eventloop import loop_factory
+    from aiproxy.logsetup import configure_logging
 
     try:
-        _configure_logging(settings)
+        configure_logging(settings)  # a LOG_DIR that cannot be written is a ConfigError
         with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
             runner.run(serve_cell(settings, parent_pid=parent_pid))
     except ConfigError as exc:
@@ -132,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         _ensure_free(settings.host, settings.port, "PORT (and HOST)")
         _ensure_free(settings.grpc_host, settings.grpc_port, "GRPC_PORT (0 turns the gRPC listener off)")
         if settings.workers > 1:  # the parent's own JSON app log (no request log: it serves nothing)
-            _configure_logging(dataclasses.replace(settings, request_log_enabled=False))
+            from aiproxy.logsetup import configure_logging
+
+            configure_logging(dataclasses.replace(settings, request_log_enabled=False))
     except (ConfigError, RuntimeError) as exc:
         return config_error(exc)
     if os.environ.get("GEMINI_AS_IS", "").strip().lower() == "true":

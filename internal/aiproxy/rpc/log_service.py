@@ -49,15 +49,9 @@ class LogServicer(BundleRpcs, logs_pb2_grpc.LogServiceServicer):
         return await self._call(self._api.stats, request, context)
 
 
-def message_limit(settings) -> int:
-    """The largest message the gateway's gRPC server sends (and its facade receives): the
-    `grpc.max_send_message_length` that rpc/server.py and cell.py set from MAX_BODY_BYTES."""
-    return settings.max_body_bytes + 1024 * 1024
-
-
 def add_log_service(server: grpc.aio.Server, settings) -> None:
     """Register LogService on `server` for the store configured in `settings` (aiproxy.config.Settings).
-    Replies are kept within message_limit(settings): dialogs in pages, a larger record a clear error."""
+    Replies are kept within settings.grpc_message_bytes: dialogs in pages, a larger record a clear error."""
     store = Store(LogStoreSettings.from_mapping(settings.logdb))
-    api = LogApi(store, Path(settings.log_dir), max_message_bytes=message_limit(settings))
+    api = LogApi(store, Path(settings.log_dir), max_message_bytes=settings.grpc_message_bytes)
     logs_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(api), server)

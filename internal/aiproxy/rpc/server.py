@@ -173,7 +173,7 @@ class GrpcServer:
                 KeyRing(settings.api_keys, settings.admin_api_keys), settings.models_require_auth, chat.log_rejection
             ),
         ]
-        limit = settings.max_body_bytes + 1024 * 1024
+        limit = settings.grpc_message_bytes
         sizes = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
         self.internal = grpc.aio.server(interceptors=interceptors, options=sizes)
         self.public: grpc.aio.Server | None = None
