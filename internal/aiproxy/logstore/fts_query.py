@@ -4,7 +4,9 @@
   (`"gpt-4"`), where FTS5 would reject it (`no such column: 4`). Quoted phrases, parentheses,
   operators (AND, OR, NOT, NEAR, `+`), prefixes (`term*`, `^term`), column filters on the index's
   indexed columns, in any case (`role:user`, `-Role:user`), and column sets (`{a b}:`) keep their FTS5 meaning.
-- `-word` excludes the word (`alpha -banana` is FTS5's `alpha NOT banana`).
+- `-word`, `-"a phrase"` and `-(a group)` exclude what follows the `-` (`alpha -banana` is FTS5's
+  `alpha NOT banana`, `France -(Germany OR Japan)` is `France NOT (Germany OR Japan)`). A `-`
+  inside a word (`gpt-4`) is part of the word; `-column:` keeps FTS5's meaning (other columns).
 - The FTS3/4 proximity form `a NEAR/N b` (and `a NEAR b`) that the seed's README shows becomes
   FTS5's `NEAR(a b, N)`: FTS5 itself rejects `NEAR/N`.
 Text inside double quotes is never touched.
@@ -16,7 +18,8 @@ import re
 
 from aiproxy.logstore.models import FTS_COLUMNS
 
-_TOKEN = re.compile(r'"(?:[^"]|"")*"?|[(),]|[^\s(),"]+')
+# A `-` that starts a token and touches a phrase or a group negates it (its own token: "NOT ").
+_TOKEN = re.compile(r'"(?:[^"]|"")*"?|(?P<negate>-(?=["(]))|[(),]|[^\s(),"]+')
 _BAREWORD = re.compile(r"\^?\w+\*?")
 _KEEP = re.compile(r"AND|OR|NOT|NEAR(?:/\d+)?|\+|\*|.*[{}].*")  # `*` alone stays an error
 # Only the index's own columns: `https://…` or `note:` in pasted text is text. A filter alone
@@ -48,5 +51,9 @@ def _near(m: re.Match) -> str:
     return f"NEAR({left} {right}, {distance})" if distance else f"NEAR({left} {right})"
 
 
+def _token(m: re.Match) -> str:
+    return "NOT " if m.group("negate") else _term(m.group(0))
+
+
 def to_fts5(query: str) -> str:
-    return _NEAR.sub(_near, _TOKEN.sub(lambda m: _term(m.group(0)), query))
+    return _NEAR.sub(_near, _TOKEN.sub(_token, query))

@@ -68,6 +68,8 @@ def test_rows_are_searchable_as_soon_as_they_are_ingested(store, tmp_path):
         ("Role:assistant AND Content:Paris", 1),  # FTS5 column names ignore case
         ("timeout* NEAR/3 retry", 1),
         ("timeout -eventually", 1),  # `-word` excludes it (within a message, like every operator)
+        ('timeout -"during retry"', 2),  # so does `-"phrase"` (it required the phrase)
+        ("timeout -(retry OR increase)", 1),  # and `-(group)` (a syntax error before)
     ],
 )
 def test_fts5_syntax(store, query, expected):

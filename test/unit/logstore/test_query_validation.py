@@ -38,3 +38,21 @@ def test_invalid_queries_raise_a_client_error_not_an_sql_error(query):
 def test_fts4_near_form_is_rewritten_for_fts5(given, expected):
     assert to_fts5(given) == expected
     validate_query(to_fts5(given))
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("alpha -banana", "alpha NOT banana"),
+        ('France -"capital of"', 'France NOT "capital of"'),  # was `France "-""capital of"`: required it
+        ("France -(Germany OR Japan)", "France NOT (Germany OR Japan)"),  # was a syntax error (400)
+        ('a -"b c"* d', 'a NOT "b c"* d'),
+        ("a -(b -c)", "a NOT (b NOT c)"),
+        ("gpt-4 -x", '"gpt-4" NOT x'),  # a `-` inside a word stays part of it
+        ("a - b", 'a "-" b'),  # a lone `-` is text, as before
+        ("x -content:paris", "x -content:paris"),  # FTS5's column exclusion
+    ],
+)
+def test_a_leading_minus_excludes_a_word_a_phrase_or_a_group(given, expected):
+    assert to_fts5(given) == expected
+    validate_query(expected)
