@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -45,38 +46,70 @@ class Row:
         return len(self.values["request_json"]) + len(self.values["response_json"]) + 128
 
 
-def parse_ts(raw: Any) -> int:
+def _moment(raw: Any) -> datetime:
+    """The instant a record's timestamp names; a timestamp without an offset is UTC."""
     if not isinstance(raw, str) or not raw:
         raise InvalidRecord("missing timestamp")
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidRecord(f"timestamp {raw!r} is not ISO-8601") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def parse_ts(raw: Any) -> int:
+    return int(_moment(raw).timestamp())
+
+
+def utc_iso(raw: str) -> str:
+    """A timestamp as logs.proto states instants: UTC, `Z` suffix. One already ending in `Z` is
+    kept as written (its precision too); another offset, or none, is converted to µs and `Z`.
+    Raises InvalidRecord when `raw` is not ISO-8601."""
+    moment = _moment(raw)
+    if raw.endswith("Z"):
+        return raw
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 _SQLITE_MIN_INT, _SQLITE_MAX_INT = -(2**63), 2**63 - 1
 
 
-def _int_or_none(value: Any) -> int | None:
-    """None unless `value` is a number SQLite can store: a 2**64-1 token count from an upstream
-    would otherwise fail the insert of the whole batch, on every run."""
-    if value is None or isinstance(value, bool):
+def _int_or_none(value: Any, low: int = _SQLITE_MIN_INT, high: int = _SQLITE_MAX_INT) -> int | None:
+    """None unless `value` is a whole number in low..high (by default what SQLite can store: a
+    2**64-1 token count from an upstream would otherwise fail the insert of the whole batch, on
+    every run). A fraction (2.5) is not truncated to a number the record never said."""
+    if value is None or isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         return None
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):
         return None
-    return number if _SQLITE_MIN_INT <= number <= _SQLITE_MAX_INT else None
+    return number if low <= number <= high else None
+
+
+def _status_or_none(value: Any) -> int | None:
+    """An HTTP status (100..599), else None: the store's readers put it in logs.proto's int32
+    status_code, where 2**40 failed every read that included the row."""
+    return _int_or_none(value, 100, 599)
+
+
+def _count_or_none(value: Any) -> int | None:
+    """A token count: 0..2**63-1 (logs.proto's int64), else None."""
+    return _int_or_none(value, 0)
 
 
 def _float_or_none(value: Any) -> float | None:
+    """A finite number, else None (`"inf"` or `"nan"` strings are not durations)."""
     try:
-        return float(value) if value is not None and not isinstance(value, bool) else None
-    except (TypeError, ValueError):
+        number = float(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _stream(value: Any) -> int | None:
+    """Only a JSON boolean says whether the exchange streamed: `"false"` is not true."""
+    return int(value) if isinstance(value, bool) else None
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -109,27 +142,26 @@ def from_gateway_record(record: Any, default_server_id: str) -> Row:
         raise InvalidRecord("request is not a JSON object")
     usage = record.get("usage") if isinstance(record.get("usage"), dict) else {}
     error = record.get("error")
-    stream = record.get("stream")
     values = {
         "request_id": request_id,
         "server_id": str(record.get("server_id") or default_server_id),
         "ts": parse_ts(record.get("ts")),
-        "ts_iso": record.get("ts"),
+        "ts_iso": utc_iso(record["ts"]),
         "endpoint": endpoint,
         "model_original": _str_or_none(record.get("model_original") or request.get("model")),
         "model_mapped": _str_or_none(record.get("model_mapped")),
-        "status_code": _int_or_none(record.get("status_code")),
+        "status_code": _status_or_none(record.get("status_code")),
         "latency_ms": _float_or_none(record.get("latency_ms")),
         "api_key_hash": _str_or_none(record.get("api_key_hash")),
         "request_json": orjson.dumps(record.get("request")).decode(),
         "response_json": orjson.dumps(response).decode(),
         "provider": _str_or_none(record.get("provider")),
         "transport": _str_or_none(record.get("transport")),
-        "stream": None if stream is None else int(bool(stream)),
+        "stream": _stream(record.get("stream")),
         "ttft_ms": _float_or_none(record.get("ttft_ms")),
-        "prompt_tokens": _int_or_none(usage.get("prompt_tokens")),
-        "completion_tokens": _int_or_none(usage.get("completion_tokens")),
-        "total_tokens": _int_or_none(usage.get("total_tokens")),
+        "prompt_tokens": _count_or_none(usage.get("prompt_tokens")),
+        "completion_tokens": _count_or_none(usage.get("completion_tokens")),
+        "total_tokens": _count_or_none(usage.get("total_tokens")),
         "finish_reason": _str_or_none(record.get("finish_reason")),
         "error": orjson.dumps(error).decode() if error is not None else None,
     }
@@ -174,15 +206,15 @@ def from_seed_record(record: dict, server_id: str) -> Row:
         "endpoint": endpoint,
         "model_original": _str_or_none(model_original),
         "model_mapped": _str_or_none(response.get("model")) if isinstance(response, dict) else None,
-        "status_code": _int_or_none(record.get("status_code")),
+        "status_code": _status_or_none(record.get("status_code")),
         "latency_ms": _float_or_none(record.get("latency_ms")),
         "api_key_hash": _str_or_none(record.get("api_key_hash")),
         "request_json": request_json,
         "response_json": response_json,
-        "stream": int(bool(request.get("stream"))) if isinstance(request, dict) else None,
-        "prompt_tokens": _int_or_none(usage.get("prompt_tokens")),
-        "completion_tokens": _int_or_none(usage.get("completion_tokens")),
-        "total_tokens": _int_or_none(usage.get("total_tokens")),
+        "stream": int(request.get("stream") is True) if isinstance(request, dict) else None,
+        "prompt_tokens": _count_or_none(usage.get("prompt_tokens")),
+        "completion_tokens": _count_or_none(usage.get("completion_tokens")),
+        "total_tokens": _count_or_none(usage.get("total_tokens")),
         "finish_reason": _str_or_none(first_choice.get("finish_reason")),
     }
     return _common(values, request, response)

@@ -67,8 +67,8 @@ def test_text_is_still_taken_from_the_well_formed_parts():
     assert thread_hashes(request, response).next is not None
 
 
-def test_token_counts_beyond_sqlite_integers_are_dropped():
+def test_token_counts_beyond_sqlite_integers_or_negative_are_dropped():
     record = chat_record([{"role": "user", "content": "hi"}], "x", ts=datetime(2025, 9, 10, tzinfo=UTC))
     record["usage"] = {"prompt_tokens": 2**64 - 1, "completion_tokens": 1e300, "total_tokens": -(2**63)}
     values = from_gateway_record(record, "srv").values
-    assert (values["prompt_tokens"], values["completion_tokens"], values["total_tokens"]) == (None, None, -(2**63))
+    assert (values["prompt_tokens"], values["completion_tokens"], values["total_tokens"]) == (None, None, None)

@@ -87,3 +87,52 @@ def test_thread_hashes_link_a_turn_to_the_next():
     assert h1.prefix == "" and h2.prefix == h1.next and h2.tail_prefix == h1.tail_next
     assert h2.next is None
     assert thread_hashes({"prompt": "x"}, answer).prefix is None
+
+
+@pytest.mark.parametrize(("value", "stored"), [(True, 1), (False, 0), (None, None), ("false", None), ("true", None), (1, None)])
+def test_only_a_json_boolean_says_whether_a_request_streamed(value, stored):
+    """`"stream": "false"` was stored (and reported) as a streamed request."""
+    record = chat_record([{"role": "user", "content": "hi"}], "x", ts=T0)
+    record["stream"] = value
+    assert from_gateway_record(record, "s").values["stream"] == stored
+    event = seed_record(chat_record([{"role": "user", "content": "hi"}], "x", ts=T0))
+    event["request"]["stream"] = value
+    assert from_seed_record(event, "srv").values["stream"] == (1 if value is True else 0)
+
+
+@pytest.mark.parametrize(
+    ("raw", "ts_iso"),
+    [
+        ("2025-09-10T07:00:00.123456-05:00", "2025-09-10T12:00:00.123456Z"),
+        ("2025-09-10T14:00:00+02:00", "2025-09-10T12:00:00.000000Z"),
+        ("2025-09-10T12:00:00.5", "2025-09-10T12:00:00.500000Z"),  # no offset: UTC (seed rule)
+        ("2025-09-10T12:00:00.123456Z", "2025-09-10T12:00:00.123456Z"),  # already UTC: kept as written
+        ("2025-09-10T12:00:00Z", "2025-09-10T12:00:00Z"),
+    ],
+)
+def test_a_timestamp_with_an_offset_is_stored_in_utc_with_z(raw, ts_iso):
+    """logs.proto: instants carry a Z suffix; `…-05:00` was stored and returned as written."""
+    record = chat_record([{"role": "user", "content": "hi"}], "x", ts=T0)
+    record["ts"] = raw
+    values = from_gateway_record(record, "s").values
+    assert values["ts_iso"] == ts_iso and values["ts"] == int(T0.timestamp())
+
+
+@pytest.mark.parametrize(
+    ("status", "stored"), [(2**40, None), (99, None), (600, None), (-200, None), (404.0, 404), (502, 502), ("503", 503)]
+)
+def test_a_status_outside_http_is_not_stored(status, stored):
+    """logs.proto's status_code is an int32: a stored 2**40 failed every read including the row."""
+    record = chat_record([{"role": "user", "content": "hi"}], "x", ts=T0)
+    record["status_code"] = status
+    assert from_gateway_record(record, "s").values["status_code"] == stored
+    assert from_seed_record({**seed_record(record), "status_code": status}, "srv").values["status_code"] == stored
+
+
+def test_token_counts_and_durations_outside_their_ranges_are_not_stored():
+    record = chat_record([{"role": "user", "content": "hi"}], "x", ts=T0)
+    record["usage"] = {"prompt_tokens": 2**62, "completion_tokens": -5, "total_tokens": 2.5}
+    record.update(latency_ms="inf", ttft_ms="nan")
+    values = from_gateway_record(record, "s").values
+    assert (values["prompt_tokens"], values["completion_tokens"], values["total_tokens"]) == (2**62, None, None)
+    assert (values["latency_ms"], values["ttft_ms"]) == (None, None)
