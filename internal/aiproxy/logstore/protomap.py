@@ -1,8 +1,15 @@
 """Log store results as LogService messages. Used by the servicer and by the local CLI, so
-`logdb search --json` prints the same JSON whether it reads files or asks a server."""
+`logdb search --json` prints the same JSON whether it reads files or asks a server.
+
+A stored value a field cannot hold is left unset, never clamped (a clamped status or token
+count would be a value the record never had) and never an error: one odd row (a status of
+2**40 in a store written before ingest checked it, a seed file's text in an integer column)
+must not fail every read that includes it. Timestamps are given as logs.proto says: UTC, `Z`.
+"""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -12,12 +19,51 @@ from google.protobuf.json_format import MessageToDict
 from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.partitions import parse_day
 from aiproxy.logstore.queries import DialogSummary
+from aiproxy.logstore.records import InvalidRecord, utc_iso
 from aiproxy.logstore.search import Hit, SearchFilters
 from aiproxypb.v1 import logs_pb2
 
 
 def iso_utc(ts: int | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else ""
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _int(value: Any, bounds: tuple[int, int]) -> int | None:
+    """`value` if it is a whole number the proto field can hold, else None (field left unset)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return value if bounds[0] <= value <= bounds[1] else None
+
+
+def _float(value: Any) -> float | None:
+    """`value` as a finite double, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _ts(fields: dict[str, Any]) -> str:
+    """The row's µs timestamp in UTC with `Z` (rows stored before ingest normalised it may carry
+    another offset); the whole second of `ts` when there is none."""
+    raw = fields.get("ts_iso")
+    if not isinstance(raw, str) or not raw:
+        return iso_utc(fields["ts"])
+    if raw.endswith("Z"):
+        return raw
+    try:
+        return utc_iso(raw)
+    except InvalidRecord:
+        return iso_utc(fields["ts"])
 
 
 def day_arg(text: str, name: str) -> date | None:
@@ -45,24 +91,29 @@ def summary(fields: dict[str, Any], score: float | None = None, snippet: str = "
     out = logs_pb2.RequestSummary(
         request_id=fields["request_id"],
         server_id=fields["server_id"] or "",
-        ts=fields.get("ts_iso") or iso_utc(fields["ts"]),
+        ts=_ts(fields),
         ts_unix=fields["ts"],
         endpoint=fields["endpoint"] or "",
         model_original=fields["model_original"] or "",
         model_mapped=fields["model_mapped"] or "",
         provider=fields["provider"] or "",
         transport=fields["transport"] or "",
-        stream=bool(fields["stream"]),
-        status_code=fields["status_code"] or 0,
-        latency_ms=fields["latency_ms"] or 0.0,
+        stream=fields["stream"] == 1,
+        status_code=_int(fields["status_code"], _INT32) or 0,
+        latency_ms=_float(fields["latency_ms"]) or 0.0,
         api_key_hash=fields["api_key_hash"] or "",
         dialog_id=fields["dialog_id"] or "",
         finish_reason=fields["finish_reason"] or "",
         snippet=snippet,
     )
-    for name in ("ttft_ms", "prompt_tokens", "completion_tokens", "total_tokens"):
-        if fields.get(name) is not None:
-            setattr(out, name, fields[name])
+    for name, value in (
+        ("ttft_ms", _float(fields.get("ttft_ms"))),
+        ("prompt_tokens", _int(fields.get("prompt_tokens"), _INT64)),
+        ("completion_tokens", _int(fields.get("completion_tokens"), _INT64)),
+        ("total_tokens", _int(fields.get("total_tokens"), _INT64)),
+    ):
+        if value is not None:
+            setattr(out, name, value)
     if score is not None:
         out.score = score
     return out

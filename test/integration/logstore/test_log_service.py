@@ -1,6 +1,7 @@
 """LogService on a real grpc.aio server (127.0.0.1) and the REST routes in front of it."""
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime
 
 import aiohttp
@@ -166,7 +167,7 @@ def big_settings(tmp_path):
 
 async def _serve_limited(settings):
     """As the gateway's server (rpc/server.py): replies beyond MAX_BODY_BYTES + 1 MiB fail to send."""
-    limit = settings.max_body_bytes + 1024 * 1024
+    limit = settings.grpc_message_bytes
     server = grpc.aio.server(options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)])
     add_log_service(server, settings)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -284,6 +285,32 @@ def test_rest_reads_a_request_whose_client_chosen_id_holds_a_slash(tmp_path):
         finally:
             await runner.cleanup()
             await channel.close()
+            await server.stop(None)
+
+    asyncio.run(scenario())
+
+
+def test_a_stored_value_beyond_its_proto_field_does_not_fail_the_reads(settings, tmp_path):
+    """A store written before ingest checked statuses may hold 2**40: every read including that row
+    was INTERNAL ("Value out of range"); the field is now left unset (0) and the rest is served."""
+    async def scenario():
+        server, target = await _serve(settings)
+        try:
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub = logs_pb2_grpc.LogServiceStub(channel)
+                await stub.Ingest(logs_pb2.IngestRequest())
+                (partition,) = (tmp_path / "logs" / "db").rglob("ai_proxy_*.sqlite3")
+                with sqlite3.connect(partition) as conn:
+                    conn.execute("UPDATE requests SET status_code = ?, prompt_tokens = ?", (2**40, 2**62))
+                found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout"))
+                listed = await stub.SearchRequests(logs_pb2.SearchRequestsRequest())
+                assert len(found.results) == len(listed.results) == 3
+                assert {r.status_code for r in listed.results} == {0} and listed.results[0].prompt_tokens == 2**62
+                record = await stub.GetRequest(logs_pb2.GetRequestRequest(request_id=found.results[0].request_id))
+                assert record.summary.status_code == 0
+                dialog = await stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id=record.summary.dialog_id))
+                assert len(dialog.turns) == 3
+        finally:
             await server.stop(None)
 
     asyncio.run(scenario())
