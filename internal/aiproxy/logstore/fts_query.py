@@ -10,11 +10,15 @@
 - The FTS3/4 proximity form `a NEAR/N b` (and `a NEAR b`) that the seed's README shows becomes
   FTS5's `NEAR(a b, N)`: FTS5 itself rejects `NEAR/N`.
 Text inside double quotes is never touched.
+
+And back from an FTS5 query to the phrases and NEAR groups its bm25 adds up (`scored_parts`),
+so that search can rank partitions with IDF over all of them.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from aiproxy.logstore.models import FTS_COLUMNS
 
@@ -57,3 +61,257 @@ def _token(m: re.Match) -> str:
 
 def to_fts5(query: str) -> str:
     return _NEAR.sub(_near, _TOKEN.sub(_token, query))
+
+
+# --- A query's scored parts, for bm25 with statistics over several partitions (search.py) ---
+#
+# FTS5's bm25 of a fragment is a sum over the query's phrases: IDF(phrase) times a term-frequency
+# part. A phrase adds to it only where FTS5 has it "at" the row: it matches there and so does
+# every OR operand it sits in (an operand that does not match the row was stepped past it; the
+# right side of NOT never matches a result). A NEAR group counts only its instances inside the
+# window, so it is kept whole.
+
+
+class QueryShapeError(ValueError):
+    """A query the parser below does not take apart (it is then ranked per partition)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredPart:
+    """A phrase or a NEAR group that adds to a query's bm25.
+
+    `query` matches it alone (its column filter included); `phrases` are its phrases in the
+    same form, whose fragment counts give FTS5's IDF; `guards` are the OR operands it sits in,
+    each of which a fragment must match for this part to count there."""
+
+    query: str
+    phrases: tuple[str, ...]
+    guards: tuple[str, ...] = ()
+
+
+_ALL_COLUMNS = frozenset(c.lower() for c in FTS_COLUMNS)
+_OPERATORS = frozenset({"AND", "OR", "NOT"})
+_PUNCTUATION = frozenset("(){}:,+*-^")
+
+
+def _is_bareword_char(ch: str) -> bool:
+    """FTS5's bareword characters: ASCII letters, digits, `_`, U+001A and everything non-ASCII."""
+    return ch == "_" or ch == "\x1a" or not ch.isascii() or ch.isalnum()
+
+
+def _lex(query: str) -> list[tuple[str, str, int, int]]:
+    """(kind, text, start, end) per token, as FTS5's own tokenizer splits a query."""
+    tokens, i = [], 0
+    while i < len(query):
+        ch = query[i]
+        if ch in " \t\n\r\f\v":
+            i += 1
+        elif ch in _PUNCTUATION:
+            tokens.append((ch, ch, i, i + 1))
+            i += 1
+        elif ch == '"':
+            end = i + 1
+            while True:
+                end = query.find('"', end)
+                if end < 0:
+                    raise QueryShapeError("unterminated string")
+                if query.startswith('""', end):
+                    end += 2
+                    continue
+                break
+            tokens.append(("STRING", query[i : end + 1], i, end + 1))
+            i = end + 1
+        elif _is_bareword_char(ch):
+            end = i
+            while end < len(query) and _is_bareword_char(query[end]):
+                end += 1
+            word = query[i:end]
+            tokens.append((word if word in _OPERATORS else "STRING", word, i, end))
+            i = end
+        else:
+            raise QueryShapeError(f"unexpected {ch!r}")
+    return tokens
+
+
+def _columns_text(columns: frozenset[str] | None, text: str) -> str:
+    return text if columns is None else "{" + " ".join(sorted(columns)) + "} : " + text
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    text: str  # the phrase (with ^) or the NEAR group
+    phrases: tuple[str, ...]
+    columns: frozenset[str] | None  # None: every column
+
+    def restricted(self, columns: frozenset[str]) -> _Unit:
+        within = columns if self.columns is None else self.columns & columns
+        if not within:  # FTS5 matches nothing there; a filter of no column has no syntax
+            raise QueryShapeError("a column filter leaves no column")
+        return _Unit(self.text, self.phrases, None if within == _ALL_COLUMNS else within)
+
+    def fts5(self) -> str:
+        return _columns_text(self.columns, self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    op: str  # AND, OR, NOT (children: left, right)
+    children: tuple[_Node | _Unit, ...]
+
+
+def _restrict(node: _Node | _Unit, columns: frozenset[str]) -> _Node | _Unit:
+    if isinstance(node, _Unit):
+        return node.restricted(columns)
+    return _Node(node.op, tuple(_restrict(child, columns) for child in node.children))
+
+
+def _fts5(node: _Node | _Unit) -> str:
+    if isinstance(node, _Unit):
+        return node.fts5()
+    return "(" + f" {node.op} ".join(_fts5(child) for child in node.children) + ")"
+
+
+class _Parser:
+    """FTS5's grammar (fts5parse.y): OR < AND < NOT < juxtaposition (implicit AND), column
+    filters on a phrase, a NEAR group or a parenthesised expression."""
+
+    def __init__(self, query: str) -> None:
+        self.query = query
+        self.tokens = _lex(query)
+        self.pos = 0
+
+    def kind(self, ahead: int = 0) -> str | None:
+        at = self.pos + ahead
+        return self.tokens[at][0] if at < len(self.tokens) else None
+
+    def take(self, kind: str) -> tuple[str, str, int, int]:
+        if self.kind() != kind:
+            raise QueryShapeError(f"expected {kind}")
+        self.pos += 1
+        return self.tokens[self.pos - 1]
+
+    def parse(self) -> _Node | _Unit:
+        node = self.expr()
+        if self.pos != len(self.tokens):
+            raise QueryShapeError("unexpected token")
+        return node
+
+    def expr(self) -> _Node | _Unit:
+        return self.binary("OR", lambda: self.binary("AND", lambda: self.binary("NOT", self.primary)))
+
+    def binary(self, op: str, operand) -> _Node | _Unit:
+        node = operand()
+        while self.kind() == op:
+            self.pos += 1
+            right = operand()
+            if op != "NOT" and isinstance(node, _Node) and node.op == op:
+                node = _Node(op, (*node.children, right))
+            else:
+                node = _Node(op, (node, right))
+        return node
+
+    def colset_length(self) -> int:
+        """Tokens in a column filter starting here, `:` included (0: none)."""
+        at = 1 if self.kind() == "-" else 0
+        if self.kind(at) == "{":
+            while self.kind(at) not in ("}", None):
+                at += 1
+            at += 1
+        elif self.kind(at) == "STRING":
+            at += 1
+        else:
+            return 0
+        return at + 1 if self.kind(at) == ":" else 0
+
+    def colset(self) -> frozenset[str]:
+        negated = self.kind() == "-"
+        self.pos += negated
+        names = []
+        if self.kind() == "{":
+            self.pos += 1
+            while self.kind() == "STRING":
+                names.append(self.take("STRING")[1])
+            self.take("}")
+        else:
+            names.append(self.take("STRING")[1])
+        self.take(":")
+        columns = frozenset(_unquote(name).lower() for name in names)
+        if not columns <= _ALL_COLUMNS:
+            raise QueryShapeError("no such column")
+        return _ALL_COLUMNS - columns if negated else columns
+
+    def primary(self) -> _Node | _Unit:
+        if self.kind() == "(":
+            self.pos += 1
+            node = self.expr()
+            self.take(")")
+            return node
+        length = self.colset_length()
+        if length and self.kind(length) == "(":
+            columns = self.colset()
+            self.take("(")
+            node = self.expr()
+            self.take(")")
+            return _restrict(node, columns)
+        items = [self.cnearset()]
+        while self.kind() in ("STRING", "^", "-", "{"):
+            items.append(self.cnearset())
+        return items[0] if len(items) == 1 else _Node("AND", tuple(items))
+
+    def cnearset(self) -> _Unit:
+        columns = self.colset() if self.colset_length() else None
+        unit = self.nearset()
+        return unit if columns is None else unit.restricted(columns)
+
+    def nearset(self) -> _Unit:
+        start = self.tokens[self.pos][2] if self.pos < len(self.tokens) else len(self.query)
+        if self.kind() == "STRING" and self.tokens[self.pos][1] == "NEAR" and self.kind(1) == "(":
+            self.pos += 2
+            phrases = [self.phrase()]
+            while self.kind() == "STRING":
+                phrases.append(self.phrase())
+            if self.kind() == ",":
+                self.pos += 1
+                self.take("STRING")
+            end = self.take(")")[3]
+            return _Unit(self.query[start:end], tuple(phrases), None)
+        if self.kind() == "^":  # the phrase must start the column: part of the phrase, for its IDF too
+            self.pos += 1
+        self.phrase()
+        text = self.query[start : self.tokens[self.pos - 1][3]]
+        return _Unit(text, (text,), None)
+
+    def phrase(self) -> str:
+        start = self.take("STRING")[2]
+        if self.kind() == "*":
+            self.pos += 1
+        while self.kind() == "+":
+            self.pos += 1
+            self.take("STRING")
+            if self.kind() == "*":
+                self.pos += 1
+        return self.query[start : self.tokens[self.pos - 1][3]]
+
+
+def _unquote(text: str) -> str:
+    return text[1:-1].replace('""', '"') if text.startswith('"') else text
+
+
+def scored_parts(query: str) -> list[ScoredPart]:
+    """The phrases and NEAR groups of an FTS5 query that add to its bm25 (not those on the right
+    of a NOT: no result holds them), each with the OR operands it must match to count.
+    Raises QueryShapeError for what this parser does not know."""
+    parts: list[ScoredPart] = []
+
+    def visit(node: _Node | _Unit, guards: tuple[str, ...]) -> None:
+        if isinstance(node, _Unit):
+            parts.append(ScoredPart(node.fts5(), tuple(_columns_text(node.columns, p) for p in node.phrases), guards))
+        elif node.op == "NOT":
+            visit(node.children[0], guards)
+        else:
+            for child in node.children:
+                guarded = node.op == "OR" and isinstance(child, _Node)
+                visit(child, (*guards, _fts5(child)) if guarded else guards)
+
+    visit(_Parser(query).parse(), ())
+    return parts

@@ -1,18 +1,28 @@
 """Search over all partitions in range: FTS5 syntax, bm25 ranking, snippets, filters, cursors.
 
 Without a query, requests come newest first, paged by a (ts, ts_iso, request id) cursor. With
-one, each partition returns its best matches (bm25, one hit per request: its best fragment) and
-the merge keeps the best overall; pages are by position (the cursor holds an offset), because a
-new row changes every bm25 score of its partition and a score-based cursor would then skip the
-rest of the results on a live store. bm25 statistics are per partition, which ranks as well as one big table
-in practice and keeps each query small. `a NEAR/N b` is accepted (fts_query). A query is checked against an empty in-memory FTS5
-table first, so bad syntax becomes InvalidQuery and never an SQL error from a partition.
-"""
+one, each partition returns its best matches (one hit per request: its best fragment) and the
+merge keeps the best overall; pages are by position (the cursor holds an offset), because a new
+row changes every bm25 score and a score-based cursor would then skip the rest of the results on
+a live store. `a NEAR/N b` is accepted (fts_query). A query is checked against an empty
+in-memory FTS5 table first, so bad syntax becomes InvalidQuery and never an SQL error from a
+partition.
 
+Scores are comparable across partitions. FTS5's bm25 of a fragment is a sum over the query's
+phrases of IDF(phrase) times a term-frequency part, with IDF from the partition's own counts;
+a term in most fragments of one day (an incident) gets FTS5's floor of 1e-6 there, so that
+day's on-topic requests ranked below passing mentions on other days. Here each phrase's IDF is
+taken over every partition searched, as one FTS5 table holding all their fragments would
+compute it: a first pass counts the fragments and each phrase's matching fragments per
+partition (cheap: doclists only), then each partition ranks by its bm25 rescaled phrase by
+phrase (Rescale). The length normalisation (average fragment length) stays per partition;
+a NEAR group is rescaled as a whole. docs/logstore.md says what that leaves.
+"""
 from __future__ import annotations
 
 import base64
 import heapq
+import math
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,9 +32,10 @@ import orjson
 
 from aiproxy.logstore.database import FTS_TABLE, has_fts
 from aiproxy.logstore.errors import InvalidQuery
-from aiproxy.logstore.fts_query import to_fts5
+from aiproxy.logstore.fts_query import QueryShapeError, ScoredPart, scored_parts, to_fts5
 from aiproxy.logstore.models import FTS_COLUMNS
 from aiproxy.logstore.partitions import day_bounds, day_of
+from aiproxy.logstore.sqltools import IN_CHUNK, IN_LIST, padded
 from aiproxy.logstore.store import Store
 
 MAX_LIMIT = 500
@@ -77,19 +88,28 @@ def _desc(text: str) -> tuple:
     return tuple(-ord(ch) for ch in text) + (1,)
 
 
-def validate_query(query: str) -> None:
-    """Raise InvalidQuery unless `query` parses as FTS5 for request_text_index's columns."""
+def _check_fts5(queries: list[str]) -> str | None:
+    """The first error FTS5 reports for one of `queries` on request_text_index's columns, or None."""
     conn = sqlite3.connect(":memory:")
     try:
         conn.execute(
             f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5("
             + ", ".join(f"{c} UNINDEXED" if c == "request_id" else c for c in FTS_COLUMNS) + ")"
         )
-        conn.execute(f"SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?", (query,)).fetchall()
+        for query in queries:
+            conn.execute(f"SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?", (query,)).fetchall()
+        return None
     except sqlite3.Error as exc:
-        raise InvalidQuery(f"invalid search query {query!r}: {exc}", param="q") from None
+        return str(exc)
     finally:
         conn.close()
+
+
+def validate_query(query: str) -> None:
+    """Raise InvalidQuery unless `query` parses as FTS5 for request_text_index's columns."""
+    error = _check_fts5([query])
+    if error is not None:
+        raise InvalidQuery(f"invalid search query {query!r}: {error}", param="q")
 
 
 def encode_cursor(key: tuple) -> str:
@@ -155,34 +175,156 @@ def page_size(limit: int | None) -> int:
     return limit
 
 
-def ranked_sql(query: str, filters: SearchFilters) -> tuple[str, list[Any]]:
-    """The statement ranked_hits runs: every match of `query` (score, request_id, rowid), best
-    first, only those whose request passes `filters`. The FTS match drives; each match's request
-    is found by its key (request_id), never through an index on a filter column."""
-    clauses, args = filter_clauses(filters, indexed=False)
-    join = f" CROSS JOIN requests r ON r.request_id = {FTS_TABLE}.request_id" if clauses else ""
-    where = " AND ".join([f"{FTS_TABLE} MATCH ?", *clauses])
-    sql = (
-        f"SELECT bm25({FTS_TABLE}) AS score, {FTS_TABLE}.request_id, {FTS_TABLE}.rowid FROM {FTS_TABLE}{join}"
-        f" WHERE {where} ORDER BY score, {FTS_TABLE}.request_id"
+_IDF_FLOOR = 1e-6  # FTS5's bm25 takes an IDF <= 0 (a phrase in half the fragments or more) as this
+
+
+def _idf(fragments: int, matching: int) -> float:
+    """IDF as FTS5's bm25 computes it (fts5_aux.c) from a fragment count and a phrase's matches."""
+    idf = math.log((fragments - matching + 0.5) / (matching + 0.5))
+    return idf if idf > 0.0 else _IDF_FLOOR
+
+
+def _varint(data: bytes) -> int:
+    """The SQLite varint at the start of `data` (big-endian 7-bit groups, a 9th byte of 8 bits)."""
+    value = 0
+    for i, byte in enumerate(data[:9]):
+        if i == 8:
+            return (value << 8) | byte
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value
+    raise ValueError("truncated varint")
+
+
+def fts_rows(db) -> int:
+    """The partition's fragment count as FTS5's bm25 reads it (xRowCount): the first varint of the
+    index's averages record (rowid 1 of its _data table), O(1) where COUNT(*) reads every row."""
+    row = db.execute_sql(f'SELECT block FROM "{FTS_TABLE}_data" WHERE id = 1').fetchone()
+    if row is not None and row[0]:
+        try:
+            return _varint(bytes(row[0]))
+        except ValueError:
+            pass
+    return db.execute_sql(f"SELECT COUNT(*) FROM {FTS_TABLE}").fetchone()[0]
+
+
+def phrase_counts(db, phrases: list[str]) -> dict[str, int]:
+    """Fragments of this partition matching each phrase (with its column filter): FTS5's own
+    count for the phrase's IDF. COUNT(*) walks doclists only."""
+    sql = f"SELECT COUNT(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?"
+    return {phrase: db.execute_sql(sql, (phrase,)).fetchone()[0] for phrase in phrases}
+
+
+@dataclass(slots=True, frozen=True)
+class Rescale:
+    """One partition's scores under the IDFs of all partitions searched:
+    base × bm25(query) + Σ weight × bm25(part), each part counted only where its guards match.
+
+    bm25(query) is Σ over the scored parts of local IDF × tf-part; a part's score rescaled is
+    global IDF / local IDF times its bm25 alone. Folding one part (the one with the most matches:
+    its scan would cost most) into `base` leaves one extra scan per other part whose factor
+    differs. The default (1, no terms) is the partition's own bm25."""
+
+    base: float = 1.0
+    terms: tuple[tuple[str, tuple[str, ...], float], ...] = ()  # (part query, guards, weight - base)
+
+
+def rescale(parts: list[ScoredPart], fragments: int, counts: dict[str, int], total_fragments: int,
+            total_counts: dict[str, int]) -> Rescale:
+    """The Rescale of a partition holding `fragments` fragments and `counts` matches per phrase,
+    among partitions holding `total_fragments` and `total_counts`."""
+    if not parts:
+        return Rescale()
+    factors = [
+        sum(_idf(total_fragments, total_counts[p]) for p in part.phrases)
+        / sum(_idf(fragments, counts[p]) for p in part.phrases)
+        for part in parts
+    ]
+    folded = max(range(len(parts)), key=lambda i: sum(counts[p] for p in parts[i].phrases))
+    base = factors[folded]
+    terms = tuple(
+        (part.query, part.guards, factor - base)
+        for i, (part, factor) in enumerate(zip(parts, factors, strict=True))
+        if i != folded and factor != base
     )
-    return sql, [query, *args]
+    return Rescale(base, terms)
 
 
-def ranked_hits(db, query: str, filters: SearchFilters, limit: int) -> list[tuple[float, str, int]]:
-    """One partition's best `limit` requests: (bm25 of the best fragment, request_id, fragment
-    rowid). Only these three columns are read while ranking."""
-    sql, args = ranked_sql(query, filters)
-    best: list[tuple[float, str, int]] = []
-    seen: set[str] = set()
-    for score, request_id, rowid in db.execute_sql(sql, args):
-        if request_id in seen:
-            continue
-        seen.add(request_id)
-        best.append((score, request_id, rowid))
-        if len(best) >= limit:
-            break
-    return best
+def ranked_sql(
+    query: str, filters: SearchFilters, scale: Rescale | None = None, rows: int = -1, worst: float = math.inf
+) -> tuple[str, list[Any]]:
+    """The statement ranked_hits runs: (fragment rowid, score) of the best `rows` matches of
+    `query` (-1: all) scoring at most `worst` whose request passes `filters`, best first. The FTS
+    match drives; each match's request is found by its key (request_id), never through an index
+    on a filter column."""
+    scale = scale or Rescale()
+    fts = FTS_TABLE
+    terms, term_args, joins, join_args = ["? * m.score"], [scale.base], [], []
+    for i, (part, guards, weight) in enumerate(scale.terms):
+        term = f"? * IFNULL(u{i}.score, 0.0)"
+        if guards:
+            inside = " AND ".join(f"m.id IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?)" for _ in guards)
+            term = f"CASE WHEN {inside} THEN {term} ELSE 0.0 END"
+            term_args += guards
+        terms.append(term)
+        term_args.append(weight)
+        joins.append(f" LEFT JOIN (SELECT rowid AS id, bm25({fts}) AS score FROM {fts} WHERE {fts} MATCH ?) u{i}"
+                     f" ON u{i}.id = m.id")
+        join_args.append(part)
+    clauses, filter_args = filter_clauses(filters, indexed=False)
+    requests = f" CROSS JOIN requests r ON r.request_id = {fts}.request_id" if clauses else ""
+    where = " AND ".join([f"{fts} MATCH ?", *clauses])
+    # `total <= ?` makes SQLite compute the score twice per fragment: only on a second run.
+    bounded = math.isfinite(worst)
+    sql = (
+        f"SELECT m.id, {' + '.join(terms)} AS total"
+        f" FROM (SELECT {fts}.rowid AS id, bm25({fts}) AS score FROM {fts}{requests} WHERE {where}) m"
+        f"{''.join(joins)}{' WHERE total <= ?' if bounded else ''} ORDER BY total, m.id LIMIT ?"
+    )
+    return sql, [*term_args, query, *filter_args, *join_args, *([worst] if bounded else []), rows]
+
+
+def _best_requests(db, rows: list[tuple[int, float]], limit: int) -> tuple[list[tuple[float, str, int]], bool]:
+    """The best `limit` requests among `rows` (fragment rowid, score; best first) by (score,
+    request_id), and whether `rows` went past every request tied with the last of them."""
+    best: dict[str, tuple[float, int]] = {}
+    cutoff: float | None = None
+    for start in range(0, len(rows), IN_CHUNK):
+        chunk = rows[start : start + IN_CHUNK]
+        request_ids = dict(db.execute_sql(
+            f"SELECT rowid, request_id FROM {FTS_TABLE} WHERE rowid IN {IN_LIST}", padded([r for r, _ in chunk])
+        ))
+        for rowid, score in chunk:
+            if cutoff is not None and score > cutoff:
+                return _first(best, limit), True
+            request_id = request_ids.get(rowid)  # None: removed since (`fts rebuild` meanwhile)
+            if request_id is not None and request_id not in best:
+                best[request_id] = (score, rowid)
+                if len(best) == limit:
+                    cutoff = score
+    return _first(best, limit), False
+
+
+def _first(best: dict[str, tuple[float, int]], limit: int) -> list[tuple[float, str, int]]:
+    return sorted((score, request_id, rowid) for request_id, (score, rowid) in best.items())[:limit]
+
+
+def ranked_hits(db, query: str, filters: SearchFilters, scale: Rescale | None, limit: int) -> list[tuple[float, str, int]]:
+    """One partition's best `limit` requests by (score, request_id): (score of the request's best
+    fragment, request_id, that fragment's rowid). SQLite sorts only the leading fragments (a
+    bounded sort costs half of sorting every match). When those hold fewer requests, or requests
+    tied with the last one may follow (a shared system prompt scores the same everywhere), a
+    second run reads every fragment scoring at most the last one's score, or all. Request ids are
+    read for the fragments read only."""
+    wanted = 4 * limit + 64
+    sql, args = ranked_sql(query, filters, scale, wanted)
+    rows = db.execute_sql(sql, args).fetchall()
+    best, complete = _best_requests(db, rows, limit)
+    if complete or len(rows) < wanted:
+        return best
+    worst = best[-1][0] if len(best) == limit else math.inf
+    sql, args = ranked_sql(query, filters, scale, -1, worst)
+    return _best_requests(db, db.execute_sql(sql, args).fetchall(), limit)[0]
 
 
 def ranked_hit(db, query: str, score: float, request_id: str, rowid: int) -> Hit | None:
@@ -197,6 +339,33 @@ def ranked_hit(db, query: str, score: float, request_id: str, rowid: int) -> Hit
         (request_id,),
     ).fetchone()
     return _hit(row, score, snippet[0] if snippet else "") if row is not None else None
+
+
+def _scored_parts(query: str) -> list[ScoredPart] | None:
+    """The query's scored parts, or None (rank with each partition's own statistics) for a shape
+    fts_query does not take apart or parts FTS5 would not accept alone: never an SQL error."""
+    try:
+        parts = scored_parts(query)
+    except QueryShapeError:
+        return None
+    derived = sorted({q for part in parts for q in (part.query, *part.phrases, *part.guards)})
+    return parts if _check_fts5(derived) is None else None
+
+
+def _rescaled(store: Store, parts: list, query: str) -> list[tuple[object, Rescale | None]]:
+    """The partitions to rank (those with an FTS index and fragments), each with its Rescale."""
+    scored = _scored_parts(query)
+    phrases = sorted({p for part in scored for p in part.phrases}) if scored else []
+    found: list[tuple[object, int, dict[str, int]]] = []
+    for part in parts:
+        with store.connected(part.path) as db:
+            if has_fts(db):
+                found.append((part.path, fts_rows(db), phrase_counts(db, phrases)))
+    if scored is None:
+        return [(path, None) for path, _, _ in found]
+    total = sum(rows for _, rows, _ in found)
+    totals = {p: sum(counts[p] for _, _, counts in found) for p in phrases}
+    return [(path, rescale(scored, rows, counts, total, totals)) for path, rows, counts in found if rows]
 
 
 def _recent(db, filters: SearchFilters, after: tuple | None, limit: int) -> list[Hit]:
@@ -232,10 +401,9 @@ def search(
     page.partitions = len(parts)
     if ranked:
         winners: list[tuple[float, str, int, object]] = []
-        for part in parts:
-            with store.connected(part.path) as db:
-                if has_fts(db):
-                    winners += [(*w, part.path) for w in ranked_hits(db, query, filters, offset + limit)]
+        for path, scale in _rescaled(store, parts, query):
+            with store.connected(path) as db:
+                winners += [(*w, path) for w in ranked_hits(db, query, filters, scale, offset + limit)]
         best = heapq.nsmallest(offset + limit, winners, key=lambda w: (w[0], w[1]))[offset:]
         for score, request_id, rowid, path in best:
             with store.connected(path) as db:

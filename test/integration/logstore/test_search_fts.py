@@ -1,5 +1,7 @@
 """Incremental FTS, FTS5 syntax, filters, cursors and hostile queries on real partitions."""
 
+import math
+import random
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 
@@ -7,8 +9,9 @@ import pytest
 
 from aiproxy.logstore import fts
 from aiproxy.logstore.errors import InvalidQuery
+from aiproxy.logstore.fts_query import to_fts5
 from aiproxy.logstore.ingest import ingest
-from aiproxy.logstore.search import SearchFilters, encode_cursor, ranked_sql, search
+from aiproxy.logstore.search import Rescale, SearchFilters, encode_cursor, ranked_sql, search
 from aiproxy.testing.logrecords import chat_record, make_store, write_jsonl
 
 T0 = datetime(2025, 9, 10, 8, 0, tzinfo=UTC)
@@ -234,13 +237,114 @@ def test_a_forged_negative_ranked_cursor_is_invalid(store):
      SearchFilters(since=date(2025, 9, 10), to=date(2025, 9, 11)),
      SearchFilters(date(2025, 9, 10), date(2025, 9, 11), "claude", "openrouter", "kh-k0", 200, "dlg-x")],
 )
-def test_a_filtered_text_search_looks_each_match_up_by_its_key(store, filters):
+@pytest.mark.parametrize("scale", [None, Rescale(2.0, (("retry", ("(retry AND error)",), 0.5), ("error", (), -0.1)))])
+def test_a_filtered_text_search_looks_each_match_up_by_its_key(store, filters, scale):
     """The FTS match drives and each match's request is found by request_id. With an index on the
     filter column SQLite scanned every row with that status (or key) for each match: 60 s on 50k rows."""
-    sql, args = ranked_sql("timeout", filters)
+    sql, args = ranked_sql("timeout OR retry OR error", filters, scale, 20, -1.0 if scale else math.inf)
     with sqlite3.connect(store.existing()[0].path) as conn:
         plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
     assert any("VIRTUAL TABLE" in step for step in plan), plan
     looked_up = [step for step in plan if " r " in f"{step} "]
     assert looked_up and all("(request_id=?)" in step for step in looked_up), plan
     assert not any("idx_requests_" in step for step in plan), plan
+
+
+def _day(tmp_path, name, day, texts, answer="ok"):
+    """Records of one day, one per text; request ids `<name><i>`."""
+    return [chat_record([{"role": "user", "content": text}], answer, ts=datetime(2025, 9, day, 10, tzinfo=UTC)
+                        + timedelta(seconds=i), request_id=f"{name}{i:04d}") for i, text in enumerate(texts)]
+
+
+def test_an_incident_day_ranks_its_on_topic_requests_first(tmp_path):
+    """bm25 took IDF from each partition's own counts: "kubernetes" in every fragment of the incident
+    day got FTS5's floor (1e-6) there, so the 5 requests about it ranked below 50 passing mentions on
+    another day (scores -1.3e-6 vs -3.4). IDF now comes from every partition searched."""
+    rnd = random.Random(3)
+    words = "alpha beta gamma delta network database python rust golang docker paris london tokyo".split()
+    busy = [[rnd.choice(words) for _ in range(30)] for _ in range(400)]
+    for text in busy[:20]:
+        text[rnd.randrange(30)] = "kubernetes"
+    records = _day(tmp_path, "busy", 20, [" ".join(t) for t in busy])
+    records += _day(tmp_path, "incident", 21, ["kubernetes pod crash kubernetes"] * 5, answer="kubernetes restarted")
+    write_jsonl(tmp_path / "logs" / "r.jsonl", records)
+    store = make_store(tmp_path / "db")
+    ingest(store, tmp_path / "logs")
+    for query in ("kubernetes", "kubernetes crash", "kubernetes OR pod", "kube*", '"kubernetes pod"'):
+        ids = [h.fields["request_id"] for h in search(store, query, limit=10).hits]
+        assert ids[:5] == [f"incident{i:04d}" for i in range(5)], (query, ids)
+
+
+# Every fragment has the same length (role 1 token, content 6, endpoint 3, models 2 and 3), so the
+# average fragment length is the same in every partition and in one table holding them all: there,
+# the search's scores must be exactly the bm25 one FTS5 table computes.
+_BATTERY = ["alpha", "zeta", "alpha beta", "alpha OR zeta", "alpha OR (beta gamma)", "alpha OR beta gamma",
+            "alpha -beta", "alpha NOT (beta gamma)", "content:alpha role:user", "content:(alpha OR zeta)", '"alpha beta"',
+            "alp*", "^alpha", "-role: alpha", "{role content}: assistant", "alpha OR beta NOT gamma",
+            "(alpha OR beta) AND (gamma OR zeta)", "alpha OR (beta AND (gamma OR (delta paris)))", "alpha OR alpha",
+            "role:user AND (paris OR london) -rust", "(alpha NOT beta) OR (gamma NOT delta)",
+            "paris OR (london NOT (rust OR python))", "assistant OR content:(user paris)", 'alpha -"beta gamma"']
+
+
+@pytest.fixture(scope="module")
+def uniform_store(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("uniform")
+    rnd = random.Random(7)
+    vocab = {10: "alpha alpha alpha alpha beta gamma delta paris tokyo rust golang user", 11: "beta gamma gamma delta"
+             " epsilon paris london rust python zeta alpha", 12: "alpha beta gamma delta paris tokyo zeta python london"}
+    records = []
+    for day, count in ((10, 150), (11, 30), (12, 60)):
+        words = vocab[day].split()
+        texts = [" ".join(rnd.choice(words) for _ in range(6)) for _ in range(2 * count)]
+        records += [chat_record([{"role": "user", "content": texts[2 * i]}], texts[2 * i + 1], model="m1",
+                                mapped="openai/m-1", ts=datetime(2025, 9, day, 8, tzinfo=UTC) + timedelta(seconds=i),
+                                request_id=f"d{day}-{i:03d}") for i in range(count)]
+    write_jsonl(tmp_path / "logs" / "r.jsonl", records)
+    store = make_store(tmp_path / "db")
+    ingest(store, tmp_path / "logs")
+    one_table = sqlite3.connect(":memory:")
+    one_table.execute("CREATE VIRTUAL TABLE request_text_index USING fts5(request_id UNINDEXED, role, content, endpoint,"
+                      " model_original, model_mapped, tokenize='unicode61')")
+    for part in store.existing():
+        with sqlite3.connect(part.path) as conn:
+            one_table.executemany("INSERT INTO request_text_index VALUES (?, ?, ?, ?, ?, ?)",
+                                  conn.execute("SELECT request_id, role, content, endpoint, model_original, model_mapped"
+                                               " FROM request_text_index"))
+    assert len({s for (s,) in one_table.execute("SELECT length(content) - length(replace(content, ' ', '')) FROM"
+                                                 " request_text_index")}) == 1  # 6 words everywhere
+    return store, one_table
+
+
+@pytest.mark.parametrize("query", _BATTERY)
+def test_scores_equal_those_of_one_table_holding_every_partition(uniform_store, query):
+    store, one_table = uniform_store
+    fts5 = to_fts5(query)
+    best: dict[str, float] = {}
+    for request_id, score in one_table.execute(
+        "SELECT request_id, bm25(request_text_index) FROM request_text_index WHERE request_text_index MATCH ?", (fts5,)
+    ):
+        best[request_id] = min(score, best.get(request_id, 0.0))
+    expected = sorted((score, request_id) for request_id, score in best.items())[:40]
+    page = search(store, query, limit=40)
+    # The same ranking; requests whose scores tie (to rounding: they are computed from other
+    # partitions' statistics) may come in either order.
+    assert len(page.hits) == len(expected)
+    assert all(math.isclose(h.score, s, rel_tol=1e-9) for h, (s, _) in zip(page.hits, expected, strict=True))
+    assert all(math.isclose(h.score, best[h.fields["request_id"]], rel_tol=1e-9) for h in page.hits)
+
+
+def test_a_near_group_in_one_partition_scores_as_fts5_does(store):
+    """A NEAR group is rescaled as a whole (docs/logstore.md): exact in one partition."""
+    (part,) = store.existing(date(2025, 9, 11), date(2025, 9, 11))
+    with sqlite3.connect(part.path) as conn:
+        (expected,) = conn.execute("SELECT bm25(request_text_index) FROM request_text_index"
+                                   " WHERE request_text_index MATCH 'NEAR(error timeout, 10)'").fetchone()
+    (hit,) = search(store, "error NEAR/10 timeout", SearchFilters(since=date(2025, 9, 11), to=date(2025, 9, 11))).hits
+    assert math.isclose(hit.score, expected, rel_tol=1e-12)
+
+
+def test_a_query_the_parser_does_not_take_apart_is_ranked_per_partition(store):
+    """A column filter inside another that leaves no column matches nothing in FTS5; the parser
+    gives up on it, and the search ranks with each partition's statistics instead of failing."""
+    assert search(store, "role:(content:timeout)").hits == []
+    assert len(search(store, "timeout OR role:(content:timeout)").hits) == 2

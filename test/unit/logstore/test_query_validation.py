@@ -2,7 +2,7 @@ import pytest
 
 from aiproxy.errors import InvalidRequest
 from aiproxy.logstore.errors import InvalidQuery
-from aiproxy.logstore.fts_query import to_fts5
+from aiproxy.logstore.fts_query import QueryShapeError, ScoredPart, scored_parts, to_fts5
 from aiproxy.logstore.search import validate_query
 
 VALID = ["hello", "machine learning OR AI", "NEAR(error timeout, 5)", '"exact phrase"',
@@ -56,3 +56,35 @@ def test_fts4_near_form_is_rewritten_for_fts5(given, expected):
 def test_a_leading_minus_excludes_a_word_a_phrase_or_a_group(given, expected):
     assert to_fts5(given) == expected
     validate_query(expected)
+
+
+@pytest.mark.parametrize(
+    ("query", "parts"),
+    [
+        ("a", [ScoredPart("a", ("a",))]),
+        ("a b*", [ScoredPart("a", ("a",)), ScoredPart("b*", ("b*",))]),
+        ("a NOT b c", [ScoredPart("a", ("a",))]),  # nothing on the right of NOT is in a result
+        # An OR operand that is not a single phrase is a guard: its phrases count only where it matches.
+        ("a OR b c", [ScoredPart("a", ("a",)), ScoredPart("b", ("b",), ("(b AND c)",)),
+                      ScoredPart("c", ("c",), ("(b AND c)",))]),
+        ("x OR (y NOT z)", [ScoredPart("x", ("x",)), ScoredPart("y", ("y",), ("(y NOT z)",))]),
+        ("{role content}:(a OR content:b) AND ^c", [ScoredPart("{content role} : a", ("{content role} : a",)),
+                                                    ScoredPart("{content} : b", ("{content} : b",)),
+                                                    ScoredPart("^c", ("^c",))]),
+        ("-{role content endpoint model_original}: a", [ScoredPart("{model_mapped request_id} : a",
+                                                                   ("{model_mapped request_id} : a",))]),
+        ('Role:"a b" + c', [ScoredPart('{role} : "a b" + c', ('{role} : "a b" + c',))]),
+        ("NEAR(a \"b c\"*, 3)", [ScoredPart('NEAR(a "b c"*, 3)', ("a", '"b c"*'))]),  # a NEAR group stays whole
+    ],
+)
+def test_a_query_is_taken_apart_into_the_phrases_that_score_it(query, parts):
+    assert scored_parts(query) == parts
+    for part in parts:
+        for derived in (part.query, *part.phrases, *part.guards):
+            validate_query(derived)
+
+
+@pytest.mark.parametrize("query", ["role:(content:a)", "a (b)", '"open'])
+def test_what_the_parser_does_not_take_apart_is_reported(query):
+    with pytest.raises(QueryShapeError):
+        scored_parts(query)
