@@ -348,3 +348,19 @@ def test_a_query_the_parser_does_not_take_apart_is_ranked_per_partition(store):
     gives up on it, and the search ranks with each partition's statistics instead of failing."""
     assert search(store, "role:(content:timeout)").hits == []
     assert len(search(store, "timeout OR role:(content:timeout)").hits) == 2
+
+
+def test_cjk_runs_are_one_token_and_emoji_are_not_indexed(tmp_path):
+    """unicode61 (the seed's tokenizer), as docs/logstore.md describes it: a CJK run without spaces
+    is one token, found whole or by a prefix; emoji separate words and are never found."""
+    texts = ["我想去北京旅游", "北京，天气", "rocket🚀launch", "Café naïve"]
+    write_jsonl(tmp_path / "logs" / "r.jsonl", _day(tmp_path, "t", 10, texts))
+    store = make_store(tmp_path / "db")
+    ingest(store, tmp_path / "logs")
+
+    def found(query):
+        return sorted(h.fields["request_id"] for h in search(store, query).hits)
+
+    assert found("北京") == ["t0001"] and found("我想*") == found("我想去北京旅游") == ["t0000"]
+    assert found("🚀") == [] and found("rocket") == found("launch") == ["t0002"]
+    assert found("cafe naive") == ["t0003"]
