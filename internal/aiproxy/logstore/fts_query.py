@@ -313,5 +313,8 @@ def scored_parts(query: str) -> list[ScoredPart]:
                 guarded = node.op == "OR" and isinstance(child, _Node)
                 visit(child, (*guards, _fts5(child)) if guarded else guards)
 
-    visit(_Parser(query).parse(), ())
+    try:
+        visit(_Parser(query).parse(), ())
+    except RecursionError:  # FTS5 accepts 256 levels of parentheses; this parser fewer
+        raise QueryShapeError("nested too deeply") from None
     return parts

@@ -84,7 +84,7 @@ def test_a_query_is_taken_apart_into_the_phrases_that_score_it(query, parts):
             validate_query(derived)
 
 
-@pytest.mark.parametrize("query", ["role:(content:a)", "a (b)", '"open'])
+@pytest.mark.parametrize("query", ["role:(content:a)", "a (b)", '"open', "(" * 250 + "a" + ")" * 250])
 def test_what_the_parser_does_not_take_apart_is_reported(query):
     with pytest.raises(QueryShapeError):
         scored_parts(query)
