@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 
 from aiproxy.testing.fake_openai import HangReply, StreamReply, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY, COMMAND, GatewayProcess, free_port
+from aiproxy.testing.streams import RestStream
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -167,24 +167,12 @@ def test_sigterm_lets_streams_finish_and_exits_zero(upstream, fake, tmp_path):
     payload = StreamReply(events).payload()
     # Cut the stream into pieces sent 150 ms apart, so SIGTERM lands in the middle of it.
     fake.push(StreamReply(events, splits=[payload.index(b"\n\n", i * 100) + 2 for i in range(1, 8)], delay=0.15))
-    lines: list[str] = []
-    first = threading.Event()
-
-    def consume():
-        with httpx.stream("POST", f"{gateway.base_url}/chat/completions", headers=AUTH,
-                          json={**BODY, "stream": True}, timeout=20) as response:
-            for line in response.iter_lines():
-                lines.append(line)
-                first.set()
-
-    reader = threading.Thread(target=consume)
-    reader.start()
-    assert first.wait(10)
+    reader = RestStream(gateway)
     gateway.proc.send_signal(signal.SIGTERM)
     reader.join(20)
     assert gateway.proc.wait(20) == 0
-    assert [line for line in lines if line][-1] == "data: [DONE]"
-    assert any(" p9" in line for line in lines), "the stream was cut before its last chunk"
+    assert reader.lines[-1] == "data: [DONE]"
+    assert any(" p9" in line for line in reader.lines), "the stream was cut before its last chunk"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{gateway.root_url}/health", timeout=1)
 

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aiproxy.testing.fake_openai import StreamReply, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
+from aiproxy.testing.streams import RestStream
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -45,30 +46,6 @@ def start(upstream, tmp_path):
     yield start_gateway
     for gateway in started:
         gateway.stop(timeout=5)
-
-
-class RestStream(threading.Thread):
-    def __init__(self, gateway: GatewayProcess, request_id: str = "rest-stream") -> None:
-        super().__init__(daemon=True)
-        self.url = f"{gateway.base_url}/chat/completions"
-        self.headers = {**AUTH, "X-Request-ID": request_id}
-        self.lines: list[str] = []
-        self.error: Exception | None = None
-        self.first = threading.Event()
-        self.start()
-        assert self.first.wait(10), "the stream did not start"
-
-    def run(self) -> None:
-        try:
-            with httpx.stream("POST", self.url, headers=self.headers, json={**BODY, "stream": True},
-                              timeout=60) as response:
-                for line in response.iter_lines():
-                    if line:
-                        self.lines.append(line)
-                        self.first.set()
-        except Exception as exc:  # noqa: BLE001 - the test looks at it
-            self.error = exc
-        self.first.set()
 
 
 class GrpcStream(threading.Thread):

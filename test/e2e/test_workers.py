@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from aiproxy.testing.fake_openai import StreamReply, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
+from aiproxy.testing.streams import RestStream
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 BODY = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
@@ -120,24 +120,12 @@ def test_sighup_stops_the_workers_gracefully(workers_gateway, fake):
     """Was: SIGHUP killed the parent at once and orphaned the cells."""
     gateway = workers_gateway(SHUTDOWN_GRACE_SECONDS=10)
     fake.push(StreamReply(text_chunks([" a", " b", " c"]), per_event=True, delay=0.4))
-    lines: list[str] = []
-    first = threading.Event()
-
-    def consume():
-        with httpx.stream("POST", f"{gateway.base_url}/chat/completions", headers=AUTH,
-                          json={**BODY, "stream": True}, timeout=20) as response:
-            for line in response.iter_lines():
-                lines.append(line)
-                first.set()
-
-    reader = threading.Thread(target=consume)
-    reader.start()
-    assert first.wait(10)
+    reader = RestStream(gateway)
     cells = cells_of(gateway.proc.pid)
     gateway.proc.send_signal(signal.SIGHUP)
     assert gateway.proc.wait(10) == 0
     reader.join(5)
-    assert [line for line in lines if line][-1] == "data: [DONE]"
+    assert reader.lines[-1] == "data: [DONE]"
     assert not any(alive(pid) for pid in cells)
 
 
@@ -145,19 +133,7 @@ def test_a_cell_killed_during_the_shutdown_fails_the_exit_code(workers_gateway, 
     """Was: max(0, -9) == 0, as if all went well."""
     gateway = workers_gateway(SHUTDOWN_GRACE_SECONDS=20)
     fake.push(StreamReply(text_chunks([f" t{i}" for i in range(400)]), per_event=True, delay=0.05))
-    started = threading.Event()
-
-    def consume():
-        try:
-            with httpx.stream("POST", f"{gateway.base_url}/chat/completions", headers=AUTH,
-                              json={**BODY, "stream": True}, timeout=20) as response:
-                for _ in response.iter_lines():
-                    started.set()
-        except httpx.HTTPError:
-            pass
-
-    threading.Thread(target=consume, daemon=True).start()
-    assert started.wait(10)
+    RestStream(gateway)
     gateway.proc.send_signal(signal.SIGTERM)
     busy = wait_for(lambda: (c := cells_of(gateway.proc.pid)) and len(c) == 1 and c, what="the idle cell to stop")
     os.kill(busy[0], signal.SIGKILL)

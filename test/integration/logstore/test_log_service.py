@@ -36,6 +36,15 @@ async def _serve(settings):
     return server, f"127.0.0.1:{port}"
 
 
+async def _start_rest(app: web.Application) -> tuple[web.AppRunner, str]:
+    """The log routes served on a free port: the runner (to clean up) and the base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
 def test_grpc_methods(settings):
     async def scenario():
         server, target = await _serve(settings)
@@ -86,11 +95,7 @@ def test_rest_routes_translate_to_the_log_service(settings):
         seen_auth = []
         app = web.Application(middlewares=[errors_middleware])  # it gives each request its id
         add_log_routes(app, lambda: _RecordingStub(logs_pb2_grpc.LogServiceStub(channel), seen_auth))
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        runner, base = await _start_rest(app)
         try:
             await logs_pb2_grpc.LogServiceStub(channel).Ingest(logs_pb2.IngestRequest())
             async with aiohttp.ClientSession(headers={"Authorization": "Bearer admin-key", "X-Request-ID": "rest-1"}) as http:
@@ -223,11 +228,7 @@ def test_rest_returns_a_dialog_larger_than_one_message_whole(big_settings):
         stubs = iter([])
         app = web.Application(middlewares=[errors_middleware])
         add_log_routes(app, lambda: next(stubs, None) or logs_pb2_grpc.LogServiceStub(channel))
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        runner, base = await _start_rest(app)
         try:
             await logs_pb2_grpc.LogServiceStub(channel).Ingest(logs_pb2.IngestRequest())
             async with aiohttp.ClientSession(headers={"Authorization": "Bearer admin-key"}) as http:
@@ -270,11 +271,7 @@ def test_rest_reads_a_request_whose_client_chosen_id_holds_a_slash(tmp_path):
         channel = grpc.aio.insecure_channel(target)
         app = web.Application(middlewares=[errors_middleware])
         add_log_routes(app, lambda: logs_pb2_grpc.LogServiceStub(channel))
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        runner, base = await _start_rest(app)
         try:
             await logs_pb2_grpc.LogServiceStub(channel).Ingest(logs_pb2.IngestRequest())
             async with aiohttp.ClientSession() as http:
