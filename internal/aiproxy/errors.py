@@ -123,6 +123,18 @@ class InternalError(GatewayError):
         super().__init__("The gateway hit an internal error.")
 
 
+class ServerShuttingDown(GatewayError):
+    """A call still running when the shutdown grace period ended."""
+
+    http_status = 503
+    default_code = "server_shutting_down"
+    # The cancel message of the calls ended at the deadline, so their record says 503, not 499.
+    CANCEL_MESSAGE = "aiproxy: shutdown deadline"
+
+    def __init__(self) -> None:
+        super().__init__("The gateway is shutting down and could not finish this request in time; retry it.")
+
+
 class InvalidRequest(GatewayError):
     http_status = 400
     error_type = "invalid_request_error"

@@ -49,9 +49,10 @@ def start(upstream, tmp_path):
 
 
 class GrpcStream(threading.Thread):
-    def __init__(self, gateway: GatewayProcess) -> None:
+    def __init__(self, gateway: GatewayProcess, request_id: str = "grpc-stream") -> None:
         super().__init__(daemon=True)
         self.target = gateway.grpc_target
+        self.metadata = (*GRPC_AUTH, ("x-request-id", request_id))
         self.chunks = 0
         self.error: grpc.RpcError | None = None
         self.first = threading.Event()
@@ -63,7 +64,7 @@ class GrpcStream(threading.Thread):
         request.messages.add(role="user", content_text="hi")
         with grpc.insecure_channel(self.target) as channel:
             try:
-                for _ in chat_pb2_grpc.ChatServiceStub(channel).StreamChatCompletion(request, metadata=GRPC_AUTH):
+                for _ in chat_pb2_grpc.ChatServiceStub(channel).StreamChatCompletion(request, metadata=self.metadata):
                     self.chunks += 1
                     self.first.set()
             except grpc.RpcError as exc:
@@ -105,7 +106,7 @@ def test_rest_and_grpc_streams_share_one_deadline(start, fake):
     grace = 1.5
     gateway = start(grace)
     fake.push(long_stream(), long_stream())
-    rest, rpc = RestStream(gateway), GrpcStream(gateway)
+    rest, rpc = RestStream(gateway, request_id="cut-rest"), GrpcStream(gateway, request_id="cut-grpc")
     signalled = time.monotonic()
     gateway.proc.send_signal(signal.SIGTERM)
     assert gateway.proc.wait(grace + 10) == 0
@@ -117,6 +118,9 @@ def test_rest_and_grpc_streams_share_one_deadline(start, fake):
     assert orjson.loads(rest.lines[-2].removeprefix("data: "))["error"]["code"] == SHUTTING_DOWN
     assert rpc.chunks > 1 and rpc.error is not None
     assert rpc.error.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in rpc.error.details()
+    for request_id in ("cut-rest", "cut-grpc"):  # the gateway ended them: not a 499 "client cancelled"
+        record = gateway.wait_for_record(request_id)
+        assert (record["status_code"], record["error"]["code"]) == (503, SHUTTING_DOWN), request_id
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])

@@ -13,7 +13,13 @@ from aiproxy.chat.assemble import StreamAssembler
 from aiproxy.chat.record import Exchange, RequestLog
 from aiproxy.chat.validate import validate_chat_request
 from aiproxy.config import ProviderSettings
-from aiproxy.errors import GatewayError, InternalError, InvalidRequest, ProviderNotConfigured
+from aiproxy.errors import (
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    ProviderNotConfigured,
+    ServerShuttingDown,
+)
 from aiproxy.identity import KeyHasher
 from aiproxy.providers import Provider, build_provider
 from aiproxy.providers.base import UpstreamRequest
@@ -93,6 +99,8 @@ class ChatGateway:
     def finish(self, exchange: Exchange, exc: BaseException | None = None) -> None:
         if isinstance(exc, GatewayError):
             exchange.fail(exc)
+        elif isinstance(exc, asyncio.CancelledError) and exc.args == (ServerShuttingDown.CANCEL_MESSAGE,):
+            exchange.fail(ServerShuttingDown())  # ended by the gateway's shutdown deadline, not by the client
         elif isinstance(exc, asyncio.CancelledError):
             exchange.status_code = CLIENT_CLOSED
             exchange.error = {"message": "client cancelled the request", "type": "cancelled", "code": None}

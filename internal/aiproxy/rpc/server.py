@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from aiproxy.auth import KeyRing
 from aiproxy.config import ConfigError, Settings
-from aiproxy.errors import GatewayError
+from aiproxy.errors import ServerShuttingDown
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.interceptor import AuthInterceptor, metadata_value
 from aiproxy.rpc.log_service import add_log_service
@@ -31,11 +31,6 @@ SERVICE_NAMES = ("aiproxy.v1.ChatService", "aiproxy.v1.LogService")
 _NOT_WORK = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # After the calls were told to end: how long they get to send their status before grpc.aio cancels them.
 FINISH_SECONDS = 0.5
-
-
-def shutting_down() -> GatewayError:
-    return GatewayError("The gateway is shutting down and could not finish this request in time; retry it.",
-                        http_status=503, code="server_shutting_down")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -76,7 +71,7 @@ class CallTracker(grpc.aio.ServerInterceptor):
     def end_all(self) -> None:
         self._ending = True
         for task in list(self._calls):
-            task.cancel()
+            task.cancel(ServerShuttingDown.CANCEL_MESSAGE)
 
     async def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
@@ -139,7 +134,7 @@ def _writing(inner):
 
 
 async def _refuse(context: grpc.aio.ServicerContext) -> None:
-    await abort_with(context, shutting_down(), metadata_value(context, REQUEST_ID))
+    await abort_with(context, ServerShuttingDown(), metadata_value(context, REQUEST_ID))
 
 
 class _AllServers:
