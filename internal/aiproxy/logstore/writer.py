@@ -11,7 +11,7 @@ from __future__ import annotations
 from peewee import SqliteDatabase
 
 from aiproxy.logstore.database import FTS_TABLE, REQUEST_COLUMNS, create_fts, has_fts
-from aiproxy.logstore.records import Row
+from aiproxy.logstore.records import InvalidRecord, Row, utc_iso
 from aiproxy.logstore.sqltools import IN_CHUNK, IN_LIST, padded
 
 INSERT_REQUEST = f"INSERT OR IGNORE INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
@@ -57,7 +57,12 @@ def reused_id(request_id: str, ts_iso: str) -> str:
 def _is_reuse(stored_ts: str | None, values: dict) -> bool:
     """A stored row with this key is another exchange, not this record ingested again. Seed rows
     (no ts_iso) have content-derived ids: the same id is the same exchange."""
-    return stored_ts is not None and values["ts_iso"] is not None and stored_ts != values["ts_iso"]
+    if stored_ts is None or values["ts_iso"] is None or stored_ts == values["ts_iso"]:
+        return False
+    try:  # a row stored before timestamps were normalised may hold another offset for the same instant
+        return utc_iso(stored_ts) != values["ts_iso"]
+    except InvalidRecord:
+        return True
 
 
 def _stored_for(conn, rows: list[Row]) -> dict[tuple[str, str], str | None]:

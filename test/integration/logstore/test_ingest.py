@@ -2,7 +2,7 @@
 
 import json
 import sqlite3
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 from aiproxy.logstore.ingest import ingest
 from aiproxy.logstore.search import search
@@ -238,3 +238,20 @@ def test_a_reused_id_after_a_granularity_change_still_keeps_the_later_exchange(t
     assert (ingest(daily, copy).rows_inserted, _rows(daily)) == (1, 2)
     assert ingest(daily, copy).rows_inserted == 0  # and again: nothing more
     assert [h.fields["request_id"] for h in search(daily, "bravo").hits] == [f"dup@{later['ts']}"]
+
+
+def test_a_row_stored_with_an_offset_timestamp_is_the_same_exchange_when_ingested_again(tmp_path):
+    """Rows ingested before timestamps were normalised to UTC Z may hold `…+02:00`: the same
+    record read again (now normalised) must not count as another exchange under a reused id."""
+    log = tmp_path / "logs" / "r.jsonl"
+    record = chat_record([{"role": "user", "content": "alpha"}], "ok", ts=T0, request_id="same")
+    write_jsonl(log, [record])
+    store = make_store(tmp_path / "db")
+    assert ingest(store, log).rows_inserted == 1
+    offset = datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).astimezone(timezone(timedelta(hours=2)))
+    for partition in (tmp_path / "db").rglob("*.sqlite3"):
+        with sqlite3.connect(partition) as conn:  # as an older gateway stored it
+            conn.execute("UPDATE requests SET ts_iso = ? WHERE request_id = 'same'", (offset.isoformat(),))
+    copy = tmp_path / "again" / "r.jsonl"  # no checkpoint to skip it
+    write_jsonl(copy, [record])
+    assert (ingest(store, copy).rows_inserted, _rows(store)) == (0, 1)
