@@ -178,6 +178,11 @@ def page_size(limit: int | None) -> int:
 _IDF_FLOOR = 1e-6  # FTS5's bm25 takes an IDF <= 0 (a phrase in half the fragments or more) as this
 
 
+# A part whose factor is this close to the folded one's is scaled with it: its own scan would cost
+# a join over all its matches to move its share of a score by at most this fraction.
+RESCALE_TOLERANCE = 0.05
+
+
 def _idf(fragments: int, matching: int) -> float:
     """IDF as FTS5's bm25 computes it (fts5_aux.c) from a fragment count and a phrase's matches."""
     idf = math.log((fragments - matching + 0.5) / (matching + 0.5))
@@ -245,7 +250,7 @@ def rescale(parts: list[ScoredPart], fragments: int, counts: dict[str, int], tot
     terms = tuple(
         (part.query, part.guards, factor - base)
         for i, (part, factor) in enumerate(zip(parts, factors, strict=True))
-        if i != folded and factor != base
+        if i != folded and abs(factor - base) > RESCALE_TOLERANCE * base
     )
     return Rescale(base, terms)
 

@@ -3,7 +3,7 @@ import pytest
 from aiproxy.errors import InvalidRequest
 from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.fts_query import QueryShapeError, ScoredPart, scored_parts, to_fts5
-from aiproxy.logstore.search import validate_query
+from aiproxy.logstore.search import RESCALE_TOLERANCE, rescale, validate_query
 
 VALID = ["hello", "machine learning OR AI", "NEAR(error timeout, 5)", '"exact phrase"',
          "time*", "content:paris", "role:user AND content:paris", "a NOT b", "{role content}: x", "^start"]
@@ -88,3 +88,15 @@ def test_a_query_is_taken_apart_into_the_phrases_that_score_it(query, parts):
 def test_what_the_parser_does_not_take_apart_is_reported(query):
     with pytest.raises(QueryShapeError):
         scored_parts(query)
+
+
+def test_parts_whose_idf_moves_like_the_folded_ones_are_scaled_with_it():
+    """A part gets its own scan (a join over all its matches) only when its factor differs from
+    the folded part's by more than RESCALE_TOLERANCE; on ordinary days every factor is near 1."""
+    parts = [ScoredPart("alpha", ("alpha",), ()), ScoredPart("beta", ("beta",), ())]
+    # one partition of 1,000 fragments among 30,000: alpha in 100 (3,000 overall), beta in 10 (300)
+    even = rescale(parts, 1000, {"alpha": 100, "beta": 10}, 30_000, {"alpha": 3000, "beta": 300})
+    assert even.terms == () and abs(even.base - 1) < RESCALE_TOLERANCE
+    # the incident day: alpha in 900 of its 1,000 fragments (FTS5's floor IDF there)
+    skewed = rescale(parts, 1000, {"alpha": 900, "beta": 10}, 30_000, {"alpha": 3800, "beta": 300})
+    assert [term[0] for term in skewed.terms] == ["beta"] and skewed.base > 1000
