@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import queue
@@ -127,6 +128,7 @@ class _WriteFailures:
         if self.failing:
             self.failing = False
             self._untold = True
+        if self._untold:  # a recovery inside the interval is told at the first write after it
             self._tell(force=False)
 
     def stop(self) -> None:
@@ -258,6 +260,15 @@ class _RequestLogFile(_LineFile):
                 prune_request_logs(self.directory, self.keep)
 
 
+def _same_file(path: str, opened: os.stat_result) -> bool:
+    """Whether `path` still names the file `opened` describes."""
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino)
+
+
 class _AppLogFile(_LineFile):
     """app.log, shared by the workers: renamed to app.<time>.log past APP_LOG_ROTATION_BYTES
     (loguru's naming), by whichever process gets there first; the others notice the rename
@@ -273,15 +284,18 @@ class _AppLogFile(_LineFile):
 
     def _before_write(self, size: int) -> None:
         mine = os.fstat(self._fd)
-        try:
-            current = os.stat(self.file)
-        except FileNotFoundError:
-            current = None
-        if current is None or (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
+        if not _same_file(self.file, mine):
             self.open(self.file)  # another worker rotated it (or someone removed it)
         elif mine.st_size and mine.st_size + size > APP_LOG_ROTATION_BYTES:
-            stamp = datetime.now(UTC).strftime("%Y-%m-%d_%H-%M-%S_%f")
-            os.rename(self.file, str(Path(self.file).with_name(f"app.{stamp}.log")))
+            # Workers reaching the limit together take turns on the file's lock; whoever comes
+            # second finds app.log renamed already and only reopens it.
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                if _same_file(self.file, mine):
+                    stamp = datetime.now(UTC).strftime("%Y-%m-%d_%H-%M-%S_%f")
+                    os.rename(self.file, str(Path(self.file).with_name(f"app.{stamp}.log")))
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
             self.open(self.file)
             self._prune()
 

@@ -255,3 +255,51 @@ def test_a_log_dir_config_error_can_be_logged_on_stderr(tmp_path, capfd):
         logger.remove()
         logging.root.handlers[:], logging.root.level = root_handlers, root_level
     assert [json.loads(line)["msg"] for line in capfd.readouterr().err.splitlines()] == [str(caught.value)]
+
+
+def test_a_recovery_inside_the_interval_is_told_at_the_first_write_after_it():
+    """Was: the first good write inside the interval deferred the 'resumed' line, and no later
+    write told it: an outage that dropped 1,000 records showed as dropped=1 until the process stopped."""
+    from aiproxy.logsetup import REPORT_EVERY_S, _WriteFailures
+
+    now = [0.0]
+    told = []
+    failures = _WriteFailures("request log", lambda level, msg, **fields: told.append((msg, fields["dropped"])),
+                              clock=lambda: now[0])
+    for _ in range(1000):
+        failures.failed("/logs/r.jsonl", OSError(28, "No space left on device"))
+        now[0] += 0.005
+    failures.succeeded()  # the disk was freed 5 s into the interval
+    now[0] = REPORT_EVERY_S + 1
+    failures.succeeded()
+    assert told == [("request log write failed: [Errno 28] No space left on device", 1),
+                    ("request log writes resumed", 999)]
+
+
+_ROTATING_WORKER = textwrap.dedent('''
+    import sys
+    from datetime import timedelta
+    from pathlib import Path
+    import aiproxy.logsetup as logsetup
+    logsetup.APP_LOG_ROTATION_BYTES = 20_000
+    worker, lines = int(sys.argv[2]), int(sys.argv[3])
+    sink = logsetup._AppLogFile(Path(sys.argv[1]) / "app.log", timedelta(days=1))
+    told = []
+    sink.failures._report = lambda level, message, **fields: told.append(message)
+    sink.open(sink.file)
+    for i in range(lines):
+        sink.write(f'{{"w": {worker}, "i": {i}, "pad": "{"x" * 100}"}}\\n')
+    sink.stop()
+    assert not told, told
+''')
+
+
+def test_workers_rotating_app_log_together_lose_no_line(tmp_path):
+    """Was: two workers over the limit at once both renamed: the second renamed the fresh file
+    (a one-line rotated file) or failed with FileNotFoundError and dropped its line."""
+    workers, lines = 4, 1500
+    running = [subprocess.Popen([sys.executable, "-c", _ROTATING_WORKER, str(tmp_path), str(w), str(lines)])
+               for w in range(workers)]
+    assert [process.wait(60) for process in running] == [0] * workers
+    seen = [json.loads(line) for path in tmp_path.glob("app*.log") for line in path.read_bytes().splitlines()]
+    assert sorted((entry["w"], entry["i"]) for entry in seen) == [(w, i) for w in range(workers) for i in range(lines)]
