@@ -224,6 +224,12 @@ class RestServer:
         await self._runner.cleanup()
 
 
+def internal_socket_path(pid: int) -> str:
+    """The unix socket between a cell's facade and its ChatService (the workers' parent removes a
+    dead cell's: only a cell that stops normally removes its own)."""
+    return os.path.join(tempfile.gettempdir(), f"aiproxy-{pid}.sock")
+
+
 async def serve_cell(settings: Settings, shutdown: Shutdown | None = None, *, parent_pid: int | None = None) -> None:
     """Serve until a signal (or `shutdown`) says stop, then drain. `parent_pid`: this is a worker
     cell of that process, and stops when it is gone."""
@@ -232,7 +238,7 @@ async def serve_cell(settings: Settings, shutdown: Shutdown | None = None, *, pa
     shutdown.install(loop, worker=parent_pid is not None)
     ssl_context = http_ssl_context(settings)
     gateway = build_gateway(settings)
-    socket_path = os.path.join(tempfile.gettempdir(), f"aiproxy-{os.getpid()}.sock")
+    socket_path = internal_socket_path(os.getpid())
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
     grpc_server = GrpcServer(settings, ChatServicer(gateway), socket_path)

@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 
+from aiproxy.cell import internal_socket_path
 from aiproxy.testing.fake_openai import StreamReply, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 from aiproxy.testing.streams import RestStream
@@ -92,6 +93,7 @@ def test_cells_exit_when_the_parent_is_killed(workers_gateway):
 def test_a_dead_cell_is_logged_and_restarted(workers_gateway):
     gateway = workers_gateway()
     victim, survivor = cells_of(gateway.proc.pid)
+    wait_for(lambda: os.path.exists(internal_socket_path(victim)), what="the cell's internal socket")
     os.kill(victim, signal.SIGKILL)
     cells = wait_for(lambda: (c := cells_of(gateway.proc.pid)) and len(c) == 2 and victim not in c and c,
                      what="a new cell")
@@ -99,6 +101,7 @@ def test_a_dead_cell_is_logged_and_restarted(workers_gateway):
     death = [e for e in app_log(gateway) if e.get("cell_pid") == victim and e["level"] == "ERROR"]
     assert death and death[0]["signal"] == "SIGKILL" and "restarting" in death[0]["msg"], death
     assert death[0]["pid"] == gateway.proc.pid  # the parent says so
+    assert not os.path.exists(internal_socket_path(victim))  # the parent removed what the killed cell left
     wait_for(lambda: all(httpx.get(f"{gateway.root_url}/ready").status_code == 200 for _ in range(10)),
              what="every cell ready")
     assert gateway.stop() == 0

@@ -27,6 +27,7 @@ from multiprocessing import connection, resource_tracker
 
 from loguru import logger
 
+from aiproxy.cell import internal_socket_path
 from aiproxy.config import Settings
 
 STARTUP_WINDOW_SECONDS = 10.0
@@ -160,6 +161,8 @@ class Supervisor:
             if code is None:
                 continue
             del self._cells[slot]
+            with contextlib.suppress(OSError):  # left behind by a cell that was killed
+                os.unlink(internal_socket_path(cell.process.pid))
             if self._stop_started is not None:
                 self._final_codes.append(code)
                 if code != 0:
