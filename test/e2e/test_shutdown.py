@@ -4,8 +4,11 @@ sent before the signal is answered."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from functools import partial
@@ -17,7 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aiproxy.testing.fake_openai import StreamReply, text_chunks
-from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
+from aiproxy.testing.gateway import CLIENT_KEY, COMMAND, GatewayProcess
 from aiproxy.testing.streams import RestStream
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
@@ -233,3 +236,29 @@ def test_requests_sent_just_before_the_signal_are_answered(start, slow_upstream)
         assert time.monotonic() - signalled < 5  # the idle connection was closed, not waited for until 20 s
     records = {r["request_id"]: r["status_code"] for r in gateway.request_records()}
     assert all(records.get(f"race-{i}") == 200 for i in range(20))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_hang_up_with_the_terminal_gone_still_exits_zero(tmp_path, workers):
+    """Was: exit code 120 (and 'cell did not stop cleanly' for every cell): stderr, a closed
+    terminal, could not be flushed at exit. Here stderr is a pipe whose reader has gone."""
+    gateway = GatewayProcess(tmp_path, workers=workers)
+    reader, writer = os.pipe()
+    process = subprocess.Popen([*COMMAND, "serve"], cwd=gateway.workdir, env=gateway.env, stdout=writer, stderr=writer)
+    os.close(writer)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{gateway.root_url}/ready", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.1)
+        os.close(reader)  # the terminal is gone
+        httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={**BODY, "model": "mock"}, timeout=10)
+        process.send_signal(signal.SIGHUP)
+        assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

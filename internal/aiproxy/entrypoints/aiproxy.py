@@ -93,7 +93,7 @@ def cell_process(settings: Settings, parent_pid: int) -> None:
     from aiproxy.entrypoints.workers import die_with_parent
 
     die_with_parent(parent_pid)
-    sys.exit(_run_cell(settings, parent_pid))  # a multiprocessing target's return value is not its exit code
+    sys.exit(_stopped(_run_cell(settings, parent_pid)))  # a multiprocessing target's return value is not its exit code
 
 
 def _ensure_free(host: str, port: int, setting: str) -> None:
@@ -135,8 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     if settings.workers > 1:
         from aiproxy.entrypoints.workers import Supervisor
 
-        return Supervisor(settings, cell_process).run()
-    return _run_cell(settings)
+        return _stopped(Supervisor(settings, cell_process).run())
+    return _stopped(_run_cell(settings))
+
+
+def _stopped(code: int) -> int:
+    """The exit code, with stdout/stderr let go when they cannot be written any more: after the
+    terminal hung up (SIGHUP, a graceful stop), Python's own last flush of them would fail and
+    turn a clean stop into exit code 120."""
+    for name in ("stdout", "stderr"):
+        try:
+            getattr(sys, name).flush()
+        except (OSError, ValueError):
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - stays open until the interpreter ends
+    return code
 
 
 def console() -> None:
