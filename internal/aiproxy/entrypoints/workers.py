@@ -150,6 +150,9 @@ class Supervisor:
     def _begin_stop(self, reason: str) -> None:
         if self._stop_started is not None:
             return
+        self._reap()  # a cell that died before the stop is a death (logged), not an unclean stop
+        if self._stop_started is not None:  # that death began the stop itself (a configuration error)
+            return
         self._stop_started = time.monotonic()
         self._restart_at.clear()
         logger.info("stopping the cells", reason=reason, grace_seconds=self._settings.shutdown_grace_seconds)
