@@ -332,9 +332,13 @@ _QUEUE_CONTEXT = _ThreadQueueContext()
 def prune_request_logs(directory: Path, keep: timedelta) -> None:
     """Delete the request log files of every process, this one's and earlier ones', last written
     more than `keep` ago. A retention of this process's files alone (loguru's, once) would leave
-    the files of every earlier process: the names carry the pid."""
+    the files of every earlier process: the names carry the pid. Today's (UTC) files are kept
+    whatever the retention: another worker may still be writing one, idle for a while."""
     cutoff = time.time() - keep.total_seconds()
+    today = f"requests-{datetime.now(UTC):%Y%m%d}-"
     for path in directory.glob("requests-*-*.jsonl"):
+        if path.name.startswith(today):
+            continue
         with contextlib.suppress(FileNotFoundError):  # another worker pruned it first
             if path.stat().st_mtime < cutoff:
                 path.unlink()

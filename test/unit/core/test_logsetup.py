@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from loguru import logger
 
 from aiproxy.config import Settings
-from aiproxy.logsetup import REQUEST_LOG_DIR, configure_logging
+from aiproxy.logsetup import REQUEST_LOG_DIR, configure_logging, prune_request_logs
 
 
 def _aged(path, days: float):
@@ -35,3 +35,14 @@ def test_start_up_prunes_request_logs_of_earlier_processes(tmp_path):
         logging.root.handlers[:], logging.root.level = root_handlers, root_level
     assert not old_other_pid.exists()
     assert recent_other_pid.exists() and unrelated.exists()
+
+
+def test_a_retention_under_a_day_never_deletes_a_file_of_today(tmp_path):
+    """Another worker's current file, idle longer than a short retention, is still being written:
+    deleting it would lose everything it writes until the next day."""
+    requests = tmp_path / REQUEST_LOG_DIR
+    requests.mkdir()
+    idle_worker = _aged(requests / f"requests-{datetime.now(UTC):%Y%m%d}-99997.jsonl", 0.5)
+    yesterday = _aged(requests / f"requests-{datetime.now(UTC) - timedelta(days=1):%Y%m%d}-99997.jsonl", 0.5)
+    prune_request_logs(requests, timedelta(hours=6))
+    assert idle_worker.exists() and not yesterday.exists()
