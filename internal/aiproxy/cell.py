@@ -37,6 +37,7 @@ from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.routing import ModelRouter
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.server import FINISH_SECONDS, GrpcServer
+from aiproxy.stopsignals import PARENT_SIGNALS, STOP_SIGNALS
 
 
 def http_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -87,12 +88,6 @@ def body_rejector(settings: Settings, gateway: ChatGateway):
     return reject
 
 
-# The signals that stop a cell. In a worker cell the parent asks with SIGUSR1 (drain) and SIGUSR2 (at
-# once) rather than by repeating the operator's signal: a cell often gets that signal directly too (a
-# terminal's Ctrl-C reaches the whole process group, systemd signals the whole cgroup), and must not
-# count one signal twice as "stop at once".
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-PARENT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 # During a drain, a connection waiting for its next request is closed after this long: a request
 # already on its way on it (sent just before the signal, or by a client that has not yet seen the
 # listener close) is still answered, with `Connection: close`.

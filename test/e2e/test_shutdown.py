@@ -262,3 +262,15 @@ def test_a_hang_up_with_the_terminal_gone_still_exits_zero(tmp_path, workers):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stop_signal_during_start_up_is_a_graceful_stop(tmp_path, workers):
+    """Was: a SIGTERM in the first ~0.9 s (while the gateway imported and built itself) killed it
+    (exit -15). Start-up now holds the stop signals until the handlers exist."""
+    gateway = GatewayProcess(tmp_path, workers=workers)
+    process = subprocess.Popen([*COMMAND, "serve"], cwd=gateway.workdir, env=gateway.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)  # past the interpreter's own start, before any handler
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0

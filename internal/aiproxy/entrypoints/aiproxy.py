@@ -8,12 +8,14 @@ import dataclasses
 import errno
 import os
 import secrets
+import signal
 import socket
 import sys
 from pathlib import Path
 
 from aiproxy import __version__
 from aiproxy.config import ConfigError, Settings, load_settings
+from aiproxy.stopsignals import STOP_SIGNALS
 
 DOTENV = Path(".env")
 
@@ -114,6 +116,10 @@ def _ensure_free(host: str, port: int, setting: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        # A stop signal during start-up waits for the handlers (the cell's, or the workers' parent's,
+        # which unblock it) instead of killing the process: the stop is graceful from the start.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     os.environ.update(_overrides(args) if args.command == "serve" else {})
     try:
         settings = ensure_client_key(load_settings())

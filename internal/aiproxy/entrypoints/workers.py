@@ -5,7 +5,7 @@
   stops and exits 1, rather than loop forever on a start-up crash. A cell that stops on a
   configuration error (exit code 2, its one line already printed) stops the gateway with 2.
 - SIGTERM, SIGINT or SIGHUP: the parent asks every cell to drain (SIGUSR1), a second signal asks
-  them to stop at once (SIGUSR2); see aiproxy.cell for why not the operator's signal itself. Cells
+  them to stop at once (SIGUSR2); see aiproxy.stopsignals for why not the operator's signal itself. Cells
   still running SHUTDOWN_GRACE_SECONDS + STOP_MARGIN_SECONDS later are killed.
 - Exit code: 0 when every cell stopped cleanly; a cell that did not (a signal death counts) makes
   it 128 + the signal, or the cell's own exit code.
@@ -29,14 +29,14 @@ from loguru import logger
 
 from aiproxy.cell import internal_socket_path
 from aiproxy.config import Settings
+from aiproxy.stopsignals import PARENT_SIGNALS, STOP_SIGNALS
 
 STARTUP_WINDOW_SECONDS = 10.0
 MAX_STARTUP_FAILURES = 5
 BACKOFF_SECONDS = (0.25, 0.5, 1.0, 2.0)  # before restarting a cell that died young, by failures in a row
 STOP_MARGIN_SECONDS = 10.0
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Blocked while a cell starts; the cell unblocks them once its handlers are in place.
-CELL_SIGNALS = (*STOP_SIGNALS, signal.SIGUSR1, signal.SIGUSR2)
+CELL_SIGNALS = (*STOP_SIGNALS, *PARENT_SIGNALS)
 PR_SET_PDEATHSIG = 1
 
 
@@ -87,6 +87,7 @@ class Supervisor:
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
         signal.set_wakeup_fd(wake_write)  # a signal wakes the wait below at once
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by main() until these handlers
         resource_tracker.ensure_running()  # started later, it would unblock SIGTERM/SIGINT (see _start)
         logger.info("starting cells", workers=self._settings.workers)
         for slot in range(self._settings.workers):

@@ -1,0 +1,14 @@
+"""The signals that stop a gateway, and those a workers' parent sends its cells.
+
+Operators stop it with SIGTERM, SIGINT or SIGHUP (all graceful). In a worker cell the parent asks
+with SIGUSR1 (drain) and SIGUSR2 (at once) rather than by repeating the operator's signal: a cell
+often gets that signal directly too (a terminal's Ctrl-C reaches the whole process group, systemd
+signals the whole cgroup), and must not count one signal twice as "stop at once". Until a process
+has its handlers, these signals are blocked, so one sent during start-up waits for them instead of
+killing the process.
+"""
+
+import signal
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+PARENT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
