@@ -260,13 +260,17 @@ class _RequestLogFile(_LineFile):
                 prune_request_logs(self.directory, self.keep)
 
 
+def _stat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
 def _same_file(path: str, opened: os.stat_result) -> bool:
     """Whether `path` still names the file `opened` describes."""
-    try:
-        current = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino)
+    current = _stat_or_none(path)
+    return current is not None and (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 class _AppLogFile(_LineFile):
@@ -282,16 +286,22 @@ class _AppLogFile(_LineFile):
     def _path_for(self, message) -> str:
         return self.file
 
+    def open(self, path: str) -> None:
+        super().open(path)
+        self._opened = os.fstat(self._fd)
+
     def _before_write(self, size: int) -> None:
-        mine = os.fstat(self._fd)
-        if not _same_file(self.file, mine):
-            self.open(self.file)  # another worker rotated it (or someone removed it)
-        elif mine.st_size and mine.st_size + size > APP_LOG_ROTATION_BYTES:
+        # One stat per line: the path still names the file opened (else another worker rotated it,
+        # or someone removed it), and its size is the size every worker appends to.
+        current = _stat_or_none(self.file)
+        if current is None or (current.st_dev, current.st_ino) != (self._opened.st_dev, self._opened.st_ino):
+            self.open(self.file)
+        elif current.st_size and current.st_size + size > APP_LOG_ROTATION_BYTES:
             # Workers reaching the limit together take turns on the file's lock; whoever comes
             # second finds app.log renamed already and only reopens it.
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                if _same_file(self.file, mine):
+                if _same_file(self.file, self._opened):
                     stamp = datetime.now(UTC).strftime("%Y-%m-%d_%H-%M-%S_%f")
                     os.rename(self.file, str(Path(self.file).with_name(f"app.{stamp}.log")))
             finally:
@@ -361,13 +371,8 @@ def configure_logging(settings: Settings, *, stderr: bool = True) -> None:
     (raised with the stderr sink in place, so the caller can log it)."""
     logger.remove()
     logging.basicConfig(handlers=[_StdlibHandler()], level=logger.level(settings.log_level).no, force=True)
-
-    def add_stderr() -> int | None:
-        if not stderr:
-            return None
-        return logger.add(sys.stderr, level=settings.log_level, format=_app_json, filter=_is_app_record, enqueue=False)
-
-    stderr_sink = add_stderr()
+    stderr_sink = {"sink": sys.stderr, "level": settings.log_level, "format": _app_json, "filter": _is_app_record}
+    first_stderr = logger.add(**stderr_sink) if stderr else None
     log_dir = Path(settings.log_dir)
     keep = settings.request_log_retention
     request_log = app_log = None
@@ -391,17 +396,18 @@ def configure_logging(settings: Settings, *, stderr: bool = True) -> None:
             f"LOG_DIR={settings.log_dir} cannot be written ({where}{exc.strerror or exc}): set LOG_DIR to a writable"
             " directory, or turn the log files off (ENABLE_FILE_LOGGING=false, REQUEST_LOG_ENABLED=false)"
         ) from None
+    # loguru stops sinks in the order they were added (at exit): the request log first, whose thread
+    # may report failed writes to the app log while it drains, then the app log, which reports its
+    # own on stderr, then stderr, added again last.
     if request_log is not None:
         logger.add(request_log, level=0, format="{message}", filter=_is_request_record, enqueue=True,
                    context=_QUEUE_CONTEXT)
-        if stderr_sink is not None:
-            # loguru stops sinks in the order they were added (at exit): stderr after the request
-            # log, so what the request log's thread reports while it drains its queue still shows.
-            logger.remove(stderr_sink)
-            add_stderr()
     if app_log is not None:
         logger.add(app_log, level=settings.log_level, format=_app_json, filter=_is_app_file_record, enqueue=True,
                    context=_QUEUE_CONTEXT)
+    if first_stderr is not None:
+        logger.remove(first_stderr)
+        logger.add(**stderr_sink)
 
 
 _request_logger = logger.bind(_request_log=True)
