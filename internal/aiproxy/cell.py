@@ -37,7 +37,7 @@ from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.routing import ModelRouter
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.server import FINISH_SECONDS, GrpcServer
-from aiproxy.stopsignals import PARENT_SIGNALS, STOP_SIGNALS
+from aiproxy.stopsignals import CELL_SIGNALS, STOP_SIGNALS
 
 
 def http_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -115,7 +115,7 @@ class Shutdown:
             loop.add_signal_handler(signal.SIGUSR2, self.now, "asked by the parent process")
         # A worker cell starts with these blocked (the parent's doing), so that a signal sent before the
         # handlers existed waits for them instead of killing the cell.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS + PARENT_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, CELL_SIGNALS)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1

@@ -12,3 +12,6 @@ import signal
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 PARENT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+# Blocked while a cell starts (and, for the stop signals, while any process starts); unblocked once its
+# handlers are in place.
+CELL_SIGNALS = (*STOP_SIGNALS, *PARENT_SIGNALS)

@@ -29,14 +29,12 @@ from loguru import logger
 
 from aiproxy.cell import internal_socket_path
 from aiproxy.config import Settings
-from aiproxy.stopsignals import PARENT_SIGNALS, STOP_SIGNALS
+from aiproxy.stopsignals import CELL_SIGNALS, STOP_SIGNALS
 
 STARTUP_WINDOW_SECONDS = 10.0
 MAX_STARTUP_FAILURES = 5
 BACKOFF_SECONDS = (0.25, 0.5, 1.0, 2.0)  # before restarting a cell that died young, by failures in a row
 STOP_MARGIN_SECONDS = 10.0
-# Blocked while a cell starts; the cell unblocks them once its handlers are in place.
-CELL_SIGNALS = (*STOP_SIGNALS, *PARENT_SIGNALS)
 PR_SET_PDEATHSIG = 1
 
 

@@ -248,7 +248,7 @@ def test_remote_reads_records_and_dialogs_larger_than_grpc_defaults(tmp_path):
     records = conversation(turns, start=T0, gap_s=60)
     write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", records)
     settings = Settings(log_dir=str(tmp_path / "logs"), logdb={"dir": str(tmp_path / "server-db"), "server_id": "srv-big"})
-    limit = settings.max_body_bytes + 1024 * 1024
+    limit = settings.grpc_message_bytes
 
     async def scenario():
         server = grpc.aio.server(options=[("grpc.max_send_message_length", limit)])  # as rpc/server.py
