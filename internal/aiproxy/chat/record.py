@@ -95,15 +95,12 @@ def _serialised(record: dict) -> bytes:
         return orjson.dumps(record, default=str)
     except TypeError:
         pass
-    for dropped in (("request",), ("response",)):
+    for dropped in (("request",), ("response",), ("request", "response")):  # the last always serialises
         try:
             line = orjson.dumps({**record, **dict.fromkeys(dropped)}, default=str)
             break
         except TypeError:
             continue
-    else:
-        dropped = ("request", "response")
-        line = orjson.dumps({**record, **dict.fromkeys(dropped)}, default=str)
     logger.warning(f"request log record without its {' and '.join(dropped)}: nested too deeply to write",
                    request_id=record.get("request_id"))
     return line

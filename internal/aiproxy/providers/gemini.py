@@ -8,9 +8,8 @@ moves bytes. The key travels in the `x-goog-api-key` header, never in the URL (U
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import httpx
@@ -30,18 +29,15 @@ from aiproxy.sse import sse_batches
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 
 
-@contextlib.contextmanager
-def _readable_answer() -> Iterator[None]:
+_UNEXPECTED_SHAPE = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+
+
+def _unreadable(exc: Exception) -> UpstreamBadResponse:
     """The translators read Gemini's documented shapes. A type error while reading an answer means
     the upstream (or a proxy in front of it) sent another shape: a 502 for the client, the
     traceback for the operator, rather than the gateway's own internal error."""
-    try:
-        yield
-    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
-        logger.opt(exception=exc).warning("gemini: an answer of an unexpected shape")
-        raise UpstreamBadResponse(
-            f"The Gemini API sent an answer the gateway cannot read ({type(exc).__name__})."
-        ) from None
+    logger.opt(exception=exc).warning("gemini: an answer of an unexpected shape")
+    return UpstreamBadResponse(f"The Gemini API sent an answer the gateway cannot read ({type(exc).__name__}).")
 
 
 class GeminiProvider:
@@ -83,8 +79,10 @@ class GeminiProvider:
             raise UpstreamBadResponse("The Gemini API returned a body that is not JSON.") from None
         if not isinstance(data, dict):
             raise UpstreamBadResponse("The Gemini API returned JSON that is not an object.")
-        with _readable_answer():
+        try:
             body = to_openai_response(data, model)
+        except _UNEXPECTED_SHAPE as exc:
+            raise _unreadable(exc) from None
         return UpstreamResponse(body=body, headers=forwardable_headers(response.headers))
 
     async def open_stream(self, request: UpstreamRequest) -> GeminiStream:
@@ -122,8 +120,10 @@ class GeminiStream:
             # aiter_bytes, not aiter_raw: Google may gzip the event stream.
             async for batch in sse_batches(self._response.aiter_bytes(), self._translate):
                 yield batch
-            with _readable_answer():
+            try:
                 batch = self._translator.finish()  # raises when the stream was cut short
+            except _UNEXPECTED_SHAPE as exc:
+                raise _unreadable(exc) from None
             if batch:
                 yield batch
         except httpx.TimeoutException as exc:
@@ -147,8 +147,10 @@ class GeminiStream:
             code = error.get("code")
             status = code if isinstance(code, int) and 400 <= code <= 599 else 502
             raise gemini_error(status, error, {}, self._key_env)
-        with _readable_answer():
+        try:
             return self._translator.feed(event)
+        except _UNEXPECTED_SHAPE as exc:  # a plain try: this runs for every event of a stream
+            raise _unreadable(exc) from None
 
     async def aclose(self) -> None:
         await self._response.aclose()

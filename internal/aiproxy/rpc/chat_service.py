@@ -25,13 +25,6 @@ BATCH_GROWTH = 8
 MAX_BATCH = 64
 
 
-def request_id_of(context: grpc.aio.ServicerContext) -> str:
-    """The call's id, chosen once by the auth interceptor (which also logs unexpected errors with it).
-    Every ChatServicer is served behind AuthInterceptor (rpc.server.GrpcServer, its one construction
-    path), whose wrapper sets the id, never empty, before any method or log_rejection runs."""
-    return CURRENT_REQUEST_ID.get()
-
-
 def request_body(request: chat_pb2.ChatCompletionRequest) -> dict:
     """The OpenAI JSON body of a request. gRPC clients may send what JSON cannot hold: NaN or Infinity
     in doubles, broken JSON in the *_json fields. (A body nested too deeply to send upstream is
@@ -63,6 +56,8 @@ def transport_of(context: grpc.aio.ServicerContext) -> str:
     return "http" if metadata_value(context, TRANSPORT_KEY) == "http" else "grpc"
 
 
+# Every ChatServicer is served behind AuthInterceptor (rpc.server.GrpcServer, its one construction
+# path), which sets CURRENT_REQUEST_ID, never empty, before any method or log_rejection runs.
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     def __init__(self, gateway: ChatGateway) -> None:
         self._gateway = gateway
@@ -74,14 +69,14 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         if name not in _CHAT_METHODS:
             return
         transport = transport_of(context)
-        exchange = self._gateway.begin(None, request_id_of(context), transport, _CHAT_METHODS[name])
+        exchange = self._gateway.begin(None, CURRENT_REQUEST_ID.get(), transport, _CHAT_METHODS[name])
         if request is not None:
             with contextlib.suppress(InvalidRequest):
                 self._gateway.attach_body(exchange, request_body(request))
         self._gateway.finish(exchange, exc)
 
     def _begin(self, request, context, stream: bool) -> Exchange:
-        exchange = self._gateway.begin(CURRENT_CALLER.get(), request_id_of(context), transport_of(context), stream)
+        exchange = self._gateway.begin(CURRENT_CALLER.get(), CURRENT_REQUEST_ID.get(), transport_of(context), stream)
         exchange.model_original = request.model or None  # logged even when the body is refused unread
         return exchange
 
