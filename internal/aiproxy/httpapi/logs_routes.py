@@ -13,7 +13,7 @@ from loguru import logger
 from aiproxy.errors import GatewayError, InvalidRequest
 from aiproxy.httpapi.errors import detail_of, error_response, json_response, rpc_error_response
 from aiproxy.httpapi.metadata import rpc_metadata
-from aiproxy.logstore.protomap import message_to_json
+from aiproxy.logstore.protomap import INT32_MAX, message_to_json
 from aiproxypb.v1 import logs_pb2
 
 _FILTERS = ("since", "to", "model", "provider", "api_key_hash", "dialog_id", "status_code")
@@ -41,7 +41,6 @@ def _filter(query) -> logs_pb2.LogFilter:
     return message
 
 
-_INT32_MAX = 2**31 - 1  # the proto fields (limit, status_code) are int32
 
 
 def _int(query, name: str, default: int = 0) -> int:
@@ -52,8 +51,8 @@ def _int(query, name: str, default: int = 0) -> int:
         value = int(raw)
     except ValueError:
         raise InvalidRequest(f"query parameter {name}={raw!r} is not an integer", param=name) from None
-    if not 0 <= value <= _INT32_MAX:
-        raise InvalidRequest(f"query parameter {name}={raw} is out of range: use 0 to {_INT32_MAX}", param=name)
+    if not 0 <= value <= INT32_MAX:
+        raise InvalidRequest(f"query parameter {name}={raw} is out of range: use 0 to {INT32_MAX}", param=name)
     return value
 
 

@@ -28,7 +28,8 @@ def iso_utc(ts: int | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else ""
 
 
-_INT32 = (-(2**31), 2**31 - 1)
+INT32_MAX = 2**31 - 1  # the proto's int32 fields (status_code; limits over REST and the CLI)
+_INT32 = (-INT32_MAX - 1, INT32_MAX)
 _INT64 = (-(2**63), 2**63 - 1)
 
 

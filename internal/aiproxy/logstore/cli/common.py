@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiproxy.logstore.api import LogApi
 from aiproxy.logstore.partitions import parse_day
-from aiproxy.logstore.protomap import message_to_json
+from aiproxy.logstore.protomap import INT32_MAX, message_to_json
 from aiproxy.logstore.search import MAX_LIMIT
 from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.logstore.store import Store
@@ -70,7 +70,6 @@ def _page_size(text: str) -> int:
     return value
 
 
-INT32_MAX = 2**31 - 1  # LogFilter.status_code is an int32, as over REST
 
 
 def status_code(text: str) -> int:
@@ -120,14 +119,14 @@ def open_store(args: argparse.Namespace, *, existing: bool = True) -> Iterator[t
 
 def call(args: argparse.Namespace, method: str, request) -> dict:
     """Run one LogService operation, locally or on --remote; returns its JSON form."""
-    with _service(args, method) as invoke:
+    with _service(args) as invoke:
         return message_to_json(invoke(method, request))
 
 
 def call_all_pages(args: argparse.Namespace, method: str, request, items: str) -> dict:
     """Run a paged operation (GetDialog) until its last page: the first page's JSON with every
     page's `items`, and an empty next_cursor. One store or channel serves all pages."""
-    with _service(args, method) as invoke:
+    with _service(args) as invoke:
         result = message_to_json(invoke(method, request))
         while result["next_cursor"]:
             request.cursor = result["next_cursor"]
@@ -138,14 +137,15 @@ def call_all_pages(args: argparse.Namespace, method: str, request, items: str) -
 
 
 @contextlib.contextmanager
-def _service(args: argparse.Namespace, method: str) -> Iterator[Callable]:
-    """invoke(method, request) -> reply, on --remote or on the local store."""
+def _service(args: argparse.Namespace) -> Iterator[Callable]:
+    """invoke(method, request) -> reply, on --remote or on the local store (Ingest runs locally
+    through ingest_cmd itself)."""
     if getattr(args, "remote", None):
         with _remote_channel(args) as invoke:
             yield invoke
         return
-    with open_store(args, existing=method != "Ingest") as (store, log_dir):
-        api = LogApi(store, Path(getattr(args, "source", None) or log_dir))
+    with open_store(args) as (store, log_dir):
+        api = LogApi(store, Path(log_dir))
         yield lambda name, request: getattr(api, _LOCAL[name])(request)
 
 
@@ -154,7 +154,6 @@ _LOCAL = {
     "GetRequest": "get_request",
     "ListDialogs": "list_dialogs",
     "GetDialog": "get_dialog",
-    "Ingest": "ingest",
     "BuildIndex": "build_index",
     "Stats": "stats",
 }
