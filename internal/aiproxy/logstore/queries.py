@@ -89,13 +89,19 @@ class DialogSummary:
 
     dialog_id: str
     requests: int
-    first_ts: int
     last_ts: int
     api_key_hash: str | None
     models: list[str] = field(default_factory=list)
-    first_request_id: str = ""
-    first_key: tuple = ()  # (ts, ts_iso, request_id) of the first turn: the documented turn order
+    first_key: tuple = (0, "", "")  # (ts, ts_iso, request_id) of the first turn: the documented turn order
     active_ts: int = 0
+
+    @property
+    def first_ts(self) -> int:
+        return self.first_key[0]
+
+    @property
+    def first_request_id(self) -> str:
+        return self.first_key[2]
 
     @property
     def sort_key(self) -> tuple[int, str]:
@@ -105,25 +111,18 @@ class DialogSummary:
         """Fold in the same dialog's rows from another partition."""
         self.requests += other.requests
         self.models = sorted(set(self.models) | set(other.models))
-        if other.first_key < self.first_key:
-            self.first_ts, self.first_request_id, self.first_key = other.first_ts, other.first_request_id, other.first_key
+        self.first_key = min(self.first_key, other.first_key)
         self.last_ts = max(self.last_ts, other.last_ts)
         self.active_ts = max(self.active_ts, other.active_ts)
         if self.api_key_hash is None or (other.api_key_hash is not None and other.api_key_hash < self.api_key_hash):
             self.api_key_hash = other.api_key_hash  # MIN(), as within one partition
-
-    def describe_whole(self, whole: DialogSummary) -> None:
-        """Take the whole dialog's figures, keeping the order the filter gave it."""
-        self.requests, self.first_ts, self.last_ts = whole.requests, whole.first_ts, whole.last_ts
-        self.api_key_hash, self.models = whole.api_key_hash, whole.models
-        self.first_request_id, self.first_key = whole.first_request_id, whole.first_key
 
 
 # The first turn in (ts, ts_iso, request_id) order as one string that sorts that way: ts padded
 # (it is an integer), \x01 (below every printable character) between the parts.
 _FIRST_TURN = "MIN(printf('%020d', r.ts) || char(1) || COALESCE(r.ts_iso, '') || char(1) || r.request_id)"
 _DIALOG_AGGREGATE = (
-    "SELECT r.dialog_id, COUNT(*), MIN(r.ts), MAX(r.ts), MIN(r.api_key_hash), GROUP_CONCAT(DISTINCT r.model_mapped),"
+    "SELECT r.dialog_id, COUNT(*), MAX(r.ts), MIN(r.api_key_hash), GROUP_CONCAT(DISTINCT r.model_mapped),"
     f" {_FIRST_TURN} FROM requests r WHERE {{where}} GROUP BY r.dialog_id"
 )
 
@@ -131,19 +130,10 @@ _DIALOG_AGGREGATE = (
 def _aggregate(store: Store, path, where: str, args: list, into: dict[str, DialogSummary]) -> None:
     with store.connected(path) as db:
         rows = db.execute_sql(_DIALOG_AGGREGATE.format(where=where), args).fetchall()
-    for dialog_id, count, first, last, key, models, first_turn in rows:
+    for dialog_id, count, last, key, models, first_turn in rows:
         ts, ts_iso, request_id = first_turn.split("\x01", 2)
-        found = DialogSummary(
-            dialog_id,
-            count,
-            first,
-            last,
-            key,
-            sorted(set((models or "").split(",")) - {""}),
-            request_id,
-            (int(ts), ts_iso, request_id),
-            last,
-        )
+        models = sorted(set((models or "").split(",")) - {""})
+        found = DialogSummary(dialog_id, count, last, key, models, (int(ts), ts_iso, request_id), last)
         if dialog_id in into:
             into[dialog_id].merge(found)
         else:
@@ -191,9 +181,10 @@ def list_dialogs(
     ids = [d.dialog_id for d in page]
     if clauses:  # the filter saw some rows only: count every turn, in every partition
         whole = summarize_dialogs(store, ids)
-        for summary in page:
+        for position, summary in enumerate(page):
             if summary.dialog_id in whole:  # else regrouped meanwhile (`dialogs assign`)
-                summary.describe_whole(whole[summary.dialog_id])
+                whole[summary.dialog_id].active_ts = summary.active_ts  # the order the filter gave it
+                page[position] = whole[summary.dialog_id]
     else:  # every row of the partitions read is counted: add the older files' rows
         rest = summarize_dialogs(store, ids, unread)
         for summary in page:

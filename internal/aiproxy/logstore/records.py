@@ -65,10 +65,14 @@ def utc_iso(raw: str) -> str:
     """A timestamp as logs.proto states instants: UTC, `Z` suffix. One already ending in `Z` is
     kept as written (its precision too); another offset, or none, is converted to µs and `Z`.
     Raises InvalidRecord when `raw` is not ISO-8601."""
+    return _instant(raw)[1]
+
+
+def _instant(raw: Any) -> tuple[int, str]:
+    """(epoch seconds, utc_iso form) of a record's timestamp, parsed once."""
     moment = _moment(raw)
-    if raw.endswith("Z"):
-        return raw
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return int(moment.timestamp()), raw if raw.endswith("Z") else moment.astimezone(UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 _SQLITE_MIN_INT, _SQLITE_MAX_INT = -(2**63), 2**63 - 1
@@ -142,11 +146,12 @@ def from_gateway_record(record: Any, default_server_id: str) -> Row:
         raise InvalidRecord("request is not a JSON object")
     usage = record.get("usage") if isinstance(record.get("usage"), dict) else {}
     error = record.get("error")
+    ts, ts_iso = _instant(record.get("ts"))
     values = {
         "request_id": request_id,
         "server_id": str(record.get("server_id") or default_server_id),
-        "ts": parse_ts(record.get("ts")),
-        "ts_iso": utc_iso(record["ts"]),
+        "ts": ts,
+        "ts_iso": ts_iso,
         "endpoint": endpoint,
         "model_original": _str_or_none(record.get("model_original") or request.get("model")),
         "model_mapped": _str_or_none(record.get("model_mapped")),

@@ -116,8 +116,8 @@ def encode_cursor(key: tuple) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
 
 
-# A cursor's parts by letter: f a number (bm25), i an integer, s a string.
-_CURSOR_PARTS = {"f": (int, float), "i": (int,), "s": (str,)}
+# A cursor's parts by letter: i an integer, s a string.
+_CURSOR_PARTS = {"i": int, "s": str}
 RANKED, LISTED = "i", "iss"  # (offset,), (ts, ts_iso, request_id)
 
 
@@ -130,7 +130,7 @@ def decode_cursor(cursor: str, shape: str) -> tuple | None:
         parts = list(zip(value, shape, strict=True))  # ValueError when the lengths differ
         if any(isinstance(part, bool) or not isinstance(part, _CURSOR_PARTS[kind]) for part, kind in parts):
             raise ValueError
-        return tuple(float(part) if kind == "f" else part for part, kind in parts)
+        return tuple(part for part, _ in parts)
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise InvalidQuery(
             "invalid cursor (use next_cursor from the previous page)", param="cursor"
