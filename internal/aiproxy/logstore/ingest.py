@@ -7,6 +7,8 @@ LOGDB_MEMORY_MB shared between workers), flush, then move the checkpoint.
 Records outside --since/--to are not inserted, and the checkpoint never moves past the first
 of them, so a later run without the filter still gets them (the seed lost them for good).
 A corrupt record is counted, reported as file:line and skipped; the checkpoint moves past it.
+So is an unterminated last record once its file has been idle for IDLE_SECONDS: the gateway
+writes each line with one write(), so only a writer that died mid-record leaves one that long.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from aiproxy.logstore.writer import insert_rows, not_held
 
 MAX_PROBLEMS = 100
 CHECKPOINT_EVERY = 8 * 1024 * 1024  # bytes between intermediate checkpoints of a long file
+IDLE_SECONDS = 60.0  # unchanged this long, a file's unterminated tail is a dead writer's fragment
 Progress = Callable[[int], None]  # called with bytes read since the last call
 
 
@@ -139,6 +142,12 @@ def _row_of(record, seed_format: bool, server_id: str) -> Row | None:
     return from_seed_record(record, server_id) if is_seed_exchange(record) else None
 
 
+def _idle_size(path: Path) -> int | None:
+    """The file's size if it has not changed for IDLE_SECONDS, else None."""
+    stat = path.stat()
+    return stat.st_size if time.time() - stat.st_mtime >= IDLE_SECONDS else None
+
+
 def _in_range(ts: int, since: date | None, to: date | None) -> bool:
     day = day_of(ts)
     return (since is None or day >= since) and (to is None or day <= to)
@@ -161,8 +170,9 @@ def ingest_file(
     safe = checkpoints.Checkpoint(point.offset, point.line, point.corrupt)
     blocked = False  # a filtered record was seen: the checkpoint stays before it
     last_offset = saved = point.offset
+    idle_size = _idle_size(path)  # before reading: a tail that grows after this is waited for
     with open(path, "rb") as stream:
-        for item in reader(stream, point.offset, point.line):
+        for item in reader(stream, point.offset, point.line, idle_size):
             if progress is not None:
                 progress(item.end - last_offset)
             last_offset = item.end

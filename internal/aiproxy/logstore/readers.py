@@ -1,8 +1,13 @@
 """Incremental readers for the two log formats. Each yields `Item`s from a byte offset and
-stops before anything incomplete, so the next run resumes exactly there.
+stops before anything incomplete, so the next run resumes exactly there. `idle_size` is the
+file's size when it had not changed for a while: an incomplete tail ending there was left by a
+writer that died mid-record, so it is read as it stands (a record cut just before its newline
+is whole) or reported as corrupt instead of being waited for forever. A tail that grew since
+is left for the next run as usual.
 
 * JSON lines (the gateway): one record per `\\n`-terminated line; an unterminated last line is
-  still being written and is left alone.
+  still being written and is left alone. An idle one is read without counting its line: a
+  restarted gateway ends it with the `\\n` that counts it, so later line numbers stay right.
 * The seed's endpoint logs: `YYYY-MM-DD HH:MM:SS - LEVEL - ` then pretty-printed JSON over
   many lines. A block runs from a prefixed line to the next prefixed line; it is decoded with
   a real JSON decoder (`json.JSONDecoder.raw_decode`), so braces and quotes inside strings
@@ -32,21 +37,24 @@ class Item:
     error: str | None = None  # why the block is corrupt
 
 
-def read_jsonl(stream: BinaryIO, offset: int, line_no: int) -> Iterator[Item]:
+def read_jsonl(stream: BinaryIO, offset: int, line_no: int, idle_size: int | None = None) -> Iterator[Item]:
     stream.seek(offset)
     while True:
         raw = stream.readline()
-        if not raw.endswith(b"\n"):
+        complete = raw.endswith(b"\n")
+        if not complete and not (raw and offset + len(raw) == idle_size):
             return
         offset += len(raw)
-        line_no += 1
+        line, lines = line_no + 1, line_no + complete
+        line_no = lines
         if not raw.strip():
-            yield Item(line_no, offset, line_no)
+            yield Item(line, offset, lines)
             continue
         try:
-            yield Item(line_no, offset, line_no, orjson.loads(raw))
+            yield Item(line, offset, lines, orjson.loads(raw))
         except orjson.JSONDecodeError as exc:
-            yield Item(line_no, offset, line_no, error=f"invalid JSON: {exc}")
+            cut = "" if complete else "unterminated last line (its writer stopped mid-record): "
+            yield Item(line, offset, lines, error=f"{cut}invalid JSON: {exc}")
 
 
 def _decode_block(lines: list[bytes]) -> tuple[Any, str | None]:
@@ -61,19 +69,19 @@ def _decode_block(lines: list[bytes]) -> tuple[Any, str | None]:
     return value, None
 
 
-def read_seed_log(stream: BinaryIO, offset: int, line_no: int) -> Iterator[Item]:
+def read_seed_log(stream: BinaryIO, offset: int, line_no: int, idle_size: int | None = None) -> Iterator[Item]:
     stream.seek(offset)
     block: list[bytes] = []  # lines of the current JSON block ([] when none is open)
     block_line = line_no
     while True:
         raw = stream.readline()
-        complete = raw.endswith(b"\n")
+        complete = raw.endswith(b"\n") or (bool(raw) and offset + len(raw) == idle_size)
         prefixed = complete and _SEED_PREFIX.match(raw)
         if block and (prefixed or not raw):
-            if not raw:  # EOF: the writer may not have finished this block yet
+            if not raw:  # EOF: unless the file is idle, the writer may not have finished this block yet
                 value, error = _decode_block(block)
-                if error is None:
-                    yield Item(block_line, offset, line_no, value)
+                if error is None or offset == idle_size:
+                    yield Item(block_line, offset, line_no, value, error)
                 return
             value, error = _decode_block(block)
             yield Item(block_line, offset, line_no, value, error)

@@ -1,10 +1,12 @@
 """Ingest against real files and real SQLite partitions, including the seed §11 failures."""
 
 import json
+import os
 import sqlite3
+import time
 from datetime import UTC, date, datetime, timedelta, timezone
 
-from aiproxy.logstore.ingest import ingest
+from aiproxy.logstore.ingest import IDLE_SECONDS, ingest
 from aiproxy.logstore.search import search
 from aiproxy.testing.logrecords import (
     chat_record,
@@ -57,6 +59,29 @@ def test_incomplete_last_line_waits_for_the_next_run(tmp_path):
     assert ingest(store, log).rows_inserted == 1
     assert _rows(store) == 2
 
+
+def test_fragment_left_by_a_dead_writer_is_reported_once_the_file_is_idle(tmp_path):
+    """A gateway killed mid-write leaves half a line that nothing will finish: once the file has
+    been idle for IDLE_SECONDS it is reported as corrupt (file:line) instead of silently blocking
+    the file's checkpoint; a restarted gateway's next record still lands on the right line."""
+    log = tmp_path / "logs" / "requests.jsonl"
+    records = _records(3)
+    write_jsonl(log, records[:1])
+    with open(log, "ab") as out:
+        out.write(json.dumps(records[1]).encode()[:40])
+    old = time.time() - IDLE_SECONDS - 5
+    os.utime(log, (old, old))
+    store = make_store(tmp_path / "db")
+    report = ingest(store, log)
+    assert (report.rows_inserted, report.records_corrupt) == (1, 1)
+    assert report.problems[0].startswith(f"{log}:2: unterminated last line")
+    assert ingest(store, log).records_corrupt == 0  # reported once: the checkpoint moved past it
+    with open(log, "ab") as out:  # a restarted gateway ends the fragment, then writes its record
+        out.write(b"\n" + json.dumps(records[2]).encode() + b"\n" + b"not json\n")
+    again = ingest(store, log)
+    assert (again.rows_inserted, again.records_corrupt) == (1, 1)
+    assert again.problems[0].startswith(f"{log}:4: invalid JSON")
+    assert _rows(store) == 2
 
 def test_corrupt_record_is_reported_with_file_and_line_and_later_records_still_land(tmp_path):
     log = tmp_path / "logs" / "r.jsonl"

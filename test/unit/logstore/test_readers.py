@@ -55,3 +55,39 @@ def test_seed_plain_text_lines_are_skipped_not_reported():
     items = list(read_seed_log(io.BytesIO(data), 0, 0))
     assert [i.error for i in items] == [None, None, None]
     assert items[-1].record == {"k": 1}
+
+
+def test_jsonl_idle_fragment_is_reported_without_counting_its_line():
+    data = b'{"a": 1}\n{"c": '
+    items = list(read_jsonl(io.BytesIO(data), 0, 0, idle_size=len(data)))
+    assert [(i.line, i.lines, i.end) for i in items] == [(1, 1, 9), (2, 1, len(data))]
+    assert items[1].record is None and items[1].error.startswith("unterminated last line")
+    # A restarted gateway ends the fragment with "\n" before its next record: that "\n" is line 2.
+    later = data + b'\n{"d": 4}\n'
+    resumed = list(read_jsonl(io.BytesIO(later), items[1].end, items[1].lines))
+    assert [(i.line, i.record) for i in resumed] == [(2, None), (3, {"d": 4})]
+    assert resumed[0].error is None
+
+
+def test_jsonl_idle_record_cut_just_before_its_newline_is_read_whole():
+    data = b'{"a": 1}\n{"b": 2}'
+    items = list(read_jsonl(io.BytesIO(data), 0, 0, idle_size=len(data)))
+    assert [i.record for i in items] == [{"a": 1}, {"b": 2}] and items[1].error is None
+
+
+def test_jsonl_tail_that_grew_since_the_file_was_idle_is_still_waited_for():
+    data = b'{"a": 1}\n{"c": '
+    items = list(read_jsonl(io.BytesIO(data + b'"more'), 0, 0, idle_size=len(data)))
+    assert [i.record for i in items] == [{"a": 1}]
+
+
+def test_seed_idle_block_cut_short_is_reported_and_one_missing_its_newline_decodes():
+    full = seed_block({"endpoint": "x", "n": 1})
+    cut = (full + seed_block({"endpoint": "y"})[:-8]).encode()
+    items = list(read_seed_log(io.BytesIO(cut), 0, 0, idle_size=len(cut)))
+    assert items[0].record == {"endpoint": "x", "n": 1}
+    assert items[1].error and items[1].end == len(cut)
+    whole = (full + seed_block({"endpoint": "y"}).rstrip("\n")).encode()
+    items = list(read_seed_log(io.BytesIO(whole), 0, 0, idle_size=len(whole)))
+    assert [i.record for i in items] == [{"endpoint": "x", "n": 1}, {"endpoint": "y"}]
+    assert items[-1].end == len(whole)
