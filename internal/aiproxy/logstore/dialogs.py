@@ -29,7 +29,7 @@ import orjson
 
 from aiproxy.logstore.fragments import holds_exchange
 from aiproxy.logstore.partitions import day_of
-from aiproxy.logstore.sqltools import IN_CHUNK, IN_LIST, padded
+from aiproxy.logstore.sqltools import chunked, in_list
 from aiproxy.logstore.store import Store
 
 CHUNK = 1000
@@ -125,10 +125,9 @@ class _Assigner:
     def _lookup(self, first_ts: int, last_ts: int, column: str, values: set[str]) -> list[_Entry]:
         found = []
         ordered = sorted(v for v in values if v)
-        for i in range(0, len(ordered), IN_CHUNK):
-            found += self._query(
-                first_ts, last_ts, f"{column} IN {IN_LIST}", padded(ordered[i : i + IN_CHUNK])
-            )
+        for chunk in chunked(ordered):
+            marks, args = in_list(chunk)
+            found += self._query(first_ts, last_ts, f"{column} IN {marks}", args)
         return found
 
     def _holds_exchange(self, path: Path, row: _Entry) -> bool:

@@ -13,7 +13,7 @@ from aiproxy.logstore.database import REQUEST_COLUMNS, has_fts
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.partitions import day_of
 from aiproxy.logstore.search import SearchFilters, decode_cursor, encode_cursor, filter_clauses, page_size
-from aiproxy.logstore.sqltools import IN_CHUNK, IN_LIST, padded
+from aiproxy.logstore.sqltools import chunked, in_list
 from aiproxy.logstore.store import Store
 
 _DETAIL_COLUMNS = tuple(c for c in REQUEST_COLUMNS if not c.startswith("thread_"))
@@ -35,20 +35,6 @@ def get_request(store: Store, request_id: str) -> dict[str, Any]:
         if row is not None:
             return _detail(row)
     raise LogNotFound(f"request {request_id!r} is not in the log store", param="request_id")
-
-
-def get_dialog(store: Store, dialog_id: str) -> list[dict[str, Any]]:
-    """The turns of a dialog in order (all partitions: dialogs cross midnight)."""
-    if not dialog_id:
-        raise InvalidQuery("dialog id is required", param="dialog_id")
-    sql = f"SELECT {', '.join(_DETAIL_COLUMNS)} FROM requests WHERE dialog_id = ? ORDER BY ts, ts_iso, request_id"
-    turns = []
-    for part in store.existing():
-        with store.connected(part.path) as db:
-            turns += [_detail(row) for row in db.execute_sql(sql, (dialog_id,))]
-    if not turns:
-        raise LogNotFound(f"dialog {dialog_id!r} is not in the log store", param="dialog_id")
-    return sorted(turns, key=lambda t: (t["ts"], t["ts_iso"] or "", t["request_id"]))
 
 
 # A dialog's turn order; server_id last, so two servers' rows under one id still have an order.
@@ -144,10 +130,10 @@ def summarize_dialogs(store: Store, dialog_ids: list[str], parts=None) -> dict[s
     """Whole-dialog summaries of `dialog_ids`, from `parts` (default: every partition; dialogs
     cross midnight), through the dialog_id index."""
     found: dict[str, DialogSummary] = {}
-    for start in range(0, len(dialog_ids), IN_CHUNK):
-        ids = dialog_ids[start : start + IN_CHUNK]
+    for ids in chunked(dialog_ids):
+        marks, args = in_list(ids)
         for part in store.existing() if parts is None else parts:
-            _aggregate(store, part.path, f"r.dialog_id IN {IN_LIST}", padded(ids), found)
+            _aggregate(store, part.path, f"r.dialog_id IN {marks}", args, found)
     return found
 
 

@@ -35,7 +35,7 @@ from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.fts_query import QueryShapeError, ScoredPart, scored_parts, to_fts5
 from aiproxy.logstore.models import FTS_COLUMNS
 from aiproxy.logstore.partitions import day_bounds, day_of
-from aiproxy.logstore.sqltools import IN_CHUNK, IN_LIST, padded
+from aiproxy.logstore.sqltools import chunked, in_list
 from aiproxy.logstore.store import Store
 
 MAX_LIMIT = 500
@@ -294,11 +294,9 @@ def _best_requests(db, rows: list[tuple[int, float]], limit: int) -> tuple[list[
     request_id), and whether `rows` went past every request tied with the last of them."""
     best: dict[str, tuple[float, int]] = {}
     cutoff: float | None = None
-    for start in range(0, len(rows), IN_CHUNK):
-        chunk = rows[start : start + IN_CHUNK]
-        request_ids = dict(db.execute_sql(
-            f"SELECT rowid, request_id FROM {FTS_TABLE} WHERE rowid IN {IN_LIST}", padded([r for r, _ in chunk])
-        ))
+    for chunk in chunked(rows):
+        marks, args = in_list([rowid for rowid, _ in chunk])
+        request_ids = dict(db.execute_sql(f"SELECT rowid, request_id FROM {FTS_TABLE} WHERE rowid IN {marks}", args))
         for rowid, score in chunk:
             if cutoff is not None and score > cutoff:
                 return _first(best, limit), True

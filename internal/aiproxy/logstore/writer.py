@@ -12,7 +12,7 @@ from peewee import SqliteDatabase
 
 from aiproxy.logstore.database import FTS_TABLE, REQUEST_COLUMNS, create_fts, has_fts
 from aiproxy.logstore.records import InvalidRecord, Row, utc_iso
-from aiproxy.logstore.sqltools import IN_CHUNK, IN_LIST, padded
+from aiproxy.logstore.sqltools import chunked, in_list
 
 INSERT_REQUEST = f"INSERT OR IGNORE INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
 INSERT_FRAGMENT = (
@@ -39,11 +39,9 @@ def _stored(conn, ids: list[str]) -> dict[tuple[str, str], str | None]:
     """(request_id, server_id) -> ts_iso of the stored rows with these ids."""
     found: dict[tuple[str, str], str | None] = {}
     ids = sorted(set(ids))
-    for i in range(0, len(ids), IN_CHUNK):
-        rows = conn.execute(
-            f"SELECT request_id, server_id, ts_iso FROM requests WHERE request_id IN {IN_LIST}",
-            padded(ids[i : i + IN_CHUNK]),
-        )
+    for chunk in chunked(ids):
+        marks, args = in_list(chunk)
+        rows = conn.execute(f"SELECT request_id, server_id, ts_iso FROM requests WHERE request_id IN {marks}", args)
         found.update(((request_id, server_id), ts_iso) for request_id, server_id, ts_iso in rows)
     return found
 

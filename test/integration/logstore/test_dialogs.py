@@ -5,10 +5,15 @@ from datetime import UTC, datetime, timedelta
 
 from aiproxy.logstore import dialogs
 from aiproxy.logstore.ingest import ingest
-from aiproxy.logstore.queries import get_dialog
+from aiproxy.logstore.queries import dialog_turn_keys, get_turn
 from aiproxy.testing.logrecords import chat_record, conversation, make_store, write_jsonl
 
 T0 = datetime(2025, 9, 10, 23, 40, tzinfo=UTC)
+
+
+def get_dialog(store, dialog_id: str) -> list[dict]:
+    """Every turn of a dialog in order, read the way GetDialog pages them."""
+    return [get_turn(store, path, key) for key, path in dialog_turn_keys(store, dialog_id, None, 10_000)]
 
 
 def _dialogs(store) -> dict[str, list[str]]:
@@ -205,7 +210,7 @@ def test_a_continuation_whose_parent_was_never_logged_still_joins_by_the_window_
 def test_a_filtered_listing_describes_each_dialog_whole(tmp_path):
     """since/to and model choose the dialogs; counts, first and last turn, models are the whole
     dialog's, as GetDialog shows it (they counted only the rows inside the filter)."""
-    from aiproxy.logstore.queries import get_dialog, list_dialogs
+    from aiproxy.logstore.queries import list_dialogs
     from aiproxy.logstore.search import SearchFilters
 
     long_one = conversation([(f"day {d}", f"ok {d}") for d in range(4)], start=T0, gap_s=86400, key="k-long")
