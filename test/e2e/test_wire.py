@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from aiproxy.sse import SSEDecoder
-from aiproxy.testing.fake_openai import JSONReply, RawReply, StreamReply, text_chunks
+from aiproxy.testing.fake_openai import EndlessReply, JSONReply, RawReply, StreamReply, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY
 from aiproxy.testing.jsoncompare import strict_equal
 
@@ -234,6 +234,19 @@ def test_huge_error_messages_keep_their_status(gateway, fake, openai_schemas):
     assert unknown.json()["error"]["code"] == "model_not_found"
     assert "does not exist" in unknown.json()["error"]["message"]  # the quoted name is clipped, not the sentence
 
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_endless_upstream_error_body_is_read_only_in_part(gateway, fake, openai_schemas, stream):
+    """An error body is read up to a bound, not to its end: a huge one filled the gateway's memory
+    (200 MB of error page: 1.6 GB resident), an endless one held the call until the read timeout."""
+    fake.push(EndlessReply(status=503))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, timeout=20,
+                          json={"model": "gpt-test", "messages": U, "stream": stream})
+    assert response.status_code == 503, response.text
+    openai_schemas.validate("ErrorResponse", response.json())
+    assert response.json()["error"]["message"] == "The upstream provider 'openrouter' answered HTTP 503."
+    fake.wait_cancelled()
 
 # 200 answers that are not a chat completion: a 502 the client can act on, and always a record.
 NOT_COMPLETIONS = [

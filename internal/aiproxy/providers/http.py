@@ -107,28 +107,54 @@ def transport_error(provider: str, exc: httpx.HTTPError) -> GatewayError:
     return UpstreamUnreachable(f"The upstream provider '{provider}' is unreachable: {type(exc).__name__}.")
 
 
+# At most this much of an upstream's error body is read: its message is clipped to a few KiB on the
+# way to the client anyway, and a huge (or endless) error body must neither fill the gateway's memory
+# nor hold the call until the read timeout.
+MAX_ERROR_BODY_BYTES = 1024 * 1024
+
+
+async def _error_body(response: httpx.Response) -> bytes:
+    body = b""
+    try:
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) >= MAX_ERROR_BODY_BYTES:
+                break
+    except httpx.HTTPError:
+        pass
+    finally:
+        await response.aclose()
+    return body[:MAX_ERROR_BODY_BYTES]
+
+
+async def send_checked(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    provider: str,
+    error: Callable[[int, bytes, httpx.Headers], GatewayError],
+) -> httpx.Response:
+    """Send a request, its body left unread. An error status is raised as `error(...)` with the
+    first MAX_ERROR_BODY_BYTES of its body."""
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise transport_error(provider, exc) from None
+    if response.status_code >= 400:
+        raise error(response.status_code, await _error_body(response), response.headers)
+    return response
+
+
 async def send_streaming(
     client: httpx.AsyncClient,
     request: httpx.Request,
     provider: str,
     error: Callable[[int, bytes, httpx.Headers], GatewayError],
 ) -> httpx.Response:
-    """Send a streaming request. An error status is read whole and raised as `error(...)` before
-    anything is streamed, so the client still gets a proper HTTP status; so is a success that is
-    not an event stream (an upstream ignoring `stream`, a proxy's HTML page), which would
-    otherwise reach the client as an empty stream."""
-    try:
-        response = await client.send(request, stream=True)
-    except httpx.HTTPError as exc:
-        raise transport_error(provider, exc) from None
-    if response.status_code >= 400:
-        try:
-            body = await response.aread()
-        except httpx.HTTPError:
-            body = b""
-        finally:
-            await response.aclose()
-        raise error(response.status_code, body, response.headers)
+    """Send a streaming request (send_checked). An error status is raised before anything is
+    streamed, so the client still gets a proper HTTP status; so is a success that is not an event
+    stream (an upstream ignoring `stream`, a proxy's HTML page), which would otherwise reach the
+    client as an empty stream."""
+    response = await send_checked(client, request, provider, error)
     content_type = response.headers.get("content-type", "")
     if content_type.partition(";")[0].strip().lower() != "text/event-stream":
         await response.aclose()

@@ -21,7 +21,7 @@ from aiproxy.errors import (
 )
 from aiproxy.protojson import dump_parsed
 from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers
-from aiproxy.providers.http import make_http_client, send_streaming, transport_error
+from aiproxy.providers.http import make_http_client, send_checked, send_streaming, transport_error
 from aiproxy.sse import EndOfStream, sse_batches
 
 _JSON = {"content-type": "application/json"}
@@ -91,12 +91,14 @@ class OpenAICompatibleProvider:
         return upstream_error(self.name, status, body, headers, self._settings.api_key_env)
 
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
+        http_request = self._client.build_request("POST", self._chat_url, content=dump_parsed(request.body))
+        response = await send_checked(self._client, http_request, self.name, self._error)
         try:
-            response = await self._client.post(self._chat_url, content=dump_parsed(request.body))
+            await response.aread()
         except httpx.HTTPError as exc:
             raise transport_error(self.name, exc) from None
-        if response.status_code >= 400:
-            raise self._error(response.status_code, response.content, response.headers)
+        finally:
+            await response.aclose()
         if not response.content.strip():
             raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned an empty body.")
         try:

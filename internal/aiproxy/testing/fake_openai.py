@@ -70,6 +70,14 @@ class StreamReply:
 
 
 @dataclass
+class EndlessReply:
+    """A body that never ends: `head`, then filler until the gateway hangs up (a huge error page)."""
+
+    status: int = 500
+    head: bytes = b'{"error": {"message": "'
+
+
+@dataclass
 class HangReply:
     """Never answers; records when the gateway gives up on the call."""
 
@@ -203,6 +211,12 @@ class FakeOpenAIUpstream:
         if isinstance(reply, HangReply):
             await asyncio.sleep(reply.seconds)
             return web.Response(status=504)
+        if isinstance(reply, EndlessReply):
+            response = web.StreamResponse(status=reply.status, headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            await response.write(reply.head)
+            while True:
+                await response.write(b"x" * 65536)
         response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", **reply.headers})
         await response.prepare(request)
         for piece in reply.writes():
