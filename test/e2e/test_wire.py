@@ -220,6 +220,24 @@ def test_no_secret_in_any_log_file(gateway, fake):
             assert secret.encode() not in data, f"{secret[:6]}… leaked into {path}"
 
 
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_provider_key_quoted_by_an_upstream_error_is_redacted(gateway, fake, stream):
+    """An upstream (or a proxy before it) that quotes the request's Authorization header in its
+    error message must not hand the gateway's provider key to the client and the request log."""
+    from aiproxy.testing.gateway import UPSTREAM_KEYS
+
+    key = UPSTREAM_KEYS["OPENROUTER_API_KEY"]
+    error = {"code": 400, "message": f"Unsupported header Authorization: Bearer {key}"}
+    fake.push(StreamReply([{**text_chunks([], usage=False)[0], "error": error}]) if stream
+              else JSONReply({"error": error}, status=400))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": stream})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Unsupported header Authorization: Bearer [redacted]"
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert key not in orjson.dumps(record).decode()
+
 def test_huge_error_messages_keep_their_status(gateway, fake, openai_schemas):
     """Messages beyond gRPC's 16 KiB metadata limit are clipped, not turned into a retryable 429."""
     fake.push(JSONReply({"error": {"message": "e" * 30_000, "type": "invalid_request_error"}}, status=400))

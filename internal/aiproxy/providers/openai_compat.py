@@ -31,8 +31,9 @@ _JSON = {"content-type": "application/json"}
 _DRAIN_AFTER_DONE_SECONDS = 0.05
 
 
-def upstream_error(provider: str, status: int, body: bytes, headers: dict[str, str], key_env: str) -> GatewayError:
+def upstream_error(settings: ProviderSettings, status: int, body: bytes, headers) -> GatewayError:
     """Normalise an upstream error (OpenAI or OpenRouter shape) to the OpenAI error body."""
+    provider = settings.name
     error: dict = {}
     try:
         parsed = orjson.loads(body) if body else {}
@@ -41,9 +42,11 @@ def upstream_error(provider: str, status: int, body: bytes, headers: dict[str, s
     except orjson.JSONDecodeError:
         pass
     message = error.get("message") if isinstance(error.get("message"), str) else None
+    if message and settings.api_key:  # an upstream (or a proxy before it) quoting the request's headers
+        message = message.replace(settings.api_key, "[redacted]")
     if status == 401:
         # The provider rejected the gateway's own key: the operator must fix it, not the client.
-        hint = f" Check {key_env}." if key_env else ""
+        hint = f" Check {settings.api_key_env}." if settings.api_key_env else ""
         return UpstreamMisconfigured(f"The upstream provider '{provider}' rejected the gateway's API key.{hint}")
     code = error.get("code")
     metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
@@ -61,14 +64,14 @@ def upstream_error(provider: str, status: int, body: bytes, headers: dict[str, s
     )
 
 
-def embedded_error(provider: str, chunk: dict, headers=None, key_env: str = "") -> GatewayError:
+def embedded_error(settings: ProviderSettings, chunk: dict, headers) -> GatewayError:
     """OpenRouter's failure inside a 200 answer: a stream chunk, or a whole body, with `error`
     (numeric or string code); a numeric HTTP code becomes the status, anything else 502."""
     error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
     code = error.get("code")
     status = code if isinstance(code, int) and 400 <= code <= 599 else 502
     body = orjson.dumps({"error": error})
-    return upstream_error(provider, status, body, headers or {}, key_env)
+    return upstream_error(settings, status, body, headers)
 
 
 class OpenAICompatibleProvider:
@@ -88,7 +91,7 @@ class OpenAICompatibleProvider:
         self._chat_url = self._client.build_request("POST", "/chat/completions").url
 
     def _error(self, status: int, body: bytes, headers) -> GatewayError:
-        return upstream_error(self.name, status, body, headers, self._settings.api_key_env)
+        return upstream_error(self._settings, status, body, headers)
 
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         http_request = self._client.build_request("POST", self._chat_url, content=dump_parsed(request.body))
@@ -109,7 +112,7 @@ class OpenAICompatibleProvider:
             raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned JSON that is not an object.")
         if not isinstance(body.get("choices"), list):
             if body.get("error"):  # OpenRouter reports some failures as a 200 with only `error`
-                raise embedded_error(self.name, body, response.headers, self._settings.api_key_env)
+                raise embedded_error(self._settings, body, response.headers)
             raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned a body without a 'choices' list.")
         return UpstreamResponse(body=body, headers=forwardable_headers(response.headers))
 
@@ -118,7 +121,7 @@ class OpenAICompatibleProvider:
             "POST", self._chat_url, content=dump_parsed(request.body), headers={"accept": "text/event-stream"}
         )
         response = await send_streaming(self._client, http_request, self.name, self._error)
-        return _OpenAIStream(self.name, response)
+        return _OpenAIStream(self._settings, response)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -131,8 +134,9 @@ class _OpenAIStream:
     that ends with neither was cut short (a dropped connection, a crashed upstream) and is reported
     as an error rather than as a finished answer."""
 
-    def __init__(self, provider: str, response: httpx.Response) -> None:
-        self._provider = provider
+    def __init__(self, settings: ProviderSettings, response: httpx.Response) -> None:
+        self._settings = settings
+        self._provider = settings.name
         self._response = response
         self._done = False  # `data: [DONE]` was seen
         self._open: set[int] = set()  # choices seen whose finish_reason has not come yet
@@ -166,7 +170,7 @@ class _OpenAIStream:
         if not isinstance(chunk, dict):
             raise UpstreamBadResponse(f"The upstream provider '{self._provider}' sent a stream event that is not an object.")
         if chunk.get("error"):
-            raise embedded_error(self._provider, chunk)
+            raise embedded_error(self._settings, chunk, {})
         choices = chunk.get("choices")
         if isinstance(choices, list):
             for choice in choices:
