@@ -254,6 +254,19 @@ def test_stream_error_before_first_token_keeps_http_status(client, fake):
     assert err.value.status_code == 503 and err.value.response.headers["retry-after"] == "3"
 
 
+
+def test_stream_failing_in_its_first_event_keeps_status_and_retry_after(client, fake):
+    """OpenRouter's error chunk before any token: the client gets its HTTP status and the stream's
+    retry hints, as for the same error answered as an HTTP status."""
+    error = {"code": 429, "message": "Rate limit exceeded", "metadata": {"error_type": "rate_limit_exceeded"}}
+    fake.push(StreamReply([{**text_chunks([], usage=False)[0], "error": error}],
+                          headers={"Retry-After": "9", "X-RateLimit-Remaining": "0"}))
+    with pytest.raises(openai.RateLimitError) as err:
+        list(client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}], stream=True))
+    headers = err.value.response.headers
+    assert headers["retry-after"] == "9" and headers["x-ratelimit-remaining"] == "0"
+    assert err.value.body["code"] == "rate_limit_exceeded"
+
 def test_mock_error_directive(client):
     with pytest.raises(openai.RateLimitError) as err:
         client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "[mock:error=429]"}])

@@ -170,7 +170,7 @@ class _OpenAIStream:
         if not isinstance(chunk, dict):
             raise UpstreamBadResponse(f"The upstream provider '{self._provider}' sent a stream event that is not an object.")
         if chunk.get("error"):
-            raise embedded_error(self._settings, chunk, {})
+            raise embedded_error(self._settings, chunk, self._response.headers)
         choices = chunk.get("choices")
         if isinstance(choices, list):
             for choice in choices:
