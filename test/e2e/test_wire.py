@@ -266,6 +266,29 @@ def test_endless_upstream_error_body_is_read_only_in_part(gateway, fake, openai_
     assert response.json()["error"]["message"] == "The upstream provider 'openrouter' answered HTTP 503."
     fake.wait_cancelled()
 
+
+# Error bodies of OpenAI-compatible servers that are not OpenAI's {"error": {...}}: the message still
+# reaches the client (it was replaced by "answered HTTP <status>").
+ERROR_BODY_SHAPES = [
+    ({"error": "model 'llama9' not found"}, 404, "model 'llama9' not found", "not_found_error"),
+    ({"error": "Provider returned error"}, 502, "Provider returned error", "server_error"),
+    ({"object": "error", "message": "The model `x` does not exist.", "type": "NotFoundError", "param": None,
+      "code": 404}, 404, "The model `x` does not exist.", "NotFoundError"),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("upstream_body, status, message, error_type", ERROR_BODY_SHAPES,
+                         ids=["bare-string", "bare-string-5xx", "vllm-unwrapped"])
+def test_upstream_error_body_shapes_keep_their_message(gateway, fake, openai_schemas, upstream_body, status,
+                                                       message, error_type, stream):
+    fake.push(JSONReply(upstream_body, status=status))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "local-test", "messages": U, "stream": stream})
+    assert response.status_code == status, response.text
+    openai_schemas.validate("ErrorResponse", response.json())
+    assert (response.json()["error"]["message"], response.json()["error"]["type"]) == (message, error_type)
+
 # 200 answers that are not a chat completion: a 502 the client can act on, and always a record.
 NOT_COMPLETIONS = [
     b'{"id":"x","object":"chat.completion","choices":5}',

@@ -31,16 +31,40 @@ _JSON = {"content-type": "application/json"}
 _DRAIN_AFTER_DONE_SECONDS = 0.05
 
 
+def _error_object(body) -> dict:
+    """The error object of an upstream answer: `{"error": {...}}` (OpenAI, OpenRouter), a bare
+    `{"error": "message"}` (LM Studio, Ollama's own API, some OpenRouter answers), or vLLM's
+    unwrapped `{"object": "error", "message": ...}`."""
+    if not isinstance(body, dict):
+        return {}
+    error = body.get("error")
+    if isinstance(error, dict):
+        return error
+    if error:
+        return {"message": str(error)}
+    return body if body.get("object") == "error" else {}
+
+
 def upstream_error(settings: ProviderSettings, status: int, body: bytes, headers) -> GatewayError:
-    """Normalise an upstream error (OpenAI or OpenRouter shape) to the OpenAI error body."""
-    provider = settings.name
-    error: dict = {}
+    """Normalise an upstream error status and its body to the OpenAI error body."""
     try:
-        parsed = orjson.loads(body) if body else {}
-        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-            error = parsed["error"]
+        parsed = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
-        pass
+        parsed = None
+    return _normalised(settings, status, _error_object(parsed), headers)
+
+
+def embedded_error(settings: ProviderSettings, chunk: dict, headers) -> GatewayError:
+    """OpenRouter's failure inside a 200 answer: a stream chunk, or a whole body, with `error`
+    (numeric or string code); a numeric HTTP code becomes the status, anything else 502."""
+    error = _error_object(chunk)
+    code = error.get("code")
+    status = code if isinstance(code, int) and 400 <= code <= 599 else 502
+    return _normalised(settings, status, error, headers)
+
+
+def _normalised(settings: ProviderSettings, status: int, error: dict, headers) -> GatewayError:
+    provider = settings.name
     message = error.get("message") if isinstance(error.get("message"), str) else None
     if message and settings.api_key:  # an upstream (or a proxy before it) quoting the request's headers
         message = message.replace(settings.api_key, "[redacted]")
@@ -62,16 +86,6 @@ def upstream_error(settings: ProviderSettings, status: int, body: bytes, headers
         param=param,
         headers=forwardable_headers(headers),
     )
-
-
-def embedded_error(settings: ProviderSettings, chunk: dict, headers) -> GatewayError:
-    """OpenRouter's failure inside a 200 answer: a stream chunk, or a whole body, with `error`
-    (numeric or string code); a numeric HTTP code becomes the status, anything else 502."""
-    error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
-    code = error.get("code")
-    status = code if isinstance(code, int) and 400 <= code <= 599 else 502
-    body = orjson.dumps({"error": error})
-    return upstream_error(settings, status, body, headers)
 
 
 class OpenAICompatibleProvider:
