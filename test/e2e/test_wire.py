@@ -8,7 +8,14 @@ import orjson
 import pytest
 
 from aiproxy.sse import SSEDecoder
-from aiproxy.testing.fake_openai import EndlessReply, JSONReply, RawReply, StreamReply, text_chunks
+from aiproxy.testing.fake_openai import (
+    EndlessReply,
+    JSONReply,
+    RawReply,
+    StreamReply,
+    completion,
+    text_chunks,
+)
 from aiproxy.testing.gateway import CLIENT_KEY
 from aiproxy.testing.jsoncompare import strict_equal
 
@@ -390,6 +397,35 @@ def test_stream_with_a_choice_still_open_at_the_end_is_truncated(gateway, fake):
     *_, error, done = _sse_payloads(response.content)
     assert error["error"]["code"] == "upstream_stream_truncated" and done == "[DONE]"
 
+
+
+@pytest.mark.parametrize("choice_error, status, message", [
+    ({"code": 502, "message": "Provider disconnected", "metadata": {"error_type": "provider_unavailable"}}, 502,
+     "Provider disconnected"),
+    ({"code": 429, "message": "Rate limit exceeded"}, 429, "Rate limit exceeded"),
+    (None, 502, "The upstream provider 'openrouter' failed mid-answer."),
+], ids=["choice-error", "numeric-status", "no-error-object"])
+def test_choice_finished_with_error_is_an_error(gateway, fake, openai_schemas, choice_error, status, message):
+    """OpenRouter ends a choice that failed partway with finish_reason "error" (OpenAI has no such
+    reason), its `error` in the choice: relayed as a finished answer, the stream looked complete and
+    was logged 200. Streamed, the client gets the tokens before it, then an error frame; unary, the error."""
+    failed = {"index": 0, "finish_reason": "error", **({"error": choice_error} if choice_error else {})}
+    chunks = text_chunks(["partial"], usage=False)[:2]
+    chunks.append({**chunks[0], "choices": [{**failed, "delta": {"content": ""}}]})
+    fake.push(StreamReply(chunks))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True})
+    *relayed, error, done = _sse_payloads(response.content)
+    assert [c["choices"][0]["delta"]["content"] for c in relayed] == ["", "partial"] and done == "[DONE]"
+    assert error["error"]["message"] == message
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["status_code"] == status and record["response"]["choices"][0]["message"]["content"] == "partial"
+
+    fake.push(JSONReply(completion(choices=[{**failed, "message": {"role": "assistant", "content": "part"}}])))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})
+    assert response.status_code == status, response.text
+    openai_schemas.validate("ErrorResponse", response.json())
+    assert response.json()["error"]["message"] == message
 
 @pytest.mark.parametrize("reply", [
     RawReply(b"{not json"),

@@ -55,9 +55,10 @@ def upstream_error(settings: ProviderSettings, status: int, body: bytes, headers
 
 
 def embedded_error(settings: ProviderSettings, chunk: dict, headers) -> GatewayError:
-    """OpenRouter's failure inside a 200 answer: a stream chunk, or a whole body, with `error`
-    (numeric or string code); a numeric HTTP code becomes the status, anything else 502."""
-    error = _error_object(chunk)
+    """OpenRouter's failure inside a 200 answer: a stream chunk, a whole body or a choice that
+    ended with finish_reason "error", with `error` (numeric or string code); a numeric HTTP code
+    becomes the status, anything else 502."""
+    error = _error_object(chunk) or {"message": f"The upstream provider '{settings.name}' failed mid-answer."}
     code = error.get("code")
     status = code if isinstance(code, int) and 400 <= code <= 599 else 502
     return _normalised(settings, status, error, headers)
@@ -128,6 +129,9 @@ class OpenAICompatibleProvider:
             if body.get("error"):  # OpenRouter reports some failures as a 200 with only `error`
                 raise embedded_error(self._settings, body, response.headers)
             raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned a body without a 'choices' list.")
+        failed = next((c for c in body["choices"] if isinstance(c, dict) and c.get("finish_reason") == "error"), None)
+        if failed is not None:  # OpenRouter's answer that failed partway: an error, not a finish_reason
+            raise embedded_error(self._settings, failed, response.headers)
         return UpstreamResponse(body=body, headers=forwardable_headers(response.headers))
 
     async def open_stream(self, request: UpstreamRequest) -> _OpenAIStream:
@@ -191,6 +195,8 @@ class _OpenAIStream:
                 if isinstance(choice, dict):
                     index = choice.get("index") if isinstance(choice.get("index"), int) else 0
                     if choice.get("finish_reason"):
+                        if choice["finish_reason"] == "error":  # OpenRouter's, even without a top-level `error`
+                            raise embedded_error(self._settings, choice, self._response.headers)
                         self._finished = True
                         self._open.discard(index)
                     else:
