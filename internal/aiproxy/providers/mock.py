@@ -144,11 +144,14 @@ class _MockStream:
         if not self._chunks:
             words = text.split(" ")
             return [w if i == 0 else " " + w for i, w in enumerate(words)]
-        size = max(1, -(-len(text) // self._chunks))
-        return [text[i : i + size] for i in range(0, len(text), size)]
+        count = min(self._chunks, len(text))  # even pieces: a fixed size gave 15 for chunks=20 of 29 characters
+        return [text[len(text) * i // count : len(text) * (i + 1) // count] for i in range(count)]
 
     async def __aiter__(self) -> AsyncIterator[list[dict]]:
-        # One batch, or with delay_ms one per piece, as an upstream that pauses between tokens.
+        # One batch, or with delay_ms one per piece, as an upstream that pauses before its first
+        # token and between tokens.
+        if self._delay:
+            await asyncio.sleep(self._delay)
         message = self._plan["message"]
         batch = [self._chunk({"role": "assistant", "content": "" if message["content"] is not None else None})]
         if message.get("tool_calls"):

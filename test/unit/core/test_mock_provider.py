@@ -168,6 +168,28 @@ def test_chunks_directive_fixes_the_chunk_count():
     assert pieces == ["ab", "cd", "ef", "gh", "ij"]
 
 
+@pytest.mark.parametrize("text, count", [("abcdefghijk", 5), ("Hello from the mock provider.", 20), ("hi", 5)])
+def test_chunks_directive_gives_that_many_pieces_whatever_the_length(text, count):
+    chunks = stream(request(f"{text} [mock:chunks={count}]"))
+    pieces = [c["choices"][0]["delta"]["content"] for c in chunks[1:-1]]
+    assert "".join(pieces) == text and len(pieces) == min(count, len(text))  # 11 characters in 5 were 4 pieces
+
+
+@pytest.mark.parametrize("model", ["echo", "tools"])
+def test_delay_directive_delays_a_streams_first_chunk(model):
+    async def first_chunk_after() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        upstream = await PROVIDER.open_stream(request("slow [mock:delay_ms=50]", model=model, tools=[WEATHER_TOOL]))
+        try:
+            async for _ in upstream:
+                return loop.time() - start
+        finally:
+            await upstream.aclose()
+
+    assert asyncio.run(first_chunk_after()) >= 0.045  # the role chunk came at once, a tool call with no delay at all
+
+
 def test_delay_directive_waits():
     loop_time = []
 
