@@ -59,8 +59,9 @@ def transport_of(context: grpc.aio.ServicerContext) -> str:
 # Every ChatServicer is served behind AuthInterceptor (rpc.server.GrpcServer, its one construction
 # path), which sets CURRENT_REQUEST_ID, never empty, before any method or log_rejection runs.
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, gateway: ChatGateway) -> None:
+    def __init__(self, gateway: ChatGateway, max_message_bytes: int) -> None:
         self._gateway = gateway
+        self._max_bytes = max_message_bytes  # gRPC's message limit (Settings.grpc_message_bytes)
         self._models = [_model(r.alias, r.provider) for r in gateway.router.aliases]
 
     def log_rejection(self, method: str, context, exc: GatewayError, request) -> None:
@@ -87,6 +88,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         try:
             call = self._gateway.prepare(exchange, request_body(request))
             body, headers = await self._gateway.complete(call)
+            answer = self._relayable(answer_message(body, chat_pb2.ChatCompletion))
             metadata = ((REQUEST_ID, request_id), *headers.items())
             if transport == "http":
                 # The REST facade reads them from the trailers, which leave with the response:
@@ -94,7 +96,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 context.set_trailing_metadata(metadata)
             else:
                 await context.send_initial_metadata(metadata)
-            return answer_message(body, chat_pb2.ChatCompletion)
+            return answer
         except GatewayError as exc:
             failure = exc
             await abort_with(context, exc, request_id)
@@ -107,15 +109,23 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def StreamChatCompletion(self, request, context):
         async def write(chunks: list[chat_pb2.ChatCompletionChunk]) -> None:
             for chunk in chunks:
-                await context.write(chunk)
+                await context.write(self._relayable(chunk))
 
         await self._stream(request, context, write)
 
     async def StreamChatCompletionBatches(self, request, context):
         async def write(chunks: list[chat_pb2.ChatCompletionChunk]) -> None:
-            await context.write(chat_pb2.ChatCompletionChunkBatch(chunks=chunks))
+            await context.write(self._relayable(chat_pb2.ChatCompletionChunkBatch(chunks=chunks)))
 
         await self._stream(request, context, write)
+
+    def _relayable(self, message):
+        """`message`, unless it is too large for one gRPC message (grpc.aio would fail the call with
+        the gateway's own 500): an upstream answer the gateway cannot relay."""
+        if message.ByteSize() > self._max_bytes:
+            raise UpstreamBadResponse(f"The upstream answer is larger than the gateway relays ({self._max_bytes} "
+                                      "bytes per message; the operator sets it with MAX_BODY_BYTES).")
+        return message
 
     async def _stream(self, request, context, write) -> None:
         # context.write() rather than yield: one coroutine for both RPCs, and a cancelled call
