@@ -187,8 +187,8 @@ def descendants(pid: int) -> list[int]:
 
 def body_for(model: str, stream: bool) -> dict:
     body = {"model": model, "messages": MESSAGES, "max_tokens": 32, "temperature": 0}
-    if stream:
-        body["stream"] = True
+    if stream:  # with the usage chunk, which OpenRouter (and the fake upstream) always send
+        body.update(stream=True, stream_options={"include_usage": True})
     return body
 
 

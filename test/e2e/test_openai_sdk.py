@@ -61,6 +61,19 @@ def test_streamed_chat_with_usage(client, fake):
     assert fake.received[0].json["stream"] is True
 
 
+
+def test_usage_chunk_not_asked_for_stays_at_the_gateway(client, fake, gateway):
+    """OpenRouter ends every stream with a usage chunk with no choices, asked for or not; OpenAI sends it
+    only for include_usage, and the README's loop (chunk.choices[0] of every chunk) raised IndexError on it."""
+    fake.push(StreamReply(text_chunks(["Hello", " there"])))
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-test", stream=True, messages=[{"role": "user", "content": "Stream me"}]
+    ) as response:
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in response.parse())
+    assert text == "Hello there"
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["response"]["usage"]["completion_tokens"] == 2  # the request log still has it
+
 def test_async_stream(async_client, fake):
     async def run():
         async with async_client:

@@ -76,7 +76,7 @@ def test_stream_split_at_every_byte_boundary(gateway, fake):
     events = text_chunks(["Zwölf", " Boxkämpfer", " jagen", " 🐍", " quer"], model="m")
     payload = StreamReply(events).payload()
     expected = [orjson.loads(orjson.dumps(e)) for e in events]
-    body = orjson.dumps({"model": "gpt-test", "messages": U, "stream": True})
+    body = orjson.dumps({"model": "gpt-test", "messages": U, "stream": True, "stream_options": {"include_usage": True}})
     with httpx.Client(base_url=gateway.base_url, headers=AUTH, timeout=10) as http:
         for cut in [*range(1, len(payload)), None]:
             # One stream cut at each single offset, then one stream sent a byte per write.

@@ -139,7 +139,9 @@ class OpenAICompatibleProvider:
             "POST", self._chat_url, content=dump_parsed(request.body), headers={"accept": "text/event-stream"}
         )
         response = await send_streaming(self._client, http_request, self.name, self._error)
-        return _OpenAIStream(self._settings, response)
+        options = request.body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        return _OpenAIStream(self._settings, response, include_usage)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -152,7 +154,7 @@ class _OpenAIStream:
     that ends with neither was cut short (a dropped connection, a crashed upstream) and is reported
     as an error rather than as a finished answer."""
 
-    def __init__(self, settings: ProviderSettings, response: httpx.Response) -> None:
+    def __init__(self, settings: ProviderSettings, response: httpx.Response, include_usage: bool) -> None:
         self._settings = settings
         self._provider = settings.name
         self._response = response
@@ -160,7 +162,8 @@ class _OpenAIStream:
         self._open: set[int] = set()  # choices seen whose finish_reason has not come yet
         self._finished = False  # a finish_reason came
         self.headers = forwardable_headers(response.headers)
-        self.usage = None  # usage arrives in the stream itself
+        self._include_usage = include_usage
+        self.usage = None  # a usage chunk the client did not ask for (OpenRouter always sends one)
 
     async def __aiter__(self) -> AsyncIterator[list[dict]]:
         body = self._response.aiter_bytes()  # decoded: an upstream may gzip its event stream
@@ -190,6 +193,11 @@ class _OpenAIStream:
         if chunk.get("error"):
             raise embedded_error(self._settings, chunk, self._response.headers)
         choices = chunk.get("choices")
+        if choices == [] and not self._include_usage and "usage" in chunk:
+            # OpenAI sends this chunk only on request, and clients that read choices[0] of every chunk
+            # (the SDK's own examples) fail on it: kept for the request log only.
+            self.usage = chunk["usage"]
+            return []
         if isinstance(choices, list):
             for choice in choices:
                 if isinstance(choice, dict):
