@@ -18,11 +18,14 @@ FORWARDED_HEADERS = ("retry-after", "retry-after-ms")
 
 
 def forwardable_headers(headers) -> dict[str, str]:
-    """The subset of upstream headers that reach the client (rate-limit and retry hints)."""
+    """The subset of upstream headers that reach the client (rate-limit and retry hints). They travel
+    as gRPC metadata, which holds printable ASCII only: a value with a tab or a non-ASCII character
+    stays behind (grpc.aio refused it, and with it the whole answer)."""
     out = {}
     for name, value in headers.items():
         lower = name.lower()
-        if lower in FORWARDED_HEADERS or lower.startswith(FORWARDED_HEADER_PREFIXES):
+        if (lower in FORWARDED_HEADERS or lower.startswith(FORWARDED_HEADER_PREFIXES)) \
+                and value.isascii() and value.isprintable():
             out[lower] = value
     return out
 
