@@ -246,11 +246,13 @@ def test_provider_key_quoted_by_an_upstream_error_is_redacted(gateway, fake, str
     assert key not in orjson.dumps(record).decode()
 
 
-@pytest.mark.parametrize("value", ["1s\t500ms", "caf\u00e9"], ids=["tab", "non-ascii"])
+@pytest.mark.parametrize("value", ["1s\t500ms", "caf\u00e9", "9" * 300], ids=["tab", "non-ascii", "long"])
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_rate_limit_header_metadata_cannot_carry_stays_behind(gateway, fake, value, stream):
-    """A header value gRPC metadata cannot hold made the whole answer the gateway's own 500."""
-    headers = {"X-RateLimit-Reset-Tokens": value, "X-RateLimit-Remaining-Tokens": "7"}
+    """A header value gRPC metadata cannot hold, or too many of them, made the whole answer the
+    gateway's own 500."""
+    headers = {"X-RateLimit-Reset-Tokens": value, "X-RateLimit-Remaining-Tokens": "7",
+               **{f"X-RateLimit-Extra-{i}": "x" * 200 for i in range(60)}}
     fake.push(StreamReply(text_chunks(["ok"]), headers=headers) if stream else JSONReply(completion(), headers=headers),
               JSONReply({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "2", **headers}))
     for status in (200, 429):
@@ -259,6 +261,7 @@ def test_rate_limit_header_metadata_cannot_carry_stays_behind(gateway, fake, val
         assert response.status_code == status, response.text
         assert "x-ratelimit-reset-tokens" not in response.headers
         assert response.headers["x-ratelimit-remaining-tokens"] == "7"
+        assert 0 < sum(len(k) + len(v) for k, v in response.headers.items() if k.startswith("x-ratelimit-")) <= 4096
 
 def test_huge_error_messages_keep_their_status(gateway, fake, openai_schemas):
     """Messages beyond gRPC's 16 KiB metadata limit are clipped, not turned into a retryable 429."""

@@ -15,18 +15,26 @@ from typing import Protocol
 # Upstream response headers a client may act on; everything else stays at the gateway.
 FORWARDED_HEADER_PREFIXES = ("x-ratelimit-",)
 FORWARDED_HEADERS = ("retry-after", "retry-after-ms")
+# They travel as gRPC metadata, which clients refuse beyond 8-16 KiB in all: each (name and value) is
+# kept to 256 bytes and all of them to 4 KiB; real upstreams send a handful of short ones.
+MAX_FORWARDED_HEADER_BYTES = 256
+MAX_FORWARDED_BYTES = 4096
 
 
 def forwardable_headers(headers) -> dict[str, str]:
     """The subset of upstream headers that reach the client (rate-limit and retry hints). They travel
-    as gRPC metadata, which holds printable ASCII only: a value with a tab or a non-ASCII character
-    stays behind (grpc.aio refused it, and with it the whole answer)."""
+    as gRPC metadata, which holds printable ASCII only, and not much of it: a value with a tab or a
+    non-ASCII character, or beyond the sizes above, stays behind (grpc.aio refused it, or the facade
+    the metadata, and with it the whole answer)."""
     out = {}
+    room = MAX_FORWARDED_BYTES
     for name, value in headers.items():
         lower = name.lower()
+        size = len(lower) + len(value)
         if (lower in FORWARDED_HEADERS or lower.startswith(FORWARDED_HEADER_PREFIXES)) \
-                and value.isascii() and value.isprintable():
+                and size <= min(MAX_FORWARDED_HEADER_BYTES, room) and value.isascii() and value.isprintable():
             out[lower] = value
+            room -= size
     return out
 
 
