@@ -212,6 +212,14 @@ def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dic
         raise ConfigError(f"provider {name!r}: kind {kind!r} is unknown (use one of {', '.join(PROVIDER_KINDS)})")
     key_env = str(raw.get("api_key_env", ""))
     api_key = str(raw.get("api_key") or (env.get(key_env, "") if key_env else "")).strip()
+    # Sent as HTTP headers, which httpx refuses beyond printable ASCII: every call would be a 500.
+    if not metadata_safe(api_key):  # never quoted: it is a secret
+        raise ConfigError(f"setting {key_env or f'PROVIDERS__{name.upper()}__API_KEY'} holds a key that is not "
+                          "printable ASCII, which no HTTP header can carry")
+    for header in ("referer", "title"):
+        if not metadata_safe(str(raw.get(header, ""))):
+            raise ConfigError(f"setting PROVIDERS__{name.upper()}__{header.upper()}={raw[header]!r} is not printable "
+                              "ASCII, which no HTTP header can carry")
     merged = {**upstream, **raw}
     return ProviderSettings(
         name=name,

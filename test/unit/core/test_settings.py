@@ -116,6 +116,11 @@ def test_booleans(load, text, value):
         ({"PROVIDERS__OPENROUTER__API_KEY_REQUIRED": "perhaps"}, "PROVIDERS__OPENROUTER__API_KEY_REQUIRED"),
         ({"API_KEYS": "ok,ключ"}, "API_KEYS"),  # no client could send it
         ({"ADMIN_API_KEYS": "tab\tkey"}, "ADMIN_API_KEYS"),
+        # Upstream request headers: every call of the provider was a 500.
+        ({"PROVIDERS__OPENROUTER__TITLE": "Café Bot"}, "PROVIDERS__OPENROUTER__TITLE"),
+        ({"PROVIDERS__OPENROUTER__REFERER": "https://bücher.example"}, "PROVIDERS__OPENROUTER__REFERER"),
+        ({"OPENROUTER_API_KEY": "sk-or-v1-ключ"}, "OPENROUTER_API_KEY"),
+        ({"PROVIDERS__VLLM__KIND": "openai", "PROVIDERS__VLLM__API_KEY": "k\tey"}, "PROVIDERS__VLLM__API_KEY"),
         ({"REQUEST_LOG_RETENTION": "7"}, "REQUEST_LOG_RETENTION"),
         ({"REQUEST_LOG_RETENTION": "forever"}, "REQUEST_LOG_RETENTION"),
         ({"REQUEST_LOG_RETENTION": "0 days"}, "REQUEST_LOG_RETENTION"),
