@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from aiproxy.identity import metadata_safe
+
 # Upstream response headers a client may act on; everything else stays at the gateway.
 FORWARDED_HEADER_PREFIXES = ("x-ratelimit-",)
 FORWARDED_HEADERS = ("retry-after", "retry-after-ms")
@@ -32,7 +34,7 @@ def forwardable_headers(headers) -> dict[str, str]:
         lower = name.lower()
         size = len(lower) + len(value)
         if (lower in FORWARDED_HEADERS or lower.startswith(FORWARDED_HEADER_PREFIXES)) \
-                and size <= min(MAX_FORWARDED_HEADER_BYTES, room) and value.isascii() and value.isprintable():
+                and size <= min(MAX_FORWARDED_HEADER_BYTES, room) and metadata_safe(value):
             out[lower] = value
             room -= size
     return out
