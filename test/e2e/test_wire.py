@@ -345,6 +345,8 @@ ERRORS_IN_200 = [
     ({"error": {"code": 400, "message": "This model's context is 8192 tokens"}}, 400, "invalid_request_error", None),
     ({"error": {"code": "overloaded", "message": "Provider overloaded"}}, 502, "server_error", "overloaded"),
     ({"error": "Provider returned error"}, 502, "server_error", None),
+    ({"error": {"code": 402, "message": "Insufficient credits. Add more using https://openrouter.ai/credits",
+                "metadata": {"error_type": "payment_required"}}}, 402, "insufficient_quota", "insufficient_quota"),
 ]
 
 

@@ -78,6 +78,8 @@ def _normalised(settings: ProviderSettings, status: int, error: dict, headers) -
     if not isinstance(code, str):  # OpenRouter sends the HTTP status as an integer code
         code = metadata.get("error_type") if isinstance(metadata.get("error_type"), str) else None
     error_type = error.get("type") if isinstance(error.get("type"), str) else error_type_for_http(status)
+    if status == 402:  # OpenRouter's "insufficient credits": OpenAI's name for it (wire-formats.md §4.6)
+        error_type = code = "insufficient_quota"
     param = error.get("param") if isinstance(error.get("param"), str) else None
     return UpstreamError(
         message or f"The upstream provider '{provider}' answered HTTP {status}.",
