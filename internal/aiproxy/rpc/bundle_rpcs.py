@@ -117,12 +117,12 @@ class BundleRpcs:
             bundle = await asyncio.to_thread(uploads.finish, start.bundle_sha256, start.total_bytes)
         except BundleError as exc:
             await _abort(context, exc)
+        # The client knows its bundle by name, not by where this server keeps uploads.
+        label = start.file_name or f"bundle {start.bundle_sha256}"
         try:
-            result = await asyncio.to_thread(import_bundle, bundle, self._api.store)
+            result = await asyncio.to_thread(import_bundle, bundle, self._api.store, label=label)
         except BundleError as exc:
-            # The client knows its bundle by name, not by where this server keeps uploads.
-            name = start.file_name or f"bundle {start.bundle_sha256}"
-            await _abort(context, type(exc)(str(exc).replace(str(bundle), name)))
+            await _abort(context, exc)
         finally:
             bundle.unlink(missing_ok=True)
         reply.complete = True

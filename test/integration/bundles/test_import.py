@@ -148,6 +148,19 @@ def test_an_unverifiable_bundle_is_not_imported(tmp_path, bundle):
     assert not list((tmp_path / "b").rglob("ai_proxy_*"))
 
 
+@pytest.mark.parametrize("damage", ["member", "archive"])
+def test_messages_name_the_bundle_by_the_label_given(tmp_path, bundle, damage):
+    """A server imports an upload from its own directory: errors name what the client sent."""
+    if damage == "member":
+        bad = repack(bundle, tmp_path / "upload.part", lambda n, d: d + b"x" if n.startswith("db/") else d)
+    else:
+        bad = tmp_path / "upload.part"
+        bad.write_bytes(bundle.read_bytes()[:100])
+    with pytest.raises(BundleError) as failure:
+        import_bundle(bad, make_store(tmp_path / "b"), label="nov.tgz")
+    assert str(failure.value).startswith("nov.tgz") and "upload.part" not in str(failure.value)
+
+
 SEED_DDL = """
 CREATE TABLE servers (server_id TEXT PRIMARY KEY, hostname TEXT, env TEXT, first_seen_ts INTEGER);
 CREATE TABLE requests (request_id TEXT PRIMARY KEY, server_id TEXT NOT NULL, ts INTEGER NOT NULL, endpoint TEXT NOT NULL,

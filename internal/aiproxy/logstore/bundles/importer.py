@@ -96,16 +96,20 @@ def incoming_dir(store: Store) -> Path:
     return path
 
 
-def import_bundle(bundle: Path, store: Store, progress: Callable[[int], None] | None = None) -> ImportResult:
-    """`progress(n)`: n more bytes of the archive read (its verification and staging pass)."""
+def import_bundle(
+    bundle: Path, store: Store, progress: Callable[[int], None] | None = None, *, label: str = ""
+) -> ImportResult:
+    """`progress(n)`: n more bytes of the archive read (its verification and staging pass).
+    Messages call the bundle `label` (default: its path), never by a path the caller hides."""
+    label = label or str(bundle)
     started = time.perf_counter()
     incoming = incoming_dir(store)
     _remove_abandoned(incoming)
     staging = Path(tempfile.mkdtemp(prefix=f"import-{os.getpid()}-", dir=incoming))
     try:
-        report = scan_bundle(bundle, staging, progress)
+        report = scan_bundle(bundle, staging, progress, label=label)
         if not report.ok:
-            raise BundleError(f"{bundle} failed verification; nothing imported: " + "; ".join(report.problems[:5]))
+            raise BundleError(f"{label} failed verification; nothing imported: " + "; ".join(report.problems[:5]))
         meta = report.metadata
         _refuse_newer(schema_number(meta.get("schema_version", 0)), "the bundle")
         members = [_prepare_member(path, store) for path in report.staged.values()]

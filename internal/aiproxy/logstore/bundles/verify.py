@@ -70,10 +70,14 @@ def _member_kind(member: tarfile.TarInfo) -> str | None:
     return "a directory" if member.isdir() else "a device, FIFO or other special file"
 
 
-def scan_bundle(path: Path, stage_dir: Path | None = None, progress: Callable[[int], None] | None = None) -> ScanReport:
+def scan_bundle(
+    path: Path, stage_dir: Path | None = None, progress: Callable[[int], None] | None = None, *, label: str = ""
+) -> ScanReport:
     """Check a bundle; with `stage_dir`, also copy its partition members there (for import).
-    `progress(n)` is told of every n bytes of the archive read."""
+    `progress(n)` is told of every n bytes of the archive read. Messages call the bundle `label`
+    (default: its path): a server names an upload as its client knows it."""
     path = Path(path)
+    label = label or str(path)
     report = ScanReport(path)
     seen: dict[str, tuple[str, int]] = {}
     raw_metadata: bytes | None = None
@@ -112,9 +116,9 @@ def scan_bundle(path: Path, stage_dir: Path | None = None, progress: Callable[[i
                 else:
                     seen[name] = copy_hashing(stream, None)
     except FileNotFoundError:
-        raise UnusableInput(f"{path}: no such file") from None
+        raise UnusableInput(f"{label}: no such file") from None
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise UnusableInput(f"{path}: not a readable gzip tar archive (truncated or corrupt?): {exc}") from None
+        raise UnusableInput(f"{label}: not a readable gzip tar archive (truncated or corrupt?): {exc}") from None
     _check_against_metadata(report, raw_metadata, seen)
     return report
 
