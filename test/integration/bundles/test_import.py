@@ -110,7 +110,8 @@ def test_a_partition_from_a_newer_schema_is_refused(tmp_path, bundle, capsys):
     dest = filled_store(tmp_path / "b", server_id="srv-b", days=1)
     fingerprint = tree_fingerprint(dest.base)
     assert main(["bundle", "import", str(newer), "--dest", str(dest.base)]) == 2
-    assert "newer than this aiproxy's" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "bundle member db/2025/09/ai_proxy_20250907.sqlite3 has" in err and "newer than this aiproxy's" in err
     assert tree_fingerprint(dest.base) == fingerprint
 
 

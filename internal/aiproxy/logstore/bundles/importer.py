@@ -112,7 +112,7 @@ def import_bundle(
             raise BundleError(f"{label} failed verification; nothing imported: " + "; ".join(report.problems[:5]))
         meta = report.metadata
         _refuse_newer(schema_number(meta.get("schema_version", 0)), "the bundle")
-        members = [_prepare_member(path, store) for path in report.staged.values()]
+        members = [_prepare_member(name, path, store) for name, path in report.staged.items()]
         targets = _plan(store, members, staging)
         result = ImportResult(str(meta.get("bundle_id", "")), str(meta.get("server_id", "")))
         for target in targets:
@@ -186,24 +186,24 @@ class _Member:
     adoptable: bool  # shaped exactly like a partition (members.py)
 
 
-def _prepare_member(path: Path, store: Store) -> _Member:
-    """Check and migrate a staged member, in one connection. A member without an FTS index
-    (seed-era, or FTS off at the source) gets one while the store indexes, so every later step
-    copies fragments instead of extracting them."""
+def _prepare_member(name: str, path: Path, store: Store) -> _Member:
+    """Check and migrate a staged member (`name` in the bundle), in one connection. A member
+    without an FTS index (seed-era, or FTS off at the source) gets one while the store indexes,
+    so every later step copies fragments instead of extracting them."""
     db = None
     try:
         db = open_database(path, store.settings, create=False)
-        _refuse_newer(db.execute_sql("PRAGMA user_version").fetchone()[0], f"bundle member {path.name}")
+        _refuse_newer(db.execute_sql("PRAGMA user_version").fetchone()[0], f"bundle member {name}")
         migrate(db)
         problem = member_problem(db.connection())
         if problem:
-            raise BundleError(f"a partition in the bundle cannot be imported: {problem}")
+            raise BundleError(f"bundle member {name} cannot be imported: {problem}")
         if store.settings.fts_enabled and not has_fts(db):
             index_missing(db)
         days = db.execute_sql("SELECT ts / 86400, COUNT(*) FROM requests GROUP BY 1 ORDER BY 1").fetchall()
         return _Member(path, days, has_partition_shape(db.connection()))
     except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
-        raise BundleError(f"a partition in the bundle is not a usable log database: {exc}") from None
+        raise BundleError(f"bundle member {name} is not a usable log database: {exc}") from None
     finally:
         if db is not None:
             db.close()
