@@ -265,6 +265,31 @@ def test_a_member_lacking_the_schemas_columns_is_refused(tmp_path, bundle, capsy
     assert not list((tmp_path / "b").rglob("ai_proxy_*"))
 
 
+_UNDATED = "CREATE TABLE r AS SELECT * FROM requests; DROP TABLE requests; ALTER TABLE r RENAME TO requests;"
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    ("DROP TABLE request_text_index; CREATE TABLE request_text_index (x);", "lacks the full-text index's columns"),
+    ("UPDATE requests SET ts = 99999999999999 WHERE rowid = 1", "1 of its rows have no valid ts"),
+    ("UPDATE requests SET ts = -99999999999999 WHERE rowid = 1", "1 of its rows have no valid ts"),
+    ("UPDATE requests SET ts = 'soon' WHERE rowid = 1", "1 of its rows have no valid ts"),
+    (_UNDATED + "UPDATE requests SET ts = NULL", "3 of its rows have no valid ts"),
+])
+def test_a_member_with_a_hostile_schema_or_undated_rows_is_refused_in_one_line(tmp_path, bundle, capsys, sql,
+                                                                                 expected):
+    """Once a traceback (an FTS table without its columns, a ts no UTC day has) or rows silently
+    skipped (a text ts): a consistent but forged member is a bad bundle, the destination untouched."""
+    forged = repack(bundle, tmp_path / "forged.tgz",
+                    _edit_member(tmp_path, "20250906", lambda conn: conn.executescript(sql)), fix_metadata=True)
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=1)
+    fingerprint = tree_fingerprint(dest.base)
+    assert main(["bundle", "import", str(forged), "--dest", str(dest.base)]) == 1
+    err = capsys.readouterr().err
+    assert "db/2025/09/ai_proxy_20250906.sqlite3 cannot be imported" in err and expected in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert tree_fingerprint(dest.base) == fingerprint
+
+
 def test_objects_a_member_carries_never_reach_the_store(tmp_path, bundle):
     """A trigger in a member would run on every later insert into the partition: such a member's
     rows are copied into a file the store creates, not adopted."""

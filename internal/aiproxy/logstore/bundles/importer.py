@@ -45,13 +45,13 @@ from aiproxy.logstore.database import (
     open_database,
 )
 from aiproxy.logstore.fts import index_missing
-from aiproxy.logstore.models import Server
+from aiproxy.logstore.models import FTS_COLUMNS, Server
 from aiproxy.logstore.partitions import day_of, holding
 from aiproxy.logstore.store import Store
 
 INCOMING = "incoming"
 _SERVER_COLUMNS = tuple(f.column_name for f in Server._meta.sorted_fields)
-_FTS_COLUMNS = "request_id, role, content, endpoint, model_original, model_mapped"
+_FTS_COLUMNS = ", ".join(FTS_COLUMNS)
 
 
 @dataclass

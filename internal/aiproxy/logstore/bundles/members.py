@@ -16,9 +16,11 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from aiproxy.logstore.database import REQUEST_COLUMNS, create_fts, open_database
+from aiproxy.logstore.database import FTS_TABLE, REQUEST_COLUMNS, create_fts, open_database
+from aiproxy.logstore.models import FTS_COLUMNS
 from aiproxy.logstore.settings import LogStoreSettings
 
+LAST_TS = 253402300799  # 9999-12-31T23:59:59Z: a partition name has four digits of year
 Shape = frozenset  # of (type, name, table, SQL with its whitespace collapsed): every schema object
 
 
@@ -53,6 +55,14 @@ def member_problem(conn: sqlite3.Connection) -> str | None:
     missing = [c for c in REQUEST_COLUMNS if c not in present]
     if missing:
         return f"its requests table lacks the log schema's columns {', '.join(missing)}"
+    index = {r[1] for r in conn.execute(f'PRAGMA table_info("{FTS_TABLE}")')}
+    if index and not index >= set(FTS_COLUMNS):  # its fragments are copied by these names
+        return f"its {FTS_TABLE} lacks the full-text index's columns {', '.join(sorted(set(FTS_COLUMNS) - index))}"
+    undated = conn.execute(
+        "SELECT COUNT(*) FROM requests WHERE NOT (typeof(ts) = 'integer' AND ts BETWEEN 0 AND ?)", (LAST_TS,)
+    ).fetchone()[0]
+    if undated:  # a row's UTC day picks its partition
+        return f"{undated} of its rows have no valid ts (whole epoch seconds from 1970 to 9999)"
     return None
 
 
