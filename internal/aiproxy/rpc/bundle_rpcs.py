@@ -18,18 +18,20 @@ from aiproxy.errors import GatewayError, clip
 from aiproxy.logstore.bundles.create import create_bundle
 from aiproxy.logstore.bundles.importer import import_bundle, incoming_dir
 from aiproxy.logstore.bundles.incoming import UploadBusy, UploadError, Uploads
-from aiproxy.logstore.bundles.manifest import WIRE_CHUNK, BundleError, NoSpace, UnusableInput
+from aiproxy.logstore.bundles.manifest import WIRE_CHUNK, BundleError, NoSpace, StoreError, UnusableInput
 from aiproxy.logstore.protomap import day_arg
 from aiproxy.rpc.status import MAX_STATUS_MESSAGE_BYTES, abort_with
 from aiproxypb.v1 import logs_pb2
 
 # The same exit codes as a local command: `logdb` exits 2 on INVALID_ARGUMENT (unusable input,
-# a usage error) and 1 on the rest (a bad bundle, a checksum mismatch, a failed upload, a full disk).
+# a usage error) and 1 on the rest (a bad bundle, a checksum mismatch, a failed upload, a full disk,
+# a store that failed a write).
 _CODES = (
     (NoSpace, grpc.StatusCode.RESOURCE_EXHAUSTED),  # the store's disk, not the bundle
     (UploadBusy, grpc.StatusCode.ABORTED),
     (UploadError, grpc.StatusCode.FAILED_PRECONDITION),
     (UnusableInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (StoreError, grpc.StatusCode.UNAVAILABLE),  # the store's files failed a write or stayed locked: undone
     (BundleError, grpc.StatusCode.DATA_LOSS),  # a bad bundle, ChecksumMismatch included
 )
 

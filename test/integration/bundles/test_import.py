@@ -4,6 +4,7 @@ recorded, all or nothing, newer schemas refused, any partition granularity."""
 import contextlib
 import hashlib
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -216,6 +217,27 @@ def test_an_import_killed_half_way_leaves_the_destination_unchanged_and_a_rerun_
     assert subprocess.run(command, env=env).returncode == 0  # the rerun also clears the dead run's scratch files
     assert rows(dest.base) == before | rows(tmp_path / "a")
     assert not (dest.base / "incoming").exists()
+
+
+@pytest.mark.parametrize("spare_kib", [-40, 8, 40])  # short of a member (staging), of a staged file, of the merge
+def test_a_file_size_limit_is_a_failed_operation_in_one_line_and_a_rerun_completes(tmp_path, bundle, spare_kib):
+    """A real write failure (RLIMIT_FSIZE, as `ulimit -f`) in each phase: once reported as a
+    corrupt archive (exit 2) while staging, and as a traceback (peewee's failed ROLLBACK hiding
+    SQLite's error) while building or merging rows."""
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=3, topic="gardening")  # the merge path
+    fingerprint, before = tree_fingerprint(dest.base), rows(dest.base)
+    limit = max(p.stat().st_size for p in (tmp_path / "a").rglob("ai_proxy_*.sqlite3")) + spare_kib * 1024
+    command = [sys.executable, "-c", "from aiproxy.entrypoints.logdb import main; raise SystemExit(main())",
+               "bundle", "import", str(bundle), "--dest", str(dest.base)]
+    failed = subprocess.run(command, capture_output=True, text=True,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert failed.returncode == 1, failed.stderr
+    assert len(failed.stderr.splitlines()) == 1 and "nothing imported" in failed.stderr, failed.stderr
+    assert "incoming" not in failed.stderr and "run the import again" in failed.stderr
+    assert {k: v for k, v in tree_fingerprint(dest.base).items() if not k.startswith("incoming")} == fingerprint
+    assert rows(dest.base) == before
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    assert rows(dest.base) == before | rows(tmp_path / "a")
 
 
 def _edit_member(tmp_path, day: str, change):

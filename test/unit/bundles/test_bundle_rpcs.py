@@ -9,7 +9,7 @@ import pytest
 
 from aiproxy.entrypoints.logdb import _GRPC_EXIT
 from aiproxy.logstore.bundles.incoming import UploadError
-from aiproxy.logstore.bundles.manifest import BundleError, NoSpace, UnusableInput
+from aiproxy.logstore.bundles.manifest import BundleError, NoSpace, StoreError, UnusableInput
 from aiproxy.rpc.bundle_rpcs import _abort
 from aiproxy.rpc.status import MAX_STATUS_MESSAGE_BYTES
 
@@ -38,6 +38,7 @@ def aborted(exc: Exception) -> _Context:
         (UnusableInput("truncated"), grpc.StatusCode.INVALID_ARGUMENT),
         (UploadError("resume from 0"), grpc.StatusCode.FAILED_PRECONDITION),
         (BundleError("sha256 mismatch"), grpc.StatusCode.DATA_LOSS),
+        (StoreError("nothing imported, the store failed (disk I/O error)"), grpc.StatusCode.UNAVAILABLE),
     ],
 )
 def test_each_failure_has_its_code_and_the_local_exit_code(exc, code):

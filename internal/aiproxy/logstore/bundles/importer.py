@@ -26,15 +26,15 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import peewee
 
-from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput, schema_number
+from aiproxy.logstore.bundles.manifest import BundleError, NoSpace, StoreError, UnusableInput, schema_number
 from aiproxy.logstore.bundles.members import has_partition_shape, member_problem
-from aiproxy.logstore.bundles.verify import scan_bundle
+from aiproxy.logstore.bundles.verify import no_room, scan_bundle
 from aiproxy.logstore.database import (
     FTS_TABLE,
     REQUEST_COLUMNS,
@@ -121,6 +121,15 @@ def import_bundle(
         result.rows_skipped = sum(t.offered for t in targets) - result.rows_imported
         result.elapsed_s = time.perf_counter() - started
         return result
+    except (OSError, sqlite3.Error, peewee.DatabaseError) as exc:
+        # The store's disk or files failed, not the bundle (its faults are BundleErrors by now),
+        # and what was done is undone. An OSError's text names paths: the server's own, remotely.
+        full = no_room(exc)
+        raise (NoSpace if full else StoreError)(
+            f"{label}: nothing imported, the store failed ({exc.strerror if isinstance(exc, OSError) else exc}):"
+            + (" free some space on the store's disk and run the import again" if full
+               else " run the import again when the store is writable")
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         with contextlib.suppress(OSError):
@@ -247,7 +256,7 @@ def _copy_sources(db, store: Store, target: _Target) -> None:
         conn.execute("ATTACH DATABASE ? AS src", (str(member),))
         columns = _columns(conn, "src", "requests", REQUEST_COLUMNS)
         servers = _columns(conn, "src", "servers", _SERVER_COLUMNS)
-        with db.atomic():
+        with _transaction(conn):
             before = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM main.requests").fetchone()[0]
             conn.execute(
                 f"INSERT OR IGNORE INTO main.requests ({columns}) SELECT {columns} FROM src.requests s"
@@ -261,6 +270,21 @@ def _copy_sources(db, store: Store, target: _Target) -> None:
         conn.execute("DETACH DATABASE src")
     for i in range(len(holders)):
         conn.execute(f"DETACH DATABASE held{i}")
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, mode: str = "") -> Iterator[None]:
+    """BEGIN … COMMIT, or ROLLBACK unless SQLite ended the transaction itself, as it does on a
+    full disk or an I/O error (peewee's atomic() then fails on its own ROLLBACK and reports
+    "no transaction is active" instead of the error)."""
+    conn.execute(f"BEGIN {mode}")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _has_table(conn: sqlite3.Connection, schema: str, table: str) -> bool:
@@ -323,7 +347,7 @@ def _merge_existing(store: Store, target: _Target) -> _Done:
     try:
         columns = _columns(conn, "main", "requests", REQUEST_COLUMNS)
         servers = _columns(conn, "main", "servers", _SERVER_COLUMNS)
-        with db.atomic("IMMEDIATE"):
+        with _transaction(conn, "IMMEDIATE"):
             before = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0]
             known = frozenset(r[0] for r in conn.execute("SELECT server_id FROM servers"))
             conn.execute(f"INSERT OR IGNORE INTO main.requests ({columns}) SELECT {columns} FROM staged.requests")
@@ -346,7 +370,7 @@ def _undo(store: Store, step: _Done) -> None:
         return
     db = store.database(step.path)
     before, after = step.rowids
-    with db.atomic("IMMEDIATE"):
+    with _transaction(db.connection(), "IMMEDIATE"):
         if has_fts(db):
             db.execute_sql(
                 f"DELETE FROM {FTS_TABLE} WHERE request_id IN (SELECT request_id FROM requests WHERE rowid > ? AND rowid <= ?)",

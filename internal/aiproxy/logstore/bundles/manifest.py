@@ -29,7 +29,12 @@ class BundleError(Exception):
     exit_code = 1
 
 
-class NoSpace(BundleError):
+class StoreError(BundleError):
+    """The store could not take a bundle (a write refused, a lock held too long): a failed
+    operation, undone, not a bad bundle."""
+
+
+class NoSpace(StoreError):
     """The store's disk cannot take what a bundle would need (a failed operation, not a bad bundle)."""
 
 

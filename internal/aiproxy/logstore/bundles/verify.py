@@ -11,7 +11,9 @@ min(256 MiB, 5 % of the disk); nothing of it is written).
 
 from __future__ import annotations
 
+import errno
 import shutil
+import sqlite3
 import tarfile
 import zlib
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from aiproxy.logstore.bundles.manifest import (
     unsafe_reason,
 )
 
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 MAX_SPARE_BYTES = 256 * 1024 * 1024  # left free on the disk an import stages on...
 SPARE_SHARE = 20  # ...or 1/20 (5 %) of that disk's size when less: small volumes stay usable
@@ -118,9 +121,20 @@ def scan_bundle(
     except FileNotFoundError:
         raise UnusableInput(f"{label}: no such file") from None
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        if no_room(exc):  # writing a staged member, not reading the archive
+            raise
         raise UnusableInput(f"{label}: not a readable gzip tar archive (truncated or corrupt?): {exc}") from None
     _check_against_metadata(report, raw_metadata, seen)
     return report
+
+
+def no_room(exc: BaseException) -> bool:
+    """A write refused for want of room: a full disk, a quota or a file size limit (OSError), or
+    SQLite's SQLITE_FULL (peewee raises its own error, with sqlite3's as the context)."""
+    if isinstance(exc, OSError):
+        return exc.errno in _NO_ROOM
+    codes = (getattr(exc, "sqlite_errorcode", None), getattr(exc.__context__, "sqlite_errorcode", None))
+    return sqlite3.SQLITE_FULL in codes
 
 
 def spare_bytes(disk_total: int) -> int:
