@@ -219,6 +219,27 @@ def test_an_import_killed_half_way_leaves_the_destination_unchanged_and_a_rerun_
     assert not (dest.base / "incoming").exists()
 
 
+def test_ctrl_c_mid_import_is_one_line_exit_130_and_a_rerun_completes(tmp_path):
+    """SIGINT once ended in a KeyboardInterrupt traceback."""
+    source = filled_store(tmp_path / "a", days=6, turns=80)
+    bundle = create_bundle(source, *SEPTEMBER, tmp_path / "a.tgz").path
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=6, turns=2)
+    fingerprint, before = tree_fingerprint(dest.base), rows(dest.base)
+    command = [sys.executable, "-c", "from aiproxy.entrypoints.logdb import main; raise SystemExit(main())",
+               "bundle", "import", str(bundle), "--dest", str(dest.base)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not list((dest.base / "incoming").glob("import-*/target-0.sqlite3")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    err = process.communicate()[1]
+    assert process.returncode == 130 and "Traceback" not in err and err.startswith("logdb: interrupted"), err
+    assert len(err.splitlines()) == 1 and "run the same command again" in err
+    assert tree_fingerprint(dest.base) == fingerprint and rows(dest.base) == before  # scratch files removed too
+    assert subprocess.run(command).returncode == 0
+    assert rows(dest.base) == before | rows(tmp_path / "a")
+
+
 @pytest.mark.parametrize("spare_kib", [-40, 8, 40])  # short of a member (staging), of a staged file, of the merge
 def test_a_file_size_limit_is_a_failed_operation_in_one_line_and_a_rerun_completes(tmp_path, bundle, spare_kib):
     """A real write failure (RLIMIT_FSIZE, as `ulimit -f`) in each phase: once reported as a

@@ -1,7 +1,7 @@
 """`logdb bundle create|verify|import|transfer|pull` (docs/bundles.md).
 
 Exit codes: 0 ok; 1 a bad bundle or a failed operation; 2 unusable input (missing file, not a
-gzip tar, truncated, a newer schema) or a usage error.
+gzip tar, truncated, a newer schema) or a usage error; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from aiproxy.logstore.bundles.verify import scan_bundle
 from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_OK, day, emit, json_option, open_store
 from aiproxy.logstore.cli.progress import ProgressBar
 
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command ended by Ctrl-C
+
 
 def _guarded(func):
     """Bundle and file-system errors become one clear line on stderr and an exit code."""
@@ -32,6 +35,9 @@ def _guarded(func):
         except BundleError as exc:
             print(f"logdb: {exc}", file=sys.stderr)
             return exc.exit_code
+        except KeyboardInterrupt:  # each command undoes or keeps for resuming what it did on the way out
+            print("logdb: interrupted; run the same command again to finish", file=sys.stderr)
+            return EXIT_INTERRUPTED
         except BrokenPipeError:
             raise  # stdout's reader went away: logdb's main ends quietly
         except OSError as exc:  # a full disk, a directory we may not write
