@@ -97,6 +97,17 @@ def test_a_bundle_from_a_newer_schema_is_refused(tmp_path, bundle, capsys):
     assert not list((tmp_path / "b").rglob("*.sqlite3"))
 
 
+@pytest.mark.parametrize("fmt", ["aiproxy.logbundle.v2", "something.else", 2])
+def test_a_bundle_of_another_format_is_refused(tmp_path, bundle, capsys, fmt):
+    """It was imported as if it were ours (the seed's bundles, without `format`, still are)."""
+    other = repack(bundle, tmp_path / "other.tgz", metadata=lambda meta: {**meta, "format": fmt})
+    assert main(["bundle", "import", str(other), "--dest", str(tmp_path / "b")]) == 2
+    assert f"bundle format {fmt!r} is not aiproxy.logbundle.v1" in capsys.readouterr().err
+    assert not list((tmp_path / "b").rglob("*.sqlite3"))
+    seed = repack(bundle, tmp_path / "seed.tgz", metadata=lambda meta: {k: v for k, v in meta.items() if k != "format"})
+    assert import_bundle(seed, make_store(tmp_path / "b")).rows_imported == 9
+
+
 def test_a_partition_from_a_newer_schema_is_refused(tmp_path, bundle, capsys):
     def bump(name, data):
         if not name.endswith("20250907.sqlite3"):

@@ -32,7 +32,14 @@ from pathlib import Path
 
 import peewee
 
-from aiproxy.logstore.bundles.manifest import BundleError, NoSpace, StoreError, UnusableInput, schema_number
+from aiproxy.logstore.bundles.manifest import (
+    FORMAT,
+    BundleError,
+    NoSpace,
+    StoreError,
+    UnusableInput,
+    schema_number,
+)
 from aiproxy.logstore.bundles.members import has_partition_shape, member_problem
 from aiproxy.logstore.bundles.verify import no_room, scan_bundle
 from aiproxy.logstore.database import (
@@ -111,6 +118,11 @@ def import_bundle(
         if not report.ok:
             raise BundleError(f"{label} failed verification; nothing imported: " + "; ".join(report.problems[:5]))
         meta = report.metadata
+        if meta.get("format", FORMAT) != FORMAT:  # the seed wrote none
+            raise UnusableInput(
+                f"{label}: bundle format {meta['format']!r} is not {FORMAT}, the one this aiproxy reads:"
+                " upgrade aiproxy here if a newer one wrote it"
+            )
         _refuse_newer(schema_number(meta.get("schema_version", 0)), "the bundle")
         members = [_prepare_member(name, path, store) for name, path in report.staged.items()]
         targets = _plan(store, members, staging)
