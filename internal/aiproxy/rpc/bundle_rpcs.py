@@ -107,26 +107,23 @@ class BundleRpcs:
                 received += len(message.data)
             if start is None:
                 raise UnusableInput("empty upload: no `start` message")
+            reply = logs_pb2.ImportBundleResponse(received_bytes=received, resumed_from=start.offset)
+            if received < start.total_bytes:
+                return reply
+            # Checked and imported under the upload's lock: another upload of this bundle (a
+            # retried transfer) cannot rewind the file meanwhile. The client knows its bundle by
+            # name, not by where this server keeps uploads.
+            bundle = await asyncio.to_thread(uploads.finish, start.bundle_sha256, start.total_bytes)
+            label = start.file_name or f"bundle {start.bundle_sha256}"
+            try:
+                result = await asyncio.to_thread(import_bundle, bundle, self._api.store, label=label)
+            finally:
+                bundle.unlink(missing_ok=True)
         except BundleError as exc:
             await _abort(context, exc)
         finally:
             if stream is not None:
                 stream.close()  # keeps every byte received, also when the client went away
-        reply = logs_pb2.ImportBundleResponse(received_bytes=received, resumed_from=start.offset)
-        if received < start.total_bytes:
-            return reply
-        try:
-            bundle = await asyncio.to_thread(uploads.finish, start.bundle_sha256, start.total_bytes)
-        except BundleError as exc:
-            await _abort(context, exc)
-        # The client knows its bundle by name, not by where this server keeps uploads.
-        label = start.file_name or f"bundle {start.bundle_sha256}"
-        try:
-            result = await asyncio.to_thread(import_bundle, bundle, self._api.store, label=label)
-        except BundleError as exc:
-            await _abort(context, exc)
-        finally:
-            bundle.unlink(missing_ok=True)
         reply.complete = True
         reply.bundle_id, reply.source_server_id = result.bundle_id, result.source_server_id
         reply.rows_imported, reply.rows_skipped = result.rows_imported, result.rows_skipped

@@ -217,3 +217,39 @@ def test_a_second_start_message_is_refused(stub, bundle):
     with pytest.raises(grpc.RpcError) as failure:
         stub.ImportBundle(twice(), metadata=ADMIN)
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "second `start`" in failure.value.details()
+
+
+def test_a_second_upload_of_the_bundle_cannot_rewind_it_while_it_is_checked_and_imported(tmp_path, bundle,
+                                                                                          monkeypatch):
+    """The upload's lock was released before its checksum and import: a retried transfer of the
+    same bundle could rewind the complete file meanwhile (DATA_LOSS for a good upload), or rename
+    it away (an UNKNOWN FileNotFoundError)."""
+    import asyncio
+
+    from aiproxy.logstore.api import LogApi
+    from aiproxy.logstore.bundles.incoming import UploadBusy, Uploads
+    from aiproxy.rpc.log_service import LogServicer
+    from aiproxy.testing.logrecords import make_store
+
+    data = bundle.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    finish, refused = Uploads.finish, []
+
+    def contested_finish(self, sha256, total_bytes):
+        try:
+            self.open_at(sha256, total_bytes, 0).close()  # a retry that starts over: rewinds the file
+        except UploadBusy:
+            refused.append(sha256)
+        return finish(self, sha256, total_bytes)
+
+    monkeypatch.setattr(Uploads, "finish", contested_finish)
+
+    async def messages():
+        for message in upload(data, sha, 0, len(data), piece=64 * 1024):
+            yield message
+
+    store = make_store(tmp_path / "b")
+    reply = asyncio.run(LogServicer(LogApi(store, tmp_path)).ImportBundle(messages(), context=None))
+    assert refused == [sha] and reply.complete and reply.rows_imported == 9
+    assert not list((tmp_path / "b" / "incoming").glob("upload-*"))
+    store.close()

@@ -66,12 +66,11 @@ class Uploads:
         return stream
 
     def finish(self, sha256: str, total_bytes: int) -> Path:
-        """Check the complete upload; returns it renamed to `upload-<sha>.tgz`."""
+        """Check the complete upload; returns its file, to import and then remove. Call it
+        holding the stream open_at returned: its lock keeps other uploads of the bundle out."""
         part = self.part(sha256)
         digest, size = sha256_file(part)
         if (digest, size) != (sha256, total_bytes):
             part.unlink()
             raise ChecksumMismatch(f"upload is {size} bytes with sha256 {digest}, expected {total_bytes} and {sha256}")
-        done = part.with_suffix(".tgz")
-        part.replace(done)
-        return done
+        return part
