@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import peewee
+
 from aiproxy.logstore.bundles.importer import INCOMING
 from aiproxy.logstore.database import open_database
 from aiproxy.logstore.fts import index_missing
 from aiproxy.logstore.models import BASE_MODELS
 from aiproxy.logstore.partitions import is_partition_name
 from aiproxy.logstore.settings import LogStoreSettings
+
+
+class MergeError(Exception):
+    """A source or the target that SQLite cannot use (not a database, not writable), by name.
+    The sources merged before it stay in the target: merge again once it is moved away."""
 
 
 def merge(source_dir: Path, dest: Path, settings: LogStoreSettings) -> dict:
@@ -24,22 +31,33 @@ def merge(source_dir: Path, dest: Path, settings: LogStoreSettings) -> dict:
         for p in sorted(root.rglob("ai_proxy_*.sqlite3"))
         if is_partition_name(p.name) and p.resolve() != dest.resolve() and INCOMING not in p.relative_to(root).parts
     ]
-    db = open_database(dest, settings)
-    for number, source in enumerate(sources):
-        alias = f"src{number}"
-        db.execute_sql(f"ATTACH DATABASE ? AS {alias}", (str(source),))
-        try:
-            with db.atomic("IMMEDIATE"):
-                for model in BASE_MODELS:
-                    table = model._meta.table_name
-                    theirs = {r[1] for r in db.execute_sql(f'PRAGMA {alias}.table_info("{table}")')}
-                    columns = ", ".join(f'"{f.column_name}"' for f in model._meta.sorted_fields if f.column_name in theirs)
-                    if columns:
-                        db.execute_sql(f'INSERT OR IGNORE INTO main."{table}" ({columns}) SELECT {columns} FROM {alias}."{table}"')
-        finally:
-            db.execute_sql(f"DETACH DATABASE {alias}")
-    indexed, _ = index_missing(db)
-    total = db.execute_sql("SELECT COUNT(*) FROM requests").fetchone()[0]
-    integrity = db.execute_sql("PRAGMA integrity_check").fetchone()[0]
-    db.close()
+    current = dest  # the file an error is about
+    db = None
+    try:
+        db = open_database(dest, settings)
+        for number, current in enumerate(sources):
+            _copy_rows(db, current, f"src{number}")
+        current = dest
+        indexed, _ = index_missing(db)
+        total = db.execute_sql("SELECT COUNT(*) FROM requests").fetchone()[0]
+        integrity = db.execute_sql("PRAGMA integrity_check").fetchone()[0]
+    except peewee.DatabaseError as exc:
+        raise MergeError(f"{current}: {exc}") from None
+    finally:
+        if db is not None:
+            db.close()
     return {"sources": len(sources), "total_requests": total, "fragments_indexed": indexed, "integrity": integrity}
+
+
+def _copy_rows(db, source: Path, alias: str) -> None:
+    db.execute_sql(f"ATTACH DATABASE ? AS {alias}", (str(source),))
+    try:
+        with db.atomic("IMMEDIATE"):
+            for model in BASE_MODELS:
+                table = model._meta.table_name
+                theirs = {r[1] for r in db.execute_sql(f'PRAGMA {alias}.table_info("{table}")')}
+                columns = ", ".join(f'"{f.column_name}"' for f in model._meta.sorted_fields if f.column_name in theirs)
+                if columns:
+                    db.execute_sql(f'INSERT OR IGNORE INTO main."{table}" ({columns}) SELECT {columns} FROM {alias}."{table}"')
+    finally:
+        db.execute_sql(f"DETACH DATABASE {alias}")

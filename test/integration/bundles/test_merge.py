@@ -42,3 +42,19 @@ def test_an_earlier_merge_output_below_from_is_not_a_partition(tmp_path, capsys,
     capsys.readouterr()
     assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(tmp_path / "elsewhere.sqlite3")]) == 0
     assert capsys.readouterr().out.strip() == "sources=2 total_requests=6 integrity=ok"
+
+
+def test_a_source_or_target_sqlite_cannot_use_is_one_line_naming_it(tmp_path, capsys):
+    """A file named like a partition that is not a database, or a --to that cannot be a
+    database file, ended in a peewee traceback."""
+    filled_store(tmp_path / "db", days=1)
+    bad = tmp_path / "db/2025/09/ai_proxy_20250920.sqlite3"
+    bad.write_bytes(b"not a database at all\n" * 100)
+    assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(tmp_path / "all.sqlite3")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"logdb: {bad}: file is not a database") and len(err.splitlines()) == 1
+    bad.unlink()
+    (tmp_path / "out").mkdir()
+    assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"logdb: {tmp_path / 'out'}: unable to open database file") and len(err.splitlines()) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from aiproxy.logstore.cli.common import (
@@ -15,7 +16,7 @@ from aiproxy.logstore.cli.common import (
     require_path,
     store_options,
 )
-from aiproxy.logstore.merge import merge
+from aiproxy.logstore.merge import MergeError, merge
 from aiproxy.logstore.partitions import utc_today
 
 
@@ -32,7 +33,11 @@ def run_init(args: argparse.Namespace) -> int:
 def run_merge(args: argparse.Namespace) -> int:
     source = require_path(Path(args.source), "directory", "check --from")
     with open_store(args, existing=False) as (store, _):  # only for the settings
-        result = merge(source, Path(args.dest), store.settings)
+        try:
+            result = merge(source, Path(args.dest), store.settings)
+        except MergeError as exc:
+            print(f"logdb: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     emit(
         args,
         result,
