@@ -4,8 +4,8 @@ from datetime import date
 
 import pytest
 
+from aiproxy.logstore.bundles.manifest import UnusableInput
 from aiproxy.logstore.bundles.remote import pull, push
-from aiproxy.logstore.bundles.transfer import TransferError
 from aiproxy.testing.gateway import ADMIN_KEY, GatewayProcess
 
 trustme = pytest.importorskip("trustme")
@@ -35,5 +35,5 @@ def test_push_and_pull_over_tls(tls, bundle, tmp_path):
 
 
 def test_a_target_that_is_not_a_grpc_url_is_refused(bundle):
-    with pytest.raises(TransferError, match="grpc://HOST:PORT"):
+    with pytest.raises(UnusableInput, match="grpc://HOST:PORT"):
         push(bundle, "grpc://no-port", api_key=ADMIN_KEY)

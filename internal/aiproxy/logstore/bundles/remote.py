@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from aiproxy.logstore.bundles.manifest import WIRE_CHUNK, sha256_file
+from aiproxy.logstore.bundles.manifest import WIRE_CHUNK, UnusableInput, sha256_file
 from aiproxy.logstore.bundles.transfer import (
     TransferError,
     TransferResult,
@@ -33,10 +33,14 @@ def is_remote(target: str) -> bool:
 
 
 def open_channel(url: str, ca_file: str | None = None) -> grpc.Channel:
-    parts = urlsplit(url)
-    if parts.scheme not in ("grpc", "grpcs") or not parts.hostname or not parts.port:
-        raise TransferError(f"{url!r} is not grpc://HOST:PORT or grpcs://HOST:PORT")
-    target = f"{parts.hostname}:{parts.port}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # a ValueError when it is not a number from 0 to 65535
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("grpc", "grpcs") or not parts.hostname or not port:
+        raise UnusableInput(f"{url!r} is not grpc://HOST:PORT or grpcs://HOST:PORT")
+    target = f"{parts.hostname}:{port}"
     options = [("grpc.max_receive_message_length", 4 * WIRE_CHUNK)]
     if parts.scheme == "grpc":
         return grpc.insecure_channel(target, options=options)
