@@ -1,5 +1,8 @@
 """`grpc://HOST:PORT` targets that cannot be one are usage errors (exit 2), never a traceback."""
 
+from concurrent import futures
+
+import grpc
 import pytest
 
 from aiproxy.entrypoints.logdb import main
@@ -19,3 +22,18 @@ def test_a_target_that_is_not_a_grpc_url_is_a_usage_error(tmp_path, capsys, targ
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("is not grpc://HOST:PORT") == 2
+
+
+def test_an_ipv6_target_reaches_its_host_and_port():
+    """The brackets were dropped: grpc://[::1]:PORT dialled '::1:PORT', which gRPC reads as
+    another address on port 443."""
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    port = server.add_insecure_port("[::1]:0")
+    if not port:
+        pytest.skip("no IPv6 loopback here")
+    server.start()
+    try:
+        with open_channel(f"grpc://[::1]:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+    finally:
+        server.stop(0)

@@ -40,7 +40,8 @@ def open_channel(url: str, ca_file: str | None = None) -> grpc.Channel:
         parts, port = None, None
     if parts is None or parts.scheme not in ("grpc", "grpcs") or not parts.hostname or not port:
         raise UnusableInput(f"{url!r} is not grpc://HOST:PORT or grpcs://HOST:PORT")
-    target = f"{parts.hostname}:{port}"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 address keeps its brackets
+    target = f"{host}:{port}"
     options = [("grpc.max_receive_message_length", 4 * WIRE_CHUNK)]
     if parts.scheme == "grpc":
         return grpc.insecure_channel(target, options=options)
