@@ -272,6 +272,28 @@ def test_a_file_size_limit_is_a_failed_operation_in_one_line_and_a_rerun_complet
     assert rows(dest.base) == before | rows(tmp_path / "a")
 
 
+def test_a_concurrent_import_of_the_same_bundle_is_counted_once(tmp_path, bundle, monkeypatch):
+    """The second import staged rows the first then committed: it reported partitions=3 with
+    rows_imported=0."""
+    from aiproxy.logstore.bundles import importer
+
+    stage, raced = importer._stage, []
+
+    def stage_then_race(store, target, source_server_id):
+        stage(store, target, source_server_id)
+        if not raced:  # once, before the outer import commits
+            raced.append(None)
+            raced[0] = import_bundle(bundle, make_store(store.base))
+
+    monkeypatch.setattr(importer, "_stage", stage_then_race)
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=3)  # every day held: both merge
+    second = import_bundle(bundle, make_store(dest.base))
+    assert (raced[0].rows_imported, raced[0].partitions) == (9, 3)
+    assert (second.rows_imported, second.rows_skipped, second.partitions) == (0, 9, 0)
+    assert rows(dest.base) == rows(tmp_path / "a") | {r for r in rows(dest.base) if r[1] == "srv-b"}
+    assert len(rows(dest.base)) == 18
+
+
 def _edit_member(tmp_path, day: str, change):
     """repack() editor: run `change(conn)` on the member of `day` (YYYYMMDD)."""
     def edit(name, data):

@@ -331,8 +331,9 @@ def _commit(store: Store, targets: list[_Target], result: ImportResult) -> None:
             if step is None:
                 step = _merge_existing(store, target)
             done.append(step)
-            result.rows_imported += target.rows if step.new else step.rowids[1] - step.rowids[0]
-            result.partitions += 1
+            added = target.rows if step.new else step.rowids[1] - step.rowids[0]
+            result.rows_imported += added
+            result.partitions += added > 0  # none when a concurrent import of the bundle got there first
             result.new_partitions += step.new
     except BaseException:
         for step in reversed(done):
