@@ -292,11 +292,11 @@ def _transaction(conn: sqlite3.Connection, mode: str = "") -> Iterator[None]:
     conn.execute(f"BEGIN {mode}")
     try:
         yield
+        conn.execute("COMMIT")  # a failed COMMIT leaves the transaction (and its lock) open: rolled back
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def _has_table(conn: sqlite3.Connection, schema: str, table: str) -> bool:
