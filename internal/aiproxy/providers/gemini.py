@@ -23,7 +23,7 @@ from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardabl
 from aiproxy.providers.gemini_errors import gemini_error, parse_error_body
 from aiproxy.providers.gemini_response import StreamTranslator, to_openai_response
 from aiproxy.providers.gemini_translate import gemini_model_id, to_gemini_request
-from aiproxy.providers.http import make_http_client, send_streaming, transport_error
+from aiproxy.providers.http import fetch_object, make_http_client, send_streaming, transport_error
 from aiproxy.sse import sse_batches
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -67,23 +67,13 @@ class GeminiProvider:
 
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         model, path, payload = self._prepare(request.body, "generateContent")
-        try:
-            response = await self._client.post(path, content=payload)
-        except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc) from None
-        if response.status_code >= 400:
-            raise self._error(response.status_code, response.content, response.headers)
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise UpstreamBadResponse("The Gemini API returned a body that is not JSON.") from None
-        if not isinstance(data, dict):
-            raise UpstreamBadResponse("The Gemini API returned JSON that is not an object.")
+        http_request = self._client.build_request("POST", path, content=payload)
+        data, headers = await fetch_object(self._client, http_request, self.name, self._error, "The Gemini API")
         try:
             body = to_openai_response(data, model)
         except _UNEXPECTED_SHAPE as exc:
             raise _unreadable(exc) from None
-        return UpstreamResponse(body=body, headers=forwardable_headers(response.headers))
+        return UpstreamResponse(body=body, headers=forwardable_headers(headers))
 
     async def open_stream(self, request: UpstreamRequest) -> GeminiStream:
         model, path, payload = self._prepare(request.body, "streamGenerateContent")

@@ -7,6 +7,7 @@ import ssl
 from collections.abc import Callable
 
 import httpx
+import orjson
 
 from aiproxy.config import ProviderSettings
 from aiproxy.errors import GatewayError, UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
@@ -142,6 +143,34 @@ async def send_checked(
     if response.status_code >= 400:
         raise error(response.status_code, await _error_body(response), response.headers)
     return response
+
+
+async def fetch_object(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    provider: str,
+    error: Callable[[int, bytes, httpx.Headers], GatewayError],
+    source: str,
+) -> tuple[dict, httpx.Headers]:
+    """Send a request and read its answer, which must be a JSON object: an error status is raised
+    as send_checked raises it; an empty body, or one that is not a JSON object, is a 502 naming
+    `source` (e.g. "The upstream provider 'x'")."""
+    response = await send_checked(client, request, provider, error)
+    try:
+        await response.aread()
+    except httpx.HTTPError as exc:
+        raise transport_error(provider, exc) from None
+    finally:
+        await response.aclose()
+    if not response.content.strip():
+        raise UpstreamBadResponse(f"{source} returned an empty body.")
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise UpstreamBadResponse(f"{source} returned a body that is not JSON.") from None
+    if not isinstance(body, dict):
+        raise UpstreamBadResponse(f"{source} returned JSON that is not an object.")
+    return body, response.headers
 
 
 async def send_streaming(

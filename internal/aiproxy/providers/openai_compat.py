@@ -21,7 +21,7 @@ from aiproxy.errors import (
 )
 from aiproxy.protojson import dump_parsed
 from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers
-from aiproxy.providers.http import make_http_client, send_checked, send_streaming, transport_error
+from aiproxy.providers.http import fetch_object, make_http_client, send_streaming, transport_error
 from aiproxy.sse import EndOfStream, sse_batches
 
 _JSON = {"content-type": "application/json"}
@@ -112,29 +112,17 @@ class OpenAICompatibleProvider:
 
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         http_request = self._client.build_request("POST", self._chat_url, content=dump_parsed(request.body))
-        response = await send_checked(self._client, http_request, self.name, self._error)
-        try:
-            await response.aread()
-        except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc) from None
-        finally:
-            await response.aclose()
-        if not response.content.strip():
-            raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned an empty body.")
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned a body that is not JSON.") from None
-        if not isinstance(body, dict):
-            raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned JSON that is not an object.")
+        body, headers = await fetch_object(
+            self._client, http_request, self.name, self._error, f"The upstream provider '{self.name}'"
+        )
         if not isinstance(body.get("choices"), list):
             if body.get("error"):  # OpenRouter reports some failures as a 200 with only `error`
-                raise embedded_error(self._settings, body, response.headers)
+                raise embedded_error(self._settings, body, headers)
             raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned a body without a 'choices' list.")
         failed = next((c for c in body["choices"] if isinstance(c, dict) and c.get("finish_reason") == "error"), None)
         if failed is not None:  # OpenRouter's answer that failed partway: an error, not a finish_reason
-            raise embedded_error(self._settings, failed, response.headers)
-        return UpstreamResponse(body=body, headers=forwardable_headers(response.headers))
+            raise embedded_error(self._settings, failed, headers)
+        return UpstreamResponse(body=body, headers=forwardable_headers(headers))
 
     async def open_stream(self, request: UpstreamRequest) -> _OpenAIStream:
         http_request = self._client.build_request(

@@ -542,3 +542,39 @@ async def test_aclose_stops_a_running_stream_promptly(fake, provider):
             break
         await anyio.sleep(0.02)
     assert fake.requests[-1].cancelled  # the fake saw the connection go away
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "stream"])
+async def test_an_endless_error_body_is_read_only_in_part(gemini_settings, streamed):
+    """A huge error page (a proxy's, or a broken upstream's) is read up to a bound: it filled the
+    gateway's memory, and an endless one held a non-streamed call until the read timeout."""
+    from types import SimpleNamespace
+
+    from aiohttp import web
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        answer = web.StreamResponse(status=503, headers={"content-type": "application/json"})
+        await answer.prepare(request)
+        await answer.write(b'{"error": {"message": "')
+        while True:
+            await answer.write(b"x" * 65536)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", endless)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    gemini = GeminiProvider(gemini_settings(SimpleNamespace(base_url=f"http://127.0.0.1:{port}"), read_timeout=60))
+    try:
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as caught:
+            if streamed:
+                await gemini.open_stream(req(messages=[user("hi")], stream=True))
+            else:
+                await gemini.complete(req(messages=[user("hi")]))
+        assert caught.value.http_status == 503 and time.monotonic() - started < 10
+    finally:
+        await gemini.aclose()
+        await runner.cleanup()
