@@ -16,7 +16,6 @@ import socket
 import ssl
 import struct
 import tempfile
-from pathlib import Path
 
 import grpc
 from aiohttp import web
@@ -36,8 +35,14 @@ from aiproxy.logstore.server_identity import resolve_server_id
 from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.routing import ModelRouter
 from aiproxy.rpc.chat_service import ChatServicer
-from aiproxy.rpc.server import FINISH_SECONDS, GrpcServer
+from aiproxy.rpc.server import FINISH_SECONDS, GrpcServer, read_tls_file
 from aiproxy.stopsignals import CELL_SIGNALS, STOP_SIGNALS
+
+
+def _no_passphrase() -> bytes:
+    """Called for an encrypted key, which OpenSSL would otherwise ask a passphrase for on the terminal."""
+    raise ConfigError("TLS_KEY_FILE is encrypted with a passphrase, which the gateway cannot ask for: store the key"
+                      " unencrypted (openssl pkey -in KEY -out NEW_KEY), readable only by the gateway's user")
 
 
 def http_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -45,11 +50,10 @@ def http_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if not tls.enabled:
         return None
     for name, path in (("TLS_CERT_FILE", tls.cert_file), ("TLS_KEY_FILE", tls.key_file)):
-        if not Path(path).is_file():
-            raise ConfigError(f"{name}={path}: file not found")
+        read_tls_file(path, name)  # missing or unreadable: ssl's own OSError names neither file nor setting
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=_no_passphrase)
     except ssl.SSLError as exc:
         raise ConfigError(
             f"TLS_CERT_FILE and TLS_KEY_FILE do not form a valid pair ({exc.reason or exc}); check both files"

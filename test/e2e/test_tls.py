@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -97,14 +99,52 @@ def test_grpc_mutual_tls(ca, tls_files, upstream, tmp_path):
                 chat_pb2_grpc.ChatServiceStub(channel).ListModels(chat_pb2.ListModelsRequest(), timeout=3)
 
 
-@pytest.mark.parametrize("problem", ["missing", "mismatched"])
-def test_bad_certificate_files_stop_startup_clearly(problem, ca, tls_files, tmp_path):
-    key = tmp_path / "nope.key" if problem == "missing" else tmp_path / "other.key"
-    if problem == "mismatched":
-        ca.issue_cert("other.example").private_key_pem.write_to_path(key)
+def _encrypted(key_pem: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.BestAvailableEncryption(b"passphrase"))
+
+
+@pytest.mark.parametrize(("problem", "setting", "says"), [
+    ("missing", "TLS_KEY_FILE", "No such file"),
+    ("mismatched", "TLS_KEY_FILE", "valid pair"),
+    ("unreadable", "TLS_KEY_FILE", "Permission denied"),
+    ("encrypted", "TLS_KEY_FILE", "passphrase"),
+])
+def test_bad_certificate_files_stop_startup_clearly(problem, setting, says, ca, tls_files, tmp_path):
+    command = [sys.executable, "-c", "from aiproxy.entrypoints.aiproxy import main; raise SystemExit(main())"]
+    cert, key = tls_files["cert"], tmp_path / "server.key"
+    key.write_bytes(tls_files["key"].read_bytes())
     env = {"PATH": os.environ["PATH"], "API_KEYS": "k", "SETTINGS_FILE": str(SETTINGS_FILE), "LOG_DIR": str(tmp_path),
-           "TLS_CERT_FILE": str(tls_files["cert"]), "TLS_KEY_FILE": str(key), "PORT": "0", "GRPC_PORT": "0"}
-    result = subprocess.run([sys.executable, "-c", "from aiproxy.entrypoints.aiproxy import main; raise SystemExit(main())"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
-    assert "TLS_KEY_FILE" in result.stderr and "Traceback" not in result.stderr
+           "PORT": "0", "GRPC_PORT": "0"}
+    if problem == "missing":
+        key = tmp_path / "nope.key"
+    elif problem == "mismatched":
+        ca.issue_cert("other.example").private_key_pem.write_to_path(key)
+    elif problem == "unreadable":
+        key.chmod(0)
+        if os.geteuid() == 0:  # root reads any file, unless it lacks the capabilities to
+            if not shutil.which("setpriv"):
+                pytest.skip("needs setpriv to drop root's file capabilities")
+            command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    elif problem == "encrypted":
+        key.write_bytes(_encrypted(key.read_bytes()))
+    elif problem == "expired":
+        old = ca.issue_cert("127.0.0.1", not_after=datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
+        cert, key = tmp_path / "old.pem", tmp_path / "old.key"
+        old.cert_chain_pems[0].write_to_path(cert)
+        old.private_key_pem.write_to_path(key)
+    elif problem == "bad client CA":
+        (tmp_path / "ca.pem").write_bytes(key.read_bytes())  # a key, not a certificate
+        env["TLS_CLIENT_CA_FILE"] = str(tmp_path / "ca.pem")
+    if problem == "client CA without TLS":
+        env["TLS_CLIENT_CA_FILE"] = str(tls_files["ca"])
+    else:
+        env |= {"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)}
+    result = subprocess.run(command, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert setting in result.stderr and says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "pass phrase" not in result.stderr + result.stdout

@@ -33,19 +33,20 @@ _NOT_WORK = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 FINISH_SECONDS = 0.5
 
 
-def _read(path: str, what: str) -> bytes:
+def read_tls_file(path: str, setting: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
+        raise ConfigError(f"{setting}={path}: cannot read it ({exc.strerror})") from None
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials:
     tls = settings.tls
-    key, cert = _read(tls.key_file, "key file"), _read(tls.cert_file, "certificate file")
+    key, cert = read_tls_file(tls.key_file, "TLS_KEY_FILE"), read_tls_file(tls.cert_file, "TLS_CERT_FILE")
     if tls.client_ca_file:
         return grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=_read(tls.client_ca_file, "client CA file"), require_client_auth=True
+            [(key, cert)], root_certificates=read_tls_file(tls.client_ca_file, "TLS_CLIENT_CA_FILE"),
+            require_client_auth=True,
         )
     return grpc.ssl_server_credentials([(key, cert)])
 
