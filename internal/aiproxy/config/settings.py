@@ -272,6 +272,8 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
     )
     if bool(tls.cert_file) != bool(tls.key_file):
         raise ConfigError("TLS needs both TLS_CERT_FILE and TLS_KEY_FILE (only one is set)")
+    if tls.client_ca_file and not tls.enabled:  # else gRPC would quietly accept plain-text calls from anyone
+        raise ConfigError("TLS_CLIENT_CA_FILE (mutual TLS on gRPC) needs TLS_CERT_FILE and TLS_KEY_FILE too")
     level = str(get("log_level", "INFO")).upper()
     if level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"setting LOG_LEVEL={level!r} is not a log level (use DEBUG, INFO, WARNING or ERROR)")
