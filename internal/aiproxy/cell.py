@@ -58,6 +58,13 @@ def http_ssl_context(settings: Settings) -> ssl.SSLContext | None:
         raise ConfigError(
             f"TLS_CERT_FILE and TLS_KEY_FILE do not form a valid pair ({exc.reason or exc}); check both files"
         ) from None
+    if tls.client_ca_file:  # gRPC's mutual TLS; grpc itself reports a bad bundle as a failed bind
+        read_tls_file(tls.client_ca_file, "TLS_CLIENT_CA_FILE")
+        try:
+            ssl.create_default_context(cafile=tls.client_ca_file)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"TLS_CLIENT_CA_FILE={tls.client_ca_file}: not a PEM bundle of CA certificates"
+                              f" ({exc.reason or exc})") from None
     context.set_alpn_protocols(["http/1.1"])
     return context
 
