@@ -16,6 +16,7 @@ import socket
 import ssl
 import struct
 import tempfile
+import time
 
 import grpc
 from aiohttp import web
@@ -58,6 +59,10 @@ def http_ssl_context(settings: Settings) -> ssl.SSLContext | None:
         raise ConfigError(
             f"TLS_CERT_FILE and TLS_KEY_FILE do not form a valid pair ({exc.reason or exc}); check both files"
         ) from None
+    # An expired certificate, which every client would refuse (the stdlib reads its dates only through this)
+    not_after = ssl._ssl._test_decode_cert(tls.cert_file)["notAfter"]
+    if ssl.cert_time_to_seconds(not_after) < time.time():
+        raise ConfigError(f"TLS_CERT_FILE={tls.cert_file}: the certificate expired on {not_after}; renew it")
     if tls.client_ca_file:  # gRPC's mutual TLS; grpc itself reports a bad bundle as a failed bind
         read_tls_file(tls.client_ca_file, "TLS_CLIENT_CA_FILE")
         try:

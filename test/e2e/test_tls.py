@@ -112,6 +112,7 @@ def _encrypted(key_pem: bytes) -> bytes:
     ("mismatched", "TLS_KEY_FILE", "valid pair"),
     ("unreadable", "TLS_KEY_FILE", "Permission denied"),
     ("encrypted", "TLS_KEY_FILE", "passphrase"),
+    ("expired", "TLS_CERT_FILE", "expired"),
     ("bad client CA", "TLS_CLIENT_CA_FILE", "not a PEM bundle"),
     ("client CA without TLS", "TLS_CLIENT_CA_FILE", "TLS_CERT_FILE"),
 ])
