@@ -315,8 +315,11 @@ main() {
     # Directories: logs/ must be writable by the container's non-root user; acme.json is secret.
     mkdir -p "$dir/logs" "$dir/deployments/letsencrypt"
     chmod 700 "$dir/deployments/letsencrypt"
-    if ((EUID == 0)); then
-        chown "$APP_UID_DEFAULT:$APP_UID_DEFAULT" "$dir/logs"
+    if ((EUID == 0)); then  # the user docker-compose.yml runs the gateway as
+        local uid gid
+        uid=$(env_get APP_UID "$env_file")
+        gid=$(env_get APP_GID "$env_file")
+        chown "${uid:-$APP_UID_DEFAULT}:${gid:-$APP_UID_DEFAULT}" "$dir/logs"
     elif [[ -z $(env_get APP_UID "$env_file") ]]; then
         env_set APP_UID "$(id -u)" "$env_file"
         env_set APP_GID "$(id -g)" "$env_file"

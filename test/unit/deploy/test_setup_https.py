@@ -200,3 +200,12 @@ def test_written_env_reads_the_same_in_dotenv_and_bash(parse_env, project_dir: P
         check=True,
     ).stdout
     assert sourced == expected["TRAEFIK_DASHBOARD_AUTH"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_as_root_logs_belong_to_the_configured_app_user(project_dir: Path):
+    """The container runs as APP_UID:APP_GID (docker-compose.yml): logs/ must be theirs, not 10001's."""
+    (project_dir / ".env").write_text("DOMAIN=ai.my-company.net\nACME_EMAIL=ops@my-company.net\nAPP_UID=12345\nAPP_GID=12346\n")
+    assert run(project_dir).returncode == 0
+    logs = (project_dir / "logs").stat()
+    assert (logs.st_uid, logs.st_gid) == (12345, 12346)
