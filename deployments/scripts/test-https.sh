@@ -15,7 +15,8 @@ Checks a deployment made with deployments/docker-compose.yml (or native TLS):
   3. https://DOMAIN/health answers 200 {"status":"ok",...} with a Strict-Transport-Security header
   4. /v1/chat/completions refuses a request without a key (401) and answers one with a key (200)
   5. https://traefik.DOMAIN/dashboard/ asks for a password (401 + WWW-Authenticate: Basic)
-  6. grpc.DOMAIN negotiates HTTP/2 (ALPN h2) over TLS (--grpc-host/--grpc-port for native TLS)
+  6. grpc.DOMAIN negotiates HTTP/2 (ALPN h2) over TLS with a valid certificate for that name
+     (--grpc-host/--grpc-port for native TLS)
 Every check prints PASS or FAIL; the exit status is 1 when any failed.
 
 Options (defaults come from .env in the project directory):
@@ -193,11 +194,16 @@ check_dashboard() {
 check_grpc() {
     local out connect=$GRPC_HOST
     [[ -z $CONNECT_IP ]] || connect=$CONNECT_IP
-    out=$(openssl s_client -connect "$connect:$GRPC_PORT" -servername "$GRPC_HOST" -alpn h2 </dev/null 2>/dev/null) || true
-    if [[ $out == *"ALPN protocol: h2"* ]]; then
-        pass "gRPC: $GRPC_HOST:$GRPC_PORT negotiates HTTP/2 over TLS"
-    else
+    out=$(openssl s_client -connect "$connect:$GRPC_PORT" -servername "$GRPC_HOST" -alpn h2 \
+        -verify_hostname "$GRPC_HOST" "${CA_OPTS[@]}" </dev/null 2>/dev/null) || true
+    if [[ $out != *"ALPN protocol: h2"* ]]; then
         fail "gRPC: $GRPC_HOST:$GRPC_PORT did not negotiate h2 (no TLS or no HTTP/2)"
+    elif ((INSECURE == 0)) && [[ $out != *"Verify return code: 0 (ok)"* ]]; then
+        # gRPC clients verify it: e.g. Traefik's default certificate after an ACME failure for this name.
+        [[ $out =~ Verify\ return\ code:\ [^$'\n']* ]] || true
+        fail "gRPC: $GRPC_HOST:$GRPC_PORT certificate not accepted (${BASH_REMATCH[0]:-no certificate})"
+    else
+        pass "gRPC: $GRPC_HOST:$GRPC_PORT negotiates HTTP/2 over TLS"
     fi
 }
 
@@ -265,8 +271,10 @@ main() {
             done
         done
     fi
-    [[ -z $ca_file ]] || CURL_OPTS+=(--cacert "$ca_file")
+    CA_OPTS=()  # openssl's
+    [[ -z $ca_file ]] || { CURL_OPTS+=(--cacert "$ca_file"); CA_OPTS=(-CAfile "$ca_file"); }
     ((insecure == 0)) || CURL_OPTS+=(--insecure)
+    INSECURE=$insecure
 
     echo "Testing https://$DOMAIN (http port $HTTP_PORT, https port $HTTPS_PORT${CONNECT_IP:+, via $CONNECT_IP})"
     skipped redirect || check_redirect

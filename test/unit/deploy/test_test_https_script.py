@@ -210,3 +210,15 @@ def test_missing_domain_is_a_usage_error(tmp_path: Path):
     result = subprocess.run(["bash", str(SCRIPT), "--dir", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2
     assert "no domain" in result.stderr
+
+
+def test_grpc_host_without_a_valid_certificate_fails(stand_in: StandIn, tmp_path: Path):
+    """HTTP/2 alone is not enough: gRPC clients verify the certificate, so the check must too (an ACME
+    failure for grpc.DOMAIN leaves Traefik's default certificate there)."""
+    only_grpc = ("--skip", "redirect,cert,health,chat,dashboard")
+    result = run_script(stand_in, tmp_path, "--grpc-host", f"other.{DOMAIN}", *only_grpc)
+    assert result.returncode == 1, result.stdout
+    expected = f"FAIL  gRPC: other.{DOMAIN}:{stand_in.https_port} certificate not accepted (Verify return code: 62"
+    assert expected in result.stdout
+    result = run_script(stand_in, tmp_path, *only_grpc, "--ca-file", "/dev/null")  # an unknown CA
+    assert "FAIL  gRPC:" in result.stdout, result.stdout
