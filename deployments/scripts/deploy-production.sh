@@ -247,8 +247,10 @@ deploy() {
 
     step "Copying files (rsync)"
     # --checksum: compare contents, not size+mtime (a same-size edit within one second is not missed).
+    # No .env-like file travels (e.g. the DEPLOY_ENV_FILE=prod.env of docs/https.md): secrets reach the server
+    # only as its .env, mode 600, never as a copy with this tree's permissions in the tree and its backups.
     rsync -az --checksum --delete -e "${SSH_CMD[*]}" \
-        --exclude=/.env --exclude=/logs/ --exclude=/backups/ --exclude=/bundles/ \
+        --include=/configs/.env.example --exclude=.env --exclude='.env.*' --exclude='*.env' --exclude=/logs/ --exclude=/backups/ --exclude=/bundles/ \
         --exclude=/deployments/letsencrypt/ --exclude=/.git/ --exclude=/.venv/ \
         --exclude=__pycache__/ --exclude=.pytest_cache/ --exclude=.ruff_cache/ \
         --exclude=/build/ --exclude=/dist/ --exclude='*.egg-info/' \

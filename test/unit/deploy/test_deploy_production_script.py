@@ -219,3 +219,17 @@ def test_manual_rollback_and_pruning(env):
     assert (server / "internal" / "app.py").read_text() == "print('v2')\n"
     assert deploy(env, "--rollback", "aiproxy-19990101-000000.tar.gz").returncode != 0
     assert deploy(env, "--rollback", "../../etc/passwd").returncode != 0
+
+
+def test_env_files_in_the_tree_are_not_copied(env):
+    """docs/https.md suggests DEPLOY_ENV_FILE=prod.env next to the tree: its secrets must reach the server
+    only as its .env (mode 600), never as a copy in the deployed tree and its backups."""
+    source, server = Path(env["DEPLOY_SOURCE"]), Path(env["DEPLOY_PATH"])
+    for name in ("prod.env", ".env.production", "configs/.env.example"):
+        (source / name).parent.mkdir(exist_ok=True)
+        (source / name).write_text("API_KEYS=sk-server-key\n")
+    result = deploy(env | {"DEPLOY_ENV_FILE": str(source / "prod.env")})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (server / "prod.env").exists() and not (server / ".env.production").exists()
+    assert (server / "configs" / ".env.example").exists()  # the template is not a secret
+    assert (server / ".env").read_text() == "API_KEYS=sk-server-key\n"
