@@ -88,6 +88,7 @@ env_set() {
             if (!target) print newline
         }' "$file" >"$tmp"
     chmod 600 "$tmp"
+    chown --reference="$file" "$tmp" 2>/dev/null || true  # run with sudo, .env stays its owner's
     mv "$tmp" "$file"
 }
 

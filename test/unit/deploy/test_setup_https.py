@@ -209,3 +209,16 @@ def test_as_root_logs_belong_to_the_configured_app_user(project_dir: Path):
     assert run(project_dir).returncode == 0
     logs = (project_dir / "logs").stat()
     assert (logs.st_uid, logs.st_gid) == (12345, 12346)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_sudo_keeps_the_owner_of_an_existing_env(project_dir: Path):
+    """`sudo setup-https.sh` on the deploy user's .env: that user (make up, deploy-production.sh) must still
+    be able to read it afterwards."""
+    env_file = project_dir / ".env"
+    env_file.write_text("DOMAIN=ai.my-company.net\nACME_EMAIL=ops@my-company.net\n")
+    os.chown(env_file, 12345, 12346)
+    assert run(project_dir, "--dashboard-password", "new-one").returncode == 0
+    stat = env_file.stat()
+    assert (stat.st_uid, stat.st_gid, stat.st_mode & 0o777) == (12345, 12346, 0o600)
+    assert "TRAEFIK_DASHBOARD_AUTH=" in env_file.read_text()
