@@ -59,9 +59,11 @@ def http_ssl_context(settings: Settings) -> ssl.SSLContext | None:
         raise ConfigError(
             f"TLS_CERT_FILE and TLS_KEY_FILE do not form a valid pair ({exc.reason or exc}); check both files"
         ) from None
-    # An expired certificate, which every client would refuse (the stdlib reads its dates only through this)
-    not_after = ssl._ssl._test_decode_cert(tls.cert_file)["notAfter"]
-    if ssl.cert_time_to_seconds(not_after) < time.time():
+    # An expired certificate, which every client would refuse. The stdlib reads a certificate's dates
+    # only through this private helper: without it (another Python) the check is skipped.
+    decode = getattr(ssl._ssl, "_test_decode_cert", None)
+    not_after = decode(tls.cert_file)["notAfter"] if decode else None
+    if not_after and ssl.cert_time_to_seconds(not_after) < time.time():
         raise ConfigError(f"TLS_CERT_FILE={tls.cert_file}: the certificate expired on {not_after}; renew it")
     if tls.client_ca_file:  # gRPC's mutual TLS; grpc itself reports a bad bundle as a failed bind
         read_tls_file(tls.client_ca_file, "TLS_CLIENT_CA_FILE")

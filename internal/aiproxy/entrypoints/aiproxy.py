@@ -49,8 +49,10 @@ def ensure_client_key(settings: Settings) -> Settings:
     try:
         lines = DOTENV.read_text(encoding="utf-8").splitlines() if DOTENV.is_file() else []
         lines = [line for line in lines if not line.startswith("API_KEYS=")] + [f"API_KEYS={key}"]
-        DOTENV.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.chmod(DOTENV, 0o600)
+        fd = os.open(DOTENV, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing .env too, before the key is written into it
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
     except OSError as exc:
         raise ConfigError(f"no API_KEYS configured and {DOTENV.resolve()} is not writable ({exc.strerror}); "
                           "set API_KEYS") from None
