@@ -36,7 +36,6 @@ class ProviderSettings:
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
     max_connections: int = 256
-    max_keepalive_connections: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,9 +232,6 @@ def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dic
         connect_timeout=_as_float("upstream__connect_timeout", merged.get("connect_timeout", 10.0)),
         read_timeout=_as_float("upstream__read_timeout", merged.get("read_timeout", 300.0)),
         max_connections=as_int("upstream__max_connections", merged.get("max_connections", 256), 1),
-        max_keepalive_connections=as_int(
-            "upstream__max_keepalive_connections", merged.get("max_keepalive_connections", 64), 0
-        ),
     )
 
 
