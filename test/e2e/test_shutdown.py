@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from functools import partial
+from pathlib import Path
 
 import grpc
 import httpx
@@ -271,6 +272,20 @@ def test_a_stop_signal_during_start_up_is_a_graceful_stop(tmp_path, workers):
     gateway = GatewayProcess(tmp_path, workers=workers)
     process = subprocess.Popen([*COMMAND, "serve"], cwd=gateway.workdir, env=gateway.env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)  # past the interpreter's own start, before any handler
+    # Sent as soon as start-up holds SIGTERM (a fixed sleep flaked on a busy machine, where the
+    # interpreter's own start took longer). Held, not merely caught: handlers exist only once
+    # the gateway is nearly up, which is what this test is not about.
+    deadline = time.monotonic() + 30
+    while not any(state := _sigterm_state(process.pid)):
+        assert process.poll() is None and time.monotonic() < deadline, "start-up never held SIGTERM"
+        time.sleep(0.002)
+    assert state == (True, False), "SIGTERM was not held during start-up"
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
+
+
+def _sigterm_state(pid: int) -> tuple[bool, bool]:
+    """Whether SIGTERM is blocked and whether it is caught, per /proc/PID/status."""
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+    bit = 1 << (signal.SIGTERM - 1)
+    return bool(int(status["SigBlk"], 16) & bit), bool(int(status["SigCgt"], 16) & bit)
