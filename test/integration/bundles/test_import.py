@@ -208,8 +208,40 @@ def test_a_bundle_written_by_the_seed_imports_by_column_name_and_gets_indexed(tm
     store.close()
 
 
+# `logdb bundle import` that holds still once its first partition is staged (and touches the file
+# argv[1] then), so a signal is sure to land mid-import. Waiting for target-0.sqlite3 to appear
+# and signalling the running import raced with its end: on a busy machine it had often finished.
+PAUSED_IMPORT = """
+import sys, time
+from pathlib import Path
+from aiproxy.logstore.bundles import importer
+stage = importer._stage
+def paused(store, target, *args):
+    stage(store, target, *args)
+    if target.staged.name == "target-0.sqlite3":
+        Path(sys.argv[1]).touch()
+        time.sleep(120)
+importer._stage = paused
+from aiproxy.entrypoints.logdb import main
+raise SystemExit(main(sys.argv[2:]))
+"""
+
+
+def start_paused_import(bundle, dest, tmp_path, **popen) -> subprocess.Popen:
+    """The import, paused mid-staging: its first partition staged, the others not yet."""
+    paused = tmp_path / "paused"
+    process = subprocess.Popen([sys.executable, "-c", PAUSED_IMPORT, str(paused), "bundle", "import", str(bundle),
+                                "--dest", str(dest.base)], **popen)
+    deadline = time.monotonic() + 60
+    while not paused.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the import never reached its pause"
+        time.sleep(0.005)
+    assert list((dest.base / "incoming").glob("import-*/target-0.sqlite3"))
+    return process
+
+
 def test_an_import_killed_half_way_leaves_the_destination_unchanged_and_a_rerun_completes(tmp_path):
-    source = filled_store(tmp_path / "a", days=6, turns=80)  # long histories: staging takes a while
+    source = filled_store(tmp_path / "a", days=6, turns=20)
     bundle = create_bundle(source, *SEPTEMBER, tmp_path / "a.tgz").path
     dest = filled_store(tmp_path / "b", server_id="srv-b", days=6, turns=2)  # every day held: the row merge path
     fingerprint = tree_fingerprint(dest.base)
@@ -217,11 +249,8 @@ def test_an_import_killed_half_way_leaves_the_destination_unchanged_and_a_rerun_
     command = [sys.executable, "-c", "from aiproxy.entrypoints.logdb import main; raise SystemExit(main())",
                "bundle", "import", str(bundle), "--dest", str(dest.base)]
     env = {**os.environ, "LOGDB_SERVER_ID": "srv-b"}
-    process = subprocess.Popen(command, env=env)
-    deadline = time.monotonic() + 30
-    while not list((dest.base / "incoming").glob("import-*/target-0.sqlite3")) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)  # mid-staging: the first staged partition is being built
+    process = start_paused_import(bundle, dest, tmp_path, env=env)
+    process.send_signal(signal.SIGKILL)  # mid-staging: a staged partition is there, the others are not
     process.wait()
     assert {k: v for k, v in tree_fingerprint(dest.base).items() if not k.startswith("incoming")} == fingerprint
     assert rows(dest.base) == before
@@ -232,16 +261,13 @@ def test_an_import_killed_half_way_leaves_the_destination_unchanged_and_a_rerun_
 
 def test_ctrl_c_mid_import_is_one_line_exit_130_and_a_rerun_completes(tmp_path):
     """SIGINT once ended in a KeyboardInterrupt traceback."""
-    source = filled_store(tmp_path / "a", days=6, turns=80)
+    source = filled_store(tmp_path / "a", days=6, turns=20)
     bundle = create_bundle(source, *SEPTEMBER, tmp_path / "a.tgz").path
     dest = filled_store(tmp_path / "b", server_id="srv-b", days=6, turns=2)
     fingerprint, before = tree_fingerprint(dest.base), rows(dest.base)
     command = [sys.executable, "-c", "from aiproxy.entrypoints.logdb import main; raise SystemExit(main())",
                "bundle", "import", str(bundle), "--dest", str(dest.base)]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not list((dest.base / "incoming").glob("import-*/target-0.sqlite3")) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    process = start_paused_import(bundle, dest, tmp_path, stderr=subprocess.PIPE, text=True)
     process.send_signal(signal.SIGINT)
     err = process.communicate()[1]
     assert process.returncode == 130 and "Traceback" not in err and err.startswith("logdb: interrupted"), err
