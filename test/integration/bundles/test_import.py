@@ -211,8 +211,11 @@ def test_a_bundle_written_by_the_seed_imports_by_column_name_and_gets_indexed(tm
 # `logdb bundle import` that holds still once its first partition is staged (and touches the file
 # argv[1] then), so a signal is sure to land mid-import. Waiting for target-0.sqlite3 to appear
 # and signalling the running import raced with its end: on a busy machine it had often finished.
+# Ctrl-C is restored as a terminal has it: a suite started in the background by a shell without
+# job control (`make test &` in a script) passes SIGINT on ignored, and the import never saw it.
 PAUSED_IMPORT = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from aiproxy.logstore.bundles import importer
 stage = importer._stage
