@@ -105,6 +105,19 @@ def wait_until_refused(attempt, within: float = 2.0) -> Exception:
         time.sleep(0.05)
 
 
+def wait_until_shutting_down(gateway: GatewayProcess, within: float = 10.0) -> None:
+    """Until the gateway has taken the stop signal (it logs "shutting down"): a fixed sleep after
+    the signal assumed it did so within a moment, which a busy machine does not promise."""
+    deadline = time.monotonic() + within
+    while True:
+        data = gateway.stderr_path.read_bytes()
+        lines = data[: data.rfind(b"\n") + 1].splitlines()  # the lines written in full so far
+        if any(orjson.loads(line).get("msg") == "shutting down" for line in lines if line.startswith(b"{")):
+            return
+        assert time.monotonic() < deadline, "the gateway did not take the stop signal"
+        time.sleep(0.01)
+
+
 def test_rest_and_grpc_streams_share_one_deadline(start, fake):
     """Was: the REST stream cut at 2x the grace, the gRPC one at 3x, neither told why."""
     grace = 1.5
@@ -159,7 +172,7 @@ def test_every_listener_stops_at_once_but_what_is_in_flight_finishes(start, fake
     time.sleep(0.2)
     signalled = time.monotonic()
     gateway.proc.send_signal(stop)
-    time.sleep(0.2)
+    wait_until_shutting_down(gateway)
 
     fresh.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
     status, headers, _ = read_response(fresh)
@@ -192,7 +205,12 @@ def test_a_second_signal_stops_at_once(start, fake):
     fake.push(long_stream())
     stream = RestStream(gateway)
     gateway.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
+    wait_until_shutting_down(gateway)  # taken as the first signal, not folded into the second
+    streamed = len(stream.lines)
+    deadline = time.monotonic() + 10
+    while len(stream.lines) < streamed + 3:  # the stream goes on after the first signal
+        assert gateway.proc.poll() is None and time.monotonic() < deadline, "the first signal must let the stream go on"
+        time.sleep(0.02)
     assert gateway.proc.poll() is None, "the first signal must let the stream go on"
     again = time.monotonic()
     gateway.proc.send_signal(signal.SIGINT)
