@@ -40,6 +40,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class _PortTaken(RuntimeError):
+    """The gateway could not listen on a port that free_port() had chosen for it."""
+
+
 class GatewayProcess:
     """`with GatewayProcess(tmp_path, upstream_url=...) as gw:` starts, waits for /health, stops."""
 
@@ -97,7 +101,19 @@ class GatewayProcess:
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def start(self, timeout: float = 30.0) -> GatewayProcess:
+    def start(self, timeout: float = 30.0, *, port_retries: int = 3) -> GatewayProcess:
+        """free_port() only names a port that was free a moment ago: another socket (a test's own
+        outgoing connection has an ephemeral port too) can take it before the gateway binds it.
+        A start that fails on that alone is retried on new ports, when this object chose them."""
+        for _ in range(port_retries):
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                self.port, self.grpc_port = free_port(), free_port()
+                self.env.update(PORT=str(self.port), GRPC_PORT=str(self.grpc_port))
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> GatewayProcess:
         self.stderr_path = self.workdir / "gateway.stderr"
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
@@ -111,7 +127,12 @@ class GatewayProcess:
         scheme = "https" if self.env.get("TLS_CERT_FILE") else "http"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.stderr_path.read_text()}")
+                self._stderr.close()
+                stderr = self.stderr_path.read_text()
+                chosen = (self.env["PORT"], self.env["GRPC_PORT"]) == (str(self.port), str(self.grpc_port))
+                if self.proc.returncode == 2 and "cannot listen on 127.0.0.1:" in stderr and chosen:
+                    raise _PortTaken(stderr)
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{stderr}")
             try:
                 if httpx.get(f"{scheme}://127.0.0.1:{self.port}/health", timeout=0.5, verify=False).status_code == 200:
                     return self
