@@ -293,13 +293,18 @@ def test_a_stop_signal_during_start_up_is_a_graceful_stop(tmp_path, workers):
     # Sent as soon as start-up holds SIGTERM (a fixed sleep flaked on a busy machine, where the
     # interpreter's own start took longer). Held, not merely caught: handlers exist only once
     # the gateway is nearly up, which is what this test is not about.
-    deadline = time.monotonic() + 30
-    while not any(state := _sigterm_state(process.pid)):
-        assert process.poll() is None and time.monotonic() < deadline, "start-up never held SIGTERM"
-        time.sleep(0.002)
-    assert state == (True, False), "SIGTERM was not held during start-up"
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(30) == 0
+    try:
+        deadline = time.monotonic() + 30
+        while not any(state := _sigterm_state(process.pid)):
+            assert process.poll() is None and time.monotonic() < deadline, "start-up never held SIGTERM"
+            time.sleep(0.002)
+        assert state == (True, False), "SIGTERM was not held during start-up"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:  # a failed check must not leave a gateway behind (its cells die with it)
+            process.kill()
+            process.wait()
 
 
 def _sigterm_state(pid: int) -> tuple[bool, bool]:
