@@ -77,6 +77,14 @@ backups_newest_first() {
 
 app_image() { local i; i=$(env_get AIPROXY_IMAGE); echo "${i:-aiproxy:latest}"; }
 
+# Delete BACKUP and its image tag (the image stays while a container or another tag uses it).
+remove_backup() {
+    local f=$1 ts
+    ts=${f#aiproxy-}; ts=${ts%.tar.gz}
+    rm -f -- "backups/$f"
+    docker image rm "aiproxy:backup-$ts" >/dev/null 2>&1 || true
+}
+
 # Restore the tree from BACKUP (keeping the current .env and certificates) and its image tag.
 # Prints "image" when the backed-up image was re-tagged, "build" when a rebuild is needed.
 restore_files() {
@@ -204,11 +212,15 @@ case $ACTION in
     prune)
         keep=$1; cd "$DEPLOY_PATH"
         backups_newest_first | tail -n +$((keep + 1)) | while IFS= read -r f; do
-            ts=${f#aiproxy-}; ts=${ts%.tar.gz}
-            rm -f -- "backups/$f"
-            docker image rm "aiproxy:backup-$ts" >/dev/null 2>&1 || true
+            remove_backup "$f"
             echo "removed old backup $f"
         done
+        ;;
+    drop)
+        # After a deploy undone from BACKUP: what runs is that backup, so it would only make the next
+        # --rollback restore the running version (and push an older one out of the kept N).
+        cd "$DEPLOY_PATH"
+        remove_backup "$1"
         ;;
     *) echo "unknown remote action: $ACTION" >&2; exit 2 ;;
 esac
@@ -271,7 +283,9 @@ deploy() {
     step "Building the new image (the running version keeps serving)"
     if ! remote build; then
         trap - ERR
-        [[ -z $backup ]] || remote restore-files "$backup" || true
+        if [[ -n $backup ]] && remote restore-files "$backup"; then
+            remote drop "$backup" || true
+        fi
         die "build failed; the running version was not touched and the files were restored"
     fi
 
@@ -283,7 +297,8 @@ deploy() {
             if ! remote restore "$backup" || ! remote verify "$HEALTH_TIMEOUT"; then
                 die "rollback failed too: check the server"
             fi
-            die "deploy failed and was rolled back to $backup"
+            remote drop "$backup" || true
+            die "deploy failed and was rolled back to the version that ran before it"
         fi
         die "the first deploy is not healthy: see the logs above (make logs on the server)"
     fi

@@ -201,6 +201,29 @@ def test_failed_build_leaves_the_running_version_and_restores_files(env):
     assert (server / "internal" / "app.py").read_text() == "print('v1')\n"
 
 
+def test_after_an_undone_deploy_rollback_goes_one_version_back(env):
+    """The backup an undone deploy took is the version running again: kept, it made the next
+    --rollback restore the running version and pushed an older backup out of the kept N."""
+    server = Path(env["DEPLOY_PATH"])
+    assert deploy(env).returncode == 0
+    new_version(env, "v2")
+    assert deploy(env).returncode == 0
+    [of_v1] = backups(env)
+    new_version(env, "v3")
+    (Path(env["FAKE_STATE"]) / "next-health").write_text("unhealthy\n")
+    assert deploy(env).returncode != 0
+    new_version(env, "v4")
+    (Path(env["FAKE_STATE"]) / "fail-build").write_text("")
+    assert deploy(env).returncode != 0
+    assert (server / "internal" / "app.py").read_text() == "print('v2')\n"
+    assert backups(env) == [of_v1]
+    stamp = of_v1[len("aiproxy-") : -len(".tar.gz")]
+    assert [t for t in state(env, "tags").split() if t.startswith("aiproxy:backup-")] == [f"aiproxy:backup-{stamp}"]
+    result = deploy(env, "--rollback")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (server / "internal" / "app.py").read_text() == "print('v1')\n"
+
+
 def test_manual_rollback_and_pruning(env):
     server = Path(env["DEPLOY_PATH"])
     assert deploy(env).returncode == 0
