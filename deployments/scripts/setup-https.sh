@@ -23,7 +23,8 @@ Options:
   -e, --email ADDRESS       Let's Encrypt account e-mail (required unless ACME_EMAIL is already set)
       --dashboard-user NAME Traefik dashboard user (default: admin)
       --dashboard-password P
-                            set or replace the dashboard password (default: generated if none is set)
+                            set or replace the dashboard password (default: generated if none is set);
+                            P = - reads it from standard input, which keeps it out of ps and shell history
       --staging             use the Let's Encrypt staging CA (untrusted test certificates, no rate limits)
       --dir PATH            project directory (default: the repository containing this script)
   -h, --help                show this help
@@ -216,7 +217,12 @@ main() {
             --ip) ip=${2:?--ip needs a value}; explicit_domain=1; shift 2 ;;
             -e | --email) email=${2:?--email needs a value}; shift 2 ;;
             --dashboard-user) dash_user=${2:?--dashboard-user needs a value}; shift 2 ;;
-            --dashboard-password) dash_password=${2:?--dashboard-password needs a value}; shift 2 ;;
+            --dashboard-password) dash_password=${2:?--dashboard-password needs a value}; shift 2
+                if [[ $dash_password == - ]]; then
+                    IFS= read -r dash_password || true
+                    [[ -n $dash_password ]] || die "--dashboard-password -: no password on standard input"
+                fi
+                ;;
             --staging) staging=1; shift ;;
             --dir) dir=${2:?--dir needs a value}; shift 2 ;;
             *) usage >&2; die "unknown option: $1" ;;

@@ -15,11 +15,12 @@ SCRIPT = Path(__file__).resolve().parents[3] / "deployments" / "scripts" / "setu
 APR1 = re.compile(r"^admin:\$apr1\$([./0-9A-Za-z]{1,8})\$[./0-9A-Za-z]{22}$")
 
 
-def run(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(project: Path, *args: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k != "PUBLIC_IP"}
     full_env.update(env or {})
     return subprocess.run(
         ["bash", str(SCRIPT), "--dir", str(project), *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
@@ -124,6 +125,19 @@ def test_explicit_options_replace_domain_and_dashboard_password(parse_env, proje
     assert env["API_KEYS"] == first["API_KEYS"]
     assert env["TRAEFIK_DASHBOARD_AUTH"] != first["TRAEFIK_DASHBOARD_AUTH"]
     assert "correct horse battery" not in (project_dir / ".env").read_text()
+
+
+def test_dashboard_password_from_standard_input_stays_out_of_the_command_line(parse_env, project_dir: Path):
+    assert run(project_dir, "--ip", "203.0.113.7", "--email", "ops@my-mail.org").returncode == 0
+    result = run(project_dir, "--dashboard-password", "-", stdin="from stdin $x\n")
+    assert result.returncode == 0, result.stderr
+    auth = parse_env(project_dir / ".env")["TRAEFIK_DASHBOARD_AUTH"]
+    salt = APR1.match(auth).group(1)
+    expected = subprocess.run(["openssl", "passwd", "-apr1", "-salt", salt, "-stdin"], input="from stdin $x\n",
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert auth.split(":", 1)[1] == expected
+    empty = run(project_dir, "--dashboard-password", "-", stdin="")
+    assert empty.returncode != 0 and "no password on standard input" in empty.stderr
 
 
 def test_custom_domain_and_staging(parse_env, project_dir: Path):
