@@ -9,6 +9,7 @@ moves bytes. The key travels in the `x-goog-api-key` header, never in the URL (U
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
@@ -51,23 +52,29 @@ class GeminiProvider:
         if settings.api_key:
             headers["x-goog-api-key"] = settings.api_key
         self._client = make_http_client(settings, headers)
+        # Merging a path into base_url costs ~70 us of URL parsing per call: the URLs in use are kept.
+        self._url = functools.lru_cache(maxsize=1024)(self._method_url)
 
-    def _prepare(self, body: dict, method: str) -> tuple[str, str, bytes]:
-        """(model id, URL path, JSON payload) for one call."""
-        model = gemini_model_id(str(body.get("model") or ""))
-        if not model:
-            raise InvalidRequest("'model' is required.", param="model")
+    def _method_url(self, model: str, method: str) -> httpx.URL:
         # A tuned model lives under its own collection (wire-formats.md §3.1), every other under models/.
         collection, name = model.split("/", 1) if model.startswith("tunedModels/") else ("models", model)
         path = f"/v1beta/{collection}/{quote(name, safe='-._~')}:{method}"
-        return model, path, dump_parsed(to_gemini_request(body))
+        params = {"alt": "sse"} if method == "streamGenerateContent" else None
+        return self._client.build_request("POST", path, params=params).url
+
+    def _prepare(self, body: dict, method: str) -> tuple[str, httpx.URL, bytes]:
+        """(model id, URL, JSON payload) for one call."""
+        model = gemini_model_id(str(body.get("model") or ""))
+        if not model:
+            raise InvalidRequest("'model' is required.", param="model")
+        return model, self._url(model, method), dump_parsed(to_gemini_request(body))
 
     def _error(self, status: int, body: bytes, headers) -> GatewayError:
         return gemini_error(status, parse_error_body(body), headers, self._key_env)
 
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
-        model, path, payload = self._prepare(request.body, "generateContent")
-        http_request = self._client.build_request("POST", path, content=payload)
+        model, url, payload = self._prepare(request.body, "generateContent")
+        http_request = self._client.build_request("POST", url, content=payload)
         data, headers = await fetch_object(self._client, http_request, self.name, self._error, "The Gemini API")
         try:
             body = to_openai_response(data, model)
@@ -76,11 +83,9 @@ class GeminiProvider:
         return UpstreamResponse(body=body, headers=forwardable_headers(headers))
 
     async def open_stream(self, request: UpstreamRequest) -> GeminiStream:
-        model, path, payload = self._prepare(request.body, "streamGenerateContent")
+        model, url, payload = self._prepare(request.body, "streamGenerateContent")
         include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
-        http_request = self._client.build_request(
-            "POST", path, params={"alt": "sse"}, content=payload, headers={"accept": "text/event-stream"}
-        )
+        http_request = self._client.build_request("POST", url, content=payload, headers={"accept": "text/event-stream"})
         response = await send_streaming(self._client, http_request, self.name, self._error)
         return GeminiStream(self.name, self._key_env, response, StreamTranslator(model, include_usage))
 
