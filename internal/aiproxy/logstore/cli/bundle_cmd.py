@@ -148,7 +148,8 @@ def register(subparsers) -> None:
     group = subparsers.add_parser(
         "bundle", help="portable log bundles: create, verify, import, transfer, pull",
         description="Portable log bundles (.tgz: db/<partition>, raw/<log>, metadata.json) for backups and moving "
-        "logs between servers. Exit codes: 0 ok, 1 bad bundle or failure, 2 unusable input.",
+        "logs between servers. Exit codes: 0 ok, 1 bad bundle or failure, 2 unusable input or usage error, "
+        "130 interrupted (Ctrl-C).",
     )
     actions = group.add_subparsers(dest="action", required=True, metavar="{create,verify,import,transfer,pull}")
 
