@@ -292,6 +292,20 @@ def test_endless_upstream_error_body_is_read_only_in_part(gateway, fake, openai_
     fake.wait_cancelled()
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_upstream_redirect_names_the_base_url(gateway, fake, openai_schemas, stream):
+    """A redirect (an http base_url for an https server, a moved path) was 'returned an empty body'
+    (or, streamed, 'no content type'): nothing told the operator where to look."""
+    fake.push(RawReply(b"", status=301, headers={"Location": "https://elsewhere.test/v1/chat/completions"}))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": stream})
+    assert response.status_code == 502, response.text
+    openai_schemas.validate("ErrorResponse", response.json())
+    error = response.json()["error"]
+    assert error["code"] == "bad_upstream_response" and "HTTP 301" in error["message"] and "base_url" in error["message"]
+    assert "elsewhere.test" not in error["message"]
+
+
 # Error bodies of OpenAI-compatible servers that are not OpenAI's {"error": {...}}: the message still
 # reaches the client (it was replaced by "answered HTTP <status>").
 ERROR_BODY_SHAPES = [

@@ -142,6 +142,10 @@ async def send_checked(
         raise transport_error(provider, exc) from None
     if response.status_code >= 400:
         raise error(response.status_code, await _error_body(response), response.headers)
+    if 300 <= response.status_code < 400:  # not followed: the operator's base_url is off (http for https, a moved path)
+        await response.aclose()
+        raise UpstreamBadResponse(f"The upstream provider '{provider}' answered HTTP {response.status_code}, a redirect"
+                                  " the gateway does not follow: check the provider's base_url.")
     return response
 
 
