@@ -23,6 +23,12 @@ MAX_FORWARDED_HEADER_BYTES = 256
 MAX_FORWARDED_BYTES = 4096
 
 
+def wants_usage(body: dict) -> bool:
+    """Whether a stream request asked for the closing usage chunk (`stream_options.include_usage`)."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
 def forwardable_headers(headers) -> dict[str, str]:
     """The subset of upstream headers that reach the client (rate-limit and retry hints). They travel
     as gRPC metadata, which holds printable ASCII only, and not much of it: a value with a tab or a
@@ -32,9 +38,10 @@ def forwardable_headers(headers) -> dict[str, str]:
     room = MAX_FORWARDED_BYTES
     for name, value in headers.items():
         lower = name.lower()
+        if lower not in FORWARDED_HEADERS and not lower.startswith(FORWARDED_HEADER_PREFIXES):
+            continue
         size = len(lower) + len(value)
-        if (lower in FORWARDED_HEADERS or lower.startswith(FORWARDED_HEADER_PREFIXES)) \
-                and size <= min(MAX_FORWARDED_HEADER_BYTES, room) and metadata_safe(value):
+        if size <= min(MAX_FORWARDED_HEADER_BYTES, room) and metadata_safe(value):
             out[lower] = value
             room -= size
     return out

@@ -20,7 +20,7 @@ from loguru import logger
 from aiproxy.config import ProviderSettings
 from aiproxy.errors import GatewayError, InvalidRequest, UpstreamBadResponse, UpstreamUnreachable
 from aiproxy.protojson import dump_parsed
-from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers
+from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers, wants_usage
 from aiproxy.providers.gemini_errors import gemini_error, parse_error_body
 from aiproxy.providers.gemini_response import StreamTranslator, to_openai_response
 from aiproxy.providers.gemini_translate import gemini_model_id, to_gemini_request
@@ -84,10 +84,9 @@ class GeminiProvider:
 
     async def open_stream(self, request: UpstreamRequest) -> GeminiStream:
         model, url, payload = self._prepare(request.body, "streamGenerateContent")
-        include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
         http_request = self._client.build_request("POST", url, content=payload, headers={"accept": "text/event-stream"})
         response = await send_streaming(self._client, http_request, self.name, self._error)
-        return GeminiStream(self.name, self._key_env, response, StreamTranslator(model, include_usage))
+        return GeminiStream(self.name, self._key_env, response, StreamTranslator(model, wants_usage(request.body)))
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -19,7 +19,7 @@ import orjson
 
 from aiproxy.config import ProviderSettings
 from aiproxy.errors import UpstreamError, error_type_for_http
-from aiproxy.providers.base import UpstreamRequest, UpstreamResponse
+from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, wants_usage
 
 _DIRECTIVE = re.compile(r"\[mock:(error|delay_ms|chunks)=(\d+)\]")
 
@@ -130,8 +130,7 @@ class _MockStream:
         self._plan = plan
         self._delay = directives.get("delay_ms", 0) / 1000
         self._chunks = directives.get("chunks")
-        options = body.get("stream_options")
-        self._include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self._include_usage = wants_usage(body)
 
     def _chunk(self, delta: dict, finish: str | None = None) -> dict:
         chunk = dict(self._envelope)

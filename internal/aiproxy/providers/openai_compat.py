@@ -20,7 +20,7 @@ from aiproxy.errors import (
     error_type_for_http,
 )
 from aiproxy.protojson import dump_parsed
-from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers
+from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers, wants_usage
 from aiproxy.providers.http import fetch_object, make_http_client, send_streaming, transport_error
 from aiproxy.sse import EndOfStream, sse_batches
 
@@ -129,9 +129,7 @@ class OpenAICompatibleProvider:
             "POST", self._chat_url, content=dump_parsed(request.body), headers={"accept": "text/event-stream"}
         )
         response = await send_streaming(self._client, http_request, self.name, self._error)
-        options = request.body.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        return _OpenAIStream(self._settings, response, include_usage)
+        return _OpenAIStream(self._settings, response, wants_usage(request.body))
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -146,7 +144,6 @@ class _OpenAIStream:
 
     def __init__(self, settings: ProviderSettings, response: httpx.Response, include_usage: bool) -> None:
         self._settings = settings
-        self._provider = settings.name
         self._response = response
         self._done = False  # `data: [DONE]` was seen
         self._open: set[int] = set()  # choices seen whose finish_reason has not come yet
@@ -162,11 +159,11 @@ class _OpenAIStream:
                 yield batch
             if not (self._done or (self._finished and not self._open)):
                 raise UpstreamStreamTruncated(
-                    f"The upstream provider '{self._provider}' closed the stream before it was finished."
+                    f"The upstream provider '{self._settings.name}' closed the stream before it was finished."
                 )
             await _read_to_end(body)  # what follows [DONE], so the connection can be reused
         except httpx.HTTPError as exc:
-            raise transport_error(self._provider, exc) from None
+            raise transport_error(self._settings.name, exc) from None
         finally:
             await self._response.aclose()
 
@@ -177,9 +174,9 @@ class _OpenAIStream:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamBadResponse(f"The upstream provider '{self._provider}' sent a stream event that is not JSON.") from None
+            raise UpstreamBadResponse(f"The upstream provider '{self._settings.name}' sent a stream event that is not JSON.") from None
         if not isinstance(chunk, dict):
-            raise UpstreamBadResponse(f"The upstream provider '{self._provider}' sent a stream event that is not an object.")
+            raise UpstreamBadResponse(f"The upstream provider '{self._settings.name}' sent a stream event that is not an object.")
         if chunk.get("error"):
             raise embedded_error(self._settings, chunk, self._response.headers)
         choices = chunk.get("choices")
