@@ -37,7 +37,7 @@ from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.routing import ModelRouter
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.server import FINISH_SECONDS, GrpcServer, read_tls_file
-from aiproxy.stopsignals import CELL_SIGNALS, STOP_SIGNALS
+from aiproxy.stopsignals import CELL_SIGNALS, DRAIN_SIGNAL, STOP_NOW_SIGNAL, STOP_SIGNALS
 
 
 def _no_passphrase() -> bytes:
@@ -129,8 +129,8 @@ class Shutdown:
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
         if worker:
-            loop.add_signal_handler(signal.SIGUSR1, self.request, "asked by the parent process")
-            loop.add_signal_handler(signal.SIGUSR2, self.now, "asked by the parent process")
+            loop.add_signal_handler(DRAIN_SIGNAL, self.request, "asked by the parent process")
+            loop.add_signal_handler(STOP_NOW_SIGNAL, self.now, "asked by the parent process")
         # A worker cell starts with these blocked (the parent's doing), so that a signal sent before the
         # handlers existed waits for them instead of killing the cell.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, CELL_SIGNALS)

@@ -267,12 +267,6 @@ def _stat_or_none(path: str) -> os.stat_result | None:
         return None
 
 
-def _same_file(path: str, opened: os.stat_result) -> bool:
-    """Whether `path` still names the file `opened` describes."""
-    current = _stat_or_none(path)
-    return current is not None and (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino)
-
-
 class _AppLogFile(_LineFile):
     """app.log, shared by the workers: renamed to app.<time>.log past APP_LOG_ROTATION_BYTES
     (loguru's naming), by whichever process gets there first; the others notice the rename
@@ -294,14 +288,14 @@ class _AppLogFile(_LineFile):
         # One stat per line: the path still names the file opened (else another worker rotated it,
         # or someone removed it), and its size is the size every worker appends to.
         current = _stat_or_none(self.file)
-        if current is None or (current.st_dev, current.st_ino) != (self._opened.st_dev, self._opened.st_ino):
+        if current is None or not os.path.samestat(current, self._opened):
             self.open(self.file)
         elif current.st_size and current.st_size + size > APP_LOG_ROTATION_BYTES:
             # Workers reaching the limit together take turns on the file's lock; whoever comes
             # second finds app.log renamed already and only reopens it.
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                if _same_file(self.file, self._opened):
+                if (now := _stat_or_none(self.file)) is not None and os.path.samestat(now, self._opened):
                     stamp = datetime.now(UTC).strftime("%Y-%m-%d_%H-%M-%S_%f")
                     os.rename(self.file, str(Path(self.file).with_name(f"app.{stamp}.log")))
             finally:

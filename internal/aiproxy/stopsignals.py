@@ -11,7 +11,8 @@ killing the process.
 import signal
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-PARENT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+DRAIN_SIGNAL = signal.SIGUSR1  # parent -> cell: stop accepting, finish in-flight work
+STOP_NOW_SIGNAL = signal.SIGUSR2  # parent -> cell: stop at once
 # Blocked while a cell starts (and, for the stop signals, while any process starts); unblocked once its
 # handlers are in place.
-CELL_SIGNALS = (*STOP_SIGNALS, *PARENT_SIGNALS)
+CELL_SIGNALS = (*STOP_SIGNALS, DRAIN_SIGNAL, STOP_NOW_SIGNAL)

@@ -29,7 +29,7 @@ from loguru import logger
 
 from aiproxy.cell import internal_socket_path
 from aiproxy.config import Settings
-from aiproxy.stopsignals import CELL_SIGNALS, STOP_SIGNALS
+from aiproxy.stopsignals import CELL_SIGNALS, DRAIN_SIGNAL, STOP_NOW_SIGNAL, STOP_SIGNALS
 
 STARTUP_WINDOW_SECONDS = 10.0
 MAX_STARTUP_FAILURES = 5
@@ -91,7 +91,7 @@ class Supervisor:
         for slot in range(self._settings.workers):
             self._start(slot)
         try:
-            while self._cells or (self._restart_at and self._stop_started is None):
+            while self._cells or self._restart_at:  # restarts are only due before a stop: it clears them
                 self._handle_signals()
                 sentinels = [cell.process.sentinel for cell in self._cells.values()]
                 connection.wait([*sentinels, wake_read], timeout=self._timeout())
@@ -125,7 +125,7 @@ class Supervisor:
                 self._begin_stop(f"signal {name}")
             else:
                 logger.warning("stopping the cells at once", reason=f"second signal ({name})")
-                self._send(signal.SIGUSR2)
+                self._send(STOP_NOW_SIGNAL)
 
     # -- cells -------------------------------------------------------------------------------
 
@@ -155,7 +155,7 @@ class Supervisor:
         self._stop_started = time.monotonic()
         self._restart_at.clear()
         logger.info("stopping the cells", reason=reason, grace_seconds=self._settings.shutdown_grace_seconds)
-        self._send(signal.SIGUSR1)
+        self._send(DRAIN_SIGNAL)
 
     def _reap(self) -> None:
         for slot, cell in list(self._cells.items()):
@@ -196,7 +196,7 @@ class Supervisor:
     def _restart_due(self) -> None:
         now = time.monotonic()
         for slot, when in list(self._restart_at.items()):
-            if when <= now and self._stop_started is None:
+            if when <= now:
                 del self._restart_at[slot]
                 self._start(slot)
 
