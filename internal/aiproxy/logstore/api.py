@@ -52,18 +52,13 @@ class LogApi:
     limit, as for the local CLI); a reply that would exceed it is an AnswerTooLarge instead of a
     transport failure the client cannot explain."""
 
-    def __init__(
-        self,
-        store: Store,
-        log_dir: Path,
-        *,
-        max_message_bytes: int | None = None,
-        page_bytes: int = DIALOG_PAGE_BYTES,
-    ) -> None:
+    def __init__(self, store: Store, log_dir: Path, *, max_message_bytes: int | None = None) -> None:
         self.store = store
         self.log_dir = Path(log_dir)
         self.max_message_bytes = max_message_bytes
-        self.page_bytes = page_bytes if max_message_bytes is None else min(page_bytes, max_message_bytes - _REPLY_HEADROOM)
+        self.page_bytes = DIALOG_PAGE_BYTES if max_message_bytes is None else min(
+            DIALOG_PAGE_BYTES, max_message_bytes - _REPLY_HEADROOM
+        )
 
     def _check_size(self, size: int, request_id: str) -> None:
         limit = self.max_message_bytes
