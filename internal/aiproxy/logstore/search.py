@@ -201,7 +201,7 @@ def _varint(data: bytes) -> int:
     raise ValueError("truncated varint")
 
 
-def fts_rows(db) -> int:
+def fragment_count(db) -> int:
     """The partition's fragment count as FTS5's bm25 reads it (xRowCount): the first varint of the
     index's averages record (rowid 1 of its _data table), O(1) where COUNT(*) reads every row."""
     row = db.execute_sql(f'SELECT block FROM "{FTS_TABLE}_data" WHERE id = 1').fetchone()
@@ -356,19 +356,25 @@ def _scored_parts(query: str) -> list[ScoredPart] | None:
 
 
 def _rescaled(store: Store, parts: list, query: str) -> list[tuple[object, Rescale | None]]:
-    """The partitions to rank (those with an FTS index and fragments), each with its Rescale."""
-    scored = _scored_parts(query)
-    phrases = sorted({p for part in scored for p in part.phrases}) if scored else []
-    found: list[tuple[object, int, dict[str, int]]] = []
+    """The partitions to rank (those with an FTS index and fragments), each with its Rescale.
+    Phrases are counted only when several partitions hold fragments: one partition's own
+    statistics are the global ones."""
+    found: list[tuple[object, int]] = []
     for part in parts:
         with store.connected(part.path) as db:
-            if has_fts(db):
-                found.append((part.path, fts_rows(db), phrase_counts(db, phrases)))
+            if has_fts(db) and (rows := fragment_count(db)):
+                found.append((part.path, rows))
+    scored = _scored_parts(query) if len(found) > 1 else None
     if scored is None:
-        return [(path, None) for path, _, _ in found]
-    total = sum(rows for _, rows, _ in found)
-    totals = {p: sum(counts[p] for _, _, counts in found) for p in phrases}
-    return [(path, rescale(scored, rows, counts, total, totals)) for path, rows, counts in found if rows]
+        return [(path, None) for path, _ in found]
+    phrases = sorted({p for part in scored for p in part.phrases})
+    counts = {}
+    for path, _ in found:
+        with store.connected(path) as db:
+            counts[path] = phrase_counts(db, phrases)
+    total = sum(rows for _, rows in found)
+    totals = {p: sum(c[p] for c in counts.values()) for p in phrases}
+    return [(path, rescale(scored, rows, counts[path], total, totals)) for path, rows in found]
 
 
 def _recent(db, filters: SearchFilters, after: tuple | None, limit: int) -> list[Hit]:
