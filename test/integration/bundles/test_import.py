@@ -2,6 +2,7 @@
 recorded, all or nothing, newer schemas refused, any partition granularity."""
 
 import contextlib
+import errno
 import hashlib
 import os
 import resource
@@ -152,6 +153,35 @@ def test_a_failure_while_committing_undoes_the_partitions_already_committed(tmp_
     assert not (dest.base / "2025/09/ai_proxy_20250906.sqlite3").exists()
     assert servers(dest.base / "2025/09/ai_proxy_20250905.sqlite3") == {"srv-b"}
     assert not (dest.base / "incoming").exists()
+
+
+def test_undoing_a_published_partition_keeps_rows_another_process_wrote_there(tmp_path, bundle, monkeypatch):
+    """Once linked, a new partition is the store's: the gateway's live ingest may write into it (or
+    hold it open) before a later step fails. The undo removes the import's rows, not the file."""
+    from aiproxy.logstore.bundles import importer
+
+    real_link, links = os.link, []
+
+    def link_then_fail(src, dst):
+        links.append(dst)
+        if len(links) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_link(src, dst)
+        with sqlite3.connect(dst) as conn:  # a concurrent writer: its own server and row
+            conn.executescript("""
+                CREATE TEMP TABLE live AS SELECT * FROM requests LIMIT 1;
+                UPDATE live SET request_id = 'live-row', server_id = 'srv-live';
+                INSERT INTO requests SELECT * FROM live;
+                INSERT INTO servers (server_id) VALUES ('srv-live');""")
+
+    monkeypatch.setattr(importer.os, "link", link_then_fail)
+    store = make_store(tmp_path / "b")
+    with pytest.raises(NoSpace):
+        import_bundle(bundle, store)
+    store.close()
+    assert len(links) == 2
+    assert {(r, s) for r, s, _ in rows(tmp_path / "b")} == {("live-row", "srv-live")}
+    assert servers(links[0]) == {"srv-live"}  # the bundle's server row went with its rows
 
 
 def test_an_unverifiable_bundle_is_not_imported(tmp_path, bundle):

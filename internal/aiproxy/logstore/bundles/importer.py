@@ -12,10 +12,13 @@ Stage (the destination is only read):
      fragments and the `servers` rows of the bundle. A partition the destination lacks, made
      of exactly one member shaped exactly like a partition, is that member file itself: no
      row copying.
-Commit: a new partition file appears atomically (hard link, never over a file the gateway
-created meanwhile); an existing one gets its staged rows in one transaction. If a commit step
-fails, the steps already done are undone (new files removed, exactly the inserted rowids
-deleted), so a failure anywhere leaves the destination as it was. Re-importing adds nothing.
+Commit: existing partitions first, each getting its staged rows in one transaction; then each
+new partition file appears atomically (hard link, never over a file the gateway created
+meanwhile). If a commit step fails, the steps already done are undone: exactly the inserted
+rowids are deleted, so a failure anywhere leaves the destination's rows as they were. A
+partition the import published stays, emptied of its rows: from the moment it appeared, the
+gateway's live ingest may have written into it or a search holds it open, and removing the file
+would lose those rows. Re-importing adds nothing.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class _Target:
     sources: list[tuple[Path, int, int]] = field(default_factory=list)  # (staged member, ts from, ts to)
     offered: int = 0  # rows the bundle holds for this partition
     rows: int = 0  # rows staged: those the destination lacks
+    last_rowid: int = 0  # the staged file's largest rowid: a published file's rows are (0, last_rowid]
     whole_member: bool = False  # one member, shaped as a partition, holding exactly this partition's rows
     # Other destination partitions holding some of the same days (a store whose granularity
     # changed): rows they hold are not imported again.
@@ -243,7 +247,7 @@ def _stage(store: Store, target: _Target, source_server_id: str) -> None:
             conn.execute("INSERT OR IGNORE INTO servers (server_id) VALUES (?)", (source_server_id,))
         if not adopt:
             _copy_sources(db, store, target)
-        target.rows = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        target.rows, target.last_rowid = conn.execute("SELECT COUNT(*), COALESCE(MAX(rowid), 0) FROM requests").fetchone()
     finally:
         db.close()
 
@@ -316,13 +320,14 @@ def _copy_fragments(conn: sqlite3.Connection, schema: str, after_rowid: int) -> 
 class _Done:
     path: Path
     new: bool
-    created_dirs: list[Path] = field(default_factory=list)
-    rowids: tuple[int, int] = (0, 0)  # (before, after]: exactly the rows this import inserted
+    rowids: tuple[int, int]  # (before, after]: exactly the rows this import inserted
     servers: frozenset[str] = frozenset()  # servers rows present before
 
 
 def _commit(store: Store, targets: list[_Target], result: ImportResult) -> None:
     done: list[_Done] = []
+    # Existing partitions first: a failure there needs no published partition undone (emptied).
+    targets = sorted(targets, key=lambda target: not target.path.exists())
     try:
         for target in targets:
             if not target.rows:
@@ -344,13 +349,12 @@ def _commit(store: Store, targets: list[_Target], result: ImportResult) -> None:
 
 def _link_new(target: _Target) -> _Done | None:
     """Publish a staged file as a new partition; None when the partition appeared meanwhile."""
-    created = [p for p in reversed(target.path.parents) if not p.exists()]
     target.path.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(target.staged, target.path)
     except FileExistsError:
         return None
-    return _Done(target.path, True, created)
+    return _Done(target.path, True, (0, target.last_rowid))
 
 
 def _merge_existing(store: Store, target: _Target) -> _Done:
@@ -375,12 +379,8 @@ def _merge_existing(store: Store, target: _Target) -> _Done:
 
 
 def _undo(store: Store, step: _Done) -> None:
-    if step.new:
-        step.path.unlink(missing_ok=True)
-        for directory in reversed(step.created_dirs):
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        return
+    """Delete the rows the step inserted, their fragments, and the servers rows it added that no
+    remaining row names: rows another writer added meanwhile (and their servers) stay."""
     db = store.database(step.path)
     before, after = step.rowids
     with _transaction(db.connection(), "IMMEDIATE"):
@@ -391,4 +391,8 @@ def _undo(store: Store, step: _Done) -> None:
             )
         db.execute_sql("DELETE FROM requests WHERE rowid > ? AND rowid <= ?", (before, after))
         known = sorted(step.servers)
-        db.execute_sql(f"DELETE FROM servers WHERE server_id NOT IN ({', '.join('?' * len(known))})", known)
+        db.execute_sql(
+            f"DELETE FROM servers WHERE server_id NOT IN ({', '.join('?' * len(known))})"
+            " AND server_id NOT IN (SELECT server_id FROM requests)",
+            known,
+        )
