@@ -1,8 +1,10 @@
 """Incremental Server-Sent Events decoder: bytes in any split, whole events out.
 
-Events end at a blank line (`\\n\\n`, `\\r\\n\\r\\n` or `\\r\\r`); comment lines (`: …`) are
-skipped; the `data` lines of one event are joined with newlines, as the SSE spec says.
-`sse_batches` turns a body into batches of translated events, one batch per network read.
+Events end at a blank line (`\\n\\n`, `\\r\\n\\r\\n` or `\\r\\r`); the `data` lines of one event
+are joined with newlines, as the SSE spec says. An event of comment lines only (OpenRouter's
+`: OPENROUTER PROCESSING`, sent while the model has not started) comes out as a `Comment`, which
+the REST facade forwards: it keeps the client's connection, and any proxy on the way, from timing
+out. `sse_batches` turns a body into batches of translated events, one batch per network read.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _LINE_SPLIT = re.compile(rb"\r\n|\n|\r")
 
 
+class Comment(str):
+    """The text of an event made of comment lines only, lines joined with newlines."""
+
+    __slots__ = ()
+
+
 class SSEDecoder:
     __slots__ = ("_buffer",)
 
@@ -21,7 +29,7 @@ class SSEDecoder:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[str]:
-        """Return the `data` payloads of every event completed by this chunk."""
+        """Return the `data` payloads (or `Comment`s) of every event completed by this chunk."""
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" not in buffer:
             separator, line_end = b"\n\n", b"\n"  # LF framing (OpenAI's)
@@ -55,21 +63,27 @@ class SSEDecoder:
                 events.append(data)
 
     def flush(self) -> list[str]:
-        """Payload of a final event that the upstream did not terminate with a blank line."""
+        """Payload of a final event that the upstream did not terminate with a blank line (a
+        comment there keeps nothing alive any more: dropped)."""
         raw, self._buffer = self._buffer, b""
         data = _event_data(raw.rstrip(b"\r\n"))
-        return [data] if data is not None else []
+        return [data] if data is not None and type(data) is not Comment else []
 
 
 def _event_data(raw: bytes) -> str | None:
-    data_lines = []
+    data_lines, comment_lines = [], []
     for line in _LINE_SPLIT.split(raw):
         if line.startswith(b"data:"):
             value = line[5:]
             data_lines.append(value[1:] if value.startswith(b" ") else value)
-    if not data_lines:
-        return None
-    return b"\n".join(data_lines).decode("utf-8")
+        elif line.startswith(b":"):
+            value = line[1:]
+            comment_lines.append(value[1:] if value.startswith(b" ") else value)
+    if data_lines:
+        return b"\n".join(data_lines).decode("utf-8")
+    if comment_lines:
+        return Comment(b"\n".join(comment_lines).decode("utf-8", "replace"))
+    return None
 
 
 class EndOfStream(Exception):
@@ -78,7 +92,7 @@ class EndOfStream(Exception):
 
 async def sse_batches(body: AsyncIterable[bytes], translate: Callable[[str], list]) -> AsyncIterator[list]:
     """For each read of `body`, the translations of the events it completed, as one batch (empty
-    batches are skipped). Ends at the end of the body or when `translate` raises EndOfStream; any
+    batches are skipped); a `Comment` is passed on as it is. Ends at the end of the body or when `translate` raises EndOfStream; any
     other exception is raised after the batch of the events before it, so an answer cut short by an
     error event still reaches the client up to that event."""
     async for events in _event_groups(body):
@@ -102,6 +116,9 @@ async def _event_groups(body: AsyncIterable[bytes]) -> AsyncIterator[list[str]]:
 def _translate_all(events: Iterable[str], translate: Callable[[str], list]) -> tuple[list, Exception | None]:
     batch: list = []
     for data in events:
+        if type(data) is Comment:
+            batch.append(data)
+            continue
         try:
             batch += translate(data)
         except Exception as exc:  # noqa: BLE001 - handed back, raised after the batch

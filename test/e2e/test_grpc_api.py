@@ -7,7 +7,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from aiproxy.testing.fake_openai import JSONReply, StreamReply, completion, text_chunks
+from aiproxy.testing.fake_openai import JSONReply, SSEComment, StreamReply, completion, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc, common_pb2
 
@@ -93,6 +93,21 @@ def test_batched_stream_is_the_same_stream_in_fewer_messages(stub, fake, gateway
     fake.push(StreamReply(text_chunks(["a", "b", "c"]), per_event=True, delay=0.05))
     batches = list(stub.StreamChatCompletionBatches(request, metadata=AUTH))
     assert [len(batch.chunks) for batch in batches] == [1] * len(single)
+
+
+def test_upstream_keepalive_comments_travel_in_batches_only(stub, fake):
+    """The facade forwards OpenRouter's `: OPENROUTER PROCESSING` (StreamChatCompletionBatches carries
+    it); a gRPC client's StreamChatCompletion is chunks only."""
+    events = [SSEComment("OPENROUTER PROCESSING"), *text_chunks(["a", "b"], usage=False)]
+    request = _request(stream=True)
+    fake.push(StreamReply(events, per_event=True, delay=0.05))
+    batches = list(stub.StreamChatCompletionBatches(request, metadata=AUTH))
+    assert list(batches[0].comments) == ["OPENROUTER PROCESSING"] and not batches[0].chunks
+    assert not any(batch.comments for batch in batches[1:])
+    fake.push(StreamReply(events, per_event=True, delay=0.05))
+    chunks = list(stub.StreamChatCompletion(request, metadata=AUTH))
+    assert [chunk for batch in batches for chunk in batch.chunks] == chunks
+    assert "".join(c.choices[0].delta.content_text for c in chunks) == "ab"
 
 
 def test_list_models_is_public(stub):

@@ -10,7 +10,7 @@ import json
 import openai
 import pytest
 
-from aiproxy.testing.fake_openai import JSONReply, RawReply, StreamReply, completion, text_chunks
+from aiproxy.testing.fake_openai import JSONReply, RawReply, SSEComment, StreamReply, completion, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY
 
 WEATHER_TOOL = {
@@ -73,6 +73,14 @@ def test_usage_chunk_not_asked_for_stays_at_the_gateway(client, fake, gateway):
     assert text == "Hello there"
     record = gateway.wait_for_record(response.headers["x-request-id"])
     assert record["response"]["usage"]["completion_tokens"] == 2  # the request log still has it
+
+def test_openrouter_keepalive_comments_are_invisible_to_the_sdk(client, fake):
+    processing = SSEComment("OPENROUTER PROCESSING")
+    fake.push(StreamReply([processing, *text_chunks(["Still"], usage=False), processing,
+                           *text_chunks([" here"], usage=False)[1:]], per_event=True))
+    stream = client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}], stream=True)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream) == "Still here"
+
 
 def test_async_stream(async_client, fake):
     async def run():

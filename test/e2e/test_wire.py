@@ -3,15 +3,18 @@ request ids, CORS, and OpenAI error bodies for every malformed request."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import orjson
 import pytest
 
-from aiproxy.sse import SSEDecoder
+from aiproxy.sse import Comment, SSEDecoder
 from aiproxy.testing.fake_openai import (
     EndlessReply,
     JSONReply,
     RawReply,
+    SSEComment,
     StreamReply,
     completion,
     text_chunks,
@@ -392,6 +395,50 @@ def test_upstream_answer_too_deep_to_relay_is_a_logged_502(gateway, fake, openai
 def _sse_payloads(body: bytes) -> list:
     decoder = SSEDecoder()
     return [data if data == "[DONE]" else orjson.loads(data) for data in decoder.feed(body)]
+
+
+PROCESSING = SSEComment("OPENROUTER PROCESSING")
+
+
+def test_upstream_keepalive_comments_reach_the_client_as_they_come(gateway, fake):
+    """OpenRouter sends `: OPENROUTER PROCESSING` while the model has not started. Forwarded at once,
+    they keep the client, and any proxy on its way, from timing out the wait for the first token."""
+    fake.push(StreamReply([PROCESSING, PROCESSING, *text_chunks(["late"], usage=False)], per_event=True, delay=0.5))
+    with httpx.stream("POST", f"{gateway.base_url}/chat/completions", headers=AUTH,
+                      json={"model": "gpt-test", "messages": U, "stream": True}, timeout=10) as response:
+        assert response.status_code == 200  # committed by the first comment
+        reads = response.iter_raw()
+        first = next(reads)
+        commented = time.monotonic()
+        body = first
+        for raw in reads:
+            if b"data:" in raw and b"data:" not in body:
+                first_token = time.monotonic()
+            body += raw
+    assert first == b": OPENROUTER PROCESSING\n\n"
+    assert first_token - commented >= 0.4  # the comment did not wait for the answer (1 s later)
+    events = SSEDecoder().feed(body)
+    assert events[:2] == ["OPENROUTER PROCESSING"] * 2 and all(type(e) is Comment for e in events[:2])
+    assert [orjson.loads(e)["choices"][0]["delta"].get("content") for e in events[2:-2]] == ["", "late"]
+    assert events[-1] == "[DONE]"
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["response"]["choices"][0]["message"]["content"] == "late"
+    assert record["ttft_ms"] >= 900  # from the first chunk, not the first comment
+
+
+def test_error_after_a_keepalive_comment_is_an_error_frame(gateway, fake, openai_schemas):
+    """The comment committed the 200 (as OpenRouter's own answer had): a later error is the stream's
+    error frame, and the request log keeps its status."""
+    error = {"code": 429, "message": "Rate limit exceeded"}
+    fake.push(StreamReply([PROCESSING, {**text_chunks([], usage=False)[0], "error": error}], per_event=True))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True})
+    assert response.status_code == 200
+    comment, error_frame, done = SSEDecoder().feed(response.content)
+    assert comment == "OPENROUTER PROCESSING" and done == "[DONE]"
+    openai_schemas.validate("ErrorResponse", orjson.loads(error_frame))
+    assert orjson.loads(error_frame)["error"]["message"] == "Rate limit exceeded"
+    assert gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 429
 
 
 def test_stream_closed_without_done_ends_with_an_error_frame(gateway, fake):

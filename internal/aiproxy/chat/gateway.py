@@ -24,6 +24,7 @@ from aiproxy.identity import KeyHasher
 from aiproxy.providers import Provider, build_provider
 from aiproxy.providers.base import UpstreamRequest
 from aiproxy.routing import ModelRouter
+from aiproxy.sse import Comment
 
 CLIENT_CLOSED = 499  # nginx's convention for a request the client gave up on
 
@@ -114,7 +115,8 @@ class ChatGateway:
         return result.body, result.headers
 
     async def open_stream(self, call: Call) -> tuple[AsyncIterator[list[dict]], dict[str, str]]:
-        """The upstream's chunks in batches (see providers.base.UpstreamStream), and its headers."""
+        """The upstream's chunks in batches (see providers.base.UpstreamStream; an SSE comment the
+        upstream sent is an `aiproxy.sse.Comment` among them), and its headers."""
         stream = await call.provider.open_stream(call.upstream)
         return self._relay(call.exchange, stream), stream.headers
 
@@ -123,9 +125,11 @@ class ChatGateway:
         assembler = StreamAssembler()
         try:
             async for batch in stream:
-                if exchange.first_token is None:
-                    exchange.first_token = time.perf_counter()
                 for chunk in batch:
+                    if type(chunk) is Comment:  # an upstream keep-alive: passed on, not part of the answer
+                        continue
+                    if exchange.first_token is None:
+                        exchange.first_token = time.perf_counter()
                     assembler.add(chunk)
                 yield batch
         finally:

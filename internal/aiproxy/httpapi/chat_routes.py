@@ -118,7 +118,10 @@ async def _stream(request: web.Request, stub, message, metadata) -> web.StreamRe
         batch = first
         try:
             while batch is not grpc.aio.EOF:
-                await response.write(b"".join([sse.event(message_to_json(chunk)) for chunk in batch.chunks]))
+                events = [sse.event(message_to_json(chunk)) for chunk in batch.chunks]
+                if batch.comments:
+                    events[:0] = map(sse.comment, batch.comments)
+                await response.write(b"".join(events))
                 batch = await call.read()
         except grpc.aio.AioRpcError as exc:
             _, body, _ = rpc_error_parts(exc)

@@ -14,3 +14,8 @@ HEADERS = {
 
 def event(payload: dict) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def comment(text: str) -> bytes:
+    """A comment event, one `: ` line per line of `text` (so no text can end it early)."""
+    return b"".join(b": " + line.encode() + b"\n" for line in text.splitlines() or [""]) + b"\n"

@@ -12,6 +12,7 @@ from aiproxy.errors import GatewayError, InvalidRequest, UpstreamBadResponse
 from aiproxy.protojson import JSONTooDeep, NonFiniteNumber, json_to_message, message_to_json
 from aiproxy.rpc.interceptor import CURRENT_CALLER, CURRENT_REQUEST_ID, metadata_value
 from aiproxy.rpc.status import REQUEST_ID, abort_with
+from aiproxy.sse import Comment
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 TRANSPORT_KEY = "x-aiproxy-transport"  # set by the REST facade: "http"
@@ -46,6 +47,11 @@ def answer_message(body: dict, message_class):
     except JSONTooDeep:
         raise UpstreamBadResponse("The upstream answer nests JSON more than 254 levels deep; the gateway cannot"
                                   " relay it.") from None
+
+
+def _chunks(part: list) -> list[chat_pb2.ChatCompletionChunk]:
+    """The chunks of a part of a relayed batch, without the upstream's SSE comments."""
+    return [answer_message(item, chat_pb2.ChatCompletionChunk) for item in part if type(item) is not Comment]
 
 
 def _model(model_id: str, provider: str) -> chat_pb2.Model:
@@ -107,15 +113,17 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             self._gateway.finish(exchange, failure)
 
     async def StreamChatCompletion(self, request, context):
-        async def write(chunks: list[chat_pb2.ChatCompletionChunk]) -> None:
-            for chunk in chunks:
+        async def write(part: list) -> None:
+            for chunk in _chunks(part):  # an upstream's SSE comments have no place here: HTTP/2 keeps a call alive
                 await context.write(self._relayable(chunk))
 
         await self._stream(request, context, write)
 
     async def StreamChatCompletionBatches(self, request, context):
-        async def write(chunks: list[chat_pb2.ChatCompletionChunk]) -> None:
-            await context.write(self._relayable(chat_pb2.ChatCompletionChunkBatch(chunks=chunks)))
+        async def write(part: list) -> None:
+            comments = [item for item in part if type(item) is Comment]
+            batch = chat_pb2.ChatCompletionChunkBatch(chunks=_chunks(part), comments=comments)
+            await context.write(self._relayable(batch))
 
         await self._stream(request, context, write)
 
@@ -146,7 +154,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                     while batch:
                         part, batch = batch[:limit], batch[limit:]
                         limit = min(limit * BATCH_GROWTH, MAX_BATCH)
-                        await write([answer_message(chunk, chat_pb2.ChatCompletionChunk) for chunk in part])
+                        await write(part)
         except GatewayError as exc:
             failure = exc
             await abort_with(context, exc, request_id)

@@ -2,7 +2,7 @@
 
 It records every request it receives and answers from a script of replies (FIFO), or with a
 plain echo completion when the script is empty. Replies cover what the gateway must handle:
-JSON bodies, SSE streams split at arbitrary byte boundaries, OpenRouter error shapes (numeric
+JSON bodies, SSE streams split at arbitrary byte boundaries, OpenRouter keep-alive comments and error shapes (numeric
 `code`, mid-stream `finish_reason: "error"` chunks), rate-limit headers, and hanging calls
 whose cancellation is observed. Runs on its own event loop in a thread, so sync and async
 tests can use it alike; `python -m aiproxy.testing.fake_openai --port N` serves it standalone
@@ -37,9 +37,13 @@ class RawReply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class SSEComment(str):
+    """A comment event in a StreamReply: `: <text>`, as OpenRouter's `: OPENROUTER PROCESSING`."""
+
+
 @dataclass
 class StreamReply:
-    """`events` are chunk dicts or raw `data:` payload strings; `[DONE]` is appended unless
+    """`events` are chunk dicts, raw `data:` payload strings or SSEComments; `[DONE]` is appended unless
     `done=False`. The stream is one write, or one write per event with `per_event` (a server
     that flushes every token), or cut at the byte offsets in `splits`; `delay` pauses after each write."""
 
@@ -52,7 +56,8 @@ class StreamReply:
     hang_after: bool = False  # keep the connection open after the events (cancellation tests)
 
     def frames(self) -> list[bytes]:
-        frames = [b"data: " + (item.encode() if isinstance(item, str) else orjson.dumps(item)) + b"\n\n"
+        frames = [b": " + item.encode() + b"\n\n" if isinstance(item, SSEComment)
+                  else b"data: " + (item.encode() if isinstance(item, str) else orjson.dumps(item)) + b"\n\n"
                   for item in self.events]
         if self.done:
             frames.append(b"data: [DONE]\n\n")

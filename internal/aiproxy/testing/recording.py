@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
-from aiproxy.sse import SSEDecoder
+from aiproxy.sse import Comment, SSEDecoder
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Captured:
             events = decoder.feed(bytes(self.body)) + decoder.flush()
             out = []
             for data in events:
-                if data == "[DONE]":
+                if data == "[DONE]" or type(data) is Comment:
                     continue
                 doc = orjson.loads(data)
                 out.append(("ErrorResponse" if "error" in doc else "CreateChatCompletionStreamResponse", doc))

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from aiproxy.sse import EndOfStream, SSEDecoder, sse_batches
+from aiproxy.sse import Comment, EndOfStream, SSEDecoder, sse_batches
 
 OPENAI_STREAM = (
     b": OPENROUTER PROCESSING\n\n"
@@ -19,7 +19,9 @@ OPENAI_STREAM = (
     b"data: [DONE]\n\n"
 )
 OPENAI_EVENTS = [
+    "OPENROUTER PROCESSING",
     '{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}',
+    "OPENROUTER PROCESSING",
     '{"id":"c1","choices":[{"index":0,"delta":{"content":"Héllo 🌍"}}]}',
     '{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}',
     '{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}',
@@ -81,7 +83,7 @@ def test_one_byte_at_a_time(name):
 
 
 def test_openai_events_are_json_and_done():
-    events = decode([OPENAI_STREAM])
+    events = [e for e in decode([OPENAI_STREAM]) if type(e) is not Comment]
     assert [json.loads(e)["id"] for e in events[:-1]] == ["c1"] * 4
     assert events[-1] == "[DONE]"
 
@@ -100,9 +102,22 @@ def test_a_crlf_event_is_not_ended_by_half_its_terminator():
     assert decoder.feed(b"\n") == ["x"]
 
 
-def test_comments_only_produce_no_events():
-    assert decode([b": OPENROUTER PROCESSING\n\n: keep-alive\n\n"]) == []
+def test_an_event_of_comments_only_is_a_comment():
+    events = decode([b": OPENROUTER PROCESSING\n\n:keep-alive\r\n:  two\r\n\r\n"])
+    assert events == ["OPENROUTER PROCESSING", "keep-alive\n two"]
+    assert all(type(event) is Comment for event in events)
     assert decode([b"event: ping\n\n"]) == []
+    assert decode([b": note\ndata: x\n\n"]) == ["x"] and type(decode([b": note\ndata: x\n\n"])[0]) is str
+
+
+def test_batches_pass_comments_on_untranslated():
+    async def body():
+        yield b': OPENROUTER PROCESSING\n\ndata: {"a": 1}\n\n'
+
+    async def collect():
+        return [batch async for batch in sse_batches(body(), lambda data: [json.loads(data)])]
+
+    assert asyncio.run(collect()) == [["OPENROUTER PROCESSING", {"a": 1}]]
 
 
 def test_flush_returns_an_unterminated_final_event():
@@ -165,9 +180,9 @@ def _json_or_end(data: str) -> list:
 
 
 def test_one_batch_per_read_with_the_events_it_completed():
-    reads = [b'data: {"n": 1}\n\ndata: {"n": 2}\n\ndata: {"n"', b': 3}\n\n', b": keep-alive\n\n", b'data: {"n": 4}']
+    reads = [b'data: {"n": 1}\n\ndata: {"n": 2}\n\ndata: {"n"', b': 3}\n\n', b"", b'data: {"n": 4}']
     got, error = _batches(reads, _json_or_end)
-    # The comment-only read completes no event (no batch); the unterminated last event is flushed at the end.
+    # The empty read completes no event (no batch); the unterminated last event is flushed at the end.
     assert got == [[{"n": 1}, {"n": 2}], [{"n": 3}], [{"n": 4}]] and error is None
 
 
