@@ -125,8 +125,27 @@ def run_transfer(args: argparse.Namespace) -> int:
     result = transfer_local(source, args.dest, progress=bar.advance)
     bar.close()
     out = result.as_dict()
-    emit(args, out, lambda: f"bytes={result.bytes} sha256={result.sha256} resumed_from={result.resumed_from} path={result.path}")
-    return _verify(result.path, args) if result.path.name.endswith((".tgz", ".tar.gz")) else EXIT_OK
+    if not result.path.name.endswith((".tgz", ".tar.gz")):
+        emit(args, out, lambda: f"bytes={result.bytes} sha256={result.sha256} resumed_from={result.resumed_from} path={result.path}")
+        return EXIT_OK
+    # A bundle is verified where it landed. One line as the seed printed it (`bytes=… sha256=…
+    # verify=ok|fail`, what scripts grep), the problems before it; one JSON document with --json.
+    bar = _archive_bar(result.path, "bundle verify")
+    try:
+        report = scan_bundle(result.path, progress=bar.advance)
+    except UnusableInput:  # copied, but not a readable bundle: the line, then the error (exit 2)
+        emit(args, {**out, "verify": "fail", "problems": []}, lambda: _transfer_line(result, "fail"))
+        raise
+    finally:
+        bar.close()
+    out.update(verify="ok" if report.ok else "fail", problems=report.problems)
+    emit(args, out, lambda: "\n".join([*report.problems, _transfer_line(result, out["verify"])]))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _transfer_line(result, verdict: str) -> str:
+    return (f"bytes={result.bytes} sha256={result.sha256} verify={verdict} resumed_from={result.resumed_from}"
+            f" path={result.path}")
 
 
 @_guarded
