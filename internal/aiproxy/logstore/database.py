@@ -32,7 +32,8 @@ def _pragmas(settings: LogStoreSettings) -> list[tuple[str, object]]:
         ("foreign_keys", 1),
         ("wal_autocheckpoint", settings.wal_autocheckpoint_pages),
     ]
-    pragmas.append(("cache_size", -settings.sqlite_cache_kb))
+    if settings.sqlite_cache_kb:  # 0: SQLite's default cache size
+        pragmas.append(("cache_size", -settings.sqlite_cache_kb))
     return pragmas
 
 

@@ -24,8 +24,19 @@ def _bool(name: str, value: Any) -> bool:
     return as_bool(f"logdb_{name}", value, LogStoreConfigError)
 
 
-def _int(name: str, value: Any, minimum: int) -> int:
+def _int(name: str, value: Any, minimum: int | None) -> int:
     return as_int(f"logdb_{name}", value, minimum, LogStoreConfigError)
+
+
+MIN_CACHE_KB = 64
+
+
+def _cache_kb(value: Any) -> int:
+    """0 leaves SQLite's own page cache size (the seed's default); else at least MIN_CACHE_KB."""
+    number = _int("sqlite_cache_kb", value, 0)
+    if 0 < number < MIN_CACHE_KB:
+        raise LogStoreConfigError(f"setting LOGDB_SQLITE_CACHE_KB={number} must be 0 (SQLite's default) or at least {MIN_CACHE_KB}")
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +55,7 @@ class LogStoreSettings:
     busy_timeout_ms: int = 5000
     wal_autocheckpoint_pages: int = 1000
     # Page cache per connection. Small on purpose: a process keeps up to MAX_OPEN partition
-    # connections per thread, and the OS page cache holds the files anyway.
+    # connections per thread, and the OS page cache holds the files anyway. 0: SQLite's default.
     sqlite_cache_kb: int = 1024
     dialog_window: str = "30m"
     dialog_lookback_days: int = 30
@@ -58,7 +69,10 @@ class LogStoreSettings:
     def from_mapping(cls, raw: dict[str, Any] | None, environ: dict[str, str] | None = None) -> LogStoreSettings:
         """Build from `Settings.logdb` (or nothing); LOGDB_* environment variables fill gaps."""
         environ = dict(os.environ if environ is None else environ)
-        values: dict[str, Any] = {k[len("LOGDB_"):].lower(): v for k, v in environ.items() if k.startswith("LOGDB_")}
+        # An empty variable (a `.env` line `LOGDB_BATCH_ROWS=`) is unset, as in the settings file.
+        values: dict[str, Any] = {
+            k[len("LOGDB_"):].lower(): v for k, v in environ.items() if k.startswith("LOGDB_") and v.strip()
+        }
         values.update({str(k).lower(): v for k, v in (raw or {}).items() if v is not None and v != ""})
         if "env" not in values and environ.get("ENV"):
             values["env"] = environ["ENV"]
@@ -85,10 +99,11 @@ class LogStoreSettings:
             server_id=str(values.get("server_id") or "").strip(),
             env=str(values.get("env") or "").strip(),
             busy_timeout_ms=_int("busy_timeout_ms", values.get("busy_timeout_ms", defaults.busy_timeout_ms), 0),
-            wal_autocheckpoint_pages=_int(
-                "wal_autocheckpoint_pages", values.get("wal_autocheckpoint_pages", defaults.wal_autocheckpoint_pages), 0
-            ),
-            sqlite_cache_kb=_int("sqlite_cache_kb", values.get("sqlite_cache_kb", defaults.sqlite_cache_kb), 64),
+            # Negative is 0 (no automatic checkpoints), as in the seed and in SQLite.
+            wal_autocheckpoint_pages=max(0, _int(
+                "wal_autocheckpoint_pages", values.get("wal_autocheckpoint_pages", defaults.wal_autocheckpoint_pages), None
+            )),
+            sqlite_cache_kb=_cache_kb(values.get("sqlite_cache_kb", defaults.sqlite_cache_kb)),
             dialog_window=str(values.get("dialog_window") or defaults.dialog_window),
             dialog_lookback_days=_int(
                 "dialog_lookback_days", values.get("dialog_lookback_days", defaults.dialog_lookback_days), 0

@@ -28,3 +28,25 @@ def test_bad_values_name_the_setting(raw):
 )
 def test_window_parsing_keeps_the_seed_rules(text, seconds):
     assert parse_window(text) == seconds
+
+
+def test_seed_values_that_meant_a_default_still_do():
+    """The seed's LOGDB_SQLITE_CACHE_KB=0 (its default) is SQLite's own cache size, a negative
+    LOGDB_WAL_AUTOCHECKPOINT_PAGES is 0 (no automatic checkpoints), and an empty variable (a
+    `.env` line `LOGDB_BATCH_ROWS=`) is unset: none of them stops logdb or the gateway."""
+    s = LogStoreSettings.from_mapping(
+        {}, {"LOGDB_SQLITE_CACHE_KB": "0", "LOGDB_WAL_AUTOCHECKPOINT_PAGES": "-1", "LOGDB_BATCH_ROWS": "",
+             "LOGDB_PARTITION_GRANULARITY": " ", "LOGDB_ENABLED": ""}
+    )
+    defaults = LogStoreSettings()
+    assert (s.sqlite_cache_kb, s.wal_autocheckpoint_pages) == (0, 0)
+    assert (s.batch_rows, s.partition_granularity, s.enabled) == (defaults.batch_rows, "daily", False)
+
+
+def test_a_cache_of_0_leaves_sqlites_default(tmp_path):
+    from aiproxy.logstore.database import open_database
+
+    settings = LogStoreSettings.from_mapping({"dir": str(tmp_path), "sqlite_cache_kb": 0}, {})
+    db = open_database(tmp_path / "p.sqlite3", settings)
+    assert db.execute_sql("PRAGMA cache_size").fetchone()[0] == -2000  # SQLite's default, 2 MB
+    db.close()
