@@ -7,9 +7,11 @@ whatever its granularity (the seed's `fts drop` ignored weekly files).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 
 import orjson
+from peewee import DatabaseError
 
 from aiproxy.logstore.database import FTS_TABLE, create_fts, drop_fts, has_fts
 from aiproxy.logstore.fragments import extract_fragments
@@ -62,11 +64,26 @@ def build(store: Store, since: date | None = None, to: date | None = None, *, re
     return out
 
 
-def drop(store: Store, since: date | None = None, to: date | None = None) -> dict[str, bool]:
+def drop(
+    store: Store,
+    since: date | None = None,
+    to: date | None = None,
+    *,
+    on_error: Callable[[str, Exception], None] | None = None,
+) -> dict[str, bool]:
+    """Drop the index of every partition in range: path -> whether it had one. With `on_error`,
+    a partition that cannot be changed (not a database, read-only) is reported there and the
+    others are still dropped, as the seed's `fts drop` did; without it the error is raised."""
     out = {}
     for part in store.existing(since, to):
-        with store.connected(part.path) as db:
-            existed = has_fts(db)
-            drop_fts(db)
+        try:
+            with store.connected(part.path) as db:
+                existed = has_fts(db)
+                drop_fts(db)
+        except (DatabaseError, OSError) as exc:
+            if on_error is None:
+                raise
+            on_error(str(part.path), exc)
+            continue
         out[str(part.path)] = existed
     return out

@@ -116,6 +116,20 @@ def test_a_search_over_a_dropped_index_says_so(workdir):
     assert logdb(workdir, "search", "zeppelin").returncode == 0  # indexed, no matches: a plain answer
 
 
+def test_fts_drop_reports_a_partition_it_cannot_change_and_drops_the_others(workdir):
+    """seed-spec §8: `<path> fts dropped` or `<path> drop_error=<e>` per partition, exit 1 on any error."""
+    logdb(workdir, "ingest", "--from", "logs")
+    broken = workdir / "logs" / "db" / "2025" / "09" / "ai_proxy_20250901.sqlite3"
+    broken.write_bytes(b"not a database, a file copied over a partition\n" * 100)
+    done = logdb(workdir, "fts", "drop")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"{broken} drop_error=file is not a database"
+    assert [line.split(" ", 1)[1] for line in lines[1:]] == ["fts dropped", "fts dropped"]
+    parts = json.loads(logdb(workdir, "fts", "drop", "--json").stdout)["partitions"]
+    assert [(p["dropped"], p.get("error")) for p in parts] == [(False, "file is not a database"), (False, None), (False, None)]
+
+
 @pytest.mark.parametrize("json_flag", [(), ("--json",)])
 def test_a_reader_that_goes_away_ends_logdb_quietly(workdir, json_flag):
     logdb(workdir, "ingest", "--from", "logs")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from aiproxy.logstore import fts
 from aiproxy.logstore.cli.common import (
+    EXIT_FAILED,
     EXIT_OK,
     call,
     emit,
     json_option,
+    open_store,
     range_options,
     remote_options,
     store_options,
@@ -22,7 +25,28 @@ _ACTIONS = {
 }
 
 
+def _drop_locally(args: argparse.Namespace) -> int:
+    """The seed's `fts drop`: every partition in range, `<path> fts dropped` (`no fts` when it had
+    none) or `<path> drop_error=<error>` for one that cannot be changed; exit 1 if any could not."""
+    errors: dict[str, str] = {}
+    with open_store(args) as (store, _):
+        dropped = fts.drop(store, args.since, args.to, on_error=lambda path, exc: errors.__setitem__(path, str(exc)))
+    partitions = [{"path": p, "indexed": 0, "skipped": 0, "dropped": d} for p, d in dropped.items()]
+    partitions += [{"path": p, "indexed": 0, "skipped": 0, "dropped": False, "error": e} for p, e in errors.items()]
+    partitions.sort(key=lambda part: part["path"])
+
+    def line(part: dict) -> str:
+        if "error" in part:
+            return f"{part['path']} drop_error={part['error']}"
+        return f"{part['path']} fts dropped" if part["dropped"] else f"{part['path']} no fts"
+
+    emit(args, {"partitions": partitions}, lambda: "\n".join(map(line, partitions)) or "no partitions in range")
+    return EXIT_FAILED if errors else EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.action == "drop" and not args.remote:
+        return _drop_locally(args)
     request = logs_pb2.BuildIndexRequest(action=_ACTIONS[args.action], since=str(args.since or ""), to=str(args.to or ""))
     result = call(args, "BuildIndex", request)
 
