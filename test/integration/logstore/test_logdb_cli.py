@@ -116,6 +116,16 @@ def test_a_search_over_a_dropped_index_says_so(workdir):
     assert logdb(workdir, "search", "zeppelin").returncode == 0  # indexed, no matches: a plain answer
 
 
+def test_init_as_the_seed_readme_starts_leaves_searches_quiet(workdir):
+    """The seed README begins with `init` (today's partition): that empty partition is indexed like
+    every other, so a search does not report it as unindexed or exit 1 for it."""
+    assert logdb(workdir, "init").returncode == 0
+    logdb(workdir, "ingest", "--from", "logs")
+    done = logdb(workdir, "search", "zeppelin")
+    assert done.returncode == 0 and done.stderr == "", done
+    assert logdb(workdir, "search", "libfoo").stderr == ""
+
+
 def test_fts_drop_reports_a_partition_it_cannot_change_and_drops_the_others(workdir):
     """seed-spec §8: `<path> fts dropped` or `<path> drop_error=<e>` per partition, exit 1 on any error."""
     logdb(workdir, "ingest", "--from", "logs")

@@ -16,6 +16,7 @@ from aiproxy.logstore.cli.common import (
     require_path,
     store_options,
 )
+from aiproxy.logstore.database import create_fts
 from aiproxy.logstore.merge import MergeError, merge
 from aiproxy.logstore.partitions import utc_today
 
@@ -24,6 +25,8 @@ def run_init(args: argparse.Namespace) -> int:
     with open_store(args, existing=False) as (store, _):
         path = store.partition_path(args.date or utc_today())
         db = store.database(path)
+        if store.settings.fts_enabled:  # as ingest would on its first row: a search sees no unindexed file
+            create_fts(db)
         store.control()
         integrity = db.execute_sql("PRAGMA integrity_check").fetchone()[0]
     emit(args, {"path": str(path), "integrity": integrity}, lambda: f"{path}\n{integrity}")
