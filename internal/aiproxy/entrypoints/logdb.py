@@ -82,3 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def console() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":  # `python -m aiproxy.entrypoints.logdb …` (else it would do nothing and exit 0)
+    console()

@@ -75,6 +75,14 @@ def test_ingest_search_show_dialogs_stats(workdir):
     assert merged.returncode == 0 and merged.stdout.strip() == "sources=3 total_requests=3 integrity=ok"
 
 
+def test_python_dash_m_runs_the_cli(workdir):
+    """The seed ran `python -m ai_proxy.logdb.cli …`; here `python -m aiproxy.entrypoints.logdb …`."""
+    environ = {**os.environ, "LOGDB_DIR": str(workdir / "logs" / "db")}
+    done = subprocess.run([sys.executable, "-m", "aiproxy.entrypoints.logdb", "init", "--date", "2025-09-12"],
+                          cwd=workdir, env=environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "ok", done
+
+
 def test_explicit_commands_run_even_when_logdb_is_disabled(workdir):
     done = logdb(workdir, "ingest", "--from", "logs", LOGDB_ENABLED="false", LOGDB_FTS_ENABLED="false")
     assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1])["rows_inserted"] == 3
