@@ -225,6 +225,7 @@ def ingest(
     """Ingest every log file under `source`; then thread new rows into dialogs when grouping is on."""
     started = time.perf_counter()
     files = discover_sources(source) if files is None else files
+    store.note_server(store.control(), store.server_id)  # the seed's row: whose checkpoints these are
     workers = max(1, min(store.settings.import_parallelism, len(files)))
     budget = store.settings.memory_mb * 1024 * 1024 // (2 * workers)  # half for buffers, half for everything else
     total = IngestReport()

@@ -172,6 +172,20 @@ def test_record_server_id_wins_and_dedup_is_per_server(tmp_path):
     assert servers == ["srv-other", "srv-test"] == known
 
 
+def test_the_control_db_names_the_ingesting_server_as_in_the_seed(tmp_path):
+    """seed-spec §7.1/§7.3: control.sqlite3 holds the checkpoints and a `servers` row of the store's server."""
+    log = tmp_path / "logs" / "v1_chat_completions.log"
+    log.parent.mkdir()
+    log.write_text("".join(seed_block(seed_record(r)) for r in _records(2)), encoding="utf-8")
+    store = make_store(tmp_path / "db", env="prod")
+    ingest(store, tmp_path / "logs")
+    ingest(store, tmp_path / "logs")
+    with sqlite3.connect(tmp_path / "db" / "control.sqlite3") as conn:
+        servers = conn.execute("SELECT server_id, hostname, env FROM servers").fetchall()
+        checkpoints = conn.execute("SELECT COUNT(*) FROM ingest_sources").fetchone()[0]
+    assert [(s[0], s[2]) for s in servers] == [("srv-local", "prod")] and servers[0][1] and checkpoints == 1
+
+
 def test_a_reused_request_id_keeps_every_exchange(tmp_path):
     """Clients choose X-Request-ID and may reuse one: a different exchange under a stored id is
     kept under `<id>@<its timestamp>`; the same lines ingested again still add nothing."""
