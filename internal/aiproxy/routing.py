@@ -3,7 +3,8 @@
 Resolution (design.md §3): exact alias, then case-insensitive exact alias, then the most
 specific matching shell pattern (most literal characters; file order breaks ties), `*` last.
 Patterns match case-insensitively too, so `GEMINI-2.0` finds `gemini-*` as `GPT-4` finds `gpt-4`.
-The mapping value splits on its first colon: `openrouter:deepseek/x:free`.
+The mapping value splits on its first colon: `openrouter:deepseek/x:free`; a value without one
+is an OpenRouter model (`"gpt-4": "openai/gpt-4"`), as in the seed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from aiproxy.config import ConfigError
 from aiproxy.errors import MAX_QUOTED_BYTES, ModelNotFound, clip
 
 _PATTERN_CHARS = set("*?[")
+# A mapping value without a colon names an OpenRouter model, as in the seed ("openai/gpt-4").
+DEFAULT_PROVIDER = "openrouter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +55,18 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def _split_target(alias: str, target: object, providers: set[str]) -> Route:
-    if not isinstance(target, str) or ":" not in target:
+    if not isinstance(target, str) or not target.strip():
         raise ConfigError(f"model mapping {alias!r}: value {target!r} must look like 'provider:model'")
-    provider, model = (part.strip() for part in target.split(":", 1))
-    provider = provider.lower()
+    if ":" not in target:  # the seed's shorthand: a bare upstream id is an OpenRouter model
+        provider, model = DEFAULT_PROVIDER, target.strip()
+    else:
+        provider, model = (part.strip() for part in target.split(":", 1))
+        provider = provider.lower()
     if providers and provider not in providers:
+        hint = f"; to send {target!r} to OpenRouter write 'openrouter:{target}'" if "/" in provider else ""
         raise ConfigError(
             f"model mapping {alias!r}: provider {provider!r} is not configured (known: {', '.join(sorted(providers))})"
+            + hint
         )
     if not model:
         raise ConfigError(f"model mapping {alias!r}: empty model after {provider!r}:")

@@ -523,3 +523,18 @@ def test_stream_request_answered_without_an_event_stream_is_a_502(gateway, fake,
     assert response.json()["error"]["code"] == "bad_upstream_response"
     record = gateway.wait_for_record(response.headers["x-request-id"])
     assert record["status_code"] == 502 and record["error"]["code"] == "bad_upstream_response"
+
+
+def test_seed_config_with_unprefixed_values_routes_to_openrouter(fake, tmp_path):
+    # The seed's config.yml format: a value without "provider:" is an OpenRouter model id.
+    from aiproxy.testing.gateway import GatewayProcess
+
+    with GatewayProcess(tmp_path, upstream_url=fake.base_url,
+                        mappings={"gpt-4": "openai/gpt-4", "claude-*": "anthropic/claude-3-haiku"}) as gw:
+        for alias, upstream_model in (("gpt-4", "openai/gpt-4"), ("claude-3-x", "anthropic/claude-3-haiku")):
+            response = httpx.post(f"{gw.base_url}/chat/completions", headers=AUTH, json={"model": alias, "messages": U})
+            assert response.status_code == 200, response.text
+            assert fake.received[-1].path == "/api/v1/chat/completions"  # OpenRouter's base URL
+            assert fake.received[-1].json["model"] == upstream_model
+        listed = httpx.get(f"{gw.base_url}/models").json()["data"]
+        assert [(m["id"], m["owned_by"]) for m in listed] == [("gpt-4", "openrouter")]

@@ -148,7 +148,29 @@ def test_unknown_provider_is_a_config_error(tmp_path):
     assert "'anthropic'" in str(info.value) and "'x'" in str(info.value)
 
 
-@pytest.mark.parametrize("value", ["no-colon", "openai:", "openai:   ", "42"])
+def test_value_without_a_provider_is_an_openrouter_model_as_in_the_seed(tmp_path):
+    # The seed's config.yml format: "gpt-4*": "openai/gpt-4" routes to OpenRouter. Such a file must
+    # keep working, not stop start-up.
+    router = router_of({"gpt-4": "openai/gpt-4", "mistral-small": " mistralai/mistral-small ", "n": "42"}, tmp_path)
+    route = router.resolve("gpt-4")
+    assert (route.alias, route.provider, route.model) == ("gpt-4", "openrouter", "openai/gpt-4")
+    assert router.resolve("mistral-small").model == "mistralai/mistral-small"
+    assert (router.resolve("n").provider, router.resolve("n").model) == ("openrouter", "42")
+    assert [r.provider for r in router.aliases] == ["openrouter"] * 3  # /v1/models: owned_by openrouter
+
+
+def test_unprefixed_value_with_a_colon_names_the_fix(tmp_path):
+    # The seed read this as provider "deepseek/deepseek-chat-v3.1" (a 500 at request time).
+    with pytest.raises(ConfigError, match="write 'openrouter:deepseek/deepseek-chat-v3.1:free'"):
+        router_of({"ds": "deepseek/deepseek-chat-v3.1:free"}, tmp_path)
+
+
+def test_value_without_a_provider_needs_the_openrouter_provider(tmp_path):
+    with pytest.raises(ConfigError, match="'openrouter' is not configured"):
+        router_from(tmp_path, 'model_mappings:\n  "x": "openai/gpt-4"\n', providers={"mock"})
+
+
+@pytest.mark.parametrize("value", ["", "  ", "openai:", "openai:   "])
 def test_malformed_targets_are_config_errors(tmp_path, value):
     with pytest.raises(ConfigError):
         router_of({"x": value}, tmp_path)
