@@ -538,3 +538,15 @@ def test_seed_config_with_unprefixed_values_routes_to_openrouter(fake, tmp_path)
             assert fake.received[-1].json["model"] == upstream_model
         listed = httpx.get(f"{gw.base_url}/models").json()["data"]
         assert [(m["id"], m["owned_by"]) for m in listed] == [("gpt-4", "openrouter")]
+
+
+def test_seed_style_quoted_provider_key_and_warn_level(fake, tmp_path):
+    # `docker run --env-file` keeps the quotes of OPENROUTER_API_KEY="…"; LOG_LEVEL=WARN is Python's
+    # spelling. The seed accepted both; the gateway must start and send the bare key upstream.
+    from aiproxy.testing.gateway import GatewayProcess
+
+    with GatewayProcess(tmp_path, upstream_url=fake.base_url,
+                        env={"OPENROUTER_API_KEY": '"sk-or-v1-quoted-7c1e"', "LOG_LEVEL": "WARN"}) as gw:
+        response = httpx.post(f"{gw.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})
+        assert response.status_code == 200, response.text
+        assert fake.received[-1].headers["authorization"] == "Bearer sk-or-v1-quoted-7c1e"

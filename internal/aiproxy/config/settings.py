@@ -95,14 +95,16 @@ def parse_key_list(raw: Any) -> tuple[str, ...]:
         items = [str(x) for x in raw]
     else:
         items = str(raw).split(",")
-    keys = []
-    for item in items:
-        item = item.strip()
-        if len(item) >= 2 and item[0] == item[-1] and item[0] in "\"'":
-            item = item[1:-1].strip()
-        if item:
-            keys.append(item)
-    return tuple(keys)
+    return tuple(key for key in map(unquoted, items) if key)
+
+
+def unquoted(value: str) -> str:
+    """A key as the seed read it: without surrounding spaces and one pair of matching quotes
+    (`docker run --env-file` and some orchestrators pass `KEY="sk-…"` quotes on literally)."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        value = value[1:-1].strip()
+    return value
 
 
 def _client_keys(name: str, raw: Any) -> tuple[str, ...]:
@@ -185,6 +187,7 @@ def _settings_file(env: dict[str, str]) -> Path:
     raise ConfigError(f"settings file not found ({candidates[0]}); set SETTINGS_FILE or run from the project root")
 
 
+_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 _SECRETS = frozenset({"API_KEYS", "ADMIN_API_KEYS", "KEY_HASH_SECRET"})
 
 
@@ -210,7 +213,7 @@ def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dic
     if kind not in PROVIDER_KINDS:
         raise ConfigError(f"provider {name!r}: kind {kind!r} is unknown (use one of {', '.join(PROVIDER_KINDS)})")
     key_env = str(raw.get("api_key_env", ""))
-    api_key = str(raw.get("api_key") or (env.get(key_env, "") if key_env else "")).strip()
+    api_key = unquoted(str(raw.get("api_key") or (env.get(key_env, "") if key_env else "")))
     # Sent as HTTP headers, which httpx refuses beyond printable ASCII: every call would be a 500.
     if not metadata_safe(api_key):  # never quoted: it is a secret
         raise ConfigError(f"setting {key_env or f'PROVIDERS__{name.upper()}__API_KEY'} holds a key that is not "
@@ -270,7 +273,8 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         raise ConfigError("TLS needs both TLS_CERT_FILE and TLS_KEY_FILE (only one is set)")
     if tls.client_ca_file and not tls.enabled:  # else gRPC would quietly accept plain-text calls from anyone
         raise ConfigError("TLS_CLIENT_CA_FILE (mutual TLS on gRPC) needs TLS_CERT_FILE and TLS_KEY_FILE too")
-    level = str(get("log_level", "INFO")).upper()
+    level = str(get("log_level", "INFO")).strip().upper()
+    level = _LEVEL_ALIASES.get(level, level)  # Python's logging (the seed) accepts these spellings too
     if level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"setting LOG_LEVEL={level!r} is not a log level (use DEBUG, INFO, WARNING or ERROR)")
     event_loop = str(get("event_loop", "auto")).lower()

@@ -170,6 +170,21 @@ def test_provider_api_key_comes_from_its_api_key_env(load):
     assert settings.providers["openai"].api_key == "sk-mine"
 
 
+@pytest.mark.parametrize("raw", ['"sk-or-123"', "'sk-or-123'", ' " sk-or-123 " '])
+def test_provider_api_key_loses_surrounding_quotes_as_in_the_seed(load, raw):
+    # `docker run --env-file .env` passes OPENROUTER_API_KEY="sk-…" with its quotes; the seed removed
+    # them, as it does for API_KEYS. Sent quoted, every upstream call failed its auth (502).
+    settings = load(OPENROUTER_API_KEY=raw, GEMINI_API_KEY=raw, PROVIDERS__OPENAI__API_KEY=raw)
+    assert {settings.providers[name].api_key for name in ("openrouter", "gemini", "openai")} == {"sk-or-123"}
+    assert load(OPENROUTER_API_KEY="'sk-or-123\"").providers["openrouter"].api_key == "'sk-or-123\""  # unmatched: kept
+
+
+@pytest.mark.parametrize(("given", "level"), [("warn", "WARNING"), ("WARN", "WARNING"), ("fatal", "CRITICAL"),
+                                              (" warning ", "WARNING"), ("debug", "DEBUG")])
+def test_log_level_accepts_pythons_spellings_as_the_seed_did(load, given, level):
+    assert load(LOG_LEVEL=given).log_level == level
+
+
 def test_dotenv_is_read_and_the_environment_wins_over_it(load):
     settings = load('PORT=7000\nOPENROUTER_API_KEY=from-dotenv\nAPI_KEYS="a,b"\nWORKERS=2\n', WORKERS="5")
     assert settings.port == 7000
