@@ -92,6 +92,7 @@ def test_plain_chat_is_logged_like_any_other(client, fake, gemini_gateway):
     assert reply.choices[0].message.content == "Bonjour!"
     assert reply.choices[0].finish_reason == "stop"
     assert reply.model == UPSTREAM_MODEL
+    assert reply.system_fingerprint == "fp_gemini_de40daba"  # the seed's prefix; 8 hex digits of SHA-256(model)
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (5, 9, 14)
     assert reply.usage.completion_tokens_details.reasoning_tokens == 7
     assert reply.usage.prompt_tokens_details.cached_tokens == 3
@@ -129,6 +130,7 @@ def test_streamed_chat_is_logged_assembled(client, fake, gemini_gateway):
     ]
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 6
     assert len({c.id for c in chunks}) == 1
+    assert {c.system_fingerprint for c in chunks} == {"fp_gemini_de40daba"}
     assert fake.requests[0].query == {"alt": "sse"}
     record = gemini_gateway.wait_for_record(raw.headers["x-request-id"])
     assert (record["stream"], record["finish_reason"], record["usage"]["prompt_tokens"]) == (True, "stop", 6)

@@ -74,6 +74,28 @@ def test_usage_chunk_not_asked_for_stays_at_the_gateway(client, fake, gateway):
     record = gateway.wait_for_record(response.headers["x-request-id"])
     assert record["response"]["usage"]["completion_tokens"] == 2  # the request log still has it
 
+def test_openrouter_answers_without_a_fingerprint_get_the_seeds(client, fake):
+    """The seed gave every OpenRouter answer and chunk a `system_fingerprint` (`fp_openrouter_` + 8 hex);
+    many of OpenRouter's backends send none or null. A real one is kept; other providers are untouched."""
+    messages = [{"role": "user", "content": "hi"}]
+    fake.push(JSONReply(completion(model="openai/gpt-4o", system_fingerprint=None)))
+    assert client.chat.completions.create(model="gpt-test", messages=messages).system_fingerprint == "fp_openrouter_abb375db"
+    bare = completion(model="openai/gpt-4o")
+    del bare["system_fingerprint"]
+    fake.push(JSONReply(bare))
+    assert client.chat.completions.create(model="gpt-test", messages=messages).system_fingerprint == "fp_openrouter_abb375db"
+    fake.push(JSONReply(completion(model="openai/gpt-4o", system_fingerprint="fp_real_1")))
+    assert client.chat.completions.create(model="gpt-test", messages=messages).system_fingerprint == "fp_real_1"
+    events = [{k: v for k, v in chunk.items() if k != "system_fingerprint"} for chunk in text_chunks(["a", "b"])]
+    events[1]["system_fingerprint"] = "fp_real_2"
+    fake.push(StreamReply(events))
+    chunks = list(client.chat.completions.create(model="gpt-test", messages=messages, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert [c.system_fingerprint for c in chunks] == ["fp_openrouter_abb375db", "fp_real_2", *["fp_openrouter_abb375db"] * 3]
+    fake.push(JSONReply({**bare, "model": "llama3"}))
+    assert client.chat.completions.create(model="local-test", messages=messages).system_fingerprint is None
+
+
 def test_openrouter_keepalive_comments_are_invisible_to_the_sdk(client, fake):
     processing = SSEComment("OPENROUTER PROCESSING")
     fake.push(StreamReply([processing, *text_chunks(["Still"], usage=False), processing,

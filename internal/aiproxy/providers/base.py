@@ -8,6 +8,8 @@ Errors are raised as aiproxy.errors.GatewayError subclasses.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,6 +23,14 @@ FORWARDED_HEADERS = ("retry-after", "retry-after-ms")
 # kept to 256 bytes and all of them to 4 KiB; real upstreams send a handful of short ones.
 MAX_FORWARDED_HEADER_BYTES = 256
 MAX_FORWARDED_BYTES = 4096
+
+
+@functools.lru_cache(maxsize=1024)
+def system_fingerprint(provider_kind: str, model: str) -> str:
+    """The seed's `system_fingerprint` for answers the upstream left without one: `fp_openrouter_` or
+    `fp_gemini_` and 8 hex digits of the model. The seed took them from Python's per-process `hash()`;
+    these come from SHA-256, so they stay the same across restarts and workers."""
+    return f"fp_{provider_kind}_{hashlib.sha256(model.encode()).hexdigest()[:8]}"
 
 
 def wants_usage(body: dict) -> bool:

@@ -11,6 +11,7 @@ import uuid
 import orjson
 
 from aiproxy.errors import UpstreamStreamTruncated
+from aiproxy.providers.base import system_fingerprint
 from aiproxy.providers.gemini_ids import new_tool_call_id
 
 _CONTENT_FILTER = frozenset(
@@ -125,6 +126,7 @@ def to_openai_response(data: dict, model: str) -> dict:
         "model": model,
         "choices": choices,
         "usage": usage(data.get("usageMetadata")),
+        "system_fingerprint": system_fingerprint("gemini", model),
     }
 
 
@@ -165,6 +167,7 @@ class StreamTranslator:
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": model,
+            "system_fingerprint": system_fingerprint("gemini", model),
         }
         self._include_usage = include_usage
         self._choices: dict[int, _ChoiceState] = {}

@@ -20,7 +20,13 @@ from aiproxy.errors import (
     error_type_for_http,
 )
 from aiproxy.protojson import dump_parsed
-from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers, wants_usage
+from aiproxy.providers.base import (
+    UpstreamRequest,
+    UpstreamResponse,
+    forwardable_headers,
+    system_fingerprint,
+    wants_usage,
+)
 from aiproxy.providers.http import fetch_object, make_http_client, send_streaming, transport_error
 from aiproxy.sse import EndOfStream, sse_batches
 
@@ -106,6 +112,9 @@ class OpenAICompatibleProvider:
         self._client = make_http_client(settings, headers)
         # Resolved once: merging a relative path into base_url costs ~0.1 ms of URL parsing per call.
         self._chat_url = self._client.build_request("POST", "/chat/completions").url
+        # The seed gave every OpenRouter answer and chunk a system_fingerprint; many of OpenRouter's
+        # backends send none (or null), so the gateway fills it in, keeping a real one.
+        self._fingerprints = settings.kind == "openrouter"
 
     def _error(self, status: int, body: bytes, headers) -> GatewayError:
         return upstream_error(self._settings, status, body, headers)
@@ -122,6 +131,9 @@ class OpenAICompatibleProvider:
         failed = next((c for c in body["choices"] if isinstance(c, dict) and c.get("finish_reason") == "error"), None)
         if failed is not None:  # OpenRouter's answer that failed partway: an error, not a finish_reason
             raise embedded_error(self._settings, failed, headers)
+        if self._fingerprints and body.get("system_fingerprint") is None:
+            model = body.get("model") if isinstance(body.get("model"), str) else request.body.get("model")
+            body["system_fingerprint"] = system_fingerprint(self._settings.kind, str(model))
         return UpstreamResponse(body=body, headers=forwardable_headers(headers))
 
     async def open_stream(self, request: UpstreamRequest) -> _OpenAIStream:
@@ -129,7 +141,8 @@ class OpenAICompatibleProvider:
             "POST", self._chat_url, content=dump_parsed(request.body), headers={"accept": "text/event-stream"}
         )
         response = await send_streaming(self._client, http_request, self.name, self._error)
-        return _OpenAIStream(self._settings, response, wants_usage(request.body))
+        fingerprint = system_fingerprint(self._settings.kind, str(request.body.get("model"))) if self._fingerprints else None
+        return _OpenAIStream(self._settings, response, wants_usage(request.body), fingerprint)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -142,8 +155,10 @@ class _OpenAIStream:
     that ends with neither was cut short (a dropped connection, a crashed upstream) and is reported
     as an error rather than as a finished answer."""
 
-    def __init__(self, settings: ProviderSettings, response: httpx.Response, include_usage: bool) -> None:
+    def __init__(self, settings: ProviderSettings, response: httpx.Response, include_usage: bool,
+                 fingerprint: str | None = None) -> None:
         self._settings = settings
+        self._fingerprint = fingerprint  # system_fingerprint for chunks that carry none (OpenRouter)
         self._response = response
         self._done = False  # `data: [DONE]` was seen
         self._open: set[int] = set()  # choices seen whose finish_reason has not come yet
@@ -180,6 +195,8 @@ class _OpenAIStream:
         if chunk.get("error"):
             raise embedded_error(self._settings, chunk, self._response.headers)
         choices = chunk.get("choices")
+        if self._fingerprint and chunk.get("system_fingerprint") is None:
+            chunk["system_fingerprint"] = self._fingerprint
         if choices == [] and not self._include_usage and "usage" in chunk:
             # OpenAI sends this chunk only on request, and clients that read choices[0] of every chunk
             # (the SDK's own examples) fail on it: kept for the request log only.

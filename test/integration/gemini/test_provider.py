@@ -98,6 +98,7 @@ async def test_plain_completion(fake, provider):
             }
         ],
         "usage": USAGE,
+        "system_fingerprint": "fp_gemini_de40daba",  # the seed's prefix, 8 hex digits of SHA-256(model)
     }
 
 

@@ -37,6 +37,7 @@ def completion(choices, usage_body=OPENAI_USAGE):
         "model": "gemini-2.5-flash",
         "choices": choices,
         "usage": usage_body,
+        "system_fingerprint": "fp_gemini_de40daba",
     }
 
 
@@ -297,3 +298,13 @@ def test_token_counts_that_are_not_numbers_count_zero():
     translator = StreamTranslator("m", include_usage=True)
     translator.feed({"usageMetadata": 5})
     assert translator.usage is None
+
+
+def test_system_fingerprint_is_the_seeds_stable_across_processes():
+    # The seed's `fp_gemini_` + 8 hex digits of the model, but from SHA-256 rather than Python's
+    # per-process hash(): the same model gives the same value after a restart, on every worker.
+    assert to_openai_response({"candidates": []}, "gemini-2.5-flash")["system_fingerprint"] == "fp_gemini_de40daba"
+    translator = StreamTranslator("gemini-2.0-flash-001", include_usage=True)
+    chunks = translator.feed({"candidates": [{"content": {"parts": [{"text": "hi"}]}, "finishReason": "STOP"}]})
+    chunks += translator.finish()
+    assert {chunk["system_fingerprint"] for chunk in chunks} == {"fp_gemini_723041c7"}
