@@ -1,5 +1,6 @@
 """`logdb`: the log store CLI. Explicit commands always run; the LOGDB_* switches only decide
-what the gateway does on its own. Exit codes: 0 ok, 1 failure or not found, 2 usage error or
+what the gateway does on its own. Exit codes: 0 ok, 1 failure or not found (also: a partition
+file that cannot be read was left out, or an answer needed one: one line naming it), 2 usage error or
 invalid query, 141 (128 + SIGPIPE, as for `cat`) when the reader of stdout went away (`| head`)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import grpc
 
 from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
+from aiproxy.logstore.damage import PartitionUnreadable, is_file_error
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.settings import LogStoreConfigError
 
@@ -75,9 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     except LogNotFound as exc:
         print(f"logdb: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
+    except PartitionUnreadable as exc:  # an answer that needs a partition SQLite cannot read
+        print(f"logdb: {exc.message} (file: {exc.path})", file=sys.stderr)
+        return EXIT_FAILED
     except grpc.RpcError as exc:
         print(f"logdb: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return _GRPC_EXIT.get(exc.code(), EXIT_FAILED)
+    except Exception as exc:
+        if not is_file_error(exc):
+            raise
+        # Another store file (control.sqlite3) that cannot be read or changed: one line, not a traceback.
+        print(f"logdb: the log store cannot use one of its files: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def console() -> None:

@@ -2,6 +2,10 @@
 
 The gRPC servicer runs these in a worker thread; the `logdb` CLI calls them directly (or the
 same RPCs on a server with --remote), so both print identical JSON.
+
+Each operation takes an `Unreadable` (damage.py): partitions that cannot be read are left out and
+noted there, and the caller reports them (the servicer as `aiproxy-warning` trailers, the CLI on
+stderr). What cannot be answered without such a partition is PartitionUnreadable (DATA_LOSS).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import grpc
 
 from aiproxy.errors import GatewayError
 from aiproxy.logstore import fts, queries
+from aiproxy.logstore.damage import Unreadable
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.ingest import ingest
 from aiproxy.logstore.protomap import (
@@ -70,37 +75,46 @@ class LogApi:
                 param="request_id",
             )
 
-    def search_requests(self, request: logs_pb2.SearchRequestsRequest) -> logs_pb2.SearchRequestsResponse:
-        page = search(self.store, request.q, filters_from_proto(request.filter), limit=request.limit, cursor=request.cursor)
+    def search_requests(
+        self, request: logs_pb2.SearchRequestsRequest, unreadable: Unreadable | None = None
+    ) -> logs_pb2.SearchRequestsResponse:
+        page = search(self.store, request.q, filters_from_proto(request.filter), limit=request.limit,
+                      cursor=request.cursor, unreadable=unreadable)
         return logs_pb2.SearchRequestsResponse(
             results=[hit_to_proto(h) for h in page.hits], next_cursor=page.next_cursor, partitions_searched=page.partitions
         )
 
-    def get_request(self, request: logs_pb2.GetRequestRequest) -> logs_pb2.RequestRecord:
-        record = record_to_proto(queries.get_request(self.store, request.request_id))
+    def get_request(self, request: logs_pb2.GetRequestRequest, unreadable: Unreadable | None = None) -> logs_pb2.RequestRecord:
+        record = record_to_proto(queries.get_request(self.store, request.request_id, unreadable))
         self._check_size(record.ByteSize(), request.request_id)
         return record
 
-    def list_dialogs(self, request: logs_pb2.ListDialogsRequest) -> logs_pb2.ListDialogsResponse:
+    def list_dialogs(
+        self, request: logs_pb2.ListDialogsRequest, unreadable: Unreadable | None = None
+    ) -> logs_pb2.ListDialogsResponse:
         page, cursor = queries.list_dialogs(
-            self.store, filters_from_proto(request.filter), limit=request.limit, cursor=request.cursor
+            self.store, filters_from_proto(request.filter), limit=request.limit, cursor=request.cursor,
+            unreadable=unreadable,
         )
         return logs_pb2.ListDialogsResponse(dialogs=[dialog_summary(d) for d in page], next_cursor=cursor)
 
-    def get_dialog(self, request: logs_pb2.GetDialogRequest) -> logs_pb2.Dialog:
+    def get_dialog(self, request: logs_pb2.GetDialogRequest, unreadable: Unreadable | None = None) -> logs_pb2.Dialog:
         """A page of a dialog's turns: at most `limit` (0: MAX_LIMIT) and, past the first turn,
         at most page_bytes. Turns are read one at a time, so a page reads one row past its end
-        at most; the summary describes the whole dialog on every page."""
+        at most; the summary describes the whole dialog on every page (its readable turns, when
+        a partition cannot be read; reading a turn's partition failing now is DATA_LOSS)."""
         if not request.dialog_id:
             raise InvalidQuery("dialog id is required", param="dialog_id")
         limit = page_size(request.limit) if request.limit else MAX_LIMIT
         after = decode_cursor(request.cursor, queries.TURN_CURSOR)
-        whole = queries.summarize_dialogs(self.store, [request.dialog_id]).get(request.dialog_id)
+        whole = queries.summarize_dialogs(self.store, [request.dialog_id], unreadable=unreadable).get(request.dialog_id)
+        if whole is None and unreadable:
+            raise unreadable.not_found(f"dialog {request.dialog_id!r}")
         if whole is None:
             raise LogNotFound(f"dialog {request.dialog_id!r} is not in the log store", param="dialog_id")
         page = logs_pb2.Dialog(summary=dialog_summary(whole))
         size = page.ByteSize()
-        keys = queries.dialog_turn_keys(self.store, request.dialog_id, after, limit + 1)
+        keys = queries.dialog_turn_keys(self.store, request.dialog_id, after, limit + 1, unreadable)
         last = None
         for key, path in keys[:limit]:
             turn = queries.get_turn(self.store, path, key)
@@ -117,8 +131,13 @@ class LogApi:
             page.next_cursor = encode_cursor(last)
         return page
 
-    def ingest(self, request: logs_pb2.IngestRequest) -> logs_pb2.IngestResponse:
+    def ingest(self, request: logs_pb2.IngestRequest, unreadable: Unreadable | None = None) -> logs_pb2.IngestResponse:
+        """Partitions that cannot be written are in `problems` and noted in `unreadable` (their
+        rows stay in the log files for a later run); without `unreadable` they are in problems only."""
         report = ingest(self.store, self.log_dir, since=day_arg(request.since, "since"), to=day_arg(request.to, "to"))
+        if unreadable is not None:
+            for error in report.unreadable.errors.values():
+                unreadable.note(error)
         return logs_pb2.IngestResponse(
             files_scanned=report.files_scanned,
             files_ingested=report.files_ingested,
@@ -130,20 +149,23 @@ class LogApi:
             elapsed_s=report.elapsed_s,
         )
 
-    def build_index(self, request: logs_pb2.BuildIndexRequest) -> logs_pb2.BuildIndexResponse:
+    def build_index(
+        self, request: logs_pb2.BuildIndexRequest, unreadable: Unreadable | None = None
+    ) -> logs_pb2.BuildIndexResponse:
         if request.action not in logs_pb2.BuildIndexRequest.Action.values():  # proto3 passes unknown numbers on
             raise InvalidQuery(f"action {request.action} is not BUILD, REBUILD or DROP", param="action")
         since, to = day_arg(request.since, "since"), day_arg(request.to, "to")
         out = logs_pb2.BuildIndexResponse()
         if request.action == logs_pb2.BuildIndexRequest.DROP:
-            for path, existed in fts.drop(self.store, since, to).items():
+            for path, existed in fts.drop(self.store, since, to, unreadable=unreadable).items():
                 out.partitions.add(path=path, dropped=existed)
         else:
             rebuild = request.action == logs_pb2.BuildIndexRequest.REBUILD
-            for path, result in fts.build(self.store, since, to, rebuild=rebuild).items():
+            for path, result in fts.build(self.store, since, to, rebuild=rebuild, unreadable=unreadable).items():
                 out.partitions.add(path=path, indexed=result["indexed"], skipped=result["skipped"])
         return out
 
-    def stats(self, request: logs_pb2.StatsRequest) -> logs_pb2.StatsResponse:
-        return stats_to_proto(queries.stats(self.store, day_arg(request.since, "since"), day_arg(request.to, "to")))
+    def stats(self, request: logs_pb2.StatsRequest, unreadable: Unreadable | None = None) -> logs_pb2.StatsResponse:
+        since, to = day_arg(request.since, "since"), day_arg(request.to, "to")
+        return stats_to_proto(queries.stats(self.store, since, to, unreadable=unreadable))
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import orjson
 
+from aiproxy.logstore.damage import Unreadable, skipping
 from aiproxy.logstore.fragments import holds_exchange
 from aiproxy.logstore.partitions import day_of
 from aiproxy.logstore.sqltools import chunked, in_list
@@ -103,19 +104,27 @@ class _Entry:
 
 
 class _Assigner:
-    def __init__(self, store: Store, window_s: int) -> None:
+    def __init__(self, store: Store, window_s: int, unreadable: Unreadable | None = None) -> None:
         self.store = store
         self.window_s = window_s
         self.lookback_s = store.settings.dialog_lookback_days * 86400
         self.partitions = store.existing()  # listed once per run; rows only land in existing files
         self.updated = 0
+        self.unreadable = unreadable
+
+    def _may_depend_on_unreadable(self, row: _Entry) -> bool:
+        """Whether an earlier request this row's decision may rest on (its parent, a request that
+        continued that parent, the window rule's last request) is in a partition left out."""
+        if not self.unreadable:
+            return False
+        return self.unreadable.overlaps(day_of(max(0, row.ts - max(self.lookback_s, self.window_s))), day_of(row.ts))
 
     def _query(self, first_ts: int, last_ts: int, where: str, args: list) -> list[_Entry]:
         since, to = day_of(max(0, first_ts)), day_of(last_ts)
         out = []
         for part in self.partitions:
             if part.overlaps(since, to):
-                with self.store.connected(part.path) as db:
+                with skipping(self.unreadable), self.store.connected(part.path) as db:
                     out.extend(
                         _Entry(*row)
                         for row in db.execute_sql(f"SELECT {_COLUMNS} FROM requests WHERE {where}", args)
@@ -184,6 +193,10 @@ class _Assigner:
                 row.parent, row.dialog_id = None, thread_dialog_id(row.request_id, row.server_id)
             else:
                 row.parent, row.dialog_id = None, self._window_dialog(row, rows, in_chunk)
+            if old[0] is not None and self._may_depend_on_unreadable(row):
+                # Its parent may be in the partition that cannot be read: keep what was decided
+                # with it (a re-run after the file is restored decides again).
+                row.dialog_id, row.parent = old
             if row.next:
                 by_next.setdefault(row.next, []).append(row)
             if row.tail_next:
@@ -229,58 +242,83 @@ class _Assigner:
 
 
 def _run(
-    store: Store, since: date | None, to: date | None, window: str | None, only_pending: bool
+    store: Store,
+    since: date | None,
+    to: date | None,
+    window: str | None,
+    only_pending: bool,
+    unreadable: Unreadable | None,
 ) -> dict[str, int]:
-    assigner = _Assigner(store, parse_window(window or store.settings.dialog_window))
+    assigner = _Assigner(store, parse_window(window or store.settings.dialog_window), unreadable)
     per_file: dict[str, int] = {}
     pending = " AND dialog_id IS NULL" if only_pending else ""
     for part in store.existing(since, to):
-        before = assigner.updated
-        after = -1
-        while True:
-            # Chunks end on a whole second (the ts index orders seconds; Python orders within).
-            with store.connected(part.path) as db:
-                rows = [
-                    _Entry(*r)
-                    for r in db.execute_sql(
-                        f"SELECT {_COLUMNS} FROM requests WHERE ts > ?{pending} ORDER BY ts LIMIT ?",
-                        (after, CHUNK),
-                    )
-                ]
-                if not rows:
-                    break
-                after = rows[-1].ts
-                rows = [r for r in rows if r.ts < after]
-                rows += [
-                    _Entry(*r)
-                    for r in db.execute_sql(
-                        f"SELECT {_COLUMNS} FROM requests WHERE ts = ?{pending}", (after,)
-                    )
-                ]
-            rows.sort(key=lambda r: r.order)
-            assigner.write(part.path, assigner.chunk(part.path, rows))
-        per_file[str(part.path)] = assigner.updated - before
+        with skipping(unreadable):
+            per_file[str(part.path)] = _run_partition(store, assigner, part.path, pending)
     return per_file
 
 
+def _run_partition(store: Store, assigner: _Assigner, path: Path, pending: str) -> int:
+    """Group the rows of one partition; returns how many changed."""
+    before = assigner.updated
+    after = -1
+    while True:
+        # Chunks end on a whole second (the ts index orders seconds; Python orders within).
+        with store.connected(path) as db:
+            rows = [
+                _Entry(*r)
+                for r in db.execute_sql(
+                    f"SELECT {_COLUMNS} FROM requests WHERE ts > ?{pending} ORDER BY ts LIMIT ?",
+                    (after, CHUNK),
+                )
+            ]
+            if not rows:
+                break
+            after = rows[-1].ts
+            rows = [r for r in rows if r.ts < after]
+            rows += [
+                _Entry(*r)
+                for r in db.execute_sql(
+                    f"SELECT {_COLUMNS} FROM requests WHERE ts = ?{pending}", (after,)
+                )
+            ]
+        rows.sort(key=lambda r: r.order)
+        assigner.write(path, assigner.chunk(path, rows))
+    return assigner.updated - before
+
+
 def assign(
-    store: Store, since: date | None = None, to: date | None = None, window: str | None = None
+    store: Store,
+    since: date | None = None,
+    to: date | None = None,
+    window: str | None = None,
+    *,
+    unreadable: Unreadable | None = None,
 ) -> dict[str, int]:
-    """Recompute dialogs of every row in range; returns rows updated per partition file."""
-    return _run(store, since, to, window, only_pending=False)
+    """Recompute dialogs of every row in range; returns rows updated per partition file. With
+    `unreadable`, a partition that cannot be read or changed is noted there and left out; rows
+    that already have a dialog and whose lookback reaches it keep that dialog (their parent may
+    be in it). Without, the error is raised."""
+    return _run(store, since, to, window, False, unreadable)
 
 
-def assign_pending(store: Store, since: date | None = None, window: str | None = None) -> dict[str, int]:
+def assign_pending(
+    store: Store, since: date | None = None, window: str | None = None, *, unreadable: Unreadable | None = None
+) -> dict[str, int]:
     """Give a dialog to rows that have none yet (new rows), from `since` on."""
-    return _run(store, since, None, window, only_pending=True)
+    return _run(store, since, None, window, True, unreadable)
 
 
-def clear(store: Store, since: date | None = None, to: date | None = None) -> dict[str, int]:
+def clear(
+    store: Store, since: date | None = None, to: date | None = None, *, unreadable: Unreadable | None = None
+) -> dict[str, int]:
+    """Remove dialog ids in range: path -> rows cleared. `unreadable` as for assign()."""
     out = {}
     for part in store.existing(since, to):
-        with store.connected(part.path) as db, db.atomic("IMMEDIATE"):
-            cursor = db.execute_sql(
-                "UPDATE requests SET dialog_id = NULL, dialog_parent_id = NULL WHERE dialog_id IS NOT NULL"
-            )
-        out[str(part.path)] = cursor.rowcount
+        with skipping(unreadable), store.connected(part.path) as db:
+            with db.atomic("IMMEDIATE"):
+                cursor = db.execute_sql(
+                    "UPDATE requests SET dialog_id = NULL, dialog_parent_id = NULL WHERE dialog_id IS NOT NULL"
+                )
+            out[str(part.path)] = cursor.rowcount
     return out

@@ -7,12 +7,11 @@ whatever its granularity (the seed's `fts drop` ignored weekly files).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date
 
 import orjson
-from peewee import DatabaseError
 
+from aiproxy.logstore.damage import Unreadable, skipping
 from aiproxy.logstore.database import FTS_TABLE, create_fts, drop_fts, has_fts
 from aiproxy.logstore.fragments import extract_fragments
 from aiproxy.logstore.store import Store
@@ -53,37 +52,37 @@ def index_missing(db) -> tuple[int, int]:
     return indexed, skipped
 
 
-def build(store: Store, since: date | None = None, to: date | None = None, *, rebuild: bool = False) -> dict[str, dict]:
-    out = {}
-    for part in store.existing(since, to):
-        with store.connected(part.path) as db:
-            if rebuild:
-                drop_fts(db)
-            indexed, skipped = index_missing(db)
-        out[str(part.path)] = {"indexed": indexed, "skipped": skipped}
-    return out
-
-
-def drop(
+def build(
     store: Store,
     since: date | None = None,
     to: date | None = None,
     *,
-    on_error: Callable[[str, Exception], None] | None = None,
-) -> dict[str, bool]:
-    """Drop the index of every partition in range: path -> whether it had one. With `on_error`,
-    a partition that cannot be changed (not a database, read-only) is reported there and the
-    others are still dropped, as the seed's `fts drop` did; without it the error is raised."""
+    rebuild: bool = False,
+    unreadable: Unreadable | None = None,
+) -> dict[str, dict]:
+    """Index what is missing (with `rebuild`: drop first) in every partition in range: path ->
+    counts. With `unreadable`, a partition that cannot be read or changed is noted there and the
+    others are still indexed; without it the error (PartitionUnreadable) is raised."""
     out = {}
     for part in store.existing(since, to):
-        try:
-            with store.connected(part.path) as db:
-                existed = has_fts(db)
+        with skipping(unreadable), store.connected(part.path) as db:
+            if rebuild:
                 drop_fts(db)
-        except (DatabaseError, OSError) as exc:
-            if on_error is None:
-                raise
-            on_error(str(part.path), exc)
-            continue
-        out[str(part.path)] = existed
+            indexed, skipped = index_missing(db)
+            out[str(part.path)] = {"indexed": indexed, "skipped": skipped}
+    return out
+
+
+def drop(
+    store: Store, since: date | None = None, to: date | None = None, *, unreadable: Unreadable | None = None
+) -> dict[str, bool]:
+    """Drop the index of every partition in range: path -> whether it had one. With `unreadable`,
+    a partition that cannot be changed (not a database, read-only) is noted there and the others
+    are still dropped, as the seed's `fts drop` did; without it the error is raised."""
+    out = {}
+    for part in store.existing(since, to):
+        with skipping(unreadable), store.connected(part.path) as db:
+            existed = has_fts(db)
+            drop_fts(db)
+            out[str(part.path)] = existed
     return out

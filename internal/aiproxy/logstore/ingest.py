@@ -23,6 +23,7 @@ from datetime import date
 from pathlib import Path
 
 from aiproxy.logstore import checkpoints
+from aiproxy.logstore.damage import ADVICE, PartitionUnreadable, Unreadable
 from aiproxy.logstore.dialogs import assign_pending
 from aiproxy.logstore.partitions import day_of, holding
 from aiproxy.logstore.readers import read_jsonl, read_seed_log
@@ -53,9 +54,14 @@ class IngestReport:
     problems: list[str] = field(default_factory=list)  # "file:line: reason", the first MAX_PROBLEMS
     elapsed_s: float = 0.0
     first_day: date | None = None  # earliest partition day that received rows
+    # Partitions that could not be written (or read for dedup): their rows stay in the log files,
+    # the checkpoints stop before them, and a later run stores them once the file is fixed.
+    unreadable: Unreadable = field(default_factory=Unreadable)
+    rows_unstored: dict[Path, int] = field(default_factory=dict)  # per partition
 
     def as_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k != "first_day"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("first_day", "unreadable", "rows_unstored")}
+        out["partition_errors"] = {str(e.path): e.reason for e in self.unreadable.errors.values()}
         out["elapsed_s"] = round(self.elapsed_s, 3)
         out["rows_per_s"] = round(self.rows_inserted / self.elapsed_s, 1) if self.elapsed_s else 0.0
         return out
@@ -64,6 +70,10 @@ class IngestReport:
         for name in ("files_scanned", "files_ingested", "rows_inserted", "rows_skipped", "rows_filtered", "records_corrupt"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.problems.extend(other.problems[: MAX_PROBLEMS - len(self.problems)])
+        for error in other.unreadable.errors.values():
+            self.unreadable.note(error)
+        for path, rows in other.rows_unstored.items():
+            self.rows_unstored[path] = self.rows_unstored.get(path, 0) + rows
         if other.first_day and (self.first_day is None or other.first_day < self.first_day):
             self.first_day = other.first_day
 
@@ -101,9 +111,19 @@ class _Batches:
         self.rows: dict[date, list[Row]] = {}
         self.sizes: dict[date, int] = {}
         self.total = 0
+        self.first: dict[date, checkpoints.Checkpoint] = {}  # the checkpoint before each day's buffered rows
+        self.unstored: dict[date, Path] = {}  # days whose partition failed: their rows are not buffered
+        self.resume: checkpoints.Checkpoint | None = None  # the file's checkpoint may not pass this
 
-    def add(self, row: Row) -> None:
+    def add(self, row: Row, before: checkpoints.Checkpoint) -> None:
+        """Buffer `row`; `before` is the checkpoint before its record (copied for a day's first row)."""
         day = day_of(row.ts)
+        if day in self.unstored:  # after self.resume: read again by the next run
+            path = self.unstored[day]
+            self.report.rows_unstored[path] = self.report.rows_unstored.get(path, 0) + 1
+            return
+        if day not in self.rows:
+            self.first[day] = checkpoints.Checkpoint(before.offset, before.line, before.corrupt)
         self.rows.setdefault(day, []).append(row)
         size = row.size()
         self.sizes[day] = self.sizes.get(day, 0) + size
@@ -116,15 +136,24 @@ class _Batches:
     def _flush_day(self, day: date) -> None:
         batch = rows = self.rows.pop(day)
         self.total -= self.sizes.pop(day)
+        first = self.first.pop(day)
         target = self.store.partition_path(day)
-        for other in holding(self.store.base, day):
-            if other != target:
-                with self.store.connected(other) as db:
-                    rows = not_held(db.connection(), rows)
-        with self.store.connected(target) as db:
-            for server_id in {r.values["server_id"] for r in rows}:
-                self.store.note_server(db, server_id)
-            inserted = insert_rows(db, rows, fts_enabled=self.settings.fts_enabled)
+        try:
+            for other in holding(self.store.base, day):
+                if other != target:
+                    with self.store.connected(other) as db:
+                        rows = not_held(db.connection(), rows)
+            with self.store.connected(target) as db:
+                for server_id in {r.values["server_id"] for r in rows}:
+                    self.store.note_server(db, server_id)
+                inserted = insert_rows(db, rows, fts_enabled=self.settings.fts_enabled)
+        except PartitionUnreadable as error:  # nothing of the batch is stored (one transaction)
+            self.report.unreadable.note(error)
+            self.report.rows_unstored[error.path] = self.report.rows_unstored.get(error.path, 0) + len(batch)
+            self.unstored[day] = error.path
+            if self.resume is None or first.offset < self.resume.offset:
+                self.resume = first
+            return
         self.report.rows_inserted += len(inserted)
         self.report.rows_skipped += len(batch) - len(inserted)
         if inserted and (self.report.first_day is None or day < self.report.first_day):
@@ -191,16 +220,18 @@ def ingest_file(
                     safe.corrupt += 1
                 _problem(report, path, item.line, error)
             elif row is not None and _in_range(row.ts, since, to):
-                batches.add(row)
+                batches.add(row, safe)
             elif row is not None:
                 report.rows_filtered += 1
                 blocked = True
             if not blocked:
                 safe.offset, safe.line = item.end, item.lines
-            if batches.total == 0 and safe.offset - saved >= CHECKPOINT_EVERY:
+            if batches.total == 0 and batches.resume is None and safe.offset - saved >= CHECKPOINT_EVERY:
                 checkpoints.save(control, path, safe)  # everything read so far is stored: a crash resumes here
                 saved = safe.offset
     batches.flush()
+    if batches.resume is not None and batches.resume.offset < safe.offset:
+        safe = batches.resume  # rows after it were not stored: the next run reads them again
     if safe.offset != saved or safe.corrupt != point.corrupt:
         checkpoints.save(control, path, safe)
     if report.rows_inserted or report.rows_skipped or report.records_corrupt:
@@ -243,6 +274,10 @@ def ingest(
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="logdb-ingest") as pool:
             list(pool.map(run, files))
     if store.settings.grouping_enabled and total.first_day is not None:
-        assign_pending(store, since=total.first_day)
+        assign_pending(store, since=total.first_day, unreadable=total.unreadable)
+    for error in total.unreadable.errors.values():
+        unstored = total.rows_unstored.get(error.path)
+        lost = f"; {unstored} rows for {error.days} were not stored and stay in the request logs" if unstored else ""
+        total.problems.insert(0, f"{error.path}: {error.reason}{lost}: {ADVICE}, then ingest again")
     total.elapsed_s = time.perf_counter() - started
     return total

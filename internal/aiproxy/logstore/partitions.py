@@ -74,6 +74,11 @@ def _span(name: str) -> tuple[date, date] | None:
         return None
 
 
+def partition_span(name: str) -> tuple[date, date] | None:
+    """The first and last UTC day a partition file name covers; None for another name."""
+    return _span(name)
+
+
 def is_partition_name(name: str) -> bool:
     """ai_proxy_YYYYMMDD / _YYYYWNN / _YYYYMM.sqlite3 naming a real day, week or month."""
     return _span(name) is not None

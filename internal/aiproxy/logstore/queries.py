@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from aiproxy.logstore.damage import Unreadable, skipping
 from aiproxy.logstore.database import REQUEST_COLUMNS, has_fts
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.partitions import day_of
@@ -24,16 +25,22 @@ def _detail(row: tuple) -> dict[str, Any]:
     return dict(zip(_DETAIL_COLUMNS, row, strict=True))
 
 
-def get_request(store: Store, request_id: str) -> dict[str, Any]:
-    """The full stored request (request and response bodies parsed)."""
+def get_request(store: Store, request_id: str, unreadable: Unreadable | None = None) -> dict[str, Any]:
+    """The full stored request (request and response bodies parsed). With `unreadable`, partitions
+    that cannot be read are skipped; an id found in none of the others is then PartitionUnreadable
+    (it may be in one of them), not LogNotFound. A request found is whole: nothing is noted then."""
     if not request_id:
         raise InvalidQuery("request id is required", param="request_id")
     sql = f"SELECT {', '.join(_DETAIL_COLUMNS)} FROM requests WHERE request_id = ? ORDER BY server_id LIMIT 1"
+    skipped = Unreadable() if unreadable is not None else None  # a record found is whole: no warning then
     for part in reversed(store.existing()):
-        with store.connected(part.path) as db:
+        row = None
+        with skipping(skipped), store.connected(part.path) as db:
             row = db.execute_sql(sql, (request_id,)).fetchone()
         if row is not None:
             return _detail(row)
+    if skipped:
+        raise skipped.not_found(f"request {request_id!r}")
     raise LogNotFound(f"request {request_id!r} is not in the log store", param="request_id")
 
 
@@ -42,7 +49,9 @@ _TURN_ORDER = "ts, COALESCE(ts_iso, ''), request_id, server_id"
 TURN_CURSOR = "isss"  # a dialog page's cursor: the last turn's (ts, ts_iso, request_id, server_id)
 
 
-def dialog_turn_keys(store: Store, dialog_id: str, after: tuple | None, count: int) -> list[tuple[tuple, Any]]:
+def dialog_turn_keys(
+    store: Store, dialog_id: str, after: tuple | None, count: int, unreadable: Unreadable | None = None
+) -> list[tuple[tuple, Any]]:
     """The next `count` turns of a dialog after the turn `after`, in turn order: each as its
     (ts, ts_iso, request_id, server_id) and partition path. Only those columns are read, so a
     page can fetch its turns one at a time and stop at its byte budget."""
@@ -53,7 +62,7 @@ def dialog_turn_keys(store: Store, dialog_id: str, after: tuple | None, count: i
     sql = f"SELECT {_TURN_ORDER} FROM requests WHERE {where} ORDER BY {_TURN_ORDER} LIMIT ?"
     found: list[tuple[tuple, Any]] = []
     for part in store.existing():  # all partitions: dialogs cross midnight
-        with store.connected(part.path) as db:
+        with skipping(unreadable), store.connected(part.path) as db:
             found += [(tuple(row), part.path) for row in db.execute_sql(sql, [*args, count])]
     found.sort(key=lambda item: item[0])
     return found[:count]
@@ -113,8 +122,11 @@ _DIALOG_AGGREGATE = (
 )
 
 
-def _aggregate(store: Store, path, where: str, args: list, into: dict[str, DialogSummary]) -> None:
-    with store.connected(path) as db:
+def _aggregate(
+    store: Store, path, where: str, args: list, into: dict[str, DialogSummary], unreadable: Unreadable | None
+) -> None:
+    rows = []
+    with skipping(unreadable), store.connected(path) as db:
         rows = db.execute_sql(_DIALOG_AGGREGATE.format(where=where), args).fetchall()
     for dialog_id, count, last, key, models, first_turn in rows:
         ts, ts_iso, request_id = first_turn.split("\x01", 2)
@@ -126,19 +138,26 @@ def _aggregate(store: Store, path, where: str, args: list, into: dict[str, Dialo
             into[dialog_id] = found
 
 
-def summarize_dialogs(store: Store, dialog_ids: list[str], parts=None) -> dict[str, DialogSummary]:
+def summarize_dialogs(
+    store: Store, dialog_ids: list[str], parts=None, unreadable: Unreadable | None = None
+) -> dict[str, DialogSummary]:
     """Whole-dialog summaries of `dialog_ids`, from `parts` (default: every partition; dialogs
-    cross midnight), through the dialog_id index."""
+    cross midnight), through the dialog_id index; with `unreadable`, of the readable ones."""
     found: dict[str, DialogSummary] = {}
     for ids in chunked(dialog_ids):
         marks, args = in_list(ids)
         for part in store.existing() if parts is None else parts:
-            _aggregate(store, part.path, f"r.dialog_id IN {marks}", args, found)
+            _aggregate(store, part.path, f"r.dialog_id IN {marks}", args, found, unreadable)
     return found
 
 
 def list_dialogs(
-    store: Store, filters: SearchFilters | None = None, *, limit: int = 20, cursor: str = ""
+    store: Store,
+    filters: SearchFilters | None = None,
+    *,
+    limit: int = 20,
+    cursor: str = "",
+    unreadable: Unreadable | None = None,
 ) -> tuple[list[DialogSummary], str]:
     """Dialogs with a request that matches the filters, most recently active (in the filters)
     first; (page, next_cursor). Each summary describes the whole dialog: all its turns, also
@@ -158,7 +177,7 @@ def list_dialogs(
     seen: dict[str, DialogSummary] = {}
     page: list[DialogSummary] = []
     while unread:
-        _aggregate(store, unread.pop().path, where, args, seen)
+        _aggregate(store, unread.pop().path, where, args, seen, unreadable)
         candidates = [d for d in seen.values() if after_key is None or d.sort_key > after_key]
         page = heapq.nsmallest(limit, candidates, key=lambda d: d.sort_key)
         newest_unread = max((p.last_day for p in unread), default=None)
@@ -166,13 +185,13 @@ def list_dialogs(
             break
     ids = [d.dialog_id for d in page]
     if clauses:  # the filter saw some rows only: count every turn, in every partition
-        whole = summarize_dialogs(store, ids)
+        whole = summarize_dialogs(store, ids, unreadable=unreadable)
         for position, summary in enumerate(page):
             if summary.dialog_id in whole:  # else regrouped meanwhile (`dialogs assign`)
                 whole[summary.dialog_id].active_ts = summary.active_ts  # the order the filter gave it
                 page[position] = whole[summary.dialog_id]
     else:  # every row of the partitions read is counted: add the older files' rows
-        rest = summarize_dialogs(store, ids, unread)
+        rest = summarize_dialogs(store, ids, unread, unreadable)
         for summary in page:
             if summary.dialog_id in rest:
                 summary.merge(rest[summary.dialog_id])
@@ -180,13 +199,13 @@ def list_dialogs(
     return page, next_cursor
 
 
-def _count_distinct_dialogs(store: Store, parts) -> int:
+def _count_distinct_dialogs(store: Store, parts, unreadable: Unreadable | None) -> int:
     """Dialogs cross partitions: count each once, in an in-memory SQLite set (not a Python set)."""
     seen = sqlite3.connect(":memory:")
     try:
         seen.execute("CREATE TABLE d (id TEXT PRIMARY KEY) WITHOUT ROWID")
         for part in parts:
-            with store.connected(part.path) as db:
+            with skipping(unreadable), store.connected(part.path) as db:
                 cursor = db.execute_sql("SELECT DISTINCT dialog_id FROM requests WHERE dialog_id IS NOT NULL")
                 seen.executemany("INSERT OR IGNORE INTO d VALUES (?)", cursor)
         return seen.execute("SELECT COUNT(*) FROM d").fetchone()[0]
@@ -200,46 +219,51 @@ def _disk_bytes(path) -> int:
     return sum(f.stat().st_size for f in files if f.exists())
 
 
-def stats(store: Store, since: date | None = None, to: date | None = None) -> dict[str, Any]:
+def _partition_stats(db) -> tuple[tuple, bool, list[tuple[str, str, int]]]:
+    """One partition's (count, min ts, max ts), whether it has an FTS index, and (kind, key, n) groups."""
+    totals = db.execute_sql("SELECT COUNT(*), MIN(ts), MAX(ts) FROM requests").fetchone()
+    groups = []
+    for kind, column in (("model", "COALESCE(model_mapped, '')"), ("provider", "COALESCE(provider, '')"),
+                         ("status", "COALESCE(status_code, 0)")):
+        groups += [(kind, key, n) for key, n in db.execute_sql(f"SELECT {column}, COUNT(*) FROM requests GROUP BY 1")]
+    return totals, has_fts(db), groups
+
+
+def stats(
+    store: Store, since: date | None = None, to: date | None = None, *, unreadable: Unreadable | None = None
+) -> dict[str, Any]:
+    """Totals over the partitions in range. With `unreadable`, a partition that cannot be read is
+    left out of every number (`partitions` counts those read) and noted there."""
     parts = store.existing(since, to)
     totals: Counter = Counter()
-    models: Counter = Counter()
-    providers: Counter = Counter()
-    statuses: Counter = Counter()
+    counters: dict[str, Counter] = {"model": Counter(), "provider": Counter(), "status": Counter()}
     first_ts = last_ts = None
     fts_partitions = 0
+    read = []
     for part in parts:
-        with store.connected(part.path) as db:
-            count, lo, hi = db.execute_sql("SELECT COUNT(*), MIN(ts), MAX(ts) FROM requests").fetchone()
+        with skipping(unreadable), store.connected(part.path) as db:
+            (count, lo, hi), indexed, groups = _partition_stats(db)
+            read.append(part)  # only once every number of the partition is in hand
             totals["requests"] += count
             totals["bytes"] += _disk_bytes(part.path)
-            fts_partitions += has_fts(db)
-            for model, n in db.execute_sql(
-                "SELECT COALESCE(model_mapped, ''), COUNT(*) FROM requests GROUP BY 1"
-            ):
-                models[model] += n
-            for provider, n in db.execute_sql(
-                "SELECT COALESCE(provider, ''), COUNT(*) FROM requests GROUP BY 1"
-            ):
-                providers[provider] += n
-            for status, n in db.execute_sql(
-                "SELECT COALESCE(status_code, 0), COUNT(*) FROM requests GROUP BY 1"
-            ):
-                statuses[str(status)] += n
-        if lo is not None:
-            first_ts = lo if first_ts is None else min(first_ts, lo)
-            last_ts = hi if last_ts is None else max(last_ts, hi)
+            fts_partitions += indexed
+            for kind, key, n in groups:
+                counters[kind][str(key) if kind == "status" else key] += n
+            if lo is not None:
+                first_ts = lo if first_ts is None else min(first_ts, lo)
+                last_ts = hi if last_ts is None else max(last_ts, hi)
+    dialogs = _count_distinct_dialogs(store, read, unreadable)
     return {
-        "partitions": len(parts),
+        "partitions": len(read),
         "fts_partitions": fts_partitions,
         "requests": totals["requests"],
-        "dialogs": _count_distinct_dialogs(store, parts),
+        "dialogs": dialogs,
         "bytes": totals["bytes"],
         "first_ts": first_ts,
         "last_ts": last_ts,
-        "by_model": dict(models.most_common()),
-        "by_provider": dict(providers.most_common()),
-        "by_status": dict(statuses.most_common()),
+        "by_model": dict(counters["model"].most_common()),
+        "by_provider": dict(counters["provider"].most_common()),
+        "by_status": dict(counters["status"].most_common()),
         "server_id": store.server_id,
         "base": str(store.base),
     }

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from aiproxy.logstore.damage import Unreadable, skipping
 from aiproxy.logstore.database import FTS_TABLE, has_fts
 from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.fts_query import QueryShapeError, ScoredPart, scored_parts, to_fts5
@@ -81,7 +82,7 @@ class Hit:
 class SearchPage:
     hits: list[Hit] = field(default_factory=list)
     next_cursor: str = ""
-    partitions: int = 0
+    partitions: int = 0  # partitions read (not those left out as unreadable)
 
 
 def _desc(text: str) -> tuple:
@@ -355,13 +356,15 @@ def _scored_parts(query: str) -> list[ScoredPart] | None:
     return parts if _check_fts5(derived) is None else None
 
 
-def _rescaled(store: Store, parts: list, query: str) -> list[tuple[object, Rescale | None]]:
+def _rescaled(
+    store: Store, parts: list, query: str, unreadable: Unreadable | None
+) -> list[tuple[object, Rescale | None]]:
     """The partitions to rank (those with an FTS index and fragments), each with its Rescale.
     Phrases are counted only when several partitions hold fragments: one partition's own
-    statistics are the global ones."""
+    statistics are the global ones. Partitions that cannot be read are left out (noted)."""
     found: list[tuple[object, int]] = []
     for part in parts:
-        with store.connected(part.path) as db:
+        with skipping(unreadable), store.connected(part.path) as db:
             if has_fts(db) and (rows := fragment_count(db)):
                 found.append((part.path, rows))
     scored = _scored_parts(query) if len(found) > 1 else None
@@ -370,8 +373,9 @@ def _rescaled(store: Store, parts: list, query: str) -> list[tuple[object, Resca
     phrases = sorted({p for part in scored for p in part.phrases})
     counts = {}
     for path, _ in found:
-        with store.connected(path) as db:
+        with skipping(unreadable), store.connected(path) as db:
             counts[path] = phrase_counts(db, phrases)
+    found = [(path, rows) for path, rows in found if path in counts]
     total = sum(rows for _, rows in found)
     totals = {p: sum(c[p] for c in counts.values()) for p in phrases}
     return [(path, rescale(scored, rows, counts[path], total, totals)) for path, rows in found]
@@ -390,8 +394,16 @@ def _recent(db, filters: SearchFilters, after: tuple | None, limit: int) -> list
 
 
 def search(
-    store: Store, query: str = "", filters: SearchFilters | None = None, *, limit: int = 20, cursor: str = ""
+    store: Store,
+    query: str = "",
+    filters: SearchFilters | None = None,
+    *,
+    limit: int = 20,
+    cursor: str = "",
+    unreadable: Unreadable | None = None,
 ) -> SearchPage:
+    """A page of results. With `unreadable`, partitions that cannot be read are left out and noted
+    there (the caller warns); without it, PartitionUnreadable is raised."""
     filters = filters or SearchFilters()
     limit = page_size(limit)
     query = to_fts5((query or "").strip())
@@ -410,20 +422,20 @@ def search(
     page.partitions = len(parts)
     if ranked:
         winners: list[tuple[float, str, int, object]] = []
-        for path, scale in _rescaled(store, parts, query):
-            with store.connected(path) as db:
+        for path, scale in _rescaled(store, parts, query, unreadable):
+            with skipping(unreadable), store.connected(path) as db:
                 winners += [(*w, path) for w in ranked_hits(db, query, filters, scale, offset + limit)]
         best = heapq.nsmallest(offset + limit, winners, key=lambda w: (w[0], w[1]))[offset:]
         for score, request_id, rowid, path in best:
-            with store.connected(path) as db:
+            with skipping(unreadable), store.connected(path) as db:
                 hit = ranked_hit(db, query, score, request_id, rowid)
-            if hit is not None:
-                page.hits.append(hit)
+                if hit is not None:
+                    page.hits.append(hit)
     else:
         # Newest first; stop once no unread partition can hold a newer row than the page's last.
         unread = sorted(parts, key=lambda p: (p.last_day, p.first_day))
         while unread:
-            with store.connected(unread.pop().path) as db:
+            with skipping(unreadable), store.connected(unread.pop().path) as db:
                 page.hits = heapq.nsmallest(
                     limit, page.hits + _recent(db, filters, after, limit), key=lambda h: h.sort_key
                 )
@@ -435,6 +447,8 @@ def search(
             ):
                 break
         page.partitions -= len(unread)
+    if unreadable:
+        page.partitions -= sum(part.path in unreadable for part in parts)
     if len(page.hits) == limit:
         page.next_cursor = encode_cursor((offset + limit,) if ranked else page.hits[-1].cursor_key)
     return page

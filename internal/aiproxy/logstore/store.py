@@ -8,6 +8,7 @@ LogService can use one Store concurrently.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,11 +18,15 @@ from pathlib import Path
 from peewee import SqliteDatabase
 
 from aiproxy.logstore import partitions
+from aiproxy.logstore.damage import PartitionUnreadable, converted
 from aiproxy.logstore.database import open_database
 from aiproxy.logstore.server_identity import resolve_server_id, server_row
 from aiproxy.logstore.settings import LogStoreSettings
 
 MAX_OPEN = 40  # connections per thread: a month of daily partitions plus a few
+# A partition file that stayed empty this long was truncated: the process creating one writes its
+# header right after creating it (and SQLite would otherwise take it for a new, empty database).
+EMPTY_GRACE_S = 10.0
 
 
 class Store:
@@ -41,11 +46,19 @@ class Store:
         return self._server_id
 
     def database(self, path: Path, *, create: bool = True) -> SqliteDatabase:
-        path = Path(path).absolute()
+        """The file opened (created, migrated) once per Store. A partition SQLite cannot open is
+        PartitionUnreadable (damage.py), and so is an old empty one: it is never initialised over."""
+        given = Path(path)  # errors name the file as the caller does
+        path = given.absolute()
         with self._lock:
             db = self._dbs.get(path)
             if db is None:
-                db = open_database(path, self.settings, create=create)
+                if partitions.is_partition_name(path.name):
+                    _refuse_truncated(given)
+                    with converted(given):
+                        db = open_database(path, self.settings, create=create)
+                else:
+                    db = open_database(path, self.settings, create=create)
                 self._dbs[path] = db
             return db
 
@@ -53,14 +66,17 @@ class Store:
     def connected(self, path: Path) -> Iterator[SqliteDatabase]:
         """A partition for one unit of work. Each thread keeps its MAX_OPEN most recently used
         connections open (opening costs pragmas, closing the last one checkpoints the WAL) and
-        closes older ones, so scanning hundreds of partitions never holds hundreds of caches."""
-        db = self.database(path)
-        recent: OrderedDict[Path, SqliteDatabase] = self._local.__dict__.setdefault("recent", OrderedDict())
-        recent[Path(db.database)] = db
-        recent.move_to_end(Path(db.database))
-        while len(recent) > MAX_OPEN:
-            recent.popitem(last=False)[1].close()
-        yield db
+        closes older ones, so scanning hundreds of partitions never holds hundreds of caches.
+        An error saying the file cannot be read or changed, when opening it or anywhere in the
+        block, comes out as PartitionUnreadable naming this partition."""
+        with converted(Path(path)):
+            db = self.database(path)
+            recent: OrderedDict[Path, SqliteDatabase] = self._local.__dict__.setdefault("recent", OrderedDict())
+            recent[Path(db.database)] = db
+            recent.move_to_end(Path(db.database))
+            while len(recent) > MAX_OPEN:
+                recent.popitem(last=False)[1].close()
+            yield db
 
     def control(self) -> SqliteDatabase:
         return self.database(partitions.control_path(self.base))
@@ -88,3 +104,12 @@ class Store:
             for db in self._dbs.values():
                 db.close()
             self._dbs.clear()
+
+
+def _refuse_truncated(path: Path) -> None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return  # a new partition
+    if stat.st_size == 0 and time.time() - stat.st_mtime >= EMPTY_GRACE_S:
+        raise PartitionUnreadable(path, "the file is empty (0 bytes): truncated")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -93,3 +94,37 @@ def tree_fingerprint(root: Path) -> dict[str, str]:
         for p in sorted(Path(root).rglob("*"))
         if p.is_file() and not p.name.endswith("-shm") and not (p.name.endswith("-wal") and not p.stat().st_size)
     }
+
+
+# Ways a partition file gets damaged, as `damage_partition` applies them.
+DAMAGES = ("truncated", "zero_filled", "not_a_database", "damaged_pages", "empty", "unopenable", "no_permission")
+
+
+def damage_partition(path: Path, how: str) -> None:
+    """Damage a (closed) partition file for real: cut it in half, overwrite it with zeros or text,
+    overwrite every page after the first two (schema intact, b-trees garbage), empty it (an hour
+    ago: not a file being created), put a directory in its place (what SQLite cannot open, even as
+    root), or take every permission away (only stops a process that is not root)."""
+    path = Path(path)
+    for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        extra.unlink(missing_ok=True)
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "zero_filled":
+        path.write_bytes(bytes(len(data)))
+    elif how == "not_a_database":
+        path.write_bytes(b"this is not an SQLite file\n" * (len(data) // 27 + 1))
+    elif how == "damaged_pages":
+        page = int.from_bytes(data[16:18], "big")
+        path.write_bytes(data[: 2 * page] + b"\xab" * (len(data) - 2 * page))
+    elif how == "empty":
+        path.write_bytes(b"")
+        os.utime(path, (os.path.getatime(path) - 3600, os.path.getmtime(path) - 3600))
+    elif how == "unopenable":
+        path.unlink()
+        path.mkdir()
+    elif how == "no_permission":
+        path.chmod(0)
+    else:
+        raise ValueError(f"unknown damage {how!r}")

@@ -34,6 +34,7 @@ from aiproxy.logstore.bundles.manifest import (
     sha256_file,
 )
 from aiproxy.logstore.bundles.transfer import local_destination
+from aiproxy.logstore.damage import converted
 from aiproxy.logstore.database import SCHEMA_VERSION
 from aiproxy.logstore.ingest import discover_sources
 from aiproxy.logstore.partitions import day_of
@@ -165,7 +166,8 @@ def create_bundle(
                 archive = _Archive(tar, now.timestamp(), progress)
                 for number, part in enumerate(partitions):
                     copy = Path(scratch) / f"{number}.sqlite3"
-                    count = snapshot(part.path, copy, store.settings.busy_timeout_ms / 1000)
+                    with converted(part.path):  # a damaged partition fails the bundle, by name (a backup misses no day)
+                        count = snapshot(part.path, copy, store.settings.busy_timeout_ms / 1000)
                     rows += count
                     archive.add(DB_PREFIX + part.path.relative_to(store.base).as_posix(), copy, count)
                     copy.unlink()

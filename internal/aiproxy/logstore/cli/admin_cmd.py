@@ -16,19 +16,26 @@ from aiproxy.logstore.cli.common import (
     require_path,
     store_options,
 )
+from aiproxy.logstore.damage import PartitionUnreadable
 from aiproxy.logstore.database import create_fts
 from aiproxy.logstore.merge import MergeError, merge
 from aiproxy.logstore.partitions import utc_today
 
 
 def run_init(args: argparse.Namespace) -> int:
+    """The partition's path and its integrity_check result; a file that cannot be read (or is not
+    ok) is not changed: its error is the result, with what to do on stderr, and the exit code 1."""
     with open_store(args, existing=False) as (store, _):
         path = store.partition_path(args.date or utc_today())
-        db = store.database(path)
-        if store.settings.fts_enabled:  # as ingest would on its first row: a search sees no unindexed file
-            create_fts(db)
         store.control()
-        integrity = db.execute_sql("PRAGMA integrity_check").fetchone()[0]
+        try:
+            with store.connected(path) as db:
+                integrity = db.execute_sql("PRAGMA integrity_check").fetchone()[0]
+                if integrity == "ok" and store.settings.fts_enabled:  # as ingest would on its first row
+                    create_fts(db)
+        except PartitionUnreadable as exc:
+            integrity = exc.reason
+            print(f"logdb: {exc.warning(local=True).removeprefix('skipped ')}", file=sys.stderr)
     emit(args, {"path": str(path), "integrity": integrity}, lambda: f"{path}\n{integrity}")
     return EXIT_OK if integrity == "ok" else EXIT_FAILED
 

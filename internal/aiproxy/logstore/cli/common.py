@@ -1,5 +1,6 @@
 """What every `logdb` command shares: settings, the store, local-or-remote LogService calls,
-output (--json) and exit codes (0 ok, 1 failure or not found, 2 usage or invalid query)."""
+output (--json) and exit codes (0 ok, 1 failure, not found or a partition left out, 2 usage or
+invalid query)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aiproxy.logstore.api import LogApi
+from aiproxy.logstore.damage import Unreadable, trailer_warnings
 from aiproxy.logstore.partitions import parse_day
 from aiproxy.logstore.protomap import INT32_MAX, message_to_json
 from aiproxy.logstore.search import MAX_LIMIT
@@ -117,36 +119,62 @@ def open_store(args: argparse.Namespace, *, existing: bool = True) -> Iterator[t
         store.close()
 
 
-def call(args: argparse.Namespace, method: str, request) -> dict:
-    """Run one LogService operation, locally or on --remote; returns its JSON form."""
+def call(args: argparse.Namespace, method: str, request, *, quiet: bool = False) -> dict:
+    """Run one LogService operation, locally or on --remote; returns its JSON form, with
+    `warnings` (as REST gives them) when partitions were left out; those are also printed on
+    stderr unless `quiet`. See `exit_status`."""
     with _service(args) as invoke:
-        return message_to_json(invoke(method, request))
+        reply, warnings = invoke(method, request)
+        return _with_warnings(message_to_json(reply), warnings, quiet)
 
 
 def call_all_pages(args: argparse.Namespace, method: str, request, items: str) -> dict:
     """Run a paged operation (GetDialog) until its last page: the first page's JSON with every
     page's `items`, and an empty next_cursor. One store or channel serves all pages."""
     with _service(args) as invoke:
-        result = message_to_json(invoke(method, request))
+        reply, warnings = invoke(method, request)
+        result = message_to_json(reply)
         while result["next_cursor"]:
             request.cursor = result["next_cursor"]
-            page = message_to_json(invoke(method, request))
+            reply, more = invoke(method, request)
+            page = message_to_json(reply)
             result[items] += page[items]
             result["next_cursor"] = page["next_cursor"]
+            warnings += [w for w in more if w not in warnings]
+    return _with_warnings(result, warnings, False)
+
+
+def _with_warnings(result: dict, warnings: list[str], quiet: bool) -> dict:
+    if warnings:
+        result["warnings"] = warnings
+        if not quiet:
+            for warning in warnings:
+                print(f"logdb: {warning}", file=sys.stderr)
     return result
+
+
+def exit_status(result: dict) -> int:
+    """1 when the answer left partitions out (they could not be read), else 0."""
+    return EXIT_FAILED if result.get("warnings") else EXIT_OK
 
 
 @contextlib.contextmanager
 def _service(args: argparse.Namespace) -> Iterator[Callable]:
-    """invoke(method, request) -> reply, on --remote or on the local store (Ingest runs locally
-    through ingest_cmd itself)."""
+    """invoke(method, request) -> (reply, warnings), on --remote or on the local store (Ingest
+    runs locally through ingest_cmd itself). Local warnings name the files by path."""
     if getattr(args, "remote", None):
         with _remote_channel(args) as invoke:
             yield invoke
         return
     with open_store(args) as (store, log_dir):
         api = LogApi(store, Path(log_dir))
-        yield lambda name, request: getattr(api, _LOCAL[name])(request)
+
+        def invoke(name: str, request):
+            unreadable = Unreadable()
+            reply = getattr(api, _LOCAL[name])(request, unreadable)
+            return reply, unreadable.warnings(local=True)
+
+        yield invoke
 
 
 _LOCAL = {
@@ -180,7 +208,12 @@ def _remote_channel(args: argparse.Namespace) -> Iterator[Callable]:
         channel = grpc.insecure_channel(args.remote, options=_CHANNEL_OPTIONS)
     with channel:
         stub = logs_pb2_grpc.LogServiceStub(channel)
-        yield lambda method, request: getattr(stub, method)(request, metadata=metadata, timeout=300)
+
+        def invoke(method: str, request):
+            reply, done = getattr(stub, method).with_call(request, metadata=metadata, timeout=300)
+            return reply, trailer_warnings(done.trailing_metadata())
+
+        yield invoke
 
 
 def emit(args: argparse.Namespace, payload, text: Callable[[], str] | None = None) -> None:

@@ -6,10 +6,12 @@ import argparse
 
 from aiproxy.logstore import dialogs
 from aiproxy.logstore.cli.common import (
+    EXIT_FAILED,
     EXIT_OK,
     call,
     dialog_line,
     emit,
+    exit_status,
     filter_message,
     json_option,
     open_store,
@@ -18,6 +20,7 @@ from aiproxy.logstore.cli.common import (
     remote_options,
     store_options,
 )
+from aiproxy.logstore.damage import Unreadable
 from aiproxypb.v1 import logs_pb2
 
 
@@ -31,18 +34,32 @@ def _window(text: str) -> str:
     return text
 
 
+def _report(args: argparse.Namespace, done: dict[str, int], unreadable: Unreadable, word: str) -> int:
+    """`<path> <word>=N` per partition in path order; one that cannot be read or changed is
+    `<path> error=<error>` (in JSON `{"error": …}`) while the others are still processed: exit 1."""
+    result: dict[str, object] = dict(done)
+    result.update({str(e.path): {"error": e.reason} for e in unreadable.errors.values()})
+    result = dict(sorted(result.items()))
+
+    def line(path: str, value) -> str:
+        return f"{path} error={value['error']}" if isinstance(value, dict) else f"{path} {word}={value}"
+
+    emit(args, result, lambda: "\n".join(line(p, v) for p, v in result.items()) or "no partitions in range")
+    return EXIT_FAILED if unreadable else EXIT_OK
+
+
 def run_assign(args: argparse.Namespace) -> int:
+    unreadable = Unreadable()
     with open_store(args) as (store, _):
-        result = dialogs.assign(store, args.since, args.to, args.window)
-    emit(args, result, lambda: "\n".join(f"{p} updated={n}" for p, n in result.items()) or "no partitions in range")
-    return EXIT_OK
+        done = dialogs.assign(store, args.since, args.to, args.window, unreadable=unreadable)
+    return _report(args, done, unreadable, "updated")
 
 
 def run_clear(args: argparse.Namespace) -> int:
+    unreadable = Unreadable()
     with open_store(args) as (store, _):
-        result = dialogs.clear(store, args.since, args.to)
-    emit(args, result, lambda: "\n".join(f"{p} cleared={n}" for p, n in result.items()) or "no partitions in range")
-    return EXIT_OK
+        done = dialogs.clear(store, args.since, args.to, unreadable=unreadable)
+    return _report(args, done, unreadable, "cleared")
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -56,7 +73,7 @@ def run_list(args: argparse.Namespace) -> int:
         return "\n".join(rows) or "no dialogs"
 
     emit(args, result, text)
-    return EXIT_OK
+    return exit_status(result)
 
 
 def register(subparsers) -> None:

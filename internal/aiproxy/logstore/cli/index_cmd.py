@@ -10,12 +10,14 @@ from aiproxy.logstore.cli.common import (
     EXIT_OK,
     call,
     emit,
+    exit_status,
     json_option,
     open_store,
     range_options,
     remote_options,
     store_options,
 )
+from aiproxy.logstore.damage import Unreadable
 from aiproxypb.v1 import logs_pb2
 
 _ACTIONS = {
@@ -25,42 +27,43 @@ _ACTIONS = {
 }
 
 
-def _drop_locally(args: argparse.Namespace) -> int:
-    """The seed's `fts drop`: every partition in range, `<path> fts dropped` (`no fts` when it had
-    none) or `<path> drop_error=<error>` for one that cannot be changed; exit 1 if any could not."""
-    errors: dict[str, str] = {}
+def _locally(args: argparse.Namespace) -> int:
+    """Every partition in range, in path order: `<path> indexed=N skipped=M` (build, rebuild) or
+    the seed's `<path> fts dropped` / `<path> no fts` (drop); a partition that cannot be read or
+    changed is `<path> error=<error>` (`drop_error=` for drop, as the seed printed it) while the
+    others are still processed, and the exit code is then 1."""
+    unreadable = Unreadable()
     with open_store(args) as (store, _):
-        dropped = fts.drop(store, args.since, args.to, on_error=lambda path, exc: errors.__setitem__(path, str(exc)))
-    partitions = [{"path": p, "indexed": 0, "skipped": 0, "dropped": d} for p, d in dropped.items()]
+        if args.action == "drop":
+            done = fts.drop(store, args.since, args.to, unreadable=unreadable)
+            partitions = [{"path": p, "indexed": 0, "skipped": 0, "dropped": d} for p, d in done.items()]
+        else:
+            built = fts.build(store, args.since, args.to, rebuild=args.action == "rebuild", unreadable=unreadable)
+            partitions = [{"path": p, "dropped": False, **counts} for p, counts in built.items()]
+    errors = {str(e.path): e.reason for e in unreadable.errors.values()}
+    partitions = [p for p in partitions if p["path"] not in errors]
     partitions += [{"path": p, "indexed": 0, "skipped": 0, "dropped": False, "error": e} for p, e in errors.items()]
     partitions.sort(key=lambda part: part["path"])
-
-    def line(part: dict) -> str:
-        if "error" in part:
-            return f"{part['path']} drop_error={part['error']}"
-        return f"{part['path']} fts dropped" if part["dropped"] else f"{part['path']} no fts"
-
-    emit(args, {"partitions": partitions}, lambda: "\n".join(map(line, partitions)) or "no partitions in range")
+    emit(args, {"partitions": partitions}, lambda: "\n".join(_line(args.action, p) for p in partitions)
+         or "no partitions in range")
     return EXIT_FAILED if errors else EXIT_OK
 
 
+def _line(action: str, part: dict) -> str:
+    if "error" in part:
+        return f"{part['path']} {'drop_error' if action == 'drop' else 'error'}={part['error']}"
+    if action == "drop":
+        return f"{part['path']} fts dropped" if part["dropped"] else f"{part['path']} no fts"
+    return f"{part['path']} indexed={part['indexed']} skipped={part['skipped']}"
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.action == "drop" and not args.remote:
-        return _drop_locally(args)
+    if not args.remote:
+        return _locally(args)
     request = logs_pb2.BuildIndexRequest(action=_ACTIONS[args.action], since=str(args.since or ""), to=str(args.to or ""))
-    result = call(args, "BuildIndex", request)
-
-    def text() -> str:
-        lines = []
-        for part in result["partitions"]:
-            if args.action == "drop":
-                lines.append(f"{part['path']} fts dropped" if part["dropped"] else f"{part['path']} no fts")
-            else:
-                lines.append(f"{part['path']} indexed={part['indexed']} skipped={part['skipped']}")
-        return "\n".join(lines) or "no partitions in range"
-
-    emit(args, result, text)
-    return EXIT_OK
+    result = call(args, "BuildIndex", request)  # partitions the server could not change: warnings
+    emit(args, result, lambda: "\n".join(_line(args.action, p) for p in result["partitions"]) or "no partitions in range")
+    return exit_status(result)
 
 
 def register(subparsers) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from aiproxy.logstore.cli.common import (
+    EXIT_FAILED,
     EXIT_OK,
     call,
+    exit_status,
     json_option,
     open_store,
     range_options,
@@ -24,8 +27,9 @@ from aiproxypb.v1 import logs_pb2
 def run(args: argparse.Namespace) -> int:
     if args.remote:
         request = logs_pb2.IngestRequest(since=str(args.since or ""), to=str(args.to or ""))
-        print(json.dumps(call(args, "Ingest", request)))
-        return EXIT_OK
+        result = call(args, "Ingest", request)  # partitions the server could not write: warnings
+        print(json.dumps(result))
+        return exit_status(result)
     with open_store(args, existing=False) as (store, log_dir):
         source = require_path(Path(args.source or log_dir), "log file or directory", "check --from, or LOG_DIR")
         files = discover_sources(source)
@@ -36,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"ingest_elapsed_s={summary['elapsed_s']} rows_inserted={report.rows_inserted} rps={summary['rows_per_s']}")
     print(json.dumps(summary, ensure_ascii=False))
-    return EXIT_OK
+    for line in report.problems[: len(report.unreadable.errors)]:  # the partitions, listed first
+        print(f"logdb: {line}", file=sys.stderr)
+    return EXIT_FAILED if report.unreadable else EXIT_OK
 
 
 def register(subparsers) -> None:

@@ -13,6 +13,7 @@ from aiproxy.logstore.cli.common import (
     call_all_pages,
     dialog_line,
     emit,
+    exit_status,
     filter_message,
     json_option,
     paging_options,
@@ -42,13 +43,14 @@ def run_search(args: argparse.Namespace) -> int:
         return "\n".join(rows) or "no matches"
 
     emit(args, result, text)
-    return _check_index(args) if request.q and not result["results"] else EXIT_OK
+    status = exit_status(result)  # 1 when partitions were left out (unreadable): the answer is incomplete
+    return max(status, _check_index(args)) if request.q and not result["results"] else status
 
 
 def _check_index(args: argparse.Namespace) -> int:
     """A ranked search reads only indexed partitions, so after `fts drop` "no matches" would be
     a wrong answer: say so, and exit 1 when partitions in range lack the index."""
-    stats = call(args, "Stats", logs_pb2.StatsRequest(since=str(args.since or ""), to=str(args.to or "")))
+    stats = call(args, "Stats", logs_pb2.StatsRequest(since=str(args.since or ""), to=str(args.to or "")), quiet=True)
     unindexed = stats["partitions"] - stats["fts_partitions"]
     if not unindexed:
         return EXIT_OK
@@ -79,13 +81,13 @@ def run_show(args: argparse.Namespace) -> int:
     else:
         result = call(args, "GetRequest", logs_pb2.GetRequestRequest(request_id=args.id))
         emit(args, result, lambda: "\n".join(_exchange_lines(result)))
-    return EXIT_OK
+    return exit_status(result)
 
 
 def run_stats(args: argparse.Namespace) -> int:
     result = call(args, "Stats", logs_pb2.StatsRequest(since=str(args.since or ""), to=str(args.to or "")))
     emit(args, result)
-    return EXIT_OK
+    return exit_status(result)
 
 
 def _query_word(text: str) -> bool:

@@ -1,0 +1,180 @@
+"""Partition files SQLite cannot read or change (truncated, zero-filled, not a database, damaged
+pages, no permission, read-only): the one place that recognises those errors and names the file.
+
+`Store.connected` turns such an error, wherever it surfaces in a partition's unit of work (opening
+it, a query, a write), into PartitionUnreadable naming that partition. Operations over many
+partitions pass an `Unreadable` and wrap each partition's work in `unreadable.skip()`: the
+partition is left out and noted, the others are still read (a search, a listing) or processed
+(`fts build`, `dialogs assign`); callers report what was noted (CLI lines, the gRPC warning
+trailer, REST `warnings`). Without an `Unreadable` the error is raised: a read of one partition
+that cannot be answered is DATA_LOSS / 500, naming the day, never the server's file path.
+
+Nothing here checks a file in advance: errors are caught where SQLite reports them, so the hot
+paths pay nothing, and a damaged file is never modified, repaired or removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from aiproxy.errors import GatewayError
+from aiproxy.logstore import partitions
+
+# Primary SQLite result codes that say the file itself cannot be used. Anything else (a locked
+# database, an SQL error from a bug) is not about the file and propagates as before.
+_FILE_CODES = {
+    3: "SQLITE_PERM",
+    8: "SQLITE_READONLY",
+    10: "SQLITE_IOERR",
+    11: "SQLITE_CORRUPT",
+    13: "SQLITE_FULL",
+    14: "SQLITE_CANTOPEN",
+    26: "SQLITE_NOTADB",
+}
+ADVICE = "it was left as it is: restore it from a backup (logdb bundle import) or move it out of the log store"
+WARNING_TRAILER = "aiproxy-warning"  # one value per warning, on a successful LogService reply
+MAX_WARNINGS = 10  # named in a reply; more are counted in one last warning (trailers stay small)
+MAX_WARNING_BYTES = 400
+
+
+def sqlite_error(exc: BaseException) -> sqlite3.Error | None:
+    """The sqlite3 error behind `exc` (peewee wraps it: `.orig`, and the implicit context)."""
+    for candidate in (exc, getattr(exc, "orig", None), exc.__context__):
+        if isinstance(candidate, sqlite3.Error):
+            return candidate
+    return None
+
+
+def is_file_error(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite saying a file cannot be read or changed."""
+    error = sqlite_error(exc)
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _FILE_CODES
+
+
+def label(path: Path) -> str:
+    """The days a partition file holds, as a client may see them: `2025-09-06`, a week's or a
+    month's `first..last` (the file name says which)."""
+    span = partitions.partition_span(Path(path).name)
+    if span is None:
+        return Path(path).name
+    first, last = span
+    return str(first) if first == last else f"{first}..{last}"
+
+
+class PartitionUnreadable(GatewayError):
+    """One partition file SQLite cannot read or change. DATA_LOSS over gRPC, 500 over REST (the
+    client asked for nothing wrong); the message names the days and the file name, not its path."""
+
+    error_type = "server_error"
+    default_code = "partition_unreadable"
+
+    def __init__(self, path: Path, reason: str, *, lead: str | None = None) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        self.days = label(self.path)
+        lead = lead or "The log store cannot read"
+        super().__init__(f"{lead} the partition for {self.days} ({self.path.name}): {reason}; {ADVICE}")
+
+    @classmethod
+    def of(cls, path: Path, exc: BaseException) -> PartitionUnreadable:
+        error = sqlite_error(exc)
+        return cls(path, str(error if error is not None else exc))
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.DATA_LOSS
+
+    def warning(self, *, local: bool = False) -> str:
+        """One line saying this partition was left out: with its path for the local CLI, else
+        with its days and file name (what a remote client may see)."""
+        where = str(self.path) if local else f"the partition for {self.days} ({self.path.name})"
+        return f"skipped {where}: {self.reason}; {ADVICE}"
+
+
+@contextlib.contextmanager
+def converted(path: Path) -> Iterator[None]:
+    """Inside: a file error becomes PartitionUnreadable naming `path`."""
+    try:
+        yield
+    except PartitionUnreadable:
+        raise
+    except Exception as exc:
+        if not is_file_error(exc):
+            raise
+        raise PartitionUnreadable.of(path, exc) from exc
+
+
+class Unreadable:
+    """The partitions an operation left out because they cannot be read (or changed), in the
+    order met, each once."""
+
+    def __init__(self) -> None:
+        self.errors: dict[Path, PartitionUnreadable] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, (str, Path)) and Path(path).absolute() in self.errors
+
+    def note(self, error: PartitionUnreadable) -> None:
+        self.errors.setdefault(error.path.absolute(), error)
+
+    @contextlib.contextmanager
+    def skip(self) -> Iterator[None]:
+        """Wrap one partition's work: if the partition cannot be read, the rest of the block is
+        skipped and the partition noted. Other errors propagate."""
+        try:
+            yield
+        except PartitionUnreadable as error:
+            self.note(error)
+
+    def overlaps(self, first_day, last_day) -> bool:
+        """Whether a noted partition holds a day of [first_day, last_day]."""
+        for path in self.errors:
+            span = partitions.partition_span(path.name)
+            if span is not None and span[0] <= last_day and span[1] >= first_day:
+                return True
+        return False
+
+    def warnings(self, *, local: bool = False) -> list[str]:
+        errors = list(self.errors.values())
+        lines = [e.warning(local=local) for e in errors[:MAX_WARNINGS]]
+        if len(errors) > MAX_WARNINGS:
+            lines.append(f"skipped {len(errors) - MAX_WARNINGS} more partitions that cannot be read")
+        return lines
+
+    def not_found(self, what: str) -> PartitionUnreadable:
+        """The error for an id not found while partitions were left out: it may be in one of them,
+        so NOT_FOUND would be wrong. Names the first such partition (and how many there are)."""
+        first = next(iter(self.errors.values()))
+        more = f" (and {len(self.errors) - 1} more partitions)" if len(self.errors) > 1 else ""
+        return PartitionUnreadable(
+            first.path, first.reason + more, lead=f"{what} is not in the readable partitions; the log store cannot read"
+        )
+
+
+def skipping(unreadable: Unreadable | None) -> contextlib.AbstractContextManager:
+    """`unreadable.skip()`; with None, a block that lets PartitionUnreadable through (strict)."""
+    return unreadable.skip() if unreadable is not None else contextlib.nullcontext()
+
+
+def warning_trailers(unreadable: Unreadable) -> tuple[tuple[str, str], ...]:
+    """The gRPC trailing metadata for a reply that left partitions out: printable ASCII values
+    (gRPC metadata), each clipped, at most MAX_WARNINGS + 1 of them."""
+    out = []
+    for text in unreadable.warnings():
+        value = text.encode("ascii", "backslashreplace")[:MAX_WARNING_BYTES].decode("ascii")
+        out.append((WARNING_TRAILER, "".join(ch if " " <= ch <= "~" else " " for ch in value)))
+    return tuple(out)
+
+
+def trailer_warnings(metadata) -> list[str]:
+    """The warnings a LogService reply carried (its trailing metadata), in order."""
+    return [value if isinstance(value, str) else value.decode() for key, value in (metadata or ()) if key == WARNING_TRAILER]
