@@ -1,6 +1,7 @@
 """REST routes of the LogService (GET /v1/logs/...): query string -> proto, one RPC, proto ->
 JSON. The caller's Authorization header and request id travel as metadata (`rpc_metadata`); the
-LogService decides. `*_json` fields (JSON text in proto) come back as JSON values under the base name."""
+LogService decides. `*_json` fields (JSON text in proto) come back as JSON values under the base name.
+Partitions a call left out (its `aiproxy-warning` trailers) are listed in the body's `warnings`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from loguru import logger
 from aiproxy.errors import GatewayError, InvalidRequest
 from aiproxy.httpapi.errors import detail_of, error_response, json_response, rpc_error_response
 from aiproxy.httpapi.metadata import rpc_metadata
+from aiproxy.logstore.damage import trailer_warnings
 from aiproxy.logstore.protomap import INT32_MAX, message_to_json
 from aiproxypb.v1 import logs_pb2
 
@@ -84,16 +86,26 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
                 method, message, follow = build(request)
             except GatewayError as exc:  # an unreadable key (401, first) or a bad query (400)
                 return error_response(exc)
-            call = getattr(stub_factory(), method)
+            method = getattr(stub_factory(), method)
+            warnings: list[str] = []
+
+            async def call() -> dict:
+                pending = method(message, metadata=metadata)
+                reply = message_to_json(await pending)
+                warnings.extend(w for w in trailer_warnings(await pending.trailing_metadata()) if w not in warnings)
+                return reply
+
             try:
-                answer = message_to_json(await call(message, metadata=metadata))
+                answer = await call()
                 while follow and answer["next_cursor"]:
                     message.cursor = answer["next_cursor"]
-                    page = message_to_json(await call(message, metadata=metadata))
+                    page = await call()
                     answer[follow] += page[follow]
                     answer["next_cursor"] = page["next_cursor"]
             except grpc.aio.AioRpcError as exc:
                 return _rpc_error(exc)
+            if warnings:
+                answer["warnings"] = warnings
             return json_response(answer)
 
         return handle
