@@ -14,7 +14,6 @@ from loguru import logger
 from aiproxy.errors import GatewayError, InvalidRequest
 from aiproxy.httpapi.errors import detail_of, error_response, json_response, rpc_error_response
 from aiproxy.httpapi.metadata import rpc_metadata
-from aiproxy.logstore.damage import trailer_warnings
 from aiproxy.logstore.protomap import INT32_MAX, message_to_json
 from aiproxypb.v1 import logs_pb2
 
@@ -90,9 +89,8 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
             warnings: list[str] = []
 
             async def call() -> dict:
-                pending = method(message, metadata=metadata)
-                reply = message_to_json(await pending)
-                warnings.extend(w for w in trailer_warnings(await pending.trailing_metadata()) if w not in warnings)
+                reply = message_to_json(await method(message, metadata=metadata))
+                warnings.extend(w for w in reply.pop("warnings", ()) if w not in warnings)  # once, whatever the pages
                 return reply
 
             try:

@@ -5,8 +5,8 @@ pages, no permission, read-only): the one place that recognises those errors and
 it, a query, a write), into PartitionUnreadable naming that partition. Operations over many
 partitions pass an `Unreadable` and wrap each partition's work in `unreadable.skip()`: the
 partition is left out and noted, the others are still read (a search, a listing) or processed
-(`fts build`, `dialogs assign`); callers report what was noted (CLI lines, the gRPC warning
-trailer, REST `warnings`). Without an `Unreadable` the error is raised: a read of one partition
+(`fts build`, `dialogs assign`); callers report what was noted (CLI lines, the replies'
+`warnings`). Without an `Unreadable` the error is raised: a read of one partition
 that cannot be answered is DATA_LOSS / 500, naming the day, never the server's file path.
 
 Nothing here checks a file in advance: errors are caught where SQLite reports them, so the hot
@@ -26,20 +26,18 @@ from aiproxy.errors import GatewayError
 from aiproxy.logstore import partitions
 
 # Primary SQLite result codes that say the file itself cannot be used. Anything else (a locked
-# database, an SQL error from a bug) is not about the file and propagates as before.
+# database, a full disk, an SQL error from a bug) is not about the file and propagates as before:
+# "restore it from a backup" would be the wrong advice for those.
 _FILE_CODES = {
     3: "SQLITE_PERM",
     8: "SQLITE_READONLY",
     10: "SQLITE_IOERR",
     11: "SQLITE_CORRUPT",
-    13: "SQLITE_FULL",
     14: "SQLITE_CANTOPEN",
     26: "SQLITE_NOTADB",
 }
 ADVICE = "it was left as it is: restore it from a backup (logdb bundle import) or move it out of the log store"
-WARNING_TRAILER = "aiproxy-warning"  # one value per warning, on a successful LogService reply
-MAX_WARNINGS = 10  # named in a reply; more are counted in one last warning (trailers stay small)
-MAX_WARNING_BYTES = 400
+MAX_WARNINGS = 10  # named in a reply; more are counted in one last warning
 
 
 def sqlite_error(exc: BaseException) -> sqlite3.Error | None:
@@ -164,17 +162,3 @@ def skipping(unreadable: Unreadable | None) -> contextlib.AbstractContextManager
     """`unreadable.skip()`; with None, a block that lets PartitionUnreadable through (strict)."""
     return unreadable.skip() if unreadable is not None else contextlib.nullcontext()
 
-
-def warning_trailers(unreadable: Unreadable) -> tuple[tuple[str, str], ...]:
-    """The gRPC trailing metadata for a reply that left partitions out: printable ASCII values
-    (gRPC metadata), each clipped, at most MAX_WARNINGS + 1 of them."""
-    out = []
-    for text in unreadable.warnings():
-        value = text.encode("ascii", "backslashreplace")[:MAX_WARNING_BYTES].decode("ascii")
-        out.append((WARNING_TRAILER, "".join(ch if " " <= ch <= "~" else " " for ch in value)))
-    return tuple(out)
-
-
-def trailer_warnings(metadata) -> list[str]:
-    """The warnings a LogService reply carried (its trailing metadata), in order."""
-    return [value if isinstance(value, str) else value.decode() for key, value in (metadata or ()) if key == WARNING_TRAILER]

@@ -1,9 +1,9 @@
 """LogService servicer: each call runs the LogApi operation in a worker thread (SQLite work
 never blocks the event loop). Admin-key checks happen in the server's auth interceptor.
 
-Partitions a call had to leave out (a damaged file: docs/logstore.md) are named, by day, in
-`aiproxy-warning` trailing metadata on its reply; what cannot be answered without one is
-DATA_LOSS with the OpenAI error body, as every LogService error."""
+Partitions a call had to leave out (a damaged file: docs/logstore.md) are named, by day, in its
+reply's `warnings`; what cannot be answered without one is DATA_LOSS with the OpenAI error body,
+as every LogService error."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import grpc
 
 from aiproxy.errors import GatewayError
 from aiproxy.logstore.api import LogApi
-from aiproxy.logstore.damage import Unreadable, warning_trailers
+from aiproxy.logstore.damage import Unreadable
 from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.logstore.store import Store
 from aiproxy.rpc.bundle_rpcs import BundleRpcs
@@ -32,8 +32,8 @@ class LogServicer(BundleRpcs, logs_pb2_grpc.LogServiceServicer):
             reply = await asyncio.to_thread(operation, request, unreadable)
         except GatewayError as exc:
             await abort_with(context, exc)
-        if unreadable:
-            context.set_trailing_metadata(warning_trailers(unreadable))
+        if unreadable and "warnings" in reply.DESCRIPTOR.fields_by_name:  # a RequestRecord found is whole
+            reply.warnings.extend(unreadable.warnings())
         return reply
 
     async def SearchRequests(self, request, context):

@@ -174,14 +174,16 @@ class RequestSummary(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., server_id: _Optional[str] = ..., ts: _Optional[str] = ..., ts_unix: _Optional[int] = ..., endpoint: _Optional[str] = ..., model_original: _Optional[str] = ..., model_mapped: _Optional[str] = ..., provider: _Optional[str] = ..., transport: _Optional[str] = ..., stream: _Optional[bool] = ..., status_code: _Optional[int] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., api_key_hash: _Optional[str] = ..., dialog_id: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., score: _Optional[float] = ..., snippet: _Optional[str] = ...) -> None: ...
 
 class SearchRequestsResponse(_message.Message):
-    __slots__ = ("results", "next_cursor", "partitions_searched")
+    __slots__ = ("results", "next_cursor", "partitions_searched", "warnings")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_SEARCHED_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[RequestSummary]
     next_cursor: str
     partitions_searched: int
-    def __init__(self, results: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., partitions_searched: _Optional[int] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, results: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., partitions_searched: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetRequestRequest(_message.Message):
     __slots__ = ("request_id",)
@@ -232,12 +234,14 @@ class DialogSummary(_message.Message):
     def __init__(self, dialog_id: _Optional[str] = ..., requests: _Optional[int] = ..., first_ts: _Optional[str] = ..., last_ts: _Optional[str] = ..., api_key_hash: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., first_request_id: _Optional[str] = ...) -> None: ...
 
 class ListDialogsResponse(_message.Message):
-    __slots__ = ("dialogs", "next_cursor")
+    __slots__ = ("dialogs", "next_cursor", "warnings")
     DIALOGS_FIELD_NUMBER: _ClassVar[int]
     NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     dialogs: _containers.RepeatedCompositeFieldContainer[DialogSummary]
     next_cursor: str
-    def __init__(self, dialogs: _Optional[_Iterable[_Union[DialogSummary, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, dialogs: _Optional[_Iterable[_Union[DialogSummary, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetDialogRequest(_message.Message):
     __slots__ = ("dialog_id", "limit", "cursor")
@@ -250,14 +254,16 @@ class GetDialogRequest(_message.Message):
     def __init__(self, dialog_id: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class Dialog(_message.Message):
-    __slots__ = ("summary", "turns", "next_cursor")
+    __slots__ = ("summary", "turns", "next_cursor", "warnings")
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     TURNS_FIELD_NUMBER: _ClassVar[int]
     NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     summary: DialogSummary
     turns: _containers.RepeatedCompositeFieldContainer[RequestRecord]
     next_cursor: str
-    def __init__(self, summary: _Optional[_Union[DialogSummary, _Mapping]] = ..., turns: _Optional[_Iterable[_Union[RequestRecord, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, summary: _Optional[_Union[DialogSummary, _Mapping]] = ..., turns: _Optional[_Iterable[_Union[RequestRecord, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
     __slots__ = ("since", "to")
@@ -268,7 +274,7 @@ class IngestRequest(_message.Message):
     def __init__(self, since: _Optional[str] = ..., to: _Optional[str] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
-    __slots__ = ("files_scanned", "files_ingested", "rows_inserted", "rows_skipped", "rows_filtered", "records_corrupt", "problems", "elapsed_s")
+    __slots__ = ("files_scanned", "files_ingested", "rows_inserted", "rows_skipped", "rows_filtered", "records_corrupt", "problems", "elapsed_s", "warnings")
     FILES_SCANNED_FIELD_NUMBER: _ClassVar[int]
     FILES_INGESTED_FIELD_NUMBER: _ClassVar[int]
     ROWS_INSERTED_FIELD_NUMBER: _ClassVar[int]
@@ -277,6 +283,7 @@ class IngestResponse(_message.Message):
     RECORDS_CORRUPT_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     files_scanned: int
     files_ingested: int
     rows_inserted: int
@@ -285,7 +292,8 @@ class IngestResponse(_message.Message):
     records_corrupt: int
     problems: _containers.RepeatedScalarFieldContainer[str]
     elapsed_s: float
-    def __init__(self, files_scanned: _Optional[int] = ..., files_ingested: _Optional[int] = ..., rows_inserted: _Optional[int] = ..., rows_skipped: _Optional[int] = ..., rows_filtered: _Optional[int] = ..., records_corrupt: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, files_scanned: _Optional[int] = ..., files_ingested: _Optional[int] = ..., rows_inserted: _Optional[int] = ..., rows_skipped: _Optional[int] = ..., rows_filtered: _Optional[int] = ..., records_corrupt: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., elapsed_s: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BuildIndexRequest(_message.Message):
     __slots__ = ("action", "since", "to")
@@ -318,10 +326,12 @@ class PartitionIndexResult(_message.Message):
     def __init__(self, path: _Optional[str] = ..., indexed: _Optional[int] = ..., skipped: _Optional[int] = ..., dropped: _Optional[bool] = ...) -> None: ...
 
 class BuildIndexResponse(_message.Message):
-    __slots__ = ("partitions",)
+    __slots__ = ("partitions", "warnings")
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     partitions: _containers.RepeatedCompositeFieldContainer[PartitionIndexResult]
-    def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionIndexResult, _Mapping]]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionIndexResult, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ("since", "to")
@@ -332,7 +342,7 @@ class StatsRequest(_message.Message):
     def __init__(self, since: _Optional[str] = ..., to: _Optional[str] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("partitions", "fts_partitions", "requests", "dialogs", "bytes", "first_ts", "last_ts", "by_model", "by_provider", "by_status", "server_id")
+    __slots__ = ("partitions", "fts_partitions", "requests", "dialogs", "bytes", "first_ts", "last_ts", "by_model", "by_provider", "by_status", "server_id", "warnings")
     class ByModelEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -365,6 +375,7 @@ class StatsResponse(_message.Message):
     BY_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     BY_STATUS_FIELD_NUMBER: _ClassVar[int]
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     partitions: int
     fts_partitions: int
     requests: int
@@ -376,4 +387,5 @@ class StatsResponse(_message.Message):
     by_provider: _containers.ScalarMap[str, int]
     by_status: _containers.ScalarMap[str, int]
     server_id: str
-    def __init__(self, partitions: _Optional[int] = ..., fts_partitions: _Optional[int] = ..., requests: _Optional[int] = ..., dialogs: _Optional[int] = ..., bytes: _Optional[int] = ..., first_ts: _Optional[str] = ..., last_ts: _Optional[str] = ..., by_model: _Optional[_Mapping[str, int]] = ..., by_provider: _Optional[_Mapping[str, int]] = ..., by_status: _Optional[_Mapping[str, int]] = ..., server_id: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, partitions: _Optional[int] = ..., fts_partitions: _Optional[int] = ..., requests: _Optional[int] = ..., dialogs: _Optional[int] = ..., bytes: _Optional[int] = ..., first_ts: _Optional[str] = ..., last_ts: _Optional[str] = ..., by_model: _Optional[_Mapping[str, int]] = ..., by_provider: _Optional[_Mapping[str, int]] = ..., by_status: _Optional[_Mapping[str, int]] = ..., server_id: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...

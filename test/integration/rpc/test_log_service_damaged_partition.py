@@ -1,5 +1,5 @@
 """The LogService of a real gateway (`aiproxy serve`) over a store whose middle day is damaged:
-gRPC answers from the other days with the bad day named in `aiproxy-warning` trailers, DATA_LOSS
+gRPC answers from the other days with the bad day named in the reply's `warnings`, DATA_LOSS
 when the answer needs that day; REST the same as `warnings` and an OpenAI-style 500. Neither ever
 shows the server's file paths, and the damaged file is left as it is."""
 
@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from aiproxy.logstore import partitions
-from aiproxy.logstore.damage import WARNING_TRAILER
 from aiproxy.rpc.status import ERROR_TRAILER
 from aiproxy.testing.bundles import damage_partition, filled_store
 from aiproxy.testing.gateway import ADMIN_KEY, GatewayProcess
@@ -54,33 +53,29 @@ def _named(warnings: list[str], workdir: str) -> None:
     assert workdir not in warnings[0] and "restore it from a backup" in warnings[0]
 
 
-def _warnings(call) -> list[str]:
-    return [value for key, value in call.trailing_metadata() if key == WARNING_TRAILER]
-
-
 def test_grpc_answers_from_the_other_days_and_names_the_bad_one(served):
     gateway, good, _bad, workdir = served
     with grpc.insecure_channel(gateway.grpc_target) as channel:
         stub = logs_pb2_grpc.LogServiceStub(channel)
         for query in ("sailing", ""):
-            found, call = stub.SearchRequests.with_call(logs_pb2.SearchRequestsRequest(q=query), metadata=METADATA)
+            found = stub.SearchRequests(logs_pb2.SearchRequestsRequest(q=query), metadata=METADATA)
             assert sorted({r.ts[:10] for r in found.results}) == ["2025-09-05", "2025-09-07"]
             assert (len(found.results), found.partitions_searched) == (6, 2)
-            _named(_warnings(call), workdir)
-        listed, call = stub.ListDialogs.with_call(logs_pb2.ListDialogsRequest(), metadata=METADATA)
+            _named(found.warnings, workdir)
+        listed = stub.ListDialogs(logs_pb2.ListDialogsRequest(), metadata=METADATA)
         assert [d.requests for d in listed.dialogs] == [3, 3]
-        _named(_warnings(call), workdir)
-        stats, call = stub.Stats.with_call(logs_pb2.StatsRequest(), metadata=METADATA)
+        _named(listed.warnings, workdir)
+        stats = stub.Stats(logs_pb2.StatsRequest(), metadata=METADATA)
         assert (stats.partitions, stats.requests, stats.dialogs) == (2, 6, 2)
-        _named(_warnings(call), workdir)
-        dialog, call = stub.GetDialog.with_call(logs_pb2.GetDialogRequest(dialog_id=good[1]), metadata=METADATA)
+        _named(stats.warnings, workdir)
+        dialog = stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id=good[1]), metadata=METADATA)
         assert len(dialog.turns) == 3
-        _named(_warnings(call), workdir)
-        record, call = stub.GetRequest.with_call(logs_pb2.GetRequestRequest(request_id=good[0]), metadata=METADATA)
-        assert record.summary.request_id == good[0] and _warnings(call) == []  # a record found is whole
-        built, call = stub.BuildIndex.with_call(logs_pb2.BuildIndexRequest(), metadata=METADATA)
+        _named(dialog.warnings, workdir)
+        record = stub.GetRequest(logs_pb2.GetRequestRequest(request_id=good[0]), metadata=METADATA)
+        assert record.summary.request_id == good[0]  # a record found is whole: RequestRecord has no warnings
+        built = stub.BuildIndex(logs_pb2.BuildIndexRequest(), metadata=METADATA)
         assert len(built.partitions) == 2
-        _named(_warnings(call), workdir)
+        _named(built.warnings, workdir)
 
 
 def test_grpc_reads_that_need_the_bad_day_are_data_loss(served):

@@ -13,8 +13,6 @@ from aiproxy.logstore.damage import (
     Unreadable,
     converted,
     is_file_error,
-    trailer_warnings,
-    warning_trailers,
 )
 
 PART = Path("/srv/secret/db/2025/W36/ai_proxy_2025W36.sqlite3")
@@ -59,11 +57,10 @@ def test_converted_names_the_partition_by_day_for_clients(tmp_path):
     assert error.warning(local=True).startswith(f"skipped {PART}: file is not a database; ")
 
 
-def test_warning_trailers_stay_small_and_ascii():
+def test_warnings_name_a_few_partitions_then_count_the_rest():
     unreadable = Unreadable()
     for day in range(1, 25):
-        unreadable.note(PartitionUnreadable(Path(f"/db/2025/09/ai_proxy_202509{day:02d}.sqlite3"), "bad ünïcode " * 80))
-    trailers = warning_trailers(unreadable)
-    assert len(trailers) == MAX_WARNINGS + 1 and trailers[-1][1].startswith("skipped 14 more partitions")
-    assert all(value.isascii() and len(value) <= 400 for _, value in trailers)
-    assert trailer_warnings(trailers) == [value for _, value in trailers]
+        unreadable.note(PartitionUnreadable(Path(f"/db/2025/09/ai_proxy_202509{day:02d}.sqlite3"), "bad"))
+    warnings = unreadable.warnings()
+    assert len(warnings) == MAX_WARNINGS + 1 and warnings[-1] == "skipped 14 more partitions that cannot be read"
+    assert warnings[0].startswith("skipped the partition for 2025-09-01 (ai_proxy_20250901.sqlite3): bad; ")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aiproxy.logstore.api import LogApi
-from aiproxy.logstore.damage import Unreadable, trailer_warnings
+from aiproxy.logstore.damage import Unreadable
 from aiproxy.logstore.partitions import parse_day
 from aiproxy.logstore.protomap import INT32_MAX, message_to_json
 from aiproxy.logstore.search import MAX_LIMIT
@@ -210,8 +210,8 @@ def _remote_channel(args: argparse.Namespace) -> Iterator[Callable]:
         stub = logs_pb2_grpc.LogServiceStub(channel)
 
         def invoke(method: str, request):
-            reply, done = getattr(stub, method).with_call(request, metadata=metadata, timeout=300)
-            return reply, trailer_warnings(done.trailing_metadata())
+            reply = getattr(stub, method)(request, metadata=metadata, timeout=300)
+            return reply, list(getattr(reply, "warnings", ()))  # a RequestRecord has none
 
         yield invoke
 
