@@ -96,6 +96,18 @@ def test_stream_split_at_every_byte_boundary(gateway, fake):
             assert response.content.count(b"\n\n") == len(events) + 1
 
 
+def test_events_that_arrive_in_one_read_are_all_in_the_request_log(gateway, fake):
+    """Seed §11.3: when one network chunk carried several SSE events, the logged answer kept only
+    part of them. Here the whole stream, [DONE] included, reaches the gateway in a single write."""
+    fake.push(StreamReply(text_chunks(["Zwölf", " Boxkämpfer", " jagen"])))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True})
+    assert response.status_code == 200 and response.content.endswith(b"data: [DONE]\n\n")
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["status_code"] == 200 and record["finish_reason"] == "stop"
+    assert record["response"]["choices"][0]["message"]["content"] == "Zwölf Boxkämpfer jagen"
+    assert record["usage"]["completion_tokens"] == 3  # the last event of the read, too
+
 def test_request_id_is_echoed_and_logged(gateway, fake):
     response = httpx.post(f"{gateway.base_url}/chat/completions", headers={**AUTH, "X-Request-ID": "trace-123"},
                           json={"model": "gpt-test", "messages": U})
