@@ -453,6 +453,24 @@ def test_error_after_a_keepalive_comment_is_an_error_frame(gateway, fake, openai
     assert gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 429
 
 
+@pytest.mark.parametrize("message", ['Model "openai/gpt-4o" is busy', 'back\\slash, {brace} and\nnewline'])
+def test_a_mid_stream_error_message_with_quotes_is_a_valid_json_frame(gateway, fake, openai_schemas, message):
+    """Seed §11.5: the error frame was formatted by hand, so a quote in the message made it invalid
+    JSON, and the request was logged as 200. After a token has gone out, the error is one JSON frame
+    carrying the message exactly, then [DONE], and the record keeps the upstream's status."""
+    chunks = text_chunks(["partial"], usage=False)[:2]
+    fake.push(StreamReply([*chunks, {**chunks[0], "error": {"code": 429, "message": message}}]))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True})
+    assert response.status_code == 200
+    *relayed, error_frame, done = SSEDecoder().feed(response.content)
+    assert [orjson.loads(c)["choices"][0]["delta"]["content"] for c in relayed] == ["", "partial"] and done == "[DONE]"
+    error = orjson.loads(error_frame)  # valid JSON, whatever the message holds
+    openai_schemas.validate("ErrorResponse", error)
+    assert error["error"]["message"] == message
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["status_code"] == 429 and record["error"]["message"] == message
+
 def test_stream_closed_without_done_ends_with_an_error_frame(gateway, fake):
     # OpenAI and OpenRouter end every complete stream with [DONE]; this one stops after a token.
     fake.push(StreamReply(text_chunks(["partial"], usage=False)[:2], done=False))
