@@ -555,6 +555,15 @@ def test_stream_request_answered_without_an_event_stream_is_a_502(gateway, fake,
     assert record["status_code"] == 502 and record["error"]["code"] == "bad_upstream_response"
 
 
+@pytest.mark.parametrize("model", ["pattern-nonexistent", "pattern-INVALID", "pattern-test-bad-1"])
+def test_model_names_are_never_refused_for_what_they_contain(gateway, fake, model):
+    """Seed §11.6: a test hook in the router refused any model whose name contained `nonexistent`,
+    `invalid` or `test-bad` (and the 400 became a 500). A name the mappings match is served."""
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": model, "messages": U})
+    assert response.status_code == 200, response.text
+    assert fake.received[-1].json["model"] == "openai/pattern"
+    assert gateway.wait_for_record(response.headers["x-request-id"])["model_original"] == model
+
 def test_seed_config_with_unprefixed_values_routes_to_openrouter(fake, tmp_path):
     # The seed's config.yml format: a value without "provider:" is an OpenRouter model id.
     from aiproxy.testing.gateway import GatewayProcess
