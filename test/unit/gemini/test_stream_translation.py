@@ -224,3 +224,14 @@ def test_a_stream_that_ends_before_a_finish_reason_is_an_error(events):
         translator.feed(e)
     with pytest.raises(UpstreamStreamTruncated, match="ended before the answer was finished"):
         translator.finish()
+
+
+def test_streams_started_in_the_same_second_get_different_ids(monkeypatch):
+    """Seed §11.14: a stream's chunk id came from the clock, so two streams in the same second
+    shared it. Every chunk of a stream keeps one id; two streams never do."""
+    monkeypatch.setattr("aiproxy.providers.gemini_response.time.time", lambda: 1_757_505_600.25)
+    events = [event([{"text": "Hi"}], "STOP")]
+    first, second = run(events), run(events)
+    assert {c["created"] for c in first + second} == {1_757_505_600}
+    assert len({c["id"] for c in first}) == len({c["id"] for c in second}) == 1
+    assert first[0]["id"] != second[0]["id"]
