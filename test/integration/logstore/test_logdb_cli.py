@@ -3,8 +3,10 @@
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -308,3 +310,28 @@ def test_remote_reads_records_and_dialogs_larger_than_grpc_defaults(tmp_path):
             await server.stop(None)
 
     asyncio.run(scenario())
+
+
+# POSIX TZ strings (no tz database needed): UTC+14 and UTC-12. At any hour one of them is on
+# another date than UTC.
+AHEAD, BEHIND = "AAA-14", "BBB+12"
+
+
+def test_dates_and_timestamps_are_utc_whatever_the_host_timezone(workdir):
+    """Seed §11.16: `init` took the local date while partitions use UTC dates, and first_seen_ts /
+    last_scan_ts came from `datetime.utcnow().timestamp()`, off by the host's UTC offset."""
+    started, first_day = time.time(), datetime.now(UTC).date()
+    for tz in (AHEAD, BEHIND):
+        assert logdb(workdir, "init", TZ=tz).returncode == 0
+    assert logdb(workdir, "ingest", "--from", "logs", TZ=AHEAD).returncode == 0
+    ended, last_day = time.time(), datetime.now(UTC).date()
+    db = workdir / "logs" / "db"
+    days = {p.name for p in db.rglob("ai_proxy_*.sqlite3")}
+    # The records (22:00, 23:00 and 00:00 UTC) span two UTC days; init added today's (UTC) file only.
+    assert {"ai_proxy_20250910.sqlite3", "ai_proxy_20250911.sqlite3"} <= days
+    inits = days - {"ai_proxy_20250910.sqlite3", "ai_proxy_20250911.sqlite3"}
+    assert inits and inits <= {f"ai_proxy_{d:%Y%m%d}.sqlite3" for d in (first_day, last_day)}, days
+    with sqlite3.connect(db / "control.sqlite3") as conn:
+        stamps = [r[0] for r in conn.execute("SELECT first_seen_ts FROM servers")]
+        stamps += [r[0] for r in conn.execute("SELECT last_scan_ts FROM ingest_sources")]
+    assert len(stamps) >= 2 and all(int(started) - 1 <= ts <= ended + 1 for ts in stamps), (started, stamps)
