@@ -225,6 +225,30 @@ def test_models_are_public_by_default(gateway):
     assert httpx.get(f"{gateway.base_url}/models", headers={"Authorization": "Bearer bad"}).status_code == 401
 
 
+def test_models_require_a_key_when_configured(fake, tmp_path, openai_schemas):
+    """Seed §11 Security: /v1/models was public with no way to close it. It stays public by default
+    (docs/architecture.md), and MODELS_REQUIRE_AUTH=true closes the list and each model's page."""
+    from aiproxy.testing.gateway import GatewayProcess
+
+    with GatewayProcess(tmp_path, upstream_url=fake.base_url, env={"MODELS_REQUIRE_AUTH": "true"}) as gw:
+        for path in ("/models", "/models/gpt-test"):
+            refused = httpx.get(f"{gw.base_url}{path}")
+            assert refused.status_code == 401, path
+            openai_schemas.validate("ErrorResponse", refused.json())
+            assert httpx.get(f"{gw.base_url}{path}", headers=AUTH).status_code == 200, path
+        assert httpx.get(f"{gw.root_url}/health").status_code == 200  # liveness stays public
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json", "/v1/openapi.json", "/docs/oauth2-redirect"])
+def test_the_seeds_public_api_pages_are_not_served(gateway, openai_schemas, path):
+    """Seed §11 Security: FastAPI's /docs, /redoc and /openapi.json were public (docs/architecture.md:
+    gone on purpose). With or without a key they are unknown paths."""
+    for headers in ({}, AUTH):
+        response = httpx.get(f"{gateway.root_url}{path}", headers=headers)
+        assert response.status_code == 404, (path, response.text)
+        openai_schemas.validate("ErrorResponse", response.json())
+
+
 def test_no_secret_in_any_log_file(gateway, fake):
     from aiproxy.testing.gateway import ADMIN_KEY, UPSTREAM_KEYS
 
