@@ -3,7 +3,11 @@ request ids, CORS, and OpenAI error bodies for every malformed request."""
 
 from __future__ import annotations
 
+import os
+import re
 import time
+import uuid
+from pathlib import Path
 
 import httpx
 import orjson
@@ -266,6 +270,32 @@ def test_no_secret_in_any_log_file(gateway, fake):
             assert secret.encode() not in data, f"{secret[:6]}… leaked into {path}"
 
 
+
+def test_client_model_names_never_name_files_and_each_prompt_is_logged_once(gateway, fake):
+    """Seed §11 Security: a client's model name became a log file name, its handler cached for
+    good (files and descriptors without bound), and every prompt was written up to five times
+    (app.log, endpoint log, two model logs, stdout). Here names never reach the file system: the
+    gateway holds the same few log files open, and a prompt is in its one request record only."""
+    marker = f"needle-{uuid.uuid4().hex}"
+    models = ["pattern-../../escape", "pattern-a/b\\c", "pattern-" + "x" * 300, "../unknown-model", "no/such/model",
+              *(f"pattern-m{i}" for i in range(30))]
+    for i, model in enumerate(models):
+        response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                              json={"model": model, "messages": [{"role": "user", "content": f"{marker} {i}"}]})
+        assert response.status_code in (200, 404), response.text
+    gateway.wait_for_record(response.headers["x-request-id"])
+    log_dir = gateway.log_dir.resolve()
+    files = [p for p in log_dir.rglob("*") if p.is_file() and "db" not in p.relative_to(log_dir).parts]
+    for path in files:
+        name = path.relative_to(log_dir).as_posix()
+        assert re.fullmatch(r"\.key_hash_secret|app(\.[0-9_TZ-]+)?\.log|requests/requests-\d{8}-\d+\.jsonl", name), name
+    held = {os.readlink(fd) for fd in Path(f"/proc/{gateway.proc.pid}/fd").iterdir() if fd.exists()}
+    held = {f for f in held if f.startswith(str(log_dir)) and "/db/" not in f}
+    assert len(held) <= 2, held  # app.log and today's request log
+    found = {path.relative_to(log_dir).as_posix(): path.read_bytes().count(marker.encode()) for path in files}
+    assert sum(found.values()) == len(models), found
+    assert all(count == 0 or name.startswith("requests/") for name, count in found.items()), found
+    assert marker.encode() not in gateway.stderr_path.read_bytes()
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_provider_key_quoted_by_an_upstream_error_is_redacted(gateway, fake, stream):
