@@ -52,6 +52,7 @@ class KeyRing:
         key = bearer_key(header)
         candidate = key.encode()
         admin = self._matches(candidate, self._admin)
-        if not (admin or self._matches(candidate, self._keys)):
+        client = self._matches(candidate, self._keys)  # even after an admin match: no early exit
+        if not (admin or client):
             raise AuthenticationFailed("Invalid or missing API Key")
         return Caller(key=key, admin=admin)

@@ -84,3 +84,21 @@ def test_non_ascii_keys_are_refused_before_any_comparison():
     ring = KeyRing(keys=("ключ-🔑",), admin_keys=())
     with pytest.raises(AuthenticationFailed, match="printable ASCII"):
         ring.authenticate("Bearer ключ-🔑")
+
+
+@pytest.mark.parametrize("header", ["Bearer k0", "Bearer k4", "Bearer admin-1", "Bearer nobody"])
+def test_every_key_is_compared_in_constant_time_whichever_matches(monkeypatch, header):
+    """Seed §11 Security: one key was compared in constant time, but a list was searched with an
+    early exit, so the time taken told which position matched. Every configured key is compared,
+    each with hmac.compare_digest, whether the first, the last, an admin key or none matches."""
+    import hmac
+
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append(b) or real(a, b))
+    ring = KeyRing(keys=tuple(f"k{i}" for i in range(5)), admin_keys=("admin-0", "admin-1"))
+    try:
+        ring.authenticate(header)
+    except AuthenticationFailed:
+        pass
+    assert sorted(compared) == sorted(k.encode() for k in ("k0", "k1", "k2", "k3", "k4", "admin-0", "admin-1"))
