@@ -303,3 +303,36 @@ def test_workers_rotating_app_log_together_lose_no_line(tmp_path):
     assert [process.wait(60) for process in running] == [0] * workers
     seen = [json.loads(line) for path in tmp_path.glob("app*.log") for line in path.read_bytes().splitlines()]
     assert sorted((entry["w"], entry["i"]) for entry in seen) == [(w, i) for w in range(workers) for i in range(lines)]
+
+
+def test_a_record_is_handed_off_and_written_by_another_thread(tmp_path, monkeypatch):
+    """Seed §11 Performance: every request wrote 4-5 pretty-printed copies with blocking file I/O
+    on the event loop. Here the caller only queues one line: while the disk write is stuck, the
+    call has already returned, and the line is written by the writer thread."""
+    import threading
+    import time
+
+    from aiproxy import logsetup
+
+    release, writing, writers = threading.Event(), threading.Event(), []
+    real_write = logsetup._RequestLogFile.write
+
+    def stuck_write(self, message):
+        writers.append(threading.get_ident())
+        writing.set()
+        release.wait(5)
+        real_write(self, message)
+
+    monkeypatch.setattr(logsetup._RequestLogFile, "write", stuck_write)
+    record = _record("queued, not written here")
+    path = _today_file(tmp_path)
+    with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
+        started = time.monotonic()
+        write_request_record(record)
+        returned_after = time.monotonic() - started
+        assert writing.wait(5)
+        assert path.read_bytes() == b""  # the write is still stuck, the caller went on
+        release.set()
+        logger.complete()
+    assert returned_after < 1 and writers and threading.get_ident() not in writers
+    assert path.read_bytes() == record.encode() + b"\n"  # one compact JSON line
