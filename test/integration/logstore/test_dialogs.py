@@ -234,3 +234,19 @@ def test_a_filtered_listing_describes_each_dialog_whole(tmp_path):
 
 def _dialog_of(store, record):
     return next(did for did, rids in _dialogs(store).items() if record["request_id"] in rids)
+
+
+def test_assignment_reads_a_partition_in_bounded_chunks_and_threads_across_them(tmp_path, monkeypatch):
+    """Seed §11 Performance: dialog assignment loaded the whole partition into memory. Rows are
+    read a chunk at a time (whole seconds), and conversations split by chunk boundaries thread as
+    they would in one chunk."""
+    talks = [conversation([(f"{topic} {i}", f"re {topic} {i}") for i in range(5)], start=T0 + timedelta(seconds=10 * n),
+                          gap_s=60) for n, topic in enumerate(("cats", "dogs", "owls"))]
+    store = _ingest(tmp_path, sorted(sum(talks, []), key=lambda r: r["ts"]), grouping_enabled=False)
+    sizes = []
+    real_chunk = dialogs._Assigner.chunk
+    monkeypatch.setattr(dialogs._Assigner, "chunk", lambda self, path, rows: sizes.append(len(rows)) or real_chunk(self, path, rows))
+    monkeypatch.setattr(dialogs, "CHUNK", 4)
+    dialogs.assign(store)
+    assert sum(sizes) == 15 and max(sizes) <= 4 and len(sizes) >= 4
+    assert sorted(_dialogs(store).values()) == sorted(_ids(t) for t in talks)
