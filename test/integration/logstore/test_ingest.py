@@ -294,3 +294,21 @@ def test_a_row_stored_with_an_offset_timestamp_is_the_same_exchange_when_ingeste
     copy = tmp_path / "again" / "r.jsonl"  # no checkpoint to skip it
     write_jsonl(copy, [record])
     assert (ingest(store, copy).rows_inserted, _rows(store)) == (0, 1)
+
+
+def test_one_control_db_connection_per_thread_serves_every_file(tmp_path, monkeypatch):
+    """Seed §11 Performance: the ingester opened a new control DB connection for every file."""
+    import peewee
+
+    for day in range(8):
+        write_jsonl(tmp_path / "logs" / "requests" / f"requests-2025091{day}-1.jsonl", _records(2, start=T0 + timedelta(days=day)))
+    opened = []
+    real_connect = peewee.SqliteDatabase._connect
+    monkeypatch.setattr(peewee.SqliteDatabase, "_connect",
+                        lambda self: opened.append(os.path.basename(self.database)) or real_connect(self))
+    store = make_store(tmp_path / "db", import_parallelism=2)
+    assert ingest(store, tmp_path / "logs").files_scanned == 8 and _rows(store) == 16
+    assert 1 <= opened.count("control.sqlite3") <= 3, opened  # the calling thread and the two workers
+    del opened[:]
+    assert ingest(store, tmp_path / "logs").files_scanned == 8  # eight checkpoints read, nothing new
+    assert opened.count("control.sqlite3") <= 2, opened  # this run's two workers
