@@ -1,0 +1,80 @@
+"""Every variable the README and docs/logstore.md document is one the code reads.
+
+Seed §11 Documentation drift: its docs named `LOGDB_MEMORY_CAP_MB` (the code read `LOGDB_MEMORY_MB`)
+and `ENABLE_FUNCTIONAL_TESTS` (read nowhere), so setting them did nothing. Here each documented
+variable, set to a value no setting accepts as-is, must either stop start-up with an error naming
+it or change the settings the gateway (or logdb) runs with.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from aiproxy.config import ConfigError, load_settings
+from aiproxy.logstore.settings import LogStoreSettings
+
+REPO = Path(__file__).resolve().parents[3]
+SETTINGS_FILE = str(REPO / "configs" / "settings.toml")
+PROBE = "zz-doc-check"
+
+
+def _table_variables(path: Path, heading: str) -> list[str]:
+    """The upper-case `NAMES` in the first column of the table under `heading`."""
+    text = path.read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1]
+    section = re.split(r"\n#{1,3} ", section, maxsplit=1)[0]
+    names = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            names += [n for n in re.findall(r"`([A-Z][A-Z0-9_]*)`", line.split("|")[1]) if not n.endswith("_")]
+    return names
+
+
+README_VARIABLES = [n for n in _table_variables(REPO / "README.md", "## Configuration") if not n.startswith("LOGDB_")]
+LOGDB_VARIABLES = _table_variables(REPO / "docs" / "logstore.md", "## Settings")
+
+
+def test_the_tables_were_found():
+    assert {"API_KEYS", "PORT", "MAX_BODY_BYTES", "OPENROUTER_API_KEY", "TLS_CLIENT_CA_FILE"} <= set(README_VARIABLES)
+    assert {"LOGDB_MEMORY_MB", "LOGDB_DIR", "LOGDB_BATCH_KB", "LOGDB_BUNDLE_INCLUDE_RAW"} <= set(LOGDB_VARIABLES)
+
+
+def _load(**env):
+    return load_settings(env={"SETTINGS_FILE": SETTINGS_FILE, **env}, dotenv_path=None)
+
+
+@pytest.mark.parametrize("name", README_VARIABLES)
+def test_every_readme_variable_is_read(name):
+    base = _load()
+    try:
+        changed = _load(**{name: PROBE})
+    except ConfigError as error:
+        assert name.lower() in str(error).lower(), f"{name}: the error names something else: {error}"
+        return
+    assert changed != base, f"{name} is documented in README.md but setting it changes nothing"
+
+
+@pytest.mark.parametrize("name", LOGDB_VARIABLES)
+def test_every_logstore_variable_is_read(name, monkeypatch):
+    if name == "LOGDB_BUNDLE_INCLUDE_RAW":  # a `bundle create` default, read by the command
+        import argparse
+
+        from aiproxy.logstore.cli.bundle_cmd import _include_raw
+
+        monkeypatch.setenv(name, "true")
+        assert _include_raw(argparse.Namespace(include_raw=False)) is True
+        return
+    try:
+        changed = LogStoreSettings.from_mapping({}, {name: PROBE})
+    except ConfigError as error:
+        assert name.lower() in str(error).lower(), f"{name}: the error names something else: {error}"
+        return
+    assert changed != LogStoreSettings.from_mapping({}, {}), f"{name} is documented but setting it changes nothing"
+
+
+def test_every_logstore_setting_is_documented():
+    fields = {f"LOGDB_{name.upper()}" for name in LogStoreSettings.__dataclass_fields__}
+    assert fields <= set(LOGDB_VARIABLES), fields - set(LOGDB_VARIABLES)
