@@ -3,6 +3,7 @@
 import json
 import sqlite3
 import tarfile
+import uuid
 from datetime import UTC, date, datetime
 
 import orjson
@@ -19,7 +20,8 @@ def test_metadata_describes_every_member(bundle):
     members = dict((i.name, d) for i, d in read_members(bundle))
     meta = orjson.loads(members.pop("metadata.json"))
     assert meta["format"] == "aiproxy.logbundle.v1" and meta["server_id"] == "srv-a" and meta["schema_version"] == 1
-    assert len(meta["bundle_id"]) == 36 and meta["created_at"].endswith("Z")
+    assert str(uuid.UUID(meta["bundle_id"], version=4)) == meta["bundle_id"]  # a UUID4, as docs/bundles.md says
+    assert meta["created_at"].endswith("Z")
     assert (meta["since"], meta["to"], meta["rows"]) == ("2025-09-01", "2025-09-30", 9)
     assert sorted(members) == sorted(f["path"] for f in meta["files"]) == [
         f"db/2025/09/ai_proxy_202509{d:02d}.sqlite3" for d in (5, 6, 7)
