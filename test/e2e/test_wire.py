@@ -122,6 +122,18 @@ def test_request_id_is_echoed_and_logged(gateway, fake):
     assert health["server"] == "aiproxy" and response.headers["server"] == "aiproxy"  # no version numbers
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_the_record_keeps_the_alias_the_client_sent(gateway, fake, stream):
+    """Seed §11.2: the router rewrote the shared request dict, so the log's original model (and
+    its request body) showed the mapped model. Only the upstream gets the mapped name."""
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": stream})
+    assert response.status_code == 200
+    assert fake.received[-1].json["model"] == "openai/gpt-4o"
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert (record["model_original"], record["request"]["model"], record["model_mapped"]) == (
+        "gpt-test", "gpt-test", "openai/gpt-4o")
+
 @pytest.mark.parametrize("given", ["é日本".encode(), b"tab\there", b"x" * 129])
 def test_unusable_request_ids_are_replaced(gateway, fake, given):
     response = httpx.post(f"{gateway.base_url}/chat/completions", headers=[*AUTH.items(), ("X-Request-ID", given)],
