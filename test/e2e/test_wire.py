@@ -228,9 +228,15 @@ def test_bad_auth_is_logged_and_shaped(gateway, openai_schemas):
 
 
 def test_unknown_paths_and_methods(gateway, openai_schemas):
-    missing = httpx.get(f"{gateway.root_url}/v1/nothing")
+    missing = httpx.get(f"{gateway.root_url}/nothing")
     assert missing.status_code == 404
     openai_schemas.validate("ErrorResponse", missing.json())
+    assert "serves the OpenAI API under /v1" in missing.json()["error"]["message"]
+    # An OpenAI endpoint the gateway does not serve says so, rather than "use /v1", which it did
+    embeddings = httpx.post(f"{gateway.base_url}/embeddings", headers=AUTH, json={"model": "m", "input": "x"})
+    assert embeddings.status_code == 404
+    openai_schemas.validate("ErrorResponse", embeddings.json())
+    assert embeddings.json()["error"]["message"].startswith("This gateway does not serve /v1/embeddings: ")
     wrong = httpx.get(f"{gateway.base_url}/chat/completions")
     assert wrong.status_code == 405
     openai_schemas.validate("ErrorResponse", wrong.json())

@@ -40,7 +40,10 @@ async def errors_middleware(request: web.Request, handler):
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status)
         message = {
-            404: f"Unknown path {request.path}. This gateway serves the OpenAI API under /v1.",
+            404: f"This gateway does not serve {request.path}: it serves OpenAI's chat completions "
+                 "(/v1/chat/completions) and models (/v1/models), and request logs (/v1/logs/...) to admin keys."
+            if request.path.startswith("/v1/")
+            else f"Unknown path {request.path}. This gateway serves the OpenAI API under /v1.",
             405: f"Method {request.method} is not allowed on {request.path}.",
         }.get(exc.status, exc.reason)
         return json_response(error_body(message, "invalid_request_error", code=code), exc.status)
