@@ -37,6 +37,19 @@ def test_a_missing_parent_directory_is_reported_not_created(tmp_path, source, de
     assert not (tmp_path / "typo").exists()
 
 
+@pytest.mark.parametrize("dest", ["backup-host:bundles/", "ops@10.0.0.5:/srv/logs/x.tgz", "srv:"])
+def test_an_scp_style_target_is_refused_not_created_as_a_local_name(tmp_path, source, monkeypatch, dest):
+    """The seed's docs showed `bundle transfer x.tgz host:path`, which never worked; it must not
+    quietly copy into ./host:path and exit 0 either."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnusableInput, match="looks like an scp target") as refused:
+        transfer_local(source, dest)
+    assert "grpc://" in str(refused.value) and sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    (tmp_path / "odd:name").mkdir()  # a local directory with a colon, existing or spelled ./ , is fine
+    assert transfer_local(source, "odd:name").path == tmp_path / "odd:name" / "logs.tgz"
+    assert transfer_local(source, "./new:dir/").path == tmp_path / "new:dir" / "logs.tgz"
+
+
 def test_an_interrupted_copy_resumes_from_the_part_file(tmp_path, source):
     dest = tmp_path / "copy.tgz"
     (tmp_path / "copy.tgz.part").write_bytes(DATA[: len(DATA) // 2])  # what a killed copy leaves

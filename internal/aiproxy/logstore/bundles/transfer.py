@@ -10,6 +10,7 @@ replace a file that appeared meanwhile). A DEST holding the same bytes is left a
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +34,21 @@ class TransferResult:
                 "resumed_from": self.resumed_from, "already_present": self.already_present}
 
 
+# HOST:PATH or USER@HOST:PATH, as scp and rsync spell a remote file: no "/" before the first colon.
+_SCP_TARGET = re.compile(r"[^/:]+:")
+
+
 def local_destination(name: str, dest: str | Path) -> Path:
     """DEST itself, or DEST/<name> when DEST is a directory or ends in / (that last directory is
     created, as rsync does). Its parent must exist: a typo in a path is reported, not created.
     `name` must be a plain file name: on pull the server chooses it, never a directory."""
     path = Path(dest).absolute()
+    if _SCP_TARGET.match(str(dest)) and not path.exists():
+        raise UnusableInput(
+            f"{dest} looks like an scp target (HOST:PATH), which bundle transfer does not reach: give a local "
+            "path, or grpc://HOST:PORT to send it to that gateway's LogService (docs/bundles.md); copy it "
+            f"with scp or rsync yourself, or write ./{dest} for a local name with a colon"
+        )
     is_dir = path.is_dir() or str(dest).endswith(("/", os.sep))
     if not path.parent.is_dir():
         raise UnusableInput(f"{path.parent}: no such directory (create it first)")
