@@ -1,7 +1,7 @@
 """REST routes of the LogService (GET /v1/logs/...): query string -> proto, one RPC, proto ->
 JSON. The caller's Authorization header and request id travel as metadata (`rpc_metadata`); the
 LogService decides. `*_json` fields (JSON text in proto) come back as JSON values under the base name.
-Partitions a call left out (its `aiproxy-warning` trailers) are listed in the body's `warnings`."""
+Partitions a call left out (its reply's `warnings`) are listed once in the body's `warnings`, whatever the pages."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The gRPC servicer runs these in a worker thread; the `logdb` CLI calls them dire
 same RPCs on a server with --remote), so both print identical JSON.
 
 Each operation takes an `Unreadable` (damage.py): partitions that cannot be read are left out and
-noted there, and the caller reports them (the servicer as `aiproxy-warning` trailers, the CLI on
+noted there, and the caller reports them (the servicer in the reply's `warnings`, the CLI on
 stderr). What cannot be answered without such a partition is PartitionUnreadable (DATA_LOSS).
 """
 
