@@ -57,7 +57,8 @@ class PartitionFile:
         return (since is None or self.last_day >= since) and (to is None or self.first_day <= to)
 
 
-def _span(name: str) -> tuple[date, date] | None:
+def partition_span(name: str) -> tuple[date, date] | None:
+    """The first and last UTC day a partition file name covers; None for another name."""
     m = _NAME.match(name)
     if not m:
         return None
@@ -74,21 +75,16 @@ def _span(name: str) -> tuple[date, date] | None:
         return None
 
 
-def partition_span(name: str) -> tuple[date, date] | None:
-    """The first and last UTC day a partition file name covers; None for another name."""
-    return _span(name)
-
-
 def is_partition_name(name: str) -> bool:
     """ai_proxy_YYYYMMDD / _YYYYWNN / _YYYYMM.sqlite3 naming a real day, week or month."""
-    return _span(name) is not None
+    return partition_span(name) is not None
 
 
 def discover(base: Path, since: date | None = None, to: date | None = None) -> list[PartitionFile]:
     """Every partition file under `base` overlapping [since, to], oldest first."""
     found = []
     for path in Path(base).glob("[0-9][0-9][0-9][0-9]/*/ai_proxy_*.sqlite3"):
-        span = _span(path.name)
+        span = partition_span(path.name)
         if span is not None:
             part = PartitionFile(span[0], span[1], path)
             if part.overlaps(since, to):
