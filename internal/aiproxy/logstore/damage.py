@@ -28,14 +28,14 @@ from aiproxy.logstore import partitions
 # Primary SQLite result codes that say the file itself cannot be used. Anything else (a locked
 # database, a full disk, an SQL error from a bug) is not about the file and propagates as before:
 # "restore it from a backup" would be the wrong advice for those.
-_FILE_CODES = {
-    3: "SQLITE_PERM",
-    8: "SQLITE_READONLY",
-    10: "SQLITE_IOERR",
-    11: "SQLITE_CORRUPT",
-    14: "SQLITE_CANTOPEN",
-    26: "SQLITE_NOTADB",
-}
+_FILE_CODES = frozenset({
+    sqlite3.SQLITE_PERM,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CORRUPT,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_NOTADB,
+})
 ADVICE = "it was left as it is: restore it from a backup (logdb bundle import) or move it out of the log store"
 MAX_WARNINGS = 10  # named in a reply; more are counted in one last warning
 
@@ -48,11 +48,15 @@ def sqlite_error(exc: BaseException) -> sqlite3.Error | None:
     return None
 
 
+def sqlite_code(exc: BaseException) -> int | None:
+    """The primary SQLite result code behind `exc` (extended codes masked), if it has one."""
+    code = getattr(sqlite_error(exc), "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
 def is_file_error(exc: BaseException) -> bool:
     """Whether `exc` is SQLite saying a file cannot be read or changed."""
-    error = sqlite_error(exc)
-    code = getattr(error, "sqlite_errorcode", None)
-    return code is not None and (code & 0xFF) in _FILE_CODES
+    return sqlite_code(exc) in _FILE_CODES
 
 
 def label(path: Path) -> str:

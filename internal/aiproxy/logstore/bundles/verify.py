@@ -33,6 +33,7 @@ from aiproxy.logstore.bundles.manifest import (
     parse_metadata,
     unsafe_reason,
 )
+from aiproxy.logstore.damage import sqlite_code
 
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 MAX_METADATA_BYTES = 64 * 1024 * 1024
@@ -130,11 +131,10 @@ def scan_bundle(
 
 def no_room(exc: BaseException) -> bool:
     """A write refused for want of room: a full disk, a quota or a file size limit (OSError), or
-    SQLite's SQLITE_FULL (peewee raises its own error, with sqlite3's as the context)."""
+    SQLite's SQLITE_FULL (also behind peewee's own error)."""
     if isinstance(exc, OSError):
         return exc.errno in _NO_ROOM
-    codes = (getattr(exc, "sqlite_errorcode", None), getattr(exc.__context__, "sqlite_errorcode", None))
-    return sqlite3.SQLITE_FULL in codes
+    return sqlite_code(exc) == sqlite3.SQLITE_FULL
 
 
 def spare_bytes(disk_total: int) -> int:
