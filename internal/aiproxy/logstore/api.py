@@ -76,7 +76,7 @@ class LogApi:
             )
 
     def search_requests(
-        self, request: logs_pb2.SearchRequestsRequest, unreadable: Unreadable | None = None
+        self, request: logs_pb2.SearchRequestsRequest, unreadable: Unreadable
     ) -> logs_pb2.SearchRequestsResponse:
         page = search(self.store, request.q, filters_from_proto(request.filter), limit=request.limit,
                       cursor=request.cursor, unreadable=unreadable)
@@ -84,13 +84,15 @@ class LogApi:
             results=[hit_to_proto(h) for h in page.hits], next_cursor=page.next_cursor, partitions_searched=page.partitions
         )
 
-    def get_request(self, request: logs_pb2.GetRequestRequest, unreadable: Unreadable | None = None) -> logs_pb2.RequestRecord:
-        record = record_to_proto(queries.get_request(self.store, request.request_id, unreadable))
+    def get_request(self, request: logs_pb2.GetRequestRequest, unreadable: Unreadable) -> logs_pb2.RequestRecord:
+        """Notes nothing in `unreadable`: a record found is whole, and one that may be in a partition
+        left out is PartitionUnreadable (queries.get_request)."""
+        record = record_to_proto(queries.get_request(self.store, request.request_id))
         self._check_size(record.ByteSize(), request.request_id)
         return record
 
     def list_dialogs(
-        self, request: logs_pb2.ListDialogsRequest, unreadable: Unreadable | None = None
+        self, request: logs_pb2.ListDialogsRequest, unreadable: Unreadable
     ) -> logs_pb2.ListDialogsResponse:
         page, cursor = queries.list_dialogs(
             self.store, filters_from_proto(request.filter), limit=request.limit, cursor=request.cursor,
@@ -98,7 +100,7 @@ class LogApi:
         )
         return logs_pb2.ListDialogsResponse(dialogs=[dialog_summary(d) for d in page], next_cursor=cursor)
 
-    def get_dialog(self, request: logs_pb2.GetDialogRequest, unreadable: Unreadable | None = None) -> logs_pb2.Dialog:
+    def get_dialog(self, request: logs_pb2.GetDialogRequest, unreadable: Unreadable) -> logs_pb2.Dialog:
         """A page of a dialog's turns: at most `limit` (0: MAX_LIMIT) and, past the first turn,
         at most page_bytes. Turns are read one at a time, so a page reads one row past its end
         at most; the summary describes the whole dialog on every page (its readable turns, when
@@ -131,13 +133,12 @@ class LogApi:
             page.next_cursor = encode_cursor(last)
         return page
 
-    def ingest(self, request: logs_pb2.IngestRequest, unreadable: Unreadable | None = None) -> logs_pb2.IngestResponse:
+    def ingest(self, request: logs_pb2.IngestRequest, unreadable: Unreadable) -> logs_pb2.IngestResponse:
         """Partitions that cannot be written are in `problems` and noted in `unreadable` (their
-        rows stay in the log files for a later run); without `unreadable` they are in problems only."""
+        rows stay in the log files for a later run)."""
         report = ingest(self.store, self.log_dir, since=day_arg(request.since, "since"), to=day_arg(request.to, "to"))
-        if unreadable is not None:
-            for error in report.unreadable.errors.values():
-                unreadable.note(error)
+        for error in report.unreadable.errors.values():
+            unreadable.note(error)
         return logs_pb2.IngestResponse(
             files_scanned=report.files_scanned,
             files_ingested=report.files_ingested,
@@ -150,7 +151,7 @@ class LogApi:
         )
 
     def build_index(
-        self, request: logs_pb2.BuildIndexRequest, unreadable: Unreadable | None = None
+        self, request: logs_pb2.BuildIndexRequest, unreadable: Unreadable
     ) -> logs_pb2.BuildIndexResponse:
         if request.action not in logs_pb2.BuildIndexRequest.Action.values():  # proto3 passes unknown numbers on
             raise InvalidQuery(f"action {request.action} is not BUILD, REBUILD or DROP", param="action")
@@ -165,7 +166,7 @@ class LogApi:
                 out.partitions.add(path=path, indexed=result["indexed"], skipped=result["skipped"])
         return out
 
-    def stats(self, request: logs_pb2.StatsRequest, unreadable: Unreadable | None = None) -> logs_pb2.StatsResponse:
+    def stats(self, request: logs_pb2.StatsRequest, unreadable: Unreadable) -> logs_pb2.StatsResponse:
         since, to = day_arg(request.since, "since"), day_arg(request.to, "to")
         return stats_to_proto(queries.stats(self.store, since, to, unreadable=unreadable))
 

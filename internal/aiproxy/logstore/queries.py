@@ -25,17 +25,17 @@ def _detail(row: tuple) -> dict[str, Any]:
     return dict(zip(_DETAIL_COLUMNS, row, strict=True))
 
 
-def get_request(store: Store, request_id: str, unreadable: Unreadable | None = None) -> dict[str, Any]:
-    """The full stored request (request and response bodies parsed). With `unreadable`, partitions
-    that cannot be read are skipped; an id found in none of the others is then PartitionUnreadable
-    (it may be in one of them), not LogNotFound. A request found is whole: nothing is noted then."""
+def get_request(store: Store, request_id: str) -> dict[str, Any]:
+    """The full stored request (request and response bodies parsed). Partitions that cannot be
+    read are skipped; an id found in none of the others is then PartitionUnreadable (it may be in
+    one of them), not LogNotFound. A request found is whole, so there is nothing to warn about."""
     if not request_id:
         raise InvalidQuery("request id is required", param="request_id")
     sql = f"SELECT {', '.join(_DETAIL_COLUMNS)} FROM requests WHERE request_id = ? ORDER BY server_id LIMIT 1"
-    skipped = Unreadable() if unreadable is not None else None  # a record found is whole: no warning then
+    skipped = Unreadable()
     for part in reversed(store.existing()):
         row = None
-        with skipping(skipped), store.connected(part.path) as db:
+        with skipped.skip(), store.connected(part.path) as db:
             row = db.execute_sql(sql, (request_id,)).fetchone()
         if row is not None:
             return _detail(row)

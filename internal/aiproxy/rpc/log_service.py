@@ -32,7 +32,7 @@ class LogServicer(BundleRpcs, logs_pb2_grpc.LogServiceServicer):
             reply = await asyncio.to_thread(operation, request, unreadable)
         except GatewayError as exc:
             await abort_with(context, exc)
-        if unreadable and "warnings" in reply.DESCRIPTOR.fields_by_name:  # a RequestRecord found is whole
+        if unreadable:  # never for GetRequest, whose RequestRecord has no warnings
             reply.warnings.extend(unreadable.warnings())
         return reply
 
