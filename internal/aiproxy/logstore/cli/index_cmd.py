@@ -40,13 +40,12 @@ def _locally(args: argparse.Namespace) -> int:
         else:
             built = fts.build(store, args.since, args.to, rebuild=args.action == "rebuild", unreadable=unreadable)
             partitions = [{"path": p, "dropped": False, **counts} for p, counts in built.items()]
-    errors = {str(e.path): e.reason for e in unreadable.errors.values()}
-    partitions = [p for p in partitions if p["path"] not in errors]
-    partitions += [{"path": p, "indexed": 0, "skipped": 0, "dropped": False, "error": e} for p, e in errors.items()]
+    partitions += [{"path": str(e.path), "indexed": 0, "skipped": 0, "dropped": False, "error": e.reason}
+                   for e in unreadable.errors.values()]  # never among the results fts returned
     partitions.sort(key=lambda part: part["path"])
     emit(args, {"partitions": partitions}, lambda: "\n".join(_line(args.action, p) for p in partitions)
          or "no partitions in range")
-    return EXIT_FAILED if errors else EXIT_OK
+    return EXIT_FAILED if unreadable else EXIT_OK
 
 
 def _line(action: str, part: dict) -> str:
