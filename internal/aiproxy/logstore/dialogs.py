@@ -299,14 +299,14 @@ def assign(
     `unreadable`, a partition that cannot be read or changed is noted there and left out; rows
     that already have a dialog and whose lookback reaches it keep that dialog (their parent may
     be in it). Without, the error is raised."""
-    return _run(store, since, to, window, False, unreadable)
+    return _run(store, since, to, window, only_pending=False, unreadable=unreadable)
 
 
 def assign_pending(
     store: Store, since: date | None = None, window: str | None = None, *, unreadable: Unreadable | None = None
 ) -> dict[str, int]:
     """Give a dialog to rows that have none yet (new rows), from `since` on."""
-    return _run(store, since, None, window, True, unreadable)
+    return _run(store, since, None, window, only_pending=True, unreadable=unreadable)
 
 
 def clear(
