@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class IngestReport:
     # Partitions that could not be written (or read for dedup): their rows stay in the log files,
     # the checkpoints stop before them, and a later run stores them once the file is fixed.
     unreadable: Unreadable = field(default_factory=Unreadable)
-    rows_unstored: dict[Path, int] = field(default_factory=dict)  # per partition
+    rows_unstored: Counter[Path] = field(default_factory=Counter)  # per partition
 
     def as_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("first_day", "unreadable", "rows_unstored")}
@@ -72,8 +73,7 @@ class IngestReport:
         self.problems.extend(other.problems[: MAX_PROBLEMS - len(self.problems)])
         for error in other.unreadable.errors.values():
             self.unreadable.note(error)
-        for path, rows in other.rows_unstored.items():
-            self.rows_unstored[path] = self.rows_unstored.get(path, 0) + rows
+        self.rows_unstored.update(other.rows_unstored)
         if other.first_day and (self.first_day is None or other.first_day < self.first_day):
             self.first_day = other.first_day
 
@@ -120,7 +120,7 @@ class _Batches:
         day = day_of(row.ts)
         if day in self.unstored:  # after self.resume: read again by the next run
             path = self.unstored[day]
-            self.report.rows_unstored[path] = self.report.rows_unstored.get(path, 0) + 1
+            self.report.rows_unstored[path] += 1
             return
         if day not in self.rows:
             self.first[day] = checkpoints.Checkpoint(before.offset, before.line, before.corrupt)
@@ -149,7 +149,7 @@ class _Batches:
                 inserted = insert_rows(db, rows, fts_enabled=self.settings.fts_enabled)
         except PartitionUnreadable as error:  # nothing of the batch is stored (one transaction)
             self.report.unreadable.note(error)
-            self.report.rows_unstored[error.path] = self.report.rows_unstored.get(error.path, 0) + len(batch)
+            self.report.rows_unstored[error.path] += len(batch)
             self.unstored[day] = error.path
             if self.resume is None or first.offset < self.resume.offset:
                 self.resume = first
