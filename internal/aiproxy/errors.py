@@ -217,6 +217,12 @@ class UpstreamBadResponse(GatewayError):
     error_type = "server_error"
     default_code = "bad_upstream_response"
 
+    @classmethod
+    def too_large(cls, source: str, limit: int) -> UpstreamBadResponse:
+        """An answer (or one stream event) over what one gRPC message relays: read no further."""
+        return cls(f"{source} sent an answer larger than the gateway relays ({limit} bytes per message; the operator"
+                   " sets it with MAX_BODY_BYTES).")
+
 
 class UpstreamStreamTruncated(UpstreamBadResponse):
     """The upstream closed a stream before its end marker: the answer may be cut short."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 
+from aiproxy.errors import UpstreamBadResponse
+
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _LINE_SPLIT = re.compile(rb"\r\n|\n|\r")
 
@@ -62,6 +64,11 @@ class SSEDecoder:
             if data is not None:
                 events.append(data)
 
+    @property
+    def pending(self) -> int:
+        """Bytes of the event not finished yet."""
+        return len(self._buffer)
+
     def flush(self) -> list[str]:
         """Payload of a final event that the upstream did not terminate with a blank line (a
         comment there keeps nothing alive any more: dropped)."""
@@ -90,12 +97,15 @@ class EndOfStream(Exception):
     """Raised by an event translator at the stream's end marker (OpenAI's `[DONE]`)."""
 
 
-async def sse_batches(body: AsyncIterable[bytes], translate: Callable[[str], list]) -> AsyncIterator[list]:
+async def sse_batches(
+    body: AsyncIterable[bytes], translate: Callable[[str], list], max_event_bytes: int, source: str
+) -> AsyncIterator[list]:
     """For each read of `body`, the translations of the events it completed, as one batch (empty
-    batches are skipped); a `Comment` is passed on as it is. Ends at the end of the body or when `translate` raises EndOfStream; any
+    batches are skipped); a `Comment` is passed on as it is. An event still unfinished after
+    `max_event_bytes` is UpstreamBadResponse naming `source`: no endless event fills memory. Ends at the end of the body or when `translate` raises EndOfStream; any
     other exception is raised after the batch of the events before it, so an answer cut short by an
     error event still reaches the client up to that event."""
-    async for events in _event_groups(body):
+    async for events in _event_groups(body, max_event_bytes, source):
         batch, stop = _translate_all(events, translate)
         if batch:
             yield batch
@@ -105,11 +115,13 @@ async def sse_batches(body: AsyncIterable[bytes], translate: Callable[[str], lis
             raise stop
 
 
-async def _event_groups(body: AsyncIterable[bytes]) -> AsyncIterator[list[str]]:
+async def _event_groups(body: AsyncIterable[bytes], max_event_bytes: int, source: str) -> AsyncIterator[list[str]]:
     """The events each read completes, then those a body without a final blank line leaves."""
     decoder = SSEDecoder()
     async for raw in body:
         yield decoder.feed(raw)
+        if decoder.pending > max_event_bytes:
+            raise UpstreamBadResponse.too_large(source, max_event_bytes)
     yield decoder.flush()
 
 

@@ -379,6 +379,31 @@ def test_endless_upstream_error_body_is_read_only_in_part(gateway, fake, openai_
     fake.wait_cancelled()
 
 
+ENDLESS_ANSWERS = {
+    "json": EndlessReply(status=200, head=b'{"id": "c1", "object": "chat.completion", "choices": [{"message": {"content": "'),
+    "stream": EndlessReply(status=200, head=b'data: {"choices": [{"index": 0, "delta": {"content": "',
+                           content_type="text/event-stream"),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_endless_upstream_answer_is_refused_at_the_relay_limit(gateway, fake, openai_schemas, stream):
+    """A 200 answer (or one stream event) that never ends was read on without bound: the gateway's
+    memory grew until the upstream stopped. Nothing over one gRPC message can be relayed, so reading
+    stops there (MAX_BODY_BYTES + 1 MiB) with a 502 saying so."""
+    fake.push(ENDLESS_ANSWERS["stream" if stream else "json"])
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, timeout=30,
+                          json={"model": "gpt-test", "messages": U, "stream": stream})
+    assert response.status_code == 502, response.text  # nothing was sent before: a real status
+    openai_schemas.validate("ErrorResponse", response.json())
+    assert response.json()["error"]["message"] == (
+        f"The upstream provider 'openrouter' sent an answer larger than the gateway relays ({21 * 1024 * 1024} bytes "
+        "per message; the operator sets it with MAX_BODY_BYTES).")
+    fake.wait_cancelled()
+    record = gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["status_code"] == 502 and record["error"]["code"] == "bad_upstream_response"
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_upstream_redirect_names_the_base_url(gateway, fake, openai_schemas, stream):
     """A redirect (an http base_url for an https server, a moved path) was 'returned an empty body'

@@ -36,6 +36,9 @@ class ProviderSettings:
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
     max_connections: int = 256
+    # The largest answer (or stream event) read from the upstream: what one gRPC message can relay
+    # (Settings.grpc_message_bytes). More is refused, not buffered: an endless body must not fill memory.
+    max_answer_bytes: int = 21 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,11 @@ class Settings:
     def grpc_message_bytes(self) -> int:
         """gRPC's message size limit, both ways, on every server and channel of the gateway: a body
         of MAX_BODY_BYTES and the rest of its message (a stored record: also its answer)."""
-        return self.max_body_bytes + 1024 * 1024
+        return message_limit(self.max_body_bytes)
+
+
+def message_limit(max_body_bytes: int) -> int:
+    return max_body_bytes + 1024 * 1024
 
 
 def parse_key_list(raw: Any) -> tuple[str, ...]:
@@ -207,7 +214,8 @@ def _beside_settings(config_path: str, settings_file: Path) -> str:
     return str(beside) if beside.exists() else config_path
 
 
-def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dict[str, str]) -> ProviderSettings:
+def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dict[str, str],
+              max_answer_bytes: int) -> ProviderSettings:
     raw = {str(k).lower(): v for k, v in raw.items()}
     kind = str(raw.get("kind", name)).lower()
     if kind not in PROVIDER_KINDS:
@@ -235,6 +243,7 @@ def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dic
         connect_timeout=_as_float("upstream__connect_timeout", merged.get("connect_timeout", 10.0)),
         read_timeout=_as_float("upstream__read_timeout", merged.get("read_timeout", 300.0)),
         max_connections=as_int("upstream__max_connections", merged.get("max_connections", 256), 1),
+        max_answer_bytes=max_answer_bytes,
     )
 
 
@@ -261,7 +270,9 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         return raw.get(name, default)
 
     upstream = {str(k).lower(): v for k, v in (get("upstream") or {}).items()}
-    providers = {str(n).lower(): _provider(str(n).lower(), dict(p), upstream, lookup) for n, p in (get("providers") or {}).items()}
+    max_body_bytes = as_int("max_body_bytes", get("max_body_bytes", 20 * 1024 * 1024), 1024)
+    providers = {str(n).lower(): _provider(str(n).lower(), dict(p), upstream, lookup, message_limit(max_body_bytes))
+                 for n, p in (get("providers") or {}).items()}
     origins = get("cors_allow_origins", "*")
     tls = TLSSettings(
         cert_file=str(get("tls_cert_file", "") or ""),
@@ -293,7 +304,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         key_hash_secret=str(get("key_hash_secret", "") or ""),
         config_path=_beside_settings(str(get("config_path", "configs/config.yml")), path),
         cors_allow_origins=tuple(o.strip() for o in str(origins).split(",") if o.strip()),
-        max_body_bytes=as_int("max_body_bytes", get("max_body_bytes", 20 * 1024 * 1024), 1024),
+        max_body_bytes=max_body_bytes,
         request_body_timeout_seconds=_positive("request_body_timeout_seconds", get("request_body_timeout_seconds", 60)),
         shutdown_grace_seconds=_as_float("shutdown_grace_seconds", get("shutdown_grace_seconds", 20)),
         event_loop=event_loop,

@@ -45,6 +45,7 @@ class GeminiProvider:
     def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.name
         self._key_env = settings.api_key_env
+        self._max_answer_bytes = settings.max_answer_bytes
         # Operators paste either the host or the versioned URL from Google's docs; both work.
         base_url = (settings.base_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1beta")
         settings = dataclasses.replace(settings, base_url=base_url)
@@ -75,7 +76,8 @@ class GeminiProvider:
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         model, url, payload = self._prepare(request.body, "generateContent")
         http_request = self._client.build_request("POST", url, content=payload)
-        data, headers = await fetch_object(self._client, http_request, self.name, self._error, "The Gemini API")
+        data, headers = await fetch_object(self._client, http_request, self.name, self._error, "The Gemini API",
+                                           self._max_answer_bytes)
         try:
             body = to_openai_response(data, model)
         except _UNEXPECTED_SHAPE as exc:
@@ -86,7 +88,8 @@ class GeminiProvider:
         model, url, payload = self._prepare(request.body, "streamGenerateContent")
         http_request = self._client.build_request("POST", url, content=payload, headers={"accept": "text/event-stream"})
         response = await send_streaming(self._client, http_request, self.name, self._error)
-        return GeminiStream(self.name, self._key_env, response, StreamTranslator(model, wants_usage(request.body)))
+        translator = StreamTranslator(model, wants_usage(request.body))
+        return GeminiStream(self.name, self._key_env, response, translator, self._max_answer_bytes)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -97,12 +100,14 @@ class GeminiStream:
     one per upstream read."""
 
     def __init__(
-        self, provider: str, key_env: str, response: httpx.Response, translator: StreamTranslator
+        self, provider: str, key_env: str, response: httpx.Response, translator: StreamTranslator,
+        max_event_bytes: int,
     ) -> None:
         self._provider = provider
         self._key_env = key_env
         self._response = response
         self._translator = translator
+        self._max_event_bytes = max_event_bytes
         self.headers = forwardable_headers(response.headers)
 
     @property
@@ -112,7 +117,8 @@ class GeminiStream:
     async def __aiter__(self) -> AsyncIterator[list[dict]]:
         try:
             # aiter_bytes, not aiter_raw: Google may gzip the event stream.
-            async for batch in sse_batches(self._response.aiter_bytes(), self._translate):
+            async for batch in sse_batches(self._response.aiter_bytes(), self._translate, self._max_event_bytes,
+                                           "The Gemini API"):
                 yield batch
             try:
                 batch = self._translator.finish()  # raises when the stream was cut short

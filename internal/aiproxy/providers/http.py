@@ -122,10 +122,21 @@ async def _error_body(response: httpx.Response) -> bytes:
             if len(body) >= MAX_ERROR_BODY_BYTES:
                 break
     except httpx.HTTPError:
-        pass
+        pass  # what came before the break is the message
     finally:
         await response.aclose()
     return body[:MAX_ERROR_BODY_BYTES]
+
+
+async def _whole_body(response: httpx.Response, limit: int) -> bytes | None:
+    """The body, or None once it is over `limit` bytes (read no further)."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def send_checked(
@@ -155,21 +166,24 @@ async def fetch_object(
     provider: str,
     error: Callable[[int, bytes, httpx.Headers], GatewayError],
     source: str,
+    limit: int,
 ) -> tuple[dict, httpx.Headers]:
     """Send a request and read its answer, which must be a JSON object: an error status is raised
-    as send_checked raises it; an empty body, or one that is not a JSON object, is a 502 naming
-    `source` (e.g. "The upstream provider 'x'")."""
+    as send_checked raises it; an empty body, one over `limit` bytes (read no further), or one
+    that is not a JSON object, is a 502 naming `source` (e.g. "The upstream provider 'x'")."""
     response = await send_checked(client, request, provider, error)
     try:
-        await response.aread()
+        content = await _whole_body(response, limit)
     except httpx.HTTPError as exc:
         raise transport_error(provider, exc) from None
     finally:
         await response.aclose()
-    if not response.content.strip():
+    if content is None:
+        raise UpstreamBadResponse.too_large(source, limit)
+    if not content.strip():
         raise UpstreamBadResponse(f"{source} returned an empty body.")
     try:
-        body = orjson.loads(response.content)
+        body = orjson.loads(content)
     except orjson.JSONDecodeError:
         raise UpstreamBadResponse(f"{source} returned a body that is not JSON.") from None
     if not isinstance(body, dict):

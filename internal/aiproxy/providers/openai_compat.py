@@ -122,7 +122,8 @@ class OpenAICompatibleProvider:
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         http_request = self._client.build_request("POST", self._chat_url, content=dump_parsed(request.body))
         body, headers = await fetch_object(
-            self._client, http_request, self.name, self._error, f"The upstream provider '{self.name}'"
+            self._client, http_request, self.name, self._error, f"The upstream provider '{self.name}'",
+            self._settings.max_answer_bytes,
         )
         if not isinstance(body.get("choices"), list):
             if body.get("error"):  # OpenRouter reports some failures as a 200 with only `error`
@@ -170,7 +171,9 @@ class _OpenAIStream:
     async def __aiter__(self) -> AsyncIterator[list[dict]]:
         body = self._response.aiter_bytes()  # decoded: an upstream may gzip its event stream
         try:
-            async for batch in sse_batches(body, self._parse):
+            settings = self._settings
+            async for batch in sse_batches(body, self._parse, settings.max_answer_bytes,
+                                           f"The upstream provider '{settings.name}'"):
                 yield batch
             if not (self._done or (self._finished and not self._open)):
                 raise UpstreamStreamTruncated(

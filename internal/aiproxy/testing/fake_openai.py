@@ -76,10 +76,12 @@ class StreamReply:
 
 @dataclass
 class EndlessReply:
-    """A body that never ends: `head`, then filler until the gateway hangs up (a huge error page)."""
+    """A body that never ends: `head`, then filler until the gateway hangs up (a huge error page,
+    or with status 200 an answer or a stream event that never ends)."""
 
     status: int = 500
     head: bytes = b'{"error": {"message": "'
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -217,7 +219,7 @@ class FakeOpenAIUpstream:
             await asyncio.sleep(reply.seconds)
             return web.Response(status=504)
         if isinstance(reply, EndlessReply):
-            response = web.StreamResponse(status=reply.status, headers={"Content-Type": "application/json"})
+            response = web.StreamResponse(status=reply.status, headers={"Content-Type": reply.content_type})
             await response.prepare(request)
             await response.write(reply.head)
             while True:

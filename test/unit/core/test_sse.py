@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from aiproxy.errors import UpstreamBadResponse
 from aiproxy.sse import Comment, EndOfStream, SSEDecoder, sse_batches
 
 OPENAI_STREAM = (
@@ -115,7 +116,7 @@ def test_batches_pass_comments_on_untranslated():
         yield b': OPENROUTER PROCESSING\n\ndata: {"a": 1}\n\n'
 
     async def collect():
-        return [batch async for batch in sse_batches(body(), lambda data: [json.loads(data)])]
+        return [batch async for batch in sse_batches(body(), lambda data: [json.loads(data)], 1 << 20, "Up")]
 
     assert asyncio.run(collect()) == [["OPENROUTER PROCESSING", {"a": 1}]]
 
@@ -151,7 +152,7 @@ def test_multibyte_utf8_split_inside_a_character():
         assert decode([stream[:cut], stream[cut:]]) == ["日本語 🌍"]
 
 
-def _batches(reads: list[bytes], translate) -> tuple[list[list], Exception | None]:
+def _batches(reads: list[bytes], translate, max_event_bytes: int = 1 << 20) -> tuple[list[list], Exception | None]:
     """Run sse_batches over these network reads: the batches it yielded and what it raised."""
 
     async def body():
@@ -161,13 +162,23 @@ def _batches(reads: list[bytes], translate) -> tuple[list[list], Exception | Non
     async def run():
         got = []
         try:
-            async for batch in sse_batches(body(), translate):
+            async for batch in sse_batches(body(), translate, max_event_bytes, "The upstream provider 'p'"):
                 got.append(batch)
         except Exception as exc:  # noqa: BLE001 - returned for the assertion
             return got, exc
         return got, None
 
     return asyncio.run(run())
+
+
+def test_an_event_that_never_ends_is_refused_once_over_the_limit_after_the_events_before_it():
+    reads = [b'data: {"n": 1}\n\ndata: {"n": ', b"2" * 600, b"2" * 600, b"}\n\n"]
+    got, error = _batches(reads, _json_or_end, max_event_bytes=1000)
+    assert got == [[{"n": 1}]]  # the finished event reached the client; reading stopped at the limit
+    assert isinstance(error, UpstreamBadResponse) and error.http_status == 502
+    assert error.message.startswith("The upstream provider 'p' sent an answer larger than the gateway relays (1000 bytes")
+    got, error = _batches(reads, _json_or_end, max_event_bytes=2000)  # the same stream under a larger limit
+    assert error is None and got[-1] == [{"n": int("2" * 1200)}]
 
 
 def _json_or_end(data: str) -> list:
