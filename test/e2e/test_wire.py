@@ -686,3 +686,16 @@ def test_seed_style_quoted_provider_key_and_warn_level(fake, tmp_path):
         response = httpx.post(f"{gw.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})
         assert response.status_code == 200, response.text
         assert fake.received[-1].headers["authorization"] == "Bearer sk-or-v1-quoted-7c1e"
+
+
+@pytest.mark.parametrize("text", ["a\u2028b\u2029c", "form\x0cfeed\x0bvt", "seps\x1c\x1d\x1e\x85end", "nul\x00", "", "two\n\nblank"])
+def test_keepalive_comment_text_is_forwarded_unchanged(gateway, fake, text):
+    """Only a line end splits a comment: characters str.splitlines also breaks at (U+2028, form
+    feed, \\x1c…) stay inside its line, and empty comment lines are kept."""
+    raw = "".join(f":{line}\n" for line in text.split("\n")).encode() + b"\n"
+    fake.push(RawReply(raw + StreamReply(text_chunks(["x"], usage=False)).payload(), content_type="text/event-stream"))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True})
+    assert response.status_code == 200
+    comment = SSEDecoder().feed(response.content)[0]
+    assert type(comment) is Comment and comment == text

@@ -17,5 +17,7 @@ def event(payload: dict) -> bytes:
 
 
 def comment(text: str) -> bytes:
-    """A comment event, one `: ` line per line of `text` (so no text can end it early)."""
-    return b"".join(b": " + line.encode() + b"\n" for line in text.splitlines() or [""]) + b"\n"
+    """A comment event, one `: ` line per line of `text` (so no text can end it early). The decoder
+    joined the upstream's lines with `\\n` and no other character ends an SSE line, so only `\\n`
+    splits: str.splitlines would also break the comment at U+2028, form feeds or \\x1c-\\x1e."""
+    return b"".join(b": " + line.encode() + b"\n" for line in text.split("\n")) + b"\n"
