@@ -44,7 +44,7 @@ class SSEDecoder:
         events = []
         for raw in raws:
             if raw.startswith(b"data: ") and line_end not in raw:
-                events.append(raw[6:].decode("utf-8"))
+                events.append(raw[6:].decode("utf-8", "surrogateescape"))
             else:
                 data = _event_data(raw)
                 if data is not None:
@@ -87,7 +87,9 @@ def _event_data(raw: bytes) -> str | None:
             value = line[1:]
             comment_lines.append(value[1:] if value.startswith(b" ") else value)
     if data_lines:
-        return b"\n".join(data_lines).decode("utf-8")
+        # Bytes that are not UTF-8 become lone surrogates, which the translators' JSON parser
+        # refuses: the upstream's bad event is a 502 (after the events before it), not a crash.
+        return b"\n".join(data_lines).decode("utf-8", "surrogateescape")
     if comment_lines:
         return Comment(b"\n".join(comment_lines).decode("utf-8", "replace"))
     return None

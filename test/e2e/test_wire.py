@@ -699,3 +699,24 @@ def test_keepalive_comment_text_is_forwarded_unchanged(gateway, fake, text):
     assert response.status_code == 200
     comment = SSEDecoder().feed(response.content)[0]
     assert type(comment) is Comment and comment == text
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_stream_event_that_is_not_utf8_is_a_logged_502(gateway, fake, openai_schemas, first):
+    """An upstream event whose bytes are not UTF-8 is a bad upstream answer (502), as one that is not
+    JSON is: before the first event an HTTP 502, later an error frame after what came before it."""
+    chunks = [] if first else text_chunks(["kept"], usage=False)[:2]
+    body = StreamReply([PROCESSING, *chunks]).payload().removesuffix(b"data: [DONE]\n\n") + b"data: {\"x\": \"\xff\xfe\"}\n\n"
+    fake.push(RawReply(body, content_type="text/event-stream"))
+    request_id = f"not-utf8-{first}"
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers={**AUTH, "x-request-id": request_id},
+                          json={"model": "gpt-test", "messages": U, "stream": True})
+    record = gateway.wait_for_record(request_id)
+    assert record["status_code"] == 502 and record["error"]["code"] == "bad_upstream_response"
+    assert response.status_code == 200  # the comment committed it
+    events = SSEDecoder().feed(response.content)
+    assert events[0] == "OPENROUTER PROCESSING" and events[-1] == "[DONE]"
+    error = orjson.loads(events[-2])
+    openai_schemas.validate("ErrorResponse", error)
+    assert error["error"]["code"] == "bad_upstream_response" and "not JSON" in error["error"]["message"]
+    assert [orjson.loads(e)["choices"][0]["delta"].get("content") for e in events[1:-2]] == ([] if first else ["", "kept"])
