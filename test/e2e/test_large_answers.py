@@ -4,13 +4,16 @@ gateway's own 500 (grpc.aio refusing to send them) with a request log record say
 
 from __future__ import annotations
 
+import os
+import zlib
+
 import grpc
 import httpx
 import orjson
 import pytest
 
 from aiproxy.sse import SSEDecoder
-from aiproxy.testing.fake_openai import JSONReply, StreamReply, completion, text_chunks
+from aiproxy.testing.fake_openai import JSONReply, RawReply, StreamReply, completion, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
@@ -56,3 +59,59 @@ def test_stream_chunk_too_large_ends_the_stream_with_an_error_frame(small_gatewa
     record = small_gateway.wait_for_record(response.headers["x-request-id"])
     assert record["status_code"] == 502 and record["error"]["code"] == "bad_upstream_response"
 
+
+
+def _reset_peak_rss(gateway) -> None:
+    with open(f"/proc/{gateway.proc.pid}/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # the peak (VmHWM) starts again from the current RSS
+
+
+def _peak_rss_kib(gateway) -> int:
+    status = open(f"/proc/{gateway.proc.pid}/status").read()
+    return int(status.split("VmHWM:")[1].split()[0])
+
+
+def _gzip(payload_head: bytes, filler: bytes, size: int, wbits: int = 31) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    parts = [compressor.compress(payload_head)]
+    parts += [compressor.compress(filler * (1024 * 1024 // len(filler))) for _ in range(size // (1024 * 1024))]
+    return b"".join(parts) + compressor.flush()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the gateway's peak RSS from /proc")
+@pytest.mark.parametrize("kind", ["json", "stream", "error", "deflate"])
+def test_compressed_answer_is_inflated_only_up_to_the_limit(small_gateway, fake, kind):
+    """A few hundred KiB of gzip that inflate to 400 MiB: the gateway stops at the limit without
+    holding the inflated body (httpx inflated each network read whole, +600 MiB of memory)."""
+    head = {"json": b'{"choices": [{"message": {"content": "', "stream": b'data: {"choices": [{"delta": {"content": "',
+            "error": b'{"error": {"message": "', "deflate": b'{"choices": [{"message": {"content": "'}[kind]
+    body = _gzip(head, b"y", 400 * 1024 * 1024, wbits=15 if kind == "deflate" else 31)
+    assert len(body) < 1024 * 1024
+    encoding = "deflate" if kind == "deflate" else "gzip"
+    fake.push(RawReply(body, status=500 if kind == "error" else 200, headers={"Content-Encoding": encoding},
+                       content_type="text/event-stream" if kind == "stream" else "application/json"))
+    _reset_peak_rss(small_gateway)
+    before = _peak_rss_kib(small_gateway)
+    response = _post(small_gateway, stream=kind == "stream")
+    assert response.status_code == (500 if kind == "error" else 502), response.text[:300]  # an error keeps its status
+    if kind != "error":
+        assert "larger than the gateway relays" in response.json()["error"]["message"]
+    assert _peak_rss_kib(small_gateway) - before < 64 * 1024  # KiB
+
+
+def test_compressed_answer_within_the_limit_is_relayed(small_gateway, fake):
+    answer = completion(content="z" * 500_000)
+    for wbits, encoding in ((31, "gzip"), (15, "deflate"), (-15, "deflate")):
+        compressor = zlib.compressobj(6, zlib.DEFLATED, wbits)
+        fake.push(RawReply(compressor.compress(orjson.dumps(answer)) + compressor.flush(),
+                           headers={"Content-Encoding": encoding}))
+        response = _post(small_gateway)
+        assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "z" * 500_000
+    chunks = text_chunks(["a" * 300_000, "b" * 300_000])
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    fake.push(RawReply(compressor.compress(StreamReply(chunks).payload()) + compressor.flush(),
+                       headers={"Content-Encoding": "gzip"}, content_type="text/event-stream"))
+    events = SSEDecoder().feed(_post(small_gateway, stream=True).content)
+    assert events[-1] == "[DONE]"
+    assert "".join(orjson.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1]
+                   if orjson.loads(e)["choices"]) == "a" * 300_000 + "b" * 300_000

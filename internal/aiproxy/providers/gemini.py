@@ -24,7 +24,13 @@ from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardabl
 from aiproxy.providers.gemini_errors import gemini_error, parse_error_body
 from aiproxy.providers.gemini_response import StreamTranslator, to_openai_response
 from aiproxy.providers.gemini_translate import gemini_model_id, to_gemini_request
-from aiproxy.providers.http import fetch_object, make_http_client, send_streaming, transport_error
+from aiproxy.providers.http import (
+    decoded_body,
+    fetch_object,
+    make_http_client,
+    send_streaming,
+    transport_error,
+)
 from aiproxy.sse import sse_batches
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -116,8 +122,8 @@ class GeminiStream:
 
     async def __aiter__(self) -> AsyncIterator[list[dict]]:
         try:
-            # aiter_bytes, not aiter_raw: Google may gzip the event stream.
-            async for batch in sse_batches(self._response.aiter_bytes(), self._translate, self._max_event_bytes,
+            # Decoded, a bounded piece at a time: Google may gzip the event stream.
+            async for batch in sse_batches(decoded_body(self._response, self._max_event_bytes + 1), self._translate, self._max_event_bytes,
                                            "The Gemini API"):
                 yield batch
             try:

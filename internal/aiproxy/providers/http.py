@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Callable
+import zlib
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import orjson
@@ -117,7 +118,7 @@ MAX_ERROR_BODY_BYTES = 1024 * 1024
 async def _error_body(response: httpx.Response) -> bytes:
     body = b""
     try:
-        async for chunk in response.aiter_bytes():
+        async for chunk in decoded_body(response, MAX_ERROR_BODY_BYTES):
             body += chunk
             if len(body) >= MAX_ERROR_BODY_BYTES:
                 break
@@ -128,10 +129,43 @@ async def _error_body(response: httpx.Response) -> bytes:
     return body[:MAX_ERROR_BODY_BYTES]
 
 
+def _zlib_decompressor(encoding: str, first: bytes):
+    if encoding == "deflate" and first[:1] and (first[0] & 0x0F) != 8:
+        return zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate without the zlib header, as httpx accepts
+    return zlib.decompressobj(zlib.MAX_WBITS | (16 if encoding != "deflate" else 0))
+
+
+async def decoded_body(response: httpx.Response, max_piece: int) -> AsyncIterator[bytes]:
+    """The body with its Content-Encoding undone, as response.aiter_bytes() gives it, but no piece
+    longer than `max_piece`: httpx inflates a whole network read at once, so a few hundred KiB of
+    gzip (a "zip bomb", or a huge answer well compressed) became hundreds of MiB in memory before
+    any size limit could look at it."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        async for chunk in response.aiter_bytes():  # identity, or an encoding httpx decodes itself
+            yield chunk
+        return
+    decompressor = None
+    try:
+        async for raw in response.aiter_raw():
+            if decompressor is None:
+                decompressor = _zlib_decompressor(encoding, raw)
+            data = raw
+            while data and not decompressor.eof:
+                piece = decompressor.decompress(data, max_piece)
+                data = decompressor.unconsumed_tail
+                if piece:
+                    yield piece
+        if decompressor is not None and (rest := decompressor.flush()):
+            yield rest
+    except zlib.error as exc:
+        raise httpx.DecodingError(str(exc), request=response.request) from None
+
+
 async def _whole_body(response: httpx.Response, limit: int) -> bytes | None:
     """The body, or None once it is over `limit` bytes (read no further)."""
     chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in decoded_body(response, limit + 1):
         size += len(chunk)
         if size > limit:
             return None

@@ -27,7 +27,13 @@ from aiproxy.providers.base import (
     system_fingerprint,
     wants_usage,
 )
-from aiproxy.providers.http import fetch_object, make_http_client, send_streaming, transport_error
+from aiproxy.providers.http import (
+    decoded_body,
+    fetch_object,
+    make_http_client,
+    send_streaming,
+    transport_error,
+)
 from aiproxy.sse import EndOfStream, sse_batches
 
 _JSON = {"content-type": "application/json"}
@@ -169,7 +175,8 @@ class _OpenAIStream:
         self.usage = None  # a usage chunk the client did not ask for (OpenRouter always sends one)
 
     async def __aiter__(self) -> AsyncIterator[list[dict]]:
-        body = self._response.aiter_bytes()  # decoded: an upstream may gzip its event stream
+        # decoded (an upstream may gzip its event stream), a bounded piece at a time
+        body = decoded_body(self._response, self._settings.max_answer_bytes + 1)
         try:
             settings = self._settings
             async for batch in sse_batches(body, self._parse, settings.max_answer_bytes,
