@@ -135,16 +135,18 @@ def _zlib_decompressor(encoding: str, first: bytes):
     return zlib.decompressobj(zlib.MAX_WBITS | (16 if encoding != "deflate" else 0))
 
 
-async def decoded_body(response: httpx.Response, max_piece: int) -> AsyncIterator[bytes]:
+def decoded_body(response: httpx.Response, max_piece: int) -> AsyncIterator[bytes]:
     """The body with its Content-Encoding undone, as response.aiter_bytes() gives it, but no piece
     longer than `max_piece`: httpx inflates a whole network read at once, so a few hundred KiB of
     gzip (a "zip bomb", or a huge answer well compressed) became hundreds of MiB in memory before
     any size limit could look at it."""
     encoding = response.headers.get("content-encoding", "").strip().lower()
     if encoding not in ("gzip", "x-gzip", "deflate"):
-        async for chunk in response.aiter_bytes():  # identity, or an encoding httpx decodes itself
-            yield chunk
-        return
+        return response.aiter_bytes()  # identity (no layer added), or an encoding httpx decodes itself
+    return _inflated(response, encoding, max_piece)
+
+
+async def _inflated(response: httpx.Response, encoding: str, max_piece: int) -> AsyncIterator[bytes]:
     decompressor = None
     try:
         async for raw in response.aiter_raw():
