@@ -104,9 +104,10 @@ async def sse_batches(
 ) -> AsyncIterator[list]:
     """For each read of `body`, the translations of the events it completed, as one batch (empty
     batches are skipped); a `Comment` is passed on as it is. An event still unfinished after
-    `max_event_bytes` is UpstreamBadResponse naming `source`: no endless event fills memory. Ends at the end of the body or when `translate` raises EndOfStream; any
-    other exception is raised after the batch of the events before it, so an answer cut short by an
-    error event still reaches the client up to that event."""
+    `max_event_bytes` is UpstreamBadResponse naming `source`: no endless event fills memory. Ends
+    at the end of the body or when `translate` raises EndOfStream; any other exception is raised
+    after the batch of the events before it, so an answer cut short by an error event still
+    reaches the client up to that event."""
     async for events in _event_groups(body, max_event_bytes, source):
         batch, stop = _translate_all(events, translate)
         if batch:

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import httpx
-import orjson
 from loguru import logger
 
 from aiproxy.config import ProviderSettings
@@ -27,6 +26,7 @@ from aiproxy.providers.gemini_translate import gemini_model_id, to_gemini_reques
 from aiproxy.providers.http import (
     decoded_body,
     fetch_object,
+    json_object,
     make_http_client,
     send_streaming,
     transport_error,
@@ -123,8 +123,8 @@ class GeminiStream:
     async def __aiter__(self) -> AsyncIterator[list[dict]]:
         try:
             # Decoded, a bounded piece at a time: Google may gzip the event stream.
-            async for batch in sse_batches(decoded_body(self._response, self._max_event_bytes + 1), self._translate, self._max_event_bytes,
-                                           "The Gemini API"):
+            body = decoded_body(self._response, self._max_event_bytes + 1)
+            async for batch in sse_batches(body, self._translate, self._max_event_bytes, "The Gemini API"):
                 yield batch
             try:
                 batch = self._translator.finish()  # raises when the stream was cut short
@@ -142,12 +142,7 @@ class GeminiStream:
             await self._response.aclose()
 
     def _translate(self, data: str) -> list[dict]:
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamBadResponse("The Gemini API sent a stream event that is not JSON.") from None
-        if not isinstance(event, dict):
-            raise UpstreamBadResponse("The Gemini API sent a stream event that is not an object.")
+        event = json_object(data, "The Gemini API sent a stream event")
         error = event.get("error")
         if isinstance(error, dict):
             code = error.get("code")

@@ -218,13 +218,19 @@ async def fetch_object(
         raise UpstreamBadResponse.too_large(source, limit)
     if not content.strip():
         raise UpstreamBadResponse(f"{source} returned an empty body.")
+    return json_object(content, f"{source} returned a body"), response.headers
+
+
+def json_object(data: bytes | str, what: str) -> dict:
+    """`data` parsed, which must be a JSON object; anything else is a 502 saying `what` (e.g. "The
+    Gemini API sent a stream event") is not one. Answers and stream events alike."""
     try:
-        body = orjson.loads(content)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise UpstreamBadResponse(f"{source} returned a body that is not JSON.") from None
-    if not isinstance(body, dict):
-        raise UpstreamBadResponse(f"{source} returned JSON that is not an object.")
-    return body, response.headers
+        raise UpstreamBadResponse(f"{what} that is not JSON.") from None
+    if not isinstance(value, dict):
+        raise UpstreamBadResponse(f"{what} that is not a JSON object.")
+    return value
 
 
 async def send_streaming(

@@ -30,6 +30,7 @@ from aiproxy.providers.base import (
 from aiproxy.providers.http import (
     decoded_body,
     fetch_object,
+    json_object,
     make_http_client,
     send_streaming,
     transport_error,
@@ -196,12 +197,7 @@ class _OpenAIStream:
         if data.strip() == "[DONE]":
             self._done = True
             raise EndOfStream
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamBadResponse(f"The upstream provider '{self._settings.name}' sent a stream event that is not JSON.") from None
-        if not isinstance(chunk, dict):
-            raise UpstreamBadResponse(f"The upstream provider '{self._settings.name}' sent a stream event that is not an object.")
+        chunk = json_object(data, f"The upstream provider '{self._settings.name}' sent a stream event")
         if chunk.get("error"):
             raise embedded_error(self._settings, chunk, self._response.headers)
         choices = chunk.get("choices")

@@ -131,8 +131,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         """`message`, unless it is too large for one gRPC message (grpc.aio would fail the call with
         the gateway's own 500): an upstream answer the gateway cannot relay."""
         if message.ByteSize() > self._max_bytes:
-            raise UpstreamBadResponse(f"The upstream answer is larger than the gateway relays ({self._max_bytes} "
-                                      "bytes per message; the operator sets it with MAX_BODY_BYTES).")
+            raise UpstreamBadResponse.too_large("The upstream", self._max_bytes)
         return message
 
     async def _stream(self, request, context, write) -> None:
