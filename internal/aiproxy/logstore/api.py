@@ -137,8 +137,7 @@ class LogApi:
         """Partitions that cannot be written are in `problems` and noted in `unreadable` (their
         rows stay in the log files for a later run)."""
         report = ingest(self.store, self.log_dir, since=day_arg(request.since, "since"), to=day_arg(request.to, "to"))
-        for error in report.unreadable.errors.values():
-            unreadable.note(error)
+        unreadable.update(report.unreadable)
         return logs_pb2.IngestResponse(
             files_scanned=report.files_scanned,
             files_ingested=report.files_ingested,

@@ -128,6 +128,11 @@ class Unreadable:
     def note(self, error: PartitionUnreadable) -> None:
         self.errors.setdefault(error.path.absolute(), error)
 
+    def update(self, other: Unreadable) -> None:
+        """Note every partition `other` noted (a sub-operation's, e.g. one ingest worker's)."""
+        for error in other.errors.values():
+            self.note(error)
+
     @contextlib.contextmanager
     def skip(self) -> Iterator[None]:
         """Wrap one partition's work: if the partition cannot be read, the rest of the block is

@@ -71,8 +71,7 @@ class IngestReport:
         for name in ("files_scanned", "files_ingested", "rows_inserted", "rows_skipped", "rows_filtered", "records_corrupt"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.problems.extend(other.problems[: MAX_PROBLEMS - len(self.problems)])
-        for error in other.unreadable.errors.values():
-            self.unreadable.note(error)
+        self.unreadable.update(other.unreadable)
         self.rows_unstored.update(other.rows_unstored)
         if other.first_day and (self.first_day is None or other.first_day < self.first_day):
             self.first_day = other.first_day
