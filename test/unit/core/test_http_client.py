@@ -137,3 +137,23 @@ async def _gzipped() -> tuple:
 
 def test_a_gzipped_upstream_body_is_decoded_read_whole_or_streamed() -> None:
     assert asyncio.run(_gzipped()) == ({"ok": True}, b'{"ok": true}')
+
+
+@pytest.mark.parametrize("extra", [None, {"accept": "text/event-stream"}, {"X-Extra": "1", "authorization": "k"}])
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:9/v1", "https://api.example.com:8443/api/v1"])
+def test_a_provider_request_is_built_as_httpx_builds_it(base_url: str, extra: dict | None) -> None:
+    import httpx
+
+    client = make_http_client(ProviderSettings(name="t", kind="openai", base_url=base_url, read_timeout=7.0),
+                              {"content-type": "application/json", "authorization": "Bearer sk-x"})
+    url = client.build_request("POST", "/chat/completions").url
+    body = b'{"model": "m", "messages": []}'
+    direct = client.build_request("POST", url, content=body, headers=extra)
+    reference = httpx.AsyncClient.build_request(client, "POST", url, content=body, headers=extra)
+    for request in (direct, reference):
+        assert request.read() == body
+    assert (direct.method, direct.url, direct.headers.raw, direct.extensions) == \
+        (reference.method, reference.url, reference.headers.raw, reference.extensions)
+    client.cookies.set("session", "abc")  # cookies (and anything else a provider never sends) take httpx's own way
+    with_cookie = client.build_request("POST", url, content=body)
+    assert with_cookie.headers["cookie"] == "session=abc"
