@@ -22,6 +22,9 @@ from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.logstore.store import Store
 
 LOCK_FILE = ".live-ingest.lock"
+# While a round fails, or a damaged partition holds its day back (each round would read the request
+# logs again from the checkpoint before that day's rows), the pause between rounds doubles up to this.
+MAX_RETRY_S = 300.0
 
 
 def adopt_relative_checkpoints(store: Store) -> int:
@@ -52,6 +55,8 @@ class LiveIngester:
         self.requests_dir = Path(requests_dir).absolute()
         self._lock = None
         self._adopted = False
+        self._problems: list[str] = []  # the last round's, said once while they stay the same
+        self._held_back = False  # the last round left rows of a damaged partition in the logs
 
     def _holds_lock(self) -> bool:
         if self._lock is None:
@@ -72,8 +77,12 @@ class LiveIngester:
             self._adopted = True
         files = sorted(self.requests_dir.glob("*.jsonl")) if self.requests_dir.is_dir() else []
         report = ingest(self.store, self.requests_dir, files=files)
-        if report.problems:
+        held_back = bool(report.unreadable.errors)
+        if report.problems and report.problems != self._problems:
             logger.warning("log store: {} problem records, first: {}", len(report.problems), report.problems[:3])
+        if self._held_back and not held_back:
+            logger.info("log store: the damaged partitions are usable again; the rows held back are stored")
+        self._problems, self._held_back = report.problems, held_back
         return report
 
     def close(self) -> None:
@@ -82,14 +91,18 @@ class LiveIngester:
             self._lock = None
 
     async def run(self, stop_event: asyncio.Event, interval_s: float) -> None:
+        pause = interval_s
         try:
             while not stop_event.is_set():
                 try:
-                    await asyncio.to_thread(self.run_once)
-                except Exception:  # keep serving requests: the next round retries
+                    report = await asyncio.to_thread(self.run_once)
+                    held_back = report is not None and bool(report.unreadable.errors)
+                except Exception:  # keep serving requests: a later round retries
                     logger.exception("log store: live ingest failed")
+                    held_back = True
+                pause = min(max(pause * 2, interval_s), MAX_RETRY_S) if held_back else interval_s
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop_event.wait(), timeout=interval_s)
+                    await asyncio.wait_for(stop_event.wait(), timeout=pause)
         finally:
             self.close()
 

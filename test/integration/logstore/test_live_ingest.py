@@ -196,3 +196,46 @@ def test_a_fragment_left_by_a_killed_process_is_reported_and_ingest_goes_on(tmp_
         live.close()
         logger.remove()
         logging.root.handlers[:], logging.root.level = root_handlers, root_level
+
+
+def test_a_damaged_partition_is_said_once_and_retried_less_often_until_it_is_back(tmp_path, monkeypatch):
+    """Each round would read the request logs again from the checkpoint held before the bad day's
+    rows: the rounds back off (doubling) and the warning is not repeated; once the file is back,
+    the next round stores the rows and says so."""
+    from loguru import logger
+
+    from aiproxy.logstore import partitions, queries
+    from aiproxy.logstore.live import LiveIngester
+    from aiproxy.testing import bundles
+
+    base = tmp_path / "logs" / "db"
+    bundles.filled_store(base, days=3, turns=1)
+    [bad] = [p.path for p in partitions.discover(base) if str(p.first_day) == "2025-09-06"]
+    original = bad.read_bytes()
+    bundles.damage_partition(bad, "not_a_database")
+    late = conversation([("late question", "late answer"), ("and more", "more")], start=bundles.T0 + timedelta(days=1, hours=6))
+    write_jsonl(tmp_path / "logs" / "requests" / "requests-20250906-7.jsonl", late)
+    rounds, said = [], []
+    run_once = LiveIngester.run_once
+    monkeypatch.setattr(LiveIngester, "run_once", lambda self: rounds.append(time.monotonic()) or run_once(self))
+    sink = logger.add(lambda message: said.append(message.record["message"]), level="INFO",
+                      filter=lambda record: record["message"].startswith("log store"))
+    reader = make_store(base)
+
+    async def scenario():
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_live_ingest(_settings(tmp_path, live_interval_s="0.05"), stop))
+        await asyncio.sleep(1.6)
+        assert 3 <= len(rounds) <= 7, rounds  # 0.05, 0.1, 0.2, 0.4, 0.8 s apart; ~30 rounds without backing off
+        assert len([m for m in said if str(bad) in m]) == 1, said
+        bad.write_bytes(original)
+        await _wait_for(lambda: queries.stats(reader)["requests"] == 3 + 2, limit_s=5)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        logger.remove(sink)
+        reader.close()
+    assert said[-1] == "log store: the damaged partitions are usable again; the rows held back are stored"
