@@ -66,9 +66,12 @@ def build(
     out = {}
     for part in store.existing(since, to):
         with skipping(unreadable), store.connected(part.path) as db:
-            if rebuild:
-                drop_fts(db)
-            indexed, skipped = index_missing(db)
+            if rebuild:  # one transaction: rows that cannot be read leave the old index as it was
+                with db.atomic("IMMEDIATE"):
+                    drop_fts(db)
+                    indexed, skipped = index_missing(db)
+            else:  # commits batch by batch: what was indexed stays, a later run does the rest
+                indexed, skipped = index_missing(db)
             out[str(part.path)] = {"indexed": indexed, "skipped": skipped}
     return out
 

@@ -5,6 +5,7 @@ bad day is named in one line, the other days are still read or processed, the ex
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -253,3 +254,26 @@ def test_dialogs_assign_keeps_a_dialog_whose_parent_is_in_the_bad_day(tmp_path, 
         after = db.execute_sql("SELECT request_id, dialog_id, dialog_parent_id FROM requests ORDER BY ts").fetchall()
     store.close()
     assert after[0] == before[0] and after[1][1] is not None
+
+
+def test_fts_rebuild_over_a_damaged_table_keeps_the_index_it_had(tmp_path, capsys):
+    """`fts rebuild` drops and builds in one transaction: when the rows cannot be read (their
+    table's pages damaged, the index intact), the index stays and the file is not changed."""
+    import sqlite3
+
+    base = tmp_path / "db"
+    filled_store(base, days=1, turns=3)
+    [part] = partitions.discover(base)
+    with contextlib.closing(sqlite3.connect(part.path)) as db:
+        [root] = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'requests'").fetchone()
+        [page_size] = db.execute("PRAGMA page_size").fetchone()
+    with part.path.open("r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(b"\xff" * page_size)
+    before = part.path.read_bytes()
+    code = main(["fts", "rebuild", "--db", str(base)])
+    out = capsys.readouterr().out
+    assert code == 1 and f"{part.path} error=" in out
+    assert part.path.read_bytes() == before
+    with contextlib.closing(sqlite3.connect(part.path)) as db:
+        assert db.execute("SELECT count(*) FROM request_text_index WHERE request_text_index MATCH 'sailing'").fetchone()[0] > 0
