@@ -12,6 +12,7 @@ import secrets
 import signal
 import socket
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from aiproxy import __version__
@@ -22,14 +23,26 @@ DOTENV = Path(".env")
 # gRPC's classic I/O (epoll, on the polling thread grpc.aio already runs) instead of its EventEngine,
 # which reads and writes the cell's unix-socket hop on a pool of its own threads and hands every
 # completion across: 5-9 % less CPU per call (docs/benchmarks.md). gRPC's own variable, so an
-# operator's GRPC_EXPERIMENTS wins; it must be in the environment before grpc is imported.
+# operator's GRPC_EXPERIMENTS wins; it must be in the environment before grpc is imported. Only on
+# the grpcio series it was measured on: a later one may have dropped these experiments (gRPC then
+# prints a plain-text error line at start) or changed what they cost.
 GRPC_IO_DEFAULTS = {
     "GRPC_EXPERIMENTS": "-event_engine_client,-event_engine_listener,-event_engine_for_all_other_endpoints",
 }
+GRPC_IO_MEASURED_ON = ("1.85.",)
 # The cyclic GC's young generation: a call allocates thousands of short-lived containers that
 # reference counting frees, yet at Python's 700 a collection ran every few calls to scan whatever
 # was alive in between. At 50,000, 2-4 % less CPU per call (docs/benchmarks.md).
 GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def grpc_io_defaults() -> dict[str, str]:
+    """GRPC_IO_DEFAULTS with the installed grpcio of a series they were measured on, else none."""
+    try:
+        version = metadata.version("grpcio")
+    except metadata.PackageNotFoundError:
+        return {}
+    return GRPC_IO_DEFAULTS if version.startswith(GRPC_IO_MEASURED_ON) else {}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         # which unblock it) instead of killing the process: the stop is graceful from the start.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     os.environ.update(_overrides(args) if args.command == "serve" else {})
-    for name, value in GRPC_IO_DEFAULTS.items():  # before the imports below bring in grpc; workers inherit it
+    for name, value in grpc_io_defaults().items():  # before the imports below bring in grpc; workers inherit it
         os.environ.setdefault(name, value)
     try:
         settings = ensure_client_key(load_settings())
