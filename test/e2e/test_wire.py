@@ -720,3 +720,16 @@ def test_stream_event_that_is_not_utf8_is_a_logged_502(gateway, fake, openai_sch
     openai_schemas.validate("ErrorResponse", error)
     assert error["error"]["code"] == "bad_upstream_response" and "not JSON" in error["error"]["message"]
     assert [orjson.loads(e)["choices"][0]["delta"].get("content") for e in events[1:-2]] == ([] if first else ["", "kept"])
+
+
+def test_a_comment_between_chunks_of_one_read_keeps_its_place(gateway, fake):
+    """Chunks and comments that arrive in one network read leave in the upstream's order (a batch
+    carries its comments ahead of its chunks, so a comment after a chunk starts the next batch)."""
+    chunks = text_chunks(["one", "two"], usage=False)
+    fake.push(StreamReply([chunks[0], chunks[1], PROCESSING, *chunks[2:]]))  # one write
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True}, timeout=10)
+    events = SSEDecoder().feed(response.content)
+    kinds = ["comment" if type(e) is Comment else e if e == "[DONE]" else
+             orjson.loads(e)["choices"][0]["delta"].get("content") for e in events]
+    assert kinds[:4] == ["", "one", "comment", "two"], kinds

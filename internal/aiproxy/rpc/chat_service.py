@@ -54,6 +54,18 @@ def _chunks(part: list) -> list[chat_pb2.ChatCompletionChunk]:
     return [answer_message(item, chat_pb2.ChatCompletionChunk) for item in part if type(item) is not Comment]
 
 
+def _comments_first(part: list) -> list[list]:
+    """The part cut before each comment that follows a chunk: a batch's comments reach the client
+    ahead of its chunks, so each piece keeps the upstream's order."""
+    pieces, start = [], 0
+    for i in range(1, len(part)):
+        if type(part[i]) is Comment and type(part[i - 1]) is not Comment:
+            pieces.append(part[start:i])
+            start = i
+    pieces.append(part[start:])
+    return pieces
+
+
 def _model(model_id: str, provider: str) -> chat_pb2.Model:
     return chat_pb2.Model(id=model_id, object="model", created=MODELS_CREATED, owned_by=provider)
 
@@ -121,9 +133,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
     async def StreamChatCompletionBatches(self, request, context):
         async def write(part: list) -> None:
-            comments = [item for item in part if type(item) is Comment]
-            batch = chat_pb2.ChatCompletionChunkBatch(chunks=_chunks(part), comments=comments)
-            await context.write(self._relayable(batch))
+            for piece in _comments_first(part):
+                comments = [item for item in piece if type(item) is Comment]
+                batch = chat_pb2.ChatCompletionChunkBatch(chunks=_chunks(piece), comments=comments)
+                await context.write(self._relayable(batch))
 
         await self._stream(request, context, write)
 
