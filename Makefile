@@ -8,7 +8,7 @@ PROTO_DIR := api/proto
 PROTO_FILES := $(wildcard $(PROTO_DIR)/aiproxypb/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: help venv proto proto-check run test bench bench-peers bench-logdb lint fmt clean docker-build up down logs bench-bundles
+.PHONY: help venv proto proto-check run test bench bench-peers bench-ab bench-logdb lint fmt clean docker-build up down logs bench-bundles
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench: $(STAMP)  ## gateway vs direct-to-upstream latency/throughput table
 
 bench-peers: $(STAMP)  ## bench plus LiteLLM's proxy in the same table
 	$(PY) test/bench/bench_gateway.py --peers
+
+bench-ab: $(STAMP)  ## paired CPU-per-request A/B: the working tree against REV (default HEAD)
+	$(PY) test/bench/bench_ab.py $(or $(REV),HEAD) $(AB_ARGS)
 
 bench-logdb: $(STAMP)  ## log store ingest/search benchmark
 	$(PY) test/bench/bench_logdb.py
