@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import grpc
 
@@ -54,16 +55,20 @@ def _chunks(part: list) -> list[chat_pb2.ChatCompletionChunk]:
     return [answer_message(item, chat_pb2.ChatCompletionChunk) for item in part if type(item) is not Comment]
 
 
-def _comments_first(part: list) -> list[list]:
-    """The part cut before each comment that follows a chunk: a batch's comments reach the client
-    ahead of its chunks, so each piece keeps the upstream's order."""
-    pieces, start = [], 0
-    for i in range(1, len(part)):
-        if type(part[i]) is Comment and type(part[i - 1]) is not Comment:
-            pieces.append(part[start:i])
-            start = i
-    pieces.append(part[start:])
-    return pieces
+def _batches(part: list) -> Iterator[chat_pb2.ChatCompletionChunkBatch]:
+    """A relayed part as batches in the upstream's order: the facade sends a batch's comments ahead
+    of its chunks, so a comment that follows a chunk starts the next batch."""
+    comments: list[str] = []
+    chunks: list[chat_pb2.ChatCompletionChunk] = []
+    for item in part:
+        if type(item) is not Comment:
+            chunks.append(answer_message(item, chat_pb2.ChatCompletionChunk))
+            continue
+        if chunks:
+            yield chat_pb2.ChatCompletionChunkBatch(chunks=chunks, comments=comments)
+            comments, chunks = [], []
+        comments.append(item)
+    yield chat_pb2.ChatCompletionChunkBatch(chunks=chunks, comments=comments)
 
 
 def _model(model_id: str, provider: str) -> chat_pb2.Model:
@@ -133,9 +138,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
     async def StreamChatCompletionBatches(self, request, context):
         async def write(part: list) -> None:
-            for piece in _comments_first(part):
-                comments = [item for item in piece if type(item) is Comment]
-                batch = chat_pb2.ChatCompletionChunkBatch(chunks=_chunks(piece), comments=comments)
+            for batch in _batches(part):
                 await context.write(self._relayable(batch))
 
         await self._stream(request, context, write)
