@@ -67,6 +67,15 @@ class IngestReport:
         out["rows_per_s"] = round(self.rows_inserted / self.elapsed_s, 1) if self.elapsed_s else 0.0
         return out
 
+    def partition_problems(self) -> list[str]:
+        """One line per partition that could not be written, with the rows it left in the logs."""
+        lines = []
+        for error in self.unreadable.errors.values():
+            unstored = self.rows_unstored.get(error.path)
+            lost = f"; {unstored} rows for {error.days} were not stored and stay in the request logs" if unstored else ""
+            lines.append(f"{error.path}: {error.reason}{lost}: {ADVICE}, then ingest again")
+        return lines
+
     def merge(self, other: IngestReport) -> None:
         for name in ("files_scanned", "files_ingested", "rows_inserted", "rows_skipped", "rows_filtered", "records_corrupt"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -274,9 +283,6 @@ def ingest(
             list(pool.map(run, files))
     if store.settings.grouping_enabled and total.first_day is not None:
         assign_pending(store, since=total.first_day, unreadable=total.unreadable)
-    for error in total.unreadable.errors.values():
-        unstored = total.rows_unstored.get(error.path)
-        lost = f"; {unstored} rows for {error.days} were not stored and stay in the request logs" if unstored else ""
-        total.problems.insert(0, f"{error.path}: {error.reason}{lost}: {ADVICE}, then ingest again")
+    total.problems[:0] = total.partition_problems()
     total.elapsed_s = time.perf_counter() - started
     return total

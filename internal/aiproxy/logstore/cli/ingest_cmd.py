@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"ingest_elapsed_s={summary['elapsed_s']} rows_inserted={report.rows_inserted} rps={summary['rows_per_s']}")
     print(json.dumps(summary, ensure_ascii=False))
-    for line in report.problems[: len(report.unreadable.errors)]:  # the partitions, listed first
+    for line in report.partition_problems():
         print(f"logdb: {line}", file=sys.stderr)
     return EXIT_FAILED if report.unreadable else EXIT_OK
 
