@@ -85,11 +85,11 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
                 method, message, follow = build(request)
             except GatewayError as exc:  # an unreadable key (401, first) or a bad query (400)
                 return error_response(exc)
-            method = getattr(stub_factory(), method)
+            rpc = getattr(stub_factory(), method)
             warnings: list[str] = []
 
             async def call() -> dict:
-                reply = message_to_json(await method(message, metadata=metadata))
+                reply = message_to_json(await rpc(message, metadata=metadata))
                 warnings.extend(w for w in reply.pop("warnings", ()) if w not in warnings)  # once, whatever the pages
                 return reply
 

@@ -95,12 +95,12 @@ class LiveIngester:
         try:
             while not stop_event.is_set():
                 try:
-                    report = await asyncio.to_thread(self.run_once)
-                    held_back = report is not None and bool(report.unreadable.errors)
+                    await asyncio.to_thread(self.run_once)
+                    retry = self._held_back
                 except Exception:  # keep serving requests: a later round retries
                     logger.exception("log store: live ingest failed")
-                    held_back = True
-                pause = min(max(pause * 2, interval_s), MAX_RETRY_S) if held_back else interval_s
+                    retry = True
+                pause = min(max(pause * 2, interval_s), MAX_RETRY_S) if retry else interval_s
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop_event.wait(), timeout=pause)
         finally:
