@@ -39,6 +39,12 @@ def wants_usage(body: dict) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
+def redacted(message: str, api_key: str) -> str:
+    """message without the gateway's provider key: upstreams quote it (Google's "Consumer 'api_key:…' has
+    been suspended", a proxy echoing request headers), and the message reaches clients and logs."""
+    return message.replace(api_key, "[redacted]") if api_key and message else message
+
+
 def forwardable_headers(headers) -> dict[str, str]:
     """The subset of upstream headers that reach the client (rate-limit and retry hints). They travel
     as gRPC metadata, which holds printable ASCII only, and not much of it: a value with a tab or a

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
 import httpx
@@ -51,6 +51,7 @@ class GeminiProvider:
     def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.name
         self._key_env = settings.api_key_env
+        self._api_key = settings.api_key
         self._max_answer_bytes = settings.max_answer_bytes
         # Operators paste either the host or the versioned URL from Google's docs; both work.
         base_url = (settings.base_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1beta")
@@ -77,7 +78,10 @@ class GeminiProvider:
         return model, self._url(model, method), dump_parsed(to_gemini_request(body))
 
     def _error(self, status: int, body: bytes, headers) -> GatewayError:
-        return gemini_error(status, parse_error_body(body), headers, self._key_env)
+        return self._mapped_error(status, parse_error_body(body), headers)
+
+    def _mapped_error(self, status: int, error: dict, headers) -> GatewayError:
+        return gemini_error(status, error, headers, self._key_env, self._api_key)
 
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         model, url, payload = self._prepare(request.body, "generateContent")
@@ -95,7 +99,7 @@ class GeminiProvider:
         http_request = self._client.build_request("POST", url, content=payload, headers={"accept": "text/event-stream"})
         response = await send_streaming(self._client, http_request, self.name, self._error)
         translator = StreamTranslator(model, wants_usage(request.body))
-        return GeminiStream(self.name, self._key_env, response, translator, self._max_answer_bytes)
+        return GeminiStream(self.name, self._mapped_error, response, translator, self._max_answer_bytes)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -106,11 +110,11 @@ class GeminiStream:
     one per upstream read."""
 
     def __init__(
-        self, provider: str, key_env: str, response: httpx.Response, translator: StreamTranslator,
-        max_event_bytes: int,
+        self, provider: str, error: Callable[[int, dict, dict], GatewayError], response: httpx.Response,
+        translator: StreamTranslator, max_event_bytes: int,
     ) -> None:
         self._provider = provider
-        self._key_env = key_env
+        self._error = error  # (status, `error` object, headers) -> the domain error
         self._response = response
         self._translator = translator
         self._max_event_bytes = max_event_bytes
@@ -147,7 +151,7 @@ class GeminiStream:
         if isinstance(error, dict):
             code = error.get("code")
             status = code if isinstance(code, int) and 400 <= code <= 599 else 502
-            raise gemini_error(status, error, {}, self._key_env)
+            raise self._error(status, error, {})
         try:
             return self._translator.feed(event)
         except _UNEXPECTED_SHAPE as exc:  # a plain try: this runs for every event of a stream

@@ -10,7 +10,7 @@ import math
 import orjson
 
 from aiproxy.errors import GatewayError, UpstreamError, UpstreamMisconfigured, error_type_for_http
-from aiproxy.providers.base import forwardable_headers
+from aiproxy.providers.base import forwardable_headers, redacted
 
 _TYPE_PREFIX = "type.googleapis.com/google.rpc."
 # ErrorInfo reasons that mean the gateway's key or project is refused: the operator's to fix.
@@ -36,9 +36,10 @@ def parse_error_body(body: bytes) -> dict:
     return error if isinstance(error, dict) else {}
 
 
-def gemini_error(status: int, error: dict, headers, key_env: str) -> GatewayError:
-    """The domain error for a Gemini HTTP status and its `error` object."""
-    message = error.get("message") if isinstance(error.get("message"), str) else ""
+def gemini_error(status: int, error: dict, headers, key_env: str, api_key: str = "") -> GatewayError:
+    """The domain error for a Gemini HTTP status and its `error` object; `api_key` (the gateway's) is
+    redacted from the message."""
+    message = redacted(error.get("message") if isinstance(error.get("message"), str) else "", api_key)
     details = [d for d in error.get("details") or () if isinstance(d, dict)]
     if status == 401 or _detail_reasons(details) & _KEY_REASONS or (
         status == 403 and any(words in message.lower() for words in _KEY_MESSAGES)

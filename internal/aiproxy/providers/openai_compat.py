@@ -24,6 +24,7 @@ from aiproxy.providers.base import (
     UpstreamRequest,
     UpstreamResponse,
     forwardable_headers,
+    redacted,
     system_fingerprint,
     wants_usage,
 )
@@ -80,8 +81,8 @@ def embedded_error(settings: ProviderSettings, chunk: dict, headers) -> GatewayE
 def _normalised(settings: ProviderSettings, status: int, error: dict, headers) -> GatewayError:
     provider = settings.name
     message = error.get("message") if isinstance(error.get("message"), str) else None
-    if message and settings.api_key:  # an upstream (or a proxy before it) quoting the request's headers
-        message = message.replace(settings.api_key, "[redacted]")
+    if message:
+        message = redacted(message, settings.api_key)
     if status == 401:
         # The provider rejected the gateway's own key: the operator must fix it, not the client.
         hint = f" Check {settings.api_key_env}." if settings.api_key_env else ""

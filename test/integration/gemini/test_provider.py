@@ -421,6 +421,27 @@ async def test_rejected_or_missing_key_is_an_operator_error(fake, gemini_setting
     await provider.aclose()
 
 
+def suspended_key_reply():
+    """Google's real answer for a suspended key quotes the key itself (google/generative-ai-docs#356)."""
+    message = f"Permission denied: Consumer 'api_key:{DEFAULT_KEY}' has been suspended."
+    info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "CONSUMER_SUSPENDED",
+            "metadata": {"containerInfo": f"api_key:{DEFAULT_KEY}"}}
+    return error_reply(403, "PERMISSION_DENIED", message, [info])
+
+
+async def test_an_error_quoting_the_gateways_key_never_repeats_it(fake, provider):
+    fake.enqueue(suspended_key_reply())
+    with pytest.raises(UpstreamMisconfigured) as refused:
+        await provider.complete(req(messages=[user("x")]))
+    fake.enqueue(StreamReply([response([candidate([{"text": "par"}], None)]), suspended_key_reply().body]))
+    stream = await provider.open_stream(req(messages=[user("x")], stream=True))
+    with pytest.raises(UpstreamMisconfigured) as mid_stream:
+        await collect(stream)
+    for error in (refused.value, mid_stream.value):
+        assert DEFAULT_KEY not in error.message
+        assert "Consumer 'api_key:[redacted]' has been suspended" in error.message
+
+
 async def test_base_url_may_carry_the_version_path(fake, gemini_settings):
     provider = GeminiProvider(gemini_settings(fake, base_url=fake.base_url + "/v1beta/"))
     await provider.complete(req(messages=[user("x")]))
