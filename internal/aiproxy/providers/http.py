@@ -118,7 +118,12 @@ def make_http_client(settings: ProviderSettings, headers: dict[str, str] | None 
 
 
 def transport_error(provider: str, exc: httpx.HTTPError) -> GatewayError:
-    """Timeouts -> 504, everything else on the wire (refused, reset, DNS) -> 502."""
+    """A read timeout -> 504; everything else on the wire (refused, reset, DNS, and a connect timeout:
+    no connection, so the request never left the gateway) -> 502."""
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return UpstreamUnreachable(
+            f"The upstream provider '{provider}' is unreachable: no connection opened within the connect timeout."
+        )
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"The upstream provider '{provider}' did not answer in time.")
     return UpstreamUnreachable(f"The upstream provider '{provider}' is unreachable: {type(exc).__name__}.")

@@ -157,3 +157,52 @@ def test_a_provider_request_is_built_as_httpx_builds_it(base_url: str, extra: di
     client.cookies.set("session", "abc")  # cookies (and anything else a provider never sends) take httpx's own way
     with_cookie = client.build_request("POST", url, content=body)
     assert with_cookie.headers["cookie"] == "session=abc"
+
+
+@contextlib.contextmanager
+def _blackholed_port():
+    """A port whose listen backlog is full: the kernel drops further SYNs, so a connect hangs, as it
+    does to a firewalled host."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield port
+    finally:
+        for sock in (*fillers, server):
+            sock.close()
+
+
+async def _call_blackholed(port: int):
+    from aiproxy.errors import GatewayError
+    from aiproxy.providers.base import UpstreamRequest
+    from aiproxy.providers.openai_compat import OpenAICompatibleProvider
+
+    provider = OpenAICompatibleProvider(ProviderSettings(
+        name="t", kind="openai", base_url=f"http://127.0.0.1:{port}/v1", connect_timeout=0.3, read_timeout=30))
+    try:
+        await provider.complete(UpstreamRequest({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "r"))
+    except GatewayError as exc:
+        return exc
+    finally:
+        await provider.aclose()
+
+
+def test_an_upstream_that_accepts_no_connection_is_unreachable_not_slow() -> None:
+    """A connect timeout means the request never left the gateway: that is the unreachable upstream
+    of docs/architecture.md (502 upstream_unreachable), not an upstream that "did not answer in time"
+    (504, which says a call may have run, and been billed)."""
+    with _blackholed_port() as port:
+        error = asyncio.run(asyncio.wait_for(_call_blackholed(port), 10))
+    assert (error.http_status, error.code) == (502, "upstream_unreachable")
+    assert "connect timeout" in error.message
