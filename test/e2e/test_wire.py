@@ -440,6 +440,43 @@ def test_upstream_error_body_shapes_keep_their_message(gateway, fake, openai_sch
     openai_schemas.validate("ErrorResponse", response.json())
     assert (response.json()["error"]["message"], response.json()["error"]["type"]) == (message, error_type)
 
+
+# OpenRouter's answer when the provider behind it failed: a generic message, the provider's own reason
+# in `metadata.raw` (a JSON error body or plain text), the provider in `metadata.provider_name`.
+PROVIDER_ERRORS = [
+    ({"message": "Provider returned error", "code": 400, "metadata": {
+        "raw": orjson.dumps({"error": {"message": "Model supports at most 1 image per prompt.",
+                                       "type": "invalid_request_error"}}).decode(),
+        "provider_name": "Crucible"}}, 400,
+     "Provider returned error (Crucible: Model supports at most 1 image per prompt.)"),
+    ({"message": "Provider returned error", "code": 429, "metadata": {
+        "raw": "z-ai/glm is temporarily rate-limited upstream. Please retry shortly.", "provider_name": "BaseTen"}},
+     429, "Provider returned error (BaseTen: z-ai/glm is temporarily rate-limited upstream. Please retry shortly.)"),
+    ({"message": "Provider returned error", "code": 502, "metadata": {"raw": {"detail": "upstream crashed"}}}, 502,
+     "Provider returned error (upstream crashed)"),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("upstream_error, status, message", PROVIDER_ERRORS, ids=["json-raw", "text-raw", "object-raw"])
+def test_openrouter_provider_error_keeps_the_providers_reason(gateway, fake, openai_schemas, upstream_error, status,
+                                                              message, stream):
+    """"Provider returned error" alone does not tell a bad request from a rate limit: the seed relayed
+    OpenRouter's body verbatim, `metadata.raw` included; the normalised error keeps its reason."""
+    fake.push(JSONReply({"error": upstream_error}, status=status))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": stream})
+    assert response.status_code == status, response.text
+    openai_schemas.validate("ErrorResponse", response.json())
+    assert response.json()["error"]["message"] == message
+
+    fake.push(StreamReply([*text_chunks(["partial"], usage=False)[:2], {"error": upstream_error}], done=False))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True})
+    *_, error, done = _sse_payloads(response.content)
+    assert error["error"]["message"] == message and done == "[DONE]"
+
+
 # 200 answers that are not a chat completion: a 502 the client can act on, and always a record.
 NOT_COMPLETIONS = [
     b'{"id":"x","object":"chat.completion","choices":5}',

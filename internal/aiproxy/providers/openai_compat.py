@@ -78,9 +78,36 @@ def embedded_error(settings: ProviderSettings, chunk: dict, headers) -> GatewayE
     return _normalised(settings, status, error, headers)
 
 
+def _provider_reason(metadata: dict) -> str | None:
+    """OpenRouter's account of the failure behind its generic "Provider returned error": the provider's
+    own error in `metadata.raw` (its message when that is an error body, else the text), after
+    `metadata.provider_name`."""
+    raw = metadata.get("raw")
+    parsed = raw
+    if isinstance(raw, str):
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+    reason = None
+    if isinstance(parsed, dict):
+        inner = _error_object(parsed) or parsed
+        reason = next((inner[k] for k in ("message", "detail") if isinstance(inner.get(k), str) and inner[k]), None)
+    if reason is None and isinstance(raw, str):
+        reason = raw
+    if not reason or not reason.strip():
+        return None
+    provider = metadata.get("provider_name")
+    return f"{provider}: {reason.strip()}" if isinstance(provider, str) and provider else reason.strip()
+
+
 def _normalised(settings: ProviderSettings, status: int, error: dict, headers) -> GatewayError:
     provider = settings.name
     message = error.get("message") if isinstance(error.get("message"), str) else None
+    metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
+    reason = _provider_reason(metadata)
+    if reason and message and reason not in message:
+        message = f"{message} ({reason})"
     if message:
         message = redacted(message, settings.api_key)
     if status == 401:
@@ -88,7 +115,6 @@ def _normalised(settings: ProviderSettings, status: int, error: dict, headers) -
         hint = f" Check {settings.api_key_env}." if settings.api_key_env else ""
         return UpstreamMisconfigured(f"The upstream provider '{provider}' rejected the gateway's API key.{hint}")
     code = error.get("code")
-    metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
     if not isinstance(code, str):  # OpenRouter sends the HTTP status as an integer code
         code = metadata.get("error_type") if isinstance(metadata.get("error_type"), str) else None
     error_type = error.get("type") if isinstance(error.get("type"), str) else error_type_for_http(status)
