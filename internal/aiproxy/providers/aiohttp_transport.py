@@ -6,6 +6,7 @@ HTTP parser. Measured on the gateway's hot path it costs about a fifth of httpco
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import AsyncIterator
 
@@ -20,6 +21,20 @@ def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
     )
 
 
+def _connect_failure(exc: aiohttp.ClientConnectorError) -> str:
+    """Why no connection was made, in words an operator can act on and without the host and port
+    aiohttp puts in its message: this reaches clients and the request log."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(exc.certificate_error, "verify_message", None) or type(exc.certificate_error).__name__
+        return f"its TLS certificate was not accepted ({reason})"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "the TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"its host name did not resolve ({exc.os_error.strerror})"
+    errno = exc.os_error.errno  # the strerror of a refused connect names the address: rebuilt from errno
+    return os.strerror(errno).lower() if isinstance(errno, int) and errno > 0 else type(exc.os_error).__name__
+
+
 def _httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
     """aiohttp's exceptions as the httpx exceptions the providers handle."""
     message = str(exc) or type(exc).__name__
@@ -28,7 +43,7 @@ def _httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportE
     if isinstance(exc, asyncio.TimeoutError):
         return httpx.ReadTimeout(message, request=request)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(message, request=request)
+        return httpx.ConnectError(_connect_failure(exc), request=request)
     if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
         return httpx.RemoteProtocolError(message, request=request)
     return httpx.ReadError(message, request=request)

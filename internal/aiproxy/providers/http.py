@@ -126,6 +126,8 @@ def transport_error(provider: str, exc: httpx.HTTPError) -> GatewayError:
         )
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"The upstream provider '{provider}' did not answer in time.")
+    if isinstance(exc, httpx.ConnectError):  # the transport's words: refused, DNS, TLS certificate
+        return UpstreamUnreachable(f"The upstream provider '{provider}' is unreachable: {exc}.")
     return UpstreamUnreachable(f"The upstream provider '{provider}' is unreachable: {type(exc).__name__}.")
 
 

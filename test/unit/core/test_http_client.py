@@ -183,13 +183,14 @@ def _blackholed_port():
             sock.close()
 
 
-async def _call_blackholed(port: int):
+async def _call_upstream(base_url: str):
+    """The GatewayError a chat call to an OpenAI-compatible upstream at base_url fails with."""
     from aiproxy.errors import GatewayError
     from aiproxy.providers.base import UpstreamRequest
     from aiproxy.providers.openai_compat import OpenAICompatibleProvider
 
     provider = OpenAICompatibleProvider(ProviderSettings(
-        name="t", kind="openai", base_url=f"http://127.0.0.1:{port}/v1", connect_timeout=0.3, read_timeout=30))
+        name="t", kind="openai", base_url=base_url, connect_timeout=0.3, read_timeout=30))
     try:
         await provider.complete(UpstreamRequest({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "r"))
     except GatewayError as exc:
@@ -203,6 +204,52 @@ def test_an_upstream_that_accepts_no_connection_is_unreachable_not_slow() -> Non
     of docs/architecture.md (502 upstream_unreachable), not an upstream that "did not answer in time"
     (504, which says a call may have run, and been billed)."""
     with _blackholed_port() as port:
-        error = asyncio.run(asyncio.wait_for(_call_blackholed(port), 10))
+        error = asyncio.run(asyncio.wait_for(_call_upstream(f"http://127.0.0.1:{port}/v1"), 10))
     assert (error.http_status, error.code) == (502, "upstream_unreachable")
     assert "connect timeout" in error.message
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def _call_untrusted_tls():
+    """A chat call to a TLS server whose certificate no system CA signed."""
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    server = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0, ssl=context)
+    async with server:
+        return await _call_upstream(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+
+
+def test_an_unreachable_upstream_says_why_without_its_address() -> None:
+    """An operator reading "unreachable: ConnectError" cannot tell a refused port from a certificate
+    problem; aiohttp's own message names the host and port, which clients must not see."""
+    port = _closed_port()
+    refused = asyncio.run(asyncio.wait_for(_call_upstream(f"http://127.0.0.1:{port}/v1"), 10))
+    assert refused.message == "The upstream provider 't' is unreachable: connection refused."
+    untrusted = asyncio.run(asyncio.wait_for(_call_untrusted_tls(), 10))
+    assert (untrusted.http_status, untrusted.code) == (502, "upstream_unreachable")
+    assert "is unreachable: its TLS certificate was not accepted (" in untrusted.message
+    for error in (refused, untrusted):
+        assert "127.0.0.1" not in error.message and str(port) not in error.message
+
+
+def test_a_host_name_that_does_not_resolve_is_named_as_such() -> None:
+    import socket
+
+    import aiohttp
+    from aiohttp.client_reqrep import ConnectionKey
+
+    from aiproxy.providers.aiohttp_transport import _connect_failure
+
+    key = ConnectionKey("llm.internal", 443, True, True, None, None, None)
+    failure = aiohttp.ClientConnectorDNSError(key, socket.gaierror(-2, "Name or service not known"))
+    assert _connect_failure(failure) == "its host name did not resolve (Name or service not known)"
