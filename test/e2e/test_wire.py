@@ -672,6 +672,17 @@ def test_choice_finished_with_error_is_an_error(gateway, fake, openai_schemas, c
     openai_schemas.validate("ErrorResponse", response.json())
     assert response.json()["error"]["message"] == message
 
+def test_a_failed_choice_with_the_error_beside_the_choices_keeps_that_error(gateway, fake):
+    """OpenRouter may put the error of a choice that ended with finish_reason "error" at the top level
+    of the answer instead of in the choice: its status and message are the client's answer, not the
+    generic "failed mid-answer" 502."""
+    failed = {"index": 0, "finish_reason": "error", "message": {"role": "assistant", "content": "part"}}
+    fake.push(JSONReply(completion(choices=[failed], error={"code": 429, "message": "Rate limit exceeded"})))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})
+    assert response.status_code == 429, response.text
+    assert response.json()["error"]["message"] == "Rate limit exceeded"
+
+
 @pytest.mark.parametrize("reply", [
     RawReply(b"{not json"),
     RawReply(b""),

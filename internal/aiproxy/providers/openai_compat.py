@@ -165,7 +165,8 @@ class OpenAICompatibleProvider:
             raise UpstreamBadResponse(f"The upstream provider '{self.name}' returned a body without a 'choices' list.")
         failed = next((c for c in body["choices"] if isinstance(c, dict) and c.get("finish_reason") == "error"), None)
         if failed is not None:  # OpenRouter's answer that failed partway: an error, not a finish_reason
-            raise embedded_error(self._settings, failed, headers)
+            # Its error is in the choice, or else beside the choices.
+            raise embedded_error(self._settings, failed if _error_object(failed) else body, headers)
         if self._fingerprints and body.get("system_fingerprint") is None:
             model = body.get("model") if isinstance(body.get("model"), str) else request.body.get("model")
             body["system_fingerprint"] = system_fingerprint(self._settings.kind, str(model))
