@@ -9,6 +9,7 @@ import time
 import uuid
 
 import orjson
+from loguru import logger
 
 from aiproxy.errors import UpstreamStreamTruncated
 from aiproxy.providers.base import system_fingerprint
@@ -98,15 +99,28 @@ def _token_logprob(candidate: dict) -> dict:
     return {"token": token, "logprob": candidate.get("logProbability", 0.0), "bytes": list(token.encode())}
 
 
-def _split_parts(candidate: dict) -> tuple[list[str], list[dict]]:
-    """Visible text (thoughts dropped) and OpenAI tool calls of one candidate."""
-    texts, calls = [], []
+def _image(blob: dict) -> dict | None:
+    """An `inlineData` blob as OpenRouter's image entry (a data URL), or None when it is not an image."""
+    mime = blob.get("mimeType") if isinstance(blob, dict) else None
+    if not isinstance(mime, str) or not mime.startswith("image/") or not isinstance(blob.get("data"), str):
+        logger.debug("gemini: dropping an inlineData part that is not an image ({})", mime)
+        return None
+    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{blob['data']}"}}
+
+
+def _split_parts(candidate: dict) -> tuple[list[str], list[dict], list[dict]]:
+    """Visible text, OpenAI tool calls and images of one candidate; thought parts are dropped."""
+    texts, calls, images = [], [], []
     for part in (candidate.get("content") or {}).get("parts") or ():
         if "functionCall" in part:
             calls.append(_tool_call(part["functionCall"], part.get("thoughtSignature")))
-        elif part.get("text") and not part.get("thought"):
+        elif part.get("thought"):
+            continue
+        elif part.get("text"):
             texts.append(part["text"])
-    return texts, calls
+        elif "inlineData" in part and (image := _image(part["inlineData"])):
+            images.append(image)
+    return texts, calls, images
 
 
 def to_openai_response(data: dict, model: str) -> dict:
@@ -131,7 +145,7 @@ def to_openai_response(data: dict, model: str) -> dict:
 
 
 def _choice(candidate: dict, position: int) -> dict:
-    texts, calls = _split_parts(candidate)
+    texts, calls, images = _split_parts(candidate)
     message: dict = {
         "role": "assistant",
         "content": "".join(texts) if texts or not calls else None,
@@ -139,6 +153,8 @@ def _choice(candidate: dict, position: int) -> dict:
     }
     if calls:
         message["tool_calls"] = calls
+    if images:
+        message["images"] = images
     return {
         "index": candidate.get("index", position),
         "message": message,
@@ -190,9 +206,11 @@ class StreamTranslator:
                 out.append(self._chunk(index, {"role": "assistant", "content": ""}))
             if state.finished:
                 continue
-            texts, calls = _split_parts(candidate)
-            if texts:
-                delta = {"content": "".join(texts)}
+            texts, calls, images = _split_parts(candidate)
+            if texts or images:
+                delta: dict = {"content": "".join(texts)} if texts else {}
+                if images:
+                    delta["images"] = images
                 out.append(self._chunk(index, delta, logprobs=_logprobs(candidate.get("logprobsResult"))))
             for call in calls:
                 out.append(self._chunk(index, {"tool_calls": [{"index": state.tool_calls, **call}]}))

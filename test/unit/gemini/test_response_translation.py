@@ -308,3 +308,62 @@ def test_system_fingerprint_is_the_seeds_stable_across_processes():
     chunks = translator.feed({"candidates": [{"content": {"parts": [{"text": "hi"}]}, "finishReason": "STOP"}]})
     chunks += translator.finish()
     assert {chunk["system_fingerprint"] for chunk in chunks} == {"fp_gemini_723041c7"}
+
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+PNG_URL = f"data:image/png;base64,{PNG}"
+
+
+def image_entry(url):
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_images_become_message_images_in_order_and_text_stays_in_content():
+    data = {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [
+                        {"text": "Here is a banana."},
+                        {"inlineData": {"mimeType": "image/png", "data": PNG}},
+                        {"text": " And a second one:"},
+                        {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/4AAQ"}},
+                    ],
+                },
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": USAGE,
+    }
+    message = to_openai_response(data, "gemini-2.5-flash")["choices"][0]["message"]
+    assert message == {
+        "role": "assistant",
+        "content": "Here is a banana. And a second one:",
+        "refusal": None,
+        "images": [image_entry(PNG_URL), image_entry("data:image/jpeg;base64,/9j/4AAQ")],
+    }
+
+
+def test_an_answer_with_only_images_has_empty_content_and_no_images_key_without_images():
+    only_image = {"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": PNG}}]}, "finishReason": "STOP"}
+    choice = to_openai_response({"candidates": [only_image]}, "gemini-2.5-flash")["choices"][0]
+    assert (choice["message"]["content"], choice["message"]["images"], choice["finish_reason"]) == (
+        "",
+        [image_entry(PNG_URL)],
+        "stop",
+    )
+    text = to_openai_response({"candidates": [{"content": {"parts": [{"text": "x"}]}}]}, "m")
+    assert "images" not in text["choices"][0]["message"]
+
+
+def test_thought_images_and_inline_data_that_is_not_an_image_are_dropped():
+    parts = [
+        {"inlineData": {"mimeType": "image/png", "data": "draft"}, "thought": True},
+        {"inlineData": {"mimeType": "audio/L16;codec=pcm;rate=24000", "data": "AAAA"}},
+        {"inlineData": {"mimeType": "image/webp", "data": "UklG"}},
+    ]
+    message = to_openai_response({"candidates": [{"content": {"parts": parts}}]}, "m")["choices"][0]["message"]
+    assert message["images"] == [image_entry("data:image/webp;base64,UklG")]
+    assert message["content"] == ""

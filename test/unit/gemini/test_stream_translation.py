@@ -235,3 +235,28 @@ def test_streams_started_in_the_same_second_get_different_ids(monkeypatch):
     assert {c["created"] for c in first + second} == {1_757_505_600}
     assert len({c["id"] for c in first}) == len({c["id"] for c in second}) == 1
     assert first[0]["id"] != second[0]["id"]
+
+
+def test_images_stream_as_delta_images_in_the_chunk_where_the_part_arrives():
+    image = {"inlineData": {"mimeType": "image/png", "data": "iVBORw0K"}}
+    chunks = run(
+        [
+            event([{"text": "Here it is:"}]),
+            event([image, {"text": "thinking", "thought": True}]),
+            event([{"text": " Enjoy."}, {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/"}}], "STOP"),
+        ]
+    )
+    assert shape(chunks) == [
+        (0, {"role": "assistant", "content": ""}, None),
+        (0, {"content": "Here it is:"}, None),
+        (0, {"images": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}}]}, None),
+        (
+            0,
+            {
+                "content": " Enjoy.",
+                "images": [{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/"}}],
+            },
+            None,
+        ),
+        (0, {}, "stop"),
+    ]
