@@ -31,7 +31,7 @@ _GENERATION_FIELDS = {
 # Fields this module reads itself; every other key of the body is dropped with a debug log.
 _HANDLED = frozenset(
     {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "stop"}
-    | {"response_format", "tools", "tool_choice", "reasoning_effort"}
+    | {"response_format", "tools", "tool_choice", "reasoning_effort", "modalities"}
     | _GENERATION_FIELDS.keys()
 )
 # reasoning_effort -> thinkingBudget, the budgets Google's own OpenAI endpoint uses (wire-formats §3.7).
@@ -44,6 +44,9 @@ _THINKING_BUDGET = {
     "xhigh": 24576,
     "max": 24576,
 }
+# OpenAI/OpenRouter output modalities -> responseModalities. `audio` is refused (docs/gemini.md):
+# Gemini's audio output comes from separate TTS models as raw PCM, not as OpenAI's message.audio.
+_MODALITIES = {"text": "TEXT", "image": "IMAGE"}
 _TOOL_CHOICE_MODE = {"none": "NONE", "auto": "AUTO", "required": "ANY"}
 _AUDIO_MIME = {"mp3": "audio/mp3", "wav": "audio/wav"}
 
@@ -382,4 +385,26 @@ def _generation_config(body: dict) -> dict:
         if not isinstance(effort, str) or effort not in _THINKING_BUDGET:
             raise InvalidRequest(f"reasoning_effort {effort!r} is not supported.", param="reasoning_effort")
         config["thinkingConfig"] = {"thinkingBudget": _THINKING_BUDGET[effort]}
+    modalities = _response_modalities(body.get("modalities"))
+    if modalities:
+        config["responseModalities"] = modalities
     return config
+
+
+def _response_modalities(modalities) -> list[str]:
+    """`modalities` as Gemini's responseModalities, in order, without repeats; [] sends nothing."""
+    out: list[str] = []
+    for modality in _list_of(modalities, "modalities"):
+        if modality == "audio":
+            raise InvalidRequest(
+                "modalities: 'audio' output is not supported for Gemini models; use 'text' and/or 'image'.",
+                param="modalities",
+            )
+        if not isinstance(modality, str) or modality not in _MODALITIES:
+            raise InvalidRequest(
+                f"modalities: {modality!r} is not a supported output modality ('text', 'image').",
+                param="modalities",
+            )
+        if _MODALITIES[modality] not in out:
+            out.append(_MODALITIES[modality])
+    return out

@@ -95,7 +95,6 @@ def test_unsupported_parameters_are_dropped_and_nulls_ignored():
         temperature=None,
         stream=False,
         stream_options={"include_usage": True},
-        modalities=["text"],
         verbosity="low",
     )
     assert body == {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
@@ -113,6 +112,31 @@ def test_unknown_reasoning_effort_is_a_400():
     with pytest.raises(InvalidRequest) as error:
         translate(messages=[USER_HI], reasoning_effort="extreme")
     assert error.value.param == "reasoning_effort"
+
+
+@pytest.mark.parametrize(
+    ("modalities", "sent"),
+    [(["text", "image"], ["TEXT", "IMAGE"]), (["image"], ["IMAGE"]), (["text"], ["TEXT"]), (["image", "image"], ["IMAGE"])],
+)
+def test_modalities_map_to_response_modalities(modalities, sent):
+    body = translate(messages=[USER_HI], modalities=modalities)
+    assert body["generationConfig"] == {"responseModalities": sent}
+
+
+def test_empty_modalities_send_nothing():
+    assert "generationConfig" not in translate(messages=[USER_HI], modalities=[])
+
+
+@pytest.mark.parametrize(
+    ("modalities", "message"),
+    [(["text", "audio"], "'audio' output is not supported"), (["text", "video"], "'video'"), (["TEXT"], "'TEXT'"),
+     ([1], "1 is not"), ("image", "must be a list")],
+    ids=["audio", "unknown", "upper-case", "not-a-string", "not-a-list"],
+)
+def test_unsupported_modalities_are_a_400_naming_modalities(modalities, message):
+    with pytest.raises(InvalidRequest, match=message) as error:
+        translate(messages=[USER_HI], modalities=modalities)
+    assert error.value.param == "modalities"
 
 
 SCHEMA = {
