@@ -142,6 +142,7 @@ _SCALARS: dict[str, dict[str, str]] = {
     },
     "ThinkingConfig": {"includeThoughts": "bool", "thinkingBudget": "int32"},
 }
+_MODALITIES = frozenset({"MODALITY_UNSPECIFIED", "TEXT", "IMAGE", "AUDIO"})  # GenerationConfig.Modality
 _DATA_FIELDS = (
     "text",
     "inlineData",
@@ -262,6 +263,20 @@ def response(candidates: list[dict], usage: dict | None = None, model: str = "ge
 
 def text_response(text: str, finish: str = "STOP", usage: dict | None = None) -> dict:
     return response([candidate([{"text": text}], finish)], usage or usage_metadata(4, len(text.split())))
+
+
+def image_part(data: bytes, mime: str = "image/png") -> dict:
+    """A generated image as gemini-2.5-flash-image returns it: camelCase inlineData, base64 data."""
+    return {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode()}}
+
+
+def image_response(*images: dict, text: str = "") -> dict:
+    """A nano-banana answer: the optional text part first, then the image parts; usage counts
+    each image as the 1290 IMAGE tokens Gemini bills for a 1024x1024 image."""
+    parts = ([{"text": text}] if text else []) + list(images)
+    usage = usage_metadata(6, len(text.split()) + 1290 * len(images))
+    usage["candidatesTokensDetails"] = [{"modality": "IMAGE", "tokenCount": 1290 * len(images)}]
+    return response([candidate(parts)], usage)
 
 
 def function_call_response(
@@ -420,6 +435,13 @@ def _check_semantics(request: dict, issued_signatures: set[str] | None) -> None:
             "response_mime_type must be application/json when response_json_schema is set.",
             "generation_config.response_mime_type",
         )
+    for position, modality in enumerate(config.get("responseModalities") or []):
+        if modality not in _MODALITIES:
+            raise _invalid(
+                f"Invalid value at 'generation_config.response_modalities[{position}]' (type.googleapis.com/"
+                f"google.ai.generativelanguage.v1beta.GenerationConfig.Modality), {orjson.dumps(modality).decode()}",
+                f"generation_config.response_modalities[{position}]",
+            )
     if len(config.get("stopSequences") or []) > 5:
         raise _invalid(
             "stop_sequences: at most 5 stop sequences are allowed.", "generation_config.stop_sequences"

@@ -11,7 +11,14 @@ import httpx
 import orjson
 import pytest
 
-from aiproxy.testing.fake_gemini import DEFAULT_KEY, REQUEST_MESSAGES, FakeGemini, text_stream
+from aiproxy.testing.fake_gemini import (
+    DEFAULT_KEY,
+    REQUEST_MESSAGES,
+    FakeGemini,
+    image_part,
+    image_response,
+    text_stream,
+)
 
 pytestmark = pytest.mark.anyio
 GENERATE = "/v1beta/models/gemini-2.5-flash:generateContent"
@@ -123,9 +130,15 @@ async def test_snake_case_and_camel_case_are_both_accepted(client, fake):
             {**HI, "generationConfig": {"stopSequences": ["ok", 5]}},
             "Invalid value at 'generation_config.stop_sequences' (TYPE_STRING), [\"ok\",5]",
         ),
+        (
+            {**HI, "generationConfig": {"responseModalities": ["TEXT", "image"]}},
+            "Invalid value at 'generation_config.response_modalities[1]' (type.googleapis.com/"
+            "google.ai.generativelanguage.v1beta.GenerationConfig.Modality), \"image\"",
+        ),
     ],
     ids=["no-contents", "empty-parts", "no-data", "bad-role", "response-count", "schema-without-mime",
-         "int32-out-of-range", "float-not-a-number", "bool-not-a-bool", "stop-not-strings"],
+         "int32-out-of-range", "float-not-a-number", "bool-not-a-bool", "stop-not-strings",
+         "modality-not-an-enum-name"],
 )
 async def test_requests_the_real_api_refuses(client, body, message):
     status, error = await error_of(client, body)
@@ -157,6 +170,17 @@ async def test_stream_without_alt_sse_is_a_json_array(client, fake):
     fake.enqueue(text_stream(["a", "b"]))
     response = await client.post(STREAM, json=HI)
     assert [e["candidates"][0]["content"]["parts"][0]["text"] for e in response.json()] == ["a", "b"]
+
+
+async def test_image_answers_carry_camel_case_inline_data_like_gemini_2_5_flash_image(client, fake):
+    fake.enqueue(image_response(image_part(b"\x89PNG-bytes"), text="Here you go."))
+    body = {**HI, "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}}
+    answer = (await client.post(GENERATE, json=body)).json()
+    assert answer["candidates"][0]["content"]["parts"] == [
+        {"text": "Here you go."},
+        {"inlineData": {"mimeType": "image/png", "data": "iVBORy1ieXRlcw=="}},
+    ]
+    assert answer["usageMetadata"]["candidatesTokensDetails"] == [{"modality": "IMAGE", "tokenCount": 1290}]
 
 
 async def test_unknown_path_is_a_404(client):
