@@ -1,5 +1,5 @@
 """Fold a stream of chat.completion.chunk dicts into the chat.completion it amounts to, for the
-request log (content, tool calls by index, finish reason and usage per choice)."""
+request log (content, tool calls by index, images, finish reason and usage per choice)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ class StreamAssembler:
                 state["content"].append(delta["content"])
             if isinstance(delta.get("refusal"), str):
                 state.setdefault("refusal", []).append(delta["refusal"])
+            images = delta.get("images")  # OpenRouter's generated images, whole in the delta they arrive in
+            if isinstance(images, list):
+                state.setdefault("images", []).extend(image for image in images if isinstance(image, dict))
             calls = delta.get("tool_calls")
             for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict):
@@ -63,6 +66,8 @@ class StreamAssembler:
                 message["refusal"] = "".join(state["refusal"])
             if state["tool_calls"]:
                 message["tool_calls"] = [state["tool_calls"][i] for i in sorted(state["tool_calls"])]
+            if state.get("images"):
+                message["images"] = state["images"]
             choices.append({"index": index, "message": message, "finish_reason": state["finish_reason"]})
         body = {"object": "chat.completion", **self._envelope, "choices": choices}
         usage = self._usage if self._usage is not None else fallback_usage

@@ -114,6 +114,19 @@ def test_refusal_is_assembled():
     assert message["refusal"] == "I can't help." and message["content"] is None
 
 
+def test_images_are_assembled_in_arrival_order():
+    first = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    second = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/"}}
+    body = assemble([
+        chunk([delta(role="assistant", content="Here:")]),
+        chunk([delta(images=[first])]),
+        chunk([delta(content=" done", images=[second, "not an image entry"])]),
+        chunk([delta(finish="stop")]),
+    ])
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Here: done", "images": [first, second]}
+    assert "images" not in assemble([chunk([delta(content="x", images=[])])])["choices"][0]["message"]
+
+
 def test_null_deltas_and_openrouter_extras_are_tolerated():
     body = assemble([
         chunk([{"index": 0, "delta": None, "finish_reason": None, "native_finish_reason": None}], provider="X"),
@@ -155,6 +168,7 @@ CHOICE = st.fixed_dictionaries({}, optional={
     "index": maybe(st.integers(0, 2)),
     "delta": maybe(st.fixed_dictionaries({}, optional={"content": maybe(st.text(max_size=4)),
                                                        "refusal": maybe(st.text(max_size=4)),
+                                                       "images": maybe(st.lists(JSON, max_size=2)),
                                                        "tool_calls": maybe(st.lists(maybe(TOOL_DELTA), max_size=3))})),
     "finish_reason": maybe(st.sampled_from(["stop", "length", "tool_calls"])),
 })
