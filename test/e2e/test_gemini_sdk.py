@@ -19,6 +19,8 @@ from aiproxy.testing.fake_gemini import (
     blocked_prompt,
     candidate,
     function_call_response,
+    image_part,
+    image_response,
     rate_limited,
     response,
     text_response,
@@ -348,3 +350,75 @@ def test_grpc_behaves_the_same(grpc_stub, fake):
         )
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert dict(error.value.trailing_metadata())["retry-after"] == "4"
+
+
+PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+
+
+def image_url_of(entry) -> bytes:
+    """The bytes behind one OpenRouter-style image entry {"type": "image_url", "image_url": {"url": data URL}}."""
+    assert entry["type"] == "image_url"
+    header, _, data = entry["image_url"]["url"].partition(",")
+    assert header == "data:image/png;base64"
+    return base64.b64decode(data)
+
+
+def test_generated_images_arrive_in_message_images(client, fake, gemini_gateway):
+    fake.enqueue(image_response(image_part(PNG_BYTES), text="A banana, as asked."))
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[user("Draw a banana")], modalities=["text", "image"]
+    )
+    message = raw.parse().choices[0].message
+    assert message.content == "A banana, as asked."
+    assert [image_url_of(entry) for entry in message.model_extra["images"]] == [PNG_BYTES]
+    assert fake.requests[0].json["generationConfig"] == {"responseModalities": ["TEXT", "IMAGE"]}
+    record = gemini_gateway.wait_for_record(raw.headers["x-request-id"])
+    assert [image_url_of(e) for e in record["response"]["choices"][0]["message"]["images"]] == [PNG_BYTES]
+
+
+def test_streamed_images_arrive_in_delta_images_and_the_log_keeps_them(client, fake, gemini_gateway):
+    fake.enqueue(
+        StreamReply(
+            [
+                response([candidate([{"text": "Two bananas:"}], finish=None)]),
+                response([candidate([image_part(PNG_BYTES)], finish=None)]),
+                response([candidate([image_part(PNG_BYTES[::-1][:64] + b"2")])]),
+            ]
+        )
+    )
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[user("Draw two bananas")], modalities=["image", "text"], stream=True
+    )
+    chunks = list(raw.parse())
+    images = [entry for c in chunks if c.choices for entry in (c.choices[0].delta.model_extra or {}).get("images", [])]
+    assert [len(image_url_of(entry)) for entry in images] == [len(PNG_BYTES), 65]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Two bananas:"
+    record = gemini_gateway.wait_for_record(raw.headers["x-request-id"])
+    logged = record["response"]["choices"][0]["message"]
+    assert logged["content"] == "Two bananas:"
+    assert [image_url_of(entry) for entry in logged["images"]] == [image_url_of(entry) for entry in images]
+
+
+def test_audio_output_is_refused_naming_modalities(client, fake):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=MODEL, messages=[user("Say hi")], modalities=["text", "audio"])
+    assert (error.value.body["type"], error.value.body["param"]) == ("invalid_request_error", "modalities")
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+def test_grpc_delivers_images_in_extra_json(grpc_stub, fake, stream):
+    fake.enqueue(image_response(image_part(PNG_BYTES)))
+    request = chat_pb2.ChatCompletionRequest(
+        model=MODEL, stream=stream, extra_json=json.dumps({"modalities": ["image"]})
+    )
+    request.messages.add(role="user", content_text="Draw a banana")
+    if stream:
+        chunks = list(grpc_stub.StreamChatCompletion(request, metadata=GRPC_AUTH))
+        extras = [json.loads(c.choices[0].delta.extra_json) for c in chunks if c.choices and c.choices[0].delta.extra_json]
+        images = [entry for extra in extras for entry in extra.get("images", [])]
+    else:
+        reply = grpc_stub.CreateChatCompletion(request, metadata=GRPC_AUTH)
+        images = json.loads(reply.choices[0].message.extra_json)["images"]
+    assert [image_url_of(entry) for entry in images] == [PNG_BYTES]
+    assert fake.requests[0].json["generationConfig"] == {"responseModalities": ["IMAGE"]}
