@@ -1,5 +1,7 @@
 """Incremental FTS, FTS5 syntax, filters, cursors and hostile queries on real partitions."""
 
+import base64
+import json
 import math
 import random
 import sqlite3
@@ -11,6 +13,7 @@ from aiproxy.logstore import fts
 from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.fts_query import to_fts5
 from aiproxy.logstore.ingest import ingest
+from aiproxy.logstore.queries import get_request
 from aiproxy.logstore.search import Rescale, SearchFilters, encode_cursor, ranked_sql, search
 from aiproxy.testing.logrecords import chat_record, make_store, write_jsonl
 
@@ -364,3 +367,24 @@ def test_cjk_runs_are_one_token_and_emoji_are_not_indexed(tmp_path):
     assert found("北京") == ["t0001"] and found("我想*") == found("我想去北京旅游") == ["t0000"]
     assert found("🚀") == [] and found("rocket") == found("launch") == ["t0002"]
     assert found("cafe naive") == ["t0003"]
+
+
+def test_images_are_stored_whole_but_never_indexed_as_text(tmp_path):
+    """A generated image (message.images, OpenRouter's convention) or a sent one (an image_url part)
+    is megabytes of base64: the row keeps it, the FTS index holds only the messages' text."""
+    image = "data:image/png;base64," + base64.b64encode(random.Random(7).randbytes(3 * 1024 * 1024)).decode()
+    sent = [{"role": "user", "content": [{"type": "text", "text": "paint a zebra"},
+                                         {"type": "image_url", "image_url": {"url": image}}]}]
+    record = chat_record(sent, "a striped zebra", ts=T0, provider="gemini")
+    record["response"]["choices"][0]["message"]["images"] = [{"type": "image_url", "image_url": {"url": image}}]
+    write_jsonl(tmp_path / "logs" / "r.jsonl", [record])
+    store = make_store(tmp_path / "db")
+    ingest(store, tmp_path / "logs")
+    with sqlite3.connect(store.existing()[0].path) as conn:
+        indexed = conn.execute("SELECT role, content FROM request_text_index").fetchall()
+    assert sorted(indexed) == [("assistant", "a striped zebra"), ("user", "paint a zebra")]
+    assert len(search(store, "zebra").hits) == 1
+    stored = get_request(store, record["request_id"])
+    answer, request = json.loads(stored["response_json"]), json.loads(stored["request_json"])
+    assert answer["choices"][0]["message"]["images"][0]["image_url"]["url"] == image
+    assert request["messages"][0]["content"][1]["image_url"]["url"] == image
