@@ -26,7 +26,7 @@ def _detail(row: tuple) -> dict[str, Any]:
 
 
 def get_request(store: Store, request_id: str) -> dict[str, Any]:
-    """The full stored request (request and response bodies parsed). Partitions that cannot be
+    """The full stored request (its bodies and error as the stored JSON text). Partitions that cannot be
     read are skipped; an id found in none of the others is then PartitionUnreadable (it may be in
     one of them), not LogNotFound. A request found is whole, so there is nothing to warn about."""
     if not request_id:
