@@ -242,6 +242,20 @@ def test_unknown_paths_and_methods(gateway, openai_schemas):
     openai_schemas.validate("ErrorResponse", wrong.json())
 
 
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("GET", "/v1/chat/completions", {"POST"}),
+    ("DELETE", "/v1/models", {"GET", "HEAD"}),
+    ("POST", "/v1/models/gpt-test", {"GET", "HEAD"}),
+    ("PUT", "/health", {"GET", "HEAD"}),
+])
+def test_wrong_method_is_405_naming_the_allowed_ones(gateway, openai_schemas, method, path, allowed):
+    """RFC 9110 §15.5.6: a 405 must carry `Allow`, which the OpenAI-shaped error body used to drop."""
+    response = httpx.request(method, f"{gateway.root_url}{path}", headers=AUTH)
+    assert response.status_code == 405
+    openai_schemas.validate("ErrorResponse", response.json())
+    assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
+
+
 def test_models_are_public_by_default(gateway):
     assert httpx.get(f"{gateway.base_url}/models").status_code == 200
     assert httpx.get(f"{gateway.base_url}/models", headers={"Authorization": "Bearer bad"}).status_code == 401

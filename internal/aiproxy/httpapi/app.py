@@ -46,7 +46,9 @@ async def errors_middleware(request: web.Request, handler):
             else f"Unknown path {request.path}. This gateway serves the OpenAI API under /v1.",
             405: f"Method {request.method} is not allowed on {request.path}.",
         }.get(exc.status, exc.reason)
-        return json_response(error_body(message, "invalid_request_error", code=code), exc.status)
+        # A 405 must say which methods the path takes (RFC 9110 §15.5.6); aiohttp's exception has it.
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return json_response(error_body(message, "invalid_request_error", code=code), exc.status, headers)
     except Exception:
         logger.exception("unhandled error in HTTP handler", request_id=request[REQUEST_ID_KEY])
         return error_response(InternalError())
