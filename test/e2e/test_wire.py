@@ -211,6 +211,26 @@ def test_malformed_requests_get_openai_errors(gateway, openai_schemas, content, 
     assert record["status_code"] == status
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_body_that_does_not_decompress_is_a_logged_400(gateway, fake, openai_schemas, encoding):
+    """Was: a 500 "internal error" (and an app-log traceback) for a body its Content-Encoding could
+    not decode, and no request log record. Valid compressed bodies are decoded and forwarded."""
+    import gzip
+    import zlib
+
+    body = orjson.dumps({"model": "gpt-test", "messages": U})
+    compress = gzip.compress if encoding == "gzip" else zlib.compress
+    valid = httpx.post(f"{gateway.base_url}/chat/completions", content=compress(body),
+                       headers={**AUTH, "Content-Encoding": encoding, "Content-Type": "application/json"})
+    assert valid.status_code == 200 and fake.received[-1].json["messages"] == U
+    response = httpx.post(f"{gateway.base_url}/chat/completions", content=b"not " + encoding.encode(),
+                          headers={**AUTH, "Content-Encoding": encoding, "Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    openai_schemas.validate("ErrorResponse", response.json())
+    assert encoding in response.json()["error"]["message"]
+    assert gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 400
+
+
 def test_bad_auth_is_logged_and_shaped(gateway, openai_schemas):
     for headers, message in [({}, "Missing Authorization header"),
                              ({"Authorization": "token"}, "Invalid Authorization header format"),

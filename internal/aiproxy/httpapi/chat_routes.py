@@ -47,6 +47,13 @@ async def _read_body(request: web.Request) -> bytes:
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(request) from None
+    except web.RequestPayloadError as exc:  # the client's bytes, not the gateway: a 400, not a 500
+        # The cause is aiohttp's parser error: a body its Content-Encoding cannot decode, broken chunking.
+        reason = getattr(exc.__cause__, "message", None) or "its framing is broken"
+        raise InvalidRequest(
+            f"The request body could not be read ({reason}); send it as its Content-Encoding "
+            "and Transfer-Encoding headers say."
+        ) from None
     except TimeoutError:
         raise RequestTimeout(
             f"The request body did not arrive within {timeout:g} seconds; send it at once "
