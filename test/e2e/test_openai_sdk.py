@@ -74,6 +74,17 @@ def test_usage_chunk_not_asked_for_stays_at_the_gateway(client, fake, gateway):
     record = gateway.wait_for_record(response.headers["x-request-id"])
     assert record["response"]["usage"]["completion_tokens"] == 2  # the request log still has it
 
+def test_usage_asked_for_in_openrouters_way_reaches_the_client(client, fake):
+    """OpenRouter's own switch for the closing usage chunk (and its `cost`) is `usage: {include: true}`;
+    the gateway used to drop the chunk unless `stream_options.include_usage` asked for it too."""
+    fake.push(StreamReply(text_chunks(["Hello", " there"])))
+    stream = client.chat.completions.create(model="gpt-test", stream=True, messages=[{"role": "user", "content": "hi"}],
+                                            extra_body={"usage": {"include": True}})
+    chunks = list(stream)
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 2
+    assert fake.received[0].json["usage"] == {"include": True}
+
+
 def test_openrouter_answers_without_a_fingerprint_get_the_seeds(client, fake):
     """The seed gave every OpenRouter answer and chunk a `system_fingerprint` (`fp_openrouter_` + 8 hex);
     many of OpenRouter's backends send none or null. A real one is kept; other providers are untouched."""

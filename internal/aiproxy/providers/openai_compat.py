@@ -178,10 +178,17 @@ class OpenAICompatibleProvider:
         )
         response = await send_streaming(self._client, http_request, self.name, self._error)
         fingerprint = system_fingerprint(self._settings.kind, str(request.body.get("model"))) if self._fingerprints else None
-        return _OpenAIStream(self._settings, response, wants_usage(request.body), fingerprint)
+        return _OpenAIStream(self._settings, response, _asks_for_usage(request.body), fingerprint)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _asks_for_usage(body: dict) -> bool:
+    """OpenAI's `stream_options.include_usage`, or OpenRouter's own switch, `usage: {include: true}`,
+    which its clients send to get the closing usage chunk (with `cost`)."""
+    usage = body.get("usage")
+    return wants_usage(body) or (isinstance(usage, dict) and usage.get("include") is True)
 
 
 class _OpenAIStream:
