@@ -65,6 +65,7 @@ LOSSLESS_BODIES = [
      "prediction": {"type": "content", "content": "x"}, "web_search_options": {}, "safety_identifier": "s",
      "prompt_cache_key": "k", "audio": {"voice": "alloy", "format": "mp3"}},
     {"messages": U, "max": 2**63 - 1, "neg": -(2**63), "float_exp": 1e-7, "nested": {"list": [1, 1.5, None, True, "x", []]}},
+    {"messages": [{"role": "user", "content": "order 123456789012345678901234567890"}], "seed": 2**64 - 1},
 ]
 
 
@@ -181,6 +182,11 @@ def test_cors_preflight_and_headers(gateway):
         (b"{bad json", 400, None),
         (b"[1, 2]", 400, None),
         (b'"just a string"', 400, None),
+        # Integers beyond 64 bits: orjson reads them as floats, which used to reach the upstream silently.
+        (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "seed": 123456789012345678901234567890}',
+         400, None),
+        (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "v": [-9223372036854775809]}',
+         400, None),
         (b'{"messages": [{"role": "user", "content": "x"}]}', 400, "model"),
         (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', 400, "model"),
         (b'{"model": "gpt-test"}', 400, "messages"),
