@@ -1,7 +1,13 @@
 """Fold a stream of chat.completion.chunk dicts into the chat.completion it amounts to, for the
-request log (content, tool calls by index, images, finish reason and usage per choice)."""
+request log (content, tool calls by index, finish reason and usage per choice; generated images, and
+OpenRouter's reasoning, citations, provider and native finish reason, which its JSON answers carry too)."""
 
 from __future__ import annotations
+
+_ENVELOPE = ("id", "created", "model", "system_fingerprint", "provider")
+_TEXTS = ("refusal", "reasoning")  # delta fields streamed as pieces of one text
+# delta fields streamed as pieces of one list (images: each whole in the delta it arrives in)
+_LISTS = ("reasoning_details", "annotations", "images")
 
 
 class StreamAssembler:
@@ -14,7 +20,7 @@ class StreamAssembler:
 
     def add(self, chunk: dict) -> None:
         if not self._envelope:
-            self._envelope = {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint") if k in chunk}
+            self._envelope = {k: chunk[k] for k in _ENVELOPE if k in chunk}
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._usage = usage
@@ -30,17 +36,20 @@ class StreamAssembler:
                 delta = {}
             if isinstance(delta.get("content"), str):
                 state["content"].append(delta["content"])
-            if isinstance(delta.get("refusal"), str):
-                state.setdefault("refusal", []).append(delta["refusal"])
-            images = delta.get("images")  # OpenRouter's generated images, whole in the delta they arrive in
-            if isinstance(images, list):
-                state.setdefault("images", []).extend(image for image in images if isinstance(image, dict))
+            for key in _TEXTS:  # joined, like content
+                if isinstance(delta.get(key), str):
+                    state.setdefault(key, []).append(delta[key])
+            for key in _LISTS:  # concatenated
+                if isinstance(delta.get(key), list):
+                    state.setdefault(key, []).extend(delta[key])
             calls = delta.get("tool_calls")
             for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict):
                     self._add_tool_call(state["tool_calls"], call)
             if choice.get("finish_reason"):
                 state["finish_reason"] = choice["finish_reason"]
+            if choice.get("native_finish_reason") is not None:
+                state["native_finish_reason"] = choice["native_finish_reason"]
 
     @staticmethod
     def _add_tool_call(calls: dict[int, dict], delta: dict) -> None:
@@ -62,13 +71,14 @@ class StreamAssembler:
         for index in sorted(self._choices):
             state = self._choices[index]
             message: dict = {"role": "assistant", "content": "".join(state["content"]) or None}
-            if "refusal" in state:
-                message["refusal"] = "".join(state["refusal"])
+            message.update((key, "".join(state[key])) for key in _TEXTS if key in state)
+            message.update((key, state[key]) for key in _LISTS if state.get(key))
             if state["tool_calls"]:
                 message["tool_calls"] = [state["tool_calls"][i] for i in sorted(state["tool_calls"])]
-            if state.get("images"):
-                message["images"] = state["images"]
-            choices.append({"index": index, "message": message, "finish_reason": state["finish_reason"]})
+            choice = {"index": index, "message": message, "finish_reason": state["finish_reason"]}
+            if "native_finish_reason" in state:
+                choice["native_finish_reason"] = state["native_finish_reason"]
+            choices.append(choice)
         body = {"object": "chat.completion", **self._envelope, "choices": choices}
         usage = self._usage if self._usage is not None else fallback_usage
         if usage is not None:

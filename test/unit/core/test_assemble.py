@@ -123,7 +123,9 @@ def test_images_are_assembled_in_arrival_order():
         chunk([delta(content=" done", images=[second, "not an image entry"])]),
         chunk([delta(finish="stop")]),
     ])
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Here: done", "images": [first, second]}
+    # The upstream's entries as they came, as the same answer's JSON body would be logged.
+    images = [first, second, "not an image entry"]
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Here: done", "images": images}
     assert "images" not in assemble([chunk([delta(content="x", images=[])])])["choices"][0]["message"]
 
 
@@ -199,3 +201,26 @@ def test_malformed_deltas_are_skipped_but_finish_reason_is_kept():
     (choice,) = body["choices"]
     assert choice["message"]["content"] == "a"
     assert choice["finish_reason"] == "stop"
+
+
+def test_openrouter_reasoning_citations_and_provider_are_kept():
+    """Was: a streamed answer's request log lost what a JSON answer's keeps: OpenRouter's `reasoning`
+    text and `reasoning_details`, `annotations` (web search citations), `provider` and
+    `native_finish_reason`."""
+    citation = {"type": "url_citation", "url_citation": {"url": "https://x", "title": "t", "start_index": 0,
+                                                         "end_index": 2}}
+    body = assemble([
+        chunk([delta(role="assistant", content="", reasoning="Let me ")], provider="OpenAI"),
+        chunk([delta(reasoning="think.", reasoning_details=[{"type": "reasoning.text", "text": "Let me think."}])],
+              provider="OpenAI"),
+        chunk([delta(content="Hi", annotations=[citation])], provider="OpenAI"),
+        chunk([{**delta(finish="stop"), "native_finish_reason": "end_turn"}], provider="OpenAI"),
+    ])
+    assert body["provider"] == "OpenAI"
+    assert body["choices"] == [{
+        "index": 0,
+        "message": {"role": "assistant", "content": "Hi", "reasoning": "Let me think.",
+                    "reasoning_details": [{"type": "reasoning.text", "text": "Let me think."}],
+                    "annotations": [citation]},
+        "finish_reason": "stop", "native_finish_reason": "end_turn",
+    }]
