@@ -166,7 +166,7 @@ def _user_parts(content, position: int) -> list[dict]:
             if part.get("text"):
                 parts.append({"text": part["text"]})
         elif kind == "image_url":
-            parts.append(_image_part(part.get("image_url"), position))
+            parts.append(_image_part(part.get("image_url"), f"messages[{position}]"))
         elif kind == "input_audio":
             parts.append(_audio_part(part.get("input_audio"), position))
         elif kind == "file":
@@ -178,12 +178,13 @@ def _user_parts(content, position: int) -> list[dict]:
     return parts
 
 
-def _image_part(image, position: int) -> dict:
+def _image_part(image, where: str, param: str = "messages") -> dict:
+    """The part for an image_url (user content parts, assistant images); `where` names it in errors."""
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str) or not url:
-        raise InvalidRequest(f"messages[{position}]: image_url.url is missing.", param="messages")
+        raise InvalidRequest(f"{where}: image_url.url is missing.", param=param)
     if url.startswith("data:"):
-        mime, data = _data_url(url, position)
+        mime, data = _data_url(url, where, param)
         return {"inlineData": {"mimeType": mime, "data": data}}
     if url.startswith(("https://", "http://")):
         # Gemini fetches public and signed URLs itself; the gateway never fetches (docs/gemini.md).
@@ -192,18 +193,15 @@ def _image_part(image, position: int) -> dict:
         if mime:
             file_data["mimeType"] = mime
         return {"fileData": file_data}
-    raise InvalidRequest(
-        f"messages[{position}]: image_url must be an http(s) or data: URL.", param="messages"
-    )
+    raise InvalidRequest(f"{where}: image_url must be an http(s) or data: URL.", param=param)
 
 
-def _data_url(url: str, position: int) -> tuple[str, str]:
+def _data_url(url: str, where: str, param: str = "messages") -> tuple[str, str]:
     header, comma, data = url[5:].partition(",")
     params = header.split(";")
     if not comma or "base64" not in params[1:]:
         raise InvalidRequest(
-            f"messages[{position}]: a data: URL must be base64 encoded (data:<mime>;base64,…).",
-            param="messages",
+            f"{where}: a data: URL must be base64 encoded (data:<mime>;base64,…).", param=param
         )
     return params[0] or "application/octet-stream", data
 
@@ -233,14 +231,20 @@ def _file_part(file, position: int) -> dict:
             )
         raise InvalidRequest(f"messages[{position}]: file.file_data is missing.", param="messages")
     if data.startswith("data:"):
-        mime, data = _data_url(data, position)
+        mime, data = _data_url(data, f"messages[{position}]")
     else:  # bare base64, as some clients send: the filename tells the type
         mime = mimetypes.guess_type(file.get("filename") or "")[0] or "application/pdf"
     return {"inlineData": {"mimeType": mime, "data": data}}
 
 
 def _assistant_parts(message: dict, position: int, call_names: dict[str, str]) -> list[dict]:
+    # Text, then generated images, then calls: the order of a Gemini image answer (text first).
     parts = _text_parts(message.get("content"), position)
+    images = _list_of(message.get("images"), f"messages[{position}].images")
+    parts.extend(
+        _assistant_image_part(entry, f"messages[{position}].images[{index}]")
+        for index, entry in enumerate(images)
+    )
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
         raise InvalidRequest(f"messages[{position}].tool_calls must be a list.", param="messages")
@@ -255,6 +259,17 @@ def _assistant_parts(message: dict, position: int, call_names: dict[str, str]) -
         # 400 "missing thought_signature" without this documented bypass value.
         next(p for p in parts if "functionCall" in p)["thoughtSignature"] = SKIP_SIGNATURE
     return parts
+
+
+def _assistant_image_part(entry, where: str) -> dict:
+    """An earlier answer's image (OpenRouter's `message.images` entry, as the gateway returns
+    Gemini's images) back into the model turn, so Gemini sees the image it is asked to edit."""
+    if not isinstance(entry, dict) or entry.get("type") != "image_url":
+        raise InvalidRequest(
+            f'{where} must be an image entry {{"type": "image_url", "image_url": {{"url": …}}}}.',
+            param=where,
+        )
+    return _image_part(entry.get("image_url"), where, where)
 
 
 def _function_call_part(call, position: int) -> dict:

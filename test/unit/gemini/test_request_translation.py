@@ -377,6 +377,63 @@ def test_thought_signature_and_gemini_call_id_survive_the_round_trip_through_the
     ]
 
 
+def image_entry(url):
+    """One `message.images` entry as the gateway (and OpenRouter) returns generated images."""
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_assistant_images_go_back_into_the_model_turn_after_its_text_and_before_its_calls():
+    messages = [
+        {"role": "user", "content": "Draw a cat"},
+        {
+            "role": "assistant",
+            "content": "Here it is.",
+            "images": [image_entry("data:image/png;base64,iVBORw0KGgo="), image_entry("https://cdn.example/cat.webp")],
+            "tool_calls": [tool_call("call_x", "save", "{}")],
+        },
+        {"role": "tool", "tool_call_id": "call_x", "content": "saved"},
+        {"role": "user", "content": "Now make the cat blue"},
+    ]
+    model_turn = translate(messages=messages)["contents"][1]
+    assert model_turn["role"] == "model"
+    assert [next(iter(part)) for part in model_turn["parts"]] == ["text", "inlineData", "fileData", "functionCall"]
+    assert model_turn["parts"][1]["inlineData"] == {"mimeType": "image/png", "data": "iVBORw0KGgo="}
+    assert model_turn["parts"][2]["fileData"] == {"fileUri": "https://cdn.example/cat.webp", "mimeType": "image/webp"}
+
+
+def test_an_assistant_message_with_only_images_is_a_model_turn():
+    messages = [
+        USER_HI,
+        {"role": "assistant", "content": "", "images": [image_entry("data:image/jpeg;base64,/9j/")]},
+        {"role": "user", "content": "Bluer"},
+    ]
+    assert translate(messages=messages)["contents"][1]["parts"][0]["inlineData"] == {
+        "mimeType": "image/jpeg",
+        "data": "/9j/",
+    }
+
+
+@pytest.mark.parametrize(
+    ("images", "param"),
+    [
+        ("data:image/png;base64,AAAA", "messages[1].images"),
+        ([{"image_url": {"url": "data:image/png;base64,AAAA"}}], "messages[1].images[0]"),
+        ([image_entry("data:image/png;base64,AAAA"), "data:image/png;base64,AAAA"], "messages[1].images[1]"),
+        ([{"type": "image_url"}], "messages[1].images[0]"),
+        ([image_entry("data:image/png,raw")], "messages[1].images[0]"),
+        ([image_entry("file:///etc/passwd")], "messages[1].images[0]"),
+    ],
+    ids=["not-a-list", "no-type", "bare-string", "no-url", "not-base64", "file-scheme"],
+)
+def test_malformed_assistant_images_are_a_400_naming_the_entry(images, param):
+    messages = [USER_HI, {"role": "assistant", "content": "ok", "images": images}]
+    with pytest.raises(InvalidRequest) as error:
+        translate(messages=messages)
+    body = error.value.to_body()["error"]
+    assert (error.value.http_status, body["type"], body["param"]) == (400, "invalid_request_error", param)
+    assert param in body["message"]
+
+
 def test_unknown_tool_call_id_is_a_400_naming_it():
     messages = [USER_HI, {"role": "tool", "tool_call_id": "call_nowhere", "content": "x"}]
     with pytest.raises(InvalidRequest, match="call_nowhere") as error:
