@@ -99,13 +99,20 @@ def _token_logprob(candidate: dict) -> dict:
     return {"token": token, "logprob": candidate.get("logProbability", 0.0), "bytes": list(token.encode())}
 
 
-def _image(blob: dict) -> dict | None:
-    """An `inlineData` blob as OpenRouter's image entry (a data URL), or None when it is not an image."""
+def _image(part: dict) -> dict | None:
+    """An `inlineData` part as OpenRouter's image entry (a data URL), or None when it is not an image.
+    Its thoughtSignature rides in the entry as Google's OpenAI endpoint carries signatures
+    (`extra_content.google.thought_signature`), so a replayed image gets it back (docs/gemini.md)."""
+    blob = part["inlineData"]
     mime = blob.get("mimeType") if isinstance(blob, dict) else None
     if not isinstance(mime, str) or not mime.startswith("image/") or not isinstance(blob.get("data"), str):
         logger.debug("gemini: dropping an inlineData part that is not an image ({})", mime)
         return None
-    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{blob['data']}"}}
+    entry: dict = {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{blob['data']}"}}
+    signature = part.get("thoughtSignature")
+    if signature and isinstance(signature, str):
+        entry["extra_content"] = {"google": {"thought_signature": signature}}
+    return entry
 
 
 def _split_parts(candidate: dict) -> tuple[list[str], list[dict], list[dict]]:
@@ -118,7 +125,7 @@ def _split_parts(candidate: dict) -> tuple[list[str], list[dict], list[dict]]:
             continue
         elif part.get("text"):
             texts.append(part["text"])
-        elif "inlineData" in part and (image := _image(part["inlineData"])):
+        elif "inlineData" in part and (image := _image(part)):
             images.append(image)
     return texts, calls, images
 

@@ -269,7 +269,23 @@ def _assistant_image_part(entry, where: str) -> dict:
             f'{where} must be an image entry {{"type": "image_url", "image_url": {{"url": …}}}}.',
             param=where,
         )
-    return _image_part(entry.get("image_url"), where, where)
+    part = _image_part(entry.get("image_url"), where, where)
+    part["thoughtSignature"] = _image_signature(entry, where)
+    return part
+
+
+def _image_signature(entry: dict, where: str) -> str:
+    """The thoughtSignature the gateway put into the entry (`extra_content.google.thought_signature`,
+    docs/gemini.md), else the documented bypass value: Gemini 3 image models refuse a replayed image
+    part without a signature, and an entry another model (or the client) made has none."""
+    extra = entry.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    if signature is None:
+        return SKIP_SIGNATURE
+    if not _is_name(signature):
+        raise InvalidRequest(f"{where}: extra_content.google.thought_signature must be a string.", param=where)
+    return signature
 
 
 def _function_call_part(call, position: int) -> dict:

@@ -401,6 +401,23 @@ def test_assistant_images_go_back_into_the_model_turn_after_its_text_and_before_
     assert model_turn["parts"][2]["fileData"] == {"fileUri": "https://cdn.example/cat.webp", "mimeType": "image/webp"}
 
 
+def test_image_signatures_come_back_from_the_entry_and_unsigned_images_get_the_bypass_value():
+    signed = {**image_entry("data:image/png;base64,AAAA"), "extra_content": {"google": {"thought_signature": "c2ln"}}}
+    messages = [
+        USER_HI,
+        {"role": "assistant", "content": "Two cats.", "images": [signed, image_entry("data:image/png;base64,BBBB")]},
+        {"role": "user", "content": "Make them blue"},
+    ]
+    assert translate(messages=messages)["contents"][1] == {
+        "role": "model",
+        "parts": [
+            {"text": "Two cats."},
+            {"inlineData": {"mimeType": "image/png", "data": "AAAA"}, "thoughtSignature": "c2ln"},
+            {"inlineData": {"mimeType": "image/png", "data": "BBBB"}, "thoughtSignature": SKIP_SIGNATURE},
+        ],
+    }
+
+
 def test_an_assistant_message_with_only_images_is_a_model_turn():
     messages = [
         USER_HI,
@@ -422,8 +439,10 @@ def test_an_assistant_message_with_only_images_is_a_model_turn():
         ([{"type": "image_url"}], "messages[1].images[0]"),
         ([image_entry("data:image/png,raw")], "messages[1].images[0]"),
         ([image_entry("file:///etc/passwd")], "messages[1].images[0]"),
+        ([{**image_entry("data:image/png;base64,AAAA"), "extra_content": {"google": {"thought_signature": 7}}}],
+         "messages[1].images[0]"),
     ],
-    ids=["not-a-list", "no-type", "bare-string", "no-url", "not-base64", "file-scheme"],
+    ids=["not-a-list", "no-type", "bare-string", "no-url", "not-base64", "file-scheme", "signature-not-str"],
 )
 def test_malformed_assistant_images_are_a_400_naming_the_entry(images, param):
     messages = [USER_HI, {"role": "assistant", "content": "ok", "images": images}]

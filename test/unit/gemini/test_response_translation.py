@@ -367,3 +367,18 @@ def test_thought_images_and_inline_data_that_is_not_an_image_are_dropped():
     message = to_openai_response({"candidates": [{"content": {"parts": parts}}]}, "m")["choices"][0]["message"]
     assert message["images"] == [image_entry("data:image/webp;base64,UklG")]
     assert message["content"] == ""
+
+
+def test_an_image_parts_thought_signature_rides_in_its_entry_as_googles_extra_content():
+    """Gemini 3 image models sign their images and refuse an edit that replays one unsigned:
+    the entry keeps the signature where Google's OpenAI endpoint carries signatures."""
+    parts = [
+        {"text": "A cat.", "thoughtSignature": "dGV4dC1zaWc="},
+        {"inlineData": {"mimeType": "image/png", "data": PNG}, "thoughtSignature": "aW1hZ2Utc2ln"},
+        {"inlineData": {"mimeType": "image/png", "data": "AAAA"}},
+    ]
+    message = to_openai_response({"candidates": [{"content": {"parts": parts}}]}, "m")["choices"][0]["message"]
+    assert message["images"] == [
+        {**image_entry(PNG_URL), "extra_content": {"google": {"thought_signature": "aW1hZ2Utc2ln"}}},
+        image_entry("data:image/png;base64,AAAA"),
+    ]

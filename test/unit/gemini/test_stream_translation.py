@@ -260,3 +260,21 @@ def test_images_stream_as_delta_images_in_the_chunk_where_the_part_arrives():
         ),
         (0, {}, "stop"),
     ]
+
+
+def test_a_streamed_images_thought_signature_rides_in_its_delta_entry():
+    signed = {"inlineData": {"mimeType": "image/png", "data": "iVBORw0K"}, "thoughtSignature": "c2ln"}
+    chunks = run([event([{"text": "A cat."}]), event([signed], "STOP")])
+    assert shape(chunks)[2] == (
+        0,
+        {
+            "images": [
+                {
+                    "type": "image_url",
+                    "image_url": {"url": "data:image/png;base64,iVBORw0K"},
+                    "extra_content": {"google": {"thought_signature": "c2ln"}},
+                }
+            ]
+        },
+        None,
+    )
