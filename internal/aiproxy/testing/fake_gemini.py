@@ -10,7 +10,8 @@ It behaves like the real service where our gateway could tell the difference
 * request bodies checked against the v1beta messages: camelCase or snake_case, an unknown field ->
   400 `Invalid JSON payload received. Unknown name …`, empty contents/parts, a part without data,
   unequal functionCall/functionResponse counts, bad base64, and (when `require_thought_signatures`,
-  like Gemini 3) replayed function calls without the signature this server issued;
+  like Gemini 3 and its image models) replayed function calls and model-turn images without the
+  signature this server issued;
 * errors as `{"error":{"code","message","status","details"}}`.
 
 Every request is recorded (`requests`); replies are scripted per test with `enqueue()` and fall
@@ -265,9 +266,13 @@ def text_response(text: str, finish: str = "STOP", usage: dict | None = None) ->
     return response([candidate([{"text": text}], finish)], usage or usage_metadata(4, len(text.split())))
 
 
-def image_part(data: bytes, mime: str = "image/png") -> dict:
-    """A generated image as gemini-2.5-flash-image returns it: camelCase inlineData, base64 data."""
-    return {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode()}}
+def image_part(data: bytes, mime: str = "image/png", thought_signature: str | None = None) -> dict:
+    """A generated image as gemini-2.5-flash-image returns it: camelCase inlineData, base64 data;
+    Gemini 3 image models also sign every image part (`thought_signature`)."""
+    part: dict = {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode()}}
+    if thought_signature:
+        part["thoughtSignature"] = thought_signature
+    return part
 
 
 def image_response(*images: dict, text: str = "") -> dict:
@@ -404,6 +409,8 @@ def _check_semantics(request: dict, issued_signatures: set[str] | None) -> None:
         _check_parts(content.get("parts") or [], f"contents[{i}]")
     if "systemInstruction" in request:
         _check_parts(request["systemInstruction"].get("parts") or [], "system_instruction")
+    if issued_signatures is not None:
+        _check_image_signatures(contents, issued_signatures)
     for i, content in enumerate(contents):
         calls = [p for p in content["parts"] if "functionCall" in p]
         if content.get("role") != "model" or not calls:
@@ -446,6 +453,22 @@ def _check_semantics(request: dict, issued_signatures: set[str] | None) -> None:
         raise _invalid(
             "stop_sequences: at most 5 stop sequences are allowed.", "generation_config.stop_sequences"
         )
+
+
+def _check_image_signatures(contents: list[dict], issued_signatures: set[str]) -> None:
+    """Gemini 3 image models refuse a model turn that replays an image without its signature."""
+    for i, content in enumerate(contents):
+        if content.get("role") != "model":
+            continue
+        for j, part in enumerate(content["parts"]):
+            mime = (part.get("inlineData") or {}).get("mimeType") or ""
+            signature = part.get("thoughtSignature")
+            if mime.startswith("image/") and signature != SKIP_SIGNATURE and signature not in issued_signatures:
+                raise _invalid(
+                    f"Image part is missing a thought_signature in content position {i + 1}, part position "
+                    f"{j + 1}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more "
+                    "details."
+                )
 
 
 def _check_parts(parts: list[dict], path: str) -> None:

@@ -183,6 +183,29 @@ async def test_image_answers_carry_camel_case_inline_data_like_gemini_2_5_flash_
     assert answer["usageMetadata"]["candidatesTokensDetails"] == [{"modality": "IMAGE", "tokenCount": 1290}]
 
 
+async def test_with_required_signatures_a_replayed_image_needs_the_one_issued_like_gemini_3_image_models():
+    async with FakeGemini(require_thought_signatures=True) as fake:
+        async with httpx.AsyncClient(base_url=fake.base_url, headers={"x-goog-api-key": DEFAULT_KEY}) as client:
+            fake.enqueue(image_response(image_part(b"cat", thought_signature="Y2F0LXNpZw==")))
+            signed = (await client.post(GENERATE, json=HI)).json()["candidates"][0]["content"]["parts"][0]
+            assert signed["thoughtSignature"] == "Y2F0LXNpZw=="
+
+            def edit(image):
+                model = {"role": "model", "parts": [{"text": "A cat."}, image]}
+                return {"contents": [*HI["contents"], model, {"role": "user", "parts": [{"text": "Blue"}]}]}
+
+            unsigned = {"inlineData": signed["inlineData"]}
+            status, error = await error_of(client, edit(unsigned))
+            assert (status, error["message"]) == (
+                400,
+                "Image part is missing a thought_signature in content position 2, part position 2. Please refer "
+                "to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.",
+            )
+            for image in (signed, {**unsigned, "thoughtSignature": "skip_thought_signature_validator"}):
+                assert (await client.post(GENERATE, json=edit(image))).status_code == 200
+            assert fake.last_json["contents"][1]["parts"][1] == image  # what it received, for assertions
+
+
 async def test_unknown_path_is_a_404(client):
     response = await client.post("/v1beta/models/x:embedContent", json=HI)
     assert response.status_code == 404
