@@ -399,6 +399,54 @@ def test_streamed_images_arrive_in_delta_images_and_the_log_keeps_them(client, f
     assert [image_url_of(entry) for entry in logged["images"]] == [image_url_of(entry) for entry in images]
 
 
+IMAGE_SIGNATURE = base64.b64encode(b"opaque-gemini-3-image-signature").decode()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_multi_turn_image_editing_sends_the_image_and_its_signature_back(client, fake, stream):
+    """"Now make the cat blue": the assistant message goes back with the images the SDK received,
+    and Gemini (here the fake, strict like Gemini 3 image models) gets them in the model turn."""
+    first = image_response(image_part(PNG_BYTES, thought_signature=IMAGE_SIGNATURE), text="A cat.")
+    fake.enqueue(StreamReply([first]) if stream else first, image_response(image_part(PNG_BYTES[::-1])))
+    messages = [user("Draw a cat")]
+    answer = client.chat.completions.create(model=MODEL, messages=messages, modalities=["text", "image"], stream=stream)
+    if stream:
+        deltas = [c.choices[0].delta.model_extra or {} for c in answer if c.choices]
+        images = [entry for delta in deltas for entry in delta.get("images", [])]
+    else:
+        images = answer.choices[0].message.model_extra["images"]
+    assert [image_url_of(entry) for entry in images] == [PNG_BYTES]
+    messages += [{"role": "assistant", "content": "A cat.", "images": images}, user("Now make the cat blue")]
+    edited = client.chat.completions.create(model=MODEL, messages=messages, modalities=["text", "image"])
+    assert [image_url_of(entry) for entry in edited.choices[0].message.model_extra["images"]] == [PNG_BYTES[::-1]]
+    assert fake.requests[1].json["contents"] == [
+        {"role": "user", "parts": [{"text": "Draw a cat"}]},
+        {
+            "role": "model",
+            "parts": [
+                {"text": "A cat."},
+                {
+                    "inlineData": {"mimeType": "image/png", "data": base64.b64encode(PNG_BYTES).decode()},
+                    "thoughtSignature": IMAGE_SIGNATURE,
+                },
+            ],
+        },
+        {"role": "user", "parts": [{"text": "Now make the cat blue"}]},
+    ]
+
+
+def test_a_malformed_assistant_image_is_a_400_naming_it(client, fake):
+    messages = [
+        user("Draw a cat"),
+        {"role": "assistant", "content": "A cat.", "images": [{"type": "image_url", "image_url": {}}]},
+        user("Bluer"),
+    ]
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=MODEL, messages=messages)
+    assert (error.value.body["type"], error.value.body["param"]) == ("invalid_request_error", "messages[1].images[0]")
+    assert fake.requests == []
+
+
 def test_audio_output_is_refused_naming_modalities(client, fake):
     with pytest.raises(openai.BadRequestError) as error:
         client.chat.completions.create(model=MODEL, messages=[user("Say hi")], modalities=["text", "audio"])
