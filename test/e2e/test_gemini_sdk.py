@@ -470,3 +470,22 @@ def test_grpc_delivers_images_in_extra_json(grpc_stub, fake, stream):
         images = json.loads(reply.choices[0].message.extra_json)["images"]
     assert [image_url_of(entry) for entry in images] == [PNG_BYTES]
     assert fake.requests[0].json["generationConfig"] == {"responseModalities": ["IMAGE"]}
+
+
+def test_grpc_sends_an_assistants_images_back_through_extra_json(grpc_stub, fake):
+    fake.enqueue(image_response(image_part(PNG_BYTES, thought_signature=IMAGE_SIGNATURE)), text_response("Blue now."))
+    request = chat_pb2.ChatCompletionRequest(model=MODEL, extra_json=json.dumps({"modalities": ["image"]}))
+    request.messages.add(role="user", content_text="Draw a cat")
+    reply = grpc_stub.CreateChatCompletion(request, metadata=GRPC_AUTH)
+    request.messages.add(role="assistant", content_text="", extra_json=reply.choices[0].message.extra_json)
+    request.messages.add(role="user", content_text="Now make it blue")
+    assert grpc_stub.CreateChatCompletion(request, metadata=GRPC_AUTH).choices[0].message.content_text == "Blue now."
+    assert fake.requests[1].json["contents"][1] == {
+        "role": "model",
+        "parts": [
+            {
+                "inlineData": {"mimeType": "image/png", "data": base64.b64encode(PNG_BYTES).decode()},
+                "thoughtSignature": IMAGE_SIGNATURE,
+            }
+        ],
+    }
