@@ -93,6 +93,11 @@ def message_limit(max_body_bytes: int) -> int:
     return max_body_bytes + 1024 * 1024
 
 
+MAX_PORT = 65535
+# gRPC takes its message size limit as a C int: MAX_BODY_BYTES plus the 1 MiB around it must fit.
+MAX_BODY_BYTES_LIMIT = 2**31 - 1 - message_limit(0)
+
+
 def parse_key_list(raw: Any) -> tuple[str, ...]:
     """Seed rules for API_KEYS: comma separated, each item stripped of spaces and of one pair of
     matching surrounding quotes; empty items dropped."""
@@ -134,13 +139,16 @@ def as_bool(name: str, value: Any, error: type[ConfigError] = ConfigError) -> bo
     raise error(f"setting {name.upper()}={value!r} is not a boolean (use true or false)")
 
 
-def as_int(name: str, value: Any, minimum: int | None = None, error: type[ConfigError] = ConfigError) -> int:
+def as_int(name: str, value: Any, minimum: int | None = None, error: type[ConfigError] = ConfigError,
+           maximum: int | None = None) -> int:
     try:
         number = int(str(value).strip().replace("_", ""))
     except ValueError:
         raise error(f"setting {name.upper()}={value!r} is not an integer") from None
     if minimum is not None and number < minimum:
         raise error(f"setting {name.upper()}={number} must be at least {minimum}")
+    if maximum is not None and number > maximum:
+        raise error(f"setting {name.upper()}={number} must be at most {maximum}")
     return number
 
 
@@ -270,7 +278,8 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         return raw.get(name, default)
 
     upstream = {str(k).lower(): v for k, v in (get("upstream") or {}).items()}
-    max_body_bytes = as_int("max_body_bytes", get("max_body_bytes", 20 * 1024 * 1024), 1024)
+    max_body_bytes = as_int("max_body_bytes", get("max_body_bytes", 20 * 1024 * 1024), 1024,
+                            maximum=MAX_BODY_BYTES_LIMIT)
     providers = {str(n).lower(): _provider(str(n).lower(), dict(p), upstream, lookup, message_limit(max_body_bytes))
                  for n, p in (get("providers") or {}).items()}
     origins = get("cors_allow_origins", "*")
@@ -294,9 +303,9 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
     logdb = {k.lower()[len("logdb_"):]: v for k, v in raw.as_dict().items() if k.lower().startswith("logdb_")}
     return Settings(
         host=str(get("host", "127.0.0.1")),
-        port=as_int("port", get("port", 8123), 0),
+        port=as_int("port", get("port", 8123), 0, maximum=MAX_PORT),
         grpc_host=str(get("grpc_host", "127.0.0.1")),
-        grpc_port=as_int("grpc_port", get("grpc_port", 50051), 0),
+        grpc_port=as_int("grpc_port", get("grpc_port", 50051), 0, maximum=MAX_PORT),
         workers=as_int("workers", get("workers", 1), 1),
         api_keys=_client_keys("API_KEYS", get("api_keys", "")),
         admin_api_keys=_client_keys("ADMIN_API_KEYS", get("admin_api_keys", "")),

@@ -103,6 +103,10 @@ def test_booleans(load, text, value):
         ({"PORT": "abc"}, "PORT"),
         ({"PORT": "-1"}, "PORT"),
         ({"GRPC_PORT": "5x"}, "GRPC_PORT"),
+        # Out of range: start-up ended in a traceback (bind's OverflowError, gRPC's C int option).
+        ({"PORT": "70000"}, "PORT"),
+        ({"GRPC_PORT": "65536"}, "GRPC_PORT"),
+        ({"MAX_BODY_BYTES": "3000000000"}, "MAX_BODY_BYTES"),
         ({"WORKERS": "0"}, "WORKERS"),
         ({"WORKERS": "two"}, "WORKERS"),
         ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES"),
