@@ -193,6 +193,16 @@ def as_duration(name: str, value: Any) -> timedelta:
     return total
 
 
+def _listen_host(name: str, value: Any) -> str:
+    """A listen address; an empty one would bind every interface (IPv4 and IPv6), serving the
+    network although only HOST=0.0.0.0 is documented to do that."""
+    host = str(value).strip()
+    if not host:
+        raise ConfigError(f"setting {name.upper()} is empty, which would listen on every interface: use 127.0.0.1,"
+                          " or 0.0.0.0 to serve the network")
+    return host
+
+
 def _settings_file(env: dict[str, str]) -> Path:
     explicit = env.get("SETTINGS_FILE")
     candidates = [Path(explicit)] if explicit else [Path("configs/settings.toml"), _REPO_SETTINGS]
@@ -302,9 +312,9 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         raise ConfigError(f"setting EVENT_LOOP={event_loop!r} is not one of auto, uvloop, asyncio")
     logdb = {k.lower()[len("logdb_"):]: v for k, v in raw.as_dict().items() if k.lower().startswith("logdb_")}
     return Settings(
-        host=str(get("host", "127.0.0.1")),
+        host=_listen_host("host", get("host", "127.0.0.1")),
         port=as_int("port", get("port", 8123), 0, maximum=MAX_PORT),
-        grpc_host=str(get("grpc_host", "127.0.0.1")),
+        grpc_host=_listen_host("grpc_host", get("grpc_host", "127.0.0.1")),
         grpc_port=as_int("grpc_port", get("grpc_port", 50051), 0, maximum=MAX_PORT),
         workers=as_int("workers", get("workers", 1), 1),
         api_keys=_client_keys("API_KEYS", get("api_keys", "")),

@@ -107,6 +107,9 @@ def test_booleans(load, text, value):
         ({"PORT": "70000"}, "PORT"),
         ({"GRPC_PORT": "65536"}, "GRPC_PORT"),
         ({"MAX_BODY_BYTES": "3000000000"}, "MAX_BODY_BYTES"),
+        # An empty listen address bound every interface: the gateway served the network unasked.
+        ({"HOST": ""}, "HOST"),
+        ({"GRPC_HOST": " "}, "GRPC_HOST"),
         ({"WORKERS": "0"}, "WORKERS"),
         ({"WORKERS": "two"}, "WORKERS"),
         ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES"),
