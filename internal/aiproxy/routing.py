@@ -35,6 +35,16 @@ class Route:
         return bool(_PATTERN_CHARS & set(self.alias))
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message on one line: what is wrong and where (its first line is only the context,
+    e.g. 'while parsing a flow sequence')."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A YAML loader that refuses duplicate mapping keys instead of silently keeping the last."""
 
@@ -100,9 +110,15 @@ class ModelRouter:
             raise ConfigError(f"model mapping file {path} not found; set CONFIG_PATH")
         try:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
-        mappings = data.get("model_mappings") if isinstance(data, dict) else None
+            raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected 'model_mappings:' at the top, found a {type(data).__name__}")
+        if "model_mappings" not in data and data:  # a misspelt key would leave every model unmapped
+            raise ConfigError(f"{path}: no 'model_mappings:' key (found {', '.join(map(repr, map(str, data)))})")
+        mappings = data.get("model_mappings")
         if mappings is None:
             mappings = {}
         if not isinstance(mappings, dict):

@@ -190,6 +190,28 @@ def test_missing_file_invalid_yaml_and_wrong_shape(tmp_path):
         router_from(tmp_path, "model_mappings:\n  - a\n")
 
 
+def test_invalid_yaml_says_what_is_wrong_and_where(tmp_path):
+    # The first line of PyYAML's message is only its context ("while parsing a flow sequence").
+    with pytest.raises(ConfigError) as info:
+        router_from(tmp_path, 'model_mappings:\n  "mock": "mock:echo"\n  "x": [1, 2\n')
+    message = str(info.value)
+    assert "expected ',' or ']'" in message and "line 4" in message and "\n" not in message
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "config.yml"
+    path.write_bytes(b'model_mappings:\n  "caf\xe9": "mock:echo"\n')  # latin-1: start-up ended in a traceback
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        ModelRouter.from_file(path, PROVIDERS)
+
+
+@pytest.mark.parametrize("text", ["- mock: mock:echo\n", "model_mapping:\n  mock: mock:echo\n", "mock: mock:echo\n"])
+def test_a_file_without_model_mappings_is_a_config_error(tmp_path, text):
+    # It served with no model at all: every request a 404, the typo never named.
+    with pytest.raises(ConfigError, match="model_mappings"):
+        router_from(tmp_path, text)
+
+
 def test_empty_file_maps_nothing(tmp_path):
     router = router_from(tmp_path, "")
     assert router.aliases == ()
