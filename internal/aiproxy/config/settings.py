@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -212,6 +213,27 @@ def _settings_file(env: dict[str, str]) -> Path:
     raise ConfigError(f"settings file not found ({candidates[0]}); set SETTINGS_FILE or run from the project root")
 
 
+def _utf8_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def _check_files(settings_file: Path, dotenv: Path | None) -> None:
+    """The settings file must be TOML and both files readable UTF-8: Dynaconf and dotenv would
+    otherwise end start-up in a traceback (TOMLDecodeError, UnicodeDecodeError) instead of one
+    line naming the file."""
+    try:
+        tomllib.loads(_utf8_text(settings_file))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{settings_file}: invalid TOML: {exc}") from None
+    if dotenv is not None and dotenv.is_file():
+        _utf8_text(dotenv)
+
+
 _LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 _SECRETS = frozenset({"API_KEYS", "ADMIN_API_KEYS", "KEY_HASH_SECRET"})
 
@@ -271,6 +293,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
     env = dict(os.environ if env is None else env)
     path = _settings_file(env)
     dotenv = Path(dotenv_path) if dotenv_path else None
+    _check_files(path, dotenv)
     dotenv_vars = {k: v for k, v in dotenv_values(dotenv).items() if v is not None} if dotenv and dotenv.is_file() else {}
     if process_env:  # as python-dotenv's load_dotenv: .env fills the process environment, never overrides it
         for key, value in dotenv_vars.items():

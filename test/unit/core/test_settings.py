@@ -219,6 +219,23 @@ def test_tls_needs_both_cert_and_key(load, tmp_path):
     assert tls.enabled and (tls.cert_file, tls.key_file, tls.hsts_max_age) == ("/c.pem", "/k.pem", 0)
 
 
+@pytest.mark.parametrize("text,problem", [(b"[default]\nport = \n", "invalid TOML"),
+                                          (b"[default]\ntitle = 'caf\xe9'\n", "not UTF-8")])
+def test_a_broken_settings_file_is_a_config_error_naming_it(tmp_path, text, problem):
+    # Start-up ended in a traceback (Dynaconf's TOMLDecodeError, a UnicodeDecodeError).
+    broken = tmp_path / "settings.toml"
+    broken.write_bytes(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"SETTINGS_FILE": str(broken)}, dotenv_path=None)
+    assert str(broken) in str(info.value) and problem in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_dotenv_that_is_not_utf8_is_a_config_error_naming_it(load, tmp_path):
+    (tmp_path / ".env").write_bytes(b"PORT=9000\nTITLE=caf\xe9\n")  # latin-1
+    with pytest.raises(ConfigError, match=r"\.env: not UTF-8"):
+        load()
+
+
 def test_missing_settings_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="SETTINGS_FILE"):
         load_settings(env={"SETTINGS_FILE": str(tmp_path / "missing.toml")}, dotenv_path=None)
