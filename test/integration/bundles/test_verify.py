@@ -87,6 +87,21 @@ def test_a_truncated_archive_is_unusable_input(tmp_path, bundle, capsys):
     assert "truncated or corrupt" in capsys.readouterr().err
 
 
+def test_a_corrupt_byte_anywhere_in_the_compressed_stream_is_unusable_input(tmp_path, bundle, capsys):
+    # tarfile's own "r|gz" checks no gzip CRC and reads garbage as the end of the archive: a
+    # bundle damaged in transit was "metadata.json is missing" (exit 1), or even verified.
+    data = bundle.read_bytes()
+    assert data[3] == 0x08  # the gzip header holds a file name (FNAME), which no checksum covers
+    deflated = data.index(b"\0", 10) + 1
+    damaged = tmp_path / "damaged.tgz"
+    for offset in range(deflated, len(data), max(1, len(data) // 40)):
+        damaged.write_bytes(data[:offset] + bytes([data[offset] ^ 0x55]) + data[offset + 1:])
+        with pytest.raises(UnusableInput, match="corrupt"):
+            scan_bundle(damaged)
+    assert main(["bundle", "verify", str(damaged)]) == 2
+    assert "not a readable gzip tar archive" in capsys.readouterr().err
+
+
 def test_a_file_that_is_not_gzip_or_not_there_is_unusable_input(tmp_path, capsys):
     text = tmp_path / "notes.tgz"
     text.write_text("hello")

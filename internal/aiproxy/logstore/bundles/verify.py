@@ -12,6 +12,7 @@ min(256 MiB, 5 % of the disk); nothing of it is written).
 from __future__ import annotations
 
 import errno
+import gzip
 import shutil
 import sqlite3
 import tarfile
@@ -86,7 +87,10 @@ def scan_bundle(
     seen: dict[str, tuple[str, int]] = {}
     raw_metadata: bytes | None = None
     try:
-        with open(path, "rb") as raw, tarfile.open(fileobj=ProgressReader(raw, progress), mode="r|gz") as tar:
+        # gzip.GzipFile, not tarfile's own "r|gz": it checks the stream's CRC and length, and a
+        # corrupt stream whose garbage tarfile reads as the end of the archive is then named as such.
+        with (open(path, "rb") as raw, gzip.GzipFile(fileobj=ProgressReader(raw, progress), mode="rb") as unzipped,
+              tarfile.open(fileobj=unzipped, mode="r|") as tar):
             for member in tar:
                 name = member.name
                 if member.isdir() and not unsafe_reason(name.rstrip("/") + "/"):
@@ -119,6 +123,8 @@ def scan_bundle(
                     report.staged[name] = target_path
                 else:
                     seen[name] = copy_hashing(stream, None)
+            while unzipped.read(1 << 20):  # to the end of the gzip stream, where its checksum is
+                pass
     except FileNotFoundError:
         raise UnusableInput(f"{label}: no such file") from None
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
