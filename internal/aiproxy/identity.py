@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 
 
-def _read_or_create(path: Path, make: callable) -> str | None:
-    """Read a one-line file, creating it when missing or empty; None if unwritable.
+def _read_or_create(path: Path, make: callable) -> str:
+    """Read a one-line file, creating it when missing or empty; OSError if that cannot be done.
 
     The value is written to a temporary file first and then hard-linked into place, so no
     reader (another worker) ever sees a half-written file, and of two creators one wins."""
@@ -23,8 +23,6 @@ def _read_or_create(path: Path, make: callable) -> str | None:
             return value
     except FileNotFoundError:
         pass
-    except OSError:
-        return None
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,8 +40,6 @@ def _read_or_create(path: Path, make: callable) -> str | None:
         except OSError:  # a filesystem without hard links
             os.replace(tmp, path)
         return value
-    except OSError:
-        return None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -54,9 +50,8 @@ def resolve_server_id(db_dir: str | Path, explicit: str = "", env_name: str = ""
     UUID5 of the host and `env_name` (LOGDB_ENV)."""
     if explicit.strip():
         return explicit.strip()
-    value = _read_or_create(Path(db_dir) / ".server_id", lambda: str(uuid.uuid4()))
-    if value:
-        return value
+    with contextlib.suppress(OSError):
+        return _read_or_create(Path(db_dir) / ".server_id", lambda: str(uuid.uuid4()))
     return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"ai-proxy|{socket.gethostname()}|{env_name or 'dev'}"))
 
 
@@ -67,9 +62,11 @@ class KeyHasher:
 
     def __init__(self, secret: str, log_dir: str | Path) -> None:
         if not secret:
-            secret = _read_or_create(Path(log_dir) / ".key_hash_secret", lambda: secrets.token_hex(32)) or ""
-        if not secret:
-            raise RuntimeError(f"cannot create {Path(log_dir) / '.key_hash_secret'}; set KEY_HASH_SECRET")
+            try:
+                secret = _read_or_create(Path(log_dir) / ".key_hash_secret", lambda: secrets.token_hex(32))
+            except OSError as exc:  # the same words as the log files' check, which comes after this one
+                raise RuntimeError(f"LOG_DIR={log_dir} cannot be written ({exc.filename}: {exc.strerror}): set LOG_DIR"
+                                   " to a writable directory, or set KEY_HASH_SECRET") from None
         self._secret = secret.encode()
         self._cache: dict[str, str] = {}
 

@@ -76,8 +76,12 @@ def test_log_dir_is_created_when_missing(tmp_path):
 def test_unwritable_log_dir_without_secret_is_an_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(RuntimeError, match="KEY_HASH_SECRET"):
+    with pytest.raises(RuntimeError) as info:
         KeyHasher("", blocker / "logs")
+    # README: the line names LOG_DIR and the OS error (it said only "set KEY_HASH_SECRET", which
+    # then led to LOG_DIR's own error).
+    message = str(info.value)
+    assert f"LOG_DIR={blocker / 'logs'}" in message and "Not a directory" in message and "KEY_HASH_SECRET" in message
 
 
 # --- resolve_server_id ------------------------------------------------------------------------
