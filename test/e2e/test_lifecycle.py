@@ -288,6 +288,21 @@ def test_unwritable_log_dir_stops_startup_with_one_line(tmp_path, workers, block
     assert "Traceback" not in result.stderr
 
 
+def test_an_unwritable_logdb_dir_with_live_ingest_stops_startup_with_one_line(tmp_path):
+    """It started and served, its live ingest logging a failed round with a traceback on and on."""
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    gateway = GatewayProcess(tmp_path, env={"LOGDB_ENABLED": "true", "LOGDB_DIR": str(in_the_way / "db")})
+    try:
+        result = subprocess.run([*COMMAND, "serve"], cwd=tmp_path, env=gateway.env, capture_output=True, text=True,
+                                timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the gateway started with a LOGDB_DIR it cannot write")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("aiproxy: configuration error: LOGDB_DIR=") and "Not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_log_level_never_changes_the_log_format(upstream, tmp_path):
     with GatewayProcess(tmp_path, upstream_url=upstream.base_url, env={"LOG_LEVEL": "ERROR"}) as gateway:
         response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={**BODY, "model": "mock"})

@@ -154,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = ensure_client_key(load_settings())
         from aiproxy.cell import build_gateway, http_ssl_context
+        from aiproxy.logstore.live import check_live_store
+        from aiproxy.logstore.settings import LogStoreSettings
 
         http_ssl_context(settings)  # validate certificates, mappings and providers before any worker starts
         build_gateway(settings)
+        check_live_store(LogStoreSettings.from_mapping(settings.logdb))
         _ensure_free(settings.host, settings.port, "PORT (and HOST)")
         _ensure_free(settings.grpc_host, settings.grpc_port, "GRPC_PORT (0 turns the gRPC listener off)")
         if settings.workers > 1:  # the parent's own JSON app log (no request log: it serves nothing)

@@ -18,7 +18,7 @@ from pathlib import Path
 from loguru import logger
 
 from aiproxy.logstore.ingest import IngestReport, ingest
-from aiproxy.logstore.settings import LogStoreSettings
+from aiproxy.logstore.settings import LogStoreConfigError, LogStoreSettings
 from aiproxy.logstore.store import Store
 
 LOCK_FILE = ".live-ingest.lock"
@@ -105,6 +105,21 @@ class LiveIngester:
                     await asyncio.wait_for(stop_event.wait(), timeout=pause)
         finally:
             self.close()
+
+
+def check_live_store(store_settings: LogStoreSettings) -> None:
+    """With LOGDB_ENABLED, a LOGDB_DIR the live ingest cannot write in is a configuration error at
+    start-up (else the gateway served on and logged a failed round, with a traceback, forever)."""
+    if not store_settings.enabled:
+        return
+    try:
+        store_settings.base.mkdir(parents=True, exist_ok=True)
+        with open(store_settings.base / LOCK_FILE, "a+b"):  # the file run_once locks
+            pass
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise LogStoreConfigError(f"LOGDB_DIR={store_settings.dir} cannot be written ({where}{exc.strerror or exc}):"
+                                  " set LOGDB_DIR to a writable directory, or LOGDB_ENABLED=false") from None
 
 
 async def run_live_ingest(settings, stop_event: asyncio.Event) -> None:
