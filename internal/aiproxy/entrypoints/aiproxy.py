@@ -48,7 +48,7 @@ def grpc_io_defaults() -> dict[str, str]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiproxy", description="OpenAI-compatible LLM gateway (REST + gRPC).")
     parser.add_argument("--version", action="version", version=f"aiproxy {__version__}")
-    commands = parser.add_subparsers(dest="command")
+    commands = parser.add_subparsers(dest="command", metavar="{serve}")
     serve = commands.add_parser("serve", help="run the gateway (the default command)",
                                 description="Run the gateway. Flags override settings and environment.")
     serve.add_argument("--host", help="REST listen address (HOST)")
@@ -58,6 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes sharing the ports (WORKERS)")
     serve.add_argument("--config", help="model mapping file (CONFIG_PATH)")
     return parser
+
+
+COMMANDS = ("serve",)
+
+
+def with_default_command(argv: list[str]) -> list[str]:
+    """`serve` is the default command, also with its options alone: `aiproxy --workers 2` was
+    argparse's "invalid choice: '2' (choose from 'serve')"."""
+    if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version")):
+        return argv
+    return ["serve", *argv]
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -143,7 +154,7 @@ def _ensure_free(host: str, port: int, setting: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(with_default_command(sys.argv[1:] if argv is None else argv))
     if args.command == "serve":
         # A stop signal during start-up waits for the handlers (the cell's, or the workers' parent's,
         # which unblock it) instead of killing the process: the stop is graceful from the start.
