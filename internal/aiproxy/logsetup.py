@@ -252,6 +252,12 @@ class _RequestLogFile(_LineFile):
             self._day = (start, start + 86400, path)
         return path
 
+    def _before_write(self, size: int) -> None:
+        # A file deleted while open (`rm logs/requests/*`) would take every record until the next
+        # UTC day with it: one fstat per line notices, and the file is created again.
+        if os.fstat(self._fd).st_nlink == 0:
+            self.open(self._path)
+
     def open(self, path: str) -> None:
         rotating = bool(self._path) and path != self._path
         super().open(path)

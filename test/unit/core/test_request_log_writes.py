@@ -59,6 +59,19 @@ def test_a_fragment_left_by_an_earlier_process_with_the_same_pid_stays_its_own_l
     assert lines == [b'{"schema":"aiproxy.request.v1","request_id":"killed-mid-write","ts":"2026-', record.encode(), b""]
 
 
+def test_records_after_the_file_was_deleted_go_to_a_new_file_of_that_name(tmp_path):
+    # They went on into the deleted file, lost until the next UTC day's file.
+    path = _today_file(tmp_path)
+    before, after = _record("before rm"), _record("after rm")
+    with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
+        write_request_record(before)
+        logger.complete()
+        path.unlink()
+        write_request_record(after)
+        logger.complete()
+    assert path.read_bytes() == after.encode() + b"\n"
+
+
 def test_a_file_that_ends_with_a_newline_gets_no_empty_line(tmp_path):
     path = _today_file(tmp_path)
     path.parent.mkdir(parents=True)
