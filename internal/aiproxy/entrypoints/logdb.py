@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"logdb: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return _GRPC_EXIT.get(exc.code(), EXIT_FAILED)
+    except OSError as exc:  # a directory of the store that cannot be created or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"logdb: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as exc:
         if not is_file_error(exc):
             raise

@@ -116,6 +116,27 @@ def test_a_missing_path_is_a_usage_error_not_an_empty_success(workdir, args):
     assert sorted(p.name for p in workdir.iterdir()) == ["logs"]  # no empty bundle, store or merge file
 
 
+@pytest.mark.parametrize("args", [
+    ("search", "--db", "a-file", "paris"),  # was "no matches", exit 0: an empty store in a file
+    ("stats", "--db", "a-file"),
+    ("ingest", "--from", "logs", "--out", "a-file"),  # was a traceback (FileExistsError)
+    ("bundle", "import", "b.tgz", "--dest", "a-file"),
+])
+def test_a_file_given_as_the_store_directory_is_a_usage_error(workdir, args):
+    (workdir / "a-file").write_text("notes\n")
+    (workdir / "b.tgz").write_bytes(b"")
+    done = logdb(workdir, *args)
+    assert done.returncode == 2 and "a-file: not a log store directory" in done.stderr, done
+    assert "Traceback" not in done.stderr and (workdir / "a-file").read_text() == "notes\n"
+
+
+def test_a_store_directory_that_cannot_be_created_is_one_line(workdir):
+    (workdir / "a-file").write_text("")
+    done = logdb(workdir, "ingest", "--from", "logs", "--out", "a-file/db")
+    assert done.returncode == 1 and done.stderr.startswith("logdb: ") and "Not a directory" in done.stderr, done
+    assert "Traceback" not in done.stderr
+
+
 def test_a_search_over_a_dropped_index_says_so(workdir):
     logdb(workdir, "ingest", "--from", "logs")
     assert logdb(workdir, "fts", "drop").returncode == 0

@@ -110,8 +110,11 @@ def open_store(args: argparse.Namespace, *, existing: bool = True) -> Iterator[t
     if getattr(args, "out", None):
         raw = {**raw, "dir": args.out}
     settings = LogStoreSettings.from_mapping(raw)
+    hint = "pass an existing store with --db, or set LOGDB_DIR"
     if existing:
-        require_path(settings.base, "log store directory", "pass an existing store with --db, or set LOGDB_DIR")
+        require_path(settings.base, "log store directory", hint)
+    if settings.base.exists() and not settings.base.is_dir():  # reads would find an empty store in it
+        raise UsageError(f"{settings.base}: not a log store directory but a file ({hint})")
     store = Store(settings)
     try:
         yield store, log_dir
