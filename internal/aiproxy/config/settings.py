@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -155,15 +156,25 @@ def as_int(name: str, value: Any, minimum: int | None = None, error: type[Config
 
 def _as_float(name: str, value: Any) -> float:
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"setting {name.upper()}={value!r} is not a number") from None
+    if not math.isfinite(number):  # nan and inf pass float(); the event loop's timers refuse them later
+        raise ConfigError(f"setting {name.upper()}={value!r} is not a finite number")
+    return number
 
 
 def _positive(name: str, value: Any) -> float:
     number = _as_float(name, value)
     if not number > 0:
         raise ConfigError(f"setting {name.upper()}={value!r} must be a positive number of seconds")
+    return number
+
+
+def _seconds(name: str, value: Any) -> float:
+    number = _as_float(name, value)
+    if number < 0:
+        raise ConfigError(f"setting {name.upper()}={value!r} must not be a negative number of seconds")
     return number
 
 
@@ -280,8 +291,8 @@ def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dic
         api_key_required=as_bool(f"providers__{name}__api_key_required", raw.get("api_key_required", kind != "mock")),
         referer=str(raw.get("referer", "")),
         title=str(raw.get("title", "")),
-        connect_timeout=_as_float("upstream__connect_timeout", merged.get("connect_timeout", 10.0)),
-        read_timeout=_as_float("upstream__read_timeout", merged.get("read_timeout", 300.0)),
+        connect_timeout=_seconds("upstream__connect_timeout", merged.get("connect_timeout", 10.0)),
+        read_timeout=_seconds("upstream__read_timeout", merged.get("read_timeout", 300.0)),
         max_connections=as_int("upstream__max_connections", merged.get("max_connections", 256), 1),
         max_answer_bytes=max_answer_bytes,
     )
@@ -348,7 +359,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         cors_allow_origins=tuple(o.strip() for o in str(origins).split(",") if o.strip()),
         max_body_bytes=max_body_bytes,
         request_body_timeout_seconds=_positive("request_body_timeout_seconds", get("request_body_timeout_seconds", 60)),
-        shutdown_grace_seconds=_as_float("shutdown_grace_seconds", get("shutdown_grace_seconds", 20)),
+        shutdown_grace_seconds=_seconds("shutdown_grace_seconds", get("shutdown_grace_seconds", 20)),
         event_loop=event_loop,
         log_level=level,
         log_dir=str(get("log_dir", "logs")),

@@ -115,6 +115,13 @@ def test_booleans(load, text, value):
         ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES"),
         ({"HSTS_MAX_AGE": "forever"}, "HSTS_MAX_AGE"),
         ({"SHUTDOWN_GRACE_SECONDS": "soon"}, "SHUTDOWN_GRACE_SECONDS"),
+        # nan passed float(): the stop ended in a ValueError traceback and exit 1; every upstream call
+        # with a nan read timeout was a 502. Negative seconds are a typo.
+        ({"SHUTDOWN_GRACE_SECONDS": "nan"}, "SHUTDOWN_GRACE_SECONDS"),
+        ({"SHUTDOWN_GRACE_SECONDS": "-5"}, "SHUTDOWN_GRACE_SECONDS"),
+        ({"REQUEST_BODY_TIMEOUT_SECONDS": "inf"}, "REQUEST_BODY_TIMEOUT_SECONDS"),
+        ({"UPSTREAM__READ_TIMEOUT": "nan"}, "UPSTREAM__READ_TIMEOUT"),
+        ({"UPSTREAM__CONNECT_TIMEOUT": "-1"}, "UPSTREAM__CONNECT_TIMEOUT"),
         ({"REQUEST_BODY_TIMEOUT_SECONDS": "0"}, "REQUEST_BODY_TIMEOUT_SECONDS"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"EVENT_LOOP": "trio"}, "EVENT_LOOP"),
