@@ -7,6 +7,7 @@ CLI also works without a settings file.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,10 +83,13 @@ class LogStoreSettings:
             raise LogStoreConfigError(
                 f"LOGDB_PARTITION_GRANULARITY={granularity!r} is unknown (use {', '.join(GRANULARITIES)})"
             )
+        raw_interval = values.get("live_interval_s", defaults.live_interval_s)
         try:
-            interval = float(values.get("live_interval_s", defaults.live_interval_s))
+            interval = float(raw_interval)
         except ValueError:
-            raise LogStoreConfigError("LOGDB_LIVE_INTERVAL_S is not a number") from None
+            interval = math.nan
+        if not math.isfinite(interval):  # nan became the 0.05 s floor; inf stopped the live ingest for good
+            raise LogStoreConfigError(f"setting LOGDB_LIVE_INTERVAL_S={raw_interval!r} is not a number of seconds")
         return cls(
             enabled=_bool("enabled", values.get("enabled", defaults.enabled)),
             fts_enabled=_bool("fts_enabled", values.get("fts_enabled", defaults.fts_enabled)),

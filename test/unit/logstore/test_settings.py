@@ -15,7 +15,8 @@ def test_environment_fills_what_the_settings_do_not_say():
 
 
 @pytest.mark.parametrize(
-    "raw", [{"enabled": "maybe"}, {"memory_mb": "lots"}, {"partition_granularity": "hourly"}, {"batch_rows": "0"}]
+    "raw", [{"enabled": "maybe"}, {"memory_mb": "lots"}, {"partition_granularity": "hourly"}, {"batch_rows": "0"},
+            {"live_interval_s": "soon"}, {"live_interval_s": "nan"}, {"live_interval_s": "inf"}]
 )
 def test_bad_values_name_the_setting(raw):
     with pytest.raises(LogStoreConfigError, match="LOGDB_"):
