@@ -159,6 +159,8 @@ class Supervisor:
 
     def _reap(self) -> None:
         for slot, cell in list(self._cells.items()):
+            if self._cells.get(slot) is not cell:  # reaped (and closed) already, by the stop a death began
+                continue
             code = cell.process.exitcode
             if code is None:
                 continue
