@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dynaconf import Dynaconf
 from dynaconf.utils.parse_conf import boolean_fix, parse_conf_data
@@ -265,6 +266,18 @@ def _beside_settings(config_path: str, settings_file: Path) -> str:
     return str(beside) if beside.exists() else config_path
 
 
+def _base_url(name: str, kind: str, value: Any) -> str:
+    """An upstream's absolute http(s) URL (the mock needs none, Gemini has a default): anything else
+    was accepted and every call to that provider was a 502 'unreachable: ReadError'."""
+    url = str(value).strip().rstrip("/")
+    if kind == "mock" or (kind == "gemini" and not url):
+        return url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"setting PROVIDERS__{name.upper()}__BASE_URL={url!r} is not an http:// or https:// URL")
+    return url
+
+
 def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dict[str, str],
               max_answer_bytes: int) -> ProviderSettings:
     raw = {str(k).lower(): v for k, v in raw.items()}
@@ -285,7 +298,7 @@ def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dic
     return ProviderSettings(
         name=name,
         kind=kind,
-        base_url=str(raw.get("base_url", "")).rstrip("/"),
+        base_url=_base_url(name, kind, raw.get("base_url", "")),
         api_key=api_key,
         api_key_env=key_env,
         api_key_required=as_bool(f"providers__{name}__api_key_required", raw.get("api_key_required", kind != "mock")),

@@ -105,6 +105,11 @@ def test_booleans(load, text, value):
         ({"GRPC_PORT": "5x"}, "GRPC_PORT"),
         # Out of range: start-up ended in a traceback (bind's OverflowError, gRPC's C int option).
         ({"PORT": "70000"}, "PORT"),
+        # Not an absolute http(s) URL: every call of the provider was a 502 "unreachable: ReadError".
+        ({"PROVIDERS__LOCAL__BASE_URL": "localhost:11434/v1"}, "PROVIDERS__LOCAL__BASE_URL"),
+        ({"PROVIDERS__OPENROUTER__BASE_URL": ""}, "PROVIDERS__OPENROUTER__BASE_URL"),
+        ({"PROVIDERS__VLLM__KIND": "openai"}, "PROVIDERS__VLLM__BASE_URL"),
+        ({"PROVIDERS__OPENAI__BASE_URL": "ftp://example.com/v1"}, "PROVIDERS__OPENAI__BASE_URL"),
         ({"GRPC_PORT": "65536"}, "GRPC_PORT"),
         ({"MAX_BODY_BYTES": "3000000000"}, "MAX_BODY_BYTES"),
         # An empty listen address bound every interface: the gateway served the network unasked.
