@@ -216,6 +216,15 @@ def _listen_host(name: str, value: Any) -> str:
     return host
 
 
+def _log_dir(value: Any) -> str:
+    """An empty LOG_DIR (`LOG_DIR=` in .env) put app.log, requests/ and .key_hash_secret in the
+    working directory, e.g. the project root."""
+    log_dir = str(value).strip()
+    if not log_dir:
+        raise ConfigError("setting LOG_DIR is empty: set a directory for the log files (the default is logs)")
+    return log_dir
+
+
 def _settings_file(env: dict[str, str]) -> Path:
     explicit = env.get("SETTINGS_FILE")
     candidates = [Path(explicit)] if explicit else [Path("configs/settings.toml"), _REPO_SETTINGS]
@@ -375,7 +384,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         shutdown_grace_seconds=_seconds("shutdown_grace_seconds", get("shutdown_grace_seconds", 20)),
         event_loop=event_loop,
         log_level=level,
-        log_dir=str(get("log_dir", "logs")),
+        log_dir=_log_dir(get("log_dir", "logs")),
         enable_file_logging=as_bool("enable_file_logging", get("enable_file_logging", True)),
         request_log_enabled=as_bool("request_log_enabled", get("request_log_enabled", True)),
         request_log_retention=as_duration("request_log_retention", get("request_log_retention", "30 days")),

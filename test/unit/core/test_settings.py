@@ -115,6 +115,8 @@ def test_booleans(load, text, value):
         # An empty listen address bound every interface: the gateway served the network unasked.
         ({"HOST": ""}, "HOST"),
         ({"GRPC_HOST": " "}, "GRPC_HOST"),
+        # Wrote app.log, requests/ and .key_hash_secret into the working directory.
+        ({"LOG_DIR": ""}, "LOG_DIR"),
         ({"WORKERS": "0"}, "WORKERS"),
         ({"WORKERS": "two"}, "WORKERS"),
         ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES"),
