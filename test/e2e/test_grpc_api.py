@@ -238,3 +238,24 @@ def test_nan_and_infinity_are_invalid_argument(stub, fake, gateway, fields, para
     assert not fake.received  # never sent upstream as null
     record = gateway.wait_for_record(rid)  # refused before the body could be read: still logged with its model
     assert (record["status_code"], record["model_original"]) == (400, "gpt-test")
+
+
+@pytest.mark.parametrize("name", ["X-RateLimit-Reset-Bin", "X-RateLimit-Reset!", "X-RateLimit-Reset~Tokens"])
+@pytest.mark.parametrize("status", [200, 429])
+def test_rate_limit_header_names_metadata_cannot_carry_stay_behind(stub, fake, name, status):
+    """An upstream header whose name is no valid metadata key (a `-bin` suffix wants bytes, `!` or `~`
+    are HTTP token characters gRPC keys refuse) made an answer INTERNAL and an error hang the call."""
+    headers = {name: "1", "X-RateLimit-Remaining": "7"}
+    fake.push(JSONReply(completion("ok"), headers=headers) if status == 200
+              else JSONReply({"error": {"message": "slow down"}}, status=429, headers=headers))
+    if status == 200:
+        answer, call = stub.CreateChatCompletion.with_call(_request(), metadata=AUTH, timeout=10)
+        assert answer.choices[0].message.content_text == "ok"
+        metadata = dict(call.initial_metadata())
+    else:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateChatCompletion(_request(), metadata=AUTH, timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        metadata = dict(err.value.trailing_metadata())
+    assert metadata["x-ratelimit-remaining"] == "7"
+    assert name.lower() not in metadata

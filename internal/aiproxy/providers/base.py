@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,6 +24,9 @@ FORWARDED_HEADERS = ("retry-after", "retry-after-ms")
 # kept to 256 bytes and all of them to 4 KiB; real upstreams send a handful of short ones.
 MAX_FORWARDED_HEADER_BYTES = 256
 MAX_FORWARDED_BYTES = 4096
+# What gRPC accepts as a text metadata key. HTTP allows more in a name (`!`, `~`, `*`…), which grpc.aio
+# refuses, and a `-bin` key must carry bytes: either failed the call (an error's status never left).
+_METADATA_KEY = re.compile(r"[0-9a-z_.-]+")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -48,13 +52,15 @@ def redacted(message: str, api_key: str) -> str:
 def forwardable_headers(headers) -> dict[str, str]:
     """The subset of upstream headers that reach the client (rate-limit and retry hints). They travel
     as gRPC metadata, which holds printable ASCII only, and not much of it: a value with a tab or a
-    non-ASCII character, or beyond the sizes above, stays behind (grpc.aio refused it, or the facade
-    the metadata, and with it the whole answer)."""
+    non-ASCII character, a name that is no text metadata key, or beyond the sizes above, stays behind
+    (grpc.aio refused it, or the facade the metadata, and with it the whole answer)."""
     out = {}
     room = MAX_FORWARDED_BYTES
     for name, value in headers.items():
         lower = name.lower()
         if lower not in FORWARDED_HEADERS and not lower.startswith(FORWARDED_HEADER_PREFIXES):
+            continue
+        if not _METADATA_KEY.fullmatch(lower) or lower.endswith("-bin"):
             continue
         size = len(lower) + len(value)
         if size <= min(MAX_FORWARDED_HEADER_BYTES, room) and metadata_safe(value):
