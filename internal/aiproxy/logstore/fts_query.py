@@ -38,16 +38,23 @@ _NEAR = re.compile(rf'(?<![^\s():])({_OPERAND})\s+NEAR(?:/(\d+))?\s+({_OPERAND})
 
 
 def _term(token: str) -> str:
-    if token.startswith('"') or token in "()," or _KEEP.fullmatch(token) or _BAREWORD.fullmatch(token):
-        return token
-    column = _COLUMN_FILTER.fullmatch(token)
-    if column:
-        return column.group(1) + (_term(column.group(2)) if column.group(2) else "")
-    if token.startswith("-") and len(token) > 1:  # `-word` excludes, as search boxes do: FTS5's binary NOT
-        return "NOT " + _term(token[1:])
+    # A loop, not a call per `-` or `col:`: a token of a thousand of them is a bad query, not a RecursionError.
+    head = ""
+    while True:
+        if token.startswith('"') or token in "()," or _KEEP.fullmatch(token) or _BAREWORD.fullmatch(token):
+            return head + token
+        column = _COLUMN_FILTER.fullmatch(token)
+        if column:
+            head, token = head + column.group(1), column.group(2)
+            if not token:
+                return head
+        elif token.startswith("-") and len(token) > 1:  # `-word` excludes, as search boxes do: FTS5's binary NOT
+            head, token = head + "NOT ", token[1:]
+        else:
+            break
     prefix = token.endswith("*")
     phrase = token[:-1] if prefix else token
-    return '"' + phrase.replace('"', '""') + '"' + ("*" if prefix else "")
+    return head + '"' + phrase.replace('"', '""') + '"' + ("*" if prefix else "")
 
 
 def _near(m: re.Match) -> str:

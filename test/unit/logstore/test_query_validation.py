@@ -100,3 +100,17 @@ def test_parts_whose_idf_moves_like_the_folded_ones_are_scaled_with_it():
     # the incident day: alpha in 900 of its 1,000 fragments (FTS5's floor IDF there)
     skewed = rescale(parts, 1000, {"alpha": 900, "beta": 10}, 30_000, {"alpha": 3800, "beta": 300})
     assert [term[0] for term in skewed.terms] == ["beta"] and skewed.base > 1000
+
+
+@pytest.mark.parametrize("query", ["-" * 3000, "x " + "-" * 1000 + "y", "role:" * 3000 + "x", "-role:" * 3000 + "x"])
+def test_long_runs_of_minus_signs_or_column_filters_are_invalid_queries_not_a_recursion_error(query):
+    """Each leading `-` and each `col:` of a token was one recursive call: a thousand of them were a
+    RecursionError (a traceback from `logdb search`, INTERNAL over gRPC) instead of a 400."""
+    with pytest.raises(InvalidQuery):
+        validate_query(to_fts5(query))
+
+
+def test_minus_signs_and_column_filters_of_one_token_keep_their_meaning():
+    assert to_fts5("--x") == "NOT NOT x"
+    assert to_fts5("--role:user") == "NOT -role:user"
+    assert to_fts5("role:-content:a.b") == 'role:-content:"a.b"'
