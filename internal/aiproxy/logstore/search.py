@@ -106,11 +106,17 @@ def _check_fts5(queries: list[str]) -> str | None:
         conn.close()
 
 
-def validate_query(query: str) -> None:
-    """Raise InvalidQuery unless `query` parses as FTS5 for request_text_index's columns."""
+def validate_query(query: str, typed: str | None = None) -> None:
+    """Raise InvalidQuery unless `query` parses as FTS5 for request_text_index's columns. The message
+    quotes `typed`, the query as the client wrote it, and `query` too when to_fts5 rewrote it."""
+    typed = query if typed is None else typed
+    if "\x00" in typed:  # FTS5 reads NUL as the end of the query: its error would name a cut-off query
+        raise InvalidQuery(f"invalid search query {typed!r}: it holds a NUL character, which cannot be searched for",
+                           param="q")
     error = _check_fts5([query])
     if error is not None:
-        raise InvalidQuery(f"invalid search query {query!r}: {error}", param="q")
+        rewritten = f" (as FTS5: {query!r})" if query != typed else ""
+        raise InvalidQuery(f"invalid search query {typed!r}{rewritten}: {error}", param="q")
 
 
 def encode_cursor(key: tuple) -> str:
@@ -406,10 +412,11 @@ def search(
     there (the caller warns); without it, PartitionUnreadable is raised."""
     filters = filters or SearchFilters()
     limit = page_size(limit)
-    query = to_fts5((query or "").strip())
+    typed = (query or "").strip()
+    query = to_fts5(typed)
     ranked = bool(query)
     if ranked:
-        validate_query(query)
+        validate_query(query, typed)
     after = decode_cursor(cursor, RANKED if ranked else LISTED)
     offset = after[0] if ranked and after else 0
     if offset < 0:

@@ -147,6 +147,22 @@ def test_terms_with_punctuation_are_searched_as_text(store, query, expected):
     assert len(search(store, "").hits) == 5
 
 
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("a\x00b", "invalid search query 'a\\x00b': it holds a NUL character"),
+        ("NEAR(a b, -1)", "invalid search query 'NEAR(a b, -1)' (as FTS5: 'NEAR(a b, NOT 1)'): fts5: syntax error"),
+        ("a AND", "invalid search query 'a AND': fts5: syntax error"),
+    ],
+)
+def test_an_invalid_query_is_quoted_as_typed(store, query, message):
+    """The message quoted the query after its rewriting: `a<NUL>b` came back as `'"a\\x00b"': unterminated
+    string`, quotes the client never typed (FTS5 reads a NUL as the end of the query)."""
+    with pytest.raises(InvalidQuery) as info:
+        search(store, query)
+    assert info.value.message.startswith(message), info.value.message
+
+
 def test_bad_cursor_is_invalid_query(store):
     with pytest.raises(InvalidQuery):
         search(store, "timeout", cursor="not-a-cursor")
