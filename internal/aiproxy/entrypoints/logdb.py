@@ -14,7 +14,7 @@ import sys
 import grpc
 
 from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
-from aiproxy.logstore.damage import PartitionUnreadable, is_file_error
+from aiproxy.logstore.damage import ControlUnreadable, PartitionUnreadable, is_file_error
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.settings import LogStoreConfigError
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except LogNotFound as exc:
         print(f"logdb: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
-    except PartitionUnreadable as exc:  # an answer that needs a partition SQLite cannot read
+    except (PartitionUnreadable, ControlUnreadable) as exc:  # an answer (or ingest) needs a file SQLite cannot read
         print(f"logdb: {exc.message} (file: {exc.path})", file=sys.stderr)
         return EXIT_FAILED
     except grpc.RpcError as exc:

@@ -112,6 +112,41 @@ def converted(path: Path) -> Iterator[None]:
         raise PartitionUnreadable.of(path, exc) from exc
 
 
+class ControlUnreadable(GatewayError):
+    """The control DB (ingest checkpoints) SQLite cannot read or change. Ingest cannot go on without
+    it, so it fails, naming the file (its name only, as for a partition); DATA_LOSS over gRPC."""
+
+    error_type = "server_error"
+    default_code = "control_unreadable"
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(
+            f"The log store cannot use its ingest checkpoints ({self.path.name}): {reason}; it was left as it is:"
+            " move it out of the log store and ingest again (the request logs are then read from their start;"
+            " rows already stored are not stored twice)"
+        )
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.DATA_LOSS
+
+
+@contextlib.contextmanager
+def control_file(path: Path) -> Iterator[None]:
+    """Inside: a file error that no partition claimed (PartitionUnreadable) is the control DB's."""
+    try:
+        yield
+    except (PartitionUnreadable, ControlUnreadable):
+        raise
+    except Exception as exc:
+        if not is_file_error(exc):
+            raise
+        error = sqlite_error(exc)
+        raise ControlUnreadable(path, str(error if error is not None else exc)) from exc
+
+
 class Unreadable:
     """The partitions an operation left out because they cannot be read (or changed), in the
     order met, each once."""

@@ -24,9 +24,9 @@ from datetime import date
 from pathlib import Path
 
 from aiproxy.logstore import checkpoints
-from aiproxy.logstore.damage import ADVICE, PartitionUnreadable, Unreadable
+from aiproxy.logstore.damage import ADVICE, PartitionUnreadable, Unreadable, control_file
 from aiproxy.logstore.dialogs import assign_pending
-from aiproxy.logstore.partitions import day_of, holding
+from aiproxy.logstore.partitions import control_path, day_of, holding
 from aiproxy.logstore.readers import read_jsonl, read_seed_log
 from aiproxy.logstore.records import (
     InvalidRecord,
@@ -261,28 +261,30 @@ def ingest(
     progress: Progress | None = None,
     files: list[Path] | None = None,
 ) -> IngestReport:
-    """Ingest every log file under `source`; then thread new rows into dialogs when grouping is on."""
-    started = time.perf_counter()
-    files = discover_sources(source) if files is None else files
-    store.note_server(store.control(), store.server_id)  # the seed's row: whose checkpoints these are
-    workers = max(1, min(store.settings.import_parallelism, len(files)))
-    budget = store.settings.memory_mb * 1024 * 1024 // (2 * workers)  # half for buffers, half for everything else
-    total = IngestReport()
-    lock = threading.Lock()
+    """Ingest every log file under `source`; then thread new rows into dialogs when grouping is on.
+    A control DB SQLite cannot use is ControlUnreadable (partition errors are handled per partition)."""
+    with control_file(control_path(store.base)):
+        started = time.perf_counter()
+        files = discover_sources(source) if files is None else files
+        store.note_server(store.control(), store.server_id)  # the seed's row: whose checkpoints these are
+        workers = max(1, min(store.settings.import_parallelism, len(files)))
+        budget = store.settings.memory_mb * 1024 * 1024 // (2 * workers)  # half for buffers, half for everything else
+        total = IngestReport()
+        lock = threading.Lock()
 
-    def run(path: Path) -> None:
-        part = ingest_file(store, path, since=since, to=to, budget_bytes=budget, progress=progress)
-        with lock:
-            total.merge(part)
+        def run(path: Path) -> None:
+            part = ingest_file(store, path, since=since, to=to, budget_bytes=budget, progress=progress)
+            with lock:
+                total.merge(part)
 
-    if workers == 1:
-        for path in files:
-            run(path)
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="logdb-ingest") as pool:
-            list(pool.map(run, files))
-    if store.settings.grouping_enabled and total.first_day is not None:
-        assign_pending(store, since=total.first_day, unreadable=total.unreadable)
-    total.problems[:0] = total.partition_problems()
-    total.elapsed_s = time.perf_counter() - started
-    return total
+        if workers == 1:
+            for path in files:
+                run(path)
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="logdb-ingest") as pool:
+                list(pool.map(run, files))
+        if store.settings.grouping_enabled and total.first_day is not None:
+            assign_pending(store, since=total.first_day, unreadable=total.unreadable)
+        total.problems[:0] = total.partition_problems()
+        total.elapsed_s = time.perf_counter() - started
+        return total

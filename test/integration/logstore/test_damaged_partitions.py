@@ -277,3 +277,25 @@ def test_fts_rebuild_over_a_damaged_table_keeps_the_index_it_had(tmp_path, capsy
     assert part.path.read_bytes() == before
     with contextlib.closing(sqlite3.connect(part.path)) as db:
         assert db.execute("SELECT count(*) FROM request_text_index WHERE request_text_index MATCH 'sailing'").fetchone()[0] > 0
+
+
+@pytest.mark.parametrize("kind", ["not_a_database", "zero_filled", "unopenable"])
+def test_ingest_with_a_damaged_control_db_names_it_and_says_what_to_do(tmp_path, capsys, kind):
+    """The control DB (checkpoints) is no partition: its error was `the log store cannot use one of
+    its files: file is not a database`, naming no file (and INTERNAL over gRPC)."""
+    base = tmp_path / "db"
+    filled_store(base, days=1)
+    control = partitions.control_path(base)
+    damage_partition(control, kind)
+    before = _fingerprint(control)
+    logs = tmp_path / "more-logs"
+    write_jsonl(logs / "requests-late.jsonl", conversation([("q", "a")], start=T0))
+    code = main(["ingest", "--from", str(logs), "--db", str(base)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("logdb: The log store cannot use its ingest checkpoints (control.sqlite3): ")
+    assert "move it out of the log store" in err and f"(file: {control})" in err
+    assert _fingerprint(control) == before
+    shutil.move(control, tmp_path / "control.sqlite3.bad")  # what the message says: then ingest works
+    assert main(["ingest", "--from", str(logs), "--db", str(base)]) == 0
+    capsys.readouterr()

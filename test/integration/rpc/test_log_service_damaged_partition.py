@@ -118,3 +118,18 @@ def test_logdb_remote_prints_the_warning_and_exits_1(served):
                           env=env, timeout=60, cwd=workdir)
     assert done.returncode == 1 and len(done.stdout.splitlines()) == 2 * 6
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("logdb: skipped the partition for 2025-09-06 ")
+
+
+def test_grpc_ingest_with_a_damaged_control_db_is_data_loss_naming_it(tmp_path):
+    """The control DB is no partition: its error was the gateway's own INTERNAL error."""
+    base = tmp_path / "logs" / "db"
+    filled_store(base, days=1)
+    damage_partition(partitions.control_path(base), "not_a_database")
+    with GatewayProcess(tmp_path, env={"LOGDB_ENABLED": "false"}) as gateway, \
+            grpc.insecure_channel(gateway.grpc_target) as channel:
+        with pytest.raises(grpc.RpcError) as error:
+            logs_pb2_grpc.LogServiceStub(channel).Ingest(logs_pb2.IngestRequest(), metadata=METADATA, timeout=30)
+    assert error.value.code() == grpc.StatusCode.DATA_LOSS
+    detail = common_pb2.ErrorDetail.FromString(dict(error.value.trailing_metadata())[ERROR_TRAILER])
+    assert detail.code == "control_unreadable" and detail.message == error.value.details()
+    assert "ingest checkpoints (control.sqlite3)" in detail.message and str(tmp_path) not in detail.message
