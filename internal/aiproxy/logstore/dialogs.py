@@ -20,7 +20,6 @@ so ids are deterministic and re-running over the same rows updates nothing.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -30,6 +29,7 @@ import orjson
 from aiproxy.logstore.damage import Unreadable, skipping
 from aiproxy.logstore.fragments import holds_exchange
 from aiproxy.logstore.partitions import day_of
+from aiproxy.logstore.settings import WINDOW
 from aiproxy.logstore.sqltools import chunked, in_list
 from aiproxy.logstore.store import Store
 
@@ -44,11 +44,11 @@ def parse_window(text: str | None, *, strict: bool = False) -> int:
     """Seed rules: Ns, Nm, Nh, bare seconds; `…ms` is 1 s; unparsable is 30 min; at least 1 and
     at most MAX_WINDOW_S (strict: a longer one is a ValueError, for a command line to refuse)."""
     raw = (text or "").strip().lower()
-    if raw.endswith("ms"):
-        return 1
-    m = re.fullmatch(r"(\d+)([smh]?)", raw)
+    m = WINDOW.fullmatch(raw)
     if not m:
         return DEFAULT_WINDOW_S
+    if m.group(1) is None:  # `…ms`
+        return 1
     seconds = max(1, int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)])
     if seconds > MAX_WINDOW_S and strict:
         raise ValueError(f"{text!r} is longer than the longest window, {MAX_WINDOW_S // 86400} days")

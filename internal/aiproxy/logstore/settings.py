@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,17 @@ def _int(name: str, value: Any, minimum: int | None) -> int:
 
 
 MIN_CACHE_KB = 64
+# A dialog window: N seconds, Ns, Nm or Nh, in any case (the seed also read `…ms` as one second).
+WINDOW = re.compile(r"(\d+)([smh]?)|.*ms", re.IGNORECASE)
+
+
+def _window(value: Any) -> str:
+    """LOGDB_DIALOG_WINDOW, new here: unlike the seed's --window, a value it cannot read is an error,
+    not 30 minutes."""
+    text = str(value).strip()
+    if not WINDOW.fullmatch(text):
+        raise LogStoreConfigError(f"LOGDB_DIALOG_WINDOW={text!r} is not a window (use Ns, Nm, Nh or seconds, e.g. 30m)")
+    return text
 
 
 def _cache_kb(value: Any) -> int:
@@ -108,7 +120,7 @@ class LogStoreSettings:
                 "wal_autocheckpoint_pages", values.get("wal_autocheckpoint_pages", defaults.wal_autocheckpoint_pages), None
             )),
             sqlite_cache_kb=_cache_kb(values.get("sqlite_cache_kb", defaults.sqlite_cache_kb)),
-            dialog_window=str(values.get("dialog_window") or defaults.dialog_window),
+            dialog_window=_window(values.get("dialog_window") or defaults.dialog_window),
             dialog_lookback_days=_int(
                 "dialog_lookback_days", values.get("dialog_lookback_days", defaults.dialog_lookback_days), 0
             ),

@@ -23,6 +23,19 @@ def test_bad_values_name_the_setting(raw):
         LogStoreSettings.from_mapping(raw, {})
 
 
+@pytest.mark.parametrize("window", ["2d", "bad", "-5m", "1.5h", "30 minutes"])
+def test_a_dialog_window_setting_that_cannot_be_read_names_the_setting(window):
+    """LOGDB_DIALOG_WINDOW=2d silently grouped with 30 minutes: the seed's fallback for --window,
+    which this setting (new here) need not copy, hid the typo as the seed's defaults did."""
+    with pytest.raises(LogStoreConfigError, match="LOGDB_DIALOG_WINDOW='"):
+        LogStoreSettings.from_mapping({}, {"LOGDB_DIALOG_WINDOW": window})
+
+
+@pytest.mark.parametrize("window", ["2h", "45S", "90", " 10m "])
+def test_a_dialog_window_setting_in_the_window_format_is_kept(window):
+    assert LogStoreSettings.from_mapping({"dialog_window": window}, {}).dialog_window == window.strip()
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("30m", 1800), ("45s", 45), ("2h", 7200), ("90", 90), ("5ms", 1), ("bad", 1800), ("0s", 1), ("10M", 600)],
