@@ -14,36 +14,44 @@ from pathlib import Path
 
 import grpc
 
-from aiproxy.errors import GatewayError, clip
+from aiproxy.errors import GatewayError, error_type_for_http
 from aiproxy.logstore.bundles.create import create_bundle
 from aiproxy.logstore.bundles.importer import import_bundle, incoming_dir
 from aiproxy.logstore.bundles.incoming import UploadBusy, UploadError, Uploads
 from aiproxy.logstore.bundles.manifest import WIRE_CHUNK, BundleError, NoSpace, StoreError, UnusableInput
 from aiproxy.logstore.protomap import day_arg
-from aiproxy.rpc.status import MAX_STATUS_MESSAGE_BYTES, abort_with
+from aiproxy.rpc.status import abort_with
 from aiproxypb.v1 import logs_pb2
 
 # The same exit codes as a local command: `logdb` exits 2 on INVALID_ARGUMENT (unusable input,
 # a usage error) and 1 on the rest (a bad bundle, a checksum mismatch, a failed upload, a full disk,
-# a store that failed a write).
+# a store that failed a write). The ErrorDetail's HTTP status and `code` follow.
 _CODES = (
-    (NoSpace, grpc.StatusCode.RESOURCE_EXHAUSTED),  # the store's disk, not the bundle
-    (UploadBusy, grpc.StatusCode.ABORTED),
-    (UploadError, grpc.StatusCode.FAILED_PRECONDITION),
-    (UnusableInput, grpc.StatusCode.INVALID_ARGUMENT),
-    (StoreError, grpc.StatusCode.UNAVAILABLE),  # the store's files failed a write or stayed locked: undone
-    (BundleError, grpc.StatusCode.DATA_LOSS),  # a bad bundle, ChecksumMismatch included
+    (NoSpace, grpc.StatusCode.RESOURCE_EXHAUSTED, 507, "no_space"),  # the store's disk, not the bundle
+    (UploadBusy, grpc.StatusCode.ABORTED, 409, "upload_busy"),
+    (UploadError, grpc.StatusCode.FAILED_PRECONDITION, 400, "upload_error"),
+    (UnusableInput, grpc.StatusCode.INVALID_ARGUMENT, 400, "unusable_input"),
+    (StoreError, grpc.StatusCode.UNAVAILABLE, 503, "store_error"),  # the store's files failed a write or stayed locked: undone
+    (BundleError, grpc.StatusCode.DATA_LOSS, 500, "bad_bundle"),  # a bad bundle, ChecksumMismatch included
 )
 
 
+class _BundleFailure(GatewayError):
+    """A BundleError as the GatewayError every RPC error is, so that it carries the ErrorDetail trailer."""
+
+    def __init__(self, exc: BundleError) -> None:
+        self._grpc_code, status, code = next(row[1:] for row in _CODES if isinstance(exc, row[0]))
+        super().__init__(str(exc), code=code, http_status=status, error_type=error_type_for_http(status))
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return self._grpc_code
+
+
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception):
-    if isinstance(exc, GatewayError):
-        await abort_with(context, exc)
-    else:
-        # Messages quote client input (a bundle_sha256, tar member names): clipped, as every
-        # status message is, to stay under gRPC's metadata limit.
-        code = next(code for kind, code in _CODES if isinstance(exc, kind))
-        await context.abort(code, clip(str(exc), MAX_STATUS_MESSAGE_BYTES))
+    # Messages quote client input (a bundle_sha256, tar member names): abort_with clips them, as
+    # every status message is, to stay under gRPC's metadata limit.
+    await abort_with(context, exc if isinstance(exc, GatewayError) else _BundleFailure(exc))
 
 
 class BundleRpcs:

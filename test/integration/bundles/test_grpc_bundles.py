@@ -12,9 +12,10 @@ import pytest
 from aiproxy.entrypoints.logdb import main
 from aiproxy.logstore.bundles.remote import pull, push
 from aiproxy.logstore.bundles.verify import scan_bundle
+from aiproxy.rpc.status import ERROR_TRAILER
 from aiproxy.testing.bundles import repack
 from aiproxy.testing.gateway import ADMIN_KEY, CLIENT_KEY, GatewayProcess
-from aiproxypb.v1 import logs_pb2, logs_pb2_grpc
+from aiproxypb.v1 import common_pb2, logs_pb2, logs_pb2_grpc
 
 ADMIN = (("authorization", f"Bearer {ADMIN_KEY}"),)
 
@@ -256,3 +257,29 @@ def test_a_second_upload_of_the_bundle_cannot_rewind_it_while_it_is_checked_and_
     assert refused == [sha] and reply.complete and reply.rows_imported == 9
     assert not list((tmp_path / "b" / "incoming").glob("upload-*"))
     store.close()
+
+
+def _detail(error: grpc.RpcError) -> common_pb2.ErrorDetail:
+    return common_pb2.ErrorDetail.FromString(dict(error.trailing_metadata())[ERROR_TRAILER])
+
+
+def test_bundle_errors_carry_the_error_detail_as_every_log_service_error_does(stub, bundle):
+    """The bundle methods aborted with a bare status: no aiproxy-error-bin trailer, unlike every other
+    LogService (and ChatService) error a client can see."""
+    data = bundle.read_bytes()
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    calls = [
+        (lambda: stub.GetUploadOffset(logs_pb2.UploadOffsetRequest(bundle_sha256="nope", total_bytes=1), metadata=ADMIN),
+         grpc.StatusCode.INVALID_ARGUMENT, 400, "invalid_request_error", "unusable_input"),
+        (lambda: list(stub.CreateBundle(logs_pb2.CreateBundleRequest(since="2025-02-01", to="2025-01-01"),
+                                        metadata=ADMIN)),
+         grpc.StatusCode.INVALID_ARGUMENT, 400, "invalid_request_error", "unusable_input"),
+        (lambda: stub.ImportBundle(upload(data, wrong, 0, len(data)), metadata=ADMIN),
+         grpc.StatusCode.DATA_LOSS, 500, "server_error", "bad_bundle"),
+    ]
+    for call, code, http_status, error_type, error_code in calls:
+        with pytest.raises(grpc.RpcError) as failure:
+            call()
+        detail = _detail(failure.value)
+        assert failure.value.code() == code and detail.message == failure.value.details()
+        assert (detail.http_status, detail.type, detail.code) == (http_status, error_type, error_code)
