@@ -60,9 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
 _GRPC_EXIT = {grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE}
 
 
+def _check_range(args: argparse.Namespace) -> None:
+    """Dates the wrong way round would read as a store without those days (an empty answer)."""
+    since, to = getattr(args, "since", None), getattr(args, "to", None)
+    if since is not None and to is not None and since > to:
+        raise UsageError(f"--since {since} is after --to {to}: swap them")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_range(args)
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at interpreter exit
         return code

@@ -20,7 +20,7 @@ from aiproxy.logstore.damage import Unreadable
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.ingest import ingest
 from aiproxy.logstore.protomap import (
-    day_arg,
+    day_range,
     dialog_summary,
     filters_from_proto,
     hit_to_proto,
@@ -136,7 +136,8 @@ class LogApi:
     def ingest(self, request: logs_pb2.IngestRequest, unreadable: Unreadable) -> logs_pb2.IngestResponse:
         """Partitions that cannot be written are in `problems` and noted in `unreadable` (their
         rows stay in the log files for a later run)."""
-        report = ingest(self.store, self.log_dir, since=day_arg(request.since, "since"), to=day_arg(request.to, "to"))
+        since, to = day_range(request.since, request.to)
+        report = ingest(self.store, self.log_dir, since=since, to=to)
         unreadable.update(report.unreadable)
         return logs_pb2.IngestResponse(
             files_scanned=report.files_scanned,
@@ -154,7 +155,7 @@ class LogApi:
     ) -> logs_pb2.BuildIndexResponse:
         if request.action not in logs_pb2.BuildIndexRequest.Action.values():  # proto3 passes unknown numbers on
             raise InvalidQuery(f"action {request.action} is not BUILD, REBUILD or DROP", param="action")
-        since, to = day_arg(request.since, "since"), day_arg(request.to, "to")
+        since, to = day_range(request.since, request.to)
         out = logs_pb2.BuildIndexResponse()
         if request.action == logs_pb2.BuildIndexRequest.DROP:
             for path, existed in fts.drop(self.store, since, to, unreadable=unreadable).items():
@@ -166,6 +167,6 @@ class LogApi:
         return out
 
     def stats(self, request: logs_pb2.StatsRequest, unreadable: Unreadable) -> logs_pb2.StatsResponse:
-        since, to = day_arg(request.since, "since"), day_arg(request.to, "to")
+        since, to = day_range(request.since, request.to)
         return stats_to_proto(queries.stats(self.store, since, to, unreadable=unreadable))
 

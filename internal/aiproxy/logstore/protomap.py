@@ -76,10 +76,20 @@ def day_arg(text: str, name: str) -> date | None:
         raise InvalidQuery(str(exc), param=name) from None
 
 
+def day_range(since: str, to: str) -> tuple[date | None, date | None]:
+    """A request's (since, to). Dates given the wrong way round are a client error: an empty answer
+    would look like a store without those days."""
+    first, last = day_arg(since, "since"), day_arg(to, "to")
+    if first is not None and last is not None and first > last:
+        raise InvalidQuery(f"since {first} is after to {last}: swap them", param="to")
+    return first, last
+
+
 def filters_from_proto(message: logs_pb2.LogFilter) -> SearchFilters:
+    since, to = day_range(message.since, message.to)
     return SearchFilters(
-        since=day_arg(message.since, "since"),
-        to=day_arg(message.to, "to"),
+        since=since,
+        to=to,
         model=message.model or None,
         provider=message.provider or None,
         api_key_hash=message.api_key_hash or None,

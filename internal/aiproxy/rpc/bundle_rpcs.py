@@ -19,7 +19,7 @@ from aiproxy.logstore.bundles.create import create_bundle
 from aiproxy.logstore.bundles.importer import import_bundle, incoming_dir
 from aiproxy.logstore.bundles.incoming import UploadBusy, UploadError, Uploads
 from aiproxy.logstore.bundles.manifest import WIRE_CHUNK, BundleError, NoSpace, StoreError, UnusableInput
-from aiproxy.logstore.protomap import day_arg
+from aiproxy.logstore.protomap import day_range
 from aiproxy.rpc.status import abort_with
 from aiproxypb.v1 import logs_pb2
 
@@ -61,7 +61,7 @@ class BundleRpcs:
     async def CreateBundle(self, request, context):
         store = self._api.store
         try:
-            since, to = day_arg(request.since, "since"), day_arg(request.to, "to")
+            since, to = day_range(request.since, request.to)
             if since is None or to is None:
                 raise UnusableInput("since and to (YYYY-MM-DD) are required")
             scratch = Path(tempfile.mkdtemp(prefix="outgoing-", dir=incoming_dir(store)))

@@ -88,6 +88,36 @@ def test_grpc_methods(settings):
     asyncio.run(scenario())
 
 
+def test_an_inverted_range_is_invalid_argument_not_an_empty_answer(settings):
+    """since after to (swapped dates) answered OK with nothing in it, and Ingest stored nothing, while
+    CreateBundle refused the same range as unusable input."""
+    inverted = {"since": "2025-09-11", "to": "2025-09-10"}
+    calls = [
+        ("SearchRequests", logs_pb2.SearchRequestsRequest(q="timeout", filter=logs_pb2.LogFilter(**inverted))),
+        ("ListDialogs", logs_pb2.ListDialogsRequest(filter=logs_pb2.LogFilter(**inverted))),
+        ("Stats", logs_pb2.StatsRequest(**inverted)),
+        ("Ingest", logs_pb2.IngestRequest(**inverted)),
+        ("BuildIndex", logs_pb2.BuildIndexRequest(**inverted)),
+    ]
+
+    async def scenario():
+        server, target = await _serve(settings)
+        try:
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub = logs_pb2_grpc.LogServiceStub(channel)
+                for method, request in calls:
+                    with pytest.raises(grpc.aio.AioRpcError) as bad:
+                        await getattr(stub, method)(request)
+                    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+                    assert bad.value.details() == "since 2025-09-11 is after to 2025-09-10: swap them", method
+                one_day = await stub.Ingest(logs_pb2.IngestRequest(since="2025-09-10", to="2025-09-10"))
+                assert one_day.rows_inserted == 3
+        finally:
+            await server.stop(None)
+
+    asyncio.run(scenario())
+
+
 def test_rest_routes_translate_to_the_log_service(settings):
     async def scenario():
         server, target = await _serve(settings)

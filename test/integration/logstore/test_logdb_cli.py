@@ -356,3 +356,13 @@ def test_dates_and_timestamps_are_utc_whatever_the_host_timezone(workdir):
         stamps = [r[0] for r in conn.execute("SELECT first_seen_ts FROM servers")]
         stamps += [r[0] for r in conn.execute("SELECT last_scan_ts FROM ingest_sources")]
     assert len(stamps) >= 2 and all(int(started) - 1 <= ts <= ended + 1 for ts in stamps), (started, stamps)
+
+
+@pytest.mark.parametrize("command", [("search", "build"), ("stats",), ("dialogs", "list"), ("fts", "build"),
+                                     ("dialogs", "assign"), ("dialogs", "clear"), ("ingest", "--from", "logs")])
+def test_an_inverted_range_is_a_usage_error(workdir, command):
+    """--since after --to answered "no matches" (exit 0), as if the store held nothing in range."""
+    logdb(workdir, "ingest", "--from", "logs")
+    done = logdb(workdir, *command, "--since", "2025-09-11", "--to", "2025-09-10")
+    assert done.returncode == 2 and done.stderr == "logdb: --since 2025-09-11 is after --to 2025-09-10: swap them\n"
+    assert done.stdout == ""
