@@ -282,3 +282,14 @@ def test_bundle_errors_carry_the_error_detail_as_every_log_service_error_does(st
         detail = _detail(failure.value)
         assert failure.value.code() == code and detail.message == failure.value.details()
         assert (detail.http_status, detail.type, detail.code) == (http_status, error_type, error_code)
+
+
+def test_cli_without_a_key_is_told_how_to_pass_one(server, tmp_path, monkeypatch, capsys):
+    """`logdb: UNAUTHENTICATED: Missing Authorization header` named no way to send a key."""
+    monkeypatch.delenv("AIPROXY_API_KEY", raising=False)
+    for argv in (["stats", "--remote", server.grpc_target],
+                 ["bundle", "pull", "--from", url(server), "--since", "2025-09-01", "--to", "2025-09-30",
+                  "--out", str(tmp_path / "x.tgz")]):
+        assert main(argv) == 1
+        assert capsys.readouterr().err == ("logdb: UNAUTHENTICATED: Missing Authorization header (pass an admin key"
+                                           " with --api-key, or set AIPROXY_API_KEY)\n")
