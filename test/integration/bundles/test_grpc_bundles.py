@@ -2,6 +2,7 @@
 checked by the receiver, admin only), GetUploadOffset, CreateBundle (pull)."""
 
 import hashlib
+import json
 import sqlite3
 import threading
 from datetime import date
@@ -293,3 +294,12 @@ def test_cli_without_a_key_is_told_how_to_pass_one(server, tmp_path, monkeypatch
         assert main(argv) == 1
         assert capsys.readouterr().err == ("logdb: UNAUTHENTICATED: Missing Authorization header (pass an admin key"
                                            " with --api-key, or set AIPROXY_API_KEY)\n")
+
+
+def test_remote_takes_the_grpc_url_the_bundle_commands_take(server, capsys):
+    """`--remote grpc://HOST:PORT` (as `bundle pull --from` spells it) was `UNAVAILABLE: errors resolving
+    grpc://…: Misformatted domain name`."""
+    assert main(["stats", "--remote", url(server), "--api-key", ADMIN_KEY, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["server_id"] == "srv-b"
+    assert main(["stats", "--remote", "grpc://nohost", "--api-key", ADMIN_KEY]) == 2
+    assert capsys.readouterr().err.startswith("logdb: 'grpc://nohost' is not HOST:PORT, grpc://HOST:PORT or grpcs://")

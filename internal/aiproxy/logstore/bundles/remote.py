@@ -32,7 +32,8 @@ def is_remote(target: str) -> bool:
     return target.startswith(SCHEMES)
 
 
-def open_channel(url: str, ca_file: str | None = None) -> grpc.Channel:
+def parse_url(url: str) -> tuple[str, bool]:
+    """(gRPC target HOST:PORT, whether it speaks TLS) of grpc://HOST:PORT or grpcs://HOST:PORT."""
     try:
         parts = urlsplit(url)
         port = parts.port  # a ValueError when it is not a number from 0 to 65535
@@ -41,9 +42,13 @@ def open_channel(url: str, ca_file: str | None = None) -> grpc.Channel:
     if parts is None or parts.scheme not in ("grpc", "grpcs") or not parts.hostname or not port:
         raise UnusableInput(f"{url!r} is not grpc://HOST:PORT or grpcs://HOST:PORT")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 address keeps its brackets
-    target = f"{host}:{port}"
+    return f"{host}:{port}", parts.scheme == "grpcs"
+
+
+def open_channel(url: str, ca_file: str | None = None) -> grpc.Channel:
+    target, tls = parse_url(url)
     options = [("grpc.max_receive_message_length", 4 * WIRE_CHUNK)]
-    if parts.scheme == "grpc":
+    if not tls:
         return grpc.insecure_channel(target, options=options)
     roots = Path(ca_file).read_bytes() if ca_file else None
     return grpc.secure_channel(target, grpc.ssl_channel_credentials(roots), options=options)

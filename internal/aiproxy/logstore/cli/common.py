@@ -95,7 +95,8 @@ def json_option(parser: argparse.ArgumentParser) -> None:
 
 
 def remote_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--remote", metavar="HOST:PORT", help="ask this LogService instead of reading local files")
+    parser.add_argument("--remote", metavar="HOST:PORT",
+                        help="ask this LogService instead of reading local files (also grpc:// or grpcs:// URLs)")
     parser.add_argument("--api-key", help="admin key for --remote (default: env AIPROXY_API_KEY)")
     parser.add_argument("--tls", action="store_true", help="--remote speaks TLS (system CA roots)")
     parser.add_argument("--ca-file", metavar="PEM", help="--remote speaks TLS, trusting these CA certificates")
@@ -195,6 +196,19 @@ _LOCAL = {
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1)]
 
 
+def _remote_target(remote: str) -> tuple[str, bool]:
+    """--remote HOST:PORT, or the URL the bundle commands take (grpcs:// speaks TLS): (target, tls)."""
+    from aiproxy.logstore.bundles.manifest import UnusableInput
+    from aiproxy.logstore.bundles.remote import is_remote, parse_url
+
+    if not is_remote(remote):
+        return remote, False
+    try:
+        return parse_url(remote)
+    except UnusableInput:
+        raise UsageError(f"{remote!r} is not HOST:PORT, grpc://HOST:PORT or grpcs://HOST:PORT (TLS)") from None
+
+
 @contextlib.contextmanager
 def _remote_channel(args: argparse.Namespace) -> Iterator[Callable]:
     import grpc
@@ -203,12 +217,13 @@ def _remote_channel(args: argparse.Namespace) -> Iterator[Callable]:
 
     key = args.api_key or os.environ.get("AIPROXY_API_KEY", "")
     metadata = (("authorization", f"Bearer {key}"),) if key else ()
-    if args.tls or args.ca_file:
+    target, tls = _remote_target(args.remote)
+    if tls or args.tls or args.ca_file:
         roots = Path(args.ca_file).read_bytes() if args.ca_file else None
         credentials = grpc.ssl_channel_credentials(root_certificates=roots)
-        channel = grpc.secure_channel(args.remote, credentials, options=_CHANNEL_OPTIONS)
+        channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
     else:
-        channel = grpc.insecure_channel(args.remote, options=_CHANNEL_OPTIONS)
+        channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
     with channel:
         stub = logs_pb2_grpc.LogServiceStub(channel)
 
