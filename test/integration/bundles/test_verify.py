@@ -102,6 +102,30 @@ def test_a_corrupt_byte_anywhere_in_the_compressed_stream_is_unusable_input(tmp_
     assert "not a readable gzip tar archive" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cut", [1, 8, 20, 40])
+def test_an_archive_cut_in_its_last_bytes_is_unusable_input(tmp_path, bundle, capsys, cut):
+    """tarfile stops reading at the end-of-archive blocks and never checks gzip's trailer, so a
+    file cut by up to ~40 bytes (an interrupted copy) verified `ok`, though `gzip -t` refuses it and
+    its sha256 is not the one `bundle create` printed."""
+    data = bundle.read_bytes()
+    short = tmp_path / "short.tgz"
+    short.write_bytes(data[:-cut])
+    with pytest.raises(UnusableInput, match="truncated or corrupt"):
+        scan_bundle(short)
+    assert main(["bundle", "verify", str(short)]) == 2
+    assert main(["bundle", "import", str(short), "--dest", str(tmp_path / "db")]) == 2
+    capsys.readouterr()
+
+
+def test_a_damaged_gzip_trailer_is_unusable_input(tmp_path, bundle):
+    data = bytearray(bundle.read_bytes())
+    data[-5] ^= 0xFF  # the CRC-32 of the uncompressed data
+    damaged = tmp_path / "crc.tgz"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(UnusableInput, match="truncated or corrupt"):
+        scan_bundle(damaged)
+
+
 def test_a_file_that_is_not_gzip_or_not_there_is_unusable_input(tmp_path, capsys):
     text = tmp_path / "notes.tgz"
     text.write_text("hello")
