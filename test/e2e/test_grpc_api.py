@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -259,3 +260,15 @@ def test_rate_limit_header_names_metadata_cannot_carry_stay_behind(stub, fake, n
         metadata = dict(err.value.trailing_metadata())
     assert metadata["x-ratelimit-remaining"] == "7"
     assert name.lower() not in metadata
+
+
+def test_a_public_client_cannot_pass_its_calls_off_as_the_rest_facades(stub, fake, gateway):
+    """`x-aiproxy-transport: http` is the in-process facade's word; a client on the public port that
+    sent it had its call logged as `transport: http` (and its metadata moved to the trailers)."""
+    _, call = stub.CreateChatCompletion.with_call(
+        _request(), metadata=(*AUTH, ("x-request-id", "grpc-spoof-1"), ("x-aiproxy-transport", "http")))
+    assert dict(call.initial_metadata())["x-request-id"] == "grpc-spoof-1"
+    assert gateway.wait_for_record("grpc-spoof-1")["transport"] == "grpc"
+    rest = httpx.post(f"{gateway.base_url}/chat/completions", json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]},
+                      headers={"Authorization": f"Bearer {CLIENT_KEY}", "X-Request-ID": "rest-not-spoofed-1"})
+    assert rest.status_code == 200 and gateway.wait_for_record("rest-not-spoofed-1")["transport"] == "http"

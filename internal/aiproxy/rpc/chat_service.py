@@ -76,7 +76,11 @@ def _model(model_id: str, provider: str) -> chat_pb2.Model:
 
 
 def transport_of(context: grpc.aio.ServicerContext) -> str:
-    return "http" if metadata_value(context, TRANSPORT_KEY) == "http" else "grpc"
+    # Only the facade, on the cell's internal unix socket, may say so: a client of the public port
+    # sending the key would be logged as REST.
+    if metadata_value(context, TRANSPORT_KEY) == "http" and context.peer().startswith("unix:"):
+        return "http"
+    return "grpc"
 
 
 # Every ChatServicer is served behind AuthInterceptor (rpc.server.GrpcServer, its one construction
