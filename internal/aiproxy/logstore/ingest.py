@@ -103,7 +103,8 @@ def discover_sources(source: Path) -> list[Path]:
     for root, _dirs, files in os.walk(source):
         for name in files:
             path = Path(root) / name
-            if is_jsonl(path) or _is_seed_log(path):
+            # Regular files only (links followed): a dangling link, a link loop or a FIFO is no log.
+            if (is_jsonl(path) or _is_seed_log(path)) and path.is_file():
                 found.append(path)
     return sorted(found)
 
@@ -273,7 +274,13 @@ def ingest(
         lock = threading.Lock()
 
         def run(path: Path) -> None:
-            part = ingest_file(store, path, since=since, to=to, budget_bytes=budget, progress=progress)
+            try:
+                part = ingest_file(store, path, since=since, to=to, budget_bytes=budget, progress=progress)
+            except FileNotFoundError:
+                if path.exists():
+                    raise
+                # Listed, then removed (log retention runs beside ingest): the others still go in.
+                part = IngestReport(problems=[f"{path}: no longer there (removed while ingest ran?)"])
             with lock:
                 total.merge(part)
 

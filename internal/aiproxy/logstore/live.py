@@ -75,7 +75,7 @@ class LiveIngester:
         if not self._adopted:
             adopt_relative_checkpoints(self.store)
             self._adopted = True
-        files = sorted(self.requests_dir.glob("*.jsonl")) if self.requests_dir.is_dir() else []
+        files = sorted(f for f in self.requests_dir.glob("*.jsonl") if f.is_file()) if self.requests_dir.is_dir() else []
         report = ingest(self.store, self.requests_dir, files=files)
         held_back = bool(report.unreadable.errors)
         if report.problems and report.problems != self._problems:

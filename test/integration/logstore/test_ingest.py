@@ -312,3 +312,25 @@ def test_one_control_db_connection_per_thread_serves_every_file(tmp_path, monkey
     del opened[:]
     assert ingest(store, tmp_path / "logs").files_scanned == 8  # eight checkpoints read, nothing new
     assert opened.count("control.sqlite3") <= 2, opened  # this run's two workers
+
+
+def test_links_to_nothing_and_fifos_named_like_logs_are_not_sources(tmp_path):
+    """A dangling `*.jsonl` link (its target removed by retention), a link loop or a FIFO made the
+    whole ingest (the CLI's, and every live round) fail with FileNotFoundError; a FIFO would block it."""
+    logs = tmp_path / "logs" / "requests"
+    write_jsonl(logs / "requests-20250909-1.jsonl", _records(3))
+    (logs / "current.jsonl").symlink_to(logs / "requests-20250908-1.jsonl")  # removed by retention
+    (logs / "loop-a.jsonl").symlink_to(logs / "loop-b.jsonl")
+    (logs / "loop-b.jsonl").symlink_to(logs / "loop-a.jsonl")
+    os.mkfifo(logs / "pipe.jsonl")
+    report = ingest(make_store(tmp_path / "db"), tmp_path / "logs")
+    assert (report.files_scanned, report.rows_inserted) == (1, 3)
+
+
+def test_a_file_removed_between_listing_and_reading_is_a_problem_not_a_failure(tmp_path):
+    logs = tmp_path / "logs" / "requests"
+    write_jsonl(logs / "requests-20250909-1.jsonl", _records(3))
+    gone = logs / "requests-20250901-1.jsonl"
+    report = ingest(make_store(tmp_path / "db"), tmp_path / "logs", files=[gone, logs / "requests-20250909-1.jsonl"])
+    assert report.rows_inserted == 3
+    assert report.problems == [f"{gone}: no longer there (removed while ingest ran?)"]
