@@ -69,10 +69,24 @@ def _check_range(args: argparse.Namespace) -> None:
         raise UsageError(f"--since {since} is after --to {to}: swap them")
 
 
+# Flags naming local paths -> what a server uses instead: with --remote they would be dropped silently.
+_LOCAL_ONLY = (("source", "--from", "the server ingests its own LOG_DIR"), ("out", "--out/--db", "the server uses its own store"))
+
+
+def _check_remote(args: argparse.Namespace) -> None:
+    if not getattr(args, "remote", None):
+        return
+    for dest, flag, instead in _LOCAL_ONLY:
+        if getattr(args, dest, None):
+            raise UsageError(f"{flag} names a local path, which --remote does not use: {instead}; drop {flag},"
+                             " or leave out --remote to work on local files")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check_range(args)
+        _check_remote(args)
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at interpreter exit
         return code

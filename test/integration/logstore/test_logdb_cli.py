@@ -366,3 +366,13 @@ def test_an_inverted_range_is_a_usage_error(workdir, command):
     done = logdb(workdir, *command, "--since", "2025-09-11", "--to", "2025-09-10")
     assert done.returncode == 2 and done.stderr == "logdb: --since 2025-09-11 is after --to 2025-09-10: swap them\n"
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize(("args", "flag"), [(("ingest", "--from", "mylogs"), "--from"),
+                                            (("search", "x", "--db", "d"), "--out/--db"), (("stats", "--out", "d"), "--out/--db")])
+def test_local_paths_with_remote_are_a_usage_error_not_ignored(workdir, args, flag):
+    """`logdb ingest --from mylogs --remote gw:50051` ingested the server's own LOG_DIR and said nothing
+    of mylogs; a --db beside --remote was dropped the same way."""
+    done = logdb(workdir, *args, "--remote", "127.0.0.1:1")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"logdb: {flag} names a local path, which --remote does not use")
