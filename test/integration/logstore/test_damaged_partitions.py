@@ -296,6 +296,9 @@ def test_ingest_with_a_damaged_control_db_names_it_and_says_what_to_do(tmp_path,
     assert err.startswith("logdb: The log store cannot use its ingest checkpoints (control.sqlite3): ")
     assert "move it out of the log store" in err and f"(file: {control})" in err
     assert _fingerprint(control) == before
+    assert main(["init", "--date", "2025-09-05", "--db", str(base)]) == 1  # init opens the control DB too
+    assert capsys.readouterr().err.startswith("logdb: The log store cannot use its ingest checkpoints (control.sqlite3)")
+    assert _fingerprint(control) == before
     shutil.move(control, tmp_path / "control.sqlite3.bad")  # what the message says: then ingest works
     assert main(["ingest", "--from", str(logs), "--db", str(base)]) == 0
     capsys.readouterr()

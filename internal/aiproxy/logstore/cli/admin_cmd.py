@@ -16,10 +16,10 @@ from aiproxy.logstore.cli.common import (
     require_path,
     store_options,
 )
-from aiproxy.logstore.damage import PartitionUnreadable
+from aiproxy.logstore.damage import PartitionUnreadable, control_file
 from aiproxy.logstore.database import create_fts
 from aiproxy.logstore.merge import MergeError, merge
-from aiproxy.logstore.partitions import utc_today
+from aiproxy.logstore.partitions import control_path, utc_today
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -27,7 +27,8 @@ def run_init(args: argparse.Namespace) -> int:
     ok) is not changed: its error is the result, with what to do on stderr, and the exit code 1."""
     with open_store(args, existing=False) as (store, _):
         path = store.partition_path(args.date or utc_today())
-        store.control()
+        with control_file(control_path(store.base)):
+            store.control()
         try:
             with store.connected(path) as db:
                 integrity = db.execute_sql("PRAGMA integrity_check").fetchone()[0]
