@@ -16,7 +16,7 @@ import pytest
 from aiproxy.config import Settings
 from aiproxy.entrypoints.logdb import build_parser
 from aiproxy.rpc.log_service import add_log_service
-from aiproxy.testing.logrecords import conversation, write_jsonl
+from aiproxy.testing.logrecords import chat_record, conversation, write_jsonl
 
 REPO = Path(__file__).resolve().parents[3]
 T0 = datetime(2025, 9, 10, 22, 0, tzinfo=UTC)
@@ -376,3 +376,26 @@ def test_local_paths_with_remote_are_a_usage_error_not_ignored(workdir, args, fl
     done = logdb(workdir, *args, "--remote", "127.0.0.1:1")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith(f"logdb: {flag} names a local path, which --remote does not use")
+
+
+def test_control_characters_from_the_logs_are_shown_escaped_not_sent_to_the_terminal(tmp_path):
+    """A client's prompt (or a model name) holding ESC sequences reached the operator's terminal raw
+    through `show`, `search` and `dialogs list`: it could recolour, clear, retitle the terminal or
+    fake lines with a carriage return."""
+    evil = "see \x1b[2J\x1b]0;pwned\x07 here\rfake line \x9b31m"
+    record = chat_record([{"role": "user", "content": evil}], "fine", ts=T0, request_id="esc-1")
+    record["model_original"] = "m\x1b[5m"
+    write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", [record])
+    logdb(tmp_path, "ingest", "--from", "logs")
+    for args in (("show", "esc-1"), ("search", "see"), ("show", "--dialog", record_dialog(tmp_path)), ("dialogs", "list")):
+        done = logdb(tmp_path, *args)
+        assert done.returncode == 0, done.stderr
+        assert not any(ch in done.stdout for ch in "\x1b\x07\r\x9b"), (args, done.stdout)
+    assert "see \\x1b[2J\\x1b]0;pwned\\x07 here" in logdb(tmp_path, "show", "esc-1").stdout
+    assert "\\rfake line \\x9b31m" in logdb(tmp_path, "search", "see").stdout
+    as_json = logdb(tmp_path, "show", "esc-1", "--json").stdout
+    assert "\x9b" not in as_json and json.loads(as_json)["request"]["messages"][0]["content"] == evil
+
+
+def record_dialog(workdir) -> str:
+    return json.loads(logdb(workdir, "dialogs", "list", "--json").stdout)["dialogs"][0]["dialog_id"]

@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -234,11 +235,25 @@ def _remote_channel(args: argparse.Namespace) -> Iterator[Callable]:
         yield invoke
 
 
+# Control characters other than newline and tab (C0, DEL, C1): what clients wrote into the logs must
+# not reach the operator's terminal as escape sequences (colours, clearing, titles, a \r faking a line).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_ESCAPES = {"\r": "\\r"}
+
+
+_JSON_UNESCAPED = re.compile(r"[\x7f-\x9f]")  # json.dumps escapes C0 only; these can only be inside strings
+
+
+def printable(text: str) -> str:
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
 def emit(args: argparse.Namespace, payload, text: Callable[[], str] | None = None) -> None:
     if getattr(args, "json", False) or text is None:
-        print(json.dumps(payload, ensure_ascii=False, indent=None if not sys.stdout.isatty() else 2))
+        document = json.dumps(payload, ensure_ascii=False, indent=None if not sys.stdout.isatty() else 2)
+        print(_JSON_UNESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", document))
     else:
-        print(text())
+        print(printable(text()))
 
 
 def request_line(summary: dict) -> str:
