@@ -117,6 +117,21 @@ def test_list_models_is_public(stub):
     assert stub.GetModel(chat_pb2.GetModelRequest(id="mock")).owned_by == "mock"
 
 
+def test_model_and_log_service_answers_carry_the_request_id(stub, channel):
+    """As every REST response and every chat call does: the client's id, or a new one."""
+    from aiproxy.testing.gateway import ADMIN_KEY
+    from aiproxypb.v1 import logs_pb2, logs_pb2_grpc
+
+    _, call = stub.ListModels.with_call(chat_pb2.ListModelsRequest(), metadata=(("x-request-id", "models-1"),))
+    assert dict(call.trailing_metadata())["x-request-id"] == "models-1"
+    logs = logs_pb2_grpc.LogServiceStub(channel)
+    admin = (("authorization", f"Bearer {ADMIN_KEY}"),)
+    _, call = logs.Stats.with_call(logs_pb2.StatsRequest(), metadata=(*admin, ("x-request-id", "stats-1")))
+    assert dict(call.trailing_metadata())["x-request-id"] == "stats-1"
+    _, call = logs.Stats.with_call(logs_pb2.StatsRequest(), metadata=admin)
+    assert dict(call.trailing_metadata())["x-request-id"]
+
+
 def test_unauthenticated(stub):
     with pytest.raises(grpc.RpcError) as err:
         stub.CreateChatCompletion(_request(), metadata=(("authorization", "Bearer nope"),))

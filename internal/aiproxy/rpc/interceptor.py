@@ -29,6 +29,7 @@ CURRENT_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("reques
 _PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _MODEL_METHODS = ("/aiproxy.v1.ChatService/ListModels", "/aiproxy.v1.ChatService/GetModel")
 _ADMIN_PREFIX = "/aiproxy.v1.LogService/"
+_CHAT_PREFIX = "/aiproxy.v1.ChatService/"  # its chat calls send x-request-id themselves, with their headers
 
 
 def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:
@@ -78,11 +79,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if policy == "public":
             return handler
         authenticate, on_reject = self._authenticate, self._on_reject
+        # Every other answer carries its request id too, as every REST response does.
+        tags_answer = not method.startswith(_CHAT_PREFIX) or method in _MODEL_METHODS
 
         async def admit(request, context) -> bool:
-            CURRENT_REQUEST_ID.set(request_id(metadata_value(context, REQUEST_ID)))
+            rid = request_id(metadata_value(context, REQUEST_ID))
+            CURRENT_REQUEST_ID.set(rid)
             try:
                 CURRENT_CALLER.set(authenticate(policy, context))
+                if tags_answer:
+                    context.set_trailing_metadata(((REQUEST_ID, rid),))
                 return True
             except (AuthenticationFailed, PermissionDenied) as exc:
                 if on_reject is not None:
