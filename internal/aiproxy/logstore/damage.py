@@ -11,11 +11,17 @@ that cannot be answered is DATA_LOSS / 500, naming the day, never the server's f
 
 Nothing here checks a file in advance: errors are caught where SQLite reports them, so the hot
 paths pay nothing, and a damaged file is never modified, repaired or removed.
+
+A file error is not always damage: a file or directory this process may not write (a read-only
+mount, another user's store) makes SQLite fail as well. Once an error is caught, `access_problem`
+looks at the file system to tell the two apart, so the advice fits: "restore it from a backup" for
+damage, "make it writable (or readable)" when the file is fine but out of reach.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +42,16 @@ _FILE_CODES = frozenset({
     sqlite3.SQLITE_CANTOPEN,
     sqlite3.SQLITE_NOTADB,
 })
+# The codes a file that is fine but out of reach (read-only, no permission) gives; any other says the
+# file is damaged, whatever its permissions (a corrupt file on a read-only mount is still corrupt).
+_ACCESS_CODES = frozenset({sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN})
 ADVICE = "it was left as it is: restore it from a backup (logdb bundle import) or move it out of the log store"
+READ_ONLY_ADVICE = (
+    "the file is not damaged by this and was left as it is: reading commands read it as it is;"
+    " to change it (ingest, fts build, dialogs assign, bundle import) make it and its directory writable"
+    " for this user, or copy the store to a writable place"
+)
+NO_READ_ADVICE = "the file was left as it is: give this user read permission on it (or run as its owner)"
 MAX_WARNINGS = 10  # named in a reply; more are counted in one last warning
 
 
@@ -54,9 +69,46 @@ def sqlite_code(exc: BaseException) -> int | None:
     return None if code is None else code & 0xFF
 
 
+def is_access_error(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite failing in a way a read-only or unreadable (but sound) file explains."""
+    return sqlite_code(exc) in _ACCESS_CODES
+
+
 def is_file_error(exc: BaseException) -> bool:
     """Whether `exc` is SQLite saying a file cannot be read or changed."""
     return sqlite_code(exc) in _FILE_CODES
+
+
+def access_problem(path: Path) -> tuple[str, str] | None:
+    """Why this process cannot use `path` though the file itself may be fine, with the advice for
+    it; None when permissions and the file system allow reading and writing it (then a file error
+    is damage). Asked only after SQLite failed: never on a hot path."""
+    path = Path(path)
+    if not path.is_file():  # missing, a directory in its place: damage, or a new file (below)
+        if path.exists() or not path.parent.is_dir() or _writable(path.parent):
+            return None
+        return f"its directory {path.parent} {_read_only_why(path.parent)}: the file cannot be created", READ_ONLY_ADVICE
+    if not os.access(path, os.R_OK):
+        return "this user has no read permission for the file", NO_READ_ADVICE
+    if not _writable(path):
+        return f"the file {_read_only_why(path)}", READ_ONLY_ADVICE
+    if not _writable(path.parent):
+        # SQLite writes its -wal and -shm files next to a WAL database, even to read it.
+        return f"its directory {_read_only_why(path.parent)} (SQLite keeps the -wal and -shm files there)", READ_ONLY_ADVICE
+    return None
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)  # False on a read-only file system, even for root
+
+
+def _read_only_why(path: Path) -> str:
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "is read-only: its file system is mounted read-only"
+    except OSError:
+        pass
+    return "is read-only for this user"
 
 
 def label(path: Path) -> str:
@@ -76,17 +128,26 @@ class PartitionUnreadable(GatewayError):
     error_type = "server_error"
     default_code = "partition_unreadable"
 
-    def __init__(self, path: Path, reason: str, *, lead: str | None = None) -> None:
+    def __init__(self, path: Path, reason: str, *, lead: str | None = None, advice: str = ADVICE) -> None:
         self.path = Path(path)
         self.reason = reason
+        self.advice = advice
         self.days = label(self.path)
-        lead = lead or "The log store cannot read"
-        super().__init__(f"{lead} the partition for {self.days} ({self.path.name}): {reason}; {ADVICE}")
+        self.read_only = advice == READ_ONLY_ADVICE
+        lead = lead or ("The log store cannot use" if advice != ADVICE else "The log store cannot read")
+        super().__init__(f"{lead} the partition for {self.days} ({self.path.name}): {reason}; {advice}")
 
     @classmethod
     def of(cls, path: Path, exc: BaseException) -> PartitionUnreadable:
+        """The error for `exc`, SQLite's words and, when the file is fine but out of reach (read-only,
+        no permission), why, with advice for that rather than "restore it from a backup"."""
         error = sqlite_error(exc)
-        return cls(path, str(error if error is not None else exc))
+        reason = str(error if error is not None else exc)
+        problem = access_problem(path) if is_access_error(exc) else None
+        if problem is None:
+            return cls(path, reason)
+        why, advice = problem
+        return cls(path, f"{reason} ({why})", advice=advice)
 
     @property
     def grpc_code(self) -> grpc.StatusCode:
@@ -96,7 +157,7 @@ class PartitionUnreadable(GatewayError):
         """One line saying this partition was left out: with its path for the local CLI, else
         with its days and file name (what a remote client may see)."""
         where = str(self.path) if local else f"the partition for {self.days} ({self.path.name})"
-        return f"skipped {where}: {self.reason}; {ADVICE}"
+        return f"skipped {where}: {self.reason}; {self.advice}"
 
 
 @contextlib.contextmanager
@@ -119,9 +180,14 @@ class ControlUnreadable(GatewayError):
     error_type = "server_error"
     default_code = "control_unreadable"
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path, reason: str, code: int | None = None) -> None:
         self.path = Path(path)
         self.reason = reason
+        problem = access_problem(self.path) if code in _ACCESS_CODES else None
+        if problem is not None:  # a read-only store: moving the file out would not help
+            why, advice = problem
+            super().__init__(f"The log store cannot use its ingest checkpoints ({self.path.name}): {reason} ({why}); {advice}")
+            return
         super().__init__(
             f"The log store cannot use its ingest checkpoints ({self.path.name}): {reason}; it was left as it is:"
             " move it out of the log store and ingest again (the request logs are then read from their start;"
@@ -144,7 +210,7 @@ def control_file(path: Path) -> Iterator[None]:
         if not is_file_error(exc):
             raise
         error = sqlite_error(exc)
-        raise ControlUnreadable(path, str(error if error is not None else exc)) from exc
+        raise ControlUnreadable(path, str(error if error is not None else exc), sqlite_code(exc)) from exc
 
 
 class Unreadable:
@@ -198,7 +264,8 @@ class Unreadable:
         first = next(iter(self.errors.values()))
         more = f" (and {len(self.errors) - 1} more partitions)" if len(self.errors) > 1 else ""
         return PartitionUnreadable(
-            first.path, first.reason + more, lead=f"{what} is not in the readable partitions; the log store cannot read"
+            first.path, first.reason + more, advice=first.advice,
+            lead=f"{what} is not in the readable partitions; the log store cannot read",
         )
 
 

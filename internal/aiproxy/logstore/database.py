@@ -7,8 +7,10 @@ seed tables in place. Later schema changes append a function to MIGRATIONS.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,7 +84,80 @@ def open_database(path: Path, settings: LogStoreSettings, *, create: bool = True
     _connect(db, settings.busy_timeout_ms / 1000)
     if create:
         migrate(db)
+    db.file, db.immutable_stamp = path, None
     return db
+
+
+def read_only_uris(path: Path) -> list[str]:
+    """SQLite URIs that read a file this process cannot write (a read-only mount, another user's
+    store), in the order to try them. `mode=ro` reads it as any reader does, locks and all, so it
+    sees what a live writer commits; in WAL mode it needs the -shm file, existing or creatable.
+    When neither is possible, `immutable=1` reads the main file alone without locks or -shm. That
+    is only right while nothing writes the file and no commit waits in a -wal (SQLite would ignore
+    it), so it is offered only when no -wal (with content) and no -shm exist: no process has the
+    file open in WAL mode. `Store` reopens it when that changes (`file_stamp`)."""
+    base = "file:" + urllib.parse.quote(str(Path(path).absolute()))
+    uris = [f"{base}?mode=ro"]
+    if file_stamp(path)[1:] == (0, False):
+        uris.append(f"{base}?mode=ro&immutable=1")
+    return uris
+
+
+def file_stamp(path: Path) -> tuple[tuple[int, int] | None, int, bool]:
+    """(size and mtime of the file, bytes in its -wal, whether its -shm exists): what must not
+    change while a file is read with `immutable=1`."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+        main = (stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        main = None
+    try:
+        wal = path.with_name(path.name + "-wal").stat().st_size
+    except OSError:
+        wal = 0
+    return main, wal, path.with_name(path.name + "-shm").exists()
+
+
+def open_read_only(path: Path, settings: LogStoreSettings) -> SqliteDatabase:
+    """Open an existing file read-only (read_only_uris), without migrating it: any write through it
+    fails with SQLITE_READONLY. `db.immutable_stamp` is the file's stamp when opened immutable."""
+    error: Exception | None = None
+    for uri in read_only_uris(path):
+        db = SqliteDatabase(uri, uri=True, pragmas=_pragmas(settings)[1:], check_same_thread=False,
+                            timeout=settings.busy_timeout_ms / 1000)  # [1:]: journal_mode would write
+        try:
+            _connect(db, settings.busy_timeout_ms / 1000)
+            db.execute_sql(_FIRST_READ)
+        except OperationalError as exc:
+            db.close()
+            error = exc
+            continue
+        db.file = Path(path)
+        db.immutable_stamp = file_stamp(path) if "immutable=1" in uri else None
+        return db
+    raise error
+
+
+def connect_read_only(path: Path, timeout_s: float) -> sqlite3.Connection:
+    """A plain sqlite3 connection that only reads `path` (bundle snapshots): read_only_uris in turn."""
+    error: Exception | None = None
+    for uri in read_only_uris(path):
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout_s)
+        try:
+            conn.execute(_FIRST_READ)
+            return conn
+        except sqlite3.Error as exc:
+            conn.close()
+            error = exc
+    raise error
+
+
+_FIRST_READ = "SELECT count(*) FROM sqlite_master"  # SQLite opens the file (and its -shm) lazily
+
+
+def schema_version(db: SqliteDatabase) -> int:
+    return db.execute_sql("PRAGMA user_version").fetchone()[0]
 
 
 def _connect(db: SqliteDatabase, timeout_s: float) -> None:

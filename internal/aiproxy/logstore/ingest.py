@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 
 from aiproxy.logstore import checkpoints
-from aiproxy.logstore.damage import ADVICE, PartitionUnreadable, Unreadable, control_file
+from aiproxy.logstore.damage import PartitionUnreadable, Unreadable, control_file
 from aiproxy.logstore.dialogs import assign_pending
 from aiproxy.logstore.partitions import control_path, day_of, holding
 from aiproxy.logstore.readers import read_jsonl, read_seed_log
@@ -73,7 +73,7 @@ class IngestReport:
         for error in self.unreadable.errors.values():
             unstored = self.rows_unstored.get(error.path)
             lost = f"; {unstored} rows for {error.days} were not stored and stay in the request logs" if unstored else ""
-            lines.append(f"{error.path}: {error.reason}{lost}: {ADVICE}, then ingest again")
+            lines.append(f"{error.path}: {error.reason}{lost}: {error.advice}, then ingest again")
         return lines
 
     def merge(self, other: IngestReport) -> None:

@@ -18,8 +18,20 @@ from pathlib import Path
 from peewee import SqliteDatabase
 
 from aiproxy.logstore import partitions
-from aiproxy.logstore.damage import PartitionUnreadable, converted
-from aiproxy.logstore.database import open_database
+from aiproxy.logstore.damage import (
+    READ_ONLY_ADVICE,
+    PartitionUnreadable,
+    access_problem,
+    converted,
+    is_access_error,
+)
+from aiproxy.logstore.database import (
+    SCHEMA_VERSION,
+    file_stamp,
+    open_database,
+    open_read_only,
+    schema_version,
+)
 from aiproxy.logstore.server_identity import resolve_server_id, server_row
 from aiproxy.logstore.settings import LogStoreSettings
 
@@ -52,15 +64,37 @@ class Store:
         path = given.absolute()
         with self._lock:
             db = self._dbs.get(path)
+            if db is not None and db.immutable_stamp is not None and file_stamp(path) != db.immutable_stamp:
+                db.close()  # a writer came: immutable reads are no longer right (database.read_only_uris)
+                db = None
             if db is None:
                 if partitions.is_partition_name(path.name):
                     _refuse_truncated(given)
                     with converted(given):
-                        db = open_database(path, self.settings, create=create)
+                        db = self._open_partition(path, given, create)
                 else:
                     db = open_database(path, self.settings, create=create)
                 self._dbs[path] = db
             return db
+
+    def _open_partition(self, path: Path, given: Path, create: bool) -> SqliteDatabase:
+        """Read-write as always; a file this process may not write (a read-only mount, another
+        user's store) is opened read-only instead, so reading commands work on it and a write
+        fails with SQLITE_READONLY, which `converted` names as a read-only file."""
+        try:
+            return open_database(path, self.settings, create=create)
+        except Exception as exc:
+            if not (is_access_error(exc) and path.is_file() and access_problem(path) is not None):
+                raise
+        db = open_read_only(path, self.settings)
+        found = schema_version(db)
+        if found < SCHEMA_VERSION:  # reading it needs the columns a migration adds: a write
+            db.close()
+            why = access_problem(path)[0]
+            raise PartitionUnreadable(given, f"its schema (version {found}) must be upgraded to version"
+                                      f" {SCHEMA_VERSION} before it is read, which writes it ({why})",
+                                      advice=READ_ONLY_ADVICE)
+        return db
 
     @contextmanager
     def connected(self, path: Path) -> Iterator[SqliteDatabase]:
@@ -72,8 +106,8 @@ class Store:
         with converted(Path(path)):
             db = self.database(path)
             recent: OrderedDict[Path, SqliteDatabase] = self._local.__dict__.setdefault("recent", OrderedDict())
-            recent[Path(db.database)] = db
-            recent.move_to_end(Path(db.database))
+            recent[db.file] = db
+            recent.move_to_end(db.file)
             while len(recent) > MAX_OPEN:
                 recent.popitem(last=False)[1].close()
             yield db
@@ -90,7 +124,7 @@ class Store:
 
     def note_server(self, db: SqliteDatabase, server_id: str) -> None:
         """Insert the `servers` row once per file and server id (seed: in every DB touched)."""
-        key = (Path(db.database), server_id)
+        key = (db.file, server_id)
         if key in self._known_servers:
             return
         db.execute_sql(

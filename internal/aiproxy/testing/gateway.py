@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -56,8 +57,10 @@ class GatewayProcess:
         mappings: dict[str, str] | None = None,
         env: dict[str, str] | None = None,
         workers: int = 1,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.workdir = Path(workdir)
+        self.prefix = list(prefix)  # argv run before the gateway's (testing.readonly.command)
         self.port = free_port()
         self.grpc_port = free_port()
         self.log_dir = self.workdir / "logs"
@@ -117,7 +120,7 @@ class GatewayProcess:
         self.stderr_path = self.workdir / "gateway.stderr"
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
-            [*COMMAND, "serve"],
+            [*self.prefix, *COMMAND, "serve"],
             cwd=self.workdir,
             env=self.env,
             stdout=self._stderr,

@@ -1,15 +1,17 @@
 """open_database waits out a "database is locked" raised while the connection's pragmas are
 applied (seen once when the live ingester created a day's partition while a search opened it;
-the race is too narrow to reproduce on demand, so the lock is injected at peewee's pragma step)."""
+the race is too narrow to reproduce on demand, so the lock is injected at peewee's pragma step),
+and which read-only opens it may fall back to."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import peewee
 import pytest
 
-from aiproxy.logstore.database import open_database
+from aiproxy.logstore.database import open_database, read_only_uris
 from aiproxy.logstore.settings import LogStoreSettings
 
 
@@ -51,3 +53,20 @@ def test_other_errors_and_a_lock_that_outlasts_the_busy_timeout_are_raised(tmp_p
     with pytest.raises(peewee.OperationalError, match="locked"):
         open_database(tmp_path / "b.sqlite3", _settings(tmp_path, busy_timeout_ms=300))
     assert 0.2 < time.monotonic() - started < 1.0
+
+
+def test_immutable_is_offered_only_when_no_process_has_the_file_open_in_wal_mode(tmp_path):
+    """immutable=1 ignores the -wal (commits in it would vanish) and takes no locks (a writer's
+    pages could tear): a fallback only for a file with neither -wal nor -shm beside it."""
+    path = tmp_path / "ai_proxy_20250905.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    assert [uri.split("?")[1] for uri in read_only_uris(path)] == ["mode=ro"]  # open: -wal and -shm exist
+    conn.close()
+    assert [uri.split("?")[1] for uri in read_only_uris(path)] == ["mode=ro", "mode=ro&immutable=1"]
+    odd = tmp_path / "a dir?#x" / "ai_proxy_20250906.sqlite3"
+    odd.parent.mkdir()
+    sqlite3.connect(odd).close()
+    assert all(sqlite3.connect(uri, uri=True).execute("SELECT 1").fetchone() for uri in read_only_uris(odd))
