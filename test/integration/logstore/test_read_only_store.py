@@ -1,7 +1,8 @@
 """A log store that this process may not write — on a read-only mount, or owned by another user —
 is read as it is: every reading command answers in full and leaves no file behind, a writing
-command says which file is read-only (not "restore it from a backup"), and a really damaged
-file in it is still told apart as damage. Reproduced for real as root with user namespaces (aiproxy.testing.readonly), in a `logdb` / gateway subprocess."""
+command says which file is read-only (not "restore it from a backup"), `bundle create` archives
+it, and a really damaged file in it is still told apart as damage. Reproduced for real as root
+with user namespaces (aiproxy.testing.readonly), in a `logdb` / gateway subprocess."""
 
 from __future__ import annotations
 
@@ -87,6 +88,15 @@ def test_ingest_says_the_store_is_read_only(ro_store):
     done = ro_store.run("ingest", "--from", str(ro_store.root / "db-logs"))
     assert done.returncode == 1 and "control.sqlite3" in done.stderr and "read-only" in done.stderr
     assert "move it out" not in done.stderr and "backup" not in done.stderr
+    assert ro_store.untouched()
+
+
+def test_bundle_create_archives_a_read_only_store(ro_store, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    done = ro_store.run("bundle", "create", "--since", "2025-09-01", "--to", "2025-09-30", "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    assert (json.loads(done.stdout)["rows"], json.loads(done.stdout)["files"]) == (9, 3)
     assert ro_store.untouched()
 
 

@@ -35,7 +35,7 @@ from aiproxy.logstore.bundles.manifest import (
 )
 from aiproxy.logstore.bundles.transfer import local_destination
 from aiproxy.logstore.damage import converted
-from aiproxy.logstore.database import SCHEMA_VERSION
+from aiproxy.logstore.database import SCHEMA_VERSION, connect_read_only
 from aiproxy.logstore.ingest import discover_sources
 from aiproxy.logstore.partitions import day_of
 from aiproxy.logstore.store import Store
@@ -72,7 +72,7 @@ class CreateResult:
 def snapshot(source: Path, target: Path, busy_timeout_s: float = 5.0) -> int:
     """Copy a (possibly live, WAL) database with the online backup API; returns its request rows.
     The copy uses a rollback journal, so it is one self-contained file."""
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=busy_timeout_s)
+    src = connect_read_only(source, busy_timeout_s)  # a read-only store can be archived too
     dst = sqlite3.connect(target)
     try:
         src.backup(dst)
