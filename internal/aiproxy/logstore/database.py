@@ -80,7 +80,9 @@ def open_database(path: Path, settings: LogStoreSettings, *, create: bool = True
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.is_file():
         raise FileNotFoundError(path)
-    db = SqliteDatabase(str(path), pragmas=_pragmas(settings), check_same_thread=False, timeout=settings.busy_timeout_ms / 1000)
+    # uri=True: a plain path stays a path; it lets ATTACH take read_only_uris (merge.py)
+    db = SqliteDatabase(str(path), pragmas=_pragmas(settings), check_same_thread=False, uri=True,
+                        timeout=settings.busy_timeout_ms / 1000)
     _connect(db, settings.busy_timeout_ms / 1000)
     if create:
         migrate(db)

@@ -11,7 +11,7 @@ from pathlib import Path
 import peewee
 
 from aiproxy.logstore.bundles.importer import INCOMING
-from aiproxy.logstore.database import open_database
+from aiproxy.logstore.database import open_database, read_only_uris
 from aiproxy.logstore.fts import index_missing
 from aiproxy.logstore.models import BASE_MODELS
 from aiproxy.logstore.partitions import is_partition_name
@@ -49,8 +49,27 @@ def merge(source_dir: Path, dest: Path, settings: LogStoreSettings) -> dict:
     return {"sources": len(sources), "total_requests": total, "fragments_indexed": indexed, "integrity": integrity}
 
 
+def _attach(db, source: Path, alias: str) -> None:
+    """Attach a source read-only, as the store reads a file it may not write (database.read_only_uris):
+    a store on a read-only mount can be merged into a local file."""
+    error: Exception | None = None
+    for uri in read_only_uris(source):
+        try:
+            db.execute_sql(f"ATTACH DATABASE ? AS {alias}", (uri,))
+        except peewee.DatabaseError as exc:
+            error = exc
+            continue
+        try:
+            db.execute_sql(f"SELECT count(*) FROM {alias}.sqlite_master")  # SQLite may open it lazily
+            return
+        except peewee.DatabaseError as exc:
+            db.execute_sql(f"DETACH DATABASE {alias}")
+            error = exc
+    raise error
+
+
 def _copy_rows(db, source: Path, alias: str) -> None:
-    db.execute_sql(f"ATTACH DATABASE ? AS {alias}", (str(source),))
+    _attach(db, source, alias)
     try:
         with db.atomic("IMMEDIATE"):
             for model in BASE_MODELS:

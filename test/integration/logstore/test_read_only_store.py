@@ -173,3 +173,12 @@ def test_a_file_read_immutable_is_reopened_once_its_owner_writes_it(tmp_path):
     finally:
         reader.stdin.close()
         assert reader.wait(30) == 0
+
+
+def test_merge_reads_a_read_only_store_into_a_local_file(ro_store, tmp_path):
+    target = tmp_path / "merged.sqlite3"
+    done = subprocess.run([*ro_store.prefix, *LOGDB, "merge", "--from", str(ro_store.base), "--to", str(target)],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "sources=3 total_requests=9 integrity=ok" in done.stdout
+    assert ro_store.untouched()
