@@ -26,8 +26,8 @@ Options (defaults come from .env in the project directory):
       --model NAME        model for the chat call (default: mock, the built-in provider)
       --http-port N       (default: HTTP_PORT or 80)
       --https-port N      (default: HTTPS_PORT or 443)
-      --grpc-host NAME    gRPC host name (default: grpc.DOMAIN; native TLS: DOMAIN)
-      --grpc-port N       gRPC port (default: the https port; native TLS: GRPC_PORT, e.g. 50051)
+      --grpc-host NAME    gRPC host name (default: grpc.DOMAIN; with native TLS pass DOMAIN)
+      --grpc-port N       gRPC port (default: the https port; with native TLS pass its GRPC_PORT, e.g. 50051)
       --connect-ip IP     connect to IP instead of resolving DOMAIN (before DNS is ready)
       --ca-file PEM       trust this CA bundle instead of the system one
       --insecure          skip certificate verification (automatic with the staging CA)
