@@ -180,8 +180,9 @@ def register(subparsers) -> None:
     create.add_argument("--out", required=True, metavar="PATH", help="archive file, or a directory to name one in")
     create.add_argument("--db", metavar="DIR", help="log store directory (LOGDB_DIR, logs/db)")
     create.add_argument("--include-raw", action="store_true",
-                        help="also archive request log files under raw/ (or LOGDB_BUNDLE_INCLUDE_RAW=true)")
-    create.add_argument("--raw", metavar="DIR", help="request log directory for --include-raw (LOG_DIR, logs)")
+                        help="also archive the log files under --raw (request logs, *.log such as app.log) in raw/"
+                             " (or LOGDB_BUNDLE_INCLUDE_RAW=true)")
+    create.add_argument("--raw", metavar="DIR", help="log directory for --include-raw (LOG_DIR, logs)")
     create.set_defaults(func=run_create)
 
     verify = actions.add_parser("verify", help="check every member against metadata.json",
