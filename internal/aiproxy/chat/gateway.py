@@ -60,9 +60,12 @@ class ChatGateway:
         if settings is None:
             raise ProviderNotConfigured(f"Model '{alias}' maps to provider '{name}', which is not configured.")
         if settings.api_key_required and not settings.api_key:
+            # A provider declared without api_key_env has no variable of its own: name the setting itself.
+            setting = settings.api_key_env or (
+                f"PROVIDERS__{name.upper()}__API_KEY (or PROVIDERS__{name.upper()}__API_KEY_REQUIRED=false)"
+            )
             raise ProviderNotConfigured(
-                f"Model '{alias}' needs the '{name}' provider, which has no API key: the operator must set "
-                f"{settings.api_key_env or 'its api_key'}."
+                f"Model '{alias}' needs the '{name}' provider, which has no API key: the operator must set {setting}."
             )
         provider = self._providers[name] = build_provider(settings)
         return provider

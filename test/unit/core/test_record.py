@@ -8,7 +8,8 @@ import pytest
 
 from aiproxy.chat.gateway import ChatGateway
 from aiproxy.chat.record import Exchange, RequestLog, _serialised
-from aiproxy.errors import InternalError
+from aiproxy.config import ProviderSettings
+from aiproxy.errors import InternalError, ProviderNotConfigured
 from aiproxy.identity import KeyHasher
 from aiproxy.routing import ModelRouter
 
@@ -59,6 +60,16 @@ def test_an_unexpected_failure_is_recorded_as_the_client_is_answered(tmp_path):
     assert record["status_code"] == answer.http_status
     assert record["error"] == {"message": answer.message, "type": answer.error_type, "code": answer.code}
     assert record["response"] == answer.to_body()
+
+
+def test_a_provider_without_a_key_names_the_setting_to_set(tmp_path):
+    """A provider added without api_key_env (PROVIDERS__VLLM__KIND=openai, …) has no variable to name:
+    the 503 said "the operator must set its api_key", which is no setting anyone can find."""
+    vllm = ProviderSettings(name="vllm", kind="openai", base_url="http://127.0.0.1:9/v1")
+    gateway = ChatGateway(ModelRouter({}), {"vllm": vllm}, _Captured(), KeyHasher("secret", tmp_path), "s")
+    with pytest.raises(ProviderNotConfigured) as error:
+        gateway._provider("vllm", "v")
+    assert "PROVIDERS__VLLM__API_KEY" in error.value.message and "API_KEY_REQUIRED=false" in error.value.message
 
 
 def test_a_body_too_deep_for_the_record_is_left_out_and_the_other_kept():
