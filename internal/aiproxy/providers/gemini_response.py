@@ -29,7 +29,9 @@ def finish_reason(gemini_reason: str | None, has_tool_calls: bool) -> str:
         return "length"
     if gemini_reason in _CONTENT_FILTER:
         return "content_filter"
-    return "tool_calls" if has_tool_calls else "stop"
+    # Only a normal stop with calls asks the client to run them (wire-formats §4.3): the calls of
+    # UNEXPECTED_TOOL_CALL, TOO_MANY_TOOL_CALLS and the like failed.
+    return "tool_calls" if has_tool_calls and gemini_reason in ("STOP", None) else "stop"
 
 
 def usage(metadata: dict | None) -> dict:

@@ -206,6 +206,12 @@ def test_blocked_prompt_is_a_content_filter_answer_with_an_explanation():
         ("SPII", False, "content_filter"),
         ("IMAGE_SAFETY", False, "content_filter"),
         ("MALFORMED_FUNCTION_CALL", False, "stop"),
+        # wire-formats §4.3: only STOP with calls is tool_calls; the call-failure reasons are stop even
+        # when the candidate holds a call (an undeclared tool, one call too many): not calls to run.
+        ("UNEXPECTED_TOOL_CALL", True, "stop"),
+        ("TOO_MANY_TOOL_CALLS", True, "stop"),
+        ("MALFORMED_FUNCTION_CALL", True, "stop"),
+        ("OTHER", True, "stop"),
         ("OTHER", False, "stop"),
         ("FINISH_REASON_UNSPECIFIED", False, "stop"),
         ("SOMETHING_NEW", False, "stop"),
