@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
 _GRPC_EXIT = {grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE}
 # What to do, where the server's message cannot know how the key was (not) given.
 _GRPC_HINT = {grpc.StatusCode.UNAUTHENTICATED: " (pass an admin key with --api-key, or set AIPROXY_API_KEY)"}
+# gRPC's words when no connection was made; plain gRPC against a TLS listener only says 'Socket closed'.
+_CONNECT_FAILED = "failed to connect"
+_CONNECT_HINT = " (check the address, and that TLS matches the listener: grpcs://, --tls or --ca-file for a TLS one)"
+
+
+def _grpc_hint(exc: grpc.RpcError) -> str:
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and _CONNECT_FAILED in (exc.details() or ""):
+        return _CONNECT_HINT
+    return _GRPC_HINT.get(exc.code(), "")
 
 
 def _check_range(args: argparse.Namespace) -> None:
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"logdb: {exc.message} (file: {exc.path})", file=sys.stderr)
         return EXIT_FAILED
     except grpc.RpcError as exc:
-        print(f"logdb: {exc.code().name}: {exc.details()}{_GRPC_HINT.get(exc.code(), '')}", file=sys.stderr)
+        print(f"logdb: {exc.code().name}: {exc.details()}{_grpc_hint(exc)}", file=sys.stderr)
         return _GRPC_EXIT.get(exc.code(), EXIT_FAILED)
     except OSError as exc:  # a directory of the store that cannot be created or written
         where = f"{exc.filename}: " if exc.filename else ""

@@ -293,6 +293,8 @@ def test_remote_over_tls(workdir):
             assert json.loads(done.stdout)["server_id"] == "srv-tls"
             plain = await asyncio.to_thread(logdb, workdir, "stats", *remote)
             assert plain.returncode == 1 and "UNAVAILABLE" in plain.stderr
+            # gRPC's own words ('Socket closed') do not say that the listener speaks TLS
+            assert "grpcs://, --tls or --ca-file" in plain.stderr
         finally:
             await server.stop(None)
 
