@@ -73,6 +73,8 @@ class LogStoreSettings:
     dialog_window: str = "30m"
     dialog_lookback_days: int = 30
     live_interval_s: float = 1.0
+    # The default of `logdb bundle create --include-raw`.
+    bundle_include_raw: bool = False
 
     @property
     def base(self) -> Path:
@@ -125,4 +127,5 @@ class LogStoreSettings:
                 "dialog_lookback_days", values.get("dialog_lookback_days", defaults.dialog_lookback_days), 0
             ),
             live_interval_s=max(0.05, interval),
+            bundle_include_raw=_bool("bundle_include_raw", values.get("bundle_include_raw", defaults.bundle_include_raw)),
         )

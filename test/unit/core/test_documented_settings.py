@@ -58,15 +58,7 @@ def test_every_readme_variable_is_read(name):
 
 
 @pytest.mark.parametrize("name", LOGDB_VARIABLES)
-def test_every_logstore_variable_is_read(name, monkeypatch):
-    if name == "LOGDB_BUNDLE_INCLUDE_RAW":  # a `bundle create` default, read by the command
-        import argparse
-
-        from aiproxy.logstore.cli.bundle_cmd import _include_raw
-
-        monkeypatch.setenv(name, "true")
-        assert _include_raw(argparse.Namespace(include_raw=False)) is True
-        return
+def test_every_logstore_variable_is_read(name):
     try:
         changed = LogStoreSettings.from_mapping({}, {name: PROBE})
     except ConfigError as error:
@@ -90,3 +82,19 @@ def test_every_gateway_setting_is_documented():
     names |= {name.upper() if name == "hsts_max_age" else f"TLS_{name.upper()}" for name in TLSSettings.__dataclass_fields__}
     names.add("SETTINGS_FILE")
     assert names <= set(README_VARIABLES), names - set(README_VARIABLES)
+
+
+def test_settings_toml_holds_every_default():
+    """The README calls configs/settings.toml the file with every default, documented: the log store's
+    busy timeout, WAL checkpoint, page cache, env and bundle_include_raw were missing from it (and
+    logdb_bundle_include_raw written there was not read)."""
+    import tomllib
+
+    from aiproxy.config import Settings, TLSSettings
+
+    defaults = tomllib.loads((REPO / "configs" / "settings.toml").read_text(encoding="utf-8"))["default"]
+    names = {name for name in Settings.__dataclass_fields__} - {"tls", "providers", "logdb", "source"}
+    names |= {name if name == "hsts_max_age" else f"tls_{name}" for name in TLSSettings.__dataclass_fields__}
+    names |= {f"logdb_{name}" for name in LogStoreSettings.__dataclass_fields__}
+    assert names <= set(defaults), names - set(defaults)
+    assert LogStoreSettings.from_mapping({"bundle_include_raw": True}, {}).bundle_include_raw is True

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import signal
 import sys
 from pathlib import Path
@@ -51,17 +50,13 @@ def _store(directory: str | None, *, existing: bool = True):
     return open_store(argparse.Namespace(out=directory), existing=existing)
 
 
-def _include_raw(args: argparse.Namespace) -> bool:
-    return args.include_raw or os.environ.get("LOGDB_BUNDLE_INCLUDE_RAW", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 @_guarded
 def run_create(args: argparse.Namespace) -> int:
     try:
         with _store(args.db) as (store, log_dir):
             total = sum(p.path.stat().st_size for p in store.existing(args.since, args.to))
             bar = ProgressBar(total, "bundle create")
-            raw_dir = Path(args.raw or log_dir) if _include_raw(args) else None
+            raw_dir = Path(args.raw or log_dir) if args.include_raw or store.settings.bundle_include_raw else None
             result = create_bundle(store, args.since, args.to, args.out, raw_dir=raw_dir, progress=bar.advance)
             bar.close()
     except ValueError as exc:  # an inverted range: a usage error
