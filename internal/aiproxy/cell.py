@@ -85,6 +85,7 @@ def build_gateway(settings: Settings) -> ChatGateway:
         KeyHasher(settings.key_hash_secret, settings.log_dir),
         # The same identity the log store stamps on its rows.
         resolve_server_id(LogStoreSettings.from_mapping(settings.logdb)),
+        max_answer_size=settings.grpc_message_bytes,
     )
 
 

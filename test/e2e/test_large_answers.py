@@ -20,6 +20,7 @@ from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 U = [{"role": "user", "content": "hi"}]
 TOO_LARGE = "y" * (1536 * 1024)  # over the 1 MiB + 64 KiB message limit of this gateway
+SMALL_ANSWER_LIMIT = 65536 + 1024 * 1024  # small_gateway's MAX_BODY_BYTES + 1 MiB: what one answer may hold
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,23 @@ def test_stream_chunk_too_large_ends_the_stream_with_an_error_frame(small_gatewa
     assert orjson.loads(error)["error"]["code"] == "bad_upstream_response" and done == "[DONE]"
     record = small_gateway.wait_for_record(response.headers["x-request-id"])
     assert record["status_code"] == 502 and record["error"]["code"] == "bad_upstream_response"
+
+
+def test_streamed_answer_larger_than_a_json_answer_may_be_ends_with_an_error_frame(small_gateway, fake):
+    """Was: every chunk fit one message, so a stream that never ended was relayed on and on while the
+    gateway kept all of it for the request log (an endless upstream stream: +30 MiB of RSS a second)."""
+    piece = "z" * (256 * 1024)  # each chunk is well within the limit; twenty of them are not
+    fake.push(StreamReply(text_chunks([piece] * 20, usage=False), per_event=True))
+    response = _post(small_gateway, stream=True)
+    events = SSEDecoder().feed(response.content)
+    assert events[-1] == "[DONE]"
+    error = orjson.loads(events[-2])["error"]
+    assert error["code"] == "bad_upstream_response" and "MAX_BODY_BYTES" in error["message"], error
+    relayed = "".join(orjson.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-2])
+    assert 0 < len(relayed) <= SMALL_ANSWER_LIMIT
+    record = small_gateway.wait_for_record(response.headers["x-request-id"])
+    assert record["status_code"] == 502 and record["error"]["code"] == "bad_upstream_response"
+    assert len(record["response"]["choices"][0]["message"]["content"]) < 20 * len(piece)  # read no further
 
 
 

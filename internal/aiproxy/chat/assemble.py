@@ -4,6 +4,8 @@ OpenRouter's reasoning, citations, provider and native finish reason, which its 
 
 from __future__ import annotations
 
+import orjson
+
 _ENVELOPE = ("id", "created", "model", "system_fingerprint", "provider")
 _TEXTS = ("refusal", "reasoning")  # delta fields streamed as pieces of one text
 # delta fields streamed as pieces of one list (images: each whole in the delta it arrives in)
@@ -11,12 +13,13 @@ _LISTS = ("reasoning_details", "annotations", "images")
 
 
 class StreamAssembler:
-    __slots__ = ("_envelope", "_choices", "_usage")
+    __slots__ = ("_envelope", "_choices", "_usage", "size")
 
     def __init__(self) -> None:
         self._envelope: dict = {}
         self._choices: dict[int, dict] = {}
         self._usage: dict | None = None
+        self.size = 0  # characters of answer held (texts, tool calls, JSON of list items): what the record grows by
 
     def add(self, chunk: dict) -> None:
         if not self._envelope:
@@ -36,12 +39,15 @@ class StreamAssembler:
                 delta = {}
             if isinstance(delta.get("content"), str):
                 state["content"].append(delta["content"])
+                self.size += len(delta["content"])
             for key in _TEXTS:  # joined, like content
                 if isinstance(delta.get(key), str):
                     state.setdefault(key, []).append(delta[key])
+                    self.size += len(delta[key])
             for key in _LISTS:  # concatenated
                 if isinstance(delta.get(key), list):
                     state.setdefault(key, []).extend(delta[key])
+                    self.size += len(orjson.dumps(delta[key]))
             calls = delta.get("tool_calls")
             for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict):
@@ -51,8 +57,7 @@ class StreamAssembler:
             if choice.get("native_finish_reason") is not None:
                 state["native_finish_reason"] = choice["native_finish_reason"]
 
-    @staticmethod
-    def _add_tool_call(calls: dict[int, dict], delta: dict) -> None:
+    def _add_tool_call(self, calls: dict[int, dict], delta: dict) -> None:
         call = calls.setdefault(_index(delta.get("index"), len(calls)), {"id": None, "type": "function",
                                                                           "function": {"name": "", "arguments": ""}})
         if delta.get("id"):
@@ -62,8 +67,10 @@ class StreamAssembler:
             return
         if isinstance(function.get("name"), str):
             call["function"]["name"] += function["name"]
+            self.size += len(function["name"])
         if isinstance(function.get("arguments"), str):
             call["function"]["arguments"] += function["arguments"]
+            self.size += len(function["arguments"])
 
     def result(self, fallback_usage: dict | None = None) -> dict:
         """The assembled completion; `fallback_usage` fills in usage the stream did not carry."""

@@ -19,6 +19,7 @@ from aiproxy.errors import (
     InvalidRequest,
     ProviderNotConfigured,
     ServerShuttingDown,
+    UpstreamBadResponse,
 )
 from aiproxy.identity import KeyHasher
 from aiproxy.providers import Provider, build_provider
@@ -44,8 +45,12 @@ class ChatGateway:
         request_log: RequestLog,
         hasher: KeyHasher,
         server_id: str,
+        max_answer_size: int,
     ) -> None:
         self.router = router
+        # What one JSON answer may hold (Settings.grpc_message_bytes); a streamed answer is kept whole
+        # for the request log, so it may not grow beyond it either: an endless stream would fill memory.
+        self._max_answer = max_answer_size
         self._settings = provider_settings
         self._providers: dict[str, Provider] = {}
         self._log = request_log
@@ -123,8 +128,7 @@ class ChatGateway:
         stream = await call.provider.open_stream(call.upstream)
         return self._relay(call.exchange, stream), stream.headers
 
-    @staticmethod
-    async def _relay(exchange: Exchange, stream) -> AsyncIterator[list[dict]]:
+    async def _relay(self, exchange: Exchange, stream) -> AsyncIterator[list[dict]]:
         assembler = StreamAssembler()
         try:
             async for batch in stream:
@@ -134,6 +138,11 @@ class ChatGateway:
                     if exchange.first_token is None:
                         exchange.first_token = time.perf_counter()
                     assembler.add(chunk)
+                if assembler.size > self._max_answer:
+                    raise UpstreamBadResponse(
+                        f"The upstream streamed an answer longer than the gateway relays ({self._max_answer}"
+                        " characters in all; the operator sets it with MAX_BODY_BYTES)."
+                    )
                 yield batch
         finally:
             exchange.response = assembler.result(fallback_usage=stream.usage)

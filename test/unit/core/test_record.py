@@ -53,7 +53,7 @@ class _Captured(RequestLog):
 
 def test_an_unexpected_failure_is_recorded_as_the_client_is_answered(tmp_path):
     log = _Captured()
-    gateway = ChatGateway(ModelRouter({}), {}, log, KeyHasher("secret", tmp_path), "s")
+    gateway = ChatGateway(ModelRouter({}), {}, log, KeyHasher("secret", tmp_path), "s", max_answer_size=1024)
     gateway.finish(gateway.begin(None, "r", "grpc", stream=False), KeyError("a bug"))
     [record] = log.records
     answer = InternalError()  # what the interceptor sends the client
