@@ -24,7 +24,7 @@ def index_missing(db) -> tuple[int, int]:
     """Index rows that have no fragment yet (creating the FTS table if needed); returns
     (fragments indexed, requests without text)."""
     create_fts(db)
-    done = {r[0] for r in db.execute_sql(f"SELECT DISTINCT request_id FROM {FTS_TABLE}")}
+    indexed_ids = _IndexedIds(db)
     indexed = skipped = 0
     last_rowid = 0
     while True:
@@ -36,20 +36,42 @@ def index_missing(db) -> tuple[int, int]:
         if not batch:
             break
         last_rowid = batch[-1][0]
-        rows = []
+        found = {}
         for _rowid, request_id, endpoint, model_original, model_mapped, request_json, response_json in batch:
-            if request_id in done:
+            if request_id in indexed_ids.done:
                 continue
             fragments = extract_fragments(orjson.loads(request_json), orjson.loads(response_json))
             skipped += not fragments
-            rows.extend(
+            found[request_id] = [
                 (request_id, role, text, endpoint, model_original or "", model_mapped or "") for role, text in fragments
-            )
+            ]
         with db.atomic("IMMEDIATE"):
+            # Another writer (the gateway's live ingest, a second build) may have indexed some of
+            # them since they were read: checked under the write lock, so none is indexed twice.
+            indexed_ids.refresh()
+            rows = [row for request_id, rows in found.items() if request_id not in indexed_ids.done for row in rows]
             db.connection().executemany(INSERT_FRAGMENT, rows)
         indexed += len(rows)
     db.execute_sql(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES('optimize')")
     return indexed, skipped
+
+
+class _IndexedIds:
+    """The request ids the FTS table holds fragments of, kept current by reading only the
+    fragments added since the last look (FTS5 rowids grow, and a rowid range is a cheap scan)."""
+
+    def __init__(self, db) -> None:
+        self._db = db
+        self._seen_rowid = 0
+        self.done: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        for rowid, request_id in self._db.execute_sql(
+            f"SELECT rowid, request_id FROM {FTS_TABLE} WHERE rowid > ?", (self._seen_rowid,)
+        ):
+            self.done.add(request_id)
+            self._seen_rowid = max(self._seen_rowid, rowid)
 
 
 def build(

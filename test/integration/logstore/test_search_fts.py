@@ -190,6 +190,33 @@ def test_fts_disabled_store_is_indexed_by_build(tmp_path):
     assert len(search(store, "late").hits) == 1
 
 
+def test_fts_build_beside_an_ingest_indexes_each_row_once(tmp_path):
+    """Was: `fts build` listed the indexed rows once, up front, so rows an ingester stored (and
+    indexed) while it ran were indexed a second time: duplicate fragments skew bm25 and snippets."""
+    old = [chat_record([{"role": "user", "content": f"old question {i}"}], "old answer", ts=T0 + timedelta(seconds=i))
+           for i in range(3)]
+    write_jsonl(tmp_path / "old" / "r.jsonl", old)
+    store = make_store(tmp_path / "db", fts_enabled=False)
+    ingest(store, tmp_path / "old")
+    write_jsonl(tmp_path / "new" / "r.jsonl", [chat_record([{"role": "user", "content": "new question"}], "new answer",
+                                                           ts=T0 + timedelta(seconds=9))])
+    ingester = make_store(tmp_path / "db")  # another process's connections, FTS on (the gateway's live ingest)
+    [part] = store.existing()
+    with store.connected(part.path) as db:
+        def ingest_when_build_reads_rows(action, table, *_):
+            if action == sqlite3.SQLITE_READ and table == "requests" and not ingested:
+                ingested.append(ingest(ingester, tmp_path / "new").rows_inserted)
+            return sqlite3.SQLITE_OK
+
+        ingested: list[int] = []
+        db.connection().set_authorizer(ingest_when_build_reads_rows)
+        fts.index_missing(db)
+        db.connection().set_authorizer(None)
+        fragments = db.execute_sql("SELECT request_id, role, content FROM request_text_index").fetchall()
+    assert ingested == [1]
+    assert len(fragments) == len(set(fragments)) == 2 * 4, fragments
+
+
 def test_listing_newest_first_reads_only_the_partitions_it_needs(store):
     page = search(store, "", limit=2)
     assert page.partitions == 1 and len(page.hits) == 2  # the two newest rows are in the newest file
