@@ -95,10 +95,11 @@ def not_held(conn, rows: list[Row]) -> list[Row]:
 def insert_rows(db: SqliteDatabase, rows: list[Row], *, fts_enabled: bool) -> list[Row]:
     """Insert the rows not stored yet; returns those that were inserted. A row whose id another
     exchange already holds is stored under reused_id()."""
-    with_fts = has_fts(db) or fts_enabled
-    if with_fts and not has_fts(db):
-        create_fts(db)
     with db.atomic("IMMEDIATE"):
+        # Decided under the write lock: an `fts drop` (or build) in another process may change it.
+        with_fts = has_fts(db) or fts_enabled
+        if with_fts and not has_fts(db):
+            create_fts(db)
         conn = db.connection()
         seen = _stored_for(conn, rows)
         fresh = []

@@ -217,6 +217,34 @@ def test_fts_build_beside_an_ingest_indexes_each_row_once(tmp_path):
     assert len(fragments) == len(set(fragments)) == 2 * 4, fragments
 
 
+def test_ingest_beside_an_fts_drop_stores_its_rows(tmp_path):
+    """Was: ingest decided whether to index before its write transaction, so an `fts drop` in
+    between failed the batch with `no such table: request_text_index` (a live ingest round logged
+    a traceback; `logdb ingest` failed)."""
+    write_jsonl(tmp_path / "logs" / "r.jsonl", [chat_record([{"role": "user", "content": "first"}], "x", ts=T0)])
+    store = make_store(tmp_path / "db")
+    ingest(store, tmp_path / "logs")
+    [part] = store.existing()
+    operator = make_store(tmp_path / "db")  # `logdb fts drop`, another process
+
+    def drop_before_the_write_transaction(action, *_):
+        if action == sqlite3.SQLITE_TRANSACTION and not dropped:
+            dropped.append(fts.drop(operator))
+        return sqlite3.SQLITE_OK
+
+    dropped: list[dict] = []
+    write_jsonl(tmp_path / "logs" / "r.jsonl", [chat_record([{"role": "user", "content": "second"}], "x", ts=T0)])
+    with store.connected(part.path) as db:
+        db.connection().set_authorizer(drop_before_the_write_transaction)
+        try:
+            report = ingest(store, tmp_path / "logs")
+        finally:
+            db.connection().set_authorizer(None)
+    assert dropped == [{str(part.path): True}]
+    assert report.rows_inserted == 1
+    assert len(search(store, "second").hits) == 1  # FTS is on: the index is made again, with the new row
+
+
 def test_listing_newest_first_reads_only_the_partitions_it_needs(store):
     page = search(store, "", limit=2)
     assert page.partitions == 1 and len(page.hits) == 2  # the two newest rows are in the newest file
