@@ -151,6 +151,37 @@ def test_unfinished_request_head_and_silent_connection_are_closed(strict_gateway
     assert time.monotonic() - started < 3.5  # REQUEST_BODY_TIMEOUT_SECONDS is 1 here
 
 
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Read (and drop: SETTINGS, GOAWAY) until the gateway closes the connection, or 5 s pass."""
+    sock.settimeout(5)
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_idle_grpc_connections_are_closed(strict_gateway):
+    """Was: gRPC kept a connection without calls open forever (one without a finished HTTP/2 preface
+    for 120 s), so clients that connect and never call held a descriptor each until the process ran
+    out and refused every client, REST's too."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+    started = time.monotonic()
+    with (socket.create_connection(("127.0.0.1", strict_gateway.grpc_port)) as idle,
+          socket.create_connection(("127.0.0.1", strict_gateway.grpc_port)) as unfinished):
+        idle.sendall(preface)
+        unfinished.sendall(preface[:10])
+        assert _closed_by_peer(idle) and _closed_by_peer(unfinished)
+    assert time.monotonic() - started < 4  # REQUEST_BODY_TIMEOUT_SECONDS is 1 here
+    with grpc.insecure_channel(strict_gateway.grpc_target) as channel:  # a channel reconnects after its idle close
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        for pause in (0, 1.5):
+            time.sleep(pause)
+            assert stub.ListModels(chat_pb2.ListModelsRequest(), timeout=5).data
+
 @pytest.mark.parametrize("expect", [(), ("Expect: 100-continue",)], ids=["plain", "expect-100"])
 def test_declared_oversized_body_is_413_before_reading(strict_gateway, expect):
     """With `Expect: 100-continue` (curl sends it for bodies over 1 MB) the 413 comes instead of

@@ -155,6 +155,16 @@ class _AllServers:
         server's 17 methods."""
 
 
+def _idle_connection_limits(settings: Settings) -> list[tuple[str, int]]:
+    """REQUEST_BODY_TIMEOUT_SECONDS bounds idle connections on the gRPC port as it does on REST's:
+    gRPC keeps a connection without calls open forever by default, so clients that connect and
+    never call (nor even finish the HTTP/2 preface, for 120 s) held a descriptor each until the
+    process ran out and refused every client, REST's too. Idle ones get a GOAWAY; a channel
+    reconnects on its next call."""
+    idle_ms = max(1, round(settings.request_body_timeout_seconds * 1000))
+    return [("grpc.max_connection_idle_ms", idle_ms), ("grpc.server_handshake_timeout_ms", idle_ms)]
+
+
 class GrpcServer:
     """One cell's gRPC servers: `internal` on a unix socket for the in-process REST facade, `public`
     on the TCP port (None with GRPC_PORT=0). Shutdown, driven by aiproxy.cell:
@@ -179,7 +189,8 @@ class GrpcServer:
         if settings.grpc_port:
             self.public = grpc.aio.server(
                 interceptors=interceptors,
-                options=[*sizes, ("grpc.so_reuseport", 1), ("grpc.keepalive_permit_without_calls", 1)],
+                options=[*sizes, ("grpc.so_reuseport", 1), ("grpc.keepalive_permit_without_calls", 1),
+                         *_idle_connection_limits(settings)],
             )
             servers.append(self.public)
             reflection.enable_server_reflection(
