@@ -182,6 +182,32 @@ def test_idle_grpc_connections_are_closed(strict_gateway):
             time.sleep(pause)
             assert stub.ListModels(chat_pb2.ListModelsRequest(), timeout=5).data
 
+def _open_file_limits(pid: int) -> tuple[int, int]:
+    line = next(line for line in Path(f"/proc/{pid}/limits").read_text().splitlines() if line.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/limits"), reason="reads the gateway's limits from /proc")
+def test_gateway_raises_its_open_file_limit(tmp_path):
+    """Was: started with the usual soft limit of 1024 descriptors (systemd's, recent Docker's), the
+    gateway dropped every client unanswered once about a thousand connections were open."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        pytest.skip("the hard limit leaves nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        gateway = GatewayProcess(tmp_path).start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        raised, _ = _open_file_limits(gateway.proc.pid)
+    finally:
+        gateway.stop()
+    assert raised > 1024 and raised == min(hard, 1 << 20)
+
 @pytest.mark.parametrize("expect", [(), ("Expect: 100-continue",)], ids=["plain", "expect-100"])
 def test_declared_oversized_body_is_413_before_reading(strict_gateway, expect):
     """With `Expect: 100-continue` (curl sends it for bodies over 1 MB) the 413 comes instead of

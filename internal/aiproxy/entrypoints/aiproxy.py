@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import gc
@@ -34,6 +35,7 @@ GRPC_IO_MEASURED_ON = ("1.85.",)
 # reference counting frees, yet at Python's 700 a collection ran every few calls to scan whatever
 # was alive in between. At 50,000, 2-4 % less CPU per call (docs/benchmarks.md).
 GC_THRESHOLDS = (50_000, 20, 100)
+MAX_OPEN_FILES = 1 << 20  # Linux's default fs.nr_open: the most an unlimited hard limit allows
 
 
 def grpc_io_defaults() -> dict[str, str]:
@@ -101,6 +103,23 @@ def ensure_client_key(settings: Settings) -> Settings:
     return load_settings()
 
 
+def raise_open_file_limit() -> None:
+    """Every client connection, upstream connection and open log file holds a descriptor, and the
+    soft limit most services start with (1024: systemd's default, and recent Docker's) ran out at
+    about a thousand connections: clients were then dropped unanswered, REST and gRPC alike. The soft
+    limit goes up to the hard one, as Go's runtime does for every server; workers inherit it."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else MAX_OPEN_FILES
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    with contextlib.suppress(ValueError, OSError):  # a hard limit the kernel caps lower: keep the soft one
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def config_error(message: object) -> int:
     """The one line a configuration problem gets on stderr, wherever start-up found it; exit code 2."""
     print(f"aiproxy: configuration error: {message}", file=sys.stderr, flush=True)
@@ -159,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         # A stop signal during start-up waits for the handlers (the cell's, or the workers' parent's,
         # which unblock it) instead of killing the process: the stop is graceful from the start.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        raise_open_file_limit()
     os.environ.update(_overrides(args) if args.command == "serve" else {})
     for name, value in grpc_io_defaults().items():  # before the imports below bring in grpc; workers inherit it
         os.environ.setdefault(name, value)
