@@ -20,7 +20,7 @@ import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aiproxy.testing.fake_openai import StreamReply, text_chunks
+from aiproxy.testing.fake_openai import EndlessStreamReply, StreamReply, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY, COMMAND, GatewayProcess
 from aiproxy.testing.streams import RestStream
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
@@ -138,6 +138,30 @@ def test_rest_and_grpc_streams_share_one_deadline(start, fake):
     for request_id in ("cut-rest", "cut-grpc"):  # the gateway ended them: not a 499 "client cancelled"
         record = gateway.wait_for_record(request_id)
         assert (record["status_code"], record["error"]["code"]) == (503, SHUTTING_DOWN), request_id
+
+
+def test_a_stream_whose_client_stopped_reading_ends_quietly_at_the_deadline(upstream, fake, tmp_path):
+    """Was: its last message was still queued on the cell's gRPC hop, so the status saying the
+    gateway was shutting down could not follow it, and grpc.aio logged an ERROR with a traceback
+    for every such client at every shutdown."""
+    env = {"SHUTDOWN_GRACE_SECONDS": "1", "MAX_BODY_BYTES": str(512 * 1024 * 1024)}  # no answer limit in the way
+    gateway = GatewayProcess(tmp_path, upstream_url=upstream.base_url, env=env).start()
+    fake.push(EndlessStreamReply())
+    body = orjson.dumps({**BODY, "stream": True})
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", gateway.port))
+        client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: stalled\r\n"
+                       b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        time.sleep(1.5)  # never read: every buffer on the way fills up, the upstream is throttled
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert gateway.proc.wait(10) == 0
+    gateway.stop()
+    app_log = [orjson.loads(line) for line in gateway.stderr_path.read_bytes().splitlines() if line.startswith(b"{")]
+    assert [entry["msg"] for entry in app_log if entry["level"] == "ERROR"] == []
+    record = gateway.wait_for_record("stalled")
+    assert (record["status_code"], record["error"]["code"]) == (503, SHUTTING_DOWN)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])

@@ -85,6 +85,14 @@ class EndlessReply:
 
 
 @dataclass
+class EndlessStreamReply:
+    """A stream of content chunks that never ends, written as fast as the gateway reads it (a
+    client that stops reading must throttle it)."""
+
+    piece: str = "y" * 1000
+
+
+@dataclass
 class HangReply:
     """Never answers; records when the gateway gives up on the call."""
 
@@ -224,6 +232,13 @@ class FakeOpenAIUpstream:
             await response.write(reply.head)
             while True:
                 await response.write(b"x" * 65536)
+        if isinstance(reply, EndlessStreamReply):
+            response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            content = text_chunks([reply.piece] * 16, usage=False)[1:-1]  # no role chunk, no finish
+            burst = StreamReply(content, done=False).payload()
+            while True:
+                await response.write(burst)
         response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", **reply.headers})
         await response.prepare(request)
         for piece in reply.writes():
