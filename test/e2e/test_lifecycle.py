@@ -182,6 +182,26 @@ def test_idle_grpc_connections_are_closed(strict_gateway):
             time.sleep(pause)
             assert stub.ListModels(chat_pb2.ListModelsRequest(), timeout=5).data
 
+def _server_settings(gateway: GatewayProcess) -> dict[int, int]:
+    """The HTTP/2 SETTINGS the gRPC port announces to a new connection."""
+    with socket.create_connection(("127.0.0.1", gateway.grpc_port), timeout=5) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        reader = sock.makefile("rb")
+        while True:
+            head = reader.read(9)
+            length, kind, flags = int.from_bytes(head[:3], "big"), head[3], head[4]
+            payload = reader.read(length)
+            if kind == 4 and not flags & 1:  # SETTINGS, not an ACK
+                return {int.from_bytes(payload[i:i + 2], "big"): int.from_bytes(payload[i + 2:i + 6], "big")
+                        for i in range(0, length, 6)}
+
+
+def test_a_grpc_connection_holds_a_bounded_number_of_calls(strict_gateway):
+    """Was: no limit, and a call is held until its request message is complete, before its key is
+    checked: one unauthenticated connection opening 60,000 calls that never finish held 380 MiB."""
+    max_concurrent_streams = 0x3
+    assert _server_settings(strict_gateway).get(max_concurrent_streams) == 1000
+
 def _open_file_limits(pid: int) -> tuple[int, int]:
     line = next(line for line in Path(f"/proc/{pid}/limits").read_text().splitlines() if line.startswith("Max open files"))
     soft, hard = line.split()[3:5]

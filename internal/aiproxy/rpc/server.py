@@ -29,6 +29,12 @@ from aiproxypb.v1 import chat_pb2_grpc
 SERVICE_NAMES = ("aiproxy.v1.ChatService", "aiproxy.v1.LogService")
 # Calls that are no work to wait for: a health Watch stream lasts as long as its client wants.
 _NOT_WORK = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Calls one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). gRPC's
+# default is no limit, and a call whose request message never completes is held before its key is
+# checked: one connection opening 60,000 of them held 380 MiB for as long as it stayed. A channel
+# queues calls beyond the limit, except in the first moment of a connection (before it has the
+# server's settings), when grpcio sends them and gets them refused: so far above real bursts.
+MAX_CALLS_PER_CONNECTION = 1000
 # After the calls were told to end: how long they get to send their status before grpc.aio cancels them.
 FINISH_SECONDS = 0.5
 
@@ -163,14 +169,15 @@ class _AllServers:
         server's 17 methods."""
 
 
-def _idle_connection_limits(settings: Settings) -> list[tuple[str, int]]:
-    """REQUEST_BODY_TIMEOUT_SECONDS bounds idle connections on the gRPC port as it does on REST's:
-    gRPC keeps a connection without calls open forever by default, so clients that connect and
-    never call (nor even finish the HTTP/2 preface, for 120 s) held a descriptor each until the
-    process ran out and refused every client, REST's too. Idle ones get a GOAWAY; a channel
-    reconnects on its next call."""
+def _client_connection_limits(settings: Settings) -> list[tuple[str, int]]:
+    """What one connection to the gRPC port may hold. REQUEST_BODY_TIMEOUT_SECONDS bounds idle ones
+    as it does REST's: gRPC keeps a connection without calls open forever by default, so clients that
+    connect and never call (nor even finish the HTTP/2 preface, for 120 s) held a descriptor each
+    until the process ran out and refused every client, REST's too. Idle ones get a GOAWAY; a channel
+    reconnects on its next call. And at most MAX_CALLS_PER_CONNECTION calls at once."""
     idle_ms = max(1, round(settings.request_body_timeout_seconds * 1000))
-    return [("grpc.max_connection_idle_ms", idle_ms), ("grpc.server_handshake_timeout_ms", idle_ms)]
+    return [("grpc.max_connection_idle_ms", idle_ms), ("grpc.server_handshake_timeout_ms", idle_ms),
+            ("grpc.max_concurrent_streams", MAX_CALLS_PER_CONNECTION)]
 
 
 class GrpcServer:
@@ -198,7 +205,7 @@ class GrpcServer:
             self.public = grpc.aio.server(
                 interceptors=interceptors,
                 options=[*sizes, ("grpc.so_reuseport", 1), ("grpc.keepalive_permit_without_calls", 1),
-                         *_idle_connection_limits(settings)],
+                         *_client_connection_limits(settings)],
             )
             servers.append(self.public)
             reflection.enable_server_reflection(
