@@ -58,19 +58,18 @@ class StreamAssembler:
                 state["native_finish_reason"] = choice["native_finish_reason"]
 
     def _add_tool_call(self, calls: dict[int, dict], delta: dict) -> None:
-        call = calls.setdefault(_index(delta.get("index"), len(calls)), {"id": None, "type": "function",
-                                                                          "function": {"name": "", "arguments": ""}})
+        # Name and arguments as lists of pieces, joined once in result(): appending to the string
+        # copied it each time, quadratic in the length of a call streamed in many small pieces.
+        call = calls.setdefault(_index(delta.get("index"), len(calls)), {"id": None, "name": [], "arguments": []})
         if delta.get("id"):
             call["id"] = delta["id"]
         function = delta.get("function")
         if not isinstance(function, dict):
             return
-        if isinstance(function.get("name"), str):
-            call["function"]["name"] += function["name"]
-            self.size += len(function["name"])
-        if isinstance(function.get("arguments"), str):
-            call["function"]["arguments"] += function["arguments"]
-            self.size += len(function["arguments"])
+        for key in ("name", "arguments"):
+            if isinstance(function.get(key), str):
+                call[key].append(function[key])
+                self.size += len(function[key])
 
     def result(self, fallback_usage: dict | None = None) -> dict:
         """The assembled completion; `fallback_usage` fills in usage the stream did not carry."""
@@ -81,7 +80,7 @@ class StreamAssembler:
             message.update((key, "".join(state[key])) for key in _TEXTS if key in state)
             message.update((key, state[key]) for key in _LISTS if state.get(key))
             if state["tool_calls"]:
-                message["tool_calls"] = [state["tool_calls"][i] for i in sorted(state["tool_calls"])]
+                message["tool_calls"] = [_tool_call(state["tool_calls"][i]) for i in sorted(state["tool_calls"])]
             choice = {"index": index, "message": message, "finish_reason": state["finish_reason"]}
             if "native_finish_reason" in state:
                 choice["native_finish_reason"] = state["native_finish_reason"]
@@ -91,6 +90,11 @@ class StreamAssembler:
         if usage is not None:
             body["usage"] = usage
         return body
+
+
+def _tool_call(pieces: dict) -> dict:
+    return {"id": pieces["id"], "type": "function",
+            "function": {"name": "".join(pieces["name"]), "arguments": "".join(pieces["arguments"])}}
 
 
 def _index(value, default: int) -> int:
