@@ -66,7 +66,8 @@ def test_a_provider_without_a_key_names_the_setting_to_set(tmp_path):
     """A provider added without api_key_env (PROVIDERS__VLLM__KIND=openai, …) has no variable to name:
     the 503 said "the operator must set its api_key", which is no setting anyone can find."""
     vllm = ProviderSettings(name="vllm", kind="openai", base_url="http://127.0.0.1:9/v1")
-    gateway = ChatGateway(ModelRouter({}), {"vllm": vllm}, _Captured(), KeyHasher("secret", tmp_path), "s")
+    gateway = ChatGateway(ModelRouter({}), {"vllm": vllm}, _Captured(), KeyHasher("secret", tmp_path), "s",
+                          max_answer_size=1024)
     with pytest.raises(ProviderNotConfigured) as error:
         gateway._provider("vllm", "v")
     assert "PROVIDERS__VLLM__API_KEY" in error.value.message and "API_KEY_REQUIRED=false" in error.value.message
