@@ -183,6 +183,16 @@ def has_fts(db: SqliteDatabase) -> bool:
     return db.execute_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (FTS_TABLE,)).fetchone() is not None
 
 
+def indexes_new_rows(db: SqliteDatabase, fts_enabled: bool) -> bool:
+    """Whether rows written now get their FTS fragments: always in a partition that has its index,
+    and with FTS on in one that holds no rows yet. A partition holding rows without an index (FTS
+    was off, or `fts drop`) stays without one until `logdb fts build`: an index is whole or absent,
+    never a part of the rows that search would take for all of them. Asked under the write lock."""
+    if has_fts(db):
+        return True
+    return fts_enabled and db.execute_sql("SELECT NOT EXISTS (SELECT 1 FROM requests)").fetchone()[0] == 1
+
+
 def create_fts(db: SqliteDatabase) -> None:
     with _schema_lock, db.bind_ctx([RequestTextIndex]):
         RequestTextIndex.create_table(safe=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from peewee import SqliteDatabase
 
-from aiproxy.logstore.database import FTS_TABLE, REQUEST_COLUMNS, create_fts, has_fts
+from aiproxy.logstore.database import FTS_TABLE, REQUEST_COLUMNS, create_fts, indexes_new_rows
 from aiproxy.logstore.records import InvalidRecord, Row, utc_iso
 from aiproxy.logstore.sqltools import chunked, in_list
 
@@ -97,9 +97,9 @@ def insert_rows(db: SqliteDatabase, rows: list[Row], *, fts_enabled: bool) -> li
     exchange already holds is stored under reused_id()."""
     with db.atomic("IMMEDIATE"):
         # Decided under the write lock: an `fts drop` (or build) in another process may change it.
-        with_fts = has_fts(db) or fts_enabled
-        if with_fts and not has_fts(db):
-            create_fts(db)
+        with_fts = indexes_new_rows(db, fts_enabled)
+        if with_fts:
+            create_fts(db)  # a no-op when it exists
         conn = db.connection()
         seen = _stored_for(conn, rows)
         fresh = []

@@ -58,6 +58,23 @@ def test_import_merges_rows_keeps_dialogs_and_indexes_them(tmp_path, bundle):
     store.close()
 
 
+def test_import_into_days_whose_index_was_dropped_leaves_them_unindexed_not_partly(tmp_path, bundle):
+    """Was: the imported rows' fragments gave such a day an index of them alone, which search took
+    for the whole day; it stays without one until `fts build` indexes every row."""
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=2, topic="gardening")
+    dest.close()
+    assert main(["fts", "drop", "--db", str(dest.base), "--since", "2025-09-01", "--to", "2025-09-30"]) == 0
+    assert main(["bundle", "import", str(bundle), "--dest", str(dest.base)]) == 0
+    store = make_store(dest.base)
+    found = search(store, "sailing").hits  # the bundle's three days, two of them the dropped ones
+    assert len(found) == 3 and len({h.fields["ts_iso"][:10] for h in found}) == 1  # the day that was new
+    assert search(store, "gardening").hits == []
+    assert main(["fts", "build", "--db", str(dest.base), "--since", "2025-09-01", "--to", "2025-09-30"]) == 0
+    assert {h.fields["server_id"] for h in search(store, "gardening").hits} == {"srv-b"}
+    assert len(search(store, "sailing").hits) == 9
+    store.close()
+
+
 def test_reimport_changes_nothing(tmp_path, bundle, capsys):
     dest = tmp_path / "b"
     assert main(["bundle", "import", str(bundle), "--dest", str(dest)]) == 0

@@ -242,7 +242,25 @@ def test_ingest_beside_an_fts_drop_stores_its_rows(tmp_path):
             db.connection().set_authorizer(None)
     assert dropped == [{str(part.path): True}]
     assert report.rows_inserted == 1
-    assert len(search(store, "second").hits) == 1  # FTS is on: the index is made again, with the new row
+    # The operator dropped the index of a partition holding rows: it stays dropped, never partial.
+    assert search(store, "second").hits == []
+    fts.build(store)
+    assert len(search(store, "second").hits) == len(search(store, "first").hits) == 1
+
+
+def test_new_rows_of_a_partition_without_its_index_are_not_indexed_alone(tmp_path):
+    """Was: with FTS on, ingest gave a partition that held rows but no index (ingested with FTS off,
+    or after `fts drop`) an index of the new rows only, and search then took that part for the whole
+    day. A partition's index is whole or absent: `fts build` makes it whole."""
+    write_jsonl(tmp_path / "old" / "r.jsonl", [chat_record([{"role": "user", "content": "older words"}], "x", ts=T0)])
+    ingest(make_store(tmp_path / "db", fts_enabled=False), tmp_path / "old")
+    store = make_store(tmp_path / "db")
+    write_jsonl(tmp_path / "new" / "r.jsonl", [chat_record([{"role": "user", "content": "newer words"}], "x",
+                                                           ts=T0 + timedelta(minutes=1))])
+    assert ingest(store, tmp_path / "new").rows_inserted == 1
+    assert search(store, "words").hits == []
+    fts.build(store)
+    assert len(search(store, "words").hits) == 2
 
 
 def test_listing_newest_first_reads_only_the_partitions_it_needs(store):

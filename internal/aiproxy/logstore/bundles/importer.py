@@ -51,6 +51,7 @@ from aiproxy.logstore.database import (
     SCHEMA_VERSION,
     create_fts,
     has_fts,
+    indexes_new_rows,
     migrate,
     open_database,
 )
@@ -366,11 +367,12 @@ def _merge_existing(store: Store, target: _Target) -> _Done:
         servers = _columns(conn, "main", "servers", _SERVER_COLUMNS)
         with _transaction(conn, "IMMEDIATE"):
             before = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0]
+            indexed = indexes_new_rows(db, fts_enabled=True)  # the staged rows' fragments, if it has them
             known = frozenset(r[0] for r in conn.execute("SELECT server_id FROM servers"))
             conn.execute(f"INSERT OR IGNORE INTO main.requests ({columns}) SELECT {columns} FROM staged.requests")
             conn.execute(f"INSERT OR IGNORE INTO main.servers ({servers}) SELECT {servers} FROM staged.servers")
             after = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0]
-            if after > before and _has_table(conn, "staged", FTS_TABLE):
+            if after > before and indexed and _has_table(conn, "staged", FTS_TABLE):
                 create_fts(db)
                 _copy_fragments(conn, "staged", before)
     finally:
