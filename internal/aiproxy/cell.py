@@ -255,7 +255,9 @@ async def serve_cell(settings: Settings, shutdown: Shutdown | None = None, *, pa
     socket_path = internal_socket_path(os.getpid())
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
-    grpc_server = GrpcServer(settings, ChatServicer(gateway, settings.grpc_message_bytes), socket_path)
+    grpc_server = GrpcServer(
+        settings, ChatServicer(gateway, settings.grpc_message_bytes, settings.request_body_timeout_seconds), socket_path
+    )
     await grpc_server.start()
     channel = grpc.aio.insecure_channel(
         f"unix:{socket_path}",

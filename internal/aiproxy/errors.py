@@ -172,6 +172,13 @@ class RequestTimeout(GatewayError):
     default_code = "request_timeout"
 
 
+class ClientStalled(RequestTimeout):
+    """A stream client that read none of its answer for REQUEST_BODY_TIMEOUT_SECONDS: the call ends,
+    and with it the upstream call and the answer held for the request log."""
+
+    default_code = "client_read_timeout"
+
+
 class PayloadTooLarge(GatewayError):
     http_status = 413
     error_type = "invalid_request_error"

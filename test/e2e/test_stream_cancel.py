@@ -3,13 +3,15 @@ and the record keep what was streamed (the relay used to be left suspended until
 
 from __future__ import annotations
 
+import socket
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 
 from aiproxy.testing.fake_openai import StreamReply, text_chunks
-from aiproxy.testing.gateway import CLIENT_KEY
+from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 CANCEL_BOUND = 0.1  # seconds from the client giving up to the upstream call being cancelled
@@ -32,3 +34,68 @@ def test_grpc_stream_cancel_after_reading_stops_the_upstream(gateway, fake, meth
     record = gateway.wait_for_record(request_id)
     assert record["status_code"] == 499
     assert record["response"]["choices"][0]["message"]["role"] == "assistant"  # the partial answer is kept
+
+
+@pytest.fixture()
+def impatient_gateway(upstream, tmp_path):
+    """REQUEST_BODY_TIMEOUT_SECONDS=1: a client that reads nothing of its stream is dropped after 1 s."""
+    env = {"REQUEST_BODY_TIMEOUT_SECONDS": "1", "MAX_BODY_BYTES": str(512 * 1024 * 1024)}  # no answer limit in the way
+    with GatewayProcess(tmp_path, upstream_url=upstream.base_url, env=env) as gw:
+        yield gw
+    errors = [line for line in gw.stderr_path.read_bytes().splitlines() if b'"level":"ERROR"' in line]
+    assert errors == []  # ending such a call is no failure of the gateway
+
+
+def _closed_by_the_gateway(gateway_port: int, client_port: int, within: float) -> bool:
+    """Whether the gateway's end of a connection leaves ESTABLISHED within `within` seconds, read
+    from /proc/net/tcp: reading from the client would let a stalled stream go on, and the client's
+    end stays ESTABLISHED while the gateway's unsent bytes wait for it (FIN_WAIT1 on the other end)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            local, remote, state = line.split()[1:4]
+            if int(local.rsplit(":", 1)[1], 16) == gateway_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
+                if state != "01":  # 01: ESTABLISHED
+                    return True
+                break
+        else:  # gone
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_rest_client_that_reads_nothing_is_dropped_and_its_upstream_call_ends(impatient_gateway, fake):
+    """Was: the stream, its upstream connection and the answer kept for the request log were held
+    for as long as the client kept the connection open without reading."""
+    import orjson
+
+    from aiproxy.testing.fake_openai import EndlessStreamReply
+
+    fake.push(EndlessStreamReply())
+    body = orjson.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", impatient_gateway.port))
+        client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: never-reads\r\n"
+                       b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        assert fake.wait_cancelled(timeout=15).cancelled_at  # never read a byte: every buffer on the way filled up
+        record = impatient_gateway.wait_for_record("never-reads")
+        assert (record["status_code"], record["error"]["code"]) == (408, "client_read_timeout")
+        # and then its connection, though the client still has not read a byte
+        assert _closed_by_the_gateway(impatient_gateway.port, client.getsockname()[1], within=10)
+
+
+def test_a_grpc_client_that_reads_nothing_gets_its_call_ended(impatient_gateway, fake):
+    from aiproxy.testing.fake_openai import EndlessStreamReply
+
+    fake.push(EndlessStreamReply())
+    with grpc.insecure_channel(impatient_gateway.grpc_target) as channel:
+        request = chat_pb2.ChatCompletionRequest(model="gpt-test")
+        request.messages.add(role="user", content_text="hi")
+        call = chat_pb2_grpc.ChatServiceStub(channel).StreamChatCompletion(
+            request, metadata=(("authorization", f"Bearer {CLIENT_KEY}"), ("x-request-id", "grpc-never-reads")))
+        assert fake.wait_cancelled(timeout=15).cancelled_at  # the call is never read from
+        record = impatient_gateway.wait_for_record("grpc-never-reads")
+        call.cancel()
+    assert (record["status_code"], record["error"]["code"]) == (408, "client_read_timeout")

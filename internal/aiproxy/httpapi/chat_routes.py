@@ -159,20 +159,39 @@ async def _stream(request: web.Request, stub, message, metadata) -> web.StreamRe
         await response.prepare(request)
         batch = first
         try:
-            while batch is not grpc.aio.EOF:
-                events = [sse.event(message_to_json(chunk)) for chunk in batch.chunks]
-                if batch.comments:
-                    events[:0] = map(sse.comment, batch.comments)
-                await response.write(b"".join(events))
-                batch = await call.read()
-        except grpc.aio.AioRpcError as exc:
-            _, body, _ = rpc_error_parts(exc)
-            await response.write(sse.event(body))
-        await response.write(sse.DONE)
+            try:
+                while batch is not grpc.aio.EOF:
+                    events = [sse.event(message_to_json(chunk)) for chunk in batch.chunks]
+                    if batch.comments:
+                        events[:0] = map(sse.comment, batch.comments)
+                    await _send(request, response, b"".join(events))
+                    batch = await call.read()
+            except grpc.aio.AioRpcError as exc:
+                _, body, _ = rpc_error_parts(exc)
+                await _send(request, response, sse.event(body))
+            await _send(request, response, sse.DONE)
+        except _ClientStalled:
+            return response  # the call is cancelled below; the connection is gone
         await response.write_eof()
         return response
     finally:
         call.cancel()
+
+
+async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    """A write to the client, which waits while the client reads nothing. The ChatService ends such
+    a call after REQUEST_BODY_TIMEOUT_SECONDS (its own writes wait as long: ClientStalled, logged
+    408), which frees the upstream call; after twice that this closes the connection too."""
+    try:
+        async with asyncio.timeout(2 * request.app[BODY_TIMEOUT]):
+            await response.write(data)
+    except TimeoutError:
+        request.transport.abort()
+        raise _ClientStalled from None
+
+
+class _ClientStalled(Exception):
+    """_send closed the connection of a client that read nothing: the stream ends there."""
 
 
 async def list_models(request: web.Request) -> web.Response:

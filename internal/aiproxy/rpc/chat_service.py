@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 
@@ -9,7 +10,7 @@ import grpc
 
 from aiproxy.chat.gateway import ChatGateway
 from aiproxy.chat.record import Exchange
-from aiproxy.errors import GatewayError, InvalidRequest, UpstreamBadResponse
+from aiproxy.errors import ClientStalled, GatewayError, InvalidRequest, UpstreamBadResponse
 from aiproxy.protojson import JSONTooDeep, NonFiniteNumber, json_to_message, message_to_json
 from aiproxy.rpc.interceptor import CURRENT_CALLER, CURRENT_REQUEST_ID, metadata_value
 from aiproxy.rpc.status import REQUEST_ID, abort_with
@@ -86,9 +87,10 @@ def transport_of(context: grpc.aio.ServicerContext) -> str:
 # Every ChatServicer is served behind AuthInterceptor (rpc.server.GrpcServer, its one construction
 # path), which sets CURRENT_REQUEST_ID, never empty, before any method or log_rejection runs.
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, gateway: ChatGateway, max_message_bytes: int) -> None:
+    def __init__(self, gateway: ChatGateway, max_message_bytes: int, send_timeout: float) -> None:
         self._gateway = gateway
         self._max_bytes = max_message_bytes  # gRPC's message limit (Settings.grpc_message_bytes)
+        self._send_timeout = send_timeout  # REQUEST_BODY_TIMEOUT_SECONDS: how long a stream write may wait
         self._models = [_model(r.alias, r.provider) for r in gateway.router.aliases]
 
     def log_rejection(self, method: str, context, exc: GatewayError, request) -> None:
@@ -147,6 +149,18 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
         await self._stream(request, context, write)
 
+    async def _sent(self, writing) -> None:
+        """A stream write, which waits while the client reads nothing (gRPC's flow control): past the
+        send timeout the call ends as ClientStalled, rather than hold its upstream call for good."""
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await writing
+        except TimeoutError:
+            raise ClientStalled(
+                f"The client read none of its stream for {self._send_timeout:g} seconds; the gateway ended the call"
+                " (the operator sets the limit with REQUEST_BODY_TIMEOUT_SECONDS)."
+            ) from None
+
     def _relayable(self, message):
         """`message`, unless it is too large for one gRPC message (grpc.aio would fail the call with
         the gateway's own 500): an upstream answer the gateway cannot relay."""
@@ -173,7 +187,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                     while batch:
                         part, batch = batch[:limit], batch[limit:]
                         limit = min(limit * BATCH_GROWTH, MAX_BATCH)
-                        await write(part)
+                        await self._sent(write(part))
+        except ClientStalled as exc:
+            failure = exc  # logged 408; its status could not follow the message still queued for it,
+            raise asyncio.CancelledError(exc.message) from None  # so the call ends cancelled
         except GatewayError as exc:
             failure = exc
             await abort_with(context, exc, request_id)
