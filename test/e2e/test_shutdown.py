@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aiproxy.testing.fake_openai import EndlessStreamReply, StreamReply, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY, COMMAND, GatewayProcess
-from aiproxy.testing.streams import RestStream
+from aiproxy.testing.streams import RestStream, unread_stream
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -147,13 +147,7 @@ def test_a_stream_whose_client_stopped_reading_ends_quietly_at_the_deadline(upst
     env = {"SHUTDOWN_GRACE_SECONDS": "1", "MAX_BODY_BYTES": str(512 * 1024 * 1024)}  # no answer limit in the way
     gateway = GatewayProcess(tmp_path, upstream_url=upstream.base_url, env=env).start()
     fake.push(EndlessStreamReply())
-    body = orjson.dumps({**BODY, "stream": True})
-    with socket.socket() as client:
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.connect(("127.0.0.1", gateway.port))
-        client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: stalled\r\n"
-                       b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
-                       b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    with unread_stream(gateway, "stalled"):
         time.sleep(1.5)  # never read: every buffer on the way fills up, the upstream is throttled
         gateway.proc.send_signal(signal.SIGTERM)
         assert gateway.proc.wait(10) == 0

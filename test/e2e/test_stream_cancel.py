@@ -3,15 +3,15 @@ and the record keep what was streamed (the relay used to be left suspended until
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
 import grpc
 import pytest
 
-from aiproxy.testing.fake_openai import StreamReply, text_chunks
+from aiproxy.testing.fake_openai import EndlessStreamReply, StreamReply, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
+from aiproxy.testing.streams import unread_stream
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 CANCEL_BOUND = 0.1  # seconds from the client giving up to the upstream call being cancelled
@@ -67,18 +67,8 @@ def _closed_by_the_gateway(gateway_port: int, client_port: int, within: float) -
 def test_a_rest_client_that_reads_nothing_is_dropped_and_its_upstream_call_ends(impatient_gateway, fake):
     """Was: the stream, its upstream connection and the answer kept for the request log were held
     for as long as the client kept the connection open without reading."""
-    import orjson
-
-    from aiproxy.testing.fake_openai import EndlessStreamReply
-
     fake.push(EndlessStreamReply())
-    body = orjson.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "stream": True})
-    with socket.socket() as client:
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.connect(("127.0.0.1", impatient_gateway.port))
-        client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: never-reads\r\n"
-                       b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
-                       b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    with unread_stream(impatient_gateway, "never-reads") as client:
         assert fake.wait_cancelled(timeout=15).cancelled_at  # never read a byte: every buffer on the way filled up
         record = impatient_gateway.wait_for_record("never-reads")
         assert (record["status_code"], record["error"]["code"]) == (408, "client_read_timeout")
@@ -87,8 +77,6 @@ def test_a_rest_client_that_reads_nothing_is_dropped_and_its_upstream_call_ends(
 
 
 def test_a_grpc_client_that_reads_nothing_gets_its_call_ended(impatient_gateway, fake):
-    from aiproxy.testing.fake_openai import EndlessStreamReply
-
     fake.push(EndlessStreamReply())
     with grpc.insecure_channel(impatient_gateway.grpc_target) as channel:
         request = chat_pb2.ChatCompletionRequest(model="gpt-test")

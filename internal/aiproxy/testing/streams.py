@@ -1,11 +1,13 @@
 """A REST chat stream read in a background thread, for tests that do something to the gateway
-(a signal, a kill) while a stream is running."""
+(a signal, a kill) while a stream is running; and one that is never read."""
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import httpx
+import orjson
 
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 
@@ -35,3 +37,16 @@ class RestStream(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - the test looks at it
             self.error = exc
         self.first.set()
+
+
+def unread_stream(gateway: GatewayProcess, request_id: str) -> socket.socket:
+    """A connection that asks for a chat stream and will read none of it (a small receive buffer,
+    so every buffer on the way fills up soon); close it when done."""
+    body = orjson.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", gateway.port))
+    client.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: {request_id}\r\n"
+                   f"Authorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    return client
