@@ -178,15 +178,26 @@ async def _stream(request: web.Request, stub, message, metadata) -> web.StreamRe
         call.cancel()
 
 
+FRAMING_ROOM = 1024
+
+
 async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
     """A write to the client, which waits while the client reads nothing. The ChatService ends such
     a call after REQUEST_BODY_TIMEOUT_SECONDS (its own writes wait as long: ClientStalled, logged
-    408), which frees the upstream call; after twice that this closes the connection too."""
+    408), which frees the upstream call; after twice that this closes the connection too. A write
+    can wait only if it fills the transport's buffer past its high-water mark (the protocol is paused
+    then, and resumed below the low-water mark before the wait ends); the others, nearly all, go
+    without a timer, which costs ~6 us. FRAMING_ROOM: the chunked encoding's bytes around `data`."""
+    transport = request.transport
+    if transport is None or (transport.get_write_buffer_size() + len(data) + FRAMING_ROOM
+                             <= transport.get_write_buffer_limits()[1]):
+        await response.write(data)
+        return
     try:
         async with asyncio.timeout(2 * request.app[BODY_TIMEOUT]):
             await response.write(data)
     except TimeoutError:
-        request.transport.abort()
+        transport.abort()
         raise _ClientStalled from None
 
 
