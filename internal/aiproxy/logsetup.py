@@ -160,8 +160,10 @@ class _LineFile:
     (app.log with --workers) do not interleave. A line never lands on an unterminated tail:
     when the file is opened, and after a failed write, a missing final newline is written
     first, so a fragment left by a full disk or a killed process stays a (corrupt) line of its
-    own. A failed write drops that line, is told by `_WriteFailures`, and never raises: loguru
-    would print the whole record on stderr."""
+    own. (In app.log, shared by the workers, that check can see another worker's line half
+    written, as the kernel grows a file page by page, and add a blank line: the price of never
+    joining two lines.) A failed write drops that line, is told by `_WriteFailures`, and never
+    raises: loguru would print the whole record on stderr."""
 
     def __init__(self, what: str, report: Callable[..., None]) -> None:
         self.failures = _WriteFailures(what, report)
