@@ -188,10 +188,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                         part, batch = batch[:limit], batch[limit:]
                         limit = min(limit * BATCH_GROWTH, MAX_BATCH)
                         await self._sent(write(part))
-        except ClientStalled as exc:
-            failure = exc  # logged 408; its status could not follow the message still queued for it,
-            raise asyncio.CancelledError(exc.message) from None  # so the call ends cancelled
-        except GatewayError as exc:
+        except GatewayError as exc:  # ClientStalled too: logged 408, the call ends cancelled (abort_with)
             failure = exc
             await abort_with(context, exc, request_id)
         except BaseException as exc:

@@ -118,15 +118,7 @@ class CallTracker(grpc.aio.ServerInterceptor):
                 if not self._ending or context.done():  # the client cancelled: nothing to tell it
                     raise
                 task.uncancel()
-                try:
-                    await _refuse(context)
-                except grpc.aio.AbortError:  # the status was sent: how abort() ends a handler
-                    raise
-                except Exception:  # noqa: BLE001
-                    # A stream whose client stopped reading still has its last message queued, and
-                    # gRPC takes no status behind it: the call ends cancelled, without grpc.aio's
-                    # ERROR and traceback for every such client at every shutdown.
-                    raise asyncio.CancelledError(ServerShuttingDown.CANCEL_MESSAGE) from None
+                await _refuse(context)  # ends cancelled when the status cannot be sent (abort_with)
             finally:
                 calls.pop(task, None)
 

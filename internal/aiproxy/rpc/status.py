@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from aiproxy.errors import GatewayError, clip
@@ -46,6 +48,12 @@ def error_trailers(exc: GatewayError, request_id: str | None) -> tuple[tuple[str
 
 
 async def abort_with(context: grpc.aio.ServicerContext, exc: GatewayError, request_id: str | None = None):
-    await context.abort(
-        exc.grpc_code, clip(exc.message, MAX_STATUS_MESSAGE_BYTES), trailing_metadata=error_trailers(exc, request_id)
-    )
+    try:
+        await context.abort(
+            exc.grpc_code, clip(exc.message, MAX_STATUS_MESSAGE_BYTES), trailing_metadata=error_trailers(exc, request_id)
+        )
+    except grpc.aio.InternalError:
+        # A stream whose client stopped reading still has a message queued, and gRPC takes no status
+        # behind it (its batch fails): the call can only end cancelled, without grpc.aio's ERROR and
+        # traceback.
+        raise asyncio.CancelledError(exc.message) from None
