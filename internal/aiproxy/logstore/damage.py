@@ -121,6 +121,18 @@ def label(path: Path) -> str:
     return str(first) if first == last else f"{first}..{last}"
 
 
+def _diagnosis(path: Path, exc: BaseException) -> tuple[str, str | None]:
+    """SQLite's words for `exc`; when the file is fine but out of reach (read-only, no permission),
+    with why, and the advice for that rather than the damaged file's (None)."""
+    error = sqlite_error(exc)
+    reason = str(error if error is not None else exc)
+    problem = access_problem(path) if is_access_error(exc) else None
+    if problem is None:
+        return reason, None
+    why, advice = problem
+    return f"{reason} ({why})", advice
+
+
 class PartitionUnreadable(GatewayError):
     """One partition file SQLite cannot read or change. DATA_LOSS over gRPC, 500 over REST (the
     client asked for nothing wrong); the message names the days and the file name, not its path."""
@@ -133,21 +145,13 @@ class PartitionUnreadable(GatewayError):
         self.reason = reason
         self.advice = advice
         self.days = label(self.path)
-        self.read_only = advice == READ_ONLY_ADVICE
         lead = lead or ("The log store cannot use" if advice != ADVICE else "The log store cannot read")
         super().__init__(f"{lead} the partition for {self.days} ({self.path.name}): {reason}; {advice}")
 
     @classmethod
     def of(cls, path: Path, exc: BaseException) -> PartitionUnreadable:
-        """The error for `exc`, SQLite's words and, when the file is fine but out of reach (read-only,
-        no permission), why, with advice for that rather than "restore it from a backup"."""
-        error = sqlite_error(exc)
-        reason = str(error if error is not None else exc)
-        problem = access_problem(path) if is_access_error(exc) else None
-        if problem is None:
-            return cls(path, reason)
-        why, advice = problem
-        return cls(path, f"{reason} ({why})", advice=advice)
+        reason, advice = _diagnosis(path, exc)
+        return cls(path, reason, advice=advice or ADVICE)
 
     @property
     def grpc_code(self) -> grpc.StatusCode:
@@ -180,19 +184,18 @@ class ControlUnreadable(GatewayError):
     error_type = "server_error"
     default_code = "control_unreadable"
 
-    def __init__(self, path: Path, reason: str, code: int | None = None) -> None:
+    ADVICE = ("it was left as it is: move it out of the log store and ingest again (the request logs are then"
+              " read from their start; rows already stored are not stored twice)")
+
+    def __init__(self, path: Path, reason: str, advice: str = ADVICE) -> None:
         self.path = Path(path)
         self.reason = reason
-        problem = access_problem(self.path) if code in _ACCESS_CODES else None
-        if problem is not None:  # a read-only store: moving the file out would not help
-            why, advice = problem
-            super().__init__(f"The log store cannot use its ingest checkpoints ({self.path.name}): {reason} ({why}); {advice}")
-            return
-        super().__init__(
-            f"The log store cannot use its ingest checkpoints ({self.path.name}): {reason}; it was left as it is:"
-            " move it out of the log store and ingest again (the request logs are then read from their start;"
-            " rows already stored are not stored twice)"
-        )
+        super().__init__(f"The log store cannot use its ingest checkpoints ({self.path.name}): {reason}; {advice}")
+
+    @classmethod
+    def of(cls, path: Path, exc: BaseException) -> ControlUnreadable:
+        reason, advice = _diagnosis(path, exc)  # a read-only store: moving the file out would not help
+        return cls(path, reason, advice or cls.ADVICE)
 
     @property
     def grpc_code(self) -> grpc.StatusCode:
@@ -209,8 +212,7 @@ def control_file(path: Path) -> Iterator[None]:
     except Exception as exc:
         if not is_file_error(exc):
             raise
-        error = sqlite_error(exc)
-        raise ControlUnreadable(path, str(error if error is not None else exc), sqlite_code(exc)) from exc
+        raise ControlUnreadable.of(path, exc) from exc
 
 
 class Unreadable:
