@@ -16,6 +16,7 @@ import grpc
 from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
 from aiproxy.logstore.damage import ControlUnreadable, PartitionUnreadable, is_file_error
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
+from aiproxy.logstore.partitions import check_day_order
 from aiproxy.logstore.settings import LogStoreConfigError
 
 # Each module offers register(subparsers).
@@ -72,10 +73,10 @@ def _grpc_hint(exc: grpc.RpcError) -> str:
 
 
 def _check_range(args: argparse.Namespace) -> None:
-    """Dates the wrong way round would read as a store without those days (an empty answer)."""
-    since, to = getattr(args, "since", None), getattr(args, "to", None)
-    if since is not None and to is not None and since > to:
-        raise UsageError(f"--since {since} is after --to {to}: swap them")
+    try:
+        check_day_order(getattr(args, "since", None), getattr(args, "to", None), ("--since", "--to"))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # Flags naming local paths -> what a server uses instead: with --remote they would be dropped silently.

@@ -107,6 +107,13 @@ def parse_day(text: str) -> date:
     raise ValueError(f"invalid date {text!r}: use YYYY-MM-DD")
 
 
+def check_day_order(since: date | None, to: date | None, names: tuple[str, str] = ("since", "to")) -> None:
+    """ValueError for days the wrong way round, which would read as a store without those days (an
+    empty answer); `names` are the two as the caller's user writes them."""
+    if since is not None and to is not None and since > to:
+        raise ValueError(f"{names[0]} {since} is after {names[1]} {to}: swap them")
+
+
 def utc_today() -> date:
     return datetime.now(UTC).date()
 

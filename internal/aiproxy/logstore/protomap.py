@@ -17,7 +17,7 @@ import orjson
 from google.protobuf.json_format import MessageToDict
 
 from aiproxy.logstore.errors import InvalidQuery
-from aiproxy.logstore.partitions import parse_day
+from aiproxy.logstore.partitions import check_day_order, parse_day
 from aiproxy.logstore.queries import DialogSummary
 from aiproxy.logstore.records import InvalidRecord, utc_iso
 from aiproxy.logstore.search import Hit, SearchFilters
@@ -80,8 +80,10 @@ def day_range(since: str, to: str) -> tuple[date | None, date | None]:
     """A request's (since, to). Dates given the wrong way round are a client error: an empty answer
     would look like a store without those days."""
     first, last = day_arg(since, "since"), day_arg(to, "to")
-    if first is not None and last is not None and first > last:
-        raise InvalidQuery(f"since {first} is after to {last}: swap them", param="to")
+    try:
+        check_day_order(first, last)
+    except ValueError as exc:
+        raise InvalidQuery(str(exc), param="to") from None
     return first, last
 
 

@@ -150,7 +150,7 @@ def test_cli_transfer_to_grpc_and_pull(server, bundle, tmp_path, monkeypatch, ca
     report = scan_bundle(pulled)
     assert report.ok and report.metadata["server_id"] == "srv-b" and report.metadata["rows"] >= 9
     assert main(["bundle", "pull", "--from", url(server), "--since", "2025-09-02", "--to", "2025-09-01",
-                 "--out", str(out)]) == 2  # INVALID_ARGUMENT from the server
+                 "--out", str(out)]) == 2  # refused before it asks the server
     assert "is after" in capsys.readouterr().err
 
 

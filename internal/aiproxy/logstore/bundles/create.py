@@ -37,7 +37,7 @@ from aiproxy.logstore.bundles.transfer import local_destination
 from aiproxy.logstore.damage import converted
 from aiproxy.logstore.database import SCHEMA_VERSION, connect_read_only
 from aiproxy.logstore.ingest import discover_sources
-from aiproxy.logstore.partitions import day_of
+from aiproxy.logstore.partitions import check_day_order, day_of
 from aiproxy.logstore.store import Store
 
 COMPRESSLEVEL = 6  # gzip's and tar czf's default: the benchmark compares like with like
@@ -149,8 +149,7 @@ def create_bundle(
     progress: Progress | None = None,
 ) -> CreateResult:
     """Archive every partition overlapping [since, to] (and, with raw_dir, its request logs)."""
-    if since > to:
-        raise ValueError(f"--since {since} is after --to {to}")
+    check_day_order(since, to, ("--since", "--to"))
     started = time.perf_counter()
     now = datetime.now(UTC)
     partitions = store.existing(since, to)
