@@ -13,11 +13,14 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from peewee import OperationalError, SqliteDatabase
+from peewee import DatabaseError, OperationalError, SqliteDatabase
 
 from aiproxy.logstore.models import BASE_MODELS, Request, RequestTextIndex
 from aiproxy.logstore.settings import LogStoreSettings
+
+T = TypeVar("T")
 
 FTS_TABLE = RequestTextIndex._meta.table_name
 
@@ -121,38 +124,51 @@ def file_stamp(path: Path) -> tuple[tuple[int, int] | None, int, bool]:
     return main, wal, path.with_name(path.name + "-shm").exists()
 
 
+def first_read_only(path: Path, attempt: Callable[[str], T]) -> T:
+    """`attempt(uri)` with each of read_only_uris(path) in turn: what the first that can read gives,
+    else the last one's error. An attempt that fails closes what it opened."""
+    error: Exception | None = None
+    for uri in read_only_uris(path):
+        try:
+            return attempt(uri)
+        except (sqlite3.Error, DatabaseError) as exc:
+            error = exc
+    raise error
+
+
 def open_read_only(path: Path, settings: LogStoreSettings) -> SqliteDatabase:
     """Open an existing file read-only (read_only_uris), without migrating it: any write through it
     fails with SQLITE_READONLY. `db.immutable_stamp` is the file's stamp when opened immutable."""
-    error: Exception | None = None
-    for uri in read_only_uris(path):
+
+    def attempt(uri: str) -> SqliteDatabase:
         db = SqliteDatabase(uri, uri=True, pragmas=_pragmas(settings)[1:], check_same_thread=False,
                             timeout=settings.busy_timeout_ms / 1000)  # [1:]: journal_mode would write
         try:
             _connect(db, settings.busy_timeout_ms / 1000)
             db.execute_sql(_FIRST_READ)
-        except OperationalError as exc:
+        except DatabaseError:
             db.close()
-            error = exc
-            continue
+            raise
         db.file = Path(path)
         db.immutable_stamp = file_stamp(path) if "immutable=1" in uri else None
         return db
-    raise error
+
+    return first_read_only(path, attempt)
 
 
 def connect_read_only(path: Path, timeout_s: float) -> sqlite3.Connection:
-    """A plain sqlite3 connection that only reads `path` (bundle snapshots): read_only_uris in turn."""
-    error: Exception | None = None
-    for uri in read_only_uris(path):
+    """A plain sqlite3 connection that only reads `path` (bundle snapshots)."""
+
+    def attempt(uri: str) -> sqlite3.Connection:
         conn = sqlite3.connect(uri, uri=True, timeout=timeout_s)
         try:
             conn.execute(_FIRST_READ)
-            return conn
-        except sqlite3.Error as exc:
+        except sqlite3.Error:
             conn.close()
-            error = exc
-    raise error
+            raise
+        return conn
+
+    return first_read_only(path, attempt)
 
 
 _FIRST_READ = "SELECT count(*) FROM sqlite_master"  # SQLite opens the file (and its -shm) lazily

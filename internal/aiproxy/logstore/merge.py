@@ -11,7 +11,7 @@ from pathlib import Path
 import peewee
 
 from aiproxy.logstore.bundles.importer import INCOMING
-from aiproxy.logstore.database import open_database, read_only_uris
+from aiproxy.logstore.database import first_read_only, open_database
 from aiproxy.logstore.fts import index_missing
 from aiproxy.logstore.models import BASE_MODELS
 from aiproxy.logstore.partitions import is_partition_name
@@ -52,20 +52,16 @@ def merge(source_dir: Path, dest: Path, settings: LogStoreSettings) -> dict:
 def _attach(db, source: Path, alias: str) -> None:
     """Attach a source read-only, as the store reads a file it may not write (database.read_only_uris):
     a store on a read-only mount can be merged into a local file."""
-    error: Exception | None = None
-    for uri in read_only_uris(source):
-        try:
-            db.execute_sql(f"ATTACH DATABASE ? AS {alias}", (uri,))
-        except peewee.DatabaseError as exc:
-            error = exc
-            continue
+
+    def attempt(uri: str) -> None:
+        db.execute_sql(f"ATTACH DATABASE ? AS {alias}", (uri,))
         try:
             db.execute_sql(f"SELECT count(*) FROM {alias}.sqlite_master")  # SQLite may open it lazily
-            return
-        except peewee.DatabaseError as exc:
+        except peewee.DatabaseError:
             db.execute_sql(f"DETACH DATABASE {alias}")
-            error = exc
-    raise error
+            raise
+
+    first_read_only(source, attempt)
 
 
 def _copy_rows(db, source: Path, alias: str) -> None:
