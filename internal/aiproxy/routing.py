@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from aiproxy.config import ConfigError
+from aiproxy.config import ConfigError, read_config_text
 from aiproxy.errors import MAX_QUOTED_BYTES, ModelNotFound, clip
 
 _PATTERN_CHARS = set("*?[")
@@ -109,9 +109,7 @@ class ModelRouter:
         if not path.is_file():
             raise ConfigError(f"model mapping file {path} not found; set CONFIG_PATH")
         try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+            data = yaml.load(read_config_text(path), Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(data, dict):

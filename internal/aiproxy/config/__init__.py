@@ -9,6 +9,7 @@ from aiproxy.config.settings import (
     as_int,
     load_settings,
     parse_key_list,
+    read_config_text,
 )
 
-__all__ = ["as_bool", "as_int", "ConfigError", "ProviderSettings", "Settings", "TLSSettings", "load_settings", "parse_key_list"]
+__all__ = ["as_bool", "as_int", "ConfigError", "ProviderSettings", "Settings", "TLSSettings", "load_settings", "parse_key_list", "read_config_text"]

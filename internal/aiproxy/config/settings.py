@@ -234,7 +234,8 @@ def _settings_file(env: dict[str, str]) -> Path:
     raise ConfigError(f"settings file not found ({candidates[0]}); set SETTINGS_FILE or run from the project root")
 
 
-def _utf8_text(path: Path) -> str:
+def read_config_text(path: Path) -> str:
+    """A configuration file's text; ConfigError naming the file when it is not UTF-8 or cannot be read."""
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -248,11 +249,11 @@ def _check_files(settings_file: Path, dotenv: Path | None) -> None:
     otherwise end start-up in a traceback (TOMLDecodeError, UnicodeDecodeError) instead of one
     line naming the file."""
     try:
-        tomllib.loads(_utf8_text(settings_file))
+        tomllib.loads(read_config_text(settings_file))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{settings_file}: invalid TOML: {exc}") from None
     if dotenv is not None and dotenv.is_file():
-        _utf8_text(dotenv)
+        read_config_text(dotenv)
 
 
 _LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
