@@ -157,19 +157,8 @@ async def _stream(request: web.Request, stub, message, metadata) -> web.StreamRe
             return rpc_error_response(exc)
         response = web.StreamResponse(status=200, headers={**sse.HEADERS, **_forwarded(await call.initial_metadata())})
         await response.prepare(request)
-        batch = first
         try:
-            try:
-                while batch is not grpc.aio.EOF:
-                    events = [sse.event(message_to_json(chunk)) for chunk in batch.chunks]
-                    if batch.comments:
-                        events[:0] = map(sse.comment, batch.comments)
-                    await _send(request, response, b"".join(events))
-                    batch = await call.read()
-            except grpc.aio.AioRpcError as exc:
-                _, body, _ = rpc_error_parts(exc)
-                await _send(request, response, sse.event(body))
-            await _send(request, response, sse.DONE)
+            await _relay(request, response, call, first)
         except _ClientStalled:
             return response  # the call is cancelled below; the connection is gone
         await response.write_eof()
@@ -178,7 +167,22 @@ async def _stream(request: web.Request, stub, message, metadata) -> web.StreamRe
         call.cancel()
 
 
-FRAMING_ROOM = 1024
+async def _relay(request: web.Request, response: web.StreamResponse, call, batch) -> None:
+    """The stream's events from `batch` on, then its error frame if the call fails, then [DONE]."""
+    try:
+        while batch is not grpc.aio.EOF:
+            events = [sse.event(message_to_json(chunk)) for chunk in batch.chunks]
+            if batch.comments:
+                events[:0] = map(sse.comment, batch.comments)
+            await _send(request, response, b"".join(events))
+            batch = await call.read()
+    except grpc.aio.AioRpcError as exc:
+        _, body, _ = rpc_error_parts(exc)
+        await _send(request, response, sse.event(body))
+    await _send(request, response, sse.DONE)
+
+
+FRAMING_ROOM = 1024  # _send: the chunked encoding's bytes around a write
 
 
 async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
@@ -187,7 +191,7 @@ async def _send(request: web.Request, response: web.StreamResponse, data: bytes)
     408), which frees the upstream call; after twice that this closes the connection too. A write
     can wait only if it fills the transport's buffer past its high-water mark (the protocol is paused
     then, and resumed below the low-water mark before the wait ends); the others, nearly all, go
-    without a timer, which costs ~6 us. FRAMING_ROOM: the chunked encoding's bytes around `data`."""
+    without a timer, which costs ~6 us."""
     transport = request.transport
     if transport is None or (transport.get_write_buffer_size() + len(data) + FRAMING_ROOM
                              <= transport.get_write_buffer_limits()[1]):

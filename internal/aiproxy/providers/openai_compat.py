@@ -108,8 +108,7 @@ def _normalised(settings: ProviderSettings, status: int, error: dict, headers) -
     reason = _provider_reason(metadata)
     if reason and message and reason not in message:
         message = f"{message} ({reason})"
-    if message:
-        message = redacted(message, settings.api_key)
+    message = redacted(message, settings.api_key)
     if status == 401:
         # The provider rejected the gateway's own key: the operator must fix it, not the client.
         hint = f" Check {settings.api_key_env}." if settings.api_key_env else ""

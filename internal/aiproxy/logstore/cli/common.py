@@ -239,8 +239,6 @@ def _remote_channel(args: argparse.Namespace) -> Iterator[Callable]:
 # not reach the operator's terminal as escape sequences (colours, clearing, titles, a \r faking a line).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _ESCAPES = {"\r": "\\r"}
-
-
 _JSON_UNESCAPED = re.compile(r"[\x7f-\x9f]")  # json.dumps escapes C0 only; these can only be inside strings
 
 
