@@ -18,7 +18,6 @@ import struct
 import tempfile
 import time
 
-import grpc
 from aiohttp import web
 from loguru import logger
 
@@ -259,13 +258,7 @@ async def serve_cell(settings: Settings, shutdown: Shutdown | None = None, *, pa
         settings, ChatServicer(gateway, settings.grpc_message_bytes, settings.request_body_timeout_seconds), socket_path
     )
     await grpc_server.start()
-    channel = grpc.aio.insecure_channel(
-        f"unix:{socket_path}",
-        options=[
-            ("grpc.max_receive_message_length", settings.grpc_message_bytes),
-            ("grpc.max_send_message_length", settings.grpc_message_bytes),
-        ],
-    )
+    channel = grpc_server.internal_channel()
     rest = RestServer(create_app(settings, channel, body_rejector(settings, gateway)), settings, ssl_context)
     try:
         await rest.start()

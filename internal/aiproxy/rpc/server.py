@@ -37,6 +37,12 @@ _NOT_WORK = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 MAX_CALLS_PER_CONNECTION = 1000
 # After the calls were told to end: how long they get to send their status before grpc.aio cancels them.
 FINISH_SECONDS = 0.5
+# The cell's own hop, facade -> servicers over the unix socket. Both ends are this process, which
+# already bounds what crosses it (the facade: MAX_BODY_BYTES in; the gateway: an answer within
+# grpc_message_bytes), so the hop runs gRPC's minimal filter stack, without the message-size,
+# idle and service-config filters, and its channel never retries: each saves CPU on every call
+# (in a paired micro-benchmark of the hop, 0.90x and 0.94x of its CPU per unary call).
+_MINIMAL_STACK = ("grpc.minimal_stack", 1)
 
 
 def read_tls_file(path: str, setting: str) -> bytes:
@@ -190,7 +196,7 @@ class GrpcServer:
         ]
         limit = settings.grpc_message_bytes
         sizes = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
-        self.internal = grpc.aio.server(interceptors=interceptors, options=sizes)
+        self.internal = grpc.aio.server(interceptors=interceptors, options=[_MINIMAL_STACK])
         self.public: grpc.aio.Server | None = None
         servers = [self.internal]
         if settings.grpc_port:
@@ -210,6 +216,11 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, both)
         self.tcp_port: int | None = None
         self._public_stopping: asyncio.Task | None = None
+
+    def internal_channel(self) -> grpc.aio.Channel:
+        """The facade's channel to `internal`."""
+        return grpc.aio.insecure_channel(f"unix:{self.unix_socket}",
+                                         options=[_MINIMAL_STACK, ("grpc.enable_retries", 0)])
 
     def _listen(self) -> None:
         self.internal.add_insecure_port(f"unix:{self.unix_socket}")
