@@ -29,6 +29,7 @@ from aiproxy.errors import AuthenticationFailed, GatewayError
 from aiproxy.httpapi.app import create_app
 from aiproxy.httpapi.errors import error_response
 from aiproxy.httpapi.metadata import REQUEST_ID_KEY
+from aiproxy.httpapi.protocol import AppRunner
 from aiproxy.identity import KeyHasher
 from aiproxy.logstore.live import run_live_ingest
 from aiproxy.logstore.server_identity import resolve_server_id
@@ -187,9 +188,9 @@ class RestServer:
         self._draining_since: float | None = None
         app.on_response_prepare.append(self._close_when_draining)
         # shutdown_timeout only bounds the very end (close()): the drain itself is serve_cell's.
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                                     keepalive_timeout=settings.request_body_timeout_seconds,
-                                     shutdown_timeout=FINISH_SECONDS)
+        self._runner = AppRunner(app, handler_cancellation=True, access_log=None,
+                                 keepalive_timeout=settings.request_body_timeout_seconds,
+                                 shutdown_timeout=FINISH_SECONDS)
         self._site: web.TCPSite | None = None
 
     async def _close_when_draining(self, request: web.Request, response: web.StreamResponse) -> None:

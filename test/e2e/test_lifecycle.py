@@ -401,11 +401,13 @@ def test_library_logs_are_json_without_keys(upstream, tmp_path):
                + b"\x00\r\nContent-Length: 2\r\n\r\n{}")
         with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
             sock.sendall(raw)
-            assert sock.recv(65536).startswith(b"HTTP/1.")
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.")
     stderr = gateway.stderr_path.read_bytes()
     entries = [orjson.loads(line) for line in stderr.splitlines() if line.strip()]  # every line is JSON
     refused = [e for e in entries if e["msg"].startswith("Error handling request")]
     assert refused and refused[0]["level"] == "DEBUG" and refused[0]["logger"] == "aiohttp.server"
+    assert f"X-Request-ID: {refused[0]['request_id']}\r\n".encode() in answer  # the id the client was given
     for path in [p for p in tmp_path.rglob("*") if p.is_file()]:
         assert CLIENT_KEY.encode() not in path.read_bytes(), f"the key leaked into {path}"
 

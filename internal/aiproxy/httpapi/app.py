@@ -27,6 +27,7 @@ EXPOSED_HEADERS = "X-Request-ID, Retry-After, Retry-After-Ms, X-RateLimit-Limit-
                   "X-RateLimit-Remaining, X-RateLimit-Reset"
 
 REQUEST_LINE_LIMIT = 64 * 1024
+SERVER_NAME = "aiproxy"  # the Server header: not aiohttp's "Python/x.y aiohttp/x.y.z", no versions to fingerprint
 
 
 def _request_id(request: web.Request) -> str:
@@ -95,7 +96,7 @@ def _make_on_prepare(settings: Settings):
     hsts = f"max-age={settings.tls.hsts_max_age}" if settings.tls.enabled else None
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-        response.headers["Server"] = "aiproxy"  # not aiohttp's "Python/x.y aiohttp/x.y.z": no versions to fingerprint
+        response.headers["Server"] = SERVER_NAME
         response.headers["X-Request-ID"] = request.get(REQUEST_ID_KEY) or _request_id(request)
         origin = request.get(CORS_ORIGIN)
         if origin:
@@ -131,7 +132,7 @@ def create_app(settings: Settings, channel: grpc.aio.Channel, reject) -> web.App
         middlewares=middlewares,
         client_max_size=settings.max_body_bytes,
         # Request lines up to 64 KiB (aiohttp: 8 KiB): a long /v1/logs search query must reach the
-        # handler, which answers in the OpenAI error format; only aiohttp's parser answers in plain text.
+        # handler, which can say what to do instead (httpapi.protocol answers what the parser refuses).
         handler_args={"max_line_size": REQUEST_LINE_LIMIT},
     )
     app[CHANNEL] = channel

@@ -1,0 +1,71 @@
+"""The REST facade at the HTTP-protocol level, over raw sockets: requests aiohttp's own parser
+refuses before any handler runs still get an OpenAI error body and an X-Request-ID."""
+
+from __future__ import annotations
+
+import socket
+
+import orjson
+import pytest
+
+from aiproxy.httpapi.app import REQUEST_LINE_LIMIT
+from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
+
+KEY = CLIENT_KEY.encode()
+AUTH_LINE = b"Authorization: Bearer " + KEY + b"\r\n"
+CHAT = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+
+
+def exchange(gateway: GatewayProcess, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read until the gateway closes: status, headers (lower-case), body."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+UNPARSABLE = {
+    "request line": b"GARBAGE\r\n\r\n",
+    "method": b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "tls on the http port": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,
+    "http version": b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n",
+    "bare lf": b"GET /health HTTP/1.1\nHost: x\n\n",
+    "request line too long": b"GET /v1/models?q=" + b"x" * REQUEST_LINE_LIMIT + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "header line too long": CHAT + AUTH_LINE + b"X-Long: " + b"a" * 20_000 + b"\r\n\r\n",
+    "too many headers": CHAT + b"".join(b"X-H%d: v\r\n" % i for i in range(200)) + b"\r\n",
+    "missing host": b"GET /health HTTP/1.1\r\n\r\n",
+    "header name not ascii": "GET /health HTTP/1.1\r\nHost: x\r\nX-Ñ: 1\r\n\r\n".encode(),
+    "nul in the authorization header": CHAT + b"Authorization: Bearer " + KEY + b"\x00\r\nContent-Length: 2\r\n\r\n{}",
+    "space before colon": b"GET /health HTTP/1.1\r\nHost : x\r\n\r\n",
+    "invalid content-length": CHAT + AUTH_LINE + b"Content-Length: 2x\r\n\r\n{}",
+    "negative content-length": CHAT + AUTH_LINE + b"Content-Length: -1\r\n\r\n{}",
+    "duplicate content-length": CHAT + AUTH_LINE + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    "unsupported transfer-encoding": CHAT + AUTH_LINE + b"Transfer-Encoding: gzip\r\n\r\n{}",
+    "transfer-encoding with content-length": CHAT + AUTH_LINE
+    + b"Transfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n{}",
+    "bad chunk size": CHAT + AUTH_LINE + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("data", UNPARSABLE.values(), ids=UNPARSABLE.keys())
+def test_requests_aiohttp_cannot_parse_get_openai_errors(gateway, openai_schemas, data):
+    """Was: aiohttp's own plain-text 400 quoting the offending bytes (a key among them), without
+    X-Request-ID and with aiohttp's versioned Server header."""
+    status, headers, body = exchange(gateway, data)
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    error = orjson.loads(body)
+    openai_schemas.validate("ErrorResponse", error)
+    assert error["error"]["type"] == "invalid_request_error"
+    assert error["error"]["message"].startswith("The request is not valid HTTP")
+    assert headers["x-request-id"].startswith("req_")
+    assert headers["server"] == "aiproxy"  # and the connection is closed: exchange() read to its end
+    assert KEY not in body and b"xxxxxxxx" not in body and b"aaaaaaaa" not in body  # no bytes quoted back
