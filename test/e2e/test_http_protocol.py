@@ -69,3 +69,18 @@ def test_requests_aiohttp_cannot_parse_get_openai_errors(gateway, openai_schemas
     assert headers["x-request-id"].startswith("req_")
     assert headers["server"] == "aiproxy"  # and the connection is closed: exchange() read to its end
     assert KEY not in body and b"xxxxxxxx" not in body and b"aaaaaaaa" not in body  # no bytes quoted back
+
+
+@pytest.mark.parametrize("head", [
+    CHAT + AUTH_LINE + b"Expect: 200-ok\r\nContent-Length: 2\r\n\r\n{}",
+    b"GET /v1/models HTTP/1.1\r\nHost: x\r\nExpect: foo\r\n\r\n",
+    b"GET /nothing HTTP/1.1\r\nHost: x\r\nExpect: foo\r\n\r\n",
+    b"DELETE /v1/models HTTP/1.1\r\nHost: x\r\nExpect: foo\r\n\r\n",
+], ids=["chat", "models", "unknown path", "wrong method"])
+def test_an_expectation_other_than_100_continue_is_an_openai_417(gateway, openai_schemas, head):
+    """Was: aiohttp's expect handler runs before the middlewares, so its 417 was plain text."""
+    status, headers, body = exchange(gateway, head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
+    assert status == 417 and headers["content-type"] == "application/json"
+    error = orjson.loads(body)
+    openai_schemas.validate("ErrorResponse", error)
+    assert "100-continue" in error["error"]["message"] and headers["x-request-id"]

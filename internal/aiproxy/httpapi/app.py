@@ -34,6 +34,23 @@ def _request_id(request: web.Request) -> str:
     return request_id(request.headers.get("X-Request-ID"))
 
 
+def http_error_response(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own HTTP error (no route, a method the route does not take, an expectation it
+    cannot meet) in OpenAI's format."""
+    code = {404: "not_found", 405: "method_not_allowed", 417: "expectation_failed"}.get(exc.status)
+    message = {
+        404: f"This gateway does not serve {request.path}: it serves OpenAI's chat completions "
+             "(/v1/chat/completions) and models (/v1/models), and request logs (/v1/logs/...) to admin keys."
+        if request.path.startswith("/v1/")
+        else f"Unknown path {request.path}. This gateway serves the OpenAI API under /v1.",
+        405: f"Method {request.method} is not allowed on {request.path}.",
+        417: "The only Expect header this gateway meets is `Expect: 100-continue`.",
+    }.get(exc.status, exc.reason)
+    # A 405 must say which methods the path takes (RFC 9110 §15.5.6); aiohttp's exception has it.
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return json_response(error_body(message, "invalid_request_error", code=code), exc.status, headers)
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler):
     request[REQUEST_ID_KEY] = _request_id(request)
@@ -42,17 +59,7 @@ async def errors_middleware(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status)
-        message = {
-            404: f"This gateway does not serve {request.path}: it serves OpenAI's chat completions "
-                 "(/v1/chat/completions) and models (/v1/models), and request logs (/v1/logs/...) to admin keys."
-            if request.path.startswith("/v1/")
-            else f"Unknown path {request.path}. This gateway serves the OpenAI API under /v1.",
-            405: f"Method {request.method} is not allowed on {request.path}.",
-        }.get(exc.status, exc.reason)
-        # A 405 must say which methods the path takes (RFC 9110 §15.5.6); aiohttp's exception has it.
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return json_response(error_body(message, "invalid_request_error", code=code), exc.status, headers)
+        return http_error_response(request, exc)
     except Exception:
         logger.exception("unhandled error in HTTP handler", request_id=request[REQUEST_ID_KEY])
         return error_response(InternalError())

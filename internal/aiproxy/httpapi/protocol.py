@@ -1,8 +1,8 @@
 """The facade's aiohttp server, whose connections answer in OpenAI's error format even where aiohttp
 answers by itself, before any middleware runs: a request its HTTP parser refuses (a malformed request
-line, a header line too long, broken chunking, ...) or a failure outside the middlewares. aiohttp has
-no hook for that answer (aio-libs/aiohttp#3287): RequestHandler.handle_error builds it, and
-Application builds a plain web.Server, which builds plain RequestHandlers."""
+line, a header line too long, broken chunking, ...), an expectation a route refuses, or a failure
+outside the middlewares. aiohttp has no hook for these (aio-libs/aiohttp#3287): RequestHandler.handle_error
+builds the parser's answer, and Application builds a plain web.Server, which builds plain RequestHandlers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from aiohttp.web_protocol import RequestHandler
 from loguru import logger
 
 from aiproxy.errors import InternalError, error_type_for_http
-from aiproxy.httpapi.app import SERVER_NAME
+from aiproxy.httpapi.app import SERVER_NAME, http_error_response
 from aiproxy.httpapi.errors import error_body, json_response
 from aiproxy.httpapi.metadata import REQUEST_ID_KEY
 from aiproxy.identity import request_id
@@ -56,10 +56,26 @@ class _Server(web.Server):
         return _OpenAIErrorsHandler(self, loop=self._loop, **self._kwargs)
 
 
+def _refusing_in_openai_format(handle):
+    """The application's handler, whose HTTP errors raised before the middlewares run (the route's
+    expect handler refusing an `Expect` other than 100-continue) are in OpenAI's format too."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handle(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return http_error_response(request, exc)
+
+    return handler
+
+
 class AppRunner(web.AppRunner):
     """web.AppRunner whose connections answer aiohttp's own errors in OpenAI's format."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _Server  # Application._make_handler takes no server class
+        server.request_handler = _refusing_in_openai_format(server.request_handler)
         return server
