@@ -4,6 +4,7 @@ refuses before any handler runs still get an OpenAI error body and an X-Request-
 from __future__ import annotations
 
 import socket
+import time
 
 import orjson
 import pytest
@@ -84,3 +85,26 @@ def test_an_expectation_other_than_100_continue_is_an_openai_417(gateway, openai
     error = orjson.loads(body)
     openai_schemas.validate("ErrorResponse", error)
     assert "100-continue" in error["error"]["message"] and headers["x-request-id"]
+
+
+@pytest.mark.parametrize("bad_chunk", [b"zz\r\n{}\r\n0\r\n\r\n", b"4\r\nHello\r\n0\r\n\r\n"], ids=["size", "size mismatch"])
+def test_broken_chunking_after_the_head_is_a_prompt_logged_400(gateway, openai_schemas, bad_chunk):
+    """Was: aiohttp's C parser raised on the broken chunk without telling the body's reader, so the
+    handler waited for the rest of the body until REQUEST_BODY_TIMEOUT_SECONDS (60 s) and answered
+    408 "did not arrive"; the 400 aiohttp queued was never sent."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(CHAT + AUTH_LINE + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n{}\r\n")
+        time.sleep(0.3)  # the handler is reading the body
+        sock.sendall(bad_chunk)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), received
+    assert time.monotonic() - started < 5
+    error = orjson.loads(body)
+    openai_schemas.validate("ErrorResponse", error)
+    assert "chunk" in error["error"]["message"] and b"Hello" not in body
+    request_id = next(line.split(b": ")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"x-request-id"))
+    assert gateway.wait_for_record(request_id.decode())["status_code"] == 400

@@ -8,11 +8,18 @@ import json
 import grpc
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_urldispatcher import _default_expect_handler  # no public name: test_lifecycle notices a move
 
 from aiproxy.errors import AuthenticationFailed, GatewayError, InvalidRequest, PayloadTooLarge, RequestTimeout
 from aiproxy.httpapi import sse
-from aiproxy.httpapi.errors import error_response, json_response, rpc_error_parts, rpc_error_response
+from aiproxy.httpapi.errors import (
+    error_response,
+    json_response,
+    parser_reason,
+    rpc_error_parts,
+    rpc_error_response,
+)
 from aiproxy.httpapi.metadata import rpc_metadata
 from aiproxy.protojson import json_to_message, message_to_json
 from aiproxy.providers.base import forwardable_headers
@@ -50,7 +57,8 @@ async def _read_body(request: web.Request) -> bytes:
         raise _too_large(request) from None
     except web.RequestPayloadError as exc:  # the client's bytes, not the gateway: a 400, not a 500
         # The cause is aiohttp's parser error: a body its Content-Encoding cannot decode, broken chunking.
-        reason = getattr(exc.__cause__, "message", None) or "its framing is broken"
+        cause = exc.__cause__
+        reason = parser_reason(cause) if isinstance(cause, HttpProcessingError) else "its framing is broken"
         raise InvalidRequest(
             f"The request body could not be read ({reason}); send it as its Content-Encoding "
             "and Transfer-Encoding headers say."

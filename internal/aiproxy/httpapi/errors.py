@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from loguru import logger
 
 from aiproxy.errors import GRPC_TO_HTTP, GatewayError, InternalError, error_type_for_http
@@ -22,6 +25,18 @@ def json_response(body: dict, status: int = 200, headers: dict[str, str] | None 
 
 def error_response(exc: GatewayError) -> web.Response:
     return json_response(exc.to_body(), exc.http_status, exc.headers)
+
+
+# Where aiohttp's HTTP parser messages start quoting the request's bytes (the llhttp ones after a blank line).
+_QUOTED_BYTES = re.compile(r"\n\n| b'| b\"| bytearray\(")
+
+
+def parser_reason(exc: HttpProcessingError) -> str:
+    """What the parser refused, without the bytes it quotes (the client's, a key among them)."""
+    if isinstance(exc, LineTooLong):
+        return f"a line of the request head is longer than {exc.args[1]} bytes"
+    reason = " ".join(_QUOTED_BYTES.split(exc.message, maxsplit=1)[0].split()).rstrip(":. ")
+    return reason or "malformed request"
 
 
 def detail_of(exc: grpc.aio.AioRpcError) -> common_pb2.ErrorDetail | None:

@@ -6,30 +6,18 @@ builds the parser's answer, and Application builds a plain web.Server, which bui
 
 from __future__ import annotations
 
-import re
 from http import HTTPStatus
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from loguru import logger
 
 from aiproxy.errors import InternalError, error_type_for_http
 from aiproxy.httpapi.app import SERVER_NAME, http_error_response
-from aiproxy.httpapi.errors import error_body, json_response
+from aiproxy.httpapi.errors import error_body, json_response, parser_reason
 from aiproxy.httpapi.metadata import REQUEST_ID_KEY
 from aiproxy.identity import request_id
-
-# Where aiohttp's parser messages start quoting the request's bytes (the llhttp ones after a blank line).
-_QUOTED_BYTES = re.compile(r"\n\n| b'| b\"| bytearray\(")
-
-
-def parser_reason(exc: HttpProcessingError) -> str:
-    """What the parser refused, without the bytes it quotes (the client's, a key among them)."""
-    if isinstance(exc, LineTooLong):
-        return f"a line of the request head is longer than {exc.args[1]} bytes"
-    reason = " ".join(_QUOTED_BYTES.split(exc.message, maxsplit=1)[0].split()).rstrip(":. ")
-    return reason or "malformed request"
 
 
 def _error_body(status: int, exc: BaseException | None) -> dict:
@@ -41,6 +29,29 @@ def _error_body(status: int, exc: BaseException | None) -> dict:
 
 
 class _OpenAIErrorsHandler(RequestHandler):
+    __slots__ = ()  # as RequestHandler's: no __dict__ per connection
+
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) > queued:
+            error = getattr(self._messages[-1][0], "exc", None)  # a refused request is queued as an error
+            if isinstance(error, HttpProcessingError):
+                self._fail_unfinished_bodies(error)
+
+    def _fail_unfinished_bodies(self, error: HttpProcessingError) -> None:
+        """aiohttp's C parser raises on broken framing inside a body (a bad chunk size) without telling
+        that body's reader, which would wait for the rest until REQUEST_BODY_TIMEOUT_SECONDS and answer
+        408: tell it, as the parser does for a body it cannot decode (RequestPayloadError, a 400)."""
+        bodies = [body for _, body in self._messages]
+        if self._current_request is not None:
+            bodies.append(self._current_request.content)
+        for body in bodies:
+            if not body.is_eof() and body.exception() is None:
+                failure = RequestPayloadError(error.message)
+                failure.__cause__ = error
+                body.set_exception(failure)
+
     def handle_error(self, request, status=500, exc=None, message=None) -> web.StreamResponse:
         rid = request.get(REQUEST_ID_KEY) or request_id(None)
         with logger.contextualize(request_id=rid):  # aiohttp's log line names the id the client is given
