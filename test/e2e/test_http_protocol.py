@@ -8,6 +8,7 @@ import time
 
 import orjson
 import pytest
+from aiohttp.compression_utils import HAS_BROTLI
 
 from aiproxy.httpapi.app import REQUEST_LINE_LIMIT
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
@@ -108,3 +109,15 @@ def test_broken_chunking_after_the_head_is_a_prompt_logged_400(gateway, openai_s
     assert "chunk" in error["error"]["message"] and b"Hello" not in body
     request_id = next(line.split(b": ")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"x-request-id"))
     assert gateway.wait_for_record(request_id.decode())["status_code"] == 400
+
+
+@pytest.mark.skipif(HAS_BROTLI, reason="aiohttp decodes br where Brotli is installed")
+def test_a_content_encoding_the_gateway_cannot_decode_is_named_without_install_hints(gateway, openai_schemas):
+    """Was: "The request is not valid HTTP/1.1 (... Please install `Brotli`)": a valid request, and
+    advice for the operator's Python environment given to the client."""
+    status, headers, body = exchange(gateway, CHAT + AUTH_LINE + b"Content-Encoding: br\r\nContent-Length: 2\r\n\r\n{}")
+    assert status == 400 and headers["x-request-id"]
+    error = orjson.loads(body)
+    openai_schemas.validate("ErrorResponse", error)
+    assert error["error"]["message"] == ("The request body's Content-Encoding is not one this gateway decodes; "
+                                         "send it uncompressed, or as gzip or deflate.")

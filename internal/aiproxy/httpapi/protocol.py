@@ -9,7 +9,7 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from loguru import logger
 
@@ -21,6 +21,9 @@ from aiproxy.identity import request_id
 
 
 def _error_body(status: int, exc: BaseException | None) -> dict:
+    if isinstance(exc, ContentEncodingError):  # at the head: a coding aiohttp has no decoder for here (br, zstd)
+        return error_body("The request body's Content-Encoding is not one this gateway decodes; send it "
+                          "uncompressed, or as gzip or deflate.", error_type_for_http(status))
     if isinstance(exc, HttpProcessingError):
         return error_body(f"The request is not valid HTTP/1.1 ({parser_reason(exc)}).", error_type_for_http(status))
     if status == HTTPStatus.INTERNAL_SERVER_ERROR:
