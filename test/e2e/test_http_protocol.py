@@ -121,3 +121,20 @@ def test_a_content_encoding_the_gateway_cannot_decode_is_named_without_install_h
     openai_schemas.validate("ErrorResponse", error)
     assert error["error"]["message"] == ("The request body's Content-Encoding is not one this gateway decodes; "
                                          "send it uncompressed, or as gzip or deflate.")
+
+
+def test_a_stream_to_an_http_1_0_keep_alive_client_ends_with_the_connection(gateway):
+    """Was: HTTP/1.0 has no chunking, so a stream's end is the connection's close; aiohttp sent no
+    `Connection: keep-alive` yet kept the connection open (REQUEST_BODY_TIMEOUT_SECONDS, 60 s), so the
+    client saw no end after [DONE], and a next request's response was glued onto the stream's body."""
+    body = orjson.dumps({"model": "mock", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    request = (b"POST /v1/chat/completions HTTP/1.0\r\nConnection: keep-alive\r\n" + AUTH_LINE
+               + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(request + b"GET /health HTTP/1.0\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, stream = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 ") and b"keep-alive" not in head.lower()
+    assert stream.endswith(b"data: [DONE]\n\n"), stream[-200:]

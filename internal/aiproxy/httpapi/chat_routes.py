@@ -7,7 +7,7 @@ import json
 
 import grpc
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_urldispatcher import _default_expect_handler  # no public name: test_lifecycle notices a move
 
@@ -164,6 +164,10 @@ async def _stream(request: web.Request, stub, message, metadata) -> web.StreamRe
         except grpc.aio.AioRpcError as exc:
             return rpc_error_response(exc)
         response = web.StreamResponse(status=200, headers={**sse.HEADERS, **_forwarded(await call.initial_metadata())})
+        if request.version < HttpVersion11:
+            # No chunking in HTTP/1.0: the stream ends with the connection, which aiohttp would keep
+            # open for a keep-alive client (it drops only the Connection header).
+            response.force_close()
         await response.prepare(request)
         try:
             await _relay(request, response, call, first)
