@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from aiproxy.logstore.bundles.create import create_bundle
+from aiproxy.logstore.bundles.create import create_bundle, raw_log_files
 from aiproxy.logstore.bundles.importer import import_bundle
 from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput
 from aiproxy.logstore.bundles.remote import is_remote, pull, push
@@ -54,9 +54,10 @@ def _store(directory: str | None, *, existing: bool = True):
 def run_create(args: argparse.Namespace) -> int:
     # (An inverted range never gets here: logdb's main refuses it first, for every command.)
     with _store(args.db) as (store, log_dir):
-        total = sum(p.path.stat().st_size for p in store.existing(args.since, args.to))
-        bar = ProgressBar(total, "bundle create")
         raw_dir = Path(args.raw or log_dir) if args.include_raw or store.settings.bundle_include_raw else None
+        members = [p.path for p in store.existing(args.since, args.to)]
+        members += raw_log_files(raw_dir, args.since) if raw_dir is not None else []
+        bar = ProgressBar(sum(path.stat().st_size for path in members), "bundle create")
         result = create_bundle(store, args.since, args.to, args.out, raw_dir=raw_dir, progress=bar.advance)
         bar.close()
     emit(args, result.as_dict(), result.summary)

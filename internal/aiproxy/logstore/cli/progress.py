@@ -16,6 +16,7 @@ class ProgressBar:
         self.done = 0
         self._drawn = 0.0
         self._shown = False
+        self._full = False  # 100% drawn: done can pass an estimated total, and a redraw per block would spam
         self._lock = threading.Lock()
 
     def advance(self, amount: int, total: int | None = None) -> None:
@@ -28,8 +29,9 @@ class ProgressBar:
             if total is not None:
                 self.total = total
             now = time.monotonic()
-            if self.total > 0 and (now - self._drawn >= 0.1 or self.done >= self.total):
-                self._drawn, self._shown = now, True
+            full = self.done >= self.total
+            if self.total > 0 and not self._full and (now - self._drawn >= 0.1 or full):
+                self._drawn, self._shown, self._full = now, True, full
                 fraction = min(1.0, self.done / self.total)
                 bar = "#" * int(fraction * 30)
                 self.stream.write(f"\r{self.label} [{bar:<30}] {fraction:6.1%}")
