@@ -93,3 +93,15 @@ def test_bundles_created_in_the_same_second_get_different_names(tmp_path, source
 def test_bundle_names_pad_years_to_four_digits():
     name = bundle_name("srv", date(1, 1, 1), date(2025, 9, 30), datetime(2025, 10, 1, tzinfo=UTC), "0123abcd-ef")
     assert name == "logs_srv_00010101-20250930_20251001T000000Z_0123abcd.tgz"
+
+
+def test_include_raw_from_a_directory_that_is_not_there_is_an_error_not_a_bundle_without_logs(
+        tmp_path, source_store, capsys):
+    """A mistyped --raw gave exit 0 and a bundle saying include_raw with no raw log in it; a
+    file gave a member named `raw/.`."""
+    (tmp_path / "a-file.jsonl").write_text("{}\n")
+    for raw in (tmp_path / "no-such-logs", tmp_path / "a-file.jsonl"):
+        out = tmp_path / "r.tgz"
+        assert main(["bundle", "create", "--since", "2025-09-01", "--to", "2025-09-30", "--out", str(out),
+                     "--db", str(source_store.base), "--include-raw", "--raw", str(raw)]) == 2
+        assert f"{raw}: no such log directory" in capsys.readouterr().err and not out.exists()

@@ -18,7 +18,7 @@ from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput
 from aiproxy.logstore.bundles.remote import is_remote, pull, push
 from aiproxy.logstore.bundles.transfer import transfer_local
 from aiproxy.logstore.bundles.verify import scan_bundle
-from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_OK, day, emit, json_option, open_store
+from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_OK, UsageError, day, emit, json_option, open_store
 from aiproxy.logstore.cli.progress import ProgressBar
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command ended by Ctrl-C
@@ -55,6 +55,8 @@ def run_create(args: argparse.Namespace) -> int:
     # (An inverted range never gets here: logdb's main refuses it first, for every command.)
     with _store(args.db) as (store, log_dir):
         raw_dir = Path(args.raw or log_dir) if args.include_raw or store.settings.bundle_include_raw else None
+        if raw_dir is not None and not raw_dir.is_dir():  # a typo must not make a bundle without its raw logs
+            raise UsageError(f"{raw_dir}: no such log directory (--raw, else LOG_DIR: where the request logs are)")
         members = [p.path for p in store.existing(args.since, args.to)]
         members += raw_log_files(raw_dir, args.since) if raw_dir is not None else []
         bar = ProgressBar(sum(path.stat().st_size for path in members), "bundle create")
