@@ -12,8 +12,9 @@ import uuid
 from pathlib import Path
 
 
-def _read_or_create(path: Path, make: callable) -> str:
-    """Read a one-line file, creating it when missing or empty; OSError if that cannot be done.
+def _read_or_create(path: Path, make: callable, mode: int = 0o600) -> str:
+    """Read a one-line file, creating it (with `mode`) when missing or empty; OSError if that
+    cannot be done.
 
     The value is written to a temporary file first and then hard-linked into place, so no
     reader (another worker) ever sees a half-written file, and of two creators one wins."""
@@ -26,7 +27,7 @@ def _read_or_create(path: Path, make: callable) -> str:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         value = make()
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(value + "\n")
@@ -51,7 +52,9 @@ def resolve_server_id(db_dir: str | Path, explicit: str = "", env_name: str = ""
     if explicit.strip():
         return explicit.strip()
     with contextlib.suppress(OSError):
-        return _read_or_create(Path(db_dir) / ".server_id", lambda: str(uuid.uuid4()))
+        # Readable by all (no secret: every record carries it), so another user reading the store
+        # gets the same id rather than the fallback below.
+        return _read_or_create(Path(db_dir) / ".server_id", lambda: str(uuid.uuid4()), mode=0o644)
     return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"ai-proxy|{socket.gethostname()}|{env_name or 'dev'}"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 import threading
@@ -113,6 +114,20 @@ def test_unwritable_dir_falls_back_to_a_stable_host_uuid5(tmp_path):
     assert uuid.UUID(first).version == 5
     assert resolve_server_id(blocker / "db", env_name="prod") == first
     assert resolve_server_id(blocker / "db", env_name="dev") != first
+
+
+def test_the_server_id_file_is_readable_by_whoever_reads_the_store(tmp_path):
+    """It was created 0600 like the key-hash secret: another user reading the store (docs/logstore.md,
+    Read-only stores) could not read it and got the host's uuid5 instead, so `bundle create` named
+    the bundle and its metadata after a server that never wrote a row. The id is no secret: every
+    record and bundle carries it."""
+    old_umask = os.umask(0o022)
+    try:
+        server_id = resolve_server_id(tmp_path / "db")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "db" / ".server_id").stat().st_mode) == 0o644
+    assert (tmp_path / "db" / ".server_id").read_text().strip() == server_id
 
 
 def test_an_empty_server_id_file_gets_a_new_uuid4(tmp_path):
