@@ -15,8 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import orjson
 from peewee import DatabaseError, OperationalError, SqliteDatabase
 
+from aiproxy.logstore.fragments import thread_hashes
 from aiproxy.logstore.models import BASE_MODELS, Request, RequestTextIndex
 from aiproxy.logstore.settings import LogStoreSettings
 
@@ -53,6 +55,30 @@ def _migrate_1(db: SqliteDatabase) -> None:
                 if field.column_name not in present:
                     db.execute_sql(_add_column_ddl(table, field))
             model._schema.create_indexes(safe=True)
+            if model is Request and present and "thread_prefix_hash" not in present:
+                _add_thread_hashes(db)
+
+
+def _add_thread_hashes(db: SqliteDatabase) -> None:
+    """Give the rows of a seed table the thread hashes ingest gives every row, so that
+    `dialogs assign` threads their conversations by content, not only by the window rule."""
+    last = 0
+    while rows := db.execute_sql(
+        "SELECT rowid, request_json, response_json FROM requests WHERE rowid > ? ORDER BY rowid LIMIT 1000", (last,)
+    ).fetchall():
+        updates = []
+        for rowid, request_json, response_json in rows:
+            try:
+                hashes = thread_hashes(orjson.loads(request_json or "null"), orjson.loads(response_json or "null"))
+            except orjson.JSONDecodeError:
+                continue  # not JSON: no messages to thread, as for ingest
+            updates.append((hashes.prefix, hashes.next, hashes.tail_prefix, hashes.tail_next, rowid))
+        db.connection().executemany(
+            "UPDATE requests SET thread_prefix_hash = ?, thread_next_hash = ?, thread_tail_prefix_hash = ?,"
+            " thread_tail_next_hash = ? WHERE rowid = ?",
+            updates,
+        )
+        last = rows[-1][0]
 
 
 def _add_column_ddl(table: str, field) -> str:

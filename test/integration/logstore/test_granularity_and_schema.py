@@ -1,5 +1,6 @@
 """Seed §11.10 (weekly partitions broke commands), monthly files, and migrating seed files."""
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 
@@ -90,3 +91,27 @@ def test_seed_readme_search_example_runs_after_days_of_data(tmp_path):
     ingest(store, tmp_path / "logs")
     assert len(search(store, "machine learning OR AI").hits) == 2
     assert len(search(store, "error NEAR/5 timeout").hits) == 1
+
+
+def test_a_conversation_in_a_seed_file_is_threaded_by_content_after_migration(tmp_path):
+    """The seed's rows got the thread columns as NULL, so `dialogs assign` split its conversations
+    by the window rule (a 2 h pause: two dialogs) where docs/logstore.md threads by content."""
+    path = tmp_path / "db" / "2025" / "09" / "ai_proxy_20250910.sqlite3"
+    path.parent.mkdir(parents=True)
+    first = [{"role": "user", "content": "tell me about otters"}]
+    answer = {"role": "assistant", "content": "otters hold hands"}
+    second = [*first, answer, {"role": "user", "content": "and beavers?"}]
+    with sqlite3.connect(path) as conn:
+        conn.executescript(SEED_DDL.split("INSERT INTO")[0])
+        for n, (messages, text) in enumerate([(first, answer["content"]), (second, "beavers build dams")]):
+            request = {"messages": messages, "model": "openai/gpt-4", "stream": False}
+            response = {"choices": [{"index": 0, "message": {"content": text, "role": "assistant"}}], "model": "openai/gpt-4"}
+            conn.execute("INSERT INTO requests VALUES (?, 'srv', ?, '/v1/chat/completions', 'openai/gpt-4', 'openai/gpt-4',"
+                         " 200, 1.0, '-1', ?, ?, NULL)",
+                         (f"seed-{n}", 1757505600 + n * 7200, json.dumps(request, sort_keys=True),
+                          json.dumps(response, sort_keys=True)))
+    store = make_store(tmp_path / "db")
+    dialogs.assign(store)
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT request_id, dialog_id, dialog_parent_id FROM requests ORDER BY ts").fetchall()
+    assert rows[0][1] == rows[1][1] and rows[1][2] == "seed-0"
