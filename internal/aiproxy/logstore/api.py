@@ -80,9 +80,15 @@ class LogApi:
     ) -> logs_pb2.SearchRequestsResponse:
         page = search(self.store, request.q, filters_from_proto(request.filter), limit=request.limit,
                       cursor=request.cursor, unreadable=unreadable)
-        return logs_pb2.SearchRequestsResponse(
+        reply = logs_pb2.SearchRequestsResponse(
             results=[hit_to_proto(h) for h in page.hits], next_cursor=page.next_cursor, partitions_searched=page.partitions
         )
+        if page.unindexed:  # else "no matches" would be a wrong answer (LOGDB_FTS_ENABLED=false, `fts drop`)
+            reply.warnings.append(
+                f"{page.unindexed} of {page.partitions} partitions in range have no full-text index, so their requests"
+                " were not searched: run `logdb fts build` for this store"
+            )
+        return reply
 
     def get_request(self, request: logs_pb2.GetRequestRequest, unreadable: Unreadable) -> logs_pb2.RequestRecord:
         """Notes nothing in `unreadable`: a record found is whole, and one that may be in a partition

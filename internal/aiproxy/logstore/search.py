@@ -83,6 +83,7 @@ class SearchPage:
     hits: list[Hit] = field(default_factory=list)
     next_cursor: str = ""
     partitions: int = 0  # partitions read (not those left out as unreadable)
+    unindexed: int = 0  # partitions a ranked search could not search: rows but no FTS index
 
 
 def _desc(text: str) -> tuple:
@@ -364,18 +365,22 @@ def _scored_parts(query: str) -> list[ScoredPart] | None:
 
 def _rescaled(
     store: Store, parts: list, query: str, unreadable: Unreadable | None
-) -> list[tuple[object, Rescale | None]]:
-    """The partitions to rank (those with an FTS index and fragments), each with its Rescale.
-    Phrases are counted only when several partitions hold fragments: one partition's own
-    statistics are the global ones. Partitions that cannot be read are left out (noted)."""
+) -> tuple[list[tuple[object, Rescale | None]], int]:
+    """The partitions to rank (those with an FTS index and fragments), each with its Rescale, and
+    how many partitions hold rows but no index (not searched). Phrases are counted only when
+    several partitions hold fragments: one partition's own statistics are the global ones.
+    Partitions that cannot be read are left out (noted)."""
     found: list[tuple[object, int]] = []
+    unindexed = 0
     for part in parts:
         with skipping(unreadable), store.connected(part.path) as db:
-            if has_fts(db) and (rows := fragment_count(db)):
+            if not has_fts(db):
+                unindexed += db.execute_sql("SELECT EXISTS (SELECT 1 FROM requests)").fetchone()[0]
+            elif rows := fragment_count(db):
                 found.append((part.path, rows))
     scored = _scored_parts(query) if len(found) > 1 else None
     if scored is None:
-        return [(path, None) for path, _ in found]
+        return [(path, None) for path, _ in found], unindexed
     phrases = sorted({p for part in scored for p in part.phrases})
     counts = {}
     for path, _ in found:
@@ -384,7 +389,7 @@ def _rescaled(
     found = [(path, rows) for path, rows in found if path in counts]
     total = sum(rows for _, rows in found)
     totals = {p: sum(c[p] for c in counts.values()) for p in phrases}
-    return [(path, rescale(scored, rows, counts[path], total, totals)) for path, rows in found]
+    return [(path, rescale(scored, rows, counts[path], total, totals)) for path, rows in found], unindexed
 
 
 def _recent(db, filters: SearchFilters, after: tuple | None, limit: int) -> list[Hit]:
@@ -429,7 +434,8 @@ def search(
     page.partitions = len(parts)
     if ranked:
         winners: list[tuple[float, str, int, object]] = []
-        for path, scale in _rescaled(store, parts, query, unreadable):
+        ranked_parts, page.unindexed = _rescaled(store, parts, query, unreadable)
+        for path, scale in ranked_parts:
             with skipping(unreadable), store.connected(path) as db:
                 winners += [(*w, path) for w in ranked_hits(db, query, filters, scale, offset + limit)]
         best = heapq.nsmallest(offset + limit, winners, key=lambda w: (w[0], w[1]))[offset:]

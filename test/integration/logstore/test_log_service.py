@@ -341,3 +341,32 @@ def test_a_stored_value_beyond_its_proto_field_does_not_fail_the_reads(settings,
             await server.stop(None)
 
     asyncio.run(scenario())
+
+
+def test_a_search_over_partitions_without_an_index_says_so(tmp_path):
+    """With LOGDB_FTS_ENABLED=false (the seed's default) or after `fts drop`, SearchRequests (and REST)
+    answered OK with no results and no word why: only the logdb CLI checked for missing indexes."""
+    turns = [("explain the database timeout", "raise it")]
+    write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", conversation(turns, start=T0))
+    settings = Settings(log_dir=str(tmp_path / "logs"),
+                        logdb={"dir": str(tmp_path / "logs" / "db"), "server_id": "srv-1", "fts_enabled": False})
+
+    async def scenario():
+        server, target = await _serve(settings)
+        try:
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub = logs_pb2_grpc.LogServiceStub(channel)
+                assert (await stub.Ingest(logs_pb2.IngestRequest())).rows_inserted == 1
+                found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout"))
+                assert not found.results and len(found.warnings) == 1
+                assert "1 of 1 partitions in range have no full-text index" in found.warnings[0]
+                assert "logdb fts build" in found.warnings[0]
+                listed = await stub.SearchRequests(logs_pb2.SearchRequestsRequest())  # no query: no index needed
+                assert len(listed.results) == 1 and not listed.warnings
+                await stub.BuildIndex(logs_pb2.BuildIndexRequest())
+                found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout"))
+                assert len(found.results) == 1 and not found.warnings
+        finally:
+            await server.stop(None)
+
+    asyncio.run(scenario())

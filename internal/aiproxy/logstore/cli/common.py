@@ -159,7 +159,7 @@ def _with_warnings(result: dict, warnings: list[str], quiet: bool) -> dict:
 
 
 def exit_status(result: dict) -> int:
-    """1 when the answer left partitions out (they could not be read), else 0."""
+    """1 when the answer left partitions out (they could not be read, or a search found no index), else 0."""
     return EXIT_FAILED if result.get("warnings") else EXIT_OK
 
 
@@ -177,7 +177,7 @@ def _service(args: argparse.Namespace) -> Iterator[Callable]:
         def invoke(name: str, request):
             unreadable = Unreadable()
             reply = getattr(api, _LOCAL[name])(request, unreadable)
-            return reply, unreadable.warnings(local=True)
+            return reply, [*getattr(reply, "warnings", ()), *unreadable.warnings(local=True)]
 
         yield invoke
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from aiproxy.logstore.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
     call,
     call_all_pages,
     dialog_line,
@@ -43,20 +40,9 @@ def run_search(args: argparse.Namespace) -> int:
         return "\n".join(rows) or "no matches"
 
     emit(args, result, text)
-    status = exit_status(result)  # 1 when partitions were left out (unreadable): the answer is incomplete
-    return max(status, _check_index(args)) if request.q and not result["results"] else status
-
-
-def _check_index(args: argparse.Namespace) -> int:
-    """A ranked search reads only indexed partitions, so after `fts drop` "no matches" would be
-    a wrong answer: say so, and exit 1 when partitions in range lack the index."""
-    stats = call(args, "Stats", logs_pb2.StatsRequest(since=str(args.since or ""), to=str(args.to or "")), quiet=True)
-    unindexed = stats["partitions"] - stats["fts_partitions"]
-    if not unindexed:
-        return EXIT_OK
-    print(f"logdb: {unindexed} of {stats['partitions']} partitions in range have no full-text index, so they were not"
-          " searched: run `logdb fts build` (with the same --db/--remote)", file=sys.stderr)
-    return EXIT_FAILED
+    # 1 when partitions were left out (unreadable, or without the full-text index a ranked search
+    # needs: the reply's warnings say which): the answer is incomplete
+    return exit_status(result)
 
 
 def _said(role: str, text: str, width: int | None = None) -> str:
