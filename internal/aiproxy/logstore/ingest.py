@@ -86,12 +86,20 @@ class IngestReport:
             self.first_day = other.first_day
 
 
+# Rotations compressed by logrotate & co. (`x.jsonl.1.gz`): binary, not lines of a log.
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".z", ".zip", ".7z")
+
+
 def is_jsonl(path: Path) -> bool:
-    return path.name.endswith(".jsonl") or ".jsonl." in path.name
+    return path.name.endswith(".jsonl") or (".jsonl." in path.name and not _is_compressed(path))
 
 
 def _is_seed_log(path: Path) -> bool:
-    return path.name.endswith(".log") or ".log." in path.name
+    return path.name.endswith(".log") or (".log." in path.name and not _is_compressed(path))
+
+
+def _is_compressed(path: Path) -> bool:
+    return path.name.lower().endswith(_COMPRESSED)
 
 
 def discover_sources(source: Path) -> list[Path]:

@@ -1,5 +1,6 @@
 """Ingest against real files and real SQLite partitions, including the seed §11 failures."""
 
+import gzip
 import json
 import os
 import sqlite3
@@ -325,6 +326,19 @@ def test_links_to_nothing_and_fifos_named_like_logs_are_not_sources(tmp_path):
     os.mkfifo(logs / "pipe.jsonl")
     report = ingest(make_store(tmp_path / "db"), tmp_path / "logs")
     assert (report.files_scanned, report.rows_inserted) == (1, 3)
+
+
+def test_compressed_rotations_are_not_read_as_text(tmp_path):
+    """logrotate's `compress` leaves `*.jsonl.1.gz`, `app.log.1.gz`: they matched `.jsonl.` / `.log.`
+    and were read as text, one "invalid JSON" corrupt record per line of gzip (and archived as raw logs)."""
+    logs = tmp_path / "logs"
+    write_jsonl(logs / "requests" / "requests-20250909-1.jsonl", _records(3))
+    rotated = write_jsonl(logs / "requests" / "requests-20250908-1.jsonl.1", _records(2, start=T0 - timedelta(days=1)))
+    for name in ("requests/requests-20250907-1.jsonl.1.gz", "requests/requests-20250906-1.jsonl.gz",
+                 "app.log.1.gz", "v1_chat_completions.log.2.bz2"):
+        (logs / name).write_bytes(gzip.compress(rotated.read_bytes()))
+    report = ingest(make_store(tmp_path / "db"), logs)
+    assert (report.files_scanned, report.rows_inserted, report.records_corrupt) == (2, 5, 0), report.problems
 
 
 def test_a_file_removed_between_listing_and_reading_is_a_problem_not_a_failure(tmp_path):
