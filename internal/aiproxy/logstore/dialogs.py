@@ -139,6 +139,50 @@ class _Assigner:
             found += self._query(first_ts, last_ts, f"{column} IN {marks}", args)
         return found
 
+    def late_parent_ts(self, since: date | None) -> int | None:
+        """The earliest row without a dialog yet (new) that a row grouped before it continues, or None.
+        Ingest may store a turn after its continuation (two workers' or servers' files, one read
+        before the other wrote that turn): the continuation found no parent then, and it and the
+        rows after it must be grouped again for the dialog a full `dialogs assign` would give."""
+        first_new = None
+        for part in self.store.existing(since, None):
+            with skipping(self.unreadable), self.store.connected(part.path) as db:
+                (ts,) = db.execute_sql("SELECT MIN(ts) FROM requests WHERE dialog_id IS NULL").fetchone()
+            if ts is not None:
+                first_new = ts if first_new is None else min(first_new, ts)
+        if first_new is None:
+            return None
+        continued: list[int] = []
+        for part in self.store.existing(day_of(first_new), None):  # a partition's orphans at a time
+            with skipping(self.unreadable), self.store.connected(part.path) as db:
+                orphans = [_Entry(*row) for row in db.execute_sql(
+                    f"SELECT {_COLUMNS} FROM requests WHERE ts >= ? AND dialog_id IS NOT NULL"
+                    " AND dialog_parent_id IS NULL AND thread_prefix_hash != ''", (first_new,))]
+            if orphans:
+                continued += self._new_parents(orphans)
+        return min(continued, default=None)
+
+    def _new_parents(self, orphans: list[_Entry]) -> list[int]:
+        """The ts of each row without a dialog yet that one of `orphans` continues."""
+        first, last = min(o.ts for o in orphans) - self.lookback_s, max(o.ts for o in orphans)
+        found = []
+        for column, hash_of, parent_hash in (("thread_next_hash", "prefix", "next"),
+                                             ("thread_tail_next_hash", "tail_prefix", "tail_next")):
+            waiting: dict[str, list[_Entry]] = {}
+            for orphan in orphans:
+                if getattr(orphan, hash_of):
+                    waiting.setdefault(getattr(orphan, hash_of), []).append(orphan)
+            for parent in self._lookup(first, last, column, set(waiting)):
+                found += [
+                    parent.ts
+                    for orphan in waiting[getattr(parent, parent_hash)]
+                    if parent.dialog_id is None
+                    and parent.api_key_hash == orphan.api_key_hash
+                    and orphan.ts - self.lookback_s <= parent.ts
+                    and parent.order < orphan.order
+                ]
+        return found
+
     def _holds_exchange(self, path: Path, row: _Entry) -> bool:
         """Read only for requests that continue no stored one: the hashes cannot tell a history
         with an unlogged exchange from one that opens with an assistant greeting."""
@@ -305,8 +349,14 @@ def assign(
 def assign_pending(
     store: Store, since: date | None = None, window: str | None = None, *, unreadable: Unreadable | None = None
 ) -> dict[str, int]:
-    """Give a dialog to rows that have none yet (new rows), from `since` on."""
-    return _run(store, since, None, window, only_pending=True, unreadable=unreadable)
+    """Give a dialog to rows that have none yet (new rows), from `since` on; when a row grouped
+    earlier continues one of them, group again from that new row's day (see late_parent_ts)."""
+    late = _Assigner(store, DEFAULT_WINDOW_S, unreadable).late_parent_ts(since)
+    done = _run(store, since, None, window, only_pending=True, unreadable=unreadable)
+    if late is not None:
+        for path, updated in _run(store, day_of(late), None, window, only_pending=False, unreadable=unreadable).items():
+            done[path] = done.get(path, 0) + updated
+    return done
 
 
 def clear(

@@ -250,3 +250,16 @@ def test_assignment_reads_a_partition_in_bounded_chunks_and_threads_across_them(
     dialogs.assign(store)
     assert sum(sizes) == 15 and max(sizes) <= 4 and len(sizes) >= 4
     assert sorted(_dialogs(store).values()) == sorted(_ids(t) for t in talks)
+
+
+def test_a_parent_ingested_after_its_continuation_joins_them_into_one_dialog(tmp_path):
+    """Two gateway workers write two files, and a round may read the second before the first one's
+    record of the turn before: the earlier turn then arrives in a later ingest."""
+    records = conversation([("one", "1"), ("two", "2"), ("three", "3")], start=T0, gap_s=60)
+    store = make_store(tmp_path / "db")
+    write_jsonl(tmp_path / "b" / "requests-20250910-2.jsonl", records[1:])
+    ingest(store, tmp_path / "b")
+    write_jsonl(tmp_path / "a" / "requests-20250910-1.jsonl", records[:1])
+    ingest(store, tmp_path / "a")
+    assert list(_dialogs(store).values()) == [_ids(records)]
+    assert sum(dialogs.assign(store).values()) == 0  # what a full regrouping decides, too
