@@ -13,7 +13,14 @@ from aiproxy.logstore.damage import Unreadable, skipping
 from aiproxy.logstore.database import REQUEST_COLUMNS, has_fts
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.partitions import day_of
-from aiproxy.logstore.search import SearchFilters, decode_cursor, encode_cursor, filter_clauses, page_size
+from aiproxy.logstore.search import (
+    SearchFilters,
+    decode_cursor,
+    descending,
+    encode_cursor,
+    filter_clauses,
+    page_size,
+)
 from aiproxy.logstore.sqltools import chunked, in_list
 from aiproxy.logstore.store import Store
 
@@ -78,9 +85,9 @@ def get_turn(store: Store, path, key: tuple) -> dict[str, Any] | None:
 
 @dataclass(slots=True)
 class DialogSummary:
-    """A dialog as a whole: its turn count, first and last turn, models. `active_ts` is the last
-    turn that matched the listing's filter (the whole dialog's last_ts when there is none): the
-    order of a listing and what its cursor holds."""
+    """A dialog as a whole: its turn count, first and last turn, models. `active` is the (ts, ts_iso)
+    of the last turn that matched the listing's filter (the whole dialog's last turn when there is
+    none): the order of a listing, to the µs as for requests, and what its cursor holds."""
 
     dialog_id: str
     requests: int
@@ -88,7 +95,7 @@ class DialogSummary:
     api_key_hash: str | None
     models: list[str] = field(default_factory=list)
     first_key: tuple = (0, "", "")  # (ts, ts_iso, request_id) of the first turn: the documented turn order
-    active_ts: int = 0
+    active: tuple[int, str] = (0, "")
 
     @property
     def first_ts(self) -> int:
@@ -99,8 +106,12 @@ class DialogSummary:
         return self.first_key[2]
 
     @property
-    def sort_key(self) -> tuple[int, str]:
-        return (-self.active_ts, self.dialog_id)
+    def active_ts(self) -> int:
+        return self.active[0]
+
+    @property
+    def sort_key(self) -> tuple:
+        return (-self.active[0], descending(self.active[1]), self.dialog_id)
 
     def merge(self, other: DialogSummary) -> None:
         """Fold in the same dialog's rows from another partition."""
@@ -108,7 +119,7 @@ class DialogSummary:
         self.models = sorted(set(self.models) | set(other.models))
         self.first_key = min(self.first_key, other.first_key)
         self.last_ts = max(self.last_ts, other.last_ts)
-        self.active_ts = max(self.active_ts, other.active_ts)
+        self.active = max(self.active, other.active)
         if self.api_key_hash is None or (other.api_key_hash is not None and other.api_key_hash < self.api_key_hash):
             self.api_key_hash = other.api_key_hash  # MIN(), as within one partition
 
@@ -116,9 +127,10 @@ class DialogSummary:
 # The first turn in (ts, ts_iso, request_id) order as one string that sorts that way: ts padded
 # (it is an integer), \x01 (below every printable character) between the parts.
 _FIRST_TURN = "MIN(printf('%020d', r.ts) || char(1) || COALESCE(r.ts_iso, '') || char(1) || r.request_id)"
+_LAST_TURN = "MAX(printf('%020d', r.ts) || char(1) || COALESCE(r.ts_iso, ''))"  # its (ts, ts_iso), the same way
 _DIALOG_AGGREGATE = (
-    "SELECT r.dialog_id, COUNT(*), MAX(r.ts), MIN(r.api_key_hash), GROUP_CONCAT(DISTINCT r.model_mapped),"
-    f" {_FIRST_TURN} FROM requests r WHERE {{where}} GROUP BY r.dialog_id"
+    "SELECT r.dialog_id, COUNT(*), MIN(r.api_key_hash), GROUP_CONCAT(DISTINCT r.model_mapped),"
+    f" {_FIRST_TURN}, {_LAST_TURN} FROM requests r WHERE {{where}} GROUP BY r.dialog_id"
 )
 
 
@@ -128,10 +140,12 @@ def _aggregate(
     rows = []
     with skipping(unreadable), store.connected(path) as db:
         rows = db.execute_sql(_DIALOG_AGGREGATE.format(where=where), args).fetchall()
-    for dialog_id, count, last, key, models, first_turn in rows:
+    for dialog_id, count, key, models, first_turn, last_turn in rows:
         ts, ts_iso, request_id = first_turn.split("\x01", 2)
+        last_ts, last_iso = last_turn.split("\x01", 1)
         models = sorted(set((models or "").split(",")) - {""})
-        found = DialogSummary(dialog_id, count, last, key, models, (int(ts), ts_iso, request_id), last)
+        last = (int(last_ts), last_iso)
+        found = DialogSummary(dialog_id, count, last[0], key, models, (int(ts), ts_iso, request_id), last)
         if dialog_id in into:
             into[dialog_id].merge(found)
         else:
@@ -169,8 +183,8 @@ def list_dialogs(
     the newest partitions, not the whole store."""
     filters = filters or SearchFilters()
     limit = page_size(limit)
-    after = decode_cursor(cursor, "is")  # (active_ts, dialog_id)
-    after_key = (-after[0], after[1]) if after is not None else None
+    after = decode_cursor(cursor, "iss")  # (active ts, its ts_iso, dialog_id)
+    after_key = (-after[0], descending(after[1]), after[2]) if after is not None else None
     clauses, args = filter_clauses(filters)
     where = " AND ".join(["r.dialog_id IS NOT NULL", *clauses])
     unread = sorted(store.existing(filters.since, filters.to), key=lambda p: (p.last_day, p.first_day))
@@ -188,14 +202,14 @@ def list_dialogs(
         whole = summarize_dialogs(store, ids, unreadable=unreadable)
         for position, summary in enumerate(page):
             if summary.dialog_id in whole:  # else regrouped meanwhile (`dialogs assign`)
-                whole[summary.dialog_id].active_ts = summary.active_ts  # the order the filter gave it
+                whole[summary.dialog_id].active = summary.active  # the order the filter gave it
                 page[position] = whole[summary.dialog_id]
     else:  # every row of the partitions read is counted: add the older files' rows
         rest = summarize_dialogs(store, ids, unread, unreadable)
         for summary in page:
             if summary.dialog_id in rest:
                 summary.merge(rest[summary.dialog_id])
-    next_cursor = encode_cursor((page[-1].active_ts, page[-1].dialog_id)) if len(page) == limit else ""
+    next_cursor = encode_cursor((*page[-1].active, page[-1].dialog_id)) if len(page) == limit else ""
     return page, next_cursor
 
 

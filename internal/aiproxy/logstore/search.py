@@ -71,7 +71,7 @@ class Hit:
     @property
     def sort_key(self) -> tuple:
         """Listing order: newest first, to the µs (ts is whole seconds; seed rows have no ts_iso)."""
-        return (-self.fields["ts"], _desc(self.fields["ts_iso"] or ""), _desc(self.fields["request_id"]))
+        return (-self.fields["ts"], descending(self.fields["ts_iso"] or ""), descending(self.fields["request_id"]))
 
     @property
     def cursor_key(self) -> tuple:
@@ -86,7 +86,8 @@ class SearchPage:
     unindexed: int = 0  # partitions a ranked search could not search: rows but no FTS index
 
 
-def _desc(text: str) -> tuple:
+def descending(text: str) -> tuple:
+    """A sort key that orders texts in reverse (for keys that mix directions)."""
     return tuple(-ord(ch) for ch in text) + (1,)
 
 

@@ -263,3 +263,22 @@ def test_a_parent_ingested_after_its_continuation_joins_them_into_one_dialog(tmp
     ingest(store, tmp_path / "a")
     assert list(_dialogs(store).values()) == [_ids(records)]
     assert sum(dialogs.assign(store).values()) == 0  # what a full regrouping decides, too
+
+
+def test_dialogs_active_within_one_second_list_latest_first_and_page_without_gaps(tmp_path):
+    """Request listings order one second's requests by their µs timestamp; dialog listings too."""
+    from aiproxy.logstore.queries import list_dialogs
+
+    records = []
+    for n in range(6):  # conversation n's only turn comes n ms into the second; ids sort against it
+        records += conversation([(f"topic {n}", "ok")], start=T0 + timedelta(milliseconds=n), key=f"k{n}")
+    store = _ingest(tmp_path, records)
+    newest_first = [r["request_id"] for r in reversed(records)]
+    assert [d.first_request_id for d in list_dialogs(store, limit=10)[0]] == newest_first
+    seen, cursor = [], ""
+    while True:
+        page, cursor = list_dialogs(store, limit=4, cursor=cursor)
+        seen += [d.first_request_id for d in page]
+        if not cursor:
+            break
+    assert seen == newest_first
