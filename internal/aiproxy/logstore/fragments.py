@@ -61,8 +61,8 @@ def _answer_message(response: Any) -> dict | None:
     return None
 
 
-def extract_fragments(request: Any, response: Any) -> list[tuple[str, str]]:
-    """(role, text) pairs to index: distinct, non-empty, each at most MAX_FRAGMENT_CHARS."""
+def _spoken(request: Any, response: Any) -> list[tuple[str, str]]:
+    """(role, text) of every message, prompt, content and answer, in order (texts may be empty)."""
     found: list[tuple[str, str]] = []
     if isinstance(request, dict):
         for message in _items(request.get("messages")):
@@ -87,14 +87,31 @@ def extract_fragments(request: Any, response: Any) -> list[tuple[str, str]]:
             content = candidates[0].get("content")
             if isinstance(content, dict):
                 found.append(("assistant", _content_text(content.get("parts"))))
+    return found
+
+
+def extract_fragments(request: Any, response: Any) -> list[tuple[str, str]]:
+    """(role, text) pairs to index: distinct, non-empty, each at most MAX_FRAGMENT_CHARS."""
     out: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
-    for role, text in found:
+    for role, text in _spoken(request, response):
         pair = (role, text[:MAX_FRAGMENT_CHARS])
         if pair[1] and pair not in seen:
             seen.add(pair)
             out.append(pair)
     return out
+
+
+def transcript(request: Any, response: Any, *, last_sent: bool = False) -> list[tuple[str, str]]:
+    """(role, text) of what was said, in order and whole: repeats kept ("continue" twice), unlike the
+    index's fragments. `last_sent`: of the request, only its last message (what a dialog turn added)."""
+    if last_sent and isinstance(request, dict):
+        for key in ("messages", "contents"):
+            if isinstance(request.get(key), list) and request[key]:
+                request = {key: request[key][-1:]}
+                break
+    said = [(role, text) for role, text in _spoken(request, response) if text]
+    return said[-1:] if last_sent else said
 
 
 def _normalised(message: dict) -> list:

@@ -401,3 +401,19 @@ def test_control_characters_from_the_logs_are_shown_escaped_not_sent_to_the_term
 
 def record_dialog(workdir) -> str:
     return json.loads(logdb(workdir, "dialogs", "list", "--json").stdout)["dialogs"][0]["dialog_id"]
+
+
+def test_transcripts_keep_repeated_messages(tmp_path):
+    """`show` printed the index's fragments, one per distinct text: a user who said "continue" twice
+    lost the second one, and the dialog's third turn showed the previous answer as what was asked."""
+    turns = [("tell me a story", "Once upon a time"), ("continue", "there was a fox"), ("continue", "who ran away")]
+    records = conversation(turns, start=T0, gap_s=60)
+    write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", records)
+    logdb(tmp_path, "ingest", "--from", "logs")
+    dialog = logdb(tmp_path, "show", "--dialog", record_dialog(tmp_path)).stdout.splitlines()
+    assert dialog[7:10] == [f"{records[2]['ts']}  {records[2]['request_id']}  openai/gpt-4o  200",
+                            "    user: continue", "    assistant: who ran away"]
+    shown = logdb(tmp_path, "show", records[2]["request_id"]).stdout.splitlines()
+    assert [line.split(":")[0].strip() for line in shown[1:]] == ["user", "assistant", "user", "assistant", "user",
+                                                                 "assistant"]
+    assert shown[5:] == ["    user: continue", "    assistant: who ran away"]

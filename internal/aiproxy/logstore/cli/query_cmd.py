@@ -20,7 +20,7 @@ from aiproxy.logstore.cli.common import (
     status_code,
     store_options,
 )
-from aiproxy.logstore.fragments import extract_fragments
+from aiproxy.logstore.fragments import transcript
 from aiproxypb.v1 import logs_pb2
 
 
@@ -53,8 +53,7 @@ def _said(role: str, text: str, width: int | None = None) -> str:
 def _exchange_lines(record: dict, *, last_asked: bool = False, width: int | None = None) -> list[str]:
     """A request as text: its line, every message, its error (--json has the whole record). A dialog
     turn passes last_asked (it added only the last message sent) and a width to clip lines to."""
-    asked = extract_fragments(record["request"], None)
-    said = (asked[-1:] if last_asked else asked) + extract_fragments(None, record["response"])
+    said = transcript(record["request"], None, last_sent=last_asked) + transcript(None, record["response"])
     lines = [request_line(record["summary"]), *(_said(role, text, width) for role, text in said)]
     return lines + ([_said("error", json.dumps(record["error"]), width)] if record.get("error") else [])
 
