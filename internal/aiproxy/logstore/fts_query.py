@@ -9,6 +9,7 @@
   inside a word (`gpt-4`) is part of the word; `-column:` keeps FTS5's meaning (other columns).
 - The FTS3/4 proximity form `a NEAR/N b` (and `a NEAR b`) that the seed's README shows becomes
   FTS5's `NEAR(a b, N)`: FTS5 itself rejects `NEAR/N`.
+- A comma outside `NEAR(…)` separates words (`paris, france`), as in the text searched.
 Text inside double quotes is never touched.
 
 And back from an FTS5 query to the phrases and NEAR groups its bm25 adds up (`scored_parts`),
@@ -64,12 +65,35 @@ def _near(m: re.Match) -> str:
     return f"NEAR({left} {right}, {distance})" if distance else f"NEAR({left} {right})"
 
 
-def _token(m: re.Match) -> str:
-    return "NOT " if m.group("negate") else _term(m.group(0))
+class _Rewriter:
+    """_term per token, tracking parentheses: a comma is NEAR's separator inside `NEAR(…)` and, anywhere
+    else, punctuation between words (`paris, france`), which FTS5 would reject as a syntax error."""
+
+    def __init__(self) -> None:
+        self.near_groups: list[bool] = []  # per open parenthesis: whether it opened NEAR(
+        self.previous = ""
+
+    def __call__(self, m: re.Match) -> str:
+        token = m.group(0)
+        if m.group("negate"):
+            out = "NOT "
+        elif token == "(":
+            self.near_groups.append(self.previous == "NEAR")
+            out = token
+        elif token == ")":
+            if self.near_groups:
+                self.near_groups.pop()
+            out = token
+        elif token == ",":
+            out = token if self.near_groups and self.near_groups[-1] else " "
+        else:
+            out = _term(token)
+        self.previous = token
+        return out
 
 
 def to_fts5(query: str) -> str:
-    return _NEAR.sub(_near, _TOKEN.sub(_token, query))
+    return _NEAR.sub(_near, _TOKEN.sub(_Rewriter(), query))
 
 
 # --- A query's scored parts, for bm25 with statistics over several partitions (search.py) ---

@@ -114,3 +114,19 @@ def test_minus_signs_and_column_filters_of_one_token_keep_their_meaning():
     assert to_fts5("--x") == "NOT NOT x"
     assert to_fts5("--role:user") == "NOT -role:user"
     assert to_fts5("role:-content:a.b") == 'role:-content:"a.b"'
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("paris, france", "paris france"),  # was `fts5: syntax error near ","`: an invalid query
+        ("connection reset, retrying", "connection reset retrying"),
+        ("(alpha, two)", "(alpha two)"),
+        ("NEAR(a b, 3), c", "NEAR(a b, 3) c"),  # NEAR's own comma stays
+        ("NEAR (a b, 3)", "NEAR (a b, 3)"),
+        ('"a, b", c', '"a, b" c'),
+    ],
+)
+def test_a_comma_outside_near_separates_words(given, expected):
+    assert " ".join(to_fts5(given).split()) == expected
+    validate_query(to_fts5(given))
