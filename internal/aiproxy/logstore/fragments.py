@@ -114,12 +114,21 @@ def transcript(request: Any, response: Any, *, last_sent: bool = False) -> list[
     return said[-1:] if last_sent else said
 
 
+def _canonical_arguments(arguments: str) -> str:
+    """Tool-call arguments as compact JSON: clients that parse them send them back re-serialised
+    (LangChain's `json.dumps`: spaces, non-ASCII escaped), not as the model wrote them."""
+    try:
+        return orjson.dumps(orjson.loads(arguments)).decode()
+    except (orjson.JSONDecodeError, TypeError):  # not JSON, or beyond what orjson writes: as written
+        return arguments
+
+
 def _normalised(message: dict) -> list:
     """A message as the next turn will send it back: role, text, tool calls, tool call id."""
     return [
         str(message.get("role") or ""),
         _content_text(message.get("content")),
-        _tool_calls(message),
+        [(name, _canonical_arguments(arguments)) for name, arguments in _tool_calls(message)],
         str(message.get("tool_call_id") or ""),
     ]
 

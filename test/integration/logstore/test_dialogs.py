@@ -282,3 +282,30 @@ def test_dialogs_active_within_one_second_list_latest_first_and_page_without_gap
         if not cursor:
             break
     assert seen == newest_first
+
+
+def _tool_conversation(city: str, start: datetime, key: str = "key-a") -> list[dict]:
+    """An agent's tool loop as LangChain sends it: the call's arguments come back re-serialised
+    (`json.dumps` of the parsed dict: spaces, non-ASCII escaped), not as the model wrote them."""
+    import json
+
+    asked = {"role": "user", "content": f"weather in {city}?"}
+    first = chat_record([asked], "", ts=start, key=key)
+    call = {"id": f"call_{city}", "type": "function", "function": {"name": "weather", "arguments": f'{{"city":"{city}"}}'}}
+    first["response"]["choices"][0]["message"] = {"role": "assistant", "content": None, "tool_calls": [call]}
+    sent_back = {**call, "function": {"name": "weather", "arguments": json.dumps({"city": city})}}
+    history = [asked, {"role": "assistant", "content": None, "tool_calls": [sent_back]},
+               {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}]
+    second = chat_record(history, f"sunny in {city}", ts=start + timedelta(seconds=2), key=key)
+    third = chat_record([*history, {"role": "assistant", "content": f"sunny in {city}"},
+                         {"role": "user", "content": "thanks"}], "bye", ts=start + timedelta(seconds=4), key=key)
+    return [first, second, third]
+
+
+def test_tool_call_turns_thread_when_the_client_reserialises_the_arguments(tmp_path):
+    paris = _tool_conversation("Paris", T0)
+    zurich = _tool_conversation("Zürich", T0 + timedelta(seconds=1))  # interleaved, same key and model
+    store = _ingest(tmp_path, sorted(paris + zurich, key=lambda r: r["ts"]))
+    assert sorted(_dialogs(store).values()) == sorted([_ids(paris), _ids(zurich)])
+    parents = {rid: parent for rid, _, parent in _snapshot(store)}
+    assert parents[paris[1]["request_id"]] == paris[0]["request_id"]

@@ -72,3 +72,10 @@ def test_token_counts_beyond_sqlite_integers_or_negative_are_dropped():
     record["usage"] = {"prompt_tokens": 2**64 - 1, "completion_tokens": 1e300, "total_tokens": -(2**63)}
     values = from_gateway_record(record, "srv").values
     assert (values["prompt_tokens"], values["completion_tokens"], values["total_tokens"]) == (None, None, None)
+
+
+def test_tool_call_arguments_nested_beyond_what_orjson_writes_still_hash():
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[" * 300 + "]" * 300}}
+    request = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]},
+                            {"role": "tool", "tool_call_id": "c1", "content": "y"}]}
+    assert thread_hashes(request, None).prefix
