@@ -24,7 +24,7 @@ from loguru import logger
 from aiproxy.auth import KeyRing
 from aiproxy.chat.gateway import ChatGateway
 from aiproxy.chat.record import RequestLog
-from aiproxy.config import ConfigError, Settings
+from aiproxy.config import ConfigError, Settings, host_port
 from aiproxy.errors import AuthenticationFailed, GatewayError
 from aiproxy.httpapi.app import create_app
 from aiproxy.httpapi.errors import error_response
@@ -271,8 +271,8 @@ async def serve_cell(settings: Settings, shutdown: Shutdown | None = None, *, pa
     scheme = "https" if ssl_context else "http"
     logger.info(
         "aiproxy listening",
-        rest=f"{scheme}://{settings.host}:{settings.port}",
-        grpc=f"{settings.grpc_host}:{grpc_server.tcp_port}" if grpc_server.tcp_port else None,
+        rest=f"{scheme}://{host_port(settings.host, settings.port)}",
+        grpc=host_port(settings.grpc_host, grpc_server.tcp_port) if grpc_server.tcp_port else None,
         tls=bool(ssl_context),
         server_id=gateway.server_id,
     )

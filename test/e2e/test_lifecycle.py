@@ -433,3 +433,41 @@ def test_a_port_in_use_stops_startup_with_one_line_naming_the_setting(tmp_path, 
     assert result.returncode == 2
     assert f"set {taken}" in result.stderr and "in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.parametrize("spelling", ["::1", "[::1]"])
+def test_an_ipv6_listen_address_serves_rest_and_grpc(tmp_path, spelling):
+    """Was: GRPC_HOST=::1 (or ::) failed as "in use, not a local address" (gRPC's address was
+    ::1:PORT, which it cannot parse), and HOST=[::1] ended start-up in a gaierror traceback."""
+    gateway = GatewayProcess(tmp_path, env={"HOST": spelling, "GRPC_HOST": spelling})
+    process = subprocess.Popen([*COMMAND, "serve"], cwd=tmp_path, env=gateway.env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.communicate()[1].decode()
+            try:
+                if httpx.get(f"http://[::1]:{gateway.port}/health", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the gateway did not start"
+                time.sleep(0.05)
+        with grpc.insecure_channel(f"[::1]:{gateway.grpc_port}") as channel:
+            models = chat_pb2_grpc.ChatServiceStub(channel).ListModels(chat_pb2.ListModelsRequest(), timeout=10)
+            assert models.data
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stderr = process.communicate(timeout=15)[1].decode()
+    assert process.returncode == 0, stderr
+    listening = next(orjson.loads(line) for line in stderr.splitlines() if '"aiproxy listening"' in line)
+    assert listening["rest"] == f"http://[::1]:{gateway.port}" and listening["grpc"] == f"[::1]:{gateway.grpc_port}"

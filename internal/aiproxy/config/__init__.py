@@ -7,9 +7,10 @@ from aiproxy.config.settings import (
     TLSSettings,
     as_bool,
     as_int,
+    host_port,
     load_settings,
     parse_key_list,
     read_config_text,
 )
 
-__all__ = ["as_bool", "as_int", "ConfigError", "ProviderSettings", "Settings", "TLSSettings", "load_settings", "parse_key_list", "read_config_text"]
+__all__ = ["as_bool", "as_int", "host_port", "ConfigError", "ProviderSettings", "Settings", "TLSSettings", "load_settings", "parse_key_list", "read_config_text"]

@@ -207,13 +207,22 @@ def as_duration(name: str, value: Any) -> timedelta:
 
 
 def _listen_host(name: str, value: Any) -> str:
-    """A listen address; an empty one would bind every interface (IPv4 and IPv6), serving the
-    network although only HOST=0.0.0.0 is documented to do that."""
+    """A listen address, an IPv6 one without brackets (`::1` and `[::1]` alike: aiohttp takes only
+    the first, gRPC's address only the second; host_port() adds them back). An empty one would bind
+    every interface (IPv4 and IPv6), serving the network although only HOST=0.0.0.0 is documented
+    to do that."""
     host = str(value).strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1].strip()
     if not host:
         raise ConfigError(f"setting {name.upper()} is empty, which would listen on every interface: use 127.0.0.1,"
                           " or 0.0.0.0 to serve the network")
     return host
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (`[::1]:8123`), as gRPC addresses and URLs need it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _log_dir(value: Any) -> str:

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from aiproxy import __version__
-from aiproxy.config import ConfigError, Settings, load_settings
+from aiproxy.config import ConfigError, Settings, host_port, load_settings
 from aiproxy.stopsignals import STOP_SIGNALS
 
 DOTENV = Path(".env")
@@ -143,7 +143,7 @@ def _run_cell(settings: Settings, parent_pid: int | None = None) -> int:
     except OSError as exc:  # the ports were free a moment ago (_ensure_free); something took one since
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise
-        return config_error(f"cannot listen for HTTP on {settings.host}:{settings.port} ({exc.strerror}): stop the"
+        return config_error(f"cannot listen for HTTP on {host_port(settings.host, settings.port)} ({exc.strerror}): stop the"
                             " other server, or set PORT (and HOST)")
     return 0
 
@@ -162,13 +162,12 @@ def _ensure_free(host: str, port: int, setting: str) -> None:
     server): a plain bind first proves that nobody listens there."""
     if not port:
         return
-    host = host.strip("[]")
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is fine
             probe.bind((host, port))
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): stop the server using it,"
+        raise ConfigError(f"cannot listen on {host_port(host, port)} ({exc.strerror or exc}): stop the server using it,"
                           f" or set {setting}") from None
 
 

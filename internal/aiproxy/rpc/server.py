@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aiproxy.auth import KeyRing
-from aiproxy.config import ConfigError, Settings
+from aiproxy.config import ConfigError, Settings, host_port
 from aiproxy.errors import ServerShuttingDown
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.interceptor import AuthInterceptor, metadata_value
@@ -227,7 +227,7 @@ class GrpcServer:
         settings = self._settings
         if self.public is None:
             return
-        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        address = host_port(settings.grpc_host, settings.grpc_port)
         try:
             if settings.tls.enabled:
                 self.tcp_port = self.public.add_secure_port(address, server_credentials(settings))
