@@ -471,3 +471,19 @@ def test_an_ipv6_listen_address_serves_rest_and_grpc(tmp_path, spelling):
     assert process.returncode == 0, stderr
     listening = next(orjson.loads(line) for line in stderr.splitlines() if '"aiproxy listening"' in line)
     assert listening["rest"] == f"http://[::1]:{gateway.port}" and listening["grpc"] == f"[::1]:{gateway.grpc_port}"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_tmpdir_too_long_for_the_internal_socket_stops_startup_with_one_line(tmp_path, workers):
+    """Was: grpc's "Failed to bind to address unix:…" traceback and exit 1 (with workers, five of
+    them and a restart loop first): the cell's unix socket lives in TMPDIR, and a unix socket path
+    has at most 107 bytes."""
+    tmpdir = tmp_path / ("t" * 100)
+    tmpdir.mkdir()
+    gateway = GatewayProcess(tmp_path, workers=workers, env={"TMPDIR": str(tmpdir)})
+    result = subprocess.run([*COMMAND, "serve"], cwd=tmp_path, env=gateway.env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("aiproxy: configuration error: ")]
+    assert errors and all("set TMPDIR" in line and "107 bytes" in line for line in errors), result.stderr
+    assert "Traceback" not in result.stderr

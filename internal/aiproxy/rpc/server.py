@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 from pathlib import Path
 
 import grpc
@@ -35,6 +36,8 @@ _NOT_WORK = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # queues calls beyond the limit, except in the first moment of a connection (before it has the
 # server's settings), when grpcio sends them and gets them refused: so far above real bursts.
 MAX_CALLS_PER_CONNECTION = 1000
+# sun_path's size on Linux, less its terminating NUL.
+UNIX_PATH_MAX = 107
 # After the calls were told to end: how long they get to send their status before grpc.aio cancels them.
 FINISH_SECONDS = 0.5
 # The cell's own hop, facade -> servicers over the unix socket. Both ends are this process, which
@@ -223,7 +226,14 @@ class GrpcServer:
                                          options=[_MINIMAL_STACK, ("grpc.enable_retries", 0)])
 
     def _listen(self) -> None:
-        self.internal.add_insecure_port(f"unix:{self.unix_socket}")
+        # grpc's own failure is a "Failed to bind" traceback naming neither the cause nor the setting.
+        advice = f"the cell's internal unix socket {self.unix_socket}: {{}}; set TMPDIR to a short, writable directory"
+        if len(os.fsencode(self.unix_socket)) > UNIX_PATH_MAX:
+            raise ConfigError(advice.format(f"longer than the {UNIX_PATH_MAX} bytes a unix socket path may have"))
+        try:
+            self.internal.add_insecure_port(f"unix:{self.unix_socket}")
+        except RuntimeError:
+            raise ConfigError(advice.format("cannot create it")) from None
         settings = self._settings
         if self.public is None:
             return
