@@ -330,3 +330,16 @@ def _sigterm_state(pid: int) -> tuple[bool, bool]:
     status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
     bit = 1 << (signal.SIGTERM - 1)
     return bool(int(status["SigBlk"], 16) & bit), bool(int(status["SigCgt"], 16) & bit)
+
+
+def test_a_second_signal_after_the_drain_still_exits_zero(tmp_path):
+    """A second signal (a double Ctrl-C) that came after the drain had ended, while the process
+    was exiting, met the default handlers again: exit code 143 (SIGTERM) or 130 (SIGINT)."""
+    gateway = GatewayProcess(tmp_path).start()
+    gateway.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while b'"msg":"stopped"' not in gateway.stderr_path.read_bytes():
+        assert time.monotonic() < deadline, "the gateway did not stop"
+        time.sleep(0.002)
+    gateway.proc.send_signal(signal.SIGINT)
+    assert gateway.proc.wait(10) == 0

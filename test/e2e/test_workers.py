@@ -143,3 +143,19 @@ def test_a_cell_killed_during_the_shutdown_fails_the_exit_code(workers_gateway, 
     busy = wait_for(lambda: (c := cells_of(gateway.proc.pid)) and len(c) == 1 and c, what="the idle cell to stop")
     os.kill(busy[0], signal.SIGKILL)
     assert gateway.proc.wait(10) == 128 + signal.SIGKILL
+
+
+def test_cells_signalled_with_the_parent_stop_cleanly(workers_gateway):
+    """systemd's default KillMode=control-group signals every process of the service, so a cell
+    often gets the stop signal itself, and finishes, before the parent passes it on. Was: a cell
+    that had left its event loop died of the parent's SIGUSR1 (default action: terminate), so a
+    clean stop logged "cell did not stop cleanly" and exited 138."""
+    gateway = workers_gateway()
+    cells = cells_of(gateway.proc.pid)
+    for pid in cells:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: {e["pid"] for e in app_log(gateway) if e["msg"] == "stopped"} >= set(cells), 10,
+             "the cells to finish serving")
+    gateway.proc.send_signal(signal.SIGTERM)
+    assert gateway.proc.wait(10) == 0
+    assert [e["msg"] for e in app_log(gateway) if e["level"] == "ERROR"] == []

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiproxy import __version__
 from aiproxy.config import ConfigError, Settings, host_port, load_settings
-from aiproxy.stopsignals import STOP_SIGNALS
+from aiproxy.stopsignals import CELL_SIGNALS, STOP_SIGNALS
 
 DOTENV = Path(".env")
 # gRPC's classic I/O (epoll, on the polling thread grpc.aio already runs) instead of its EventEngine,
@@ -145,7 +145,18 @@ def _run_cell(settings: Settings, parent_pid: int | None = None) -> int:
             raise
         return config_error(f"cannot listen for HTTP on {host_port(settings.host, settings.port)} ({exc.strerror}): stop the"
                             " other server, or set PORT (and HOST)")
+    finally:
+        _ignore_stop_signals()
     return 0
+
+
+def _ignore_stop_signals() -> None:
+    """The cell has stopped serving and the process only exits now (flushing the request log). Its
+    loop's signal handlers are gone, and the default ones would kill it: the parent's drain signal
+    to a cell that the operator's signal (systemd signals the whole service) reached first, or a
+    second Ctrl-C, turned a clean stop into exit code 138 or 130."""
+    for sig in CELL_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def cell_process(settings: Settings, parent_pid: int) -> None:
