@@ -487,3 +487,19 @@ def test_a_tmpdir_too_long_for_the_internal_socket_stops_startup_with_one_line(t
     errors = [line for line in result.stderr.splitlines() if line.startswith("aiproxy: configuration error: ")]
     assert errors and all("set TMPDIR" in line and "107 bytes" in line for line in errors), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("grpc_host", ["127.0.0.1", "0.0.0.0", "localhost"])
+def test_rest_and_grpc_on_the_same_port_stop_startup_with_one_line(tmp_path, grpc_host):
+    """Was: both listened (SO_REUSEPORT let the second bind succeed), REST took every connection and
+    gRPC clients got "Failed parsing HTTP/2", with nothing in the log."""
+    gateway = GatewayProcess(tmp_path)
+    gateway.env.update(GRPC_PORT=gateway.env["PORT"], GRPC_HOST=grpc_host)
+    try:
+        result = subprocess.run([*COMMAND, "serve"], cwd=tmp_path, env=gateway.env, capture_output=True, text=True,
+                                timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the gateway started with REST and gRPC on one port")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("aiproxy: configuration error: PORT and GRPC_PORT are both")
+    assert "Traceback" not in result.stderr

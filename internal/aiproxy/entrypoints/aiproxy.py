@@ -182,6 +182,26 @@ def _ensure_free(host: str, port: int, setting: str) -> None:
                           f" or set {setting}") from None
 
 
+WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::"})
+
+
+def _ensure_apart(settings: Settings) -> None:
+    """REST and gRPC on one port of overlapping addresses both listen (SO_REUSEPORT lets the second
+    bind succeed), and the kernel hands every connection to one of them: gRPC clients got "Failed
+    parsing HTTP/2" from the REST listener, with nothing in the log. Called after _ensure_free, so
+    both hosts resolve."""
+    if not settings.grpc_port or settings.grpc_port != settings.port:
+        return
+
+    def addresses(host: str) -> set[str]:
+        return {info[4][0] for info in socket.getaddrinfo(host, settings.port, proto=socket.IPPROTO_TCP)}
+
+    rest, grpc_ = addresses(settings.host), addresses(settings.grpc_host)
+    if rest & grpc_ or (rest | grpc_) & WILDCARD_ADDRESSES:
+        raise ConfigError(f"PORT and GRPC_PORT are both {settings.port}: give the gRPC listener a port of its own"
+                          " (GRPC_PORT; 0 turns it off)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(with_default_command(sys.argv[1:] if argv is None else argv))
     if args.command == "serve":
@@ -203,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         check_live_store(LogStoreSettings.from_mapping(settings.logdb))
         _ensure_free(settings.host, settings.port, "PORT (and HOST)")
         _ensure_free(settings.grpc_host, settings.grpc_port, "GRPC_PORT (0 turns the gRPC listener off)")
+        _ensure_apart(settings)
         if settings.workers > 1:  # the parent's own JSON app log (no request log: it serves nothing)
             from aiproxy.logsetup import configure_logging
 
