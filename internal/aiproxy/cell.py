@@ -37,7 +37,7 @@ from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.routing import ModelRouter
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.server import FINISH_SECONDS, GrpcServer, read_tls_file
-from aiproxy.stopsignals import CELL_SIGNALS, DRAIN_SIGNAL, STOP_NOW_SIGNAL, STOP_SIGNALS
+from aiproxy.stopsignals import CELL_SIGNALS, DRAIN_SIGNAL, STOP_NOW_SIGNAL, handled_stop_signals
 
 
 def _no_passphrase() -> bytes:
@@ -127,7 +127,7 @@ class Shutdown:
         self._signals = 0
 
     def install(self, loop: asyncio.AbstractEventLoop, *, worker: bool) -> None:
-        for sig in STOP_SIGNALS:
+        for sig in handled_stop_signals():
             loop.add_signal_handler(sig, self._on_signal, sig)
         if worker:
             loop.add_signal_handler(DRAIN_SIGNAL, self.request, "asked by the parent process")

@@ -16,3 +16,10 @@ STOP_NOW_SIGNAL = signal.SIGUSR2  # parent -> cell: stop at once
 # Blocked while a cell starts (and, for the stop signals, while any process starts); unblocked once its
 # handlers are in place.
 CELL_SIGNALS = (*STOP_SIGNALS, DRAIN_SIGNAL, STOP_NOW_SIGNAL)
+
+
+def handled_stop_signals() -> tuple[signal.Signals, ...]:
+    """STOP_SIGNALS less those this process started with ignored: `nohup` ignores SIGHUP (so does a
+    shell for a background job's SIGINT without job control), and the gateway must then survive
+    them. Ask before installing any handler; an ignored signal is still ignored in a spawned cell."""
+    return tuple(sig for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN)

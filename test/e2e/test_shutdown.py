@@ -343,3 +343,15 @@ def test_a_second_signal_after_the_drain_still_exits_zero(tmp_path):
         time.sleep(0.002)
     gateway.proc.send_signal(signal.SIGINT)
     assert gateway.proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_gateway_started_with_nohup_survives_a_hang_up(tmp_path, workers):
+    """Was: `nohup aiproxy serve &`, then closing the terminal, stopped the gateway: it handled the
+    SIGHUP that nohup had set to be ignored."""
+    gateway = GatewayProcess(tmp_path, workers=workers, prefix=("nohup",)).start()
+    gateway.proc.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert gateway.proc.poll() is None, "the hang-up stopped the gateway"
+    assert httpx.get(f"{gateway.root_url}/ready", timeout=5).status_code == 200
+    assert gateway.stop() == 0

@@ -29,7 +29,13 @@ from loguru import logger
 
 from aiproxy.cell import internal_socket_path
 from aiproxy.config import Settings
-from aiproxy.stopsignals import CELL_SIGNALS, DRAIN_SIGNAL, STOP_NOW_SIGNAL, STOP_SIGNALS
+from aiproxy.stopsignals import (
+    CELL_SIGNALS,
+    DRAIN_SIGNAL,
+    STOP_NOW_SIGNAL,
+    STOP_SIGNALS,
+    handled_stop_signals,
+)
 
 STARTUP_WINDOW_SECONDS = 10.0
 MAX_STARTUP_FAILURES = 5
@@ -82,7 +88,7 @@ class Supervisor:
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_write, False)
         os.set_blocking(wake_read, False)
-        for sig in STOP_SIGNALS:
+        for sig in handled_stop_signals():
             signal.signal(sig, self._on_signal)
         signal.set_wakeup_fd(wake_write)  # a signal wakes the wait below at once
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by main() until these handlers
