@@ -27,6 +27,7 @@ from aiproxy.chat.record import RequestLog
 from aiproxy.config import ConfigError, Settings, host_port
 from aiproxy.errors import AuthenticationFailed, GatewayError
 from aiproxy.httpapi.app import create_app
+from aiproxy.httpapi.chat_routes import ENDING
 from aiproxy.httpapi.errors import error_response
 from aiproxy.httpapi.metadata import REQUEST_ID_KEY
 from aiproxy.httpapi.protocol import AppRunner
@@ -233,6 +234,10 @@ class RestServer:
     def connections(self) -> int:
         return len(self._runner.server.connections)
 
+    def end_requests(self) -> None:
+        """The deadline: a request whose body is still arriving is answered 503 (the RPCs end with end_calls)."""
+        self._runner.app[ENDING].set()
+
     async def close(self) -> None:
         """Handlers still running get FINISH_SECONDS, then are cancelled; every connection closes."""
         await self._runner.cleanup()
@@ -286,6 +291,7 @@ async def serve_cell(settings: Settings, shutdown: Shutdown | None = None, *, pa
         logger.warning("ending what is still in flight", rest_connections=rest.connections(),
                        grpc_calls=grpc_server.busy(), after_seconds=round(loop.time() - started, 3))
     grpc_server.end_calls()  # UNAVAILABLE with an OpenAI error: the facade writes it as a 503 or an error frame
+    rest.end_requests()
     await rest.close()
     await grpc_server.stop()
     for task in background:

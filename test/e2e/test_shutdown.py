@@ -355,3 +355,20 @@ def test_a_gateway_started_with_nohup_survives_a_hang_up(tmp_path, workers):
     assert gateway.proc.poll() is None, "the hang-up stopped the gateway"
     assert httpx.get(f"{gateway.root_url}/ready", timeout=5).status_code == 200
     assert gateway.stop() == 0
+
+
+def test_a_body_still_arriving_at_the_deadline_is_answered_503_and_logged(start):
+    """Was: its connection was closed with no answer and no request log record, unlike every
+    other request still running at the deadline."""
+    gateway = start(1)
+    body = orjson.dumps({**BODY, "model": "mock"})
+    with socket.create_connection(("127.0.0.1", gateway.port)) as slow:
+        slow.sendall(post_head(len(body), "unfinished-body") + body[:10])  # the rest never comes
+        time.sleep(0.3)
+        gateway.proc.send_signal(signal.SIGTERM)
+        status, headers, answer = read_response(slow)
+    assert status == 503 and headers["connection"] == "close"
+    assert orjson.loads(answer)["error"]["code"] == SHUTTING_DOWN
+    assert gateway.proc.wait(10) == 0
+    record = gateway.wait_for_record("unfinished-body")
+    assert (record["status_code"], record["error"]["code"]) == (503, SHUTTING_DOWN)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -10,7 +12,7 @@ from loguru import logger
 from aiproxy import __version__
 from aiproxy.config import Settings
 from aiproxy.errors import InternalError
-from aiproxy.httpapi.chat_routes import BODY_TIMEOUT, REJECT, STUB, add_chat_routes
+from aiproxy.httpapi.chat_routes import BODY_TIMEOUT, ENDING, REJECT, STUB, add_chat_routes
 from aiproxy.httpapi.errors import error_body, error_response, json_response
 from aiproxy.httpapi.logs_routes import add_log_routes
 from aiproxy.httpapi.metadata import REQUEST_ID_KEY
@@ -146,6 +148,7 @@ def create_app(settings: Settings, channel: grpc.aio.Channel, reject) -> web.App
     app[STUB] = chat_pb2_grpc.ChatServiceStub(channel)
     app[REJECT] = reject
     app[BODY_TIMEOUT] = settings.request_body_timeout_seconds
+    app[ENDING] = asyncio.Event()
     app.on_response_prepare.append(_make_on_prepare(settings))
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)

@@ -11,7 +11,14 @@ from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_urldispatcher import _default_expect_handler  # no public name: test_lifecycle notices a move
 
-from aiproxy.errors import AuthenticationFailed, GatewayError, InvalidRequest, PayloadTooLarge, RequestTimeout
+from aiproxy.errors import (
+    AuthenticationFailed,
+    GatewayError,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServerShuttingDown,
+)
 from aiproxy.httpapi import sse
 from aiproxy.httpapi.errors import (
     error_response,
@@ -31,6 +38,8 @@ STUB = web.AppKey("chat_stub", chat_pb2_grpc.ChatServiceStub)
 # too deeply (400). reject(request, error) checks the key first (401 wins) and writes the request log record.
 REJECT = web.AppKey("reject_body", object)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)  # REQUEST_BODY_TIMEOUT_SECONDS
+# Set when the shutdown deadline ends what is still in flight (aiproxy.cell).
+ENDING = web.AppKey("ending", asyncio.Event)
 
 
 def _too_large(request: web.Request) -> PayloadTooLarge:
@@ -52,7 +61,7 @@ async def _read_body(request: web.Request) -> bytes:
         if request.content.is_eof():  # the body came with the headers (the usual case): no timer
             return await request.read()
         async with asyncio.timeout(timeout):  # a slow or stalled body must not hold the connection
-            return await request.read()
+            return await _unless_ended(request.read(), request.app[ENDING])
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(request) from None
     except web.RequestPayloadError as exc:  # the client's bytes, not the gateway: a 400, not a 500
@@ -68,6 +77,20 @@ async def _read_body(request: web.Request) -> bytes:
             f"The request body did not arrive within {timeout:g} seconds; send it at once "
             "(the operator sets the limit with REQUEST_BODY_TIMEOUT_SECONDS)."
         ) from None
+
+
+async def _unless_ended(read, ending: asyncio.Event) -> bytes:
+    """The body, unless the shutdown deadline comes first: then the request ends as every other one
+    still running does, a 503 with its record (else its connection was closed with neither)."""
+    reading, ended = asyncio.ensure_future(read), asyncio.ensure_future(ending.wait())
+    try:
+        await asyncio.wait((reading, ended), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+        reading.cancel()  # nothing when it is done; else a timeout or the deadline came first
+    if reading.done() and not reading.cancelled():
+        return reading.result()
+    raise ServerShuttingDown()
 
 
 async def _expect_continue(request: web.Request) -> None:
