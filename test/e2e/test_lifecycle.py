@@ -503,3 +503,15 @@ def test_rest_and_grpc_on_the_same_port_stop_startup_with_one_line(tmp_path, grp
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("aiproxy: configuration error: PORT and GRPC_PORT are both")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("setting", ["HOST", "GRPC_HOST"])
+def test_a_listen_address_of_another_machine_names_the_host_setting(tmp_path, setting):
+    """Was: "stop the server using it, or set GRPC_PORT" for a GRPC_HOST that is not an address of
+    this machine (192.0.2.1 is TEST-NET-1): the advice named neither the cause nor GRPC_HOST."""
+    gateway = GatewayProcess(tmp_path, env={setting: "192.0.2.1"})
+    result = subprocess.run([*COMMAND, "serve"], cwd=tmp_path, env=gateway.env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.startswith("aiproxy: configuration error: cannot listen on 192.0.2.1:")
+    assert result.stderr.rstrip().endswith(f"set {setting} to an address of this machine"), result.stderr

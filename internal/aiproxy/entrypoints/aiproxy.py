@@ -167,10 +167,10 @@ def cell_process(settings: Settings, parent_pid: int) -> None:
     sys.exit(_stopped(_run_cell(settings, parent_pid)))  # a multiprocessing target's return value is not its exit code
 
 
-def _ensure_free(host: str, port: int, setting: str) -> None:
+def _ensure_free(host: str, port: int, prefix: str = "") -> None:
     """The cells listen with SO_REUSEPORT (workers share the ports), which would let this gateway
     quietly share a port with another server that uses it too (a running aiproxy, any gRPC
-    server): a plain bind first proves that nobody listens there."""
+    server): a plain bind first proves that nobody listens there. `prefix`: "GRPC_" for gRPC's."""
     if not port:
         return
     try:
@@ -178,8 +178,14 @@ def _ensure_free(host: str, port: int, setting: str) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is fine
             probe.bind((host, port))
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host_port(host, port)} ({exc.strerror or exc}): stop the server using it,"
-                          f" or set {setting}") from None
+        port_setting = f"{prefix}PORT" + (" (0 turns the gRPC listener off)" if prefix else "")
+        if exc.errno == errno.EADDRINUSE:
+            advice = f"stop the server using it, or set {port_setting}"
+        elif exc.errno == errno.EACCES:
+            advice = f"a port below 1024 needs privileges; set {port_setting}"
+        else:  # not an address of this machine (was: "stop the server using it", naming no host setting)
+            advice = f"set {prefix}HOST to an address of this machine"
+        raise ConfigError(f"cannot listen on {host_port(host, port)} ({exc.strerror or exc}): {advice}") from None
 
 
 WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::"})
@@ -221,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         http_ssl_context(settings)  # validate certificates, mappings and providers before any worker starts
         build_gateway(settings)
         check_live_store(LogStoreSettings.from_mapping(settings.logdb))
-        _ensure_free(settings.host, settings.port, "PORT (and HOST)")
-        _ensure_free(settings.grpc_host, settings.grpc_port, "GRPC_PORT (0 turns the gRPC listener off)")
+        _ensure_free(settings.host, settings.port)
+        _ensure_free(settings.grpc_host, settings.grpc_port, "GRPC_")
         _ensure_apart(settings)
         if settings.workers > 1:  # the parent's own JSON app log (no request log: it serves nothing)
             from aiproxy.logsetup import configure_logging
