@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -83,11 +84,17 @@ def build_gateway(settings: Settings) -> ChatGateway:
         router,
         settings.providers,
         RequestLog(settings.request_log_enabled),
-        KeyHasher(settings.key_hash_secret, settings.log_dir),
+        KeyHasher(_key_hash_secret(settings), settings.log_dir),
         # The same identity the log store stamps on its rows.
         resolve_server_id(LogStoreSettings.from_mapping(settings.logdb)),
         max_answer_size=settings.grpc_message_bytes,
     )
+
+
+def _key_hash_secret(settings: Settings) -> str:
+    """Only request log records carry key hashes: without them, a secret of this process's own, so
+    that LOG_DIR need not be writable (for its .key_hash_secret) when no log file is written there."""
+    return settings.key_hash_secret or ("" if settings.request_log_enabled else secrets.token_hex(32))
 
 
 def body_rejector(settings: Settings, gateway: ChatGateway):

@@ -515,3 +515,15 @@ def test_a_listen_address_of_another_machine_names_the_host_setting(tmp_path, se
     assert result.returncode == 2
     assert result.stderr.startswith("aiproxy: configuration error: cannot listen on 192.0.2.1:")
     assert result.stderr.rstrip().endswith(f"set {setting} to an address of this machine"), result.stderr
+
+
+def test_no_log_files_need_no_writable_log_dir(tmp_path):
+    """Was: with both log files off, start-up still stopped on LOG_DIR, to create the secret of the
+    key hashes that only request log records carry."""
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    env = {"LOG_DIR": str(in_the_way / "logs"), "ENABLE_FILE_LOGGING": "false", "REQUEST_LOG_ENABLED": "false"}
+    with GatewayProcess(tmp_path, env=env) as gateway:
+        response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={**BODY, "model": "mock"})
+        assert response.status_code == 200
+    assert gateway.proc.returncode == 0
