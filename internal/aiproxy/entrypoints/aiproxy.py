@@ -9,6 +9,7 @@ import dataclasses
 import errno
 import gc
 import os
+import re
 import secrets
 import signal
 import socket
@@ -85,8 +86,7 @@ def ensure_client_key(settings: Settings) -> Settings:
         return settings
     key = f"sk-aiproxy-{secrets.token_urlsafe(24)}"
     try:
-        lines = DOTENV.read_text(encoding="utf-8").splitlines() if DOTENV.is_file() else []
-        lines = [line for line in lines if not line.startswith("API_KEYS=")] + [f"API_KEYS={key}"]
+        lines = _with_client_key(DOTENV.read_text(encoding="utf-8").splitlines() if DOTENV.is_file() else [], key)
         fd = os.open(DOTENV, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)  # an existing .env too, before the key is written into it
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -101,6 +101,18 @@ def ensure_client_key(settings: Settings) -> Settings:
     )
     os.environ["API_KEYS"] = key
     return load_settings()
+
+
+_KEY_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?API_KEYS\s*=")
+
+
+def _with_client_key(lines: list[str], key: str) -> list[str]:
+    """.env's lines with the key where its first API_KEYS assignment was (under the comment about it
+    in configs/.env.example, not appended at the end), and the other assignments (`export API_KEYS=`
+    too) dropped: a later one would override it."""
+    first = next((i for i, line in enumerate(lines) if _KEY_ASSIGNMENT.match(line)), len(lines))
+    rest = [line for line in lines[first:] if not _KEY_ASSIGNMENT.match(line)]
+    return [*lines[:first], f"API_KEYS={key}", *rest]
 
 
 def raise_open_file_limit() -> None:

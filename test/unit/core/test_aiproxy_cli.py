@@ -36,3 +36,19 @@ def test_top_level_help_and_version_stay(flag, capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "aiproxy" in out and "--port" not in out
+
+
+def test_a_generated_key_takes_the_place_of_the_empty_one_in_dotenv(tmp_path, monkeypatch):
+    """Was: appended at the end, away from the template's comment about it, and `export API_KEYS=`
+    lines were left behind."""
+    from aiproxy.config import load_settings
+    from aiproxy.entrypoints.aiproxy import ensure_client_key
+    from aiproxy.testing.gateway import SETTINGS_FILE
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SETTINGS_FILE", str(SETTINGS_FILE))
+    monkeypatch.setenv("API_KEYS", "")
+    (tmp_path / ".env").write_text("# Client API keys\nAPI_KEYS=\n# Admin keys\n# more settings\nexport API_KEYS=\n")
+    settings = ensure_client_key(load_settings())
+    lines = (tmp_path / ".env").read_text().splitlines()
+    assert lines == ["# Client API keys", f"API_KEYS={settings.api_keys[0]}", "# Admin keys", "# more settings"]
