@@ -217,6 +217,11 @@ class RestServer:
             await self._runner.cleanup()
             raise
 
+    @property
+    def port(self) -> int:
+        """The port listened on: the one PORT=0 had the system choose, once started."""
+        return self._site.port if self._site is not None else self._settings.port
+
     async def stop_accepting(self) -> None:
         loop = asyncio.get_running_loop()
         self._draining_since = loop.time()
@@ -283,7 +288,7 @@ async def serve_cell(settings: Settings, shutdown: Shutdown | None = None, *, pa
     scheme = "https" if ssl_context else "http"
     logger.info(
         "aiproxy listening",
-        rest=f"{scheme}://{host_port(settings.host, settings.port)}",
+        rest=f"{scheme}://{host_port(settings.host, rest.port)}",
         grpc=host_port(settings.grpc_host, grpc_server.tcp_port) if grpc_server.tcp_port else None,
         tls=bool(ssl_context),
         server_id=gateway.server_id,

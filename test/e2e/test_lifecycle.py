@@ -527,3 +527,23 @@ def test_no_log_files_need_no_writable_log_dir(tmp_path):
         response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={**BODY, "model": "mock"})
         assert response.status_code == 200
     assert gateway.proc.returncode == 0
+
+
+def test_port_zero_logs_the_port_the_system_chose(tmp_path):
+    """Was: "aiproxy listening" said rest=http://127.0.0.1:0, so nobody could tell where it listened
+    (gRPC's line already gave its real port)."""
+    gateway = GatewayProcess(tmp_path, env={"PORT": "0", "GRPC_PORT": "0"})
+    process = subprocess.Popen([*COMMAND, "serve"], cwd=tmp_path, env=gateway.env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    try:
+        line = process.stderr.readline()
+        while b'"aiproxy listening"' not in line:
+            assert line, "the gateway exited before it listened"
+            line = process.stderr.readline()
+        rest = orjson.loads(line)["rest"]
+        assert not rest.endswith(":0")
+        assert httpx.get(f"{rest}/health", timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    assert process.returncode == 0
