@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import threading
 from pathlib import Path
 
 from loguru import logger
@@ -48,6 +49,10 @@ def adopt_relative_checkpoints(store: Store) -> int:
     return len(relative)
 
 
+class _Stopped(Exception):
+    """The gateway stops: the round in progress ends at its next record."""
+
+
 class LiveIngester:
     def __init__(self, store: Store, requests_dir: Path) -> None:
         self.store = store
@@ -57,6 +62,7 @@ class LiveIngester:
         self._adopted = False
         self._problems: list[str] = []  # the last round's, said once while they stay the same
         self._held_back = False  # the last round left rows of a damaged partition in the logs
+        self._stopping = threading.Event()
 
     def _holds_lock(self) -> bool:
         if self._lock is None:
@@ -76,7 +82,7 @@ class LiveIngester:
             adopt_relative_checkpoints(self.store)
             self._adopted = True
         files = sorted(f for f in self.requests_dir.glob("*.jsonl") if f.is_file()) if self.requests_dir.is_dir() else []
-        report = ingest(self.store, self.requests_dir, files=files)
+        report = ingest(self.store, self.requests_dir, files=files, progress=self._unless_stopping)
         held_back = bool(report.unreadable.errors)
         if report.problems and report.problems != self._problems:
             logger.warning("log store: {} problem records, first: {}", len(report.problems), report.problems[:3])
@@ -84,6 +90,31 @@ class LiveIngester:
             logger.info("log store: the damaged partitions are usable again; the rows held back are stored")
         self._problems, self._held_back = report.problems, held_back
         return report
+
+    def _unless_stopping(self, _read: int) -> None:
+        """Called by ingest() at every record: a stop ends the round there, as a crash would (the
+        checkpoints only ever pass stored rows, and rows stored twice are skipped)."""
+        if self._stopping.is_set():
+            raise _Stopped
+
+    async def _round(self, stop_event: asyncio.Event) -> None:
+        """run_once in a thread, ended early by the gateway's stop, and waited for even when this task
+        is cancelled: the store closes next, and the loop's exit would wait for the thread anyway (a
+        first ingest of a large backlog held a stop for minutes)."""
+        self._stopping.clear()
+        work = asyncio.ensure_future(asyncio.to_thread(self.run_once))
+        stopped = asyncio.ensure_future(stop_event.wait())
+        try:
+            await asyncio.wait((work, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not work.done():
+                self._stopping.set()
+                await asyncio.wait((work,))
+            # Taken also when this task was cancelled: else asyncio logs it as never retrieved.
+            error = work.exception() if work.done() and not work.cancelled() else None
+        if error is not None and not isinstance(error, _Stopped):
+            raise error
 
     def close(self) -> None:
         if self._lock is not None:
@@ -95,7 +126,7 @@ class LiveIngester:
         try:
             while not stop_event.is_set():
                 try:
-                    await asyncio.to_thread(self.run_once)
+                    await self._round(stop_event)
                     retry = self._held_back
                 except Exception:  # keep serving requests: a later round retries
                     logger.exception("log store: live ingest failed")

@@ -239,3 +239,26 @@ def test_a_damaged_partition_is_said_once_and_retried_less_often_until_it_is_bac
         logger.remove(sink)
         reader.close()
     assert said[-1] == "log store: the damaged partitions are usable again; the rows held back are stored"
+
+
+def test_a_stop_ends_the_round_in_progress_at_once(tmp_path):
+    """Was: the round went on to its end in its thread, which the gateway's exit then waited for (the
+    event loop's default executor is joined), with the store already closed under it: a first ingest
+    of a large backlog held a stop with SHUTDOWN_GRACE_SECONDS=1 for over a minute."""
+    records = [chat_record([{"role": "user", "content": f"bulk {i} " * 50}], "x" * 500, ts=T0 + timedelta(seconds=i))
+               for i in range(20000)]
+    write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl", records)
+    reader = make_store(tmp_path / "logs" / "db")
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_live_ingest(_settings(tmp_path, batch_rows="200"), stop))
+        await _wait_for(lambda: len(search(reader, "bulk").hits) > 0, 60)  # the round is under way
+        stop.set()  # as the cell does: set when the drain starts, the task cancelled when it ends
+        task.cancel()
+        started = time.monotonic()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.get_running_loop().shutdown_default_executor()  # what asyncio.Runner's close waits for
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 2.0
