@@ -112,6 +112,7 @@ def _encrypted(key_pem: bytes) -> bytes:
     ("mismatched", "TLS_KEY_FILE", "valid pair"),
     ("unreadable", "TLS_KEY_FILE", "Permission denied"),
     ("encrypted", "TLS_KEY_FILE", "passphrase"),
+    ("PEM text instead of a path", "TLS_KEY_FILE", "PEM text"),
     ("expired", "TLS_CERT_FILE", "expired"),
     ("bad client CA", "TLS_CLIENT_CA_FILE", "not a PEM bundle"),
     ("client CA without TLS", "TLS_CLIENT_CA_FILE", "TLS_CERT_FILE"),
@@ -146,8 +147,11 @@ def test_bad_certificate_files_stop_startup_clearly(problem, setting, says, ca, 
         env["TLS_CLIENT_CA_FILE"] = str(tls_files["ca"])
     else:
         env |= {"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)}
+    if problem == "PEM text instead of a path":  # the key pasted into the setting (or a secret mounted as a variable)
+        env["TLS_KEY_FILE"] = key.read_text()
     result = subprocess.run(command, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 2, result.stderr
     assert setting in result.stderr and says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "pass phrase" not in result.stderr + result.stdout
+    assert "PRIVATE KEY" not in result.stderr + result.stdout  # no key material in what ends up in the journal

@@ -49,6 +49,9 @@ _MINIMAL_STACK = ("grpc.minimal_stack", 1)
 
 
 def read_tls_file(path: str, setting: str) -> bytes:
+    if "-----BEGIN" in path:  # the file's contents pasted into the setting: echoing it would print a private key
+        raise ConfigError(f"{setting} holds PEM text, not a file path: save it to a file readable only by the"
+                          f" gateway's user and set {setting} to that file's path")
     try:
         return Path(path).read_bytes()
     except OSError as exc:
