@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from aiproxy.testing.gateway import CLIENT_KEY, SETTINGS_FILE, GatewayProcess
+from aiproxy.testing.gateway import ADMIN_KEY, CLIENT_KEY, SETTINGS_FILE, GatewayProcess
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 trustme = pytest.importorskip("trustme")
@@ -97,6 +97,78 @@ def test_grpc_mutual_tls(ca, tls_files, upstream, tmp_path):
         with grpc.secure_channel(gw.grpc_target, grpc.ssl_channel_credentials(root)) as channel:
             with pytest.raises(grpc.RpcError):
                 chat_pb2_grpc.ChatServiceStub(channel).ListModels(chat_pb2.ListModelsRequest(), timeout=3)
+
+
+@pytest.fixture(scope="module")
+def mtls_gateway(ca, tls_files, tmp_path_factory):
+    """A gateway whose gRPC listener requires a client certificate, and one such certificate."""
+    directory = tmp_path_factory.mktemp("mtls")
+    client = ca.issue_cert("logdb@example")
+    files = {"cert": directory / "client.pem", "key": directory / "client.key"}
+    client.cert_chain_pems[0].write_to_path(files["cert"])
+    client.private_key_pem.write_to_path(files["key"])
+    env = {"TLS_CERT_FILE": str(tls_files["cert"]), "TLS_KEY_FILE": str(tls_files["key"]),
+           "TLS_CLIENT_CA_FILE": str(tls_files["ca"]), "LOGDB_ENABLED": "true", "LOGDB_SERVER_ID": "srv-mtls"}
+    with GatewayProcess(directory / "gw", env=env) as gw:
+        yield gw, files
+
+
+def logdb(*args: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("AIPROXY_", "LOGDB_"))}
+    return subprocess.run(
+        [sys.executable, "-c", "from aiproxy.entrypoints.logdb import main; raise SystemExit(main())", *args],
+        capture_output=True, text=True, env={**environ, "AIPROXY_API_KEY": ADMIN_KEY, **env}, timeout=120,
+    )
+
+
+def test_logdb_presents_a_client_certificate(mtls_gateway, tls_files, tmp_path):
+    gw, client = mtls_gateway
+    url, ca_file = f"grpcs://{gw.grpc_target}", str(tls_files["ca"])
+    pair = ("--client-cert", str(client["cert"]), "--client-key", str(client["key"]))
+    stats = logdb("stats", "--json", "--remote", url, "--ca-file", ca_file, *pair)
+    assert stats.returncode == 0, stats.stderr
+    assert '"server_id": "srv-mtls"' in stats.stdout or '"server_id":"srv-mtls"' in stats.stdout
+    # the bundle commands, with the pair from the environment
+    from_env = {"AIPROXY_CLIENT_CERT": str(client["cert"]), "AIPROXY_CLIENT_KEY": str(client["key"])}
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    pulled = logdb("bundle", "pull", "--from", url, "--since", today, "--to", today, "--out", f"{tmp_path}/",
+                   "--ca-file", ca_file, **from_env)
+    assert pulled.returncode == 0, pulled.stderr
+    (bundle,) = tmp_path.glob("*.tgz")
+    pushed = logdb("bundle", "transfer", str(bundle), url, "--ca-file", ca_file, **from_env)
+    assert pushed.returncode == 0 and "complete=True" in pushed.stdout, pushed.stderr
+    # without one, the refusal says what to pass
+    refused = logdb("stats", "--remote", url, "--ca-file", ca_file)
+    assert refused.returncode == 1 and "--client-cert" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize(("problem", "says"), [
+    ("key alone", "--client-cert and --client-key"),
+    ("missing", "--client-cert"),
+    ("mismatched", "do not form a valid pair"),
+    ("encrypted", "passphrase"),
+    ("PEM text", "PEM text"),
+])
+def test_logdb_client_certificate_problems_are_one_clear_line(problem, says, mtls_gateway, ca, tls_files, tmp_path):
+    gw, client = mtls_gateway
+    cert, key = str(client["cert"]), tmp_path / "client.key"
+    key.write_bytes(client["key"].read_bytes())
+    if problem == "missing":
+        cert = str(tmp_path / "nope.pem")
+    elif problem == "mismatched":
+        ca.issue_cert("other@example").private_key_pem.write_to_path(key)
+    elif problem == "encrypted":
+        key.write_bytes(_encrypted(key.read_bytes()))
+    pair = ("--client-key", str(key)) if problem == "key alone" else ("--client-cert", cert, "--client-key", str(key))
+    if problem == "PEM text":  # the key itself instead of its file: never echoed
+        pair = ("--client-cert", cert, "--client-key", key.read_text())
+    for command in (("stats", "--remote", f"grpcs://{gw.grpc_target}"),
+                    ("bundle", "pull", "--from", f"grpcs://{gw.grpc_target}", "--since", "2025-01-01",
+                     "--to", "2025-01-01", "--out", f"{tmp_path}/")):
+        done = logdb(*command, "--ca-file", str(tls_files["ca"]), *pair)
+        assert done.returncode == 2, done.stderr
+        assert says in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+        assert "Traceback" not in done.stderr and "PRIVATE KEY" not in done.stderr
 
 
 def _encrypted(key_pem: bytes) -> bytes:

@@ -63,7 +63,8 @@ _GRPC_EXIT = {grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE}
 _GRPC_HINT = {grpc.StatusCode.UNAUTHENTICATED: " (pass an admin key with --api-key, or set AIPROXY_API_KEY)"}
 # gRPC's words when no connection was made; plain gRPC against a TLS listener only says 'Socket closed'.
 _CONNECT_FAILED = "failed to connect"
-_CONNECT_HINT = " (check the address, and that TLS matches the listener: grpcs://, --tls or --ca-file for a TLS one)"
+_CONNECT_HINT = (" (check the address, that TLS matches the listener: grpcs://, --tls or --ca-file for a TLS one,"
+                 " and --client-cert/--client-key for one that requires a client certificate)")
 
 
 def _grpc_hint(exc: grpc.RpcError) -> str:

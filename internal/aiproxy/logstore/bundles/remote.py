@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import ssl
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -26,6 +27,8 @@ from aiproxy.logstore.protomap import message_to_json
 from aiproxypb.v1 import logs_pb2, logs_pb2_grpc
 
 SCHEMES = ("grpc://", "grpcs://")
+# Where --client-cert / --client-key are taken from when not given.
+CLIENT_CERT_ENV, CLIENT_KEY_ENV = "AIPROXY_CLIENT_CERT", "AIPROXY_CLIENT_KEY"
 
 
 def is_remote(target: str) -> bool:
@@ -45,13 +48,54 @@ def parse_url(url: str) -> tuple[str, bool]:
     return f"{host}:{port}", parts.scheme == "grpcs"
 
 
-def open_channel(url: str, ca_file: str | None = None) -> grpc.Channel:
+def _read(path: str, flag: str) -> bytes:
+    if "-----BEGIN" in path:  # the file's contents given instead of its path: echoing it could print a private key
+        raise UnusableInput(f"{flag} takes a file path, not PEM text: save the PEM in a file and name that file")
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UnusableInput(f"{flag} {path}: cannot read it ({exc.strerror})") from None
+
+
+def _no_passphrase() -> bytes:
+    """Called for an encrypted key, which OpenSSL would otherwise ask a passphrase for on the terminal."""
+    raise UnusableInput("--client-key is encrypted with a passphrase, which logdb cannot ask for: use an"
+                        " unencrypted copy (openssl pkey -in KEY -out NEW_KEY) readable only by you")
+
+
+def _client_pair(cert: str, key: str) -> tuple[bytes, bytes]:
+    """(key, certificate chain) PEM, checked here: gRPC would only fail the handshake, in words
+    that name neither file."""
+    key_pem, cert_pem = _read(key, "--client-key"), _read(cert, "--client-cert")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key, password=_no_passphrase)
+    except ssl.SSLError as exc:
+        raise UnusableInput(f"--client-cert {cert} and --client-key {key} do not form a valid pair"
+                            f" ({exc.reason or exc})") from None
+    return key_pem, cert_pem
+
+
+def tls_credentials(ca_file: str | None = None, client_cert: str | None = None,
+                    client_key: str | None = None) -> grpc.ChannelCredentials:
+    """Trusting `ca_file` (else the system roots); with a client certificate (default: env
+    AIPROXY_CLIENT_CERT / AIPROXY_CLIENT_KEY) for a listener that requires one (mutual TLS)."""
+    cert = client_cert or os.environ.get(CLIENT_CERT_ENV) or None
+    key = client_key or os.environ.get(CLIENT_KEY_ENV) or None
+    if bool(cert) != bool(key):
+        raise UnusableInput(f"a client certificate needs both --client-cert and --client-key"
+                            f" ({CLIENT_CERT_ENV} and {CLIENT_KEY_ENV}); only one is set")
+    roots = _read(ca_file, "--ca-file") if ca_file else None
+    key_pem, cert_pem = _client_pair(cert, key) if cert else (None, None)
+    return grpc.ssl_channel_credentials(roots, key_pem, cert_pem)
+
+
+def open_channel(url: str, ca_file: str | None = None, client_cert: str | None = None,
+                 client_key: str | None = None) -> grpc.Channel:
     target, tls = parse_url(url)
     options = [("grpc.max_receive_message_length", 4 * WIRE_CHUNK)]
     if not tls:
         return grpc.insecure_channel(target, options=options)
-    roots = Path(ca_file).read_bytes() if ca_file else None
-    return grpc.secure_channel(target, grpc.ssl_channel_credentials(roots), options=options)
+    return grpc.secure_channel(target, tls_credentials(ca_file, client_cert, client_key), options=options)
 
 
 def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
@@ -70,12 +114,13 @@ def _upload_messages(source: Path, sha256: str, size: int, offset: int, progress
             yield logs_pb2.BundleUploadChunk(data=data)
 
 
-def push(source: Path, url: str, *, api_key: str | None = None, ca_file: str | None = None, progress=None) -> dict:
+def push(source: Path, url: str, *, api_key: str | None = None, ca_file: str | None = None,
+         client_cert: str | None = None, client_key: str | None = None, progress=None) -> dict:
     """Upload `source` and have the server import it; returns ImportBundleResponse as JSON."""
     source = Path(source)
     sha256, size = sha256_file(source)
     metadata = auth_metadata(api_key)
-    with open_channel(url, ca_file) as channel:
+    with open_channel(url, ca_file, client_cert, client_key) as channel:
         stub = logs_pb2_grpc.LogServiceStub(channel)
         held = stub.GetUploadOffset(
             logs_pb2.UploadOffsetRequest(bundle_sha256=sha256, total_bytes=size), metadata=metadata, timeout=60
@@ -88,12 +133,13 @@ def push(source: Path, url: str, *, api_key: str | None = None, ca_file: str | N
 
 def pull(
     url: str, since: date, to: date, out: str | Path, *,
-    api_key: str | None = None, ca_file: str | None = None, include_raw: bool = False, progress=None,
+    api_key: str | None = None, ca_file: str | None = None, client_cert: str | None = None,
+    client_key: str | None = None, include_raw: bool = False, progress=None,
 ) -> TransferResult:
     """Have the server create a bundle of [since, to] and store it at `out` (file or directory).
     `progress(bytes, total_bytes)` follows the download."""
     request = logs_pb2.CreateBundleRequest(since=since.isoformat(), to=to.isoformat(), include_raw=include_raw)
-    with open_channel(url, ca_file) as channel:
+    with open_channel(url, ca_file, client_cert, client_key) as channel:
         replies = logs_pb2_grpc.LogServiceStub(channel).CreateBundle(request, metadata=auth_metadata(api_key))
         info = next(replies).info
         final = local_destination(info.file_name, out)

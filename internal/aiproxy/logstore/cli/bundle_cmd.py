@@ -18,7 +18,16 @@ from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput
 from aiproxy.logstore.bundles.remote import is_remote, pull, push
 from aiproxy.logstore.bundles.transfer import transfer_local
 from aiproxy.logstore.bundles.verify import scan_bundle
-from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_OK, UsageError, day, emit, json_option, open_store
+from aiproxy.logstore.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    client_certificate_options,
+    day,
+    emit,
+    json_option,
+    open_store,
+)
 from aiproxy.logstore.cli.progress import ProgressBar
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command ended by Ctrl-C
@@ -114,7 +123,7 @@ def run_transfer(args: argparse.Namespace) -> int:
         raise UnusableInput(f"{source}: no such file")
     bar = ProgressBar(source.stat().st_size, "bundle transfer")
     if is_remote(args.dest):
-        out = push(source, args.dest, api_key=args.api_key, ca_file=args.ca_file, progress=bar.advance)
+        out = push(source, args.dest, api_key=args.api_key, progress=bar.advance, **_tls_files(args))
         bar.close()
         emit(args, out, lambda: " ".join(f"{k}={v}" for k, v in out.items()))
         return EXIT_OK if out["complete"] else EXIT_FAILED
@@ -147,16 +156,21 @@ def _transfer_line(result, verdict: str) -> str:
 @_guarded
 def run_pull(args: argparse.Namespace) -> int:
     bar = ProgressBar(0, "bundle pull")  # the size comes with the server's first message
-    result = pull(args.source, args.since, args.to, args.out, api_key=args.api_key, ca_file=args.ca_file,
-                  include_raw=args.include_raw, progress=bar.advance)
+    result = pull(args.source, args.since, args.to, args.out, api_key=args.api_key, include_raw=args.include_raw,
+                  progress=bar.advance, **_tls_files(args))
     bar.close()
     emit(args, result.as_dict(), lambda: f"bytes={result.bytes} sha256={result.sha256} path={result.path}")
     return _verify(result.path, args, discard=not result.already_present)
 
 
+def _tls_files(args: argparse.Namespace) -> dict:
+    return {"ca_file": args.ca_file, "client_cert": args.client_cert, "client_key": args.client_key}
+
+
 def _remote_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help="admin key of the server (default: env AIPROXY_API_KEY)")
     parser.add_argument("--ca-file", help="CA certificate for grpcs:// (default: the system roots)")
+    client_certificate_options(parser, "grpcs://")
 
 
 def register(subparsers) -> None:

@@ -101,6 +101,15 @@ def remote_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help="admin key for --remote (default: env AIPROXY_API_KEY)")
     parser.add_argument("--tls", action="store_true", help="--remote speaks TLS (system CA roots)")
     parser.add_argument("--ca-file", metavar="PEM", help="--remote speaks TLS, trusting these CA certificates")
+    client_certificate_options(parser, "--remote (implies TLS)")
+
+
+def client_certificate_options(parser: argparse.ArgumentParser, where: str) -> None:
+    """For a gateway whose gRPC listener requires a client certificate (its TLS_CLIENT_CA_FILE)."""
+    parser.add_argument("--client-cert", metavar="PEM",
+                        help=f"client certificate (chain) to present to {where} (default: env AIPROXY_CLIENT_CERT)")
+    parser.add_argument("--client-key", metavar="PEM",
+                        help="private key of --client-cert, unencrypted (default: env AIPROXY_CLIENT_KEY)")
 
 
 @contextlib.contextmanager
@@ -214,14 +223,18 @@ def _remote_target(remote: str) -> tuple[str, bool]:
 def _remote_channel(args: argparse.Namespace) -> Iterator[Callable]:
     import grpc
 
+    from aiproxy.logstore.bundles.manifest import UnusableInput
+    from aiproxy.logstore.bundles.remote import tls_credentials
     from aiproxypb.v1 import logs_pb2_grpc
 
     key = args.api_key or os.environ.get("AIPROXY_API_KEY", "")
     metadata = (("authorization", f"Bearer {key}"),) if key else ()
     target, tls = _remote_target(args.remote)
-    if tls or args.tls or args.ca_file:
-        roots = Path(args.ca_file).read_bytes() if args.ca_file else None
-        credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+    if tls or args.tls or args.ca_file or args.client_cert:
+        try:
+            credentials = tls_credentials(args.ca_file, args.client_cert, args.client_key)
+        except UnusableInput as exc:
+            raise UsageError(str(exc)) from None
         channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
     else:
         channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
