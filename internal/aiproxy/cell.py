@@ -52,8 +52,19 @@ def http_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     tls = settings.tls
     if not tls.enabled:
         return None
-    for name, path in (("TLS_CERT_FILE", tls.cert_file), ("TLS_KEY_FILE", tls.key_file)):
-        read_tls_file(path, name)  # missing or unreadable: ssl's own OSError names neither file nor setting
+    # Missing or unreadable: ssl's own OSError names neither file nor setting.
+    read_tls_file(tls.cert_file, "TLS_CERT_FILE")
+    key = read_tls_file(tls.key_file, "TLS_KEY_FILE")
+    # Which file holds no certificate or key: load_cert_chain says only "PEM lib" for either. The stdlib
+    # reads a certificate (and its dates, for the expiry check below) only through this private helper:
+    # without it (another Python) those two checks are skipped.
+    decode = getattr(ssl._ssl, "_test_decode_cert", None)
+    try:
+        not_after = decode(tls.cert_file)["notAfter"] if decode else None
+    except ssl.SSLError:
+        raise ConfigError(f"TLS_CERT_FILE={tls.cert_file}: no PEM certificate in it") from None
+    if b"PRIVATE KEY-----" not in key:
+        raise ConfigError(f"TLS_KEY_FILE={tls.key_file}: no PEM private key in it")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(tls.cert_file, tls.key_file, password=_no_passphrase)
@@ -61,10 +72,7 @@ def http_ssl_context(settings: Settings) -> ssl.SSLContext | None:
         raise ConfigError(
             f"TLS_CERT_FILE and TLS_KEY_FILE do not form a valid pair ({exc.reason or exc}); check both files"
         ) from None
-    # An expired certificate, which every client would refuse. The stdlib reads a certificate's dates
-    # only through this private helper: without it (another Python) the check is skipped.
-    decode = getattr(ssl._ssl, "_test_decode_cert", None)
-    not_after = decode(tls.cert_file)["notAfter"] if decode else None
+    # An expired certificate, which every client would refuse.
     if not_after and ssl.cert_time_to_seconds(not_after) < time.time():
         raise ConfigError(f"TLS_CERT_FILE={tls.cert_file}: the certificate expired on {not_after}; renew it")
     if tls.client_ca_file:  # gRPC's mutual TLS; grpc itself reports a bad bundle as a failed bind

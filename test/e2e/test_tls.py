@@ -185,6 +185,8 @@ def _encrypted(key_pem: bytes) -> bytes:
     ("unreadable", "TLS_KEY_FILE", "Permission denied"),
     ("encrypted", "TLS_KEY_FILE", "passphrase"),
     ("PEM text instead of a path", "TLS_KEY_FILE", "PEM text"),
+    ("a certificate as the key", "TLS_KEY_FILE", "no PEM private key"),
+    ("empty certificate", "TLS_CERT_FILE", "no PEM certificate"),
     ("expired", "TLS_CERT_FILE", "expired"),
     ("bad client CA", "TLS_CLIENT_CA_FILE", "not a PEM bundle"),
     ("client CA without TLS", "TLS_CLIENT_CA_FILE", "TLS_CERT_FILE"),
@@ -207,6 +209,11 @@ def test_bad_certificate_files_stop_startup_clearly(problem, setting, says, ca, 
             command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
     elif problem == "encrypted":
         key.write_bytes(_encrypted(key.read_bytes()))
+    elif problem == "a certificate as the key":
+        key.write_bytes(cert.read_bytes())
+    elif problem == "empty certificate":
+        cert = tmp_path / "empty.pem"
+        cert.write_bytes(b"")
     elif problem == "expired":
         old = ca.issue_cert("127.0.0.1", not_after=datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
         cert, key = tmp_path / "old.pem", tmp_path / "old.key"
@@ -227,3 +234,4 @@ def test_bad_certificate_files_stop_startup_clearly(problem, setting, says, ca, 
     assert setting in result.stderr and says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "pass phrase" not in result.stderr + result.stdout
     assert "PRIVATE KEY" not in result.stderr + result.stdout  # no key material in what ends up in the journal
+    assert "PEM lib" not in result.stderr  # OpenSSL's words, which say neither which file nor what is wrong
