@@ -8,6 +8,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import time
 
 import grpc
 import httpx
@@ -113,6 +114,18 @@ def mtls_gateway(ca, tls_files, tmp_path_factory):
         yield gw, files
 
 
+def test_failed_handshakes_keep_stderr_json_lines(mtls_gateway, tls_files):
+    """A client without a certificate (or one that distrusts the gateway's) fails the handshake:
+    gRPC's own report of that must not put plain-text lines into the JSON-lines log on stderr."""
+    gw, _ = mtls_gateway
+    with grpc.secure_channel(gw.grpc_target, grpc.ssl_channel_credentials(tls_files["ca"].read_bytes())) as channel:
+        with pytest.raises(grpc.RpcError):
+            chat_pb2_grpc.ChatServiceStub(channel).ListModels(chat_pb2.ListModelsRequest(), timeout=3)
+    time.sleep(0.5)  # the gateway writes its report of the failed handshake after the client gave up
+    lines = gw.stderr_path.read_text().splitlines()
+    assert [line for line in lines if not line.startswith("{")] == []
+
+
 def logdb(*args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("AIPROXY_", "LOGDB_"))}
     return subprocess.run(
@@ -140,6 +153,12 @@ def test_logdb_presents_a_client_certificate(mtls_gateway, tls_files, tmp_path):
     # without one, the refusal says what to pass
     refused = logdb("stats", "--remote", url, "--ca-file", ca_file)
     assert refused.returncode == 1 and "--client-cert" in refused.stderr, refused.stderr
+    # a gateway whose certificate it does not trust: logdb's line, and no line of gRPC C-core's before it
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(other_ca)
+    distrusted = logdb("stats", "--remote", url, "--ca-file", str(other_ca), *pair)
+    assert distrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in distrusted.stderr, distrusted.stderr
+    assert len(distrusted.stderr.splitlines()) == 1, distrusted.stderr
 
 
 @pytest.mark.parametrize(("problem", "says"), [
