@@ -252,7 +252,15 @@ class RestServer:
                 conn.force_close()
 
     def connections(self) -> int:
-        return len(self._runner.server.connections)
+        """Connections the drain waits for. With TLS, one the gateway closed (idle at the stop, or by
+        the keep-alive timeout before it) stays listed until the client answers its close_notify, up
+        to 30 s, which an idle pooled connection never does: its last response was handed over, it
+        is no work. (aiohttp drops `transport` when it closes an idle connection, not after a
+        `Connection: close` response, whose end may still be on its way.)"""
+        connections = self._runner.server.connections
+        if self._ssl_context is None:
+            return len(connections)
+        return sum(1 for conn in connections if conn.transport is not None)
 
     def end_requests(self) -> None:
         """The deadline: a request whose body is still arriving is answered 503 (the RPCs end with end_calls)."""

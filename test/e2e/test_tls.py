@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -83,6 +84,27 @@ def test_grpc_over_tls(tls_gateway, tls_files):
     with grpc.insecure_channel(tls_gateway.grpc_target) as plain:
         with pytest.raises(grpc.RpcError):
             chat_pb2_grpc.ChatServiceStub(plain).ListModels(chat_pb2.ListModelsRequest(), timeout=3)
+
+
+def test_idle_keep_alive_connections_do_not_hold_a_stop(tls_files, upstream, tmp_path):
+    """Was: a TLS connection the gateway closes (idle at a stop, or by the keep-alive timeout shortly
+    before) stayed until the client answered its close_notify, which the SDK's idle pooled connection
+    never does: every stop (the restart after a certificate renewal) took all of SHUTDOWN_GRACE_SECONDS
+    and warned of requests in flight, where plain HTTP takes ~1 s."""
+    env = {"TLS_CERT_FILE": str(tls_files["cert"]), "TLS_KEY_FILE": str(tls_files["key"]),
+           "SHUTDOWN_GRACE_SECONDS": "20", "REQUEST_BODY_TIMEOUT_SECONDS": "2"}
+    with GatewayProcess(tmp_path, upstream_url=upstream.base_url, env=env) as gw:
+        verify = ssl.create_default_context(cafile=str(tls_files["ca"]))
+        with httpx.Client(verify=verify) as first, httpx.Client(verify=verify) as second:
+            for http_client in (first, second):  # the first one's connection is closed by the keep-alive timeout
+                client = openai.OpenAI(base_url=https(gw), api_key=CLIENT_KEY, max_retries=0, http_client=http_client)
+                client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "then idle"}])
+                time.sleep(2.5 if http_client is first else 0)
+            signalled = time.monotonic()
+            gw.proc.send_signal(signal.SIGTERM)
+            assert gw.proc.wait(30) == 0
+            assert time.monotonic() - signalled < 5
+    assert "ending what is still in flight" not in gw.stderr_path.read_text()
 
 
 def test_grpc_mutual_tls(ca, tls_files, upstream, tmp_path):
