@@ -190,6 +190,22 @@ def _accept_queue(sock) -> int:
         return 0
 
 
+class _TLSSite(web.TCPSite):
+    """aiohttp's TCPSite with the TLS handshake bounded like a request head: asyncio's own bound is
+    60 s whatever REQUEST_BODY_TIMEOUT_SECONDS says, and TCPSite cannot pass another."""
+
+    def __init__(self, *args, handshake_timeout: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._handshake_timeout = handshake_timeout
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site; TCPSite.start would create the server without the bound
+        self._server = await asyncio.get_running_loop().create_server(
+            self._runner.server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_port=self._reuse_port, ssl_handshake_timeout=self._handshake_timeout,
+        )
+
+
 class RestServer:
     """The aiohttp side of a cell: its listener, and its part of the shutdown.
 
@@ -217,8 +233,11 @@ class RestServer:
     async def start(self) -> None:
         await self._runner.setup()
         settings = self._settings
-        self._site = web.TCPSite(self._runner, settings.host, settings.port, ssl_context=self._ssl_context,
-                                 reuse_port=True)
+        if self._ssl_context is None:
+            self._site = web.TCPSite(self._runner, settings.host, settings.port, reuse_port=True)
+        else:
+            self._site = _TLSSite(self._runner, settings.host, settings.port, ssl_context=self._ssl_context,
+                                  reuse_port=True, handshake_timeout=settings.request_body_timeout_seconds)
         try:
             await self._site.start()
         except OSError:  # the port is taken: close what is open, so the process can say so and exit

@@ -6,6 +6,7 @@ import datetime
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -105,6 +106,20 @@ def test_idle_keep_alive_connections_do_not_hold_a_stop(tls_files, upstream, tmp
             assert gw.proc.wait(30) == 0
             assert time.monotonic() - signalled < 5
     assert "ending what is still in flight" not in gw.stderr_path.read_text()
+
+
+def test_a_handshake_that_never_completes_is_bounded_by_the_request_timeout(tls_files, upstream, tmp_path):
+    """Was: a connection that never finished its TLS handshake (a slowloris, a half-sent ClientHello)
+    was held for asyncio's 60 s, whatever REQUEST_BODY_TIMEOUT_SECONDS, which bounds a request head."""
+    env = {"TLS_CERT_FILE": str(tls_files["cert"]), "TLS_KEY_FILE": str(tls_files["key"]),
+           "REQUEST_BODY_TIMEOUT_SECONDS": "2"}
+    with GatewayProcess(tmp_path, upstream_url=upstream.base_url, env=env) as gw:
+        with socket.create_connection(("127.0.0.1", gw.port)) as stalled:
+            stalled.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, never finished
+            stalled.settimeout(30)
+            opened = time.monotonic()
+            assert stalled.recv(100) == b""
+            assert time.monotonic() - opened < 5
 
 
 def test_grpc_mutual_tls(ca, tls_files, upstream, tmp_path):
