@@ -287,3 +287,28 @@ def test_a_public_client_cannot_pass_its_calls_off_as_the_rest_facades(stub, fak
     rest = httpx.post(f"{gateway.base_url}/chat/completions", json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]},
                       headers={"Authorization": f"Bearer {CLIENT_KEY}", "X-Request-ID": "rest-not-spoofed-1"})
     assert rest.status_code == 200 and gateway.wait_for_record("rest-not-spoofed-1")["transport"] == "http"
+
+
+def test_errors_of_every_service_carry_the_request_id(stub, channel):
+    """README: every error carries x-request-id in its trailers. LogService's errors (a bad cursor, a
+    missing record, a bundle request without days) and GetModel's 404 aborted without it."""
+    from aiproxy.testing.gateway import ADMIN_KEY
+    from aiproxypb.v1 import logs_pb2, logs_pb2_grpc
+
+    logs = logs_pb2_grpc.LogServiceStub(channel)
+    admin = (("authorization", f"Bearer {ADMIN_KEY}"),)
+    calls = {
+        "search": lambda md: logs.SearchRequests(logs_pb2.SearchRequestsRequest(cursor="garbage"), metadata=md),
+        "get": lambda md: logs.GetRequest(logs_pb2.GetRequestRequest(request_id="nope"), metadata=md),
+        "bundle": lambda md: list(logs.CreateBundle(logs_pb2.CreateBundleRequest(), metadata=md)),
+        "model": lambda md: stub.GetModel(chat_pb2.GetModelRequest(id="no-such-model"), metadata=md),
+    }
+    for name, call in calls.items():
+        for given in (f"err-{name}", None):
+            metadata = (*admin, ("x-request-id", given)) if given else admin
+            with pytest.raises(grpc.RpcError) as err:
+                call(metadata)
+            trailers = dict(err.value.trailing_metadata())
+            assert "aiproxy-error-bin" in trailers, name
+            assert trailers.get("x-request-id"), name
+            assert given is None or trailers["x-request-id"] == given, name

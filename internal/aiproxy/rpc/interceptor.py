@@ -21,10 +21,9 @@ from loguru import logger
 from aiproxy.auth import Caller, KeyRing
 from aiproxy.errors import AuthenticationFailed, InternalError, PermissionDenied
 from aiproxy.identity import request_id
-from aiproxy.rpc.status import REQUEST_ID, abort_with
+from aiproxy.rpc.status import CURRENT_REQUEST_ID, REQUEST_ID, abort_with
 
 CURRENT_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
-CURRENT_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 _PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _MODEL_METHODS = ("/aiproxy.v1.ChatService/ListModels", "/aiproxy.v1.ChatService/GetModel")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import grpc
 
@@ -11,6 +12,8 @@ from aiproxypb.v1 import common_pb2
 
 ERROR_TRAILER = "aiproxy-error-bin"
 REQUEST_ID = "x-request-id"
+# The id of the RPC running in this task, set by the auth interceptor before any servicer runs.
+CURRENT_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 
 # gRPC clients drop a call whose metadata exceeds 16 KiB (grpc.absolute_max_metadata_size) and may
@@ -48,6 +51,10 @@ def error_trailers(exc: GatewayError, request_id: str | None) -> tuple[tuple[str
 
 
 async def abort_with(context: grpc.aio.ServicerContext, exc: GatewayError, request_id: str | None = None):
+    """End the call with exc's status and trailers. Trailers given here replace those set before (the
+    interceptor's x-request-id), so the id goes with them: the call's own unless one is given."""
+    if request_id is None:
+        request_id = CURRENT_REQUEST_ID.get()
     try:
         await context.abort(
             exc.grpc_code, clip(exc.message, MAX_STATUS_MESSAGE_BYTES), trailing_metadata=error_trailers(exc, request_id)
