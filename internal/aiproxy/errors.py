@@ -139,6 +139,12 @@ class InvalidRequest(GatewayError):
     http_status = 400
     error_type = "invalid_request_error"
 
+    @classmethod
+    def integer_beyond_64_bits(cls, digits: str) -> InvalidRequest:
+        """orjson reads such an integer as a float: it would reach the upstream changed."""
+        return cls(f"The request contains the integer {digits[:40]}{'...' if len(digits) > 40 else ''}, beyond the"
+                   " 64-bit range JSON parsers agree on (RFC 8259 section 6); send it as a string or a float.")
+
 
 class AuthenticationFailed(GatewayError):
     http_status = 401

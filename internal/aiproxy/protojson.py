@@ -18,6 +18,8 @@ every REST call converts each request, response and stream chunk twice (facade a
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -271,6 +273,53 @@ def json_to_message(data: dict, cls: type[Message]) -> Message:
     if not _fill(msg, data, _plan(cls.DESCRIPTOR)):
         raise ValueError(f"{cls.DESCRIPTOR.name} has no extra_json to keep unknown keys")
     return msg
+
+
+# --- integers JSON parsers do not agree on -----------------------------------------------
+
+# Every integer outside [-2**63, 2**64) has 19 digits or more. Runs of digits are found by turning
+# every digit into "0" and searching for nineteen of them: both in C, about 1 ns a byte, where the
+# regex \d{19} took 12 ns (385 us for a 20 KB conversation, 45 times what parsing it costs).
+_DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_DIGITS = b"0" * 19
+_INT_RANGE = range(-(2**63), 2**64)
+
+
+def integer_beyond_64_bits(raw: bytes) -> str | None:
+    """The first integer orjson read as a float because it does not fit 64 bits (it would reach the
+    upstream changed: 123456789012345678901234567890 as 1.2345678901234568e+29), else None. Only a
+    body with a run of 19 digits (a long number, or digits in a string) is parsed again to find out."""
+    if _NINETEEN_DIGITS not in raw.translate(_DIGITS_AS_ZEROS):
+        return None
+    found: list[str] = []
+
+    def check(text: str) -> int:
+        if not found and (len(text) > 21 or int(text) not in _INT_RANGE):  # int() of a short text only
+            found.append(text)
+        return 0
+
+    try:
+        json.loads(raw, parse_int=check, strict=False)
+    except (ValueError, RecursionError):  # what orjson took but the stdlib refuses: nesting too deep
+        return None
+    return found[0] if found else None
+
+
+def integer_beyond_64_bits_in(msg: Message) -> str | None:
+    """integer_beyond_64_bits() for the JSON text a message carries (extra_json, the *_json fields),
+    which a gRPC client writes itself. Only a message with a run of 19 digits is looked into."""
+    if _NINETEEN_DIGITS not in msg.SerializeToString().translate(_DIGITS_AS_ZEROS):
+        return None
+    return next(filter(None, map(integer_beyond_64_bits, _json_texts(msg))), None)
+
+
+def _json_texts(msg: Message) -> Iterator[bytes]:
+    for field, value in msg.ListFields():
+        if field.type == _T.TYPE_STRING and field.name.endswith("_json"):
+            yield value.encode()
+        elif field.type == _T.TYPE_MESSAGE and not _is_map(field):
+            for item in value if _is_repeated(field) else (value,):
+                yield from _json_texts(item)
 
 
 # --- proto -> JSON -------------------------------------------------------------------------

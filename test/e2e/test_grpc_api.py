@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import httpx
+import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -312,3 +313,28 @@ def test_errors_of_every_service_carry_the_request_id(stub, channel):
             assert "aiproxy-error-bin" in trailers, name
             assert trailers.get("x-request-id"), name
             assert given is None or trailers["x-request-id"] == given, name
+
+
+@pytest.mark.parametrize("field", ["extra_json", "message", "tools"])
+def test_integers_beyond_64_bits_are_invalid_argument_as_over_rest(stub, fake, gateway, field):
+    """JSON text from a gRPC client holding 123456789012345678901 reached the upstream as
+    1.2345678901234568e+20 (orjson reads it as a float), where REST refuses it with a 400."""
+    huge = "123456789012345678901"
+    request = _request()
+    if field == "extra_json":
+        request.extra_json = '{"seed_big": ' + huge + "}"
+    elif field == "message":
+        request.messages[0].extra_json = '{"v": [-' + huge + "]}"
+    else:
+        request.tools.add(type="function", function=chat_pb2.FunctionDefinition(
+            name="f", parameters_json='{"type": "integer", "maximum": ' + huge + "}"))
+    rid = f"huge-int-{field}"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateChatCompletion(request, metadata=(*AUTH, ("x-request-id", rid)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert huge in err.value.details() and "64-bit" in err.value.details()
+    assert not fake.received
+    assert gateway.wait_for_record(rid)["status_code"] == 400
+    request = _request(extra_json='{"seed": 18446744073709551615, "n": -9223372036854775808}')  # 64-bit: fine
+    stub.CreateChatCompletion(request, metadata=AUTH)
+    assert orjson.loads(fake.received[0].body)["seed"] == 2**64 - 1

@@ -11,7 +11,13 @@ import grpc
 from aiproxy.chat.gateway import ChatGateway
 from aiproxy.chat.record import Exchange
 from aiproxy.errors import ClientStalled, GatewayError, InvalidRequest, UpstreamBadResponse
-from aiproxy.protojson import JSONTooDeep, NonFiniteNumber, json_to_message, message_to_json
+from aiproxy.protojson import (
+    JSONTooDeep,
+    NonFiniteNumber,
+    integer_beyond_64_bits_in,
+    json_to_message,
+    message_to_json,
+)
 from aiproxy.rpc.interceptor import CURRENT_CALLER, CURRENT_REQUEST_ID, metadata_value
 from aiproxy.rpc.status import REQUEST_ID, abort_with
 from aiproxy.sse import Comment
@@ -28,10 +34,14 @@ BATCH_GROWTH = 8
 MAX_BATCH = 64
 
 
-def request_body(request: chat_pb2.ChatCompletionRequest) -> dict:
+def request_body(request: chat_pb2.ChatCompletionRequest, transport: str = "grpc") -> dict:
     """The OpenAI JSON body of a request. gRPC clients may send what JSON cannot hold: NaN or Infinity
-    in doubles, broken JSON in the *_json fields. (A body nested too deeply to send upstream is
-    refused where it is written, by the provider.)"""
+    in doubles, broken JSON in the *_json fields, integers beyond 64 bits in them (the REST facade
+    refuses those in the body it reads). (A body nested too deeply to send upstream is refused where
+    it is written, by the provider.)"""
+    huge = integer_beyond_64_bits_in(request) if transport == "grpc" else None
+    if huge is not None:
+        raise InvalidRequest.integer_beyond_64_bits(huge)
     try:
         return message_to_json(request)
     except NonFiniteNumber as exc:
@@ -115,7 +125,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         request_id, transport = exchange.request_id, exchange.transport
         failure: BaseException | None = None
         try:
-            call = self._gateway.prepare(exchange, request_body(request))
+            call = self._gateway.prepare(exchange, request_body(request, exchange.transport))
             body, headers = await self._gateway.complete(call)
             answer = self._relayable(answer_message(body, chat_pb2.ChatCompletion))
             metadata = ((REQUEST_ID, request_id), *headers.items())
@@ -175,7 +185,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         request_id = exchange.request_id
         failure: BaseException | None = None
         try:
-            call = self._gateway.prepare(exchange, request_body(request))
+            call = self._gateway.prepare(exchange, request_body(request, exchange.transport))
             batches, headers = await self._gateway.open_stream(call)
             # Closed here, not left to the garbage collector: a call cancelled (or failed) while
             # writing leaves the relay suspended, and only closing it stops the upstream call and
