@@ -178,6 +178,18 @@ class RequestTimeout(GatewayError):
     default_code = "request_timeout"
 
 
+class ClientDeadlineExceeded(GatewayError):
+    """What the request log says of a gRPC call its client's deadline ended (grpc.aio cancels the
+    handler; the client already has DEADLINE_EXCEEDED): not a client that gave up (499)."""
+
+    http_status = 504
+    default_code = "client_deadline_exceeded"
+
+    def __init__(self) -> None:
+        super().__init__("The client's gRPC deadline passed before the answer was complete; the gateway ended the"
+                         " upstream call.")
+
+
 class ClientStalled(RequestTimeout):
     """A stream client that read none of its answer for REQUEST_BODY_TIMEOUT_SECONDS: the call ends,
     and with it the upstream call and the answer held for the request log."""

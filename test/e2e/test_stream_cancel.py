@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from aiproxy.testing.fake_openai import EndlessStreamReply, StreamReply, text_chunks
+from aiproxy.testing.fake_openai import EndlessStreamReply, HangReply, StreamReply, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 from aiproxy.testing.streams import unread_stream
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
@@ -34,6 +34,30 @@ def test_grpc_stream_cancel_after_reading_stops_the_upstream(gateway, fake, meth
     record = gateway.wait_for_record(request_id)
     assert record["status_code"] == 499
     assert record["response"]["choices"][0]["message"]["role"] == "assistant"  # the partial answer is kept
+
+
+@pytest.mark.parametrize("method", ["CreateChatCompletion", "StreamChatCompletion"])
+def test_a_client_deadline_ends_the_upstream_call_and_is_logged_as_such(gateway, fake, method):
+    """A deadline shorter than the upstream's answer: the client gets DEADLINE_EXCEEDED, the upstream
+    call ends with it, and the record says the deadline passed (it said "client cancelled", 499)."""
+    if method == "CreateChatCompletion":
+        fake.push(HangReply(10))
+    else:
+        fake.push(StreamReply(text_chunks(["first"], usage=False)[:2], done=False, hang_after=True))
+    request_id = f"deadline-{method}"
+    with grpc.insecure_channel(gateway.grpc_target) as channel:
+        request = chat_pb2.ChatCompletionRequest(model="gpt-test")
+        request.messages.add(role="user", content_text="hi")
+        call = getattr(chat_pb2_grpc.ChatServiceStub(channel), method)
+        with pytest.raises(grpc.RpcError) as err:
+            answer = call(request, timeout=0.5,
+                          metadata=(("authorization", f"Bearer {CLIENT_KEY}"), ("x-request-id", request_id)))
+            list(answer) if method != "CreateChatCompletion" else None
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        fake.wait_cancelled()
+    record = gateway.wait_for_record(request_id)
+    assert (record["status_code"], record["error"]["code"]) == (504, "client_deadline_exceeded")
+    assert "deadline" in record["error"]["message"]
 
 
 @pytest.fixture()

@@ -10,7 +10,14 @@ import grpc
 
 from aiproxy.chat.gateway import ChatGateway
 from aiproxy.chat.record import Exchange
-from aiproxy.errors import ClientStalled, GatewayError, InvalidRequest, UpstreamBadResponse
+from aiproxy.errors import (
+    ClientDeadlineExceeded,
+    ClientStalled,
+    GatewayError,
+    InvalidRequest,
+    ServerShuttingDown,
+    UpstreamBadResponse,
+)
 from aiproxy.protojson import (
     JSONTooDeep,
     NonFiniteNumber,
@@ -86,6 +93,16 @@ def _model(model_id: str, provider: str) -> chat_pb2.Model:
     return chat_pb2.Model(id=model_id, object="model", created=MODELS_CREATED, owned_by=provider)
 
 
+def ended_by(exc: BaseException, context: grpc.aio.ServicerContext) -> BaseException:
+    """What ended a call, for its record: grpc.aio cancels the handler once the client's deadline has
+    passed, and that is the deadline, not a client that gave up."""
+    if isinstance(exc, asyncio.CancelledError) and exc.args != (ServerShuttingDown.CANCEL_MESSAGE,):
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return ClientDeadlineExceeded()
+    return exc
+
+
 def transport_of(context: grpc.aio.ServicerContext) -> str:
     # Only the facade, on the cell's internal unix socket, may say so: a client of the public port
     # sending the key would be logged as REST.
@@ -140,7 +157,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             failure = exc
             await abort_with(context, exc, request_id)
         except BaseException as exc:  # cancellation and bugs are logged too
-            failure = exc
+            failure = ended_by(exc, context)
             raise
         finally:
             self._gateway.finish(exchange, failure)
@@ -202,7 +219,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             failure = exc
             await abort_with(context, exc, request_id)
         except BaseException as exc:
-            failure = exc
+            failure = ended_by(exc, context)
             raise
         finally:
             self._gateway.finish(exchange, failure)
