@@ -338,3 +338,19 @@ def test_integers_beyond_64_bits_are_invalid_argument_as_over_rest(stub, fake, g
     request = _request(extra_json='{"seed": 18446744073709551615, "n": -9223372036854775808}')  # 64-bit: fine
     stub.CreateChatCompletion(request, metadata=AUTH)
     assert orjson.loads(fake.received[0].body)["seed"] == 2**64 - 1
+
+
+def test_a_client_with_keepalive_on_keeps_a_call_that_waits_for_a_slow_model(gateway, fake):
+    """Clients behind NATs and load balancers ping a quiet connection (grpc.keepalive_time_ms); gRPC's
+    server default allows one ping in 5 minutes and answers more with GOAWAY too_many_pings, which
+    ended a call still waiting for its upstream with UNAVAILABLE "Too many pings"."""
+    options = [("grpc.keepalive_time_ms", 2000), ("grpc.keepalive_timeout_ms", 5000),
+               ("grpc.http2.max_pings_without_data", 0)]
+    fake.push(JSONReply(completion("slow but sure")))
+    fake.latency = 8.5  # four pings while nothing else moves on the connection
+    try:
+        with grpc.insecure_channel(gateway.grpc_target, options=options) as channel:
+            answer = chat_pb2_grpc.ChatServiceStub(channel).CreateChatCompletion(_request(), metadata=AUTH, timeout=30)
+    finally:
+        fake.latency = 0.0
+    assert answer.choices[0].message.content_text == "slow but sure"

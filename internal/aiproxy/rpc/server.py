@@ -38,6 +38,11 @@ _NOT_WORK = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 MAX_CALLS_PER_CONNECTION = 1000
 # sun_path's size on Linux, less its terminating NUL.
 UNIX_PATH_MAX = 107
+# How often a client may ping while nothing else moves on its connection. Clients behind NATs and load
+# balancers turn keepalive on (Go's and Java's clients ping every 10 s at most), and a call waiting for
+# a slow model is quiet for minutes: gRPC's default, one ping in 5 minutes, answered the third early
+# ping with GOAWAY too_many_pings, which ended such calls with UNAVAILABLE.
+MIN_CLIENT_PING_INTERVAL_MS = 1000
 # After the calls were told to end: how long they get to send their status before grpc.aio cancels them.
 FINISH_SECONDS = 0.5
 # The cell's own hop, facade -> servicers over the unix socket. Both ends are this process, which
@@ -178,10 +183,12 @@ def _client_connection_limits(settings: Settings) -> list[tuple[str, int]]:
     as it does REST's: gRPC keeps a connection without calls open forever by default, so clients that
     connect and never call (nor even finish the HTTP/2 preface, for 120 s) held a descriptor each
     until the process ran out and refused every client, REST's too. Idle ones get a GOAWAY; a channel
-    reconnects on its next call. And at most MAX_CALLS_PER_CONNECTION calls at once."""
+    reconnects on its next call. At most MAX_CALLS_PER_CONNECTION calls at once, and keepalive pings
+    as often as MIN_CLIENT_PING_INTERVAL_MS (pings are no calls: they do not keep a connection from idling)."""
     idle_ms = max(1, round(settings.request_body_timeout_seconds * 1000))
     return [("grpc.max_connection_idle_ms", idle_ms), ("grpc.server_handshake_timeout_ms", idle_ms),
-            ("grpc.max_concurrent_streams", MAX_CALLS_PER_CONNECTION)]
+            ("grpc.max_concurrent_streams", MAX_CALLS_PER_CONNECTION),
+            ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS)]
 
 
 class GrpcServer:
