@@ -334,6 +334,15 @@ class NonFiniteNumber(ValueError):
         self.param: str | None = None
 
 
+class KeyInTwoPlaces(ValueError):
+    """A key both a typed field and extra_json hold (a gRPC client can write both): which one the
+    client meant is unknown. `param` is the key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"'{key}' is set both as a typed field and in extra_json")
+        self.param = key
+
+
 def _number(value: float) -> int | float:
     if value.is_integer() and abs(value) < 2**53:
         return int(value)
@@ -396,5 +405,7 @@ def message_to_json(msg: Message) -> dict:
         keys = orjson.loads(extra)
         if not isinstance(keys, dict):
             raise ValueError("extra_json must hold a JSON object")
+        if not out.keys().isdisjoint(keys):
+            raise KeyInTwoPlaces(next(key for key in keys if key in out))
         out.update(keys)
     return out

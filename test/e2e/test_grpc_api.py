@@ -354,3 +354,21 @@ def test_a_client_with_keepalive_on_keeps_a_call_that_waits_for_a_slow_model(gat
     finally:
         fake.latency = 0.0
     assert answer.choices[0].message.content_text == "slow but sure"
+
+
+@pytest.mark.parametrize(("place", "key"), [("request", "temperature"), ("message", "content")])
+def test_a_key_both_typed_and_in_extra_json_is_invalid_argument(stub, fake, gateway, place, key):
+    """A typed field and extra_json holding the same key contradict each other; the extra_json value
+    silently replaced the typed one on its way upstream."""
+    request = _request(temperature=0.3)
+    if place == "request":
+        request.extra_json = '{"temperature": 0.9}'
+    else:
+        request.messages[0].extra_json = '{"content": null}'
+    rid = f"both-{place}"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateChatCompletion(request, metadata=(*AUTH, ("x-request-id", rid)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_detail(err.value).param == key and "extra_json" in err.value.details()
+    assert not fake.received
+    assert gateway.wait_for_record(rid)["status_code"] == 400

@@ -20,6 +20,7 @@ from aiproxy.errors import (
 )
 from aiproxy.protojson import (
     JSONTooDeep,
+    KeyInTwoPlaces,
     NonFiniteNumber,
     integer_beyond_64_bits_in,
     json_to_message,
@@ -54,6 +55,8 @@ def request_body(request: chat_pb2.ChatCompletionRequest, transport: str = "grpc
     except NonFiniteNumber as exc:
         raise InvalidRequest(f"'{exc.param}' must be a finite number: JSON has no NaN or Infinity",
                              param=exc.param, code="invalid_value") from None
+    except KeyInTwoPlaces as exc:
+        raise InvalidRequest(f"{exc}: set it once", param=exc.param, code="invalid_value") from None
     except ValueError:
         raise InvalidRequest("extra_json and the *_json fields must hold valid JSON (extra_json: an object)") from None
 
