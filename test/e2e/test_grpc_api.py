@@ -372,3 +372,35 @@ def test_a_key_both_typed_and_in_extra_json_is_invalid_argument(stub, fake, gate
     assert error_detail(err.value).param == key and "extra_json" in err.value.details()
     assert not fake.received
     assert gateway.wait_for_record(rid)["status_code"] == 400
+
+
+def test_a_request_message_that_does_not_parse_is_invalid_argument(channel, gateway):
+    """Bytes that are no valid message (corrupt wire format, a string field with bad UTF-8, as a client
+    built from a mismatched .proto sends) got grpc.aio's default: UNKNOWN quoting the DecodeError, an
+    ERROR with a traceback in the app log, no ErrorDetail, no x-request-id and no request log record."""
+    from aiproxy.testing.gateway import ADMIN_KEY
+
+    admin = (("authorization", f"Bearer {ADMIN_KEY}"),)
+    calls = {
+        "chat": (channel.unary_unary("/aiproxy.v1.ChatService/CreateChatCompletion"), AUTH),
+        "stream": (lambda raw, **kw: list(channel.unary_stream("/aiproxy.v1.ChatService/StreamChatCompletion")(
+            raw, **kw)), AUTH),
+        "model": (channel.unary_unary("/aiproxy.v1.ChatService/GetModel"), ()),
+        "upload": (lambda raw, **kw: channel.stream_unary("/aiproxy.v1.LogService/ImportBundle")(iter([raw]), **kw),
+                   admin),
+    }
+    for name, (call, auth) in calls.items():
+        for raw in (b"\x0a\x02\xff\xfe", b"\xff\xff\xff\xff"):
+            rid = f"undecodable-{name}-{raw[0]}"
+            with pytest.raises(grpc.RpcError) as err:
+                call(raw, metadata=(*auth, ("x-request-id", rid)), timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+            assert "DecodeError" not in err.value.details()
+            assert error_detail(err.value).http_status == 400
+            assert dict(err.value.trailing_metadata())["x-request-id"] == rid
+            if name in ("chat", "stream"):
+                assert gateway.wait_for_record(rid)["status_code"] == 400
+    with pytest.raises(grpc.RpcError) as err:  # the key is checked first, as over REST
+        calls["chat"][0](b"\xff\xff", metadata=(("authorization", "Bearer wrong"),), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert b"DecodeError" not in gateway.stderr_path.read_bytes()

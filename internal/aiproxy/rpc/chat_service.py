@@ -124,7 +124,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self._models = [_model(r.alias, r.provider) for r in gateway.router.aliases]
 
     def log_rejection(self, method: str, context, exc: GatewayError, request) -> None:
-        """Auth refusals of chat calls still get a request log record (status 401/403)."""
+        """Refusals of chat calls before they start (a key refused, a message that did not parse) still get a
+        request log record (status 401/403/400)."""
         name = method.rsplit("/", 1)[-1]
         if name not in _CHAT_METHODS:
             return

@@ -16,10 +16,11 @@ import contextvars
 import inspect
 
 import grpc
+from google.protobuf.message import DecodeError
 from loguru import logger
 
 from aiproxy.auth import Caller, KeyRing
-from aiproxy.errors import AuthenticationFailed, InternalError, PermissionDenied
+from aiproxy.errors import AuthenticationFailed, GatewayError, InternalError, InvalidRequest, PermissionDenied
 from aiproxy.identity import request_id
 from aiproxy.rpc.status import CURRENT_REQUEST_ID, REQUEST_ID, abort_with
 
@@ -29,6 +30,41 @@ _PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _MODEL_METHODS = ("/aiproxy.v1.ChatService/ListModels", "/aiproxy.v1.ChatService/GetModel")
 _ADMIN_PREFIX = "/aiproxy.v1.LogService/"
 _CHAT_PREFIX = "/aiproxy.v1.ChatService/"  # its chat calls send x-request-id themselves, with their headers
+
+
+class Undecodable:
+    """A request message that did not parse (corrupt wire format, bad UTF-8 in a string: a client built
+    from a mismatched .proto). grpc.aio would answer it UNKNOWN, quoting the DecodeError, and log an
+    ERROR; the wrapper answers INVALID_ARGUMENT instead, once the key is checked (401 first, as REST)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def error(self) -> InvalidRequest:
+        return InvalidRequest(f"The request message could not be parsed: {self.reason}.", code="invalid_request_message")
+
+
+def _lenient(deserializer):
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes):
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return Undecodable(str(exc))
+
+    return deserialize
+
+
+async def _decoded(requests):
+    """A client-streamed request iterator that raises the error of a message that did not parse."""
+    async for message in requests:
+        if type(message) is Undecodable:
+            raise message.error()
+        yield message
 
 
 def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:
@@ -84,14 +120,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         async def admit(request, context) -> bool:
             rid = request_id(metadata_value(context, REQUEST_ID))
             CURRENT_REQUEST_ID.set(rid)
+            undecodable = type(request) is Undecodable
             try:
                 CURRENT_CALLER.set(authenticate(policy, context))
+                if undecodable:
+                    raise request.error()
                 if tags_answer:
                     context.set_trailing_metadata(((REQUEST_ID, rid),))
                 return True
-            except (AuthenticationFailed, PermissionDenied) as exc:
+            except (AuthenticationFailed, PermissionDenied, InvalidRequest) as exc:
                 if on_reject is not None:
-                    on_reject(method, context, exc, request)
+                    on_reject(method, context, exc, None if undecodable else request)
                 await abort_with(context, exc, CURRENT_REQUEST_ID.get())
                 return False
 
@@ -99,14 +138,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if isinstance(exc, grpc.aio.AbortError):  # the servicer aborted on purpose (GatewayError)
                 raise exc
             rid = CURRENT_REQUEST_ID.get()
-            logger.opt(exception=exc).error("unhandled error in RPC", method=method, request_id=rid)
-            await abort_with(context, InternalError(), rid)
+            if not isinstance(exc, GatewayError):  # one is raised where no servicer catches it (_decoded)
+                logger.opt(exception=exc).error("unhandled error in RPC", method=method, request_id=rid)
+                exc = InternalError()
+            await abort_with(context, exc, rid)
 
         def unary_response(inner, unary_request: bool):
             async def behavior(request, context):
                 if await admit(request if unary_request else None, context):
                     try:
-                        return await inner(request, context)
+                        return await inner(request if unary_request else _decoded(request), context)
                     except Exception as exc:  # not CancelledError: a cancelled call is no error
                         await fail(context, exc)
 
@@ -117,7 +158,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 if not await admit(request if unary_request else None, context):
                     return
                 try:
-                    result = inner(request, context)
+                    result = inner(request if unary_request else _decoded(request), context)
                     if inspect.isasyncgen(result):
                         async for item in result:
                             yield item
@@ -137,5 +178,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         for attribute, guard, unary_request, build in kinds:
             inner = getattr(handler, attribute)
             if inner:
-                return build(guard(inner, unary_request), handler.request_deserializer, handler.response_serializer)
+                return build(guard(inner, unary_request), _lenient(handler.request_deserializer),
+                             handler.response_serializer)
         return handler
