@@ -404,3 +404,19 @@ def test_a_request_message_that_does_not_parse_is_invalid_argument(channel, gate
         calls["chat"][0](b"\xff\xff", metadata=(("authorization", "Bearer wrong"),), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert b"DecodeError" not in gateway.stderr_path.read_bytes()
+
+
+def test_reflection_resolves_methods_as_grpcurl_describe_asks(channel):
+    """The reflection spec's file_containing_symbol takes <package>.<service>[.<method>], and
+    `grpcurl describe aiproxy.v1.ChatService.CreateChatCompletion` asks so: it was NOT_FOUND (the
+    descriptor pool knows no method symbols)."""
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    database = ProtoReflectionDescriptorDatabase(channel)
+    assert database.FindFileContainingSymbol("aiproxy.v1.ChatService.CreateChatCompletion").name == \
+        "aiproxypb/v1/chat.proto"
+    assert database.FindFileContainingSymbol("aiproxy.v1.LogService.SearchRequests").name == "aiproxypb/v1/logs.proto"
+    assert database.FindFileContainingSymbol("grpc.health.v1.Health.Watch").name == "grpc_health/v1/health.proto"
+    for missing in ("aiproxy.v1.ChatService.NoSuchMethod", "aiproxy.v1.NoSuchService.Method", "nothing"):
+        with pytest.raises(KeyError):  # a new database: one that holds chat.proto answers its names itself
+            ProtoReflectionDescriptorDatabase(channel).FindFileContainingSymbol(missing)

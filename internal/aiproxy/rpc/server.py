@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 
 import grpc
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -161,6 +163,31 @@ async def _refuse(context: grpc.aio.ServicerContext) -> None:
     await abort_with(context, ServerShuttingDown(), metadata_value(context, REQUEST_ID))
 
 
+class MethodSymbolPool:
+    """The descriptor pool reflection reads, answering method names too: the reflection spec's
+    file_containing_symbol takes `<package>.<service>[.<method>]` (`grpcurl describe` of a method asks
+    so), and protobuf's pool knows no method symbols."""
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
+        self._pool = pool
+
+    def __getattr__(self, name: str):
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, symbol: str) -> FileDescriptor:
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            service_name, _, method = symbol.rpartition(".")
+            try:
+                service = self._pool.FindServiceByName(service_name)
+            except KeyError:
+                service = None
+            if service is None or method not in service.methods_by_name:
+                raise
+            return service.file
+
+
 class _AllServers:
     """Registers a service on several servers: the generated add_*_to_server functions call these."""
 
@@ -220,7 +247,8 @@ class GrpcServer:
             )
             servers.append(self.public)
             reflection.enable_server_reflection(
-                [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], self.public
+                [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], self.public,
+                pool=MethodSymbolPool(descriptor_pool.Default()),
             )
         both = _AllServers(*servers)
         chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, both)
