@@ -307,9 +307,10 @@ async def serve_cell(settings: Settings, shutdown: Shutdown | None = None, *, pa
     socket_path = internal_socket_path(os.getpid())
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
-    grpc_server = GrpcServer(
-        settings, ChatServicer(gateway, settings.grpc_message_bytes, settings.request_body_timeout_seconds), socket_path
+    chat = ChatServicer(
+        gateway, settings.max_body_bytes, settings.grpc_message_bytes, settings.request_body_timeout_seconds
     )
+    grpc_server = GrpcServer(settings, chat, socket_path)
     await grpc_server.start()
     channel = grpc_server.internal_channel()
     rest = RestServer(create_app(settings, channel, body_rejector(settings, gateway)), settings, ssl_context)

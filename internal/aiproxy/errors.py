@@ -202,6 +202,11 @@ class PayloadTooLarge(GatewayError):
     error_type = "invalid_request_error"
     default_code = "request_too_large"
 
+    @classmethod
+    def over(cls, limit: int, what: str = "request body") -> PayloadTooLarge:
+        return cls(f"The {what} is larger than this gateway accepts ({limit} bytes); send a smaller request or ask"
+                   " the operator to raise MAX_BODY_BYTES.")
+
 
 class ProviderNotConfigured(GatewayError):
     """The alias maps to a provider the operator has not given a key or URL."""

@@ -133,3 +133,26 @@ def test_compressed_answer_within_the_limit_is_relayed(small_gateway, fake):
     assert events[-1] == "[DONE]"
     assert "".join(orjson.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1]
                    if orjson.loads(e)["choices"]) == "a" * 300_000 + "b" * 300_000
+
+
+@pytest.mark.parametrize("method", ["CreateChatCompletion", "StreamChatCompletion"])
+def test_a_grpc_request_over_max_body_bytes_is_refused_as_over_rest(small_gateway, fake, method):
+    """REST refuses a body over MAX_BODY_BYTES with 413; a gRPC request up to MAX_BODY_BYTES + 1 MiB
+    (the message limit, which leaves room for what surrounds a body) reached the upstream."""
+    rid = f"grpc-too-large-{method}"
+    request = chat_pb2.ChatCompletionRequest(model="gpt-test")
+    request.messages.add(role="user", content_text="x" * 70_000)
+    with grpc.insecure_channel(small_gateway.grpc_target) as channel, pytest.raises(grpc.RpcError) as err:
+        answer = getattr(chat_pb2_grpc.ChatServiceStub(channel), method)(
+            request, metadata=(("authorization", f"Bearer {CLIENT_KEY}"), ("x-request-id", rid)))
+        list(answer) if method == "StreamChatCompletion" else None
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "MAX_BODY_BYTES" in err.value.details() and "65536" in err.value.details()
+    assert not fake.received
+    record = small_gateway.wait_for_record(rid)
+    assert (record["status_code"], record["error"]["code"]) == (413, "request_too_large")
+    request.messages[0].content_text = "x" * 60_000  # within the limit: served
+    with grpc.insecure_channel(small_gateway.grpc_target) as channel:
+        answer = getattr(chat_pb2_grpc.ChatServiceStub(channel), method)(
+            request, metadata=(("authorization", f"Bearer {CLIENT_KEY}"),))
+        list(answer) if method == "StreamChatCompletion" else None

@@ -42,10 +42,7 @@ ENDING = web.AppKey("ending", asyncio.Event)
 
 
 def _too_large(request: web.Request) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The request body is larger than this gateway accepts ({request.client_max_size} bytes); "
-        "send a smaller request or ask the operator to raise MAX_BODY_BYTES."
-    )
+    return PayloadTooLarge.over(request.client_max_size)
 
 
 def _declared_too_large(request: web.Request) -> bool:

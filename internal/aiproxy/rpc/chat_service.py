@@ -15,6 +15,7 @@ from aiproxy.errors import (
     ClientStalled,
     GatewayError,
     InvalidRequest,
+    PayloadTooLarge,
     ServerShuttingDown,
     UpstreamBadResponse,
 )
@@ -42,14 +43,10 @@ BATCH_GROWTH = 8
 MAX_BATCH = 64
 
 
-def request_body(request: chat_pb2.ChatCompletionRequest, transport: str = "grpc") -> dict:
+def request_body(request: chat_pb2.ChatCompletionRequest) -> dict:
     """The OpenAI JSON body of a request. gRPC clients may send what JSON cannot hold: NaN or Infinity
-    in doubles, broken JSON in the *_json fields, integers beyond 64 bits in them (the REST facade
-    refuses those in the body it reads). (A body nested too deeply to send upstream is refused where
-    it is written, by the provider.)"""
-    huge = integer_beyond_64_bits_in(request) if transport == "grpc" else None
-    if huge is not None:
-        raise InvalidRequest.integer_beyond_64_bits(huge)
+    in doubles, broken JSON in the *_json fields. (A body nested too deeply to send upstream is
+    refused where it is written, by the provider.)"""
     try:
         return message_to_json(request)
     except NonFiniteNumber as exc:
@@ -117,8 +114,9 @@ def transport_of(context: grpc.aio.ServicerContext) -> str:
 # Every ChatServicer is served behind AuthInterceptor (rpc.server.GrpcServer, its one construction
 # path), which sets CURRENT_REQUEST_ID, never empty, before any method or log_rejection runs.
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, gateway: ChatGateway, max_message_bytes: int, send_timeout: float) -> None:
+    def __init__(self, gateway: ChatGateway, max_body_bytes: int, max_message_bytes: int, send_timeout: float) -> None:
         self._gateway = gateway
+        self._max_body = max_body_bytes  # MAX_BODY_BYTES: what a gRPC client's request may hold, as a REST body
         self._max_bytes = max_message_bytes  # gRPC's message limit (Settings.grpc_message_bytes)
         self._send_timeout = send_timeout  # REQUEST_BODY_TIMEOUT_SECONDS: how long a stream write may wait
         self._models = [_model(r.alias, r.provider) for r in gateway.router.aliases]
@@ -136,6 +134,18 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 self._gateway.attach_body(exchange, request_body(request))
         self._gateway.finish(exchange, exc)
 
+    def _body(self, request: chat_pb2.ChatCompletionRequest, transport: str) -> dict:
+        """request_body(), after the checks the REST facade makes of the body it reads, for a gRPC
+        client's request: at most MAX_BODY_BYTES (gRPC's message limit leaves 1 MiB more, for what
+        surrounds a body in other messages), and no integer beyond 64 bits in its JSON text."""
+        if transport == "grpc":
+            if request.ByteSize() > self._max_body:
+                raise PayloadTooLarge.over(self._max_body, "request")
+            huge = integer_beyond_64_bits_in(request)
+            if huge is not None:
+                raise InvalidRequest.integer_beyond_64_bits(huge)
+        return request_body(request)
+
     def _begin(self, request, context, stream: bool) -> Exchange:
         exchange = self._gateway.begin(CURRENT_CALLER.get(), CURRENT_REQUEST_ID.get(), transport_of(context), stream)
         exchange.model_original = request.model or None  # logged even when the body is refused unread
@@ -146,7 +156,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         request_id, transport = exchange.request_id, exchange.transport
         failure: BaseException | None = None
         try:
-            call = self._gateway.prepare(exchange, request_body(request, exchange.transport))
+            call = self._gateway.prepare(exchange, self._body(request, exchange.transport))
             body, headers = await self._gateway.complete(call)
             answer = self._relayable(answer_message(body, chat_pb2.ChatCompletion))
             metadata = ((REQUEST_ID, request_id), *headers.items())
@@ -206,7 +216,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         request_id = exchange.request_id
         failure: BaseException | None = None
         try:
-            call = self._gateway.prepare(exchange, request_body(request, exchange.transport))
+            call = self._gateway.prepare(exchange, self._body(request, exchange.transport))
             batches, headers = await self._gateway.open_stream(call)
             # Closed here, not left to the garbage collector: a call cancelled (or failed) while
             # writing leaves the relay suspended, and only closing it stops the upstream call and
