@@ -17,6 +17,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from dynaconf.vendor.dotenv import dotenv_values
+
 from aiproxy import __version__
 from aiproxy.config import ConfigError, Settings, host_port, load_settings
 from aiproxy.stopsignals import CELL_SIGNALS, STOP_SIGNALS
@@ -84,6 +86,12 @@ def ensure_client_key(settings: Settings) -> Settings:
     """No key configured: never run open. Generate one, keep it in .env, and show it once."""
     if settings.api_keys:
         return settings
+    kept = _key_in_dotenv()
+    if kept:  # API_KEYS set but empty in the environment, which wins over .env: a new key at every start was
+        # the result, and the clients' key stopped working at each restart
+        print(f"API_KEYS is empty in the environment: using the key kept in {DOTENV.resolve()}.", file=sys.stderr)
+        os.environ["API_KEYS"] = kept
+        return load_settings()
     key = f"sk-aiproxy-{secrets.token_urlsafe(24)}"
     try:
         lines = _with_client_key(DOTENV.read_text(encoding="utf-8").splitlines() if DOTENV.is_file() else [], key)
@@ -101,6 +109,13 @@ def ensure_client_key(settings: Settings) -> Settings:
     )
     os.environ["API_KEYS"] = key
     return load_settings()
+
+
+def _key_in_dotenv() -> str:
+    """The API_KEYS value .env holds (e.g. the development key generated at an earlier start), or ""."""
+    if not DOTENV.is_file():
+        return ""
+    return (dotenv_values(DOTENV).get("API_KEYS") or "").strip()
 
 
 _KEY_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?API_KEYS\s*=")

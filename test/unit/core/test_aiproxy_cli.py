@@ -52,3 +52,20 @@ def test_a_generated_key_takes_the_place_of_the_empty_one_in_dotenv(tmp_path, mo
     settings = ensure_client_key(load_settings())
     lines = (tmp_path / ".env").read_text().splitlines()
     assert lines == ["# Client API keys", f"API_KEYS={settings.api_keys[0]}", "# Admin keys", "# more settings"]
+
+
+def test_an_empty_api_keys_in_the_environment_uses_the_key_kept_in_dotenv(tmp_path, monkeypatch, capsys):
+    """Was: the environment's empty API_KEYS wins over .env, so every start generated a new key and
+    rewrote .env, and the clients' key stopped working at each restart."""
+    from aiproxy.config import load_settings
+    from aiproxy.entrypoints.aiproxy import ensure_client_key
+    from aiproxy.testing.gateway import SETTINGS_FILE
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SETTINGS_FILE", str(SETTINGS_FILE))
+    monkeypatch.setenv("API_KEYS", "")
+    dotenv = "# Client API keys\nAPI_KEYS='sk-aiproxy-kept'\n"
+    (tmp_path / ".env").write_text(dotenv)
+    assert ensure_client_key(load_settings()).api_keys == ("sk-aiproxy-kept",)
+    assert (tmp_path / ".env").read_text() == dotenv
+    assert "using the key kept in" in capsys.readouterr().err
