@@ -156,6 +156,8 @@ def config_error(message: object) -> int:
 def _run_cell(settings: Settings, parent_pid: int | None = None) -> int:
     """Run one cell until it is stopped; its exit code. A configuration problem found on the way
     (in the log directory, a port taken since main() probed it, a TLS file) is one line and 2."""
+    from loguru import logger
+
     from aiproxy.cell import serve_cell
     from aiproxy.eventloop import loop_factory
     from aiproxy.logsetup import configure_logging
@@ -167,11 +169,15 @@ def _run_cell(settings: Settings, parent_pid: int | None = None) -> int:
             runner.run(serve_cell(settings, parent_pid=parent_pid))
     except ConfigError as exc:
         return config_error(exc)
-    except OSError as exc:  # the ports were free a moment ago (_ensure_free); something took one since
-        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
-            raise
-        return config_error(f"cannot listen for HTTP on {host_port(settings.host, settings.port)} ({exc.strerror}): stop the"
-                            " other server, or set PORT (and HOST)")
+    except Exception as exc:
+        # the ports were free a moment ago (_ensure_free); something took one since
+        if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            return config_error(f"cannot listen for HTTP on {host_port(settings.host, settings.port)} ({exc.strerror}):"
+                                " stop the other server, or set PORT (and HOST)")
+        # A defect: logged as every stderr line is, a JSON line (with the traceback) that app.log keeps
+        # too, not Python's plain-text traceback on stderr alone.
+        logger.opt(exception=exc).critical("the cell stopped on an unexpected error")
+        return 1
     finally:
         _ignore_stop_signals()
     return 0

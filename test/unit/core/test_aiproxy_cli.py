@@ -69,3 +69,31 @@ def test_an_empty_api_keys_in_the_environment_uses_the_key_kept_in_dotenv(tmp_pa
     assert ensure_client_key(load_settings()).api_keys == ("sk-aiproxy-kept",)
     assert (tmp_path / ".env").read_text() == dotenv
     assert "using the key kept in" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_in_a_cell_is_a_json_log_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    """Was: Python's plain-text traceback on stderr, which the README promises is JSON lines, and
+    nothing in app.log."""
+    import logging
+
+    import orjson
+    from loguru import logger
+
+    import aiproxy.cell
+    from aiproxy.config import Settings
+    from aiproxy.entrypoints.aiproxy import _run_cell
+
+    async def failing(settings, **_):
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(aiproxy.cell, "serve_cell", failing)
+    root_handlers, root_level = logging.root.handlers[:], logging.root.level
+    try:
+        assert _run_cell(Settings(log_dir=str(tmp_path))) == 1
+    finally:
+        logger.remove()
+        logging.root.handlers[:], logging.root.level = root_handlers, root_level
+    for log in (capsys.readouterr().err, (tmp_path / "app.log").read_text()):
+        [record] = [orjson.loads(line) for line in log.splitlines() if line.strip()]
+        assert record["level"] == "CRITICAL" and record["msg"] == "the cell stopped on an unexpected error"
+        assert "RuntimeError: a defect" in str(record)
