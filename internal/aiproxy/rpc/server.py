@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from aiproxy.auth import KeyRing
 from aiproxy.config import ConfigError, Settings, host_port
 from aiproxy.errors import ServerShuttingDown
+from aiproxy.identity import request_id
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.interceptor import AuthInterceptor, metadata_value
 from aiproxy.rpc.log_service import add_log_service
@@ -160,7 +161,8 @@ def _writing(inner):
 
 
 async def _refuse(context: grpc.aio.ServicerContext) -> None:
-    await abort_with(context, ServerShuttingDown(), metadata_value(context, REQUEST_ID))
+    # The client's id when it is sane, as everywhere else (the interceptor has not run for this call).
+    await abort_with(context, ServerShuttingDown(), request_id(metadata_value(context, REQUEST_ID)))
 
 
 class MethodSymbolPool:

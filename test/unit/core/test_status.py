@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from aiproxy.errors import InvalidRequest, UpstreamError, clip
@@ -33,3 +35,33 @@ def test_clip_never_splits_a_character():
     assert clipped == "h…[truncated]"
     data = clipped.encode("utf-8")  # strict: a split character would not encode
     assert len(data) <= 16 and data.decode("utf-8") == clipped
+
+
+class _RefusedCall:
+    def __init__(self, request_id: str) -> None:
+        self.trailers = None
+        self._metadata = (("x-request-id", request_id),)
+
+    def invocation_metadata(self):
+        return self._metadata
+
+    async def abort(self, code, details, trailing_metadata):
+        self.trailers = dict(trailing_metadata)
+
+
+@pytest.mark.parametrize("given", ["r" * 500, "id with spaces\u00e9"])
+def test_a_call_refused_at_shutdown_never_echoes_an_unfit_request_id(given):
+    """Was: the client's raw x-request-id went back in the trailers, where every other answer checks it first."""
+    from aiproxy.rpc.server import _refuse
+
+    call = _RefusedCall(given)
+    asyncio.run(_refuse(call))
+    assert call.trailers["x-request-id"].startswith("req_")
+
+
+def test_a_call_refused_at_shutdown_keeps_a_sane_request_id():
+    from aiproxy.rpc.server import _refuse
+
+    call = _RefusedCall("client-id-1")
+    asyncio.run(_refuse(call))
+    assert call.trailers["x-request-id"] == "client-id-1"
