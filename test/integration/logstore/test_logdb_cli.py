@@ -417,3 +417,20 @@ def test_transcripts_keep_repeated_messages(tmp_path):
     assert [line.split(":")[0].strip() for line in shown[1:]] == ["user", "assistant", "user", "assistant", "user",
                                                                  "assistant"]
     assert shown[5:] == ["    user: continue", "    assistant: who ran away"]
+
+
+def test_dialogs_list_takes_the_filters_rest_and_grpc_take(tmp_path):
+    """Was: `dialogs list` had no --provider or --status, though ListDialogs (REST, gRPC) filters by them."""
+    write_jsonl(tmp_path / "logs" / "requests" / "requests-20250910-1.jsonl",
+                conversation([("hi", "hello")], start=T0, key="key-a", provider="openrouter")
+                + conversation([("bonjour", "salut")], start=T0, key="key-b", provider="gemini", status_code=429))
+    assert logdb(tmp_path, "ingest", "--from", "logs").returncode == 0
+
+    def listed(*filters):
+        done = logdb(tmp_path, "dialogs", "list", "--json", *filters)
+        assert done.returncode == 0, done.stderr
+        return [d["requests"] for d in json.loads(done.stdout)["dialogs"]]
+
+    assert listed() == [1, 1]
+    assert listed("--provider", "gemini") == [1] and listed("--provider", "mock") == []
+    assert listed("--status", "429") == [1] and listed("--status", "500") == []

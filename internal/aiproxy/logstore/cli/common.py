@@ -86,6 +86,14 @@ def status_code(text: str) -> int:
     return value
 
 
+def filter_options(parser: argparse.ArgumentParser) -> None:
+    """The LogFilter fields a listing takes besides the day range (filter_message reads them)."""
+    parser.add_argument("--model", help="model_original or model_mapped")
+    parser.add_argument("--provider")
+    parser.add_argument("--key-hash", dest="api_key_hash", help="api_key_hash")
+    parser.add_argument("--status", type=status_code, help="HTTP status code")
+
+
 def paging_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=_page_size, default=20, metavar=f"1..{MAX_LIMIT}", help="page size (default 20)")
     parser.add_argument("--cursor", help="next_cursor of the previous page")

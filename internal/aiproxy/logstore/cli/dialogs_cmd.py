@@ -13,6 +13,7 @@ from aiproxy.logstore.cli.common import (
     emit,
     exit_status,
     filter_message,
+    filter_options,
     json_option,
     open_store,
     paging_options,
@@ -94,8 +95,7 @@ def register(subparsers) -> None:
     listing = actions.add_parser("list", help="dialogs active in range, newest first", description="List dialogs.")
     store_options(listing)
     range_options(listing)
-    listing.add_argument("--model")
-    listing.add_argument("--key-hash", dest="api_key_hash")
+    filter_options(listing)
     paging_options(listing)
     json_option(listing)
     remote_options(listing)

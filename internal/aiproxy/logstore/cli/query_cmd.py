@@ -12,12 +12,12 @@ from aiproxy.logstore.cli.common import (
     emit,
     exit_status,
     filter_message,
+    filter_options,
     json_option,
     paging_options,
     range_options,
     remote_options,
     request_line,
-    status_code,
     store_options,
 )
 from aiproxy.logstore.fragments import transcript
@@ -106,15 +106,12 @@ def register(subparsers) -> None:
         "search",
         help="full-text search (FTS5 syntax) ranked by bm25",
         description="Search requests. FTS5 syntax: AND OR NOT, NEAR(a b, 5), \"phrases\", prefix*, content:term. "
-        "No query lists the newest requests. An invalid query exits with 2; no matches while partitions in range "
-        "have no full-text index (after `fts drop`) exits with 1 and says so.",
+        "No query lists the newest requests. An invalid query exits with 2; a text search over partitions in range "
+        "without a full-text index (after `fts drop`), which it could not search, exits with 1 and says so.",
     )
     search.__class__ = type("SearchParser", (_QueryWords, type(search)), {})
     search.add_argument("query", nargs="*", help="FTS5 query; `alpha -banana` excludes banana (a -word is query text)")
-    search.add_argument("--model", help="model_original or model_mapped")
-    search.add_argument("--provider")
-    search.add_argument("--key-hash", dest="api_key_hash", help="api_key_hash")
-    search.add_argument("--status", type=status_code, help="HTTP status code")
+    filter_options(search)
     search.add_argument("--dialog", help="dialog id")
     paging_options(search)
     search.set_defaults(func=run_search)
