@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import grpc
@@ -48,6 +49,30 @@ class _BundleFailure(GatewayError):
         return self._grpc_code
 
 
+class _Stopped(Exception):
+    """Raised in an archive thread at its next progress step once its call has ended."""
+
+
+async def _in_thread(work, *args, **kwargs):
+    """work(*args, progress=..., **kwargs) in a worker thread that ends at its next progress step
+    once the call is cancelled (its client gone, or the gateway stopping): the thread used to run
+    on to the end, and the process's exit waited for it, a whole bundle of a large store. The
+    cancellation waits for the thread to stop, so the call's clean-up never races its writes."""
+    stop = threading.Event()
+
+    def progress(_: int) -> None:
+        if stop.is_set():
+            raise _Stopped
+
+    running = asyncio.ensure_future(asyncio.to_thread(work, *args, progress=progress, **kwargs))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.gather(running, return_exceptions=True)  # how it ended (_Stopped) is no one's answer now
+        raise
+
+
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception):
     # Messages quote client input (a bundle_sha256, tar member names): abort_with clips them, as
     # every status message is, to stay under gRPC's metadata limit.
@@ -70,7 +95,7 @@ class BundleRpcs:
         try:
             raw_dir = self._api.log_dir if request.include_raw else None
             try:
-                result = await asyncio.to_thread(create_bundle, store, since, to, scratch, raw_dir=raw_dir)
+                result = await _in_thread(create_bundle, store, since, to, scratch, raw_dir=raw_dir)
             except ValueError as exc:  # an inverted range
                 await _abort(context, UnusableInput(str(exc)))
             yield logs_pb2.BundleChunk(
@@ -124,7 +149,7 @@ class BundleRpcs:
             bundle = await asyncio.to_thread(uploads.finish, start.bundle_sha256, start.total_bytes)
             label = start.file_name or f"bundle {start.bundle_sha256}"
             try:
-                result = await asyncio.to_thread(import_bundle, bundle, self._api.store, label=label)
+                result = await _in_thread(import_bundle, bundle, self._api.store, label=label)
             finally:
                 bundle.unlink(missing_ok=True)
         except BundleError as exc:
