@@ -835,3 +835,21 @@ def test_a_comment_between_chunks_of_one_read_keeps_its_place(gateway, fake):
     kinds = ["comment" if type(e) is Comment else e if e == "[DONE]" else
              orjson.loads(e)["choices"][0]["delta"].get("content") for e in events]
     assert kinds[:4] == ["", "one", "comment", "two"], kinds
+
+
+def test_a_body_with_a_utf8_byte_order_mark_is_read(gateway, fake):
+    """Was: 400 "UTF-8 byte order mark (BOM) is not supported"; RFC 8259 §8.1 lets parsers skip it."""
+    body = "\ufeff".encode() + orjson.dumps({"model": "gpt-test", "messages": U})
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, content=body)
+    assert response.status_code == 200, response.text
+    assert fake.received[-1].json["messages"] == U
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_a_body_that_is_not_utf8_is_named_as_such(gateway, openai_schemas, encoding):
+    """Was: orjson's "str is not valid UTF-8: surrogates not allowed", which names no cause a client can act on."""
+    body = '{"model": "gpt-test", "messages": [{"role": "user", "content": "café"}]}'.encode(encoding)
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, content=body)
+    assert response.status_code == 400
+    openai_schemas.validate("ErrorResponse", response.json())
+    assert "not UTF-8" in response.json()["error"]["message"]

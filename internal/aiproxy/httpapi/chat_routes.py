@@ -96,11 +96,28 @@ async def _expect_continue(request: web.Request) -> None:
         await _default_expect_handler(request)  # aiohttp's: sends 100 Continue, refuses other expectations
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _parsed(raw: bytes):
+    """orjson's parse; a leading UTF-8 byte order mark, which orjson refuses, is skipped, as RFC 8259
+    section 8.1 lets parsers do (Windows tools write one). Only a failed parse looks for it."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        if not raw.startswith(_UTF8_BOM):
+            raise
+    return orjson.loads(raw[len(_UTF8_BOM):])
+
+
 async def _read_json_object(request: web.Request) -> dict:
     raw = await _read_body(request)
     try:
-        body = orjson.loads(raw)
+        body = _parsed(raw)
     except orjson.JSONDecodeError as exc:
+        if "not valid UTF-8" in str(exc):  # orjson's words for Latin-1, UTF-16, ... ("surrogates not allowed")
+            raise InvalidRequest("The request body is not UTF-8 text, which JSON must be (RFC 8259 section 8.1); "
+                                 "send it encoded as UTF-8.") from None
         raise InvalidRequest(
             f"We could not parse the JSON body of your request ({exc}). Send a JSON object, "
             "see https://platform.openai.com/docs/api-reference/chat/create"
