@@ -291,3 +291,24 @@ def test_bad_certificate_files_stop_startup_clearly(problem, setting, says, ca, 
     assert "Traceback" not in result.stderr and "pass phrase" not in result.stderr + result.stdout
     assert "PRIVATE KEY" not in result.stderr + result.stdout  # no key material in what ends up in the journal
     assert "PEM lib" not in result.stderr  # OpenSSL's words, which say neither which file nor what is wrong
+
+
+def test_logdb_reaches_a_gateway_whose_certificate_names_another_host(ca, tls_files, tmp_path):
+    """Was: no way to dial a gateway by IP address (or through a tunnel) when its certificate names
+    its host name: the handshake failed, where grpcurl has -authority."""
+    cert = ca.issue_cert("logs.internal.example")
+    cert.private_key_pem.write_to_path(tmp_path / "server.key")
+    cert.cert_chain_pems[0].write_to_path(tmp_path / "server.pem")
+    env = {"TLS_CERT_FILE": str(tmp_path / "server.pem"), "TLS_KEY_FILE": str(tmp_path / "server.key"),
+           "LOGDB_ENABLED": "true", "LOGDB_SERVER_ID": "srv-named"}
+    with GatewayProcess(tmp_path / "gw", env=env) as gw:
+        url, trust = f"grpcs://{gw.grpc_target}", ("--ca-file", str(tls_files["ca"]))
+        mismatch = logdb("stats", "--remote", url, *trust)
+        assert mismatch.returncode == 1, mismatch.stderr
+        named = ("--tls-server-name", "logs.internal.example")
+        stats = logdb("stats", "--json", "--remote", url, *trust, *named)
+        assert stats.returncode == 0 and "srv-named" in stats.stdout, stats.stderr
+        today = datetime.datetime.now(datetime.UTC).date().isoformat()
+        pulled = logdb("bundle", "pull", "--from", url, "--since", today, "--to", today, "--out", f"{tmp_path}/",
+                       *trust, *named)
+        assert pulled.returncode == 0, pulled.stderr

@@ -89,13 +89,23 @@ def tls_credentials(ca_file: str | None = None, client_cert: str | None = None,
     return grpc.ssl_channel_credentials(roots, key_pem, cert_pem)
 
 
-def open_channel(url: str, ca_file: str | None = None, client_cert: str | None = None,
-                 client_key: str | None = None) -> grpc.Channel:
-    target, tls = parse_url(url)
-    options = [("grpc.max_receive_message_length", 4 * WIRE_CHUNK)]
-    if not tls:
-        return grpc.insecure_channel(target, options=options)
+def tls_channel(target: str, options: list, *, ca_file: str | None = None, client_cert: str | None = None,
+                client_key: str | None = None, server_name: str | None = None) -> grpc.Channel:
+    """A TLS channel with tls_credentials(); `server_name`: the name the server's certificate must
+    carry when it is not the host dialled (an IP address, a tunnel, an SSH forward), as grpcurl's
+    -authority; it is also the name sent in SNI."""
+    if server_name:
+        options = [*options, ("grpc.ssl_target_name_override", server_name)]
     return grpc.secure_channel(target, tls_credentials(ca_file, client_cert, client_key), options=options)
+
+
+def open_channel(url: str, **tls) -> grpc.Channel:
+    """A channel to a grpc:// or grpcs:// URL; `tls`: tls_channel's keyword arguments."""
+    target, is_tls = parse_url(url)
+    options = [("grpc.max_receive_message_length", 4 * WIRE_CHUNK)]
+    if not is_tls:
+        return grpc.insecure_channel(target, options=options)
+    return tls_channel(target, options, **tls)
 
 
 def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
@@ -114,13 +124,13 @@ def _upload_messages(source: Path, sha256: str, size: int, offset: int, progress
             yield logs_pb2.BundleUploadChunk(data=data)
 
 
-def push(source: Path, url: str, *, api_key: str | None = None, ca_file: str | None = None,
-         client_cert: str | None = None, client_key: str | None = None, progress=None) -> dict:
-    """Upload `source` and have the server import it; returns ImportBundleResponse as JSON."""
+def push(source: Path, url: str, *, api_key: str | None = None, progress=None, **tls) -> dict:
+    """Upload `source` and have the server import it; returns ImportBundleResponse as JSON. `tls`:
+    tls_channel's keyword arguments."""
     source = Path(source)
     sha256, size = sha256_file(source)
     metadata = auth_metadata(api_key)
-    with open_channel(url, ca_file, client_cert, client_key) as channel:
+    with open_channel(url, **tls) as channel:
         stub = logs_pb2_grpc.LogServiceStub(channel)
         held = stub.GetUploadOffset(
             logs_pb2.UploadOffsetRequest(bundle_sha256=sha256, total_bytes=size), metadata=metadata, timeout=60
@@ -133,13 +143,12 @@ def push(source: Path, url: str, *, api_key: str | None = None, ca_file: str | N
 
 def pull(
     url: str, since: date, to: date, out: str | Path, *,
-    api_key: str | None = None, ca_file: str | None = None, client_cert: str | None = None,
-    client_key: str | None = None, include_raw: bool = False, progress=None,
+    api_key: str | None = None, include_raw: bool = False, progress=None, **tls,
 ) -> TransferResult:
     """Have the server create a bundle of [since, to] and store it at `out` (file or directory).
-    `progress(bytes, total_bytes)` follows the download."""
+    `progress(bytes, total_bytes)` follows the download; `tls`: tls_channel's keyword arguments."""
     request = logs_pb2.CreateBundleRequest(since=since.isoformat(), to=to.isoformat(), include_raw=include_raw)
-    with open_channel(url, ca_file, client_cert, client_key) as channel:
+    with open_channel(url, **tls) as channel:
         replies = logs_pb2_grpc.LogServiceStub(channel).CreateBundle(request, metadata=auth_metadata(api_key))
         info = next(replies).info
         final = local_destination(info.file_name, out)

@@ -22,11 +22,12 @@ from aiproxy.logstore.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     UsageError,
-    client_certificate_options,
     day,
     emit,
     json_option,
     open_store,
+    tls_files,
+    tls_identity_options,
 )
 from aiproxy.logstore.cli.progress import ProgressBar
 
@@ -123,7 +124,7 @@ def run_transfer(args: argparse.Namespace) -> int:
         raise UnusableInput(f"{source}: no such file")
     bar = ProgressBar(source.stat().st_size, "bundle transfer")
     if is_remote(args.dest):
-        out = push(source, args.dest, api_key=args.api_key, progress=bar.advance, **_tls_files(args))
+        out = push(source, args.dest, api_key=args.api_key, progress=bar.advance, **tls_files(args))
         bar.close()
         emit(args, out, lambda: " ".join(f"{k}={v}" for k, v in out.items()))
         return EXIT_OK if out["complete"] else EXIT_FAILED
@@ -157,20 +158,16 @@ def _transfer_line(result, verdict: str) -> str:
 def run_pull(args: argparse.Namespace) -> int:
     bar = ProgressBar(0, "bundle pull")  # the size comes with the server's first message
     result = pull(args.source, args.since, args.to, args.out, api_key=args.api_key, include_raw=args.include_raw,
-                  progress=bar.advance, **_tls_files(args))
+                  progress=bar.advance, **tls_files(args))
     bar.close()
     emit(args, result.as_dict(), lambda: f"bytes={result.bytes} sha256={result.sha256} path={result.path}")
     return _verify(result.path, args, discard=not result.already_present)
 
 
-def _tls_files(args: argparse.Namespace) -> dict:
-    return {"ca_file": args.ca_file, "client_cert": args.client_cert, "client_key": args.client_key}
-
-
 def _remote_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help="admin key of the server (default: env AIPROXY_API_KEY)")
     parser.add_argument("--ca-file", help="CA certificate for grpcs:// (default: the system roots)")
-    client_certificate_options(parser, "grpcs://")
+    tls_identity_options(parser, "grpcs://")
 
 
 def register(subparsers) -> None:

@@ -109,15 +109,25 @@ def remote_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help="admin key for --remote (default: env AIPROXY_API_KEY)")
     parser.add_argument("--tls", action="store_true", help="--remote speaks TLS (system CA roots)")
     parser.add_argument("--ca-file", metavar="PEM", help="--remote speaks TLS, trusting these CA certificates")
-    client_certificate_options(parser, "--remote (implies TLS)")
+    tls_identity_options(parser, "--remote (implies TLS)")
 
 
-def client_certificate_options(parser: argparse.ArgumentParser, where: str) -> None:
-    """For a gateway whose gRPC listener requires a client certificate (its TLS_CLIENT_CA_FILE)."""
+def tls_identity_options(parser: argparse.ArgumentParser, where: str) -> None:
+    """For a gateway whose gRPC listener requires a client certificate (its TLS_CLIENT_CA_FILE), or
+    whose certificate names another host than the one dialled."""
     parser.add_argument("--client-cert", metavar="PEM",
                         help=f"client certificate (chain) to present to {where} (default: env AIPROXY_CLIENT_CERT)")
     parser.add_argument("--client-key", metavar="PEM",
                         help="private key of --client-cert, unencrypted (default: env AIPROXY_CLIENT_KEY)")
+    parser.add_argument("--tls-server-name", metavar="NAME",
+                        help=f"the name {where}'s certificate must carry, when it is not the host dialled"
+                             " (an IP address, a tunnel)")
+
+
+def tls_files(args: argparse.Namespace) -> dict:
+    """The TLS options given, as tls_channel's keyword arguments."""
+    return {"ca_file": args.ca_file, "client_cert": args.client_cert, "client_key": args.client_key,
+            "server_name": args.tls_server_name}
 
 
 @contextlib.contextmanager
@@ -232,18 +242,17 @@ def _remote_channel(args: argparse.Namespace) -> Iterator[Callable]:
     import grpc
 
     from aiproxy.logstore.bundles.manifest import UnusableInput
-    from aiproxy.logstore.bundles.remote import tls_credentials
+    from aiproxy.logstore.bundles.remote import tls_channel
     from aiproxypb.v1 import logs_pb2_grpc
 
     key = args.api_key or os.environ.get("AIPROXY_API_KEY", "")
     metadata = (("authorization", f"Bearer {key}"),) if key else ()
     target, tls = _remote_target(args.remote)
-    if tls or args.tls or args.ca_file or args.client_cert:
+    if tls or args.tls or args.ca_file or args.client_cert or args.tls_server_name:
         try:
-            credentials = tls_credentials(args.ca_file, args.client_cert, args.client_key)
+            channel = tls_channel(target, _CHANNEL_OPTIONS, **tls_files(args))
         except UnusableInput as exc:
             raise UsageError(str(exc)) from None
-        channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
     else:
         channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
     with channel:
