@@ -208,9 +208,9 @@ def test_streamed_tool_call_round_trip(client, fake):
         },
         {
             "role": "user",
-            "parts": [
-                {"functionResponse": {"name": "get_weather", "response": {"celsius": 19}}},
+            "parts": [  # in call order (Paris, Rome), though the client sent Rome's result first
                 {"functionResponse": {"name": "get_weather", "response": {"celsius": 24}}},
+                {"functionResponse": {"name": "get_weather", "response": {"celsius": 19}}},
             ],
         },
     ]

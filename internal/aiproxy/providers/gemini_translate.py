@@ -16,6 +16,9 @@ from loguru import logger
 from aiproxy.errors import InvalidRequest
 from aiproxy.providers.gemini_ids import SKIP_SIGNATURE, decode_tool_call_id
 
+# Where a tool call was made: (message position, index in its tool_calls), in request order.
+_CallPlace = tuple[int, int]
+
 # OpenAI parameter -> generationConfig field, copied as they are.
 _GENERATION_FIELDS = {
     "temperature": "temperature",
@@ -100,7 +103,8 @@ def _contents(messages) -> tuple[list[dict], list[dict]]:
         raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
     system: list[dict] = []
     contents: list[dict] = []
-    call_names: dict[str, str] = {}  # tool_call_id -> function name, from earlier assistant turns
+    calls: dict[str, tuple[str, _CallPlace]] = {}  # tool_call_id -> function name and place, latest call
+    answer_rank: dict[int, _CallPlace] = {}  # id() of a functionResponse part -> the place of its call
     for position, message in enumerate(messages):
         if not isinstance(message, dict):
             raise InvalidRequest(f"messages[{position}] must be an object.", param="messages")
@@ -111,9 +115,10 @@ def _contents(messages) -> tuple[list[dict], list[dict]]:
         if role == "user":
             gemini_role, parts = "user", _user_parts(message.get("content"), position)
         elif role == "assistant":
-            gemini_role, parts = "model", _assistant_parts(message, position, call_names)
+            gemini_role, parts = "model", _assistant_parts(message, position, calls)
         elif role == "tool":
-            gemini_role, parts = "user", [_function_response(message, position, call_names)]
+            gemini_role, parts = "user", [_function_response(message, position, calls)]
+            answer_rank[id(parts[0])] = calls[message["tool_call_id"]][1]
         else:
             raise InvalidRequest(f"messages[{position}].role {role!r} is not supported.", param="messages")
         if not parts:
@@ -127,7 +132,19 @@ def _contents(messages) -> tuple[list[dict], list[dict]]:
             "The request has no user or assistant message with content; Gemini needs at least one.",
             param="messages",
         )
+    for content in contents:
+        _put_answers_in_call_order(content["parts"], answer_rank)
     return system, contents
+
+
+def _put_answers_in_call_order(parts: list[dict], answer_rank: dict[int, _CallPlace]) -> None:
+    """OpenAI lets tool results come in any order (tool_call_id pairs them); Gemini pairs a turn's
+    functionResponse parts with the calls by position (ids are normally absent), so results sent
+    in another order would answer the wrong calls. Sorted in place, other parts keep their slots."""
+    slots = [i for i, part in enumerate(parts) if id(part) in answer_rank]
+    answers = sorted((parts[i] for i in slots), key=lambda part: answer_rank[id(part)])
+    for slot, answer in zip(slots, answers, strict=True):
+        parts[slot] = answer
 
 
 def _text_of(content, position: int) -> list[str]:
@@ -237,7 +254,7 @@ def _file_part(file, position: int) -> dict:
     return {"inlineData": {"mimeType": mime, "data": data}}
 
 
-def _assistant_parts(message: dict, position: int, call_names: dict[str, str]) -> list[dict]:
+def _assistant_parts(message: dict, position: int, calls_seen: dict[str, tuple[str, _CallPlace]]) -> list[dict]:
     # Text, then generated images, then calls: the order of a Gemini image answer (text first).
     parts = _text_parts(message.get("content"), position)
     images = _list_of(message.get("images"), f"messages[{position}].images")
@@ -249,9 +266,9 @@ def _assistant_parts(message: dict, position: int, call_names: dict[str, str]) -
     if not isinstance(calls, list):
         raise InvalidRequest(f"messages[{position}].tool_calls must be a list.", param="messages")
     signed = False
-    for call in calls:
+    for index, call in enumerate(calls):
         part = _function_call_part(call, position)
-        call_names[call["id"]] = part["functionCall"]["name"]
+        calls_seen[call["id"]] = (part["functionCall"]["name"], (position, index))
         signed = signed or "thoughtSignature" in part
         parts.append(part)
     if calls and not signed:
@@ -317,9 +334,9 @@ def _function_call_part(call, position: int) -> dict:
     return part
 
 
-def _function_response(message: dict, position: int, call_names: dict[str, str]) -> dict:
+def _function_response(message: dict, position: int, calls: dict[str, tuple[str, _CallPlace]]) -> dict:
     call_id = message.get("tool_call_id")
-    name = call_names.get(call_id) if isinstance(call_id, str) else None
+    name = calls[call_id][0] if isinstance(call_id, str) and call_id in calls else None
     if name is None:
         raise InvalidRequest(
             f"messages[{position}]: tool_call_id {call_id!r} does not match a tool call of an earlier assistant message.",

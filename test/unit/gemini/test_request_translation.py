@@ -333,12 +333,39 @@ def test_parallel_tool_results_become_one_user_turn_and_a_following_user_message
         },
         {
             "role": "user",
-            "parts": [
-                {"functionResponse": {"name": "get_weather", "response": {"temp": 21}}},
+            "parts": [  # in the order of the calls: Gemini pairs them by position
                 {"functionResponse": {"name": "get_weather", "response": {"result": "sunny, 18 degrees"}}},
+                {"functionResponse": {"name": "get_weather", "response": {"temp": 21}}},
                 {"text": "Which is warmer?"},
             ],
         },
+    ]
+
+
+def test_tool_results_sent_out_of_order_answer_the_calls_they_belong_to():
+    # Gemini pairs functionResponse parts with the turn's functionCall parts by position (ids are
+    # normally absent): results in completion order must not answer each other's calls.
+    messages = [
+        {"role": "user", "content": "Weather in Paris, Rome and Oslo?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                tool_call(new_tool_call_id(gemini_id=f"g-{city}"), "get_weather", f'{{"city":"{city}"}}')
+                for city in ("Paris", "Rome", "Oslo")
+            ],
+        },
+    ]
+    ids = [call["id"] for call in messages[1]["tool_calls"]]
+    messages += [
+        {"role": "tool", "tool_call_id": ids[2], "content": "Oslo: 3"},
+        {"role": "tool", "tool_call_id": ids[0], "content": "Paris: 18"},
+        {"role": "tool", "tool_call_id": ids[1], "content": "Rome: 21"},
+    ]
+    answers = translate(messages=messages)["contents"][2]["parts"]
+    assert [part["functionResponse"] for part in answers] == [
+        {"name": "get_weather", "response": {"result": f"{city}: {temp}"}, "id": f"g-{city}"}
+        for city, temp in (("Paris", 18), ("Rome", 21), ("Oslo", 3))
     ]
 
 
