@@ -204,13 +204,18 @@ def _image_part(image, where: str, param: str = "messages") -> dict:
         mime, data = _data_url(url, where, param)
         return {"inlineData": {"mimeType": mime, "data": data}}
     if url.startswith(("https://", "http://")):
-        # Gemini fetches public and signed URLs itself; the gateway never fetches (docs/gemini.md).
-        file_data = {"fileUri": url}
-        mime = mimetypes.guess_type(url.split("?", 1)[0])[0]
-        if mime:
-            file_data["mimeType"] = mime
-        return {"fileData": file_data}
+        return _file_uri_part(url)
     raise InvalidRequest(f"{where}: image_url must be an http(s) or data: URL.", param=param)
+
+
+def _file_uri_part(url: str, filename: str = "") -> dict:
+    """fileData for an http(s) URL: Gemini fetches public and signed URLs itself, the gateway never
+    fetches (docs/gemini.md). The MIME type is guessed from the filename, else the URL's path."""
+    file_data = {"fileUri": url}
+    mime = mimetypes.guess_type(filename)[0] or mimetypes.guess_type(url.split("?", 1)[0])[0]
+    if mime:
+        file_data["mimeType"] = mime
+    return {"fileData": file_data}
 
 
 def _data_url(url: str, where: str, param: str = "messages") -> tuple[str, str]:
@@ -247,6 +252,8 @@ def _file_part(file, position: int) -> dict:
                 param="messages",
             )
         raise InvalidRequest(f"messages[{position}]: file.file_data is missing.", param="messages")
+    if data.startswith(("https://", "http://")):  # OpenRouter's file_data may be a URL
+        return _file_uri_part(data, file.get("filename") or "")
     if data.startswith("data:"):
         mime, data = _data_url(data, f"messages[{position}]")
     else:  # bare base64, as some clients send: the filename tells the type

@@ -277,6 +277,18 @@ def test_input_audio_and_pdf_file_become_inline_data():
     ]
 
 
+def test_file_url_becomes_file_data_and_is_never_fetched():
+    # OpenRouter's file part takes "a base64 data URL or URL"; a URL is no base64 for inlineData.
+    parts = user_parts(
+        {"type": "file", "file": {"filename": "report.pdf", "file_data": "https://example.com/get?id=7"}},
+        {"type": "file", "file": {"file_data": "http://example.com/notes.txt"}},
+    )
+    assert parts == [
+        {"fileData": {"fileUri": "https://example.com/get?id=7", "mimeType": "application/pdf"}},
+        {"fileData": {"fileUri": "http://example.com/notes.txt", "mimeType": "text/plain"}},
+    ]
+
+
 def test_file_id_is_a_400():
     with pytest.raises(InvalidRequest, match="file_id"):
         user_parts({"type": "file", "file": {"file_id": "file-abc"}})
