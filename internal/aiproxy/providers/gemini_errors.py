@@ -50,17 +50,20 @@ def gemini_error(status: int, error: dict, headers, key_env: str, api_key: str =
         )
     forwarded = forwardable_headers(headers)
     code = _CODES.get(status)
+    # OpenAI answers an unknown model with invalid_request_error (wire-formats.md §1.6, §4.6).
+    error_type = "invalid_request_error" if status == 404 else error_type_for_http(status)
     if status in (402, 429):
         # 402 is Gemini's exhausted prepaid balance: OpenAI clients know that as a 429 insufficient_quota.
         code = "insufficient_quota" if status == 402 or _per_day_quota(details) else "rate_limit_exceeded"
+        # OpenAI (and the OpenRouter route) answer an exhausted quota with type insufficient_quota too.
+        error_type = "insufficient_quota" if code == "insufficient_quota" else "rate_limit_error"
         status = 429
         if "retry-after" not in forwarded:  # Gemini's own header wins over RetryInfo, and goes alone
             forwarded = {**_retry_headers(details), **forwarded}
     return UpstreamError(
         message or f"The Gemini API answered HTTP {status}.",
         http_status=status,
-        # OpenAI answers an unknown model with invalid_request_error (wire-formats.md §1.6, §4.6).
-        error_type="invalid_request_error" if status == 404 else error_type_for_http(status),
+        error_type=error_type,
         code=code,
         headers=forwarded,
     )

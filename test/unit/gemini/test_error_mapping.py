@@ -53,6 +53,8 @@ def test_per_day_quota_and_prepaid_balance_are_insufficient_quota():
     assert (daily.http_status, daily.code) == (429, "insufficient_quota")
     prepaid = mapped(402, error_body(402, "RESOURCE_EXHAUSTED", "Your prepayment credits are depleted."))
     assert (prepaid.http_status, prepaid.code) == (429, "insufficient_quota")
+    # OpenAI's body for an exhausted quota, and the OpenRouter route's: type and code alike.
+    assert daily.to_body()["error"]["type"] == prepaid.to_body()["error"]["type"] == "insufficient_quota"
 
 
 @pytest.mark.parametrize(
