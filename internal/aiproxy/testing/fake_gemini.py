@@ -641,7 +641,8 @@ class FakeGemini:
             if not isinstance(body, dict):
                 raise _invalid("Invalid JSON payload received. Expected an object.")
             _check_fields(body, "GenerateContentRequest", "")
-            _check_semantics(_canonical(body, "GenerateContentRequest"), self._issued)
+            body = _canonical(body, "GenerateContentRequest")
+            _check_semantics(body, self._issued)
         except FakeGeminiError as error:
             return web.json_response(error.body, status=error.code, dumps=lambda o: orjson.dumps(o).decode())
         streaming = match["method"] == "streamGenerateContent"
@@ -732,17 +733,27 @@ class FakeGemini:
 
 
 def _echo(request: dict, streaming: bool, chunks: int) -> JsonReply | StreamReply:
-    """The default answer: `echo: <last user text>`; streamed in two halves with running usage,
-    then `chunks - 2` filler words (benchmarks want longer streams)."""
+    """The default answer: `echo: <last user text>` in each of the candidateCount candidates; streamed
+    in two halves with running usage, then `chunks - 2` filler words (benchmarks want longer streams)."""
     contents = request.get("contents") or [{}]
     text = next((p["text"] for p in reversed(contents[-1].get("parts") or []) if "text" in p), "")
     answer = f"echo: {text}"
     prompt_tokens = max(1, len(text.split()))
+    count = (request.get("generationConfig") or {}).get("candidateCount") or 1
     if not streaming:
-        return JsonReply(text_response(answer, usage=usage_metadata(prompt_tokens, len(answer.split()))))
+        reply = text_response(answer, usage=usage_metadata(prompt_tokens, count * len(answer.split())))
+        return JsonReply(_as_candidates(reply, count))
     middle = len(answer) // 2
     fillers = [f" word{i}" for i in range(2, chunks)]
-    return text_stream([answer[:middle], answer[middle:], *fillers], prompt_tokens=prompt_tokens)
+    stream = text_stream([answer[:middle], answer[middle:], *fillers], prompt_tokens=prompt_tokens)
+    return StreamReply([_as_candidates(event, count) for event in stream.events])
+
+
+def _as_candidates(body: dict, count: int) -> dict:
+    """body with its one candidate repeated as `count` (candidateCount) candidates, indexed 0…count-1."""
+    if count > 1:
+        body["candidates"] = [{**body["candidates"][0], "index": index} for index in range(count)]
+    return body
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,6 +206,19 @@ async def test_with_required_signatures_a_replayed_image_needs_the_one_issued_li
             assert fake.last_json["contents"][1]["parts"][1] == image  # what it received, for assertions
 
 
+async def test_the_echo_answers_with_candidate_count_candidates(client):
+    body = {**HI, "generation_config": {"candidate_count": 2}}
+    answer = (await client.post(GENERATE, json=body)).json()
+    assert [(c["index"], c["content"]["parts"]) for c in answer["candidates"]] == [
+        (0, [{"text": "echo: Hi"}]),
+        (1, [{"text": "echo: Hi"}]),
+    ]
+    stream = await client.post(STREAM, params={"alt": "sse"}, json=body)
+    events = [orjson.loads(line[6:]) for line in stream.text.split("\r\n\r\n") if line]
+    assert all([c["index"] for c in event["candidates"]] == [0, 1] for event in events)
+    assert [c.get("finishReason") for c in events[-1]["candidates"]] == ["STOP", "STOP"]
+
+
 async def test_unknown_path_is_a_404(client):
     response = await client.post("/v1beta/models/x:embedContent", json=HI)
     assert response.status_code == 404
