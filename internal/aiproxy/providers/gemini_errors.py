@@ -6,6 +6,7 @@ Other 403s (a file or tuned model the project may not read) reach the client as 
 from __future__ import annotations
 
 import math
+import re
 
 import orjson
 
@@ -22,6 +23,9 @@ _KEY_REASONS = frozenset({
 # What a 403 without such a reason says when the key itself is missing or refused.
 _KEY_MESSAGES = ("api key", "unregistered callers")
 _CODES = {404: "model_not_found", 504: "timeout"}
+# Gemini's 400 for a prompt beyond the model's window: "The input token count (1200293) exceeds the
+# maximum number of tokens allowed (1048576)." OpenAI names it code context_length_exceeded.
+_CONTEXT_TOO_LONG = re.compile(r"input token count.*exceeds the maximum number of tokens", re.IGNORECASE)
 
 
 def parse_error_body(body: bytes) -> dict:
@@ -52,6 +56,10 @@ def gemini_error(status: int, error: dict, headers, key_env: str, api_key: str =
     code = _CODES.get(status)
     # OpenAI answers an unknown model with invalid_request_error (wire-formats.md §1.6, §4.6).
     error_type = "invalid_request_error" if status == 404 else error_type_for_http(status)
+    param = None
+    if status == 400 and _CONTEXT_TOO_LONG.search(message):
+        # Clients that trim the history on OpenAI's (and the OpenRouter route's) code need it here too.
+        code, param = "context_length_exceeded", "messages"
     if status in (402, 429):
         # 402 is Gemini's exhausted prepaid balance: OpenAI clients know that as a 429 insufficient_quota.
         code = "insufficient_quota" if status == 402 or _per_day_quota(details) else "rate_limit_exceeded"
@@ -65,6 +73,7 @@ def gemini_error(status: int, error: dict, headers, key_env: str, api_key: str =
         http_status=status,
         error_type=error_type,
         code=code,
+        param=param,
         headers=forwarded,
     )
 

@@ -48,6 +48,20 @@ def test_upstream_retry_after_header_wins_over_retry_info():
     assert error.headers == {"retry-after": "5"}
 
 
+def test_a_prompt_beyond_the_context_window_is_context_length_exceeded():
+    message = "The input token count (1200293) exceeds the maximum number of tokens allowed (1048576)."
+    error = mapped(400, error_body(400, "INVALID_ARGUMENT", message))
+    assert error.http_status == 400
+    assert error.to_body() == {  # OpenAI's own body for it (wire-formats.md §1.6)
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
+
+
 def test_per_day_quota_and_prepaid_balance_are_insufficient_quota():
     daily = mapped(429, rate_limited(quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier").body)
     assert (daily.http_status, daily.code) == (429, "insufficient_quota")
