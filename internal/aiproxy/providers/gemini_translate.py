@@ -52,6 +52,8 @@ _THINKING_BUDGET = {
 _MODALITIES = {"text": "TEXT", "image": "IMAGE"}
 _TOOL_CHOICE_MODE = {"none": "NONE", "auto": "AUTO", "required": "ANY"}
 _AUDIO_MIME = {"mp3": "audio/mp3", "wav": "audio/wav"}
+# Names clients put in data: URLs that OpenAI accepts and Gemini refuses ("Unsupported MIME type").
+_MIME_ALIASES = {"image/jpg": "image/jpeg"}
 
 
 def _is_name(value) -> bool:
@@ -225,7 +227,8 @@ def _data_url(url: str, where: str, param: str = "messages") -> tuple[str, str]:
         raise InvalidRequest(
             f"{where}: a data: URL must be base64 encoded (data:<mime>;base64,…).", param=param
         )
-    return params[0] or "application/octet-stream", data
+    mime = params[0].strip().lower() or "application/octet-stream"  # MIME types ignore case; Gemini does not
+    return _MIME_ALIASES.get(mime, mime), data
 
 
 def _audio_part(audio, position: int) -> dict:

@@ -240,6 +240,15 @@ def test_image_data_url_becomes_inline_data():
     ]
 
 
+def test_data_url_mime_types_are_the_names_gemini_accepts():
+    # OpenAI takes data:image/jpg and any case; Gemini answers 400 "Unsupported MIME type: image/jpg".
+    parts = user_parts(
+        {"type": "image_url", "image_url": {"url": "data:image/jpg;base64,/9j/4AAQ"}},
+        {"type": "image_url", "image_url": {"url": "data:Image/PNG;base64,iVBORw0KGgo="}},
+    )
+    assert [part["inlineData"]["mimeType"] for part in parts] == ["image/jpeg", "image/png"]
+
+
 def test_image_http_url_becomes_file_data_and_is_never_fetched():
     parts = user_parts(
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg?size=large"}},
