@@ -1,15 +1,17 @@
 """Fold a stream of chat.completion.chunk dicts into the chat.completion it amounts to, for the
-request log (content, tool calls by index, finish reason and usage per choice; generated images, and
-OpenRouter's reasoning, citations, provider and native finish reason, which its JSON answers carry too)."""
+request log (content, tool calls by index, a deprecated function call, logprobs, finish reason and usage per
+choice; generated images, and OpenRouter's reasoning, citations, provider and native finish reason, which its
+JSON answers carry too)."""
 
 from __future__ import annotations
 
 import orjson
 
-_ENVELOPE = ("id", "created", "model", "system_fingerprint", "provider")
+_ENVELOPE = ("id", "created", "model", "system_fingerprint", "service_tier", "provider")
 _TEXTS = ("refusal", "reasoning")  # delta fields streamed as pieces of one text
 # delta fields streamed as pieces of one list (images: each whole in the delta it arrives in)
 _LISTS = ("reasoning_details", "annotations", "images")
+_LOGPROBS = ("content", "refusal")  # choice.logprobs lists, one entry per token, concatenated
 
 
 class StreamAssembler:
@@ -52,6 +54,18 @@ class StreamAssembler:
             for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict):
                     self._add_tool_call(state["tool_calls"], call)
+            if isinstance(delta.get("function_call"), dict):  # the deprecated `functions` API: one call
+                self._add_function(state.setdefault("function_call", {"name": [], "arguments": []}),
+                                   delta["function_call"])
+            logprobs = choice.get("logprobs")
+            if isinstance(logprobs, dict):
+                pieces = state.setdefault("logprobs", {key: None for key in _LOGPROBS})
+                for key in _LOGPROBS:
+                    if isinstance(logprobs.get(key), list):
+                        if pieces[key] is None:
+                            pieces[key] = []
+                        pieces[key].extend(logprobs[key])
+                        self.size += len(orjson.dumps(logprobs[key]))
             if choice.get("finish_reason"):
                 state["finish_reason"] = choice["finish_reason"]
             if choice.get("native_finish_reason") is not None:
@@ -64,8 +78,10 @@ class StreamAssembler:
         if delta.get("id"):
             call["id"] = delta["id"]
         function = delta.get("function")
-        if not isinstance(function, dict):
-            return
+        if isinstance(function, dict):
+            self._add_function(call, function)
+
+    def _add_function(self, call: dict, function: dict) -> None:
         for key in ("name", "arguments"):
             if isinstance(function.get(key), str):
                 call[key].append(function[key])
@@ -81,7 +97,11 @@ class StreamAssembler:
             message.update((key, state[key]) for key in _LISTS if state.get(key))
             if state["tool_calls"]:
                 message["tool_calls"] = [_tool_call(state["tool_calls"][i]) for i in sorted(state["tool_calls"])]
+            if "function_call" in state:
+                message["function_call"] = _function(state["function_call"])
             choice = {"index": index, "message": message, "finish_reason": state["finish_reason"]}
+            if "logprobs" in state:
+                choice["logprobs"] = state["logprobs"]
             if "native_finish_reason" in state:
                 choice["native_finish_reason"] = state["native_finish_reason"]
             choices.append(choice)
@@ -93,8 +113,11 @@ class StreamAssembler:
 
 
 def _tool_call(pieces: dict) -> dict:
-    return {"id": pieces["id"], "type": "function",
-            "function": {"name": "".join(pieces["name"]), "arguments": "".join(pieces["arguments"])}}
+    return {"id": pieces["id"], "type": "function", "function": _function(pieces)}
+
+
+def _function(pieces: dict) -> dict:
+    return {"name": "".join(pieces["name"]), "arguments": "".join(pieces["arguments"])}
 
 
 def _index(value, default: int) -> int:

@@ -224,3 +224,32 @@ def test_openrouter_reasoning_citations_and_provider_are_kept():
                     "annotations": [citation]},
         "finish_reason": "stop", "native_finish_reason": "end_turn",
     }]
+
+
+def test_logprobs_deprecated_function_call_and_service_tier_are_kept():
+    """Was: a streamed answer's request log lost what the same JSON answer's keeps: each choice's
+    `logprobs` (asked for with `logprobs: true`), a deprecated `functions` call streamed in
+    `delta.function_call`, and the `service_tier` that served it."""
+    hi = {"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": []}
+    bang = {"token": "!", "logprob": -0.5, "bytes": [33], "top_logprobs": []}
+    no = {"token": "No", "logprob": -0.2, "bytes": [78, 111], "top_logprobs": []}
+    body = assemble([
+        chunk([delta(0, role="assistant", content=""), delta(1, role="assistant", content=None)],
+              service_tier="default"),
+        chunk([{**delta(0, content="Hi"), "logprobs": {"content": [hi], "refusal": None}}], service_tier="default"),
+        chunk([{**delta(1, refusal="No"), "logprobs": {"content": None, "refusal": [no]}}], service_tier="default"),
+        chunk([{**delta(0, content="!", finish="stop"), "logprobs": {"content": [bang], "refusal": None}},
+               delta(1, finish="stop")], service_tier="default"),
+    ])
+    assert body["service_tier"] == "default"
+    assert body["choices"][0]["logprobs"] == {"content": [hi, bang], "refusal": None}
+    assert body["choices"][1]["logprobs"] == {"content": None, "refusal": [no]}
+
+    call = assemble([
+        chunk([delta(role="assistant", content=None, function_call={"name": "get_weather", "arguments": ""})]),
+        chunk([delta(function_call={"arguments": '{"city":'})]),
+        chunk([delta(function_call={"arguments": ' "Oslo"}'})]),
+        chunk([delta(finish="function_call")]),
+    ])
+    assert call["choices"][0]["message"]["function_call"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    assert "logprobs" not in call["choices"][0]  # none was streamed: as before
