@@ -479,12 +479,22 @@ ERROR_BODY_SHAPES = [
     ({"error": "Provider returned error"}, 502, "Provider returned error", "server_error"),
     ({"object": "error", "message": "The model `x` does not exist.", "type": "NotFoundError", "param": None,
       "code": 404}, 404, "The model `x` does not exist.", "NotFoundError"),
+    # FastAPI's own error body, which many self-hosted servers (Xinference, LMDeploy…) answer with
+    ({"detail": "Model not found in the model list, uid: qwen"}, 400, "Model not found in the model list, uid: qwen",
+     "invalid_request_error"),
+    ({"detail": [{"type": "missing", "loc": ["body", "messages"], "msg": "Field required"}]}, 422,
+     '[{"type":"missing","loc":["body","messages"],"msg":"Field required"}]', "invalid_request_error"),
+    # Mistral's 422: the message is an object
+    ({"object": "error", "message": {"detail": [{"loc": ["body", "n"], "msg": "Input should be 1"}]},
+      "type": "invalid_request_message_error", "param": None, "code": None}, 422,
+     '{"detail":[{"loc":["body","n"],"msg":"Input should be 1"}]}', "invalid_request_message_error"),
 ]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("upstream_body, status, message, error_type", ERROR_BODY_SHAPES,
-                         ids=["bare-string", "bare-string-5xx", "vllm-unwrapped"])
+                         ids=["bare-string", "bare-string-5xx", "vllm-unwrapped", "fastapi-detail",
+                              "fastapi-validation", "mistral-object-message"])
 def test_upstream_error_body_shapes_keep_their_message(gateway, fake, openai_schemas, upstream_body, status,
                                                        message, error_type, stream):
     fake.push(JSONReply(upstream_body, status=status))

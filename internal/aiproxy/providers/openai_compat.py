@@ -47,8 +47,9 @@ _DRAIN_AFTER_DONE_SECONDS = 0.05
 
 def _error_object(body) -> dict:
     """The error object of an upstream answer: `{"error": {...}}` (OpenAI, OpenRouter), a bare
-    `{"error": "message"}` (LM Studio, Ollama's own API, some OpenRouter answers), or vLLM's
-    unwrapped `{"object": "error", "message": ...}`."""
+    `{"error": "message"}` (LM Studio, Ollama's own API, some OpenRouter answers), vLLM's and
+    Mistral's unwrapped `{"object": "error", "message": ...}`, or FastAPI's `{"detail": ...}` (a
+    text, or a list of validation errors), which many self-hosted servers answer with."""
     if not isinstance(body, dict):
         return {}
     error = body.get("error")
@@ -56,7 +57,20 @@ def _error_object(body) -> dict:
         return error
     if error:
         return {"message": str(error)}
-    return body if body.get("object") == "error" else {}
+    if body.get("object") == "error":
+        return body
+    return {"message": body["detail"]} if body.get("detail") else {}
+
+
+def _message_text(message) -> str | None:
+    """An error's message as text: Mistral's 422 carries an object (FastAPI's validation errors), which
+    is the only account of what was wrong, so it is kept as its JSON text."""
+    if isinstance(message, str) or message is None:
+        return message
+    try:
+        return orjson.dumps(message).decode()
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: the generic message instead
+        return None
 
 
 def upstream_error(settings: ProviderSettings, status: int, body: bytes, headers) -> GatewayError:
@@ -103,7 +117,7 @@ def _provider_reason(metadata: dict) -> str | None:
 
 def _normalised(settings: ProviderSettings, status: int, error: dict, headers) -> GatewayError:
     provider = settings.name
-    message = error.get("message") if isinstance(error.get("message"), str) else None
+    message = _message_text(error.get("message"))
     metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
     reason = _provider_reason(metadata)
     if reason and message and reason not in message:
