@@ -1,6 +1,6 @@
 """Fold a stream of chat.completion.chunk dicts into the chat.completion it amounts to, for the
-request log (content, tool calls by index, a deprecated function call, logprobs, finish reason and usage per
-choice; generated images, and OpenRouter's reasoning, citations, provider and native finish reason, which its
+request log (content, tool calls by index, a deprecated function call, audio, logprobs, finish reason and
+usage per choice; generated images, and OpenRouter's reasoning, citations, provider and native finish reason, which its
 JSON answers carry too)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ _TEXTS = ("refusal", "reasoning")  # delta fields streamed as pieces of one text
 # delta fields streamed as pieces of one list (images: each whole in the delta it arrives in)
 _LISTS = ("reasoning_details", "annotations", "images")
 _LOGPROBS = ("content", "refusal")  # choice.logprobs lists, one entry per token, concatenated
+_AUDIO_TEXTS = ("data", "transcript")  # delta.audio fields streamed in pieces (base64, text); id and expires_at whole
 
 
 class StreamAssembler:
@@ -57,6 +58,8 @@ class StreamAssembler:
             if isinstance(delta.get("function_call"), dict):  # the deprecated `functions` API: one call
                 self._add_function(state.setdefault("function_call", {"name": [], "arguments": []}),
                                    delta["function_call"])
+            if isinstance(delta.get("audio"), dict):
+                self._add_audio(state, delta["audio"])
             logprobs = choice.get("logprobs")
             if isinstance(logprobs, dict):
                 pieces = state.setdefault("logprobs", {key: None for key in _LOGPROBS})
@@ -81,6 +84,16 @@ class StreamAssembler:
         if isinstance(function, dict):
             self._add_function(call, function)
 
+    def _add_audio(self, state: dict, delta: dict) -> None:
+        audio = state.setdefault("audio", {"id": None, "data": [], "expires_at": None, "transcript": []})
+        for key in ("id", "expires_at"):
+            if delta.get(key) is not None:
+                audio[key] = delta[key]
+        for key in _AUDIO_TEXTS:
+            if isinstance(delta.get(key), str):
+                audio[key].append(delta[key])
+                self.size += len(delta[key])
+
     def _add_function(self, call: dict, function: dict) -> None:
         for key in ("name", "arguments"):
             if isinstance(function.get(key), str):
@@ -99,6 +112,8 @@ class StreamAssembler:
                 message["tool_calls"] = [_tool_call(state["tool_calls"][i]) for i in sorted(state["tool_calls"])]
             if "function_call" in state:
                 message["function_call"] = _function(state["function_call"])
+            if "audio" in state:
+                message["audio"] = {**state["audio"], **{key: "".join(state["audio"][key]) for key in _AUDIO_TEXTS}}
             choice = {"index": index, "message": message, "finish_reason": state["finish_reason"]}
             if "logprobs" in state:
                 choice["logprobs"] = state["logprobs"]

@@ -253,3 +253,19 @@ def test_logprobs_deprecated_function_call_and_service_tier_are_kept():
     ])
     assert call["choices"][0]["message"]["function_call"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
     assert "logprobs" not in call["choices"][0]  # none was streamed: as before
+
+
+def test_streamed_audio_is_assembled():
+    """Was: a streamed spoken answer (`modalities: ["text", "audio"]`) was logged with no trace of its
+    audio: `delta.audio` brings the id, then pieces of the transcript and of the base64 data."""
+    body = assemble([
+        chunk([delta(role="assistant", content=None, audio={"id": "audio_1", "transcript": "Hel"})]),
+        chunk([delta(audio={"transcript": "lo"})]),
+        chunk([delta(audio={"data": "UklG"})]),
+        chunk([delta(audio={"data": "Rg==", "expires_at": 1700003600})]),
+        chunk([delta(finish="stop")]),
+    ])
+    assert body["choices"][0]["message"] == {
+        "role": "assistant", "content": None,
+        "audio": {"id": "audio_1", "data": "UklGRg==", "expires_at": 1700003600, "transcript": "Hello"},
+    }
