@@ -577,11 +577,14 @@ ERRORS_IN_200 = [
 ]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("upstream_body, status, error_type, code", ERRORS_IN_200, ids=range(len(ERRORS_IN_200)))
 def test_upstream_200_with_only_an_error_keeps_its_message(gateway, fake, openai_schemas, upstream_body, status,
-                                                           error_type, code):
+                                                           error_type, code, stream):
+    """A stream request answered so (a JSON body, not an event stream) was a 502 saying only that."""
     fake.push(JSONReply(upstream_body, headers={"Retry-After": "4"}))
-    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": stream})
     assert response.status_code == status, response.text
     openai_schemas.validate("ErrorResponse", response.json())
     error = response.json()["error"]

@@ -260,15 +260,20 @@ async def send_streaming(
     request: httpx.Request,
     provider: str,
     error: Callable[[int, bytes, httpx.Headers], GatewayError],
+    error_in_body: Callable[[bytes, httpx.Headers], GatewayError | None] | None = None,
 ) -> httpx.Response:
     """Send a streaming request (send_checked). An error status is raised before anything is
     streamed, so the client still gets a proper HTTP status; so is a success that is not an event
     stream (an upstream ignoring `stream`, a proxy's HTML page), which would otherwise reach the
-    client as an empty stream."""
+    client as an empty stream: as `error_in_body(...)` of its first MAX_ERROR_BODY_BYTES when that
+    finds an error there (a 200 whose JSON body holds only an error), else as a bad response."""
     response = await send_checked(client, request, provider, error)
     content_type = response.headers.get("content-type", "")
     if content_type.partition(";")[0].strip().lower() != "text/event-stream":
+        found = error_in_body(await _error_body(response), response.headers) if error_in_body else None
         await response.aclose()
+        if found is not None:
+            raise found
         raise UpstreamBadResponse(
             f"The upstream provider '{provider}' answered a stream request with "
             f"{content_type or 'no content type'}, not an event stream."

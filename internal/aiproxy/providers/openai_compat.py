@@ -166,6 +166,15 @@ class OpenAICompatibleProvider:
     def _error(self, status: int, body: bytes, headers) -> GatewayError:
         return upstream_error(self._settings, status, body, headers)
 
+    def _error_in_body(self, body: bytes, headers) -> GatewayError | None:
+        """The error of a 200 answering a stream request with a JSON body that holds `error`, as a JSON
+        request's (OpenRouter's way to report some failures): its message and status, not just a 502."""
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        return embedded_error(self._settings, parsed, headers) if isinstance(parsed, dict) and parsed.get("error") else None
+
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         http_request = self._client.build_request("POST", self._chat_url, content=dump_parsed(request.body))
         body, headers = await fetch_object(
@@ -189,7 +198,7 @@ class OpenAICompatibleProvider:
         http_request = self._client.build_request(
             "POST", self._chat_url, content=dump_parsed(request.body), headers={"accept": "text/event-stream"}
         )
-        response = await send_streaming(self._client, http_request, self.name, self._error)
+        response = await send_streaming(self._client, http_request, self.name, self._error, self._error_in_body)
         fingerprint = system_fingerprint(self._settings.kind, str(request.body.get("model"))) if self._fingerprints else None
         return _OpenAIStream(self._settings, response, _asks_for_usage(request.body), fingerprint)
 
