@@ -1,7 +1,7 @@
 """Fold a stream of chat.completion.chunk dicts into the chat.completion it amounts to, for the
-request log (content, tool calls by index, a deprecated function call, audio, logprobs, finish reason and
-usage per choice; generated images, and OpenRouter's reasoning, citations, provider and native finish reason, which its
-JSON answers carry too)."""
+request log (content, as text or parts, tool calls by index, a deprecated function call, audio, logprobs,
+finish reason and usage per choice; generated images, and OpenRouter's reasoning, citations, provider and
+native finish reason, which its JSON answers carry too)."""
 
 from __future__ import annotations
 
@@ -40,9 +40,14 @@ class StreamAssembler:
             delta = choice.get("delta")
             if not isinstance(delta, dict):
                 delta = {}
-            if isinstance(delta.get("content"), str):
-                state["content"].append(delta["content"])
-                self.size += len(delta["content"])
+            content = delta.get("content")
+            if isinstance(content, str):
+                state["content"].append(content)
+                self.size += len(content)
+            elif isinstance(content, list):  # parts (Mistral's thinking blocks): kept, merged in result()
+                state["content"].extend(content)
+                state["parts"] = True
+                self.size += len(orjson.dumps(content))
             for key in _TEXTS:  # joined, like content
                 if isinstance(delta.get(key), str):
                     state.setdefault(key, []).append(delta[key])
@@ -105,7 +110,8 @@ class StreamAssembler:
         choices = []
         for index in sorted(self._choices):
             state = self._choices[index]
-            message: dict = {"role": "assistant", "content": "".join(state["content"]) or None}
+            content = _parts(state["content"]) if "parts" in state else "".join(state["content"]) or None
+            message: dict = {"role": "assistant", "content": content}
             message.update((key, "".join(state[key])) for key in _TEXTS if key in state)
             message.update((key, state[key]) for key in _LISTS if state.get(key))
             if state["tool_calls"]:
@@ -125,6 +131,39 @@ class StreamAssembler:
         if usage is not None:
             body["usage"] = usage
         return body
+
+
+def _parts(pieces: list) -> list:
+    """Content streamed as parts (and text pieces, as text parts) merged as a JSON answer has them:
+    a part continuing the one before, of the same type and nothing but its payload (a text, or a
+    list of parts such as Mistral's `thinking`), is joined to it."""
+    parts: list = []
+    for piece in pieces:
+        if type(piece) is not str:
+            _append_part(parts, piece)
+        elif piece:  # the role chunk's "" is no part
+            _append_part(parts, {"type": "text", "text": piece})
+    return parts
+
+
+def _append_part(parts: list, part) -> None:
+    kind = part.get("type") if isinstance(part, dict) else None
+    payload = part.get(kind) if isinstance(kind, str) else None
+    mergeable = isinstance(payload, str | list) and part.keys() == {"type", kind}
+    last = parts[-1] if parts else None
+    if mergeable and isinstance(last, dict) and last.keys() == part.keys() and last["type"] == kind \
+            and type(last[kind]) is type(payload):
+        if isinstance(payload, str):
+            last[kind] += payload  # `last` is this function's copy, never the upstream's chunk
+        else:
+            for inner in payload:
+                _append_part(last[kind], inner)
+        return
+    if mergeable:
+        part = {"type": kind, kind: payload if isinstance(payload, str) else []}
+        for inner in payload if isinstance(payload, list) else ():
+            _append_part(part[kind], inner)
+    parts.append(part)
 
 
 def _tool_call(pieces: dict) -> dict:

@@ -269,3 +269,27 @@ def test_streamed_audio_is_assembled():
         "role": "assistant", "content": None,
         "audio": {"id": "audio_1", "data": "UklGRg==", "expires_at": 1700003600, "transcript": "Hello"},
     }
+
+
+def test_content_streamed_as_parts_is_kept():
+    """Was: content a delta carries as a list of parts was dropped. Mistral's reasoning models
+    (magistral) stream their thinking so, `[{"type": "thinking", "thinking": [{"type": "text", ...}]}]`,
+    then the answer; the record kept only the answer's plain text pieces, or nothing at all."""
+    def thinking(text):
+        return [{"type": "thinking", "thinking": [{"type": "text", "text": text}]}]
+
+    first = thinking("It's a ")
+    body = assemble([
+        chunk([delta(role="assistant", content="")]),
+        chunk([delta(content=first)]),
+        chunk([delta(content=thinking("greeting."))]),
+        chunk([delta(content="Hel")]),
+        chunk([delta(content=[{"type": "text", "text": "lo"}])]),
+        chunk([delta(finish="stop")]),
+    ])
+    # As the same answer's JSON body has it: one block per kind, each whole.
+    assert body["choices"][0]["message"]["content"] == [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "It's a greeting."}]},
+        {"type": "text", "text": "Hello"},
+    ]
+    assert first == thinking("It's a ")  # the relayed chunks are left as they were
