@@ -2,6 +2,7 @@
 
 import gzip
 import tarfile
+import tracemalloc
 
 import pytest
 
@@ -157,3 +158,37 @@ def test_a_repeated_member_name_with_other_content_is_refused(seed_weekly_bundle
     bad = write_members(tmp_path / "bad.tgz", members)
     assert main(["bundle", "verify", str(bad)]) == 1
     assert f"member {WEEKLY_DB!r} appears twice with different content" in capsys.readouterr().out
+
+
+def _declaring(path, typ, size):
+    """A gzip tar whose first header is of type `typ` and declares `size` bytes (zeros) after it."""
+    head = tarfile.TarInfo("././@LongLink")
+    head.type, head.size = typ, size
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(head.tobuf(format=tarfile.USTAR_FORMAT))
+        for _ in range(size // (1 << 20)):
+            out.write(bytes(1 << 20))
+        out.write(bytes(1024))
+    return path
+
+
+@pytest.mark.parametrize("typ", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE])
+def test_a_huge_long_name_or_pax_header_is_refused_before_it_is_read(tmp_path, typ, capsys):
+    # tarfile reads such a header into memory whole: a 4.6 MB bundle declaring a 1 GiB long name
+    # took 3.2 GB of memory to verify (8 GiB, what a plain tar header can declare, would not fit).
+    bomb = _declaring(tmp_path / "bomb.tgz", typ, 64 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnusableInput, match="extended header of 67,108,864 bytes"):
+            scan_bundle(bomb)
+        assert tracemalloc.get_traced_memory()[1] < 16 << 20
+    finally:
+        tracemalloc.stop()
+    assert main(["bundle", "verify", str(bomb)]) == 2
+    assert "extended header" in capsys.readouterr().err
+
+
+def test_a_sparse_member_is_refused(tmp_path, capsys):
+    # Its sparse map is read block by block into memory with no bound; bundles never hold one.
+    assert main(["bundle", "verify", str(_declaring(tmp_path / "sparse.tgz", tarfile.GNUTYPE_SPARSE, 0))]) == 2
+    assert "a sparse member" in capsys.readouterr().err

@@ -40,6 +40,26 @@ _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 MAX_SPARE_BYTES = 256 * 1024 * 1024  # left free on the disk an import stages on...
 SPARE_SHARE = 20  # ...or 1/20 (5 %) of that disk's size when less: small volumes stay usable
+MAX_TAR_HEADER_BYTES = 1024 * 1024  # a GNU long name or a PAX header: bundles' are a few hundred bytes
+_EXTENDED_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                     tarfile.SOLARIS_XHDTYPE)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Headers read with bounded memory. tarfile reads a GNU long name or a PAX header into memory
+    whole, and a GNU sparse map block by block, whatever size the archive declares: a few MB of
+    gzip declaring gigabytes of either exhausted memory before any member was checked. Bundles
+    hold no sparse files and no names near the bound, so both are refused before they are read."""
+
+    def _proc_member(self, tar):
+        if self.type in _EXTENDED_HEADERS and self.size > MAX_TAR_HEADER_BYTES:
+            raise tarfile.HeaderError(f"an extended header of {self.size:,} bytes (at most {MAX_TAR_HEADER_BYTES:,})")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise tarfile.HeaderError("a sparse member")
+        return super()._proc_member(tar)
+
+    def _proc_gnusparse_10(self, next, pax_headers, tar):  # noqa: A002 (tarfile's signature)
+        raise tarfile.HeaderError("a sparse member")
 
 
 @dataclass
@@ -90,7 +110,7 @@ def scan_bundle(
         # gzip.GzipFile, not tarfile's own "r|gz": it checks the stream's CRC and length, and a
         # corrupt stream whose garbage tarfile reads as the end of the archive is then named as such.
         with (open(path, "rb") as raw, gzip.GzipFile(fileobj=ProgressReader(raw, progress), mode="rb") as unzipped,
-              tarfile.open(fileobj=unzipped, mode="r|") as tar):
+              tarfile.open(fileobj=unzipped, mode="r|", tarinfo=_BoundedTarInfo) as tar):
             for member in tar:
                 name = member.name
                 if member.isdir() and not unsafe_reason(name.rstrip("/") + "/"):
