@@ -464,6 +464,41 @@ def test_objects_a_member_carries_never_reach_the_store(tmp_path, bundle):
     store.close()
 
 
+_MANY = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 100000)"
+
+
+def _requests_view(conn):
+    """`requests` replaced by a view yielding 100,000 rows from nothing (LIMIT can be 10**12)."""
+    columns = [r[1] for r in conn.execute('PRAGMA table_info("requests")')]
+    values = {"request_id": "'forged-' || x", "server_id": "'srv-x'", "ts": "1757073600", "request_json": "'{}'",
+              "response_json": "'{}'", "endpoint": "'/v1/chat/completions'"}
+    select = ", ".join(f"{values.get(c, 'NULL')} AS {c}" for c in columns)
+    conn.executescript(f"DROP TABLE requests; CREATE VIEW requests AS {_MANY} SELECT {select} FROM n;")
+
+
+def _servers_view(conn):
+    conn.executescript(f"DROP TABLE servers; CREATE VIEW servers AS {_MANY} SELECT 'srv-' || x AS server_id,"
+                       " NULL AS first_seen_ts FROM n;")
+
+
+def test_a_view_posing_as_a_table_cannot_pour_rows_into_the_store(tmp_path, bundle, capsys):
+    """A 1 KB member whose `requests` (or `servers`) is a view over a recursive CTE imported every
+    row it generated: unbounded disk from a tiny bundle. A member's views and triggers are dropped
+    before it is read; without its table the member is refused, the destination untouched."""
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=1)
+    fingerprint = tree_fingerprint(dest.base)
+    forged = repack(bundle, tmp_path / "forged.tgz", _edit_member(tmp_path, "20250906", _requests_view),
+                    fix_metadata=True)
+    assert main(["bundle", "import", str(forged), "--dest", str(dest.base)]) == 1
+    assert "ai_proxy_20250906.sqlite3 cannot be imported: it has no requests table" in capsys.readouterr().err
+    assert tree_fingerprint(dest.base) == fingerprint
+    forged = repack(bundle, tmp_path / "servers.tgz", _edit_member(tmp_path, "20250906", _servers_view),
+                    fix_metadata=True)
+    assert import_bundle(forged, dest).rows_imported == len(rows(tmp_path / "a"))
+    assert {s for p in dest.base.rglob("ai_proxy_*.sqlite3") for s in servers(p)} <= {"srv-a", "srv-b"}
+    dest.close()
+
+
 def test_a_seed_weekly_bundle_imports_its_repeated_member_once(tmp_path, seed_weekly_bundle):
     """The seed archived a weekly partition once per day: seven identical copies are one member."""
     store = make_store(tmp_path / "b")

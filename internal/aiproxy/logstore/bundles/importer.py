@@ -43,7 +43,7 @@ from aiproxy.logstore.bundles.manifest import (
     UnusableInput,
     schema_number,
 )
-from aiproxy.logstore.bundles.members import has_partition_shape, member_problem
+from aiproxy.logstore.bundles.members import drop_views_and_triggers, has_partition_shape, member_problem
 from aiproxy.logstore.bundles.verify import no_room, scan_bundle
 from aiproxy.logstore.database import (
     FTS_TABLE,
@@ -219,6 +219,7 @@ def _prepare_member(name: str, path: Path, store: Store) -> _Member:
     db = None
     try:
         db = open_database(path, store.settings, create=False)
+        drop_views_and_triggers(db.connection())
         _refuse_newer(db.execute_sql("PRAGMA user_version").fetchone()[0], f"bundle member {name}")
         migrate(db)
         problem = member_problem(db.connection())

@@ -46,11 +46,24 @@ def reference_shapes() -> tuple[Shape, Shape]:
             db.close()
 
 
+def drop_views_and_triggers(conn: sqlite3.Connection) -> None:
+    """Make a staged member inert before anything reads or writes it. A view named like a table
+    the import reads (a recursive CTE posing as `requests` or `servers`) let a 1 KB bundle pour
+    any number of rows into the store; a trigger ran on the migration's own writes. Neither is a
+    log's data, and the member is the importer's scratch copy."""
+    objects = conn.execute("SELECT type, name FROM sqlite_master WHERE type IN ('view', 'trigger')").fetchall()
+    for kind, name in objects:
+        quoted = name.replace('"', '""')
+        conn.execute(f'DROP {kind.upper()} IF EXISTS "{quoted}"')
+
+
 def member_problem(conn: sqlite3.Connection) -> str | None:
     """Why a (migrated) member cannot be imported at all, or None."""
     check = conn.execute("PRAGMA quick_check(5)").fetchall()
     if check != [("ok",)]:
         return "damaged database pages: " + "; ".join(r[0] for r in check)
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'").fetchone():
+        return "it has no requests table"
     present = {r[1] for r in conn.execute('PRAGMA table_info("requests")')}
     missing = [c for c in REQUEST_COLUMNS if c not in present]
     if missing:
