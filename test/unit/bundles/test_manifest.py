@@ -76,3 +76,16 @@ def test_identical_repeated_entries_are_one_entry():
 def test_repeated_entries_that_differ_are_refused(change):
     with pytest.raises(BundleError, match=f"lists {ENTRY['path']} twice"):
         parse_metadata(_meta(files=[ENTRY, {**ENTRY, **change}]))
+
+
+@pytest.mark.parametrize("value", [{"x": [[1]]}, ["srv"], 7, None, "srv-a\nrows_imported=999", "a\x00b"])
+@pytest.mark.parametrize("key", ["server_id", "bundle_id"])
+def test_a_server_or_bundle_id_that_is_not_a_one_line_string_is_refused(key, value):
+    """server_id became a `servers` row of the destination as Python's repr of whatever JSON it
+    was ("{'x': [[1]]}"), and a newline in either split import's one-line summary."""
+    with pytest.raises(BundleError, match=f"{key} .* is not a single-line string"):
+        parse_metadata(_meta(**{key: value}))
+
+
+def test_the_seeds_empty_server_id_is_accepted():
+    assert parse_metadata(_meta(server_id="", bundle_id="5f527b62-6915-4de0-98a0-c683499aa06d"))[0]["server_id"] == ""

@@ -98,7 +98,16 @@ def parse_metadata(raw: bytes) -> tuple[dict[str, Any], dict[str, FileEntry]]:
         if entries.setdefault(entry.path, entry) != entry:  # the seed listed a weekly file once a day
             raise BundleError(f"metadata.json lists {entry.path} twice, with different sha256, bytes or rows")
     schema_number(meta.get("schema_version", 0))
+    for key in ("server_id", "bundle_id"):
+        _check_identifier(key, meta.get(key, ""))
     return meta, entries
+
+
+def _check_identifier(key: str, value: Any) -> None:
+    """`server_id` becomes a `servers` row of the destination and both end the import's one-line
+    summary: a JSON object or a control character in them is a forged bundle, not a name."""
+    if not isinstance(value, str) or any(c < " " or c == "\x7f" for c in value):
+        raise BundleError(f"metadata.json: {key} {str(value)[:80]!r} is not a single-line string")
 
 
 class ProgressReader:
