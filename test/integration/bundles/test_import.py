@@ -528,6 +528,37 @@ def test_a_small_disk_keeps_a_proportional_spare(tmp_path, bundle, monkeypatch):
     assert verify.spare_bytes(total) == total // 20 and verify.spare_bytes(10**12) == verify.MAX_SPARE_BYTES
 
 
+def _one_row_a_day(days):
+    """repack() editor: the member of 2025-09-06 gets `days` more rows, one per day from 1970 on."""
+    def spread(conn):
+        conn.execute("DROP TABLE request_text_index")
+        columns = [r[1] for r in conn.execute('PRAGMA table_info("requests")')]
+        select = ", ".join({"request_id": "'day-' || x", "ts": "x * 86400"}.get(c, c) for c in columns)
+        conn.execute(f"INSERT INTO requests ({', '.join(columns)}) WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL"
+                     f" SELECT x + 1 FROM n LIMIT {days}) SELECT {select} FROM n, (SELECT * FROM requests LIMIT 1)")
+    return spread
+
+
+def test_rows_spread_over_many_days_cannot_fill_the_disk(tmp_path, bundle, monkeypatch, capsys):
+    """Each day a member's rows touch is a partition file of ~88 KiB: a 66 KB bundle with a row on
+    each of 1,000 days made 87 MB of partitions, past any free-space check (the members are small).
+    Staging stops where the disk's spare begins; nothing is imported."""
+    spread = repack(bundle, tmp_path / "spread.tgz", _edit_member(tmp_path, "20250906", _one_row_a_day(120)),
+                    fix_metadata=True)
+    dest = make_store(tmp_path / "b")
+    budget = verify.MAX_SPARE_BYTES + 3 * 1024 * 1024  # room for ~30 partitions, not 120
+
+    def disk_usage(path):
+        used = sum(p.stat().st_size for p in (tmp_path / "b").rglob("*") if p.is_file())
+        return SimpleNamespace(free=budget - used, total=10**12)
+
+    monkeypatch.setattr(verify.shutil, "disk_usage", disk_usage)
+    assert main(["bundle", "import", str(spread), "--dest", str(dest.base)]) == 1
+    assert "staging partition ai_proxy_" in capsys.readouterr().err
+    assert not list(dest.base.rglob("ai_proxy_*.sqlite3"))
+    dest.close()
+
+
 def test_a_full_disk_is_exit_1_with_one_line(tmp_path, bundle, monkeypatch, capsys):
     monkeypatch.setattr(verify.shutil, "disk_usage", lambda path: SimpleNamespace(free=4096, total=10**9))
     assert main(["bundle", "import", str(bundle), "--dest", str(tmp_path / "b")]) == 1

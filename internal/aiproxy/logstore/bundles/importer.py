@@ -44,7 +44,7 @@ from aiproxy.logstore.bundles.manifest import (
     schema_number,
 )
 from aiproxy.logstore.bundles.members import drop_views_and_triggers, has_partition_shape, member_problem
-from aiproxy.logstore.bundles.verify import no_room, scan_bundle
+from aiproxy.logstore.bundles.verify import ensure_room, no_room, scan_bundle
 from aiproxy.logstore.database import (
     FTS_TABLE,
     REQUEST_COLUMNS,
@@ -61,6 +61,8 @@ from aiproxy.logstore.partitions import day_of, holding
 from aiproxy.logstore.store import Store
 
 INCOMING = "incoming"
+# What a partition file costs before its rows: tables, indexes and the FTS index (88 KiB).
+PARTITION_BYTES = 96 * 1024
 _SERVER_COLUMNS = tuple(f.column_name for f in Server._meta.sorted_fields)
 _FTS_COLUMNS = ", ".join(FTS_COLUMNS)
 
@@ -133,6 +135,9 @@ def import_bundle(
         targets = _plan(store, members, staging)
         result = ImportResult(str(meta.get("bundle_id", "")), str(meta.get("server_id", "")))
         for target in targets:
+            # A few KB of rows spread over thousands of days make thousands of partitions, each
+            # staged as a whole file: the spare the members' sizes were checked against is kept.
+            ensure_room(staging, PARTITION_BYTES, f"{label}: staging partition {target.path.name} takes at least")
             _stage(store, target, result.source_server_id)
         _commit(store, targets, result)
         result.rows_skipped = sum(t.offered for t in targets) - result.rows_imported
