@@ -71,3 +71,16 @@ def test_the_same_file_is_left_alone_a_different_one_is_refused(tmp_path, source
     with pytest.raises(TransferError, match="refusing to overwrite"):
         transfer_local(source, dest)
     assert dest.read_bytes() == b"other"
+
+
+@pytest.mark.parametrize("link", [os.symlink, os.link])
+def test_a_part_file_planted_as_a_link_is_never_written_through(tmp_path, source, link):
+    """In a directory others can write (/tmp, a shared backup volume) a `.part` planted as a link
+    to another file made the copy truncate and overwrite that file."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "dest").mkdir()
+    link(victim, tmp_path / "dest" / "logs.tgz.part")
+    with pytest.raises(TransferError, match="refusing to write"):
+        transfer_local(source, tmp_path / "dest")
+    assert victim.read_bytes() == b"precious" and not (tmp_path / "dest" / "logs.tgz").exists()

@@ -20,6 +20,7 @@ from aiproxy.logstore.bundles.transfer import (
     TransferError,
     TransferResult,
     local_destination,
+    open_part,
     part_path,
     publish,
 )
@@ -155,7 +156,7 @@ def pull(
         part = part_path(final)
         try:
             digest = hashlib.sha256()
-            with open(part, "wb") as target:
+            with open_part(part) as target:
                 for chunk in replies:
                     digest.update(chunk.data)
                     target.write(chunk.data)

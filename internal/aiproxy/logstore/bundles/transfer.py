@@ -9,10 +9,13 @@ replace a file that appeared meanwhile). A DEST holding the same bytes is left a
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from aiproxy.logstore.bundles.manifest import CHUNK, BundleError, UnusableInput, copy_hashing, sha256_file
 
@@ -64,6 +67,26 @@ def part_path(final: Path) -> Path:
     return final.with_name(final.name + ".part")
 
 
+def open_part(part: Path, offset: int = 0) -> BinaryIO:
+    """`part` for writing from `offset` on (what follows is cut), never through a link: in a
+    directory others can write (/tmp, a shared backup volume) a .part planted as a symbolic or hard
+    link made the copy overwrite the file it pointed to."""
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise TransferError(f"{part} is a symbolic link: refusing to write through it (remove it)") from None
+    target = os.fdopen(fd, "wb")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        target.close()
+        raise TransferError(f"{part} is not a plain file of its own (a hard link?): refusing to write to it (remove it)")
+    target.seek(offset)
+    target.truncate()
+    return target
+
+
 def publish(part: Path, final: Path, sha256: str, size: int) -> bool:
     """Move a verified .part to `final`; False when `final` already holds these bytes.
     TransferError when it holds different ones (the .part is kept)."""
@@ -101,10 +124,8 @@ def transfer_local(source: Path, dest: str | Path, progress=None) -> TransferRes
         raise TransferError(f"{final} exists with different content: refusing to overwrite it")
     part = part_path(final)
     offset = _resume_offset(part, source)
-    with open(source, "rb") as original, open(part, "r+b" if offset else "wb") as target:
+    with open(source, "rb") as original, open_part(part, offset) as target:
         original.seek(offset)
-        target.seek(offset)
-        target.truncate()
         copy_hashing(original, target, progress)
         target.flush()
         os.fsync(target.fileno())
