@@ -7,6 +7,7 @@ import tracemalloc
 import pytest
 
 from aiproxy.entrypoints.logdb import main
+from aiproxy.logstore.bundles import verify
 from aiproxy.logstore.bundles.manifest import UnusableInput
 from aiproxy.logstore.bundles.verify import scan_bundle
 from aiproxy.testing.bundles import member, read_members, repack, write_members
@@ -192,3 +193,14 @@ def test_a_sparse_member_is_refused(tmp_path, capsys):
     # Its sparse map is read block by block into memory with no bound; bundles never hold one.
     assert main(["bundle", "verify", str(_declaring(tmp_path / "sparse.tgz", tarfile.GNUTYPE_SPARSE, 0))]) == 2
     assert "a sparse member" in capsys.readouterr().err
+
+
+def test_a_bundle_of_countless_members_is_refused_in_bounded_memory(tmp_path, bundle, monkeypatch, capsys):
+    # tarfile keeps every header, and verify a name, hash and problem line per member: 6 MB of gzip
+    # holding a million empty members took 770 MB and a minute, and printed a million lines.
+    monkeypatch.setattr(verify, "MAX_MEMBERS", 50)
+    many = write_members(tmp_path / "many.tgz", read_members(bundle) + [member(f"raw/{i}", b"") for i in range(60)])
+    assert main(["bundle", "verify", str(many)]) == 1
+    assert capsys.readouterr().out.splitlines() == ["more than 50 members: not a log bundle", "fail"]
+    assert main(["bundle", "import", str(many), "--dest", str(tmp_path / "db")]) == 1
+    assert "more than 50 members" in capsys.readouterr().err and not list((tmp_path / "db").rglob("ai_proxy_*"))

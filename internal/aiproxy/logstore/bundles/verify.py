@@ -40,6 +40,7 @@ _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 MAX_SPARE_BYTES = 256 * 1024 * 1024  # left free on the disk an import stages on...
 SPARE_SHARE = 20  # ...or 1/20 (5 %) of that disk's size when less: small volumes stay usable
+MAX_MEMBERS = 100_000  # years of daily partitions and raw log files; each costs memory while scanned
 MAX_TAR_HEADER_BYTES = 1024 * 1024  # a GNU long name or a PAX header: bundles' are a few hundred bytes
 _EXTENDED_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
                      tarfile.SOLARIS_XHDTYPE)
@@ -111,7 +112,13 @@ def scan_bundle(
         # corrupt stream whose garbage tarfile reads as the end of the archive is then named as such.
         with (open(path, "rb") as raw, gzip.GzipFile(fileobj=ProgressReader(raw, progress), mode="rb") as unzipped,
               tarfile.open(fileobj=unzipped, mode="r|", tarinfo=_BoundedTarInfo) as tar):
-            for member in tar:
+            for count, member in enumerate(tar, 1):
+                # tarfile keeps every header it reads, and so do `seen` and the problems: a few MB
+                # of gzip holding a million empty members took 770 MB (and a line each).
+                tar.members.clear()  # a stream is never read back
+                if count > MAX_MEMBERS:
+                    report.problems.append(f"more than {MAX_MEMBERS:,} members: not a log bundle")
+                    return report
                 name = member.name
                 if member.isdir() and not unsafe_reason(name.rstrip("/") + "/"):
                     continue  # directory entries (tar czf adds them) are never extracted
