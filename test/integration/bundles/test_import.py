@@ -408,6 +408,27 @@ def test_a_member_with_damaged_pages_is_refused_and_the_destination_unchanged(tm
     assert tree_fingerprint(dest.base) == fingerprint
 
 
+def _schema_not_utf8(name, data):
+    """The servers table's CREATE statement with a byte that is not UTF-8, as a flipped bit makes it."""
+    if not name.endswith("20250905.sqlite3"):
+        return data
+    statement = data.index(b'CREATE TABLE "servers"')
+    return data[:statement + 6] + b"\xaf" + data[statement + 7:]
+
+
+def test_a_member_whose_schema_is_not_utf8_is_refused_in_one_line(tmp_path, bundle, capsys):
+    """SQLite's "malformed database schema" message quoted the bad byte and Python could not decode
+    it: a traceback (UnicodeDecodeError) instead of a bad bundle."""
+    broken = repack(bundle, tmp_path / "broken.tgz", _schema_not_utf8, fix_metadata=True)
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=1)
+    fingerprint = tree_fingerprint(dest.base)
+    dest.close()
+    assert main(["bundle", "import", str(broken), "--dest", str(dest.base)]) == 1
+    err = capsys.readouterr().err
+    assert "db/2025/09/ai_proxy_20250905.sqlite3 is not a usable log database" in err and len(err.splitlines()) == 1
+    assert tree_fingerprint(dest.base) == fingerprint
+
+
 def test_a_member_lacking_the_schemas_columns_is_refused(tmp_path, bundle, capsys):
     def strip(conn):
         conn.execute("ALTER TABLE requests DROP COLUMN finish_reason")
