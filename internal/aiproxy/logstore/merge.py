@@ -43,6 +43,8 @@ def merge(source_dir: Path, dest: Path, settings: LogStoreSettings) -> dict:
         integrity = db.execute_sql("PRAGMA integrity_check").fetchone()[0]
     except peewee.DatabaseError as exc:
         raise MergeError(f"{current}: {exc}") from None
+    except UnicodeDecodeError:  # SQLite's message quotes a damaged schema's bytes, which Python cannot decode
+        raise MergeError(f"{current}: malformed database schema (not UTF-8 text)") from None
     finally:
         if db is not None:
             db.close()

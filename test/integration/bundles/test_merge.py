@@ -58,3 +58,16 @@ def test_a_source_or_target_sqlite_cannot_use_is_one_line_naming_it(tmp_path, ca
     assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"logdb: {tmp_path / 'out'}: unable to open database file") and len(err.splitlines()) == 1
+
+
+def test_a_source_whose_schema_is_not_utf8_is_one_line_naming_it(tmp_path, capsys):
+    """SQLite's "malformed database schema" message quoted the damaged byte, which Python could not
+    decode: a UnicodeDecodeError traceback instead of the line naming the file."""
+    store = filled_store(tmp_path / "db", days=1)
+    source = store.existing()[0].path
+    data = source.read_bytes()
+    statement = data.index(b'CREATE TABLE "servers"')
+    source.write_bytes(data[:statement + 6] + b"\xaf" + data[statement + 7:])
+    assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(tmp_path / "all.sqlite3")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"logdb: {source}: malformed database schema") and len(err.splitlines()) == 1
