@@ -17,14 +17,17 @@ class _Server(logs_pb2_grpc.LogServiceServicer):
     """CreateBundle answers with `data` under the file name the test chooses."""
 
     def __init__(self) -> None:
-        self.data, self.file_name = b"", ""
+        self.data, self.file_name, self.announced = b"", "", None
 
     def CreateBundle(self, request, context):
-        info = logs_pb2.BundleInfo(file_name=self.file_name, total_bytes=len(self.data),
+        total = len(self.data) if self.announced is None else self.announced
+        info = logs_pb2.BundleInfo(file_name=self.file_name, total_bytes=total,
                                    sha256=hashlib.sha256(self.data).hexdigest())
         yield logs_pb2.BundleChunk(info=info)
+        self.sent = 0
         for i in range(0, len(self.data), WIRE_CHUNK):
             yield logs_pb2.BundleChunk(data=self.data[i : i + WIRE_CHUNK])
+            self.sent += 1
 
 
 @pytest.fixture()
@@ -83,3 +86,13 @@ def test_pull_draws_a_progress_bar_on_a_terminal(server, bundle, tmp_path, termi
     stderr = terminal_stderr()
     assert pull(server, tmp_path) == 0
     assert "bundle pull [" in stderr.getvalue() and "100.0%" in stderr.getvalue()
+
+
+def test_a_server_sending_more_than_it_announced_is_cut_off(server, tmp_path, capsys):
+    """The download was written whole and only then hashed: a server announcing 1 KiB could stream
+    until the client's disk was full. It stops at the first byte past the announced size."""
+    server.data, server.file_name, server.announced = bytes(64 * WIRE_CHUNK), "logs_x.tgz", 1024
+    (tmp_path / "out").mkdir()
+    assert pull(server, f"{tmp_path / 'out'}/") == 1
+    assert "more than the announced 1024 bytes" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == [] and server.sent < 64

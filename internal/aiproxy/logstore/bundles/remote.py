@@ -158,6 +158,9 @@ def pull(
             digest = hashlib.sha256()
             with open_part(part) as target:
                 for chunk in replies:
+                    if target.tell() + len(chunk.data) > info.total_bytes:  # never fill the disk for a server
+                        raise TransferError(f"the server sent more than the announced {info.total_bytes} bytes;"
+                                            " nothing kept")
                     digest.update(chunk.data)
                     target.write(chunk.data)
                     if progress is not None:
