@@ -429,6 +429,26 @@ def test_a_member_whose_schema_is_not_utf8_is_refused_in_one_line(tmp_path, bund
     assert tree_fingerprint(dest.base) == fingerprint
 
 
+def _damage_index(conn):
+    conn.execute("UPDATE request_text_index_data SET block = zeroblob(length(block)) WHERE id > 1000")
+
+
+@pytest.mark.parametrize("day_already_held", [False, True])
+def test_a_member_with_a_damaged_full_text_index_is_refused(tmp_path, bundle, capsys, day_already_held):
+    """quick_check reads no FTS5 structure: the member was adopted and every later search of its
+    days failed with "database disk image is malformed" (or, with the day held, its damaged
+    fragments were copied)."""
+    damaged = repack(bundle, tmp_path / "damaged.tgz", _edit_member(tmp_path, "20250905", _damage_index),
+                     fix_metadata=True)
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=1) if day_already_held else make_store(tmp_path / "b")
+    fingerprint = tree_fingerprint(dest.base)
+    dest.close()
+    assert main(["bundle", "import", str(damaged), "--dest", str(dest.base)]) == 1
+    err = capsys.readouterr().err
+    assert "ai_proxy_20250905.sqlite3 cannot be imported: damaged full-text index" in err
+    assert tree_fingerprint(dest.base) == fingerprint
+
+
 def test_a_member_lacking_the_schemas_columns_is_refused(tmp_path, bundle, capsys):
     def strip(conn):
         conn.execute("ALTER TABLE requests DROP COLUMN finish_reason")

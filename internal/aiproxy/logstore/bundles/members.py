@@ -71,6 +71,13 @@ def member_problem(conn: sqlite3.Connection) -> str | None:
     index = {r[1] for r in conn.execute(f'PRAGMA table_info("{FTS_TABLE}")')}
     if index and not index >= set(FTS_COLUMNS):  # its fragments are copied by these names
         return f"its {FTS_TABLE} lacks the full-text index's columns {', '.join(sorted(set(FTS_COLUMNS) - index))}"
+    if index:
+        # quick_check reads no FTS5 structure: a damaged index passed, became a partition (or
+        # its fragments were copied) and every search of those days failed as "malformed".
+        try:
+            conn.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('integrity-check')")
+        except sqlite3.DatabaseError as exc:
+            return f"damaged full-text index: {exc}"
     undated = conn.execute(
         "SELECT COUNT(*) FROM requests WHERE NOT (typeof(ts) = 'integer' AND ts BETWEEN 0 AND ?)", (LAST_TS,)
     ).fetchone()[0]
