@@ -33,6 +33,7 @@ from aiproxy.httpapi.errors import error_response
 from aiproxy.httpapi.metadata import REQUEST_ID_KEY
 from aiproxy.httpapi.protocol import AppRunner
 from aiproxy.identity import KeyHasher
+from aiproxy.logsetup import prune_interval, prune_logs
 from aiproxy.logstore.live import run_live_ingest
 from aiproxy.logstore.server_identity import resolve_server_id
 from aiproxy.logstore.settings import LogStoreSettings
@@ -381,6 +382,17 @@ async def _watch_parent(parent_pid: int, shutdown: Shutdown) -> None:
 def _start_background(settings: Settings, shutdown: Shutdown, parent_pid: int | None) -> list[asyncio.Task]:
     # Live ingestion returns at once unless LOGDB_ENABLED.
     tasks = [asyncio.create_task(run_live_ingest(settings, shutdown.requested), name="live-ingest")]
+    tasks.append(asyncio.create_task(_prune_logs_periodically(settings), name="prune-logs"))
     if parent_pid is not None:
         tasks.append(asyncio.create_task(_watch_parent(parent_pid, shutdown), name="watch-parent"))
     return tasks
+
+
+async def _prune_logs_periodically(settings: Settings) -> None:
+    interval = prune_interval(settings.request_log_retention)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(prune_logs, settings)
+        except OSError as exc:  # the log directory unreadable for a while: tried again next time
+            logger.warning("log retention failed", error=str(exc))

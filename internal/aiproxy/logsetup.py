@@ -312,11 +312,7 @@ class _AppLogFile(_LineFile):
             self._prune()
 
     def _prune(self) -> None:
-        cutoff = time.time() - self.keep.total_seconds()
-        for path in Path(self.file).parent.glob("app.*.log"):
-            with contextlib.suppress(OSError):
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
+        prune_app_logs(Path(self.file).parent, self.keep)
 
 
 class _ThreadQueueContext(BaseContext):
@@ -354,6 +350,31 @@ def prune_request_logs(directory: Path, keep: timedelta) -> None:
         with contextlib.suppress(FileNotFoundError):  # another worker pruned it first
             if path.stat().st_mtime < cutoff:
                 path.unlink()
+
+
+def prune_app_logs(directory: Path, keep: timedelta) -> None:
+    """Delete the rotated app.<time>.log files last written more than `keep` ago."""
+    cutoff = time.time() - keep.total_seconds()
+    for path in directory.glob("app.*.log"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+
+
+def prune_interval(keep: timedelta) -> float:
+    """How often a running gateway applies the retention: a tenth of it, between 1 s and 1 hour."""
+    return min(3600.0, max(1.0, keep.total_seconds() / 10))
+
+
+def prune_logs(settings: Settings) -> None:
+    """Apply the retention to the log files this gateway writes. Start-up and a day's rollover do it
+    too, but a gateway idle for days has no rollover, and a retention under a day expires files
+    between two rollovers: the cell calls this every prune_interval()."""
+    log_dir = Path(settings.log_dir)
+    if settings.request_log_enabled:
+        prune_request_logs(log_dir / REQUEST_LOG_DIR, settings.request_log_retention)
+    if settings.enable_file_logging:
+        prune_app_logs(log_dir, settings.request_log_retention)
 
 
 # A full disk is no reason to refuse to start: the sink tries again at its next line and reports.

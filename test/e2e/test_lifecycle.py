@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -417,6 +418,23 @@ def test_enable_file_logging_false_keeps_app_log_off(upstream, tmp_path):
         response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={**BODY, "model": "mock"})
         gateway.wait_for_record(response.headers["x-request-id"])  # the request log still works
     assert not (tmp_path / "logs" / "app.log").exists()
+
+
+def test_a_running_gateway_applies_the_log_retention_without_traffic(upstream, tmp_path):
+    """Start-up and a day's rollover are not the only times: an idle gateway (no rollover for days)
+    or a retention under a day (files expire between two rollovers) kept files past it."""
+    keep = 3  # seconds: the gateway applies it every 1 s (a tenth of it, at least 1 s)
+    with GatewayProcess(tmp_path, upstream_url=upstream.base_url,
+                        env={"REQUEST_LOG_RETENTION": f"{keep} seconds"}) as gateway:
+        yesterday = datetime.now(UTC) - timedelta(days=1)
+        expired = [gateway.log_dir / "requests" / f"requests-{yesterday:%Y%m%d}-99999.jsonl",
+                   gateway.log_dir / f"app.{yesterday:%Y-%m-%d_%H-%M-%S_%f}.log"]
+        for path in expired:
+            path.write_text("{}\n")  # written now: expires `keep` seconds later, with the gateway idle
+        deadline = time.monotonic() + keep + 5
+        while any(path.exists() for path in expired) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(path.exists() for path in expired)
 
 
 @pytest.mark.parametrize("taken", ["PORT", "GRPC_PORT"])
