@@ -165,6 +165,9 @@ class _LineFile:
     joining two lines.) A failed write drops that line, is told by `_WriteFailures`, and never
     raises: loguru would print the whole record on stderr."""
 
+    FILE_MODE = 0o666  # created with these permissions, less the umask's
+    DIR_MODE = 0o777
+
     def __init__(self, what: str, report: Callable[..., None]) -> None:
         self.failures = _WriteFailures(what, report)
         self._fd: int | None = None
@@ -182,8 +185,8 @@ class _LineFile:
         it has none. Raises OSError; when only that newline failed, the file is open and the
         next write tries it again."""
         self.close()
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=self.DIR_MODE)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.FILE_MODE)
         self._fd, self._path, self._tail_unknown = fd, path, True
         self._end_last_line()
 
@@ -231,7 +234,11 @@ class _LineFile:
 
 class _RequestLogFile(_LineFile):
     """requests-YYYYMMDD-<pid>.jsonl, by the UTC day of each record; on a new day the next file
-    is opened and the request logs past retention are deleted (every process's)."""
+    is opened and the request logs past retention are deleted (every process's). They hold every
+    prompt and answer: the files (and the directory, when created here) are their owner's only."""
+
+    FILE_MODE = 0o600
+    DIR_MODE = 0o700
 
     def __init__(self, directory: Path, keep: timedelta) -> None:
         super().__init__("request log", _report_in_app_log)

@@ -72,6 +72,21 @@ def test_records_after_the_file_was_deleted_go_to_a_new_file_of_that_name(tmp_pa
     assert path.read_bytes() == after.encode() + b"\n"
 
 
+def test_request_logs_are_readable_by_their_owner_only(tmp_path):
+    """They hold every prompt and answer: under the usual umask (022) they were created 0644, so
+    every local user could read them. The app log (no bodies, secrets redacted) keeps the umask's."""
+    previous = os.umask(0o022)
+    try:
+        with _logging(Settings(log_dir=str(tmp_path))):
+            write_request_record(_record("a prompt"))
+            logger.complete()
+    finally:
+        os.umask(previous)
+    assert _today_file(tmp_path).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / REQUEST_LOG_DIR).stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "app.log").stat().st_mode & 0o777 == 0o644
+
+
 def test_a_file_that_ends_with_a_newline_gets_no_empty_line(tmp_path):
     path = _today_file(tmp_path)
     path.parent.mkdir(parents=True)
