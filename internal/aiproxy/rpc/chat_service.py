@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from aiproxy.auth import Caller
 from aiproxy.chat.gateway import ChatGateway
 from aiproxy.chat.record import Exchange
 from aiproxy.errors import (
@@ -121,14 +122,14 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self._send_timeout = send_timeout  # REQUEST_BODY_TIMEOUT_SECONDS: how long a stream write may wait
         self._models = [_model(r.alias, r.provider) for r in gateway.router.aliases]
 
-    def log_rejection(self, method: str, context, exc: GatewayError, request) -> None:
+    def log_rejection(self, method: str, context, exc: GatewayError, request, caller: Caller | None) -> None:
         """Refusals of chat calls before they start (a key refused, a message that did not parse) still get a
-        request log record (status 401/403/400)."""
+        request log record (status 401/403/400), with the key's hash when the key was good."""
         name = method.rsplit("/", 1)[-1]
         if name not in _CHAT_METHODS:
             return
         transport = transport_of(context)
-        exchange = self._gateway.begin(None, CURRENT_REQUEST_ID.get(), transport, _CHAT_METHODS[name])
+        exchange = self._gateway.begin(caller, CURRENT_REQUEST_ID.get(), transport, _CHAT_METHODS[name])
         if request is not None:
             with contextlib.suppress(InvalidRequest):
                 self._gateway.attach_body(exchange, request_body(request))
