@@ -133,11 +133,13 @@ def test_model_and_log_service_answers_carry_the_request_id(stub, channel):
     assert dict(call.trailing_metadata())["x-request-id"]
 
 
-def test_unauthenticated(stub):
+def test_unauthenticated(stub, gateway):
     with pytest.raises(grpc.RpcError) as err:
-        stub.CreateChatCompletion(_request(), metadata=(("authorization", "Bearer nope"),))
+        stub.CreateChatCompletion(_request(), metadata=(("authorization", "Bearer nope"), ("x-request-id", "no-key")))
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error_detail(err.value).http_status == 401
+    record = gateway.wait_for_record("no-key")  # the refusal, without the body of a client that has no key
+    assert record["status_code"] == 401 and record["request"] is None and record["model_original"] is None
 
 
 def test_unknown_model_not_found(stub):

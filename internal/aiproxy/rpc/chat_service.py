@@ -122,17 +122,16 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self._send_timeout = send_timeout  # REQUEST_BODY_TIMEOUT_SECONDS: how long a stream write may wait
         self._models = [_model(r.alias, r.provider) for r in gateway.router.aliases]
 
-    def log_rejection(self, method: str, context, exc: GatewayError, request, caller: Caller | None) -> None:
+    def log_rejection(self, method: str, context, exc: GatewayError, caller: Caller | None) -> None:
         """Refusals of chat calls before they start (a key refused, a message that did not parse) still get a
-        request log record (status 401/403/400), with the key's hash when the key was good."""
+        request log record (status 401/403/400), with the key's hash when the key was good. Never with a
+        body: a refused key's (or there is none) would let a client without a key write up to
+        MAX_BODY_BYTES a call into the log, on disk and in the search index."""
         name = method.rsplit("/", 1)[-1]
         if name not in _CHAT_METHODS:
             return
         transport = transport_of(context)
         exchange = self._gateway.begin(caller, CURRENT_REQUEST_ID.get(), transport, _CHAT_METHODS[name])
-        if request is not None:
-            with contextlib.suppress(InvalidRequest):
-                self._gateway.attach_body(exchange, request_body(request))
         self._gateway.finish(exchange, exc)
 
     def _body(self, request: chat_pb2.ChatCompletionRequest, transport: str) -> dict:

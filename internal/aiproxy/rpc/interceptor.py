@@ -76,8 +76,8 @@ def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, keys: KeyRing, models_require_auth: bool, on_reject=None) -> None:
-        """on_reject(method, context, error, request, caller) is told of every refused call (for the request
-        log); `caller` is None unless the key was accepted (the message was refused)."""
+        """on_reject(method, context, error, caller) is told of every refused call (for the request log);
+        `caller` is None unless the key was accepted (the message was refused)."""
         self._keys = keys
         self._models_require_auth = models_require_auth
         self._on_reject = on_reject
@@ -133,7 +133,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 return True
             except (AuthenticationFailed, PermissionDenied, InvalidRequest) as exc:
                 if on_reject is not None:
-                    on_reject(method, context, exc, None if undecodable else request, caller)
+                    on_reject(method, context, exc, caller)
                 await abort_with(context, exc, CURRENT_REQUEST_ID.get())
                 return False
 
