@@ -28,7 +28,7 @@ from aiproxy.chat.record import RequestLog
 from aiproxy.config import ConfigError, Settings, host_port
 from aiproxy.errors import AuthenticationFailed, GatewayError
 from aiproxy.httpapi.app import create_app
-from aiproxy.httpapi.chat_routes import ENDING
+from aiproxy.httpapi.chat_routes import ARRIVED, ENDING
 from aiproxy.httpapi.errors import error_response
 from aiproxy.httpapi.metadata import REQUEST_ID_KEY
 from aiproxy.httpapi.protocol import AppRunner
@@ -118,6 +118,7 @@ def body_rejector(settings: Settings, gateway: ChatGateway):
         except AuthenticationFailed as auth_error:
             exc = auth_error
         exchange = gateway.begin(caller, request[REQUEST_ID_KEY], "http", stream=False)
+        exchange.began_at(request[ARRIVED])  # a body that took its time (408) is part of the exchange
         gateway.finish(exchange, exc)
         return error_response(exc)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from loguru import logger
@@ -18,7 +18,11 @@ ENDPOINT = "/v1/chat/completions"
 
 
 def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return _iso(datetime.now(UTC))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -38,6 +42,11 @@ class Exchange:
     status_code: int = 200
     response: dict | None = None
     error: dict | None = None
+
+    def began_at(self, started: float) -> None:
+        """The exchange began at `started` (time.perf_counter()), before this object was made."""
+        self.ts = _iso(datetime.now(UTC) - timedelta(seconds=time.perf_counter() - started))
+        self.started = started
 
     def fail(self, exc: GatewayError) -> None:
         self.status_code = exc.http_status

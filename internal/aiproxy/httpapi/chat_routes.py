@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import orjson
@@ -39,6 +40,8 @@ REJECT = web.AppKey("reject_body", object)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)  # REQUEST_BODY_TIMEOUT_SECONDS
 # Set when the shutdown deadline ends what is still in flight (aiproxy.cell).
 ENDING = web.AppKey("ending", asyncio.Event)
+# time.perf_counter() when a chat request's head was read: a body refused (408, 413, 400) is timed from it.
+ARRIVED = web.RequestKey("arrived", float)
 
 
 def _too_large(request: web.Request) -> PayloadTooLarge:
@@ -135,6 +138,7 @@ def _forwarded(metadata) -> dict[str, str]:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    request[ARRIVED] = time.perf_counter()
     try:
         metadata = rpc_metadata(request)
         body = await _read_json_object(request)
