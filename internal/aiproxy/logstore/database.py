@@ -192,6 +192,9 @@ def connect_read_only(path: Path, timeout_s: float) -> sqlite3.Connection:
         except sqlite3.Error:
             conn.close()
             raise
+        except UnicodeDecodeError:
+            conn.close()
+            raise schema_not_utf8() from None
         return conn
 
     return first_read_only(path, attempt)
@@ -217,8 +220,21 @@ def _connect(db: SqliteDatabase, timeout_s: float) -> None:
         except OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() + delay > deadline:
                 raise
+        except UnicodeDecodeError:
+            db.close()
+            raise schema_not_utf8() from None
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def schema_not_utf8() -> sqlite3.DatabaseError:
+    """The SQLITE_CORRUPT error a UnicodeDecodeError out of SQLite's first read of a file stands for:
+    a damaged schema holding bytes that are not UTF-8, which SQLite's "malformed database schema"
+    message quotes and Python cannot decode (no damage handling took the UnicodeDecodeError for a
+    damaged file: it was a traceback in every command)."""
+    corrupt = sqlite3.DatabaseError("malformed database schema (not UTF-8 text)")
+    corrupt.sqlite_errorcode, corrupt.sqlite_errorname = sqlite3.SQLITE_CORRUPT, "SQLITE_CORRUPT"
+    return corrupt
 
 
 def has_fts(db: SqliteDatabase) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 import peewee
 
 from aiproxy.logstore.bundles.importer import INCOMING
-from aiproxy.logstore.database import first_read_only, open_database
+from aiproxy.logstore.database import first_read_only, open_database, schema_not_utf8
 from aiproxy.logstore.fts import index_missing
 from aiproxy.logstore.models import BASE_MODELS
 from aiproxy.logstore.partitions import is_partition_name
@@ -44,7 +44,7 @@ def merge(source_dir: Path, dest: Path, settings: LogStoreSettings) -> dict:
     except peewee.DatabaseError as exc:
         raise MergeError(f"{current}: {exc}") from None
     except UnicodeDecodeError:  # SQLite's message quotes a damaged schema's bytes, which Python cannot decode
-        raise MergeError(f"{current}: malformed database schema (not UTF-8 text)") from None
+        raise MergeError(f"{current}: {schema_not_utf8()}") from None
     finally:
         if db is not None:
             db.close()

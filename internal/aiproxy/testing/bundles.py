@@ -97,12 +97,14 @@ def tree_fingerprint(root: Path) -> dict[str, str]:
 
 
 # Ways a partition file gets damaged, as `damage_partition` applies them.
-DAMAGES = ("truncated", "zero_filled", "not_a_database", "damaged_pages", "empty", "unopenable", "no_permission")
+DAMAGES = ("truncated", "zero_filled", "not_a_database", "damaged_pages", "schema_not_utf8", "empty", "unopenable",
+           "no_permission")
 
 
 def damage_partition(path: Path, how: str) -> None:
     """Damage a (closed) partition file for real: cut it in half, overwrite it with zeros or text,
-    overwrite every page after the first two (schema intact, b-trees garbage), empty it (an hour
+    overwrite every page after the first two (schema intact, b-trees garbage), flip one byte of its
+    schema's text to one that is not UTF-8 (SQLite's error then quotes it), empty it (an hour
     ago: not a file being created), put a directory in its place (what SQLite cannot open, even as
     root), or take every permission away (only stops a process that is not root)."""
     path = Path(path)
@@ -118,6 +120,9 @@ def damage_partition(path: Path, how: str) -> None:
     elif how == "damaged_pages":
         page = int.from_bytes(data[16:18], "big")
         path.write_bytes(data[: 2 * page] + b"\xab" * (len(data) - 2 * page))
+    elif how == "schema_not_utf8":
+        statement = data.index(b'CREATE TABLE "servers"')
+        path.write_bytes(data[: statement + 6] + b"\xaf" + data[statement + 7 :])
     elif how == "empty":
         path.write_bytes(b"")
         os.utime(path, (os.path.getatime(path) - 3600, os.path.getmtime(path) - 3600))
