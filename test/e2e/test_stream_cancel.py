@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from aiproxy.testing.fake_openai import EndlessStreamReply, HangReply, StreamReply, text_chunks
@@ -111,3 +112,31 @@ def test_a_grpc_client_that_reads_nothing_gets_its_call_ended(impatient_gateway,
         record = impatient_gateway.wait_for_record("grpc-never-reads")
         call.cancel()
     assert (record["status_code"], record["error"]["code"]) == (408, "client_read_timeout")
+
+
+@pytest.fixture()
+def own_gateway(upstream, tmp_path):
+    """A gateway of the test's own, whose app log holds nothing but this test's calls."""
+    with GatewayProcess(tmp_path, upstream_url=upstream.base_url) as gw:
+        yield gw
+
+
+def test_a_rest_client_leaving_mid_stream_is_no_error_of_the_gateway(own_gateway, fake):
+    """A client closing its connection while events keep coming is routine (a user pressing stop).
+    Was: the write that found the connection closing raised ClientConnectionResetError out of the
+    handler, logged as "unhandled error in HTTP handler" with a traceback, at ERROR, for many
+    of such clients; the call must end as any cancelled call does (499, upstream call closed)."""
+    rounds = 30  # the write lost the race to the cancellation about one time in six
+    for round_ in range(rounds):
+        fake.push(StreamReply(text_chunks(["x"] * 400), per_event=True, delay=0.002))
+        headers = {"Authorization": f"Bearer {CLIENT_KEY}", "X-Request-ID": f"leaves-{round_}"}
+        body = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with httpx.stream("POST", f"{own_gateway.base_url}/chat/completions", headers=headers, json=body,
+                          timeout=10) as response:
+            next(response.iter_lines())
+        fake.wait_cancelled()
+        fake.reset()
+    for round_ in range(rounds):
+        assert own_gateway.wait_for_record(f"leaves-{round_}")["status_code"] == 499
+    errors = [line for line in own_gateway.stderr_path.read_bytes().splitlines() if b'"level":"ERROR"' in line]
+    assert errors == []

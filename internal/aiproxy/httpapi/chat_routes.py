@@ -180,9 +180,11 @@ async def _stream(request: web.Request, stub, message, metadata) -> web.StreamRe
         await response.prepare(request)
         try:
             await _relay(request, response, call, first)
-        except _ClientStalled:
-            return response  # the call is cancelled below; the connection is gone
-        await response.write_eof()
+            await response.write_eof()
+        except (_ClientStalled, ConnectionResetError):
+            # The connection is gone: dropped by _send, or closed by the client (a write can find it
+            # closing before aiohttp cancels this handler). The call is cancelled below, logged 499.
+            pass
         return response
     finally:
         call.cancel()
