@@ -234,6 +234,15 @@ class UpstreamUnreachable(GatewayError):
     default_code = "upstream_unreachable"
 
 
+class UpstreamBusy(GatewayError):
+    """Every connection of the provider's pool (max_connections) stayed in use for the pool timeout:
+    the upstream may be fine, the gateway has no room for one more call to it."""
+
+    http_status = 503
+    error_type = "server_error"
+    default_code = "upstream_busy"
+
+
 class UpstreamMisconfigured(GatewayError):
     """The upstream rejected the gateway's own provider key: an operator problem, never a client 401."""
 

@@ -105,6 +105,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 skip_auto_headers=("Content-Type",),
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
+            if isinstance(exc, aiohttp.ConnectionTimeoutError) and self._pool_full(session.connector):
+                raise httpx.PoolTimeout(self._pool_busy(request), request=request) from None
             raise _httpx_error(exc, request) from None
         return httpx.Response(
             status_code=response.status,
@@ -112,6 +114,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             stream=_ResponseStream(response, request),
             extensions={"http_version": b"HTTP/1.1"},
         )
+
+    def _pool_full(self, connector: aiohttp.BaseConnector | None) -> bool:
+        """Whether every connection is taken by other calls. aiohttp's `connect` timeout covers both
+        the wait for a free connection and the connect itself and raises the same error for either;
+        this call's own connection, if it was opening one, is already given back here, so a full pool
+        means it waited in the queue (aiohttp has no public count of the connections in use)."""
+        return connector is not None and len(getattr(connector, "_acquired", ())) >= self._limit
+
+    def _pool_busy(self, request: httpx.Request) -> str:
+        waited = (request.extensions.get("timeout") or {}).get("pool")
+        return f"all {self._limit} of its connections are in use and none came free within {waited} s"
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -11,7 +11,13 @@ import httpx
 import orjson
 
 from aiproxy.config import ProviderSettings
-from aiproxy.errors import GatewayError, UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
+from aiproxy.errors import (
+    GatewayError,
+    UpstreamBadResponse,
+    UpstreamBusy,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from aiproxy.providers.aiohttp_transport import AiohttpTransport
 
 _SET_COOKIE_HEADERS = (b"set-cookie", b"set-cookie2")
@@ -118,9 +124,12 @@ def make_http_client(settings: ProviderSettings, headers: dict[str, str] | None 
 
 
 def transport_error(provider: str, exc: httpx.HTTPError) -> GatewayError:
-    """A read timeout -> 504; everything else on the wire (refused, reset, DNS, and a connect timeout:
+    """A read timeout -> 504; no free connection in the provider's pool -> 503; everything else on the wire (refused, reset, DNS, and a connect timeout:
     no connection, so the request never left the gateway) -> 502."""
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+    if isinstance(exc, httpx.PoolTimeout):  # the gateway's own limit, not the upstream's fault
+        return UpstreamBusy(f"The upstream provider '{provider}' is busy: {exc} (the provider's max_connections);"
+                            " retry later.")
+    if isinstance(exc, httpx.ConnectTimeout):
         return UpstreamUnreachable(
             f"The upstream provider '{provider}' is unreachable: no connection opened within the connect timeout."
         )

@@ -209,6 +209,44 @@ def test_an_upstream_that_accepts_no_connection_is_unreachable_not_slow() -> Non
     assert "connect timeout" in error.message
 
 
+async def _call_past_a_full_pool():
+    """The errors of two chat calls to an upstream that holds every call, with max_connections=1:
+    the one that waited for the pool's only connection, then the one that had it."""
+    from aiproxy.errors import GatewayError
+    from aiproxy.providers.base import UpstreamRequest
+    from aiproxy.providers.openai_compat import OpenAICompatibleProvider
+
+    async def hold(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.5)  # past the read timeout; the server waits for it at cleanup
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", hold)
+    async with _serving(app) as base_url:
+        provider = OpenAICompatibleProvider(ProviderSettings(
+            name="t", kind="openai", base_url=f"{base_url}/v1", connect_timeout=0.3, read_timeout=1, max_connections=1))
+        request = UpstreamRequest({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "r")
+        try:
+            holder = asyncio.create_task(provider.complete(request))
+            await asyncio.sleep(0.1)  # the holder has the connection
+            errors = await asyncio.gather(provider.complete(request), holder, return_exceptions=True)
+        finally:
+            await provider.aclose()
+    assert all(isinstance(error, GatewayError) for error in errors), errors
+    return errors
+
+
+def test_a_call_that_finds_every_pooled_connection_busy_says_so() -> None:
+    """Was: 502 upstream_unreachable "no connection opened within the connect timeout", which sends
+    an operator after a network fault while the upstream answers fine and the gateway's own
+    max_connections is the limit (aiohttp raises one error for the pool wait and the connect)."""
+    waited, held = asyncio.run(asyncio.wait_for(_call_past_a_full_pool(), 10))
+    assert (waited.http_status, waited.code) == (503, "upstream_busy")
+    assert waited.message == ("The upstream provider 't' is busy: all 1 of its connections are in use and none came"
+                              " free within 0.3 s (the provider's max_connections); retry later.")
+    assert (held.http_status, held.code) == (504, "upstream_timeout")  # the call holding it: a read timeout
+
+
 def _closed_port() -> int:
     import socket
 
