@@ -13,6 +13,9 @@ _TEXTS = ("refusal", "reasoning")  # delta fields streamed as pieces of one text
 _LISTS = ("reasoning_details", "annotations", "images")
 _LOGPROBS = ("content", "refusal")  # choice.logprobs lists, one entry per token, concatenated
 _AUDIO_TEXTS = ("data", "transcript")  # delta.audio fields streamed in pieces (base64, text); id and expires_at whole
+# What a choice or a tool call adds to the record even when empty (its keys, about 70 characters of
+# JSON): counted in `size`, or an upstream numbering empty deltas 0, 1, 2… grew it past any limit.
+ENTRY_SIZE = 64
 
 
 class StreamAssembler:
@@ -34,9 +37,11 @@ class StreamAssembler:
         for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict):
                 continue
-            state = self._choices.setdefault(
-                _index(choice.get("index"), 0), {"role": "assistant", "content": [], "tool_calls": {}, "finish_reason": None}
-            )
+            index = _index(choice.get("index"), 0)
+            state = self._choices.get(index)
+            if state is None:
+                state = self._choices[index] = {"role": "assistant", "content": [], "tool_calls": {}, "finish_reason": None}
+                self.size += ENTRY_SIZE
             delta = choice.get("delta")
             if not isinstance(delta, dict):
                 delta = {}
@@ -82,7 +87,11 @@ class StreamAssembler:
     def _add_tool_call(self, calls: dict[int, dict], delta: dict) -> None:
         # Name and arguments as lists of pieces, joined once in result(): appending to the string
         # copied it each time, quadratic in the length of a call streamed in many small pieces.
-        call = calls.setdefault(_index(delta.get("index"), len(calls)), {"id": None, "name": [], "arguments": []})
+        index = _index(delta.get("index"), len(calls))
+        call = calls.get(index)
+        if call is None:
+            call = calls[index] = {"id": None, "name": [], "arguments": []}
+            self.size += ENTRY_SIZE
         if delta.get("id"):
             call["id"] = delta["id"]
         function = delta.get("function")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -293,3 +294,15 @@ def test_content_streamed_as_parts_is_kept():
         {"type": "text", "text": "Hello"},
     ]
     assert first == thinking("It's a ")  # the relayed chunks are left as they were
+
+
+def test_empty_choices_and_tool_calls_count_towards_the_size_the_answer_limit_checks() -> None:
+    """Each new choice index or tool call index adds an entry to the record, content or not. Was: only
+    their texts counted, so an upstream numbering empty deltas 0, 1, 2… grew the assembly (and the
+    record: 200,000 choices from a 22 MB stream under a 1 MiB answer limit) without the limit firing."""
+    assembler = StreamAssembler()
+    for index in range(1000):
+        assembler.add(chunk([delta(index)]))
+        assembler.add(chunk([delta(0, tool_calls=[{"index": index}])]))
+    record_size = len(orjson.dumps(assembler.result()))
+    assert assembler.size >= record_size // 2
