@@ -8,9 +8,17 @@ from pathlib import Path
 
 import grpc
 import httpx
+import orjson
 import pytest
 
-from aiproxy.testing.fake_openai import EndlessStreamReply, HangReply, StreamReply, text_chunks
+from aiproxy.testing.fake_openai import (
+    EndlessStreamReply,
+    HangReply,
+    JSONReply,
+    StreamReply,
+    completion,
+    text_chunks,
+)
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 from aiproxy.testing.streams import unread_stream
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
@@ -99,6 +107,33 @@ def test_a_rest_client_that_reads_nothing_is_dropped_and_its_upstream_call_ends(
         assert (record["status_code"], record["error"]["code"]) == (408, "client_read_timeout")
         # and then its connection, though the client still has not read a byte
         assert _closed_by_the_gateway(impatient_gateway.port, client.getsockname()[1], within=10)
+
+
+def test_a_rest_client_that_reads_none_of_a_large_json_answer_is_dropped(impatient_gateway, fake):
+    """Was: aiohttp's write of a JSON answer waited for the client with no time limit, holding the
+    answer (up to MAX_BODY_BYTES + 1 MiB) and the connection for as long as the client kept it open;
+    a stream's connection was closed after twice REQUEST_BODY_TIMEOUT_SECONDS."""
+    fake.push(JSONReply(completion(content="y" * (8 * 1024 * 1024))))
+    with unread_stream(impatient_gateway, "never-reads-json", stream=False) as client:
+        assert impatient_gateway.wait_for_record("never-reads-json", timeout=10)["status_code"] == 200
+        assert _closed_by_the_gateway(impatient_gateway.port, client.getsockname()[1], within=10)
+
+
+def test_a_rest_client_reading_a_large_json_answer_slowly_gets_all_of_it(impatient_gateway, fake):
+    """Reading steadily, if for longer than the limit above in all, is no stall (nginx's send_timeout)."""
+    content = "y" * (2 * 1024 * 1024)
+    fake.push(JSONReply(completion(content=content)))
+    with unread_stream(impatient_gateway, "reads-slowly-json", stream=False) as client:
+        client.settimeout(10)
+        data, started = b"", time.monotonic()
+        while not data.endswith(b"}}") and (piece := client.recv(65536)):
+            data += piece
+            time.sleep(0.01)  # at most ~800 KiB/s through the small receive buffer
+        took = time.monotonic() - started
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert took > 2  # longer than the bound on a client that reads nothing
+    assert b"content-length: %d" % len(body) in head.lower()
+    assert orjson.loads(body)["choices"][0]["message"]["content"] == content
 
 
 def test_a_grpc_client_that_reads_nothing_gets_its_call_ended(impatient_gateway, fake):

@@ -159,7 +159,34 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return rpc_error_response(exc)
     finally:
         call.cancel()  # no-op when finished; stops the upstream call if this handler was cancelled
-    return json_response(message_to_json(response), headers=headers)
+    return await _answer(request, json_response(message_to_json(response), headers=headers))
+
+
+async def _answer(request: web.Request, response: web.Response) -> web.StreamResponse:
+    """A JSON answer. aiohttp's own write of it waits for the client with no time limit, holding the
+    answer and the connection while a client reads none of it. One that may not fit the transport's
+    buffer is written here in pieces through _send, so a client that reads nothing for twice
+    REQUEST_BODY_TIMEOUT_SECONDS loses its connection, as a stream's does, and one reading slowly
+    but steadily gets it all. Small answers, nearly all, go to aiohttp as they are."""
+    body = response.body
+    transport = request.transport
+    if transport is None or (transport.get_write_buffer_size() + len(body) + FRAMING_ROOM
+                             <= transport.get_write_buffer_limits()[1]):
+        return response
+    answer = web.StreamResponse(status=response.status, headers=response.headers)
+    answer.content_length = len(body)
+    await answer.prepare(request)
+    view = memoryview(body)
+    try:
+        for start in range(0, len(view), ANSWER_PIECE):
+            await _send(request, answer, view[start:start + ANSWER_PIECE])
+        await answer.write_eof()
+    except (_ClientStalled, ConnectionResetError):
+        pass  # the connection is gone; the answer was logged when the call ended
+    return answer
+
+
+ANSWER_PIECE = 256 * 1024  # _answer: the answer is written this much at a time
 
 
 async def _stream(request: web.Request, stub, message, metadata) -> web.StreamResponse:

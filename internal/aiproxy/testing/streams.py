@@ -39,10 +39,10 @@ class RestStream(threading.Thread):
         self.first.set()
 
 
-def unread_stream(gateway: GatewayProcess, request_id: str) -> socket.socket:
-    """A connection that asks for a chat stream and will read none of it (a small receive buffer,
-    so every buffer on the way fills up soon); close it when done."""
-    body = orjson.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+def unread_stream(gateway: GatewayProcess, request_id: str, stream: bool = True) -> socket.socket:
+    """A connection that asks for a chat stream (or with stream=False a JSON answer) and will read
+    none of it (a small receive buffer, so every buffer on the way fills up soon); close it when done."""
+    body = orjson.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "stream": stream})
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     client.connect(("127.0.0.1", gateway.port))
