@@ -64,6 +64,15 @@ def test_openai_sdk_over_https(tls_gateway, tls_files):
     assert health.headers["strict-transport-security"].startswith("max-age=31536000")
 
 
+def test_a_json_answer_larger_than_the_write_buffer_over_https(tls_gateway, tls_files):
+    """Such an answer is written in pieces by the facade (chat_routes._answer), through TLS too."""
+    http_client = httpx.Client(verify=ssl.create_default_context(cafile=str(tls_files["ca"])))
+    client = openai.OpenAI(base_url=https(tls_gateway), api_key=CLIENT_KEY, max_retries=0, http_client=http_client)
+    content = "z" * (3 * 1024 * 1024)
+    reply = client.chat.completions.create(model="mock", messages=[{"role": "user", "content": content}])
+    assert reply.choices[0].message.content == content
+
+
 def test_plain_http_is_refused_on_the_tls_port(tls_gateway):
     with pytest.raises(httpx.HTTPError):  # the TLS handshake fails: no plain-text answer at all
         httpx.get(f"http://127.0.0.1:{tls_gateway.port}/health", timeout=3)
