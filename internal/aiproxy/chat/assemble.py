@@ -49,10 +49,10 @@ class StreamAssembler:
             if isinstance(content, str):
                 state["content"].append(content)
                 self.size += len(content)
-            elif isinstance(content, list):  # parts (Mistral's thinking blocks): kept, merged in result()
+            elif isinstance(content, list) and content:  # parts (Mistral's thinking blocks): kept, merged in result()
                 state["content"].extend(content)
                 state["parts"] = True
-                self.size += len(orjson.dumps(content))
+                self.size += _json_size(content)
             for key in _TEXTS:  # joined, like content
                 if isinstance(delta.get(key), str):
                     state.setdefault(key, []).append(delta[key])
@@ -60,7 +60,7 @@ class StreamAssembler:
             for key in _LISTS:  # concatenated
                 if isinstance(delta.get(key), list):
                     state.setdefault(key, []).extend(delta[key])
-                    self.size += len(orjson.dumps(delta[key]))
+                    self.size += _json_size(delta[key])
             calls = delta.get("tool_calls")
             for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict):
@@ -78,7 +78,7 @@ class StreamAssembler:
                         if pieces[key] is None:
                             pieces[key] = []
                         pieces[key].extend(logprobs[key])
-                        self.size += len(orjson.dumps(logprobs[key]))
+                        self.size += _json_size(logprobs[key])
             if choice.get("finish_reason"):
                 state["finish_reason"] = choice["finish_reason"]
             if choice.get("native_finish_reason") is not None:
@@ -140,6 +140,16 @@ class StreamAssembler:
         if usage is not None:
             body["usage"] = usage
         return body
+
+
+def _json_size(value) -> int:
+    """What `value` adds to the record, as JSON. A value orjson cannot write (an integer beyond 64
+    bits, nesting too deep: none in a chunk orjson parsed, but no chunk may break the stream)
+    counts as an entry."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return ENTRY_SIZE
 
 
 def _parts(pieces: list) -> list:
