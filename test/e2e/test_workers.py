@@ -121,6 +121,21 @@ def test_a_cell_that_keeps_dying_at_startup_stops_the_gateway(workers_gateway):
     assert not cells_of(gateway.proc.pid)
 
 
+def test_a_cell_stopped_cleanly_on_its_own_is_no_error_and_comes_back(workers_gateway):
+    """Was: a cell that a signal of its own stopped cleanly (systemd signals every process, so often
+    before the parent hears of the stop) was logged as an ERROR death and restarted at once."""
+    gateway = workers_gateway()
+    stopped, other = cells_of(gateway.proc.pid)
+    os.kill(stopped, signal.SIGTERM)
+    cells = wait_for(lambda: (c := cells_of(gateway.proc.pid)) and len(c) == 2 and stopped not in c and c,
+                     what="a new cell")
+    assert other in cells
+    [note] = [e for e in app_log(gateway) if e.get("cell_pid") == stopped and e["level"] != "INFO"]
+    assert note["level"] == "WARNING" and "restarting" in note["msg"] and note["exit_code"] == 0, note
+    assert gateway.stop() == 0
+    assert [e["msg"] for e in app_log(gateway) if e["level"] == "ERROR"] == []
+
+
 def test_sighup_stops_the_workers_gracefully(workers_gateway, fake):
     """Was: SIGHUP killed the parent at once and orphaned the cells."""
     gateway = workers_gateway(SHUTDOWN_GRACE_SECONDS=10)

@@ -41,6 +41,7 @@ STARTUP_WINDOW_SECONDS = 10.0
 MAX_STARTUP_FAILURES = 5
 BACKOFF_SECONDS = (0.25, 0.5, 1.0, 2.0)  # before restarting a cell that died young, by failures in a row
 STOP_MARGIN_SECONDS = 10.0
+CLEAN_EXIT_RESTART_SECONDS = 1.0  # before restarting a cell that stopped cleanly, see Supervisor._died
 PR_SET_PDEATHSIG = 1
 
 
@@ -184,6 +185,14 @@ class Supervisor:
     def _died(self, slot: int, cell: _Cell, code: int) -> None:
         lived = time.monotonic() - cell.started
         facts = {"cell": slot, "cell_pid": cell.process.pid, **describe_exit(code), "lived_seconds": round(lived, 3)}
+        if code == 0:
+            # It stopped cleanly on a stop signal of its own: systemd (KillMode=control-group) signals
+            # every process of the service, and this process's own signal is then on its way; restarted
+            # after a moment, unless that signal comes first (an operator who stopped one cell gets it back).
+            logger.warning("cell stopped on a signal of its own; restarting it unless the gateway stops",
+                           restart_in_seconds=CLEAN_EXIT_RESTART_SECONDS, **facts)
+            self._restart_at[slot] = time.monotonic() + CLEAN_EXIT_RESTART_SECONDS
+            return
         if code == 2:  # a configuration error: its one line is on stderr already, and a restart cannot help
             logger.error("cell stopped on a configuration error; stopping the gateway", **facts)
             self._fatal = 2
