@@ -354,7 +354,8 @@ def prune_request_logs(directory: Path, keep: timedelta) -> None:
     for path in directory.glob("requests-*-*.jsonl"):
         if path.name.startswith(today):
             continue
-        with contextlib.suppress(FileNotFoundError):  # another worker pruned it first
+        # Gone (another worker pruned it first) or not deletable: the others are still pruned.
+        with contextlib.suppress(OSError):
             if path.stat().st_mtime < cutoff:
                 path.unlink()
 

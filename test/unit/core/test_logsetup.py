@@ -46,3 +46,20 @@ def test_a_retention_under_a_day_never_deletes_a_file_of_today(tmp_path):
     yesterday = _aged(requests / f"requests-{datetime.now(UTC) - timedelta(days=1):%Y%m%d}-99997.jsonl", 0.5)
     prune_request_logs(requests, timedelta(hours=6))
     assert idle_worker.exists() and not yesterday.exists()
+
+
+def test_a_request_log_that_cannot_be_deleted_does_not_stop_the_others_being_pruned(tmp_path, monkeypatch):
+    """Was: the first file whose unlink failed (not FileNotFoundError) ended the pruning there, and
+    at start-up made the whole log directory look unwritable."""
+    stuck = _aged(tmp_path / "requests-20200101-1.jsonl", 40)
+    others = [_aged(tmp_path / f"requests-20200102-{pid}.jsonl", 40) for pid in range(2, 6)]
+    real_unlink = type(stuck).unlink
+
+    def unlink(path, *args, **kwargs):
+        if path.name == stuck.name:
+            raise PermissionError(1, "Operation not permitted", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(type(stuck), "unlink", unlink)
+    prune_request_logs(tmp_path, timedelta(days=30))
+    assert stuck.exists() and not any(path.exists() for path in others)
