@@ -236,8 +236,6 @@ def _prepare_member(name: str, path: Path, store: Store) -> _Member:
         return _Member(path, days, has_partition_shape(db.connection()))
     except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
         raise BundleError(f"bundle member {name} is not a usable log database: {exc}") from None
-    except UnicodeDecodeError:  # SQLite's message quotes a damaged schema's bytes, which Python cannot decode
-        raise BundleError(f"bundle member {name} is not a usable log database: its schema is not UTF-8 text") from None
     finally:
         if db is not None:
             db.close()
