@@ -299,6 +299,16 @@ def test_key_hash_is_stable_across_restarts(upstream, tmp_path):
     assert hashes[0] == hashes[1] and CLIENT_KEY not in hashes[0]
 
 
+def refused_start(gateway: GatewayProcess, cwd: Path, timeout: float, refused: str) -> subprocess.CompletedProcess:
+    """`aiproxy serve` in the gateway's environment, which must stop at start-up: its result. A gateway
+    that serves instead fails the test (`refused`: what it should not have started with)."""
+    try:
+        return subprocess.run([*COMMAND, "serve"], cwd=cwd, env=gateway.env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the gateway started with {refused}")
+
+
 def test_no_key_configured_generates_a_dev_key(tmp_path):
     port = free_port()
     env = {"PATH": os.environ["PATH"], "PORT": str(port), "GRPC_PORT": "0", "LOG_DIR": str(tmp_path / "logs"),
@@ -357,8 +367,7 @@ def test_unwritable_log_dir_stops_startup_with_one_line(tmp_path, workers, block
     gateway = GatewayProcess(tmp_path, workers=workers, env={"LOG_DIR": str(log_dir), "KEY_HASH_SECRET": "k" * 32,
                                                            "LOGDB_DIR": str(tmp_path / "db")})
     for _ in range(3):
-        result = subprocess.run([*COMMAND, "serve"], cwd=tmp_path, env=gateway.env, capture_output=True, text=True,
-                                timeout=30)
+        result = refused_start(gateway, tmp_path, 30, f"an unwritable {blocked}")
         if "in use" not in result.stderr:
             break
         # free_port()'s ports are ephemeral ones, which another test's client may take meanwhile
@@ -374,11 +383,7 @@ def test_an_unwritable_logdb_dir_with_live_ingest_stops_startup_with_one_line(tm
     in_the_way = tmp_path / "a-file"
     in_the_way.write_text("")
     gateway = GatewayProcess(tmp_path, env={"LOGDB_ENABLED": "true", "LOGDB_DIR": str(in_the_way / "db")})
-    try:
-        result = subprocess.run([*COMMAND, "serve"], cwd=tmp_path, env=gateway.env, capture_output=True, text=True,
-                                timeout=15)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the gateway started with a LOGDB_DIR it cannot write")
+    result = refused_start(gateway, tmp_path, 15, "a LOGDB_DIR it cannot write")
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("aiproxy: configuration error: LOGDB_DIR=") and "Not a directory" in result.stderr
     assert "Traceback" not in result.stderr
@@ -502,8 +507,7 @@ def test_a_tmpdir_too_long_for_the_internal_socket_stops_startup_with_one_line(t
     tmpdir = tmp_path / ("t" * 100)
     tmpdir.mkdir()
     gateway = GatewayProcess(tmp_path, workers=workers, env={"TMPDIR": str(tmpdir)})
-    result = subprocess.run([*COMMAND, "serve"], cwd=tmp_path, env=gateway.env, capture_output=True, text=True,
-                            timeout=60)
+    result = refused_start(gateway, tmp_path, 60, "a TMPDIR too long for its socket")
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("aiproxy: configuration error: ")]
     assert errors and all("set TMPDIR" in line and "107 bytes" in line for line in errors), result.stderr
@@ -516,11 +520,7 @@ def test_rest_and_grpc_on_the_same_port_stop_startup_with_one_line(tmp_path, grp
     gRPC clients got "Failed parsing HTTP/2", with nothing in the log."""
     gateway = GatewayProcess(tmp_path)
     gateway.env.update(GRPC_PORT=gateway.env["PORT"], GRPC_HOST=grpc_host)
-    try:
-        result = subprocess.run([*COMMAND, "serve"], cwd=tmp_path, env=gateway.env, capture_output=True, text=True,
-                                timeout=15)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the gateway started with REST and gRPC on one port")
+    result = refused_start(gateway, tmp_path, 15, "REST and gRPC on one port")
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("aiproxy: configuration error: PORT and GRPC_PORT are both")
     assert "Traceback" not in result.stderr
@@ -531,8 +531,7 @@ def test_a_listen_address_of_another_machine_names_the_host_setting(tmp_path, se
     """Was: "stop the server using it, or set GRPC_PORT" for a GRPC_HOST that is not an address of
     this machine (192.0.2.1 is TEST-NET-1): the advice named neither the cause nor GRPC_HOST."""
     gateway = GatewayProcess(tmp_path, env={setting: "192.0.2.1"})
-    result = subprocess.run([*COMMAND, "serve"], cwd=tmp_path, env=gateway.env, capture_output=True, text=True,
-                            timeout=30)
+    result = refused_start(gateway, tmp_path, 30, f"{setting} not of this machine")
     assert result.returncode == 2
     assert result.stderr.startswith("aiproxy: configuration error: cannot listen on 192.0.2.1:")
     assert result.stderr.rstrip().endswith(f"set {setting} to an address of this machine"), result.stderr
