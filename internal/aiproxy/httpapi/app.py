@@ -38,7 +38,10 @@ def _request_id(request: web.Request) -> str:
 
 def http_error_response(request: web.Request, exc: web.HTTPException) -> web.Response:
     """aiohttp's own HTTP error (no route, a method the route does not take, an expectation it
-    cannot meet) in OpenAI's format."""
+    cannot meet) in OpenAI's format; an HTTPException that is no error (a redirect) is raised on,
+    for aiohttp to send."""
+    if exc.status < 400:
+        raise exc
     code = {404: "not_found", 405: "method_not_allowed", 417: "expectation_failed"}.get(exc.status)
     message = {
         404: f"This gateway does not serve {request.path}: it serves OpenAI's chat completions "
@@ -59,8 +62,6 @@ async def errors_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
         return http_error_response(request, exc)
     except Exception:
         logger.exception("unhandled error in HTTP handler", request_id=request[REQUEST_ID_KEY])

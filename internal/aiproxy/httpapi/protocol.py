@@ -78,8 +78,6 @@ def _refusing_in_openai_format(handle):
         try:
             return await handle(request)
         except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
             return http_error_response(request, exc)
 
     return handler
