@@ -19,7 +19,7 @@ from aiproxy.errors import (
     RequestTimeout,
     ServerShuttingDown,
 )
-from aiproxy.httpapi import sse
+from aiproxy.httpapi import hop, sse
 from aiproxy.httpapi.errors import (
     error_response,
     json_response,
@@ -153,12 +153,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _stream(request, stub, message, metadata)
     call = stub.CreateChatCompletion(message, metadata=metadata)
     try:
-        response = await call
+        response = await hop.answer(call)  # cancelled with this handler, and so is its upstream call
         headers = _forwarded(await call.trailing_metadata())  # where the servicer puts them for the facade
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc)
-    finally:
-        call.cancel()  # no-op when finished; stops the upstream call if this handler was cancelled
     return await _answer(request, json_response(message_to_json(response), headers=headers))
 
 
@@ -196,7 +194,7 @@ async def _stream(request: web.Request, stub, message, metadata) -> web.StreamRe
     try:
         # Nothing is sent before the first batch, so errors before it keep their HTTP status.
         try:
-            first = await call.read()
+            first = await hop.next_message(call)
         except grpc.aio.AioRpcError as exc:
             return rpc_error_response(exc)
         response = web.StreamResponse(status=200, headers={**sse.HEADERS, **_forwarded(await call.initial_metadata())})
@@ -225,7 +223,7 @@ async def _relay(request: web.Request, response: web.StreamResponse, call, batch
             if batch.comments:
                 events[:0] = map(sse.comment, batch.comments)
             await _send(request, response, b"".join(events))
-            batch = await call.read()
+            batch = await hop.next_message(call)
     except grpc.aio.AioRpcError as exc:
         _, body, _ = rpc_error_parts(exc)
         await _send(request, response, sse.event(body))
@@ -261,7 +259,8 @@ class _ClientStalled(Exception):
 
 async def list_models(request: web.Request) -> web.Response:
     try:
-        response = await request.app[STUB].ListModels(chat_pb2.ListModelsRequest(), metadata=rpc_metadata(request))
+        call = request.app[STUB].ListModels(chat_pb2.ListModelsRequest(), metadata=rpc_metadata(request))
+        response = await hop.answer(call)
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc)
     except AuthenticationFailed as exc:
@@ -274,7 +273,8 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     model_id = request.match_info["model_id"]
     try:
-        model = await request.app[STUB].GetModel(chat_pb2.GetModelRequest(id=model_id), metadata=rpc_metadata(request))
+        call = request.app[STUB].GetModel(chat_pb2.GetModelRequest(id=model_id), metadata=rpc_metadata(request))
+        model = await hop.answer(call)
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc)
     except AuthenticationFailed as exc:

@@ -12,6 +12,7 @@ from aiohttp import web
 from loguru import logger
 
 from aiproxy.errors import GatewayError, InvalidRequest
+from aiproxy.httpapi import hop
 from aiproxy.httpapi.errors import detail_of, error_response, json_response, rpc_error_response
 from aiproxy.httpapi.metadata import rpc_metadata
 from aiproxy.logstore.protomap import INT32_MAX, message_to_json
@@ -89,7 +90,7 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
             warnings: list[str] = []
 
             async def call() -> dict:
-                reply = message_to_json(await rpc(message, metadata=metadata))
+                reply = message_to_json(await hop.answer(rpc(message, metadata=metadata)))
                 warnings.extend(w for w in reply.pop("warnings", ()) if w not in warnings)  # once, whatever the pages
                 return reply
 
