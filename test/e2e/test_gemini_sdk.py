@@ -18,7 +18,9 @@ from aiproxy.testing.fake_gemini import (
     StreamReply,
     blocked_prompt,
     candidate,
+    citation_metadata,
     function_call_response,
+    grounding_metadata,
     image_part,
     image_response,
     rate_limited,
@@ -489,3 +491,72 @@ def test_grpc_sends_an_assistants_images_back_through_extra_json(grpc_stub, fake
             }
         ],
     }
+
+
+GROUNDED = "Le café ☕ ouvre à 8 h. 東京 a 14 millions d'habitants."
+SUPPORTS = (
+    ("Le café ☕ ouvre à 8 h.", "https://vertexaisearch.cloud.google.com/grounding-api-redirect/AbC1", "cafe.fr"),
+    ("東京 a 14 millions d'habitants.", "https://vertexaisearch.cloud.google.com/grounding-api-redirect/XyZ2", "wikipedia.org"),
+)
+EXPECTED_CITATIONS = [(url, title, passage) for passage, url, title in SUPPORTS] + [
+    ("https://github.com/example/cafe", "", "14 millions")
+]
+
+
+def grounded_candidate(parts, text, finish="STOP"):
+    body = candidate(parts, finish)
+    body["groundingMetadata"] = grounding_metadata(text, *SUPPORTS)
+    body["citationMetadata"] = citation_metadata(text, ("14 millions", "https://github.com/example/cafe", "mit"))
+    return body
+
+
+def cited(content, annotations):
+    return [(a["url_citation"]["url"], a["url_citation"]["title"],
+             content[a["url_citation"]["start_index"]:a["url_citation"]["end_index"]]) for a in annotations]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_grounding_and_citations_arrive_as_url_citation_annotations(client, fake, gemini_gateway, stream):
+    """Gemini's byte offsets become character offsets of the content (the French and Japanese text
+    makes the two differ), in the message, in stream deltas and in the request log; and the answer
+    goes back as history without complaint."""
+    if stream:
+        events = [response([candidate([{"text": GROUNDED[:12]}], None)]),
+                  response([grounded_candidate([{"text": GROUNDED[12:]}], GROUNDED)])]
+        fake.enqueue(StreamReply(events), text_response("De rien."))
+    else:
+        fake.enqueue(response([grounded_candidate([{"text": GROUNDED}], GROUNDED)]), text_response("De rien."))
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=[user("Café?")], stream=stream)
+    if stream:
+        chunks = list(raw.parse())
+        content = "".join(c.choices[0].delta.content or "" for c in chunks)
+        annotations = [a for c in chunks for a in (c.choices[0].delta.model_extra or {}).get("annotations", [])]
+        message = {"role": "assistant", "content": content, "annotations": annotations}
+    else:
+        reply = raw.parse().choices[0].message
+        content, annotations = reply.content, [a.model_dump() for a in reply.annotations]
+        message = reply.model_dump(exclude_none=True)
+    assert content == GROUNDED
+    assert cited(content, annotations) == EXPECTED_CITATIONS
+    logged = gemini_gateway.wait_for_record(raw.headers["x-request-id"])["response"]["choices"][0]["message"]
+    assert cited(logged["content"], logged["annotations"]) == EXPECTED_CITATIONS
+    again = client.chat.completions.create(model=MODEL, messages=[user("Café?"), message, user("Merci")])
+    assert again.choices[0].message.content == "De rien."
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+def test_grpc_delivers_annotations(grpc_stub, fake, stream):
+    fake.enqueue(response([grounded_candidate([{"text": GROUNDED}], GROUNDED)]))
+    request = chat_pb2.ChatCompletionRequest(model=MODEL, stream=stream)
+    request.messages.add(role="user", content_text="Café?")
+    if stream:
+        chunks = list(grpc_stub.StreamChatCompletion(request, metadata=GRPC_AUTH))
+        messages = [c.choices[0].delta for c in chunks if c.choices]
+    else:
+        messages = [grpc_stub.CreateChatCompletion(request, metadata=GRPC_AUTH).choices[0].message]
+    annotations = [a for m in messages for a in annotations_of(m)]
+    assert cited(GROUNDED, annotations) == EXPECTED_CITATIONS
+
+
+def annotations_of(message) -> list[dict]:
+    return json.loads(message.extra_json or "{}").get("annotations", [])

@@ -13,6 +13,7 @@ from loguru import logger
 
 from aiproxy.errors import UpstreamStreamTruncated
 from aiproxy.providers.base import system_fingerprint
+from aiproxy.providers.gemini_citations import Texts, annotations
 from aiproxy.providers.gemini_ids import new_tool_call_id
 
 _CONTENT_FILTER = frozenset(
@@ -117,10 +118,14 @@ def _image(part: dict) -> dict | None:
     return entry
 
 
+def _parts(candidate: dict) -> list:
+    return (candidate.get("content") or {}).get("parts") or []
+
+
 def _split_parts(candidate: dict) -> tuple[list[str], list[dict], list[dict]]:
     """Visible text, OpenAI tool calls and images of one candidate; thought parts are dropped."""
     texts, calls, images = [], [], []
-    for part in (candidate.get("content") or {}).get("parts") or ():
+    for part in _parts(candidate):
         if "functionCall" in part:
             calls.append(_tool_call(part["functionCall"], part.get("thoughtSignature")))
         elif part.get("thought"):
@@ -130,6 +135,22 @@ def _split_parts(candidate: dict) -> tuple[list[str], list[dict], list[dict]]:
         elif "inlineData" in part and (image := _image(part)):
             images.append(image)
     return texts, calls, images
+
+
+def _has_citations(candidate: dict) -> bool:
+    return bool(candidate.get("citationMetadata") or candidate.get("groundingMetadata"))
+
+
+def _annotations(candidate: dict, before: str, added: str) -> list[dict]:
+    """The `url_citation` annotations of a candidate whose visible text `added` follows `before`
+    (the text earlier events of a stream gave; "" for a JSON answer)."""
+    parts: dict[int, tuple[int, str]] = {}
+    offset = len(before)
+    for position, part in enumerate(_parts(candidate)):  # the parts _split_parts joined into `added`
+        if "functionCall" not in part and not part.get("thought") and part.get("text"):
+            parts[position] = (offset, part["text"])
+            offset += len(part["text"])
+    return annotations(candidate, Texts(before + added, parts))
 
 
 def to_openai_response(data: dict, model: str) -> dict:
@@ -164,6 +185,8 @@ def _choice(candidate: dict, position: int) -> dict:
         message["tool_calls"] = calls
     if images:
         message["images"] = images
+    if _has_citations(candidate) and (cited := _annotations(candidate, "", message["content"] or "")):
+        message["annotations"] = cited
     return {
         "index": candidate.get("index", position),
         "message": message,
@@ -173,11 +196,23 @@ def _choice(candidate: dict, position: int) -> dict:
 
 
 class _ChoiceState:
-    __slots__ = ("tool_calls", "finished")
+    __slots__ = ("tool_calls", "finished", "text", "cited")
 
     def __init__(self) -> None:
         self.tool_calls = 0
         self.finished = False
+        self.text: list[str] = []  # the content streamed so far: citations count their offsets in it
+        self.cited: set[tuple] = set()  # annotations sent (Gemini may repeat its metadata in later events)
+
+    def new_annotations(self, candidate: dict, added: str) -> list[dict]:
+        before = "".join(self.text)
+        fresh = []
+        for annotation in _annotations(candidate, before, added):
+            key = tuple(annotation["url_citation"].values())
+            if key not in self.cited:
+                self.cited.add(key)
+                fresh.append(annotation)
+        return fresh
 
 
 class StreamTranslator:
@@ -216,10 +251,16 @@ class StreamTranslator:
             if state.finished:
                 continue
             texts, calls, images = _split_parts(candidate)
-            if texts or images:
-                delta: dict = {"content": "".join(texts)} if texts else {}
+            text = "".join(texts)
+            cited = state.new_annotations(candidate, text) if _has_citations(candidate) else None
+            if texts:
+                state.text.append(text)
+            if texts or images or cited:
+                delta: dict = {"content": text} if texts else {}
                 if images:
                     delta["images"] = images
+                if cited:
+                    delta["annotations"] = cited
                 out.append(self._chunk(index, delta, logprobs=_logprobs(candidate.get("logprobsResult"))))
             for call in calls:
                 out.append(self._chunk(index, {"tool_calls": [{"index": state.tool_calls, **call}]}))

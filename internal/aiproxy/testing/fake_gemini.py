@@ -297,6 +297,47 @@ def function_call_response(
     return response([candidate(parts)], usage_metadata(20, 5 * len(calls)))
 
 
+def _byte_span(text: str, passage: str) -> dict:
+    """Where `passage` lies in `text`, in UTF-8 bytes as Gemini counts, zeros left out (proto3 JSON)."""
+    start = len(text[: text.index(passage)].encode())
+    span = {"startIndex": start, "endIndex": start + len(passage.encode())}
+    return {key: value for key, value in span.items() if value}
+
+
+def grounding_metadata(text: str, *supports: tuple[str, str, str], part_index: int = 0) -> dict:
+    """A candidate's groundingMetadata as Google Search grounding returns it: one web chunk per
+    (uri, title) and, for each (passage of `text`, uri, title), a support whose segment gives the
+    passage in UTF-8 bytes of the part `part_index` (here `text`), with the passage's own text."""
+    chunks: list[dict] = []
+    grounding_supports = []
+    for passage, uri, title in supports:
+        web = {"uri": uri, "title": title}
+        if {"web": web} not in chunks:
+            chunks.append({"web": web})
+        segment = {**_byte_span(text, passage), "text": passage}
+        if part_index:
+            segment["partIndex"] = part_index
+        grounding_supports.append({"segment": segment, "groundingChunkIndices": [chunks.index({"web": web})]})
+    return {
+        "searchEntryPoint": {"renderedContent": "<div class=\"container\">…</div>"},
+        "groundingChunks": chunks,
+        "groundingSupports": grounding_supports,
+        "webSearchQueries": [supports[0][0]] if supports else [],
+    }
+
+
+def citation_metadata(text: str, *sources: tuple[str, str, str | None]) -> dict:
+    """A candidate's citationMetadata (recitation sources): for each (passage of `text`, uri,
+    license or None) a source with the passage's UTF-8 byte offsets in the candidate's text."""
+    citations = []
+    for passage, uri, license_name in sources:
+        citation = {**_byte_span(text, passage), "uri": uri}
+        if license_name:
+            citation["license"] = license_name
+        citations.append(citation)
+    return {"citationSources": citations}
+
+
 def blocked_prompt(reason: str = "SAFETY") -> dict:
     """HTTP 200, no candidates, promptFeedback.blockReason: the real API's prompt block."""
     ratings = [

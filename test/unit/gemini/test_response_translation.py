@@ -388,3 +388,75 @@ def test_an_image_parts_thought_signature_rides_in_its_entry_as_googles_extra_co
         {**image_entry(PNG_URL), "extra_content": {"google": {"thought_signature": "aW1hZ2Utc2ln"}}},
         image_entry("data:image/png;base64,AAAA"),
     ]
+
+
+GROUNDED_TEXT = "Le café ☕ ouvre à 8 h. 東京 a 14 millions d'habitants."
+
+
+def test_grounding_supports_and_citations_become_url_citations_counted_in_characters(openai_schemas):
+    """Gemini's segments are UTF-8 byte offsets into their part (here part 1: a thought comes
+    first); OpenAI's annotations count characters of `content`, which joins the visible parts."""
+    from aiproxy.testing.fake_gemini import citation_metadata, grounding_metadata
+
+    second = " Source: Wikipédia."
+    grounding = grounding_metadata(
+        GROUNDED_TEXT,
+        ("Le café ☕ ouvre à 8 h.", "https://vertexaisearch.example/r/1", "cafe.fr"),
+        ("東京 a 14 millions d'habitants.", "https://vertexaisearch.example/r/2", "wikipedia.org"),
+        ("東京 a 14 millions d'habitants.", "https://vertexaisearch.example/r/3", "metro.tokyo.jp"),
+        part_index=1,
+    )
+    text = GROUNDED_TEXT + second
+    citations = citation_metadata(text, ("Wikipédia", "https://github.com/x/y", "mit"), ("Le café", "https://a.example", None))
+    data = {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [
+                    {"text": "thinking…", "thought": True}, {"text": GROUNDED_TEXT}, {"text": second}]},
+                "finishReason": "STOP",
+                "groundingMetadata": grounding,
+                "citationMetadata": citations,
+            }
+        ],
+        "usageMetadata": USAGE,
+    }
+    body = to_openai_response(data, "gemini-2.5-flash")
+    openai_schemas.validate("CreateChatCompletionResponse", body)
+    message = body["choices"][0]["message"]
+    assert message["content"] == text
+    spans = [
+        (a["url_citation"]["url"], a["url_citation"]["title"], message["content"][a["url_citation"]["start_index"]:a["url_citation"]["end_index"]])
+        for a in message["annotations"]
+    ]
+    assert spans == [
+        ("https://vertexaisearch.example/r/1", "cafe.fr", "Le café ☕ ouvre à 8 h."),
+        ("https://vertexaisearch.example/r/2", "wikipedia.org", "東京 a 14 millions d'habitants."),
+        ("https://vertexaisearch.example/r/3", "metro.tokyo.jp", "東京 a 14 millions d'habitants."),
+        ("https://github.com/x/y", "", "Wikipédia"),
+        ("https://a.example", "", "Le café"),
+    ]
+    assert message["annotations"][0] == {
+        "type": "url_citation",
+        "url_citation": {"url": "https://vertexaisearch.example/r/1", "title": "cafe.fr", "start_index": 0, "end_index": 22},
+    }
+    assert message["annotations"][3]["url_citation"]["license"] == "mit"
+
+
+def test_citations_without_uri_or_outside_the_text_are_left_out_and_no_metadata_means_no_key():
+    data = {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": "short"}]},
+                "finishReason": "STOP",
+                "citationMetadata": {"citationSources": [{"startIndex": 1, "endIndex": 3}, {"endIndex": 99, "uri": "https://x"}]},
+                "groundingMetadata": {"groundingChunks": [{"web": {"uri": "https://y"}}],
+                                      "groundingSupports": [{"segment": {"endIndex": 5}, "groundingChunkIndices": [0, 7]}]},
+            }
+        ],
+    }
+    message = to_openai_response(data, "m")["choices"][0]["message"]
+    assert message["annotations"] == [
+        {"type": "url_citation", "url_citation": {"url": "https://y", "title": "", "start_index": 0, "end_index": 5}}
+    ]
+    plain = {"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}]}
+    assert "annotations" not in to_openai_response(plain, "m")["choices"][0]["message"]

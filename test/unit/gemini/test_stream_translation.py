@@ -278,3 +278,33 @@ def test_a_streamed_images_thought_signature_rides_in_its_delta_entry():
         },
         None,
     )
+
+
+def test_grounding_in_the_last_event_becomes_annotations_over_the_whole_streamed_text(openai_schemas):
+    """A stream's grounding metadata comes with a later event and counts bytes of the whole text:
+    the annotations delta precedes the finish chunk, its indexes in characters of the content;
+    metadata Gemini repeats in a later event is not sent twice."""
+    from aiproxy.testing.fake_gemini import grounding_metadata
+
+    pieces = ["Le café ☕ ouvre", " à 8 h. 東京 a 14 millions", " d'habitants."]
+    text = "".join(pieces)
+    grounding = grounding_metadata(
+        text,
+        ("Le café ☕ ouvre à 8 h.", "https://r.example/1", "cafe.fr"),
+        ("東京 a 14 millions d'habitants.", "https://r.example/2", "wikipedia.org"),
+    )
+    last = event([{"text": pieces[2]}])
+    last["candidates"][0]["groundingMetadata"] = grounding
+    repeated = event([], "STOP")
+    repeated["candidates"][0]["groundingMetadata"] = grounding
+    chunks = run([event([{"text": pieces[0]}]), event([{"text": pieces[1]}]), last, repeated], include_usage=True)
+    for chunk in chunks:
+        openai_schemas.validate("CreateChatCompletionStreamResponse", chunk)
+    deltas = shape(chunks)
+    assert [d[1].get("content") for d in deltas[1:4]] == pieces
+    assert deltas[4][1:] == ({}, "stop")
+    cited = deltas[3][1]["annotations"]
+    assert [(a["url_citation"]["url"], text[a["url_citation"]["start_index"]:a["url_citation"]["end_index"]]) for a in cited] == [
+        ("https://r.example/1", "Le café ☕ ouvre à 8 h."),
+        ("https://r.example/2", "東京 a 14 millions d'habitants."),
+    ]
