@@ -56,6 +56,18 @@ def usage(metadata: dict | None) -> dict:
     }
 
 
+def failure_explanation(candidate: dict) -> str | None:
+    """The answer text for a candidate that ended with nothing generated for a reason that is not a
+    normal stop, a limit or a filter (a malformed call, OTHER…): `stop` with "" would read as an
+    answer empty on purpose, and Gemini's finishMessage, which says why, would be lost."""
+    reason = candidate.get("finishReason")
+    if reason in (None, "STOP", "MAX_TOKENS") or reason in _CONTENT_FILTER:
+        return None
+    message = candidate.get("finishMessage")
+    detail = f": {message}" if message and isinstance(message, str) else "."
+    return f"Gemini stopped without an answer (finishReason: {reason}){detail}"
+
+
 def block_explanation(feedback: dict) -> str:
     """The answer text for a prompt Gemini refused to process (promptFeedback.blockReason)."""
     reason = feedback.get("blockReason") or "BLOCK_REASON_UNSPECIFIED"
@@ -176,6 +188,8 @@ def to_openai_response(data: dict, model: str) -> dict:
 
 def _choice(candidate: dict, position: int) -> dict:
     texts, calls, images = _split_parts(candidate)
+    if not (texts or calls or images) and (explanation := failure_explanation(candidate)):
+        texts = [explanation]
     message: dict = {
         "role": "assistant",
         "content": "".join(texts) if texts or not calls else None,
@@ -196,11 +210,12 @@ def _choice(candidate: dict, position: int) -> dict:
 
 
 class _ChoiceState:
-    __slots__ = ("tool_calls", "finished", "text", "cited")
+    __slots__ = ("tool_calls", "finished", "text", "cited", "generated")
 
     def __init__(self) -> None:
         self.tool_calls = 0
         self.finished = False
+        self.generated = False  # any text, image or call streamed
         self.text: list[str] = []  # the content streamed so far: citations count their offsets in it
         self.cited: set[tuple] = set()  # annotations sent (Gemini may repeat its metadata in later events)
 
@@ -251,6 +266,11 @@ class StreamTranslator:
             if state.finished:
                 continue
             texts, calls, images = _split_parts(candidate)
+            reason = candidate.get("finishReason")
+            if texts or calls or images:
+                state.generated = True
+            elif reason and not state.generated and (explanation := failure_explanation(candidate)):
+                texts = [explanation]
             text = "".join(texts)
             cited = state.new_annotations(candidate, text) if _has_citations(candidate) else None
             if texts:
@@ -265,7 +285,6 @@ class StreamTranslator:
             for call in calls:
                 out.append(self._chunk(index, {"tool_calls": [{"index": state.tool_calls, **call}]}))
                 state.tool_calls += 1
-            reason = candidate.get("finishReason")
             if reason:
                 state.finished = True
                 out.append(self._chunk(index, {}, finish_reason=finish_reason(reason, state.tool_calls > 0)))

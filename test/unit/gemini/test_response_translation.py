@@ -460,3 +460,23 @@ def test_citations_without_uri_or_outside_the_text_are_left_out_and_no_metadata_
     ]
     plain = {"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}]}
     assert "annotations" not in to_openai_response(plain, "m")["choices"][0]["message"]
+
+
+@pytest.mark.parametrize("reason", ["MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "OTHER", "MISSING_THOUGHT_SIGNATURE"])
+def test_a_failed_candidate_with_nothing_generated_explains_itself_instead_of_an_empty_stop(reason, openai_schemas):
+    """`stop` with "" reads as an answer that is empty on purpose; Gemini's finishMessage says why
+    there is none (a malformed call, here), so it goes into content like a blocked prompt's reason."""
+    message = "Malformed function call: print(default_api.get_weather(city='Oslo')"
+    data = {"candidates": [{"content": {}, "finishReason": reason, "index": 0, "finishMessage": message}]}
+    body = to_openai_response(data, "gemini-2.5-flash")
+    openai_schemas.validate("CreateChatCompletionResponse", body)
+    assert (body["choices"][0]["message"]["content"], body["choices"][0]["finish_reason"]) == (
+        f"Gemini stopped without an answer (finishReason: {reason}): {message}",
+        "stop",
+    )
+    no_message = {"candidates": [{"finishReason": reason}]}
+    assert to_openai_response(no_message, "m")["choices"][0]["message"]["content"] == (
+        f"Gemini stopped without an answer (finishReason: {reason})."
+    )
+    partial = {"candidates": [{"content": {"parts": [{"text": "Let me"}]}, "finishReason": reason}]}
+    assert to_openai_response(partial, "m")["choices"][0]["message"]["content"] == "Let me"

@@ -308,3 +308,18 @@ def test_grounding_in_the_last_event_becomes_annotations_over_the_whole_streamed
         ("https://r.example/1", "Le café ☕ ouvre à 8 h."),
         ("https://r.example/2", "東京 a 14 millions d'habitants."),
     ]
+
+
+def test_a_failed_candidate_with_nothing_streamed_explains_itself_before_its_finish():
+    failed = event([], "MALFORMED_FUNCTION_CALL")
+    failed["candidates"][0]["finishMessage"] = "Malformed function call: get_weather{city:Oslo"
+    assert shape(run([failed])) == [
+        (0, {"role": "assistant", "content": ""}, None),
+        (0, {"content": "Gemini stopped without an answer (finishReason: MALFORMED_FUNCTION_CALL): "
+                        "Malformed function call: get_weather{city:Oslo"}, None),
+        (0, {}, "stop"),
+    ]
+    assert shape(run([event([{"text": "Let me"}]), event([], "OTHER")]))[1:] == [
+        (0, {"content": "Let me"}, None),
+        (0, {}, "stop"),
+    ]
