@@ -47,13 +47,27 @@ def usage(metadata: dict | None) -> dict:
     thoughts = count("thoughtsTokenCount")
     completion = count("candidatesTokenCount") + thoughts
     total = count("totalTokenCount")
+    prompt_details = {"cached_tokens": count("cachedContentTokenCount")}
+    audio = _modality_tokens(metadata.get("promptTokensDetails"), "AUDIO")
+    if audio:  # billed above text: worth its own count, as OpenAI gives it
+        prompt_details["audio_tokens"] = audio
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": total if total == prompt + completion else prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": count("cachedContentTokenCount")},
+        "prompt_tokens_details": prompt_details,
         "completion_tokens_details": {"reasoning_tokens": thoughts},
     }
+
+
+def _modality_tokens(details, modality: str) -> int:
+    """The tokens a usage `*TokensDetails` list (`[{modality, tokenCount}]`) gives one modality."""
+    entries = details if isinstance(details, list) else ()
+    return sum(
+        entry["tokenCount"]
+        for entry in entries
+        if isinstance(entry, dict) and entry.get("modality") == modality and type(entry.get("tokenCount")) is int
+    )
 
 
 def failure_explanation(candidate: dict) -> str | None:

@@ -480,3 +480,17 @@ def test_a_failed_candidate_with_nothing_generated_explains_itself_instead_of_an
     )
     partial = {"candidates": [{"content": {"parts": [{"text": "Let me"}]}, "finishReason": reason}]}
     assert to_openai_response(partial, "m")["choices"][0]["message"]["content"] == "Let me"
+
+
+def test_audio_prompt_tokens_are_reported_as_openais_audio_tokens():
+    """Gemini bills audio input above text; its promptTokensDetails name the AUDIO share, which
+    OpenAI's usage has a field for (and the text-only usage keeps its shape)."""
+    metadata = {
+        "promptTokenCount": 40,
+        "candidatesTokenCount": 3,
+        "totalTokenCount": 43,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 8}, {"modality": "AUDIO", "tokenCount": 32}],
+    }
+    assert usage(metadata)["prompt_tokens_details"] == {"cached_tokens": 0, "audio_tokens": 32}
+    assert usage({**metadata, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 40}]})[
+        "prompt_tokens_details"] == {"cached_tokens": 0}
