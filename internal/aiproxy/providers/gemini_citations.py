@@ -17,13 +17,16 @@ _SOURCE_KINDS = ("web", "retrievedContext", "maps")  # GroundingChunk's oneof, e
 
 class Texts:
     """Where the candidate's text lies in `content`: `parts` maps a part's position to (its
-    character offset in `content`, its text); `content` is the visible text so far."""
+    character offset in `content`, its text); `content` is the visible text so far. `streamed`:
+    the parts are one event's, and a segment is read in the whole text first (a stream's segments
+    count the text of every event)."""
 
-    __slots__ = ("content", "parts")
+    __slots__ = ("content", "parts", "streamed")
 
-    def __init__(self, content: str, parts: dict[int, tuple[int, str]]) -> None:
+    def __init__(self, content: str, parts: dict[int, tuple[int, str]], streamed: bool) -> None:
         self.content = content
         self.parts = parts
+        self.streamed = streamed
 
 
 def annotations(candidate: dict, texts: Texts) -> list[dict]:
@@ -69,15 +72,15 @@ def _citation(url: str, title: str, span: tuple[int, int], code_license=None) ->
 
 def _span(where: dict, texts: Texts, in_part: bool = True) -> tuple[int, int] | None:
     """(start, end) in characters of `content` for byte offsets `startIndex`/`endIndex` (proto3 JSON
-    leaves out zeros). A segment is read in its part first; the whole text is the fallback, and
-    where both fit, the one whose text is the segment's `text` wins."""
+    leaves out zeros). A segment is read in its part first (in the whole text first when streamed),
+    the other reading is the fallback, and where both fit, the one whose text is the segment's `text` wins."""
     start, end = where.get("startIndex", 0), where.get("endIndex", 0)
     if type(start) is not int or type(end) is not int or not 0 <= start <= end:
         return None
     bases = [(0, texts.content)]
     part = texts.parts.get(where.get("partIndex", 0)) if in_part else None
     if part:
-        bases.insert(0, part)
+        bases.insert(len(bases) if texts.streamed else 0, part)
     expected = where.get("text")
     fits = []
     for offset, text in bases:

@@ -176,7 +176,7 @@ def _annotations(candidate: dict, before: str, added: str) -> list[dict]:
         if "functionCall" not in part and not part.get("thought") and part.get("text"):
             parts[position] = (offset, part["text"])
             offset += len(part["text"])
-    return annotations(candidate, Texts(before + added, parts))
+    return annotations(candidate, Texts(before + added, parts, streamed=bool(before)))
 
 
 def to_openai_response(data: dict, model: str) -> dict:

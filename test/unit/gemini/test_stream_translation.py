@@ -323,3 +323,14 @@ def test_a_failed_candidate_with_nothing_streamed_explains_itself_before_its_fin
         (0, {"content": "Let me"}, None),
         (0, {}, "stop"),
     ]
+
+
+def test_a_streamed_segment_without_its_text_is_read_in_the_whole_text():
+    """The last event's own text would also hold these bytes; a stream's segments count every event's."""
+    grounding = {"groundingChunks": [{"web": {"uri": "https://r.example/1", "title": "r"}}],
+                 "groundingSupports": [{"segment": {"startIndex": 6, "endIndex": 12}, "groundingChunkIndices": [0]}]}
+    last = event([{"text": "éééééééé"}], "STOP")
+    last["candidates"][0]["groundingMetadata"] = grounding
+    chunks = shape(run([event([{"text": "Café ☕ ouvre."}]), last]))
+    (cited,) = chunks[2][1]["annotations"]
+    assert ("Café ☕ ouvre.éééééééé"[cited["url_citation"]["start_index"]:cited["url_citation"]["end_index"]]) == "☕ ou"
