@@ -266,7 +266,7 @@ def test_runs_as_a_process():
 def proto_fields() -> dict[str, set[str]]:
     """message name -> its field names, from the v1beta .proto files (nested messages flattened)."""
     fields: dict[str, set[str]] = {}
-    for proto in ("content.proto", "generative_service.proto", "safety.proto"):
+    for proto in ("content.proto", "generative_service.proto", "safety.proto", "citation.proto"):
         stack: list[str | None] = []
         for line in (PROTOS / proto).read_text().splitlines():
             line = line.split("//")[0].strip()
@@ -291,3 +291,32 @@ def test_the_fake_knows_exactly_the_proto_fields():
     for message, fields in REQUEST_MESSAGES.items():
         snake = {re.sub(r"[A-Z]", lambda m: "_" + m.group(0).lower(), f) for f in fields}
         assert snake == protos[message], message
+
+
+@pytest.mark.skipif(not PROTOS.is_dir(), reason="shared/specs protos not available")
+def test_the_fakes_citation_metadata_uses_the_proto_fields():
+    from aiproxy.testing.fake_gemini import citation_metadata, grounding_metadata
+
+    protos = proto_fields()
+
+    def check(value: dict, message: str) -> None:
+        snake = {re.sub(r"[A-Z]", lambda m: "_" + m.group(0).lower(), key) for key in value}
+        assert snake <= protos[message], message
+
+    text = "Né à Paris, mort à 東京."
+    grounding = grounding_metadata(text, ("mort à 東京", "https://r.example/1", "t"), part_index=1)
+    check(grounding, "GroundingMetadata")
+    check(grounding["searchEntryPoint"], "SearchEntryPoint")
+    for chunk in grounding["groundingChunks"]:
+        check(chunk, "GroundingChunk")
+        check(chunk["web"], "Web")
+    for support in grounding["groundingSupports"]:
+        check(support, "GroundingSupport")
+        check(support["segment"], "Segment")
+    segment = grounding["groundingSupports"][0]["segment"]
+    assert text.encode()[segment["startIndex"]:segment["endIndex"]].decode() == segment["text"] == "mort à 東京"
+    citations = citation_metadata(text, ("Né à Paris", "https://github.com/x/y", "mit"))
+    check(citations, "CitationMetadata")
+    (source,) = citations["citationSources"]
+    check(source, "CitationSource")
+    assert source == {"endIndex": len("Né à Paris".encode()), "uri": "https://github.com/x/y", "license": "mit"}
