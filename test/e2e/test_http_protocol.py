@@ -88,6 +88,17 @@ def test_an_expectation_other_than_100_continue_is_an_openai_417(gateway, openai
     assert "100-continue" in error["error"]["message"] and headers["x-request-id"]
 
 
+def test_a_refused_expectation_carries_the_cors_headers(gateway):
+    """Was: the route's expect handler runs before the middlewares, where the CORS middleware chose the
+    request's Access-Control-Allow-Origin, so a browser could not read the 417 every other error can."""
+    head = CHAT + AUTH_LINE + b"Origin: https://app.example\r\nX-Request-ID: expect-cors-1\r\n" \
+        b"Expect: 200-ok\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    status, headers, _ = exchange(gateway, head)
+    assert status == 417 and headers["x-request-id"] == "expect-cors-1"
+    assert headers["access-control-allow-origin"] == "*"
+    assert "X-Request-ID" in headers["access-control-expose-headers"]
+
+
 @pytest.mark.parametrize("bad_chunk", [b"zz\r\n{}\r\n0\r\n\r\n", b"4\r\nHello\r\n0\r\n\r\n"], ids=["size", "size mismatch"])
 def test_broken_chunking_after_the_head_is_a_prompt_logged_400(gateway, openai_schemas, bad_chunk):
     """Was: aiohttp's C parser raised on the broken chunk without telling the body's reader, so the

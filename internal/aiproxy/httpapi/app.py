@@ -20,7 +20,6 @@ from aiproxy.identity import request_id
 from aiproxypb.v1 import chat_pb2_grpc, logs_pb2_grpc
 
 CHANNEL = web.AppKey("grpc_channel", grpc.aio.Channel)
-CORS_ORIGIN = web.RequestKey("cors_origin", str)  # the Access-Control-Allow-Origin this request gets, if any
 # What a browser client may read: the request id and the upstream headers the gateway forwards
 # (providers.base.FORWARDED_HEADERS and the x-ratelimit- names OpenAI and OpenRouter send).
 EXPOSED_HEADERS = "X-Request-ID, Retry-After, Retry-After-Ms, X-RateLimit-Limit-Requests, " \
@@ -68,13 +67,23 @@ async def errors_middleware(request: web.Request, handler):
         return error_response(InternalError())
 
 
-def _cors_middleware(origins: tuple[str, ...]):
+def _cors_origins(origins: tuple[str, ...]):
+    """The Access-Control-Allow-Origin for a request's Origin header, or None."""
     allow_any = "*" in origins
 
     def allowed(origin: str | None) -> str | None:
         if not origin:
             return None
         return "*" if allow_any else (origin if origin in origins else None)
+
+    return allowed
+
+
+def _cors_middleware(origins: tuple[str, ...]):
+    """Preflights. The headers of every other response are set by on_prepare, which also sees the
+    answers given before the middlewares run (a refused `Expect`)."""
+    allowed = _cors_origins(origins)
+    allow_any = "*" in origins
 
     @web.middleware
     async def cors(request: web.Request, handler):
@@ -95,7 +104,6 @@ def _cors_middleware(origins: tuple[str, ...]):
                     "Vary": "Origin",
                 },
             )
-        request[CORS_ORIGIN] = allowed(origin)
         return await handler(request)
 
     return cors
@@ -104,12 +112,13 @@ def _cors_middleware(origins: tuple[str, ...]):
 def _make_on_prepare(settings: Settings):
     # No includeSubDomains: the gateway often lives on one subdomain and must not pin its siblings.
     hsts = f"max-age={settings.tls.hsts_max_age}" if settings.tls.enabled else None
+    cors_origin = _cors_origins(settings.cors_allow_origins) if settings.cors_allow_origins else None
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Server"] = SERVER_NAME
         response.headers["X-Request-ID"] = request.get(REQUEST_ID_KEY) or _request_id(request)
-        origin = request.get(CORS_ORIGIN)
-        if origin:
+        origin = cors_origin(request.headers.get("Origin")) if cors_origin else None
+        if origin and "Access-Control-Allow-Origin" not in response.headers:  # a preflight has its own
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
             if origin != "*":
