@@ -55,7 +55,7 @@ RESULT_FIELDS = tuple(c.strip()[2:] for c in _RESULT_COLUMNS.split(","))
 class SearchFilters:
     since: date | None = None
     to: date | None = None
-    model: str | None = None  # matches model_original or model_mapped
+    model: str | None = None  # matches model_original or model_mapped, in any case
     provider: str | None = None
     api_key_hash: str | None = None
     status_code: int | None = None
@@ -146,6 +146,16 @@ def decode_cursor(cursor: str, shape: str) -> tuple | None:
         ) from None
 
 
+def _spellings(column: str) -> str:
+    """A subquery (one `?`, the value) for the values of `column` equal to it but for the case of
+    ASCII letters (SQLite's NOCASE). It steps through the column's index one distinct value at a time,
+    so `column IN` it still looks rows up by that index: `column = ? COLLATE NOCASE` cannot use it
+    and read every row of a partition for a model it does not hold."""
+    return (f"(WITH RECURSIVE v(x) AS (SELECT MIN({column}) FROM requests UNION ALL"
+            f" SELECT (SELECT MIN({column}) FROM requests WHERE {column} > v.x) FROM v WHERE v.x IS NOT NULL)"
+            " SELECT x FROM v WHERE x = ? COLLATE NOCASE)")
+
+
 def filter_clauses(filters: SearchFilters, *, indexed: bool = True) -> tuple[list[str], list[Any]]:
     """SQL conditions on `requests r` for `filters`. With indexed=False every column is written
     `+r.column`, which keeps SQLite from using that column's index: for a join driven by FTS
@@ -160,8 +170,9 @@ def filter_clauses(filters: SearchFilters, *, indexed: bool = True) -> tuple[lis
     if end is not None:
         clauses.append(f"{col.format('ts')} < ?")
         args.append(end)
-    if filters.model:
-        clauses.append(f"({col.format('model_original')} = ? OR {col.format('model_mapped')} = ?)")
+    if filters.model:  # in any case, as routing reads an alias
+        clauses.append(f"({col.format('model_original')} IN {_spellings('model_original')}"
+                       f" OR {col.format('model_mapped')} IN {_spellings('model_mapped')})")
         args += [filters.model, filters.model]
     for column in ("provider", "api_key_hash", "status_code", "dialog_id"):
         value = getattr(filters, column)

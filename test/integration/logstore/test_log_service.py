@@ -88,6 +88,24 @@ def test_grpc_methods(settings):
     asyncio.run(scenario())
 
 
+def test_the_model_filter_ignores_case(settings):
+    """Was: SearchRequests/ListDialogs matched `model` case-sensitively, unlike routing."""
+    async def scenario():
+        server, target = await _serve(settings)
+        try:
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub = logs_pb2_grpc.LogServiceStub(channel)
+                await stub.Ingest(logs_pb2.IngestRequest())
+                found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(filter=logs_pb2.LogFilter(model="GPT-4o")))
+                assert len(found.results) == 3
+                listed = await stub.ListDialogs(logs_pb2.ListDialogsRequest(filter=logs_pb2.LogFilter(model="OpenAI/GPT-4O")))
+                assert [d.requests for d in listed.dialogs] == [3]
+        finally:
+            await server.stop(None)
+
+    asyncio.run(scenario())
+
+
 def test_an_inverted_range_is_invalid_argument_not_an_empty_answer(settings):
     """since after to (swapped dates) answered OK with nothing in it, and Ingest stored nothing, while
     CreateBundle refused the same range as unusable input."""

@@ -77,6 +77,15 @@ def test_ingest_search_show_dialogs_stats(workdir):
     assert merged.returncode == 0 and merged.stdout.strip() == "sources=3 total_requests=3 integrity=ok"
 
 
+def test_search_and_dialogs_match_a_model_in_any_case(workdir):
+    """Was: `--model GPT-4o` matched nothing (case-sensitive) while the gateway routes any case of an alias."""
+    assert logdb(workdir, "ingest", "--from", "logs").returncode == 0
+    found = json.loads(logdb(workdir, "search", "--model", "GPT-4o", "--json").stdout)
+    assert len(found["results"]) == 3
+    assert len(json.loads(logdb(workdir, "search", "libfoo", "--model", "OpenAI/GPT-4O", "--json").stdout)["results"]) == 2
+    assert len(json.loads(logdb(workdir, "dialogs", "list", "--model", "GPT-4O", "--json").stdout)["dialogs"]) == 1
+
+
 def test_python_dash_m_runs_the_cli(workdir):
     """The seed ran `python -m ai_proxy.logdb.cli …`; here `python -m aiproxy.entrypoints.logdb …`."""
     environ = {**os.environ, "LOGDB_DIR": str(workdir / "logs" / "db")}

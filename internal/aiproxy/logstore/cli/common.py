@@ -88,7 +88,7 @@ def status_code(text: str) -> int:
 
 def filter_options(parser: argparse.ArgumentParser) -> None:
     """The LogFilter fields a listing takes besides the day range (filter_message reads them)."""
-    parser.add_argument("--model", help="model_original or model_mapped")
+    parser.add_argument("--model", help="model_original or model_mapped, in any case")
     parser.add_argument("--provider")
     parser.add_argument("--key-hash", dest="api_key_hash", help="api_key_hash")
     parser.add_argument("--status", type=status_code, help="HTTP status code")
