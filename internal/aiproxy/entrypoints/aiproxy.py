@@ -53,7 +53,7 @@ def grpc_io_defaults() -> dict[str, str]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiproxy", description="OpenAI-compatible LLM gateway (REST + gRPC).")
     parser.add_argument("--version", action="version", version=f"aiproxy {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{serve}")
+    commands = parser.add_subparsers(dest="command", metavar="{serve,healthcheck}")
     serve = commands.add_parser("serve", help="run the gateway (the default command)",
                                 description="Run the gateway. Flags override settings and environment.")
     serve.add_argument("--host", help="REST listen address (HOST)")
@@ -62,10 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, help="gRPC port, 0 to disable TCP (GRPC_PORT)")
     serve.add_argument("--workers", type=int, help="worker processes sharing the ports (WORKERS)")
     serve.add_argument("--config", help="model mapping file (CONFIG_PATH)")
+    commands.add_parser("healthcheck", help="exit 0 when this configuration's gateway answers /health",
+                        description="GET /health from the REST listener the settings name (environment, "
+                                    ".env, settings file, as `serve` reads them); exit 0 on 200, else 1. "
+                                    "The container image's HEALTHCHECK.")
     return parser
 
 
-COMMANDS = ("serve",)
+COMMANDS = ("serve", "healthcheck")
 
 
 def with_default_command(argv: list[str]) -> list[str]:
@@ -241,8 +245,36 @@ def _ensure_apart(settings: Settings) -> None:
                           " (GRPC_PORT; 0 turns it off)")
 
 
+# The address that reaches a listener on each wildcard address (asyncio binds "::" IPv6-only).
+_LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def healthcheck() -> int:
+    """`aiproxy healthcheck`: GET /health from the REST listener of this configuration, found as
+    `serve` finds it (the image's HEALTHCHECK read PORT and TLS_CERT_FILE from the environment only,
+    so a port or TLS set in the settings file or .env made a healthy container unhealthy). 0 on 200,
+    else 1 with one line on stderr (Docker reserves 2). Over HTTPS the certificate is not checked:
+    the question is whether this gateway answers, not whether its certificate fits 127.0.0.1."""
+    import ssl
+    import urllib.request
+
+    try:
+        settings = load_settings()
+        host = _LOOPBACK.get(settings.host, settings.host)
+        scheme = "https" if settings.tls.enabled else "http"
+        context = ssl._create_unverified_context() if settings.tls.enabled else None
+        with urllib.request.urlopen(f"{scheme}://{host_port(host, settings.port)}/health", timeout=4,
+                                    context=context) as answer:
+            return 0 if answer.status == 200 else 1
+    except (ConfigError, OSError, ValueError) as exc:  # urllib's errors are OSErrors
+        print(f"aiproxy healthcheck: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(with_default_command(sys.argv[1:] if argv is None else argv))
+    if args.command == "healthcheck":
+        return healthcheck()
     if args.command == "serve":
         # A stop signal during start-up waits for the handlers (the cell's, or the workers' parent's,
         # which unblock it) instead of killing the process: the stop is graceful from the start.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 trustme = pytest.importorskip("trustme")
-from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess, free_port  # noqa: E402
+from aiproxy.testing.gateway import CLIENT_KEY, COMMAND, SETTINGS_FILE, GatewayProcess, free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 DOCKERFILE = REPO / "deployments" / "Dockerfile"
@@ -22,13 +22,14 @@ TEST_HTTPS = REPO / "deployments" / "scripts" / "test-https.sh"
 
 
 def healthcheck_command() -> list[str]:
-    """The HEALTHCHECK CMD of the Dockerfile, with the image's `python` replaced by this interpreter."""
+    """The HEALTHCHECK CMD of the Dockerfile, with the image's `python` or `aiproxy` replaced by this
+    interpreter's."""
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
     match = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])\s*$", text, re.M)
     assert match, "no exec-form HEALTHCHECK CMD"
     command = json.loads(match.group(1))
-    assert command[0] == "python"
-    return [sys.executable, *command[1:]]
+    assert command[0] in ("python", "aiproxy")
+    return [*((sys.executable,) if command[0] == "python" else COMMAND), *command[1:]]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,8 @@ def plain_gateway(tmp_path_factory) -> Iterator[GatewayProcess]:
         yield gateway
 
 
-def run_healthcheck(env: dict[str, str]) -> int:
-    return subprocess.run(healthcheck_command(), env=env, capture_output=True, timeout=30).returncode
+def run_healthcheck(env: dict[str, str], cwd: Path | None = None) -> int:
+    return subprocess.run(healthcheck_command(), env=env, cwd=cwd, capture_output=True, timeout=30).returncode
 
 
 def test_healthcheck_passes_on_plain_http(plain_gateway):
@@ -67,12 +68,27 @@ def test_healthcheck_passes_on_plain_http(plain_gateway):
 
 
 def test_healthcheck_passes_with_native_tls(tls_gateway, tls_files):
-    env = {"PORT": str(tls_gateway.port), "TLS_CERT_FILE": str(tls_files["cert"])}
+    env = {"PORT": str(tls_gateway.port), "TLS_CERT_FILE": str(tls_files["cert"]), "TLS_KEY_FILE": str(tls_files["key"])}
     assert run_healthcheck(env) == 0
 
 
 def test_healthcheck_fails_when_nothing_answers():
     assert run_healthcheck({"PORT": str(free_port())}) != 0
+
+
+def test_healthcheck_follows_the_port_of_a_mounted_settings_file(plain_gateway, tmp_path):
+    """Was: the check read PORT from the environment only, so a gateway whose port came from the
+    settings file (a mounted configs/settings.toml) was probed on 8123 and marked unhealthy."""
+    settings = tmp_path / "settings.toml"
+    settings.write_text(SETTINGS_FILE.read_text().replace("\nport = 8123\n", f"\nport = {plain_gateway.port}\n", 1))
+    assert run_healthcheck({"SETTINGS_FILE": str(settings)}, cwd=tmp_path) == 0
+
+
+def test_healthcheck_follows_the_port_and_tls_of_dotenv(tls_gateway, tls_files, tmp_path):
+    """The gateway reads .env in its working directory; so does the check (the port and TLS there)."""
+    (tmp_path / ".env").write_text(f"PORT={tls_gateway.port}\nTLS_CERT_FILE={tls_files['cert']}\n"
+                                   f"TLS_KEY_FILE={tls_files['key']}\n")
+    assert run_healthcheck({}, cwd=tmp_path) == 0
 
 
 @pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")), reason="needs curl and openssl")
