@@ -9,6 +9,7 @@ with an OpenAI 400 instead of a less helpful upstream message.
 from __future__ import annotations
 
 import mimetypes
+import re
 
 import orjson
 from loguru import logger
@@ -54,6 +55,9 @@ _TOOL_CHOICE_MODE = {"none": "NONE", "auto": "AUTO", "required": "ANY"}
 _AUDIO_MIME = {"mp3": "audio/mp3", "wav": "audio/wav"}
 # Names clients put in data: URLs that OpenAI accepts and Gemini refuses ("Unsupported MIME type").
 _MIME_ALIASES = {"image/jpg": "image/jpeg"}
+_FETCHABLE = frozenset({"http", "https"})  # URL schemes Gemini fetches itself (fileData)
+# A URL's scheme (RFC 3986 section 3.1), bounded: the text may be megabytes of base64.
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}):")
 
 
 def _is_name(value) -> bool:
@@ -202,12 +206,20 @@ def _image_part(image, where: str, param: str = "messages") -> dict:
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str) or not url:
         raise InvalidRequest(f"{where}: image_url.url is missing.", param=param)
-    if url.startswith("data:"):
+    scheme = _scheme(url)
+    if scheme == "data":
         mime, data = _data_url(url, where, param)
         return {"inlineData": {"mimeType": mime, "data": data}}
-    if url.startswith(("https://", "http://")):
+    if scheme in _FETCHABLE:
         return _file_uri_part(url)
     raise InvalidRequest(f"{where}: image_url must be an http(s) or data: URL.", param=param)
+
+
+def _scheme(url: str) -> str | None:
+    """A URL's scheme in lower case (RFC 3986: schemes ignore case, `HTTPS://` is `https://`), or None
+    for text with none, as base64 (whose alphabet has no colon)."""
+    match = _SCHEME.match(url)
+    return match[1].lower() if match else None
 
 
 def _file_uri_part(url: str, filename: str = "") -> dict:
@@ -255,10 +267,16 @@ def _file_part(file, position: int) -> dict:
                 param="messages",
             )
         raise InvalidRequest(f"messages[{position}]: file.file_data is missing.", param="messages")
-    if data.startswith(("https://", "http://")):  # OpenRouter's file_data may be a URL
+    scheme = _scheme(data)
+    if scheme in _FETCHABLE:  # OpenRouter's file_data may be a URL
         return _file_uri_part(data, file.get("filename") or "")
-    if data.startswith("data:"):
+    if scheme == "data":
         mime, data = _data_url(data, f"messages[{position}]")
+    elif scheme is not None:  # not base64 either: Gemini would answer "Base64 decoding failed"
+        raise InvalidRequest(
+            f"messages[{position}]: file.file_data must be a data: or http(s) URL, or base64 text, not a {scheme}: URL.",
+            param="messages",
+        )
     else:  # bare base64, as some clients send: the filename tells the type
         mime = mimetypes.guess_type(file.get("filename") or "")[0] or "application/pdf"
     return {"inlineData": {"mimeType": mime, "data": data}}

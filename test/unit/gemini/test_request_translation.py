@@ -298,6 +298,31 @@ def test_file_url_becomes_file_data_and_is_never_fetched():
     ]
 
 
+def test_url_schemes_are_read_in_any_case():
+    """RFC 3986: a scheme is case-insensitive. Was: `HTTPS://` and `DATA:` images were 400s ("must be an
+    http(s) or data: URL"), and such a file_data went to Gemini as base64 ("Base64 decoding failed")."""
+    parts = user_parts(
+        {"type": "image_url", "image_url": {"url": "HTTPS://example.com/cat.png"}},
+        {"type": "image_url", "image_url": {"url": "Data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "file", "file": {"file_data": "Http://example.com/a.pdf"}},
+        {"type": "file", "file": {"file_data": "DATA:application/pdf;base64,JVBERi0="}},
+    )
+    assert parts == [
+        {"fileData": {"fileUri": "HTTPS://example.com/cat.png", "mimeType": "image/png"}},
+        {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
+        {"fileData": {"fileUri": "Http://example.com/a.pdf", "mimeType": "application/pdf"}},
+        {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0="}},
+    ]
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/a.pdf", "file:///etc/passwd", "gs://bucket/a.pdf"])
+def test_a_file_url_of_another_scheme_is_a_400_as_an_image_one_is(url):
+    """Was: sent to Gemini as if it were base64 text, which Gemini refused as "Base64 decoding failed"."""
+    with pytest.raises(InvalidRequest, match="http") as error:
+        user_parts({"type": "file", "file": {"file_data": url}})
+    assert error.value.param == "messages"
+
+
 def test_file_id_is_a_400():
     with pytest.raises(InvalidRequest, match="file_id"):
         user_parts({"type": "file", "file": {"file_id": "file-abc"}})
