@@ -155,11 +155,17 @@ def thread_hashes(request: Any, response: Any) -> ThreadHashes:
     """All None for requests without chat messages."""
     if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
         return ThreadHashes()
-    messages = [_normalised(m) for m in request["messages"] if isinstance(m, dict)]
-    if not messages:
+    sent = [m for m in request["messages"] if isinstance(m, dict)]
+    if not sent:
         return ThreadHashes()
+    # A trailing assistant message is a prefill for the model to continue, not a turn of the history:
+    # the request threads on what precedes it, and the next turn sends prefill and answer back as one.
+    prefill = sent.pop() if len(sent) > 1 and sent[-1].get("role") == "assistant" else None
+    messages = [_normalised(m) for m in sent]
     last_assistant = max((i for i, m in enumerate(messages) if m[0] == "assistant"), default=-1)
     answer = _answer_message(response)
+    if prefill is not None and answer is not None:
+        answer = _continued(prefill, answer)
     answer_norm = _normalised(answer) if answer is not None else None
     return ThreadHashes(
         prefix=_digest(messages[: last_assistant + 1]) if last_assistant >= 0 else "",
@@ -167,6 +173,22 @@ def thread_hashes(request: Any, response: Any) -> ThreadHashes:
         tail_prefix=_digest(messages[last_assistant - 1 : last_assistant + 1]) if last_assistant >= 1 else None,
         tail_next=_digest([messages[-1], answer_norm]) if answer_norm else None,
     )
+
+
+def _continued(prefill: dict, answer: dict) -> dict:
+    """The assistant message a prefill and the model's continuation of it make, as the client sends
+    it back; an answer that already starts with the prefill is that message."""
+    before, after = _joined_text(prefill.get("content")), _joined_text(answer.get("content"))
+    return {"role": "assistant", "content": after if after.startswith(before) else before + after,
+            "tool_calls": [*_items(prefill.get("tool_calls")), *_items(answer.get("tool_calls"))]}
+
+
+def _joined_text(content: Any) -> str:
+    """A message's text as written (a prefill and its continuation join without a separator)."""
+    if isinstance(content, list):
+        return "".join(p if isinstance(p, str) else p.get("text") if isinstance(p, dict)
+                       and isinstance(p.get("text"), str) else "" for p in content)
+    return content if isinstance(content, str) else ""
 
 
 # Roles that set a conversation up rather than ask something of the model.
@@ -181,9 +203,10 @@ def holds_exchange(request: Any) -> bool:
     if not isinstance(request, dict):
         return False
     asked = False
-    for message in _items(request.get("messages")):
-        if not isinstance(message, dict):
-            continue
+    messages = [m for m in _items(request.get("messages")) if isinstance(m, dict)]
+    if len(messages) > 1 and messages[-1].get("role") == "assistant":  # a prefill (thread_hashes), not a turn
+        messages.pop()
+    for message in messages:
         role = str(message.get("role") or "")
         if role == "assistant" and asked:
             return True

@@ -207,6 +207,27 @@ def test_a_continuation_whose_parent_was_never_logged_still_joins_by_the_window_
     assert sorted(_dialogs(store).values()) == sorted([_ids([*first, orphan]), _ids([late])])
 
 
+def test_a_prefilled_turn_threads_by_content_and_so_does_the_turn_after_it(tmp_path):
+    """A client that prefills the answer sends an assistant message last, for the model to continue.
+    Was: that message was taken for the history's last assistant turn, so the request matched no
+    earlier one and fell back to the window rule (here: two hours later, another dialog); a first
+    question with a prefill was not a first turn either."""
+    first = chat_record([{"role": "user", "content": "name a colour"}], "blue", ts=T0)
+    history = [{"role": "user", "content": "name a colour"}, {"role": "assistant", "content": "blue"},
+               {"role": "user", "content": "as JSON"}]
+    prefilled = chat_record([*history, {"role": "assistant", "content": '{"colour":'}], ' "blue"}',
+                            ts=T0 + timedelta(hours=2))
+    after = chat_record([*history, {"role": "assistant", "content": '{"colour": "blue"}'},
+                         {"role": "user", "content": "thanks"}], "welcome", ts=T0 + timedelta(hours=4))
+    opener = chat_record([{"role": "user", "content": "a haiku"}, {"role": "assistant", "content": "Autumn"}],
+                         " moon", ts=T0 + timedelta(hours=2, minutes=1))  # a first question, prefilled
+    store = _ingest(tmp_path, [first, prefilled, opener, after])
+    assert sorted(_dialogs(store).values()) == sorted([_ids([first, prefilled, after]), _ids([opener])])
+    parents = {rid: parent for rid, _, parent in _snapshot(store)}
+    assert parents[prefilled["request_id"]] == first["request_id"]
+    assert parents[after["request_id"]] == prefilled["request_id"]
+
+
 def test_a_filtered_listing_describes_each_dialog_whole(tmp_path):
     """since/to and model choose the dialogs; counts, first and last turn, models are the whole
     dialog's, as GetDialog shows it (they counted only the rows inside the filter)."""
