@@ -174,7 +174,10 @@ def filter_clauses(filters: SearchFilters, *, indexed: bool = True) -> tuple[lis
         clauses.append(f"({col.format('model_original')} IN {_spellings('model_original')}"
                        f" OR {col.format('model_mapped')} IN {_spellings('model_mapped')})")
         args += [filters.model, filters.model]
-    for column in ("provider", "api_key_hash", "status_code", "dialog_id"):
+    if filters.provider:  # the settings lower-case provider names; no index on the column to lose
+        clauses.append(f"{col.format('provider')} = ? COLLATE NOCASE")
+        args.append(filters.provider)
+    for column in ("api_key_hash", "status_code", "dialog_id"):
         value = getattr(filters, column)
         if value is not None and value != "":
             clauses.append(f"{col.format(column)} = ?")

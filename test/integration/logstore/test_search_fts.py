@@ -108,6 +108,14 @@ def test_the_model_filter_ignores_case_as_routing_does(store, model):
     assert len(list_dialogs(store, SearchFilters(model=model))[0]) == 2
 
 
+@pytest.mark.parametrize("provider", ["Gemini", "GEMINI"])
+def test_the_provider_filter_ignores_case_as_provider_names_do(store, provider):
+    """Provider names are lower-cased when the settings are read (`[default.providers.Gemini]` is
+    `gemini`); was: `--provider Gemini` matched nothing."""
+    assert _ids(search(store, "", SearchFilters(provider=provider))) == ["gemini-flash:200"]
+    assert _ids(search(store, "capital", SearchFilters(provider=provider))) == ["gemini-flash:200"]
+
+
 @pytest.mark.parametrize("query", ["", "timeout OR machine OR kubernetes OR capital OR error"])
 def test_cursor_paging_visits_every_hit_once(store, query):
     seen, cursor = [], ""
