@@ -130,6 +130,12 @@ def _client_keys(name: str, raw: Any) -> tuple[str, ...]:
     return keys
 
 
+def _origins(raw: Any) -> tuple[str, ...]:
+    """CORS_ALLOW_ORIGINS (comma-separated, or a TOML list) as browsers send an Origin: lower case,
+    without a trailing slash. Written otherwise, an origin matched no request and CORS failed silently."""
+    return tuple(dict.fromkeys(origin.rstrip("/").lower() for origin in parse_key_list(raw) if origin.rstrip("/")))
+
+
 def as_bool(name: str, value: Any, error: type[ConfigError] = ConfigError) -> bool:
     """A boolean setting from TOML, .env or the environment; `error` names the setting on failure."""
     if isinstance(value, bool):
@@ -388,7 +394,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
         models_require_auth=as_bool("models_require_auth", get("models_require_auth", False)),
         key_hash_secret=str(get("key_hash_secret", "") or ""),
         config_path=_beside_settings(str(get("config_path", "configs/config.yml")), path),
-        cors_allow_origins=tuple(o.strip() for o in str(origins).split(",") if o.strip()),
+        cors_allow_origins=_origins(origins),
         max_body_bytes=max_body_bytes,
         request_body_timeout_seconds=_positive("request_body_timeout_seconds", get("request_body_timeout_seconds", 60)),
         shutdown_grace_seconds=_seconds("shutdown_grace_seconds", get("shutdown_grace_seconds", 20)),

@@ -89,6 +89,14 @@ def test_environment_overrides(load):
     assert settings.logdb["enabled"] is True and settings.logdb["server_id"] == "srv-1"
 
 
+@pytest.mark.parametrize("value", ['["https://a.example", "https://b.example"]', "https://a.example/, 'HTTPS://B.Example'"])
+def test_cors_origins_as_a_list_or_written_loosely_are_the_origins_browsers_send(load, value):
+    """Was: a TOML list (`cors_allow_origins = ["https://a", ...]` in settings.toml, or as the variable)
+    became the origins `['https://a.example'` and `'https://b.example']`, and a trailing slash or capitals
+    were kept: browsers send `https://a.example`, which then matched nothing and CORS failed silently."""
+    assert load(CORS_ALLOW_ORIGINS=value).cors_allow_origins == ("https://a.example", "https://b.example")
+
+
 @pytest.mark.parametrize("text,value", [("1", True), ("true", True), ("On", True), ("0", False), ("false", False),
                                         ("off", False), ("no", False)])
 def test_booleans(load, text, value):
