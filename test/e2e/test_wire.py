@@ -521,11 +521,15 @@ PROVIDER_ERRORS = [
      429, "Provider returned error (BaseTen: z-ai/glm is temporarily rate-limited upstream. Please retry shortly.)"),
     ({"message": "Provider returned error", "code": 502, "metadata": {"raw": {"detail": "upstream crashed"}}}, 502,
      "Provider returned error (upstream crashed)"),
+    # no message of its own: the reason is the message (was: "The upstream provider 'openrouter' answered HTTP 503.")
+    ({"code": 503, "metadata": {"raw": "no capacity for this model", "provider_name": "Together"}}, 503,
+     "Together: no capacity for this model"),
 ]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-@pytest.mark.parametrize("upstream_error, status, message", PROVIDER_ERRORS, ids=["json-raw", "text-raw", "object-raw"])
+@pytest.mark.parametrize("upstream_error, status, message", PROVIDER_ERRORS,
+                         ids=["json-raw", "text-raw", "object-raw", "raw-without-message"])
 def test_openrouter_provider_error_keeps_the_providers_reason(gateway, fake, openai_schemas, upstream_error, status,
                                                               message, stream):
     """"Provider returned error" alone does not tell a bad request from a rate limit: the seed relayed

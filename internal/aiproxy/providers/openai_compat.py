@@ -122,6 +122,8 @@ def _normalised(settings: ProviderSettings, status: int, error: dict, headers) -
     reason = _provider_reason(metadata)
     if reason and message and reason not in message:
         message = f"{message} ({reason})"
+    elif reason and not message:  # the provider's reason is the only account there is
+        message = reason
     message = redacted(message, settings.api_key)
     if status == 401:
         # The provider rejected the gateway's own key: the operator must fix it, not the client.
