@@ -210,8 +210,12 @@ class _LineFile:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             view = view[written:]
 
+    def _data(self, message) -> bytes:
+        """The bytes of the line loguru hands over (its formatted message, newline included)."""
+        return message.encode("utf-8", "replace")
+
     def write(self, message: str) -> None:
-        data = message.encode("utf-8", "replace")
+        data = self._data(message)
         path = self._path
         try:
             path = self._path_for(message)
@@ -246,6 +250,12 @@ class _RequestLogFile(_LineFile):
         self.keep = keep
         self._pid = os.getpid()
         self._day = (0.0, 0.0, "")  # [start, end) in epoch seconds of the last record's UTC day, its file
+
+    def _data(self, message) -> bytes:
+        # The record's own bytes (write_request_record), taken out of the loguru record, which
+        # loguru's writer thread keeps until the next record arrives.
+        data = message.record["extra"].pop("_line")
+        return data if data.endswith(b"\n") else data + b"\n"
 
     def file_of(self, moment: datetime) -> str:
         return str(self.directory / f"requests-{moment.astimezone(UTC):%Y%m%d}-{self._pid}.jsonl")
@@ -444,6 +454,9 @@ def configure_logging(settings: Settings, *, stderr: bool = True) -> None:
 _request_logger = logger.bind(_request_log=True)
 
 
-def write_request_record(line: str) -> None:
-    """Queue one serialised JSON record (no trailing newline: loguru adds it) for the request log."""
-    _request_logger.log("INFO", line)
+def write_request_record(line: bytes) -> None:
+    """Queue one serialised JSON record for the request log: UTF-8 bytes, best with their final
+    newline (orjson.OPT_APPEND_NEWLINE; without one it is added, which copies the line). The bytes
+    travel beside loguru's message, which stays empty, and reach the file as they are: as the
+    message, a record was copied to str, to loguru's formatted text and to bytes again."""
+    _request_logger.log("INFO", "", _line=line)  # in the record's extra

@@ -183,12 +183,12 @@ def test_a_fragment_left_by_a_killed_process_is_reported_and_ingest_goes_on(tmp_
     live = LiveIngester(make_store(tmp_path / "logs" / "db"), tmp_path / "logs" / "requests")
     try:
         configure_logging(Settings(log_dir=str(tmp_path / "logs"), enable_file_logging=False), stderr=False)
-        write_request_record(orjson.dumps(conversation([("after the crash", "fine")], start=T0)[0]).decode())
+        write_request_record(orjson.dumps(conversation([("after the crash", "fine")], start=T0)[0]))
         logger.complete()
         first = live.run_once()
         assert (first.rows_inserted, first.records_corrupt) == (1, 1)
         assert first.problems[0].startswith(f"{log}:1: invalid JSON")
-        write_request_record(orjson.dumps(conversation([("and later", "still fine")], start=T0)[0]).decode())
+        write_request_record(orjson.dumps(conversation([("and later", "still fine")], start=T0)[0]))
         logger.complete()
         second = live.run_once()  # past the fragment for good: not reported again
         assert (second.rows_inserted, second.records_corrupt, second.problems) == (1, 0, [])

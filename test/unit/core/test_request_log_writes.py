@@ -53,7 +53,7 @@ def test_a_fragment_left_by_an_earlier_process_with_the_same_pid_stays_its_own_l
     path.write_bytes(b'{"schema":"aiproxy.request.v1","request_id":"killed-mid-write","ts":"2026-')
     record = _record("after the restart")
     with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
-        write_request_record(record)
+        write_request_record(record.encode())
         logger.complete()
     lines = path.read_bytes().split(b"\n")
     assert lines == [b'{"schema":"aiproxy.request.v1","request_id":"killed-mid-write","ts":"2026-', record.encode(), b""]
@@ -64,10 +64,10 @@ def test_records_after_the_file_was_deleted_go_to_a_new_file_of_that_name(tmp_pa
     path = _today_file(tmp_path)
     before, after = _record("before rm"), _record("after rm")
     with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
-        write_request_record(before)
+        write_request_record(before.encode())
         logger.complete()
         path.unlink()
-        write_request_record(after)
+        write_request_record(after.encode())
         logger.complete()
     assert path.read_bytes() == after.encode() + b"\n"
 
@@ -78,7 +78,7 @@ def test_request_logs_are_readable_by_their_owner_only(tmp_path):
     previous = os.umask(0o022)
     try:
         with _logging(Settings(log_dir=str(tmp_path))):
-            write_request_record(_record("a prompt"))
+            write_request_record(_record("a prompt").encode())
             logger.complete()
     finally:
         os.umask(previous)
@@ -92,7 +92,7 @@ def test_a_file_that_ends_with_a_newline_gets_no_empty_line(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_bytes(b'{"earlier": 1}\n')
     with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
-        write_request_record('{"later": 2}')
+        write_request_record(b'{"later": 2}')
         logger.complete()
     assert path.read_bytes() == b'{"earlier": 1}\n{"later": 2}\n'
 
@@ -113,10 +113,10 @@ _FULL_DISK = textwrap.dedent("""
     logger.complete()
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
     for record in records[:-1]:
-        write_request_record(record)
+        write_request_record(record.encode())
     logger.complete()
     resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    write_request_record(records[-1])
+    write_request_record(records[-1].encode())
 """)
 
 
@@ -266,7 +266,7 @@ def test_a_full_disk_at_start_up_is_no_config_error(tmp_path, monkeypatch):
     monkeypatch.setattr(logsetup.os, "write", full)
     with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
         monkeypatch.setattr(logsetup.os, "write", real_write)  # space again before the first record
-        write_request_record('{"first": 1}')
+        write_request_record(b'{"first": 1}')
         logger.complete()
     assert path.read_bytes() == b'{"cut off\n{"first": 1}\n'
 
@@ -358,7 +358,7 @@ def test_a_record_is_handed_off_and_written_by_another_thread(tmp_path, monkeypa
     path = _today_file(tmp_path)
     with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
         started = time.monotonic()
-        write_request_record(record)
+        write_request_record(record.encode())
         returned_after = time.monotonic() - started
         assert writing.wait(5)
         assert path.read_bytes() == b""  # the write is still stuck, the caller went on
@@ -366,3 +366,32 @@ def test_a_record_is_handed_off_and_written_by_another_thread(tmp_path, monkeypa
         logger.complete()
     assert returned_after < 1 and writers and threading.get_ident() not in writers
     assert path.read_bytes() == record.encode() + b"\n"  # one compact JSON line
+
+
+def test_a_large_record_is_written_without_copies_and_not_kept(tmp_path):
+    """A record passed loguru as its message: decoded to str, formatted into a new str, copied into
+    loguru's Message and encoded again in the writer thread, ~3 copies alive at once (4 bytes a
+    character when the text held an emoji), and the last one stayed in the writer thread until the
+    next record. Now the serialised bytes go to the file as they are and are let go once written."""
+    import time
+    import tracemalloc
+
+    size = 8 * 1024 * 1024
+    line = b'{"response": "' + "\U0001f600".encode() + b"x" * size + b'"}\n'
+    path = _today_file(tmp_path)
+    with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            write_request_record(line)
+            deadline = time.monotonic() + 10
+            while path.stat().st_size < len(line) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)  # the writer thread is back waiting for the next record
+            held, peak = (value - base for value in tracemalloc.get_traced_memory())
+        finally:
+            tracemalloc.stop()
+        assert path.read_bytes() == line
+        del line
+        assert peak < size / 4, f"{peak / size:.1f} copies of the record made on its way to the file"
+        assert held < size / 4, "the writer thread still holds the record after writing it"
