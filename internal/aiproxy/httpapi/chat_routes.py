@@ -52,7 +52,7 @@ def _declared_too_large(request: web.Request) -> bool:
     return (request.content_length or 0) > request.client_max_size
 
 
-async def _read_body(request: web.Request) -> bytes:
+async def _read_body(request: web.Request) -> bytes | bytearray:
     if _declared_too_large(request):  # refused before a byte is read
         raise _too_large(request)
     timeout = request.app[BODY_TIMEOUT]
@@ -60,7 +60,7 @@ async def _read_body(request: web.Request) -> bytes:
         if request.content.is_eof():  # the body came with the headers (the usual case): no timer
             return await request.read()
         async with asyncio.timeout(timeout):  # a slow or stalled body must not hold the connection
-            return await _unless_ended(request.read(), request.app[ENDING])
+            return await _unless_ended(_read_uncached(request), request.app[ENDING])
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(request) from None
     except web.RequestPayloadError as exc:  # the client's bytes, not the gateway: a 400, not a 500
@@ -78,7 +78,19 @@ async def _read_body(request: web.Request) -> bytes:
         ) from None
 
 
-async def _unless_ended(read, ending: asyncio.Event) -> bytes:
+async def _read_uncached(request: web.Request) -> bytearray:
+    """request.read() of a body still arriving (a large one), without its copies: aiohttp reads into a
+    bytearray, copies that to bytes and keeps them on the request until the response is sent, so a
+    body near MAX_BODY_BYTES was held twice while read and once more through the whole call."""
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > request.client_max_size:
+            raise _too_large(request)
+    return body
+
+
+async def _unless_ended(read, ending: asyncio.Event) -> bytes | bytearray:
     """The body, unless the shutdown deadline comes first: then the request ends as every other one
     still running does, a 503 with its record (else its connection was closed with neither)."""
     reading, ended = asyncio.ensure_future(read), asyncio.ensure_future(ending.wait())
@@ -102,7 +114,7 @@ async def _expect_continue(request: web.Request) -> None:
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 
-def _parsed(raw: bytes):
+def _parsed(raw: bytes | bytearray):
     """orjson's parse; a leading UTF-8 byte order mark, which orjson refuses, is skipped, as RFC 8259
     section 8.1 lets parsers do (Windows tools write one). Only a failed parse looks for it."""
     try:
@@ -143,13 +155,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         metadata = rpc_metadata(request)
         body = await _read_json_object(request)
         message = json_to_message(body, chat_pb2.ChatCompletionRequest)  # JSONTooDeep is a 400
+        stream = body.get("stream") is True
+        del body  # the message says it all: a large body is not held through the call beside it
     except GatewayError as exc:
         response = request.app[REJECT](request, exc)
         if not request.content.is_eof():  # close rather than read the rest of a refused body
             response.force_close()
         return response
     stub = request.app[STUB]
-    if body.get("stream") is True:
+    if stream:
         return await _stream(request, stub, message, metadata)
     call = stub.CreateChatCompletion(message, metadata=metadata)
     try:
@@ -157,7 +171,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         headers = _forwarded(await call.trailing_metadata())  # where the servicer puts them for the facade
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc)
-    return await _answer(request, json_response(message_to_json(response), headers=headers))
+    answer = message_to_json(response)
+    # The call keeps both messages: let go, a large answer is held as its JSON text alone while a
+    # slow client reads it, and as dict and text (not also as its message) while that is made.
+    del call, message, response
+    answer = json_response(answer, headers=headers)
+    return await _answer(request, answer)
 
 
 async def _answer(request: web.Request, response: web.Response) -> web.StreamResponse:
