@@ -6,11 +6,14 @@ for large bodies"):
 Each scenario runs against a fresh `aiproxy serve` (GatewayProcess) and a fake upstream in this
 process. The peak is the gateway's VmHWM (/proc/<pid>/status) above its level after two small calls,
 read after a first and after a second large exchange. Each exchange's request log record must be
-complete, valid JSON. Prints a line per scenario; asserts nothing else (benchmarks are not tests).
+complete, valid JSON, holding the large body. Prints a line per scenario; asserts nothing else
+(benchmarks are not tests). PYTHONPATH is passed on to the gateway: pointed at another checkout's
+internal/ and pkg/, it measures that code.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import orjson
 
 from aiproxy.testing.fake_openai import FakeOpenAIUpstream, JSONReply, StreamReply, completion, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
@@ -79,7 +83,8 @@ def main() -> None:
     fake = FakeOpenAIUpstream().start()
     try:
         for name in sys.argv[1:] or SCENARIOS:
-            with tempfile.TemporaryDirectory() as tmp, GatewayProcess(Path(tmp), upstream_url=fake.base_url) as gw:
+            env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else None
+            with tempfile.TemporaryDirectory() as tmp, GatewayProcess(Path(tmp), upstream_url=fake.base_url, env=env) as gw:
                 for _ in range(2):
                     _post(gw, {"model": "gpt-test", "messages": HI})
                 base = _peak_mib(gw.proc.pid)
@@ -90,6 +95,7 @@ def main() -> None:
                     peaks.append(_peak_mib(gw.proc.pid) - base)
                 records = gw.request_records()  # each line parsed: complete, valid JSON
                 assert len(records) == 4 and all(r["status_code"] == 200 for r in records), records[-1]["error"]
+                assert all(len(orjson.dumps(r)) > SIZE for r in records[2:]), "a record without its large body"
                 print(f"{name:13s} baseline {base:5.1f} MiB, peak above it: 1st {peaks[0]:6.1f} MiB,"
                       f" 2nd {peaks[1]:6.1f} MiB ({peaks[0] * MIB / SIZE:4.1f}x the body)", flush=True)
     finally:
