@@ -259,16 +259,13 @@ def read_config_text(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
 
 
-def _check_files(settings_file: Path, dotenv: Path | None) -> None:
-    """The settings file must be TOML and both files readable UTF-8: Dynaconf and dotenv would
-    otherwise end start-up in a traceback (TOMLDecodeError, UnicodeDecodeError) instead of one
-    line naming the file."""
+def _check_settings_file(settings_file: Path) -> None:
+    """The settings file must be readable UTF-8 TOML: Dynaconf would otherwise end start-up in a
+    traceback (TOMLDecodeError, UnicodeDecodeError) instead of one line naming the file."""
     try:
         tomllib.loads(read_config_text(settings_file))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{settings_file}: invalid TOML: {exc}") from None
-    if dotenv is not None and dotenv.is_file():
-        read_config_text(dotenv)
 
 
 _LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
@@ -340,10 +337,13 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
     """Read settings; raise ConfigError with one clear line when something is wrong."""
     process_env = env is None
     env = dict(os.environ if env is None else env)
-    path = _settings_file(env)
     dotenv = Path(dotenv_path) if dotenv_path else None
-    _check_files(path, dotenv)
+    if dotenv is not None and dotenv.is_file():
+        read_config_text(dotenv)  # one line naming it when it is not UTF-8, not dotenv's traceback
     dotenv_vars = {k: v for k, v in dotenv_values(dotenv).items() if v is not None} if dotenv and dotenv.is_file() else {}
+    # .env may name the settings file too (the environment wins), as it may set any other variable
+    path = _settings_file({**dotenv_vars, **env})
+    _check_settings_file(path)
     if process_env:  # as python-dotenv's load_dotenv: .env fills the process environment, never overrides it
         for key, value in dotenv_vars.items():
             os.environ.setdefault(key, value)

@@ -224,6 +224,17 @@ def test_dotenv_is_read_and_the_environment_wins_over_it(load):
     assert settings.providers["openrouter"].api_key == "from-env"
 
 
+def test_settings_file_in_dotenv_is_read_and_the_environment_wins_over_it(tmp_path):
+    """SETTINGS_FILE in .env was read only by a second load (after a generated key), so the first
+    start ran on the shipped defaults and the next on the .env's file."""
+    custom = tmp_path / "custom.toml"
+    custom.write_text(Path(SETTINGS_FILE).read_text().replace("port = 8123", "port = 7123"))
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"SETTINGS_FILE={custom}\n")
+    assert load_settings(env={}, dotenv_path=str(dotenv)).port == 7123
+    assert load_settings(env={"SETTINGS_FILE": SETTINGS_FILE}, dotenv_path=str(dotenv)).port == 8123
+
+
 def test_an_explicit_env_neither_reads_nor_changes_the_process_environment(load, monkeypatch):
     monkeypatch.setenv("PORT", "1111")
     monkeypatch.delenv("AIPROXY_TEST_ONLY_KEY", raising=False)
