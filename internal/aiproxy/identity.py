@@ -68,8 +68,11 @@ class KeyHasher:
             try:
                 secret = _read_or_create(Path(log_dir) / ".key_hash_secret", lambda: secrets.token_hex(32))
             except OSError as exc:  # the same words as the log files' check, which comes after this one
+                # Not "or set KEY_HASH_SECRET": the secret is kept in LOG_DIR only while the request log is
+                # written there, so setting it led to that check's error on the same directory.
                 raise RuntimeError(f"LOG_DIR={log_dir} cannot be written ({exc.filename}: {exc.strerror}): set LOG_DIR"
-                                   " to a writable directory, or set KEY_HASH_SECRET") from None
+                                   " to a writable directory, or turn the log files off (ENABLE_FILE_LOGGING=false,"
+                                   " REQUEST_LOG_ENABLED=false)") from None
         self._secret = secret.encode()
         self._cache: dict[str, str] = {}
 
