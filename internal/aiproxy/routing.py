@@ -112,6 +112,8 @@ class ModelRouter:
             data = yaml.load(read_config_text(path), Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}") from None
+        except ConfigError as exc:  # a duplicate key
+            raise ConfigError(f"{path}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected 'model_mappings:' at the top, found a {type(data).__name__}")
         if "model_mappings" not in data and data:  # a misspelt key would leave every model unmapped
@@ -121,7 +123,10 @@ class ModelRouter:
             mappings = {}
         if not isinstance(mappings, dict):
             raise ConfigError(f"{path}: model_mappings must be a mapping of alias to 'provider:model'")
-        return cls({str(k): _split_target(str(k), v, providers) for k, v in mappings.items()})
+        try:
+            return cls({str(k): _split_target(str(k), v, providers) for k, v in mappings.items()})
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
     def resolve(self, model: str) -> Route:
         route = self._exact.get(model) or self._folded.get(model.casefold())

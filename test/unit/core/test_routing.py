@@ -148,6 +148,16 @@ def test_unknown_provider_is_a_config_error(tmp_path):
     assert "'anthropic'" in str(info.value) and "'x'" in str(info.value)
 
 
+@pytest.mark.parametrize("text", ['model_mappings:\n  "a": "mock:echo"\n  "a": "mock:tools"\n',
+                                  'model_mappings:\n  "a": "anthropic:claude"\n', 'model_mappings:\n  "a": ""\n'])
+def test_a_bad_entry_names_the_file(tmp_path, text):
+    # As the file's other errors do: CONFIG_PATH may be found beside the settings file, not where
+    # the operator looked, and a duplicate or unknown provider named only the key.
+    with pytest.raises(ConfigError) as info:
+        router_from(tmp_path, text)
+    assert str(info.value).startswith(f"{tmp_path / 'config.yml'}: ")
+
+
 def test_value_without_a_provider_is_an_openrouter_model_as_in_the_seed(tmp_path):
     # The seed's config.yml format: "gpt-4*": "openai/gpt-4" routes to OpenRouter. Such a file must
     # keep working, not stop start-up.
