@@ -108,6 +108,12 @@ def _check_fts5(queries: list[str]) -> str | None:
         conn.close()
 
 
+# FTS5's parse errors name a position ("syntax error near \"\"") but not the rule that was broken.
+_SYNTAX_ERRORS = ("fts5: syntax error", "unterminated string", "unknown special query")
+SYNTAX_HINT = ("; AND, OR and NOT (or a leading -) need a word on each side, and every ( and \" must be closed:"
+               " put text in double quotes to search for it as written")
+
+
 def validate_query(query: str, typed: str | None = None) -> None:
     """Raise InvalidQuery unless `query` parses as FTS5 for request_text_index's columns. The message
     quotes `typed`, the query as the client wrote it, and `query` too when to_fts5 rewrote it."""
@@ -118,7 +124,8 @@ def validate_query(query: str, typed: str | None = None) -> None:
     error = _check_fts5([query])
     if error is not None:
         rewritten = f" (as FTS5: {query!r})" if query != typed else ""
-        raise InvalidQuery(f"invalid search query {typed!r}{rewritten}: {error}", param="q")
+        hint = SYNTAX_HINT if error.startswith(_SYNTAX_ERRORS) else ""
+        raise InvalidQuery(f"invalid search query {typed!r}{rewritten}: {error}{hint}", param="q")
 
 
 def encode_cursor(key: tuple) -> str:

@@ -180,6 +180,14 @@ def test_an_invalid_query_is_quoted_as_typed(store, query, message):
     assert info.value.message.startswith(message), info.value.message
 
 
+@pytest.mark.parametrize("query", ["a AND", "(retry", "-retry", '"unterminated', "NEAR(a b", "*"])
+def test_a_query_fts5_cannot_parse_says_how_to_write_it(store, query):
+    """`fts5: syntax error near ""` alone did not say what was wrong with `(retry` or `-retry`."""
+    with pytest.raises(InvalidQuery) as info:
+        search(store, query)
+    assert "need a word on each side" in info.value.message and "double quotes" in info.value.message
+
+
 def test_bad_cursor_is_invalid_query(store):
     with pytest.raises(InvalidQuery):
         search(store, "timeout", cursor="not-a-cursor")
