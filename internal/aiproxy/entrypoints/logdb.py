@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 _GRPC_EXIT = {grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE}
 # What to do, where the server's message cannot know how the key was (not) given.
-_GRPC_HINT = {grpc.StatusCode.UNAUTHENTICATED: " (pass an admin key with --api-key, or set AIPROXY_API_KEY)"}
+_GRPC_HINT = {grpc.StatusCode.UNAUTHENTICATED: " (pass an admin key with --api-key, or set AIPROXY_API_KEY)",
+              grpc.StatusCode.PERMISSION_DENIED: " (pass one of the server's ADMIN_API_KEYS with --api-key, or set"
+                                                 " AIPROXY_API_KEY)"}
 # gRPC's words when no connection was made; plain gRPC against a TLS listener only says 'Socket closed'.
 _CONNECT_FAILED = "failed to connect"
 _CONNECT_HINT = (" (check the address, that TLS matches the listener: grpcs://, --tls or --ca-file for a TLS one,"

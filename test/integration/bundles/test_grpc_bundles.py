@@ -296,6 +296,16 @@ def test_cli_without_a_key_is_told_how_to_pass_one(server, tmp_path, monkeypatch
                                            " with --api-key, or set AIPROXY_API_KEY)\n")
 
 
+def test_cli_with_a_client_key_is_told_it_needs_an_admin_one(server, tmp_path, capsys):
+    """`... it needs an admin key (ADMIN_API_KEYS)` named the server's setting, not how logdb sends one."""
+    for argv in (["stats", "--remote", server.grpc_target, "--api-key", CLIENT_KEY],
+                 ["bundle", "transfer", str(tmp_path / "x.tgz"), url(server), "--api-key", CLIENT_KEY]):
+        (tmp_path / "x.tgz").write_bytes(b"x")
+        assert main(argv) == 1
+        assert capsys.readouterr().err.endswith(" (pass one of the server's ADMIN_API_KEYS with --api-key, or set"
+                                                " AIPROXY_API_KEY)\n")
+
+
 def test_remote_takes_the_grpc_url_the_bundle_commands_take(server, capsys):
     """`--remote grpc://HOST:PORT` (as `bundle pull --from` spells it) was `UNAVAILABLE: errors resolving
     grpc://…: Misformatted domain name`."""
