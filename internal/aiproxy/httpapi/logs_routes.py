@@ -16,6 +16,7 @@ from aiproxy.httpapi import hop
 from aiproxy.httpapi.errors import detail_of, error_response, json_response, rpc_error_response
 from aiproxy.httpapi.metadata import rpc_metadata
 from aiproxy.logstore.protomap import INT32_MAX, message_to_json
+from aiproxy.logstore.search import MAX_LIMIT
 from aiproxypb.v1 import logs_pb2
 
 _FILTERS = ("since", "to", "model", "provider", "api_key_hash", "dialog_id", "status_code")
@@ -45,17 +46,26 @@ def _filter(query) -> logs_pb2.LogFilter:
 
 
 
-def _int(query, name: str, default: int = 0) -> int:
+def _int(query, name: str, maximum: int = INT32_MAX, accepted: str = "") -> int:
+    """A non-negative integer parameter, 0 when absent; `accepted` describes the range in the error."""
     raw = query.get(name)
     if raw in (None, ""):
-        return default
+        return 0
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidRequest(f"query parameter {name}={raw!r} is not an integer", param=name) from None
-    if not 0 <= value <= INT32_MAX:
-        raise InvalidRequest(f"query parameter {name}={raw} is out of range: use 0 to {INT32_MAX}", param=name)
+        raise InvalidRequest(f"query parameter {name}={raw!r} is not an integer" + (accepted and f": use {accepted}"),
+                             param=name) from None
+    if not 0 <= value <= maximum:
+        raise InvalidRequest(f"query parameter {name}={raw} is out of range: use {accepted or f'0 to {maximum}'}",
+                             param=name)
     return value
+
+
+def _limit(query) -> int:
+    """A negative page size was told to "use 0 to 2147483647", and then 501 was refused as above 500.
+    Up to INT32_MAX it goes on to the LogService, whose `invalid_query` names the limit (docs/logstore.md)."""
+    return _int(query, "limit", accepted=f"1 to {MAX_LIMIT} (0 or none: the default)")
 
 
 def _rpc_error(exc: grpc.aio.AioRpcError) -> web.Response:
@@ -113,7 +123,7 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
         q = request.query
         _known(q, "q", *_FILTERS, "limit", "cursor")
         return "SearchRequests", logs_pb2.SearchRequestsRequest(
-            q=q.get("q", ""), filter=_filter(q), limit=_int(q, "limit"), cursor=q.get("cursor", "")
+            q=q.get("q", ""), filter=_filter(q), limit=_limit(q), cursor=q.get("cursor", "")
         ), None
 
     def get_request(request: web.Request):
@@ -122,7 +132,7 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
     def list_dialogs(request: web.Request):
         q = request.query
         _known(q, *_FILTERS, "limit", "cursor")
-        message = logs_pb2.ListDialogsRequest(filter=_filter(q), limit=_int(q, "limit"), cursor=q.get("cursor", ""))
+        message = logs_pb2.ListDialogsRequest(filter=_filter(q), limit=_limit(q), cursor=q.get("cursor", ""))
         return "ListDialogs", message, None
 
     def get_dialog(request: web.Request):
@@ -131,7 +141,7 @@ def add_log_routes(app: web.Application, stub_factory: Callable) -> None:
         q = request.query
         _known(q, "limit", "cursor")
         message = logs_pb2.GetDialogRequest(
-            dialog_id=request.match_info["dialog_id"], limit=_int(q, "limit"), cursor=q.get("cursor", "")
+            dialog_id=request.match_info["dialog_id"], limit=_limit(q), cursor=q.get("cursor", "")
         )
         return "GetDialog", message, None if "limit" in q or "cursor" in q else "turns"
 

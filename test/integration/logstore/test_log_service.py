@@ -175,6 +175,8 @@ def test_rest_routes_translate_to_the_log_service(settings):
                     async with http.get(f"{base}/v1/logs/{route}", params=params) as resp:
                         error = (await resp.json())["error"]
                         assert resp.status == 400 and error["param"] == next(iter(params)), (params, error)
+                        if "limit" in params and route != "stats":  # was "use 0 to 2147483647" for -1
+                            assert "use 1 to 500" in error["message"], error
             # The chat routes' metadata: the client's request id reaches the interceptor's logs too.
             expected = (("x-request-id", "rest-1"), ("x-aiproxy-transport", "http"), ("authorization", "Bearer admin-key"))
             assert seen_auth and all(md == expected for md in seen_auth)
