@@ -325,3 +325,7 @@ def _stopped(code: int) -> int:
 
 def console() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":  # `python -m aiproxy.entrypoints.aiproxy …` (else it would do nothing and exit 0)
+    console()

@@ -38,6 +38,19 @@ def test_top_level_help_and_version_stay(flag, capsys):
     assert "aiproxy" in out and "--port" not in out
 
 
+@pytest.mark.parametrize("entry", [["-m", "aiproxy.entrypoints.aiproxy"], ["cmd/aiproxy"]])
+def test_every_way_to_run_it_runs_it(entry):
+    """`python -m aiproxy.entrypoints.aiproxy serve` did nothing and exited 0 (no `__main__` guard),
+    as `python -m aiproxy.entrypoints.logdb`, which docs/logstore.md documents, once did."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, *entry, "--version"], capture_output=True, text=True, timeout=30,
+                          cwd=Path(__file__).resolve().parents[3])
+    assert (done.returncode, done.stdout.split()[0]) == (0, "aiproxy"), done
+
+
 def test_a_generated_key_takes_the_place_of_the_empty_one_in_dotenv(tmp_path, monkeypatch):
     """Was: appended at the end, away from the template's comment about it, and `export API_KEYS=`
     lines were left behind."""
