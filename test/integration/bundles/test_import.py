@@ -637,3 +637,12 @@ def test_a_member_with_a_constraint_of_its_own_is_copied_not_adopted(tmp_path, b
         conn.execute("INSERT INTO servers (server_id) VALUES ('srv-b')")  # this store's own server
     assert rows(tmp_path / "b") == rows(tmp_path / "a")
     store.close()
+
+
+def test_a_destination_that_cannot_be_created_is_one_line_naming_it(tmp_path, bundle, capsys):
+    """It was Python's `[Errno 20] Not a directory: '…'`, where every other logdb command says
+    `<path>: <reason>`."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["bundle", "import", str(bundle), "--dest", str(blocker / "db")]) == 1
+    assert capsys.readouterr().err == f"logdb: {blocker / 'db' / 'incoming'}: Not a directory\n"

@@ -35,7 +35,7 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command ended by 
 
 
 def _guarded(func):
-    """Bundle and file-system errors become one clear line on stderr and an exit code."""
+    """Bundle errors and Ctrl-C become one clear line on stderr and an exit code."""
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
@@ -47,11 +47,8 @@ def _guarded(func):
         except KeyboardInterrupt:  # each command undoes or keeps for resuming what it did on the way out
             print("logdb: interrupted; run the same command again to finish", file=sys.stderr)
             return EXIT_INTERRUPTED
-        except BrokenPipeError:
-            raise  # stdout's reader went away: logdb's main ends quietly
-        except OSError as exc:  # a full disk, a directory we may not write
-            print(f"logdb: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+        # OSError (a full disk, a directory we may not write) and BrokenPipeError (stdout's reader went
+        # away) go on to logdb's main, which reports them as every command does: `<path>: <reason>`.
 
     return run
 
