@@ -40,7 +40,7 @@ from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.routing import ModelRouter
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.server import FINISH_SECONDS, GrpcServer, read_tls_file
-from aiproxy.stopsignals import CELL_SIGNALS, DRAIN_SIGNAL, STOP_NOW_SIGNAL, handled_stop_signals
+from aiproxy.stopsignals import CELL_SIGNALS, DRAIN_SIGNAL, STOP_NOW_SIGNAL, StopSignals, handled_stop_signals
 
 
 def _no_passphrase() -> bytes:
@@ -142,7 +142,7 @@ class Shutdown:
         self.requested = asyncio.Event()
         self.hurry = asyncio.Event()
         self.reason = ""
-        self._signals = 0
+        self._signals = StopSignals()
 
     def install(self, loop: asyncio.AbstractEventLoop, *, worker: bool) -> None:
         for sig in handled_stop_signals():
@@ -155,12 +155,14 @@ class Shutdown:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, CELL_SIGNALS)
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        self._signals += 1
         name = signal.Signals(sig).name
-        if self._signals == 1:
-            self.request(name)
-        else:
+        second = self._signals.second(sig)
+        if second is None:
+            logger.debug("the stop signal again at once: a copy of the first, not a second signal", signal=name)
+        elif second:
             self.now(f"second signal ({name})")
+        else:
+            self.request(name)
 
     def request(self, reason: str) -> None:
         if not self.requested.is_set():

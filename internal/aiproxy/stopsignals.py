@@ -9,6 +9,7 @@ killing the process.
 """
 
 import signal
+import time
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DRAIN_SIGNAL = signal.SIGUSR1  # parent -> cell: stop accepting, finish in-flight work
@@ -23,3 +24,28 @@ def handled_stop_signals() -> tuple[signal.Signals, ...]:
     shell for a background job's SIGINT without job control), and the gateway must then survive
     them. Ask before installing any handler; an ignored signal is still ignored in a spawned cell."""
     return tuple(sig for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN)
+
+
+# The same signal again this soon is the one stop request delivered twice, not a second signal: a
+# parent relays it to its child (GNU make does SIGTERM) that got it from the process group as well
+# (systemd's KillMode=control-group, `timeout`, `kill -- -PGID`): `make run` then cut every request in
+# flight instead of draining them.
+RELAYED_WITHIN_SECONDS = 0.25
+
+
+class StopSignals:
+    """Counts the operator's stop signals: the first asks for a drain, a later one to stop at once."""
+
+    def __init__(self) -> None:
+        self._first: tuple[int, float] | None = None  # the first stop signal and when it came
+
+    def second(self, sig: int, at: float | None = None) -> bool | None:
+        """False for the first signal, True for a second one, None for a copy of the first (`at`:
+        when it came, time.monotonic(); default now)."""
+        at = time.monotonic() if at is None else at
+        if self._first is None:
+            self._first = (sig, at)
+            return False
+        if self._first[0] == sig and at - self._first[1] < RELAYED_WITHIN_SECONDS:
+            return None
+        return True

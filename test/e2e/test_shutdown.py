@@ -41,8 +41,8 @@ def start(upstream, tmp_path):
     """start(grace) -> a running gateway; whatever a failed test leaves running is stopped."""
     started: list[GatewayProcess] = []
 
-    def start_gateway(grace: float) -> GatewayProcess:
-        gateway = GatewayProcess(tmp_path, upstream_url=upstream.base_url,
+    def start_gateway(grace: float, workers: int = 1) -> GatewayProcess:
+        gateway = GatewayProcess(tmp_path, upstream_url=upstream.base_url, workers=workers,
                                  env={"SHUTDOWN_GRACE_SECONDS": str(grace)}).start()
         started.append(gateway)
         return gateway
@@ -237,6 +237,28 @@ def test_a_second_signal_stops_at_once(start, fake):
     stream.join(5)
     assert stream.lines[-1] == "data: [DONE]"
     assert orjson.loads(stream.lines[-2].removeprefix("data: "))["error"]["code"] == SHUTTING_DOWN
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_one_signal_relayed_by_a_parent_is_still_a_graceful_stop(start, fake, workers):
+    """`make run` stopped by a SIGTERM to its process group (systemd's default, `timeout`, `kill -- -PGID`):
+    make relays SIGTERM to its child, which gets it twice at once and took the copy for a second signal,
+    cutting every request in flight instead of draining them."""
+    gateway = start(30, workers)
+    fake.push(long_stream())
+    stream = RestStream(gateway)
+    gateway.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.02)  # not at once: the kernel would merge two pending signals into one
+    gateway.proc.send_signal(signal.SIGTERM)  # the parent's copy, a moment later
+    wait_until_shutting_down(gateway)
+    streamed = len(stream.lines)
+    deadline = time.monotonic() + 10
+    while len(stream.lines) < streamed + 3:  # the stream goes on: a drain, not a stop at once
+        assert gateway.proc.poll() is None and time.monotonic() < deadline, "the relayed copy stopped it at once"
+        time.sleep(0.02)
+    time.sleep(0.5)
+    gateway.proc.send_signal(signal.SIGTERM)  # a real second signal still stops it at once
+    assert gateway.proc.wait(10) == 0
 
 
 @pytest.fixture()

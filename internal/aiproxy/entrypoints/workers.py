@@ -34,6 +34,7 @@ from aiproxy.stopsignals import (
     DRAIN_SIGNAL,
     STOP_NOW_SIGNAL,
     STOP_SIGNALS,
+    StopSignals,
     handled_stop_signals,
 )
 
@@ -76,8 +77,9 @@ class Supervisor:
         self._cells: dict[int, _Cell] = {}
         self._restart_at: dict[int, float] = {}
         self._failures = [0] * settings.workers  # deaths soon after start, in a row, per slot
-        self._signals: list[int] = []
+        self._signals: list[tuple[int, float]] = []  # each stop signal and when it came
         self._handled_signals = 0
+        self._stop_signals = StopSignals()
         self._stop_started: float | None = None
         self._killed = False
         self._fatal: int | None = None  # an exit code decided by a failure, not by the cells' own codes
@@ -122,12 +124,17 @@ class Supervisor:
         return max(0.0, min([now + 1.0, *times]) - now)
 
     def _on_signal(self, signum, _frame) -> None:
-        self._signals.append(signum)  # handled in the loop: logging from a signal handler could deadlock
+        # handled in the loop: logging from a signal handler could deadlock
+        self._signals.append((signum, time.monotonic()))
 
     def _handle_signals(self) -> None:
         while self._handled_signals < len(self._signals):
-            name = signal.Signals(self._signals[self._handled_signals]).name
+            signum, at = self._signals[self._handled_signals]
+            name = signal.Signals(signum).name
             self._handled_signals += 1
+            second = self._stop_signals.second(signum, at)
+            if second is None:  # the first one's copy, relayed by a parent (make)
+                continue
             if self._stop_started is None:
                 self._begin_stop(f"signal {name}")
             else:
