@@ -3,12 +3,29 @@ response the SDK clients receive is validated against OpenAI's OpenAPI schemas a
 
 from __future__ import annotations
 
+import signal
+
 import httpx
 import pytest
 
 from aiproxy.testing.fake_openai import FakeOpenAIUpstream
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 from aiproxy.testing.recording import AsyncRecordingTransport, Captured, RecordingTransport
+
+STOP_AND_CELL_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_left_as_found():
+    """A test that ran a cell in-process (`_run_cell` ignores the stop signals as it ends) left SIGTERM,
+    SIGINT and SIGHUP ignored in pytest itself: every gateway started later inherited that, took it for
+    `nohup` and ignored SIGTERM, so the shutdown tests after it hung (with `pytest test/unit test/e2e`)."""
+    before = {sig: signal.getsignal(sig) for sig in STOP_AND_CELL_SIGNALS}
+    yield
+    changed = [sig.name for sig, handler in before.items() if signal.getsignal(sig) != handler]
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+    assert not changed, f"the test changed the handlers of {', '.join(changed)} and did not restore them"
 
 
 @pytest.fixture(scope="session")

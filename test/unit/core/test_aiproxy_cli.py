@@ -88,6 +88,7 @@ def test_an_unexpected_error_in_a_cell_is_a_json_log_line_and_exit_1(tmp_path, m
     """Was: Python's plain-text traceback on stderr, which the README promises is JSON lines, and
     nothing in app.log."""
     import logging
+    import signal
 
     import orjson
     from loguru import logger
@@ -95,17 +96,22 @@ def test_an_unexpected_error_in_a_cell_is_a_json_log_line_and_exit_1(tmp_path, m
     import aiproxy.cell
     from aiproxy.config import Settings
     from aiproxy.entrypoints.aiproxy import _run_cell
+    from aiproxy.stopsignals import CELL_SIGNALS
 
     async def failing(settings, **_):
         raise RuntimeError("a defect")
 
     monkeypatch.setattr(aiproxy.cell, "serve_cell", failing)
     root_handlers, root_level = logging.root.handlers[:], logging.root.level
+    # _run_cell ignores the stop signals as it ends: left so, every gateway the later tests start would too
+    handlers = {sig: signal.getsignal(sig) for sig in CELL_SIGNALS}
     try:
         assert _run_cell(Settings(log_dir=str(tmp_path))) == 1
     finally:
         logger.remove()
         logging.root.handlers[:], logging.root.level = root_handlers, root_level
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     for log in (capsys.readouterr().err, (tmp_path / "app.log").read_text()):
         [record] = [orjson.loads(line) for line in log.splitlines() if line.strip()]
         assert record["level"] == "CRITICAL" and record["msg"] == "the cell stopped on an unexpected error"
