@@ -5,43 +5,45 @@ handler awaits. When that is a gRPC batch (a unary call's answer, a stream's nex
 grpcio never frees the batch's native memory, about 2 KB per call, since nothing reads its result
 (grpc/grpc#43360, open in grpcio 1.85): a gateway whose clients often give up (a chat UI's stop
 button, client timeouts) would grow without bound. So the facade awaits the hop through
-`answer` and `next_message`: the step runs shielded, and a cancellation cancels the RPC in gRPC's
-core, which ends the step at once and reads its batch, before the handler goes on being cancelled.
+`answer` and `next_message`, which never let a cancellation reach grpc.aio's own awaits: it cancels
+the RPC in gRPC's core instead, which ends the batch, whose awaiting task then reads and frees it.
 The servicer and its upstream call are cancelled as promptly as before.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
 
 import grpc
 
-T = TypeVar("T")
 # grpc.aio's own details for a call its client cancelled.
 _CANCELLED = "Locally cancelled by application!"
 
 
 async def answer(call: grpc.aio.UnaryUnaryCall):
-    """The answer of a unary call."""
-    return await _settled(call, call)
+    """The answer of a unary call, awaited through the call's done callback rather than its task
+    (a shielded task per call cost 21 us of CPU, this 2 us, in a micro-benchmark of the hop)."""
+    finished = asyncio.get_running_loop().create_future()
+    call.add_done_callback(lambda _: finished.done() or finished.set_result(None))
+    try:
+        await finished
+    except asyncio.CancelledError:
+        _cancel_in_core(call)  # grpc.aio's task reads the ended batch; it keeps no error to report
+        raise
+    return await call  # done: returns at once
 
 
 async def next_message(call: grpc.aio.UnaryStreamCall):
-    """A server stream's next message, or grpc.aio.EOF."""
-    return await _settled(call, call.read())
-
-
-async def _settled(call: grpc.aio.Call, step: Awaitable[T]) -> T:
-    running = asyncio.ensure_future(step)
+    """A server stream's next message, or grpc.aio.EOF. The read runs shielded in a task of its own
+    (a stream has a few: its messages are batches of chunks)."""
+    reading = asyncio.ensure_future(call.read())
     try:
-        return await asyncio.shield(running)
+        return await asyncio.shield(reading)
     except asyncio.CancelledError:
         _cancel_in_core(call)
-        await asyncio.wait((running,))
-        if not running.cancelled():
-            running.exception()  # the cancelled call's own error: nothing to report
+        await asyncio.wait((reading,))
+        if not reading.cancelled():
+            reading.exception()  # the cancelled call's own error: nothing to report
         raise
 
 
