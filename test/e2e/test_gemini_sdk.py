@@ -544,6 +544,29 @@ def test_grounding_and_citations_arrive_as_url_citation_annotations(client, fake
     assert again.choices[0].message.content == "De rien."
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_web_search_options_ground_the_answer_with_google_search(client, fake, stream):
+    """OpenAI's web search for chat turns on Gemini's googleSearch tool, whose grounding comes back
+    as url_citation annotations; before, the option was dropped and the answer was not grounded."""
+    grounded = response([grounded_candidate([{"text": GROUNDED}], GROUNDED)])
+    fake.enqueue(StreamReply([grounded]) if stream else grounded)
+    location = {"type": "approximate", "approximate": {"country": "FR", "city": "Paris"}}
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[user("Café?")], tools=[WEATHER_TOOL], stream=stream,
+        web_search_options={"search_context_size": "low", "user_location": location},
+    )
+    if stream:
+        annotations = [a for c in reply for a in (c.choices[0].delta.model_extra or {}).get("annotations", [])]
+    else:
+        annotations = [a.model_dump() for a in reply.choices[0].message.annotations]
+    assert cited(GROUNDED, annotations) == EXPECTED_CITATIONS
+    assert fake.requests[0].json["tools"] == [
+        {"functionDeclarations": [{"name": "get_weather", "description": "Weather for a city",
+                                   "parametersJsonSchema": WEATHER_TOOL["function"]["parameters"]}]},
+        {"googleSearch": {}},
+    ]
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
 def test_grpc_delivers_annotations(grpc_stub, fake, stream):
     fake.enqueue(response([grounded_candidate([{"text": GROUNDED}], GROUNDED)]))

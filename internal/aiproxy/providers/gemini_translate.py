@@ -35,7 +35,7 @@ _GENERATION_FIELDS = {
 # Fields this module reads itself; every other key of the body is dropped with a debug log.
 _HANDLED = frozenset(
     {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "stop"}
-    | {"response_format", "tools", "tool_choice", "reasoning_effort", "modalities"}
+    | {"response_format", "tools", "tool_choice", "reasoning_effort", "modalities", "web_search_options"}
     | _GENERATION_FIELDS.keys()
 )
 # reasoning_effort -> thinkingBudget, the budgets Google's own OpenAI endpoint uses (wire-formats §3.7).
@@ -84,10 +84,9 @@ def to_gemini_request(body: dict) -> dict:
     request: dict = {"contents": contents}
     if system_parts:
         request["systemInstruction"] = {"parts": system_parts}
-    tools = body.get("tools")
+    tools = _tools(body)
     if tools:
-        declarations = [_function_declaration(tool) for tool in _list_of(tools, "tools")]
-        request["tools"] = [{"functionDeclarations": declarations}]
+        request["tools"] = tools
     tool_config = _tool_config(body.get("tool_choice"))
     if tool_config is not None:
         request["toolConfig"] = tool_config
@@ -387,6 +386,23 @@ def _function_response(message: dict, position: int, calls: dict[str, tuple[str,
 
 
 # --- tools ---------------------------------------------------------------------------------------
+
+
+def _tools(body: dict) -> list[dict]:
+    """Every function tool in one Tool, and Google Search in its own when `web_search_options` asks
+    for web search: the response side turns its groundingMetadata into url_citation annotations."""
+    tools = []
+    functions = body.get("tools")
+    if functions:
+        tools.append({"functionDeclarations": [_function_declaration(tool) for tool in _list_of(functions, "tools")]})
+    search = body.get("web_search_options")
+    if search is not None:
+        if not isinstance(search, dict):
+            raise InvalidRequest("'web_search_options' must be an object.", param="web_search_options")
+        # user_location (names, while Gemini's retrievalConfig wants coordinates) and
+        # search_context_size have no Gemini equivalent (docs/gemini.md).
+        tools.append({"googleSearch": {}})
+    return tools
 
 
 def _function_declaration(tool) -> dict:

@@ -222,6 +222,28 @@ def test_custom_tools_are_refused():
     assert error.value.param == "tools"
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"search_context_size": "high"},
+     {"user_location": {"type": "approximate", "approximate": {"country": "FR", "city": "Paris"}}}],
+    ids=["empty", "context-size", "user-location"],
+)
+def test_web_search_options_turn_on_google_search(options):
+    body = translate(messages=[USER_HI], web_search_options=options)
+    assert body["tools"] == [{"googleSearch": {}}]
+
+
+def test_web_search_goes_next_to_the_function_tools():
+    body = translate(messages=[USER_HI], tools=[WEATHER_TOOL], web_search_options={})
+    assert [sorted(tool) for tool in body["tools"]] == [["functionDeclarations"], ["googleSearch"]]
+
+
+def test_web_search_options_must_be_an_object():
+    with pytest.raises(InvalidRequest) as error:
+        translate(messages=[USER_HI], web_search_options=True)
+    assert error.value.param == "web_search_options"
+
+
 # --- content parts ----------------------------------------------------------------------------------
 
 
