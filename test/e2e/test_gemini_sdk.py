@@ -456,6 +456,13 @@ def test_audio_output_is_refused_naming_modalities(client, fake):
     assert fake.requests == []
 
 
+def test_legacy_functions_are_refused_naming_them(client, fake):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=MODEL, messages=[user("Weather?")], functions=[WEATHER_TOOL["function"]])
+    assert (error.value.body["type"], error.value.body["param"]) == ("invalid_request_error", "functions")
+    assert fake.requests == []
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
 def test_grpc_delivers_images_in_extra_json(grpc_stub, fake, stream):
     fake.enqueue(image_response(image_part(PNG_BYTES)))

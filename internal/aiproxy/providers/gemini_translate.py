@@ -38,6 +38,13 @@ _HANDLED = frozenset(
     | {"response_format", "tools", "tool_choice", "reasoning_effort", "modalities", "web_search_options"}
     | _GENERATION_FIELDS.keys()
 )
+# Parameters Gemini cannot honour and whose silent loss would mislead the client: refused with a
+# 400 naming them (docs/gemini.md). The legacy functions would need `message.function_call`
+# answers; dropped, the model never saw them and the client waited for a call.
+_REFUSED = {
+    "functions": "is deprecated and not supported for Gemini models; use 'tools' and 'tool_choice'.",
+    "function_call": "is deprecated and not supported for Gemini models; use 'tools' and 'tool_choice'.",
+}
 # reasoning_effort -> thinkingBudget, the budgets Google's own OpenAI endpoint uses (wire-formats §3.7).
 _THINKING_BUDGET = {
     "none": 0,
@@ -80,6 +87,7 @@ def gemini_model_id(model: str) -> str:
 
 def to_gemini_request(body: dict) -> dict:
     """The Gemini request body for an OpenAI chat request (the model goes into the URL)."""
+    _refuse_unhonourable(body)
     system_parts, contents = _contents(body.get("messages"))
     request: dict = {"contents": contents}
     if system_parts:
@@ -386,6 +394,15 @@ def _function_response(message: dict, position: int, calls: dict[str, tuple[str,
 
 
 # --- tools ---------------------------------------------------------------------------------------
+
+
+def _refuse_unhonourable(body: dict) -> None:
+    """A 400 naming each parameter of _REFUSED that asks for something (empty values and
+    function_call "none" ask for nothing)."""
+    for param, reason in _REFUSED.items():
+        value = body.get(param)
+        if value and value != "none":
+            raise InvalidRequest(f"'{param}' {reason}", param=param)
 
 
 def _tools(body: dict) -> list[dict]:

@@ -244,6 +244,24 @@ def test_web_search_options_must_be_an_object():
     assert error.value.param == "web_search_options"
 
 
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [("functions", [{"name": "get_weather", "parameters": SCHEMA}]), ("function_call", "auto"),
+     ("function_call", {"name": "get_weather"})],
+)
+def test_legacy_functions_are_a_400_naming_them(param, value):
+    """Dropped, they left the model without the functions and the client waiting for a call."""
+    with pytest.raises(InvalidRequest, match="tools") as error:
+        translate(messages=[USER_HI], **{param: value})
+    assert error.value.param == param
+
+
+def test_empty_legacy_functions_are_ignored():
+    plain = translate(messages=[USER_HI])
+    assert translate(messages=[USER_HI], functions=[], function_call=None) == plain
+    assert translate(messages=[USER_HI], function_call="none") == plain
+
+
 # --- content parts ----------------------------------------------------------------------------------
 
 
