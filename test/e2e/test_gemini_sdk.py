@@ -456,6 +456,13 @@ def test_audio_output_is_refused_naming_modalities(client, fake):
     assert fake.requests == []
 
 
+def test_logit_bias_is_refused_naming_it(client, fake):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=MODEL, messages=[user("Yes or no?")], logit_bias={"9891": 100})
+    assert (error.value.body["type"], error.value.body["param"]) == ("invalid_request_error", "logit_bias")
+    assert fake.requests == []
+
+
 def test_legacy_functions_are_refused_naming_them(client, fake):
     with pytest.raises(openai.BadRequestError) as error:
         client.chat.completions.create(model=MODEL, messages=[user("Weather?")], functions=[WEATHER_TOOL["function"]])

@@ -40,10 +40,12 @@ _HANDLED = frozenset(
 )
 # Parameters Gemini cannot honour and whose silent loss would mislead the client: refused with a
 # 400 naming them (docs/gemini.md). The legacy functions would need `message.function_call`
-# answers; dropped, the model never saw them and the client waited for a call.
+# answers; dropped, the model never saw them and the client waited for a call. logit_bias keys are
+# token ids of OpenAI's tokenizers, meaningless to Gemini; dropped, a banned token stayed allowed.
 _REFUSED = {
     "functions": "is deprecated and not supported for Gemini models; use 'tools' and 'tool_choice'.",
     "function_call": "is deprecated and not supported for Gemini models; use 'tools' and 'tool_choice'.",
+    "logit_bias": "is not supported for Gemini models: its keys are token ids of OpenAI's tokenizers.",
 }
 # reasoning_effort -> thinkingBudget, the budgets Google's own OpenAI endpoint uses (wire-formats §3.7).
 _THINKING_BUDGET = {

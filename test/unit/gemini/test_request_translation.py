@@ -88,7 +88,7 @@ def test_unsupported_parameters_are_dropped_and_nulls_ignored():
         metadata={"k": "v"},
         store=True,
         service_tier="auto",
-        logit_bias={"1": 2},
+        logit_bias={},
         parallel_tool_calls=False,
         safety_identifier="s",
         prompt_cache_key="p",
@@ -98,6 +98,13 @@ def test_unsupported_parameters_are_dropped_and_nulls_ignored():
         verbosity="low",
     )
     assert body == {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
+
+
+def test_logit_bias_is_a_400_naming_it():
+    """Its keys are token ids of OpenAI's tokenizers: dropped, a banned token stayed allowed."""
+    with pytest.raises(InvalidRequest, match="token ids") as error:
+        translate(messages=[USER_HI], logit_bias={"50256": -100})
+    assert error.value.param == "logit_bias"
 
 
 @pytest.mark.parametrize(
