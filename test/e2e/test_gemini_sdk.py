@@ -463,6 +463,13 @@ def test_logit_bias_is_refused_naming_it(client, fake):
     assert fake.requests == []
 
 
+def test_an_unknown_response_format_is_refused_naming_it(client, fake):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=MODEL, messages=[user("A city?")], response_format={"type": "json"})
+    assert (error.value.body["type"], error.value.body["param"]) == ("invalid_request_error", "response_format")
+    assert fake.requests == []
+
+
 def test_legacy_functions_are_refused_naming_them(client, fake):
     with pytest.raises(openai.BadRequestError) as error:
         client.chat.completions.create(model=MODEL, messages=[user("Weather?")], functions=[WEATHER_TOOL["function"]])

@@ -484,13 +484,7 @@ def _generation_config(body: dict) -> dict:
         if not all(isinstance(sequence, str) for sequence in stops):
             raise InvalidRequest("'stop' must be a string or a list of strings.", param="stop")
         config["stopSequences"] = stops
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
-        config["responseMimeType"] = "application/json"
-        json_schema = response_format.get("json_schema")
-        schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
-        if schema:
-            config["responseJsonSchema"] = schema
+    config.update(_response_format(body.get("response_format")))
     effort = body.get("reasoning_effort")
     if effort is not None:
         if not isinstance(effort, str) or effort not in _THINKING_BUDGET:
@@ -499,6 +493,26 @@ def _generation_config(body: dict) -> dict:
     modalities = _response_modalities(body.get("modalities"))
     if modalities:
         config["responseModalities"] = modalities
+    return config
+
+
+def _response_format(response_format) -> dict:
+    """The generationConfig fields for `response_format`. One Gemini cannot read is a 400: dropped,
+    it gave free text to a client that asked for a structured answer."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if response_format is None or kind == "text":
+        return {}
+    json_schema = response_format.get("json_schema") if kind == "json_schema" else None
+    if kind not in ("json_object", "json_schema") or not isinstance(json_schema, dict | None):
+        raise InvalidRequest(
+            'response_format must be {"type": "text"}, {"type": "json_object"} or '
+            '{"type": "json_schema", "json_schema": {…}}.',
+            param="response_format",
+        )
+    config = {"responseMimeType": "application/json"}
+    schema = json_schema.get("schema") if json_schema else None
+    if schema:  # without one, JSON mode only
+        config["responseJsonSchema"] = schema
     return config
 
 

@@ -174,6 +174,18 @@ def test_response_format(response_format, config):
     assert body.get("generationConfig") == config
 
 
+@pytest.mark.parametrize(
+    "response_format",
+    [{"type": "json"}, {"type": "JSON_OBJECT"}, {}, "json_object", {"type": "json_schema", "json_schema": "city"}],
+    ids=["unknown-type", "upper-case", "no-type", "not-an-object", "json_schema-not-an-object"],
+)
+def test_a_response_format_gemini_cannot_read_is_a_400_naming_it(response_format):
+    """Dropped, it gave free text to a client that asked for a structured answer."""
+    with pytest.raises(InvalidRequest) as error:
+        translate(messages=[USER_HI], response_format=response_format)
+    assert error.value.param == "response_format"
+
+
 WEATHER_TOOL = {
     "type": "function",
     "function": {
