@@ -456,10 +456,13 @@ def test_audio_output_is_refused_naming_modalities(client, fake):
     assert fake.requests == []
 
 
-def test_logit_bias_is_refused_naming_it(client, fake):
+@pytest.mark.parametrize(
+    ("param", "value"), [("logit_bias", {"9891": 100}), ("moderation", {"model": "omni-moderation-latest"})]
+)
+def test_output_controls_gemini_lacks_are_refused_naming_them(client, fake, param, value):
     with pytest.raises(openai.BadRequestError) as error:
-        client.chat.completions.create(model=MODEL, messages=[user("Yes or no?")], logit_bias={"9891": 100})
-    assert (error.value.body["type"], error.value.body["param"]) == ("invalid_request_error", "logit_bias")
+        client.chat.completions.create(model=MODEL, messages=[user("Yes or no?")], extra_body={param: value})
+    assert (error.value.body["type"], error.value.body["param"]) == ("invalid_request_error", param)
     assert fake.requests == []
 
 

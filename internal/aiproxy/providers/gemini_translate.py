@@ -42,10 +42,12 @@ _HANDLED = frozenset(
 # 400 naming them (docs/gemini.md). The legacy functions would need `message.function_call`
 # answers; dropped, the model never saw them and the client waited for a call. logit_bias keys are
 # token ids of OpenAI's tokenizers, meaningless to Gemini; dropped, a banned token stayed allowed.
+# moderation asks OpenAI to moderate input and output; dropped, unmoderated text passed as moderated.
 _REFUSED = {
     "functions": "is deprecated and not supported for Gemini models; use 'tools' and 'tool_choice'.",
     "function_call": "is deprecated and not supported for Gemini models; use 'tools' and 'tool_choice'.",
     "logit_bias": "is not supported for Gemini models: its keys are token ids of OpenAI's tokenizers.",
+    "moderation": "is not supported for Gemini models: OpenAI's moderation cannot run on their input and output.",
 }
 # reasoning_effort -> thinkingBudget, the budgets Google's own OpenAI endpoint uses (wire-formats §3.7).
 _THINKING_BUDGET = {

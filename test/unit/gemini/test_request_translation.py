@@ -96,8 +96,19 @@ def test_unsupported_parameters_are_dropped_and_nulls_ignored():
         stream=False,
         stream_options={"include_usage": True},
         verbosity="low",
+        prompt_cache_retention="24h",
+        prompt_cache_options={"ttl": "30m"},
+        moderation=None,
     )
     assert body == {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
+
+
+def test_moderation_is_a_400_naming_it():
+    """OpenAI's moderation of input and output cannot run for Gemini: dropped, unmoderated text
+    reached a client that believed it moderated."""
+    with pytest.raises(InvalidRequest, match="moderation") as error:
+        translate(messages=[USER_HI], moderation={"model": "omni-moderation-latest"})
+    assert error.value.param == "moderation"
 
 
 def test_logit_bias_is_a_400_naming_it():
