@@ -473,6 +473,14 @@ def test_an_unknown_response_format_is_refused_naming_it(client, fake):
     assert fake.requests == []
 
 
+def test_an_allowed_tools_mode_gemini_cannot_read_is_refused(client, fake):
+    choice = {"type": "allowed_tools", "allowed_tools": {"mode": "require", "tools": [WEATHER_TOOL]}}
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=MODEL, messages=[user("Weather?")], tools=[WEATHER_TOOL], tool_choice=choice)
+    assert (error.value.body["type"], error.value.body["param"]) == ("invalid_request_error", "tool_choice")
+    assert fake.requests == []
+
+
 def test_legacy_functions_are_refused_naming_them(client, fake):
     with pytest.raises(openai.BadRequestError) as error:
         client.chat.completions.create(model=MODEL, messages=[user("Weather?")], functions=[WEATHER_TOOL["function"]])

@@ -63,6 +63,8 @@ _THINKING_BUDGET = {
 # Gemini's audio output comes from separate TTS models as raw PCM, not as OpenAI's message.audio.
 _MODALITIES = {"text": "TEXT", "image": "IMAGE"}
 _TOOL_CHOICE_MODE = {"none": "NONE", "auto": "AUTO", "required": "ANY"}
+# AUTO may not name functions; VALIDATED is "auto" limited to allowedFunctionNames.
+_ALLOWED_TOOLS_MODE = {"auto": "VALIDATED", "required": "ANY"}
 _AUDIO_MIME = {"mp3": "audio/mp3", "wav": "audio/wav"}
 # Names clients put in data: URLs that OpenAI accepts and Gemini refuses ("Unsupported MIME type").
 _MIME_ALIASES = {"image/jpg": "image/jpeg"}
@@ -451,8 +453,10 @@ def _tool_config(choice) -> dict | None:
         }
     if kind == "allowed_tools" and isinstance(choice.get("allowed_tools"), dict):
         allowed = choice["allowed_tools"]
+        mode = _ALLOWED_TOOLS_MODE.get(allowed.get("mode"))
+        if mode is None:  # a guess could let the model answer in text where a call was to be forced
+            raise InvalidRequest("tool_choice.allowed_tools.mode must be 'auto' or 'required'.", param="tool_choice")
         names = [_allowed_tool_name(tool) for tool in _list_of(allowed.get("tools"), "tool_choice")]
-        mode = "ANY" if allowed.get("mode") == "required" else "VALIDATED"
         return {"functionCallingConfig": {"mode": mode, "allowedFunctionNames": names}}
     raise InvalidRequest("tool_choice is not a form Gemini can honour.", param="tool_choice")
 

@@ -246,6 +246,21 @@ def test_tool_choice(choice, config):
     assert body["toolConfig"] == {"functionCallingConfig": config}
 
 
+@pytest.mark.parametrize(
+    "choice",
+    [{"type": "allowed_tools", "allowed_tools": {"mode": "require", "tools": [WEATHER_TOOL]}},
+     {"type": "allowed_tools", "allowed_tools": {"tools": [WEATHER_TOOL]}},
+     {"type": "custom", "custom": {"name": "grammar"}}, "any"],
+    ids=["allowed-tools-typo", "allowed-tools-no-mode", "custom", "unknown-mode"],
+)
+def test_a_tool_choice_gemini_cannot_read_is_a_400_naming_it(choice):
+    """An allowed_tools mode other than auto/required used to become VALIDATED, which lets the model
+    answer in text where the client may have meant to force a call."""
+    with pytest.raises(InvalidRequest) as error:
+        translate(messages=[USER_HI], tools=[WEATHER_TOOL], tool_choice=choice)
+    assert error.value.param == "tool_choice"
+
+
 def test_custom_tools_are_refused():
     with pytest.raises(InvalidRequest) as error:
         translate(messages=[USER_HI], tools=[{"type": "custom", "custom": {"name": "grammar"}}])
