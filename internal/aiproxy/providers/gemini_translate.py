@@ -2,8 +2,9 @@
 
 The choices behind each rule are written down in docs/gemini.md; the tables follow
 wire-formats.md §4.1. Anything Gemini cannot honour is dropped (Gemini rejects unknown
-fields with 400), and a request Gemini would reject for a reason we can name is refused here
-with an OpenAI 400 instead of a less helpful upstream message.
+fields with 400) unless dropping it would mislead the client (_REFUSED), and a request Gemini
+would reject for a reason we can name is refused here with an OpenAI 400 instead of a less
+helpful upstream message.
 """
 
 from __future__ import annotations
