@@ -23,7 +23,7 @@ from aiproxy.testing.fake_openai import (
     completion,
     text_chunks,
 )
-from aiproxy.testing.gateway import CLIENT_KEY
+from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 from aiproxy.testing.jsoncompare import strict_equal
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -174,6 +174,33 @@ def test_cors_preflight_and_headers(gateway):
     response = httpx.get(f"{gateway.base_url}/models", headers={"Origin": "https://app.example"})
     assert response.headers["access-control-allow-origin"] == "*"
     assert "X-Request-ID" in response.headers["access-control-expose-headers"]
+
+
+def test_cors_responses_say_what_a_cache_may_share(gateway, fake, tmp_path):
+    """The Fetch standard's "CORS protocol and HTTP caches": a listed origin's answer depends on the
+    request's Origin, so every answer must carry `Vary: Origin`, also one without Access-Control-Allow-Origin
+    (no Origin, or one not listed). Was: only the listed origin's answer did, so a cache kept the other
+    one and served it, without the header, to the listed origin. With `*` every answer carries
+    `Access-Control-Allow-Origin: *`, Origin or not, and no Vary (was: none without an Origin)."""
+    for headers in ({}, {"Origin": "https://other.example"}):
+        response = httpx.get(f"{gateway.base_url}/models", headers=headers)
+        assert response.headers.get("access-control-allow-origin") == "*", headers
+        assert "vary" not in response.headers
+    with GatewayProcess(tmp_path, upstream_url=fake.base_url,
+                        env={"CORS_ALLOW_ORIGINS": "https://app.example"}) as gw:
+        for headers, allowed in (({}, None), ({"Origin": "https://other.example"}, None),
+                                 ({"Origin": "https://app.example"}, "https://app.example")):
+            for response in (httpx.get(f"{gw.base_url}/models", headers=headers),
+                             httpx.post(f"{gw.base_url}/chat/completions", headers={**AUTH, **headers}, content=b"{")):
+                assert response.headers.get("access-control-allow-origin") == allowed, headers
+                assert response.headers.get("vary") == "Origin", headers
+        # A preflight from an origin not listed is refused as such, not as a method the path lacks.
+        refused = httpx.options(f"{gw.base_url}/chat/completions", headers={
+            "Origin": "https://other.example", "Access-Control-Request-Method": "POST"})
+        assert refused.status_code == 403, refused.text
+        assert "access-control-allow-origin" not in refused.headers and refused.headers["vary"] == "Origin"
+        error = refused.json()["error"]
+        assert error["code"] == "cors_origin_not_allowed" and "https://other.example" in error["message"]
 
 
 def test_cors_exposes_every_rate_limit_header_the_gateway_forwards(gateway, fake):

@@ -68,43 +68,60 @@ async def errors_middleware(request: web.Request, handler):
 
 
 def _cors_origins(origins: tuple[str, ...]):
-    """The Access-Control-Allow-Origin for a request's Origin header, or None."""
+    """The Access-Control-Allow-Origin for a request's Origin header, or None. `*` is sent whether or
+    not the request has an Origin: the Fetch standard's "CORS protocol and HTTP caches" asks a static
+    value on every answer, so that a cache that kept a non-CORS answer serves a browser one it may read."""
     allow_any = "*" in origins
 
     def allowed(origin: str | None) -> str | None:
-        if not origin:
-            return None
-        return "*" if allow_any else (origin if origin in origins else None)
+        if allow_any:
+            return "*"
+        return origin if origin in origins else None
 
     return allowed
+
+
+def _vary_on_origin(headers) -> None:
+    """Add Origin to Vary (keeping what it names already): with listed origins every answer depends on
+    the request's Origin, also one without Access-Control-Allow-Origin, which a cache must not give
+    to a listed origin (Fetch standard, "CORS protocol and HTTP caches")."""
+    vary = headers.get("Vary")
+    if not vary:
+        headers["Vary"] = "Origin"
+    elif "origin" not in {name.strip().lower() for name in vary.split(",")}:
+        headers["Vary"] = f"{vary}, Origin"
 
 
 def _cors_middleware(origins: tuple[str, ...]):
     """Preflights. The headers of every other response are set by on_prepare, which also sees the
     answers given before the middlewares run (a refused `Expect`)."""
     allowed = _cors_origins(origins)
-    allow_any = "*" in origins
 
     @web.middleware
     async def cors(request: web.Request, handler):
+        if request.method != "OPTIONS":
+            return await handler(request)
         origin = request.headers.get("Origin")
-        if request.method == "OPTIONS":
-            allow = allowed(origin) or ("*" if allow_any else None)
-            if allow is None:
-                return await handler(request)
-            return web.Response(
-                status=200 if not origin else 204,
-                headers={
-                    "Access-Control-Allow-Origin": allow,
-                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                    "Access-Control-Allow-Headers": request.headers.get(
-                        "Access-Control-Request-Headers", "Content-Type, Authorization"
-                    ),
-                    "Access-Control-Max-Age": "86400",
-                    "Vary": "Origin",
-                },
-            )
-        return await handler(request)
+        allow = allowed(origin)
+        if allow is None:
+            if origin and "Access-Control-Request-Method" in request.headers:
+                # A preflight from an origin not listed: refused as such (aiohttp-cors: 403; Starlette:
+                # 400), not with the route's 405, which would send its reader looking for a missing method.
+                return json_response(error_body(
+                    f"Origin {origin} is not allowed to call this gateway from a browser (CORS_ALLOW_ORIGINS).",
+                    "invalid_request_error", code="cors_origin_not_allowed"), 403)
+            return await handler(request)
+        return web.Response(
+            status=200 if not origin else 204,
+            headers={
+                "Access-Control-Allow-Origin": allow,
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": request.headers.get(
+                    "Access-Control-Request-Headers", "Content-Type, Authorization"
+                ),
+                "Access-Control-Max-Age": "86400",
+            },
+        )
 
     return cors
 
@@ -112,7 +129,9 @@ def _cors_middleware(origins: tuple[str, ...]):
 def _make_on_prepare(settings: Settings):
     # No includeSubDomains: the gateway often lives on one subdomain and must not pin its siblings.
     hsts = f"max-age={settings.tls.hsts_max_age}" if settings.tls.enabled else None
-    cors_origin = _cors_origins(settings.cors_allow_origins) if settings.cors_allow_origins else None
+    origins = settings.cors_allow_origins
+    cors_origin = _cors_origins(origins) if origins else None
+    vary_on_origin = bool(origins) and "*" not in origins
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Server"] = SERVER_NAME
@@ -121,8 +140,8 @@ def _make_on_prepare(settings: Settings):
         if origin and "Access-Control-Allow-Origin" not in response.headers:  # a preflight has its own
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
-            if origin != "*":
-                response.headers["Vary"] = "Origin"
+        if vary_on_origin:
+            _vary_on_origin(response.headers)
         if hsts:
             response.headers["Strict-Transport-Security"] = hsts
 
