@@ -443,3 +443,28 @@ def test_dialogs_list_takes_the_filters_rest_and_grpc_take(tmp_path):
     assert listed() == [1, 1]
     assert listed("--provider", "gemini") == [1] and listed("--provider", "mock") == []
     assert listed("--status", "429") == [1] and listed("--status", "500") == []
+
+
+def test_logdb_reads_the_gateways_settings_or_says_why_it_cannot(workdir):
+    """Was: when the gateway's settings did not load, logdb quietly read LOGDB_DIR from the environment
+    alone: a settings file's `logdb_dir`, or `.env`'s LOGDB_DIR when SETTINGS_FILE named no file, was
+    skipped, and an `ingest` wrote a new store where the gateway never looks. Now the settings are read
+    as the gateway reads them (settings file < .env < environment), and when they cannot be, logdb
+    stops with the gateway's line (exit 2)."""
+    settings = workdir / "settings.toml"
+    settings.write_text((REPO / "configs" / "settings.toml").read_text()
+                        .replace('logdb_dir = "logs/db"', f'logdb_dir = "{workdir / "custom-db"}"'))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOGDB_")}
+    run = lambda *args, **env: subprocess.run(  # noqa: E731
+        [sys.executable, str(REPO / "cmd" / "logdb"), *args], cwd=workdir, env={**environ, **env},
+        capture_output=True, text=True, timeout=60)
+    done = run("ingest", "--from", "logs", SETTINGS_FILE=str(settings))
+    assert done.returncode == 0, done.stderr
+    assert (workdir / "custom-db" / "control.sqlite3").exists()
+
+    broken = run("ingest", "--from", "logs", SETTINGS_FILE=str(settings), LOG_LEVEL="verbose")
+    assert broken.returncode == 2 and "LOG_LEVEL" in broken.stderr, broken.stderr
+    (workdir / ".env").write_text(f"LOGDB_DIR={workdir / 'env-db'}\n")
+    missing = run("stats", SETTINGS_FILE=str(workdir / "no-such.toml"))
+    assert missing.returncode == 2 and "no-such.toml" in missing.stderr, missing.stderr
+    assert not (workdir / "logs" / "db").exists()

@@ -37,13 +37,15 @@ def require_path(path: Path, what: str, hint: str) -> Path:
 
 
 def load_config() -> tuple[dict, str]:
-    """(LOGDB_* mapping, log dir) from the settings file when there is one, else the environment."""
+    """(LOGDB_* mapping, log dir) read as the gateway reads them: settings file < .env < environment.
+    Settings it cannot read stop the command with the gateway's line: falling back to the environment
+    alone read another LOGDB_DIR than the gateway writes (the file's `logdb_dir`, `.env`'s LOGDB_DIR)."""
     from aiproxy.config import ConfigError, load_settings
 
     try:
         settings = load_settings()
-    except ConfigError:
-        return {}, os.environ.get("LOG_DIR", "logs")
+    except ConfigError as exc:
+        raise UsageError(f"{exc} (logdb reads the gateway's settings for LOGDB_* and LOG_DIR)") from None
     return dict(settings.logdb), settings.log_dir
 
 
