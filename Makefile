@@ -56,9 +56,10 @@ lint: $(STAMP)  ## ruff check
 fmt: $(STAMP)  ## apply ruff's lint fixes (import order, pyupgrade)
 	$(BIN)/ruff check --fix internal cmd test
 
-clean:  ## remove caches and the venv
-	rm -rf $(VENV) .pytest_cache .ruff_cache build dist
-	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+clean:  ## remove the venv and everything generated (keeps logs/, bundles/, .env)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .bench build dist
+	find . \( -name __pycache__ -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +
+	find . -name '*.pyc' -type f -delete
 
 # --- containers: Traefik + Let's Encrypt in front of aiproxy (guide: docs/https.md) ---
 COMPOSE ?= docker compose -f deployments/docker-compose.yml --env-file .env

@@ -29,3 +29,31 @@ def test_make_fmt_leaves_the_committed_tree_unchanged():
                         "--check" if "format" in checking else "--diff")
         result = subprocess.run(checking, cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0, f"{' '.join(command)} would change the tree:\n{result.stdout[-2000:]}"
+
+
+# What .gitignore lists that is the user's, not generated: `make clean` must keep it.
+USER_DATA = {"/logs/", "/.env", "/bundles/"}
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_clean_removes_everything_generated_that_gitignore_hides(tmp_path):
+    """Was: `make clean` left `.hypothesis/` (the property tests' database), `.bench/` (the benchmarks'
+    peer venvs) and `*.egg-info/` behind, though .gitignore lists them as generated."""
+    shutil.copy(REPO / "Makefile", tmp_path)
+    generated = [line.strip() for line in (REPO / ".gitignore").read_text().splitlines()
+                 if line.strip() and not line.startswith("#") and line.strip() not in USER_DATA]
+    made = []
+    for pattern in generated:
+        name = pattern.strip("/").replace("*", "aiproxy")
+        path = tmp_path / ("internal/" if pattern.startswith("*") and pattern.endswith("/") else "") / name
+        if pattern.endswith("/"):
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+        made.append(path)
+    for name in USER_DATA:
+        (tmp_path / name.strip("/")).mkdir()
+    subprocess.run(["make", "-s", "clean"], cwd=tmp_path, check=True, capture_output=True)
+    assert [str(path.relative_to(tmp_path)) for path in made if path.exists()] == []
+    assert all((tmp_path / name.strip("/")).exists() for name in USER_DATA)
