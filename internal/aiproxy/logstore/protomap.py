@@ -20,7 +20,7 @@ from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.partitions import check_day_order, parse_day
 from aiproxy.logstore.queries import DialogSummary
 from aiproxy.logstore.records import InvalidRecord, utc_iso
-from aiproxy.logstore.search import Hit, SearchFilters
+from aiproxy.logstore.search import INT32_MAX, Hit, SearchFilters
 from aiproxypb.v1 import logs_pb2
 
 
@@ -28,7 +28,6 @@ def iso_utc(ts: int | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else ""
 
 
-INT32_MAX = 2**31 - 1  # the proto's int32 fields (status_code; limits over REST and the CLI)
 _INT32 = (-INT32_MAX - 1, INT32_MAX)
 _INT64 = (-(2**63), 2**63 - 1)
 

@@ -39,6 +39,8 @@ from aiproxy.logstore.partitions import day_bounds, day_of
 from aiproxy.logstore.sqltools import chunked, in_list
 from aiproxy.logstore.store import Store
 
+INT32_MAX = 2**31 - 1  # logs.proto's int32 fields (status_code; limits over REST and the CLI)
+
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 20
 MAX_OFFSET = 10_000  # how deep ranked pages go: each page ranks everything before it again
@@ -184,11 +186,20 @@ def filter_clauses(filters: SearchFilters, *, indexed: bool = True) -> tuple[lis
     if filters.provider:  # the settings lower-case provider names; no index on the column to lose
         clauses.append(f"{col.format('provider')} = ? COLLATE NOCASE")
         args.append(filters.provider)
-    for column in ("api_key_hash", "status_code", "dialog_id"):
+    for column in ("api_key_hash", "dialog_id"):
         value = getattr(filters, column)
-        if value is not None and value != "":
+        if value:
             clauses.append(f"{col.format(column)} = ?")
             args.append(value)
+    if filters.status_code == 0:
+        # The records listed with status_code 0: none logs.proto's int32 can hold (NULL, text, a fraction:
+        # the column's INTEGER affinity stores a whole REAL as an integer) or 0 itself (protomap._int).
+        status = col.format("status_code")
+        clauses.append(f"({status} IS NULL OR {status} = 0 OR typeof({status}) != 'integer'"
+                       f" OR {status} NOT BETWEEN {-INT32_MAX - 1} AND {INT32_MAX})")
+    elif filters.status_code is not None:
+        clauses.append(f"{col.format('status_code')} = ?")
+        args.append(filters.status_code)
     return clauses, args
 
 

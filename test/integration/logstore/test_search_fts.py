@@ -99,6 +99,20 @@ def test_filters(store):
     assert len(search(store, "", SearchFilters(dialog_id=dialog)).hits) == 1
 
 
+def test_status_code_0_finds_the_records_listed_with_status_0(store, tmp_path):
+    """A record without a usable status (a seed stream error whose `code` was a word) is listed with
+    status_code 0, but filtering on 0 found nothing, over REST (`status_code=0`), gRPC and `--status 0`
+    alike: the one value that could show those records was a silently empty answer."""
+    lost = {**chat_record([{"role": "user", "content": "a timeout in the stream"}], "", ts=T0), "status_code": "rate_limit"}
+    write_jsonl(tmp_path / "logs" / "r.jsonl", [lost])
+    ingest(store, tmp_path / "logs")
+    for query in ("", "timeout"):
+        hits = search(store, query, SearchFilters(status_code=0)).hits
+        assert [h.fields["status_code"] for h in hits] == [None], query
+    assert len(list_dialogs(store, SearchFilters(status_code=0))[0]) == 1
+    assert _ids(search(store, "timeout", SearchFilters(status_code=502))) == ["gpt-4o:502"]
+
+
 @pytest.mark.parametrize("model", ["GPT-4o", "gpt-4O", "OpenRouter/GPT-4o"])
 def test_the_model_filter_ignores_case_as_routing_does(store, model):
     """Was: an exact, case-sensitive match, so `--model GPT-4o` found nothing although the gateway
