@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="model mapping file (CONFIG_PATH)")
     commands.add_parser("healthcheck", help="exit 0 when this configuration's gateway answers /health",
                         description="GET /health from the REST listener the settings name (environment, "
-                                    ".env, settings file, as `serve` reads them); exit 0 on 200, else 1. "
+                                    ".env, settings file, as `serve` reads them, not its --host or --port flags); exit 0 on 200, else 1. "
                                     "The container image's HEALTHCHECK.")
     return parser
 
@@ -260,14 +260,23 @@ def healthcheck() -> int:
 
     try:
         settings = load_settings()
-        host = _LOOPBACK.get(settings.host, settings.host)
-        scheme = "https" if settings.tls.enabled else "http"
-        context = ssl._create_unverified_context() if settings.tls.enabled else None
-        with urllib.request.urlopen(f"{scheme}://{host_port(host, settings.port)}/health", timeout=4,
-                                    context=context) as answer:
-            return 0 if answer.status == 200 else 1
-    except (ConfigError, OSError, ValueError) as exc:  # urllib's errors are OSErrors
+    except ConfigError as exc:
         print(f"aiproxy healthcheck: {exc}", file=sys.stderr)
+        return 1
+    host = _LOOPBACK.get(settings.host, settings.host)
+    scheme = "https" if settings.tls.enabled else "http"
+    url = f"{scheme}://{host_port(host, settings.port)}/health"
+    context = ssl._create_unverified_context() if settings.tls.enabled else None
+    try:
+        with urllib.request.urlopen(url, timeout=4, context=context) as answer:
+            return 0 if answer.status == 200 else 1
+    except (OSError, ValueError) as exc:  # urllib's errors are OSErrors
+        reason = getattr(exc, "reason", None) or exc  # URLError wraps the socket's error
+        reason = getattr(reason, "strerror", None) or reason
+        # The only listener it can know is the settings' one: `serve --port N` is a flag of that process.
+        print(f"aiproxy healthcheck: {url}: {reason} (the REST listener of HOST, PORT and TLS_CERT_FILE"
+              " in the environment, .env or the settings file; a port given only as `serve --port` is"
+              " not one it can see: set PORT)", file=sys.stderr)
         return 1
 
 
