@@ -24,3 +24,19 @@ def test_create_with_raw_logs_reaches_full_once_at_the_end(source_store, tmp_pat
                  "--out", str(tmp_path / "out.tgz"), "--include-raw", "--raw", str(raw)]) == 0
     drawn = [frame.rsplit("]", 1)[-1].strip() for frame in stderr.getvalue().split("\r") if frame.strip()]
     assert drawn.count("100.0%") == 1 and drawn[-1] == "100.0%"
+
+
+def test_ctrl_c_mid_create_ends_the_bar_before_its_line(source_store, tmp_path, terminal_stderr, monkeypatch):
+    """`bundle create` (and transfer, pull) ended the bar only when they succeeded: Ctrl-C or an error
+    printed its line on the bar's, `bundle create [#####   ]  39.6%logdb: interrupted; …`."""
+    import aiproxy.logstore.cli.bundle_cmd as bundle_cmd
+
+    def interrupted(*args, progress, **kwargs):
+        progress(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bundle_cmd, "create_bundle", interrupted)
+    stderr = terminal_stderr()
+    assert main(["bundle", "create", "--db", str(source_store.base), "--since", "2025-09-01", "--to", "2025-09-30",
+                 "--out", str(tmp_path / "out.tgz")]) == 130
+    assert "bundle create [" in stderr.getvalue() and "\nlogdb: interrupted" in stderr.getvalue()

@@ -66,9 +66,8 @@ def run_create(args: argparse.Namespace) -> int:
             raise UsageError(f"{raw_dir}: no such log directory (--raw, else LOG_DIR: where the request logs are)")
         members = [p.path for p in store.existing(args.since, args.to)]
         members += raw_log_files(raw_dir, args.since) if raw_dir is not None else []
-        bar = ProgressBar(sum(path.stat().st_size for path in members), "bundle create")
-        result = create_bundle(store, args.since, args.to, args.out, raw_dir=raw_dir, progress=bar.advance)
-        bar.close()
+        with ProgressBar(sum(path.stat().st_size for path in members), "bundle create") as bar:
+            result = create_bundle(store, args.since, args.to, args.out, raw_dir=raw_dir, progress=bar.advance)
     emit(args, result.as_dict(), result.summary)
     return EXIT_OK
 
@@ -119,14 +118,15 @@ def run_transfer(args: argparse.Namespace) -> int:
     source = Path(args.src)
     if not source.is_file():
         raise UnusableInput(f"{source}: no such file")
-    bar = ProgressBar(source.stat().st_size, "bundle transfer")
-    if is_remote(args.dest):
-        out = push(source, args.dest, api_key=args.api_key, progress=bar.advance, **tls_files(args))
-        bar.close()
+    remote = is_remote(args.dest)
+    with ProgressBar(source.stat().st_size, "bundle transfer") as bar:
+        if remote:
+            out = push(source, args.dest, api_key=args.api_key, progress=bar.advance, **tls_files(args))
+        else:
+            result = transfer_local(source, args.dest, progress=bar.advance)
+    if remote:
         emit(args, out, lambda: " ".join(f"{k}={v}" for k, v in out.items()))
         return EXIT_OK if out["complete"] else EXIT_FAILED
-    result = transfer_local(source, args.dest, progress=bar.advance)
-    bar.close()
     out = result.as_dict()
     if not result.path.name.endswith((".tgz", ".tar.gz")):
         emit(args, out, lambda: f"bytes={result.bytes} sha256={result.sha256} resumed_from={result.resumed_from} path={result.path}")
@@ -153,10 +153,9 @@ def _transfer_line(result, verdict: str) -> str:
 
 @_guarded
 def run_pull(args: argparse.Namespace) -> int:
-    bar = ProgressBar(0, "bundle pull")  # the size comes with the server's first message
-    result = pull(args.source, args.since, args.to, args.out, api_key=args.api_key, include_raw=args.include_raw,
-                  progress=bar.advance, **tls_files(args))
-    bar.close()
+    with ProgressBar(0, "bundle pull") as bar:  # the size comes with the server's first message
+        result = pull(args.source, args.since, args.to, args.out, api_key=args.api_key,
+                      include_raw=args.include_raw, progress=bar.advance, **tls_files(args))
     emit(args, result.as_dict(), lambda: f"bytes={result.bytes} sha256={result.sha256} path={result.path}")
     return _verify(result.path, args, discard=not result.already_present)
 

@@ -39,5 +39,13 @@ class ProgressBar:
 
     def close(self) -> None:
         if self._shown:
+            self._shown = False
             self.stream.write("\n")
             self.stream.flush()
+
+    # As a context manager the bar ends on every way out: Ctrl-C's or an error's line starts a line of its own.
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
