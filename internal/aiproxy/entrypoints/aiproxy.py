@@ -69,13 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ("serve", "healthcheck")
-
-
 def with_default_command(argv: list[str]) -> list[str]:
     """`serve` is the default command, also with its options alone: `aiproxy --workers 2` was
-    argparse's "invalid choice: '2' (choose from 'serve')"."""
-    if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version")):
+    argparse's "invalid choice: '2' (choose from 'serve')". A first word that is no option is a
+    command, mistyped or not: argparse names the commands there are."""
+    if argv and (not argv[0].startswith("-") or argv[0] in ("-h", "--help", "--version")):
         return argv
     return ["serve", *argv]
 

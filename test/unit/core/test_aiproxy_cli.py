@@ -29,6 +29,16 @@ def test_an_unknown_option_is_reported_by_serve(capsys):
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
+def test_a_mistyped_command_is_named_as_one(capsys):
+    """Was: `aiproxy healthchek` ran as `serve healthchek`: "unrecognized arguments: healthchek", with no
+    word of the commands there are."""
+    with pytest.raises(SystemExit) as info:
+        parse(["healthchek"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'healthchek'" in err and "healthcheck" in err.split("choose from", 1)[1]
+
+
 @pytest.mark.parametrize("flag", ["--help", "--version"])
 def test_top_level_help_and_version_stay(flag, capsys):
     with pytest.raises(SystemExit) as info:
