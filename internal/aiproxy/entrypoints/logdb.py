@@ -31,6 +31,7 @@ COMMAND_MODULES = (
 
 
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command ended by Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at interpreter exit
         return code
+    except KeyboardInterrupt:  # what a command committed stays (ingest checkpoints, imported partitions)
+        print("logdb: interrupted; run the same command again to finish", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader has what it wanted (`logdb search … | head`): end quietly, as the Python docs
         # advise, with stdout on devnull so the interpreter's last flush cannot fail again.

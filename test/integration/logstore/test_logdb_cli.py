@@ -468,3 +468,26 @@ def test_logdb_reads_the_gateways_settings_or_says_why_it_cannot(workdir):
     missing = run("stats", SETTINGS_FILE=str(workdir / "no-such.toml"))
     assert missing.returncode == 2 and "no-such.toml" in missing.stderr, missing.stderr
     assert not (workdir / "logs" / "db").exists()
+
+
+def test_ctrl_c_mid_ingest_is_one_line_exit_130_and_a_rerun_completes(workdir, monkeypatch, capsys):
+    """Ctrl-C during `logdb ingest` (minutes on a large log) ended in a KeyboardInterrupt traceback
+    through SQLite's executemany; the bundle commands alone said `logdb: interrupted` and exited 130."""
+    import aiproxy.logstore.cli.ingest_cmd as ingest_cmd
+    from aiproxy.entrypoints.logdb import main
+
+    real_ingest = ingest_cmd.ingest
+
+    def interrupted(store, source, **kwargs):
+        real_ingest(store, source, since=T0.date(), to=T0.date(), files=kwargs["files"])  # the first day only
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("LOGDB_SERVER_ID", "srv-cli")
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(ingest_cmd, "ingest", interrupted)
+    db = str(workdir / "logs" / "db")
+    assert main(["ingest", "--from", "logs", "--db", db]) == 130
+    assert capsys.readouterr().err == "logdb: interrupted; run the same command again to finish\n"
+    monkeypatch.undo()
+    done = logdb(workdir, "ingest", "--from", "logs")
+    assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1])["rows_inserted"] == 1, done.stdout

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import signal
 import sys
 from pathlib import Path
 
@@ -31,11 +30,9 @@ from aiproxy.logstore.cli.common import (
 )
 from aiproxy.logstore.cli.progress import ProgressBar
 
-EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command ended by Ctrl-C
-
 
 def _guarded(func):
-    """Bundle errors and Ctrl-C become one clear line on stderr and an exit code."""
+    """Bundle errors become one clear line on stderr and an exit code."""
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
@@ -44,11 +41,9 @@ def _guarded(func):
         except BundleError as exc:
             print(f"logdb: {exc}", file=sys.stderr)
             return exc.exit_code
-        except KeyboardInterrupt:  # each command undoes or keeps for resuming what it did on the way out
-            print("logdb: interrupted; run the same command again to finish", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        # OSError (a full disk, a directory we may not write) and BrokenPipeError (stdout's reader went
-        # away) go on to logdb's main, which reports them as every command does: `<path>: <reason>`.
+        # Ctrl-C (each command undoes or keeps for resuming what it did on the way out), OSError (a full
+        # disk, a directory we may not write) and BrokenPipeError (stdout's reader went away) go on to
+        # logdb's main, which reports them as for every command.
 
     return run
 

@@ -33,9 +33,8 @@ def run(args: argparse.Namespace) -> int:
     with open_store(args, existing=False) as (store, log_dir):
         source = require_path(Path(args.source or log_dir), "log file or directory", "check --from, or LOG_DIR")
         files = discover_sources(source)
-        bar = ProgressBar(sum(f.stat().st_size for f in files), "ingest")
-        report = ingest(store, source, since=args.since, to=args.to, progress=bar.advance, files=files)
-        bar.close()
+        with ProgressBar(sum(f.stat().st_size for f in files), "ingest") as bar:
+            report = ingest(store, source, since=args.since, to=args.to, progress=bar.advance, files=files)
     summary = report.as_dict()
     if not args.json:
         print(f"ingest_elapsed_s={summary['elapsed_s']} rows_inserted={report.rows_inserted} rps={summary['rows_per_s']}")
