@@ -30,6 +30,7 @@ from aiproxy.protojson import (
 )
 from aiproxy.rpc.interceptor import CURRENT_CALLER, CURRENT_REQUEST_ID, metadata_value
 from aiproxy.rpc.status import REQUEST_ID, abort_with
+from aiproxy.rpc.steps import settled
 from aiproxy.sse import Comment
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
@@ -194,8 +195,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         """A stream write, which waits while the client reads nothing (gRPC's flow control): past the
         send timeout the call ends as ClientStalled, rather than hold its upstream call for good."""
         try:
-            async with asyncio.timeout(self._send_timeout):
-                await writing
+            await settled(writing, self._send_timeout)
         except TimeoutError:
             raise ClientStalled(
                 f"The client read none of its stream for {self._send_timeout:g} seconds; the gateway ended the call"

@@ -28,6 +28,7 @@ from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.interceptor import AuthInterceptor, metadata_value
 from aiproxy.rpc.log_service import add_log_service
 from aiproxy.rpc.status import REQUEST_ID, abort_with
+from aiproxy.rpc.steps import settled
 from aiproxypb.v1 import chat_pb2_grpc
 
 SERVICE_NAMES = ("aiproxy.v1.ChatService", "aiproxy.v1.LogService")
@@ -154,7 +155,7 @@ def _writing(inner):
             return await result
         async with contextlib.aclosing(result) as messages:
             async for message in messages:
-                await context.write(message)
+                await settled(context.write(message))
         return None
 
     return run
