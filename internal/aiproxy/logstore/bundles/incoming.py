@@ -1,11 +1,14 @@
 """The receiving side of resumable uploads (LogService.ImportBundle): partial bundles live in
-`<logdb dir>/incoming/upload-<sha256>.part` until all their bytes are in and hash right.
+`<logdb dir>/incoming/upload-<sha256>.part` until all their bytes are in and hash right, or until
+nobody has resumed them for UPLOAD_EXPIRY_SECONDS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import re
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -13,6 +16,9 @@ from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput, sha256
 from aiproxy.logstore.bundles.verify import ensure_room
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# A partial upload untouched this long is deleted when the next upload starts: resumable after a
+# dropped connection or a restart, not kept for good (2,700 abandoned uploads had left 517 MB).
+UPLOAD_EXPIRY_SECONDS = 86400
 
 
 class UploadError(BundleError):
@@ -42,6 +48,7 @@ class Uploads:
         part = self.part(sha256)
         if total_bytes < 0:
             raise UnusableInput(f"total_bytes {total_bytes} is negative")
+        self._expire()
         held = part.stat().st_size if part.is_file() else 0
         if held > total_bytes:
             part.unlink(missing_ok=True)  # a concurrent call may have dropped it already
@@ -49,6 +56,15 @@ class Uploads:
         self.directory.mkdir(parents=True, exist_ok=True)
         ensure_room(self.directory, total_bytes - held, f"an upload of {total_bytes:,} bytes needs")
         return held
+
+    def _expire(self) -> None:
+        """Delete the partial uploads nobody wrote to for UPLOAD_EXPIRY_SECONDS (one being written is
+        fresh; one another process deletes first, or that cannot be deleted, is left alone)."""
+        cutoff = time.time() - UPLOAD_EXPIRY_SECONDS
+        for part in self.directory.glob("upload-*.part"):
+            with contextlib.suppress(OSError):
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
 
     def open_at(self, sha256: str, total_bytes: int, offset: int) -> BinaryIO:
         """The partial file, locked against a concurrent upload of the same bundle (in any
