@@ -36,7 +36,7 @@ _GENERATION_FIELDS = {
 # Fields this module reads itself; every other key of the body is dropped with a debug log.
 _HANDLED = frozenset(
     {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "stop"}
-    | {"response_format", "tools", "tool_choice", "reasoning_effort", "modalities", "web_search_options"}
+    | {"response_format", "tools", "tool_choice", "reasoning_effort", "reasoning", "modalities", "web_search_options"}
     | _GENERATION_FIELDS.keys()
 )
 # Parameters Gemini cannot honour and whose silent loss would mislead the client: refused with a
@@ -492,15 +492,43 @@ def _generation_config(body: dict) -> dict:
             raise InvalidRequest("'stop' must be a string or a list of strings.", param="stop")
         config["stopSequences"] = stops
     config.update(_response_format(body.get("response_format")))
-    effort = body.get("reasoning_effort")
-    if effort is not None:
-        if not isinstance(effort, str) or effort not in _THINKING_BUDGET:
-            raise InvalidRequest(f"reasoning_effort {effort!r} is not supported.", param="reasoning_effort")
-        config["thinkingConfig"] = {"thinkingBudget": _THINKING_BUDGET[effort]}
+    budget = _thinking_budget(body)
+    if budget is not None:
+        config["thinkingConfig"] = {"thinkingBudget": budget}
     modalities = _response_modalities(body.get("modalities"))
     if modalities:
         config["responseModalities"] = modalities
     return config
+
+
+def _budget_of(effort, param: str) -> int:
+    if not isinstance(effort, str) or effort not in _THINKING_BUDGET:
+        raise InvalidRequest(f"{param} {effort!r} is not supported.", param=param)
+    return _THINKING_BUDGET[effort]
+
+
+def _thinking_budget(body: dict) -> int | None:
+    """OpenAI's `reasoning_effort`, else OpenRouter's `reasoning` object (`enabled`, `max_tokens`,
+    `effort`; `exclude` has nothing to map: Gemini's thoughts are not asked for), as a thinkingBudget;
+    None leaves the model's own default."""
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        return _budget_of(effort, "reasoning_effort")
+    reasoning = body.get("reasoning")
+    if reasoning is None:
+        return None
+    if not isinstance(reasoning, dict):
+        raise InvalidRequest("'reasoning' must be an object.", param="reasoning")
+    if reasoning.get("enabled") is False:
+        return 0
+    tokens = reasoning.get("max_tokens")
+    if tokens is not None:
+        if type(tokens) is not int or not 0 <= tokens < 2**31:
+            raise InvalidRequest("'reasoning.max_tokens' must be a non-negative integer.", param="reasoning.max_tokens")
+        return tokens
+    if reasoning.get("effort") is None:
+        return None
+    return _budget_of(reasoning["effort"], "reasoning.effort")
 
 
 def _response_format(response_format) -> dict:

@@ -133,6 +133,34 @@ def test_unknown_reasoning_effort_is_a_400():
 
 
 @pytest.mark.parametrize(
+    ("reasoning", "budget"),
+    [({"effort": "high"}, 24576), ({"effort": "low", "exclude": True}, 1024), ({"max_tokens": 2000}, 2000),
+     ({"enabled": False, "effort": "high"}, 0), ({"enabled": True}, None), ({"exclude": True}, None)],
+)
+def test_openrouters_reasoning_object_maps_to_thinking_budget(reasoning, budget):
+    """Was: OpenRouter's `reasoning` was dropped, so a client asking Gemini to think hard (or not at all) got its default."""
+    body = translate(messages=[USER_HI], reasoning=reasoning)
+    expected = {} if budget is None else {"thinkingConfig": {"thinkingBudget": budget}}
+    assert body.get("generationConfig", {}) == expected
+
+
+def test_reasoning_effort_wins_over_the_reasoning_object():
+    body = translate(messages=[USER_HI], reasoning_effort="minimal", reasoning={"effort": "high"})
+    assert body["generationConfig"] == {"thinkingConfig": {"thinkingBudget": 1024}}
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "param"),
+    [("high", "reasoning"), ({"effort": "extreme"}, "reasoning.effort"), ({"max_tokens": -1}, "reasoning.max_tokens"),
+     ({"max_tokens": "2000"}, "reasoning.max_tokens")],
+)
+def test_a_reasoning_object_gemini_cannot_read_is_a_400(reasoning, param):
+    with pytest.raises(InvalidRequest) as error:
+        translate(messages=[USER_HI], reasoning=reasoning)
+    assert error.value.param == param
+
+
+@pytest.mark.parametrize(
     ("modalities", "sent"),
     [(["text", "image"], ["TEXT", "IMAGE"]), (["image"], ["IMAGE"]), (["text"], ["TEXT"]), (["image", "image"], ["IMAGE"])],
 )
