@@ -36,6 +36,19 @@ async def _serve(settings):
     return server, f"127.0.0.1:{port}"
 
 
+def _with_stub(settings, scenario) -> None:
+    """Run `scenario(stub)` against a LogService served on a free port."""
+    async def run():
+        server, target = await _serve(settings)
+        try:
+            async with grpc.aio.insecure_channel(target) as channel:
+                await scenario(logs_pb2_grpc.LogServiceStub(channel))
+        finally:
+            await server.stop(None)
+
+    asyncio.run(run())
+
+
 async def _start_rest(app: web.Application) -> tuple[web.AppRunner, str]:
     """The log routes served on a free port: the runner (to clean up) and the base URL."""
     runner = web.AppRunner(app)
@@ -46,64 +59,52 @@ async def _start_rest(app: web.Application) -> tuple[web.AppRunner, str]:
 
 
 def test_grpc_methods(settings):
-    async def scenario():
-        server, target = await _serve(settings)
-        try:
-            async with grpc.aio.insecure_channel(target) as channel:
-                stub = logs_pb2_grpc.LogServiceStub(channel)
-                ingested = await stub.Ingest(logs_pb2.IngestRequest())
-                assert ingested.rows_inserted == 3
-                found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout"))
-                assert len(found.results) == 3 and "[timeout]" in found.results[0].snippet  # history repeats
-                assert found.results[0].HasField("score")
-                record = await stub.GetRequest(logs_pb2.GetRequestRequest(request_id=found.results[0].request_id))
-                assert '"explain the database timeout"' in record.request_json
-                listed = await stub.ListDialogs(logs_pb2.ListDialogsRequest())
-                assert [d.requests for d in listed.dialogs] == [3]
-                dialog = await stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id=listed.dialogs[0].dialog_id))
-                assert [t.summary.ts_unix for t in dialog.turns] == sorted(t.summary.ts_unix for t in dialog.turns)
-                assert len(dialog.turns) == 3 and dialog.turns[1].dialog_parent_id == dialog.turns[0].summary.request_id
-                stats = await stub.Stats(logs_pb2.StatsRequest())
-                assert (stats.requests, stats.dialogs, stats.server_id) == (3, 1, "srv-1")
-                built = await stub.BuildIndex(logs_pb2.BuildIndexRequest(action=logs_pb2.BuildIndexRequest.REBUILD))
-                assert built.partitions[0].indexed == 2 + 4 + 6  # every message of every turn
+    async def scenario(stub):
+        ingested = await stub.Ingest(logs_pb2.IngestRequest())
+        assert ingested.rows_inserted == 3
+        found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout"))
+        assert len(found.results) == 3 and "[timeout]" in found.results[0].snippet  # history repeats
+        assert found.results[0].HasField("score")
+        record = await stub.GetRequest(logs_pb2.GetRequestRequest(request_id=found.results[0].request_id))
+        assert '"explain the database timeout"' in record.request_json
+        listed = await stub.ListDialogs(logs_pb2.ListDialogsRequest())
+        assert [d.requests for d in listed.dialogs] == [3]
+        dialog = await stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id=listed.dialogs[0].dialog_id))
+        assert [t.summary.ts_unix for t in dialog.turns] == sorted(t.summary.ts_unix for t in dialog.turns)
+        assert len(dialog.turns) == 3 and dialog.turns[1].dialog_parent_id == dialog.turns[0].summary.request_id
+        stats = await stub.Stats(logs_pb2.StatsRequest())
+        assert (stats.requests, stats.dialogs, stats.server_id) == (3, 1, "srv-1")
+        built = await stub.BuildIndex(logs_pb2.BuildIndexRequest(action=logs_pb2.BuildIndexRequest.REBUILD))
+        assert built.partitions[0].indexed == 2 + 4 + 6  # every message of every turn
 
-                with pytest.raises(grpc.aio.AioRpcError) as bad:
-                    await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout AND"))
-                assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-                detail = dict(bad.value.trailing_metadata())[ERROR_TRAILER]
-                assert common_pb2.ErrorDetail.FromString(detail).http_status == 400
-                with pytest.raises(grpc.aio.AioRpcError) as missing:
-                    await stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id="dlg-nope"))
-                assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-                with pytest.raises(grpc.aio.AioRpcError) as bad_date:
-                    await stub.Stats(logs_pb2.StatsRequest(since="yesterday"))
-                assert bad_date.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-                with pytest.raises(grpc.aio.AioRpcError) as bad_action:
-                    await stub.BuildIndex(logs_pb2.BuildIndexRequest(action=99))  # not run as BUILD
-                assert bad_action.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        finally:
-            await server.stop(None)
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout AND"))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        detail = dict(bad.value.trailing_metadata())[ERROR_TRAILER]
+        assert common_pb2.ErrorDetail.FromString(detail).http_status == 400
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id="dlg-nope"))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as bad_date:
+            await stub.Stats(logs_pb2.StatsRequest(since="yesterday"))
+        assert bad_date.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as bad_action:
+            await stub.BuildIndex(logs_pb2.BuildIndexRequest(action=99))  # not run as BUILD
+        assert bad_action.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-    asyncio.run(scenario())
+    _with_stub(settings, scenario)
 
 
 def test_the_model_filter_ignores_case(settings):
     """Was: SearchRequests/ListDialogs matched `model` case-sensitively, unlike routing."""
-    async def scenario():
-        server, target = await _serve(settings)
-        try:
-            async with grpc.aio.insecure_channel(target) as channel:
-                stub = logs_pb2_grpc.LogServiceStub(channel)
-                await stub.Ingest(logs_pb2.IngestRequest())
-                found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(filter=logs_pb2.LogFilter(model="GPT-4o")))
-                assert len(found.results) == 3
-                listed = await stub.ListDialogs(logs_pb2.ListDialogsRequest(filter=logs_pb2.LogFilter(model="OpenAI/GPT-4O")))
-                assert [d.requests for d in listed.dialogs] == [3]
-        finally:
-            await server.stop(None)
+    async def scenario(stub):
+        await stub.Ingest(logs_pb2.IngestRequest())
+        found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(filter=logs_pb2.LogFilter(model="GPT-4o")))
+        assert len(found.results) == 3
+        listed = await stub.ListDialogs(logs_pb2.ListDialogsRequest(filter=logs_pb2.LogFilter(model="OpenAI/GPT-4O")))
+        assert [d.requests for d in listed.dialogs] == [3]
 
-    asyncio.run(scenario())
+    _with_stub(settings, scenario)
 
 
 def test_an_inverted_range_is_invalid_argument_not_an_empty_answer(settings):
@@ -118,22 +119,16 @@ def test_an_inverted_range_is_invalid_argument_not_an_empty_answer(settings):
         ("BuildIndex", logs_pb2.BuildIndexRequest(**inverted)),
     ]
 
-    async def scenario():
-        server, target = await _serve(settings)
-        try:
-            async with grpc.aio.insecure_channel(target) as channel:
-                stub = logs_pb2_grpc.LogServiceStub(channel)
-                for method, request in calls:
-                    with pytest.raises(grpc.aio.AioRpcError) as bad:
-                        await getattr(stub, method)(request)
-                    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
-                    assert bad.value.details() == "since 2025-09-11 is after to 2025-09-10: swap them", method
-                one_day = await stub.Ingest(logs_pb2.IngestRequest(since="2025-09-10", to="2025-09-10"))
-                assert one_day.rows_inserted == 3
-        finally:
-            await server.stop(None)
+    async def scenario(stub):
+        for method, request in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await getattr(stub, method)(request)
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert bad.value.details() == "since 2025-09-11 is after to 2025-09-10: swap them", method
+        one_day = await stub.Ingest(logs_pb2.IngestRequest(since="2025-09-10", to="2025-09-10"))
+        assert one_day.rows_inserted == 3
 
-    asyncio.run(scenario())
+    _with_stub(settings, scenario)
 
 
 def test_rest_routes_translate_to_the_log_service(settings):
@@ -340,27 +335,21 @@ def test_rest_reads_a_request_whose_client_chosen_id_holds_a_slash(tmp_path):
 def test_a_stored_value_beyond_its_proto_field_does_not_fail_the_reads(settings, tmp_path):
     """A store written before ingest checked statuses may hold 2**40: every read including that row
     was INTERNAL ("Value out of range"); the field is now left unset (0) and the rest is served."""
-    async def scenario():
-        server, target = await _serve(settings)
-        try:
-            async with grpc.aio.insecure_channel(target) as channel:
-                stub = logs_pb2_grpc.LogServiceStub(channel)
-                await stub.Ingest(logs_pb2.IngestRequest())
-                (partition,) = (tmp_path / "logs" / "db").rglob("ai_proxy_*.sqlite3")
-                with sqlite3.connect(partition) as conn:
-                    conn.execute("UPDATE requests SET status_code = ?, prompt_tokens = ?", (2**40, 2**62))
-                found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout"))
-                listed = await stub.SearchRequests(logs_pb2.SearchRequestsRequest())
-                assert len(found.results) == len(listed.results) == 3
-                assert {r.status_code for r in listed.results} == {0} and listed.results[0].prompt_tokens == 2**62
-                record = await stub.GetRequest(logs_pb2.GetRequestRequest(request_id=found.results[0].request_id))
-                assert record.summary.status_code == 0
-                dialog = await stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id=record.summary.dialog_id))
-                assert len(dialog.turns) == 3
-        finally:
-            await server.stop(None)
+    async def scenario(stub):
+        await stub.Ingest(logs_pb2.IngestRequest())
+        (partition,) = (tmp_path / "logs" / "db").rglob("ai_proxy_*.sqlite3")
+        with sqlite3.connect(partition) as conn:
+            conn.execute("UPDATE requests SET status_code = ?, prompt_tokens = ?", (2**40, 2**62))
+        found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout"))
+        listed = await stub.SearchRequests(logs_pb2.SearchRequestsRequest())
+        assert len(found.results) == len(listed.results) == 3
+        assert {r.status_code for r in listed.results} == {0} and listed.results[0].prompt_tokens == 2**62
+        record = await stub.GetRequest(logs_pb2.GetRequestRequest(request_id=found.results[0].request_id))
+        assert record.summary.status_code == 0
+        dialog = await stub.GetDialog(logs_pb2.GetDialogRequest(dialog_id=record.summary.dialog_id))
+        assert len(dialog.turns) == 3
 
-    asyncio.run(scenario())
+    _with_stub(settings, scenario)
 
 
 def test_a_search_over_partitions_without_an_index_says_so(tmp_path):
@@ -371,22 +360,16 @@ def test_a_search_over_partitions_without_an_index_says_so(tmp_path):
     settings = Settings(log_dir=str(tmp_path / "logs"),
                         logdb={"dir": str(tmp_path / "logs" / "db"), "server_id": "srv-1", "fts_enabled": False})
 
-    async def scenario():
-        server, target = await _serve(settings)
-        try:
-            async with grpc.aio.insecure_channel(target) as channel:
-                stub = logs_pb2_grpc.LogServiceStub(channel)
-                assert (await stub.Ingest(logs_pb2.IngestRequest())).rows_inserted == 1
-                found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout"))
-                assert not found.results and len(found.warnings) == 1
-                assert "1 of 1 partitions in range have no full-text index" in found.warnings[0]
-                assert "logdb fts build" in found.warnings[0]
-                listed = await stub.SearchRequests(logs_pb2.SearchRequestsRequest())  # no query: no index needed
-                assert len(listed.results) == 1 and not listed.warnings
-                await stub.BuildIndex(logs_pb2.BuildIndexRequest())
-                found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout"))
-                assert len(found.results) == 1 and not found.warnings
-        finally:
-            await server.stop(None)
+    async def scenario(stub):
+        assert (await stub.Ingest(logs_pb2.IngestRequest())).rows_inserted == 1
+        found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout"))
+        assert not found.results and len(found.warnings) == 1
+        assert "1 of 1 partitions in range have no full-text index" in found.warnings[0]
+        assert "logdb fts build" in found.warnings[0]
+        listed = await stub.SearchRequests(logs_pb2.SearchRequestsRequest())  # no query: no index needed
+        assert len(listed.results) == 1 and not listed.warnings
+        await stub.BuildIndex(logs_pb2.BuildIndexRequest())
+        found = await stub.SearchRequests(logs_pb2.SearchRequestsRequest(q="timeout"))
+        assert len(found.results) == 1 and not found.warnings
 
-    asyncio.run(scenario())
+    _with_stub(settings, scenario)
