@@ -615,3 +615,54 @@ def test_grpc_delivers_annotations(grpc_stub, fake, stream):
 
 def annotations_of(message) -> list[dict]:
     return json.loads(message.extra_json or "{}").get("annotations", [])
+
+
+PARIS, ROME = ("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"})
+
+
+def _calls_apart() -> list[dict]:
+    """Two calls in two stream events, the first signed and unfinished."""
+    first = function_call_response(PARIS, thought_signature=SIGNATURE)
+    del first["candidates"][0]["finishReason"]
+    return [first, function_call_response(ROME)]
+
+
+@pytest.mark.parametrize("reply", ["json", "sse-together", "sse-apart"])
+def test_parallel_tool_calls_false_gets_only_the_first_call(client, fake, gemini_gateway, reply):
+    """Gemini has no switch for parallel calls and may call several functions at once: the client
+    that asked for at most one gets the first, as it receives it in the log, and can answer it."""
+    stream = reply != "json"
+    together = function_call_response(PARIS, ROME, thought_signature=SIGNATURE)
+    fake.enqueue(StreamReply(_calls_apart() if reply == "sse-apart" else [together]) if stream else together)
+    fake.enqueue(text_response("Paris: 24°C."))
+    messages = [user("Weather in Paris and Rome?")]
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=messages, tools=[WEATHER_TOOL], parallel_tool_calls=False, stream=stream,
+        **({"stream_options": {"include_usage": True}} if stream else {}),
+    )
+    if stream:
+        chunks = list(raw.parse())
+        deltas = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or []]
+        assert [(d.index, d.function.name, json.loads(d.function.arguments)) for d in deltas] == [(0, *PARIS)]
+        calls = [{"id": deltas[0].id, "type": "function", "function": deltas[0].function.model_dump()}]
+        reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        usage = chunks[-1].usage
+    else:
+        answer = raw.parse()
+        calls = [call.model_dump() for call in answer.choices[0].message.tool_calls]
+        reasons, usage = [answer.choices[0].finish_reason], answer.usage
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [PARIS]
+    assert reasons == ["tool_calls"]
+    assert (usage.prompt_tokens, usage.completion_tokens) == (20, 5 if reply == "sse-apart" else 10)
+    record = gemini_gateway.wait_for_record(raw.headers["x-request-id"])
+    logged = record["response"]["choices"][0]
+    assert [call["function"]["name"] for call in logged["message"]["tool_calls"]] == ["get_weather"]
+    assert json.loads(logged["message"]["tool_calls"][0]["function"]["arguments"]) == PARIS[1]
+    assert logged["finish_reason"] == "tool_calls"
+    # The history the client can build from what it got is one Gemini accepts (signed, one answer).
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": '{"celsius": 24}'},
+    ]
+    final = client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER_TOOL])
+    assert final.choices[0].message.content == "Paris: 24°C."

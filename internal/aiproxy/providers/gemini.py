@@ -47,6 +47,12 @@ def _unreadable(exc: Exception) -> UpstreamBadResponse:
     return UpstreamBadResponse(f"The Gemini API sent an answer the gateway cannot read ({type(exc).__name__}).")
 
 
+def _one_tool_call(body: dict) -> bool:
+    """Whether the client allows at most one tool call. Gemini has no switch for parallel calls and may
+    answer with several, so the answer keeps the first (docs/gemini.md)."""
+    return body.get("parallel_tool_calls") is False
+
+
 class GeminiProvider:
     def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.name
@@ -89,7 +95,7 @@ class GeminiProvider:
         data, headers = await fetch_object(self._client, http_request, self.name, self._error, "The Gemini API",
                                            self._max_answer_bytes)
         try:
-            body = to_openai_response(data, model)
+            body = to_openai_response(data, model, _one_tool_call(request.body))
         except _UNEXPECTED_SHAPE as exc:
             raise _unreadable(exc) from None
         return UpstreamResponse(body=body, headers=forwardable_headers(headers))
@@ -98,7 +104,7 @@ class GeminiProvider:
         model, url, payload = self._prepare(request.body, "streamGenerateContent")
         http_request = self._client.build_request("POST", url, content=payload, headers={"accept": "text/event-stream"})
         response = await send_streaming(self._client, http_request, self.name, self._error)
-        translator = StreamTranslator(model, wants_usage(request.body))
+        translator = StreamTranslator(model, wants_usage(request.body), _one_tool_call(request.body))
         return GeminiStream(self.name, self._mapped_error, response, translator, self._max_answer_bytes)
 
     async def aclose(self) -> None:

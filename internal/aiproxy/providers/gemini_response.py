@@ -163,6 +163,15 @@ def _split_parts(candidate: dict) -> tuple[list[str], list[dict], list[dict]]:
     return texts, calls, images
 
 
+def _allowed_calls(calls: list[dict], sent: int, one_tool_call: bool) -> list[dict]:
+    """The calls the client may get after `sent` earlier ones: all, or, when it asked for no parallel
+    calls (`parallel_tool_calls: false`, which Gemini has no switch for), the answer's first only."""
+    if not one_tool_call or len(calls) + sent <= 1:
+        return calls
+    logger.debug("gemini: parallel_tool_calls is false; dropping {} later function call(s)", len(calls) + sent - 1)
+    return calls[: max(0, 1 - sent)]
+
+
 def _has_citations(candidate: dict) -> bool:
     return bool(candidate.get("citationMetadata") or candidate.get("groundingMetadata"))
 
@@ -179,11 +188,12 @@ def _annotations(candidate: dict, before: str, added: str) -> list[dict]:
     return annotations(candidate, Texts(before + added, parts, streamed=bool(before)))
 
 
-def to_openai_response(data: dict, model: str) -> dict:
-    """A `chat.completion` for a non-streaming Gemini answer."""
+def to_openai_response(data: dict, model: str, one_tool_call: bool = False) -> dict:
+    """A `chat.completion` for a non-streaming Gemini answer; `one_tool_call` keeps only the first
+    function call of each choice (the client sent `parallel_tool_calls: false`)."""
     candidates = data.get("candidates") or []
     if candidates:
-        choices = [_choice(candidate, position) for position, candidate in enumerate(candidates)]
+        choices = [_choice(candidate, position, one_tool_call) for position, candidate in enumerate(candidates)]
         choices.sort(key=lambda choice: choice["index"])
     else:
         explanation = block_explanation(data.get("promptFeedback") or {})
@@ -200,8 +210,9 @@ def to_openai_response(data: dict, model: str) -> dict:
     }
 
 
-def _choice(candidate: dict, position: int) -> dict:
+def _choice(candidate: dict, position: int, one_tool_call: bool) -> dict:
     texts, calls, images = _split_parts(candidate)
+    calls = _allowed_calls(calls, 0, one_tool_call)
     if not (texts or calls or images) and (explanation := failure_explanation(candidate)):
         texts = [explanation]
     message: dict = {
@@ -246,11 +257,12 @@ class _ChoiceState:
 
 class StreamTranslator:
     """Gemini SSE events in, OpenAI chunks out: role first, deltas, one finish chunk per choice,
-    then (when the client asked) one usage chunk built from the last, cumulative usageMetadata."""
+    then (when the client asked) one usage chunk built from the last, cumulative usageMetadata.
+    `one_tool_call` lets only the first function call of each choice through, whichever event it is in."""
 
-    __slots__ = ("_base", "_include_usage", "_choices", "_usage")
+    __slots__ = ("_base", "_include_usage", "_one_tool_call", "_choices", "_usage")
 
-    def __init__(self, model: str, include_usage: bool) -> None:
+    def __init__(self, model: str, include_usage: bool, one_tool_call: bool = False) -> None:
         self._base = {
             "id": "chatcmpl-" + uuid.uuid4().hex,
             "object": "chat.completion.chunk",
@@ -259,6 +271,7 @@ class StreamTranslator:
             "system_fingerprint": system_fingerprint("gemini", model),
         }
         self._include_usage = include_usage
+        self._one_tool_call = one_tool_call
         self._choices: dict[int, _ChoiceState] = {}
         self._usage: dict | None = None
 
@@ -280,6 +293,7 @@ class StreamTranslator:
             if state.finished:
                 continue
             texts, calls, images = _split_parts(candidate)
+            calls = _allowed_calls(calls, state.tool_calls, self._one_tool_call)
             reason = candidate.get("finishReason")
             if texts or calls or images:
                 state.generated = True

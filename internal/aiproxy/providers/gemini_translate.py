@@ -33,9 +33,11 @@ _GENERATION_FIELDS = {
     "logprobs": "responseLogprobs",
     "top_logprobs": "logprobs",
 }
-# Fields this module reads itself; every other key of the body is dropped with a debug log.
+# Fields this module reads itself, or the response side (stream_options, parallel_tool_calls); every
+# other key of the body is dropped with a debug log.
 _HANDLED = frozenset(
-    {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "stop"}
+    {"model", "messages", "stream", "stream_options", "parallel_tool_calls", "max_tokens", "max_completion_tokens"}
+    | {"stop"}
     | {"response_format", "tools", "tool_choice", "reasoning_effort", "reasoning", "modalities", "web_search_options"}
     | _GENERATION_FIELDS.keys()
 )
