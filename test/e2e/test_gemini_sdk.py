@@ -666,3 +666,24 @@ def test_parallel_tool_calls_false_gets_only_the_first_call(client, fake, gemini
     ]
     final = client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER_TOOL])
     assert final.choices[0].message.content == "Paris: 24°C."
+
+
+def test_an_assistant_answer_given_only_as_openai_audio_is_a_400_naming_it(client, fake):
+    """An OpenAI audio answer goes back as `audio: {id}` with no content; Gemini cannot read OpenAI's
+    audio store, and dropped, the answer vanished from the history the model saw."""
+    messages = [
+        user("Say hi"),
+        {"role": "assistant", "content": None, "audio": {"id": "audio_abc123"}},
+        user("Again, slower"),
+    ]
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=MODEL, messages=messages)
+    assert (error.value.body["type"], error.value.body["param"]) == ("invalid_request_error", "messages[1].audio")
+    assert "content" in error.value.body["message"]
+    assert fake.requests == []
+    # With its transcript in content the answer is there: the audio id adds nothing Gemini needs.
+    fake.enqueue(text_response("Hi."))
+    messages[1]["content"] = "Hi!"
+    assert client.chat.completions.create(model=MODEL, messages=messages).choices[0].message.content == "Hi."
+    assert fake.requests[0].json["contents"][1] == {"role": "model", "parts": [{"text": "Hi!"}]}
+

@@ -301,6 +301,13 @@ def _file_part(file, position: int) -> dict:
 def _assistant_parts(message: dict, position: int, calls_seen: dict[str, tuple[str, _CallPlace]]) -> list[dict]:
     # Text, then generated images, then calls: the order of a Gemini image answer (text first).
     parts = _text_parts(message.get("content"), position)
+    if message.get("audio") and not parts:
+        # An OpenAI audio answer replayed by id: dropped, the answer vanished from the history.
+        raise InvalidRequest(
+            f"messages[{position}].audio refers to OpenAI's stored audio, which Gemini cannot read; "
+            "send the answer's transcript as the message's content.",
+            param=f"messages[{position}].audio",
+        )
     images = _list_of(message.get("images"), f"messages[{position}].images")
     parts.extend(
         _assistant_image_part(entry, f"messages[{position}].images[{index}]")
