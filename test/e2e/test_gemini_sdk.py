@@ -687,3 +687,20 @@ def test_an_assistant_answer_given_only_as_openai_audio_is_a_400_naming_it(clien
     assert client.chat.completions.create(model=MODEL, messages=messages).choices[0].message.content == "Hi."
     assert fake.requests[0].json["contents"][1] == {"role": "model", "parts": [{"text": "Hi!"}]}
 
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_generated_image_tokens_are_reported_apart(client, fake, gemini_gateway, stream):
+    """Gemini bills image output far above text; its candidatesTokensDetails name the IMAGE share,
+    which goes where OpenRouter reports it: completion_tokens_details.image_tokens."""
+    answer = image_response(image_part(PNG_BYTES), text="A banana.")
+    fake.enqueue(StreamReply([answer]) if stream else answer)
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[user("Draw a banana")], modalities=["text", "image"], stream=stream,
+        **({"stream_options": {"include_usage": True}} if stream else {}),
+    )
+    usage = list(raw.parse())[-1].usage if stream else raw.parse().usage
+    assert usage.completion_tokens == 1292
+    assert usage.completion_tokens_details.model_extra["image_tokens"] == 1290
+    record = gemini_gateway.wait_for_record(raw.headers["x-request-id"])
+    assert record["usage"]["completion_tokens_details"]["image_tokens"] == 1290

@@ -51,12 +51,16 @@ def usage(metadata: dict | None) -> dict:
     audio = _modality_tokens(metadata.get("promptTokensDetails"), "AUDIO")
     if audio:  # billed above text: worth its own count, as OpenAI gives it
         prompt_details["audio_tokens"] = audio
+    completion_details = {"reasoning_tokens": thoughts}
+    images = _modality_tokens(metadata.get("candidatesTokensDetails"), "IMAGE")
+    if images:  # generated images are billed far above text: OpenRouter's field for them
+        completion_details["image_tokens"] = images
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": total if total == prompt + completion else prompt + completion,
         "prompt_tokens_details": prompt_details,
-        "completion_tokens_details": {"reasoning_tokens": thoughts},
+        "completion_tokens_details": completion_details,
     }
 
 
