@@ -27,9 +27,10 @@ def _rss(pid: int) -> int:
 
 async def _give_up(client: httpx.AsyncClient, index: int) -> None:
     """Three calls in four are JSON answers abandoned before they come, the others streams abandoned
-    after their first event; the built-in mock provider paces both."""
+    after their first event; the built-in mock provider paces both (its 10 s leaves a test process
+    starved by a busy machine no chance to read an answer before its 50 ms timeout fires)."""
     if index % 4:
-        body = {"model": "mock", "messages": [{"role": "user", "content": "[mock:delay_ms=300] hi"}]}
+        body = {"model": "mock", "messages": [{"role": "user", "content": "[mock:delay_ms=10000] hi"}]}
         try:
             await client.post("/chat/completions", json=body, timeout=0.05)
         except httpx.TimeoutException:
