@@ -71,3 +71,24 @@ def test_a_source_whose_schema_is_not_utf8_is_one_line_naming_it(tmp_path, capsy
     assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(tmp_path / "all.sqlite3")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"logdb: {source}: malformed database schema") and len(err.splitlines()) == 1
+
+
+def test_a_target_another_process_has_open_is_not_replaced(tmp_path, capsys):
+    """The merged file is renamed over the target: a -wal of another connection's beside it would
+    be applied to the new file by SQLite, so the merge stops, naming the target, and leaves it."""
+    filled_store(tmp_path / "db", days=1)
+    dest = tmp_path / "all.sqlite3"
+    assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(dest)]) == 0
+    capsys.readouterr()
+    other = sqlite3.connect(dest)
+    other.execute("PRAGMA wal_autocheckpoint = 0")
+    other.execute("DELETE FROM requests")
+    other.commit()  # only in the -wal while `other` is open
+    try:
+        assert main(["merge", "--from", str(tmp_path / "db"), "--to", str(dest)]) == 1
+        assert capsys.readouterr().err == (f"logdb: {dest}: in use by another process (all.sqlite3-wal is there):"
+                                           " close it, then merge again; the target was not changed\n")
+        assert other.execute("SELECT COUNT(*) FROM requests").fetchone() == (0,)
+    finally:
+        other.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -69,7 +69,8 @@ def register(subparsers) -> None:
         "merge",
         help="merge every partition under a directory into one file",
         description="Copy servers, requests and ingest_sources from every partition file (ai_proxy_*.sqlite3) under "
-        "--from (not the target, nothing under incoming/) into --to, then index the merged rows.",
+        "--from (not the target, nothing under incoming/) into --to (an existing one is merged into), then index "
+        "the merged rows; written under a temporary name and renamed over --to when complete.",
     )
     merge_parser.add_argument("--from", dest="source", required=True, metavar="DIR")
     merge_parser.add_argument("--to", dest="dest", required=True, metavar="FILE")
