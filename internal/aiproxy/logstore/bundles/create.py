@@ -4,14 +4,14 @@ Every partition file overlapping [since, to] goes in once, whatever its granular
 added a weekly file once per day). Each is copied with SQLite's online backup API, so a file
 the gateway is writing (WAL) is archived as one consistent snapshot, never as a torn copy of
 the main file without its WAL. The archive is written under a temporary name in the target
-directory and renamed when complete: a crash never leaves a half archive under the final name.
+directory and renamed when complete (atomic_output): a crash never leaves a half archive under the
+final name, and an existing file there is replaced only when asked to.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import sqlite3
 import tarfile
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import orjson
 
+from aiproxy.logstore.atomic_output import atomic_output
 from aiproxy.logstore.bundles.manifest import (
     DB_PREFIX,
     FORMAT,
@@ -147,8 +148,10 @@ def create_bundle(
     *,
     raw_dir: Path | None = None,
     progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> CreateResult:
-    """Archive every partition overlapping [since, to] (and, with raw_dir, its request logs)."""
+    """Archive every partition overlapping [since, to] (and, with raw_dir, its request logs).
+    OutputExists, before anything is read, when `out` names an existing file and not `overwrite`."""
     check_day_order(since, to, ("--since", "--to"))
     started = time.perf_counter()
     now = datetime.now(UTC)
@@ -156,42 +159,36 @@ def create_bundle(
     raws = raw_log_files(raw_dir, since) if raw_dir is not None else []
     bundle_id = str(uuid.uuid4())
     final = local_destination(bundle_name(store.server_id, since, to, now, bundle_id), out)
-    temp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
     rows = 0
-    try:
-        with tempfile.TemporaryDirectory(dir=final.parent, prefix=".bundle-snapshots-") as scratch:
-            with open(temp, "wb") as target:
-                tar = tarfile.open(fileobj=target, mode="w:gz", compresslevel=COMPRESSLEVEL)
-                archive = _Archive(tar, now.timestamp(), progress)
-                for number, part in enumerate(partitions):
-                    copy = Path(scratch) / f"{number}.sqlite3"
-                    with converted(part.path):  # a damaged partition fails the bundle, by name (a backup misses no day)
-                        count = snapshot(part.path, copy, store.settings.busy_timeout_ms / 1000)
-                    rows += count
-                    archive.add(DB_PREFIX + part.path.relative_to(store.base).as_posix(), copy, count)
-                    copy.unlink()
-                for path in raws:
-                    archive.add(RAW_PREFIX + path.relative_to(Path(raw_dir).absolute()).as_posix(), path)
-                metadata = {
-                    "format": FORMAT,
-                    "bundle_id": bundle_id,
-                    "created_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "server_id": store.server_id,
-                    "schema_version": SCHEMA_VERSION,
-                    "since": since.isoformat(),
-                    "to": to.isoformat(),
-                    "granularity": store.settings.partition_granularity,
-                    "include_raw": raw_dir is not None,
-                    "rows": rows,
-                    "files": archive.entries,
-                }
-                archive.add_bytes(METADATA, orjson.dumps(metadata, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-                tar.close()
-                target.flush()
-                os.fsync(target.fileno())
-        os.replace(temp, final)
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_output(final, overwrite=overwrite) as temp, \
+            tempfile.TemporaryDirectory(dir=final.parent, prefix=".bundle-snapshots-") as scratch:
+        with open(temp, "wb") as target:
+            tar = tarfile.open(fileobj=target, mode="w:gz", compresslevel=COMPRESSLEVEL)
+            archive = _Archive(tar, now.timestamp(), progress)
+            for number, part in enumerate(partitions):
+                copy = Path(scratch) / f"{number}.sqlite3"
+                with converted(part.path):  # a damaged partition fails the bundle, by name (a backup misses no day)
+                    count = snapshot(part.path, copy, store.settings.busy_timeout_ms / 1000)
+                rows += count
+                archive.add(DB_PREFIX + part.path.relative_to(store.base).as_posix(), copy, count)
+                copy.unlink()
+            for path in raws:
+                archive.add(RAW_PREFIX + path.relative_to(Path(raw_dir).absolute()).as_posix(), path)
+            metadata = {
+                "format": FORMAT,
+                "bundle_id": bundle_id,
+                "created_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "server_id": store.server_id,
+                "schema_version": SCHEMA_VERSION,
+                "since": since.isoformat(),
+                "to": to.isoformat(),
+                "granularity": store.settings.partition_granularity,
+                "include_raw": raw_dir is not None,
+                "rows": rows,
+                "files": archive.entries,
+            }
+            archive.add_bytes(METADATA, orjson.dumps(metadata, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+            tar.close()
     digest, size = sha256_file(final)
     return CreateResult(
         final, bundle_id, digest, len(archive.entries), rows,

@@ -11,6 +11,7 @@ import functools
 import sys
 from pathlib import Path
 
+from aiproxy.logstore.atomic_output import OutputExists
 from aiproxy.logstore.bundles.create import create_bundle, raw_log_files
 from aiproxy.logstore.bundles.importer import import_bundle
 from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput
@@ -61,8 +62,12 @@ def run_create(args: argparse.Namespace) -> int:
             raise UsageError(f"{raw_dir}: no such log directory (--raw, else LOG_DIR: where the request logs are)")
         members = [p.path for p in store.existing(args.since, args.to)]
         members += raw_log_files(raw_dir, args.since) if raw_dir is not None else []
-        with ProgressBar(sum(path.stat().st_size for path in members), "bundle create") as bar:
-            result = create_bundle(store, args.since, args.to, args.out, raw_dir=raw_dir, progress=bar.advance)
+        try:
+            with ProgressBar(sum(path.stat().st_size for path in members), "bundle create") as bar:
+                result = create_bundle(store, args.since, args.to, args.out, raw_dir=raw_dir, progress=bar.advance,
+                                       overwrite=args.force)
+        except OutputExists as exc:
+            raise UsageError(f"{exc.path} exists: pass --force to replace it, or choose another --out") from None
     emit(args, result.as_dict(), result.summary)
     return EXIT_OK
 
@@ -172,10 +177,12 @@ def register(subparsers) -> None:
 
     create = actions.add_parser("create", help="archive the partitions of a date range",
                                 description="Archive every partition overlapping --since..--to (consistent snapshots "
-                                "of live files), written under a temporary name and renamed when complete.")
+                                "of live files), written under a temporary name and renamed when complete; an existing --out file is "
+                                "refused unless --force.")
     create.add_argument("--since", type=day, required=True, metavar="YYYY-MM-DD", help="first UTC day")
     create.add_argument("--to", type=day, required=True, metavar="YYYY-MM-DD", help="last UTC day")
     create.add_argument("--out", required=True, metavar="PATH", help="archive file, or a directory to name one in")
+    create.add_argument("--force", action="store_true", help="replace --out when it is an existing file")
     create.add_argument("--db", metavar="DIR", help="log store directory (LOGDB_DIR, logs/db)")
     create.add_argument("--include-raw", action="store_true",
                         help="also archive the log files under --raw (request logs, *.log such as app.log) in raw/"

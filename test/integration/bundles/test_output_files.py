@@ -1,6 +1,7 @@
-"""Output files of `logdb merge` and `logdb bundle create` appear only when complete: a real logdb
-process killed (SIGKILL) or interrupted (SIGINT, Ctrl-C) half-way leaves nothing at the destination,
-or the earlier file intact, and the same command again succeeds.
+"""Output files of `logdb merge` and `logdb bundle create`, as real logdb processes write them: they
+appear only when complete, so a process killed (SIGKILL) or interrupted (SIGINT, Ctrl-C) half-way
+leaves nothing at the destination, or the earlier file intact, and the same command again succeeds;
+`bundle create` replaces an existing file only with --force.
 
 Half-way is certain, not timed: the last partition is held under an exclusive lock, so the command
 waits in SQLite's busy handler once it reaches it (every earlier one already written); the test
@@ -108,3 +109,47 @@ def test_a_merge_interrupted_half_way_leaves_the_target_as_it_was_and_a_rerun_co
     assert (code, printed, err) == (0, f"sources=3 total_requests={18 if existing else 9} integrity=ok\n", "")
     with sqlite3.connect(target) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def create(tmp_path: Path, store, out: Path, *flags: str) -> subprocess.Popen:
+    return logdb(tmp_path, "bundle", "create", "--since", "2025-09-01", "--to", "2025-09-30", "--db", str(store.base),
+                 "--out", str(out), *flags)
+
+
+def test_create_refuses_an_existing_out_file_unless_forced(tmp_path):
+    """An existing --out file was silently replaced by the new archive."""
+    store = filled_store(tmp_path / "a", days=2)
+    out = tmp_path / "backup.tgz"
+    out.write_bytes(b"last week's backup")
+    code, printed, err = finished(create(tmp_path, store, out))
+    assert (code, printed) == (2, "")
+    assert err == f"logdb: {out} exists: pass --force to replace it, or choose another --out\n"
+    assert out.read_bytes() == b"last week's backup" and [p.name for p in tmp_path.iterdir() if p.name[0] == "."] == []
+    code, printed, err = finished(create(tmp_path, store, out, "--force"))
+    assert (code, err) == (0, "") and printed.startswith(f"{out} files=2 rows=6 ")
+    assert finished(logdb(tmp_path, "bundle", "verify", str(out)))[:2] == (0, "ok\n")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new-file", "forced-over-a-file"])
+def test_a_create_interrupted_half_way_leaves_no_archive_and_a_rerun_completes(tmp_path, sig, existing):
+    store = filled_store(tmp_path / "a", days=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    archive = out / "backup.tgz"
+    flags = ("--force",) if existing else ()
+    if existing:
+        archive.write_bytes(b"last week's backup")
+    last = store.existing()[-1].path
+    with locked(last):
+        creating = create(tmp_path, store, archive, *flags)
+        interrupt(creating, sig, last)
+    check_interrupted(creating, sig)
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == (["backup.tgz"] if existing else [])
+    if existing:
+        assert archive.read_bytes() == b"last week's backup"
+    if sig == signal.SIGINT:
+        assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    code, printed, err = finished(create(tmp_path, store, archive, *flags))
+    assert (code, err) == (0, "") and printed.startswith(f"{archive} files=3 rows=9 ")
+    assert finished(logdb(tmp_path, "bundle", "verify", str(archive)))[:2] == (0, "ok\n")
