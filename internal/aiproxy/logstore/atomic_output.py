@@ -28,7 +28,8 @@ def atomic_output(final: Path, *, overwrite: bool) -> Iterator[Path]:
     """The temporary path to write; `final` gets its content when the block succeeds. Without
     `overwrite`, an existing `final` raises OutputExists before anything is written, and one that
     appears meanwhile is not replaced either."""
-    final = Path(final)
+    # A symlinked target (backups/latest.sqlite3 -> ...) keeps its link: the file it points at is replaced.
+    final = Path(os.path.realpath(final))
     if not overwrite and final.exists():
         raise OutputExists(final)
     temp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
