@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 
-from aiproxy.errors import UpstreamBadResponse
+from aiproxy.deadline import UpstreamDeadline
+from aiproxy.errors import UpstreamBadResponse, UpstreamTimeout
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _LINE_SPLIT = re.compile(rb"\r\n|\n|\r")
@@ -100,15 +101,18 @@ class EndOfStream(Exception):
 
 
 async def sse_batches(
-    body: AsyncIterable[bytes], translate: Callable[[str], list], max_event_bytes: int, source: str
+    body: AsyncIterable[bytes], translate: Callable[[str], list], max_event_bytes: int, source: str,
+    deadline: UpstreamDeadline,
 ) -> AsyncIterator[list]:
     """For each read of `body`, the translations of the events it completed, as one batch (empty
     batches are skipped); a `Comment` is passed on as it is. An event still unfinished after
-    `max_event_bytes` is UpstreamBadResponse naming `source`: no endless event fills memory. Ends
+    `max_event_bytes` is UpstreamBadResponse naming `source`: no endless event fills memory. No
+    event by `deadline` (the first, or one within its seconds of the one before; a comment is no
+    event, it only keeps connections open) is UpstreamTimeout; reading stops there. Ends
     at the end of the body or when `translate` raises EndOfStream; any other exception is raised
     after the batch of the events before it, so an answer cut short by an error event still
     reaches the client up to that event."""
-    async for events in _event_groups(body, max_event_bytes, source):
+    async for events in _event_groups(body, max_event_bytes, source, deadline):
         batch, stop = _translate_all(events, translate)
         if batch:
             yield batch
@@ -118,13 +122,29 @@ async def sse_batches(
             raise stop
 
 
-async def _event_groups(body: AsyncIterable[bytes], max_event_bytes: int, source: str) -> AsyncIterator[list[str]]:
+async def _event_groups(
+    body: AsyncIterable[bytes], max_event_bytes: int, source: str, deadline: UpstreamDeadline
+) -> AsyncIterator[list[str]]:
     """The events each read completes, then those a body without a final blank line leaves."""
     decoder = SSEDecoder()
-    async for raw in body:
-        yield decoder.feed(raw)
-        if decoder.pending > max_event_bytes:
-            raise UpstreamBadResponse.too_large(source, max_event_bytes)
+    try:
+        async with deadline:
+            async for raw in body:
+                events = decoder.feed(raw)
+                for data in events:
+                    if type(data) is not Comment:
+                        deadline.progress()
+                        break
+                deadline.pause()  # while the events are relayed
+                yield events
+                deadline.resume()
+                if decoder.pending > max_event_bytes:
+                    raise UpstreamBadResponse.too_large(source, max_event_bytes)
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"{source} sent no stream event for {deadline.seconds:g} s (its read_timeout; keep-alive comments"
+            " do not count); the gateway ended the call."
+        ) from None
     yield decoder.flush()
 
 

@@ -8,10 +8,24 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 
 import aiohttp
 import httpx
+
+# What the calling task wants called once its request has a connection, the moment aiohttp sends
+# it: a deadline on the whole answer counts from there, not from a wait for a free connection or a
+# connect (those are bounded by the connect timeout, and fail as 503 or 502, not as a 504).
+ON_REQUEST_SENT: ContextVar[Callable[[], None] | None] = ContextVar("on_request_sent", default=None)
+
+
+class _Connector(aiohttp.TCPConnector):
+    async def connect(self, req, traces, timeout):  # noqa: ASYNC109 - aiohttp calls it so
+        connection = await super().connect(req, traces, timeout)
+        if (sent := ON_REQUEST_SENT.get()) is not None:
+            sent()
+        return connection
 
 
 def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
@@ -83,7 +97,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _session_for_loop(self) -> aiohttp.ClientSession:
         # Created on first use, inside the event loop that serves the requests.
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=self._keepalive, ssl=self._ssl)
+            connector = _Connector(limit=self._limit, keepalive_timeout=self._keepalive, ssl=self._ssl)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),  # upstream cookies must never be shared across clients

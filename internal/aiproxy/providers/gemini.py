@@ -17,6 +17,7 @@ import httpx
 from loguru import logger
 
 from aiproxy.config import ProviderSettings
+from aiproxy.deadline import UpstreamDeadline
 from aiproxy.errors import GatewayError, InvalidRequest, UpstreamBadResponse, UpstreamUnreachable
 from aiproxy.protojson import dump_parsed
 from aiproxy.providers.base import UpstreamRequest, UpstreamResponse, forwardable_headers, wants_usage
@@ -103,9 +104,9 @@ class GeminiProvider:
     async def open_stream(self, request: UpstreamRequest) -> GeminiStream:
         model, url, payload = self._prepare(request.body, "streamGenerateContent")
         http_request = self._client.build_request("POST", url, content=payload, headers={"accept": "text/event-stream"})
-        response = await send_streaming(self._client, http_request, self.name, self._error)
+        response, deadline = await send_streaming(self._client, http_request, self.name, self._error)
         translator = StreamTranslator(model, wants_usage(request.body), _one_tool_call(request.body))
-        return GeminiStream(self.name, self._mapped_error, response, translator, self._max_answer_bytes)
+        return GeminiStream(self.name, self._mapped_error, response, deadline, translator, self._max_answer_bytes)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -117,11 +118,12 @@ class GeminiStream:
 
     def __init__(
         self, provider: str, error: Callable[[int, dict, dict], GatewayError], response: httpx.Response,
-        translator: StreamTranslator, max_event_bytes: int,
+        deadline: UpstreamDeadline, translator: StreamTranslator, max_event_bytes: int,
     ) -> None:
         self._provider = provider
         self._error = error  # (status, `error` object, headers) -> the domain error
         self._response = response
+        self._deadline = deadline
         self._translator = translator
         self._max_event_bytes = max_event_bytes
         self.headers = forwardable_headers(response.headers)
@@ -134,7 +136,8 @@ class GeminiStream:
         try:
             # Decoded, a bounded piece at a time: Google may gzip the event stream.
             body = decoded_body(self._response, self._max_event_bytes + 1)
-            async for batch in sse_batches(body, self._translate, self._max_event_bytes, "The Gemini API"):
+            async for batch in sse_batches(body, self._translate, self._max_event_bytes, "The Gemini API",
+                                           self._deadline):
                 yield batch
             try:
                 batch = self._translator.finish()  # raises when the stream was cut short

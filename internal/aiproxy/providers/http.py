@@ -11,6 +11,7 @@ import httpx
 import orjson
 
 from aiproxy.config import ProviderSettings
+from aiproxy.deadline import UpstreamDeadline
 from aiproxy.errors import (
     GatewayError,
     UpstreamBadResponse,
@@ -18,7 +19,7 @@ from aiproxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from aiproxy.providers.aiohttp_transport import AiohttpTransport
+from aiproxy.providers.aiohttp_transport import ON_REQUEST_SENT, AiohttpTransport
 
 _SET_COOKIE_HEADERS = (b"set-cookie", b"set-cookie2")
 
@@ -134,10 +135,19 @@ def transport_error(provider: str, exc: httpx.HTTPError) -> GatewayError:
             f"The upstream provider '{provider}' is unreachable: no connection opened within the connect timeout."
         )
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(f"The upstream provider '{provider}' did not answer in time.")
+        return upstream_timeout(provider)
     if isinstance(exc, httpx.ConnectError):  # the transport's words: refused, DNS, TLS certificate
         return UpstreamUnreachable(f"The upstream provider '{provider}' is unreachable: {exc}.")
     return UpstreamUnreachable(f"The upstream provider '{provider}' is unreachable: {type(exc).__name__}.")
+
+
+def upstream_timeout(provider: str) -> UpstreamTimeout:
+    return UpstreamTimeout(f"The upstream provider '{provider}' did not answer in time.")
+
+
+def answer_deadline(client: httpx.AsyncClient) -> UpstreamDeadline:
+    """The bound on an answer's progress: the client's read timeout, which alone bounds only each read."""
+    return UpstreamDeadline(client.timeout.read)
 
 
 # At most this much of an upstream's error body is read: its message is clipped to a few KiB on the
@@ -211,13 +221,17 @@ async def send_checked(
     request: httpx.Request,
     provider: str,
     error: Callable[[int, bytes, httpx.Headers], GatewayError],
+    deadline: UpstreamDeadline,
 ) -> httpx.Response:
-    """Send a request, its body left unread. An error status is raised as `error(...)` with the
-    first MAX_ERROR_BODY_BYTES of its body."""
+    """Send a request, its body left unread, and start `deadline` as it goes out. An error status
+    is raised as `error(...)` with the first MAX_ERROR_BODY_BYTES of its body."""
+    started = ON_REQUEST_SENT.set(deadline.sent)
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
         raise transport_error(provider, exc) from None
+    finally:
+        ON_REQUEST_SENT.reset(started)
     if response.status_code >= 400:
         raise error(response.status_code, await _error_body(response), response.headers)
     if 300 <= response.status_code < 400:  # not followed: the operator's base_url is off (http for https, a moved path)
@@ -237,14 +251,19 @@ async def fetch_object(
 ) -> tuple[dict, httpx.Headers]:
     """Send a request and read its answer, which must be a JSON object: an error status is raised
     as send_checked raises it; an empty body, one over `limit` bytes (read no further), or one
-    that is not a JSON object, is a 502 naming `source` (e.g. "The upstream provider 'x'")."""
-    response = await send_checked(client, request, provider, error)
+    that is not a JSON object, is a 502 naming `source` (e.g. "The upstream provider 'x'"). The
+    whole answer, head and body, must come within the read timeout of the request going out."""
     try:
-        content = await _whole_body(response, limit)
-    except httpx.HTTPError as exc:
-        raise transport_error(provider, exc) from None
-    finally:
-        await response.aclose()
+        async with answer_deadline(client) as deadline:
+            response = await send_checked(client, request, provider, error, deadline)
+            try:
+                content = await _whole_body(response, limit)
+            except httpx.HTTPError as exc:
+                raise transport_error(provider, exc) from None
+            finally:
+                await response.aclose()
+    except TimeoutError:
+        raise upstream_timeout(provider) from None
     if content is None:
         raise UpstreamBadResponse.too_large(source, limit)
     if not content.strip():
@@ -270,21 +289,27 @@ async def send_streaming(
     provider: str,
     error: Callable[[int, bytes, httpx.Headers], GatewayError],
     error_in_body: Callable[[bytes, httpx.Headers], GatewayError | None] | None = None,
-) -> httpx.Response:
+) -> tuple[httpx.Response, UpstreamDeadline]:
     """Send a streaming request (send_checked). An error status is raised before anything is
     streamed, so the client still gets a proper HTTP status; so is a success that is not an event
     stream (an upstream ignoring `stream`, a proxy's HTML page), which would otherwise reach the
     client as an empty stream: as `error_in_body(...)` of its first MAX_ERROR_BODY_BYTES when that
-    finds an error there (a 200 whose JSON body holds only an error), else as a bad response."""
-    response = await send_checked(client, request, provider, error)
-    content_type = response.headers.get("content-type", "")
-    if content_type.partition(";")[0].strip().lower() != "text/event-stream":
-        found = error_in_body(await _error_body(response), response.headers) if error_in_body else None
-        await response.aclose()
-        if found is not None:
-            raise found
-        raise UpstreamBadResponse(
-            f"The upstream provider '{provider}' answered a stream request with "
-            f"{content_type or 'no content type'}, not an event stream."
-        )
-    return response
+    finds an error there (a 200 whose JSON body holds only an error), else as a bad response.
+    Returns the response and the deadline of its first event (sse_batches keeps it up to date):
+    the read timeout after the request went out."""
+    try:
+        async with answer_deadline(client) as deadline:
+            response = await send_checked(client, request, provider, error, deadline)
+            content_type = response.headers.get("content-type", "")
+            if content_type.partition(";")[0].strip().lower() != "text/event-stream":
+                found = error_in_body(await _error_body(response), response.headers) if error_in_body else None
+                await response.aclose()
+                if found is not None:
+                    raise found
+                raise UpstreamBadResponse(
+                    f"The upstream provider '{provider}' answered a stream request with "
+                    f"{content_type or 'no content type'}, not an event stream."
+                )
+    except TimeoutError:
+        raise upstream_timeout(provider) from None
+    return response, deadline

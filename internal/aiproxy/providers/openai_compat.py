@@ -11,6 +11,7 @@ import httpx
 import orjson
 
 from aiproxy.config import ProviderSettings
+from aiproxy.deadline import UpstreamDeadline
 from aiproxy.errors import (
     GatewayError,
     UpstreamBadResponse,
@@ -200,9 +201,10 @@ class OpenAICompatibleProvider:
         http_request = self._client.build_request(
             "POST", self._chat_url, content=dump_parsed(request.body), headers={"accept": "text/event-stream"}
         )
-        response = await send_streaming(self._client, http_request, self.name, self._error, self._error_in_body)
+        response, deadline = await send_streaming(self._client, http_request, self.name, self._error,
+                                                  self._error_in_body)
         fingerprint = system_fingerprint(self._settings.kind, str(request.body.get("model"))) if self._fingerprints else None
-        return _OpenAIStream(self._settings, response, _asks_for_usage(request.body), fingerprint)
+        return _OpenAIStream(self._settings, response, deadline, _asks_for_usage(request.body), fingerprint)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -222,11 +224,12 @@ class _OpenAIStream:
     that ends with neither was cut short (a dropped connection, a crashed upstream) and is reported
     as an error rather than as a finished answer."""
 
-    def __init__(self, settings: ProviderSettings, response: httpx.Response, include_usage: bool,
-                 fingerprint: str | None = None) -> None:
+    def __init__(self, settings: ProviderSettings, response: httpx.Response, deadline: UpstreamDeadline,
+                 include_usage: bool, fingerprint: str | None = None) -> None:
         self._settings = settings
         self._fingerprint = fingerprint  # system_fingerprint for chunks that carry none (OpenRouter)
         self._response = response
+        self._deadline = deadline
         self._done = False  # `data: [DONE]` was seen
         self._open: set[int] = set()  # choices seen whose finish_reason has not come yet
         self._finished = False  # a finish_reason came
@@ -240,7 +243,7 @@ class _OpenAIStream:
         try:
             settings = self._settings
             async for batch in sse_batches(body, self._parse, settings.max_answer_bytes,
-                                           f"The upstream provider '{settings.name}'"):
+                                           f"The upstream provider '{settings.name}'", self._deadline):
                 yield batch
             if not (self._done or (self._finished and not self._open)):
                 raise UpstreamStreamTruncated(

@@ -37,6 +37,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from aiproxy.testing.trickle import TrickleReply, trickle
+
 DEFAULT_KEY = "fake-gemini-key"
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 _RPC = "type.googleapis.com/google.rpc."
@@ -587,7 +589,7 @@ class FakeGemini:
         self.stream_chunks = stream_chunks  # events in the default streamed answer
         self.models = models  # None: every model id exists
         self.requests: list[RecordedRequest] = []
-        self._replies: collections.deque[JsonReply | StreamReply] = collections.deque()
+        self._replies: collections.deque[JsonReply | StreamReply | TrickleReply] = collections.deque()
         # Signatures this server handed out; None when replays need none (Gemini 2.x behaviour).
         self._issued: set[str] | None = set() if require_thought_signatures else None
         self._runner: web.AppRunner | None = None
@@ -602,7 +604,7 @@ class FakeGemini:
     def last_json(self) -> Any:
         return self.requests[-1].json
 
-    def enqueue(self, *replies: JsonReply | StreamReply | dict) -> None:
+    def enqueue(self, *replies: JsonReply | StreamReply | TrickleReply | dict) -> None:
         """Script the next answers, in order; a dict is a 200 JSON body."""
         self._replies.extend(JsonReply(r) if isinstance(r, dict) else r for r in replies)
 
@@ -693,6 +695,8 @@ class FakeGemini:
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
+            if isinstance(reply, TrickleReply):
+                return await trickle(request, reply)
             if not streaming:
                 if isinstance(reply, StreamReply):
                     raise web.HTTPInternalServerError(
@@ -731,8 +735,8 @@ class FakeGemini:
                 ],
             )
 
-    def _remember_signatures(self, reply: JsonReply | StreamReply) -> None:
-        if self._issued is None:
+    def _remember_signatures(self, reply: JsonReply | StreamReply | TrickleReply) -> None:
+        if self._issued is None or isinstance(reply, TrickleReply):
             return
         for body in reply.events if isinstance(reply, StreamReply) else [reply.body]:
             for cand in body.get("candidates") or ():

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from aiproxy.testing.trickle import TrickleReply, trickle
+
 
 @dataclass
 class JSONReply:
@@ -223,6 +225,8 @@ class FakeOpenAIUpstream:
         if isinstance(reply, RawReply):
             return web.Response(body=reply.body, status=reply.status, headers=reply.headers,
                                 content_type=reply.content_type)
+        if isinstance(reply, TrickleReply):
+            return await trickle(request, reply)
         if isinstance(reply, HangReply):
             await asyncio.sleep(reply.seconds)
             return web.Response(status=504)

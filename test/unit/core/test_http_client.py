@@ -209,29 +209,38 @@ def test_an_upstream_that_accepts_no_connection_is_unreachable_not_slow() -> Non
     assert "connect timeout" in error.message
 
 
+@contextlib.asynccontextmanager
+async def _one_connection_provider(answer, connect_timeout: float):
+    """An OpenAI-compatible provider with max_connections=1 and read_timeout 1 s, whose upstream
+    answers chat calls with `answer`; yields the provider and a chat request."""
+    from aiproxy.providers.base import UpstreamRequest
+    from aiproxy.providers.openai_compat import OpenAICompatibleProvider
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    async with _serving(app) as base_url:
+        provider = OpenAICompatibleProvider(ProviderSettings(name="t", kind="openai", base_url=f"{base_url}/v1",
+                                                             connect_timeout=connect_timeout, read_timeout=1,
+                                                             max_connections=1))
+        try:
+            yield provider, UpstreamRequest({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "r")
+        finally:
+            await provider.aclose()
+
+
 async def _call_past_a_full_pool():
     """The errors of two chat calls to an upstream that holds every call, with max_connections=1:
     the one that waited for the pool's only connection, then the one that had it."""
     from aiproxy.errors import GatewayError
-    from aiproxy.providers.base import UpstreamRequest
-    from aiproxy.providers.openai_compat import OpenAICompatibleProvider
 
     async def hold(request: web.Request) -> web.Response:
         await asyncio.sleep(1.5)  # past the read timeout; the server waits for it at cleanup
         return web.json_response({})
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", hold)
-    async with _serving(app) as base_url:
-        provider = OpenAICompatibleProvider(ProviderSettings(
-            name="t", kind="openai", base_url=f"{base_url}/v1", connect_timeout=0.3, read_timeout=1, max_connections=1))
-        request = UpstreamRequest({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "r")
-        try:
-            holder = asyncio.create_task(provider.complete(request))
-            await asyncio.sleep(0.1)  # the holder has the connection
-            errors = await asyncio.gather(provider.complete(request), holder, return_exceptions=True)
-        finally:
-            await provider.aclose()
+    async with _one_connection_provider(hold, connect_timeout=0.3) as (provider, request):
+        holder = asyncio.create_task(provider.complete(request))
+        await asyncio.sleep(0.1)  # the holder has the connection
+        errors = await asyncio.gather(provider.complete(request), holder, return_exceptions=True)
     assert all(isinstance(error, GatewayError) for error in errors), errors
     return errors
 
@@ -245,6 +254,29 @@ def test_a_call_that_finds_every_pooled_connection_busy_says_so() -> None:
     assert waited.message == ("The upstream provider 't' is busy: all 1 of its connections are in use and none came"
                               " free within 0.3 s (the provider's max_connections); retry later.")
     assert (held.http_status, held.code) == (504, "upstream_timeout")  # the call holding it: a read timeout
+
+
+async def _two_calls_through_one_connection() -> list:
+    """Two chat calls, max_connections=1, to an upstream that answers each in 0.7 s, read_timeout 1 s:
+    the second waits 0.7 s for the connection, then has its answer 0.7 s after sending it."""
+    arrived = asyncio.Event()
+
+    async def answer(request: web.Request) -> web.Response:
+        arrived.set()
+        await asyncio.sleep(0.7)
+        return web.json_response({"choices": []})
+
+    async with _one_connection_provider(answer, connect_timeout=2) as (provider, request):
+        first = asyncio.create_task(provider.complete(request))
+        await arrived.wait()  # the first call has the connection
+        return await asyncio.gather(first, provider.complete(request), return_exceptions=True)
+
+
+def test_the_answer_deadline_counts_from_the_request_going_out_not_from_a_wait_for_a_connection() -> None:
+    """The whole answer must come within read_timeout of the request being sent; a wait for a free
+    connection is bounded by connect_timeout (then 503), and is not taken from the answer's time."""
+    answers = asyncio.run(asyncio.wait_for(_two_calls_through_one_connection(), 10))
+    assert [answer.body for answer in answers] == [{"choices": []}, {"choices": []}], answers
 
 
 def _closed_port() -> int:

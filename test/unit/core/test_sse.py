@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from aiproxy.errors import UpstreamBadResponse
+from aiproxy.deadline import UpstreamDeadline
+from aiproxy.errors import UpstreamBadResponse, UpstreamTimeout
 from aiproxy.sse import Comment, EndOfStream, SSEDecoder, sse_batches
 
 OPENAI_STREAM = (
@@ -116,7 +117,8 @@ def test_batches_pass_comments_on_untranslated():
         yield b': OPENROUTER PROCESSING\n\ndata: {"a": 1}\n\n'
 
     async def collect():
-        return [batch async for batch in sse_batches(body(), lambda data: [json.loads(data)], 1 << 20, "Up")]
+        return [batch async for batch in sse_batches(body(), lambda data: [json.loads(data)], 1 << 20, "Up",
+                                                               UpstreamDeadline(60))]
 
     assert asyncio.run(collect()) == [["OPENROUTER PROCESSING", {"a": 1}]]
 
@@ -162,7 +164,8 @@ def _batches(reads: list[bytes], translate, max_event_bytes: int = 1 << 20) -> t
     async def run():
         got = []
         try:
-            async for batch in sse_batches(body(), translate, max_event_bytes, "The upstream provider 'p'"):
+            async for batch in sse_batches(body(), translate, max_event_bytes, "The upstream provider 'p'",
+                                           UpstreamDeadline(60)):
                 got.append(batch)
         except Exception as exc:  # noqa: BLE001 - returned for the assertion
             return got, exc
@@ -207,3 +210,55 @@ def test_an_error_event_is_raised_after_the_chunks_before_it():
     got, error = _batches([b'data: {"n": 1}\n\ndata: {"error": "boom"}\n\ndata: {"n": 2}\n\n'], _json_or_end)
     assert got == [[{"n": 1}]]
     assert isinstance(error, RuntimeError) and str(error) == "boom"
+
+
+async def _relayed(reads, deadline: UpstreamDeadline, relay_seconds: float = 0.0) -> list:
+    """sse_batches over reads (bytes, or a float: that long with nothing new), each batch relayed
+    for `relay_seconds` (a client slow to take it)."""
+
+    async def body():
+        for read in reads:
+            if isinstance(read, float):
+                await asyncio.sleep(read)
+            else:
+                yield read
+
+    got = []
+    async for batch in sse_batches(body(), lambda data: [data], 1 << 20, "The upstream provider 'p'", deadline):
+        got.append(batch)
+        await asyncio.sleep(relay_seconds)
+    return got
+
+
+def test_comments_alone_are_no_progress():
+    async def run():
+        deadline = UpstreamDeadline(0.3)
+        async with deadline:  # as send_streaming: the request went out
+            deadline.sent()
+        await _relayed([b"data: first\n\n", *[b": PROCESSING\n\n", 0.1] * 10], deadline)
+
+    with pytest.raises(UpstreamTimeout, match="sent no stream event for 0.3 s"):
+        asyncio.run(run())
+
+
+def test_time_spent_relaying_a_batch_to_the_client_is_not_counted():
+    """A client slower than the deadline is the client's bound to judge: no cancellation lands in its
+    write, and the upstream is not blamed."""
+
+    async def run():
+        deadline = UpstreamDeadline(0.2)
+        async with deadline:
+            deadline.sent()
+        return await _relayed([b"data: a\n\n", 0.1, b"data: b\n\n", 0.1, b"data: c\n\n"], deadline, relay_seconds=0.5)
+
+    assert asyncio.run(run()) == [["a"], ["b"], ["c"]]
+
+
+def test_a_read_timeout_of_0_is_no_bound():
+    async def run():
+        deadline = UpstreamDeadline(0)
+        async with deadline:
+            deadline.sent()
+        return await _relayed([b"data: a\n\n", 0.1, b"data: b\n\n"], deadline)
+
+    assert asyncio.run(run()) == [["a"], ["b"]]
