@@ -8,16 +8,40 @@ whatever its granularity (the seed's `fts drop` ignored weekly files).
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import orjson
 
+from aiproxy.logstore.cjk import RANGES as CJK_RANGES
 from aiproxy.logstore.damage import Unreadable, skipping
 from aiproxy.logstore.database import FTS_TABLE, create_fts, drop_fts, has_fts
 from aiproxy.logstore.fragments import extract_fragments
 from aiproxy.logstore.store import Store
-from aiproxy.logstore.writer import INSERT_FRAGMENT
+from aiproxy.logstore.writer import INSERT_FRAGMENT, fragment_rows
 
 _BATCH = 500
+_TERMS = f"{FTS_TABLE}_terms"  # the index's tokens (fts5vocab), in each connection's temp schema
+_unsplit_seen: dict[Path, tuple[tuple, bool]] = {}  # holds_unsplit_cjk's answers, with the index's stamp
+
+
+def holds_unsplit_cjk(db) -> bool:
+    """Whether the partition's index holds Chinese, Japanese or Korean text indexed before each of
+    its characters was a token (cjk.py): by an earlier version, or copied from such a store. Its
+    CJK runs are whole tokens, in which a word is not found. `fts rebuild` indexes them anew."""
+    db.execute_sql(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{_TERMS} USING fts5vocab(main, {FTS_TABLE}, row)")
+    sql = f"SELECT 1 FROM temp.{_TERMS} WHERE term >= ? AND term <= ? AND length(term) > 1 LIMIT 1"
+    return any(db.execute_sql(sql, (chr(lo), chr(hi) + chr(0x10FFFF))).fetchone() for lo, hi in CJK_RANGES)
+
+
+def still_holds_unsplit_cjk(db) -> bool:
+    """holds_unsplit_cjk for search: reading the index's CJK tokens costs 20 ms on a partition with
+    3 MB of them, so an answer is kept while the index's averages and structure records (rowids 1
+    and 10 of its _data table, which every write to it changes) stay as they were."""
+    stamp = tuple(db.execute_sql(f'SELECT block FROM "{FTS_TABLE}_data" WHERE id IN (1, 10) ORDER BY id'))
+    known = _unsplit_seen.get(db.file)
+    if known is None or known[0] != stamp:
+        known = _unsplit_seen[db.file] = (stamp, holds_unsplit_cjk(db))
+    return known[1]
 
 
 def index_missing(db) -> tuple[int, int]:
@@ -42,9 +66,7 @@ def index_missing(db) -> tuple[int, int]:
                 continue
             fragments = extract_fragments(orjson.loads(request_json), orjson.loads(response_json))
             skipped += not fragments
-            found[request_id] = [
-                (request_id, role, text, endpoint, model_original or "", model_mapped or "") for role, text in fragments
-            ]
+            found[request_id] = fragment_rows(request_id, fragments, endpoint, model_original, model_mapped)
         with db.atomic("IMMEDIATE"):
             # Another writer (the gateway's live ingest, a second build) may have indexed some of
             # them since they were read: checked under the write lock, so none is indexed twice.
@@ -54,6 +76,14 @@ def index_missing(db) -> tuple[int, int]:
         indexed += len(rows)
     db.execute_sql(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES('optimize')")
     return indexed, skipped
+
+
+def reindex(db) -> tuple[int, int]:
+    """Drop the index and index every row anew, as index_missing counts them; one transaction: rows
+    that cannot be read leave the old index as it was."""
+    with db.atomic("IMMEDIATE"):
+        drop_fts(db)
+        return index_missing(db)
 
 
 class _IndexedIds:
@@ -88,10 +118,8 @@ def build(
     out = {}
     for part in store.existing(since, to):
         with skipping(unreadable), store.connected(part.path) as db:
-            if rebuild:  # one transaction: rows that cannot be read leave the old index as it was
-                with db.atomic("IMMEDIATE"):
-                    drop_fts(db)
-                    indexed, skipped = index_missing(db)
+            if rebuild:
+                indexed, skipped = reindex(db)
             else:  # commits batch by batch: what was indexed stays, a later run does the rest
                 indexed, skipped = index_missing(db)
             out[str(part.path)] = {"indexed": indexed, "skipped": skipped}

@@ -10,7 +10,9 @@
 - The FTS3/4 proximity form `a NEAR/N b` (and `a NEAR b`) that the seed's README shows becomes
   FTS5's `NEAR(a b, N)`: FTS5 itself rejects `NEAR/N`.
 - A comma outside `NEAR(…)` separates words (`paris, france`), as in the text searched.
-Text inside double quotes is never touched.
+- Chinese, Japanese and Korean characters are each a word of their own, as they are indexed
+  (cjk.py): `数据库` is the phrase of its three characters, found wherever the run occurs.
+Text inside double quotes is never touched otherwise.
 
 And back from an FTS5 query to the phrases and NEAR groups its bm25 adds up (`scored_parts`),
 so that search can rank partitions with IDF over all of them.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from aiproxy.logstore.cjk import split_cjk
 from aiproxy.logstore.models import FTS_COLUMNS
 
 # A `-` that starts a token and touches a phrase or a group negates it (its own token: "NOT ").
@@ -93,7 +96,7 @@ class _Rewriter:
 
 
 def to_fts5(query: str) -> str:
-    return _NEAR.sub(_near, _TOKEN.sub(_Rewriter(), query))
+    return split_cjk(_NEAR.sub(_near, _TOKEN.sub(_Rewriter(), query)))
 
 
 # --- A query's scored parts, for bm25 with statistics over several partitions (search.py) ---

@@ -30,9 +30,11 @@ from typing import Any
 
 import orjson
 
+from aiproxy.logstore.cjk import has_cjk, shown
 from aiproxy.logstore.damage import Unreadable, skipping
 from aiproxy.logstore.database import FTS_TABLE, has_fts
 from aiproxy.logstore.errors import InvalidQuery
+from aiproxy.logstore.fts import still_holds_unsplit_cjk
 from aiproxy.logstore.fts_query import QueryShapeError, ScoredPart, scored_parts, to_fts5
 from aiproxy.logstore.models import FTS_COLUMNS
 from aiproxy.logstore.partitions import day_bounds, day_of
@@ -45,6 +47,7 @@ MAX_LIMIT = 500
 DEFAULT_LIMIT = 20
 MAX_OFFSET = 10_000  # how deep ranked pages go: each page ranks everything before it again
 SNIPPET_TOKENS = 16
+CJK_SNIPPET_TOKENS = 32  # for a query with CJK text, where each character is a token: about as much text
 _RESULT_COLUMNS = (
     "r.request_id, r.server_id, r.ts, r.ts_iso, r.endpoint, r.model_original, r.model_mapped, r.provider,"
     " r.transport, r.stream, r.status_code, r.latency_ms, r.ttft_ms, r.api_key_hash, r.dialog_id,"
@@ -86,6 +89,7 @@ class SearchPage:
     next_cursor: str = ""
     partitions: int = 0  # partitions read (not those left out as unreadable)
     unindexed: int = 0  # partitions a ranked search could not search: rows but no FTS index
+    unsplit: int = 0  # partitions searched for CJK text whose index holds CJK runs as whole tokens
 
 
 def descending(text: str) -> tuple:
@@ -125,7 +129,8 @@ def validate_query(query: str, typed: str | None = None) -> None:
                            param="q")
     error = _check_fts5([query])
     if error is not None:
-        rewritten = f" (as FTS5: {query!r})" if query != typed else ""
+        written = shown(query)  # without the separators between CJK characters
+        rewritten = f" (as FTS5: {written!r})" if written != typed else ""
         hint = SYNTAX_HINT if error.startswith(_SYNTAX_ERRORS) else ""
         raise InvalidQuery(f"invalid search query {typed!r}{rewritten}: {error}{hint}", param="q")
 
@@ -374,7 +379,8 @@ def ranked_hits(db, query: str, filters: SearchFilters, scale: Rescale | None, l
 def ranked_hit(db, query: str, score: float, request_id: str, rowid: int) -> Hit | None:
     """A winner's row and snippet (computed for the final page only: snippets are costly)."""
     snippet = db.execute_sql(
-        f"SELECT snippet({FTS_TABLE}, 2, '[', ']', '…', {SNIPPET_TOKENS}) FROM {FTS_TABLE}"
+        f"SELECT snippet({FTS_TABLE}, 2, '[', ']', '…', {CJK_SNIPPET_TOKENS if has_cjk(query) else SNIPPET_TOKENS})"
+        f" FROM {FTS_TABLE}"
         f" WHERE {FTS_TABLE} MATCH ? AND rowid = ?",
         (query, rowid),
     ).fetchone()
@@ -382,7 +388,7 @@ def ranked_hit(db, query: str, score: float, request_id: str, rowid: int) -> Hit
         f"SELECT {_RESULT_COLUMNS} FROM requests r WHERE r.request_id = ? ORDER BY r.server_id LIMIT 1",
         (request_id,),
     ).fetchone()
-    return _hit(row, score, snippet[0] if snippet else "") if row is not None else None
+    return _hit(row, score, shown(snippet[0]) if snippet else "") if row is not None else None
 
 
 def _scored_parts(query: str) -> list[ScoredPart] | None:
@@ -397,23 +403,24 @@ def _scored_parts(query: str) -> list[ScoredPart] | None:
 
 
 def _rescaled(
-    store: Store, parts: list, query: str, unreadable: Unreadable | None
-) -> tuple[list[tuple[object, Rescale | None]], int]:
-    """The partitions to rank (those with an FTS index and fragments), each with its Rescale, and
-    how many partitions hold rows but no index (not searched). Phrases are counted only when
-    several partitions hold fragments: one partition's own statistics are the global ones.
-    Partitions that cannot be read are left out (noted)."""
+    store: Store, parts: list, query: str, page: SearchPage, unreadable: Unreadable | None
+) -> list[tuple[object, Rescale | None]]:
+    """The partitions to rank (those with an FTS index and fragments), each with its Rescale;
+    counts in `page` the partitions that hold rows but no index (not searched) and, for a query
+    with CJK text, those whose index holds CJK text as an earlier version indexed it (its words
+    are not found there). Phrases are counted only when several partitions hold fragments: one
+    partition's own statistics are the global ones. Partitions that cannot be read are left out (noted)."""
     found: list[tuple[object, int]] = []
-    unindexed = 0
     for part in parts:
         with skipping(unreadable), store.connected(part.path) as db:
             if not has_fts(db):
-                unindexed += db.execute_sql("SELECT EXISTS (SELECT 1 FROM requests)").fetchone()[0]
+                page.unindexed += db.execute_sql("SELECT EXISTS (SELECT 1 FROM requests)").fetchone()[0]
             elif rows := fragment_count(db):
                 found.append((part.path, rows))
+                page.unsplit += has_cjk(query) and still_holds_unsplit_cjk(db)
     scored = _scored_parts(query) if len(found) > 1 else None
     if scored is None:
-        return [(path, None) for path, _ in found], unindexed
+        return [(path, None) for path, _ in found]
     phrases = sorted({p for part in scored for p in part.phrases})
     counts = {}
     for path, _ in found:
@@ -422,7 +429,7 @@ def _rescaled(
     found = [(path, rows) for path, rows in found if path in counts]
     total = sum(rows for _, rows in found)
     totals = {p: sum(c[p] for c in counts.values()) for p in phrases}
-    return [(path, rescale(scored, rows, counts[path], total, totals)) for path, rows in found], unindexed
+    return [(path, rescale(scored, rows, counts[path], total, totals)) for path, rows in found]
 
 
 def _recent(db, filters: SearchFilters, after: tuple | None, limit: int) -> list[Hit]:
@@ -467,7 +474,7 @@ def search(
     page.partitions = len(parts)
     if ranked:
         winners: list[tuple[float, str, int, object]] = []
-        ranked_parts, page.unindexed = _rescaled(store, parts, query, unreadable)
+        ranked_parts = _rescaled(store, parts, query, page, unreadable)
         for path, scale in ranked_parts:
             with skipping(unreadable), store.connected(path) as db:
                 winners += [(*w, path) for w in ranked_hits(db, query, filters, scale, offset + limit)]

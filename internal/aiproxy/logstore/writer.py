@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from peewee import SqliteDatabase
 
+from aiproxy.logstore.cjk import split_cjk
 from aiproxy.logstore.database import FTS_TABLE, REQUEST_COLUMNS, create_fts, indexes_new_rows
 from aiproxy.logstore.records import InvalidRecord, Row, utc_iso
 from aiproxy.logstore.sqltools import chunked, in_list
@@ -21,18 +22,17 @@ INSERT_FRAGMENT = (
 )
 
 
+def fragment_rows(request_id: str, fragments, endpoint: str, model_original: str | None, model_mapped: str | None):
+    """INSERT_FRAGMENT's rows for a request's (role, text) fragments, CJK characters each a token
+    (cjk.py), so that a word inside a run of Chinese, Japanese or Korean text is found."""
+    models = split_cjk(model_original or ""), split_cjk(model_mapped or "")
+    return [(request_id, split_cjk(role), split_cjk(text), endpoint, *models) for role, text in fragments]
+
+
 def fts_rows(rows: list[Row]):
     for row in rows:
         v = row.values
-        for role, text in row.fragments:
-            yield (
-                v["request_id"],
-                role,
-                text,
-                v["endpoint"],
-                v["model_original"] or "",
-                v["model_mapped"] or "",
-            )
+        yield from fragment_rows(v["request_id"], row.fragments, v["endpoint"], v["model_original"], v["model_mapped"])
 
 
 def _stored(conn, ids: list[str]) -> dict[tuple[str, str], str | None]:

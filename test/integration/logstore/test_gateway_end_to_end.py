@@ -103,3 +103,39 @@ def test_malformed_requests_never_stop_live_ingest(gateway):
     assert len(_until(found)) == 1
     stats = httpx.get(f"{gateway.root_url}/v1/logs/stats", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()
     assert stats["requests"] == 3, stats
+
+
+CJK_QUESTIONS = [
+    "我们今天讨论数据库的性能问题",  # Chinese
+    "データベースの性能を改善したいです",  # Japanese: katakana, hiragana, kanji
+    "데이터베이스의 성능 문제를 논의합시다",  # Korean hangul, a particle on the word
+    "用GPT模型优化Postgres数据库",  # CJK and Latin without spaces between them
+]
+
+
+def test_cjk_words_are_found_over_rest(gateway):
+    """Chinese and Japanese have no spaces between words, and Korean attaches particles to them: a
+    word inside such a run (`数据库`, `データ`, `데이터베이스`) is found, and its snippet shows the
+    text as written."""
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0)
+    for question in CJK_QUESTIONS:
+        client.chat.completions.create(model="mock", messages=[{"role": "user", "content": question}])
+
+    def search(query: str):
+        return httpx.get(f"{gateway.root_url}/v1/logs/requests", params={"q": query},
+                         headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+
+    def snippets(query: str) -> list[str]:
+        resp = search(query)
+        assert resp.status_code == 200 and "warnings" not in resp.json(), resp.text
+        return sorted(r["snippet"] for r in resp.json()["results"])
+
+    _until(lambda: len(snippets("Postgres")) == 1)
+    assert snippets("数据库") == ["我们今天讨论[数据库]的性能问题", "用GPT模型优化Postgres[数据库]"]
+    assert snippets("データ") == ["[データ]ベースの性能を改善したいです"]
+    assert snippets("데이터베이스") == ["[데이터베이스]의 성능 문제를 논의합시다"]
+    assert snippets("性能") == ["データベースの[性能]を改善したいです", "我们今天讨论数据库的[性能]问题"]
+    assert snippets("GPT模型 Postgres") == ["用[GPT模型]优化[Postgres]数据库"]
+    bad = search("数据库 AND")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_query"
+    assert bad.json()["error"]["message"].startswith("invalid search query '数据库 AND': fts5: syntax error")

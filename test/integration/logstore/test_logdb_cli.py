@@ -491,3 +491,29 @@ def test_ctrl_c_mid_ingest_is_one_line_exit_130_and_a_rerun_completes(workdir, m
     monkeypatch.undo()
     done = logdb(workdir, "ingest", "--from", "logs")
     assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1])["rows_inserted"] == 1, done.stdout
+
+
+def _index_cjk_as_earlier_versions_did(store_dir: Path) -> None:
+    """Earlier versions indexed a run of CJK characters as one token: no separators between them."""
+    for part in store_dir.rglob("ai_proxy_*.sqlite3"):
+        with sqlite3.connect(part) as conn:
+            conn.execute("UPDATE request_text_index SET content = replace(content, char(8203), '')")
+
+
+def test_cjk_text_an_earlier_version_indexed_is_named_and_found_after_fts_rebuild(tmp_path):
+    question = "我们今天讨论数据库的性能问题 during the timeout"
+    write_jsonl(tmp_path / "logs" / "requests" / "r.jsonl", [chat_record([{"role": "user", "content": question}], "ok", ts=T0)])
+    assert logdb(tmp_path, "ingest", "--from", "logs").returncode == 0
+    _index_cjk_as_earlier_versions_did(tmp_path / "logs" / "db")
+
+    old = logdb(tmp_path, "search", "数据库", "--json")
+    assert old.returncode == 1 and json.loads(old.stdout)["results"] == []
+    assert "1 of 1 partitions in range hold Chinese, Japanese or Korean text indexed by an earlier version" in old.stderr
+    assert "run `logdb fts rebuild`" in old.stderr
+    latin = logdb(tmp_path, "search", "timeout", "--json")  # the old index still answers the rest
+    assert latin.returncode == 0 and len(json.loads(latin.stdout)["results"]) == 1 and not latin.stderr
+
+    assert "indexed=2" in logdb(tmp_path, "fts", "rebuild").stdout
+    new = logdb(tmp_path, "search", "数据库", "--json")
+    assert new.returncode == 0 and not new.stderr
+    assert [r["snippet"] for r in json.loads(new.stdout)["results"]] == ["我们今天讨论[数据库]的性能问题 during the timeout"]

@@ -482,20 +482,61 @@ def test_a_query_the_parser_does_not_take_apart_is_ranked_per_partition(store):
     assert len(search(store, "timeout OR role:(content:timeout)").hits) == 2
 
 
-def test_cjk_runs_are_one_token_and_emoji_are_not_indexed(tmp_path):
-    """unicode61 (the seed's tokenizer), as docs/logstore.md describes it: a CJK run without spaces
-    is one token, found whole or by a prefix; emoji separate words and are never found."""
-    texts = ["我想去北京旅游", "北京，天气", "rocket🚀launch", "Café naïve"]
-    write_jsonl(tmp_path / "logs" / "r.jsonl", _day(tmp_path, "t", 10, texts))
+CJK_TEXTS = [
+    "我们今天讨论数据库的性能问题",  # Chinese: no spaces between words
+    "データベースの性能を改善したいです",  # Japanese: katakana, hiragana and kanji
+    "데이터베이스의 성능 문제를 논의합시다",  # Korean: particles attach to the word (데이터베이스+의)
+    "用GPT模型优化Postgres数据库",  # CJK and Latin with no space between them
+    "我想去北京旅游",
+    "北京，天气",
+    "rocket🚀launch",
+    "Café naïve",
+]
+
+
+@pytest.fixture
+def cjk_store(tmp_path):
+    write_jsonl(tmp_path / "logs" / "r.jsonl", _day(tmp_path, "t", 10, CJK_TEXTS))
     store = make_store(tmp_path / "db")
     ingest(store, tmp_path / "logs")
+    return store
 
-    def found(query):
-        return sorted(h.fields["request_id"] for h in search(store, query).hits)
 
-    assert found("北京") == ["t0001"] and found("我想*") == found("我想去北京旅游") == ["t0000"]
-    assert found("🚀") == [] and found("rocket") == found("launch") == ["t0002"]
-    assert found("cafe naive") == ["t0003"]
+@pytest.mark.parametrize(("query", "expected"), [
+    ("数据库", ["t0000", "t0003"]),  # inside a run of Chinese, and between Latin words
+    ("北京", ["t0004", "t0005"]),
+    ("我想*", ["t0004"]), ("我想去北京旅游", ["t0004"]),  # what unicode61 alone found still is
+    ("データ", ["t0001"]), ("改善", ["t0001"]), ("性能", ["t0000", "t0001"]),
+    ("데이터베이스", ["t0002"]), ("성능", ["t0002"]),
+    ("GPT模型", ["t0003"]), ("content:GPT", ["t0003"]), ("Postgres 模型", ["t0003"]), ('"优化Postgres"', ["t0003"]),
+    ("库的性", ["t0000"]), ("库性", []), ('"数据库 性能"', []),  # a run is matched where it occurs, in order
+    ("NEAR(数据库 性能, 1)", ["t0000"]), ("NEAR(数据库 性能, 0)", []),  # NEAR counts CJK characters
+    ("content:北京 -天气", ["t0004"]), ("^我们", ["t0000"]), ("^今天", []),
+    ("🚀", []), ("rocket", ["t0006"]), ("launch", ["t0006"]), ("cafe naive", ["t0007"]),
+])
+def test_cjk_words_are_found_inside_runs_of_text(cjk_store, query, expected):
+    """unicode61 alone made a CJK run one token, so `数据库` inside `我们今天讨论数据库的性能问题` found
+    nothing; each CJK character is a token now, and a CJK run in a query is the phrase of them.
+    Emoji still separate words and are never found."""
+    assert sorted(h.fields["request_id"] for h in search(cjk_store, query).hits) == expected
+
+
+def test_cjk_snippets_show_the_text_as_written(cjk_store):
+    (hit,) = search(cjk_store, "数据库 讨论").hits
+    assert hit.snippet == "我们今天[讨论][数据库]的性能问题"
+    (hit,) = search(cjk_store, "GPT模型").hits
+    assert hit.snippet == "用[GPT模型]优化Postgres数据库"
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("数据库 AND", "invalid search query '数据库 AND': fts5: syntax error near \"\""),
+    ("数据库 OR (性能", "invalid search query '数据库 OR (性能': fts5: syntax error near \"\""),
+    ("北京 -(", "invalid search query '北京 -(' (as FTS5: '北京 NOT ('): fts5: syntax error near \"\""),
+])
+def test_a_bad_query_with_cjk_is_quoted_as_written(cjk_store, query, message):
+    with pytest.raises(InvalidQuery) as err:
+        search(cjk_store, query)
+    assert str(err.value).startswith(message) and "\u200b" not in str(err.value)
 
 
 def test_images_are_stored_whole_but_never_indexed_as_text(tmp_path):

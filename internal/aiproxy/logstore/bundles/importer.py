@@ -55,7 +55,7 @@ from aiproxy.logstore.database import (
     migrate,
     open_database,
 )
-from aiproxy.logstore.fts import index_missing
+from aiproxy.logstore.fts import holds_unsplit_cjk, index_missing, reindex
 from aiproxy.logstore.models import FTS_COLUMNS, Server
 from aiproxy.logstore.partitions import day_of, holding
 from aiproxy.logstore.store import Store
@@ -220,7 +220,8 @@ class _Member:
 def _prepare_member(name: str, path: Path, store: Store) -> _Member:
     """Check and migrate a staged member (`name` in the bundle), in one connection. A member
     without an FTS index (seed-era, or FTS off at the source) gets one while the store indexes,
-    so every later step copies fragments instead of extracting them."""
+    so every later step copies fragments instead of extracting them; one whose index an earlier
+    version wrote with CJK runs as whole tokens is indexed anew (cjk.py)."""
     db = None
     try:
         db = open_database(path, store.settings, create=False)
@@ -230,7 +231,9 @@ def _prepare_member(name: str, path: Path, store: Store) -> _Member:
         problem = member_problem(db.connection())
         if problem:
             raise BundleError(f"bundle member {name} cannot be imported: {problem}")
-        if store.settings.fts_enabled and not has_fts(db):
+        if has_fts(db) and holds_unsplit_cjk(db):  # an earlier version's index: CJK words not found in it
+            reindex(db)
+        elif store.settings.fts_enabled and not has_fts(db):
             index_missing(db)
         days = db.execute_sql("SELECT ts / 86400, COUNT(*) FROM requests GROUP BY 1 ORDER BY 1").fetchall()
         return _Member(path, days, has_partition_shape(db.connection()))
