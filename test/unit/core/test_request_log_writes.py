@@ -149,10 +149,11 @@ def test_a_record_cut_off_by_a_full_disk_never_swallows_the_next_one(tmp_path):
     assert secret not in done.stderr and "Logging error" not in done.stderr
     failures = [e for e in _json_lines(done.stderr) if "request log" in e["msg"]]
     # Reported at once, then at most once per interval: the rest is counted in a line at exit.
+    # (Records written together, in one os.write, fail together: the first line may count several.)
     assert failures[0]["level"] == "ERROR"
     assert failures[0]["msg"] == "request log write failed: [Errno 27] File too large"
-    assert failures[0]["file"] == str(files[0]) and failures[0]["dropped"] == 1
-    assert len(failures) == 2 and failures[1]["dropped"] == 9
+    assert failures[0]["file"] == str(files[0]) and failures[0]["dropped"] >= 1
+    assert len(failures) == 2 and failures[0]["dropped"] + failures[1]["dropped"] == 10
     assert failures[1]["msg"] == "request log writes resumed"
 
 
@@ -395,3 +396,42 @@ def test_a_large_record_is_written_without_copies_and_not_kept(tmp_path):
         del line
         assert peak < size / 4, f"{peak / size:.1f} copies of the record made on its way to the file"
         assert held < size / 4, "the writer thread still holds the record after writing it"
+
+
+def test_records_logged_together_reach_the_file_in_one_write_each_burst(tmp_path, monkeypatch):
+    """The writer thread was woken for every record and wrote each alone, the GIL changing hands
+    several times a record: ~0.15 ms of the event loop's CPU per request under load. Records
+    logged while it writes or lingers are now gathered and written together, in order, whole."""
+    import threading
+
+    from aiproxy import logsetup
+
+    writes, real_write, main = [], os.write, threading.get_ident()
+
+    def counting_write(fd, data):
+        if threading.get_ident() != main:
+            writes.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(logsetup.os, "write", counting_write)
+    records = [_record(f"burst {i}") for i in range(200)]
+    with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
+        for record in records:
+            write_request_record(record.encode())
+        logger.complete()
+        assert _today_file(tmp_path).read_text().splitlines() == records  # all there at complete()
+    assert len(writes) < 20, f"{len(writes)} writes for {len(records)} records"
+    assert all(chunk.endswith(b"\n") for chunk in writes)
+
+
+def test_a_lone_record_reaches_the_file_without_waiting_for_more(tmp_path):
+    import time
+
+    record = _record("alone")
+    path = _today_file(tmp_path)
+    with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
+        write_request_record(record.encode())
+        deadline = time.monotonic() + 2
+        while path.read_bytes() != record.encode() + b"\n" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert path.read_bytes() == record.encode() + b"\n"
