@@ -1,7 +1,8 @@
 """`logdb`: the log store CLI. Explicit commands always run; the LOGDB_* switches only decide
 what the gateway does on its own. Exit codes: 0 ok, 1 failure or not found (also: a partition
 file that cannot be read was left out, or an answer needed one: one line naming it), 2 usage error or
-invalid query, 141 (128 + SIGPIPE, as for `cat`) when the reader of stdout went away (`| head`)."""
+invalid query, 141 (128 + SIGPIPE, as for `cat`) when the reader of stdout went away (`| head`), 130 on
+Ctrl-C, 143 on SIGTERM and 129 on SIGHUP (128 + the signal; all three end it alike, one line on stderr)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import grpc
 
 from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
+from aiproxy.logstore.cli.stop_signals import Stopped, stop_signals_raise
 from aiproxy.logstore.damage import ControlUnreadable, PartitionUnreadable, is_file_error
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.partitions import check_day_order
@@ -31,7 +33,6 @@ COMMAND_MODULES = (
 
 
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
-EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command ended by Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,15 +99,22 @@ def _check_remote(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with stop_signals_raise():  # also while the line below is printed: a relayed copy of the signal waits
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         _check_range(args)
         _check_remote(args)
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at interpreter exit
         return code
-    except KeyboardInterrupt:  # what a command committed stays (ingest checkpoints, imported partitions)
-        print("logdb: interrupted; run the same command again to finish", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # what a command committed stays (ingest checkpoints, imported partitions)
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        why = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"logdb: {why}; run the same command again to finish", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
         # The reader has what it wanted (`logdb search … | head`): end quietly, as the Python docs
         # advise, with stdout on devnull so the interpreter's last flush cannot fail again.

@@ -2,7 +2,7 @@
 
 The caller writes a temporary file beside the final one (`.<name>.<random>.tmp`, same directory so
 the rename stays on one file system); it is fsynced and renamed into place when the block ends
-without an error. Ctrl-C, an error or a full disk removes it; one a kill -9 left behind is never
+without an error. Ctrl-C, SIGTERM, an error or a full disk removes it; one a kill -9 left behind is never
 read (its name is random, and no command reads `.*.tmp`) and never in the way of the next run.
 """
 

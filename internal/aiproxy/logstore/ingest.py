@@ -199,6 +199,10 @@ def _in_range(ts: int, since: date | None, to: date | None) -> bool:
     return (since is None or day >= since) and (to is None or day <= to)
 
 
+class _Stopped(Exception):
+    """The command is ending (a stop signal or another worker's error): this file stops mid-way."""
+
+
 def ingest_file(
     store: Store,
     path: Path,
@@ -207,7 +211,10 @@ def ingest_file(
     to: date | None = None,
     budget_bytes: int,
     progress: Progress | None = None,
+    stopping: threading.Event | None = None,
 ) -> IngestReport:
+    """`stopping` set: _Stopped at the next record; rows not flushed yet are dropped, and the
+    checkpoint (saved only when everything before it is stored) makes the next run read them again."""
     report = IngestReport(files_scanned=1)
     control = store.control()
     point = checkpoints.resume_point(control, path)
@@ -219,6 +226,8 @@ def ingest_file(
     idle_size = _idle_size(path)  # before reading: a tail that grows after this is waited for
     with open(path, "rb") as stream:
         for item in reader(stream, point.offset, point.line, idle_size):
+            if stopping is not None and stopping.is_set():
+                raise _Stopped
             if progress is not None:
                 progress(item.end - last_offset)
             last_offset = item.end
@@ -280,10 +289,12 @@ def ingest(
         budget = store.settings.memory_mb * 1024 * 1024 // (2 * workers)  # half for buffers, half for everything else
         total = IngestReport()
         lock = threading.Lock()
+        stopping = threading.Event()
 
         def run(path: Path) -> None:
             try:
-                part = ingest_file(store, path, since=since, to=to, budget_bytes=budget, progress=progress)
+                part = ingest_file(store, path, since=since, to=to, budget_bytes=budget, progress=progress,
+                                   stopping=stopping)
             except FileNotFoundError:
                 if path.exists():
                     raise
@@ -297,7 +308,13 @@ def ingest(
                 run(path)
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="logdb-ingest") as pool:
-                list(pool.map(run, files))
+                try:
+                    list(pool.map(run, files))
+                except BaseException:
+                    # Ctrl-C, SIGTERM or one file's error: the files not started are cancelled, and the
+                    # running ones must not be read to their end (minutes for a large log) before exit.
+                    stopping.set()
+                    raise
         if store.settings.grouping_enabled and total.first_day is not None:
             assign_pending(store, since=total.first_day, unreadable=total.unreadable)
         total.problems[:0] = total.partition_problems()

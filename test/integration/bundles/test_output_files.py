@@ -1,86 +1,42 @@
 """Output files of `logdb merge` and `logdb bundle create`, as real logdb processes write them: they
-appear only when complete, so a process killed (SIGKILL) or interrupted (SIGINT, Ctrl-C) half-way
-leaves nothing at the destination, or the earlier file intact, and the same command again succeeds;
-`bundle create` replaces an existing file only with --force.
+appear only when complete, so a process killed (SIGKILL) or stopped (Ctrl-C, SIGTERM, SIGHUP) half-way
+leaves nothing at the destination, or the earlier file intact, and the same command again succeeds; a
+stopped one also leaves no temporary file or snapshot directory beside it. `bundle create` replaces an
+existing file only with --force.
 
 Half-way is certain, not timed: the last partition is held under an exclusive lock, so the command
-waits in SQLite's busy handler once it reaches it (every earlier one already written); the test
-sees it has opened that file (/proc/PID/fd) and signals it there."""
+waits for it once every earlier one is written (aiproxy.testing.logdb_processes)."""
 
-import contextlib
 import hashlib
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from aiproxy.testing.bundles import filled_store
+from aiproxy.testing.logdb_processes import finished, interrupt, locked, logdb, stopped_line
 
-REPO = Path(__file__).resolve().parents[3]
-INTERRUPTED = "logdb: interrupted; run the same command again to finish\n"
-
-
-def logdb(tmp_path: Path, *args: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGDB_")}
-    env.update(LOGDB_DIR=str(tmp_path / "cli-db"), LOGDB_BUSY_TIMEOUT_MS="120000")  # waits for the lock, not fails
-    return subprocess.Popen([sys.executable, str(REPO / "cmd" / "logdb"), *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finished(process: subprocess.Popen) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=120)
-    return process.returncode, out, err
-
-
-@contextlib.contextmanager
-def locked(partition: Path):
-    """Hold `partition` under an exclusive lock: readers wait (a rollback journal, as in seed files:
-    in WAL mode readers never wait for a writer)."""
-    conn = sqlite3.connect(partition, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=DELETE")
-    conn.execute("BEGIN EXCLUSIVE")
-    try:
-        yield
-    finally:
-        conn.close()
-
-
-def wait_until_open(process: subprocess.Popen, path: Path) -> None:
-    deadline = time.monotonic() + 60
-    fds = Path(f"/proc/{process.pid}/fd")
-    while time.monotonic() < deadline and process.poll() is None:
-        with contextlib.suppress(OSError):  # an fd closed while we look
-            if any(os.readlink(fd) == str(path) for fd in fds.iterdir()):
-                return
-        time.sleep(0.01)
-    pytest.fail(f"logdb never opened {path} (exit {process.poll()}: {process.stderr.read() if process.poll() else ''})")
+# Each way a run is cut short: killed outright, or stopped by a signal logdb handles (one line, 128 + signal).
+SIGNALS = pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                                  ids=["kill-9", "ctrl-c", "sigterm", "sighup"])
 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def interrupt(process: subprocess.Popen, sig: signal.Signals, held: Path) -> None:
-    wait_until_open(process, held)
-    process.send_signal(sig)
-    if sig == signal.SIGKILL:
-        process.wait(timeout=60)  # before the lock goes: it must not finish meanwhile
-
-
 def check_interrupted(process: subprocess.Popen, sig: signal.Signals) -> None:
     code, out, err = finished(process)
     if sig == signal.SIGKILL:
         assert code == -signal.SIGKILL
-    else:  # Ctrl-C: logdb's one line and 130, as for every command; its temporary file is gone
-        assert (code, out, err) == (130, "", INTERRUPTED)
+    else:  # logdb's one line and 128 + signal, as for every command; its temporary files are gone (before,
+        # SIGTERM and SIGHUP killed it on the spot, -15 and -1, and left them behind)
+        assert (code, out, err) == (128 + sig, "", stopped_line(sig))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+@SIGNALS
 @pytest.mark.parametrize("existing", [False, True], ids=["new-target", "existing-target"])
 def test_a_merge_interrupted_half_way_leaves_the_target_as_it_was_and_a_rerun_completes(tmp_path, sig, existing):
     """The merge wrote into --to itself: interrupted, a partial file (or an existing target with some
@@ -103,7 +59,7 @@ def test_a_merge_interrupted_half_way_leaves_the_target_as_it_was_and_a_rerun_co
             "all.sqlite3"]
     else:
         assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
-    if sig == signal.SIGINT:
+    if sig != signal.SIGKILL:
         assert [p.name for p in out.iterdir()] == (["all.sqlite3"] if existing else [])
     code, printed, err = finished(logdb(tmp_path, "merge", "--from", str(tmp_path / "b"), "--to", str(target)))
     assert (code, printed, err) == (0, f"sources=3 total_requests={18 if existing else 9} integrity=ok\n", "")
@@ -130,7 +86,7 @@ def test_create_refuses_an_existing_out_file_unless_forced(tmp_path):
     assert finished(logdb(tmp_path, "bundle", "verify", str(out)))[:2] == (0, "ok\n")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+@SIGNALS
 @pytest.mark.parametrize("existing", [False, True], ids=["new-file", "forced-over-a-file"])
 def test_a_create_interrupted_half_way_leaves_no_archive_and_a_rerun_completes(tmp_path, sig, existing):
     store = filled_store(tmp_path / "a", days=3)
@@ -148,7 +104,7 @@ def test_a_create_interrupted_half_way_leaves_no_archive_and_a_rerun_completes(t
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == (["backup.tgz"] if existing else [])
     if existing:
         assert archive.read_bytes() == b"last week's backup"
-    if sig == signal.SIGINT:
+    if sig != signal.SIGKILL:  # neither the archive's temporary file nor the .bundle-snapshots-* directory
         assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
     code, printed, err = finished(create(tmp_path, store, archive, *flags))
     assert (code, err) == (0, "") and printed.startswith(f"{archive} files=3 rows=9 ")

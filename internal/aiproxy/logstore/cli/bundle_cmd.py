@@ -1,7 +1,7 @@
 """`logdb bundle create|verify|import|transfer|pull` (docs/bundles.md).
 
 Exit codes: 0 ok; 1 a bad bundle or a failed operation; 2 unusable input (missing file, not a
-gzip tar, truncated, a newer schema) or a usage error; 130 interrupted (Ctrl-C).
+gzip tar, truncated, a newer schema) or a usage error; 130 interrupted (Ctrl-C), 143 SIGTERM, 129 SIGHUP.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def register(subparsers) -> None:
         "bundle", help="portable log bundles: create, verify, import, transfer, pull",
         description="Portable log bundles (.tgz: db/<partition>, raw/<log>, metadata.json) for backups and moving "
         "logs between servers. Exit codes: 0 ok, 1 bad bundle or failure, 2 unusable input or usage error, "
-        "130 interrupted (Ctrl-C).",
+        "130 interrupted (Ctrl-C), 143 stopped by SIGTERM, 129 by SIGHUP.",
     )
     actions = group.add_subparsers(dest="action", required=True, metavar="{create,verify,import,transfer,pull}")
 
