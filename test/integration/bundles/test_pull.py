@@ -18,13 +18,14 @@ class _Server(logs_pb2_grpc.LogServiceServicer):
 
     def __init__(self) -> None:
         self.data, self.file_name, self.announced = b"", "", None
+        self.calls = self.sent = 0  # CreateBundle calls, data messages the server got to send
 
     def CreateBundle(self, request, context):
+        self.calls += 1
         total = len(self.data) if self.announced is None else self.announced
         info = logs_pb2.BundleInfo(file_name=self.file_name, total_bytes=total,
                                    sha256=hashlib.sha256(self.data).hexdigest())
         yield logs_pb2.BundleChunk(info=info)
-        self.sent = 0
         for i in range(0, len(self.data), WIRE_CHUNK):
             yield logs_pb2.BundleChunk(data=self.data[i : i + WIRE_CHUNK])
             self.sent += 1
@@ -96,3 +97,26 @@ def test_a_server_sending_more_than_it_announced_is_cut_off(server, tmp_path, ca
     assert pull(server, f"{tmp_path / 'out'}/") == 1
     assert "more than the announced 1024 bytes" in capsys.readouterr().err
     assert list((tmp_path / "out").iterdir()) == [] and server.sent < 64
+
+
+def test_an_existing_out_file_is_refused_before_the_server_is_asked(server, bundle, tmp_path, capsys):
+    """The pull downloaded the whole bundle (the server having built it) and only then refused to
+    replace the file; a pull always brings a new bundle (its own id), so an existing file is never it."""
+    server.data, server.file_name = bundle.read_bytes(), "logs_x.tgz"
+    out = tmp_path / "backup.tgz"
+    out.write_bytes(b"last week's backup")
+    before = sorted(tmp_path.rglob("*"))
+    assert pull(server, out) == 1
+    assert capsys.readouterr().err == f"logdb: {out} exists with different content: refusing to overwrite it\n"
+    assert server.calls == 0 and out.read_bytes() == b"last week's backup" and sorted(tmp_path.rglob("*")) == before
+
+
+def test_an_existing_file_of_the_servers_name_is_refused_before_the_download(server, tmp_path, capsys):
+    """--out DIR: the name comes with the server's first message, which is where the pull now stops."""
+    server.data, server.file_name = bytes(64 * WIRE_CHUNK), "logs_x.tgz"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "logs_x.tgz").write_bytes(b"another bundle")
+    assert pull(server, f"{tmp_path / 'out'}/") == 1
+    assert capsys.readouterr().err.endswith("logs_x.tgz exists with different content: refusing to overwrite it\n")
+    assert server.calls == 1 and server.sent < 64
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["logs_x.tgz"]

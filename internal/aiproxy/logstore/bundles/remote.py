@@ -19,7 +19,9 @@ from aiproxy.logstore.bundles.manifest import WIRE_CHUNK, UnusableInput, sha256_
 from aiproxy.logstore.bundles.transfer import (
     TransferError,
     TransferResult,
+    different_file,
     local_destination,
+    named_file,
     open_part,
     part_path,
     publish,
@@ -149,10 +151,12 @@ def pull(
     """Have the server create a bundle of [since, to] and store it at `out` (file or directory).
     `progress(bytes, total_bytes)` follows the download; `tls`: tls_channel's keyword arguments."""
     request = logs_pb2.CreateBundleRequest(since=since.isoformat(), to=to.isoformat(), include_raw=include_raw)
+    _refuse_existing(named_file(out))  # before the server builds a bundle (minutes for a long range)
     with open_channel(url, **tls) as channel:
         replies = logs_pb2_grpc.LogServiceStub(channel).CreateBundle(request, metadata=auth_metadata(api_key))
         info = next(replies).info
         final = local_destination(info.file_name, out)
+        _refuse_existing(final)  # the name the server chose in a directory, or a file that appeared meanwhile
         part = part_path(final)
         try:
             digest = hashlib.sha256()
@@ -173,3 +177,11 @@ def pull(
         finally:
             part.unlink(missing_ok=True)  # a pull cannot resume (each creates a new bundle): keep no partial file
     return TransferResult(final, info.total_bytes, info.sha256, already_present=already)
+
+
+def _refuse_existing(path: Path | None) -> None:
+    """A pull brings a new bundle (its own bundle id), so a file already at `path` never holds its
+    bytes: refused before the download, as publish() would refuse it after (it still does, for a
+    file that appears during the download)."""
+    if path is not None and path.exists():
+        raise different_file(path)

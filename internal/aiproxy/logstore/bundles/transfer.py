@@ -45,6 +45,24 @@ def local_destination(name: str, dest: str | Path) -> Path:
     """DEST itself, or DEST/<name> when DEST is a directory or ends in / (that last directory is
     created, as rsync does). Its parent must exist: a typo in a path is reported, not created.
     `name` must be a plain file name: on pull the server chooses it, never a directory."""
+    path, is_dir = _checked_destination(dest)
+    if not is_dir:
+        return path
+    if not name or name in (".", "..") or any(c in name for c in ("/", "\\", "\x00")):
+        raise TransferError(f"refusing file name {name!r}: not a plain file name")
+    path.mkdir(exist_ok=True)
+    return path / name
+
+
+def named_file(dest: str | Path) -> Path | None:
+    """The file DEST names, checked as local_destination checks it; None when DEST is a directory,
+    where the file's name is still to come."""
+    path, is_dir = _checked_destination(dest)
+    return None if is_dir else path
+
+
+def _checked_destination(dest: str | Path) -> tuple[Path, bool]:
+    """(DEST as an absolute path, whether it names a directory); UnusableInput for a path that cannot be meant."""
     path = Path(dest).absolute()
     if _SCP_TARGET.match(str(dest)) and not path.exists():
         raise UnusableInput(
@@ -52,15 +70,13 @@ def local_destination(name: str, dest: str | Path) -> Path:
             "path, or grpc://HOST:PORT to send it to that gateway's LogService (docs/bundles.md); copy it "
             f"with scp or rsync yourself, or write ./{dest} for a local name with a colon"
         )
-    is_dir = path.is_dir() or str(dest).endswith(("/", os.sep))
     if not path.parent.is_dir():
         raise UnusableInput(f"{path.parent}: no such directory (create it first)")
-    if not is_dir:
-        return path
-    if not name or name in (".", "..") or any(c in name for c in ("/", "\\", "\x00")):
-        raise TransferError(f"refusing file name {name!r}: not a plain file name")
-    path.mkdir(exist_ok=True)
-    return path / name
+    return path, path.is_dir() or str(dest).endswith(("/", os.sep))
+
+
+def different_file(final: Path) -> TransferError:
+    return TransferError(f"{final} exists with different content: refusing to overwrite it")
 
 
 def part_path(final: Path) -> Path:
@@ -94,7 +110,7 @@ def publish(part: Path, final: Path, sha256: str, size: int) -> bool:
         os.link(part, final)
     except FileExistsError:
         if sha256_file(final) != (sha256, size):
-            raise TransferError(f"{final} exists with different content: refusing to overwrite it") from None
+            raise different_file(final) from None
         part.unlink()
         return False
     part.unlink()
@@ -121,7 +137,7 @@ def transfer_local(source: Path, dest: str | Path, progress=None) -> TransferRes
     if final.exists():
         if sha256_file(final) == (sha, size):
             return TransferResult(final, size, sha, already_present=True)
-        raise TransferError(f"{final} exists with different content: refusing to overwrite it")
+        raise different_file(final)
     part = part_path(final)
     offset = _resume_offset(part, source)
     with open(source, "rb") as original, open_part(part, offset) as target:
