@@ -183,6 +183,7 @@ class _LineFile:
         self._gathered: list[bytes] | None = None  # None: each line is written at once
         self._gathered_path = ""
         self._gathered_bytes = 0
+        self._written = 0
 
     def _path_for(self, message) -> str:
         raise NotImplementedError
@@ -214,11 +215,13 @@ class _LineFile:
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
+        self._written = 0  # how much of `data` is in the file when a write fails
         while view:
             written = os.write(self._fd, view)
             if written <= 0:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             view = view[written:]
+            self._written += written
 
     def _data(self, message) -> bytes:
         """The bytes of the line loguru hands over (its formatted message, newline included)."""
@@ -249,6 +252,7 @@ class _LineFile:
             self._write_lines(self._gathered_path, data, len(lines))
 
     def _write_lines(self, path: str, data: bytes, count: int) -> None:
+        self._written = 0
         try:
             if self._fd is None or path != self._path:
                 self.open(path)
@@ -258,7 +262,8 @@ class _LineFile:
             self._write_all(data)
         except Exception as exc:  # noqa: BLE001 - whatever it is, the records are dropped and the gateway serves on
             self._tail_unknown = True  # part of the lines may be in the file
-            self.failures.failed(path, exc, count)
+            # A full disk takes a gathered batch from its middle: the lines before the cut are in the file.
+            self.failures.failed(path, exc, count - data.count(b"\n", 0, self._written))
             return
         self.failures.succeeded()
 

@@ -435,3 +435,38 @@ def test_a_lone_record_reaches_the_file_without_waiting_for_more(tmp_path):
         while path.read_bytes() != record.encode() + b"\n" and time.monotonic() < deadline:
             time.sleep(0.005)
         assert path.read_bytes() == record.encode() + b"\n"
+
+
+def test_a_full_disk_cutting_a_gathered_batch_reports_only_the_records_not_written(tmp_path, monkeypatch):
+    """Records gathered into one os.write that a full disk cuts in its middle: the records before
+    the cut are in the file, yet every record of the batch was reported dropped."""
+    import errno
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from aiproxy import logsetup
+
+    reports = []
+    monkeypatch.setattr(logsetup, "_report_in_app_log", lambda level, message, **fields: reports.append(fields))
+    sink = logsetup._RequestLogFile(tmp_path / REQUEST_LOG_DIR, timedelta(days=1))
+    sink.open(sink.file_of(datetime.now(UTC)))
+    records = [(_record(f"batch {i}") + "\n").encode() for i in range(10)]
+    room = len(records[0]) + len(records[1]) + 100  # two whole records and part of the third fit
+    real_write = os.write
+
+    def full_disk(fd, data):
+        nonlocal room
+        if room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = real_write(fd, bytes(data[:room]))
+        room -= written
+        return written
+
+    monkeypatch.setattr(logsetup.os, "write", full_disk)
+    sink.gather()
+    for line in records:
+        sink.write(SimpleNamespace(record={"extra": {"_line": line}, "time": datetime.now(UTC)}))
+    sink.write_gathered()
+    sink.stop()
+    assert _today_file(tmp_path).read_bytes().startswith(records[0] + records[1])
+    assert sum(report["dropped"] for report in reports) == 8
