@@ -4,6 +4,7 @@ The gRPC servicer drives it; dicts in, dicts out (OpenAI JSON shapes)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -122,31 +123,40 @@ class ChatGateway:
         call.exchange.response = result.body
         return result.body, result.headers
 
-    async def open_stream(self, call: Call) -> tuple[AsyncIterator[list[dict]], dict[str, str]]:
-        """The upstream's chunks in batches (see providers.base.UpstreamStream; an SSE comment the
-        upstream sent is an `aiproxy.sse.Comment` among them), and its headers."""
+    @contextlib.asynccontextmanager
+    async def open_stream(self, call: Call) -> AsyncIterator[tuple[AsyncIterator[list[dict]], dict[str, str]]]:
+        """`async with` the upstream's chunks in batches (see providers.base.UpstreamStream; an SSE
+        comment the upstream sent is an `aiproxy.sse.Comment` among them), and its headers. Leaving
+        the block, however (a cancelled call, a failed write), closes the upstream call and records
+        the answer so far. Not left to the batches' own `finally`: a generator closed before its
+        first batch (a call cancelled while its headers went out) never runs it, and the upstream
+        call stayed open until the garbage collector found it."""
         stream = await call.provider.open_stream(call.upstream)
-        return self._relay(call.exchange, stream), stream.headers
-
-    async def _relay(self, exchange: Exchange, stream) -> AsyncIterator[list[dict]]:
         assembler = StreamAssembler()
+        batches = self._relay(call.exchange, stream, assembler)
         try:
-            async for batch in stream:
-                for chunk in batch:
-                    if type(chunk) is Comment:  # an upstream keep-alive: passed on, not part of the answer
-                        continue
-                    if exchange.first_token is None:
-                        exchange.first_token = time.perf_counter()
-                    assembler.add(chunk)
-                if assembler.size > self._max_answer:
-                    raise UpstreamBadResponse(
-                        f"The upstream streamed an answer longer than the gateway relays ({self._max_answer}"
-                        " characters in all; the operator sets it with MAX_BODY_BYTES)."
-                    )
-                yield batch
+            yield batches, stream.headers
         finally:
-            exchange.response = assembler.result(fallback_usage=stream.usage)
-            await stream.aclose()
+            try:
+                await batches.aclose()
+            finally:
+                call.exchange.response = assembler.result(fallback_usage=stream.usage)
+                await stream.aclose()
+
+    async def _relay(self, exchange: Exchange, stream, assembler: StreamAssembler) -> AsyncIterator[list[dict]]:
+        async for batch in stream:
+            for chunk in batch:
+                if type(chunk) is Comment:  # an upstream keep-alive: passed on, not part of the answer
+                    continue
+                if exchange.first_token is None:
+                    exchange.first_token = time.perf_counter()
+                assembler.add(chunk)
+            if assembler.size > self._max_answer:
+                raise UpstreamBadResponse(
+                    f"The upstream streamed an answer longer than the gateway relays ({self._max_answer}"
+                    " characters in all; the operator sets it with MAX_BODY_BYTES)."
+                )
+            yield batch
 
     async def aclose(self) -> None:
         for provider in self._providers.values():

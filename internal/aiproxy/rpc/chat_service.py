@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterator
 
 import grpc
@@ -217,11 +216,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         failure: BaseException | None = None
         try:
             call = self._gateway.prepare(exchange, self._body(request, exchange.transport))
-            batches, headers = await self._gateway.open_stream(call)
-            # Closed here, not left to the garbage collector: a call cancelled (or failed) while
-            # writing leaves the relay suspended, and only closing it stops the upstream call and
-            # records the partial answer.
-            async with contextlib.aclosing(batches):
+            async with self._gateway.open_stream(call) as (batches, headers):
                 await context.send_initial_metadata(((REQUEST_ID, request_id), *headers.items()))
                 limit = 1
                 async for batch in batches:

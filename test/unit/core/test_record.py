@@ -84,3 +84,53 @@ def test_a_body_too_deep_for_the_record_is_left_out_and_the_other_kept():
     assert line["request"] is None and line["response"] == {"choices": []}
     line = orjson.loads(_serialised({**record, "request": {"model": "m"}, "response": {"x": deep}}))
     assert line["request"] == {"model": "m"} and line["response"] is None
+
+
+class _UpstreamStream:
+    """An open upstream stream as providers return it: batches of chunks, headers, usage, aclose()."""
+
+    headers = {"x-ratelimit-remaining-requests": "9"}
+    usage = None
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def __aiter__(self):
+        yield [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]}]
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class _StreamingProvider:
+    def __init__(self) -> None:
+        self.stream = _UpstreamStream()
+
+    async def open_stream(self, upstream) -> _UpstreamStream:
+        return self.stream
+
+
+@pytest.mark.parametrize("batches_read", [0, 1])
+def test_a_stream_left_before_or_after_its_first_batch_closes_its_upstream_call(tmp_path, batches_read):
+    """A gRPC call cancelled while its headers went out left the relay's generator unstarted: closing
+    it ran none of its body, so the upstream call stayed open (and the answer unrecorded) until the
+    garbage collector found it."""
+    import asyncio
+
+    from aiproxy.chat.gateway import Call
+
+    gateway = ChatGateway(ModelRouter({}), {}, _Captured(), KeyHasher("secret", tmp_path), "s", max_answer_size=1024)
+    provider = _StreamingProvider()
+    call = Call(gateway.begin(None, "r", "grpc", stream=True), provider, None)
+
+    async def leave_early() -> None:
+        with pytest.raises(asyncio.CancelledError):
+            async with gateway.open_stream(call) as (batches, headers):
+                assert headers == _UpstreamStream.headers
+                if batches_read:
+                    await anext(batches)
+                raise asyncio.CancelledError  # the client went away
+
+    asyncio.run(leave_early())
+    assert provider.stream.closed
+    assert call.exchange.response is not None
