@@ -232,7 +232,7 @@ class _LineFile:
         if self._gathered is None:
             self._write_lines(path, data, 1)
             return
-        if self._gathered and (path != self._gathered_path or self._gathered_bytes + len(data) > MAX_GATHERED_BYTES):
+        if self._gathered and (path != self._gathered_path or self._gathered_bytes + len(data) >= MAX_GATHERED_BYTES):
             self.write_gathered()  # a new day's file, or no room: the lines before first
         self._gathered.append(data)
         self._gathered_path = path
