@@ -8,7 +8,9 @@ has its handlers, these signals are blocked, so one sent during start-up waits f
 killing the process.
 """
 
+import os
 import signal
+import sys
 import time
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -49,3 +51,15 @@ class StopSignals:
         if self._first[0] == sig and at - self._first[1] < RELAYED_WITHIN_SECONDS:
             return None
         return True
+
+
+def settled_exit(code: int) -> int:
+    """`code`, with stdout/stderr let go when they cannot be written any more: after the terminal
+    hung up (SIGHUP, a graceful stop), Python's own last flush of them would fail and turn a clean
+    stop into exit code 120."""
+    for name in ("stdout", "stderr"):
+        try:
+            getattr(sys, name).flush()
+        except (OSError, ValueError):
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - stays open until the interpreter ends
+    return code

@@ -21,7 +21,7 @@ from dynaconf.vendor.dotenv import dotenv_values
 
 from aiproxy import __version__
 from aiproxy.config import ConfigError, Settings, host_port, load_settings
-from aiproxy.stopsignals import CELL_SIGNALS, STOP_SIGNALS
+from aiproxy.stopsignals import CELL_SIGNALS, STOP_SIGNALS, settled_exit
 
 DOTENV = Path(".env")
 # gRPC's classic I/O (epoll, on the polling thread grpc.aio already runs) instead of its EventEngine,
@@ -199,7 +199,7 @@ def cell_process(settings: Settings, parent_pid: int) -> None:
     from aiproxy.entrypoints.workers import die_with_parent
 
     die_with_parent(parent_pid)
-    sys.exit(_stopped(_run_cell(settings, parent_pid)))  # a multiprocessing target's return value is not its exit code
+    sys.exit(settled_exit(_run_cell(settings, parent_pid)))  # a multiprocessing target's return value is not its exit code
 
 
 def _ensure_free(host: str, port: int, prefix: str = "") -> None:
@@ -314,20 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     if settings.workers > 1:
         from aiproxy.entrypoints.workers import Supervisor
 
-        return _stopped(Supervisor(settings, cell_process).run())
-    return _stopped(_run_cell(settings))
-
-
-def _stopped(code: int) -> int:
-    """The exit code, with stdout/stderr let go when they cannot be written any more: after the
-    terminal hung up (SIGHUP, a graceful stop), Python's own last flush of them would fail and
-    turn a clean stop into exit code 120."""
-    for name in ("stdout", "stderr"):
-        try:
-            getattr(sys, name).flush()
-        except (OSError, ValueError):
-            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - stays open until the interpreter ends
-    return code
+        return settled_exit(Supervisor(settings, cell_process).run())
+    return settled_exit(_run_cell(settings))
 
 
 def console() -> None:

@@ -7,6 +7,7 @@ Ctrl-C, 143 on SIGTERM and 129 on SIGHUP (128 + the signal; all three end it ali
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
@@ -20,6 +21,7 @@ from aiproxy.logstore.damage import ControlUnreadable, PartitionUnreadable, is_f
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.partitions import check_day_order
 from aiproxy.logstore.settings import LogStoreConfigError
+from aiproxy.stopsignals import settled_exit
 
 # Each module offers register(subparsers).
 COMMAND_MODULES = (
@@ -113,8 +115,9 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:  # what a command committed stays (ingest checkpoints, imported partitions)
         signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
         why = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
-        print(f"logdb: {why}; run the same command again to finish", file=sys.stderr)
-        return 128 + signum
+        with contextlib.suppress(OSError):  # a SIGHUP's terminal may be gone: the exit code still tells
+            print(f"logdb: {why}; run the same command again to finish", file=sys.stderr)
+        return settled_exit(128 + signum)
     except BrokenPipeError:
         # The reader has what it wanted (`logdb search … | head`): end quietly, as the Python docs
         # advise, with stdout on devnull so the interpreter's last flush cannot fail again.

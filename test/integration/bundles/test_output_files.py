@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from aiproxy.testing.bundles import filled_store
-from aiproxy.testing.logdb_processes import finished, interrupt, locked, logdb, stopped_line
+from aiproxy.testing.logdb_processes import finished, interrupt, locked, logdb, stopped_line, wait_until_open
 
 # Each way a run is cut short: killed outright, or stopped by a signal logdb handles (one line, 128 + signal).
 SIGNALS = pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
@@ -109,3 +109,20 @@ def test_a_create_interrupted_half_way_leaves_no_archive_and_a_rerun_completes(t
     code, printed, err = finished(create(tmp_path, store, archive, *flags))
     assert (code, err) == (0, "") and printed.startswith(f"{archive} files=3 rows=9 ")
     assert finished(logdb(tmp_path, "bundle", "verify", str(archive)))[:2] == (0, "ok\n")
+
+
+def test_a_stop_whose_line_cannot_be_printed_still_cleans_up_and_exits_by_the_signal(tmp_path):
+    """SIGHUP comes when the terminal went away: the stop line cannot be written then, and the failed
+    print ended logdb with a traceback nobody saw (exit 1) instead of 128 + SIGHUP."""
+    store = filled_store(tmp_path / "b", server_id="srv-b", days=3)
+    last = store.existing()[-1].path
+    out = tmp_path / "out"
+    out.mkdir()
+    with locked(last):
+        merging = logdb(tmp_path, "merge", "--from", str(tmp_path / "b"), "--to", str(out / "all.sqlite3"))
+        wait_until_open(merging, last)
+        merging.stderr.close()  # the terminal is gone
+        merging.send_signal(signal.SIGHUP)
+    assert merging.wait(timeout=60) == 128 + signal.SIGHUP
+    merging.stdout.close()
+    assert list(out.iterdir()) == []
