@@ -199,8 +199,9 @@ def _in_range(ts: int, since: date | None, to: date | None) -> bool:
     return (since is None or day >= since) and (to is None or day <= to)
 
 
-class _Stopped(Exception):
-    """The command is ending (a stop signal or another worker's error): this file stops mid-way."""
+class IngestStopped(Exception):
+    """`stopping` was set (a stop signal, another worker's error, the gateway's stop): the file being
+    read stops mid-way."""
 
 
 def ingest_file(
@@ -213,7 +214,7 @@ def ingest_file(
     progress: Progress | None = None,
     stopping: threading.Event | None = None,
 ) -> IngestReport:
-    """`stopping` set: _Stopped at the next record; rows not flushed yet are dropped, and the
+    """`stopping` set: IngestStopped at the next record; rows not flushed yet are dropped, and the
     checkpoint (saved only when everything before it is stored) makes the next run read them again."""
     report = IngestReport(files_scanned=1)
     control = store.control()
@@ -227,7 +228,7 @@ def ingest_file(
     with open(path, "rb") as stream:
         for item in reader(stream, point.offset, point.line, idle_size):
             if stopping is not None and stopping.is_set():
-                raise _Stopped
+                raise IngestStopped
             if progress is not None:
                 progress(item.end - last_offset)
             last_offset = item.end
@@ -278,9 +279,11 @@ def ingest(
     to: date | None = None,
     progress: Progress | None = None,
     files: list[Path] | None = None,
+    stopping: threading.Event | None = None,
 ) -> IngestReport:
     """Ingest every log file under `source`; then thread new rows into dialogs when grouping is on.
-    A control DB SQLite cannot use is ControlUnreadable (partition errors are handled per partition)."""
+    A control DB SQLite cannot use is ControlUnreadable (partition errors are handled per partition).
+    `stopping`, once set, ends the run at each worker's next record (IngestStopped)."""
     with control_file(control_path(store.base)):
         started = time.perf_counter()
         files = discover_sources(source) if files is None else files
@@ -289,7 +292,7 @@ def ingest(
         budget = store.settings.memory_mb * 1024 * 1024 // (2 * workers)  # half for buffers, half for everything else
         total = IngestReport()
         lock = threading.Lock()
-        stopping = threading.Event()
+        stopping = stopping if stopping is not None else threading.Event()
 
         def run(path: Path) -> None:
             try:

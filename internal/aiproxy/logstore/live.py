@@ -18,7 +18,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from aiproxy.logstore.ingest import IngestReport, ingest
+from aiproxy.logstore.ingest import IngestReport, IngestStopped, ingest
 from aiproxy.logstore.settings import LogStoreConfigError, LogStoreSettings
 from aiproxy.logstore.store import Store
 
@@ -47,10 +47,6 @@ def adopt_relative_checkpoints(store: Store) -> int:
             control.execute_sql("UPDATE ingest_sources SET source_path = ? WHERE source_path = ?", (absolute, path))
             offsets[absolute] = offset
     return len(relative)
-
-
-class _Stopped(Exception):
-    """The gateway stops: the round in progress ends at its next record."""
 
 
 class LiveIngester:
@@ -82,7 +78,9 @@ class LiveIngester:
             adopt_relative_checkpoints(self.store)
             self._adopted = True
         files = sorted(f for f in self.requests_dir.glob("*.jsonl") if f.is_file()) if self.requests_dir.is_dir() else []
-        report = ingest(self.store, self.requests_dir, files=files, progress=self._unless_stopping)
+        # The gateway's stop ends the round at its next record, as a crash would (the checkpoints only
+        # ever pass stored rows, and rows stored twice are skipped).
+        report = ingest(self.store, self.requests_dir, files=files, stopping=self._stopping)
         held_back = bool(report.unreadable.errors)
         if report.problems and report.problems != self._problems:
             logger.warning("log store: {} problem records, first: {}", len(report.problems), report.problems[:3])
@@ -90,12 +88,6 @@ class LiveIngester:
             logger.info("log store: the damaged partitions are usable again; the rows held back are stored")
         self._problems, self._held_back = report.problems, held_back
         return report
-
-    def _unless_stopping(self, _read: int) -> None:
-        """Called by ingest() at every record: a stop ends the round there, as a crash would (the
-        checkpoints only ever pass stored rows, and rows stored twice are skipped)."""
-        if self._stopping.is_set():
-            raise _Stopped
 
     async def _round(self, stop_event: asyncio.Event) -> None:
         """run_once in a thread, ended early by the gateway's stop, and waited for even when this task
@@ -113,7 +105,7 @@ class LiveIngester:
                 await asyncio.wait((work,))
             # Taken also when this task was cancelled: else asyncio logs it as never retrieved.
             error = work.exception() if work.done() and not work.cancelled() else None
-        if error is not None and not isinstance(error, _Stopped):
+        if error is not None and not isinstance(error, IngestStopped):
             raise error
 
     def close(self) -> None:
