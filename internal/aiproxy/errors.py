@@ -6,6 +6,8 @@ The gRPC servicers raise these; `aiproxy.rpc.status` maps them to a gRPC status 
 
 from __future__ import annotations
 
+import errno
+
 import grpc
 
 # HTTP status -> gRPC code, for upstream errors (the inverse of grpc-gateway's table).
@@ -241,6 +243,24 @@ class UpstreamBusy(GatewayError):
     http_status = 503
     error_type = "server_error"
     default_code = "upstream_busy"
+
+
+class OutOfFileDescriptors(GatewayError):
+    """A call needed a descriptor (an upstream connection, a provider's first use) and the gateway's
+    process (EMFILE) or the system (ENFILE) had none left: the gateway's own limit, not the upstream's
+    fault (it was a 502 `upstream_unreachable`, or a 500 and a traceback), and over once connections close."""
+
+    http_status = 503
+    error_type = "server_error"
+    default_code = "gateway_out_of_file_descriptors"
+
+    def __init__(self) -> None:
+        super().__init__("The gateway has too many connections open to open another; retry shortly "
+                         "(the operator can raise its open-file limit).")
+
+    @staticmethod
+    def caused(exc: BaseException | None) -> bool:
+        return isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
 
 
 class UpstreamMisconfigured(GatewayError):

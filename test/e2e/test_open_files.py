@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from aiproxy.testing.gateway import GatewayProcess
+from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 
 pytestmark = pytest.mark.skipif(not shutil.which("prlimit") or not os.path.exists("/proc/self/fd"),
                                 reason="needs prlimit(1) and /proc")
@@ -77,3 +77,35 @@ def test_out_of_descriptors_the_standard_loop_neither_spins_nor_floods_the_log_a
         assert b'"level":"ERROR"' not in gateway.stderr_path.read_bytes()
         # the connections that waited meanwhile are served now
         assert httpx.get(f"{gateway.root_url}/health", timeout=5).status_code == 200
+
+
+def _post(connection: socket.socket, model: str, stream: bool = False) -> tuple[int, dict]:
+    """A chat request on a connection opened before the descriptors ran out; its status and JSON body."""
+    body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
+    connection.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\n"
+                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    reader = connection.makefile("rb")
+    status = int(reader.readline().split()[1])
+    length = 0
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        length = int(value) if name.lower() == "content-length" else length
+    return status, orjson.loads(reader.read(length))
+
+
+@pytest.mark.parametrize("model", ["gpt-test", "gemini-test"], ids=["new-upstream-connection", "first-use-of-a-provider"])
+def test_a_call_that_needs_a_descriptor_none_left_is_a_503_naming_the_gateway(upstream, fake, tmp_path, model):
+    """Was: a 502 `upstream_unreachable` blaming the upstream ('too many open files') when the
+    upstream connection could not be opened, and a 500 with a traceback in the app log when the
+    call was a provider's first (its module could not be imported)."""
+    with _limited_gateway(tmp_path, upstream_url=upstream.base_url, gemini_url=f"{upstream.base_url}beta") as gateway:
+        connection = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+        with connection:
+            # the hop is connected and the OpenAI-compatible providers' module loaded: only the call's own needs remain
+            assert _post(connection, "local-test")[0] == 200
+            with _descriptors_used_up(gateway):
+                for stream in (False, True):
+                    status, body = _post(connection, model, stream)
+                    assert (status, body["error"]["code"]) == (503, "gateway_out_of_file_descriptors"), body
+        assert b"Traceback" not in gateway.stderr_path.read_bytes()
+        assert gateway.request_records()[-1]["status_code"] == 503

@@ -18,6 +18,7 @@ from aiproxy.errors import (
     GatewayError,
     InternalError,
     InvalidRequest,
+    OutOfFileDescriptors,
     ProviderNotConfigured,
     ServerShuttingDown,
     UpstreamBadResponse,
@@ -73,7 +74,12 @@ class ChatGateway:
             raise ProviderNotConfigured(
                 f"Model '{alias}' needs the '{name}' provider, which has no API key: the operator must set {setting}."
             )
-        provider = self._providers[name] = build_provider(settings)
+        try:
+            provider = self._providers[name] = build_provider(settings)
+        except OSError as exc:  # its module or CA file could not be opened
+            if OutOfFileDescriptors.caused(exc):
+                raise OutOfFileDescriptors() from None
+            raise
         return provider
 
     def begin(self, caller: Caller | None, request_id: str, transport: str, stream: bool) -> Exchange:

@@ -14,6 +14,8 @@ from contextvars import ContextVar
 import aiohttp
 import httpx
 
+from aiproxy.errors import OutOfFileDescriptors
+
 # What the calling task wants called once its request has a connection, the moment aiohttp sends
 # it: a deadline on the whole answer counts from there, not from a wait for a free connection or a
 # connect (those are bounded by the connect timeout, and fail as 503 or 502, not as a 504).
@@ -121,6 +123,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except (TimeoutError, aiohttp.ClientError) as exc:
             if isinstance(exc, aiohttp.ConnectionTimeoutError) and self._pool_full(session.connector):
                 raise httpx.PoolTimeout(self._pool_busy(request), request=request) from None
+            if isinstance(exc, aiohttp.ClientConnectorError) and OutOfFileDescriptors.caused(exc.os_error):
+                raise OutOfFileDescriptors() from None
             raise _httpx_error(exc, request) from None
         return httpx.Response(
             status_code=response.status,
