@@ -94,12 +94,20 @@ def _model(model_id: str, provider: str) -> chat_pb2.Model:
     return chat_pb2.Model(id=model_id, object="model", created=MODELS_CREATED, owned_by=provider)
 
 
+# The client's deadline runs out first: its clock started before the request's trip to the server,
+# and its cancel (RST_STREAM) can arrive while the server's copy of the deadline still has that
+# trip's time left (milliseconds, more on a loaded machine). A client that gives up this close to
+# its deadline is taken as ended by it.
+DEADLINE_SLACK_S = 0.25
+
+
 def ended_by(exc: BaseException, context: grpc.aio.ServicerContext) -> BaseException:
     """What ended a call, for its record: grpc.aio cancels the handler once the client's deadline has
-    passed, and that is the deadline, not a client that gave up."""
+    passed (or its client, at its own deadline, cancels), and that is the deadline, not a client that
+    gave up."""
     if isinstance(exc, asyncio.CancelledError) and exc.args != (ServerShuttingDown.CANCEL_MESSAGE,):
         remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
+        if remaining is not None and remaining <= DEADLINE_SLACK_S:
             return ClientDeadlineExceeded()
     return exc
 
