@@ -173,14 +173,15 @@ class FakeOpenAIUpstream:
         self.script.clear()
         self.received.clear()
 
-    def wait_cancelled(self, timeout: float = 5.0) -> Received:
+    def wait_cancelled(self, timeout: float = 5.0, count: int = 1) -> Received:
+        """The first call the gateway gave up on, once `count` of them were."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for item in self.received:
-                if item.cancelled_at is not None:
-                    return item
+            cancelled = [item for item in self.received if item.cancelled_at is not None]
+            if len(cancelled) >= count:
+                return cancelled[0]
             time.sleep(0.005)
-        raise AssertionError("the upstream call was not cancelled")
+        raise AssertionError(f"fewer than {count} upstream calls were cancelled")
 
     # --- server ----------------------------------------------------------------------------
 

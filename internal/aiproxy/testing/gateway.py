@@ -175,10 +175,14 @@ class GatewayProcess:
         return records
 
     def wait_for_record(self, request_id: str, timeout: float = 5.0) -> dict:
+        return self.wait_for_records(request_id, 1, timeout)[0]
+
+    def wait_for_records(self, request_id: str, count: int, timeout: float = 5.0) -> list[dict]:
+        """The first `count` records with this id (a client's retries send the id it set each time)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for record in self.request_records():
-                if record["request_id"] == request_id:
-                    return record
+            records = [record for record in self.request_records() if record["request_id"] == request_id]
+            if len(records) >= count:
+                return records[:count]
             time.sleep(0.02)
-        raise AssertionError(f"no request log record for {request_id}")
+        raise AssertionError(f"fewer than {count} request log records for {request_id}")
