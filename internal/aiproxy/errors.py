@@ -81,6 +81,7 @@ def clip(text: str, max_bytes: int) -> str:
 _CLIPPED = "…[truncated]"
 _CLIPPED_BYTES = len(_CLIPPED.encode())
 MAX_QUOTED_BYTES = 256  # a client value (model name, id) quoted in an error message
+SHOULD_RETRY = "x-should-retry"  # the OpenAI SDKs' retry switch: "true" or "false" overrides the status
 
 
 class GatewayError(Exception):
@@ -89,6 +90,9 @@ class GatewayError(Exception):
     http_status: int = 500
     error_type: str = "server_error"
     default_code: str | None = None
+    # An error only the operator can end (no key, a rejected key): its answer says `x-should-retry:
+    # false`, which the OpenAI SDKs obey; by its status (5xx) they would retry it max_retries times.
+    retry_cannot_help: bool = False
 
     def __init__(
         self,
@@ -109,6 +113,8 @@ class GatewayError(Exception):
         if error_type is not None:
             self.error_type = error_type
         self.headers = headers or {}
+        if self.retry_cannot_help:
+            self.headers[SHOULD_RETRY] = "false"
 
     @property
     def grpc_code(self) -> grpc.StatusCode:
@@ -216,6 +222,7 @@ class ProviderNotConfigured(GatewayError):
     http_status = 503
     error_type = "server_error"
     default_code = "provider_not_configured"
+    retry_cannot_help = True
 
 
 class UpstreamError(GatewayError):
@@ -269,6 +276,7 @@ class UpstreamMisconfigured(GatewayError):
     http_status = 502
     error_type = "server_error"
     default_code = "upstream_auth_failed"
+    retry_cannot_help = True
 
 
 class UpstreamBadResponse(GatewayError):

@@ -190,6 +190,28 @@ def test_rate_limits_are_retried_as_the_upstream_asks(retrying, fake):
     assert 0.3 <= second - first < 5 and 1.5 <= third - second < 5
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_provider_without_a_key_is_not_retried(retrying, captured, stream):
+    """503 makes the SDK retry, but no retry gives the provider a key: the gateway says so."""
+    with pytest.raises(openai.InternalServerError) as err:
+        retrying.chat.completions.create(model="nokey-test", messages=U, stream=stream)
+    assert err.value.response.headers["x-should-retry"] == "false"
+    assert [attempt.status for attempt in captured] == [503]
+
+
+@pytest.mark.parametrize(("reply", "status"), [
+    (_upstream_error(401), 502),  # the upstream rejects the gateway's key
+    (_upstream_error(429, type="insufficient_quota", code="insufficient_quota"), 429),  # OpenAI's exhausted quota
+    (_upstream_error(500, {"x-should-retry": "false"}), 500),  # the upstream's own word
+], ids=["gateway-key-rejected", "insufficient-quota", "upstream-says-no-retry"])
+def test_errors_no_retry_can_end_are_not_retried(retrying, fake, reply, status):
+    fake.push(reply, JSONReply(completion()))
+    with pytest.raises(openai.APIStatusError) as err:
+        retrying.chat.completions.create(model="gpt-test", messages=U)
+    assert err.value.status_code == status and err.value.response.headers["x-should-retry"] == "false"
+    assert len(fake.received) == 1
+
+
 def test_a_transient_upstream_error_is_still_retried(retrying, fake):
     fake.push(_upstream_error(502), JSONReply(completion("second time")))
     assert retrying.chat.completions.create(model="gpt-test", messages=U).choices[0].message.content == "second time"

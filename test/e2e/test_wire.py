@@ -206,7 +206,7 @@ def test_cors_responses_say_what_a_cache_may_share(gateway, fake, tmp_path):
 def test_cors_exposes_every_rate_limit_header_the_gateway_forwards(gateway, fake):
     """A browser client reads only exposed headers: `retry-after-ms` (which the OpenAI SDKs read first)
     and OpenRouter's `X-RateLimit-*` names were forwarded but hidden from it."""
-    forwarded = {"retry-after": "2", "retry-after-ms": "1500", "x-ratelimit-limit": "20",
+    forwarded = {"retry-after": "2", "retry-after-ms": "1500", "x-should-retry": "false", "x-ratelimit-limit": "20",
                  "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1700000000000"}
     fake.push(JSONReply({"error": {"code": 429, "message": "Rate limit exceeded"}}, status=429, headers=forwarded))
     response = httpx.post(f"{gateway.base_url}/chat/completions", headers={**AUTH, "Origin": "https://app.example"},

@@ -22,7 +22,7 @@ from aiproxypb.v1 import chat_pb2_grpc, logs_pb2_grpc
 CHANNEL = web.AppKey("grpc_channel", grpc.aio.Channel)
 # What a browser client may read: the request id and the upstream headers the gateway forwards
 # (providers.base.FORWARDED_HEADERS and the x-ratelimit- names OpenAI and OpenRouter send).
-EXPOSED_HEADERS = "X-Request-ID, Retry-After, Retry-After-Ms, X-RateLimit-Limit-Requests, " \
+EXPOSED_HEADERS = "X-Request-ID, Retry-After, Retry-After-Ms, X-Should-Retry, X-RateLimit-Limit-Requests, " \
                   "X-RateLimit-Remaining-Requests, X-RateLimit-Reset-Requests, X-RateLimit-Limit-Tokens, " \
                   "X-RateLimit-Remaining-Tokens, X-RateLimit-Reset-Tokens, X-RateLimit-Limit, " \
                   "X-RateLimit-Remaining, X-RateLimit-Reset"

@@ -19,7 +19,7 @@ from aiproxy.identity import metadata_safe
 
 # Upstream response headers a client may act on; everything else stays at the gateway.
 FORWARDED_HEADER_PREFIXES = ("x-ratelimit-",)
-FORWARDED_HEADERS = ("retry-after", "retry-after-ms")
+FORWARDED_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 # They travel as gRPC metadata, which clients refuse beyond 8-16 KiB in all: each (name and value) is
 # kept to 256 bytes and all of them to 4 KiB; real upstreams send a handful of short ones.
 MAX_FORWARDED_HEADER_BYTES = 256

@@ -13,6 +13,7 @@ import orjson
 from aiproxy.config import ProviderSettings
 from aiproxy.deadline import UpstreamDeadline
 from aiproxy.errors import (
+    SHOULD_RETRY,
     GatewayError,
     UpstreamBadResponse,
     UpstreamError,
@@ -137,13 +138,16 @@ def _normalised(settings: ProviderSettings, status: int, error: dict, headers) -
     if status == 402:  # OpenRouter's "insufficient credits": OpenAI's name for it (wire-formats.md §4.6)
         error_type = code = "insufficient_quota"
     param = error.get("param") if isinstance(error.get("param"), str) else None
+    forwarded = forwardable_headers(headers)
+    if code == "insufficient_quota":  # OpenAI's is a 429, which SDKs retry: no retry pays the bill
+        forwarded.setdefault(SHOULD_RETRY, "false")
     return UpstreamError(
         message or f"The upstream provider '{provider}' answered HTTP {status}.",
         http_status=status,
         error_type=error_type,
         code=code,
         param=param,
-        headers=forwardable_headers(headers),
+        headers=forwarded,
     )
 
 
