@@ -317,6 +317,11 @@ def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dic
             raise ConfigError(f"setting PROVIDERS__{name.upper()}__{header.upper()}={raw[header]!r} is not printable "
                               "ASCII, which no HTTP header can carry")
     merged = {**upstream, **raw}
+
+    def setting(key: str) -> str:
+        """The name an error quotes: the provider's own override when it has one, else [upstream]'s."""
+        return f"providers__{name}__{key}" if key in raw else f"upstream__{key}"
+
     return ProviderSettings(
         name=name,
         kind=kind,
@@ -326,9 +331,9 @@ def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dic
         api_key_required=as_bool(f"providers__{name}__api_key_required", raw.get("api_key_required", kind != "mock")),
         referer=str(raw.get("referer", "")),
         title=str(raw.get("title", "")),
-        connect_timeout=_seconds("upstream__connect_timeout", merged.get("connect_timeout", 10.0)),
-        read_timeout=_seconds("upstream__read_timeout", merged.get("read_timeout", 300.0)),
-        max_connections=as_int("upstream__max_connections", merged.get("max_connections", 256), 1),
+        connect_timeout=_seconds(setting("connect_timeout"), merged.get("connect_timeout", 10.0)),
+        read_timeout=_seconds(setting("read_timeout"), merged.get("read_timeout", 300.0)),
+        max_connections=as_int(setting("max_connections"), merged.get("max_connections", 256), 1),
         max_answer_bytes=max_answer_bytes,
     )
 

@@ -142,6 +142,10 @@ def test_booleans(load, text, value):
         ({"EVENT_LOOP": "trio"}, "EVENT_LOOP"),
         ({"UPSTREAM__MAX_CONNECTIONS": "lots"}, "UPSTREAM__MAX_CONNECTIONS"),
         ({"UPSTREAM__READ_TIMEOUT": "long"}, "UPSTREAM__READ_TIMEOUT"),
+        # A provider's own override was reported as UPSTREAM__…, a setting the operator had not written.
+        ({"PROVIDERS__OPENROUTER__READ_TIMEOUT": "long"}, "PROVIDERS__OPENROUTER__READ_TIMEOUT"),
+        ({"PROVIDERS__GEMINI__CONNECT_TIMEOUT": "-1"}, "PROVIDERS__GEMINI__CONNECT_TIMEOUT"),
+        ({"PROVIDERS__LOCAL__MAX_CONNECTIONS": "lots"}, "PROVIDERS__LOCAL__MAX_CONNECTIONS"),
         ({"PROVIDERS__OPENROUTER__API_KEY_REQUIRED": "perhaps"}, "PROVIDERS__OPENROUTER__API_KEY_REQUIRED"),
         ({"API_KEYS": "ok,ключ"}, "API_KEYS"),  # no client could send it
         ({"ADMIN_API_KEYS": "tab\tkey"}, "ADMIN_API_KEYS"),
