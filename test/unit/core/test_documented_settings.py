@@ -9,6 +9,7 @@ it or change the settings the gateway (or logdb) runs with.
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from aiproxy.config import ConfigError, load_settings
 from aiproxy.logstore.settings import LogStoreSettings
 
 REPO = Path(__file__).resolve().parents[3]
-SETTINGS_FILE = str(REPO / "configs" / "settings.toml")
+SETTINGS_TOML = REPO / "configs" / "settings.toml"
+SETTINGS_FILE = str(SETTINGS_TOML)
 PROBE = "zz-doc-check"
 
 
@@ -88,13 +90,56 @@ def test_settings_toml_holds_every_default():
     """The README calls configs/settings.toml the file with every default, documented: the log store's
     busy timeout, WAL checkpoint, page cache, env and bundle_include_raw were missing from it (and
     logdb_bundle_include_raw written there was not read)."""
-    import tomllib
-
     from aiproxy.config import Settings, TLSSettings
 
-    defaults = tomllib.loads((REPO / "configs" / "settings.toml").read_text(encoding="utf-8"))["default"]
+    defaults = tomllib.loads(SETTINGS_TOML.read_text(encoding="utf-8"))["default"]
     names = {name for name in Settings.__dataclass_fields__} - {"tls", "providers", "logdb", "source"}
     names |= {name if name == "hsts_max_age" else f"tls_{name}" for name in TLSSettings.__dataclass_fields__}
     names |= {f"logdb_{name}" for name in LogStoreSettings.__dataclass_fields__}
     assert names <= set(defaults), names - set(defaults)
     assert LogStoreSettings.from_mapping({"bundle_include_raw": True}, {}).bundle_include_raw is True
+
+
+def _toml_keys(table: dict, prefix: str = "") -> list[str]:
+    """Every key of a settings table as its variable name: `upstream.read_timeout` is UPSTREAM__READ_TIMEOUT."""
+    names = []
+    for key, value in table.items():
+        name = f"{prefix}{key.upper()}"
+        names += _toml_keys(value, f"{name}__") if isinstance(value, dict) else [name]
+    return names
+
+
+TOML_KEYS = _toml_keys(tomllib.loads(SETTINGS_TOML.read_text(encoding="utf-8"))["default"])
+
+
+def test_the_settings_file_keys_were_found():
+    assert {"PORT", "LOGDB_DIR", "UPSTREAM__READ_TIMEOUT", "PROVIDERS__LOCAL__API_KEY_REQUIRED"} <= set(TOML_KEYS)
+
+
+@pytest.mark.parametrize("name", TOML_KEYS)
+def test_every_key_in_the_settings_file_is_read(name):
+    """A key in configs/settings.toml that no code reads looks like a setting and does nothing (the log store's
+    bundle_include_raw once was one). Set to a value no setting takes as-is, each must stop start-up with an
+    error naming it (or quoting the value) or change what the gateway, or logdb for LOGDB_*, runs with."""
+    def effective(settings):
+        return LogStoreSettings.from_mapping(settings.logdb, {}) if name.startswith("LOGDB_") else settings
+
+    base = effective(_load())
+    try:
+        changed = effective(_load(**{name: PROBE}))
+    except ConfigError as error:
+        assert name.lower() in str(error).lower() or PROBE in str(error), f"{name}: the error names something else: {error}"
+        return
+    assert changed != base, f"{name} is in configs/settings.toml but setting it changes nothing"
+
+
+def test_every_provider_setting_is_in_the_settings_file():
+    """Each provider key the code reads (per-provider overrides of [upstream] included) is shown in
+    configs/settings.toml, as a key or in a comment: `api_key` and the overrides were read but written nowhere."""
+    from aiproxy.config import ProviderSettings
+
+    text = SETTINGS_TOML.read_text(encoding="utf-8")
+    derived = {"name", "max_answer_bytes"}  # the table's name; MAX_BODY_BYTES + 1 MiB
+    missing = {key for key in ProviderSettings.__dataclass_fields__ if key not in derived
+               and not re.search(rf"\b{key}\b", text)}
+    assert not missing, f"provider keys read but not in configs/settings.toml: {missing}"
