@@ -195,11 +195,11 @@ def test_a_request_log_file_that_cannot_be_opened_is_a_config_error(tmp_path):
 
 
 def test_failures_are_told_at_once_then_once_per_interval_with_the_records_dropped():
-    from aiproxy.logsetup import REPORT_EVERY_S, _WriteFailures
+    from aiproxy.logfiles import REPORT_EVERY_S, WriteFailures
 
     now = [1000.0]
     told = []
-    failures = _WriteFailures("request log", lambda level, msg, **fields: told.append((level, msg, fields)),
+    failures = WriteFailures("request log", lambda level, msg, **fields: told.append((level, msg, fields)),
                               clock=lambda: now[0])
     full = OSError(28, "No space left on device")
     failures.failed("/logs/r.jsonl", full)
@@ -221,18 +221,18 @@ def test_failures_are_told_at_once_then_once_per_interval_with_the_records_dropp
 
 
 def test_an_error_that_is_not_an_os_error_is_told_by_its_type_only():
-    from aiproxy.logsetup import _WriteFailures
+    from aiproxy.logfiles import WriteFailures
 
     told = []
-    failures = _WriteFailures("request log", lambda level, msg, **fields: told.append(msg))
+    failures = WriteFailures("request log", lambda level, msg, **fields: told.append(msg))
     failures.failed("/logs/r.jsonl", ValueError("a message quoting the record: SECRET"))
     assert told == ["request log write failed: ValueError"]
 
 
 def test_app_log_rotates_by_size_and_reopens_a_file_another_worker_rotated(tmp_path, monkeypatch):
-    import aiproxy.logsetup as logsetup
+    import aiproxy.logfiles as logfiles
 
-    monkeypatch.setattr(logsetup, "APP_LOG_ROTATION_BYTES", 2000)
+    monkeypatch.setattr(logfiles, "APP_LOG_ROTATION_BYTES", 2000)
     stale = tmp_path / "app.2020-01-01_00-00-00_000000.log"
     stale.write_text("{}\n")
     os.utime(stale, (0, 0))
@@ -254,7 +254,7 @@ def test_app_log_rotates_by_size_and_reopens_a_file_another_worker_rotated(tmp_p
 def test_a_full_disk_at_start_up_is_no_config_error(tmp_path, monkeypatch):
     import errno
 
-    import aiproxy.logsetup as logsetup
+    import aiproxy.logfiles as logfiles
 
     path = _today_file(tmp_path)
     path.parent.mkdir(parents=True)
@@ -264,9 +264,9 @@ def test_a_full_disk_at_start_up_is_no_config_error(tmp_path, monkeypatch):
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(logsetup.os, "write", full)
+    monkeypatch.setattr(logfiles.os, "write", full)
     with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
-        monkeypatch.setattr(logsetup.os, "write", real_write)  # space again before the first record
+        monkeypatch.setattr(logfiles.os, "write", real_write)  # space again before the first record
         write_request_record(b'{"first": 1}')
         logger.complete()
     assert path.read_bytes() == b'{"cut off\n{"first": 1}\n'
@@ -289,11 +289,11 @@ def test_a_log_dir_config_error_can_be_logged_on_stderr(tmp_path, capfd):
 def test_a_recovery_inside_the_interval_is_told_at_the_first_write_after_it():
     """Was: the first good write inside the interval deferred the 'resumed' line, and no later
     write told it: an outage that dropped 1,000 records showed as dropped=1 until the process stopped."""
-    from aiproxy.logsetup import REPORT_EVERY_S, _WriteFailures
+    from aiproxy.logfiles import REPORT_EVERY_S, WriteFailures
 
     now = [0.0]
     told = []
-    failures = _WriteFailures("request log", lambda level, msg, **fields: told.append((msg, fields["dropped"])),
+    failures = WriteFailures("request log", lambda level, msg, **fields: told.append((msg, fields["dropped"])),
                               clock=lambda: now[0])
     for _ in range(1000):
         failures.failed("/logs/r.jsonl", OSError(28, "No space left on device"))
@@ -309,10 +309,10 @@ _ROTATING_WORKER = textwrap.dedent('''
     import sys
     from datetime import timedelta
     from pathlib import Path
-    import aiproxy.logsetup as logsetup
-    logsetup.APP_LOG_ROTATION_BYTES = 20_000
+    import aiproxy.logfiles as logfiles
+    logfiles.APP_LOG_ROTATION_BYTES = 20_000
     worker, lines = int(sys.argv[2]), int(sys.argv[3])
-    sink = logsetup._AppLogFile(Path(sys.argv[1]) / "app.log", timedelta(days=1))
+    sink = logfiles.AppLogFile(Path(sys.argv[1]) / "app.log", timedelta(days=1))
     told = []
     sink.failures._report = lambda level, message, **fields: told.append(message)
     sink.open(sink.file)
@@ -330,7 +330,7 @@ def test_workers_rotating_app_log_together_lose_no_line(tmp_path):
     running = [subprocess.Popen([sys.executable, "-c", _ROTATING_WORKER, str(tmp_path), str(w), str(lines)])
                for w in range(workers)]
     assert [process.wait(60) for process in running] == [0] * workers
-    # Blank lines may occur (see _LineFile): a worker opening the file can see another's line half
+    # Blank lines may occur (see LineFile): a worker opening the file can see another's line half
     # written and end it with a newline of its own. Lost or joined lines may not.
     seen = [json.loads(line) for path in tmp_path.glob("app*.log") for line in path.read_bytes().splitlines() if line]
     assert sorted((entry["w"], entry["i"]) for entry in seen) == [(w, i) for w in range(workers) for i in range(lines)]
@@ -343,10 +343,10 @@ def test_a_record_is_handed_off_and_written_by_another_thread(tmp_path, monkeypa
     import threading
     import time
 
-    from aiproxy import logsetup
+    from aiproxy import logfiles
 
     release, writing, writers = threading.Event(), threading.Event(), []
-    real_write = logsetup._RequestLogFile.write
+    real_write = logfiles.RequestLogFile.write
 
     def stuck_write(self, message):
         writers.append(threading.get_ident())
@@ -354,7 +354,7 @@ def test_a_record_is_handed_off_and_written_by_another_thread(tmp_path, monkeypa
         release.wait(5)
         real_write(self, message)
 
-    monkeypatch.setattr(logsetup._RequestLogFile, "write", stuck_write)
+    monkeypatch.setattr(logfiles.RequestLogFile, "write", stuck_write)
     record = _record("queued, not written here")
     path = _today_file(tmp_path)
     with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
@@ -404,7 +404,7 @@ def test_records_logged_together_reach_the_file_in_one_write_each_burst(tmp_path
     logged while it writes or lingers are now gathered and written together, in order, whole."""
     import threading
 
-    from aiproxy import logsetup
+    from aiproxy import logfiles
 
     writes, real_write, main = [], os.write, threading.get_ident()
 
@@ -413,7 +413,7 @@ def test_records_logged_together_reach_the_file_in_one_write_each_burst(tmp_path
             writes.append(bytes(data))
         return real_write(fd, data)
 
-    monkeypatch.setattr(logsetup.os, "write", counting_write)
+    monkeypatch.setattr(logfiles.os, "write", counting_write)
     records = [_record(f"burst {i}") for i in range(200)]
     with _logging(Settings(log_dir=str(tmp_path), enable_file_logging=False)):
         for record in records:
@@ -444,11 +444,11 @@ def test_a_full_disk_cutting_a_gathered_batch_reports_only_the_records_not_writt
     from datetime import timedelta
     from types import SimpleNamespace
 
-    from aiproxy import logsetup
+    from aiproxy import logfiles
 
     reports = []
-    monkeypatch.setattr(logsetup, "_report_in_app_log", lambda level, message, **fields: reports.append(fields))
-    sink = logsetup._RequestLogFile(tmp_path / REQUEST_LOG_DIR, timedelta(days=1))
+    monkeypatch.setattr(logfiles, "_report_in_app_log", lambda level, message, **fields: reports.append(fields))
+    sink = logfiles.RequestLogFile(tmp_path / REQUEST_LOG_DIR, timedelta(days=1))
     sink.open(sink.file_of(datetime.now(UTC)))
     records = [(_record(f"batch {i}") + "\n").encode() for i in range(10)]
     room = len(records[0]) + len(records[1]) + 100  # two whole records and part of the third fit
@@ -462,7 +462,7 @@ def test_a_full_disk_cutting_a_gathered_batch_reports_only_the_records_not_writt
         room -= written
         return written
 
-    monkeypatch.setattr(logsetup.os, "write", full_disk)
+    monkeypatch.setattr(logfiles.os, "write", full_disk)
     sink.gather()
     for line in records:
         sink.write(SimpleNamespace(record={"extra": {"_line": line}, "time": datetime.now(UTC)}))
