@@ -88,11 +88,11 @@ class LogApi:
                 f"{page.unindexed} of {page.partitions} partitions in range have no full-text index, so their requests"
                 " were not searched: run `logdb fts build` for this store"
             )
-        if page.unsplit:  # an earlier version indexed their CJK runs whole: a word inside one is not found
+        if page.unsplit:  # an earlier version indexed their runs of unspaced text whole: a word inside one is not found
             reply.warnings.append(
-                f"{page.unsplit} of {page.partitions} partitions in range hold Chinese, Japanese or Korean text indexed"
-                " by an earlier version, in which words inside a longer run were not found: run `logdb fts rebuild`"
-                " for this store"
+                f"{page.unsplit} of {page.partitions} partitions in range hold Chinese, Japanese, Korean, Thai, Lao,"
+                " Khmer or Burmese text indexed by an earlier version, in which words inside a longer run were not"
+                " found: run `logdb fts rebuild` for this store"
             )
         return reply
 

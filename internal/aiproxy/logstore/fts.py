@@ -12,35 +12,39 @@ from pathlib import Path
 
 import orjson
 
-from aiproxy.logstore.cjk import RANGES as CJK_RANGES
 from aiproxy.logstore.damage import Unreadable, skipping
 from aiproxy.logstore.database import FTS_TABLE, create_fts, drop_fts, has_fts
 from aiproxy.logstore.fragments import extract_fragments
 from aiproxy.logstore.store import Store
+from aiproxy.logstore.unspaced import FIRST_STAND_IN
+from aiproxy.logstore.unspaced import RANGES as UNSPACED_RANGES
 from aiproxy.logstore.writer import INSERT_FRAGMENT, fragment_rows
 
 _BATCH = 500
 _TERMS = f"{FTS_TABLE}_terms"  # the index's tokens (fts5vocab), in each connection's temp schema
-_unsplit_seen: dict[Path, tuple[tuple, bool]] = {}  # holds_unsplit_cjk's answers, with the index's stamp
+_unsplit_seen: dict[Path, tuple[tuple, bool]] = {}  # holds_unsplit_text's answers, with the index's stamp
 
 
-def holds_unsplit_cjk(db) -> bool:
-    """Whether the partition's index holds Chinese, Japanese or Korean text indexed before each of
-    its characters was a token (cjk.py): by an earlier version, or copied from such a store. Its
-    CJK runs are whole tokens, in which a word is not found. `fts rebuild` indexes them anew."""
+def holds_unsplit_text(db) -> bool:
+    """Whether the partition's index holds text of a script written without spaces indexed before
+    each of its characters was a token (unspaced.py): by an earlier version, or copied from such a
+    store. Its runs are whole tokens, in which a word is not found. `fts rebuild` indexes them anew.
+    A token of this version is one letter, or a letter with the stand-ins of its marks."""
     db.execute_sql(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{_TERMS} USING fts5vocab(main, {FTS_TABLE}, row)")
-    sql = f"SELECT 1 FROM temp.{_TERMS} WHERE term >= ? AND term <= ? AND length(term) > 1 LIMIT 1"
-    return any(db.execute_sql(sql, (chr(lo), chr(hi) + chr(0x10FFFF))).fetchone() for lo, hi in CJK_RANGES)
+    # A token of the scripts whose second character is not a mark's stand-in: it holds two letters.
+    sql = f"SELECT 1 FROM temp.{_TERMS} WHERE term >= ? AND term <= ? AND length(term) > 1 AND substr(term, 2, 1) < ?"
+    bounds = [(chr(lo), chr(hi) + chr(0x10FFFF), FIRST_STAND_IN) for lo, hi in UNSPACED_RANGES]
+    return any(db.execute_sql(sql + " LIMIT 1", args).fetchone() for args in bounds)
 
 
-def still_holds_unsplit_cjk(db) -> bool:
-    """holds_unsplit_cjk for search: reading the index's CJK tokens costs 20 ms on a partition with
-    3 MB of them, so an answer is kept while the index's averages and structure records (rowids 1
-    and 10 of its _data table, which every write to it changes) stay as they were."""
+def still_holds_unsplit_text(db) -> bool:
+    """holds_unsplit_text for search: reading the index's tokens of those scripts costs 20 ms on a
+    partition with 3 MB of them, so an answer is kept while the index's averages and structure
+    records (rowids 1 and 10 of its _data table, which every write to it changes) stay as they were."""
     stamp = tuple(db.execute_sql(f'SELECT block FROM "{FTS_TABLE}_data" WHERE id IN (1, 10) ORDER BY id'))
     known = _unsplit_seen.get(db.file)
     if known is None or known[0] != stamp:
-        known = _unsplit_seen[db.file] = (stamp, holds_unsplit_cjk(db))
+        known = _unsplit_seen[db.file] = (stamp, holds_unsplit_text(db))
     return known[1]
 
 

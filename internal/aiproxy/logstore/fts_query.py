@@ -10,8 +10,9 @@
 - The FTS3/4 proximity form `a NEAR/N b` (and `a NEAR b`) that the seed's README shows becomes
   FTS5's `NEAR(a b, N)`: FTS5 itself rejects `NEAR/N`.
 - A comma outside `NEAR(…)` separates words (`paris, france`), as in the text searched.
-- Chinese, Japanese and Korean characters are each a word of their own, as they are indexed
-  (cjk.py): `数据库` is the phrase of its three characters, found wherever the run occurs.
+- Characters of Chinese, Japanese, Korean, Thai, Lao, Khmer and Burmese are each a word of their
+  own, as they are indexed (unspaced.py): `数据库` is the phrase of its three characters, found
+  wherever the run occurs.
 Text inside double quotes is never touched otherwise.
 
 And back from an FTS5 query to the phrases and NEAR groups its bm25 adds up (`scored_parts`),
@@ -23,12 +24,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from aiproxy.logstore.cjk import split_cjk
 from aiproxy.logstore.models import FTS_COLUMNS
+from aiproxy.logstore.unspaced import MARKS, split_unspaced
 
 # A `-` that starts a token and touches a phrase or a group negates it (its own token: "NOT ").
 _TOKEN = re.compile(r'"(?:[^"]|"")*"?|(?P<negate>-(?=["(]))|[(),]|[^\s(),"]+')
-_BAREWORD = re.compile(r"\^?\w+\*?")
+_BAREWORD = re.compile(rf"\^?[\w{MARKS}]+\*?")  # a Thai or Khmer word has marks, which are not \w
 _KEEP = re.compile(r"AND|OR|NOT|NEAR(?:/\d+)?|\+|\*|.*[{}].*")  # `*` alone stays an error
 # Only the index's own columns: `https://…` or `note:` in pasted text is text. A filter alone
 # (`content:` before a phrase or a group) stays as it is.
@@ -96,7 +97,7 @@ class _Rewriter:
 
 
 def to_fts5(query: str) -> str:
-    return split_cjk(_NEAR.sub(_near, _TOKEN.sub(_Rewriter(), query)))
+    return split_unspaced(_NEAR.sub(_near, _TOKEN.sub(_Rewriter(), query)))
 
 
 # --- A query's scored parts, for bm25 with statistics over several partitions (search.py) ---

@@ -30,16 +30,16 @@ from typing import Any
 
 import orjson
 
-from aiproxy.logstore.cjk import has_cjk, shown
 from aiproxy.logstore.damage import Unreadable, skipping
 from aiproxy.logstore.database import FTS_TABLE, has_fts
 from aiproxy.logstore.errors import InvalidQuery
-from aiproxy.logstore.fts import still_holds_unsplit_cjk
+from aiproxy.logstore.fts import still_holds_unsplit_text
 from aiproxy.logstore.fts_query import QueryShapeError, ScoredPart, scored_parts, to_fts5
 from aiproxy.logstore.models import FTS_COLUMNS
 from aiproxy.logstore.partitions import day_bounds, day_of
 from aiproxy.logstore.sqltools import chunked, in_list
 from aiproxy.logstore.store import Store
+from aiproxy.logstore.unspaced import has_unspaced, shown
 
 INT32_MAX = 2**31 - 1  # logs.proto's int32 fields (status_code; limits over REST and the CLI)
 
@@ -47,7 +47,7 @@ MAX_LIMIT = 500
 DEFAULT_LIMIT = 20
 MAX_OFFSET = 10_000  # how deep ranked pages go: each page ranks everything before it again
 SNIPPET_TOKENS = 16
-CJK_SNIPPET_TOKENS = 32  # for a query with CJK text, where each character is a token: about as much text
+UNSPACED_SNIPPET_TOKENS = 32  # for a query in a script written without spaces, where each character is a token
 _RESULT_COLUMNS = (
     "r.request_id, r.server_id, r.ts, r.ts_iso, r.endpoint, r.model_original, r.model_mapped, r.provider,"
     " r.transport, r.stream, r.status_code, r.latency_ms, r.ttft_ms, r.api_key_hash, r.dialog_id,"
@@ -89,7 +89,7 @@ class SearchPage:
     next_cursor: str = ""
     partitions: int = 0  # partitions read (not those left out as unreadable)
     unindexed: int = 0  # partitions a ranked search could not search: rows but no FTS index
-    unsplit: int = 0  # partitions searched for CJK text whose index holds CJK runs as whole tokens
+    unsplit: int = 0  # partitions searched for unspaced text (unspaced.py) whose index holds its runs whole
 
 
 def descending(text: str) -> tuple:
@@ -129,7 +129,7 @@ def validate_query(query: str, typed: str | None = None) -> None:
                            param="q")
     error = _check_fts5([query])
     if error is not None:
-        written = shown(query)  # without the separators between CJK characters
+        written = shown(query)  # without the separators between characters (unspaced.py)
         rewritten = f" (as FTS5: {written!r})" if written != typed else ""
         hint = SYNTAX_HINT if error.startswith(_SYNTAX_ERRORS) else ""
         raise InvalidQuery(f"invalid search query {typed!r}{rewritten}: {error}{hint}", param="q")
@@ -379,7 +379,7 @@ def ranked_hits(db, query: str, filters: SearchFilters, scale: Rescale | None, l
 def ranked_hit(db, query: str, score: float, request_id: str, rowid: int) -> Hit | None:
     """A winner's row and snippet (computed for the final page only: snippets are costly)."""
     snippet = db.execute_sql(
-        f"SELECT snippet({FTS_TABLE}, 2, '[', ']', '…', {CJK_SNIPPET_TOKENS if has_cjk(query) else SNIPPET_TOKENS})"
+        f"SELECT snippet({FTS_TABLE}, 2, '[', ']', '…', {UNSPACED_SNIPPET_TOKENS if has_unspaced(query) else SNIPPET_TOKENS})"
         f" FROM {FTS_TABLE}"
         f" WHERE {FTS_TABLE} MATCH ? AND rowid = ?",
         (query, rowid),
@@ -407,8 +407,8 @@ def _rescaled(
 ) -> list[tuple[object, Rescale | None]]:
     """The partitions to rank (those with an FTS index and fragments), each with its Rescale;
     counts in `page` the partitions that hold rows but no index (not searched) and, for a query
-    with CJK text, those whose index holds CJK text as an earlier version indexed it (its words
-    are not found there). Phrases are counted only when several partitions hold fragments: one
+    in a script written without spaces, those whose index holds such text as an earlier version
+    indexed it (its words are not found there). Phrases are counted only when several partitions hold fragments: one
     partition's own statistics are the global ones. Partitions that cannot be read are left out (noted)."""
     found: list[tuple[object, int]] = []
     for part in parts:
@@ -417,7 +417,7 @@ def _rescaled(
                 page.unindexed += db.execute_sql("SELECT EXISTS (SELECT 1 FROM requests)").fetchone()[0]
             elif rows := fragment_count(db):
                 found.append((part.path, rows))
-                page.unsplit += has_cjk(query) and still_holds_unsplit_cjk(db)
+                page.unsplit += has_unspaced(query) and still_holds_unsplit_text(db)
     scored = _scored_parts(query) if len(found) > 1 else None
     if scored is None:
         return [(path, None) for path, _ in found]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from peewee import SqliteDatabase
 
-from aiproxy.logstore.cjk import split_cjk
 from aiproxy.logstore.database import FTS_TABLE, REQUEST_COLUMNS, create_fts, indexes_new_rows
 from aiproxy.logstore.records import InvalidRecord, Row, utc_iso
 from aiproxy.logstore.sqltools import chunked, in_list
+from aiproxy.logstore.unspaced import split_unspaced
 
 INSERT_REQUEST = f"INSERT OR IGNORE INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
 INSERT_FRAGMENT = (
@@ -23,10 +23,10 @@ INSERT_FRAGMENT = (
 
 
 def fragment_rows(request_id: str, fragments, endpoint: str, model_original: str | None, model_mapped: str | None):
-    """INSERT_FRAGMENT's rows for a request's (role, text) fragments, CJK characters each a token
-    (cjk.py), so that a word inside a run of Chinese, Japanese or Korean text is found."""
-    models = split_cjk(model_original or ""), split_cjk(model_mapped or "")
-    return [(request_id, split_cjk(role), split_cjk(text), endpoint, *models) for role, text in fragments]
+    """INSERT_FRAGMENT's rows for a request's (role, text) fragments, each character of a script
+    written without spaces a token (unspaced.py), so that a word inside a run of them is found."""
+    models = split_unspaced(model_original or ""), split_unspaced(model_mapped or "")
+    return [(request_id, split_unspaced(role), split_unspaced(text), endpoint, *models) for role, text in fragments]
 
 
 def fts_rows(rows: list[Row]):

@@ -4,6 +4,7 @@ and the seed's pretty-printed endpoint log format, for log store tests and bench
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,6 +105,18 @@ def seed_record(record: dict) -> dict:
 def seed_block(event: dict, local_time: str = "2025-09-10 12:00:00") -> str:
     """One record of the seed's endpoint log: prefix plus pretty JSON, as logging wrote it."""
     return f"{local_time} - INFO - {json.dumps(event, indent=2, ensure_ascii=False, default=str)}\n"
+
+
+def index_as_earlier_versions_did(store_dir: Path) -> None:
+    """Make every partition under `store_dir` indexed as versions before unspaced.py: the text as
+    written, a run of Chinese or Thai (and so on) one token."""
+    from aiproxy.logstore.unspaced import shown
+
+    for part in store_dir.rglob("ai_proxy_*.sqlite3"):
+        with sqlite3.connect(part) as conn:
+            conn.create_function("shown", 1, shown, deterministic=True)
+            conn.execute("UPDATE request_text_index SET content = shown(content)")
+        conn.close()
 
 
 def make_store(db_dir: Path, **settings: Any):

@@ -25,7 +25,7 @@ from aiproxy.logstore.bundles.manifest import BundleError, NoSpace
 from aiproxy.logstore.ingest import ingest
 from aiproxy.logstore.search import search
 from aiproxy.testing.bundles import filled_store, member, repack, tree_fingerprint, write_members
-from aiproxy.testing.logrecords import chat_record, make_store, write_jsonl
+from aiproxy.testing.logrecords import chat_record, index_as_earlier_versions_did, make_store, write_jsonl
 
 SEPTEMBER = (date(2025, 9, 1), date(2025, 9, 30))
 
@@ -649,22 +649,23 @@ def test_a_destination_that_cannot_be_created_is_one_line_naming_it(tmp_path, bu
     assert capsys.readouterr().err == f"logdb: {blocker / 'db' / 'incoming'}: Not a directory\n"
 
 
-def test_a_bundle_whose_cjk_text_an_earlier_version_indexed_is_indexed_anew(tmp_path):
-    """Earlier versions indexed a CJK run as one token: its words were not found. Such a bundle's
-    members are indexed as this version indexes, whether they become partitions or are copied."""
-    records = [chat_record([{"role": "user", "content": "我们今天讨论数据库的性能问题"}], "ok",
-                           ts=datetime(2025, 9, 5, 10, tzinfo=UTC))]
+@pytest.mark.parametrize(("question", "word"), [
+    ("我们今天讨论数据库的性能问题", "数据库"),
+    ("วันนี้เราคุยเรื่องฐานข้อมูลและประสิทธิภาพ", "ฐานข้อมูล"),
+], ids=["chinese", "thai"])
+def test_a_bundle_whose_unspaced_text_an_earlier_version_indexed_is_indexed_anew(tmp_path, question, word):
+    """Earlier versions indexed a run of Chinese (or Thai...) as one token: its words were not found.
+    Such a bundle's members are indexed as this version indexes, whether they become partitions or are copied."""
+    records = [chat_record([{"role": "user", "content": question}], "ok", ts=datetime(2025, 9, 5, 10, tzinfo=UTC))]
     write_jsonl(tmp_path / "logs" / "r.jsonl", records)
     source = make_store(tmp_path / "a")
     ingest(source, tmp_path / "logs")
     source.close()
-    for part in (tmp_path / "a").rglob("ai_proxy_*.sqlite3"):
-        with sqlite3.connect(part) as conn:  # as an earlier version indexed it
-            conn.execute("UPDATE request_text_index SET content = replace(content, char(8203), '')")
+    index_as_earlier_versions_did(tmp_path / "a")
     bundle = create_bundle(make_store(tmp_path / "a"), *SEPTEMBER, tmp_path / "a.tgz").path
     for dest in (make_store(tmp_path / "new"), filled_store(tmp_path / "held", days=6)):  # adopted; copied
         assert main(["bundle", "import", str(bundle), "--dest", str(dest.base)]) == 0
         store = make_store(dest.base)
-        page = search(store, "数据库")
-        assert [h.snippet for h in page.hits] == ["我们今天讨论[数据库]的性能问题"] and not page.unsplit
+        page = search(store, word)
+        assert [h.snippet for h in page.hits] == [question.replace(word, f"[{word}]")] and not page.unsplit
         store.close()

@@ -110,6 +110,7 @@ CJK_QUESTIONS = [
     "データベースの性能を改善したいです",  # Japanese: katakana, hiragana, kanji
     "데이터베이스의 성능 문제를 논의합시다",  # Korean hangul, a particle on the word
     "用GPT模型优化Postgres数据库",  # CJK and Latin without spaces between them
+    "วันนี้เราคุยเรื่องฐานข้อมูลและประสิทธิภาพ",  # Thai: no spaces either, vowel signs and tone marks
 ]
 
 
@@ -136,6 +137,7 @@ def test_cjk_words_are_found_over_rest(gateway):
     assert snippets("데이터베이스") == ["[데이터베이스]의 성능 문제를 논의합시다"]
     assert snippets("性能") == ["データベースの[性能]を改善したいです", "我们今天讨论数据库的[性能]问题"]
     assert snippets("GPT模型 Postgres") == ["用[GPT模型]优化[Postgres]数据库"]
+    assert snippets("ฐานข้อมูล") == ["วันนี้เราคุยเรื่อง[ฐานข้อมูล]และประสิทธิภาพ"]
     bad = search("数据库 AND")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_query"
     assert bad.json()["error"]["message"].startswith("invalid search query '数据库 AND': fts5: syntax error")

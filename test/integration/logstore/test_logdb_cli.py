@@ -16,7 +16,7 @@ import pytest
 from aiproxy.config import Settings
 from aiproxy.entrypoints.logdb import build_parser
 from aiproxy.rpc.log_service import add_log_service
-from aiproxy.testing.logrecords import chat_record, conversation, write_jsonl
+from aiproxy.testing.logrecords import chat_record, conversation, index_as_earlier_versions_did, write_jsonl
 
 REPO = Path(__file__).resolve().parents[3]
 T0 = datetime(2025, 9, 10, 22, 0, tzinfo=UTC)
@@ -493,27 +493,51 @@ def test_ctrl_c_mid_ingest_is_one_line_exit_130_and_a_rerun_completes(workdir, m
     assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1])["rows_inserted"] == 1, done.stdout
 
 
-def _index_cjk_as_earlier_versions_did(store_dir: Path) -> None:
-    """Earlier versions indexed a run of CJK characters as one token: no separators between them."""
-    for part in store_dir.rglob("ai_proxy_*.sqlite3"):
-        with sqlite3.connect(part) as conn:
-            conn.execute("UPDATE request_text_index SET content = replace(content, char(8203), '')")
-
-
-def test_cjk_text_an_earlier_version_indexed_is_named_and_found_after_fts_rebuild(tmp_path):
-    question = "我们今天讨论数据库的性能问题 during the timeout"
+@pytest.mark.parametrize(("question", "word"), [
+    ("我们今天讨论数据库的性能问题", "数据库"),
+    ("เราคุยเรื่องฐานข้อมูล", "ฐานข้อมูล"),  # indexed whole by every earlier version
+], ids=["chinese", "thai"])
+def test_unspaced_text_an_earlier_version_indexed_is_named_and_found_after_fts_rebuild(tmp_path, question, word):
+    question += " during the timeout"
     write_jsonl(tmp_path / "logs" / "requests" / "r.jsonl", [chat_record([{"role": "user", "content": question}], "ok", ts=T0)])
     assert logdb(tmp_path, "ingest", "--from", "logs").returncode == 0
-    _index_cjk_as_earlier_versions_did(tmp_path / "logs" / "db")
+    index_as_earlier_versions_did(tmp_path / "logs" / "db")
 
-    old = logdb(tmp_path, "search", "数据库", "--json")
+    old = logdb(tmp_path, "search", word, "--json")
     assert old.returncode == 1 and json.loads(old.stdout)["results"] == []
-    assert "1 of 1 partitions in range hold Chinese, Japanese or Korean text indexed by an earlier version" in old.stderr
+    assert "1 of 1 partitions in range hold Chinese, Japanese, Korean, Thai, Lao, Khmer or Burmese text indexed by an earlier version" in old.stderr
     assert "run `logdb fts rebuild`" in old.stderr
     latin = logdb(tmp_path, "search", "timeout", "--json")  # the old index still answers the rest
     assert latin.returncode == 0 and len(json.loads(latin.stdout)["results"]) == 1 and not latin.stderr
 
     assert "indexed=2" in logdb(tmp_path, "fts", "rebuild").stdout
-    new = logdb(tmp_path, "search", "数据库", "--json")
+    new = logdb(tmp_path, "search", word, "--json")
     assert new.returncode == 0 and not new.stderr
-    assert [r["snippet"] for r in json.loads(new.stdout)["results"]] == ["我们今天讨论[数据库]的性能问题 during the timeout"]
+    assert [r["snippet"] for r in json.loads(new.stdout)["results"]] == [question.replace(word, f"[{word}]")]
+
+
+UNSPACED_QUESTIONS = [
+    "วันนี้เราคุยเรื่องฐานข้อมูลและประสิทธิภาพ",  # Thai: we talk about databases and performance today
+    "ພວກເຮົາເວົ້າກ່ຽວກັບຖານຂໍ້ມູນ",  # Lao: we talk about the database
+    "យើងនិយាយអំពីមូលដ្ឋានទិន្នន័យ",  # Khmer: we talk about the database
+    "ကျွန်ုပ်တို့ဒေတာဘေ့စ်အကြောင်းဆွေးနွေးကြသည်",  # Burmese: we discuss the database
+]
+
+
+@pytest.mark.parametrize(("query", "snippet"), [
+    ("ฐานข้อมูล", "วันนี้เราคุยเรื่อง[ฐานข้อมูล]และประสิทธิภาพ"),
+    ("ประสิทธิ", "วันนี้เราคุยเรื่องฐานข้อมูลและ[ประสิทธิ]ภาพ"),  # ends on a vowel sign: kept inside the highlight
+    ("ຖານຂໍ້ມູນ", "ພວກເຮົາເວົ້າກ່ຽວກັບ[ຖານຂໍ້ມູນ]"),
+    ("ទិន្នន័យ", "យើងនិយាយអំពីមូលដ្ឋាន[ទិន្នន័យ]"),
+    ("ဒေတာဘေ့စ်", "ကျွန်ုပ်တို့[ဒေတာဘေ့စ်]အကြောင်းဆွေးနွေးကြသည်"),
+], ids=["thai", "thai-ending-on-a-vowel-sign", "lao", "khmer", "burmese"])
+def test_thai_lao_khmer_and_burmese_words_are_found_inside_sentences(tmp_path, query, snippet):
+    """These scripts put no spaces between words: a word inside a sentence is found, and its
+    snippet shows the sentence as written, with each vowel sign and tone mark on its letter."""
+    records = [chat_record([{"role": "user", "content": q}], "ok", ts=T0, request_id=f"r{i}")
+               for i, q in enumerate(UNSPACED_QUESTIONS)]
+    write_jsonl(tmp_path / "logs" / "requests" / "r.jsonl", records)
+    assert logdb(tmp_path, "ingest", "--from", "logs").returncode == 0
+    found = logdb(tmp_path, "search", query, "--json")
+    assert found.returncode == 0 and not found.stderr, found.stderr
+    assert [r["snippet"] for r in json.loads(found.stdout)["results"]] == [snippet]

@@ -494,12 +494,17 @@ CJK_TEXTS = [
 ]
 
 
-@pytest.fixture
-def cjk_store(tmp_path):
-    write_jsonl(tmp_path / "logs" / "r.jsonl", _day(tmp_path, "t", 10, CJK_TEXTS))
+def _store_of(tmp_path, name, texts):
+    """A store holding one day of records, one per text, request ids `<name><i>`."""
+    write_jsonl(tmp_path / "logs" / "r.jsonl", _day(tmp_path, name, 10, texts))
     store = make_store(tmp_path / "db")
     ingest(store, tmp_path / "logs")
     return store
+
+
+@pytest.fixture
+def cjk_store(tmp_path):
+    return _store_of(tmp_path, "t", CJK_TEXTS)
 
 
 @pytest.mark.parametrize(("query", "expected"), [
@@ -532,11 +537,64 @@ def test_cjk_snippets_show_the_text_as_written(cjk_store):
     ("数据库 AND", "invalid search query '数据库 AND': fts5: syntax error near \"\""),
     ("数据库 OR (性能", "invalid search query '数据库 OR (性能': fts5: syntax error near \"\""),
     ("北京 -(", "invalid search query '北京 -(' (as FTS5: '北京 NOT ('): fts5: syntax error near \"\""),
+    ("ข้อมูล AND", "invalid search query 'ข้อมูล AND': fts5: syntax error near \"\""),
 ])
 def test_a_bad_query_with_cjk_is_quoted_as_written(cjk_store, query, message):
     with pytest.raises(InvalidQuery) as err:
         search(cjk_store, query)
     assert str(err.value).startswith(message) and "\u200b" not in str(err.value)
+
+
+UNSPACED_TEXTS = [
+    "วันนี้เราคุยเรื่องฐานข้อมูลและประสิทธิภาพ",  # Thai: we talk about databases and performance today
+    "เรากินข้าว",  # Thai: we eat rice (กิน)
+    "ไปด้วยกัน",  # Thai: go together (กัน: the letters of กิน, another vowel sign)
+    "ป่าไม้",  # Thai: forest (ป่า)
+    "ป้าของฉัน",  # Thai: my aunt (ป้า: the letters of ป่า, another tone mark)
+    "ພວກເຮົາເວົ້າກ່ຽວກັບຖານຂໍ້ມູນ",  # Lao: we talk about the database
+    "យើងនិយាយអំពីមូលដ្ឋានទិន្នន័យ",  # Khmer: we talk about the database (ដ្ឋ: a subscript consonant)
+    "ကျွန်ုပ်တို့ဒေတာဘေ့စ်အကြောင်းဆွေးနွေးကြသည်",  # Burmese: we discuss the database
+    "ใช้Rustกับpostgresได้ดี",  # Thai and Latin with no space between them
+]
+
+
+@pytest.fixture
+def unspaced_store(tmp_path):
+    return _store_of(tmp_path, "u", UNSPACED_TEXTS)
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("ฐานข้อมูล", ["u0000"]), ("ข้อมูล", ["u0000"]), ("content:ประสิทธิภาพ", ["u0000"]), ("^วันนี้", ["u0000"]),
+    ("ข้อ*", ["u0000"]), ('"ฐานข้อมูล"', ["u0000"]), ("^ข้อมูล", []), ("วันนี้ -ข้อมูล", []),
+    ("NEAR(ฐานข้อมูล ประสิทธิภาพ, 3)", ["u0000"]), ("NEAR(ฐานข้อมูล ประสิทธิภาพ, 2)", []),  # และ: 3 characters
+    ("กิน", ["u0001"]), ("กัน", ["u0002"]), ("ป่า", ["u0003"]), ("ป้า", ["u0004"]), ("ปา", []),  # marks are compared
+    ("ที่", []),  # not the ท of ประสิทธิภาพ
+    ("ຖານຂໍ້ມູນ", ["u0005"]), ("ເວົ້າ", ["u0005"]),
+    ("ទិន្នន័យ", ["u0006"]), ("មូលដ្ឋាន", ["u0006"]), ("ដ្ឋាន", ["u0006"]),
+    ("ဒေတာဘေ့စ်", ["u0007"]), ("ဆွေးနွေး", ["u0007"]),
+    ("Rust", ["u0008"]), ("postgres ใช้", ["u0008"]), ('"กับpostgres"', ["u0008"]),
+])
+def test_thai_lao_khmer_and_burmese_words_are_found_inside_runs_of_text(unspaced_store, query, expected):
+    """These scripts put no spaces between words either: each letter with its vowel signs, tone
+    marks and viramas is a token, compared with them, and a run in a query is the phrase of them."""
+    assert sorted(h.fields["request_id"] for h in search(unspaced_store, query).hits) == expected
+
+
+def test_unspaced_snippets_keep_each_mark_on_its_letter(unspaced_store):
+    (hit,) = search(unspaced_store, "ใช้ Rust").hits
+    assert hit.snippet == "[ใช้][Rust]กับpostgresได้ดี"
+    (hit,) = search(unspaced_store, "ประสิทธิ").hits  # a highlight that ends on a vowel sign
+    assert hit.snippet == "วันนี้เราคุยเรื่องฐานข้อมูลและ[ประสิทธิ]ภาพ"
+
+
+def test_latin_text_is_indexed_as_written(tmp_path):
+    """Only the scripts written without spaces get separators: Latin text, accented or not, is the
+    indexed copy as it was before them."""
+    texts = ["Café naïve — déjà vu", "the database timeout", "Ünïcödé ß ﬁ"]
+    store = _store_of(tmp_path, "l", texts)
+    with sqlite3.connect(store.existing()[0].path) as conn:
+        indexed = conn.execute("SELECT content FROM request_text_index WHERE role = 'user' ORDER BY rowid").fetchall()
+    assert [content for (content,) in indexed] == texts
 
 
 def test_images_are_stored_whole_but_never_indexed_as_text(tmp_path):

@@ -55,7 +55,7 @@ from aiproxy.logstore.database import (
     migrate,
     open_database,
 )
-from aiproxy.logstore.fts import holds_unsplit_cjk, index_missing, reindex
+from aiproxy.logstore.fts import holds_unsplit_text, index_missing, reindex
 from aiproxy.logstore.models import FTS_COLUMNS, Server
 from aiproxy.logstore.partitions import day_of, holding
 from aiproxy.logstore.store import Store
@@ -221,7 +221,7 @@ def _prepare_member(name: str, path: Path, store: Store) -> _Member:
     """Check and migrate a staged member (`name` in the bundle), in one connection. A member
     without an FTS index (seed-era, or FTS off at the source) gets one while the store indexes,
     so every later step copies fragments instead of extracting them; one whose index an earlier
-    version wrote with CJK runs as whole tokens is indexed anew (cjk.py)."""
+    version wrote with runs of unspaced text as whole tokens is indexed anew (unspaced.py)."""
     db = None
     try:
         db = open_database(path, store.settings, create=False)
@@ -231,7 +231,7 @@ def _prepare_member(name: str, path: Path, store: Store) -> _Member:
         problem = member_problem(db.connection())
         if problem:
             raise BundleError(f"bundle member {name} cannot be imported: {problem}")
-        if has_fts(db) and holds_unsplit_cjk(db):  # an earlier version's index: CJK words not found in it
+        if has_fts(db) and holds_unsplit_text(db):  # an earlier version's index: words inside runs not found
             reindex(db)
         elif store.settings.fts_enabled and not has_fts(db):
             index_missing(db)
