@@ -21,6 +21,7 @@ from aiproxy.logstore.damage import ControlUnreadable, PartitionUnreadable, is_f
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.partitions import check_day_order
 from aiproxy.logstore.settings import LogStoreConfigError
+from aiproxy.logstore.stoppable import raise_stop
 from aiproxy.stopsignals import settled_exit
 
 # Each module offers register(subparsers).
@@ -109,7 +110,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         _check_range(args)
         _check_remote(args)
-        code = args.func(args)
+        try:
+            code = args.func(args)
+        except Exception as exc:
+            raise_stop(exc)  # a statement a stop signal aborted: the stop, not an SQLite error
+            raise
         sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at interpreter exit
         return code
     except KeyboardInterrupt as exc:  # what a command committed stays (ingest checkpoints, imported partitions)

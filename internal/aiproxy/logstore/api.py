@@ -28,6 +28,7 @@ from aiproxy.logstore.protomap import (
     stats_to_proto,
 )
 from aiproxy.logstore.search import MAX_LIMIT, decode_cursor, encode_cursor, page_size, search
+from aiproxy.logstore.stoppable import stop_event
 from aiproxy.logstore.store import Store
 from aiproxypb.v1 import logs_pb2
 
@@ -147,9 +148,10 @@ class LogApi:
 
     def ingest(self, request: logs_pb2.IngestRequest, unreadable: Unreadable) -> logs_pb2.IngestResponse:
         """Partitions that cannot be written are in `problems` and noted in `unreadable` (their
-        rows stay in the log files for a later run)."""
+        rows stay in the log files for a later run). A LogService call that ends stops its workers at
+        their next record (stoppable.stop_event: they are threads of their own)."""
         since, to = day_range(request.since, request.to)
-        report = ingest(self.store, self.log_dir, since=since, to=to)
+        report = ingest(self.store, self.log_dir, since=since, to=to, stopping=stop_event())
         unreadable.update(report.unreadable)
         return logs_pb2.IngestResponse(
             files_scanned=report.files_scanned,

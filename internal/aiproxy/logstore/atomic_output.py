@@ -40,7 +40,10 @@ def atomic_output(final: Path, *, overwrite: bool) -> Iterator[Path]:
         _rename(temp, final, overwrite)
         _fsync_directory(final.parent)  # the rename itself survives a power cut
     finally:
-        temp.unlink(missing_ok=True)
+        # With SQLite's files beside it: a connection closed while an error's traceback still holds
+        # its statement (one a stop signal interrupted) is closed later, and leaves its -wal and -shm.
+        for leftover in ("", "-wal", "-shm", "-journal"):
+            temp.with_name(temp.name + leftover).unlink(missing_ok=True)
 
 
 def _rename(temp: Path, final: Path, overwrite: bool) -> None:

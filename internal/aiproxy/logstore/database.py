@@ -21,6 +21,7 @@ from peewee import DatabaseError, OperationalError, SqliteDatabase
 from aiproxy.logstore.fragments import thread_hashes
 from aiproxy.logstore.models import BASE_MODELS, Request, RequestTextIndex
 from aiproxy.logstore.settings import LogStoreSettings
+from aiproxy.logstore.stoppable import allow_stops, refuse_if_stopped
 
 T = TypeVar("T")
 
@@ -29,6 +30,18 @@ FTS_TABLE = RequestTextIndex._meta.table_name
 # Peewee binds models to a database by mutating the model class; schema work is rare, so a
 # process-wide lock keeps concurrent threads from seeing each other's binding.
 _schema_lock = threading.Lock()
+
+
+class _Database(SqliteDatabase):
+    """Every connection to a store file lets a stop end its statements part-way (stoppable.py)."""
+
+    def _add_conn_hooks(self, conn: sqlite3.Connection) -> None:
+        super()._add_conn_hooks(conn)
+        allow_stops(conn)
+
+    def execute_sql(self, sql, params=None):
+        refuse_if_stopped()
+        return super().execute_sql(sql, params)
 
 
 def _pragmas(settings: LogStoreSettings) -> list[tuple[str, object]]:
@@ -110,7 +123,7 @@ def open_database(path: Path, settings: LogStoreSettings, *, create: bool = True
     elif not path.is_file():
         raise FileNotFoundError(path)
     # uri=True: a plain path stays a path; it lets ATTACH take read_only_uris (merge.py)
-    db = SqliteDatabase(str(path), pragmas=_pragmas(settings), check_same_thread=False, uri=True,
+    db = _Database(str(path), pragmas=_pragmas(settings), check_same_thread=False, uri=True,
                         timeout=settings.busy_timeout_ms / 1000)
     _connect(db, settings.busy_timeout_ms / 1000)
     if create:
@@ -167,7 +180,7 @@ def open_read_only(path: Path, settings: LogStoreSettings) -> SqliteDatabase:
     fails with SQLITE_READONLY. `db.immutable_stamp` is the file's stamp when opened immutable."""
 
     def attempt(uri: str) -> SqliteDatabase:
-        db = SqliteDatabase(uri, uri=True, pragmas=_pragmas(settings)[1:], check_same_thread=False,
+        db = _Database(uri, uri=True, pragmas=_pragmas(settings)[1:], check_same_thread=False,
                             timeout=settings.busy_timeout_ms / 1000)  # [1:]: journal_mode would write
         try:
             _connect(db, settings.busy_timeout_ms / 1000)

@@ -18,6 +18,7 @@ from aiproxy.logstore.fts import index_missing
 from aiproxy.logstore.models import BASE_MODELS
 from aiproxy.logstore.partitions import is_partition_name
 from aiproxy.logstore.settings import LogStoreSettings
+from aiproxy.logstore.stoppable import raise_stop
 
 
 class MergeError(Exception):
@@ -54,6 +55,7 @@ def merge(source_dir: Path, dest: Path, settings: LogStoreSettings) -> dict:
                 db.close()
             _check_not_in_use(dest)
     except (peewee.DatabaseError, sqlite3.DatabaseError) as exc:
+        raise_stop(exc)
         raise MergeError(f"{current}: {exc}") from None
     except UnicodeDecodeError:  # SQLite's message quotes a damaged schema's bytes, which Python cannot decode
         raise MergeError(f"{current}: {schema_not_utf8()}") from None

@@ -22,6 +22,7 @@ from aiproxy.logstore.bundles.incoming import UploadBusy, UploadError, Uploads
 from aiproxy.logstore.bundles.manifest import WIRE_CHUNK, BundleError, NoSpace, StoreError, UnusableInput
 from aiproxy.logstore.protomap import day_range
 from aiproxy.rpc.status import abort_with
+from aiproxy.rpc.worker_threads import in_stoppable_thread
 from aiproxypb.v1 import logs_pb2
 
 # The same exit codes as a local command: `logdb` exits 2 on INVALID_ARGUMENT (unusable input,
@@ -54,23 +55,18 @@ class _Stopped(Exception):
 
 
 async def _in_thread(work, *args, **kwargs):
-    """work(*args, progress=..., **kwargs) in a worker thread that ends at its next progress step
-    once the call is cancelled (its client gone, or the gateway stopping): the thread used to run
-    on to the end, and the process's exit waited for it, a whole bundle of a large store. The
-    cancellation waits for the thread to stop, so the call's clean-up never races its writes."""
-    stop = threading.Event()
+    """work(*args, progress=..., **kwargs) in a stoppable worker thread (worker_threads.py), which
+    also ends at its next progress step once the call is cancelled: it used to run on to the end,
+    and the process's exit waited for it, a whole bundle of a large store."""
 
-    def progress(_: int) -> None:
-        if stop.is_set():
-            raise _Stopped
+    def run(stop: threading.Event):
+        def progress(_: int) -> None:
+            if stop.is_set():
+                raise _Stopped
 
-    running = asyncio.ensure_future(asyncio.to_thread(work, *args, progress=progress, **kwargs))
-    try:
-        return await asyncio.shield(running)
-    except asyncio.CancelledError:
-        stop.set()
-        await asyncio.gather(running, return_exceptions=True)  # how it ended (_Stopped) is no one's answer now
-        raise
+        return work(*args, progress=progress, **kwargs)
+
+    return await in_stoppable_thread(run)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception):

@@ -1,5 +1,6 @@
 """LogService servicer: each call runs the LogApi operation in a worker thread (SQLite work
-never blocks the event loop). Admin-key checks happen in the server's auth interceptor.
+never blocks the event loop), stopped part-way when the call ends first (worker_threads.py).
+Admin-key checks happen in the server's auth interceptor.
 
 Partitions a call had to leave out (a damaged file: docs/logstore.md) are named, by day, in its
 reply's `warnings`; what cannot be answered without one is DATA_LOSS with the OpenAI error body,
@@ -7,7 +8,6 @@ as every LogService error."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import grpc
@@ -19,6 +19,7 @@ from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.logstore.store import Store
 from aiproxy.rpc.bundle_rpcs import BundleRpcs
 from aiproxy.rpc.status import abort_with
+from aiproxy.rpc.worker_threads import in_stoppable_thread
 from aiproxypb.v1 import logs_pb2_grpc
 
 
@@ -29,7 +30,7 @@ class LogServicer(BundleRpcs, logs_pb2_grpc.LogServiceServicer):
     async def _call(self, operation, request, context: grpc.aio.ServicerContext):
         unreadable = Unreadable()
         try:
-            reply = await asyncio.to_thread(operation, request, unreadable)
+            reply = await in_stoppable_thread(lambda _stop: operation(request, unreadable))
         except GatewayError as exc:
             await abort_with(context, exc)
         if unreadable:  # never for GetRequest, whose RequestRecord has no warnings

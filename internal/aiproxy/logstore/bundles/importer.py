@@ -58,6 +58,7 @@ from aiproxy.logstore.database import (
 from aiproxy.logstore.fts import holds_unsplit_text, index_missing, reindex
 from aiproxy.logstore.models import FTS_COLUMNS, Server
 from aiproxy.logstore.partitions import day_of, holding
+from aiproxy.logstore.stoppable import raise_stop
 from aiproxy.logstore.store import Store
 
 INCOMING = "incoming"
@@ -144,6 +145,7 @@ def import_bundle(
         result.elapsed_s = time.perf_counter() - started
         return result
     except (OSError, sqlite3.Error, peewee.DatabaseError) as exc:
+        raise_stop(exc)
         # The store's disk or files failed, not the bundle (its faults are BundleErrors by now),
         # and what was done is undone. An OSError's text names paths: the server's own, remotely.
         full = no_room(exc)
@@ -238,6 +240,7 @@ def _prepare_member(name: str, path: Path, store: Store) -> _Member:
         days = db.execute_sql("SELECT ts / 86400, COUNT(*) FROM requests GROUP BY 1 ORDER BY 1").fetchall()
         return _Member(path, days, has_partition_shape(db.connection()))
     except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
+        raise_stop(exc)
         raise BundleError(f"bundle member {name} is not a usable log database: {exc}") from None
     finally:
         if db is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from aiproxy.logstore.database import FTS_TABLE, REQUEST_COLUMNS, create_fts, open_database
 from aiproxy.logstore.models import FTS_COLUMNS
 from aiproxy.logstore.settings import LogStoreSettings
+from aiproxy.logstore.stoppable import raise_stop
 
 LAST_TS = 253402300799  # 9999-12-31T23:59:59Z: a partition name has four digits of year
 Shape = frozenset  # of (type, name, table, SQL with its whitespace collapsed): every schema object
@@ -77,6 +78,7 @@ def member_problem(conn: sqlite3.Connection) -> str | None:
         try:
             conn.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('integrity-check')")
         except sqlite3.DatabaseError as exc:
+            raise_stop(exc)
             return f"damaged full-text index: {exc}"
     undated = conn.execute(
         "SELECT COUNT(*) FROM requests WHERE NOT (typeof(ts) = 'integer' AND ts BETWEEN 0 AND ?)", (LAST_TS,)

@@ -1,5 +1,6 @@
 """logdb ends on SIGTERM and SIGHUP as on Ctrl-C: the signal raises Stopped (a KeyboardInterrupt) in
-the main thread, so every cleanup on the way out runs (temporary files of `merge` and `bundle
+the main thread, also in the middle of a long SQLite statement (which it aborts: logstore.stoppable),
+so every cleanup on the way out runs (temporary files of `merge` and `bundle
 create` removed, SQLite transactions rolled back, the progress bar ended) and main reports it.
 
 SIGTERM is what `kill`, systemd, `docker stop` and timeout(1) send; SIGHUP comes when the terminal
@@ -16,6 +17,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
+from aiproxy.logstore.stoppable import stop_raised
 from aiproxy.stopsignals import StopSignals, handled_stop_signals
 
 
@@ -40,7 +42,7 @@ def stop_signals_raise() -> Iterator[None]:
         # The same request delivered twice (timeout(1) signals its child and then the child's process
         # group) must not cut short the cleanup the first one started; a later, second signal does.
         if stops.second(signum) is not None:
-            raise Stopped(signum)
+            raise stop_raised(Stopped(signum))  # also when it lands mid-statement (logstore.stoppable)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in handled_stop_signals()}
     try:
@@ -48,3 +50,4 @@ def stop_signals_raise() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        stop_raised(None)
