@@ -79,11 +79,12 @@ def test_out_of_descriptors_the_standard_loop_neither_spins_nor_floods_the_log_a
         assert httpx.get(f"{gateway.root_url}/health", timeout=5).status_code == 200
 
 
-def _post(connection: socket.socket, model: str, stream: bool = False) -> tuple[int, dict]:
+def _post(connection: socket.socket, model: str, stream: bool = False, request_id: str = "fds") -> tuple[int, dict]:
     """A chat request on a connection opened before the descriptors ran out; its status and JSON body."""
     body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
     connection.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\n"
-                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+                       f"X-Request-ID: {request_id}\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     reader = connection.makefile("rb")
     status = int(reader.readline().split()[1])
     length = 0
@@ -105,7 +106,8 @@ def test_a_call_that_needs_a_descriptor_none_left_is_a_503_naming_the_gateway(up
             assert _post(connection, "local-test")[0] == 200
             with _descriptors_used_up(gateway):
                 for stream in (False, True):
-                    status, body = _post(connection, model, stream)
+                    status, body = _post(connection, model, stream, request_id=f"fds-{stream}")
                     assert (status, body["error"]["code"]) == (503, "gateway_out_of_file_descriptors"), body
+        for stream in (False, True):  # recorded as the gateway's 503 (the record follows the answer)
+            assert gateway.wait_for_record(f"fds-{stream}")["status_code"] == 503
         assert b"Traceback" not in gateway.stderr_path.read_bytes()
-        assert gateway.request_records()[-1]["status_code"] == 503
