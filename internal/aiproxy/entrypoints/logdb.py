@@ -17,7 +17,7 @@ import grpc
 
 from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
 from aiproxy.logstore.cli.stop_signals import Stopped, stop_signals_raise
-from aiproxy.logstore.damage import ControlUnreadable, PartitionUnreadable, is_file_error
+from aiproxy.logstore.damage import ControlUnreadable, PartitionUnreadable, StoreBusy, is_file_error
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
 from aiproxy.logstore.partitions import check_day_order
 from aiproxy.logstore.settings import LogStoreConfigError
@@ -136,6 +136,9 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     except (PartitionUnreadable, ControlUnreadable) as exc:  # an answer (or ingest) needs a file SQLite cannot read
         print(f"logdb: {exc.message} (file: {exc.path})", file=sys.stderr)
+        return EXIT_FAILED
+    except StoreBusy as exc:
+        print(f"logdb: {exc.path} {exc.CAUSE}; {exc.ADVICE}", file=sys.stderr)
         return EXIT_FAILED
     except grpc.RpcError as exc:
         print(f"logdb: {exc.code().name}: {exc.details()}{_grpc_hint(exc)}", file=sys.stderr)

@@ -164,14 +164,40 @@ class PartitionUnreadable(GatewayError):
         return f"skipped {where}: {self.reason}; {self.advice}"
 
 
+class StoreBusy(GatewayError):
+    """A store file another process kept locked for writing beyond the busy timeout (a long `fts
+    rebuild` holds a partition's write lock for the whole rebuild). Not damage: the same command
+    succeeds once that write is done. UNAVAILABLE over gRPC, 503 over REST: worth a retry."""
+
+    http_status = 503
+    error_type = "server_error"
+    default_code = "log_store_busy"
+
+    CAUSE = ("stayed locked by another process's write (a long `logdb fts rebuild`, `merge` or `bundle import`)"
+             " for longer than LOGDB_BUSY_TIMEOUT_MS")
+    ADVICE = ("nothing is damaged and what this command committed stays: run it again once that write is done,"
+              " or raise LOGDB_BUSY_TIMEOUT_MS")
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path.name} {self.CAUSE}; {self.ADVICE}")  # the name only, as for a damaged partition
+
+
+def _raise_busy(path: Path, exc: BaseException) -> None:
+    """StoreBusy naming `path` when `exc` is SQLite giving up on another connection's lock."""
+    if not isinstance(exc, StoreBusy) and sqlite_code(exc) == sqlite3.SQLITE_BUSY:
+        raise StoreBusy(path) from exc
+
+
 @contextlib.contextmanager
 def converted(path: Path) -> Iterator[None]:
-    """Inside: a file error becomes PartitionUnreadable naming `path`."""
+    """Inside: a file error becomes PartitionUnreadable naming `path`, a lock held too long StoreBusy."""
     try:
         yield
     except PartitionUnreadable:
         raise
     except Exception as exc:
+        _raise_busy(path, exc)
         if not is_file_error(exc):
             raise
         raise PartitionUnreadable.of(path, exc) from exc
@@ -204,12 +230,13 @@ class ControlUnreadable(GatewayError):
 
 @contextlib.contextmanager
 def control_file(path: Path) -> Iterator[None]:
-    """Inside: a file error that no partition claimed (PartitionUnreadable) is the control DB's."""
+    """Inside: a file error (or lock held too long) that no partition claimed is the control DB's."""
     try:
         yield
     except (PartitionUnreadable, ControlUnreadable):
         raise
     except Exception as exc:
+        _raise_busy(path, exc)
         if not is_file_error(exc):
             raise
         raise ControlUnreadable.of(path, exc) from exc

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from aiproxy.logstore.damage import StoreBusy
 from aiproxy.logstore.ingest import IngestReport, IngestStopped, ingest
 from aiproxy.logstore.settings import LogStoreConfigError, LogStoreSettings
 from aiproxy.logstore.store import Store
@@ -120,6 +121,9 @@ class LiveIngester:
                 try:
                     await self._round(stop_event)
                     retry = self._held_back
+                except StoreBusy as exc:  # another process's long write: not a failure, nothing to back off from
+                    logger.warning("log store: {} {}; the next round goes on from there", exc.path.name, exc.CAUSE)
+                    retry = False
                 except Exception:  # keep serving requests: a later round retries
                     logger.exception("log store: live ingest failed")
                     retry = True

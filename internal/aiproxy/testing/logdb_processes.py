@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[3]
 def logdb(tmp_path: Path, *args: str, **env: str) -> subprocess.Popen:
     """`logdb ARGS` in `tmp_path` on the store tmp_path/cli-db (unless `env` says otherwise)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LOGDB_")}
-    environ.update(LOGDB_DIR=str(tmp_path / "cli-db"), LOGDB_BUSY_TIMEOUT_MS="120000", **env)  # waits for a lock
+    environ.update({"LOGDB_DIR": str(tmp_path / "cli-db"), "LOGDB_BUSY_TIMEOUT_MS": "120000", **env})  # waits for a lock
     return subprocess.Popen([sys.executable, str(REPO / "cmd" / "logdb"), *args], cwd=tmp_path, env=environ,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
