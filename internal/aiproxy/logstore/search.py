@@ -422,11 +422,13 @@ def _rescaled(
     if scored is None:
         return [(path, None) for path, _ in found]
     phrases = sorted({p for part in scored for p in part.phrases})
-    counts = {}
+    counts, fragments = {}, {}
     for path, _ in found:
-        with skipping(unreadable), store.connected(path) as db:
-            counts[path] = phrase_counts(db, phrases)
-    found = [(path, rows) for path, rows in found if path in counts]
+        # One snapshot: rows a live ingest commits between the two reads would count more matches
+        # than fragments (IDF of a negative ratio: "math domain error").
+        with skipping(unreadable), store.connected(path) as db, db.atomic():
+            fragments[path], counts[path] = fragment_count(db), phrase_counts(db, phrases)
+    found = [(path, fragments[path]) for path, _ in found if path in counts]
     total = sum(rows for _, rows in found)
     totals = {p: sum(c[p] for c in counts.values()) for p in phrases}
     return [(path, rescale(scored, rows, counts[path], total, totals)) for path, rows in found]

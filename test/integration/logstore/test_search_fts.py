@@ -10,11 +10,13 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from aiproxy.logstore import fts
+from aiproxy.logstore import search as search_module
 from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.fts_query import to_fts5
 from aiproxy.logstore.ingest import ingest
 from aiproxy.logstore.queries import get_request, list_dialogs
 from aiproxy.logstore.search import Rescale, SearchFilters, encode_cursor, ranked_sql, search
+from aiproxy.testing.logdb_processes import finished, logdb
 from aiproxy.testing.logrecords import chat_record, make_store, write_jsonl
 
 T0 = datetime(2025, 9, 10, 8, 0, tzinfo=UTC)
@@ -616,3 +618,28 @@ def test_images_are_stored_whole_but_never_indexed_as_text(tmp_path):
     answer, request = json.loads(stored["response_json"]), json.loads(stored["request_json"])
     assert answer["choices"][0]["message"]["images"][0]["image_url"]["url"] == image
     assert request["messages"][0]["content"][1]["image_url"]["url"] == image
+
+
+def test_a_ranked_search_while_another_process_ingests_into_a_partition_it_counts(tmp_path, monkeypatch):
+    """Live ingest committing between a search's read of a partition's fragment count and of its
+    phrase counts made every fragment match more than the partition held: IDF of a negative ratio,
+    a `math domain error` traceback (seen under load). The writer here is a real `logdb ingest`."""
+    def otters(n: int, start: datetime) -> list[dict]:
+        return [chat_record([{"role": "user", "content": f"otter {i}"}], "otter", ts=start + timedelta(minutes=i),
+                            server_id="srv-local") for i in range(n)]
+
+    write_jsonl(tmp_path / "logs" / "a.jsonl", otters(2, T0) + otters(2, T0 + timedelta(days=1)))
+    assert finished(logdb(tmp_path, "ingest", "--from", "logs", LOGDB_SERVER_ID="srv-local"))[0] == 0
+    write_jsonl(tmp_path / "later" / "b.jsonl", otters(10, T0 + timedelta(hours=1)))
+    counted = search_module.phrase_counts
+    writes = []
+
+    def phrase_counts_after_a_write(db, phrases):
+        if not writes:
+            writes.append(finished(logdb(tmp_path, "ingest", "--from", "later", LOGDB_SERVER_ID="srv-local")))
+        return counted(db, phrases)
+
+    monkeypatch.setattr(search_module, "phrase_counts", phrase_counts_after_a_write)
+    hits = search(make_store(tmp_path / "cli-db"), "otter", limit=50).hits
+    assert writes[0][0] == 0, writes[0][2]
+    assert len(hits) >= 4 and all("[otter]" in hit.snippet for hit in hits)
