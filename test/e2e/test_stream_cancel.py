@@ -149,6 +149,32 @@ def test_a_grpc_client_that_reads_nothing_gets_its_call_ended(impatient_gateway,
     assert (record["status_code"], record["error"]["code"]) == (408, "client_read_timeout")
 
 
+def test_a_grpc_client_that_reads_nothing_on_a_busy_connection_gets_its_call_ended(impatient_gateway, fake):
+    """A channel multiplexes its calls on one connection. The ended call's status waits behind the
+    messages its client has not read, and the call used to wait for it: only the connection going idle
+    (REQUEST_BODY_TIMEOUT_SECONDS after its last call) ended it, so while the client's other calls went
+    on, the call, the answer kept for its record and its place in the drain were held for good."""
+    fake.push(EndlessStreamReply())
+    auth = ("authorization", f"Bearer {CLIENT_KEY}")
+    with grpc.insecure_channel(impatient_gateway.grpc_target) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        slow = chat_pb2.ChatCompletionRequest(model="mock")
+        slow.messages.add(role="user", content_text="[mock:delay_ms=20000] keeps the connection busy")
+        busy = stub.CreateChatCompletion.future(slow, metadata=(auth,))
+        request = chat_pb2.ChatCompletionRequest(model="gpt-test")
+        request.messages.add(role="user", content_text="hi")
+        call = stub.StreamChatCompletion(request, timeout=20, metadata=(auth, ("x-request-id", "grpc-never-reads-busy")))
+        record = impatient_gateway.wait_for_record("grpc-never-reads-busy", timeout=10)
+        assert not busy.done()
+        with pytest.raises(grpc.RpcError) as err:  # a client reading on gets what it left, then the status
+            for _ in call:
+                pass
+        busy.cancel()
+    assert (record["status_code"], record["error"]["code"]) == (408, "client_read_timeout")
+    assert record["latency_ms"] < 5000
+    assert "REQUEST_BODY_TIMEOUT_SECONDS" in err.value.details()  # the gateway's status, not the client's deadline
+
+
 @pytest.fixture()
 def own_gateway(upstream, tmp_path):
     """A gateway of the test's own, whose app log holds nothing but this test's calls."""

@@ -42,6 +42,8 @@ _CHAT_METHODS = {"CreateChatCompletion": False, "StreamChatCompletion": True, "S
 # chosen by same-run A/B, docs/benchmarks.md).
 BATCH_GROWTH = 8
 MAX_BATCH = 64
+# How long the status of a stream whose client stalled may wait behind the messages it has not read.
+STALLED_STATUS_SECONDS = 0.5
 
 
 def request_body(request: chat_pb2.ChatCompletionRequest) -> dict:
@@ -232,14 +234,25 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                         part, batch = batch[:limit], batch[limit:]
                         limit = min(limit * BATCH_GROWTH, MAX_BATCH)
                         await self._sent(write(part))
-        except GatewayError as exc:  # ClientStalled too: logged 408, the call ends cancelled (abort_with)
+        except GatewayError as exc:  # ClientStalled too: logged 408
             failure = exc
-            await abort_with(context, exc, request_id)
+            await self._end_stream(context, exc, request_id)
         except BaseException as exc:
             failure = ended_by(exc, context)
             raise
         finally:
             self._gateway.finish(exchange, failure)
+
+    async def _end_stream(self, context, exc: GatewayError, request_id: str) -> None:
+        """abort_with, for a stream, whose status goes out behind the messages its client has not read yet:
+        the call waits for it as for a write, and for a client that stalled already only a moment, then ends
+        cancelled. Otherwise a client that read nothing more held the call, its answer kept for the request log
+        and the drain for as long as its connection had other calls. The status stays queued for it."""
+        wait = STALLED_STATUS_SECONDS if isinstance(exc, ClientStalled) else self._send_timeout
+        try:
+            await settled(abort_with(context, exc, request_id), wait)
+        except TimeoutError:
+            raise asyncio.CancelledError(exc.message) from None
 
     async def ListModels(self, request, context):
         return chat_pb2.ListModelsResponse(object="list", data=self._models)
