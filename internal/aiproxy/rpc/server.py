@@ -40,6 +40,11 @@ _NOT_WORK = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # queues calls beyond the limit, except in the first moment of a connection (before it has the
 # server's settings), when grpcio sends them and gets them refused: so far above real bursts.
 MAX_CALLS_PER_CONNECTION = 1000
+# What a call's request metadata may hold in all, as HPACK counts it (a name and value + 32 bytes each).
+# gRPC's default is 8 KiB soft, 16 KiB hard, and between the two it refuses calls at random, the more
+# often the larger they are: the same call, metadata 9 KiB, failed one time in five, 15 KiB four in
+# five. One limit, its hard one, refuses every call above it and none below.
+MAX_METADATA_BYTES = 16 * 1024
 # sun_path's size on Linux, less its terminating NUL.
 UNIX_PATH_MAX = 107
 # How often a client may ping while nothing else moves on its connection. Clients behind NATs and load
@@ -213,10 +218,12 @@ def _client_connection_limits(settings: Settings) -> list[tuple[str, int]]:
     as it does REST's: gRPC keeps a connection without calls open forever by default, so clients that
     connect and never call (nor even finish the HTTP/2 preface, for 120 s) held a descriptor each
     until the process ran out and refused every client, REST's too. Idle ones get a GOAWAY; a channel
-    reconnects on its next call. At most MAX_CALLS_PER_CONNECTION calls at once, and keepalive pings
+    reconnects on its next call. At most MAX_CALLS_PER_CONNECTION calls at once, MAX_METADATA_BYTES of request
+    metadata a call, and keepalive pings
     as often as MIN_CLIENT_PING_INTERVAL_MS (pings are no calls: they do not keep a connection from idling)."""
     idle_ms = max(1, round(settings.request_body_timeout_seconds * 1000))
-    return [("grpc.max_connection_idle_ms", idle_ms), ("grpc.server_handshake_timeout_ms", idle_ms),
+    return [("grpc.max_metadata_size", MAX_METADATA_BYTES), ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.max_connection_idle_ms", idle_ms), ("grpc.server_handshake_timeout_ms", idle_ms),
             ("grpc.max_concurrent_streams", MAX_CALLS_PER_CONNECTION),
             ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS)]
 
