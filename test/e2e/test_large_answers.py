@@ -156,3 +156,29 @@ def test_a_grpc_request_over_max_body_bytes_is_refused_as_over_rest(small_gatewa
         answer = getattr(chat_pb2_grpc.ChatServiceStub(channel), method)(
             request, metadata=(("authorization", f"Bearer {CLIENT_KEY}"),))
         list(answer) if method == "StreamChatCompletion" else None
+
+
+def test_a_gzip_compressed_grpc_request_is_served_and_limited_by_what_it_inflates_to(small_gateway, fake):
+    """A client compressing its requests (grpc-encoding: gzip) is served; the size limits apply to the
+    inflated message, and one that inflates far past them (~64 KiB of gzip, 64 MiB of message) is refused
+    without the gateway inflating it."""
+    metadata = (("authorization", f"Bearer {CLIENT_KEY}"),)
+    with grpc.insecure_channel(small_gateway.grpc_target, compression=grpc.Compression.Gzip) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        request = chat_pb2.ChatCompletionRequest(model="gpt-test")
+        request.messages.add(role="user", content_text="x" * 60_000)
+        fake.push(JSONReply(completion("served")))
+        assert stub.CreateChatCompletion(request, metadata=metadata).choices[0].message.content_text == "served"
+        assert orjson.loads(fake.received[0].body)["messages"][0]["content"] == "x" * 60_000
+        request.messages[0].content_text = "x" * 70_000  # over MAX_BODY_BYTES, within the message limit
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateChatCompletion(request, metadata=metadata)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "MAX_BODY_BYTES" in err.value.details()
+        request.messages[0].content_text = "x" * (64 * 1024 * 1024)
+        _reset_peak_rss(small_gateway)
+        before = _peak_rss_kib(small_gateway)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateChatCompletion(request, metadata=metadata)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert _peak_rss_kib(small_gateway) - before < 16 * 1024  # KiB
+    assert len(fake.received) == 1
