@@ -15,7 +15,7 @@ from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.fts_query import to_fts5
 from aiproxy.logstore.ingest import ingest
 from aiproxy.logstore.queries import get_request, list_dialogs
-from aiproxy.logstore.search import Rescale, SearchFilters, encode_cursor, ranked_sql, search
+from aiproxy.logstore.search import Rescale, SearchFilters, encode_cursor, ordered_sql, ranked_sql, search
 from aiproxy.testing.logdb_processes import finished, logdb
 from aiproxy.testing.logrecords import chat_record, make_store, write_jsonl
 
@@ -374,14 +374,16 @@ def test_a_forged_negative_ranked_cursor_is_invalid(store):
 def test_a_filtered_text_search_looks_each_match_up_by_its_key(store, filters, scale):
     """The FTS match drives and each match's request is found by request_id. With an index on the
     filter column SQLite scanned every row with that status (or key) for each match: 60 s on 50k rows."""
-    sql, args = ranked_sql("timeout OR retry OR error", filters, scale, 20, -1.0 if scale else math.inf)
-    with sqlite3.connect(store.existing()[0].path) as conn:
-        plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
-    assert any("VIRTUAL TABLE" in step for step in plan), plan
-    looked_up = [step for step in plan if " r " in f"{step} "]
-    assert looked_up and all("(request_id=?)" in step for step in looked_up), plan
-    # (`requests` unaliased: the model filter's spellings, one index step per distinct model)
-    assert not any("idx_requests_" in step for step in plan if not step.startswith("SEARCH requests ")), plan
+    query = "timeout OR retry OR error"
+    for sql, args in (ranked_sql(query, filters, scale, 20),
+                      ordered_sql(query, filters, scale, 20, -1.0 if scale else math.inf, (-2.0, "r", 1) if scale else None)):
+        with sqlite3.connect(store.existing()[0].path) as conn:
+            plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
+        assert any("VIRTUAL TABLE" in step for step in plan), plan
+        looked_up = [step for step in plan if " r " in f"{step} "]
+        assert looked_up and all("(request_id=?)" in step for step in looked_up), plan
+        # (`requests` unaliased: the model filter's spellings, one index step per distinct model)
+        assert not any("idx_requests_" in step for step in plan if not step.startswith("SEARCH requests ")), plan
 
 
 def _day(tmp_path, name, day, texts, answer="ok"):
