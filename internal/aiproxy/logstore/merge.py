@@ -18,7 +18,7 @@ from aiproxy.logstore.fts import index_missing
 from aiproxy.logstore.models import BASE_MODELS
 from aiproxy.logstore.partitions import is_partition_name
 from aiproxy.logstore.settings import LogStoreSettings
-from aiproxy.logstore.stoppable import raise_stop
+from aiproxy.logstore.stoppable import backup_in_steps, raise_stop
 
 
 class MergeError(Exception):
@@ -70,7 +70,7 @@ def _start_from(dest: Path, temp: Path, settings: LogStoreSettings) -> None:
     try:
         target = sqlite3.connect(temp)
         try:
-            source.backup(target)
+            backup_in_steps(source, target)
         finally:
             target.close()
     finally:

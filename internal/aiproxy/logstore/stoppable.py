@@ -26,6 +26,8 @@ from collections.abc import Iterator
 # ~2-5 ms of SQLite work (20-50 M steps/s measured on FTS5 and scans): a stop acts within that, and
 # the callback (0.2 us, and the GIL) costs nothing measurable (docs/logstore.md).
 PROGRESS_STEPS = 100_000
+# Pages per step of a backup-API copy: 4 MiB, ~10 ms at the 400-450 MB/s measured, as fast as one step.
+BACKUP_STEP_PAGES = 1024
 
 _event: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("statement_stop", default=None)
 _raised: list[BaseException] = []  # the stop a signal handler raised in this process, while its handler is set
@@ -86,3 +88,17 @@ def _interrupted(exc: BaseException | None) -> bool:
             return True
         exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
     return False
+
+
+def backup_in_steps(source: sqlite3.Connection, target: sqlite3.Connection) -> None:
+    """source.backup(target), a stop acting between steps of BACKUP_STEP_PAGES pages (a signal handler
+    gets its chance in the callback; this thread's stop is 'interrupted'): in one step, backup()'s
+    default, the copy is one C call that no progress handler reaches. `source` holds one read
+    transaction throughout, so that every step reads the snapshot one step would: without it SQLite
+    starts the copy over whenever another connection commits to the source (live ingest, every second)."""
+    source.execute("BEGIN")
+    try:
+        source.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # the read transaction starts at a read
+        source.backup(target, pages=BACKUP_STEP_PAGES, progress=lambda *_: refuse_if_stopped())
+    finally:
+        source.rollback()

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 import orjson
 
 from aiproxy.entrypoints.logdb import main
+from aiproxy.logstore import stoppable
 from aiproxy.logstore.bundles.create import bundle_name, create_bundle
 from aiproxy.testing.bundles import filled_store, read_members
 from aiproxy.testing.logrecords import make_store
@@ -47,6 +48,31 @@ def test_a_live_wal_database_is_archived_consistently(tmp_path):
     with sqlite3.connect(member) as conn:
         assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 6
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_partition_written_while_it_is_copied_is_archived_as_the_copy_began(tmp_path, monkeypatch):
+    """The copy goes in steps (a stop acts between them). Without one read transaction across them,
+    SQLite starts the copy over at each commit of another connection: a partition the gateway
+    ingests into every second could be copied for ever, or hold rows committed during the copy."""
+    store = filled_store(tmp_path / "a", days=1)
+    path = store.existing()[0].path
+    writer = sqlite3.connect(path)
+    steps = []
+
+    def commit_a_row_between_steps():
+        steps.append(1)
+        if len(steps) <= 20:
+            writer.execute("INSERT INTO requests (request_id, server_id, ts, endpoint, request_json, response_json)"
+                           " SELECT ?, server_id, ts, endpoint, request_json, response_json FROM requests LIMIT 1",
+                           (f"during-{len(steps)}",))
+            writer.commit()
+
+    monkeypatch.setattr(stoppable, "BACKUP_STEP_PAGES", 1)
+    monkeypatch.setattr(stoppable, "refuse_if_stopped", commit_a_row_between_steps)
+    result = create_bundle(store, *SEPTEMBER, tmp_path / "live.tgz")
+    writer.close()
+    pages = len(dict((i.name, d) for i, d in read_members(result.path))["db/2025/09/ai_proxy_20250905.sqlite3"]) // 4096
+    assert result.rows == 3 and len(steps) == pages >= 20, (result.rows, len(steps), pages)
 
 
 def test_out_directory_gets_a_generated_name_and_no_temporary_files_remain(tmp_path, source_store, capsys, monkeypatch):

@@ -39,6 +39,7 @@ from aiproxy.logstore.damage import converted
 from aiproxy.logstore.database import SCHEMA_VERSION, connect_read_only
 from aiproxy.logstore.ingest import discover_sources
 from aiproxy.logstore.partitions import check_day_order, day_of
+from aiproxy.logstore.stoppable import backup_in_steps
 from aiproxy.logstore.store import Store
 
 COMPRESSLEVEL = 6  # gzip's and tar czf's default: the benchmark compares like with like
@@ -76,7 +77,7 @@ def snapshot(source: Path, target: Path, busy_timeout_s: float = 5.0) -> int:
     src = connect_read_only(source, busy_timeout_s)  # a read-only store can be archived too
     dst = sqlite3.connect(target)
     try:
-        src.backup(dst)
+        backup_in_steps(src, dst)
         dst.execute("PRAGMA journal_mode=DELETE")
         has_requests = dst.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='requests'").fetchone()
         return dst.execute("SELECT COUNT(*) FROM requests").fetchone()[0] if has_requests else 0
