@@ -32,6 +32,7 @@ from aiproxy.logstore.partitions import day_of
 from aiproxy.logstore.settings import WINDOW
 from aiproxy.logstore.sqltools import chunked, in_list
 from aiproxy.logstore.store import Store
+from aiproxy.logstore.wal_limit import limit_wal
 
 CHUNK = 1000
 DEFAULT_WINDOW_S = 1800
@@ -282,6 +283,8 @@ class _Assigner:
                 "UPDATE requests SET dialog_id = ?, dialog_parent_id = ? WHERE request_id = ? AND server_id = ?",
                 [(r.dialog_id, r.parent, r.request_id, r.server_id) for r in changed],
             )
+        with self.store.connected(path) as db:
+            limit_wal(db, self.store.settings)
         self.updated += len(changed)
 
 

@@ -36,6 +36,7 @@ from aiproxy.logstore.records import (
     is_seed_exchange,
 )
 from aiproxy.logstore.store import Store
+from aiproxy.logstore.wal_limit import limit_wal
 from aiproxy.logstore.writer import insert_rows, not_held
 
 MAX_PROBLEMS = 100
@@ -164,6 +165,7 @@ class _Batches:
                 for server_id in {r.values["server_id"] for r in rows}:
                     self.store.note_server(db, server_id)
                 inserted = insert_rows(db, rows, fts_enabled=self.settings.fts_enabled)
+                limit_wal(db, self.settings)
         except PartitionUnreadable as error:  # nothing of the batch is stored (one transaction)
             self.report.unreadable.note(error)
             self.report.rows_unstored[error.path] += len(batch)
