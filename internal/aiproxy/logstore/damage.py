@@ -165,8 +165,8 @@ class PartitionUnreadable(GatewayError):
 
 
 class StoreBusy(GatewayError):
-    """A store file another process kept locked for writing beyond the busy timeout (a long `fts
-    rebuild` holds a partition's write lock for the whole rebuild). Not damage: the same command
+    """A store file another process kept locked for writing beyond the busy timeout (a long `merge`,
+    a rebuild's optimize of a large index). Not damage: the same command
     succeeds once that write is done. UNAVAILABLE over gRPC, 503 over REST: worth a retry."""
 
     http_status = 503

@@ -19,13 +19,15 @@ import orjson
 from peewee import DatabaseError, OperationalError, SqliteDatabase
 
 from aiproxy.logstore.fragments import thread_hashes
-from aiproxy.logstore.models import BASE_MODELS, Request, RequestTextIndex
+from aiproxy.logstore.models import BASE_MODELS, BuildingTextIndex, Request, RequestTextIndex
 from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.logstore.stoppable import allow_stops, refuse_if_stopped
 
 T = TypeVar("T")
 
 FTS_TABLE = RequestTextIndex._meta.table_name
+BUILDING_TABLE = BuildingTextIndex._meta.table_name  # an index being built (fts.py)
+_FTS_MODELS = {FTS_TABLE: RequestTextIndex, BUILDING_TABLE: BuildingTextIndex}
 
 # Peewee binds models to a database by mutating the model class; schema work is rare, so a
 # process-wide lock keeps concurrent threads from seeing each other's binding.
@@ -250,8 +252,8 @@ def schema_not_utf8() -> sqlite3.DatabaseError:
     return corrupt
 
 
-def has_fts(db: SqliteDatabase) -> bool:
-    return db.execute_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (FTS_TABLE,)).fetchone() is not None
+def has_fts(db: SqliteDatabase, table: str = FTS_TABLE) -> bool:
+    return db.execute_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
 
 
 def indexes_new_rows(db: SqliteDatabase, fts_enabled: bool) -> bool:
@@ -264,13 +266,14 @@ def indexes_new_rows(db: SqliteDatabase, fts_enabled: bool) -> bool:
     return fts_enabled and db.execute_sql("SELECT NOT EXISTS (SELECT 1 FROM requests)").fetchone()[0] == 1
 
 
-def create_fts(db: SqliteDatabase) -> None:
-    with _schema_lock, db.bind_ctx([RequestTextIndex]):
-        RequestTextIndex.create_table(safe=True)
+def create_fts(db: SqliteDatabase, table: str = FTS_TABLE) -> None:
+    model = _FTS_MODELS[table]
+    with _schema_lock, db.bind_ctx([model]):
+        model.create_table(safe=True)
 
 
-def drop_fts(db: SqliteDatabase) -> None:
-    db.execute_sql(f'DROP TABLE IF EXISTS "{FTS_TABLE}"')
+def drop_fts(db: SqliteDatabase, table: str = FTS_TABLE) -> None:
+    db.execute_sql(f'DROP TABLE IF EXISTS "{table}"')
 
 
 REQUEST_COLUMNS: tuple[str, ...] = tuple(f.column_name for f in Request._meta.sorted_fields)

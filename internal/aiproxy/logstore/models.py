@@ -96,6 +96,14 @@ class RequestTextIndex(FTS5Model):
         options = {"tokenize": "unicode61"}
 
 
+class BuildingTextIndex(RequestTextIndex):
+    """The index `logdb fts build|rebuild` fills beside a partition's rows, renamed to request_text_index
+    once it holds them all (fts.py): searches never take a part of the rows for all of them."""
+
+    class Meta:
+        table_name = "request_text_index_building"
+
+
 # The index's columns by name (request_id is stored, not indexed), for query checks and filters.
 FTS_COLUMNS = tuple(f.column_name for f in RequestTextIndex._meta.sorted_fields if f.column_name != "rowid")
 

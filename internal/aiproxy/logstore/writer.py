@@ -16,10 +16,14 @@ from aiproxy.logstore.sqltools import chunked, in_list
 from aiproxy.logstore.unspaced import split_unspaced
 
 INSERT_REQUEST = f"INSERT OR IGNORE INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
-INSERT_FRAGMENT = (
-    f"INSERT INTO {FTS_TABLE} (request_id, role, content, endpoint, model_original, model_mapped)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
-)
+
+
+def insert_fragment(table: str = FTS_TABLE) -> str:
+    return (f"INSERT INTO {table} (request_id, role, content, endpoint, model_original, model_mapped)"
+            " VALUES (?, ?, ?, ?, ?, ?)")
+
+
+INSERT_FRAGMENT = insert_fragment()
 
 
 def fragment_rows(request_id: str, fragments, endpoint: str, model_original: str | None, model_mapped: str | None):

@@ -12,6 +12,7 @@ present or not) is adopted as a file; any other has its rows copied into a file 
 from __future__ import annotations
 
 import functools
+import re
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -30,7 +31,13 @@ def shape_of(conn: sqlite3.Connection) -> Shape:
     (CHECK, DEFAULT, COLLATE), indexes with their keys, triggers, views. SQLite keeps each object's
     CREATE statement, so comparing those compares everything."""
     rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")
-    return Shape((kind, name, table, " ".join(sql.split()) if sql else None) for kind, name, table, sql in rows)
+    return Shape((kind, name, table, _QUOTED_NAME.sub(r'\1"\2"', " ".join(sql.split())) if sql else None)
+                 for kind, name, table, sql in rows)
+
+
+# FTS5 creates its tables as CREATE TABLE 'name'(…), and SQLite's ALTER TABLE RENAME (of an index
+# `fts build` filled beside the rows, fts.py) writes the new name as "name": the same table.
+_QUOTED_NAME = re.compile(r"^(CREATE TABLE )'([^']*)'")
 
 
 @functools.cache
