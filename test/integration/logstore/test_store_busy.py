@@ -70,8 +70,7 @@ def test_live_ingest_waits_out_a_lock_without_a_traceback_and_without_backing_of
             return reply.headers["x-request-id"]
 
         def stored(request_id: str) -> bool:
-            return any(sqlite3.connect(p).execute("SELECT 1 FROM requests WHERE request_id = ?", (request_id,)).fetchone()
-                       for p in (gateway.log_dir / "db").rglob("ai_proxy_*.sqlite3"))
+            return any(_holds(path, request_id) for path in (gateway.log_dir / "db").rglob("ai_proxy_*.sqlite3"))
 
         first = chat("before the lock")
         wait_for(lambda: stored(first), 20)
@@ -84,6 +83,20 @@ def test_live_ingest_waits_out_a_lock_without_a_traceback_and_without_backing_of
         wait_for(lambda: stored(second), 5)
     text = app_log.read_text()
     assert "Traceback" not in text and "live ingest failed" not in text
+
+
+def _holds(partition, request_id: str) -> bool:
+    """Whether `partition` has stored the request; a partition the gateway has just created may not
+    have its tables yet (read-only: this look never creates or changes a file)."""
+    conn = sqlite3.connect(f"file:{partition}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT 1 FROM requests WHERE request_id = ?", (request_id,)).fetchone() is not None
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return False
+        raise
+    finally:
+        conn.close()
 
 
 def wait_for(predicate, limit_s: float) -> None:
