@@ -19,9 +19,11 @@ import orjson
 from aiproxy.logstore.damage import PartitionUnreadable, Unreadable, skipping
 from aiproxy.logstore.database import BUILDING_TABLE, FTS_TABLE, create_fts, drop_fts, has_fts
 from aiproxy.logstore.fragments import extract_fragments
+from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.logstore.store import Store
 from aiproxy.logstore.unspaced import FIRST_STAND_IN
 from aiproxy.logstore.unspaced import RANGES as UNSPACED_RANGES
+from aiproxy.logstore.wal_limit import limit_wal
 from aiproxy.logstore.writer import fragment_rows, insert_fragment
 
 _BATCH = 500
@@ -62,19 +64,22 @@ class _Counts:
     skipped: int = 0  # requests without text
 
 
-def index_missing(db) -> tuple[int, int]:
+def index_missing(db, settings: LogStoreSettings) -> tuple[int, int]:
     """Index rows that have no fragment yet (creating the FTS table if needed), committing batch by
     batch; returns (fragments indexed, requests without text)."""
     create_fts(db)
     counts = _Counts()
-    _index_after(db, FTS_TABLE, _IndexedIds(db, FTS_TABLE), 0, counts)
-    _optimize(db, FTS_TABLE)
+    _index_after(db, FTS_TABLE, _IndexedIds(db, FTS_TABLE), 0, counts, settings)
+    _optimize(db, FTS_TABLE)  # writes the whole index again
+    _limit_wal_between_transactions(db, settings)
     return counts.indexed, counts.skipped
 
 
-def _index_after(db, table: str, indexed_ids: _IndexedIds, last_rowid: int, counts: _Counts) -> int:
+def _index_after(db, table: str, indexed_ids: _IndexedIds, last_rowid: int, counts: _Counts,
+                 settings: LogStoreSettings) -> int:
     """Index into `table` the rows after `last_rowid` it has no fragments of, one transaction per batch
-    (a step of the caller's own transaction, if any), adding to `counts`; returns the last rowid read."""
+    (a step of the caller's own transaction, if any), adding to `counts`; returns the last rowid read.
+    Searches that never stop would otherwise keep every batch in the -wal (wal_limit.py)."""
     while True:
         batch = db.execute_sql(
             "SELECT rowid, request_id, endpoint, model_original, model_mapped, request_json, response_json"
@@ -99,6 +104,12 @@ def _index_after(db, table: str, indexed_ids: _IndexedIds, last_rowid: int, coun
             db.connection().executemany(insert_fragment(table), rows)
         counts.indexed += len(rows)
         counts.skipped += skipped
+        _limit_wal_between_transactions(db, settings)
+
+
+def _limit_wal_between_transactions(db, settings: LogStoreSettings) -> None:
+    if not db.in_transaction():  # a checkpoint cannot empty the -wal inside the caller's transaction
+        limit_wal(db, settings)
 
 
 @contextlib.contextmanager
@@ -114,15 +125,15 @@ def _optimize(db, table: str) -> None:
     db.execute_sql(f"INSERT INTO {table}({table}) VALUES('optimize')")
 
 
-def reindex(db) -> tuple[int, int]:
+def reindex(db, settings: LogStoreSettings) -> tuple[int, int]:
     """Drop the index and index every row anew, as index_missing counts them; one transaction: rows
     that cannot be read leave the old index as it was. For a file no other process uses (bundle import)."""
     with db.atomic("IMMEDIATE"):
         drop_fts(db)
-        return index_missing(db)
+        return index_missing(db, settings)
 
 
-def build_beside(db, *, anew: bool = False) -> tuple[int, int]:
+def build_beside(db, settings: LogStoreSettings, *, anew: bool = False) -> tuple[int, int]:
     """Index every row into BUILDING_TABLE batch by batch, then, in one transaction, the rows written
     meanwhile, and put it in place of the partition's index. A search meanwhile uses the index as it
     was (none: it says so), never a part of one, and other writers (the gateway's live ingest) wait for
@@ -136,13 +147,15 @@ def build_beside(db, *, anew: bool = False) -> tuple[int, int]:
                 drop_fts(db, BUILDING_TABLE)
             create_fts(db, BUILDING_TABLE)
             indexed_ids = _IndexedIds(db, BUILDING_TABLE)
-        last_rowid = _index_after(db, BUILDING_TABLE, indexed_ids, 0, counts)
+        last_rowid = _index_after(db, BUILDING_TABLE, indexed_ids, 0, counts, settings)
         with _writing_to(db, BUILDING_TABLE):
             _optimize(db, BUILDING_TABLE)  # seconds on a large index: a transaction of its own
+        _limit_wal_between_transactions(db, settings)
         with _writing_to(db, BUILDING_TABLE):
-            _index_after(db, BUILDING_TABLE, indexed_ids, last_rowid, counts)
+            _index_after(db, BUILDING_TABLE, indexed_ids, last_rowid, counts, settings)
             drop_fts(db)
             db.execute_sql(f'ALTER TABLE "{BUILDING_TABLE}" RENAME TO "{FTS_TABLE}"')
+        _limit_wal_between_transactions(db, settings)
     except IndexDropped:
         if not has_fts(db) or anew:
             raise
@@ -187,9 +200,9 @@ def build(
         with skipping(unreadable), store.connected(part.path) as db:
             try:
                 if rebuild or not has_fts(db):
-                    indexed, skipped = build_beside(db, anew=rebuild)
+                    indexed, skipped = build_beside(db, store.settings, anew=rebuild)
                 else:  # rows an earlier version left out (an index is whole or absent): added batch by batch
-                    indexed, skipped = index_missing(db)
+                    indexed, skipped = index_missing(db, store.settings)
             except IndexDropped:
                 raise PartitionUnreadable(part.path, "its index was dropped (`logdb fts drop`) while this built it",
                                           advice="the file is fine: run `logdb fts build` to build it again") from None

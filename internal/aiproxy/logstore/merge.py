@@ -48,7 +48,7 @@ def merge(source_dir: Path, dest: Path, settings: LogStoreSettings) -> dict:
                 for number, current in enumerate(sources):
                     _copy_rows(db, current, f"src{number}")
                 current = dest
-                indexed, _ = index_missing(db)
+                indexed, _ = index_missing(db, settings)
                 total = db.execute_sql("SELECT COUNT(*) FROM requests").fetchone()[0]
                 integrity = db.execute_sql("PRAGMA integrity_check").fetchone()[0]
             finally:

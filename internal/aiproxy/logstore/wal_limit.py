@@ -5,14 +5,16 @@ still needs, and the -wal starts over from its beginning only when no reader is 
 searches that never stop (the gateway's LogService, a dashboard polling) some reader always is,
 so the -wal of the partition being written grew by every row ingested (173 MB while ingesting
 20,000 rows into a 138 MB file, 19 MB without readers). Once it holds LIMIT_CHECKPOINTS times
-the pages of an automatic checkpoint, ingest and `dialogs assign` run a TRUNCATE checkpoint after a batch: it waits (SQLite's busy
-handler) for the readers to move to the latest snapshot and leave the -wal, which new readers do
+the pages of an automatic checkpoint, ingest, `dialogs assign`, `fts build|rebuild` and
+`bundle import` run a TRUNCATE checkpoint after a batch: it waits (SQLite's busy handler) for the readers to move to the latest snapshot and leave the -wal, which new readers do
 at once (they are never blocked), then empties it. Other writers wait meanwhile, so the wait is
 bounded well below theirs (the busy timeout); a reader that holds on longer leaves it for the next
 batch.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from peewee import SqliteDatabase
 
@@ -22,9 +24,10 @@ LIMIT_CHECKPOINTS = 4  # without readers the -wal stayed under ~5 checkpoints' p
 WAIT_SHARE = 5  # the checkpoint waits at most this fraction of the busy timeout for readers
 
 
-def wal_bytes(db: SqliteDatabase) -> int:
+def wal_bytes(database: Path) -> int:
+    """The size of `database`'s -wal (0 when it has none)."""
     try:
-        return db.file.with_name(db.file.name + "-wal").stat().st_size
+        return database.with_name(database.name + "-wal").stat().st_size
     except FileNotFoundError:
         return 0
 
@@ -36,7 +39,7 @@ def limit_wal(db: SqliteDatabase, settings: LogStoreSettings) -> None:
     if not pages:
         return
     page_size = db.execute_sql("PRAGMA page_size").fetchone()[0]
-    if wal_bytes(db) <= LIMIT_CHECKPOINTS * pages * page_size:
+    if wal_bytes(db.file) <= LIMIT_CHECKPOINTS * pages * page_size:
         return
     conn = db.connection()
     conn.execute(f"PRAGMA busy_timeout = {settings.busy_timeout_ms // WAIT_SHARE}")

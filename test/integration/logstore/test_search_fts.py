@@ -251,7 +251,7 @@ def test_fts_build_beside_an_ingest_indexes_each_row_once(tmp_path):
 
         ingested: list[int] = []
         db.connection().set_authorizer(ingest_when_build_reads_rows)
-        fts.index_missing(db)
+        fts.index_missing(db, store.settings)
         db.connection().set_authorizer(None)
         fragments = db.execute_sql("SELECT request_id, role, content FROM request_text_index").fetchall()
     assert ingested == [1]

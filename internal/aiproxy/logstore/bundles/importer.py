@@ -60,6 +60,7 @@ from aiproxy.logstore.models import FTS_COLUMNS, Server
 from aiproxy.logstore.partitions import day_of, holding
 from aiproxy.logstore.stoppable import raise_stop
 from aiproxy.logstore.store import Store
+from aiproxy.logstore.wal_limit import limit_wal
 
 INCOMING = "incoming"
 # What a partition file costs before its rows: tables, indexes and the FTS index (88 KiB).
@@ -234,9 +235,9 @@ def _prepare_member(name: str, path: Path, store: Store) -> _Member:
         if problem:
             raise BundleError(f"bundle member {name} cannot be imported: {problem}")
         if has_fts(db) and holds_unsplit_text(db):  # an earlier version's index: words inside runs not found
-            reindex(db)
+            reindex(db, store.settings)
         elif store.settings.fts_enabled and not has_fts(db):
-            index_missing(db)
+            index_missing(db, store.settings)
         days = db.execute_sql("SELECT ts / 86400, COUNT(*) FROM requests GROUP BY 1 ORDER BY 1").fetchall()
         return _Member(path, days, has_partition_shape(db.connection()))
     except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
@@ -389,6 +390,7 @@ def _merge_existing(store: Store, target: _Target) -> _Done:
                 _copy_fragments(conn, "staged", before)
     finally:
         conn.execute("DETACH DATABASE staged")
+    limit_wal(db, store.settings)  # searches that never stop would keep every import's rows in the -wal
     return _Done(target.path, False, rowids=(before, after), servers=known)
 
 
