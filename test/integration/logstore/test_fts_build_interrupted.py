@@ -108,3 +108,21 @@ def write_lock_free(partition: Path) -> bool:
         return False
     finally:
         conn.close()
+
+
+def test_two_builds_of_one_partition_at_once_both_end_and_index_each_row_once(tmp_path, unindexed):
+    first, second = logdb(tmp_path, "fts", "build"), logdb(tmp_path, "fts", "build")
+    wait_until_building(unindexed)
+    assert first.poll() is None and second.poll() is None  # both running while batches were committed
+    indexed = 0
+    for building in (first, second):
+        code, out, err = finished(building)
+        assert (code, err) == (0, ""), err
+        assert out.startswith(f"{unindexed} indexed=") and out.endswith(" skipped=0\n")
+        indexed += int(out.split("indexed=")[1].split()[0])
+    assert indexed == 2 * ROWS  # each fragment indexed by one of them
+    with sqlite3.connect(unindexed) as conn:  # two fragments a request (question, answer), none twice
+        assert conn.execute(f"SELECT COUNT(*), COUNT(DISTINCT request_id) FROM {FTS_TABLE}").fetchone() == (2 * ROWS, ROWS)
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (BUILDING_TABLE,)).fetchone()
+    code, found = search(tmp_path, "walrus")
+    assert code == 0 and len(found["results"]) == 500 and found["warnings"] == []
