@@ -377,8 +377,8 @@ def _best_requests(db, rows: list[tuple[int, float]], limit: int) -> tuple[list[
         for rowid, score in chunk:
             if cutoff is not None and score > cutoff:
                 return _first(best, limit), True
-            request_id = request_ids.get(rowid)  # None: removed since (`fts rebuild` meanwhile)
-            if request_id is not None and request_id not in best:
+            request_id = request_ids[rowid]  # read in the ranking's snapshot (ranked_hits)
+            if request_id not in best:
                 best[request_id] = (score, rowid)
                 if len(best) == limit:
                     cutoff = score
@@ -414,29 +414,35 @@ def ranked_hits(db, query: str, filters: SearchFilters, scale: Rescale | None, l
     bounded sort costs half of sorting every match), and request ids are read for those only.
     When those hold fewer requests, or requests tied with the last one may follow (a shared system
     prompt scores the same everywhere), ordered_sql orders every fragment scoring at most the last
-    one's score (or all) by (score, request_id), and a page of them is read."""
+    one's score (or all) by (score, request_id), and a page of them is read.
+    All in one read transaction: a rowid is a fragment's only in the snapshot it was read in (an
+    `fts rebuild` committing between two reads numbers the fragments anew)."""
     wanted = 4 * limit + 64
     sql, args = ranked_sql(query, filters, scale, wanted)
-    rows = db.execute_sql(sql, args).fetchall()
-    best, complete = _best_requests(db, rows, limit)
-    if complete or len(rows) < wanted:
-        return best
-    worst = best[-1][0] if len(best) == limit else math.inf
-    return _ordered_requests(db, query, filters, scale, limit, worst, wanted)
+    with db.atomic():
+        rows = db.execute_sql(sql, args).fetchall()
+        best, complete = _best_requests(db, rows, limit)
+        if complete or len(rows) < wanted:
+            return best
+        worst = best[-1][0] if len(best) == limit else math.inf
+        return _ordered_requests(db, query, filters, scale, limit, worst, wanted)
 
 
 def ranked_hit(db, query: str, score: float, request_id: str, rowid: int) -> Hit | None:
-    """A winner's row and snippet (computed for the final page only: snippets are costly)."""
-    snippet = db.execute_sql(
-        f"SELECT snippet({FTS_TABLE}, 2, '[', ']', '…', {UNSPACED_SNIPPET_TOKENS if has_unspaced(query) else SNIPPET_TOKENS})"
-        f" FROM {FTS_TABLE}"
-        f" WHERE {FTS_TABLE} MATCH ? AND rowid = ?",
-        (query, rowid),
-    ).fetchone()
-    row = db.execute_sql(
-        f"SELECT {_RESULT_COLUMNS} FROM requests r WHERE r.request_id = ? ORDER BY r.server_id LIMIT 1",
-        (request_id,),
-    ).fetchone()
+    """A winner's row and snippet, read in one snapshot (computed for the final page only: snippets
+    are costly, so in a later snapshot than the ranking's). The snippet is of the fragment `rowid`
+    while it is still that request's; after an `fts rebuild` meanwhile (fragments numbered anew,
+    `rowid` another request's or none), of the request's best-ranked matching fragment."""
+    tokens = UNSPACED_SNIPPET_TOKENS if has_unspaced(query) else SNIPPET_TOKENS
+    sql = (f"SELECT snippet({FTS_TABLE}, 2, '[', ']', '…', {tokens}) FROM {FTS_TABLE}"
+           f" WHERE {FTS_TABLE} MATCH ? AND request_id = ?")
+    with db.atomic():
+        snippet = (db.execute_sql(f"{sql} AND rowid = ?", (query, request_id, rowid)).fetchone()
+                   or db.execute_sql(f"{sql} ORDER BY rank LIMIT 1", (query, request_id)).fetchone())
+        row = db.execute_sql(
+            f"SELECT {_RESULT_COLUMNS} FROM requests r WHERE r.request_id = ? ORDER BY r.server_id LIMIT 1",
+            (request_id,),
+        ).fetchone()
     return _hit(row, score, shown(snippet[0]) if snippet else "") if row is not None else None
 
 

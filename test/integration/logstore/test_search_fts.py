@@ -645,3 +645,65 @@ def test_a_ranked_search_while_another_process_ingests_into_a_partition_it_count
     hits = search(make_store(tmp_path / "cli-db"), "otter", limit=50).hits
     assert writes[0][0] == 0, writes[0][2]
     assert len(hits) >= 4 and all("[otter]" in hit.snippet for hit in hits)
+
+
+@pytest.fixture
+def reordered_index(tmp_path):
+    """A partition whose index holds request P's fragments after Q's (`fts build` adding the rows an
+    earlier version left out), then R's: `fts rebuild` gives P's fragments R's rowids. Returns a
+    function running a real `logdb fts rebuild` of it once, for a search to call between its reads."""
+    def asked(i: int, text: str) -> dict:
+        return chat_record([{"role": "user", "content": text}], "noted", ts=T0 + timedelta(minutes=i),
+                           server_id="srv-local")
+
+    write_jsonl(tmp_path / "logs" / "a.jsonl", [asked(0, "zebra crossing"), asked(1, "quiet street")])
+    assert finished(logdb(tmp_path, "ingest", "--from", "logs", LOGDB_SERVER_ID="srv-local"))[0] == 0
+    [part] = make_store(tmp_path / "cli-db").existing()
+    with sqlite3.connect(part.path) as conn:
+        [(first,)] = conn.execute("SELECT request_id FROM requests WHERE rowid = 1").fetchall()
+        conn.execute("DELETE FROM request_text_index WHERE request_id = ?", (first,))
+    assert finished(logdb(tmp_path, "fts", "build"))[0] == 0
+    write_jsonl(tmp_path / "later" / "b.jsonl", [asked(2, "busy road")])
+    assert finished(logdb(tmp_path, "ingest", "--from", "later", LOGDB_SERVER_ID="srv-local"))[0] == 0
+    rebuilds = []
+
+    def rebuild_once() -> None:
+        if not rebuilds:
+            rebuilds.append(finished(logdb(tmp_path, "fts", "rebuild")))
+            assert rebuilds[0][0] == 0, rebuilds[0][2]
+
+    rebuild_once.done = rebuilds
+    return make_store(tmp_path / "cli-db"), rebuild_once
+
+
+def test_a_rebuild_between_a_search_ranking_and_its_request_ids_changes_no_result(reordered_index, monkeypatch):
+    """Was: a search read its best fragments' rowids and their request ids in separate snapshots, so
+    an `fts rebuild` committing in between (new rowids) gave the result to another request (R's row
+    for 'zebra', without a snippet). A partition's ranking now reads one snapshot."""
+    store, rebuild_once = reordered_index
+    looked_up = search_module._best_requests
+
+    def best_requests_after_a_rebuild(db, rows, limit):
+        rebuild_once()
+        return looked_up(db, rows, limit)
+
+    monkeypatch.setattr(search_module, "_best_requests", best_requests_after_a_rebuild)
+    [hit] = search(store, "zebra").hits
+    assert rebuild_once.done
+    assert "[zebra] crossing" in hit.snippet and hit.fields["ts"] == int(T0.timestamp())
+
+
+def test_a_rebuild_between_a_search_ranking_and_its_snippets_changes_no_snippet(reordered_index, monkeypatch):
+    """Was: a winner's snippet was read by the fragment rowid the ranking found, so after an `fts
+    rebuild` meanwhile it was another request's fragment (no snippet, or another request's text)."""
+    store, rebuild_once = reordered_index
+    shown_hit = search_module.ranked_hit
+
+    def ranked_hit_after_a_rebuild(db, query, score, request_id, rowid):
+        rebuild_once()
+        return shown_hit(db, query, score, request_id, rowid)
+
+    monkeypatch.setattr(search_module, "ranked_hit", ranked_hit_after_a_rebuild)
+    [hit] = search(store, "zebra").hits
+    assert rebuild_once.done
+    assert "[zebra] crossing" in hit.snippet and hit.fields["ts"] == int(T0.timestamp())
