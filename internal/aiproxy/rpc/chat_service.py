@@ -12,7 +12,6 @@ from aiproxy.chat.gateway import ChatGateway
 from aiproxy.chat.record import Exchange
 from aiproxy.errors import (
     ClientDeadlineExceeded,
-    ClientStalled,
     GatewayError,
     InvalidRequest,
     PayloadTooLarge,
@@ -29,7 +28,7 @@ from aiproxy.protojson import (
 )
 from aiproxy.rpc.interceptor import CURRENT_CALLER, CURRENT_REQUEST_ID, metadata_value
 from aiproxy.rpc.status import REQUEST_ID, abort_with
-from aiproxy.rpc.steps import settled
+from aiproxy.rpc.steps import end_stream, sent
 from aiproxy.sse import Comment
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
@@ -42,8 +41,6 @@ _CHAT_METHODS = {"CreateChatCompletion": False, "StreamChatCompletion": True, "S
 # chosen by same-run A/B, docs/benchmarks.md).
 BATCH_GROWTH = 8
 MAX_BATCH = 64
-# How long the status of a stream whose client stalled may wait behind the messages it has not read.
-STALLED_STATUS_SECONDS = 0.5
 
 
 def request_body(request: chat_pb2.ChatCompletionRequest) -> dict:
@@ -200,17 +197,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
         await self._stream(request, context, write)
 
-    async def _sent(self, writing) -> None:
-        """A stream write, which waits while the client reads nothing (gRPC's flow control): past the
-        send timeout the call ends as ClientStalled, rather than hold its upstream call for good."""
-        try:
-            await settled(writing, self._send_timeout)
-        except TimeoutError:
-            raise ClientStalled(
-                f"The client read none of its stream for {self._send_timeout:g} seconds; the gateway ended the call"
-                " (the operator sets the limit with REQUEST_BODY_TIMEOUT_SECONDS)."
-            ) from None
-
     def _relayable(self, message):
         """`message`, unless it is too large for one gRPC message (grpc.aio would fail the call with
         the gateway's own 500): an upstream answer the gateway cannot relay."""
@@ -233,26 +219,15 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                     while batch:
                         part, batch = batch[:limit], batch[limit:]
                         limit = min(limit * BATCH_GROWTH, MAX_BATCH)
-                        await self._sent(write(part))
+                        await sent(write(part), self._send_timeout)
         except GatewayError as exc:  # ClientStalled too: logged 408
             failure = exc
-            await self._end_stream(context, exc, request_id)
+            await end_stream(context, exc, self._send_timeout, request_id)
         except BaseException as exc:
             failure = ended_by(exc, context)
             raise
         finally:
             self._gateway.finish(exchange, failure)
-
-    async def _end_stream(self, context, exc: GatewayError, request_id: str) -> None:
-        """abort_with, for a stream, whose status goes out behind the messages its client has not read yet:
-        the call waits for it as for a write, and for a client that stalled already only a moment, then ends
-        cancelled. Otherwise a client that read nothing more held the call, its answer kept for the request log
-        and the drain for as long as its connection had other calls. The status stays queued for it."""
-        wait = STALLED_STATUS_SECONDS if isinstance(exc, ClientStalled) else self._send_timeout
-        try:
-            await settled(abort_with(context, exc, request_id), wait)
-        except TimeoutError:
-            raise asyncio.CancelledError(exc.message) from None
 
     async def ListModels(self, request, context):
         return chat_pb2.ListModelsResponse(object="list", data=self._models)

@@ -22,13 +22,13 @@ from grpc_reflection.v1alpha import reflection
 
 from aiproxy.auth import KeyRing
 from aiproxy.config import ConfigError, Settings, host_port
-from aiproxy.errors import ServerShuttingDown
+from aiproxy.errors import ClientStalled, ServerShuttingDown
 from aiproxy.identity import request_id
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.interceptor import AuthInterceptor, metadata_value
 from aiproxy.rpc.log_service import add_log_service
 from aiproxy.rpc.status import REQUEST_ID, abort_with
-from aiproxy.rpc.steps import settled
+from aiproxy.rpc.steps import end_stream, sent
 from aiproxypb.v1 import chat_pb2_grpc
 
 SERVICE_NAMES = ("aiproxy.v1.ChatService", "aiproxy.v1.LogService")
@@ -90,9 +90,11 @@ class CallTracker(grpc.aio.ServerInterceptor):
     were ended, a new one is refused the same way.
 
     Every handler becomes a coroutine (streams write with context.write), so that the cancellation
-    always lands inside the wrapper, never in grpc.aio's own loop over a response generator."""
+    always lands inside the wrapper, never in grpc.aio's own loop over a response generator, and a
+    generator's writes are bounded by `send_timeout` (REQUEST_BODY_TIMEOUT_SECONDS) as ChatService's are."""
 
-    def __init__(self) -> None:
+    def __init__(self, send_timeout: float) -> None:
+        self._send_timeout = send_timeout
         self._calls: dict[asyncio.Task, bool] = {}  # task -> whether it is work to wait for
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
         self._ending = False
@@ -126,7 +128,7 @@ class CallTracker(grpc.aio.ServerInterceptor):
         for attribute, build, streamed in kinds:
             inner = getattr(handler, attribute)
             if inner:
-                run = _writing(inner) if streamed else inner
+                run = _writing(inner, self._send_timeout) if streamed else inner
                 return build(self._tracked(run, work), handler.request_deserializer, handler.response_serializer)
         return handler
 
@@ -151,8 +153,11 @@ class CallTracker(grpc.aio.ServerInterceptor):
         return behavior
 
 
-def _writing(inner):
-    """A response-streaming handler as a coroutine that writes each message itself."""
+def _writing(inner, send_timeout: float):
+    """A response-streaming handler as a coroutine that writes each message itself. A client that reads
+    none of it for `send_timeout` has its call ended (ClientStalled) and the generator closed: before, a
+    CreateBundle its client stopped reading held its call, its open archive and the bundle's snapshot on
+    disk for as long as the client stayed connected."""
 
     async def run(request, context):
         result = inner(request, context)
@@ -160,7 +165,10 @@ def _writing(inner):
             return await result
         async with contextlib.aclosing(result) as messages:
             async for message in messages:
-                await settled(context.write(message))
+                try:
+                    await sent(context.write(message), send_timeout)
+                except ClientStalled as exc:
+                    await end_stream(context, exc, send_timeout)
         return None
 
     return run
@@ -237,7 +245,7 @@ class GrpcServer:
     def __init__(self, settings: Settings, chat: ChatServicer, unix_socket: str) -> None:
         self._settings = settings
         self.unix_socket = unix_socket
-        self.calls = CallTracker()
+        self.calls = CallTracker(settings.request_body_timeout_seconds)
         interceptors = [
             self.calls,
             AuthInterceptor(

@@ -7,6 +7,10 @@ which fails the pending batch at once; so `settled` runs the write in a task of 
 end, reading its batch, before the cancellation goes on (the REST facade's cure, httpapi/hop.py).
 Measured on bare grpc.aio, streams cancelled after their first message: 0.31 KB kept per stream
 before, 0.13 KB after; the rest stays inside grpcio, whatever the servicer does.
+
+A stream's write also waits while its client reads nothing (gRPC's flow control): `sent` bounds it, and
+`end_stream` bounds the wait for the status queued behind what the client has not read. Every server
+stream (ChatService's, LogService's CreateBundle) writes through them.
 """
 
 from __future__ import annotations
@@ -15,12 +19,17 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from aiproxy.errors import ServerShuttingDown
+import grpc
+
+from aiproxy.errors import ClientStalled, GatewayError, ServerShuttingDown
+from aiproxy.rpc.status import abort_with
 
 T = TypeVar("T")
 # How long a cancelled call's step may take to end. gRPC's core ends it at once when the call has
 # ended; this only bounds a cancellation that came from elsewhere, the call still open.
 SETTLE_SECONDS = 1.0
+# How long the status of a stream whose client stalled may wait behind the messages it has not read.
+STALLED_STATUS_SECONDS = 0.5
 
 
 async def settled(step: Awaitable[T], give_up_after: float | None = None) -> T:
@@ -43,3 +52,30 @@ async def settled(step: Awaitable[T], give_up_after: float | None = None) -> T:
 def _discard(running: asyncio.Future) -> None:
     if not running.cancel() and not running.cancelled():
         running.exception()  # how the ended call's step failed: nobody's answer
+
+
+async def sent(writing: Awaitable[None], send_timeout: float) -> None:
+    """A stream write, which waits while the client reads nothing: past `send_timeout`
+    (REQUEST_BODY_TIMEOUT_SECONDS) the call ends as ClientStalled, rather than hold what it serves for good."""
+    try:
+        await settled(writing, send_timeout)
+    except TimeoutError:
+        raise ClientStalled(
+            f"The client read none of its stream for {send_timeout:g} seconds; the gateway ended the call"
+            " (the operator sets the limit with REQUEST_BODY_TIMEOUT_SECONDS)."
+        ) from None
+
+
+async def end_stream(
+    context: grpc.aio.ServicerContext, exc: GatewayError, send_timeout: float, request_id: str | None = None
+) -> None:
+    """abort_with, for a stream, whose status goes out behind the messages its client has not read yet:
+    the call waits for it as for a write, and for a client that stalled already only a moment, then ends
+    cancelled. Otherwise a client that read nothing more held the call, and what it serves (an answer kept
+    for the request log, a bundle's file and snapshot) and the drain, for as long as its connection had
+    other calls. The status stays queued for it."""
+    wait = STALLED_STATUS_SECONDS if isinstance(exc, ClientStalled) else send_timeout
+    try:
+        await settled(abort_with(context, exc, request_id), wait)
+    except TimeoutError:
+        raise asyncio.CancelledError(exc.message) from None

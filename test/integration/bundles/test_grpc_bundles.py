@@ -3,9 +3,12 @@ checked by the receiver, admin only), GetUploadOffset, CreateBundle (pull)."""
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
+import time
 from datetime import date
+from pathlib import Path
 
 import grpc
 import pytest
@@ -313,3 +316,50 @@ def test_remote_takes_the_grpc_url_the_bundle_commands_take(server, capsys):
     assert json.loads(capsys.readouterr().out)["server_id"] == "srv-b"
     assert main(["stats", "--remote", "grpc://nohost", "--api-key", ADMIN_KEY]) == 2
     assert capsys.readouterr().err.startswith("logdb: 'grpc://nohost' is not HOST:PORT, grpc://HOST:PORT or grpcs://")
+
+
+def _released(snapshots: Path, within: float) -> bool:
+    """Whether CreateBundle's snapshot (its directory under incoming/, holding the archive it streams
+    from) is gone within `within` seconds: the generator's clean-up, after it closed the archive."""
+    deadline = time.monotonic() + within
+    while list(snapshots.glob("outgoing-*")):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_bundle_pull_its_client_stopped_reading_is_ended_and_its_snapshot_removed(tmp_path):
+    """A client that took a bundle's `info` and read no more, its channel busy with other calls: the
+    call, its open archive and the snapshot on disk (a copy of every partition in range and the
+    archive) were held for as long as the client stayed connected (still after 60 s). Its writes wait
+    REQUEST_BODY_TIMEOUT_SECONDS, as a chat stream's do."""
+    with GatewayProcess(tmp_path, env={"REQUEST_BODY_TIMEOUT_SECONDS": "1"}) as gw:
+        raw = gw.log_dir / "archive"
+        raw.mkdir(parents=True)
+        (raw / "old.log").write_bytes(os.urandom(48 * 1024 * 1024))  # more than every buffer on the way
+        stop = threading.Event()
+        with grpc.insecure_channel(gw.grpc_target) as channel:
+            stub = logs_pb2_grpc.LogServiceStub(channel)
+
+            def other_calls() -> None:
+                while not stop.wait(0.1):
+                    stub.Stats(logs_pb2.StatsRequest(), metadata=ADMIN)
+
+            busy = threading.Thread(target=other_calls)
+            busy.start()
+            try:
+                request = logs_pb2.CreateBundleRequest(since="2000-01-01", to=date.today().isoformat(), include_raw=True)
+                call = stub.CreateBundle(request, metadata=ADMIN)
+                assert next(call).info.total_bytes > 48 * 1024 * 1024
+                assert _released(gw.log_dir / "db" / "incoming", within=10)
+                assert busy.is_alive()  # the other calls went on meanwhile
+            finally:
+                stop.set()
+                busy.join()
+            with pytest.raises(grpc.RpcError) as err:  # a client reading on gets what was queued, then the status
+                for _ in call:
+                    pass
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "REQUEST_BODY_TIMEOUT_SECONDS" in err.value.details()
+    assert [line for line in gw.stderr_path.read_bytes().splitlines() if b'"level":"ERROR"' in line] == []

@@ -6,13 +6,12 @@ before the cancellation goes on."""
 
 import asyncio
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from aiproxy.errors import ClientStalled, ServerShuttingDown
-from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.server import _writing
+from aiproxy.rpc.steps import sent
 
 
 class _Call:
@@ -42,15 +41,14 @@ class _Call:
 
 
 def _chat_stream_write(call: _Call):
-    servicer = SimpleNamespace(_send_timeout=30.0)
-    return ChatServicer._sent(servicer, call.write(b"chunk"))
+    return sent(call.write(b"chunk"), 30.0)
 
 
 def _generator_stream_write(call: _Call):
     async def messages(request, context):
         yield b"bundle chunk"
 
-    return _writing(messages)(None, call)
+    return _writing(messages, 30.0)(None, call)
 
 
 async def _cancel_mid_write(start) -> _Call:
@@ -75,7 +73,7 @@ def test_a_client_that_reads_nothing_still_ends_as_stalled():
     async def stalled() -> _Call:
         call = _Call()
         with pytest.raises(ClientStalled):
-            await ChatServicer._sent(SimpleNamespace(_send_timeout=0.05), call.write(b"chunk"))
+            await sent(call.write(b"chunk"), 0.05)
         return call
 
     assert asyncio.run(stalled()).outcome == "abandoned"
