@@ -18,6 +18,7 @@ from typing import TypeVar
 import orjson
 from peewee import DatabaseError, OperationalError, SqliteDatabase
 
+from aiproxy.logstore.damage import sqlite_code
 from aiproxy.logstore.fragments import thread_hashes
 from aiproxy.logstore.models import BASE_MODELS, BuildingTextIndex, Request, RequestTextIndex
 from aiproxy.logstore.settings import LogStoreSettings
@@ -167,14 +168,22 @@ def file_stamp(path: Path) -> tuple[tuple[int, int] | None, int, bool]:
 
 def first_read_only(path: Path, attempt: Callable[[str], T]) -> T:
     """`attempt(uri)` with each of read_only_uris(path) in turn: what the first that can read gives,
-    else the last one's error. An attempt that fails closes what it opened."""
+    else the last one's error. An attempt that fails closes what it opened. A file another process
+    kept locked past the busy timeout, or a statement a stop interrupted, ends it there: the next
+    way, `immutable=1`, would read the file in spite of the lock (a write half done), or go on
+    after the stop."""
     error: Exception | None = None
     for uri in read_only_uris(path):
         try:
             return attempt(uri)
         except (sqlite3.Error, DatabaseError) as exc:
+            if sqlite_code(exc) in _NOT_A_WAY_ROUND:
+                raise
             error = exc
     raise error
+
+
+_NOT_A_WAY_ROUND = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_INTERRUPT})
 
 
 def open_read_only(path: Path, settings: LogStoreSettings) -> SqliteDatabase:

@@ -182,3 +182,24 @@ def test_merge_reads_a_read_only_store_into_a_local_file(ro_store, tmp_path):
     assert (done.returncode, done.stderr) == (0, "")
     assert "sources=3 total_requests=9 integrity=ok" in done.stdout
     assert ro_store.untouched()
+
+
+def test_a_file_another_process_keeps_locked_is_not_read_around_its_lock(tmp_path):
+    """`immutable=1` is the way to read a file on a read-only mount, not round a lock: a file
+    another process held locked past the busy timeout (a write half done, in a rollback journal as
+    in the seed's files) was read through it, ignoring the lock, and a merge went on with it."""
+    from aiproxy.logstore.database import open_read_only
+    from aiproxy.logstore.settings import LogStoreSettings
+    from aiproxy.testing.logdb_processes import locked
+
+    store = filled_store(tmp_path / "a", days=1)
+    partition = store.existing()[0].path
+    settings = LogStoreSettings.from_mapping({"busy_timeout_ms": 50})
+    with locked(partition), pytest.raises(Exception) as refused:  # noqa: PT011 - peewee's or sqlite3's error
+        open_read_only(partition, settings).execute_sql("SELECT count(*) FROM requests").fetchone()
+    assert "locked" in str(refused.value)
+    db = open_read_only(partition, settings)  # the lock gone, it reads as any reader does
+    try:
+        assert db.execute_sql("SELECT count(*) FROM requests").fetchone()[0] > 0
+    finally:
+        db.close()
