@@ -22,13 +22,13 @@ from grpc_reflection.v1alpha import reflection
 
 from aiproxy.auth import KeyRing
 from aiproxy.config import ConfigError, Settings, host_port
-from aiproxy.errors import ClientStalled, ServerShuttingDown
+from aiproxy.errors import ClientStalled, RequestTimeout, ServerShuttingDown
 from aiproxy.identity import request_id
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.interceptor import AuthInterceptor, metadata_value
 from aiproxy.rpc.log_service import add_log_service
 from aiproxy.rpc.status import REQUEST_ID, abort_with
-from aiproxy.rpc.steps import end_stream, sent
+from aiproxy.rpc.steps import end_stream, received, sent
 from aiproxypb.v1 import chat_pb2_grpc
 
 SERVICE_NAMES = ("aiproxy.v1.ChatService", "aiproxy.v1.LogService")
@@ -91,7 +91,8 @@ class CallTracker(grpc.aio.ServerInterceptor):
 
     Every handler becomes a coroutine (streams write with context.write), so that the cancellation
     always lands inside the wrapper, never in grpc.aio's own loop over a response generator, and a
-    generator's writes are bounded by `send_timeout` (REQUEST_BODY_TIMEOUT_SECONDS) as ChatService's are."""
+    generator's writes are bounded by `send_timeout` (REQUEST_BODY_TIMEOUT_SECONDS) as ChatService's are,
+    a client stream's reads (ImportBundle's) as long."""
 
     def __init__(self, send_timeout: float) -> None:
         self._send_timeout = send_timeout
@@ -120,15 +121,15 @@ class CallTracker(grpc.aio.ServerInterceptor):
 
     def _wrap(self, handler, work: bool):
         kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, None),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, _writing),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, _reading),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, _writing),  # none yet: its reads unbounded
         )
-        for attribute, build, streamed in kinds:
+        for attribute, build, bounded in kinds:
             inner = getattr(handler, attribute)
             if inner:
-                run = _writing(inner, self._send_timeout) if streamed else inner
+                run = bounded(inner, self._send_timeout) if bounded else inner
                 return build(self._tracked(run, work), handler.request_deserializer, handler.response_serializer)
         return handler
 
@@ -170,6 +171,21 @@ def _writing(inner, send_timeout: float):
                 except ClientStalled as exc:
                     await end_stream(context, exc, send_timeout)
         return None
+
+    return run
+
+
+def _reading(inner, receive_timeout: float):
+    """A request-streaming handler whose client sends nothing for `receive_timeout` has its call ended
+    (RequestTimeout, DEADLINE_EXCEEDED): before, an ImportBundle its client stopped feeding held its call,
+    the upload's lock (a resumed upload got ABORTED) and the drain for as long as the client stayed connected.
+    The handler's own clean-up runs first (ImportBundle keeps the bytes received, to resume)."""
+
+    async def run(requests, context):
+        try:
+            return await inner(received(requests, receive_timeout), context)
+        except RequestTimeout as exc:
+            await abort_with(context, exc)
 
     return run
 

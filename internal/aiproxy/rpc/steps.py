@@ -10,18 +10,19 @@ before, 0.13 KB after; the rest stays inside grpcio, whatever the servicer does.
 
 A stream's write also waits while its client reads nothing (gRPC's flow control): `sent` bounds it, and
 `end_stream` bounds the wait for the status queued behind what the client has not read. Every server
-stream (ChatService's, LogService's CreateBundle) writes through them.
+stream (ChatService's, LogService's CreateBundle) writes through them. A client stream's reads wait as long
+for a client that sends nothing (and neither closes nor cancels): `received` bounds them (ImportBundle).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from typing import TypeVar
 
 import grpc
 
-from aiproxy.errors import ClientStalled, GatewayError, ServerShuttingDown
+from aiproxy.errors import ClientStalled, GatewayError, RequestTimeout, ServerShuttingDown
 from aiproxy.rpc.status import abort_with
 
 T = TypeVar("T")
@@ -64,6 +65,24 @@ async def sent(writing: Awaitable[None], send_timeout: float) -> None:
             f"The client read none of its stream for {send_timeout:g} seconds; the gateway ended the call"
             " (the operator sets the limit with REQUEST_BODY_TIMEOUT_SECONDS)."
         ) from None
+
+
+async def received(requests: AsyncIterable[T], receive_timeout: float) -> AsyncIterator[T]:
+    """A client stream's messages. Past `receive_timeout` (REQUEST_BODY_TIMEOUT_SECONDS) without one it ends
+    as RequestTimeout, as a REST body does: a client that stopped sending, its connection kept open by other
+    calls, held the call and what it holds (an upload's lock) and the shutdown's drain for good."""
+    messages = aiter(requests)
+    while True:
+        try:
+            message = await settled(anext(messages), receive_timeout)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(
+                f"The client sent nothing more of its stream for {receive_timeout:g} seconds; the gateway ended the"
+                " call (the operator sets the limit with REQUEST_BODY_TIMEOUT_SECONDS)."
+            ) from None
+        yield message
 
 
 async def end_stream(

@@ -1,6 +1,7 @@
 """Bundles over gRPC against the real gateway process: ImportBundle (resumable, checksum
 checked by the receiver, admin only), GetUploadOffset, CreateBundle (pull)."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -329,6 +330,28 @@ def _released(snapshots: Path, within: float) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _busy_channel(gw: GatewayProcess):
+    """A LogService stub on a channel that other calls keep busy (one every 0.1 s), so that the
+    connection never idles out: a stalled call on it ends only if the gateway ends it."""
+    stop = threading.Event()
+    with grpc.insecure_channel(gw.grpc_target) as channel:
+        stub = logs_pb2_grpc.LogServiceStub(channel)
+
+        def other_calls() -> None:
+            while not stop.wait(0.1):
+                stub.Stats(logs_pb2.StatsRequest(), metadata=ADMIN)
+
+        busy = threading.Thread(target=other_calls)
+        busy.start()
+        try:
+            yield stub
+            assert busy.is_alive()  # the other calls went on meanwhile
+        finally:
+            stop.set()
+            busy.join()
+
+
 def test_a_bundle_pull_its_client_stopped_reading_is_ended_and_its_snapshot_removed(tmp_path):
     """A client that took a bundle's `info` and read no more, its channel busy with other calls: the
     call, its open archive and the snapshot on disk (a copy of every partition in range and the
@@ -338,28 +361,43 @@ def test_a_bundle_pull_its_client_stopped_reading_is_ended_and_its_snapshot_remo
         raw = gw.log_dir / "archive"
         raw.mkdir(parents=True)
         (raw / "old.log").write_bytes(os.urandom(48 * 1024 * 1024))  # more than every buffer on the way
-        stop = threading.Event()
-        with grpc.insecure_channel(gw.grpc_target) as channel:
-            stub = logs_pb2_grpc.LogServiceStub(channel)
-
-            def other_calls() -> None:
-                while not stop.wait(0.1):
-                    stub.Stats(logs_pb2.StatsRequest(), metadata=ADMIN)
-
-            busy = threading.Thread(target=other_calls)
-            busy.start()
-            try:
-                request = logs_pb2.CreateBundleRequest(since="2000-01-01", to=date.today().isoformat(), include_raw=True)
-                call = stub.CreateBundle(request, metadata=ADMIN)
-                assert next(call).info.total_bytes > 48 * 1024 * 1024
-                assert _released(gw.log_dir / "db" / "incoming", within=10)
-                assert busy.is_alive()  # the other calls went on meanwhile
-            finally:
-                stop.set()
-                busy.join()
+        with _busy_channel(gw) as stub:
+            request = logs_pb2.CreateBundleRequest(since="2000-01-01", to=date.today().isoformat(), include_raw=True)
+            call = stub.CreateBundle(request, metadata=ADMIN)
+            assert next(call).info.total_bytes > 48 * 1024 * 1024
+            assert _released(gw.log_dir / "db" / "incoming", within=10)
             with pytest.raises(grpc.RpcError) as err:  # a client reading on gets what was queued, then the status
                 for _ in call:
                     pass
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "REQUEST_BODY_TIMEOUT_SECONDS" in err.value.details()
+    assert [line for line in gw.stderr_path.read_bytes().splitlines() if b'"level":"ERROR"' in line] == []
+
+
+def test_an_upload_its_client_stopped_sending_is_ended_and_resumes_later(tmp_path, bundle):
+    """A client that sent half a bundle and then nothing more (no close, no cancel), its channel busy
+    with other calls: the call, and with it the .part's lock (a resumed upload got ABORTED) and a
+    place in the shutdown's drain, were held for as long as the client stayed connected. A silence of
+    REQUEST_BODY_TIMEOUT_SECONDS ends it, as it ends a REST body; the bytes received stay to resume."""
+    data = bundle.read_bytes()
+    sha, half = hashlib.sha256(data).hexdigest(), len(data) // 2
+    with GatewayProcess(tmp_path / "gw", env={"REQUEST_BODY_TIMEOUT_SECONDS": "1"}) as gw:
+        hang, sent_half = threading.Event(), threading.Event()
+
+        def stalled():
+            yield from upload(data, sha, 0, half)
+            sent_half.set()
+            hang.wait(30)
+
+        try:
+            with _busy_channel(gw) as stub:
+                future = stub.ImportBundle.future(stalled(), metadata=ADMIN)
+                assert sent_half.wait(10)
+                error = future.exception(timeout=10)
+        finally:
+            hang.set()
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "REQUEST_BODY_TIMEOUT_SECONDS" in error.details()
+        reply = push(bundle, f"grpc://{gw.grpc_target}", api_key=ADMIN_KEY)
+        assert reply["resumed_from"] == half and reply["complete"] and reply["rows_imported"] == 9
     assert [line for line in gw.stderr_path.read_bytes().splitlines() if b'"level":"ERROR"' in line] == []
