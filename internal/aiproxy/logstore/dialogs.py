@@ -278,12 +278,12 @@ class _Assigner:
     def write(self, path: Path, changed: list[_Entry]) -> None:
         if not changed:
             return
-        with self.store.connected(path) as db, db.atomic("IMMEDIATE"):
-            db.connection().executemany(
-                "UPDATE requests SET dialog_id = ?, dialog_parent_id = ? WHERE request_id = ? AND server_id = ?",
-                [(r.dialog_id, r.parent, r.request_id, r.server_id) for r in changed],
-            )
         with self.store.connected(path) as db:
+            with db.atomic("IMMEDIATE"):
+                db.connection().executemany(
+                    "UPDATE requests SET dialog_id = ?, dialog_parent_id = ? WHERE request_id = ? AND server_id = ?",
+                    [(r.dialog_id, r.parent, r.request_id, r.server_id) for r in changed],
+                )
             limit_wal(db, self.store.settings)
         self.updated += len(changed)
 

@@ -71,7 +71,7 @@ def index_missing(db, settings: LogStoreSettings) -> tuple[int, int]:
     counts = _Counts()
     _index_after(db, FTS_TABLE, _IndexedIds(db, FTS_TABLE), 0, counts, settings)
     _optimize(db, FTS_TABLE)  # writes the whole index again
-    _limit_wal_between_transactions(db, settings)
+    limit_wal(db, settings)
     return counts.indexed, counts.skipped
 
 
@@ -104,11 +104,6 @@ def _index_after(db, table: str, indexed_ids: _IndexedIds, last_rowid: int, coun
             db.connection().executemany(insert_fragment(table), rows)
         counts.indexed += len(rows)
         counts.skipped += skipped
-        _limit_wal_between_transactions(db, settings)
-
-
-def _limit_wal_between_transactions(db, settings: LogStoreSettings) -> None:
-    if not db.in_transaction():  # a checkpoint cannot empty the -wal inside the caller's transaction
         limit_wal(db, settings)
 
 
@@ -150,12 +145,12 @@ def build_beside(db, settings: LogStoreSettings, *, anew: bool = False) -> tuple
         last_rowid = _index_after(db, BUILDING_TABLE, indexed_ids, 0, counts, settings)
         with _writing_to(db, BUILDING_TABLE):
             _optimize(db, BUILDING_TABLE)  # seconds on a large index: a transaction of its own
-        _limit_wal_between_transactions(db, settings)
+        limit_wal(db, settings)
         with _writing_to(db, BUILDING_TABLE):
             _index_after(db, BUILDING_TABLE, indexed_ids, last_rowid, counts, settings)
             drop_fts(db)
             db.execute_sql(f'ALTER TABLE "{BUILDING_TABLE}" RENAME TO "{FTS_TABLE}"')
-        _limit_wal_between_transactions(db, settings)
+        limit_wal(db, settings)
     except IndexDropped:
         if not has_fts(db) or anew:
             raise

@@ -9,10 +9,11 @@ bytecodes, logdb's Ctrl-C/SIGTERM acted only once the statement returned.
 Every connection the log store opens (`allow_stops`) calls `_progress` every PROGRESS_STEPS virtual
 machine steps. That is Python code, so a signal handler gets its chance there: its exception
 (logdb's Stopped, noted by `stop_raised`) makes SQLite abort the statement, and sqlite3 turns it into
-OperationalError 'interrupted', clearing the original one; `raise_stop` maps that back. A thread running in `stopping_on(event)` has its statements abort there once `event`
-is set (sqlite3's OperationalError 'interrupted'), and (`refuse_if_stopped`) every later statement
-fail the same way: a loop of statements too short to reach a progress call (a search looking up
-request ids 512 fragments at a time, seconds of them on a large index) ends at its next statement.
+OperationalError 'interrupted', clearing the original one; `raise_stop` maps that back. A thread
+running in `stopping_on(event)` has its statements abort there once `event` is set (sqlite3's
+OperationalError 'interrupted'), and (`refuse_if_stopped`) every later statement fail the same way:
+a loop of statements too short to reach a progress call (a search looking up request ids 512
+fragments at a time, seconds of them on a large index) ends at its next statement.
 """
 
 from __future__ import annotations

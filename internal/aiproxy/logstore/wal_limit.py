@@ -5,11 +5,11 @@ still needs, and the -wal starts over from its beginning only when no reader is 
 searches that never stop (the gateway's LogService, a dashboard polling) some reader always is,
 so the -wal of the partition being written grew by every row ingested (173 MB while ingesting
 20,000 rows into a 138 MB file, 19 MB without readers). Once it holds LIMIT_CHECKPOINTS times
-the pages of an automatic checkpoint, ingest, `dialogs assign`, `fts build|rebuild` and
-`bundle import` run a TRUNCATE checkpoint after a batch: it waits (SQLite's busy handler) for the readers to move to the latest snapshot and leave the -wal, which new readers do
-at once (they are never blocked), then empties it. Other writers wait meanwhile, so the wait is
-bounded well below theirs (the busy timeout); a reader that holds on longer leaves it for the next
-batch.
+the pages of an automatic checkpoint, ingest, `dialogs assign`, `fts build|rebuild` and `bundle
+import` run a TRUNCATE checkpoint after a batch: it waits (SQLite's busy handler) for the readers
+to move to the latest snapshot and leave the -wal, which new readers do at once (they are never
+blocked), then empties it. Other writers wait meanwhile, so the wait is bounded well below theirs
+(the busy timeout); a reader that holds on longer leaves it for the next batch.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ def wal_bytes(database: Path) -> int:
 
 
 def limit_wal(db: SqliteDatabase, settings: LogStoreSettings) -> None:
-    """After a write transaction (outside one): empty the -wal when it has outgrown its limit. A no-op
-    while automatic checkpoints are off (LOGDB_WAL_AUTOCHECKPOINT_PAGES=0: the operator checkpoints)."""
+    """After a write transaction: empty the -wal when it has outgrown its limit. A no-op inside a
+    transaction (a step of the caller's own: a checkpoint cannot empty the -wal there), and while
+    automatic checkpoints are off (LOGDB_WAL_AUTOCHECKPOINT_PAGES=0: the operator checkpoints)."""
     pages = settings.wal_autocheckpoint_pages
-    if not pages:
+    if not pages or db.in_transaction():
         return
     page_size = db.execute_sql("PRAGMA page_size").fetchone()[0]
     if wal_bytes(db.file) <= LIMIT_CHECKPOINTS * pages * page_size:
