@@ -110,7 +110,7 @@ class ChatGateway:
         provider = self._provider(route.provider, body["model"])
         upstream_body = dict(body)
         upstream_body["model"] = route.model
-        return Call(exchange, provider, UpstreamRequest(upstream_body, exchange.request_id, body["model"]))
+        return Call(exchange, provider, UpstreamRequest(upstream_body, exchange.request_id))
 
     def finish(self, exchange: Exchange, exc: BaseException | None = None) -> None:
         if isinstance(exc, GatewayError):

@@ -18,7 +18,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 CONTROL_DB = "control.sqlite3"
-SERVER_ID_FILE = ".server_id"
 
 _NAME = re.compile(r"^ai_proxy_(?:(\d{4})(\d{2})(\d{2})|(\d{4})W(\d{2})|(\d{4})(\d{2}))\.sqlite3$")
 

@@ -73,7 +73,6 @@ def forwardable_headers(headers) -> dict[str, str]:
 class UpstreamRequest:
     body: dict  # OpenAI chat request; `model` is the upstream model id
     request_id: str
-    model_alias: str = ""  # what the client asked for (for messages, never sent upstream)
 
 
 @dataclass(slots=True)

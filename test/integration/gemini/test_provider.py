@@ -47,7 +47,7 @@ USAGE = {
 
 
 def req(**body):
-    return UpstreamRequest(body={"model": MODEL, **body}, request_id="req-1", model_alias="gemini-flash")
+    return UpstreamRequest(body={"model": MODEL, **body}, request_id="req-1")
 
 
 def user(text):
