@@ -1,10 +1,11 @@
 """Incremental Server-Sent Events decoder: bytes in any split, whole events out.
 
-Events end at a blank line (`\\n\\n`, `\\r\\n\\r\\n` or `\\r\\r`); the `data` lines of one event
-are joined with newlines, as the SSE spec says. An event of comment lines only (OpenRouter's
-`: OPENROUTER PROCESSING`, sent while the model has not started) comes out as a `Comment`, which
-the REST facade forwards: it keeps the client's connection, and any proxy on the way, from timing
-out. `sse_batches` turns a body into batches of translated events, one batch per network read.
+Events end at a blank line, whatever ends its line and the one before (`\\n`, `\\r\\n` or a
+lone `\\r`, mixed as they come); the `data` lines of one event are joined with newlines, as the SSE
+spec (WHATWG HTML §9.2.6) says. An event of comment lines only (OpenRouter's `: OPENROUTER
+PROCESSING`, sent while the model has not started) comes out as a `Comment`, which the REST facade
+forwards: it keeps the client's connection, and any proxy on the way, from timing out.
+`sse_batches` turns a body into batches of translated events, one batch per network read.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from aiproxy.deadline import UpstreamDeadline
 from aiproxy.errors import UpstreamBadResponse, UpstreamTimeout
 
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+# A line's end, then an empty line's. A lone "\r" is no first end before "\n" (they are one "\r\n"),
+# and no second end at the buffer's end (it may be the first half of "\r\n": wait for more).
+_EVENT_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?=[^\n]))")
 _LINE_SPLIT = re.compile(rb"\r\n|\n|\r")
 
 

@@ -53,6 +53,10 @@ STREAMS = {
     "crlf-multiline": (MULTILINE_STREAM.replace(b"\n", b"\r\n"), MULTILINE_EVENTS),
     # Every terminator in one stream: CRLF events, then LF, then CR, then CRLF again.
     "mixed": (b"data: a\r\ndata: b\r\n\r\ndata: c\n\ndata: d\rdata: e\r\rdata: f\r\n\r\n", ["a\nb", "c", "d\ne", "f"]),
+    # A blank line whose end differs from the line's before it: LF then CRLF, CRLF then LF, LF then
+    # CR, CRLF then CR, CR then CRLF.
+    "blank-after-another-end": (b"data: a\n\r\ndata: b\r\n\ndata: c\n\rdata: d\r\n\rdata: e\r\r\ndata: f\n\n",
+                                ["a", "b", "c", "d", "e", "f"]),
 }
 
 
