@@ -1,10 +1,11 @@
 """Incremental Server-Sent Events decoder: bytes in any split, whole events out.
 
 Events end at a blank line, whatever ends its line and the one before (`\\n`, `\\r\\n` or a
-lone `\\r`, mixed as they come); the `data` lines of one event are joined with newlines, as the SSE
-spec (WHATWG HTML §9.2.6) says. An event of comment lines only (OpenRouter's `: OPENROUTER
-PROCESSING`, sent while the model has not started) comes out as a `Comment`, which the REST facade
-forwards: it keeps the client's connection, and any proxy on the way, from timing out.
+lone `\\r`, mixed as they come); the `data` lines of one event are joined with newlines, and a
+UTF-8 byte order mark starting the stream is skipped, as the SSE spec (WHATWG HTML §9.2.6) says.
+An event of comment lines only (OpenRouter's `: OPENROUTER PROCESSING`, sent while the model has
+not started) comes out as a `Comment`, which the REST facade forwards: it keeps the client's
+connection, and any proxy on the way, from timing out.
 `sse_batches` turns a body into batches of translated events, one batch per network read.
 """
 
@@ -28,15 +29,25 @@ class Comment(str):
     __slots__ = ()
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 class SSEDecoder:
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_started")
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._started = False  # the stream's first bytes were checked for a byte order mark
 
     def feed(self, chunk: bytes) -> list[str]:
         """Return the `data` payloads (or `Comment`s) of every event completed by this chunk."""
         buffer = self._buffer + chunk if self._buffer else chunk
+        if not self._started:
+            if len(buffer) < len(_BOM) and _BOM.startswith(buffer):
+                self._buffer = buffer  # maybe a mark cut short by the read: wait for the rest
+                return []
+            self._started = True
+            buffer = buffer.removeprefix(_BOM)  # else its bytes began the first field's name
         if b"\r" not in buffer:
             separator, line_end = b"\n\n", b"\n"  # LF framing (OpenAI's)
         elif buffer.count(b"\r") == buffer.count(b"\n") == buffer.count(b"\r\n"):

@@ -57,6 +57,9 @@ STREAMS = {
     # CR, CRLF then CR, CR then CRLF.
     "blank-after-another-end": (b"data: a\n\r\ndata: b\r\n\ndata: c\n\rdata: d\r\n\rdata: e\r\r\ndata: f\n\n",
                                 ["a", "b", "c", "d", "e", "f"]),
+    # A UTF-8 byte order mark starting the stream is no part of it; one later is a field name's.
+    "bom": (b"\xef\xbb\xbfdata: a\n\ndata: b\n\n", ["a", "b"]),
+    "bom-later": (b"data: a\n\n\xef\xbb\xbfdata: b\n\n", ["a"]),
 }
 
 
