@@ -98,6 +98,8 @@ def _event_data(raw: bytes) -> str | None:
         if line.startswith(b"data:"):
             value = line[5:]
             data_lines.append(value[1:] if value.startswith(b" ") else value)
+        elif line == b"data":  # a field name alone: the field, with an empty value
+            data_lines.append(b"")
         elif line.startswith(b":"):
             value = line[1:]
             comment_lines.append(value[1:] if value.startswith(b" ") else value)

@@ -60,6 +60,8 @@ STREAMS = {
     # A UTF-8 byte order mark starting the stream is no part of it; one later is a field name's.
     "bom": (b"\xef\xbb\xbfdata: a\n\ndata: b\n\n", ["a", "b"]),
     "bom-later": (b"data: a\n\n\xef\xbb\xbfdata: b\n\n", ["a"]),
+    # A field name alone is the field with an empty value.
+    "bare-data": (b"data\ndata: x\n\ndata\n\n", ["\nx", ""]),
 }
 
 
