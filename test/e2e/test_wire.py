@@ -731,6 +731,16 @@ def test_stream_that_finished_without_done_is_complete(gateway, fake):
     assert gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 200
 
 
+def test_done_with_text_after_the_marker_ends_the_stream(gateway, fake):
+    """The OpenAI SDK ends a stream at any data that starts with [DONE] (wire-formats.md §1.5)."""
+    fake.push(StreamReply([*text_chunks(["whole"], usage=False), "[DONE] (3 chunks)"], done=False))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True})
+    *chunks, done = _sse_payloads(response.content)
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, "stop"] and done == "[DONE]"
+    assert gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 200
+
+
 def test_stream_with_a_choice_still_open_at_the_end_is_truncated(gateway, fake):
     """n=2: choice 0 finished, choice 1 was cut off, no [DONE]: not a finished answer."""
     def chunk(index, delta, finish=None):

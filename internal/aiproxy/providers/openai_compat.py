@@ -260,7 +260,7 @@ class _OpenAIStream:
             await self._response.aclose()
 
     def _parse(self, data: str) -> list[dict]:
-        if data.strip() == "[DONE]":
+        if data.lstrip().startswith("[DONE]"):  # the OpenAI SDK's test: text after the marker ends it too
             self._done = True
             raise EndOfStream
         chunk = json_object(data, f"The upstream provider '{self._settings.name}' sent a stream event")
