@@ -14,7 +14,7 @@ import pytest
 
 from aiproxy.testing.fake_gemini import FakeGemini, text_response
 from aiproxy.testing.fake_openai import FakeOpenAIUpstream, StreamReply, text_chunks
-from aiproxy.testing.gateway import CLIENT_KEY, UPSTREAM_KEYS, GatewayProcess
+from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 from aiproxy.testing.trickle import TrickleReply
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
@@ -55,12 +55,6 @@ class Upstreams:
                 return True
             time.sleep(0.01)
         return False
-
-
-@pytest.fixture(scope="module")
-def gemini_server():
-    with FakeGemini(UPSTREAM_KEYS["GEMINI_API_KEY"]) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

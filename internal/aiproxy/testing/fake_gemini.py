@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from aiproxy.testing.awkward_sse import EventStreamWrites, write_event_stream
 from aiproxy.testing.trickle import TrickleReply, trickle
 
 DEFAULT_KEY = "fake-gemini-key"
@@ -589,7 +590,9 @@ class FakeGemini:
         self.stream_chunks = stream_chunks  # events in the default streamed answer
         self.models = models  # None: every model id exists
         self.requests: list[RecordedRequest] = []
-        self._replies: collections.deque[JsonReply | StreamReply | TrickleReply] = collections.deque()
+        self._replies: collections.deque[JsonReply | StreamReply | TrickleReply | EventStreamWrites] = (
+            collections.deque()
+        )
         # Signatures this server handed out; None when replays need none (Gemini 2.x behaviour).
         self._issued: set[str] | None = set() if require_thought_signatures else None
         self._runner: web.AppRunner | None = None
@@ -604,7 +607,7 @@ class FakeGemini:
     def last_json(self) -> Any:
         return self.requests[-1].json
 
-    def enqueue(self, *replies: JsonReply | StreamReply | TrickleReply | dict) -> None:
+    def enqueue(self, *replies: JsonReply | StreamReply | TrickleReply | EventStreamWrites | dict) -> None:
         """Script the next answers, in order; a dict is a 200 JSON body."""
         self._replies.extend(JsonReply(r) if isinstance(r, dict) else r for r in replies)
 
@@ -697,6 +700,8 @@ class FakeGemini:
                 await asyncio.sleep(self.latency)
             if isinstance(reply, TrickleReply):
                 return await trickle(request, reply)
+            if isinstance(reply, EventStreamWrites):
+                return await write_event_stream(request, reply)
             if not streaming:
                 if isinstance(reply, StreamReply):
                     raise web.HTTPInternalServerError(
@@ -735,8 +740,8 @@ class FakeGemini:
                 ],
             )
 
-    def _remember_signatures(self, reply: JsonReply | StreamReply | TrickleReply) -> None:
-        if self._issued is None or isinstance(reply, TrickleReply):
+    def _remember_signatures(self, reply: JsonReply | StreamReply | TrickleReply | EventStreamWrites) -> None:
+        if self._issued is None or isinstance(reply, TrickleReply | EventStreamWrites):
             return
         for body in reply.events if isinstance(reply, StreamReply) else [reply.body]:
             for cand in body.get("candidates") or ():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from aiproxy.testing.awkward_sse import EventStreamWrites, write_event_stream
 from aiproxy.testing.trickle import TrickleReply, trickle
 
 
@@ -228,6 +229,8 @@ class FakeOpenAIUpstream:
                                 content_type=reply.content_type)
         if isinstance(reply, TrickleReply):
             return await trickle(request, reply)
+        if isinstance(reply, EventStreamWrites):
+            return await write_event_stream(request, reply)
         if isinstance(reply, HangReply):
             await asyncio.sleep(reply.seconds)
             return web.Response(status=504)
