@@ -80,8 +80,21 @@ def dump_parsed(value: Any) -> bytes:
         raise JSONTooDeep from None
 
 
-def _dumps(value: Any) -> str:
-    return dump_parsed(value).decode()
+_MAX_DEPTH = 254  # levels of arrays and objects orjson writes
+
+
+def _dumps(value: Any, depth: int) -> str:
+    """The JSON text of a value that `depth` arrays or objects enclose in the body, which must stay
+    writable whole (the facade writes an answer, the provider a request): written alone, a value
+    nested 200 levels inside a choice's message passed, and the facade failed on the answer (a 500,
+    or an HTTP stream cut by one). Only a text with enough brackets to be that deep is written again,
+    inside `depth` arrays, to find out."""
+    text = dump_parsed(value)
+    if depth and len(text) > 2 * (_MAX_DEPTH - depth) and text.count(b"[") + text.count(b"{") > _MAX_DEPTH - depth:
+        for _ in range(depth):
+            value = [value]
+        dump_parsed(value)
+    return text.decode()
 
 
 def _scalar_check(field: FieldDescriptor):
@@ -141,17 +154,17 @@ def _field_setter(field: FieldDescriptor):
     name = field.name
     if name.endswith("_json") and field.type == _T.TYPE_STRING:
 
-        def set_json(msg, value):
+        def set_json(msg, value, depth):
             if value is None:  # null stays in extra_json: a typed "null" would read as a value
                 return False
-            setattr(msg, name, _dumps(value))
+            setattr(msg, name, _dumps(value, depth + 1))
             return True
 
         return set_json
     if _is_map(field):
         value_ok = _scalar_check(field.message_type.fields_by_name["value"])
 
-        def set_map(msg, value):
+        def set_map(msg, value, depth):
             if type(value) is not dict or not value or not all(value_ok(v) for v in value.values()):
                 return False
             getattr(msg, name).update(value)
@@ -162,13 +175,13 @@ def _field_setter(field: FieldDescriptor):
         if field.type == _T.TYPE_MESSAGE:
             sub = field.message_type
 
-            def set_messages(msg, value):
+            def set_messages(msg, value, depth):
                 if type(value) is not list or not value or not all(type(v) is dict for v in value):
                     return False
                 container = getattr(msg, name)
                 plan = _plan(sub)
                 for item in value:
-                    if not _fill(container.add(), item, plan):
+                    if not _fill(container.add(), item, plan, depth + 2):
                         raise ValueError(f"{sub.name} has no extra_json to keep unknown keys")
                 return True
 
@@ -176,7 +189,7 @@ def _field_setter(field: FieldDescriptor):
 
         item_ok = _scalar_check(field)
 
-        def set_scalars(msg, value):
+        def set_scalars(msg, value, depth):
             if type(value) is not list or not value or not all(item_ok(v) for v in value):
                 return False
             getattr(msg, name).extend(value)
@@ -186,18 +199,18 @@ def _field_setter(field: FieldDescriptor):
     if field.type == _T.TYPE_MESSAGE:
         sub = field.message_type
 
-        def set_message(msg, value):
+        def set_message(msg, value, depth):
             if type(value) is not dict:
                 return False
             child = getattr(msg, name)
             child.SetInParent()
-            return _fill(child, value, _plan(sub))
+            return _fill(child, value, _plan(sub), depth + 1)
 
         return set_message
 
     value_ok = _scalar_check(field)
 
-    def set_scalar(msg, value):
+    def set_scalar(msg, value, depth):
         if not value_ok(value):
             return False
         setattr(msg, name, value)
@@ -217,7 +230,7 @@ def _union_setter(oneof):
             by_kind["list" if _list_wrapper_field(member.message_type) else "dict"] = member
     set_list = _field_setter(_list_wrapper_field(by_kind["list"].message_type)) if "list" in by_kind else None
 
-    def set_union(msg, value):
+    def set_union(msg, value, depth):
         kind = "null" if value is None else _UNION_KINDS.get(type(value))
         member = by_kind.get(kind)
         if member is None:
@@ -231,22 +244,23 @@ def _union_setter(oneof):
         child = getattr(msg, member.name)
         if kind == "list":
             child.SetInParent()
-            return set_list(child, value)
+            return set_list(child, value, depth)
         child.SetInParent()
-        return _fill(child, value, _plan(member.message_type))
+        return _fill(child, value, _plan(member.message_type), depth + 1)
 
     return set_union
 
 
-def _fill(msg: Message, data: dict, plan: _Plan) -> bool:
-    """Fill msg from data; False when data has keys msg cannot keep and it has no extra_json."""
+def _fill(msg: Message, data: dict, plan: _Plan, depth: int) -> bool:
+    """Fill msg from data, which `depth` arrays or objects enclose in the body; False when data has
+    keys msg cannot keep and it has no extra_json."""
     extra = None
     setters = plan.setters
     for key, value in data.items():
         setter = setters.get(key)
         if setter is not None:
             # Setters refuse None unless a union has a NullValue member (content: null stays typed).
-            if setter(msg, value):
+            if setter(msg, value, depth):
                 continue
             if type(value) is dict or type(value) is list:
                 # A failed setter may have written part of an object or array: clear it before keeping it raw.
@@ -257,7 +271,7 @@ def _fill(msg: Message, data: dict, plan: _Plan) -> bool:
             extra = {}
         extra[key] = value
     if extra:
-        setattr(msg, EXTRA, _dumps(extra))
+        setattr(msg, EXTRA, _dumps(extra, depth))
     return True
 
 
@@ -270,7 +284,7 @@ def _clear_key(msg: Message, plan: _Plan, key: str) -> None:
 def json_to_message(data: dict, cls: type[Message]) -> Message:
     """Convert an OpenAI-shaped JSON object to a message of type cls, losslessly."""
     msg = cls()
-    if not _fill(msg, data, _plan(cls.DESCRIPTOR)):
+    if not _fill(msg, data, _plan(cls.DESCRIPTOR), 0):
         raise ValueError(f"{cls.DESCRIPTOR.name} has no extra_json to keep unknown keys")
     return msg
 

@@ -629,14 +629,35 @@ def test_upstream_200_with_only_an_error_keeps_its_message(gateway, fake, openai
     assert record["status_code"] == status and record["error"]["message"] == message
 
 
-def test_upstream_answer_too_deep_to_relay_is_a_logged_502(gateway, fake, openai_schemas):
-    fake.push(RawReply(b'{"choices":[],"deep":' + b"[" * 300 + b"]" * 300 + b"}"))  # orjson writes 254 levels
+@pytest.mark.parametrize("answer", [
+    b'{"choices":[],"deep":' + b"[" * 300 + b"]" * 300 + b"}",  # orjson writes 254 levels
+    # 255 levels, most of them in the message's own extra_json: the facade's 500 was written
+    b'{"choices":[{"index":0,"message":{"role":"assistant","deep":' + b"[" * 251 + b"]" * 251 + b"}}]}",
+], ids=["top-level", "in-message"])
+def test_upstream_answer_too_deep_to_relay_is_a_logged_502(gateway, fake, openai_schemas, answer):
+    fake.push(RawReply(answer))
     response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, json={"model": "gpt-test", "messages": U})
     assert response.status_code == 502
     openai_schemas.validate("ErrorResponse", response.json())
     assert response.json()["error"]["code"] == "bad_upstream_response"
     record = gateway.wait_for_record(response.headers["x-request-id"])
     assert record["status_code"] == 502 and record["request"]["messages"] == U and record["response"] is None
+
+
+def test_stream_chunk_too_deep_to_relay_is_an_error_frame(gateway, fake, openai_schemas):
+    """A chunk nested 255 levels, most of them in its delta's extra_json, after one that went out: the
+    facade failed on it with the stream started, writing its 500 into the chunked body."""
+    first = text_chunks(["ok"], usage=False)[0]
+    deep = '{"choices":[{"index":0,"delta":{"deep":' + "[" * 251 + "]" * 251 + "}}]}"  # more than orjson writes
+    fake.push(StreamReply([first, deep], per_event=True))
+    response = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH,
+                          json={"model": "gpt-test", "messages": U, "stream": True})
+    assert response.status_code == 200
+    relayed, error_frame, done = _sse_payloads(response.content)
+    assert relayed["choices"] == first["choices"] and done == "[DONE]"
+    openai_schemas.validate("ErrorResponse", error_frame)
+    assert error_frame["error"]["code"] == "bad_upstream_response"
+    assert gateway.wait_for_record(response.headers["x-request-id"])["status_code"] == 502
 
 
 def _sse_payloads(body: bytes) -> list:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aiproxy.protojson import NonFiniteNumber, json_to_message, message_to_json
+from aiproxy.protojson import JSONTooDeep, NonFiniteNumber, json_to_message, message_to_json
 from aiproxy.testing.jsoncompare import strict_equal
 from aiproxypb.v1 import chat_pb2
 
@@ -400,6 +400,32 @@ def test_chunks_usage_null_and_usage_only_chunk():
     usage_only = json_to_message(chunks[3], CHUNK)
     assert len(usage_only.choices) == 0 and extra_of(usage_only) == {"choices": []}
     assert usage_only.usage.prompt_tokens == 3
+
+
+def nested(levels: int) -> list:
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("cls, body_of, enclosing", [
+    (COMPLETION, lambda deep: {"choices": [{"message": {"role": "assistant", "vendor": deep}}]}, 4),
+    (CHUNK, lambda deep: {"choices": [{"delta": {"content": [{"type": "x", "vendor": deep}]}}]}, 6),
+    (REQ, lambda deep: {"tools": [{"function": {"name": "f", "parameters": deep}}]}, 4),
+], ids=["message-extra", "part-extra", "json-field"])
+def test_nesting_is_counted_from_the_body_not_from_each_extra(cls, body_of, enclosing):
+    """orjson writes 254 levels; a body deeper than that must be refused as it is converted, wherever
+    the deep value sits. Counted from its own extra_json, a value deep inside a choice passed, and the
+    facade could not write the answer (a 500, or a stream cut off by one)."""
+    writable = body_of(nested(254 - enclosing))
+    orjson.dumps(writable)
+    assert_round_trip(writable, cls)
+    too_deep = body_of(nested(255 - enclosing))
+    with pytest.raises(orjson.JSONEncodeError):
+        orjson.dumps(too_deep)
+    with pytest.raises(JSONTooDeep):
+        json_to_message(too_deep, cls)
 
 
 def test_message_without_extra_json_cannot_take_unknown_keys():
