@@ -18,38 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiproxy.protojson import JSONTooDeep, NonFiniteNumber, json_to_message, message_to_json
-from aiproxy.testing.jsoncompare import strict_equal
+from aiproxy.testing.chatfuzz import expected_after_proto
+from aiproxy.testing.jsoncompare import first_difference, strict_equal
 from aiproxypb.v1 import chat_pb2
 
-DOUBLE_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 REQ = chat_pb2.ChatCompletionRequest
 COMPLETION = chat_pb2.ChatCompletion
 CHUNK = chat_pb2.ChatCompletionChunk
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def first_difference(a, b, path="$") -> str | None:
-    if type(a) is not type(b):
-        return f"{path}: {a!r} ({type(a).__name__}) != {b!r} ({type(b).__name__})"
-    if isinstance(a, dict):
-        if a.keys() != b.keys():
-            return f"{path}: keys {sorted(a)} != {sorted(b)}"
-        for k in a:
-            diff = first_difference(a[k], b[k], f"{path}.{k}")
-            if diff:
-                return diff
-        return None
-    if isinstance(a, list):
-        if len(a) != len(b):
-            return f"{path}: length {len(a)} != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            diff = first_difference(x, y, f"{path}[{i}]")
-            if diff:
-                return diff
-        return None
-    return None if a == b else f"{path}: {a!r} != {b!r}"
 
 
 def through_wire(data: dict, cls):
@@ -60,19 +38,9 @@ def through_wire(data: dict, cls):
     return message_to_json(received)
 
 
-def expected_request(body: dict) -> dict:
-    """The documented exception: whole-number doubles in the typed request fields come back as ints."""
-    out = dict(body)
-    for key in DOUBLE_FIELDS:
-        value = out.get(key)
-        if type(value) is float and value.is_integer() and abs(value) < 2**53:
-            out[key] = int(value)
-    return out
-
-
 def assert_round_trip(data: dict, cls=REQ) -> dict:
     back = through_wire(data, cls)
-    expected = expected_request(data) if cls is REQ else data
+    expected = expected_after_proto(data, request=cls is REQ)
     assert strict_equal(back, expected), first_difference(back, expected)
     # And byte-identical JSON once key order is normalised.
     assert orjson.dumps(back, option=orjson.OPT_SORT_KEYS) == orjson.dumps(expected, option=orjson.OPT_SORT_KEYS)
