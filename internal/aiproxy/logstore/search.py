@@ -227,6 +227,9 @@ _IDF_FLOOR = 1e-6  # FTS5's bm25 takes an IDF <= 0 (a phrase in half the fragmen
 # A part whose factor is this close to the folded one's is scaled with it: its own scan would cost
 # a join over all its matches to move its share of a score by at most this fraction.
 RESCALE_TOLERANCE = 0.05
+# Parts read alone at most, those whose factor differs most from the folded one's (the others are scaled
+# with it): each is a join, and SQLite joins at most 64 tables (`w0 OR … OR w69` was an SQL error).
+MAX_RESCALED_PARTS = 32
 
 
 def _idf(fragments: int, matching: int) -> float:
@@ -293,12 +296,13 @@ def rescale(parts: list[ScoredPart], fragments: int, counts: dict[str, int], tot
     ]
     folded = max(range(len(parts)), key=lambda i: sum(counts[p] for p in parts[i].phrases))
     base = factors[folded]
-    terms = tuple(
-        (part.query, part.guards, factor - base)
-        for i, (part, factor) in enumerate(zip(parts, factors, strict=True))
-        if i != folded and abs(factor - base) > RESCALE_TOLERANCE * base
+    terms = sorted(
+        ((part.query, part.guards, factor - base)
+         for i, (part, factor) in enumerate(zip(parts, factors, strict=True))
+         if i != folded and abs(factor - base) > RESCALE_TOLERANCE * base),
+        key=lambda term: -abs(term[2]),
     )
-    return Rescale(base, terms)
+    return Rescale(base, tuple(terms[:MAX_RESCALED_PARTS]))
 
 
 def _scored_sql(query: str, filters: SearchFilters, scale: Rescale | None) -> tuple[str, list[Any]]:

@@ -411,6 +411,21 @@ def test_an_incident_day_ranks_its_on_topic_requests_first(tmp_path):
         assert ids[:5] == [f"incident{i:04d}" for i in range(5)], (query, ids)
 
 
+
+def test_a_query_of_many_words_searches_partitions_whose_statistics_differ(tmp_path):
+    """Each word whose IDF differs between partitions was ranked by a join of its own: a query of 70
+    such words (`w0 OR w1 OR …`, pasted text) was SQLite's "at most 64 tables in a join", 300 "too
+    many FROM clause terms", an SQL error for the client (REST 500, gRPC INTERNAL, a traceback)."""
+    words = [f"w{i}" for i in range(300)]
+    records = _day(tmp_path, "one", 20, words)  # each word in one request
+    records += _day(tmp_path, "all", 21, [" ".join(words[: i + 1]) for i in range(len(words))])
+    write_jsonl(tmp_path / "logs" / "r.jsonl", records)
+    store = make_store(tmp_path / "db")
+    ingest(store, tmp_path / "logs")
+    for query in (" OR ".join(words[:70]), " OR ".join(words), " OR ".join(f"({w} w0)" for w in words[:70])):
+        page = search(store, query, limit=5)
+        assert len(page.hits) == 5 and page.next_cursor, query[:40]
+
 # Every fragment has the same length (role 1 token, content 6, endpoint 3, models 2 and 3), so the
 # average fragment length is the same in every partition and in one table holding them all: there,
 # the search's scores must be exactly the bm25 one FTS5 table computes.

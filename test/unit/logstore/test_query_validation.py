@@ -3,7 +3,7 @@ import pytest
 from aiproxy.errors import InvalidRequest
 from aiproxy.logstore.errors import InvalidQuery
 from aiproxy.logstore.fts_query import QueryShapeError, ScoredPart, scored_parts, to_fts5
-from aiproxy.logstore.search import RESCALE_TOLERANCE, rescale, validate_query
+from aiproxy.logstore.search import MAX_RESCALED_PARTS, RESCALE_TOLERANCE, rescale, validate_query
 
 VALID = ["hello", "machine learning OR AI", "NEAR(error timeout, 5)", '"exact phrase"',
          "time*", "content:paris", "role:user AND content:paris", "a NOT b", "{role content}: x", "^start"]
@@ -100,6 +100,14 @@ def test_parts_whose_idf_moves_like_the_folded_ones_are_scaled_with_it():
     # the incident day: alpha in 900 of its 1,000 fragments (FTS5's floor IDF there)
     skewed = rescale(parts, 1000, {"alpha": 900, "beta": 10}, 30_000, {"alpha": 3800, "beta": 300})
     assert [term[0] for term in skewed.terms] == ["beta"] and skewed.base > 1000
+
+
+def test_at_most_max_rescaled_parts_are_read_alone_those_whose_idf_moved_most():
+    """Each part read alone is a join: SQLite joins 64 tables at most."""
+    parts = [ScoredPart(f"w{i}", (f"w{i}",), ()) for i in range(100)]
+    local = {f"w{i}": 1 + i for i in range(100)}  # w99 (most matches) is folded; w0 moved most
+    scale = rescale(parts, 1000, local, 30_000, dict.fromkeys(local, 50))
+    assert [term[0] for term in scale.terms] == [f"w{i}" for i in range(MAX_RESCALED_PARTS)]
 
 
 @pytest.mark.parametrize("query", ["-" * 3000, "x " + "-" * 1000 + "y", "role:" * 3000 + "x", "-role:" * 3000 + "x"])
