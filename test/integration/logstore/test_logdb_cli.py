@@ -238,6 +238,21 @@ def test_search_excludes_a_minus_word(workdir):
         assert done.returncode == 0 and json.loads(done.stdout)["results"] == [], done.stderr
 
 
+
+@pytest.mark.parametrize("args", [
+    ("search", "caf\udce9"),  # `café` typed in a Latin-1 terminal: its é is byte E9, not UTF-8
+    ("search", "alpha", "--json", "-caf\udce9"), ("search", "x", "--model", "gpt\udcff"),
+    ("search", "x", "--provider", "\udcff"), ("search", "x", "--key-hash", "\udcff"), ("search", "--dialog", "\udcff"),
+    ("search", "x", "--cursor", "\udcff"), ("dialogs", "list", "--model", "\udcff"), ("show", "req-\udcff"),
+])
+def test_an_argument_that_is_not_utf8_is_a_usage_error_not_a_traceback(workdir, args):
+    """Python reads such bytes as lone surrogates, which no request can carry: `logdb search caf$'\\xe9'` was
+    a UnicodeEncodeError traceback, exit 1."""
+    logdb(workdir, "ingest", "--from", "logs")
+    done = logdb(workdir, *args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "is not UTF-8" in done.stderr.splitlines()[-1], done.stderr
+
 def _commands(parser, prefix=()):
     for action in parser._subparsers._group_actions if parser._subparsers else ():
         for name, sub in action.choices.items():

@@ -49,6 +49,18 @@ def load_config() -> tuple[dict, str]:
     return dict(settings.logdb), settings.log_dir
 
 
+def text(value: str) -> str:
+    """An argument a request carries as text (a query, a filter, an id, a cursor). Bytes that are not
+    UTF-8 (a Latin-1 terminal's é) reach Python as lone surrogates, which no request can carry."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"{os.fsencode(value)!r} is not UTF-8: set the terminal to UTF-8 (LANG=C.UTF-8) and type it again"
+        ) from None
+    return value
+
+
 def day(text: str):
     try:
         return parse_day(text)
@@ -90,15 +102,15 @@ def status_code(text: str) -> int:
 
 def filter_options(parser: argparse.ArgumentParser) -> None:
     """The LogFilter fields a listing takes besides the day range (filter_message reads them)."""
-    parser.add_argument("--model", help="model_original or model_mapped, in any case")
-    parser.add_argument("--provider")
-    parser.add_argument("--key-hash", dest="api_key_hash", help="api_key_hash")
+    parser.add_argument("--model", type=text, help="model_original or model_mapped, in any case")
+    parser.add_argument("--provider", type=text)
+    parser.add_argument("--key-hash", type=text, dest="api_key_hash", help="api_key_hash")
     parser.add_argument("--status", type=status_code, help="HTTP status code")
 
 
 def paging_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=_page_size, default=20, metavar=f"1..{MAX_LIMIT}", help="page size (default 20)")
-    parser.add_argument("--cursor", help="next_cursor of the previous page")
+    parser.add_argument("--cursor", type=text, help="next_cursor of the previous page")
 
 
 def json_option(parser: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ from aiproxy.logstore.cli.common import (
     remote_options,
     request_line,
     store_options,
+    text,
 )
 from aiproxy.logstore.fragments import transcript
 from aiproxypb.v1 import logs_pb2
@@ -97,7 +98,10 @@ class _QueryWords:
         unknown = [word for word in extras if self._parse_optional(word) is not None]
         if unknown:
             self.error(f"unrecognized arguments: {' '.join(unknown)}")
-        namespace.query = [*(namespace.query or []), *extras]
+        try:
+            namespace.query = [*(namespace.query or []), *map(text, extras)]
+        except argparse.ArgumentTypeError as exc:
+            self.error(f"argument query: {exc}")
         return namespace, []
 
 
@@ -110,13 +114,13 @@ def register(subparsers) -> None:
         "without a full-text index (after `fts drop`), which it could not search, exits with 1 and says so.",
     )
     search.__class__ = type("SearchParser", (_QueryWords, type(search)), {})
-    search.add_argument("query", nargs="*", help="FTS5 query; `alpha -banana` excludes banana (a -word is query text)")
+    search.add_argument("query", nargs="*", type=text, help="FTS5 query; `alpha -banana` excludes banana (a -word is query text)")
     filter_options(search)
-    search.add_argument("--dialog", help="dialog id")
+    search.add_argument("--dialog", type=text, help="dialog id")
     paging_options(search)
     search.set_defaults(func=run_search)
     show = subparsers.add_parser("show", help="one request (or --dialog: a dialog's turns)", description="Show a stored request.")
-    show.add_argument("id", help="request id (or dialog id with --dialog)")
+    show.add_argument("id", type=text, help="request id (or dialog id with --dialog)")
     show.add_argument("--dialog", action="store_true", help="the id is a dialog id: print its turns in order")
     show.set_defaults(func=run_show)
     stats = subparsers.add_parser("stats", help="store statistics", description="Partitions, rows, models, statuses.")
