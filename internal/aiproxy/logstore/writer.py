@@ -26,11 +26,17 @@ def insert_fragment(table: str = FTS_TABLE) -> str:
 INSERT_FRAGMENT = insert_fragment()
 
 
+def _indexed(text: str) -> str:
+    """The indexed copy of a text: each character of a script written without spaces a token (unspaced.py),
+    so that a word inside a run of them is found, and a NUL a space (both separate words): FTS5's snippets
+    stop copying text at a NUL, `nul\0inside alpha` showed as `nul[alpha]`."""
+    return split_unspaced(text.replace("\x00", " "))
+
+
 def fragment_rows(request_id: str, fragments, endpoint: str, model_original: str | None, model_mapped: str | None):
-    """INSERT_FRAGMENT's rows for a request's (role, text) fragments, each character of a script
-    written without spaces a token (unspaced.py), so that a word inside a run of them is found."""
-    models = split_unspaced(model_original or ""), split_unspaced(model_mapped or "")
-    return [(request_id, split_unspaced(role), split_unspaced(text), endpoint, *models) for role, text in fragments]
+    """INSERT_FRAGMENT's rows for a request's (role, text) fragments, as indexed (_indexed)."""
+    models = _indexed(model_original or ""), _indexed(model_mapped or "")
+    return [(request_id, _indexed(role), _indexed(text), endpoint, *models) for role, text in fragments]
 
 
 def fts_rows(rows: list[Row]):

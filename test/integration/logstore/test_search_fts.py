@@ -616,6 +616,14 @@ def test_latin_text_is_indexed_as_written(tmp_path):
     assert [content for (content,) in indexed] == texts
 
 
+
+def test_a_snippet_of_text_holding_a_nul_keeps_the_text_around_it(tmp_path):
+    """FTS5's snippets stop copying text at a NUL (JSON's \\u0000, which clients may send): the snippet
+    of `nul\\0inside alpha \\0 tail beta` for `tail` was `nul[tail] beta`. The NUL is indexed as a space."""
+    store = _store_of(tmp_path, "n", ["nul\x00inside alpha \x00 tail beta"])
+    assert [h.snippet for h in search(store, "tail").hits] == ["nul inside alpha   [tail] beta"]
+    assert [h.fields["request_id"] for h in search(store, "inside alpha").hits] == ["n0000"]
+
 def test_images_are_stored_whole_but_never_indexed_as_text(tmp_path):
     """A generated image (message.images, OpenRouter's convention) or a sent one (an image_url part)
     is megabytes of base64: the row keeps it, the FTS index holds only the messages' text."""
