@@ -484,6 +484,32 @@ def test_a_member_with_a_hostile_schema_or_undated_rows_is_refused_in_one_line(t
     assert tree_fingerprint(dest.base) == fingerprint
 
 
+_NOT_UTF8 = "CAST(X'67ff' AS TEXT)"  # "g" and a byte no UTF-8 text holds, as a flipped bit leaves it
+
+
+@pytest.mark.parametrize(("day", "sql"), [
+    ("20250905", f"UPDATE requests SET model_original = {_NOT_UTF8} WHERE rowid = 2"),
+    ("20250906", f"UPDATE requests SET model_original = {_NOT_UTF8} WHERE rowid = 2"),
+    ("20250906", f"UPDATE requests SET response_json = {_NOT_UTF8} WHERE rowid = 1"),
+    ("20250905", f"UPDATE servers SET hostname = {_NOT_UTF8}"),
+    ("20250906", f"UPDATE request_text_index SET content = {_NOT_UTF8} WHERE rowid = 1"),
+])
+def test_a_member_holding_text_that_is_not_utf8_is_refused(tmp_path, bundle, capsys, day, sql):
+    """SQLite stores whatever bytes a TEXT value is given: a forged member (sums recomputed) with one
+    flipped byte in a text column was imported, and from then on every `logdb search` of the store
+    ended in a traceback ("Could not decode to UTF-8 column 'model_original'"). Its day is held in
+    the destination (rows copied) or not (the member adopted)."""
+    forged = repack(bundle, tmp_path / "forged.tgz", _edit_member(tmp_path, day, lambda conn: conn.execute(sql)),
+                    fix_metadata=True)
+    dest = filled_store(tmp_path / "b", server_id="srv-b", days=1)
+    fingerprint = tree_fingerprint(dest.base)
+    assert main(["bundle", "import", str(forged), "--dest", str(dest.base)]) == 1
+    err = capsys.readouterr().err
+    assert f"db/2025/09/ai_proxy_{day}.sqlite3 cannot be imported: " in err and "text that is not valid UTF-8" in err
+    assert len(err.splitlines()) == 1
+    assert tree_fingerprint(dest.base) == fingerprint
+
+
 def test_objects_a_member_carries_never_reach_the_store(tmp_path, bundle):
     """A trigger in a member would run on every later insert into the partition: such a member's
     rows are copied into a file the store creates, not adopted."""
