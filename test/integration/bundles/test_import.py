@@ -695,3 +695,35 @@ def test_a_bundle_whose_unspaced_text_an_earlier_version_indexed_is_indexed_anew
         page = search(store, word)
         assert [h.snippet for h in page.hits] == [question.replace(word, f"[{word}]")] and not page.unsplit
         store.close()
+
+
+@pytest.mark.parametrize("day_already_held", [False, True])
+def test_rows_ingest_stored_before_1970_travel_in_a_bundle(tmp_path, day_already_held):
+    """Ingest stores a record of any year (a clock set wrong, an offset taking 1970-01-01 back to
+    1969); a bundle of such a store was refused ("no valid ts"), and SQLite's division rounding
+    towards zero would have put 1969-12-31 in 1970-01-01's partition and dropped its rows."""
+    moments = [datetime(1969, 12, 31, 12, tzinfo=UTC), datetime(1965, 3, 1, 23, 59, 59, tzinfo=UTC),
+               datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)]
+    write_jsonl(tmp_path / "logs" / "old.jsonl", [chat_record([{"role": "user", "content": f"clock {i}"}], "a",
+                                                              ts=moment, server_id="srv-old")
+                                                  for i, moment in enumerate(moments)], mode="wb")
+    source = make_store(tmp_path / "a")
+    assert ingest(source, tmp_path / "logs").rows_inserted == 3
+    archive = create_bundle(source, date(1965, 1, 1), date(1970, 12, 31), tmp_path / "old.tgz").path
+    source.close()
+    dest = make_store(tmp_path / "b")
+    if day_already_held:
+        write_jsonl(tmp_path / "held" / "r.jsonl", [chat_record([{"role": "user", "content": "x"}], "b",
+                                                                ts=datetime(1969, 12, 31, 1, tzinfo=UTC))], mode="wb")
+        ingest(dest, tmp_path / "held")
+    assert import_bundle(archive, dest).rows_imported == 3
+    dest.close()
+    partitions = list((tmp_path / "a").rglob("ai_proxy_*.sqlite3"))
+    assert len(partitions) == 3  # 1965-03-01, 1969-12-31, 1970-01-01
+    for path in partitions:  # each row in the partition of its own day
+        assert _ids(path) <= _ids(tmp_path / "b" / path.relative_to(tmp_path / "a"))
+
+
+def _ids(path):
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return set(conn.execute("SELECT request_id, server_id FROM requests"))

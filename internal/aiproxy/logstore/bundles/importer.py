@@ -238,7 +238,10 @@ def _prepare_member(name: str, path: Path, store: Store) -> _Member:
             reindex(db, store.settings)
         elif store.settings.fts_enabled and not has_fts(db):
             index_missing(db, store.settings)
-        days = db.execute_sql("SELECT ts / 86400, COUNT(*) FROM requests GROUP BY 1 ORDER BY 1").fetchall()
+        # UTC day numbers, rounded down as day_of does (SQLite's division rounds towards zero: a
+        # row of 1969-12-31 would be looked for in 1970-01-01's partition, and not copied).
+        days = db.execute_sql("SELECT (ts - ((ts % 86400) + 86400) % 86400) / 86400, COUNT(*) FROM requests"
+                              " GROUP BY 1 ORDER BY 1").fetchall()
         return _Member(path, days, has_partition_shape(db.connection()))
     except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
         raise_stop(exc)

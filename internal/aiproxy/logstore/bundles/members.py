@@ -22,7 +22,8 @@ from aiproxy.logstore.models import FTS_COLUMNS
 from aiproxy.logstore.settings import LogStoreSettings
 from aiproxy.logstore.stoppable import raise_stop
 
-LAST_TS = 253402300799  # 9999-12-31T23:59:59Z: a partition name has four digits of year
+# A partition name has four digits of year: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z, what ingest stores.
+FIRST_TS, LAST_TS = -62135596800, 253402300799
 Shape = frozenset  # of (type, name, table, SQL with its whitespace collapsed): every schema object
 
 
@@ -93,10 +94,10 @@ def member_problem(conn: sqlite3.Connection) -> str | None:
         if undecodable:
             return f"{undecodable} rows of its {table} hold text that is not valid {encoding}"
     undated = conn.execute(
-        "SELECT COUNT(*) FROM requests WHERE NOT (typeof(ts) = 'integer' AND ts BETWEEN 0 AND ?)", (LAST_TS,)
+        "SELECT COUNT(*) FROM requests WHERE NOT (typeof(ts) = 'integer' AND ts BETWEEN ? AND ?)", (FIRST_TS, LAST_TS)
     ).fetchone()[0]
     if undated:  # a row's UTC day picks its partition
-        return f"{undated} of its rows have no valid ts (whole epoch seconds from 1970 to 9999)"
+        return f"{undated} of its rows have no valid ts (whole epoch seconds of years 1 to 9999)"
     return None
 
 
