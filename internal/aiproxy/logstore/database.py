@@ -7,6 +7,7 @@ seed tables in place. Later schema changes append a function to MIGRATIONS.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -35,12 +36,21 @@ _FTS_MODELS = {FTS_TABLE: RequestTextIndex, BUILDING_TABLE: BuildingTextIndex}
 _schema_lock = threading.Lock()
 
 
+# SQLite keeps a TEXT value's bytes as they were written: a byte flipped on disk, or in a bundle member
+# whose sums were recomputed, is not UTF-8, and Python's decoding made every read of that row a
+# traceback ("Could not decode to UTF-8 column ...": each later search of its days). It reads as
+# U+FFFD instead; the stored bytes and the rest of the value stay as they are.
+_TEXT = functools.partial(str, encoding="utf-8", errors="replace")
+
+
 class _Database(SqliteDatabase):
-    """Every connection to a store file lets a stop end its statements part-way (stoppable.py)."""
+    """Every connection to a store file lets a stop end its statements part-way (stoppable.py) and
+    reads text that is not UTF-8 (`_TEXT`)."""
 
     def _add_conn_hooks(self, conn: sqlite3.Connection) -> None:
         super()._add_conn_hooks(conn)
         allow_stops(conn)
+        conn.text_factory = _TEXT
 
     def execute_sql(self, sql, params=None):
         refuse_if_stopped()
@@ -211,6 +221,7 @@ def connect_read_only(path: Path, timeout_s: float) -> sqlite3.Connection:
 
     def attempt(uri: str) -> sqlite3.Connection:
         conn = sqlite3.connect(uri, uri=True, timeout=timeout_s)
+        conn.text_factory = _TEXT
         try:
             conn.execute(_FIRST_READ)
         except sqlite3.Error:

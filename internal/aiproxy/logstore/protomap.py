@@ -173,19 +173,23 @@ def stats_to_proto(stats: dict[str, Any]) -> logs_pb2.StatsResponse:
     )
 
 
-_JSON_FIELDS = ("request_json", "response_json", "error_json")
+JSON_TEXT_FIELDS = ("request_json", "response_json", "error_json")
 
 
 def _unwrap_json(value: Any) -> Any:
-    """Replace `x_json` text fields by the parsed value under `x`, recursively."""
+    """Replace `x_json` text fields by the parsed value under `x`, recursively. A text that is not
+    JSON (a damaged row: a byte flipped on disk) stays as it is, under `x_json`."""
     if isinstance(value, list):
         return [_unwrap_json(v) for v in value]
     if not isinstance(value, dict):
         return value
     out = {}
     for key, item in value.items():
-        if key in _JSON_FIELDS:
-            out[key[: -len("_json")]] = orjson.loads(item) if item else None
+        if key in JSON_TEXT_FIELDS:
+            try:
+                out[key[: -len("_json")]] = orjson.loads(item) if item else None
+            except orjson.JSONDecodeError:
+                out[key] = item
         else:
             out[key] = _unwrap_json(item)
     return out

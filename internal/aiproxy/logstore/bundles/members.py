@@ -88,45 +88,12 @@ def member_problem(conn: sqlite3.Connection) -> str | None:
         except sqlite3.DatabaseError as exc:
             raise_stop(exc)
             return f"damaged full-text index: {exc}"
-    encoding = conn.execute("PRAGMA encoding").fetchone()[0]
-    for table in ("requests", "servers", FTS_TABLE):
-        undecodable = _undecodable_rows(conn, table, encoding)
-        if undecodable:
-            return f"{undecodable} rows of its {table} hold text that is not valid {encoding}"
     undated = conn.execute(
         "SELECT COUNT(*) FROM requests WHERE NOT (typeof(ts) = 'integer' AND ts BETWEEN ? AND ?)", (FIRST_TS, LAST_TS)
     ).fetchone()[0]
     if undated:  # a row's UTC day picks its partition
         return f"{undated} of its rows have no valid ts (whole epoch seconds of years 1 to 9999)"
     return None
-
-
-def _undecodable_rows(conn: sqlite3.Connection, table: str, encoding: str) -> int:
-    """Rows of `table` holding text that cannot be read as text. SQLite stores a TEXT value's
-    bytes as given, and every reader of the store decodes them: a forged member with one flipped
-    byte in a text column made each later search of the store fail to decode a row."""
-    columns = [r[1].replace('"', '""') for r in conn.execute(f'PRAGMA table_info("{table}")')]
-    if not columns:
-        return 0
-    conn.create_function("aiproxy_not_text", 2, _not_text, deterministic=True)
-    # A row's text values as one run of bytes in the file's encoding (Python would fail to decode
-    # them as text), each ended by a newline: an invalid sequence ending one value cannot become
-    # valid with the next one's bytes.
-    texts = " || ".join(f"""CASE WHEN typeof("{c}") = 'text' THEN "{c}" ELSE '' END || char(10)""" for c in columns)
-    return conn.execute(
-        f'SELECT COUNT(*) FROM "{table}" WHERE aiproxy_not_text(CAST({texts} AS BLOB), ?)', (_CODECS[encoding],)
-    ).fetchone()[0]
-
-
-_CODECS = {"UTF-8": "utf-8", "UTF-16le": "utf-16-le", "UTF-16be": "utf-16-be"}
-
-
-def _not_text(texts: bytes, encoding: str) -> bool:
-    try:
-        texts.decode(encoding)
-    except UnicodeDecodeError:
-        return True
-    return False
 
 
 def has_partition_shape(conn: sqlite3.Connection) -> bool:

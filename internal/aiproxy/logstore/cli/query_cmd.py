@@ -22,6 +22,7 @@ from aiproxy.logstore.cli.common import (
     text,
 )
 from aiproxy.logstore.fragments import transcript
+from aiproxy.logstore.protomap import JSON_TEXT_FIELDS
 from aiproxypb.v1 import logs_pb2
 
 
@@ -53,9 +54,11 @@ def _said(role: str, text: str, width: int | None = None) -> str:
 
 def _exchange_lines(record: dict, *, last_asked: bool = False, width: int | None = None) -> list[str]:
     """A request as text: its line, every message, its error (--json has the whole record). A dialog
-    turn passes last_asked (it added only the last message sent) and a width to clip lines to."""
-    said = transcript(record["request"], None, last_sent=last_asked) + transcript(None, record["response"])
+    turn passes last_asked (it added only the last message sent) and a width to clip lines to. A
+    damaged row's text that is not JSON is shown as it is, under its column's name."""
+    said = transcript(record.get("request"), None, last_sent=last_asked) + transcript(None, record.get("response"))
     lines = [request_line(record["summary"]), *(_said(role, text, width) for role, text in said)]
+    lines += [_said(f"{column} (not JSON)", record[column], width) for column in JSON_TEXT_FIELDS if column in record]
     return lines + ([_said("error", json.dumps(record["error"]), width)] if record.get("error") else [])
 
 
