@@ -5,6 +5,7 @@ Pure dict work; tables from wire-formats.md §4.2–4.5, choices in docs/gemini.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 
@@ -20,6 +21,8 @@ _CONTENT_FILTER = frozenset(
     {"SAFETY", "RECITATION", "LANGUAGE", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"}
     | {"IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "IMAGE_OTHER", "NO_IMAGE"}
 )
+# OpenAI's logprob for a token too unlikely to count (its docs): the number for Gemini's -inf.
+_VERY_UNLIKELY = -9999.0
 # Safety ratings worth naming in a block explanation.
 _NOTABLE_PROBABILITY = frozenset({"MEDIUM", "HIGH"})
 
@@ -129,7 +132,13 @@ def _logprobs(result: dict | None) -> dict | None:
 
 def _token_logprob(candidate: dict) -> dict:
     token = candidate.get("token", "")
-    return {"token": token, "logprob": candidate.get("logProbability", 0.0), "bytes": list(token.encode())}
+    return {"token": token, "logprob": _logprob(candidate.get("logProbability", 0.0)), "bytes": list(token.encode())}
+
+
+def _logprob(value: float | str) -> float:
+    """A float of proto3 JSON, which writes -inf (and NaN) as strings, as the number OpenAI's schema wants."""
+    value = float(value)
+    return value if math.isfinite(value) else _VERY_UNLIKELY
 
 
 def _image(part: dict) -> dict | None:

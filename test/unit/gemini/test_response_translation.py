@@ -494,3 +494,17 @@ def test_audio_prompt_tokens_are_reported_as_openais_audio_tokens():
     assert usage(metadata)["prompt_tokens_details"] == {"cached_tokens": 0, "audio_tokens": 32}
     assert usage({**metadata, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 40}]})[
         "prompt_tokens_details"] == {"cached_tokens": 0}
+
+
+def test_a_token_whose_logprob_is_minus_infinity_gets_openais_very_unlikely_value(openai_schemas):
+    """proto3 JSON writes a float's -inf as the string "-Infinity"; OpenAI's schema wants a number,
+    and OpenAI itself gives -9999.0 to tokens too unlikely to count."""
+    data = {"candidates": [{"content": {"parts": [{"text": "Hi"}]}, "finishReason": "STOP", "logprobsResult": {
+        "chosenCandidates": [{"token": "Hi", "logProbability": "-Infinity"}],
+        "topCandidates": [{"candidates": [{"token": "Hi", "logProbability": "-Infinity"},
+                                          {"token": "Yo", "logProbability": "NaN"}, {"token": "x"}]}]}}]}
+    body = to_openai_response(data, "m")
+    openai_schemas.validate("CreateChatCompletionResponse", body)
+    token = body["choices"][0]["logprobs"]["content"][0]
+    assert token["logprob"] == -9999.0
+    assert [top["logprob"] for top in token["top_logprobs"]] == [-9999.0, -9999.0, 0.0]
