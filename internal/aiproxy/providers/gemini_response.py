@@ -273,7 +273,7 @@ class StreamTranslator:
     then (when the client asked) one usage chunk built from the last, cumulative usageMetadata.
     `one_tool_call` lets only the first function call of each choice through, whichever event it is in."""
 
-    __slots__ = ("_base", "_include_usage", "_one_tool_call", "_choices", "_usage")
+    __slots__ = ("_base", "_include_usage", "_one_tool_call", "_choices", "_usage", "_feedback")
 
     def __init__(self, model: str, include_usage: bool, one_tool_call: bool = False) -> None:
         self._base = {
@@ -287,6 +287,7 @@ class StreamTranslator:
         self._one_tool_call = one_tool_call
         self._choices: dict[int, _ChoiceState] = {}
         self._usage: dict | None = None
+        self._feedback: dict | None = None  # a promptFeedback without blockReason, before any candidate
 
     def feed(self, event: dict) -> list[dict]:
         """The OpenAI chunks for one Gemini event."""
@@ -295,7 +296,11 @@ class StreamTranslator:
         candidates = event.get("candidates")
         if not candidates:
             feedback = event.get("promptFeedback")
-            return self._blocked(feedback) if feedback and feedback.get("blockReason") else []
+            if feedback and feedback.get("blockReason"):
+                return self._blocked(feedback)
+            if isinstance(feedback, dict):
+                self._feedback = feedback
+            return []
         out: list[dict] = []
         for position, candidate in enumerate(candidates):
             index = candidate.get("index", position)
@@ -337,12 +342,14 @@ class StreamTranslator:
         return usage(self._usage) if self._usage else None
 
     def finish(self) -> list[dict]:
-        """Called when the upstream closed the stream: the usage chunk, or an error if it was cut short."""
+        """Called when the upstream closed the stream: the usage chunk, or an error if it was cut short.
+        Feedback and no candidate at all is what a JSON answer without candidates says: a blocked prompt."""
+        out = self._blocked(self._feedback) if not self._choices and self._feedback is not None else []
         if not self._choices or not all(state.finished for state in self._choices.values()):
             raise UpstreamStreamTruncated("The Gemini stream ended before the answer was finished.")
         if not self._include_usage:
-            return []
-        return [{**self._base, "choices": [], "usage": usage(self._usage)}]
+            return out
+        return [*out, {**self._base, "choices": [], "usage": usage(self._usage)}]
 
     def _blocked(self, feedback: dict) -> list[dict]:
         state = self._choices[0] = _ChoiceState()

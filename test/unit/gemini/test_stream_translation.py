@@ -334,3 +334,18 @@ def test_a_streamed_segment_without_its_text_is_read_in_the_whole_text():
     chunks = shape(run([event([{"text": "Café ☕ ouvre."}]), last]))
     (cited,) = chunks[2][1]["annotations"]
     assert ("Café ☕ ouvre.éééééééé"[cited["url_citation"]["start_index"]:cited["url_citation"]["end_index"]]) == "☕ ou"
+
+
+def test_a_stream_with_prompt_feedback_and_no_candidates_ends_as_the_json_answer_does():
+    """Without a blockReason, an answer with no candidates is a content_filter answer that explains
+    itself as JSON; streamed, it was a 502 "ended before the answer was finished"."""
+    event = {"promptFeedback": {"safetyRatings": [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "HIGH"}]},
+             "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": 3}}
+    chunks = run([event], include_usage=True)
+    assert [(c["choices"][0]["delta"], c["choices"][0]["finish_reason"]) for c in chunks[:-1]] == [
+        ({"role": "assistant", "content": ""}, None),
+        ({"content": "Gemini blocked this prompt and generated no answer (blockReason: BLOCK_REASON_UNSPECIFIED)."
+                     " Flagged: HARM_CATEGORY_HARASSMENT (HIGH)."}, None),
+        ({}, "content_filter"),
+    ]
+    assert chunks[-1]["usage"]["prompt_tokens"] == 3
