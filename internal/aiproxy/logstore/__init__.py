@@ -4,6 +4,6 @@ Modules, one job each: settings (LOGDB_*), models/database (schema, pragmas, mig
 partitions (file layout), server_identity, store (open files), readers/records/fragments/
 checkpoints/writer/ingest (ingestion), fts, fts_query and unspaced (index maintenance, query syntax,
 words of scripts written without spaces),
-search, dialogs, queries (single requests, dialogs, stats), merge, live (background ingest),
+search (snippets), dialogs, queries (single requests, dialogs, stats), merge, live (background ingest),
 api/protomap (LogService operations as protos), cli (logdb commands), bundles (docs/bundles.md).
 """

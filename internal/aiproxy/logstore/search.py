@@ -37,6 +37,7 @@ from aiproxy.logstore.fts import still_holds_unsplit_text
 from aiproxy.logstore.fts_query import QueryShapeError, ScoredPart, scored_parts, to_fts5
 from aiproxy.logstore.models import FTS_COLUMNS
 from aiproxy.logstore.partitions import day_bounds, day_of
+from aiproxy.logstore.snippets import snippet
 from aiproxy.logstore.sqltools import chunked, in_list
 from aiproxy.logstore.store import Store
 from aiproxy.logstore.unspaced import has_unspaced, shown
@@ -438,16 +439,15 @@ def ranked_hit(db, query: str, score: float, request_id: str, rowid: int) -> Hit
     while it is still that request's; after an `fts rebuild` meanwhile (fragments numbered anew,
     `rowid` another request's or none), of the request's best-ranked matching fragment."""
     tokens = UNSPACED_SNIPPET_TOKENS if has_unspaced(query) else SNIPPET_TOKENS
-    sql = (f"SELECT snippet({FTS_TABLE}, 2, '[', ']', '…', {tokens}) FROM {FTS_TABLE}"
-           f" WHERE {FTS_TABLE} MATCH ? AND request_id = ?")
     with db.atomic():
-        snippet = (db.execute_sql(f"{sql} AND rowid = ?", (query, request_id, rowid)).fetchone()
-                   or db.execute_sql(f"{sql} ORDER BY rank LIMIT 1", (query, request_id)).fetchone())
+        text = snippet(db, query, tokens, "request_id = ? AND rowid = ?", (request_id, rowid))
+        if text is None:
+            text = snippet(db, query, tokens, "request_id = ? ORDER BY rank LIMIT 1", (request_id,)) or ""
         row = db.execute_sql(
             f"SELECT {_RESULT_COLUMNS} FROM requests r WHERE r.request_id = ? ORDER BY r.server_id LIMIT 1",
             (request_id,),
         ).fetchone()
-    return _hit(row, score, shown(snippet[0]) if snippet else "") if row is not None else None
+    return _hit(row, score, shown(text)) if row is not None else None
 
 
 def _scored_parts(query: str) -> list[ScoredPart] | None:
