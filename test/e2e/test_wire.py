@@ -235,6 +235,9 @@ def test_cors_exposes_every_rate_limit_header_the_gateway_forwards(gateway, fake
         (b'{"model": "gpt-test", "messages": []}', 400, "messages"),
         (b'{"model": "gpt-test", "messages": [{"content": "x"}]}', 400, "messages[0].role"),
         (b'{"model": "gpt-test", "messages": ["x"]}', 400, "messages[0]"),
+        # A role of a type that cannot be looked up (an object, a list): was a 500 and a traceback.
+        (b'{"model": "gpt-test", "messages": [{"role": {"audio": "x"}, "content": "x"}]}', 400, "messages[0].role"),
+        (b'{"model": "gpt-test", "messages": [{"role": ["user"], "content": "x"}]}', 400, "messages[0].role"),
         (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "stream"),
         (b'{"model": "missing-model", "messages": [{"role": "user", "content": "x"}]}', 404, "model"),
         # Nesting orjson parses but cannot write back (255..1024 levels), at the top and inside a message.

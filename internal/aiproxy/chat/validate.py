@@ -25,7 +25,7 @@ def validate_chat_request(body: dict) -> None:
         if not isinstance(message, dict):
             raise InvalidRequest(f"'{param}' must be an object", param=param, code="invalid_type")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # an object or a list cannot be looked up
             raise InvalidRequest(
                 f"'{param}.role' must be one of {', '.join(sorted(ROLES))}", param=f"{param}.role", code="invalid_value"
             )
