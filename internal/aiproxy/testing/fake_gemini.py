@@ -146,7 +146,16 @@ _SCALARS: dict[str, dict[str, str]] = {
         "stopSequences": "strings",
     },
     "ThinkingConfig": {"includeThoughts": "bool", "thinkingBudget": "int32"},
+    "Content": {"role": "string"},
+    "Part": {"text": "string", "thought": "bool", "thoughtSignature": "bytes"},
+    "Blob": {"mimeType": "string", "data": "bytes"},
+    "FileData": {"mimeType": "string", "fileUri": "string"},
+    "FunctionCall": {"id": "string", "name": "string"},
+    "FunctionResponse": {"id": "string", "name": "string"},
+    "FunctionDeclaration": {"name": "string", "description": "string"},
 }
+# The proto type a _SCALARS kind names in the API's "Invalid value at '…' (TYPE_…)" message.
+_PROTO_TYPES = {"strings": "STRING", "bytes": "BYTES"}
 _MODALITIES = frozenset({"MODALITY_UNSPECIFIED", "TEXT", "IMAGE", "AUDIO"})  # GenerationConfig.Modality
 _DATA_FIELDS = (
     "text",
@@ -397,7 +406,8 @@ def _check_fields(value: Any, message: str, path: str) -> None:
         elif nested is not None:
             _check_fields(item, nested, child)
         elif canonical in _SCALARS.get(message, {}) and not _scalar_ok(item, _SCALARS[message][canonical]):
-            kind = _SCALARS[message][canonical].upper().rstrip("S")
+            kind = _SCALARS[message][canonical]
+            kind = _PROTO_TYPES.get(kind, kind.upper())
             raise _invalid(f"Invalid value at '{child}' (TYPE_{kind}), {orjson.dumps(item).decode()}", child)
 
 
@@ -405,7 +415,7 @@ def _scalar_ok(value: Any, kind: str) -> bool:
     """Whether proto3 JSON parsing accepts value for a field of this kind (numbers may be strings)."""
     if kind == "bool":
         return isinstance(value, bool)
-    if kind == "string":
+    if kind in ("string", "bytes"):  # bytes travel as base64 text, checked as such in _check_parts
         return isinstance(value, str)
     if kind == "strings":
         return isinstance(value, list) and all(isinstance(item, str) for item in value)

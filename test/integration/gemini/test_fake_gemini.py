@@ -135,10 +135,19 @@ async def test_snake_case_and_camel_case_are_both_accepted(client, fake):
             "Invalid value at 'generation_config.response_modalities[1]' (type.googleapis.com/"
             "google.ai.generativelanguage.v1beta.GenerationConfig.Modality), \"image\"",
         ),
+        # Was: the fake's own 500 (a TypeError decoding the list), where the real API names the field.
+        (
+            {"contents": [{"role": "user", "parts": [{"inlineData": {"mimeType": "audio/wav", "data": [[]]}}]}]},
+            "Invalid value at 'contents[0].parts[0].inline_data.data' (TYPE_BYTES), [[]]",
+        ),
+        (
+            {"contents": [{"role": "user", "parts": [{"text": 7}]}]},
+            "Invalid value at 'contents[0].parts[0].text' (TYPE_STRING), 7",
+        ),
     ],
     ids=["no-contents", "empty-parts", "no-data", "bad-role", "response-count", "schema-without-mime",
          "int32-out-of-range", "float-not-a-number", "bool-not-a-bool", "stop-not-strings",
-         "modality-not-an-enum-name"],
+         "modality-not-an-enum-name", "bytes-not-a-string", "string-not-a-string"],
 )
 async def test_requests_the_real_api_refuses(client, body, message):
     status, error = await error_of(client, body)
