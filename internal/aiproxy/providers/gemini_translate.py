@@ -463,7 +463,8 @@ def _tool_config(choice) -> dict | None:
         }
     if kind == "allowed_tools" and isinstance(choice.get("allowed_tools"), dict):
         allowed = choice["allowed_tools"]
-        mode = _ALLOWED_TOOLS_MODE.get(allowed.get("mode"))
+        mode = allowed.get("mode")
+        mode = _ALLOWED_TOOLS_MODE.get(mode) if isinstance(mode, str) else None  # a list cannot be looked up
         if mode is None:  # a guess could let the model answer in text where a call was to be forced
             raise InvalidRequest("tool_choice.allowed_tools.mode must be 'auto' or 'required'.", param="tool_choice")
         names = [_allowed_tool_name(tool) for tool in _list_of(allowed.get("tools"), "tool_choice")]

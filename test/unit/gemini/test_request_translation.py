@@ -278,8 +278,9 @@ def test_tool_choice(choice, config):
     "choice",
     [{"type": "allowed_tools", "allowed_tools": {"mode": "require", "tools": [WEATHER_TOOL]}},
      {"type": "allowed_tools", "allowed_tools": {"tools": [WEATHER_TOOL]}},
-     {"type": "custom", "custom": {"name": "grammar"}}, "any"],
-    ids=["allowed-tools-typo", "allowed-tools-no-mode", "custom", "unknown-mode"],
+     {"type": "custom", "custom": {"name": "grammar"}}, "any",
+     {"type": "allowed_tools", "allowed_tools": {"mode": ["auto"], "tools": [WEATHER_TOOL]}}],
+    ids=["allowed-tools-typo", "allowed-tools-no-mode", "custom", "unknown-mode", "allowed-tools-mode-a-list"],
 )
 def test_a_tool_choice_gemini_cannot_read_is_a_400_naming_it(choice):
     """An allowed_tools mode other than auto/required used to become VALIDATED, which lets the model
