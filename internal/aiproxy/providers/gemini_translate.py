@@ -283,9 +283,12 @@ def _file_part(file, position: int) -> dict:
                 param="messages",
             )
         raise InvalidRequest(f"messages[{position}]: file.file_data is missing.", param="messages")
+    filename = file.get("filename") or ""
+    if not isinstance(filename, str):  # its extension tells the file's type: a number has none
+        raise InvalidRequest(f"messages[{position}]: file.filename must be a string.", param="messages")
     scheme = _scheme(data)
     if scheme in _FETCHABLE:  # OpenRouter's file_data may be a URL
-        return _file_uri_part(data, file.get("filename") or "")
+        return _file_uri_part(data, filename)
     if scheme == "data":
         mime, data = _data_url(data, f"messages[{position}]")
     elif scheme is not None:  # not base64 either: Gemini would answer "Base64 decoding failed"
@@ -294,7 +297,7 @@ def _file_part(file, position: int) -> dict:
             param="messages",
         )
     else:  # bare base64, as some clients send: the filename tells the type
-        mime = mimetypes.guess_type(file.get("filename") or "")[0] or "application/pdf"
+        mime = mimetypes.guess_type(filename)[0] or "application/pdf"
     return {"inlineData": {"mimeType": mime, "data": data}}
 
 

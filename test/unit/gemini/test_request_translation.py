@@ -437,6 +437,15 @@ def test_a_file_url_of_another_scheme_is_a_400_as_an_image_one_is(url):
     assert error.value.param == "messages"
 
 
+@pytest.mark.parametrize("file_data", ["https://x.test/report", "JVBERi0x"], ids=["url", "bare-base64"])
+@pytest.mark.parametrize("filename", [5, ["a.pdf"]], ids=["number", "list"])
+def test_a_filename_that_is_not_a_string_is_a_400(file_data, filename):
+    """Was a 500 (mimetypes read it as a path: TypeError) when the filename was to tell the type."""
+    with pytest.raises(InvalidRequest, match="filename") as error:
+        user_parts({"type": "file", "file": {"filename": filename, "file_data": file_data}})
+    assert error.value.param == "messages"
+
+
 def test_file_id_is_a_400():
     with pytest.raises(InvalidRequest, match="file_id"):
         user_parts({"type": "file", "file": {"file_id": "file-abc"}})
