@@ -180,13 +180,24 @@ def _text_of(content, position: int) -> list[str]:
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            texts.append(part.get("text") or "")
+            texts.append(_part_text(part, position))
         elif kind != "refusal":  # an assistant's earlier refusal is not context Gemini can use
             raise InvalidRequest(
                 f"messages[{position}].content: part type {kind!r} is not allowed in this message.",
                 param="messages",
             )
     return texts
+
+
+def _part_text(part: dict, position: int) -> str:
+    """A text part's text; one that is not a string cannot become Gemini's text (a list of them in a
+    tool result failed to join)."""
+    text = part.get("text")
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise InvalidRequest(f"messages[{position}].content: a text part's 'text' must be a string.", param="messages")
+    return text
 
 
 def _text_parts(content, position: int) -> list[dict]:
@@ -202,8 +213,9 @@ def _user_parts(content, position: int) -> list[dict]:
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            if part.get("text"):
-                parts.append({"text": part["text"]})
+            text = _part_text(part, position)
+            if text:
+                parts.append({"text": text})
         elif kind == "image_url":
             parts.append(_image_part(part.get("image_url"), f"messages[{position}]"))
         elif kind == "input_audio":

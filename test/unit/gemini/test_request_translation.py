@@ -737,3 +737,16 @@ def test_mistyped_fields_are_a_400_naming_the_param(body, param):
     with pytest.raises(InvalidRequest) as error:
         translate(**{"messages": [USER_HI], **body})
     assert error.value.param == param
+
+
+@pytest.mark.parametrize("text", [5, ["a"], {"t": "a"}], ids=["number", "list", "object"])
+@pytest.mark.parametrize("role", ["system", "user", "tool"])
+def test_a_text_part_whose_text_is_not_a_string_is_a_400(role, text):
+    """Was a 500 in a tool result (joining its texts: TypeError), and sent to Gemini as a part's text
+    (which it refuses) elsewhere."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [USER_HI, {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": role, "tool_call_id": "call_1", "content": [{"type": "text", "text": text}]}]
+    with pytest.raises(InvalidRequest, match="'text' must be a string") as error:
+        translate(messages=messages)
+    assert error.value.param == "messages"
