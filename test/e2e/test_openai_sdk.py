@@ -201,6 +201,15 @@ def test_mock_provider_works_without_upstream(client):
     assert tools.choices[0].message.tool_calls[0].function.name == "get_weather"
 
 
+@pytest.mark.parametrize("name", [5, {"a": [1]}, ""])
+def test_the_mock_calls_a_tool_without_a_string_name_tool(client, name):
+    """Was an answer whose call was named 5 (or an object): no client's schema takes that (the
+    `captured` fixture checks it against OpenAI's)."""
+    tool = {"type": "function", "function": {"name": name}}
+    reply = client.chat.completions.create(model="mock-tools", messages=[{"role": "user", "content": "x"}], tools=[tool])
+    assert reply.choices[0].message.tool_calls[0].function.name == "tool"
+
+
 def test_models_list_and_get(client):
     ids = {m.id: m.owned_by for m in client.models.list()}
     assert ids["gpt-test"] == "openrouter" and ids["mock"] == "mock"

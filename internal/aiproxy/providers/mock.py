@@ -66,7 +66,8 @@ class MockProvider:
         answered = bool(messages) and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"
         if body.get("model") == "tools" and tools and not answered:
             function = tools[0].get("function") if isinstance(tools[0], dict) else None
-            function = function if isinstance(function, dict) else {}
+            name = function.get("name") if isinstance(function, dict) else None
+            name = name if isinstance(name, str) and name else "tool"  # a call named 5 fits no client's schema
             digest = hashlib.sha256(prompt.encode()).hexdigest()[:24]
             message = {
                 "role": "assistant",
@@ -76,7 +77,7 @@ class MockProvider:
                     {
                         "id": f"call_{digest}",
                         "type": "function",
-                        "function": {"name": function.get("name", "tool"), "arguments": orjson.dumps({"query": prompt}).decode()},
+                        "function": {"name": name, "arguments": orjson.dumps({"query": prompt}).decode()},
                     }
                 ],
             }
