@@ -450,8 +450,18 @@ def _canonical(value: Any, message: str) -> Any:
         elif nested is not None:
             out[name] = _canonical(item, nested)
         else:
-            out[name] = item
+            out[name] = _number(item, _SCALARS.get(message, {}).get(name))
     return out
+
+
+def _number(value: Any, kind: str | None) -> Any:
+    """A number field as the server reads it: proto3 JSON takes "2" and 2.0 for an int32 (checked by
+    _check_fields), the service sees 2."""
+    if kind == "int32":
+        return int(float(value))
+    if kind == "float":
+        return float(value)
+    return value
 
 
 def _check_semantics(request: dict, issued_signatures: set[str] | None) -> None:

@@ -215,8 +215,10 @@ async def test_with_required_signatures_a_replayed_image_needs_the_one_issued_li
             assert fake.last_json["contents"][1]["parts"][1] == image  # what it received, for assertions
 
 
-async def test_the_echo_answers_with_candidate_count_candidates(client):
-    body = {**HI, "generation_config": {"candidate_count": 2}}
+@pytest.mark.parametrize("count", [2, "2", 2.0], ids=["int", "string", "float"])
+async def test_the_echo_answers_with_candidate_count_candidates(client, count):
+    """proto3 JSON takes an int32 as "2" or 2.0 too: the fake answered those with its own 500."""
+    body = {**HI, "generation_config": {"candidate_count": count}}
     answer = (await client.post(GENERATE, json=body)).json()
     assert [(c["index"], c["content"]["parts"]) for c in answer["candidates"]] == [
         (0, [{"text": "echo: Hi"}]),
