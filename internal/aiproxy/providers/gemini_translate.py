@@ -274,7 +274,12 @@ def _data_url(url: str, where: str, param: str = "messages") -> tuple[str, str]:
 def _audio_part(audio, position: int) -> dict:
     if not isinstance(audio, dict) or not audio.get("data"):
         raise InvalidRequest(f"messages[{position}]: input_audio.data is missing.", param="messages")
-    fmt = str(audio.get("format") or "wav").lower()
+    fmt = audio.get("format") or "wav"
+    if not isinstance(audio["data"], str) or not isinstance(fmt, str):  # not base64, not a MIME type's name
+        raise InvalidRequest(
+            f"messages[{position}]: input_audio.data and input_audio.format must be strings.", param="messages"
+        )
+    fmt = fmt.lower()
     return {"inlineData": {"mimeType": _AUDIO_MIME.get(fmt, f"audio/{fmt}"), "data": audio["data"]}}
 
 

@@ -385,6 +385,16 @@ def test_bad_image_urls_are_a_400(url):
     assert error.value.param == "messages"
 
 
+@pytest.mark.parametrize("audio", [{"data": "UklGRg==", "format": {"a": 1}}, {"data": "UklGRg==", "format": ["wav"]},
+                                   {"data": 5, "format": "wav"}, {"data": ["UklGRg=="]}],
+                         ids=["format-object", "format-list", "data-number", "data-list"])
+def test_input_audio_that_is_not_text_is_a_400(audio):
+    """Was sent on: a format object as the MIME type "audio/{'a': 1}", data of another type for Gemini to refuse."""
+    with pytest.raises(InvalidRequest, match="input_audio") as error:
+        user_parts({"type": "input_audio", "input_audio": audio})
+    assert error.value.param == "messages"
+
+
 def test_input_audio_and_pdf_file_become_inline_data():
     parts = user_parts(
         {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
