@@ -240,3 +240,51 @@ def test_shipped_config_loads_and_lists_its_aliases_but_not_patterns():
     assert router.resolve("mock-tools").model == "tools"
     with pytest.raises(ModelNotFound):  # the shipped file has no catch-all
         router.resolve("definitely-not-a-model")
+
+
+@pytest.mark.parametrize("key", ["3.10", "yes", "off", "~", "null", "1:30", "0x10", "1_000", "2024-01-01", ".nan"])
+def test_a_key_is_the_alias_as_written_not_what_yaml_1_1_reads_in_it(tmp_path, key):
+    router = router_from(tmp_path, f"model_mappings:\n  {key}: mock:echo\n")
+    assert [route.alias for route in router.aliases] == [key]
+    assert router.resolve(key).model == "echo"
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("model_mappings:\n  ? [a, b]\n  : mock:echo\n", "the key at line 2 is a list"),
+    ("model_mappings:\n  ? {a: b}\n  : mock:echo\n", "the key at line 2 is a mapping"),
+    ("model_mappings:\n  x: 2024-13-45\n", "cannot read the value at line 2: month must be in 1..12"),
+    ("model_mappings:\n  x: " + "9" * 5000 + "\n", "cannot read the value at line 2"),
+    ("model_mappings: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ("model_mappings:\n  '': mock:echo\n", "model mapping key '' is empty"),
+    ("model_mappings:\n  ' ': mock:echo\n", "model mapping key ' ' is empty"),
+    ("model_mappings:\n  <<: 5\n", "the merge key '<<' at line 2 needs a mapping"),
+])
+def test_keys_and_values_yaml_cannot_make_an_alias_of_are_one_line_naming_the_file(tmp_path, text, problem):
+    with pytest.raises(ConfigError) as info:
+        router_from(tmp_path, text)
+    assert str(info.value).startswith(f"{tmp_path / 'config.yml'}: ") and problem in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_merge_keys_bring_their_entries_in_as_the_seeds_safe_load_did(tmp_path):
+    router = router_from(tmp_path, """\
+        shared: &shared {a: "mock:echo", b: "mock:echo"}
+        other: &other {b: "mock:tools", c: "mock:tools"}
+        model_mappings:
+          <<: [*shared, *other]
+          a: "mock:tools"
+        """)
+    assert {route.alias: route.model for route in router.aliases} == {"a": "tools", "b": "echo", "c": "tools"}
+
+
+def test_an_alias_to_a_billion_element_list_is_refused_without_printing_it(tmp_path):
+    anchors = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+    with pytest.raises(ConfigError, match=r"'laughs': the value must be a 'provider:model' string, not a list$"):
+        router_from(tmp_path, anchors + "model_mappings:\n  laughs: *a8\n")
+
+
+def test_a_huge_key_is_quoted_clipped(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        router_from(tmp_path, f"model_mappings:\n  ? {'k' * 100_000}\n  : nowhere:x\n")  # an explicit key: no 1024 limit
+    assert len(str(info.value)) < 1000
