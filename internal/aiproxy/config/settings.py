@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dynaconf import Dynaconf
-from dynaconf.utils.parse_conf import boolean_fix, parse_conf_data
+from dynaconf.utils.parse_conf import DynaconfFormatError, DynaconfParseError, boolean_fix, parse_conf_data
 from dynaconf.vendor.dotenv import dotenv_values
 
 from aiproxy.identity import metadata_safe
@@ -150,14 +150,18 @@ def as_bool(name: str, value: Any, error: type[ConfigError] = ConfigError) -> bo
 
 def as_int(name: str, value: Any, minimum: int | None = None, error: type[ConfigError] = ConfigError,
            maximum: int | None = None) -> int:
-    try:
-        number = int(str(value).strip().replace("_", ""))
-    except ValueError:
-        raise error(f"setting {name.upper()}={value!r} is not an integer") from None
+    if isinstance(value, int) and not isinstance(value, bool):  # TOML's: str() of 4300+ digits is a ValueError
+        number = value
+    else:
+        try:
+            number = int(str(value).strip().replace("_", ""))
+        except ValueError:
+            raise error(f"setting {name.upper()}={value!r} is not an integer") from None
+    shown = number if number.bit_length() <= 64 else "(a number of more than 64 bits)"
     if minimum is not None and number < minimum:
-        raise error(f"setting {name.upper()}={number} must be at least {minimum}")
+        raise error(f"setting {name.upper()}={shown} must be at least {minimum}")
     if maximum is not None and number > maximum:
-        raise error(f"setting {name.upper()}={number} must be at most {maximum}")
+        raise error(f"setting {name.upper()}={shown} must be at most {maximum}")
     return number
 
 
@@ -264,7 +268,7 @@ def _check_settings_file(settings_file: Path) -> None:
     traceback (TOMLDecodeError, UnicodeDecodeError) instead of one line naming the file."""
     try:
         tomllib.loads(read_config_text(settings_file))
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # a TOMLDecodeError, or an integer of 4300+ digits
         raise ConfigError(f"{settings_file}: invalid TOML: {exc}") from None
 
 
@@ -294,15 +298,29 @@ def _base_url(name: str, kind: str, value: Any) -> str:
     url = str(value).strip().rstrip("/")
     if kind == "mock" or (kind == "gemini" and not url):
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- a port past 65535 (or not a number) is a ValueError here, not at every call
+    except ValueError:
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"setting PROVIDERS__{name.upper()}__BASE_URL={url!r} is not an http:// or https:// URL")
     return url
 
 
+def _table(name: str, value: Any) -> dict[str, Any]:
+    """A settings table ([upstream], [providers.NAME]); PROVIDERS=5 or PROVIDERS__MOCK=1 in the
+    environment replaces it with a scalar."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"setting {name.upper()}={value!r} must be a table (in the settings file), or set its keys"
+                          f" one by one: {name.upper()}__KEY=value")
+    return {str(k).lower(): v for k, v in value.items()}
+
+
 def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dict[str, str],
               max_answer_bytes: int) -> ProviderSettings:
-    raw = {str(k).lower(): v for k, v in raw.items()}
     kind = str(raw.get("kind", name)).lower()
     if kind not in PROVIDER_KINDS:
         raise ConfigError(f"provider {name!r}: kind {kind!r} is unknown (use one of {', '.join(PROVIDER_KINDS)})")
@@ -340,6 +358,25 @@ def _provider(name: str, raw: dict[str, Any], upstream: dict[str, Any], env: dic
 
 def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = ".env") -> Settings:
     """Read settings; raise ConfigError with one clear line when something is wrong."""
+    try:
+        return _load_settings(env, dotenv_path)
+    except (DynaconfFormatError, DynaconfParseError, ImportError) as exc:  # '@format {this.X}', '@jinja' without
+        # jinja2: evaluated when read
+        raise ConfigError(f"a setting's Dynaconf marker (@format, @int, @json, …) cannot be read: {exc}") from None
+
+
+def _parsed(name: str, value: str, raw: Dynaconf) -> Any:
+    """A value from .env or the environment as a TOML value (PORT=8123 an integer), Dynaconf's
+    markers (@int, @json, …) applied; one line naming the setting when that fails."""
+    if _is_secret(name):
+        return value
+    try:
+        return parse_conf_data(boolean_fix(value), tomlfy=True, box_settings=raw)
+    except (DynaconfFormatError, DynaconfParseError, ValueError) as exc:  # ValueError: an integer of 4300+ digits
+        raise ConfigError(f"setting {name}={value!r}: {exc}") from None
+
+
+def _load_settings(env: dict[str, str] | None, dotenv_path: str | None) -> Settings:
     process_env = env is None
     env = dict(os.environ if env is None else env)
     dotenv = Path(dotenv_path) if dotenv_path else None
@@ -356,19 +393,19 @@ def load_settings(env: dict[str, str] | None = None, dotenv_path: str | None = "
     raw = Dynaconf(settings_files=[str(path)], environments=True, envvar_prefix=None, load_dotenv=False, merge_enabled=True)
     overrides = {**dotenv_vars, **env}
     if overrides:
-        raw.update({k: v if _is_secret(k) else parse_conf_data(boolean_fix(v), tomlfy=True, box_settings=raw)
-                    for k, v in overrides.items()})
+        raw.update({k: _parsed(k, v, raw) for k, v in overrides.items()})
     # The .env file may carry provider keys too (OPENROUTER_API_KEY=...): env wins over it.
     lookup = {**{k: str(v) for k, v in raw.as_dict().items() if not isinstance(v, dict | list)}, **env}
 
     def get(name: str, default: Any = None) -> Any:
         return raw.get(name, default)
 
-    upstream = {str(k).lower(): v for k, v in (get("upstream") or {}).items()}
+    upstream = _table("upstream", get("upstream"))
     max_body_bytes = as_int("max_body_bytes", get("max_body_bytes", 20 * 1024 * 1024), 1024,
                             maximum=MAX_BODY_BYTES_LIMIT)
-    providers = {str(n).lower(): _provider(str(n).lower(), dict(p), upstream, lookup, message_limit(max_body_bytes))
-                 for n, p in (get("providers") or {}).items()}
+    providers = {str(n).lower(): _provider(str(n).lower(), _table(f"providers__{n}", p), upstream, lookup,
+                                           message_limit(max_body_bytes))
+                 for n, p in _table("providers", get("providers")).items()}
     origins = get("cors_allow_origins", "*")
     tls = TLSSettings(
         cert_file=str(get("tls_cert_file", "") or ""),

@@ -6,6 +6,7 @@ Every test passes an explicit `env` dict, so nothing here reads or changes the p
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -288,3 +289,27 @@ def test_missing_settings_file_is_a_config_error(tmp_path):
 )
 def test_request_log_retention_is_a_duration(load, text, duration):
     assert load(REQUEST_LOG_RETENTION=text).request_log_retention == duration
+
+
+@pytest.mark.parametrize("env, problem", [
+    ({"PROVIDERS": "5"}, "setting PROVIDERS=5 must be a table"),
+    ({"UPSTREAM": "1"}, "setting UPSTREAM=1 must be a table"),
+    ({"PROVIDERS__MOCK": "1"}, "setting PROVIDERS__MOCK=1 must be a table"),
+    ({"PROVIDERS__MOCK": "[1, 2]"}, "setting PROVIDERS__MOCK=[1, 2] must be a table"),
+    ({"PORT": "@int abc"}, "setting PORT='@int abc': Cannot convert 'abc' to integer"),
+    ({"PORT": "@json {bad"}, "setting PORT='@json {bad': Cannot parse as JSON"),
+    ({"LOG_DIR": "@format {this.NOPE}"}, "a setting's Dynaconf marker"),
+    ({"MAX_BODY_BYTES": "9" * 5000}, "setting MAX_BODY_BYTES="),
+    ({"PROVIDERS__OPENROUTER__BASE_URL": "http://[::1"}, "setting PROVIDERS__OPENROUTER__BASE_URL='http://[::1' is not an http"),
+    ({"PROVIDERS__OPENROUTER__BASE_URL": "http://h:99999/v1"}, "setting PROVIDERS__OPENROUTER__BASE_URL='http://h:99999/v1' is not an http"),
+])
+def test_settings_of_the_wrong_shape_are_one_line_naming_them(load, env, problem):
+    with pytest.raises(ConfigError, match="^" + re.escape(problem)):
+        load(**env)
+
+
+def test_an_integer_past_4300_digits_in_the_settings_file_names_the_file(tmp_path):
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text(f"[default]\nport = {'9' * 5000}\n")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(settings_file))}: invalid TOML: Exceeds the limit"):
+        load_settings(env={"SETTINGS_FILE": str(settings_file)}, dotenv_path=None)
