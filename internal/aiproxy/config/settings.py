@@ -165,6 +165,11 @@ def as_int(name: str, value: Any, minimum: int | None = None, error: type[Config
     return number
 
 
+# gRPC takes durations as milliseconds in a C int (REQUEST_BODY_TIMEOUT_SECONDS is its idle limit): a
+# longer one was an OverflowError in every cell at start. About 24.8 days, longer than any timeout needs.
+MAX_SECONDS = (2**31 - 1) // 1000
+
+
 def _as_float(name: str, value: Any) -> float:
     try:
         number = float(value)
@@ -172,6 +177,8 @@ def _as_float(name: str, value: Any) -> float:
         raise ConfigError(f"setting {name.upper()}={value!r} is not a number") from None
     if not math.isfinite(number):  # nan and inf pass float(); the event loop's timers refuse them later
         raise ConfigError(f"setting {name.upper()}={value!r} is not a finite number")
+    if number > MAX_SECONDS:
+        raise ConfigError(f"setting {name.upper()}={value!r} must be at most {MAX_SECONDS} seconds (24 days)")
     return number
 
 

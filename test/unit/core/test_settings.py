@@ -313,3 +313,12 @@ def test_an_integer_past_4300_digits_in_the_settings_file_names_the_file(tmp_pat
     settings_file.write_text(f"[default]\nport = {'9' * 5000}\n")
     with pytest.raises(ConfigError, match=f"^{re.escape(str(settings_file))}: invalid TOML: Exceeds the limit"):
         load_settings(env={"SETTINGS_FILE": str(settings_file)}, dotenv_path=None)
+
+
+@pytest.mark.parametrize("name", ["REQUEST_BODY_TIMEOUT_SECONDS", "SHUTDOWN_GRACE_SECONDS", "UPSTREAM__READ_TIMEOUT",
+                                  "UPSTREAM__CONNECT_TIMEOUT", "PROVIDERS__LOCAL__READ_TIMEOUT"])
+@pytest.mark.parametrize("value", ["1e308", "2147484"])
+def test_seconds_beyond_what_grpc_and_timers_take_are_refused(load, name, value):
+    with pytest.raises(ConfigError, match=f"^setting {name}=\\S+ must be at most 2147483 seconds"):
+        load(**{name: value})
+    load(**{name: "2147483"})
