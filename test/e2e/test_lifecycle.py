@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from aiproxy.testing.fake_openai import HangReply, StreamReply, text_chunks
-from aiproxy.testing.gateway import CLIENT_KEY, COMMAND, GatewayProcess, free_port
+from aiproxy.testing.gateway import CLIENT_KEY, COMMAND, GatewayProcess, free_port, refused_start
 from aiproxy.testing.streams import RestStream
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
@@ -297,16 +297,6 @@ def test_key_hash_is_stable_across_restarts(upstream, tmp_path):
                        json={**BODY, "model": "mock"})
             hashes.append(gateway.wait_for_record(rid)["api_key_hash"])
     assert hashes[0] == hashes[1] and CLIENT_KEY not in hashes[0]
-
-
-def refused_start(gateway: GatewayProcess, cwd: Path, timeout: float, refused: str) -> subprocess.CompletedProcess:
-    """`aiproxy serve` in the gateway's environment, which must stop at start-up: its result. A gateway
-    that serves instead fails the test (`refused`: what it should not have started with)."""
-    try:
-        return subprocess.run([*COMMAND, "serve"], cwd=cwd, env=gateway.env, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the gateway started with {refused}")
 
 
 def test_no_key_configured_generates_a_dev_key(tmp_path):

@@ -41,6 +41,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def refused_start(gateway: GatewayProcess, cwd: Path, timeout: float, refused: str) -> subprocess.CompletedProcess:
+    """`aiproxy serve` in the gateway's environment, which must stop at start-up: its result. A gateway
+    that serves instead fails the test (`refused`: what it should not have started with)."""
+    import pytest
+
+    try:
+        return subprocess.run([*COMMAND, "serve"], cwd=cwd, env=gateway.env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the gateway started with {refused}")
+
+
 class _PortTaken(RuntimeError):
     """The gateway could not listen on a port that free_port() had chosen for it."""
 
