@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 from dynaconf import Dynaconf
 from dynaconf.utils.parse_conf import DynaconfFormatError, DynaconfParseError, boolean_fix, parse_conf_data
 from dynaconf.vendor.dotenv import dotenv_values
+from dynaconf.vendor.dotenv.parser import parse_stream
 
 from aiproxy.identity import metadata_safe
 
@@ -270,6 +272,17 @@ def read_config_text(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
 
 
+def _check_dotenv(dotenv: Path) -> None:
+    """.env must be UTF-8 (else dotenv's traceback) and every line one dotenv reads: a line it cannot
+    (`API_KEYS='sk-…` with its quote left open) was skipped with a warning, and the gateway started
+    without that setting (without API_KEYS: with a new generated key). The line is not quoted: it may
+    hold a key."""
+    for binding in parse_stream(io.StringIO(read_config_text(dotenv))):
+        if binding.error:
+            raise ConfigError(f"{dotenv}: line {binding.original.line} is not NAME=value (a quote left open?);"
+                              " fix or remove it")
+
+
 def _check_settings_file(settings_file: Path) -> None:
     """The settings file must be readable UTF-8 TOML: Dynaconf would otherwise end start-up in a
     traceback (TOMLDecodeError, UnicodeDecodeError) instead of one line naming the file."""
@@ -388,7 +401,7 @@ def _load_settings(env: dict[str, str] | None, dotenv_path: str | None) -> Setti
     env = dict(os.environ if env is None else env)
     dotenv = Path(dotenv_path) if dotenv_path else None
     if dotenv is not None and dotenv.is_file():
-        read_config_text(dotenv)  # one line naming it when it is not UTF-8, not dotenv's traceback
+        _check_dotenv(dotenv)
     dotenv_vars = {k: v for k, v in dotenv_values(dotenv).items() if v is not None} if dotenv and dotenv.is_file() else {}
     # .env may name the settings file too (the environment wins), as it may set any other variable
     path = _settings_file({**dotenv_vars, **env})

@@ -322,3 +322,16 @@ def test_seconds_beyond_what_grpc_and_timers_take_are_refused(load, name, value)
     with pytest.raises(ConfigError, match=f"^setting {name}=\\S+ must be at most 2147483 seconds"):
         load(**{name: value})
     load(**{name: "2147483"})
+
+
+@pytest.mark.parametrize("line", ["API_KEYS='sk-never-shown", 'API_KEYS="sk-never-shown', "PORT='9000' 9001'",
+                                  "=sk-never-shown"])
+def test_a_dotenv_line_dotenv_cannot_read_is_refused_without_quoting_it(load, line):
+    with pytest.raises(ConfigError, match=r"\.env: line 2 is not NAME=value") as info:
+        load(f"LOG_LEVEL=DEBUG\n{line}\nPORT=9000\n")
+    assert "sk-never-shown" not in str(info.value)
+
+
+def test_dotenv_lines_of_every_style_read_as_the_environment(load):
+    settings = load("# comment\nNOEQUALS\nexport PORT=9001\nLOG_LEVEL='debug' # why\n  HOST = \"::1\"\n")
+    assert (settings.port, settings.log_level, settings.host) == (9001, "DEBUG", "::1")
