@@ -135,8 +135,15 @@ def _split_target(alias: str, target: object, providers: set[str]) -> Route:
     return Route(alias=alias, provider=provider, model=model)
 
 
+# A character class as fnmatch reads it (after `[` and an optional `!`, a first `]` is a member; an
+# unclosed `[` is a literal one).
+_CHARACTER_CLASS = re.compile(r"\[(?:!?\][^\]]*|![^\]]+|[^!\]][^\]]*)\]")
+
+
 def _specificity(pattern: str) -> int:
-    return sum(1 for ch in pattern if ch not in _PATTERN_CHARS)
+    """Literal characters: a class like `[0-9]` stands for one character, not five literal ones
+    (`gpt-[0-9]*` beat `gpt-4o*` for gpt-4o-mini, counting 8 to 6)."""
+    return sum(1 for ch in _CHARACTER_CLASS.sub("", pattern) if ch not in _PATTERN_CHARS)
 
 
 class ModelRouter:

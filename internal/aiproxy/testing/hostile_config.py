@@ -116,5 +116,23 @@ def reference_route(routes: dict[str, tuple[str, str]], model: str) -> tuple[str
                 if fnmatch.fnmatchcase(model.lower(), key.lower()) or fnmatch.fnmatchcase(model.upper(), key.upper())]
     if not matching:
         return None
-    best = max(sum(ch not in _PATTERN_CHARS for ch in key) for key, _ in matching)
-    return next(route for key, route in matching if sum(ch not in _PATTERN_CHARS for ch in key) == best)
+    best = max(_literal_characters(key) for key, _ in matching)
+    return next(route for key, route in matching if _literal_characters(key) == best)
+
+
+def _literal_characters(pattern: str) -> int:
+    """Characters a name must have as written, scanning as fnmatch.translate does: none for `*`, `?`
+    or a closed `[...]` class (whose first `]`, after an optional `!`, is a member)."""
+    count, i = 0, 0
+    while i < len(pattern):
+        ch = pattern[i]
+        i += 1
+        if ch == "[":
+            j = i + (pattern[i:i + 1] == "!")
+            j += pattern[j:j + 1] == "]"
+            end = pattern.find("]", j)
+            if end != -1:
+                i = end + 1
+                continue
+        count += ch not in _PATTERN_CHARS
+    return count

@@ -288,3 +288,9 @@ def test_a_huge_key_is_quoted_clipped(tmp_path):
     with pytest.raises(ConfigError) as info:
         router_from(tmp_path, f"model_mappings:\n  ? {'k' * 100_000}\n  : nowhere:x\n")  # an explicit key: no 1024 limit
     assert len(str(info.value)) < 1000
+
+
+def test_a_character_class_counts_as_one_unknown_character_not_its_members(tmp_path):
+    router = router_of({"gpt-[0-9]*": "openai:digit", "gpt-4o*": "openai:4o"}, tmp_path)
+    assert router.resolve("gpt-4o-mini").model == "4o"  # 6 literal characters against 4 (not 8)
+    assert router.resolve("gpt-5").model == "digit"
