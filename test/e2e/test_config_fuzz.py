@@ -8,20 +8,21 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from aiproxy.testing.fuzzseeds import fuzz_seeds, seed_label
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess, refused_start
 from aiproxy.testing.hostile_config import config_case
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
-_CASES = [config_case(seed) for seed in range(60)]
+_CASES = [config_case(seed) for seed in fuzz_seeds(0, 60)]  # the pool each kind's first few come from
 SERVED = [case.seed for case in _CASES if case.routes and any(p == "mock" for p, _ in case.routes.values())][:3]
 REFUSED = ([case.seed for case in _CASES if ": *l8" in str(case.text)][:1]
            + [case.seed for case in _CASES if case.routes is None and ": *l8" not in str(case.text)][:2])
 
 
-def _one_line_refusal(result, seed: object, names: str) -> None:
-    assert result.returncode == 2, f"seed {seed}: exit {result.returncode}: {result.stderr[-2000:]}"
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, f"seed {seed}: {result.stderr[-2000:]}"
-    assert result.stderr.startswith("aiproxy: configuration error: ") and names in result.stderr, f"seed {seed}"
+def _one_line_refusal(result, what: str, names: str) -> None:
+    assert result.returncode == 2, f"{what}: exit {result.returncode}: {result.stderr[-2000:]}"
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, f"{what}: {result.stderr[-2000:]}"
+    assert result.stderr.startswith("aiproxy: configuration error: ") and names in result.stderr, what
 
 
 @pytest.mark.parametrize("seed", SERVED)
@@ -37,9 +38,9 @@ def test_a_served_config_routes_as_the_rules_say(tmp_path, seed):
                 continue
             answer = httpx.post(f"{gateway.base_url}/chat/completions", headers=AUTH, timeout=10,
                                 json={"model": alias, "messages": [{"role": "user", "content": "hi"}]})
-            assert answer.status_code == 200, f"seed {seed}: {alias!r}: {answer.text}"
+            assert answer.status_code == 200, f"{seed_label(seed)}: {alias!r}: {answer.text}"
             record = gateway.wait_for_record(answer.headers["x-request-id"])
-            assert (record["provider"], record["model_mapped"]) == (provider, model), f"seed {seed}: {alias!r}"
+            assert (record["provider"], record["model_mapped"]) == (provider, model), f"{seed_label(seed)}: {alias!r}"
 
 
 @pytest.mark.parametrize("seed", REFUSED)
@@ -48,7 +49,7 @@ def test_a_refused_config_stops_start_up_in_one_line_naming_it(tmp_path, seed):
     gateway = GatewayProcess(tmp_path)
     config = tmp_path / "config.yml"
     config.write_bytes(case.text if isinstance(case.text, bytes) else case.text.encode("utf-8"))
-    _one_line_refusal(refused_start(gateway, tmp_path, 15, f"config_case({seed})"), seed, str(config))
+    _one_line_refusal(refused_start(gateway, tmp_path, 15, f"config_case({seed})"), seed_label(seed), str(config))
 
 
 @pytest.mark.parametrize("env", [
@@ -58,4 +59,4 @@ def test_a_refused_config_stops_start_up_in_one_line_naming_it(tmp_path, seed):
 def test_a_hostile_setting_stops_start_up_in_one_line_naming_it(tmp_path, env):
     gateway = GatewayProcess(tmp_path, env=env)
     (name,) = env
-    _one_line_refusal(refused_start(gateway, tmp_path, 15, str(env)[:200]), env, name)
+    _one_line_refusal(refused_start(gateway, tmp_path, 15, str(env)[:200]), str(env), name)

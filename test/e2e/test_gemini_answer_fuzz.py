@@ -16,11 +16,12 @@ from aiproxy.protojson import message_to_json
 from aiproxy.providers.gemini_response import StreamTranslator, to_openai_response
 from aiproxy.testing.awkward_sse import reference_completion, whatwg_events, without_fresh_ids
 from aiproxy.testing.fake_gemini import JsonReply, StreamReply
+from aiproxy.testing.fuzzseeds import fuzz_seeds, seed_label
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 from aiproxy.testing.gemini_answers import gemini_answer
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
-SEEDS = range(20_000, 20_016)  # apart from the unit test's seeds
+SEEDS = fuzz_seeds(20_000, 16)  # apart from the unit test's seeds
 MODEL = "gemini-2.5-flash"  # what the test gateway maps gemini-test to
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 GRPC_AUTH = (("authorization", f"Bearer {CLIENT_KEY}"),)
@@ -97,13 +98,13 @@ def test_awkward_gemini_answers_reach_clients_and_the_log_as_translated(gateway,
         got = _grpc(stub, stream, request_id) if over_grpc else _rest(gateway, stream, request_id)
         record = gateway.wait_for_record(request_id)
         if expected is None:
-            assert got is None and record["status_code"] == 502, f"seed {seed}"
+            assert got is None and record["status_code"] == 502, seed_label(seed)
             continue
         answers = expected if stream else [expected]
-        assert without_fresh_ids(got if stream else [got]) == without_fresh_ids(answers), f"seed {seed}"
-        assert record["status_code"] == 200, f"seed {seed}"
+        assert without_fresh_ids(got if stream else [got]) == without_fresh_ids(answers), seed_label(seed)
+        assert record["status_code"] == 200, seed_label(seed)
         logged = reference_completion(without_fresh_ids(expected)) if stream else without_fresh_ids([expected])[0]
-        assert _loggable(without_fresh_ids([record["response"]])[0]) == _loggable(logged), f"seed {seed}"
+        assert _loggable(without_fresh_ids([record["response"]])[0]) == _loggable(logged), seed_label(seed)
 
 
 def _loggable(body: dict) -> dict:

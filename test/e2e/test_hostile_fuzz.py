@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import random
 import time
 
@@ -26,13 +25,16 @@ from aiproxy.errors import InternalError, InvalidRequest
 from aiproxy.protojson import json_to_message
 from aiproxy.sse import SSEDecoder
 from aiproxy.testing.chatfuzz import expected_after_proto
+from aiproxy.testing.fuzzseeds import fuzz_seeds, seed_label, seeds_from_environment
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 from aiproxy.testing.hostilefuzz import HostileFuzzer, base_request
 from aiproxy.testing.jsoncompare import first_difference
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
-FIRST_SEED = int(os.environ.get("FUZZ_SEED", "0"))
-CASES = int(os.environ.get("FUZZ_CASES", "120"))
+SEEDS = fuzz_seeds(0, 120)  # over REST
+GRPC_SEEDS = SEEDS[:(len(SEEDS) + 1) // 2]
+SDK_SEEDS = SEEDS[:40]
+BASE_SEEDS = fuzz_seeds(0, 8)
 MODELS = ("local-test", "gemini-test", "mock", "mock-tools")  # OpenAI-compatible, Gemini, the built-in mock
 # Each case's route: Gemini twice as often, as its translation reads every field the others pass on.
 ROUTES = ("local-test", "gemini-test", "mock", "gemini-test", "mock-tools")
@@ -58,7 +60,7 @@ def case(seed: int) -> tuple[str, dict, str]:
     fuzz = HostileFuzzer(seed)
     model = ROUTES[seed % len(ROUTES)]
     body, changes = fuzz.request(model)
-    return model, body, f"seed {seed} (FUZZ_SEED={seed} FUZZ_CASES=1), {model}: {'; '.join(changes)}"
+    return model, body, f"{seed_label(seed)}, {model}: {'; '.join(changes)}"
 
 
 def upstream_requests(fake, gemini_server) -> int:
@@ -90,17 +92,17 @@ def check_error(error: object, what: str, refused_here: bool) -> None:
 @pytest.mark.parametrize("model", MODELS)
 def test_the_bodies_before_mutation_are_answered(gateway, model):
     """The mutations start from requests every route answers: a refusal is the mutation's doing."""
-    for seed in range(8):
+    for seed in BASE_SEEDS:
         body = base_request(model, random.Random(seed))
         response = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=AUTH, timeout=TIMEOUT)
-        assert response.status_code == 200, f"seed {seed}: {response.text}"
+        assert response.status_code == 200, f"{seed_label(seed)}: {response.text}"
 
 
 def test_hostile_requests_over_rest(gateway, fake, gemini_server):
     problems = []
     ids = []
     statuses: collections.Counter = collections.Counter()
-    for seed in range(FIRST_SEED, FIRST_SEED + CASES):
+    for seed in SEEDS:
         fake.reset()
         gemini_server.reset()
         model, body, what = case(seed)
@@ -119,8 +121,8 @@ def test_hostile_requests_over_rest(gateway, fake, gemini_server):
         except AssertionError as exc:
             problems.append(str(exc)[:600])
     assert_records(gateway, ids)
-    assert not problems, f"{len(problems)} of {CASES} cases:\n" + "\n".join(problems)
-    assert CASES < 20 or (statuses[200] and statuses[400]), statuses  # the mix a hostile body should get
+    assert not problems, f"{len(problems)} of {len(SEEDS)} cases:\n" + "\n".join(problems)
+    assert seeds_from_environment() or (statuses[200] and statuses[400]), statuses  # the mix a hostile body should get
     assert_no_traceback(gateway)
 
 
@@ -155,7 +157,7 @@ def test_hostile_requests_over_grpc(gateway, fake, gemini_server):
     outcomes: collections.Counter = collections.Counter()
     with grpc.insecure_channel(gateway.grpc_target) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
-        for seed in range(FIRST_SEED, FIRST_SEED + CASES // 2):
+        for seed in GRPC_SEEDS:
             fake.reset()
             gemini_server.reset()
             model, body, what = case(seed)
@@ -178,8 +180,8 @@ def test_hostile_requests_over_grpc(gateway, fake, gemini_server):
                 if exc.code() not in GRPC_CLIENT_ERRORS or not exc.details():
                     problems.append(f"{what}: {exc.code()} {exc.details()!r}"[:600])
     assert_records(gateway, ids)
-    assert not problems, f"{len(problems)} of {CASES // 2} cases:\n" + "\n".join(problems)
-    assert CASES < 20 or (outcomes[grpc.StatusCode.OK] and outcomes[grpc.StatusCode.INVALID_ARGUMENT]), outcomes
+    assert not problems, f"{len(problems)} of {len(GRPC_SEEDS)} cases:\n" + "\n".join(problems)
+    assert seeds_from_environment() or (outcomes[grpc.StatusCode.OK] and outcomes[grpc.StatusCode.INVALID_ARGUMENT]), outcomes
     assert_no_traceback(gateway)
 
 
@@ -187,7 +189,7 @@ def test_hostile_requests_through_the_openai_sdk(client, gateway):
     """The official SDK passes such values on (its types are not checked at run time); it must get an
     answer or an API error under 500, never its InternalServerError."""
     openai = pytest.importorskip("openai")
-    for seed in range(FIRST_SEED, FIRST_SEED + min(CASES, 40)):
+    for seed in SDK_SEEDS:
         _, body, what = case(seed)
         model, messages, stream = body.pop("model"), body.pop("messages"), body.get("stream")
         kwargs = {"stream": body.pop("stream")} if isinstance(stream, bool) else {}  # else sent as it is

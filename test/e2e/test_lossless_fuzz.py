@@ -7,8 +7,6 @@ FUZZ_SEED=<n> FUZZ_CASES=<n> run other cases; a failure names the seed that repr
 
 from __future__ import annotations
 
-import os
-
 import grpc
 import httpx
 import orjson
@@ -18,12 +16,12 @@ from aiproxy.protojson import json_to_message, message_to_json
 from aiproxy.sse import SSEDecoder
 from aiproxy.testing.chatfuzz import ChatFuzzer, expected_after_proto
 from aiproxy.testing.fake_openai import JSONReply, StreamReply
+from aiproxy.testing.fuzzseeds import fuzz_seeds, seed_label
 from aiproxy.testing.gateway import CLIENT_KEY
 from aiproxy.testing.jsoncompare import first_difference
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
-FIRST_SEED = int(os.environ.get("FUZZ_SEED", "0"))
-CASES = int(os.environ.get("FUZZ_CASES", "200"))
+SEEDS = fuzz_seeds(0, 200)
 MODEL = "local-test"  # an OpenAI-compatible upstream: nothing of the answer is filled in (OpenRouter's fingerprint)
 UPSTREAM_MODEL = "llama3"
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -51,7 +49,7 @@ def json_of(value):
 
 def assert_same(got, expected, seed: int, what: str) -> None:
     difference = first_difference(got, expected)
-    assert difference is None, f"{what}, seed {seed} (FUZZ_SEED={seed} FUZZ_CASES=1): {difference}"
+    assert difference is None, f"{what}, {seed_label(seed)}: {difference}"
 
 
 def upstream_body(fake, sent: dict, in_extra: dict | None = None) -> tuple[dict, dict]:
@@ -72,16 +70,16 @@ def http(gateway):
 
 
 def test_random_requests_and_answers_cross_rest_losslessly(http, fake):
-    for seed in range(FIRST_SEED, FIRST_SEED + CASES):
+    for seed in SEEDS:
         fake.reset()
         body, answer = case(seed)
         fake.push(StreamReply(answer) if isinstance(answer, list) else JSONReply(answer))
         response = http.post("/chat/completions", content=orjson.dumps(body))
-        assert response.status_code == 200, f"seed {seed}: {response.text}"
+        assert response.status_code == 200, f"{seed_label(seed)}: {response.text}"
         assert_same(*upstream_body(fake, body), seed, "request at the upstream")
         if isinstance(answer, list):
             events = SSEDecoder().feed(response.content)
-            assert events[-1] == "[DONE]", f"seed {seed}"
+            assert events[-1] == "[DONE]", seed_label(seed)
             got = [orjson.loads(event) for event in events[:-1]]
             assert_same(got, json_of(relayed_chunks(body, answer)), seed, "chunks at the client")
         else:
@@ -103,7 +101,7 @@ def test_random_requests_and_answers_cross_grpc_losslessly(gateway, fake):
     metadata = (("authorization", AUTH["Authorization"]),)
     with grpc.insecure_channel(gateway.grpc_target) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
-        for seed in range(FIRST_SEED, FIRST_SEED + CASES):
+        for seed in SEEDS:
             fake.reset()
             body, answer = case(seed)
             request, in_extra = grpc_request(body, ChatFuzzer(-seed - 1))

@@ -22,10 +22,11 @@ from aiproxy.testing.awkward_sse import (
     whatwg_events,
     without_fresh_ids,
 )
+from aiproxy.testing.fuzzseeds import fuzz_seeds, seed_label
 from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc, common_pb2
 
-SEEDS = range(10_000, 10_012)  # apart from the unit test's seeds: more cases, not the same ones
+SEEDS = fuzz_seeds(10_000, 12)  # apart from the unit test's seeds: more cases, not the same ones
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 GRPC_AUTH = (("authorization", f"Bearer {CLIENT_KEY}"),)
 TIMEOUT = 10  # seconds: a hung call fails the test instead of hanging it
@@ -103,11 +104,11 @@ def test_awkward_openai_streams_reach_clients_and_the_log_as_the_spec_reads_them
         fake.push(EventStreamWrites(case.writes))
         request_id = f"fuzz-openai-{seed}-{over_grpc}"
         chunks, error = _call(gateway, stub, "gpt-test", request_id, over_grpc)
-        assert chunks == expected, f"seed {seed}"
-        assert (error and error["message"]) == (failure and failure["message"]), f"seed {seed}"
+        assert chunks == expected, seed_label(seed)
+        assert (error and error["message"]) == (failure and failure["message"]), seed_label(seed)
         record = gateway.wait_for_record(request_id)
-        assert record["status_code"] == (failure["code"] if failure else 200), f"seed {seed}"
-        assert record["response"] == reference_completion(expected), f"seed {seed}"
+        assert record["status_code"] == (failure["code"] if failure else 200), seed_label(seed)
+        assert record["response"] == reference_completion(expected), seed_label(seed)
 
 
 @pytest.mark.parametrize("over_grpc", [False, True], ids=["rest", "grpc"])
@@ -119,11 +120,11 @@ def test_awkward_gemini_streams_reach_clients_and_the_log_as_the_spec_reads_them
         gemini_server.enqueue(EventStreamWrites(case.writes))
         request_id = f"fuzz-gemini-{seed}-{over_grpc}"
         chunks, error = _call(gateway, stub, "gemini-test", request_id, over_grpc)
-        assert error is None and without_fresh_ids(chunks) == without_fresh_ids(expected), f"seed {seed}: {error}"
+        assert error is None and without_fresh_ids(chunks) == without_fresh_ids(expected), f"{seed_label(seed)}: {error}"
         record = gateway.wait_for_record(request_id)
-        assert record["status_code"] == 200, f"seed {seed}"
+        assert record["status_code"] == 200, seed_label(seed)
         assert without_fresh_ids([record["response"]]) == [reference_completion(without_fresh_ids(expected))], \
-            f"seed {seed}"
+            seed_label(seed)
 
 
 @pytest.mark.parametrize("over_grpc", [False, True], ids=["rest", "grpc"])

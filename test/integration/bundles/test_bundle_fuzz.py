@@ -8,7 +8,7 @@ destination byte for byte as it was, or imports it, after which the store still 
 an undamaged-looking (not forged) variant that imports gives exactly the original rows; a variant
 verify refuses is never imported; nothing is written outside the destination. A few variants go
 through real `logdb` processes: the documented exit code, one line on stderr, no traceback.
-FUZZ_CASES=N runs N library cases per seed (a deeper run by hand); a failure names seed and case."""
+Each seed runs CASES library cases; a failure names seed and case."""
 
 import contextlib
 import gzip
@@ -32,12 +32,13 @@ from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput
 from aiproxy.logstore.bundles.verify import scan_bundle
 from aiproxy.logstore.search import search
 from aiproxy.testing.bundles import filled_store, read_members, tree_fingerprint
+from aiproxy.testing.fuzzseeds import fuzz_seeds, seed_label
 from aiproxy.testing.logdb_processes import REPO
 from aiproxy.testing.logrecords import make_store
 
-SEEDS = (1, 2, 3, 4)
-CASES = int(os.environ.get("FUZZ_CASES", "20"))  # per seed: ~0.03 s each
-CLI_SEEDS = (11, 12)  # one variant each through real processes (~1.5 s each)
+SEEDS = fuzz_seeds(1, 4)
+CASES = 20  # per seed: ~0.03 s each
+CLI_SEEDS = fuzz_seeds(11, 2)  # one variant each through real processes (~1.5 s each)
 
 SQL_EDITS = (
     "CREATE TRIGGER t AFTER INSERT ON requests BEGIN DELETE FROM servers; END",
@@ -239,7 +240,7 @@ def test_damaged_bundles_are_refused_whole_or_imported_whole(world, tmp_path, se
     rng = random.Random(seed)
     for case in range(CASES):
         variant = damaged(rng, original, members, tmp_path, KINDS[(case + seed) % len(KINDS)])  # each kind, in turn
-        where = f"seed={seed} case={case} {variant.kind}"
+        where = f"{seed_label(seed)} case {case} {variant.kind}"
         work = tmp_path / f"case-{case}"
         work.mkdir()
         path = work / "damaged.tgz"
@@ -272,7 +273,7 @@ def test_damaged_bundles_through_logdb_exit_as_documented_in_one_line(world, tmp
     root, original, members, _ = world
     rng = random.Random(seed)
     variant = damaged(rng, original, members, tmp_path)
-    where = f"seed={seed} {variant.kind}"
+    where = f"{seed_label(seed)} {variant.kind}"
     path = tmp_path / "damaged.tgz"
     path.write_bytes(variant.data)
     subprocess.run(["cp", "-a", str(root / "b"), str(tmp_path / "dest")], check=True)

@@ -7,8 +7,8 @@ unfinished last line completed, or grown while ingest reads it.
 Properties: ingest never raises; every intact line's record is stored; every complete line is
 counted once as inserted, skipped, corrupt or filtered (an unfinished last line is left for the
 next run unless the file is idle, then counted too); a line still being written is never stored;
-another run adds nothing, and no record is stored twice. FUZZ_CASES=N runs N cases per seed;
-a failure names seed and case."""
+another run adds nothing, and no record is stored twice. Each seed runs CASES cases; a failure
+names seed and case."""
 
 import json
 import os
@@ -23,10 +23,11 @@ import pytest
 
 from aiproxy.chat.record import Exchange, _serialised
 from aiproxy.logstore.ingest import ingest
+from aiproxy.testing.fuzzseeds import fuzz_seeds, seed_label
 from aiproxy.testing.logrecords import iso, make_store
 
-SEEDS = (1, 2)
-CASES = int(os.environ.get("FUZZ_CASES", "20"))  # per seed and test: ~0.06 s each
+SEEDS = fuzz_seeds(1, 2)
+CASES = 20  # per seed and test: ~0.06 s each
 T0 = datetime(2025, 9, 5, 23, 58, tzinfo=UTC)  # the records span midnight: two partitions
 FIELDS = ("schema", "request_id", "ts", "server_id", "transport", "endpoint", "api_key_hash", "model_original",
           "model_mapped", "provider", "stream", "status_code", "latency_ms", "ttft_ms", "usage", "finish_reason",
@@ -130,7 +131,7 @@ def test_damaged_request_logs_lose_no_record_and_count_every_line(tmp_path, seed
         idle = rng.random() < 0.5
         if idle:
             _idle(log)
-        where = f"seed={seed} case={case} {'+'.join(hows)} idle={idle}"
+        where = f"{seed_label(seed)} case {case} {'+'.join(hows)} idle={idle}"
         store = make_store(work / "db", server_id="srv-local")
         first = ingest(store, work / "logs")
         rows = stored(work / "db")
@@ -178,7 +179,7 @@ def test_a_log_changed_between_or_during_runs_loses_and_doubles_nothing(tmp_path
         unfinished = lines[head][: rng.randrange(len(lines[head]))] if rng.random() < 0.5 else b""
         log.write_bytes(b"".join(lines[:head]) + unfinished)
         change = rng.choice(("append", "truncate_rewrite", "replace", "cut_mid_line", "finish_line", "grow_during"))
-        where = f"seed={seed} case={case} {change} unfinished={len(unfinished)}"
+        where = f"{seed_label(seed)} case {case} {change} unfinished={len(unfinished)}"
         expected = set(lines[:head])
         store = make_store(work / "db", server_id="srv-local")
         ingest(store, work / "logs")

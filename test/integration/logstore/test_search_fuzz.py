@@ -23,14 +23,15 @@ from aiproxy.logstore.ingest import ingest
 from aiproxy.logstore.models import FTS_COLUMNS
 from aiproxy.logstore.search import search
 from aiproxy.logstore.unspaced import FIRST_STAND_IN, SEPARATOR, shown
+from aiproxy.testing.fuzzseeds import fuzz_seeds, seed_label
 from aiproxy.testing.gateway import ADMIN_KEY, GatewayProcess
 from aiproxy.testing.logdb_processes import finished, logdb
 from aiproxy.testing.logrecords import chat_record, make_store, write_jsonl
 from aiproxy.testing.search_queries import QueryGenerator
 from aiproxypb.v1 import logs_pb2, logs_pb2_grpc
 
-SEED = 20261127
-CASES = 200
+SEEDS = fuzz_seeds(20261127, 1)
+CASES = 200  # queries per seed
 
 # Text a client may send: FTS5 syntax, NUL, a huge word, plane-16 private use (the stand-ins unspaced.py
 # writes for marks), zero-width characters, brackets like the snippet's highlight, scripts split or not.
@@ -84,7 +85,7 @@ def _case(seed: int, case: int, query: str):
     try:
         yield
     except Exception as exc:
-        raise AssertionError(f"seed {seed} case {case}: query {query!r}: {exc!r}") from exc
+        raise AssertionError(f"{seed_label(seed)} case {case}: query {query!r}: {exc!r}") from exc
 
 
 def _check_snippet(snippet: str) -> None:
@@ -96,11 +97,12 @@ def _folded(text: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(ch))
 
 
-def test_random_queries_are_results_or_invalid_query_and_results_are_consistent(fuzz_store, one_table):
-    queries = QueryGenerator(SEED).queries(CASES)
-    paged = random.Random(SEED)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_queries_are_results_or_invalid_query_and_results_are_consistent(fuzz_store, one_table, seed):
+    queries = QueryGenerator(seed).queries(CASES)
+    paged = random.Random(seed)
     for case, query in enumerate(queries):
-        with _case(SEED, case, query):
+        with _case(seed, case, query):
             try:
                 page = search(fuzz_store, query, limit=500)
             except InvalidQuery as exc:
@@ -151,26 +153,27 @@ def test_hostile_indexed_text_shows_as_written_in_snippets(fuzz_store):
     assert stand_in == [] or all("x" in h.snippet for h in stand_in)
 
 
-SURFACE_SEED = SEED + 1
+SURFACE_SEEDS = fuzz_seeds(20261128, 1)
 CLI_CASES, GATEWAY_CASES = 6, 30
 
 
-def _surface_queries(n: int, *, command_line: bool) -> list[str]:
+def _surface_queries(seed: int, n: int, *, command_line: bool) -> list[str]:
     """Random queries for a surface: lone surrogates (bytes that are not UTF-8) only on a command line,
     which cannot carry a NUL; over HTTP and gRPC a NUL and no surrogate."""
-    queries = QueryGenerator(SURFACE_SEED, surrogates=command_line).queries(n)
+    queries = QueryGenerator(seed, surrogates=command_line).queries(n)
     return [q.replace("\x00", "") if command_line else q for q in queries]
 
 
-def test_random_queries_through_logdb_and_the_gateway_are_answers_or_invalid_query(fuzz_store, tmp_path):
+@pytest.mark.parametrize("seed", SURFACE_SEEDS)
+def test_random_queries_through_logdb_and_the_gateway_are_answers_or_invalid_query(fuzz_store, tmp_path, seed):
     """One line and exit 2 from logdb, INVALID_ARGUMENT from gRPC, an OpenAI error body 400 from REST:
     never a traceback, INTERNAL or 500."""
     store_dir = fuzz_store.settings.base
     runs = {q: logdb(tmp_path, "search", "--out", str(store_dir), "--json", "--limit", "5", "--", q)
-            for q in [*_surface_queries(CLI_CASES, command_line=True), "alpha caf\udce9"]}  # and a Latin-1 é
+            for q in [*_surface_queries(seed, CLI_CASES, command_line=True), "alpha caf\udce9"]}  # and a Latin-1 é
     for case, (query, process) in enumerate(runs.items()):
         code, out, err = finished(process)
-        with _case(SURFACE_SEED, case, query):
+        with _case(seed, case, query):
             assert code in (0, 2) and "Traceback" not in err, err
             if code == 0:
                 assert isinstance(json.loads(out)["results"], list)
@@ -183,8 +186,8 @@ def test_random_queries_through_logdb_and_the_gateway_are_answers_or_invalid_que
     with GatewayProcess(tmp_path / "gw", env={"LOGDB_ENABLED": "true"}) as gateway, \
             grpc.insecure_channel(gateway.grpc_target) as channel, httpx.Client(timeout=60) as client:
         stub = logs_pb2_grpc.LogServiceStub(channel)
-        for case, query in enumerate(_surface_queries(GATEWAY_CASES, command_line=False)):
-            with _case(SURFACE_SEED, case, query):
+        for case, query in enumerate(_surface_queries(seed, GATEWAY_CASES, command_line=False)):
+            with _case(seed, case, query):
                 try:
                     stub.SearchRequests(logs_pb2.SearchRequestsRequest(q=query, limit=5),
                                         metadata=(("authorization", admin["Authorization"]),), timeout=60)

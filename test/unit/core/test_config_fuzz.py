@@ -13,9 +13,12 @@ import pytest
 from aiproxy.config import ConfigError
 from aiproxy.errors import ModelNotFound
 from aiproxy.routing import ModelRouter
+from aiproxy.testing.fuzzseeds import fuzz_seeds, seed_label, seeds_from_environment
 from aiproxy.testing.hostile_config import PROVIDERS, config_case, reference_route
 
-SEEDS = range(250)
+SEEDS = fuzz_seeds(0, 250)
+ANCHOR_SEEDS = fuzz_seeds(0, 40)  # the first three with a billion-laughs anchor
+ENV_SEEDS = fuzz_seeds(0, 150)
 
 
 def test_every_config_loads_as_the_rules_say_or_is_refused_in_one_line(tmp_path):
@@ -29,29 +32,29 @@ def test_every_config_loads_as_the_rules_say_or_is_refused_in_one_line(tmp_path)
             router = ModelRouter.from_file(path, set(PROVIDERS))
         except ConfigError as exc:
             message = str(exc)
-            assert case.routes is None, f"seed {seed}: refused a config it must serve: {message}"
-            assert message.startswith(f"{path}: ") and "\n" not in message and len(message) < 2000, f"seed {seed}"
+            assert case.routes is None, f"{seed_label(seed)}: refused a config it must serve: {message}"
+            assert message.startswith(f"{path}: ") and "\n" not in message and len(message) < 2000, seed_label(seed)
             refused += 1
             continue
         except Exception as exc:  # noqa: BLE001 -- any other exception is the defect this test looks for
-            pytest.fail(f"seed {seed}: {type(exc).__name__}: {exc}"[:2000])
+            pytest.fail(f"{seed_label(seed)}: {type(exc).__name__}: {exc}"[:2000])
         finally:
-            assert time.monotonic() - started < 2, f"seed {seed}: took {time.monotonic() - started:.1f} s"
-        assert case.routes is not None, f"seed {seed}: served a config it must refuse"
+            assert time.monotonic() - started < 2, f"{seed_label(seed)}: took {time.monotonic() - started:.1f} s"
+        assert case.routes is not None, f"{seed_label(seed)}: served a config it must refuse"
         assert [route.alias for route in router.aliases] == [
-            key for key in case.routes if not set("*?[") & set(key)], f"seed {seed}"
+            key for key in case.routes if not set("*?[") & set(key)], seed_label(seed)
         for probe in case.probes:
             expected = reference_route(case.routes, probe)
             try:
                 got = router.resolve(probe)
             except ModelNotFound:
                 got = None
-            assert (got and (got.provider, got.model)) == expected, f"seed {seed}: {probe!r}"
+            assert (got and (got.provider, got.model)) == expected, f"{seed_label(seed)}: {probe!r}"
         served += 1
-    assert served > 60 and refused > 60  # both sides are really exercised
+    assert seeds_from_environment() or (served > 60 and refused > 60)  # both sides are really exercised
 
 
-@pytest.mark.parametrize("seed", [seed for seed in range(40) if "&l8" in str(config_case(seed).text)][:3])
+@pytest.mark.parametrize("seed", [seed for seed in ANCHOR_SEEDS if "&l8" in str(config_case(seed).text)][:3])
 def test_billion_laughs_anchors_are_never_expanded(tmp_path, seed):
     import resource
 
@@ -94,18 +97,18 @@ def test_every_setting_of_any_value_loads_or_is_refused_in_one_line(tmp_path):
     from aiproxy.testing.gateway import SETTINGS_FILE
 
     loaded = refused = 0
-    for seed in range(150):
+    for seed in ENV_SEEDS:
         rng = random.Random(seed)
         env = {name: rng.choice(HOSTILE_VALUES) for name in rng.sample(SETTINGS, rng.randint(1, 3))}
         try:
             settings = load_settings({"SETTINGS_FILE": str(SETTINGS_FILE), **env}, dotenv_path=None)
             LogStoreSettings.from_mapping(settings.logdb)
         except ConfigError as exc:
-            assert "\n" not in str(exc) and str(exc), f"seed {seed}: {env}"
+            assert "\n" not in str(exc) and str(exc), f"{seed_label(seed)}: {env}"
             refused += 1
             continue
         except Exception as exc:  # noqa: BLE001 -- any other exception is the defect this test looks for
-            pytest.fail(f"seed {seed}: {env}: {type(exc).__name__}: {exc}"[:2000])
-        assert 0 <= settings.port <= 65535 and 0 <= settings.grpc_port <= 65535 and settings.workers >= 1, f"seed {seed}"
+            pytest.fail(f"{seed_label(seed)}: {env}: {type(exc).__name__}: {exc}"[:2000])
+        assert 0 <= settings.port <= 65535 and 0 <= settings.grpc_port <= 65535 and settings.workers >= 1, seed_label(seed)
         loaded += 1
-    assert loaded > 10 and refused > 50
+    assert seeds_from_environment() or (loaded > 10 and refused > 50)

@@ -8,18 +8,16 @@ FUZZ_SEED=<n> FUZZ_CASES=<n> run other cases; a failure names the seed that repr
 
 from __future__ import annotations
 
-import os
-
 import orjson
 
 from aiproxy.protojson import dump_parsed, integer_beyond_64_bits, json_to_message, message_to_json
 from aiproxy.rpc.chat_service import answer_message, request_body
 from aiproxy.testing.chatfuzz import ChatFuzzer, expected_after_proto
+from aiproxy.testing.fuzzseeds import fuzz_seeds, seed_label
 from aiproxy.testing.jsoncompare import first_difference
 from aiproxypb.v1 import chat_pb2
 
-FIRST_SEED = int(os.environ.get("FUZZ_SEED", "0"))
-CASES = int(os.environ.get("FUZZ_CASES", "1500"))
+SEEDS = fuzz_seeds(0, 1500)
 
 
 def over_the_wire(message):
@@ -41,7 +39,7 @@ def answer_at_client(body: dict, cls) -> dict:
 
 
 def test_random_bodies_cross_the_conversions_losslessly():
-    for seed in range(FIRST_SEED, FIRST_SEED + CASES):
+    for seed in SEEDS:
         fuzz = ChatFuzzer(seed)
         request = fuzz.request()
         pairs = [(request_at_upstream(request), expected_after_proto(request, request=True), "request")]
@@ -50,4 +48,4 @@ def test_random_bodies_cross_the_conversions_losslessly():
         pairs += [(answer_at_client(chunk, chat_pb2.ChatCompletionChunk), chunk, "chunk") for chunk in fuzz.chunks()]
         for got, sent, what in pairs:
             difference = first_difference(got, orjson.loads(orjson.dumps(sent)))
-            assert difference is None, f"{what}, seed {seed} (FUZZ_SEED={seed} FUZZ_CASES=1): {difference}"
+            assert difference is None, f"{what}, {seed_label(seed)}: {difference}"

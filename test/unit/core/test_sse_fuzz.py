@@ -28,8 +28,9 @@ from aiproxy.testing.awkward_sse import (
     whatwg_events,
     without_fresh_ids,
 )
+from aiproxy.testing.fuzzseeds import fuzz_seeds, seed_label
 
-SEEDS = range(200)  # of each provider's streams; the e2e test runs others
+SEEDS = fuzz_seeds(0, 200)  # of each provider's streams; the e2e test runs others
 
 
 def _check_decoded(case) -> None:
@@ -37,9 +38,9 @@ def _check_decoded(case) -> None:
     decoder = SSEDecoder()
     decoded = [event for read in case.writes for event in decoder.feed(read)] + decoder.flush()
     reference = whatwg_events(case.body)
-    assert [event for event in decoded if type(event) is not Comment] == reference, f"seed {case.seed}"
+    assert [event for event in decoded if type(event) is not Comment] == reference, seed_label(case.seed)
     payloads = [json.loads(data) for data in reference if not data.startswith("[DONE]")]
-    assert payloads[:len(case.events)] == case.events, f"seed {case.seed}"
+    assert payloads[:len(case.events)] == case.events, seed_label(case.seed)
 
 
 def _response(reads: list[bytes]) -> httpx.Response:
@@ -76,13 +77,13 @@ def test_openai_streams_are_relayed_and_assembled_as_the_spec_reads_them():
         expected, failure = openai_expected(case.body)
         stream = _OpenAIStream(settings, _response(case.writes), UpstreamDeadline(60), include_usage=True)
         chunks, error = asyncio.run(_drain(stream))
-        assert chunks == expected, f"seed {seed}"
+        assert chunks == expected, seed_label(seed)
         if failure is None:
-            assert error is None, f"seed {seed}: {error!r}"
+            assert error is None, f"{seed_label(seed)}: {error!r}"
         else:
-            assert isinstance(error, UpstreamError), f"seed {seed}: {error!r}"
-            assert (error.http_status, error.message) == (failure["code"], failure["message"]), f"seed {seed}"
-        assert _assembled(chunks, stream.usage) == reference_completion(expected), f"seed {seed}"
+            assert isinstance(error, UpstreamError), f"{seed_label(seed)}: {error!r}"
+            assert (error.http_status, error.message) == (failure["code"], failure["message"]), seed_label(seed)
+        assert _assembled(chunks, stream.usage) == reference_completion(expected), seed_label(seed)
 
 
 def test_gemini_streams_are_relayed_and_assembled_as_the_spec_reads_them():
@@ -92,7 +93,7 @@ def test_gemini_streams_are_relayed_and_assembled_as_the_spec_reads_them():
         stream = GeminiStream("gemini", gemini_error, _response(case.writes), UpstreamDeadline(60),
                               StreamTranslator("gemini-2.5-flash", include_usage=True), 1 << 24)
         chunks, error = asyncio.run(_drain(stream))
-        assert error is None, f"seed {seed}: {error!r}"
-        assert without_fresh_ids(chunks) == without_fresh_ids(gemini_expected(case.body)), f"seed {seed}"
+        assert error is None, f"{seed_label(seed)}: {error!r}"
+        assert without_fresh_ids(chunks) == without_fresh_ids(gemini_expected(case.body)), seed_label(seed)
         assembled = _assembled(chunks, stream.usage)
-        assert without_fresh_ids([assembled]) == [reference_completion(without_fresh_ids(chunks))], f"seed {seed}"
+        assert without_fresh_ids([assembled]) == [reference_completion(without_fresh_ids(chunks))], seed_label(seed)
