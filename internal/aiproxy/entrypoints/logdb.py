@@ -15,7 +15,7 @@ import sys
 
 import grpc
 
-from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
+from aiproxy.logstore.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError, one_line
 from aiproxy.logstore.cli.stop_signals import Stopped, stop_signals_raise
 from aiproxy.logstore.damage import ControlUnreadable, PartitionUnreadable, StoreBusy, is_file_error
 from aiproxy.logstore.errors import InvalidQuery, LogNotFound
@@ -141,7 +141,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"logdb: {exc.path} {exc.CAUSE}; {exc.ADVICE}", file=sys.stderr)
         return EXIT_FAILED
     except grpc.RpcError as exc:
-        print(f"logdb: {exc.code().name}: {exc.details()}{_grpc_hint(exc)}", file=sys.stderr)
+        # The details are the server's words: no escape sequence or line of its own reaches the terminal.
+        print(f"logdb: {exc.code().name}: {one_line(exc.details() or '')}{_grpc_hint(exc)}", file=sys.stderr)
         return _GRPC_EXIT.get(exc.code(), EXIT_FAILED)
     except OSError as exc:  # a directory of the store that cannot be created or written
         where = f"{exc.filename}: " if exc.filename else ""

@@ -290,6 +290,11 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
 
 
+def one_line(text: str) -> str:
+    """printable() with newlines escaped too: for an error line quoting what a server sent."""
+    return printable(text).replace("\n", "\\n")
+
+
 def emit(args: argparse.Namespace, payload, text: Callable[[], str] | None = None) -> None:
     if getattr(args, "json", False) or text is None:
         document = json.dumps(payload, ensure_ascii=False, indent=None if not sys.stdout.isatty() else 2)

@@ -1,0 +1,95 @@
+"""Real `logdb` processes against a LogService that misbehaves (seeded): whatever the server sends,
+the command ends with one printable line on stderr, a failure exit code, and no file left behind."""
+
+import asyncio
+import random
+import re
+import threading
+
+import grpc
+import pytest
+
+from aiproxy.testing.logdb_processes import finished, logdb
+from aiproxypb.v1 import logs_pb2, logs_pb2_grpc
+
+_RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_NASTY = ["\x1b[31m", "\x1b]0;pwned\x07", "\r", "\n", "\x00", "\x9b2J", "\u202e", "é", "\t", "x" * 300]
+
+
+def _nasty_text(rng: random.Random) -> str:
+    return "".join(rng.choice(_NASTY) + rng.choice(["fake", " ", "ok\n"]) for _ in range(rng.randint(2, 8)))
+
+
+class _Hostile(logs_pb2_grpc.LogServiceServicer):
+    """Each RPC does what `self.behaviour` says: ("abort", code, details), ("empty",) or ("info", BundleInfo)."""
+
+    behaviour: tuple = ("empty",)
+
+    async def _misbehave(self, context):
+        if self.behaviour[0] == "abort":
+            await context.abort(self.behaviour[1], self.behaviour[2])
+
+    async def CreateBundle(self, request, context):
+        await self._misbehave(context)
+        if self.behaviour[0] == "info":
+            yield logs_pb2.BundleChunk(info=self.behaviour[1])
+            yield logs_pb2.BundleChunk(data=b"abc")
+
+    async def GetUploadOffset(self, request, context):
+        await self._misbehave(context)
+        return logs_pb2.UploadOffsetResponse()
+
+    async def SearchRequests(self, request, context):
+        await self._misbehave(context)
+        return logs_pb2.SearchRequestsResponse()
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    servicer, ready, loop = _Hostile(), threading.Event(), asyncio.new_event_loop()
+
+    async def serve():
+        server = grpc.aio.server()
+        logs_pb2_grpc.add_LogServiceServicer_to_server(servicer, server)
+        servicer.address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        await server.start()
+        servicer.stop = asyncio.Event()
+        ready.set()
+        await servicer.stop.wait()
+        await server.stop(None)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),))
+    thread.start()
+    ready.wait(30)
+    yield servicer
+    loop.call_soon_threadsafe(servicer.stop.set)
+    thread.join(30)
+
+
+def _commands(address: str, tmp_path) -> dict:
+    (tmp_path / "src.tgz").write_bytes(b"not much of a bundle")
+    return {
+        "pull": ["bundle", "pull", "--from", f"grpc://{address}", "--since", "2025-09-01", "--to", "2025-09-02",
+                 "--out", f"{tmp_path / 'out'}/"],
+        "transfer": ["bundle", "transfer", str(tmp_path / "src.tgz"), f"grpc://{address}"],
+        "search": ["search", "hello", "--remote", address],
+    }
+
+
+def _assert_one_clean_line(code: int, err: str) -> None:
+    assert code in (1, 2), err
+    assert err.endswith("\n") and err.count("\n") == 1 and err.startswith("logdb: "), err
+    assert not _RAW_CONTROL.search(err[:-1]), err
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("command", ["pull", "transfer", "search"])
+def test_any_status_with_any_details_is_one_printable_line(hostile, tmp_path, seed, command):
+    """Details came out raw: escape sequences reached the terminal, a \\n or \\r faked further lines."""
+    rng = random.Random(seed)
+    code = rng.choice([c for c in grpc.StatusCode if c != grpc.StatusCode.OK])
+    hostile.behaviour = ("abort", code, _nasty_text(rng))
+    status, _, err = finished(logdb(tmp_path, *_commands(hostile.address, tmp_path)[command]))
+    _assert_one_clean_line(status, err)
+    assert code.name in err
+
