@@ -93,3 +93,23 @@ def test_any_status_with_any_details_is_one_printable_line(hostile, tmp_path, se
     _assert_one_clean_line(status, err)
     assert code.name in err
 
+
+def test_a_bundle_stream_without_any_message_is_one_line(hostile, tmp_path):
+    """It was a StopIteration traceback."""
+    hostile.behaviour = ("empty",)
+    status, _, err = finished(logdb(tmp_path, *_commands(hostile.address, tmp_path)["pull"]))
+    _assert_one_clean_line(status, err)
+    assert "without announcing a bundle" in err and list((tmp_path / "out").glob("*")) == []
+
+
+@pytest.mark.parametrize("info", [
+    logs_pb2.BundleInfo(file_name="a.tgz", total_bytes=3, sha256="\x1b]0;pwned\x07"),
+    logs_pb2.BundleInfo(file_name="a.tgz", total_bytes=-5, sha256="0" * 64),
+    logs_pb2.BundleInfo(),
+])
+def test_a_malformed_announcement_is_refused_before_a_byte_is_written(hostile, tmp_path, info):
+    """The server's sha256 was quoted raw in the mismatch message, and a negative size was believed."""
+    hostile.behaviour = ("info", info)
+    status, _, err = finished(logdb(tmp_path, *_commands(hostile.address, tmp_path)["pull"]))
+    _assert_one_clean_line(status, err)
+    assert "announced no usable bundle" in err and not (tmp_path / "out").exists()

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import re
 import time
 from pathlib import Path
 from typing import BinaryIO
 
-from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput, sha256_file
+from aiproxy.logstore.bundles.manifest import SHA256_HEX, BundleError, UnusableInput, sha256_file
 from aiproxy.logstore.bundles.verify import ensure_room
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 # A partial upload untouched this long is deleted when the next upload starts: resumable after a
 # dropped connection or a restart, not kept for good (2,700 abandoned uploads had left 517 MB).
 UPLOAD_EXPIRY_SECONDS = 86400
@@ -38,7 +36,7 @@ class Uploads:
         self.directory = Path(directory)
 
     def part(self, sha256: str) -> Path:
-        if not _SHA256.fullmatch(sha256 or ""):  # it becomes a file name: no trailing newline either
+        if not SHA256_HEX.fullmatch(sha256 or ""):  # it becomes a file name: no trailing newline either
             raise UnusableInput(f"bundle_sha256 {sha256!r} is not a lower-case hex SHA-256")
         return self.directory / f"upload-{sha256}.part"
 

@@ -19,6 +19,7 @@ DB_PREFIX = "db/"
 RAW_PREFIX = "raw/"
 CHUNK = 1024 * 1024
 WIRE_CHUNK = 256 * 1024  # bytes per gRPC message, well under any message size limit
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # as every sha256 of a bundle or member is written
 
 _PARTITION_MEMBER = re.compile(r"^db/\d{4}/(?:\d{2}|W\d{2}|M\d{2})/ai_proxy_[0-9W]+\.sqlite3$")
 
@@ -92,7 +93,7 @@ def parse_metadata(raw: bytes) -> tuple[dict[str, Any], dict[str, FileEntry]]:
         if not isinstance(item, dict) or not isinstance(item.get("path"), str):
             raise BundleError(f"metadata.json: file entry without a path: {item!r}")
         sha, size = item.get("sha256"), item.get("bytes")
-        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha) or not isinstance(size, int):
+        if not isinstance(sha, str) or not SHA256_HEX.fullmatch(sha) or not isinstance(size, int):
             raise BundleError(f"metadata.json: {item['path']} lacks a sha256 or a byte count")
         entry = FileEntry(item["path"], sha, size, item.get("rows"))
         if entries.setdefault(entry.path, entry) != entry:  # the seed listed a weekly file once a day

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from aiproxy.logstore.bundles.manifest import WIRE_CHUNK, UnusableInput, sha256_file
+from aiproxy.logstore.bundles.manifest import SHA256_HEX, WIRE_CHUNK, UnusableInput, sha256_file
 from aiproxy.logstore.bundles.transfer import (
     TransferError,
     TransferResult,
@@ -154,7 +154,7 @@ def pull(
     _refuse_existing(named_file(out))  # before the server builds a bundle (minutes for a long range)
     with open_channel(url, **tls) as channel:
         replies = logs_pb2_grpc.LogServiceStub(channel).CreateBundle(request, metadata=auth_metadata(api_key))
-        info = next(replies).info
+        info = _announcement(replies)
         final = local_destination(info.file_name, out)
         _refuse_existing(final)  # the name the server chose in a directory, or a file that appeared meanwhile
         part = part_path(final)
@@ -177,6 +177,19 @@ def pull(
         finally:
             part.unlink(missing_ok=True)  # a pull cannot resume (each creates a new bundle): keep no partial file
     return TransferResult(final, info.total_bytes, info.sha256, already_present=already)
+
+
+def _announcement(replies) -> logs_pb2.BundleInfo:
+    """The BundleInfo the stream starts with, checked before anything is written or quoted: a server
+    that ends the stream at once, sends data first, or a size or sha256 that cannot be is refused."""
+    first = next(replies, None)
+    if first is None or first.WhichOneof("kind") != "info":
+        raise TransferError("the server ended the bundle stream without announcing a bundle; nothing kept")
+    info = first.info
+    if info.total_bytes < 0 or not SHA256_HEX.fullmatch(info.sha256):
+        raise TransferError("the server announced no usable bundle (a negative size, or a sha256 that is not"
+                            " 64 hex digits); nothing kept")
+    return info
 
 
 def _refuse_existing(path: Path | None) -> None:
