@@ -21,7 +21,8 @@ def _nasty_text(rng: random.Random) -> str:
 
 
 class _Hostile(logs_pb2_grpc.LogServiceServicer):
-    """Each RPC does what `self.behaviour` says: ("abort", code, details), ("empty",) or ("info", BundleInfo)."""
+    """Each RPC does what `self.behaviour` says: ("abort", code, details), ("empty",), ("info", BundleInfo)
+    (then 3 bytes) or ("stall", BundleInfo) (then 3 bytes and nothing more, the stream left open)."""
 
     behaviour: tuple = ("empty",)
 
@@ -31,9 +32,11 @@ class _Hostile(logs_pb2_grpc.LogServiceServicer):
 
     async def CreateBundle(self, request, context):
         await self._misbehave(context)
-        if self.behaviour[0] == "info":
+        if self.behaviour[0] in ("info", "stall"):
             yield logs_pb2.BundleChunk(info=self.behaviour[1])
             yield logs_pb2.BundleChunk(data=b"abc")
+        if self.behaviour[0] == "stall":
+            await asyncio.Event().wait()  # until the client cancels, or the server stops
 
     async def GetUploadOffset(self, request, context):
         await self._misbehave(context)
@@ -113,3 +116,12 @@ def test_a_malformed_announcement_is_refused_before_a_byte_is_written(hostile, t
     status, _, err = finished(logdb(tmp_path, *_commands(hostile.address, tmp_path)["pull"]))
     _assert_one_clean_line(status, err)
     assert "announced no usable bundle" in err and not (tmp_path / "out").exists()
+
+
+def test_a_stream_that_stalls_after_its_announcement_ends_the_pull(hostile, tmp_path):
+    """The pull waited for the next chunk for as long as the connection stayed up."""
+    hostile.behaviour = ("stall", logs_pb2.BundleInfo(file_name="a.tgz", total_bytes=10, sha256="0" * 64))
+    process = logdb(tmp_path, *_commands(hostile.address, tmp_path)["pull"], "--idle-timeout", "0.5")
+    _, err = process.communicate(timeout=30)
+    _assert_one_clean_line(process.returncode, err)
+    assert "sent nothing for 0.5 s" in err and list((tmp_path / "out").iterdir()) == []

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
+from aiproxy.logstore.bundles.idle_watch import IdleWatch
 from aiproxy.logstore.bundles.manifest import SHA256_HEX, WIRE_CHUNK, UnusableInput, sha256_file
 from aiproxy.logstore.bundles.transfer import (
     TransferError,
@@ -30,6 +31,8 @@ from aiproxy.logstore.protomap import message_to_json
 from aiproxypb.v1 import logs_pb2, logs_pb2_grpc
 
 SCHEMES = ("grpc://", "grpcs://")
+# How long a pull waits for the next chunk of a bundle the server has announced (it is built by then).
+IDLE_TIMEOUT_SECONDS = 300.0
 # Where --client-cert / --client-key are taken from when not given.
 CLIENT_CERT_ENV, CLIENT_KEY_ENV = "AIPROXY_CLIENT_CERT", "AIPROXY_CLIENT_KEY"
 
@@ -146,10 +149,12 @@ def push(source: Path, url: str, *, api_key: str | None = None, progress=None, *
 
 def pull(
     url: str, since: date, to: date, out: str | Path, *,
-    api_key: str | None = None, include_raw: bool = False, progress=None, **tls,
+    api_key: str | None = None, include_raw: bool = False, progress=None,
+    idle_timeout: float = IDLE_TIMEOUT_SECONDS, **tls,
 ) -> TransferResult:
     """Have the server create a bundle of [since, to] and store it at `out` (file or directory).
-    `progress(bytes, total_bytes)` follows the download; `tls`: tls_channel's keyword arguments."""
+    `progress(bytes, total_bytes)` follows the download, which ends when no chunk comes for
+    `idle_timeout` seconds; `tls`: tls_channel's keyword arguments."""
     request = logs_pb2.CreateBundleRequest(since=since.isoformat(), to=to.isoformat(), include_raw=include_raw)
     _refuse_existing(named_file(out))  # before the server builds a bundle (minutes for a long range)
     with open_channel(url, **tls) as channel:
@@ -159,24 +164,35 @@ def pull(
         _refuse_existing(final)  # the name the server chose in a directory, or a file that appeared meanwhile
         part = part_path(final)
         try:
-            digest = hashlib.sha256()
-            with open_part(part) as target:
-                for chunk in replies:
-                    if target.tell() + len(chunk.data) > info.total_bytes:  # never fill the disk for a server
-                        raise TransferError(f"the server sent more than the announced {info.total_bytes} bytes;"
-                                            " nothing kept")
-                    digest.update(chunk.data)
-                    target.write(chunk.data)
-                    if progress is not None:
-                        progress(len(chunk.data), info.total_bytes)
-                target.flush()
-                os.fsync(target.fileno())
-            if (digest.hexdigest(), part.stat().st_size) != (info.sha256, info.total_bytes):
+            with open_part(part) as target, IdleWatch(replies, idle_timeout) as watch:
+                digest = _download(replies, target, info, watch, progress)
+            if (digest, part.stat().st_size) != (info.sha256, info.total_bytes):
                 raise TransferError(f"pulled bundle does not match the server's sha256 {info.sha256}; nothing kept")
             already = not publish(part, final, info.sha256, info.total_bytes)
         finally:
             part.unlink(missing_ok=True)  # a pull cannot resume (each creates a new bundle): keep no partial file
     return TransferResult(final, info.total_bytes, info.sha256, already_present=already)
+
+
+def _download(replies, target, info: logs_pb2.BundleInfo, watch: IdleWatch, progress) -> str:
+    """Write the stream's chunks to `target`; their sha256."""
+    digest = hashlib.sha256()
+    try:
+        for chunk in replies:
+            watch.touch()
+            if target.tell() + len(chunk.data) > info.total_bytes:  # never fill the disk for a server
+                raise TransferError(f"the server sent more than the announced {info.total_bytes} bytes; nothing kept")
+            digest.update(chunk.data)
+            target.write(chunk.data)
+            if progress is not None:
+                progress(len(chunk.data), info.total_bytes)
+    except grpc.RpcError:
+        if watch.fired:
+            raise TransferError(f"the server sent nothing for {watch.seconds:g} s (--idle-timeout); nothing kept") from None
+        raise
+    target.flush()
+    os.fsync(target.fileno())
+    return digest.hexdigest()
 
 
 def _announcement(replies) -> logs_pb2.BundleInfo:

@@ -15,7 +15,7 @@ from aiproxy.logstore.atomic_output import OutputExists
 from aiproxy.logstore.bundles.create import create_bundle, raw_log_files
 from aiproxy.logstore.bundles.importer import import_bundle
 from aiproxy.logstore.bundles.manifest import BundleError, UnusableInput
-from aiproxy.logstore.bundles.remote import is_remote, pull, push
+from aiproxy.logstore.bundles.remote import IDLE_TIMEOUT_SECONDS, is_remote, pull, push
 from aiproxy.logstore.bundles.transfer import transfer_local
 from aiproxy.logstore.bundles.verify import scan_bundle
 from aiproxy.logstore.cli.common import (
@@ -155,9 +155,20 @@ def _transfer_line(result, verdict: str) -> str:
 def run_pull(args: argparse.Namespace) -> int:
     with ProgressBar(0, "bundle pull") as bar:  # the size comes with the server's first message
         result = pull(args.source, args.since, args.to, args.out, api_key=args.api_key,
-                      include_raw=args.include_raw, progress=bar.advance, **tls_files(args))
+                      include_raw=args.include_raw, progress=bar.advance, idle_timeout=args.idle_timeout,
+                      **tls_files(args))
     emit(args, result.as_dict(), lambda: f"bytes={result.bytes} sha256={result.sha256} path={result.path}")
     return _verify(result.path, args, discard=not result.already_present)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 86400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 86400")
+    return value
 
 
 def _remote_options(parser: argparse.ArgumentParser) -> None:
@@ -219,6 +230,9 @@ def register(subparsers) -> None:
     pull_parser.add_argument("--to", type=day, required=True, metavar="YYYY-MM-DD")
     pull_parser.add_argument("--out", required=True, metavar="PATH", help="archive file or directory")
     pull_parser.add_argument("--include-raw", action="store_true", help="also the server's request log files")
+    pull_parser.add_argument("--idle-timeout", type=_seconds, default=IDLE_TIMEOUT_SECONDS, metavar="SECONDS",
+                             help=f"give up when the server sends nothing for this long once it announced the"
+                                  f" bundle (default {IDLE_TIMEOUT_SECONDS:g})")
     _remote_options(pull_parser)
     pull_parser.set_defaults(func=run_pull)
 
