@@ -42,6 +42,9 @@ class _Hostile(logs_pb2_grpc.LogServiceServicer):
         await self._misbehave(context)
         return logs_pb2.UploadOffsetResponse()
 
+    async def ImportBundle(self, request_iterator, context):
+        await asyncio.Event().wait()  # reads none of the upload, until the client cancels or the server stops
+
     async def SearchRequests(self, request, context):
         await self._misbehave(context)
         return logs_pb2.SearchRequestsResponse()
@@ -125,3 +128,15 @@ def test_a_stream_that_stalls_after_its_announcement_ends_the_pull(hostile, tmp_
     _, err = process.communicate(timeout=30)
     _assert_one_clean_line(process.returncode, err)
     assert "sent nothing for 0.5 s" in err and list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_server_that_takes_none_of_the_upload_ends_the_transfer(hostile, tmp_path):
+    """The transfer waited for as long as the connection stayed up. 16 MiB: more than gRPC's flow
+    control lets through unread."""
+    hostile.behaviour = ("empty",)
+    command = _commands(hostile.address, tmp_path)["transfer"]
+    (tmp_path / "src.tgz").write_bytes(random.Random(0).randbytes(16 << 20))
+    process = logdb(tmp_path, *command, "--idle-timeout", "0.5")
+    _, err = process.communicate(timeout=30)
+    _assert_one_clean_line(process.returncode, err)
+    assert "took no more of the upload for 0.5 s" in err

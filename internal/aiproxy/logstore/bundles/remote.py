@@ -31,7 +31,8 @@ from aiproxy.logstore.protomap import message_to_json
 from aiproxypb.v1 import logs_pb2, logs_pb2_grpc
 
 SCHEMES = ("grpc://", "grpcs://")
-# How long a pull waits for the next chunk of a bundle the server has announced (it is built by then).
+# How long a pull waits for the next chunk of a bundle the server has announced (it is built by then),
+# and a transfer for the server to take the next chunk of the upload.
 IDLE_TIMEOUT_SECONDS = 300.0
 # Where --client-cert / --client-key are taken from when not given.
 CLIENT_CERT_ENV, CLIENT_KEY_ENV = "AIPROXY_CLIENT_CERT", "AIPROXY_CLIENT_KEY"
@@ -119,20 +120,26 @@ def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {key}"),) if key else ()
 
 
-def _upload_messages(source: Path, sha256: str, size: int, offset: int, progress=None) -> Iterator:
+def _upload_messages(source: Path, sha256: str, size: int, offset: int, watch: IdleWatch, progress=None) -> Iterator:
+    """The upload from `offset`; gRPC asks for the next message once it sent the last, which is what
+    `watch` is told. The wait for the import's answer that follows has no limit (it takes as long as the bundle)."""
     start = logs_pb2.BundleUploadStart(bundle_sha256=sha256, total_bytes=size, offset=offset, file_name=source.name)
     yield logs_pb2.BundleUploadChunk(start=start)
     with open(source, "rb") as stream:
         stream.seek(offset)
         while data := stream.read(WIRE_CHUNK):
+            watch.touch()
             if progress is not None:
                 progress(len(data))
             yield logs_pb2.BundleUploadChunk(data=data)
+    watch.close()
 
 
-def push(source: Path, url: str, *, api_key: str | None = None, progress=None, **tls) -> dict:
-    """Upload `source` and have the server import it; returns ImportBundleResponse as JSON. `tls`:
-    tls_channel's keyword arguments."""
+def push(source: Path, url: str, *, api_key: str | None = None, progress=None,
+         idle_timeout: float = IDLE_TIMEOUT_SECONDS, **tls) -> dict:
+    """Upload `source` and have the server import it; returns ImportBundleResponse as JSON. The
+    upload ends when the server takes no chunk for `idle_timeout` seconds; `tls`: tls_channel's
+    keyword arguments."""
     source = Path(source)
     sha256, size = sha256_file(source)
     metadata = auth_metadata(api_key)
@@ -143,7 +150,15 @@ def push(source: Path, url: str, *, api_key: str | None = None, progress=None, *
         ).offset
         if progress is not None:
             progress(held)
-        reply = stub.ImportBundle(_upload_messages(source, sha256, size, held, progress), metadata=metadata)
+        watch = IdleWatch(idle_timeout)
+        call = stub.ImportBundle.future(_upload_messages(source, sha256, size, held, watch, progress), metadata=metadata)
+        with watch.start(call):
+            try:
+                reply = call.result()
+            except (grpc.FutureCancelledError, grpc.RpcError):
+                if watch.fired:
+                    raise watch.idle_error("took no more of the upload", "run the same command again to resume") from None
+                raise
     return {"sha256": sha256, "bytes": size, **message_to_json(reply)}
 
 
@@ -164,7 +179,7 @@ def pull(
         _refuse_existing(final)  # the name the server chose in a directory, or a file that appeared meanwhile
         part = part_path(final)
         try:
-            with open_part(part) as target, IdleWatch(replies, idle_timeout) as watch:
+            with open_part(part) as target, IdleWatch(idle_timeout).start(replies) as watch:
                 digest = _download(replies, target, info, watch, progress)
             if (digest, part.stat().st_size) != (info.sha256, info.total_bytes):
                 raise TransferError(f"pulled bundle does not match the server's sha256 {info.sha256}; nothing kept")
@@ -188,7 +203,7 @@ def _download(replies, target, info: logs_pb2.BundleInfo, watch: IdleWatch, prog
                 progress(len(chunk.data), info.total_bytes)
     except grpc.RpcError:
         if watch.fired:
-            raise TransferError(f"the server sent nothing for {watch.seconds:g} s (--idle-timeout); nothing kept") from None
+            raise watch.idle_error("sent nothing", "nothing kept") from None
         raise
     target.flush()
     os.fsync(target.fileno())

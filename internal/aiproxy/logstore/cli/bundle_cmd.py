@@ -121,7 +121,8 @@ def run_transfer(args: argparse.Namespace) -> int:
     remote = is_remote(args.dest)
     with ProgressBar(source.stat().st_size, "bundle transfer") as bar:
         if remote:
-            out = push(source, args.dest, api_key=args.api_key, progress=bar.advance, **tls_files(args))
+            out = push(source, args.dest, api_key=args.api_key, progress=bar.advance, idle_timeout=args.idle_timeout,
+                       **tls_files(args))
         else:
             result = transfer_local(source, args.dest, progress=bar.advance)
     if remote:
@@ -221,6 +222,9 @@ def register(subparsers) -> None:
     transfer.add_argument("src")
     transfer.add_argument("dest")
     _remote_options(transfer)
+    transfer.add_argument("--idle-timeout", type=_seconds, default=IDLE_TIMEOUT_SECONDS, metavar="SECONDS",
+                          help=f"grpc(s):// DEST: give up when the server takes none of the upload for this long"
+                               f" (default {IDLE_TIMEOUT_SECONDS:g})")
     transfer.set_defaults(func=run_transfer)
 
     pull_parser = actions.add_parser("pull", help="fetch a new bundle from a server",
@@ -230,10 +234,10 @@ def register(subparsers) -> None:
     pull_parser.add_argument("--to", type=day, required=True, metavar="YYYY-MM-DD")
     pull_parser.add_argument("--out", required=True, metavar="PATH", help="archive file or directory")
     pull_parser.add_argument("--include-raw", action="store_true", help="also the server's request log files")
+    _remote_options(pull_parser)
     pull_parser.add_argument("--idle-timeout", type=_seconds, default=IDLE_TIMEOUT_SECONDS, metavar="SECONDS",
                              help=f"give up when the server sends nothing for this long once it announced the"
                                   f" bundle (default {IDLE_TIMEOUT_SECONDS:g})")
-    _remote_options(pull_parser)
     pull_parser.set_defaults(func=run_pull)
 
     for parser in (create, verify, importer, transfer, pull_parser):
