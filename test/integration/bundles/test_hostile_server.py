@@ -22,7 +22,8 @@ def _nasty_text(rng: random.Random) -> str:
 
 class _Hostile(logs_pb2_grpc.LogServiceServicer):
     """Each RPC does what `self.behaviour` says: ("abort", code, details), ("empty",), ("info", BundleInfo)
-    (then 3 bytes) or ("stall", BundleInfo) (then 3 bytes and nothing more, the stream left open)."""
+    (then 3 bytes), ("stall", BundleInfo) (then 3 bytes and nothing more, the stream left open) or
+    ("offset", n) (the bytes of an upload it claims to hold)."""
 
     behaviour: tuple = ("empty",)
 
@@ -40,7 +41,7 @@ class _Hostile(logs_pb2_grpc.LogServiceServicer):
 
     async def GetUploadOffset(self, request, context):
         await self._misbehave(context)
-        return logs_pb2.UploadOffsetResponse()
+        return logs_pb2.UploadOffsetResponse(offset=self.behaviour[1] if self.behaviour[0] == "offset" else 0)
 
     async def ImportBundle(self, request_iterator, context):
         await asyncio.Event().wait()  # reads none of the upload, until the client cancels or the server stops
@@ -140,3 +141,12 @@ def test_a_server_that_takes_none_of_the_upload_ends_the_transfer(hostile, tmp_p
     _, err = process.communicate(timeout=30)
     _assert_one_clean_line(process.returncode, err)
     assert "took no more of the upload for 0.5 s" in err
+
+
+@pytest.mark.parametrize("offset", [-7, 1 << 40])
+def test_an_upload_offset_that_cannot_be_is_refused_before_a_byte_is_sent(hostile, tmp_path, offset):
+    """-7 was 'UNKNOWN: Exception iterating requests!'; 2^40 sent no byte, and the transfer could succeed."""
+    hostile.behaviour = ("offset", offset)
+    status, _, err = finished(logdb(tmp_path, *_commands(hostile.address, tmp_path)["transfer"]))
+    _assert_one_clean_line(status, err)
+    assert f"says it holds {offset} bytes" in err

@@ -148,6 +148,9 @@ def push(source: Path, url: str, *, api_key: str | None = None, progress=None,
         held = stub.GetUploadOffset(
             logs_pb2.UploadOffsetRequest(bundle_sha256=sha256, total_bytes=size), metadata=metadata, timeout=60
         ).offset
+        if not 0 <= held <= size:  # seeking there failed as "Exception iterating requests!", or sent no byte
+            raise TransferError(f"the server says it holds {held} bytes of this {size}-byte upload, which cannot be;"
+                                " nothing sent")
         if progress is not None:
             progress(held)
         watch = IdleWatch(idle_timeout)
