@@ -23,7 +23,7 @@ def _nasty_text(rng: random.Random) -> str:
 class _Hostile(logs_pb2_grpc.LogServiceServicer):
     """Each RPC does what `self.behaviour` says: ("abort", code, details), ("empty",), ("info", BundleInfo)
     (then 3 bytes), ("stall", BundleInfo) (then 3 bytes and nothing more, the stream left open) or
-    ("offset", n) (the bytes of an upload it claims to hold)."""
+    ("offset", n) (the bytes of an upload it claims to hold) or ("reply", ImportBundleResponse)."""
 
     behaviour: tuple = ("empty",)
 
@@ -44,6 +44,10 @@ class _Hostile(logs_pb2_grpc.LogServiceServicer):
         return logs_pb2.UploadOffsetResponse(offset=self.behaviour[1] if self.behaviour[0] == "offset" else 0)
 
     async def ImportBundle(self, request_iterator, context):
+        if self.behaviour[0] == "reply":
+            async for _ in request_iterator:
+                pass
+            return self.behaviour[1]
         await asyncio.Event().wait()  # reads none of the upload, until the client cancels or the server stops
 
     async def SearchRequests(self, request, context):
@@ -150,3 +154,11 @@ def test_an_upload_offset_that_cannot_be_is_refused_before_a_byte_is_sent(hostil
     status, _, err = finished(logdb(tmp_path, *_commands(hostile.address, tmp_path)["transfer"]))
     _assert_one_clean_line(status, err)
     assert f"says it holds {offset} bytes" in err
+
+
+def test_a_transfer_reply_is_one_printable_line(hostile, tmp_path):
+    """A newline in a value the server sent printed a line of its own (`fake=1`)."""
+    hostile.behaviour = ("reply", logs_pb2.ImportBundleResponse(complete=True, bundle_id="\x1b[2J\nfake=1\r"))
+    status, out, _ = finished(logdb(tmp_path, *_commands(hostile.address, tmp_path)["transfer"]))
+    assert status == 0 and out.count("\n") == 1 and not _RAW_CONTROL.search(out[:-1]), out
+    assert "bundle_id=\\x1b[2J\\nfake=1\\r " in out

@@ -25,6 +25,7 @@ from aiproxy.logstore.cli.common import (
     day,
     emit,
     json_option,
+    one_line,
     open_store,
     tls_files,
     tls_identity_options,
@@ -126,7 +127,7 @@ def run_transfer(args: argparse.Namespace) -> int:
         else:
             result = transfer_local(source, args.dest, progress=bar.advance)
     if remote:
-        emit(args, out, lambda: " ".join(f"{k}={v}" for k, v in out.items()))
+        emit(args, out, lambda: one_line(" ".join(f"{k}={v}" for k, v in out.items())))  # the server's words
         return EXIT_OK if out["complete"] else EXIT_FAILED
     out = result.as_dict()
     if not result.path.name.endswith((".tgz", ".tar.gz")):
