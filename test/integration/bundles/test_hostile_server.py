@@ -23,7 +23,8 @@ def _nasty_text(rng: random.Random) -> str:
 class _Hostile(logs_pb2_grpc.LogServiceServicer):
     """Each RPC does what `self.behaviour` says: ("abort", code, details), ("empty",), ("info", BundleInfo)
     (then 3 bytes), ("stall", BundleInfo) (then 3 bytes and nothing more, the stream left open) or
-    ("offset", n) (the bytes of an upload it claims to hold) or ("reply", ImportBundleResponse)."""
+    ("offset", n) (the bytes of an upload it claims to hold), ("reply", ImportBundleResponse) or
+    ("warnings", [text]) (a search leaving partitions out)."""
 
     behaviour: tuple = ("empty",)
 
@@ -52,7 +53,7 @@ class _Hostile(logs_pb2_grpc.LogServiceServicer):
 
     async def SearchRequests(self, request, context):
         await self._misbehave(context)
-        return logs_pb2.SearchRequestsResponse()
+        return logs_pb2.SearchRequestsResponse(warnings=self.behaviour[1] if self.behaviour[0] == "warnings" else [])
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +163,13 @@ def test_a_transfer_reply_is_one_printable_line(hostile, tmp_path):
     status, out, _ = finished(logdb(tmp_path, *_commands(hostile.address, tmp_path)["transfer"]))
     assert status == 0 and out.count("\n") == 1 and not _RAW_CONTROL.search(out[:-1]), out
     assert "bundle_id=\\x1b[2J\\nfake=1\\r " in out
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_search_warnings_are_one_printable_line_each(hostile, tmp_path, seed):
+    """They were printed raw: escape sequences reached the terminal."""
+    rng = random.Random(seed)
+    warnings = [_nasty_text(rng) for _ in range(rng.randint(1, 4))]
+    hostile.behaviour = ("warnings", warnings)
+    status, _, err = finished(logdb(tmp_path, *_commands(hostile.address, tmp_path)["search"]))
+    assert status == 1 and err.count("\n") == len(warnings) and not _RAW_CONTROL.search(err.replace("\n", "")), err

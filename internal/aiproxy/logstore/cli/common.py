@@ -194,8 +194,8 @@ def _with_warnings(result: dict, warnings: list[str], quiet: bool) -> dict:
     if warnings:
         result["warnings"] = warnings
         if not quiet:
-            for warning in warnings:
-                print(f"logdb: {warning}", file=sys.stderr)
+            for warning in warnings:  # from --remote, the server's words
+                print(f"logdb: {one_line(warning)}", file=sys.stderr)
     return result
 
 
