@@ -24,7 +24,7 @@ class _Hostile(logs_pb2_grpc.LogServiceServicer):
     """Each RPC does what `self.behaviour` says: ("abort", code, details), ("empty",), ("info", BundleInfo)
     (then 3 bytes), ("stall", BundleInfo) (then 3 bytes and nothing more, the stream left open) or
     ("offset", n) (the bytes of an upload it claims to hold), ("reply", ImportBundleResponse) or
-    ("warnings", [text]) (a search leaving partitions out)."""
+    ("warnings", [text]) (a search leaving partitions out) or ("hits", [RequestSummary])."""
 
     behaviour: tuple = ("empty",)
 
@@ -53,6 +53,8 @@ class _Hostile(logs_pb2_grpc.LogServiceServicer):
 
     async def SearchRequests(self, request, context):
         await self._misbehave(context)
+        if self.behaviour[0] == "hits":
+            return logs_pb2.SearchRequestsResponse(results=self.behaviour[1])
         return logs_pb2.SearchRequestsResponse(warnings=self.behaviour[1] if self.behaviour[0] == "warnings" else [])
 
 
@@ -173,3 +175,14 @@ def test_search_warnings_are_one_printable_line_each(hostile, tmp_path, seed):
     hostile.behaviour = ("warnings", warnings)
     status, _, err = finished(logdb(tmp_path, *_commands(hostile.address, tmp_path)["search"]))
     assert status == 1 and err.count("\n") == len(warnings) and not _RAW_CONTROL.search(err.replace("\n", "")), err
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_each_search_hit_is_one_line(hostile, tmp_path, seed):
+    """A newline in a model name (clients choose it) or an id printed a listing line of its own."""
+    rng = random.Random(seed)
+    hits = [logs_pb2.RequestSummary(request_id=_nasty_text(rng), ts=_nasty_text(rng), model_original=_nasty_text(rng),
+                                    status_code=rng.choice([-(2**31), 0, 200, 2**31 - 1])) for _ in range(rng.randint(1, 5))]
+    hostile.behaviour = ("hits", hits)
+    status, out, _ = finished(logdb(tmp_path, *_commands(hostile.address, tmp_path)["search"]))
+    assert status == 0 and out.count("\n") == len(hits) and not _RAW_CONTROL.search(out.replace("\n", "")), out

@@ -304,14 +304,16 @@ def emit(args: argparse.Namespace, payload, text: Callable[[], str] | None = Non
 
 
 def request_line(summary: dict) -> str:
-    """One request in listings: search hits, dialog turns."""
+    """One request in listings: search hits, dialog turns. One line, whatever a client named its model
+    (or a --remote server sent)."""
     model = summary["model_mapped"] or summary["model_original"]
-    return f"{summary['ts']}  {summary['request_id']}  {model}  {summary['status_code']}"
+    return one_line(f"{summary['ts']}  {summary['request_id']}  {model}  {summary['status_code']}")
 
 
 def dialog_line(summary: dict) -> str:
     models = ",".join(summary["models"])
-    return f"{summary['dialog_id']}  {summary['requests']:>4} turns  {summary['first_ts']} .. {summary['last_ts']}  {models}"
+    return one_line(f"{summary['dialog_id']}  {summary['requests']:>4} turns  {summary['first_ts']} .. {summary['last_ts']}"
+                    f"  {models}")
 
 
 def filter_message(args: argparse.Namespace) -> logs_pb2.LogFilter:
