@@ -344,6 +344,7 @@ class StreamTranslator:
     def finish(self) -> list[dict]:
         """Called when the upstream closed the stream: the usage chunk, or an error if it was cut short.
         Feedback and no candidate at all is what a JSON answer without candidates says: a blocked prompt."""
+        # _blocked records the choice it finishes, so such a stream passes the check below.
         out = self._blocked(self._feedback) if not self._choices and self._feedback is not None else []
         if not self._choices or not all(state.finished for state in self._choices.values()):
             raise UpstreamStreamTruncated("The Gemini stream ended before the answer was finished.")
