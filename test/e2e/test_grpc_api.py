@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from aiproxy.testing.fake_openai import JSONReply, SSEComment, StreamReply, completion, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY
-from aiproxypb.v1 import chat_pb2, chat_pb2_grpc, common_pb2
+from aiproxypb.v1 import chat_pb2, chat_pb2_grpc, common_pb2, hop_pb2, hop_pb2_grpc
 
 AUTH = (("authorization", f"Bearer {CLIENT_KEY}"),)
 
@@ -290,6 +290,15 @@ def test_a_public_client_cannot_pass_its_calls_off_as_the_rest_facades(stub, fak
     rest = httpx.post(f"{gateway.base_url}/chat/completions", json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]},
                       headers={"Authorization": f"Bearer {CLIENT_KEY}", "X-Request-ID": "rest-not-spoofed-1"})
     assert rest.status_code == 200 and gateway.wait_for_record("rest-not-spoofed-1")["transport"] == "http"
+
+
+def test_the_cells_own_hop_is_not_served_on_the_public_port(channel):
+    """CellHop carries the facade's calls on the cell's unix socket only: each carried call is checked
+    as its own, but the public port has no business serving it (and reflection does not list it)."""
+    exchange = hop_pb2_grpc.CellHopStub(channel).Exchange(iter([hop_pb2.HopCalls()]), metadata=AUTH)
+    with pytest.raises(grpc.RpcError) as refused:
+        list(exchange)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_errors_of_every_service_carry_the_request_id(stub, channel):

@@ -12,8 +12,9 @@ from loguru import logger
 from aiproxy import __version__
 from aiproxy.config import Settings
 from aiproxy.errors import InternalError
-from aiproxy.httpapi.chat_routes import BODY_TIMEOUT, ENDING, REJECT, STUB, add_chat_routes
+from aiproxy.httpapi.chat_routes import BODY_TIMEOUT, CALLS, ENDING, REJECT, STUB, add_chat_routes
 from aiproxy.httpapi.errors import error_body, error_response, json_response
+from aiproxy.httpapi.hop import CarriedCalls
 from aiproxy.httpapi.logs_routes import add_log_routes
 from aiproxy.httpapi.metadata import REQUEST_ID_KEY
 from aiproxy.identity import request_id
@@ -175,6 +176,8 @@ def create_app(settings: Settings, channel: grpc.aio.Channel, reject) -> web.App
     )
     app[CHANNEL] = channel
     app[STUB] = chat_pb2_grpc.ChatServiceStub(channel)
+    app[CALLS] = calls = CarriedCalls(channel)
+    app.on_cleanup.append(lambda _: calls.close())  # after the handlers: the stream ends with them
     app[REJECT] = reject
     app[BODY_TIMEOUT] = settings.request_body_timeout_seconds
     app[ENDING] = asyncio.Event()

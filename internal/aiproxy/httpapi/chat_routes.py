@@ -33,6 +33,7 @@ from aiproxy.providers.base import forwardable_headers
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 STUB = web.AppKey("chat_stub", chat_pb2_grpc.ChatServiceStub)
+CALLS = web.AppKey("chat_calls", hop.CarriedCalls)  # CreateChatCompletion, carried over the cell's hop stream
 # Called for requests refused before they can become an RPC: an Authorization value metadata cannot
 # carry (401), a body that is too large (413), too slow to arrive (408), not a JSON object or nested
 # too deeply (400). reject(request, error) checks the key first (401 wins) and writes the request log record.
@@ -162,20 +163,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if not request.content.is_eof():  # close rather than read the rest of a refused body
             response.force_close()
         return response
-    stub = request.app[STUB]
     if stream:
-        return await _stream(request, stub, message, metadata)
-    call = stub.CreateChatCompletion(message, metadata=metadata)
+        return await _stream(request, request.app[STUB], message, metadata)
+    data = message.SerializeToString()
+    del message  # a large request is held once, as the bytes the call sends
     try:
-        response = await hop.answer(call)  # cancelled with this handler, and so is its upstream call
-        headers = _forwarded(await call.trailing_metadata())  # where the servicer puts them for the facade
+        # cancelled with this handler, and so is its upstream call
+        response, trailing = await request.app[CALLS].call(data, metadata)
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc)
-    answer = message_to_json(response)
-    # The call keeps both messages: let go, a large answer is held as its JSON text alone while a
-    # slow client reads it, and as dict and text (not also as its message) while that is made.
-    del call, message, response
-    answer = json_response(answer, headers=headers)
+    del data
+    answer = message_to_json(chat_pb2.ChatCompletion.FromString(response))
+    # Let go: a large answer is held as its JSON text alone while a slow client reads it, and as
+    # dict and text (not also as its message) while that is made.
+    del response
+    answer = json_response(answer, headers=_forwarded(trailing))
     return await _answer(request, answer)
 
 

@@ -8,13 +8,19 @@ button, client timeouts) would grow without bound. So the facade awaits the hop 
 `answer` and `next_message`, which never let a cancellation reach grpc.aio's own awaits: it cancels
 the RPC in gRPC's core instead, which ends the batch, whose awaiting task then reads and frees it.
 The servicer and its upstream call are cancelled as promptly as before.
+
+Its unary chat calls the facade sends through `CarriedCalls`, as items of one CellHop.Exchange stream
+(rpc/cell_hop.py): a cancellation there is a message, and no gRPC batch is ever abandoned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import grpc
+
+from aiproxypb.v1 import hop_pb2
 
 # grpc.aio's own details for a call its client cancelled.
 _CANCELLED = "Locally cancelled by application!"
@@ -55,3 +61,112 @@ def _cancel_in_core(call: grpc.aio.Call) -> None:
         call.cancel()
     elif not core.done():
         core.cancel(_CANCELLED)
+
+
+# A request larger than this takes a CreateChatCompletion call of its own: on the shared stream it would
+# hold up the calls behind it (gRPC sends a stream's messages in order), and add its copies in a batch.
+CARRIED_MAX_BYTES = 256 * 1024
+_STREAM_CLOSE_SECONDS = 1.0  # close(): how long the servicer may take to send its last results
+
+
+class CarriedCalls:
+    """The facade's CreateChatCompletion calls, carried by one CellHop.Exchange stream, opened on the
+    first call and again after a failure; the calls waiting when it fails end with its status
+    (UNAVAILABLE when it just ended), which the facade answers as it would the RPC's. A request over
+    CARRIED_MAX_BYTES takes a call of its own."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._open_stream = channel.stream_stream(
+            "/aiproxy.v1.CellHop/Exchange",
+            request_serializer=hop_pb2.HopCalls.SerializeToString,
+            response_deserializer=hop_pb2.HopResults.FromString,
+            _registered_method=True,
+        )
+        self._own_call = channel.unary_unary("/aiproxy.v1.ChatService/CreateChatCompletion", _registered_method=True)
+        self._stream: grpc.aio.StreamStreamCall | None = None
+        self._tasks: tuple[asyncio.Task, asyncio.Task] | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._outbox = hop_pb2.HopCalls()
+        self._send = asyncio.Event()  # calls in the outbox
+
+    async def call(self, request: bytes, metadata: tuple[tuple[str, str], ...]) -> tuple[bytes, grpc.aio.Metadata]:
+        """The serialized answer of a CreateChatCompletion call of a serialized request, and its trailing
+        metadata; its failure as grpc.aio.AioRpcError, as the RPC would fail."""
+        if len(request) > CARRIED_MAX_BYTES:
+            call = self._own_call(request, metadata=metadata)
+            return await answer(call), await call.trailing_metadata()
+        if self._stream is None:
+            self._start()
+        call_id = next(self._ids)
+        answered = self._waiting[call_id] = asyncio.get_running_loop().create_future()
+        self._outbox.calls.add(id=call_id, request=request, metadata=dict(metadata))
+        self._send.set()
+        try:
+            result = await answered
+        except asyncio.CancelledError:
+            if self._waiting.pop(call_id, None) is not None:  # still open: tell the servicer
+                self._outbox.calls.add(id=call_id, cancel=True)
+                self._send.set()
+            raise
+        trailing = grpc.aio.Metadata(*(
+            (entry.key, entry.value if entry.key.endswith("-bin") else entry.value.decode())
+            for entry in result.trailing_metadata
+        ))
+        if result.code:
+            code = _STATUS_CODES.get(result.code, grpc.StatusCode.UNKNOWN)
+            raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, result.details)
+        return result.response, trailing
+
+    def _start(self) -> None:
+        self._stream = stream = self._open_stream()
+        self._tasks = (asyncio.ensure_future(self._write(stream)), asyncio.ensure_future(self._read(stream)))
+
+    async def _write(self, stream: grpc.aio.StreamStreamCall) -> None:
+        try:
+            while True:
+                await self._send.wait()
+                self._send.clear()
+                calls, self._outbox = self._outbox, hop_pb2.HopCalls()
+                await stream.write(calls)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, grpc.aio.InternalError):
+            stream.cancel()  # its reader ends the calls
+
+    async def _read(self, stream: grpc.aio.StreamStreamCall) -> None:
+        waiting = self._waiting
+        failure = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                       "the cell's hop stream ended")
+        try:
+            while (batch := await stream.read()) is not grpc.aio.EOF:
+                for result in batch.results:
+                    answered = waiting.pop(result.id, None)
+                    if answered is not None and not answered.done():  # done: cancelled, not yet told
+                        answered.set_result(result)
+        except grpc.aio.AioRpcError as exc:
+            failure = exc
+        finally:
+            self._stream = None
+            self._tasks[0].cancel()
+            self._outbox, self._waiting = hop_pb2.HopCalls(), {}
+            for answered in waiting.values():
+                if not answered.done():
+                    answered.set_exception(failure)
+
+    async def close(self) -> None:
+        """End the stream once the facade's calls are done: the servicer sends what it has left and
+        ends it; one that does not is cancelled after _STREAM_CLOSE_SECONDS."""
+        if self._stream is None:
+            return
+        stream, (writing, reading) = self._stream, self._tasks
+        writing.cancel()
+        await asyncio.wait((writing,))
+        try:
+            await stream.done_writing()
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, grpc.aio.InternalError):
+            pass  # it ended already
+        await asyncio.wait((reading,), timeout=_STREAM_CLOSE_SECONDS)
+        stream.cancel()
+        await asyncio.wait((reading,))
+
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}

@@ -26,7 +26,8 @@ from aiproxy.rpc.status import CURRENT_REQUEST_ID, REQUEST_ID, abort_with
 
 CURRENT_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
 
-_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# CellHop (the cell's own unix socket only) carries calls that are each authenticated as their own.
+_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/aiproxy.v1.CellHop/")
 _MODEL_METHODS = ("/aiproxy.v1.ChatService/ListModels", "/aiproxy.v1.ChatService/GetModel")
 _ADMIN_PREFIX = "/aiproxy.v1.LogService/"
 _CHAT_PREFIX = "/aiproxy.v1.ChatService/"  # its chat calls send x-request-id themselves, with their headers

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import os
+from collections import namedtuple
 from pathlib import Path
 
 import grpc
@@ -24,16 +26,20 @@ from aiproxy.auth import KeyRing
 from aiproxy.config import ConfigError, Settings, host_port
 from aiproxy.errors import ClientStalled, RequestTimeout, ServerShuttingDown
 from aiproxy.identity import request_id
+from aiproxy.rpc.cell_hop import CARRIED_METHOD, CellHopServicer
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.interceptor import AuthInterceptor, metadata_value
 from aiproxy.rpc.log_service import add_log_service
 from aiproxy.rpc.status import REQUEST_ID, abort_with
 from aiproxy.rpc.steps import end_stream, received, sent
-from aiproxypb.v1 import chat_pb2_grpc
+from aiproxypb.v1 import chat_pb2_grpc, hop_pb2_grpc
 
 SERVICE_NAMES = ("aiproxy.v1.ChatService", "aiproxy.v1.LogService")
 # Calls that are no work to wait for: a health Watch stream lasts as long as its client wants.
 _NOT_WORK = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# A call that carries others, each tracked as its own (rpc.cell_hop): it stays open through the
+# drain, for the carried calls' results, and ends when the facade closes it.
+_CARRIER = "/aiproxy.v1.CellHop/"
 # Calls one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). gRPC's
 # default is no limit, and a call whose request message never completes is held before its key is
 # checked: one connection opening 60,000 of them held 380 MiB for as long as it stayed. A channel
@@ -116,6 +122,8 @@ class CallTracker(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:  # unknown method: not cached
                 return None
+            if method.startswith(_CARRIER):
+                return handler
             wrapped = self._wrapped[method] = self._wrap(handler, not method.startswith(_NOT_WORK))
         return wrapped
 
@@ -220,13 +228,18 @@ class MethodSymbolPool:
             return service.file
 
 
+_CallDetails = namedtuple("_CallDetails", ("method", "invocation_metadata"))
+
+
 class _AllServers:
     """Registers a service on several servers: the generated add_*_to_server functions call these."""
 
     def __init__(self, *servers: grpc.aio.Server) -> None:
         self._servers = servers
+        self.handlers: list[grpc.GenericRpcHandler] = []
 
     def add_generic_rpc_handlers(self, handlers) -> None:
+        self.handlers.extend(handlers)
         for server in self._servers:
             server.add_generic_rpc_handlers(handlers)
 
@@ -262,7 +275,7 @@ class GrpcServer:
         self._settings = settings
         self.unix_socket = unix_socket
         self.calls = CallTracker(settings.request_body_timeout_seconds)
-        interceptors = [
+        self._interceptors = interceptors = [
             self.calls,
             AuthInterceptor(
                 KeyRing(settings.api_keys, settings.admin_api_keys), settings.models_require_auth, chat.log_rejection
@@ -284,11 +297,13 @@ class GrpcServer:
                 [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], self.public,
                 pool=MethodSymbolPool(descriptor_pool.Default()),
             )
-        both = _AllServers(*servers)
+        self._services = both = _AllServers(*servers)
         chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, both)
         add_log_service(both, settings)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, both)
+        self._hop = CellHopServicer()
+        hop_pb2_grpc.add_CellHopServicer_to_server(self._hop, _AllServers(self.internal))
         self.tcp_port: int | None = None
         self._public_stopping: asyncio.Task | None = None
 
@@ -319,6 +334,17 @@ class GrpcServer:
             raise ConfigError(f"cannot listen for gRPC on {address} (in use, not a local address, or not permitted):"
                               " stop the other server, or set GRPC_HOST / GRPC_PORT (0 turns it off)") from None
 
+    async def _intercepted(self, method: str) -> grpc.RpcMethodHandler:
+        """The servers' handler of `method`, behind their interceptors as grpc.aio puts it there."""
+
+        async def find(details) -> grpc.RpcMethodHandler | None:
+            return next(filter(None, (handler.service(details) for handler in self._services.handlers)), None)
+
+        continuation = find
+        for interceptor in reversed(self._interceptors):
+            continuation = functools.partial(interceptor.intercept_service, continuation)
+        return await continuation(_CallDetails(method, ()))
+
     def _servers(self) -> list[grpc.aio.Server]:
         return [server for server in (self.public, self.internal) if server is not None]
 
@@ -329,6 +355,7 @@ class GrpcServer:
             for server in self._servers():  # else grpc.aio's finaliser runs on a closed loop and prints a traceback
                 await server.stop(None)
             raise
+        self._hop.carry(await self._intercepted(CARRIED_METHOD))
         for server in self._servers():
             await server.start()
         for name in ("", *SERVICE_NAMES):
