@@ -292,9 +292,14 @@ def test_a_public_client_cannot_pass_its_calls_off_as_the_rest_facades(stub, fak
     assert rest.status_code == 200 and gateway.wait_for_record("rest-not-spoofed-1")["transport"] == "http"
 
 
-def test_the_cells_own_hop_is_not_served_on_the_public_port(channel):
+def test_the_cells_own_hop_is_not_served_on_the_public_port(channel, fake, gateway):
     """CellHop carries the facade's calls on the cell's unix socket only: each carried call is checked
-    as its own, but the public port has no business serving it (and reflection does not list it)."""
+    as its own, but the public port has no business serving it (and reflection does not list it).
+    The servers share their interceptors, whose handler cache served it on both once the facade had
+    opened its stream."""
+    rest = httpx.post(f"{gateway.base_url}/chat/completions", json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]},
+                      headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+    assert rest.status_code == 200
     exchange = hop_pb2_grpc.CellHopStub(channel).Exchange(iter([hop_pb2.HopCalls()]), metadata=AUTH)
     with pytest.raises(grpc.RpcError) as refused:
         list(exchange)

@@ -107,7 +107,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:  # unknown method: not cached, so random names cannot grow the cache
                 return None
-            wrapped = self._wrapped[method] = self._wrap(method, handler)
+            wrapped = self._wrap(method, handler)
+            # The servers share this interceptor but not every service (CellHop is the internal one's,
+            # reflection the public one's): a public method's handler, the server's own, is not cached,
+            # or one server would serve the other's.
+            if wrapped is not handler:
+                self._wrapped[method] = wrapped
         return wrapped
 
     def _wrap(self, method: str, handler):
