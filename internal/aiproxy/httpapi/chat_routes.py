@@ -163,13 +163,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if not request.content.is_eof():  # close rather than read the rest of a refused body
             response.force_close()
         return response
-    if stream:
-        return await _stream(request, request.app[STUB], message, metadata)
     data = message.SerializeToString()
     del message  # a large request is held once, as the bytes the call sends
+    calls = request.app[CALLS]
+    if stream:
+        call = calls.stream(data, metadata)
+        del data
+        return await _stream(request, call)
     try:
-        # cancelled with this handler, and so is its upstream call
-        response, trailing = await request.app[CALLS].call(data, metadata)
+        response, trailing = await calls.call(data, metadata)  # cancelled with this handler, and its upstream call
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc)
     del data
@@ -208,14 +210,13 @@ async def _answer(request: web.Request, response: web.Response) -> web.StreamRes
 ANSWER_PIECE = 256 * 1024  # _answer: the answer is written this much at a time
 
 
-async def _stream(request: web.Request, stub, message, metadata) -> web.StreamResponse:
-    # The batched RPC: chunks that arrived together cross the channel as one message and leave
-    # in one write, each still its own SSE event.
-    call = stub.StreamChatCompletionBatches(message, metadata=metadata)
+async def _stream(request: web.Request, call: hop.CarriedStream) -> web.StreamResponse:
+    # The batched RPC: chunks that arrived together cross the hop as one message and leave in one
+    # write, each still its own SSE event.
     try:
         # Nothing is sent before the first batch, so errors before it keep their HTTP status.
         try:
-            first = await hop.next_message(call)
+            first = await call.read()
         except grpc.aio.AioRpcError as exc:
             return rpc_error_response(exc)
         response = web.StreamResponse(status=200, headers={**sse.HEADERS, **_forwarded(await call.initial_metadata())})
@@ -236,15 +237,17 @@ async def _stream(request: web.Request, stub, message, metadata) -> web.StreamRe
         call.cancel()
 
 
-async def _relay(request: web.Request, response: web.StreamResponse, call, batch) -> None:
-    """The stream's events from `batch` on, then its error frame if the call fails, then [DONE]."""
+async def _relay(request: web.Request, response: web.StreamResponse, call: hop.CarriedStream, message) -> None:
+    """The stream's events from `message` (a serialized batch) on, then its error frame if the call
+    fails, then [DONE]."""
     try:
-        while batch is not grpc.aio.EOF:
+        while message is not grpc.aio.EOF:
+            batch = chat_pb2.ChatCompletionChunkBatch.FromString(message)
             events = [sse.event(message_to_json(chunk)) for chunk in batch.chunks]
             if batch.comments:
                 events[:0] = map(sse.comment, batch.comments)
             await _send(request, response, b"".join(events))
-            batch = await hop.next_message(call)
+            message = await call.read()
     except grpc.aio.AioRpcError as exc:
         _, body, _ = rpc_error_parts(exc)
         await _send(request, response, sse.event(body))

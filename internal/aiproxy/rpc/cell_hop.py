@@ -1,33 +1,50 @@
-"""CellHop.Exchange: the REST facade's CreateChatCompletion calls, many over one stream.
+"""CellHop.Exchange: the REST facade's chat calls, many over one stream.
 
 grpc.aio spends ~250 us of CPU on each unary call between the facade and its ChatService (both ends in
 this process), and ~10 us on a call carried as an item of an open stream's messages, where the
-calls that are ready together travel in one message (docs/architecture.md, "Unary calls over the
-gRPC hop"). Each carried call runs the server's own handler for CreateChatCompletion, interceptors
-included, in a task of its own with a context of its own: its key is checked, it is tracked for the
-shutdown and request-logged exactly as the RPC would be, and its result is the status, details,
-trailing metadata and answer that RPC would have ended with.
+results that are ready together travel in one message (docs/architecture.md, "Chat calls over the
+gRPC hop"). Each carried call runs the server's own handler for its RPC (CreateChatCompletion or
+StreamChatCompletionBatches), interceptors included, in a task of its own with a context of its own:
+its key is checked, it is tracked for the shutdown and request-logged exactly as the RPC would be,
+and its results are what that RPC would have sent: initial metadata and messages, then its status,
+details, trailing metadata (and a unary call's answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import grpc
 
 from aiproxypb.v1 import hop_pb2, hop_pb2_grpc
 
-CARRIED_METHOD = "/aiproxy.v1.ChatService/CreateChatCompletion"
+CARRIED_METHODS = ("/aiproxy.v1.ChatService/CreateChatCompletion", "/aiproxy.v1.ChatService/StreamChatCompletionBatches")
+# A streamed call's messages the facade has not read yet: its writes wait while they reach this (as an
+# RPC's wait for gRPC's flow control), so a client that reads nothing holds up only its own call, and
+# the servicer ends it after REQUEST_BODY_TIMEOUT_SECONDS. The facade credits what it read at least
+# every httpapi.hop.STREAM_CREDIT_BYTES (less than this, or a stream could wait for good).
+STREAM_WINDOW_BYTES = 256 * 1024
+
+
+def _entries(field, metadata) -> None:
+    for key, value in metadata:
+        field.add(key=key, value=value if isinstance(value, bytes) else value.encode())
 
 
 class CarriedCallContext:
     """What a carried call's handlers use of grpc.aio's ServicerContext. The facade sets no deadline."""
 
-    __slots__ = ("_metadata", "_peer", "_cancelled", "code", "details", "trailing_metadata")
+    __slots__ = ("_metadata", "_peer", "_emit", "_unread", "_credited", "_cancelled", "code", "details",
+                 "trailing_metadata")
 
-    def __init__(self, metadata: tuple[tuple[str, str], ...], peer: str) -> None:
+    def __init__(self, metadata: tuple[tuple[str, str], ...], peer: str,
+                 emit: Callable[[Callable[[hop_pb2.HopResult], None]], None]) -> None:
         self._metadata = metadata
         self._peer = peer
+        self._emit = emit  # emit(fill): a result of this call, `fill` sets what it carries
+        self._unread = 0  # bytes of messages sent that the facade has not read yet
+        self._credited: asyncio.Event | None = None
         self._cancelled = False
         self.code = grpc.StatusCode.OK
         self.details = ""
@@ -57,29 +74,61 @@ class CarriedCallContext:
             self.trailing_metadata = tuple(trailing_metadata)
         raise grpc.aio.AbortError()
 
+    async def send_initial_metadata(self, metadata) -> None:
+        def fill(result: hop_pb2.HopResult) -> None:
+            result.more = True
+            _entries(result.initial_metadata, metadata)
 
-def _add_result(results: hop_pb2.HopResults, call_id: int, context: CarriedCallContext, answer) -> None:
-    result = results.results.add(id=call_id, code=context.code.value[0], details=context.details)
-    if answer is not None:
-        result.response = answer.SerializeToString()
-    for key, value in context.trailing_metadata:
-        result.trailing_metadata.add(key=key, value=value if isinstance(value, bytes) else value.encode())
+        self._emit(fill)
+
+    async def write(self, message) -> None:
+        data = message.SerializeToString()
+        while self._unread >= STREAM_WINDOW_BYTES:
+            self._credited = self._credited or asyncio.Event()
+            self._credited.clear()
+            await self._credited.wait()
+        self._unread += len(data)
+
+        def fill(result: hop_pb2.HopResult) -> None:
+            result.more = True
+            result.response = data
+
+        self._emit(fill)
+
+    def credit(self, read: int) -> None:
+        self._unread = max(0, self._unread - read)
+        if self._credited is not None:
+            self._credited.set()
+
+    def end(self, result: hop_pb2.HopResult, answer) -> None:
+        """Fill the call's last result."""
+        result.code, result.details = self.code.value[0], self.details
+        if answer is not None:
+            result.response = answer.SerializeToString()
+        _entries(result.trailing_metadata, self.trailing_metadata)
 
 
 class CellHopServicer(hop_pb2_grpc.CellHopServicer):
     def __init__(self) -> None:
-        self._handler: grpc.RpcMethodHandler | None = None
+        self._handlers: tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler] | None = None
 
-    def carry(self, handler: grpc.RpcMethodHandler) -> None:
-        """The server's handler of CARRIED_METHOD, its interceptors applied (rpc.server.GrpcServer)."""
-        self._handler = handler
+    def carry(self, unary: grpc.RpcMethodHandler, stream: grpc.RpcMethodHandler) -> None:
+        """The server's handlers of CARRIED_METHODS, their interceptors applied (rpc.server.GrpcServer)."""
+        self._handlers = (unary, stream)
 
     async def Exchange(self, request_iterator, context):
-        run, parse = self._handler.unary_unary, self._handler.request_deserializer
+        (unary, stream) = self._handlers
         peer = context.peer()
         running: dict[int, tuple[asyncio.Task, CarriedCallContext]] = {}
         ready = asyncio.Event()  # results to send, or the facade's stream ended
         results = hop_pb2.HopResults()
+
+        def emitter(call_id: int):
+            def emit(fill) -> None:
+                fill(results.results.add(id=call_id))
+                ready.set()
+
+            return emit
 
         def finished(call_id: int, carried: CarriedCallContext, task: asyncio.Task) -> None:
             running.pop(call_id, None)
@@ -87,17 +136,15 @@ class CellHopServicer(hop_pb2_grpc.CellHopServicer):
             if task.cancelled():  # its client went away: nobody waits for it
                 return
             error = task.exception()
-            if error is None:
-                _add_result(results, call_id, carried, task.result())
-            elif isinstance(error, grpc.aio.AbortError):  # the interceptors end every failure so
-                _add_result(results, call_id, carried, None)
-            else:
+            if error is not None and not isinstance(error, grpc.aio.AbortError):  # the interceptors end all else so
                 carried.code, carried.details = grpc.StatusCode.UNKNOWN, "the call failed"
-                _add_result(results, call_id, carried, None)
+            carried.end(results.results.add(id=call_id), task.result() if error is None else None)
 
         def start(call: hop_pb2.HopCall) -> None:
-            call_id, carried = call.id, CarriedCallContext(tuple(call.metadata.items()), peer)
-            task = asyncio.ensure_future(run(parse(call.request), carried))
+            call_id = call.id
+            carried = CarriedCallContext(tuple(call.metadata.items()), peer, emitter(call_id))
+            handler = stream.unary_stream if call.stream else unary.unary_unary
+            task = asyncio.ensure_future(handler(unary.request_deserializer(call.request), carried))
             running[call_id] = (task, carried)
             task.add_done_callback(lambda task: finished(call_id, carried, task))  # not `call`: its batch
 
@@ -111,7 +158,10 @@ class CellHopServicer(hop_pb2_grpc.CellHopServicer):
             # No task is kept in this frame: a finished call's answer would stay alive with it.
             async for batch in request_iterator:
                 for call in batch.calls:
-                    if call.cancel:
+                    if call.credit:
+                        if call.id in running:
+                            running[call.id][1].credit(call.credit)
+                    elif call.cancel:
                         cancel(call.id)
                     else:
                         start(call)

@@ -26,7 +26,7 @@ from aiproxy.auth import KeyRing
 from aiproxy.config import ConfigError, Settings, host_port
 from aiproxy.errors import ClientStalled, RequestTimeout, ServerShuttingDown
 from aiproxy.identity import request_id
-from aiproxy.rpc.cell_hop import CARRIED_METHOD, CellHopServicer
+from aiproxy.rpc.cell_hop import CARRIED_METHODS, CellHopServicer
 from aiproxy.rpc.chat_service import ChatServicer
 from aiproxy.rpc.interceptor import AuthInterceptor, metadata_value
 from aiproxy.rpc.log_service import add_log_service
@@ -355,7 +355,7 @@ class GrpcServer:
             for server in self._servers():  # else grpc.aio's finaliser runs on a closed loop and prints a traceback
                 await server.stop(None)
             raise
-        self._hop.carry(await self._intercepted(CARRIED_METHOD))
+        self._hop.carry(*[await self._intercepted(method) for method in CARRIED_METHODS])
         for server in self._servers():
             await server.start()
         for name in ("", *SERVICE_NAMES):

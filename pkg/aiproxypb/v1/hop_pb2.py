@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61iproxypb/v1/hop.proto\x12\naiproxy.v1\".\n\x08HopCalls\x12\"\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x13.aiproxy.v1.HopCall\"\x9c\x01\n\x07HopCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06\x63\x61ncel\x18\x02 \x01(\x08\x12\x0f\n\x07request\x18\x03 \x01(\x0c\x12\x33\n\x08metadata\x18\x04 \x03(\x0b\x32!.aiproxy.v1.HopCall.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\nHopResults\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.aiproxy.v1.HopResult\"~\n\tHopResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\x12\x10\n\x08response\x18\x04 \x01(\x0c\x12\x34\n\x11trailing_metadata\x18\x05 \x03(\x0b\x32\x19.aiproxy.v1.MetadataEntry\"+\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x32G\n\x07\x43\x65llHop\x12<\n\x08\x45xchange\x12\x14.aiproxy.v1.HopCalls\x1a\x16.aiproxy.v1.HopResults(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61iproxypb/v1/hop.proto\x12\naiproxy.v1\".\n\x08HopCalls\x12\"\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x13.aiproxy.v1.HopCall\"\xbc\x01\n\x07HopCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06\x63\x61ncel\x18\x02 \x01(\x08\x12\x0f\n\x07request\x18\x03 \x01(\x0c\x12\x33\n\x08metadata\x18\x04 \x03(\x0b\x32!.aiproxy.v1.HopCall.MetadataEntry\x12\x0e\n\x06stream\x18\x05 \x01(\x08\x12\x0e\n\x06\x63redit\x18\x06 \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\nHopResults\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.aiproxy.v1.HopResult\"\xd3\x01\n\tHopResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\x12\x15\n\x08response\x18\x04 \x01(\x0cH\x00\x88\x01\x01\x12\x34\n\x11trailing_metadata\x18\x05 \x03(\x0b\x32\x19.aiproxy.v1.MetadataEntry\x12\x0c\n\x04more\x18\x06 \x01(\x08\x12\x33\n\x10initial_metadata\x18\x07 \x03(\x0b\x32\x19.aiproxy.v1.MetadataEntryB\x0b\n\t_response\"+\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x32G\n\x07\x43\x65llHop\x12<\n\x08\x45xchange\x12\x14.aiproxy.v1.HopCalls\x1a\x16.aiproxy.v1.HopResults(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOPCALLS']._serialized_start=38
   _globals['_HOPCALLS']._serialized_end=84
   _globals['_HOPCALL']._serialized_start=87
-  _globals['_HOPCALL']._serialized_end=243
-  _globals['_HOPCALL_METADATAENTRY']._serialized_start=196
-  _globals['_HOPCALL_METADATAENTRY']._serialized_end=243
-  _globals['_HOPRESULTS']._serialized_start=245
-  _globals['_HOPRESULTS']._serialized_end=297
-  _globals['_HOPRESULT']._serialized_start=299
-  _globals['_HOPRESULT']._serialized_end=425
-  _globals['_METADATAENTRY']._serialized_start=427
-  _globals['_METADATAENTRY']._serialized_end=470
-  _globals['_CELLHOP']._serialized_start=472
-  _globals['_CELLHOP']._serialized_end=543
+  _globals['_HOPCALL']._serialized_end=275
+  _globals['_HOPCALL_METADATAENTRY']._serialized_start=228
+  _globals['_HOPCALL_METADATAENTRY']._serialized_end=275
+  _globals['_HOPRESULTS']._serialized_start=277
+  _globals['_HOPRESULTS']._serialized_end=329
+  _globals['_HOPRESULT']._serialized_start=332
+  _globals['_HOPRESULT']._serialized_end=543
+  _globals['_METADATAENTRY']._serialized_start=545
+  _globals['_METADATAENTRY']._serialized_end=588
+  _globals['_CELLHOP']._serialized_start=590
+  _globals['_CELLHOP']._serialized_end=661
 # @@protoc_insertion_point(module_scope)

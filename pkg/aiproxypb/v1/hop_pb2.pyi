@@ -13,7 +13,7 @@ class HopCalls(_message.Message):
     def __init__(self, calls: _Optional[_Iterable[_Union[HopCall, _Mapping]]] = ...) -> None: ...
 
 class HopCall(_message.Message):
-    __slots__ = ("id", "cancel", "request", "metadata")
+    __slots__ = ("id", "cancel", "request", "metadata", "stream", "credit")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,11 +25,15 @@ class HopCall(_message.Message):
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
     id: int
     cancel: bool
     request: bytes
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[int] = ..., cancel: _Optional[bool] = ..., request: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    stream: bool
+    credit: int
+    def __init__(self, id: _Optional[int] = ..., cancel: _Optional[bool] = ..., request: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., stream: _Optional[bool] = ..., credit: _Optional[int] = ...) -> None: ...
 
 class HopResults(_message.Message):
     __slots__ = ("results",)
@@ -38,18 +42,22 @@ class HopResults(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[HopResult, _Mapping]]] = ...) -> None: ...
 
 class HopResult(_message.Message):
-    __slots__ = ("id", "code", "details", "response", "trailing_metadata")
+    __slots__ = ("id", "code", "details", "response", "trailing_metadata", "more", "initial_metadata")
     ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     DETAILS_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     TRAILING_METADATA_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_METADATA_FIELD_NUMBER: _ClassVar[int]
     id: int
     code: int
     details: str
     response: bytes
     trailing_metadata: _containers.RepeatedCompositeFieldContainer[MetadataEntry]
-    def __init__(self, id: _Optional[int] = ..., code: _Optional[int] = ..., details: _Optional[str] = ..., response: _Optional[bytes] = ..., trailing_metadata: _Optional[_Iterable[_Union[MetadataEntry, _Mapping]]] = ...) -> None: ...
+    more: bool
+    initial_metadata: _containers.RepeatedCompositeFieldContainer[MetadataEntry]
+    def __init__(self, id: _Optional[int] = ..., code: _Optional[int] = ..., details: _Optional[str] = ..., response: _Optional[bytes] = ..., trailing_metadata: _Optional[_Iterable[_Union[MetadataEntry, _Mapping]]] = ..., more: _Optional[bool] = ..., initial_metadata: _Optional[_Iterable[_Union[MetadataEntry, _Mapping]]] = ...) -> None: ...
 
 class MetadataEntry(_message.Message):
     __slots__ = ("key", "value")

@@ -27,11 +27,11 @@ if _version_not_supported:
 
 class CellHopStub:
     """CellHop is internal to a cell: served on its unix socket only, for its own REST facade
-    (docs/architecture.md, "Unary calls over the gRPC hop"). Exchange carries many
-    ChatService.CreateChatCompletion calls over one stream, so that a call costs two messages on
-    an open stream instead of an RPC of its own. Each carried call runs exactly as that RPC would,
-    through the same interceptors (its own key checked, its own request log record), and its result
-    is what that RPC would have ended with.
+    (docs/architecture.md, "Chat calls over the gRPC hop"). Exchange carries many
+    ChatService.CreateChatCompletion and StreamChatCompletionBatches calls over one stream, so that a
+    call costs a share of a few messages on an open stream instead of an RPC of its own. Each carried
+    call runs exactly as that RPC would, through the same interceptors (its own key checked, its own
+    request log record), and its results are what that RPC would have sent and ended with.
     """
 
     def __init__(self, channel):
@@ -49,11 +49,11 @@ class CellHopStub:
 
 class CellHopServicer:
     """CellHop is internal to a cell: served on its unix socket only, for its own REST facade
-    (docs/architecture.md, "Unary calls over the gRPC hop"). Exchange carries many
-    ChatService.CreateChatCompletion calls over one stream, so that a call costs two messages on
-    an open stream instead of an RPC of its own. Each carried call runs exactly as that RPC would,
-    through the same interceptors (its own key checked, its own request log record), and its result
-    is what that RPC would have ended with.
+    (docs/architecture.md, "Chat calls over the gRPC hop"). Exchange carries many
+    ChatService.CreateChatCompletion and StreamChatCompletionBatches calls over one stream, so that a
+    call costs a share of a few messages on an open stream instead of an RPC of its own. Each carried
+    call runs exactly as that RPC would, through the same interceptors (its own key checked, its own
+    request log record), and its results are what that RPC would have sent and ended with.
     """
 
     def Exchange(self, request_iterator, context):
@@ -80,11 +80,11 @@ def add_CellHopServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class CellHop:
     """CellHop is internal to a cell: served on its unix socket only, for its own REST facade
-    (docs/architecture.md, "Unary calls over the gRPC hop"). Exchange carries many
-    ChatService.CreateChatCompletion calls over one stream, so that a call costs two messages on
-    an open stream instead of an RPC of its own. Each carried call runs exactly as that RPC would,
-    through the same interceptors (its own key checked, its own request log record), and its result
-    is what that RPC would have ended with.
+    (docs/architecture.md, "Chat calls over the gRPC hop"). Exchange carries many
+    ChatService.CreateChatCompletion and StreamChatCompletionBatches calls over one stream, so that a
+    call costs a share of a few messages on an open stream instead of an RPC of its own. Each carried
+    call runs exactly as that RPC would, through the same interceptors (its own key checked, its own
+    request log record), and its results are what that RPC would have sent and ended with.
     """
 
     @staticmethod

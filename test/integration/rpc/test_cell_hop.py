@@ -1,6 +1,7 @@
-"""The facade's unary chat calls carried over one CellHop.Exchange stream (httpapi.hop.CarriedCalls,
-rpc.cell_hop): each call gets its own answer or its own failure, exactly as a CreateChatCompletion
-RPC would end, a cancelled call is cancelled at the servicer, and the stream survives what ends it."""
+"""The facade's chat calls carried over one CellHop.Exchange stream (httpapi.hop.CarriedCalls,
+rpc.cell_hop): each call gets its own answer, messages or failure, exactly as its RPC would end, a
+cancelled call is cancelled at the servicer, a stream nobody reads holds up only itself, and the
+hop's stream survives what ends it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import grpc
 import pytest
 
 from aiproxy.httpapi.hop import CARRIED_MAX_BYTES, CarriedCalls
-from aiproxy.rpc.cell_hop import CellHopServicer
+from aiproxy.rpc.cell_hop import STREAM_WINDOW_BYTES, CellHopServicer
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc, hop_pb2_grpc
 
 METADATA = (("x-request-id", "req-1"), ("authorization", "Bearer k"))
@@ -26,6 +27,7 @@ class _Chat(chat_pb2_grpc.ChatServiceServicer):
         self.cancelled: list[str] = []
         self.rpcs = 0  # calls that came as CreateChatCompletion RPCs of their own
         self.slow_started, self.slow_cancelled = asyncio.Event(), asyncio.Event()
+        self.written = 0  # stream messages written
 
     async def answer(self, request, context):
         self.started.append(request.model)
@@ -48,6 +50,17 @@ class _Chat(chat_pb2_grpc.ChatServiceServicer):
         self.rpcs += 1
         return await self.answer(request, context)
 
+    async def stream(self, request, context):
+        """Model `N:SIZE[:fail]`: N messages of one chunk whose id is SIZE bytes, then OK or a failure."""
+        count, size, *fail = request.model.split(":")
+        await context.send_initial_metadata((("x-request-id", "req-1"), ("x-ratelimit-limit-requests", "5")))
+        for index in range(int(count)):
+            chunk = chat_pb2.ChatCompletionChunk(id=str(index).ljust(int(size), "."))
+            await context.write(chat_pb2.ChatCompletionChunkBatch(chunks=[chunk]))
+            self.written += 1
+        if fail:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "upstream went away")
+
 
 class _CountingHop(CellHopServicer):
     def __init__(self) -> None:
@@ -62,7 +75,8 @@ class _CountingHop(CellHopServicer):
 @contextlib.asynccontextmanager
 async def _hop():
     chat, hop = _Chat(), _CountingHop()
-    hop.carry(grpc.unary_unary_rpc_method_handler(chat.answer, chat_pb2.ChatCompletionRequest.FromString))
+    hop.carry(grpc.unary_unary_rpc_method_handler(chat.answer, chat_pb2.ChatCompletionRequest.FromString),
+              grpc.unary_stream_rpc_method_handler(chat.stream, chat_pb2.ChatCompletionRequest.FromString))
     server = grpc.aio.server()
     chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
     hop_pb2_grpc.add_CellHopServicer_to_server(hop, server)
@@ -164,3 +178,59 @@ def test_close_ends_the_stream_and_the_servicer_cancels_what_still_runs():
             return chat.cancelled
 
     assert asyncio.run(scenario()) == ["slow"]
+
+
+async def _read_all(call) -> list[str]:
+    ids = []
+    while (message := await call.read()) is not grpc.aio.EOF:
+        ids.extend(chunk.id.rstrip(".") for chunk in chat_pb2.ChatCompletionChunkBatch.FromString(message).chunks)
+    return ids
+
+
+def test_streams_and_unary_calls_share_the_stream_each_call_in_its_own_order():
+    async def scenario():
+        async with _hop() as (calls, _, hop, _):
+            streams = [calls.stream(_request(f"{n}:10"), METADATA) for n in (3, 50, 1)]
+            read = asyncio.gather(*map(_read_all, streams))
+            answers = await asyncio.gather(*(calls.call(_request(f"m{i}"), METADATA) for i in range(20)))
+            headers = [dict(await call.initial_metadata()) for call in streams]
+            return await read, [_answer_id(answer) for answer, _ in answers], headers, hop.streams
+
+    ids, answers, headers, streams = asyncio.run(scenario())
+    assert ids == [[str(i) for i in range(n)] for n in (3, 50, 1)]
+    assert answers == [f"m{i}" for i in range(20)] and streams == 1
+    assert headers[0] == {"x-request-id": "req-1", "x-ratelimit-limit-requests": "5"}
+
+
+def test_a_stream_that_fails_after_its_messages_raises_its_status_after_them():
+    async def scenario():
+        async with _hop() as (calls, _, _, _):
+            call = calls.stream(_request("2:10:fail"), METADATA)
+            ids = [await call.read(), await call.read()]
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await call.read()
+            return len(ids), failed.value
+
+    count, failed = asyncio.run(scenario())
+    assert count == 2 and failed.code() == grpc.StatusCode.UNAVAILABLE and failed.details() == "upstream went away"
+
+
+def test_a_stream_nobody_reads_stops_at_its_window_without_holding_up_the_others():
+    """The carried stream's own flow control: its servicer's writes wait once STREAM_WINDOW_BYTES are
+    unread (as an RPC's wait for HTTP/2's window), and go on as the facade reads."""
+    size = 16 * 1024
+    count = 4 * STREAM_WINDOW_BYTES // size
+
+    async def scenario():
+        async with _hop() as (calls, chat, _, _):
+            stalled = calls.stream(_request(f"{count}:{size}"), METADATA)
+            answer, _ = await calls.call(_request("meanwhile"), METADATA)
+            await asyncio.sleep(0.2)
+            written_while_stalled = chat.written
+            ids = await _read_all(stalled)
+            return _answer_id(answer), written_while_stalled, len(ids)
+
+    answer, written, read = asyncio.run(scenario())
+    assert answer == "meanwhile"
+    assert written <= STREAM_WINDOW_BYTES // size + 1, f"{written} messages written to a reader that read none"
+    assert read == count

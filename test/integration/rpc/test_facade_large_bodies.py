@@ -40,9 +40,11 @@ async def _facade(servicer):
     size_options = [("grpc.max_receive_message_length", LIMIT), ("grpc.max_send_message_length", LIMIT)]
     server = grpc.aio.server(options=size_options)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(servicer, server)
-    hop = CellHopServicer()  # the facade's small unary calls come through it
+    hop = CellHopServicer()  # the facade's small calls come through it
     hop.carry(grpc.unary_unary_rpc_method_handler(servicer.CreateChatCompletion,
-                                                  chat_pb2.ChatCompletionRequest.FromString))
+                                                  chat_pb2.ChatCompletionRequest.FromString),
+              grpc.unary_stream_rpc_method_handler(servicer.StreamChatCompletionBatches,
+                                                   chat_pb2.ChatCompletionRequest.FromString))
     hop_pb2_grpc.add_CellHopServicer_to_server(hop, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
