@@ -263,6 +263,7 @@ class CarriedCalls:
             failure = exc
         finally:
             self._stream = None
+            stream.cancel()  # when this reader failed, not the stream: the servicer's side ends too
             self._tasks[0].cancel()
             self._outbox, self._waiting = hop_pb2.HopCalls(), {}
             for receiver in waiting.values():
