@@ -23,7 +23,7 @@ from pathlib import Path
 
 import bench_gateway as bench
 
-from aiproxy.testing.gateway import CLIENT_KEY, GatewayProcess
+from aiproxy.testing.gateway import CLIENT_KEY, UPSTREAM_KEYS, GatewayProcess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,14 +35,16 @@ def _worktree(rev: str, where: Path) -> Path:
 
 
 def _rounds(pair: list[tuple[str, dict]], stream: bool, concurrency: int, rounds: int, seconds: float,
-            work: Path, upstream_url: str) -> list[float]:
+            work: Path, upstream_url: str, gemini_url: str | None) -> list[float]:
     """CPU-per-request ratios second/first, one per round, with the two gateways loaded together."""
     gateways, targets, loaders = [], [], []
     try:
         for name, env in pair:
-            gateway = GatewayProcess(work / name, upstream_url=upstream_url, env={"LOG_LEVEL": "WARNING", **env}).start()
+            gateway = GatewayProcess(work / name, upstream_url=upstream_url, gemini_url=gemini_url,
+                                     env={"LOG_LEVEL": "WARNING", **env}).start()
             gateways.append(gateway)
-            targets.append(bench.Target(name, "rest", f"{gateway.base_url}/chat/completions", "gpt-test",
+            model = "gemini-test" if gemini_url else "gpt-test"
+            targets.append(bench.Target(name, "rest", f"{gateway.base_url}/chat/completions", model,
                                         {"Authorization": f"Bearer {CLIENT_KEY}"}, [gateway.proc.pid]))
             loaders.append(bench.LoadGenerator())
         for target, loader in zip(targets, loaders, strict=True):  # warm-up
@@ -78,20 +80,27 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="length of a round (default 6)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent requests per gateway (default 32)")
     parser.add_argument("--stream", action="store_true", help="streamed requests instead of JSON")
+    parser.add_argument("--gemini", action="store_true", help="the Gemini route (a fake Gemini API) instead of OpenRouter's")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         work = Path(tmp)
         tree = _worktree(args.rev, work)
         upstream, upstream_url = bench.start_upstream(0, work)
+        gemini, gemini_url = (bench.start_upstream(0, work, "fake_gemini", ("--api-key", UPSTREAM_KEYS["GEMINI_API_KEY"]))
+                              if args.gemini else (None, None))
         try:
             base = ("rev", {"PYTHONPATH": f"{tree / 'internal'}:{tree / 'pkg'}"})
             new = ("tree", {})
             print(f"{args.rev} first:", file=sys.stderr)
-            forward = _rounds([base, new], args.stream, args.concurrency, args.rounds, args.seconds, work / "a", upstream_url)
+            forward = _rounds([base, new], args.stream, args.concurrency, args.rounds, args.seconds, work / "a",
+                              upstream_url, gemini_url)
             print("working tree first:", file=sys.stderr)
-            backward = _rounds([new, base], args.stream, args.concurrency, args.rounds, args.seconds, work / "b", upstream_url)
+            backward = _rounds([new, base], args.stream, args.concurrency, args.rounds, args.seconds, work / "b",
+                               upstream_url, gemini_url)
         finally:
             upstream.kill()
+            if gemini is not None:
+                gemini.kill()
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
     one, other = statistics.median(forward), statistics.median(backward)
     print(f"working tree / {args.rev}, CPU per {'streamed' if args.stream else 'JSON'} request at "
