@@ -12,9 +12,9 @@ from loguru import logger
 from aiproxy import __version__
 from aiproxy.config import Settings
 from aiproxy.errors import InternalError
+from aiproxy.httpapi.carried_calls import CarriedCalls
 from aiproxy.httpapi.chat_routes import BODY_TIMEOUT, CALLS, ENDING, REJECT, STUB, add_chat_routes
 from aiproxy.httpapi.errors import error_body, error_response, json_response
-from aiproxy.httpapi.hop import CarriedCalls
 from aiproxy.httpapi.logs_routes import add_log_routes
 from aiproxy.httpapi.metadata import REQUEST_ID_KEY
 from aiproxy.identity import request_id

@@ -19,7 +19,7 @@ from aiproxy.errors import (
     RequestTimeout,
     ServerShuttingDown,
 )
-from aiproxy.httpapi import hop, sse
+from aiproxy.httpapi import carried_calls, hop, sse
 from aiproxy.httpapi.errors import (
     error_response,
     json_response,
@@ -33,7 +33,7 @@ from aiproxy.providers.base import forwardable_headers
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc
 
 STUB = web.AppKey("chat_stub", chat_pb2_grpc.ChatServiceStub)
-CALLS = web.AppKey("chat_calls", hop.CarriedCalls)  # CreateChatCompletion, carried over the cell's hop stream
+CALLS = web.AppKey("chat_calls", carried_calls.CarriedCalls)  # CreateChatCompletion, carried over the cell's hop stream
 # Called for requests refused before they can become an RPC: an Authorization value metadata cannot
 # carry (401), a body that is too large (413), too slow to arrive (408), not a JSON object or nested
 # too deeply (400). reject(request, error) checks the key first (401 wins) and writes the request log record.
@@ -210,7 +210,7 @@ async def _answer(request: web.Request, response: web.Response) -> web.StreamRes
 ANSWER_PIECE = 256 * 1024  # _answer: the answer is written this much at a time
 
 
-async def _stream(request: web.Request, call: hop.CarriedStream) -> web.StreamResponse:
+async def _stream(request: web.Request, call: carried_calls.CarriedStream) -> web.StreamResponse:
     # The batched RPC: chunks that arrived together cross the hop as one message and leave in one
     # write, each still its own SSE event.
     try:
@@ -237,7 +237,7 @@ async def _stream(request: web.Request, call: hop.CarriedStream) -> web.StreamRe
         call.cancel()
 
 
-async def _relay(request: web.Request, response: web.StreamResponse, call: hop.CarriedStream, message) -> None:
+async def _relay(request: web.Request, response: web.StreamResponse, call: carried_calls.CarriedStream, message) -> None:
     """The stream's events from `message` (a serialized batch) on, then its error frame if the call
     fails, then [DONE]."""
     try:

@@ -23,7 +23,7 @@ CARRIED_METHODS = ("/aiproxy.v1.ChatService/CreateChatCompletion", "/aiproxy.v1.
 # A streamed call's messages the facade has not read yet: its writes wait while they reach this (as an
 # RPC's wait for gRPC's flow control), so a client that reads nothing holds up only its own call, and
 # the servicer ends it after REQUEST_BODY_TIMEOUT_SECONDS. The facade credits what it read at least
-# every httpapi.hop.STREAM_CREDIT_BYTES (less than this, or a stream could wait for good).
+# every httpapi.carried_calls.STREAM_CREDIT_BYTES (less than this, or a stream could wait for good).
 STREAM_WINDOW_BYTES = 256 * 1024
 
 

@@ -3,7 +3,8 @@
 A cell runs two of them over the same servicers: the public one on GRPC_HOST:GRPC_PORT and an
 internal one on a unix socket for the in-process REST facade. grpc.aio stops all of a server's
 ports at once, and a shutdown must stop the public port at once while the REST requests still
-draining keep reaching the services through the unix socket: hence two servers.
+draining keep reaching the services through the unix socket: hence two servers. The internal one
+also serves CellHop, which carries the facade's chat calls (rpc.cell_hop).
 """
 
 from __future__ import annotations

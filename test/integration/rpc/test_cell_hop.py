@@ -1,4 +1,4 @@
-"""The facade's chat calls carried over one CellHop.Exchange stream (httpapi.hop.CarriedCalls,
+"""The facade's chat calls carried over one CellHop.Exchange stream (httpapi.carried_calls,
 rpc.cell_hop): each call gets its own answer, messages or failure, exactly as its RPC would end, a
 cancelled call is cancelled at the servicer, a stream nobody reads holds up only itself, and the
 hop's stream survives what ends it."""
@@ -12,7 +12,7 @@ import tempfile
 import grpc
 import pytest
 
-from aiproxy.httpapi.hop import CARRIED_MAX_BYTES, CarriedCalls
+from aiproxy.httpapi.carried_calls import CARRIED_MAX_BYTES, CarriedCalls
 from aiproxy.rpc.cell_hop import STREAM_WINDOW_BYTES, CellHopServicer
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc, hop_pb2_grpc
 
