@@ -9,6 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from aiproxy.cell import internal_socket_path
 from aiproxy.testing.fake_openai import JSONReply, SSEComment, StreamReply, completion, text_chunks
 from aiproxy.testing.gateway import CLIENT_KEY
 from aiproxypb.v1 import chat_pb2, chat_pb2_grpc, common_pb2, hop_pb2, hop_pb2_grpc
@@ -303,6 +304,19 @@ def test_the_cells_own_hop_is_not_served_on_the_public_port(channel, fake, gatew
     exchange = hop_pb2_grpc.CellHopStub(channel).Exchange(iter([hop_pb2.HopCalls()]), metadata=AUTH)
     with pytest.raises(grpc.RpcError) as refused:
         list(exchange)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_the_internal_socket_does_not_serve_the_public_ports_reflection(channel, gateway):
+    """The other way round: reflection is the public port's. Once a client had used it there, the
+    interceptors' shared cache served it on the cell's internal socket too."""
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    with grpc.insecure_channel(f"unix:{internal_socket_path(gateway.proc.pid)}") as internal:
+        asked = reflection_pb2_grpc.ServerReflectionStub(internal).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        with pytest.raises(grpc.RpcError) as refused:
+            next(asked)
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+from collections.abc import Callable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -75,14 +76,35 @@ def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:
     return None
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Serves each method through `wrap(method, handler)` of the server's own handler, built on its first
+    call and kept. An instance belongs to one server: the cell's two do not serve the same methods
+    (CellHop is the internal one's, reflection the public one's), and a cache shared between them
+    served each the other's."""
+
+    def __init__(self, wrap: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]) -> None:
+        self._wrap_method = wrap
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:  # unknown method: not cached, so random names cannot grow the cache
+                return None
+            wrapped = self._wrapped[method] = self._wrap_method(method, handler)
+        return wrapped
+
+
+class AuthInterceptor(WrappingInterceptor):
     def __init__(self, keys: KeyRing, models_require_auth: bool, on_reject=None) -> None:
         """on_reject(method, context, error, caller) is told of every refused call (for the request log);
         `caller` is None unless the key was accepted (the message was refused)."""
+        super().__init__(self._wrap)
         self._keys = keys
         self._models_require_auth = models_require_auth
         self._on_reject = on_reject
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def _policy(self, method: str) -> str:
         if method.startswith(_PUBLIC_PREFIXES):
@@ -99,21 +121,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if policy == "admin" and not caller.admin:
             raise PermissionDenied("This API reads everyone's request logs: it needs an admin key (ADMIN_API_KEYS).")
         return caller
-
-    async def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            handler = await continuation(handler_call_details)
-            if handler is None:  # unknown method: not cached, so random names cannot grow the cache
-                return None
-            wrapped = self._wrap(method, handler)
-            # The servers share this interceptor but not every service (CellHop is the internal one's,
-            # reflection the public one's): a public method's handler, the server's own, is not cached,
-            # or one server would serve the other's.
-            if wrapped is not handler:
-                self._wrapped[method] = wrapped
-        return wrapped
 
     def _wrap(self, method: str, handler):
         """The method's handler with authentication in front, built once per method."""

@@ -29,7 +29,7 @@ from aiproxy.errors import ClientStalled, RequestTimeout, ServerShuttingDown
 from aiproxy.identity import request_id
 from aiproxy.rpc.cell_hop import CARRIED_METHODS, CellHopServicer
 from aiproxy.rpc.chat_service import ChatServicer
-from aiproxy.rpc.interceptor import AuthInterceptor, metadata_value
+from aiproxy.rpc.interceptor import AuthInterceptor, WrappingInterceptor, metadata_value
 from aiproxy.rpc.log_service import add_log_service
 from aiproxy.rpc.status import REQUEST_ID, abort_with
 from aiproxy.rpc.steps import end_stream, received, sent
@@ -90,7 +90,7 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(key, cert)])
 
 
-class CallTracker(grpc.aio.ServerInterceptor):
+class CallTracker:
     """Knows every RPC in flight (its task), so that a shutdown can wait for them and, once the grace
     period is over, end each with UNAVAILABLE and an OpenAI error saying why (the facade relays it as
     a 503, or as the error frame of a stream) instead of grpc.aio's bare cancellation. Once the calls
@@ -99,13 +99,16 @@ class CallTracker(grpc.aio.ServerInterceptor):
     Every handler becomes a coroutine (streams write with context.write), so that the cancellation
     always lands inside the wrapper, never in grpc.aio's own loop over a response generator, and a
     generator's writes are bounded by `send_timeout` (REQUEST_BODY_TIMEOUT_SECONDS) as ChatService's are,
-    a client stream's reads (ImportBundle's) as long."""
+    a client stream's reads (ImportBundle's) as long. One tracker serves both servers (`interceptor()`)."""
 
     def __init__(self, send_timeout: float) -> None:
         self._send_timeout = send_timeout
         self._calls: dict[asyncio.Task, bool] = {}  # task -> whether it is work to wait for
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
         self._ending = False
+
+    def interceptor(self) -> WrappingInterceptor:
+        """A server's interceptor tracking its calls."""
+        return WrappingInterceptor(self._wrap_method)
 
     def busy(self) -> int:
         """The calls in flight that a drain waits for."""
@@ -116,17 +119,10 @@ class CallTracker(grpc.aio.ServerInterceptor):
         for task in list(self._calls):
             task.cancel(ServerShuttingDown.CANCEL_MESSAGE)
 
-    async def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            handler = await continuation(handler_call_details)
-            if handler is None:  # unknown method: not cached
-                return None
-            if method.startswith(_CARRIER):
-                return handler
-            wrapped = self._wrapped[method] = self._wrap(handler, not method.startswith(_NOT_WORK))
-        return wrapped
+    def _wrap_method(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if method.startswith(_CARRIER):
+            return handler
+        return self._wrap(handler, not method.startswith(_NOT_WORK))
 
     def _wrap(self, handler, work: bool):
         kinds = (
@@ -276,20 +272,20 @@ class GrpcServer:
         self._settings = settings
         self.unix_socket = unix_socket
         self.calls = CallTracker(settings.request_body_timeout_seconds)
-        self._interceptors = interceptors = [
-            self.calls,
-            AuthInterceptor(
-                KeyRing(settings.api_keys, settings.admin_api_keys), settings.models_require_auth, chat.log_rejection
-            ),
-        ]
+        keys = KeyRing(settings.api_keys, settings.admin_api_keys)
+
+        def interceptors() -> list[grpc.aio.ServerInterceptor]:  # each server its own (WrappingInterceptor)
+            return [self.calls.interceptor(), AuthInterceptor(keys, settings.models_require_auth, chat.log_rejection)]
+
         limit = settings.grpc_message_bytes
         sizes = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
-        self.internal = grpc.aio.server(interceptors=interceptors, options=[_MINIMAL_STACK])
+        self._internal_interceptors = interceptors()
+        self.internal = grpc.aio.server(interceptors=self._internal_interceptors, options=[_MINIMAL_STACK])
         self.public: grpc.aio.Server | None = None
         servers = [self.internal]
         if settings.grpc_port:
             self.public = grpc.aio.server(
-                interceptors=interceptors,
+                interceptors=interceptors(),
                 options=[*sizes, ("grpc.so_reuseport", 1), ("grpc.keepalive_permit_without_calls", 1),
                          *_client_connection_limits(settings)],
             )
@@ -336,13 +332,13 @@ class GrpcServer:
                               " stop the other server, or set GRPC_HOST / GRPC_PORT (0 turns it off)") from None
 
     async def _intercepted(self, method: str) -> grpc.RpcMethodHandler:
-        """The servers' handler of `method`, behind their interceptors as grpc.aio puts it there."""
+        """The internal server's handler of `method`, behind its interceptors as grpc.aio puts it there."""
 
         async def find(details) -> grpc.RpcMethodHandler | None:
             return next(filter(None, (handler.service(details) for handler in self._services.handlers)), None)
 
         continuation = find
-        for interceptor in reversed(self._interceptors):
+        for interceptor in reversed(self._internal_interceptors):
             continuation = functools.partial(interceptor.intercept_service, continuation)
         return await continuation(_CallDetails(method, ()))
 
