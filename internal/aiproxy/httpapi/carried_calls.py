@@ -11,6 +11,7 @@ import itertools
 import grpc
 
 from aiproxy.httpapi.hop import answer, next_message
+from aiproxy.rpc.cell_hop import metadata_of
 from aiproxypb.v1 import hop_pb2
 
 # A request larger than this takes a call of its own: on the shared stream it would hold up the calls
@@ -20,15 +21,9 @@ _STREAM_CLOSE_SECONDS = 1.0  # close(): how long the servicer may take to send i
 _METHOD = "/aiproxy.v1.ChatService/"
 
 
-def _metadata(entries) -> grpc.aio.Metadata:
-    return grpc.aio.Metadata(*(
-        (entry.key, entry.value if entry.key.endswith("-bin") else entry.value.decode()) for entry in entries
-    ))
-
-
 def _failure(result: hop_pb2.HopResult) -> grpc.aio.AioRpcError:
     code = _STATUS_CODES.get(result.code, grpc.StatusCode.UNKNOWN)
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), _metadata(result.trailing_metadata), result.details)
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), metadata_of(result.trailing_metadata), result.details)
 
 
 class _Answer:
@@ -76,7 +71,7 @@ class CarriedStream:
                 if result.code:
                     raise _failure(result)
             elif not result.HasField("response"):
-                self._initial = _metadata(result.initial_metadata)
+                self._initial = metadata_of(result.initial_metadata)
             else:
                 message = result.response  # each read of a bytes field is a copy
                 self._read += len(message)
@@ -155,7 +150,7 @@ class CarriedCalls:
             raise
         if result.code:
             raise _failure(result)
-        return result.response, _metadata(result.trailing_metadata)
+        return result.response, metadata_of(result.trailing_metadata)
 
     def stream(self, request: bytes, metadata: tuple[tuple[str, str], ...]) -> CarriedStream | _OwnStream:
         """A StreamChatCompletionBatches call of a serialized request."""

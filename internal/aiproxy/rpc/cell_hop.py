@@ -27,9 +27,17 @@ CARRIED_METHODS = ("/aiproxy.v1.ChatService/CreateChatCompletion", "/aiproxy.v1.
 STREAM_WINDOW_BYTES = 256 * 1024
 
 
-def _entries(field, metadata) -> None:
+def add_metadata(entries, metadata) -> None:
+    """gRPC metadata into a repeated MetadataEntry field (values of `-bin` keys are bytes)."""
     for key, value in metadata:
-        field.add(key=key, value=value if isinstance(value, bytes) else value.encode())
+        entries.add(key=key, value=value if isinstance(value, bytes) else value.encode())
+
+
+def metadata_of(entries) -> grpc.aio.Metadata:
+    """add_metadata's inverse, for the facade."""
+    return grpc.aio.Metadata(*(
+        (entry.key, entry.value if entry.key.endswith("-bin") else entry.value.decode()) for entry in entries
+    ))
 
 
 class CarriedCallContext:
@@ -77,7 +85,7 @@ class CarriedCallContext:
     async def send_initial_metadata(self, metadata) -> None:
         def fill(result: hop_pb2.HopResult) -> None:
             result.more = True
-            _entries(result.initial_metadata, metadata)
+            add_metadata(result.initial_metadata, metadata)
 
         self._emit(fill)
 
@@ -105,7 +113,7 @@ class CarriedCallContext:
         result.code, result.details = self.code.value[0], self.details
         if answer is not None:
             result.response = answer.SerializeToString()
-        _entries(result.trailing_metadata, self.trailing_metadata)
+        add_metadata(result.trailing_metadata, self.trailing_metadata)
 
 
 class CellHopServicer(hop_pb2_grpc.CellHopServicer):
